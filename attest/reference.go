@@ -1,0 +1,99 @@
+package attest
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// ReferenceValues are what a relying party expects of verified Claims.
+// The zero value accepts any measurement and TCB (with warnings) but still
+// refuses debug isolates.
+type ReferenceValues struct {
+	// Measurements is an allow-list for Claims.Measurement; empty means any.
+	Measurements [][]byte
+	// MinSVN sets a floor per security-version component present in
+	// Claims.SVN (e.g. "tee_tcb_svn0", "pce_svn", "snp").
+	MinSVN map[string]uint64
+	// AcceptTCBStatus lists the acceptable TCB statuses; empty means
+	// anything except "Revoked".
+	AcceptTCBStatus []string
+	// AllowDebug accepts debug isolates.
+	AllowDebug bool
+	// ReportData, if set, must equal Claims.ReportData (shorter values are
+	// compared against the prefix, the rest must be zero).
+	ReportData []byte
+	// Nonce, if set, must equal Claims.Nonce.
+	Nonce []byte
+	// MaxAge, if set, bounds now - Claims.IssuedAt for formats with a
+	// timestamp; evidence without one is refused when MaxAge is set.
+	MaxAge time.Duration
+	// RequireHardware refuses classes without hardware protection.
+	RequireHardware bool
+}
+
+// Validate judges verified claims against reference values as of now.
+// It returns the first violation, wrapped around one of the package's
+// sentinel errors.
+func Validate(c *Claims, ref ReferenceValues, now time.Time) error {
+	if c == nil {
+		return fmt.Errorf("%w: no claims", ErrMalformed)
+	}
+	if c.Debug && !ref.AllowDebug {
+		return fmt.Errorf("%w: %s evidence comes from a debug-enabled isolate", ErrDebug, c.Class)
+	}
+	if ref.RequireHardware && !c.HardwareProtected {
+		return fmt.Errorf("%w: class %s has no hardware protection and the reference values require it", ErrTCB, c.Class)
+	}
+	if len(ref.Measurements) > 0 && !slices.ContainsFunc(ref.Measurements, func(m []byte) bool { return bytes.Equal(m, c.Measurement) }) {
+		return fmt.Errorf("%w: %s is not in the allow-list", ErrMeasurement, hex.EncodeToString(c.Measurement))
+	}
+	if ref.ReportData != nil && !reportDataMatches(c.ReportData, ref.ReportData) {
+		return fmt.Errorf("%w: evidence has %s, expected %s", ErrReportData, hex.EncodeToString(c.ReportData), hex.EncodeToString(ref.ReportData))
+	}
+	if ref.Nonce != nil && !bytes.Equal(c.Nonce, ref.Nonce) {
+		return fmt.Errorf("%w: evidence has %s, expected %s", ErrNonce, hex.EncodeToString(c.Nonce), hex.EncodeToString(ref.Nonce))
+	}
+	if len(ref.AcceptTCBStatus) > 0 {
+		if !slices.Contains(ref.AcceptTCBStatus, c.TCBStatus) {
+			return fmt.Errorf("%w: status %q not in %v", ErrTCB, c.TCBStatus, ref.AcceptTCBStatus)
+		}
+	} else if c.TCBStatus == "Revoked" {
+		return fmt.Errorf("%w: platform TCB is revoked", ErrTCB)
+	}
+	for comp, min := range ref.MinSVN {
+		got, ok := c.SVN[comp]
+		if !ok {
+			return fmt.Errorf("%w: evidence has no SVN component %q", ErrTCB, comp)
+		}
+		if got < min {
+			return fmt.Errorf("%w: SVN %s is %d, minimum %d", ErrTCB, comp, got, min)
+		}
+	}
+	if ref.MaxAge > 0 {
+		if c.IssuedAt.IsZero() {
+			return fmt.Errorf("%w: %s evidence carries no timestamp and a maximum age is required", ErrStale, c.Class)
+		}
+		if age := now.Sub(c.IssuedAt); age > ref.MaxAge {
+			return fmt.Errorf("%w: issued %s ago, maximum %s", ErrStale, age.Round(time.Second), ref.MaxAge)
+		}
+	}
+	return nil
+}
+
+func reportDataMatches(got, want []byte) bool {
+	if len(want) > len(got) {
+		return false
+	}
+	if !bytes.Equal(got[:len(want)], want) {
+		return false
+	}
+	for _, b := range got[len(want):] {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,102 @@
+package isolate
+
+import "time"
+
+// Defaults used when a Config field is zero.
+const (
+	DefaultMemory         = 256 << 20 // guest linear memory ceiling
+	DefaultTimeout        = 30 * time.Second
+	DefaultMaxOutput      = 64 << 20 // total bytes under /output/
+	DefaultMaxOutputFiles = 256      // files under /output/
+	DefaultMaxStdio       = 16 << 20 // bytes kept per stream (stdout, stderr)
+)
+
+// Input is one file the guest sees read-only at /input/Name. Exactly one of
+// Data and Path is set; a Path is opened by the host side, never by the
+// jailed worker.
+type Input struct {
+	Name string
+	Data []byte
+	Path string
+}
+
+// Config describes one run of a WASI preview-1 module.
+type Config struct {
+	Module []byte   // the .wasm bytes
+	Name   string   // argv[0] as the guest sees it; default "program.wasm"
+	Args   []string // argv[1:]
+	Env    []string // "KEY=VALUE"; nothing from the host environment leaks in
+	Inputs []Input
+
+	Memory         uint64        // guest linear memory ceiling in bytes
+	Timeout        time.Duration // wall clock, enforced by SIGKILL of the worker
+	MaxOutput      int64         // total bytes the guest may write under /output/
+	MaxOutputFiles int           // files the guest may create under /output/
+	MaxStdio       int64         // bytes kept per stdout/stderr stream; the rest is dropped and flagged
+
+	// Deterministic fixes the wall clock, makes the monotonic clock advance
+	// by a fixed step per reading, and derives randomness from Seed.
+	Deterministic bool
+	Seed          [32]byte
+}
+
+// Outcome says how a run ended.
+type Outcome string
+
+const (
+	OutcomeExited  Outcome = "exited"  // the program exited by itself (or _start returned)
+	OutcomeTimeout Outcome = "timeout" // killed at the wall-clock limit
+	OutcomeMemory  Outcome = "memory"  // died after a memory growth was refused at the ceiling
+	OutcomeTrap    Outcome = "trap"    // crash: unreachable, out-of-bounds, stack overflow
+	OutcomeInvalid Outcome = "invalid" // nothing ran: bad module, unknown imports, bad inputs
+)
+
+// Exit statuses `cloister run` uses for outcomes other than OutcomeExited.
+const (
+	ExitTimeout = 124
+	ExitMemory  = 125
+	ExitTrap    = 126
+	ExitInvalid = 2
+)
+
+// OutputInfo describes one file the guest left under /output/.
+type OutputInfo struct {
+	Name   string `json:"name"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// Report is the JSON run report (`cloister run --report`).
+type Report struct {
+	Outcome       Outcome      `json:"outcome"`
+	ExitCode      int          `json:"exit_code"`
+	WallMS        int64        `json:"wall_ms"`
+	ProgramSHA256 string       `json:"program_sha256"`
+	Outputs       []OutputInfo `json:"outputs"`
+	// Protections lists the isolation mechanisms that were in force for
+	// this run: netns, mountns, pidns, seccomp, no_new_privs, rlimit,
+	// cgroup, worker (separate process).
+	Protections []string `json:"protections"`
+	// Missing maps each mechanism that could not be applied to the reason.
+	Missing map[string]string `json:"missing_protections,omitempty"`
+	// Error explains outcomes other than exited (the trap message, the
+	// invalid-module reason, which limit was hit).
+	Error           string `json:"error,omitempty"`
+	StdoutTruncated bool   `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
+	Deterministic   bool   `json:"deterministic"`
+}
+
+// Output is one file the guest wrote under /output/.
+type Output struct {
+	Name string
+	Data []byte
+}
+
+// Result is everything a run produced.
+type Result struct {
+	Report  Report
+	Stdout  []byte
+	Stderr  []byte
+	Outputs []Output
+}
