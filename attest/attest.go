@@ -26,6 +26,9 @@ const (
 	ClassNitro    Class = "nitro"    // AWS Nitro Enclaves attestation document
 	ClassRATLS    Class = "ra-tls"   // interoperable RA-TLS certificate (envelope)
 	ClassEAR      Class = "ear"      // EAT Attestation Result JWT (envelope)
+	// ClassCCA is Arm CCA evidence (platform and realm tokens). Cloister
+	// verifies it but has no attester for it.
+	ClassCCA Class = "cca"
 )
 
 // ReportDataSize is the size of the report data every attester binds.
@@ -145,6 +148,13 @@ var (
 	registryMu sync.RWMutex
 	registry   = map[Class]Verifier{}
 )
+
+// Registered lists the classes with a verifier, sorted.
+func Registered() []Class {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return registeredLocked()
+}
 
 // Register makes v the verifier for its class. Sub-packages call it from
 // init; registering a class twice panics (a programming error).

@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// runCLI runs the cloister command line in-process and returns its exit
+// status and output. Flags keep their values between Execute calls on the
+// same command tree, so every flag is first reset to its default.
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var resetAll func(c *cobra.Command)
+	resetAll = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if sv, ok := f.Value.(pflag.SliceValue); ok {
+				_ = sv.Replace(nil)
+			} else {
+				_ = f.Value.Set(f.DefValue)
+			}
+			f.Changed = false
+		})
+		for _, sub := range c.Commands() {
+			resetAll(sub)
+		}
+	}
+	resetAll(rootCmd)
+	var out, errb bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetErr(&errb)
+	rootCmd.SetArgs(args)
+	defer func() {
+		rootCmd.SetOut(nil)
+		rootCmd.SetErr(nil)
+	}()
+	err := rootCmd.Execute()
+	code = ExitOK
+	if err != nil {
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			code = ee.Code
+		} else {
+			code = ExitUsage
+		}
+		errb.WriteString(err.Error())
+	}
+	return code, out.String(), errb.String()
+}
+
+func writePlatformKey(t *testing.T, dir string) ed25519.PublicKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "platform.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+func TestAttestSoftwareRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	writePlatformKey(t, dir)
+	ev, pub := filepath.Join(dir, "ev.json"), filepath.Join(dir, "platform.pub")
+	rd := "00ff" + strings.Repeat("ab", 10)
+	if code, _, stderr := runCLI(t, "attest", "quote", "--class", "software", "--data-dir", dir, "--report-data", rd, "--out", ev, "--pub-out", pub); code != 0 {
+		t.Fatalf("quote: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, "attest", "verify", ev, "--trust-root", pub, "--report-data", rd, "--json")
+	if code != 0 {
+		t.Fatalf("verify: exit %d: %s", code, stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	if got["class"] != "software" || got["verified"] != true || !strings.HasPrefix(got["report_data"].(string), rd) || got["debug"] != false {
+		t.Fatalf("claims: %s", stdout)
+	}
+	if adv, ok := got["advisories"].([]any); !ok || len(adv) != 0 {
+		t.Fatalf("advisories must be an empty array: %s", stdout)
+	}
+	if m, _ := got["measurement"].(string); len(m) != 64 {
+		t.Fatalf("measurement %q", m)
+	}
+	if !strings.Contains(stdout, "no hardware protection") {
+		t.Fatalf("warning missing: %s", stdout)
+	}
+
+	// Wrong report data: verification fails (exit 1) with a JSON verdict.
+	code, stdout, _ = runCLI(t, "attest", "verify", ev, "--trust-root", pub, "--report-data", "01", "--json")
+	if code != 1 || !strings.Contains(stdout, `"verified":false`) || !strings.Contains(stdout, "report data mismatch") {
+		t.Fatalf("wrong report data: exit %d %s", code, stdout)
+	}
+	// No pinned key: untrusted signer, exit 1.
+	code, _, stderr = runCLI(t, "attest", "verify", ev)
+	if code != 1 || !strings.Contains(stderr, "signer not trusted") {
+		t.Fatalf("no pinned key: exit %d %s", code, stderr)
+	}
+	// Unknown input: exit 2.
+	junk := filepath.Join(dir, "junk")
+	os.WriteFile(junk, []byte{0x00, 0x01, 0x02, 0x03}, 0o644)
+	if code, _, stderr = runCLI(t, "attest", "verify", junk); code != 2 {
+		t.Fatalf("junk: exit %d %s", code, stderr)
+	}
+	if code, _, _ = runCLI(t, "attest", "verify", filepath.Join(dir, "missing")); code != 2 {
+		t.Fatalf("missing file: exit %d", code)
+	}
+	if code, _, _ = runCLI(t, "attest", "quote", "--class", "software", "--data-dir", dir, "--report-data", strings.Repeat("00", 65)); code != 2 {
+		t.Fatalf("65-byte report data: exit %d", code)
+	}
+}
