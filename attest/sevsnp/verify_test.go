@@ -2,8 +2,8 @@ package sevsnp
 
 import (
 	"bytes"
-	"crypto/x509"
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -133,7 +133,11 @@ func TestTamperedAndOutOfWindow(t *testing.T) {
 		{"no roots", s.evidence, attest.VerifyOptions{Now: at2024, AllowDebug: true, ReplaceRoots: true}, attest.ErrChain},
 		{"truncated", func() *attest.Evidence { e := s.evidence(); e.Data = s.report[:1000]; return e }, opts, attest.ErrMalformed},
 		{"trailing garbage", func() *attest.Evidence { e := s.evidence(); e.Data = append(bytes.Clone(s.report), 1, 2, 3); return e }, opts, attest.ErrMalformed},
-		{"garbage collateral", func() *attest.Evidence { e := s.evidence(); e.Collateral = append(e.Collateral, []byte("junk")); return e }, opts, attest.ErrMalformed},
+		{"garbage collateral", func() *attest.Evidence {
+			e := s.evidence()
+			e.Collateral = append(e.Collateral, []byte("junk"))
+			return e
+		}, opts, attest.ErrMalformed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
