@@ -9,5 +9,6 @@
 package all
 
 import (
+	_ "github.com/cloisterhq/cloister/attest/nitro"
 	_ "github.com/cloisterhq/cloister/attest/software"
 )
