@@ -38,6 +38,12 @@ type Config struct {
 	// by a fixed step per reading, and derives randomness from Seed.
 	Deterministic bool
 	Seed          [32]byte
+
+	// ConformanceRoot, when set, replaces the /input + /output view with a
+	// host directory preopened as "/". It exists for the WASI conformance
+	// tests only, is not reachable from the CLI, and forces an in-process
+	// run (the jailed worker never opens host paths).
+	ConformanceRoot string
 }
 
 // Outcome says how a run ended.
@@ -85,6 +91,9 @@ type Report struct {
 	StdoutTruncated bool   `json:"stdout_truncated,omitempty"`
 	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
 	Deterministic   bool   `json:"deterministic"`
+	// OutputLimited says a write or file creation under /output/ was
+	// refused because MaxOutput or MaxOutputFiles was reached.
+	OutputLimited bool `json:"output_limited,omitempty"`
 }
 
 // Output is one file the guest wrote under /output/.

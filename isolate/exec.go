@@ -1,0 +1,320 @@
+package isolate
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// Deterministic clocks (Config.Deterministic): the wall clock reads
+// DeterministicEpoch forever; the monotonic clock starts at zero and advances
+// by DeterministicTick on every reading (and by the requested duration on
+// every sleep, which returns at once).
+var DeterministicEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// DeterministicTick is how far the deterministic monotonic clock advances per
+// reading.
+const DeterministicTick = time.Millisecond
+
+// job is a Config resolved for execution: defaults applied, inputs as bytes.
+// It is what the parent sends to the worker.
+type job struct {
+	Module         []byte
+	Name           string
+	Args           []string
+	Env            []string
+	Inputs         map[string][]byte
+	Memory         uint64
+	Timeout        time.Duration
+	MaxOutput      int64
+	MaxOutputFiles int
+	MaxStdio       int64
+	Deterministic  bool
+	Seed           [32]byte
+	// ConformanceRoot is a host directory preopened as "/" (tests only).
+	ConformanceRoot string
+	// Cancel makes wazero stop the guest when ctx ends (in-process runs
+	// only; the worker is killed instead).
+	Cancel bool
+	// SelfTest makes the worker probe its own jail after running (tests).
+	SelfTest bool
+}
+
+// executor compiles and runs jobs in the current process.
+type executor struct {
+	cache wazero.CompilationCache // may be nil
+}
+
+// limitedBuffer keeps the first max bytes written and drops the rest,
+// remembering that it did. Writes never fail, so a guest flooding stdout is
+// neither slowed down nor told.
+type limitedBuffer struct {
+	mu        sync.Mutex
+	buf       bytes.Buffer
+	max       int64
+	truncated bool
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	room := l.max - int64(l.buf.Len())
+	if int64(len(p)) > room {
+		l.truncated = true
+		if room > 0 {
+			l.buf.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	l.buf.Write(p)
+	return len(p), nil
+}
+
+// seededReader derives the guest's random bytes from the seed with ChaCha8
+// (a cryptographically strong generator), domain-separated so the same seed
+// used elsewhere in Cloister yields unrelated bytes.
+func seededReader(seed [32]byte) io.Reader {
+	key := sha256.Sum256(append([]byte("cloister isolate random v1\x00"), seed[:]...))
+	return rand.NewChaCha8(key)
+}
+
+type detClock struct {
+	mu  sync.Mutex
+	now int64
+}
+
+func (c *detClock) nanotime() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now += int64(DeterministicTick)
+	return c.now
+}
+
+func (c *detClock) sleep(ns int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ns > 0 {
+		c.now += ns
+	}
+}
+
+func invalid(rep *Report, format string, args ...any) *Result {
+	rep.Outcome = OutcomeInvalid
+	rep.ExitCode = ExitInvalid
+	rep.Error = fmt.Sprintf(format, args...)
+	return &Result{Report: *rep}
+}
+
+// execute compiles and runs one job in this process. It never returns an
+// error for problems of the guest: those are outcomes in the report.
+func (e *executor) execute(ctx context.Context, j *job) (*Result, error) {
+	start := time.Now()
+	sum := sha256.Sum256(j.Module)
+	rep := Report{
+		ProgramSHA256: hex.EncodeToString(sum[:]),
+		Deterministic: j.Deterministic,
+		Outputs:       []OutputInfo{},
+		Protections:   []string{},
+	}
+	finish := func(r *Result) *Result {
+		r.Report.WallMS = time.Since(start).Milliseconds()
+		return r
+	}
+	if err := checkMinMemory(j.Module, j.Memory); err != nil {
+		rep.Outcome, rep.ExitCode, rep.Error = OutcomeMemory, ExitMemory, err.Error()
+		return finish(&Result{Report: rep}), nil
+	}
+
+	rc := wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(j.Cancel)
+	if e.cache != nil {
+		rc = rc.WithCompilationCache(e.cache)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	defer rt.Close(context.Background())
+
+	compiled, err := compileGuarded(ctx, rt, j.Module)
+	if err != nil {
+		return finish(invalid(&rep, "invalid module: %v", err)), nil
+	}
+	if err := checkImports(compiled); err != nil {
+		return finish(invalid(&rep, "%v", err)), nil
+	}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return nil, fmt.Errorf("isolate: instantiating WASI: %w", err)
+	}
+
+	stdout := &limitedBuffer{max: j.MaxStdio}
+	stderr := &limitedBuffer{max: j.MaxStdio}
+	name := j.Name
+	if name == "" {
+		name = "program.wasm"
+	}
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithArgs(append([]string{name}, j.Args...)...).
+		WithStdin(bytes.NewReader(nil)).
+		WithStdout(stdout).
+		WithStderr(stderr)
+	for _, kv := range j.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return finish(invalid(&rep, "environment entry %q is not KEY=VALUE", kv)), nil
+		}
+		mc = mc.WithEnv(k, v)
+	}
+	var now func() int64
+	if j.Deterministic {
+		clk := &detClock{}
+		epoch := DeterministicEpoch.UnixNano()
+		now = func() int64 { return epoch }
+		mc = mc.WithWalltime(func() (int64, int32) { return epoch / 1e9, int32(epoch % 1e9) }, sys.ClockResolution(1)).
+			WithNanotime(clk.nanotime, sys.ClockResolution(1)).
+			WithNanosleep(clk.sleep).
+			WithOsyield(func() {}).
+			WithRandSource(seededReader(j.Seed))
+	} else {
+		now = func() int64 { return time.Now().UnixNano() }
+		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
+		// wazero's default random source is crypto/rand.
+	}
+	var gfs *guestFS
+	if j.ConformanceRoot != "" {
+		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(j.ConformanceRoot, "/"))
+	} else {
+		gfs = newGuestFS(j.Inputs, j.MaxOutput, j.MaxOutputFiles, now)
+		mc = mc.WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(gfs, "/"))
+	}
+
+	alloc := &ceilingAllocator{ceiling: j.Memory}
+	runCtx := experimental.WithMemoryAllocator(ctx, alloc)
+	mod, err := rt.InstantiateModule(runCtx, compiled, mc)
+	if mod != nil {
+		_ = mod.Close(context.Background())
+	}
+
+	res := &Result{Stdout: stdout.buf.Bytes(), Stderr: stderr.buf.Bytes()}
+	rep.StdoutTruncated, rep.StderrTruncated = stdout.truncated, stderr.truncated
+	classify(&rep, err, alloc.refused.Load(), ctx.Err())
+	if gfs != nil {
+		var limited bool
+		res.Outputs, limited = gfs.collect()
+		rep.OutputLimited = limited
+		for _, o := range res.Outputs {
+			s := sha256.Sum256(o.Data)
+			rep.Outputs = append(rep.Outputs, OutputInfo{Name: o.Name, Bytes: int64(len(o.Data)), SHA256: hex.EncodeToString(s[:])})
+		}
+	}
+	res.Report = rep
+	return finish(res), nil
+}
+
+// classify turns the error of running _start into an outcome.
+func classify(rep *Report, err error, memoryRefused bool, ctxErr error) {
+	var exit *sys.ExitError
+	switch {
+	case err == nil:
+		rep.Outcome, rep.ExitCode = OutcomeExited, 0
+		return
+	case ctxErr != nil && errors.As(err, &exit) &&
+		(exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled):
+		rep.Outcome, rep.ExitCode, rep.Error = OutcomeTimeout, ExitTimeout, "wall-clock limit reached"
+		return
+	case errors.As(err, &exit):
+		code := int(exit.ExitCode())
+		if code != 0 && memoryRefused {
+			rep.Outcome, rep.ExitCode = OutcomeMemory, ExitMemory
+			rep.Error = fmt.Sprintf("the program exited with status %d after a memory growth was refused at the ceiling", code)
+			return
+		}
+		rep.Outcome, rep.ExitCode = OutcomeExited, code
+		return
+	}
+	if memoryRefused {
+		rep.Outcome, rep.ExitCode = OutcomeMemory, ExitMemory
+		rep.Error = fmt.Sprintf("the program crashed after a memory growth was refused at the ceiling: %v", err)
+		return
+	}
+	rep.Outcome, rep.ExitCode, rep.Error = OutcomeTrap, ExitTrap, trapMessage(err)
+}
+
+// trapMessage keeps the useful part of wazero's error: the trap kind and the
+// guest stack trace, bounded.
+func trapMessage(err error) string {
+	msg := err.Error()
+	if len(msg) > 4096 {
+		msg = msg[:4096] + "…"
+	}
+	return msg
+}
+
+// compileGuarded compiles untrusted bytes; a panic inside the decoder or
+// compiler becomes an error instead of taking the process down.
+func compileGuarded(ctx context.Context, rt wazero.Runtime, module []byte) (cm wazero.CompiledModule, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			cm, err = nil, fmt.Errorf("compiler failure: %v", p)
+		}
+	}()
+	return rt.CompileModule(ctx, module)
+}
+
+// checkImports refuses modules that import anything but WASI preview-1
+// functions, naming every offending import.
+func checkImports(cm wazero.CompiledModule) error {
+	var bad []string
+	for _, f := range cm.ImportedFunctions() {
+		mod, name, _ := f.Import()
+		if mod != wasi_snapshot_preview1.ModuleName || !wasiFunctions[name] {
+			bad = append(bad, fmt.Sprintf("%s.%s", mod, name))
+		}
+	}
+	for _, m := range cm.ImportedMemories() {
+		mod, name, _ := m.Import()
+		bad = append(bad, fmt.Sprintf("%s.%s (memory)", mod, name))
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		if len(bad) > 20 {
+			bad = append(bad[:20], fmt.Sprintf("and %d more", len(bad)-20))
+		}
+		return fmt.Errorf("the module imports host functions this runtime does not provide: %s", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// wasiFunctions are the WASI preview-1 functions wazero implements.
+var wasiFunctions = func() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range []string{
+		"args_get", "args_sizes_get", "environ_get", "environ_sizes_get",
+		"clock_res_get", "clock_time_get",
+		"fd_advise", "fd_allocate", "fd_close", "fd_datasync", "fd_fdstat_get",
+		"fd_fdstat_set_flags", "fd_fdstat_set_rights", "fd_filestat_get",
+		"fd_filestat_set_size", "fd_filestat_set_times", "fd_pread",
+		"fd_prestat_get", "fd_prestat_dir_name", "fd_pwrite", "fd_read",
+		"fd_readdir", "fd_renumber", "fd_seek", "fd_sync", "fd_tell", "fd_write",
+		"path_create_directory", "path_filestat_get", "path_filestat_set_times",
+		"path_link", "path_open", "path_readlink", "path_remove_directory",
+		"path_rename", "path_symlink", "path_unlink_file",
+		"poll_oneoff", "proc_exit", "proc_raise", "sched_yield", "random_get",
+		"sock_accept", "sock_recv", "sock_send", "sock_shutdown",
+	} {
+		m[n] = true
+	}
+	return m
+}()

@@ -1,0 +1,204 @@
+package isolate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/tetratelabs/wazero"
+)
+
+// Options configures a Runtime.
+type Options struct {
+	// DataDir holds the compilation cache (DataDir/wazero-cache). Empty
+	// means no disk cache: every run compiles from scratch.
+	DataDir string
+	// InProcess runs guests in this process, without the jailed worker. It
+	// exists for benchmarks and comparison: the report then lists no
+	// protections, and the deadline is enforced by wazero's cancellation
+	// (which slows loops) unless InProcessNoCancel is set.
+	InProcess bool
+	// InProcessNoCancel, with InProcess, runs without any deadline so that
+	// loop-heavy benchmarks are not slowed by wazero's cancellation checks.
+	// A guest that never ends then never returns.
+	InProcessNoCancel bool
+	// WarmWorkers is the number of pre-started, already jailed workers kept
+	// waiting for a job (0: each run starts its own worker, cold). A worker
+	// serves one job and exits; the pool is refilled in the background.
+	WarmWorkers int
+}
+
+// Runtime runs WASI preview-1 programs. It is safe for concurrent use.
+type Runtime struct {
+	opts     Options
+	cacheDir string
+	cache    wazero.CompilationCache // parent side: validates and fills the cache
+	local    *executor
+	jail     *jailer // nil when InProcess
+
+	closeOnce sync.Once
+}
+
+// New prepares a runtime. With a DataDir it creates DataDir/wazero-cache.
+// Unless opts.InProcess is set it also prepares the jail (cgroup, warm pool).
+func New(ctx context.Context, opts Options) (*Runtime, error) {
+	r := &Runtime{opts: opts}
+	if opts.DataDir != "" {
+		r.cacheDir = filepath.Join(opts.DataDir, "wazero-cache")
+		if err := os.MkdirAll(r.cacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("isolate: creating the compilation cache directory: %w", err)
+		}
+		c, err := wazero.NewCompilationCacheWithDir(r.cacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("isolate: opening the compilation cache %s: %w", r.cacheDir, err)
+		}
+		r.cache = c
+	}
+	r.local = &executor{cache: r.cache}
+	if !opts.InProcess {
+		j, err := newJailer(ctx, r.cacheDir, opts.WarmWorkers)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.jail = j
+	}
+	return r, nil
+}
+
+// Close stops the warm workers and releases the compilation cache.
+func (r *Runtime) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		if r.jail != nil {
+			err = r.jail.close()
+		}
+		if r.cache != nil {
+			err = errors.Join(err, r.cache.Close(context.Background()))
+		}
+	})
+	return err
+}
+
+// Run executes one program and reports how it ended. The error is only for
+// failures of the host (a worker that cannot be started, a broken pipe);
+// problems of the guest — an invalid module, unknown imports, bad input
+// names — are a Result with Report.Outcome == OutcomeInvalid and a nil error.
+func (r *Runtime) Run(ctx context.Context, cfg *Config) (*Result, error) {
+	j, rep, err := resolve(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if rep != nil {
+		return &Result{Report: *rep}, nil
+	}
+	if r.opts.InProcess || j.ConformanceRoot != "" {
+		return r.runLocal(ctx, j)
+	}
+	return r.jail.run(ctx, j)
+}
+
+func (r *Runtime) runLocal(ctx context.Context, j *job) (*Result, error) {
+	if !r.opts.InProcessNoCancel {
+		j.Cancel = true
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, j.Timeout)
+		defer cancel()
+	}
+	res, err := r.local.execute(ctx, j)
+	if err != nil {
+		return nil, err
+	}
+	res.Report.Missing = map[string]string{"worker": "in-process run (no jailed worker): nothing but the Wasm sandbox separates the guest from the host process"}
+	return res, nil
+}
+
+// ValidateInputName checks that name can appear as /input/NAME: a plain file
+// name, not empty, without "/" or NUL, and not "." or "..".
+func ValidateInputName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("input name is empty")
+	case name == "." || name == "..":
+		return fmt.Errorf("input name %q is not a file name", name)
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("input name %q must be a plain file name (no '/')", name)
+	case len(name) > 255:
+		return fmt.Errorf("input name %q is longer than 255 bytes", name[:32]+"…")
+	}
+	return nil
+}
+
+// resolve applies defaults and reads inputs. A returned Report means the
+// configuration is invalid for reasons of the guest's side (nothing runs).
+func resolve(cfg *Config) (*job, *Report, error) {
+	if cfg == nil {
+		return nil, nil, errors.New("isolate: nil Config")
+	}
+	j := &job{
+		Module: cfg.Module, Name: cfg.Name, Args: cfg.Args, Env: cfg.Env,
+		Inputs: map[string][]byte{},
+		Memory: cfg.Memory, Timeout: cfg.Timeout, MaxOutput: cfg.MaxOutput,
+		MaxOutputFiles: cfg.MaxOutputFiles, MaxStdio: cfg.MaxStdio,
+		Deterministic: cfg.Deterministic, Seed: cfg.Seed,
+		ConformanceRoot: cfg.ConformanceRoot,
+	}
+	if j.Memory == 0 {
+		j.Memory = DefaultMemory
+	}
+	j.Memory -= j.Memory % wasmPage
+	if j.Timeout <= 0 {
+		j.Timeout = DefaultTimeout
+	}
+	if j.MaxOutput <= 0 {
+		j.MaxOutput = DefaultMaxOutput
+	}
+	if j.MaxOutputFiles <= 0 {
+		j.MaxOutputFiles = DefaultMaxOutputFiles
+	}
+	if j.MaxStdio <= 0 {
+		j.MaxStdio = DefaultMaxStdio
+	}
+	bad := func(format string, args ...any) (*job, *Report, error) {
+		return nil, &Report{Outcome: OutcomeInvalid, ExitCode: ExitInvalid, Error: fmt.Sprintf(format, args...),
+			Outputs: []OutputInfo{}, Protections: []string{}, Deterministic: cfg.Deterministic}, nil
+	}
+	if len(j.Module) == 0 {
+		return bad("the module is empty")
+	}
+	for _, kv := range j.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsRune(kv, 0) {
+			return bad("environment entry %q is not KEY=VALUE", kv)
+		}
+	}
+	for _, a := range append([]string{j.Name}, j.Args...) {
+		if strings.ContainsRune(a, 0) {
+			return bad("argument %q contains a NUL byte", a)
+		}
+	}
+	for _, in := range cfg.Inputs {
+		if err := ValidateInputName(in.Name); err != nil {
+			return bad("%v", err)
+		}
+		if _, dup := j.Inputs[in.Name]; dup {
+			return bad("input %q is given twice", in.Name)
+		}
+		switch {
+		case in.Data != nil && in.Path != "":
+			return bad("input %q has both Data and Path", in.Name)
+		case in.Path != "":
+			b, err := os.ReadFile(in.Path)
+			if err != nil {
+				return bad("input %q: %v", in.Name, err)
+			}
+			j.Inputs[in.Name] = b
+		default:
+			j.Inputs[in.Name] = in.Data
+		}
+	}
+	return j, nil, nil
+}

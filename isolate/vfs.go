@@ -1,0 +1,695 @@
+package isolate
+
+import (
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// errOutputLimit is returned to the guest when a write or create under
+// /output/ would exceed MaxOutput or MaxOutputFiles. wazero v1.12's
+// file-system errno set has no ENOSPC or EDQUOT, and any value outside the set
+// reaches the guest as EIO, so the guest sees EIO; the run report says which
+// limit was hit (Report.OutputLimited).
+const errOutputLimit = experimentalsys.EIO
+
+// guestFS is the whole file system the guest sees, mounted at "/":
+//
+//	/input/NAME   read-only, the bytes the host supplied
+//	/output/NAME  writable, flat, bounded in total bytes and file count
+//
+// Nothing else exists. It lives entirely in memory: no host file is opened
+// while the guest runs, and outputs are handed back to the caller as bytes.
+type guestFS struct {
+	experimentalsys.UnimplementedFS
+
+	mu       sync.Mutex
+	inputs   map[string][]byte
+	outputs  map[string]*outNode
+	used     int64 // total bytes held by outputs
+	maxBytes int64
+	maxFiles int
+	limited  bool // a write or create was refused by a limit
+	now      func() int64
+	nextIno  sys.Inode
+	inoOf    map[string]sys.Inode
+}
+
+type outNode struct {
+	data  []byte
+	mtime int64
+	ino   sys.Inode
+}
+
+const (
+	inoRoot sys.Inode = iota + 1
+	inoInput
+	inoOutput
+	inoFirstFile
+)
+
+func newGuestFS(inputs map[string][]byte, maxBytes int64, maxFiles int, now func() int64) *guestFS {
+	g := &guestFS{
+		inputs:   inputs,
+		outputs:  map[string]*outNode{},
+		maxBytes: maxBytes,
+		maxFiles: maxFiles,
+		now:      now,
+		nextIno:  inoFirstFile,
+		inoOf:    map[string]sys.Inode{},
+	}
+	// Inode numbers are assigned in name order so that they are the same on
+	// every run (determinism).
+	for _, n := range sortedKeys(inputs) {
+		g.inoOf["input/"+n] = g.nextIno
+		g.nextIno++
+	}
+	return g
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// node kinds
+type kind int
+
+const (
+	kNone kind = iota
+	kRoot
+	kInputDir
+	kOutputDir
+	kInput
+	kOutput
+)
+
+// resolve cleans p lexically under the guest root (".." never climbs above
+// "/") and says what it names.
+func (g *guestFS) resolve(p string) (kind, string) {
+	c := path.Clean("/" + p)
+	switch {
+	case c == "/":
+		return kRoot, ""
+	case c == "/input":
+		return kInputDir, ""
+	case c == "/output":
+		return kOutputDir, ""
+	}
+	if name, ok := strings.CutPrefix(c, "/input/"); ok && !strings.Contains(name, "/") {
+		return kInput, name
+	}
+	if name, ok := strings.CutPrefix(c, "/output/"); ok && !strings.Contains(name, "/") {
+		return kOutput, name
+	}
+	return kNone, ""
+}
+
+func isWrite(flag experimentalsys.Oflag) bool {
+	return flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR) != 0 ||
+		flag&(experimentalsys.O_TRUNC|experimentalsys.O_APPEND|experimentalsys.O_CREAT) != 0
+}
+
+// OpenFile implements experimentalsys.FS.
+func (g *guestFS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, name := g.resolve(p)
+	switch k {
+	case kRoot, kInputDir, kOutputDir:
+		if flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR|experimentalsys.O_TRUNC) != 0 {
+			return nil, experimentalsys.EISDIR
+		}
+		if flag&experimentalsys.O_CREAT != 0 && flag&experimentalsys.O_EXCL != 0 {
+			return nil, experimentalsys.EEXIST
+		}
+		return &dirFile{g: g, k: k}, 0
+	case kInput:
+		data, ok := g.inputs[name]
+		if !ok {
+			if flag&experimentalsys.O_CREAT != 0 {
+				return nil, experimentalsys.EROFS
+			}
+			return nil, experimentalsys.ENOENT
+		}
+		if flag&experimentalsys.O_CREAT != 0 && flag&experimentalsys.O_EXCL != 0 {
+			return nil, experimentalsys.EEXIST
+		}
+		if isWrite(flag) {
+			return nil, experimentalsys.EROFS
+		}
+		if flag&experimentalsys.O_DIRECTORY != 0 {
+			return nil, experimentalsys.ENOTDIR
+		}
+		return &inFile{g: g, name: name, data: data, ino: g.inoOf["input/"+name]}, 0
+	case kOutput:
+		n, ok := g.outputs[name]
+		if !ok {
+			if flag&experimentalsys.O_CREAT == 0 {
+				return nil, experimentalsys.ENOENT
+			}
+			if len(name) > 255 {
+				return nil, experimentalsys.ENAMETOOLONG
+			}
+			if len(g.outputs) >= g.maxFiles {
+				g.limited = true
+				return nil, errOutputLimit
+			}
+			n = &outNode{mtime: g.now(), ino: g.nextIno}
+			g.nextIno++
+			g.outputs[name] = n
+		} else if flag&experimentalsys.O_CREAT != 0 && flag&experimentalsys.O_EXCL != 0 {
+			return nil, experimentalsys.EEXIST
+		}
+		if flag&experimentalsys.O_DIRECTORY != 0 {
+			return nil, experimentalsys.ENOTDIR
+		}
+		f := &outFile{g: g, name: name, n: n,
+			read:   flag&experimentalsys.O_WRONLY == 0,
+			write:  flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR) != 0,
+			append: flag&experimentalsys.O_APPEND != 0}
+		if flag&experimentalsys.O_TRUNC != 0 && f.write {
+			g.used -= int64(len(n.data))
+			n.data = n.data[:0]
+			n.mtime = g.now()
+		}
+		return f, 0
+	}
+	// Anything else (a nested path, a name outside /input and /output)
+	// does not exist; creating it is refused.
+	if flag&experimentalsys.O_CREAT != 0 {
+		if k2, _ := g.resolve(path.Dir(path.Clean("/" + p))); k2 == kRoot || k2 == kInputDir {
+			return nil, experimentalsys.EROFS
+		}
+	}
+	return nil, experimentalsys.ENOENT
+}
+
+func (g *guestFS) statLocked(k kind, name string) (sys.Stat_t, experimentalsys.Errno) {
+	now := g.now()
+	switch k {
+	case kRoot:
+		return sys.Stat_t{Ino: inoRoot, Mode: fs.ModeDir | 0o555, Nlink: 4, Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
+	case kInputDir:
+		return sys.Stat_t{Ino: inoInput, Mode: fs.ModeDir | 0o555, Nlink: 2, Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
+	case kOutputDir:
+		return sys.Stat_t{Ino: inoOutput, Mode: fs.ModeDir | 0o755, Nlink: 2, Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
+	case kInput:
+		d, ok := g.inputs[name]
+		if !ok {
+			return sys.Stat_t{}, experimentalsys.ENOENT
+		}
+		return sys.Stat_t{Ino: g.inoOf["input/"+name], Mode: 0o444, Nlink: 1, Size: int64(len(d)), Atim: now, Mtim: now, Ctim: now}, 0
+	case kOutput:
+		n, ok := g.outputs[name]
+		if !ok {
+			return sys.Stat_t{}, experimentalsys.ENOENT
+		}
+		return sys.Stat_t{Ino: n.ino, Mode: 0o644, Nlink: 1, Size: int64(len(n.data)), Atim: n.mtime, Mtim: n.mtime, Ctim: n.mtime}, 0
+	}
+	return sys.Stat_t{}, experimentalsys.ENOENT
+}
+
+// Stat implements experimentalsys.FS.
+func (g *guestFS) Stat(p string) (sys.Stat_t, experimentalsys.Errno) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, name := g.resolve(p)
+	return g.statLocked(k, name)
+}
+
+// Lstat implements experimentalsys.FS; there are no symbolic links.
+func (g *guestFS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) { return g.Stat(p) }
+
+// Mkdir implements experimentalsys.FS: /output/ is flat, the rest read-only.
+func (g *guestFS) Mkdir(p string, _ fs.FileMode) experimentalsys.Errno {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, name := g.resolve(p)
+	switch k {
+	case kRoot, kInputDir, kOutputDir:
+		return experimentalsys.EEXIST
+	case kOutput:
+		if _, ok := g.outputs[name]; ok {
+			return experimentalsys.EEXIST
+		}
+		return experimentalsys.EPERM
+	}
+	return experimentalsys.EROFS
+}
+
+// Chmod implements experimentalsys.FS: modes are fixed.
+func (g *guestFS) Chmod(p string, _ fs.FileMode) experimentalsys.Errno {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, name := g.resolve(p)
+	if _, errno := g.statLocked(k, name); errno != 0 {
+		return errno
+	}
+	return experimentalsys.EPERM
+}
+
+// Rename implements experimentalsys.FS, within /output/ only.
+func (g *guestFS) Rename(from, to string) experimentalsys.Errno {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	kf, nf := g.resolve(from)
+	kt, nt := g.resolve(to)
+	if kf != kOutput || kt != kOutput {
+		if _, errno := g.statLocked(kf, nf); errno != 0 {
+			return errno
+		}
+		return experimentalsys.EROFS
+	}
+	n, ok := g.outputs[nf]
+	if !ok {
+		return experimentalsys.ENOENT
+	}
+	if nf == nt {
+		return 0
+	}
+	if old, ok := g.outputs[nt]; ok {
+		g.used -= int64(len(old.data))
+	}
+	delete(g.outputs, nf)
+	g.outputs[nt] = n
+	return 0
+}
+
+// Rmdir implements experimentalsys.FS: the three directories stay.
+func (g *guestFS) Rmdir(p string) experimentalsys.Errno {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, name := g.resolve(p)
+	switch k {
+	case kRoot, kInputDir:
+		return experimentalsys.EROFS
+	case kOutputDir:
+		return experimentalsys.EPERM
+	case kInput, kOutput:
+		if _, errno := g.statLocked(k, name); errno != 0 {
+			return errno
+		}
+		return experimentalsys.ENOTDIR
+	}
+	return experimentalsys.ENOENT
+}
+
+// Unlink implements experimentalsys.FS: outputs may be removed, inputs not.
+func (g *guestFS) Unlink(p string) experimentalsys.Errno {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, name := g.resolve(p)
+	switch k {
+	case kOutput:
+		n, ok := g.outputs[name]
+		if !ok {
+			return experimentalsys.ENOENT
+		}
+		g.used -= int64(len(n.data))
+		delete(g.outputs, name)
+		return 0
+	case kInput:
+		if _, ok := g.inputs[name]; !ok {
+			return experimentalsys.ENOENT
+		}
+		return experimentalsys.EROFS
+	case kRoot, kInputDir, kOutputDir:
+		return experimentalsys.EISDIR
+	}
+	return experimentalsys.ENOENT
+}
+
+// Link implements experimentalsys.FS: no hard links.
+func (g *guestFS) Link(_, _ string) experimentalsys.Errno { return experimentalsys.EPERM }
+
+// Symlink implements experimentalsys.FS: no symbolic links.
+func (g *guestFS) Symlink(_, _ string) experimentalsys.Errno { return experimentalsys.EPERM }
+
+// Readlink implements experimentalsys.FS: nothing is a link.
+func (g *guestFS) Readlink(p string) (string, experimentalsys.Errno) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, name := g.resolve(p)
+	if _, errno := g.statLocked(k, name); errno != 0 {
+		return "", errno
+	}
+	return "", experimentalsys.EINVAL
+}
+
+// Utimens implements experimentalsys.FS: only outputs have settable times.
+func (g *guestFS) Utimens(p string, _, mtim int64) experimentalsys.Errno {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, name := g.resolve(p)
+	if k == kOutput {
+		n, ok := g.outputs[name]
+		if !ok {
+			return experimentalsys.ENOENT
+		}
+		if mtim >= 0 {
+			n.mtime = mtim
+		}
+		return 0
+	}
+	if _, errno := g.statLocked(k, name); errno != 0 {
+		return errno
+	}
+	return experimentalsys.EROFS
+}
+
+// collect returns the outputs in name order and whether a limit was hit.
+func (g *guestFS) collect() ([]Output, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	outs := make([]Output, 0, len(g.outputs))
+	for _, name := range sortedKeys(g.outputs) {
+		outs = append(outs, Output{Name: name, Data: g.outputs[name].data})
+	}
+	return outs, g.limited
+}
+
+// dirFile is an open directory: "/", "/input" or "/output".
+type dirFile struct {
+	experimentalsys.UnimplementedFile
+	experimentalsys.DirFile
+	g    *guestFS
+	k    kind
+	read bool // entries already returned (reset by Seek(0))
+}
+
+func (d *dirFile) Dev() (uint64, experimentalsys.Errno) { return 0, 0 }
+func (d *dirFile) Ino() (sys.Inode, experimentalsys.Errno) {
+	st, errno := d.Stat()
+	return st.Ino, errno
+}
+func (d *dirFile) IsDir() (bool, experimentalsys.Errno) { return true, 0 }
+func (d *dirFile) IsAppend() bool                       { return false }
+func (d *dirFile) SetAppend(bool) experimentalsys.Errno { return experimentalsys.EISDIR }
+func (d *dirFile) Read([]byte) (int, experimentalsys.Errno) {
+	return 0, experimentalsys.EISDIR
+}
+func (d *dirFile) Pread([]byte, int64) (int, experimentalsys.Errno) {
+	return 0, experimentalsys.EISDIR
+}
+func (d *dirFile) Write([]byte) (int, experimentalsys.Errno) {
+	return 0, experimentalsys.EISDIR
+}
+func (d *dirFile) Pwrite([]byte, int64) (int, experimentalsys.Errno) {
+	return 0, experimentalsys.EISDIR
+}
+func (d *dirFile) Truncate(int64) experimentalsys.Errno { return experimentalsys.EISDIR }
+func (d *dirFile) Sync() experimentalsys.Errno          { return 0 }
+func (d *dirFile) Datasync() experimentalsys.Errno      { return 0 }
+func (d *dirFile) Utimens(int64, int64) experimentalsys.Errno {
+	return experimentalsys.EROFS
+}
+func (d *dirFile) Close() experimentalsys.Errno { return 0 }
+
+func (d *dirFile) Stat() (sys.Stat_t, experimentalsys.Errno) {
+	d.g.mu.Lock()
+	defer d.g.mu.Unlock()
+	return d.g.statLocked(d.k, "")
+}
+
+func (d *dirFile) Seek(offset fileOffset, whence int) (fileOffset, experimentalsys.Errno) {
+	if offset == 0 && whence == io.SeekStart {
+		d.read = false
+		return 0, 0
+	}
+	return 0, experimentalsys.EINVAL
+}
+
+// Readdir returns every entry on the first call (directories are small),
+// then nothing until the directory is rewound.
+func (d *dirFile) Readdir(n int) ([]experimentalsys.Dirent, experimentalsys.Errno) {
+	if d.read {
+		return nil, 0
+	}
+	d.read = true
+	d.g.mu.Lock()
+	defer d.g.mu.Unlock()
+	switch d.k {
+	case kRoot:
+		return []experimentalsys.Dirent{
+			{Ino: inoInput, Name: "input", Type: fs.ModeDir},
+			{Ino: inoOutput, Name: "output", Type: fs.ModeDir},
+		}, 0
+	case kInputDir:
+		var ds []experimentalsys.Dirent
+		for _, name := range sortedKeys(d.g.inputs) {
+			ds = append(ds, experimentalsys.Dirent{Ino: d.g.inoOf["input/"+name], Name: name})
+		}
+		return ds, 0
+	case kOutputDir:
+		var ds []experimentalsys.Dirent
+		for _, name := range sortedKeys(d.g.outputs) {
+			ds = append(ds, experimentalsys.Dirent{Ino: d.g.outputs[name].ino, Name: name})
+		}
+		return ds, 0
+	}
+	return nil, 0
+}
+
+// inFile is an open input: read-only.
+type inFile struct {
+	experimentalsys.UnimplementedFile
+	g    *guestFS
+	name string
+	data []byte
+	off  int64
+	ino  sys.Inode
+}
+
+func (f *inFile) Dev() (uint64, experimentalsys.Errno)    { return 0, 0 }
+func (f *inFile) Ino() (sys.Inode, experimentalsys.Errno) { return f.ino, 0 }
+func (f *inFile) IsDir() (bool, experimentalsys.Errno)    { return false, 0 }
+func (f *inFile) IsAppend() bool                          { return false }
+func (f *inFile) SetAppend(bool) experimentalsys.Errno    { return experimentalsys.EBADF }
+func (f *inFile) Stat() (sys.Stat_t, experimentalsys.Errno) {
+	f.g.mu.Lock()
+	defer f.g.mu.Unlock()
+	return f.g.statLocked(kInput, f.name)
+}
+func (f *inFile) Read(buf []byte) (int, experimentalsys.Errno) {
+	n, errno := f.Pread(buf, f.off)
+	f.off += int64(n)
+	return n, errno
+}
+func (f *inFile) Pread(buf []byte, off int64) (int, experimentalsys.Errno) {
+	if off < 0 {
+		return 0, experimentalsys.EINVAL
+	}
+	if off >= int64(len(f.data)) {
+		return 0, 0
+	}
+	return copy(buf, f.data[off:]), 0
+}
+func (f *inFile) Seek(offset fileOffset, whence int) (fileOffset, experimentalsys.Errno) {
+	n, errno := seek(f.off, int64(len(f.data)), offset, whence)
+	if errno == 0 {
+		f.off = n
+	}
+	return n, errno
+}
+func (f *inFile) Readdir(int) ([]experimentalsys.Dirent, experimentalsys.Errno) {
+	return nil, experimentalsys.ENOTDIR
+}
+func (f *inFile) Write([]byte) (int, experimentalsys.Errno) { return 0, experimentalsys.EBADF }
+func (f *inFile) Pwrite([]byte, int64) (int, experimentalsys.Errno) {
+	return 0, experimentalsys.EBADF
+}
+func (f *inFile) Truncate(int64) experimentalsys.Errno       { return experimentalsys.EBADF }
+func (f *inFile) Sync() experimentalsys.Errno                { return 0 }
+func (f *inFile) Datasync() experimentalsys.Errno            { return 0 }
+func (f *inFile) Utimens(int64, int64) experimentalsys.Errno { return experimentalsys.EROFS }
+func (f *inFile) Close() experimentalsys.Errno               { return 0 }
+
+func seek(cur, size, offset int64, whence int) (int64, experimentalsys.Errno) {
+	var base int64
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		base = cur
+	case io.SeekEnd:
+		base = size
+	default:
+		return cur, experimentalsys.EINVAL
+	}
+	n := base + offset
+	if n < 0 || (offset > 0 && n < base) {
+		return cur, experimentalsys.EINVAL
+	}
+	return n, 0
+}
+
+// fileOffset is int64. The alias keeps go vet's stdmethods check from
+// mistaking the Seek methods below (wazero's experimentalsys.File contract,
+// which returns an Errno) for a broken io.Seeker.
+type fileOffset = int64
+
+// outFile is an open output.
+type outFile struct {
+	experimentalsys.UnimplementedFile
+	g                   *guestFS
+	name                string
+	n                   *outNode
+	off                 int64
+	read, write, append bool
+}
+
+func (f *outFile) Dev() (uint64, experimentalsys.Errno)    { return 0, 0 }
+func (f *outFile) Ino() (sys.Inode, experimentalsys.Errno) { return f.n.ino, 0 }
+func (f *outFile) IsDir() (bool, experimentalsys.Errno)    { return false, 0 }
+func (f *outFile) IsAppend() bool                          { return f.append }
+func (f *outFile) SetAppend(enable bool) experimentalsys.Errno {
+	f.append = enable
+	return 0
+}
+func (f *outFile) Stat() (sys.Stat_t, experimentalsys.Errno) {
+	f.g.mu.Lock()
+	defer f.g.mu.Unlock()
+	return sys.Stat_t{Ino: f.n.ino, Mode: 0o644, Nlink: 1, Size: int64(len(f.n.data)), Atim: f.n.mtime, Mtim: f.n.mtime, Ctim: f.n.mtime}, 0
+}
+func (f *outFile) Read(buf []byte) (int, experimentalsys.Errno) {
+	n, errno := f.Pread(buf, f.off)
+	f.off += int64(n)
+	return n, errno
+}
+func (f *outFile) Pread(buf []byte, off int64) (int, experimentalsys.Errno) {
+	if !f.read {
+		return 0, experimentalsys.EBADF
+	}
+	if off < 0 {
+		return 0, experimentalsys.EINVAL
+	}
+	f.g.mu.Lock()
+	defer f.g.mu.Unlock()
+	if off >= int64(len(f.n.data)) {
+		return 0, 0
+	}
+	return copy(buf, f.n.data[off:]), 0
+}
+func (f *outFile) Seek(offset fileOffset, whence int) (fileOffset, experimentalsys.Errno) {
+	f.g.mu.Lock()
+	size := int64(len(f.n.data))
+	f.g.mu.Unlock()
+	n, errno := seek(f.off, size, offset, whence)
+	if errno == 0 {
+		f.off = n
+	}
+	return n, errno
+}
+func (f *outFile) Readdir(int) ([]experimentalsys.Dirent, experimentalsys.Errno) {
+	return nil, experimentalsys.ENOTDIR
+}
+func (f *outFile) Write(buf []byte) (int, experimentalsys.Errno) {
+	if f.append {
+		f.g.mu.Lock()
+		f.off = int64(len(f.n.data))
+		f.g.mu.Unlock()
+	}
+	n, errno := f.Pwrite(buf, f.off)
+	f.off += int64(n)
+	return n, errno
+}
+
+// Pwrite writes within the output budget: a write that would take the total
+// past MaxOutput writes what fits and the next one fails.
+func (f *outFile) Pwrite(buf []byte, off int64) (int, experimentalsys.Errno) {
+	if !f.write {
+		return 0, experimentalsys.EBADF
+	}
+	if off < 0 {
+		return 0, experimentalsys.EINVAL
+	}
+	if len(buf) == 0 {
+		return 0, 0
+	}
+	f.g.mu.Lock()
+	defer f.g.mu.Unlock()
+	if _, still := f.g.outputs[f.name]; !still || f.g.outputs[f.name] != f.n {
+		// Unlinked while open: writes go nowhere visible but must still
+		// respect the budget, so refuse them.
+		return 0, experimentalsys.EBADF
+	}
+	size := int64(len(f.n.data))
+	end := off + int64(len(buf))
+	if end < off {
+		return 0, experimentalsys.EINVAL
+	}
+	if grow := end - size; grow > 0 {
+		room := f.g.maxBytes - f.g.used
+		if room <= 0 || off >= size+room {
+			f.g.limited = true
+			return 0, errOutputLimit
+		}
+		if grow > room {
+			buf = buf[:size+room-off]
+			end = off + int64(len(buf))
+			f.g.limited = true
+		}
+		f.n.data = growTo(f.n.data, end)
+		f.g.used += end - size
+	}
+	copy(f.n.data[off:], buf)
+	f.n.mtime = f.g.now()
+	return len(buf), 0
+}
+
+func growTo(b []byte, n int64) []byte {
+	if int64(cap(b)) >= n {
+		old := len(b)
+		b = b[:n]
+		clear(b[old:])
+		return b
+	}
+	nb := make([]byte, n, max(n, int64(cap(b))*2))
+	copy(nb, b)
+	return nb
+}
+
+func (f *outFile) Truncate(size int64) experimentalsys.Errno {
+	if !f.write {
+		return experimentalsys.EBADF
+	}
+	if size < 0 {
+		return experimentalsys.EINVAL
+	}
+	f.g.mu.Lock()
+	defer f.g.mu.Unlock()
+	cur := int64(len(f.n.data))
+	if size > cur {
+		if size-cur > f.g.maxBytes-f.g.used {
+			f.g.limited = true
+			return errOutputLimit
+		}
+		f.n.data = growTo(f.n.data, size)
+	} else {
+		f.n.data = f.n.data[:size]
+	}
+	f.g.used += size - cur
+	f.n.mtime = f.g.now()
+	return 0
+}
+func (f *outFile) Sync() experimentalsys.Errno     { return 0 }
+func (f *outFile) Datasync() experimentalsys.Errno { return 0 }
+func (f *outFile) Utimens(_, mtim int64) experimentalsys.Errno {
+	f.g.mu.Lock()
+	defer f.g.mu.Unlock()
+	if mtim >= 0 {
+		f.n.mtime = mtim
+	}
+	return 0
+}
+func (f *outFile) Close() experimentalsys.Errno { return 0 }
