@@ -135,7 +135,6 @@ func TestHeaderIsAuthenticated(t *testing.T) {
 	}
 }
 
-
 func TestPublicKeyEncoding(t *testing.T) {
 	k := mustKey(t)
 	b := MarshalPublicKey(k.PublicKey())
