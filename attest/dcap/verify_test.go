@@ -1,0 +1,286 @@
+package dcap
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/attest"
+)
+
+func conformance(t testing.TB, rel string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "..", "shared", "conformance", rel)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("module root not found")
+		}
+		dir = parent
+	}
+}
+
+func read(t testing.TB, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(conformance(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var (
+	inWindow2025 = time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC)
+	inWindow2026 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func evidence(t testing.TB, quote, collateral string) *attest.Evidence {
+	ev := &attest.Evidence{Data: read(t, "attestation/dcap/"+quote)}
+	if collateral != "" {
+		ev.Collateral = [][]byte{read(t, "attestation/dcap/"+collateral)}
+	}
+	return ev
+}
+
+func TestSGXQuoteWithCollateral(t *testing.T) {
+	ev := evidence(t, "sgx_quote", "sgx_quote_collateral.json")
+	ev.Class = attest.ClassSGX
+	c, err := VerifyEvidence(ev, attest.VerifyOptions{Now: inWindow2025}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Class != attest.ClassSGX || c.Format != "sgx-quote-v3" || c.Debug || !c.HardwareProtected {
+		t.Errorf("class %s format %s debug %v hw %v", c.Class, c.Format, c.Debug, c.HardwareProtected)
+	}
+	if c.TCBStatus != "ConfigurationAndSWHardeningNeeded" {
+		t.Errorf("TCB status %q", c.TCBStatus)
+	}
+	if !slices.Equal(c.Advisories, []string{"INTEL-SA-00289", "INTEL-SA-00615"}) {
+		t.Errorf("advisories %v", c.Advisories)
+	}
+	q, _ := ParseQuote(ev.Data)
+	if !bytes.Equal(c.Measurement, q.SGX.MRENCLAVE[:]) || !bytes.Equal(c.Measurements["mrsigner"], q.SGX.MRSIGNER[:]) || !bytes.Equal(c.ReportData, q.SGX.ReportData[:]) {
+		t.Error("claims do not carry the report's MRENCLAVE, MRSIGNER and report data")
+	}
+	if bytes.Equal(c.Measurement, make([]byte, 32)) {
+		t.Error("MRENCLAVE is zero")
+	}
+	if c.Extra["fmspc"] != "00a067110000" || c.Extra["qe_tcb_status"] != "UpToDate" || c.SVN["pce_svn"] != 13 {
+		t.Errorf("fmspc %v qe %v pce_svn %d", c.Extra["fmspc"], c.Extra["qe_tcb_status"], c.SVN["pce_svn"])
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings %v", c.Warnings)
+	}
+}
+
+func TestTDXQuoteWithCollateral(t *testing.T) {
+	ev := evidence(t, "tdx_quote", "tdx_quote_collateral.json")
+	c, err := VerifyEvidence(ev, attest.VerifyOptions{Now: inWindow2025}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Class != attest.ClassTDX || c.Format != "tdx-quote-v4" || c.Debug {
+		t.Errorf("class %s format %s debug %v", c.Class, c.Format, c.Debug)
+	}
+	if c.TCBStatus != "UpToDate" || len(c.Advisories) != 0 {
+		t.Errorf("TCB status %q advisories %v", c.TCBStatus, c.Advisories)
+	}
+	q, _ := ParseQuote(ev.Data)
+	if !bytes.Equal(c.Measurement, q.TD.MRTD[:]) || !bytes.Equal(c.Measurements["rtmr3"], q.TD.RTMR[3][:]) {
+		t.Error("claims do not carry MRTD / RTMR3")
+	}
+	if c.Extra["tdx_module_tcb_status"] != "UpToDate" || c.SVN["tee_tcb_svn1"] != 1 {
+		t.Errorf("module status %v tee_tcb_svn1 %d", c.Extra["tdx_module_tcb_status"], c.SVN["tee_tcb_svn1"])
+	}
+	// The same quote is not an SGX quote.
+	if _, err := VerifyEvidence(ev, attest.VerifyOptions{Now: inWindow2025}, false); !errors.Is(err, attest.ErrMalformed) {
+		t.Errorf("as SGX: %v", err)
+	}
+}
+
+// TestTDXOutdatedQuote: the platform's SGX TCB component 8 (SEAMLDR ACM,
+// SVN 3) is below every level of its TCB info (5), so no level matches.
+// Intel's comparison is per component; dcap-qvl, which compares the
+// component vectors lexicographically, would report OutOfDate instead.
+func TestTDXOutdatedQuote(t *testing.T) {
+	ev := evidence(t, "tdx_quote_outdated", "tdx_quote_outdated_collateral.json")
+	_, err := VerifyEvidence(ev, attest.VerifyOptions{Now: inWindow2026}, true)
+	if !errors.Is(err, attest.ErrTCB) || !strings.Contains(err.Error(), "no matching TCB level found") {
+		t.Fatalf("err = %v, want ErrTCB no matching TCB level", err)
+	}
+	// Without collateral its signatures and PCK chain are fine (v5 quote).
+	ev.Collateral = nil
+	c, err := VerifyEvidence(ev, attest.VerifyOptions{Now: inWindow2026}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Format != "tdx-quote-v5" || c.TCBStatus != "" || len(c.Warnings) != 1 {
+		t.Errorf("format %s status %q warnings %v", c.Format, c.TCBStatus, c.Warnings)
+	}
+}
+
+func TestWithoutCollateral(t *testing.T) {
+	ev := evidence(t, "sgx_quote", "")
+	c, err := VerifyEvidence(ev, attest.VerifyOptions{Now: inWindow2025}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TCBStatus != "" || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "no DCAP collateral") {
+		t.Errorf("status %q warnings %v", c.TCBStatus, c.Warnings)
+	}
+}
+
+// replaceCollateral edits one member of the collateral JSON.
+func replaceCollateral(t *testing.T, raw []byte, key string, edit func(string) string) []byte {
+	t.Helper()
+	var m map[string]string
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	before := m[key]
+	m[key] = edit(before)
+	if m[key] == before {
+		t.Fatalf("edit of %s changed nothing", key)
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func flipHex(s string, i int) string {
+	b, _ := hex.DecodeString(s)
+	b[i] ^= 1
+	return hex.EncodeToString(b)
+}
+
+// tamperPCK flips a byte in the PCK leaf certificate's signature inside
+// the quote, keeping every length the same.
+func tamperPCK(t *testing.T, quote []byte) []byte {
+	t.Helper()
+	start := bytes.Index(quote, []byte("-----BEGIN CERTIFICATE-----"))
+	end := bytes.Index(quote, []byte("-----END CERTIFICATE-----")) + len("-----END CERTIFICATE-----\n")
+	blk, _ := pem.Decode(quote[start:end])
+	if blk == nil {
+		t.Fatal("no PEM in quote")
+	}
+	blk.Bytes[len(blk.Bytes)-3] ^= 1
+	re := pem.EncodeToMemory(blk)
+	if len(re) != end-start {
+		t.Fatalf("re-encoded PCK PEM is %d bytes, was %d", len(re), end-start)
+	}
+	out := bytes.Clone(quote)
+	copy(out[start:], re)
+	return out
+}
+
+func TestTamperedAndOutOfWindow(t *testing.T) {
+	quote := read(t, "attestation/dcap/sgx_quote")
+	col := read(t, "attestation/dcap/sgx_quote_collateral.json")
+	tdxCol := read(t, "attestation/dcap/tdx_quote_collateral.json")
+	q, err := ParseQuote(quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigOff := len(q.SignedData) + 4
+	flip := func(i int) []byte { b := bytes.Clone(quote); b[i] ^= 1; return b }
+	opts := attest.VerifyOptions{Now: inWindow2025}
+	cases := []struct {
+		name  string
+		quote []byte
+		col   []byte
+		opts  attest.VerifyOptions
+		want  error
+		msg   string
+	}{
+		{"report data", flip(HeaderSize + 320), col, opts, attest.ErrSignature, "quote signature"},
+		{"mrenclave", flip(HeaderSize + 64), col, opts, attest.ErrSignature, "quote signature"},
+		{"header user data", flip(40), col, opts, attest.ErrSignature, "quote signature"},
+		{"quote signature", flip(sigOff + 5), col, opts, attest.ErrSignature, "quote signature"},
+		{"attestation key", flip(sigOff + 64 + 5), col, opts, attest.ErrSignature, ""},
+		{"QE report", flip(sigOff + 128 + 64), col, opts, attest.ErrSignature, "QE report signature"},
+		{"QE report signature", flip(sigOff + 128 + 384 + 3), col, opts, attest.ErrSignature, "QE report signature"},
+		{"PCK certificate", tamperPCK(t, quote), col, opts, attest.ErrChain, "PCK certificate chain"},
+		{"TCB info body", quote, replaceCollateral(t, col, "tcb_info", func(s string) string {
+			return strings.Replace(s, `"tcbStatus":"ConfigurationAndSWHardeningNeeded"`, `"tcbStatus":"UpToDate"`, 1)
+		}), opts, attest.ErrSignature, "TCB info signature"},
+		{"TCB info signature", quote, replaceCollateral(t, col, "tcb_info_signature", func(s string) string { return flipHex(s, 10) }), opts, attest.ErrSignature, "TCB info signature"},
+		{"QE identity signature", quote, replaceCollateral(t, col, "qe_identity_signature", func(s string) string { return flipHex(s, 40) }), opts, attest.ErrSignature, "QE identity signature"},
+		{"PCK CRL signature", quote, replaceCollateral(t, col, "pck_crl", func(s string) string { b, _ := hex.DecodeString(s); return flipHex(s, len(b)-4) }), opts, attest.ErrChain, "PCK CRL"},
+		{"TDX collateral for SGX quote", quote, tdxCol, opts, attest.ErrChain, ""},
+		{"before collateral window", quote, col, attest.VerifyOptions{Now: time.Date(2025, 6, 18, 0, 0, 0, 0, time.UTC)}, attest.ErrExpired, ""},
+		{"after collateral window", quote, col, attest.VerifyOptions{Now: time.Date(2025, 7, 20, 0, 0, 0, 0, time.UTC)}, attest.ErrExpired, ""},
+		{"far future", quote, nil, attest.VerifyOptions{Now: time.Date(2053, 1, 1, 0, 0, 0, 0, time.UTC)}, attest.ErrExpired, ""},
+		{"no roots", quote, col, attest.VerifyOptions{Now: inWindow2025, ReplaceRoots: true}, attest.ErrChain, ""},
+		{"truncated", quote[:1000], col, opts, attest.ErrMalformed, ""},
+		{"trailing garbage", append(bytes.Clone(quote), 1), col, opts, attest.ErrMalformed, ""},
+		{"unknown collateral", quote, []byte("-----BEGIN CERTIFICATE-----"), opts, attest.ErrMalformed, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := &attest.Evidence{Class: attest.ClassSGX, Data: tc.quote}
+			if tc.col != nil {
+				ev.Collateral = [][]byte{tc.col}
+			}
+			c, err := VerifyEvidence(ev, tc.opts, false)
+			if !errors.Is(err, tc.want) || c != nil {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			t.Log(err)
+			if tc.msg != "" && !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+func TestTDXTampered(t *testing.T) {
+	quote := read(t, "attestation/dcap/tdx_quote")
+	col := read(t, "attestation/dcap/tdx_quote_collateral.json")
+	opts := attest.VerifyOptions{Now: inWindow2025}
+	for name, off := range map[string]int{"mrtd": HeaderSize + 136, "rtmr0": HeaderSize + 328, "report data": HeaderSize + 520, "td attributes (debug)": HeaderSize + 120} {
+		b := bytes.Clone(quote)
+		b[off] ^= 1
+		_, err := VerifyEvidence(&attest.Evidence{Data: b, Collateral: [][]byte{col}}, opts, true)
+		if !errors.Is(err, attest.ErrSignature) {
+			t.Errorf("%s: err = %v, want ErrSignature", name, err)
+		}
+	}
+	tampered := replaceCollateral(t, col, "tcb_info", func(s string) string { return strings.Replace(s, `"isvsvn":3`, `"isvsvn":2`, 1) })
+	if _, err := VerifyEvidence(&attest.Evidence{Data: quote, Collateral: [][]byte{tampered}}, opts, true); !errors.Is(err, attest.ErrSignature) {
+		t.Errorf("tampered TDX module identity: %v", err)
+	}
+}
+
+func TestParseQuoteRejects(t *testing.T) {
+	quote := read(t, "attestation/dcap/tdx_quote")
+	for name, b := range map[string][]byte{
+		"empty":       nil,
+		"header only": quote[:HeaderSize],
+		"version 2":   append([]byte{2, 0}, quote[2:]...),
+		"p384 key":    append([]byte{4, 0, 3, 0}, quote[4:]...),
+		"bad tee":     append([]byte{4, 0, 2, 0, 0x82}, quote[5:]...),
+	} {
+		if _, err := ParseQuote(b); !errors.Is(err, ErrFormat) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+	if !Sniff(quote) || Sniff(quote[:20]) || Sniff(make([]byte, 100)) {
+		t.Error("Sniff")
+	}
+}
