@@ -1,0 +1,321 @@
+package node
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hpke"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/seal"
+)
+
+// Runner runs one program in an isolate; *isolate.Runtime satisfies it.
+type Runner interface {
+	Run(ctx context.Context, cfg *isolate.Config) (*isolate.Result, error)
+}
+
+// core is the isolate side of one session. It alone holds the session's
+// private keys and ever sees plaintext programs, inputs and outputs; the
+// API side hands it envelopes and gets envelopes back.
+type core struct {
+	id         string
+	policyHash [32]byte
+	attester   attest.Attester
+
+	tlsKey  *ecdsa.PrivateKey
+	cert    tls.Certificate
+	spki    []byte // DER SubjectPublicKeyInfo of the session certificate
+	hpkeKey hpke.PrivateKey
+	hpkePub []byte // seal.MarshalPublicKey form, what the evidence binds
+}
+
+// errSealed marks an envelope that does not open with the session key.
+var errSealed = errors.New("envelope does not open with the session key")
+
+// newCore generates a session's TLS key (ECDSA P-256, for the widest client
+// support) with a self-signed certificate for its server name, and its HPKE
+// key. Neither certificate nor key is trusted through a CA: clients trust
+// the SPKI because fresh evidence binds it.
+func newCore(id string, policyHash [32]byte, a attest.Attester) (*core, error) {
+	tk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: generating TLS key: %w", id, err)
+	}
+	certDER, err := sessionCertificate(id, tk)
+	if err != nil {
+		return nil, err
+	}
+	hk, err := seal.GenerateKey()
+	if err != nil {
+		return nil, fmt.Errorf("session %s: %w", id, err)
+	}
+	return assembleCore(id, policyHash, a, tk, certDER, hk)
+}
+
+func sessionCertificate(id string, key *ecdsa.PrivateKey) ([]byte, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: protocol.ServerName(id)},
+		DNSNames:              []string{protocol.ServerName(id)},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: creating TLS certificate: %w", id, err)
+	}
+	return der, nil
+}
+
+func assembleCore(id string, policyHash [32]byte, a attest.Attester, tk *ecdsa.PrivateKey, certDER []byte, hk hpke.PrivateKey) (*core, error) {
+	leaf, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: parsing TLS certificate: %w", id, err)
+	}
+	if !tk.PublicKey.Equal(leaf.PublicKey) {
+		return nil, fmt.Errorf("session %s: TLS certificate does not match the session key", id)
+	}
+	return &core{
+		id: id, policyHash: policyHash, attester: a,
+		tlsKey:  tk,
+		cert:    tls.Certificate{Certificate: [][]byte{certDER}, PrivateKey: tk, Leaf: leaf},
+		spki:    leaf.RawSubjectPublicKeyInfo,
+		hpkeKey: hk,
+		hpkePub: seal.MarshalPublicKey(hk.PublicKey()),
+	}, nil
+}
+
+// coreKeys is the serialisable form of a core's keys, kept sealed at rest.
+type coreKeys struct {
+	TLSKey  []byte `json:"tls_key"`  // PKCS#8
+	Cert    []byte `json:"cert"`     // DER
+	HPKEKey []byte `json:"hpke_key"` // seal.MarshalPrivateKey
+}
+
+func (c *core) keys() (coreKeys, error) {
+	tk, err := x509.MarshalPKCS8PrivateKey(c.tlsKey)
+	if err != nil {
+		return coreKeys{}, err
+	}
+	hk, err := seal.MarshalPrivateKey(c.hpkeKey)
+	if err != nil {
+		return coreKeys{}, err
+	}
+	return coreKeys{TLSKey: tk, Cert: c.cert.Certificate[0], HPKEKey: hk}, nil
+}
+
+func restoreCore(id string, policyHash [32]byte, a attest.Attester, k coreKeys) (*core, error) {
+	pk, err := x509.ParsePKCS8PrivateKey(k.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: stored TLS key: %w", id, err)
+	}
+	tk, ok := pk.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("session %s: stored TLS key is %T, want ECDSA", id, pk)
+	}
+	hk, err := seal.ParsePrivateKey(k.HPKEKey)
+	if err != nil {
+		return nil, fmt.Errorf("session %s: stored HPKE key: %w", id, err)
+	}
+	return assembleCore(id, policyHash, a, tk, k.Cert, hk)
+}
+
+// Attest returns evidence over protocol.ReportData for this session and
+// the caller's nonce. Evidence is made fresh for every nonce.
+func (c *core) attest(ctx context.Context, nonce []byte) (*attest.Evidence, error) {
+	if len(nonce) != protocol.NonceSize {
+		return nil, fmt.Errorf("nonce is %d bytes, want %d", len(nonce), protocol.NonceSize)
+	}
+	rd := protocol.ReportData(c.policyHash, c.spki, c.hpkePub, nonce)
+	return c.attester.Attest(ctx, rd)
+}
+
+func (c *core) open(kind, name string, envelope []byte) ([]byte, error) {
+	pt, err := seal.Open(c.hpkeKey, envelope, protocol.SealInfo(kind, c.id, name, ""), protocol.SealAAD(c.policyHash))
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", errSealed, err)
+	}
+	return pt, nil
+}
+
+// checkProgram opens a sealed program and compares its SHA-256 with the
+// policy's. The plaintext is dropped at once: only the envelope is kept.
+func (c *core) checkProgram(name string, envelope []byte, want [32]byte) error {
+	pt, err := c.open(protocol.KindProgram, name, envelope)
+	if err != nil {
+		return err
+	}
+	defer clear(pt)
+	if got := sha256.Sum256(pt); got != want {
+		return &hashMismatchError{name: name, got: got, want: want}
+	}
+	return nil
+}
+
+type hashMismatchError struct {
+	name      string
+	got, want [32]byte
+}
+
+func (e *hashMismatchError) Error() string {
+	return fmt.Sprintf("program %q has SHA-256 %s, the policy requires %s", e.name, hex.EncodeToString(e.got[:]), hex.EncodeToString(e.want[:]))
+}
+
+// checkInput checks that a sealed input opens with the session key for this
+// session, name and policy, so that a tampered or misdirected envelope is
+// refused at upload rather than failing the run later.
+func (c *core) checkInput(name string, envelope []byte) error {
+	pt, err := c.open(protocol.KindInput, name, envelope)
+	clear(pt)
+	return err
+}
+
+// runSpec is everything a run needs, all of it still sealed.
+type runSpec struct {
+	programName     string
+	programEnvelope []byte
+	inputs          []sealedItem
+	outputs         []outputSpec
+	memory          uint64
+	timeout         time.Duration
+	maxOutput       int64
+	deterministic   bool
+}
+
+type sealedItem struct {
+	name     string
+	envelope []byte
+}
+
+type outputSpec struct {
+	name    string
+	readers []reader
+}
+
+type reader struct {
+	id  string
+	key hpke.PublicKey
+}
+
+// runOutcome is what leaves the core after a run: the report (no data)
+// and each output sealed to each of its readers.
+type runOutcome struct {
+	report isolate.Report
+	// sealed[output][reader] is the envelope for that reader.
+	sealed map[string]map[string][]byte
+	// missing lists outputs the policy names that the program did not write.
+	missing []string
+	// dropped counts files the program wrote that the policy does not name.
+	dropped int
+}
+
+// Special output names that capture the guest's standard streams.
+const (
+	outputStdout = "stdout"
+	outputStderr = "stderr"
+)
+
+// run opens the program and inputs, runs them, seals the outputs and wipes
+// every plaintext buffer it made (best effort: the Go runtime may have
+// copied them).
+func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, error) {
+	prog, err := c.open(protocol.KindProgram, spec.programName, spec.programEnvelope)
+	if err != nil {
+		return nil, fmt.Errorf("program %q: %w", spec.programName, err)
+	}
+	defer clear(prog)
+	cfg := &isolate.Config{
+		Module:        prog,
+		Name:          spec.programName,
+		Memory:        spec.memory,
+		Timeout:       spec.timeout,
+		MaxOutput:     spec.maxOutput,
+		Deterministic: spec.deterministic,
+		Seed:          protocol.Seed(c.policyHash, c.id),
+	}
+	for _, in := range spec.inputs {
+		pt, err := c.open(protocol.KindInput, in.name, in.envelope)
+		if err != nil {
+			return nil, fmt.Errorf("input %q: %w", in.name, err)
+		}
+		defer clear(pt)
+		cfg.Inputs = append(cfg.Inputs, isolate.Input{Name: in.name, Data: pt})
+	}
+	res, err := r.Run(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("isolate: %w", err)
+	}
+	defer func() {
+		clear(res.Stdout)
+		clear(res.Stderr)
+		for _, o := range res.Outputs {
+			clear(o.Data)
+		}
+	}()
+	out := &runOutcome{report: res.Report, sealed: map[string]map[string][]byte{}}
+	// Output hashes in the report would let anyone who sees the status
+	// confirm a guess of a result; the report keeps only names and sizes.
+	for i := range out.report.Outputs {
+		out.report.Outputs[i].SHA256 = ""
+	}
+	if res.Report.Outcome != isolate.OutcomeExited || res.Report.ExitCode != 0 {
+		return out, nil
+	}
+	produced := map[string][]byte{}
+	for _, o := range res.Outputs {
+		produced[o.Name] = o.Data
+	}
+	named := map[string]bool{}
+	for _, o := range spec.outputs {
+		named[o.name] = true
+		data, ok := produced[o.name]
+		switch {
+		case ok:
+		case o.name == outputStdout:
+			data = res.Stdout
+		case o.name == outputStderr:
+			data = res.Stderr
+		default:
+			out.missing = append(out.missing, o.name)
+			continue
+		}
+		if data == nil {
+			data = []byte{}
+		}
+		out.sealed[o.name] = map[string][]byte{}
+		for _, rd := range o.readers {
+			env, err := seal.Seal(rd.key, data, protocol.SealInfo(protocol.KindOutput, c.id, o.name, rd.id), protocol.SealAAD(c.policyHash))
+			if err != nil {
+				return nil, fmt.Errorf("sealing output %q to reader %q: %w", o.name, rd.id, err)
+			}
+			out.sealed[o.name][rd.id] = env
+		}
+	}
+	for name := range produced {
+		if !named[name] {
+			out.dropped++
+		}
+	}
+	return out, nil
+}

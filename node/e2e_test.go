@@ -1,0 +1,62 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
+)
+
+func sha256hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// TestEndToEnd follows protocol 2 over loopback TLS: create, attest,
+// provision, run, fetch, close.
+func TestEndToEnd(t *testing.T) {
+	s := newScenario(t)
+	tn, c, as, _ := setup(t, s)
+	s.provision(t, as)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := as.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != cloisterv1.SessionState_SESSION_STATE_FINISHED {
+		t.Fatalf("state %v, reason %q", st.State, st.Reason)
+	}
+	got, err := as.Result(ctx, s.dave.key, "result.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := s.output(t, "result.json"); !bytes.Equal(got, want) {
+		t.Fatalf("result.json = %q, want %q", got, want)
+	}
+	st, err = c.Status(ctx, as.ID(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Outputs) != 1 || len(st.Outputs[0].FetchedBy) != 1 || st.Outputs[0].FetchedBy[0] != "dave" {
+		t.Fatalf("status outputs %v, want result.json fetched by dave", st.Outputs)
+	}
+	if st.Report == nil || st.Report.Outcome != "exited" || !st.Report.Deterministic {
+		t.Fatalf("report %v", st.Report)
+	}
+	if err := as.Close(ctx, s.bob.key); err != nil {
+		t.Fatal(err)
+	}
+	st, err = c.Status(ctx, as.ID(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != cloisterv1.SessionState_SESSION_STATE_CLOSED {
+		t.Fatalf("after close: state %v", st.State)
+	}
+	_ = tn
+}

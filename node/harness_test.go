@@ -1,0 +1,249 @@
+package node_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/examples"
+	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/node"
+	"github.com/cloisterhq/cloister/policy"
+)
+
+// runtime is shared by every node in this test binary: one compilation
+// cache, one warm pool.
+var runtime *isolate.Runtime
+
+func TestMain(m *testing.M) {
+	if isolate.IsWorker() {
+		os.Exit(isolate.WorkerMain())
+	}
+	dir, err := os.MkdirTemp("", "cloister-node-test-")
+	if err != nil {
+		panic(err)
+	}
+	runtime, err = isolate.New(context.Background(), isolate.Options{DataDir: dir, WarmWorkers: 1})
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	runtime.Close()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// party is one principal with its key.
+type party struct {
+	id  string
+	key *keys.PrivateKey
+}
+
+func newParty(t testing.TB, id string) party {
+	t.Helper()
+	k, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return party{id: id, key: k}
+}
+
+// scenario is the psi-sum computation: alice provides the program, bob the
+// customers, carol the purchases, dave reads the result.
+type scenario struct {
+	alice, bob, carol, dave party
+	prog                    *examples.Program
+	doc                     map[string]any
+}
+
+func newScenario(t testing.TB) *scenario {
+	t.Helper()
+	prog, err := examples.Lookup("psi-sum")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &scenario{
+		alice: newParty(t, "alice"), bob: newParty(t, "bob"), carol: newParty(t, "carol"), dave: newParty(t, "dave"),
+		prog: prog,
+	}
+}
+
+func principal(p party, roles ...string) map[string]any {
+	pub := p.key.Public()
+	return map[string]any{"id": p.id, "signing_key": pub.SigningString(), "sealing_key": pub.SealingString(), "roles": roles}
+}
+
+// policyDoc builds the scenario's policy for a node with platformKey;
+// mutate may change any field before it is encoded.
+func (s *scenario) policyDoc(t testing.TB, platformKey string, mutate func(map[string]any)) []byte {
+	t.Helper()
+	doc := map[string]any{
+		"version": 1,
+		"name":    "psi-sum",
+		"principals": []any{
+			principal(s.alice, "program-provider"),
+			principal(s.bob, "data-provider"),
+			principal(s.carol, "data-provider"),
+			principal(s.dave, "result-reader"),
+		},
+		"programs": []any{map[string]any{"name": "psi-sum.wasm", "sha256": sha256hex(s.prog.Wasm), "provider": "alice"}},
+		"inputs": []any{
+			map[string]any{"name": "customers.csv", "provider": "bob"},
+			map[string]any{"name": "purchases.csv", "provider": "carol"},
+		},
+		"outputs":       []any{map[string]any{"name": "result.json", "readers": []string{"dave"}}},
+		"isolates":      []any{map[string]any{"class": "software", "platform_keys": []string{platformKey}}},
+		"limits":        map[string]any{"memory": "128MiB", "timeout": "20s", "max_output": "1MiB"},
+		"deterministic": true,
+		"expires":       time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+	}
+	if mutate != nil {
+		mutate(doc)
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (s *scenario) input(t testing.TB, name string) []byte {
+	for _, f := range s.prog.Inputs {
+		if f.Name == name {
+			return f.Data
+		}
+	}
+	t.Fatalf("psi-sum has no sample input %q", name)
+	return nil
+}
+
+func (s *scenario) output(t testing.TB, name string) []byte {
+	for _, f := range s.prog.Outputs {
+		if f.Name == name {
+			return f.Data
+		}
+	}
+	t.Fatalf("psi-sum has no sample output %q", name)
+	return nil
+}
+
+// testNode is a node serving on loopback TLS.
+type testNode struct {
+	*node.Node
+	dir string
+	url string
+	ln  net.Listener
+	srv *http.Server
+}
+
+// startNode opens a node over dir and serves it on 127.0.0.1; wrap, if
+// given, sits between TLS and the node's handler (a hostile operator).
+func startNode(t testing.TB, dir string, wrap func(http.Handler) http.Handler) *testNode {
+	t.Helper()
+	n, err := node.New(context.Background(), node.Options{
+		DataDir: dir, Runner: runtime, NoSync: true,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := n.Handler()
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := &http.Server{Handler: h, TLSConfig: n.TLSConfig()}
+	go srv.Serve(tls.NewListener(ln, srv.TLSConfig))
+	tn := &testNode{Node: n, dir: dir, url: "https://" + ln.Addr().String(), ln: ln, srv: srv}
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+func (tn *testNode) stop() {
+	tn.srv.Close()
+	tn.Node.Close()
+}
+
+func (tn *testNode) platformKey() string {
+	return keys.FormatSigningKey(tn.PlatformKey())
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", p)
+	return len(p), nil
+}
+
+func dial(t testing.TB, tn *testNode) *client.Client {
+	t.Helper()
+	c, err := client.Dial(context.Background(), tn.url, client.WithPlatformKeys(tn.PlatformKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func mustParse(t testing.TB, doc []byte) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// setup starts a node, creates a session for the scenario's policy and
+// attests it.
+func setup(t testing.TB, s *scenario) (*testNode, *client.Client, *client.AttestedSession, []byte) {
+	t.Helper()
+	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
+	doc := s.policyDoc(t, tn.platformKey(), nil)
+	c := dial(t, tn)
+	ctx := context.Background()
+	id, err := c.CreateSession(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := c.Attest(ctx, id, mustParse(t, doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(as.CloseIdleConnections)
+	return tn, c, as, doc
+}
+
+// provision uploads the program and both inputs.
+func (s *scenario) provision(t testing.TB, as *client.AttestedSession) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := as.UploadProgram(ctx, s.alice.key, "psi-sum.wasm", s.prog.Wasm); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.UploadInput(ctx, s.bob.key, "customers.csv", s.input(t, "customers.csv")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.UploadInput(ctx, s.carol.key, "purchases.csv", s.input(t, "purchases.csv")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func asError[T error](err error) (T, bool) {
+	var target T
+	ok := errors.As(err, &target)
+	return target, ok
+}

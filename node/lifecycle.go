@@ -1,0 +1,180 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/attest/software"
+	"github.com/cloisterhq/cloister/policy"
+)
+
+// createSession checks that this node can serve the policy and starts a
+// session for it.
+func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) {
+	if len(doc) > policy.MaxFileSize {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy is %d bytes, at most %d accepted", len(doc), policy.MaxFileSize))
+	}
+	pol, err := policy.Parse(doc)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy: %w", err))
+	}
+	now := n.now()
+	if pol.Expired(now) {
+		return nil, refused(connect.CodeFailedPrecondition, ruleExpired, "policy %q expired at %s", pol.Name, pol.Expires.UTC().Format(time.RFC3339))
+	}
+	if err := n.accepts(pol); err != nil {
+		return nil, err
+	}
+	var raw [protocol.SessionIDSize]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	id := hex.EncodeToString(raw[:])
+	hash := pol.Hash()
+	c, err := newCore(id, hash, n.attester)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	ck, err := c.keys()
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	rec := &record{
+		Version: stateVersion, ID: id, Policy: append([]byte(nil), doc...), Created: now, Keys: ck,
+		State: stateProvisioning, Programs: map[string]*slotRecord{}, Inputs: map[string]*slotRecord{},
+		Outputs: map[string]*outputRecord{},
+	}
+	idx := n.recordEvent(ctx, EventSessionCreated, map[string]any{
+		"session": id, "policy_hash": hex.EncodeToString(hash[:]), "isolate_class": string(n.class),
+		"platform_key": n.platform.Public().SigningString(),
+	})
+	rec.Events = append(rec.Events, eventRecord{Kind: EventSessionCreated, Time: now, LedgerIndex: idx})
+	if err := n.store.save(rec); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	s := &session{n: n, id: id, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
+	n.mu.Lock()
+	n.sessions[id] = s
+	n.mu.Unlock()
+	n.log.Info("session created", "session", id, "policy", pol.Name, "policy_hash", hex.EncodeToString(hash[:]))
+	return s, nil
+}
+
+// accepts refuses policies this node could never satisfy, so that the
+// principals learn it at once rather than at attestation.
+func (n *Node) accepts(pol *policy.Policy) error {
+	iso, ok := pol.Isolate(string(n.class))
+	if !ok {
+		var classes []string
+		for _, i := range pol.Isolates {
+			classes = append(classes, i.Class)
+		}
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q accepts isolate classes %v; this node's isolates are %q", pol.Name, classes, n.class))
+	}
+	if n.class == attest.ClassSoftware {
+		listed := false
+		for _, k := range iso.PlatformKeys {
+			listed = listed || software.PlatformKeyMatches(k, n.PlatformKey())
+		}
+		if !listed {
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q does not list this node's platform key %s under isolates[class=software].platform_keys", pol.Name, n.platform.Public().SigningString()))
+		}
+	}
+	if len(pol.Programs) != 1 {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q lists %d programs; a session runs exactly one", pol.Name, len(pol.Programs)))
+	}
+	if pol.ReplicaCount() > 1 {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q asks for %d replicas; a single node runs one, replicated runs need the scheduler", pol.Name, pol.ReplicaCount()))
+	}
+	for _, o := range pol.Outputs {
+		for _, r := range o.Readers {
+			p := principalOf(pol, r)
+			if p == nil {
+				return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("output %q: reader %q is not a principal", o.Name, r))
+			}
+			if _, err := principalSealingKey(p); err != nil {
+				return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("output %q: reader %q: %w", o.Name, r, err))
+			}
+		}
+	}
+	return nil
+}
+
+// restore loads every stored session. A record that does not open or
+// parse is logged and left on disk untouched (it may belong to another
+// platform key); it is never half-served.
+func (n *Node) restore() error {
+	live, closed, err := n.store.list()
+	if err != nil {
+		return fmt.Errorf("node: listing stored sessions: %w", err)
+	}
+	for _, ts := range closed {
+		n.closed[ts.ID] = ts
+	}
+	for _, id := range live {
+		if err := n.restoreOne(id); err != nil {
+			n.log.Error("stored session not restored", "session", id, "err", err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) restoreOne(id string) error {
+	rec, err := n.store.load(id)
+	if err != nil {
+		return err
+	}
+	pol, err := policy.Parse(rec.Policy)
+	if err != nil {
+		return fmt.Errorf("stored policy: %w", err)
+	}
+	c, err := restoreCore(id, pol.Hash(), n.attester, rec.Keys)
+	if err != nil {
+		return err
+	}
+	if rec.Programs == nil || rec.Inputs == nil || rec.Outputs == nil {
+		return errors.New("stored state is incomplete")
+	}
+	s := &session{n: n, id: id, pol: pol, hash: pol.Hash(), core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
+	switch rec.State {
+	case stateFinished, stateFailed:
+		s.markDone()
+	case stateRunning:
+		// The run was cut short by the stop. Program and inputs are
+		// still sealed on disk and the run is a pure function of them
+		// (plus the policy-derived seed), so it is run again.
+		rec.Restarted++
+		n.log.Info("restarting interrupted run", "session", id, "restarts", rec.Restarted)
+		if rec.Restarted > maxRestarts {
+			rec.State, rec.Reason = stateFailed, fmt.Sprintf("the node stopped during the run %d times; not retried again", rec.Restarted-1)
+			s.markDone()
+		}
+		if err := n.store.save(rec); err != nil {
+			return err
+		}
+	case stateProvisioning:
+	default:
+		return fmt.Errorf("stored state %q unknown", rec.State)
+	}
+	n.mu.Lock()
+	n.sessions[id] = s
+	n.mu.Unlock()
+	if rec.State == stateRunning {
+		s.mu.Lock()
+		s.startRun()
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// maxRestarts bounds how often a run interrupted by node stops is retried,
+// so that a program that brings the node down cannot do so forever.
+const maxRestarts = 3

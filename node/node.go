@@ -1,0 +1,299 @@
+package node
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/attest/software"
+	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/keys"
+)
+
+// PlatformKeyFile is the node's platform key, under its data directory.
+const PlatformKeyFile = "platform.key"
+
+// NodeServerName is the SNI of the node's own certificate; any name that is
+// not a session's reaches the node too.
+const NodeServerName = "node.cloister"
+
+// Options configures a Node.
+type Options struct {
+	// DataDir holds platform.key, sessions/ and the isolate compilation
+	// cache. Required.
+	DataDir string
+	// IsolateClass is the class this node attests as; empty means
+	// software. It must match Attester when both are set.
+	IsolateClass attest.Class
+	// Attester produces session evidence. Nil means a software attester
+	// signing with the platform key (other classes must pass one).
+	Attester attest.Attester
+	// Runner runs programs. Nil means an isolate runtime (jailed workers)
+	// created over DataDir, closed with the node.
+	Runner Runner
+	// WarmWorkers is passed to the isolate runtime the node creates.
+	WarmWorkers int
+	// MaxConcurrentRuns bounds simultaneous runs; 0 means the CPU count.
+	MaxConcurrentRuns int
+	// EventLog records session events; nil means no ledger.
+	EventLog EventLog
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+	// NoSync skips fsync on state writes. Writes stay atomic (a crashed
+	// process leaves old or new state), but a power loss may lose the
+	// latest step. For benchmarks and throwaway nodes.
+	NoSync bool
+	// Now is the clock for policy expiry and request freshness; nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+// Node hosts sessions behind one TLS listener.
+type Node struct {
+	opts     Options
+	log      *slog.Logger
+	platform *keys.PrivateKey
+	class    attest.Class
+	attester attest.Attester
+	runner   Runner
+	ownsRun  *isolate.Runtime
+	store    *store
+	events   EventLog
+	nodeCert tls.Certificate
+
+	runSlots chan struct{}
+	baseCtx  context.Context
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+
+	mu       sync.RWMutex
+	sessions map[string]*session
+	closed   map[string]tombstone
+
+	srvMu sync.Mutex
+	srv   *http.Server
+}
+
+// New opens (or, on first start, initialises) a node over opts.DataDir:
+// it loads or creates the platform key, derives the storage key, and
+// restores every stored session. Sessions that were running when the node
+// stopped are run again from their sealed program and inputs.
+func New(ctx context.Context, opts Options) (*Node, error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("node: no data directory")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data directory: %w", err)
+	}
+	n := &Node{opts: opts, log: opts.Logger, events: opts.EventLog,
+		sessions: map[string]*session{}, closed: map[string]tombstone{}}
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	pk, created, err := keys.LoadOrCreate(filepath.Join(opts.DataDir, PlatformKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("node: platform key: %w", err)
+	}
+	n.platform = pk
+	if created {
+		n.log.Info("created platform key", "path", filepath.Join(opts.DataDir, PlatformKeyFile), "signing_key", pk.Public().SigningString())
+	}
+	n.class = opts.IsolateClass
+	n.attester = opts.Attester
+	switch {
+	case n.attester != nil && n.class == "":
+		n.class = n.attester.Class()
+	case n.attester != nil && n.attester.Class() != n.class:
+		return nil, fmt.Errorf("node: isolate class %q but the attester produces %q evidence", n.class, n.attester.Class())
+	case n.attester == nil && (n.class == "" || n.class == attest.ClassSoftware):
+		n.class = attest.ClassSoftware
+		if n.attester, err = software.NewAttester(pk.Signer()); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	case n.attester == nil:
+		return nil, fmt.Errorf("node: isolate class %q needs an attester", n.class)
+	}
+	skey, err := deriveStorageKey(pk.Signer().Seed())
+	if err != nil {
+		return nil, err
+	}
+	if n.store, err = openStore(filepath.Join(opts.DataDir, "sessions"), skey, !opts.NoSync); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if n.nodeCert, err = nodeCertificate(pk.Signer()); err != nil {
+		return nil, err
+	}
+	n.runner = opts.Runner
+	if n.runner == nil {
+		rt, err := isolate.New(ctx, isolate.Options{DataDir: opts.DataDir, WarmWorkers: opts.WarmWorkers})
+		if err != nil {
+			return nil, fmt.Errorf("node: isolate runtime: %w", err)
+		}
+		n.runner, n.ownsRun = rt, rt
+	}
+	runs := opts.MaxConcurrentRuns
+	if runs <= 0 {
+		runs = runtime.NumCPU()
+	}
+	n.runSlots = make(chan struct{}, runs)
+	n.baseCtx, n.stop = context.WithCancel(context.Background())
+	if err := n.restore(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) now() time.Time {
+	if n.opts.Now != nil {
+		return n.opts.Now()
+	}
+	return time.Now()
+}
+
+// PlatformKey returns the node's platform signing key, the value a policy
+// lists under platform_keys for the software class.
+func (n *Node) PlatformKey() ed25519.PublicKey { return n.platform.Public().Signing }
+
+// Class returns the isolate class the node attests as.
+func (n *Node) Class() attest.Class { return n.class }
+
+// nodeCertificate makes the node's TLS certificate: a fresh P-256 key
+// certified by the Ed25519 platform key. A client holding a policy checks
+// the signature against the policy's platform keys, so the node is
+// authenticated without any CA (docs/decisions/0030-session-protocol.md).
+func nodeCertificate(platform ed25519.PrivateKey) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := time.Now()
+	issuer := &x509.Certificate{Subject: pkix.Name{CommonName: "cloister platform " + keys.FormatSigningKey(platform.Public().(ed25519.PublicKey))[:24]}}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: NodeServerName},
+		DNSNames:     []string{NodeServerName, "localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), platform)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("node: certifying the TLS key with the platform key: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// TLSConfig returns the server TLS configuration: the session's own
+// certificate for "<id>.session.cloister", the node's otherwise.
+func (n *Node) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if id := protocol.SessionFromServerName(hello.ServerName); id != "" {
+				if s := n.session(id); s != nil {
+					return &s.core.cert, nil
+				}
+			}
+			return &n.nodeCert, nil
+		},
+	}
+}
+
+// Serve accepts TLS connections on ln until Shutdown. It returns
+// http.ErrServerClosed after a clean shutdown.
+func (n *Node) Serve(ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           n.Handler(),
+		TLSConfig:         n.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	n.srvMu.Lock()
+	n.srv = srv
+	n.srvMu.Unlock()
+	return srv.ServeTLS(ln, "", "")
+}
+
+// Shutdown stops accepting connections and waits for requests in flight
+// (long polls included) until ctx ends.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.srvMu.Lock()
+	srv := n.srv
+	n.srvMu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	return srv.Shutdown(ctx)
+}
+
+// Close stops runs in progress (they are run again at the next start),
+// and releases the isolate runtime the node created.
+func (n *Node) Close() error {
+	n.Shutdown(context.Background())
+	if n.stop != nil {
+		n.stop()
+	}
+	n.wg.Wait()
+	if n.ownsRun != nil {
+		return n.ownsRun.Close()
+	}
+	return nil
+}
+
+func (n *Node) session(id string) *session {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.sessions[id]
+}
+
+func (n *Node) forget(id string, ts tombstone) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.sessions, id)
+	n.closed[id] = ts
+}
+
+// recordEvent appends to the event log, if any. A ledger that refuses or
+// is down does not stop the session (its own state is authoritative for
+// its rules); the failure is logged and the event's index stays 0.
+func (n *Node) recordEvent(ctx context.Context, kind string, body any) uint64 {
+	if n.events == nil {
+		return 0
+	}
+	idx, err := n.events.Record(context.WithoutCancel(ctx), kind, body)
+	if err != nil {
+		n.log.Warn("event not recorded", "kind", kind, "err", err)
+		return 0
+	}
+	return idx
+}

@@ -1,0 +1,470 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/policy"
+)
+
+// Roles a policy gives principals.
+const (
+	roleProgramProvider = policy.RoleProgramProvider
+	roleDataProvider    = policy.RoleDataProvider
+	roleResultReader    = policy.RoleResultReader
+)
+
+// session is the API side of one session: it enforces the policy on
+// signed requests and keeps envelopes; its core holds the keys.
+type session struct {
+	n    *Node
+	id   string
+	pol  *policy.Policy
+	hash [32]byte
+	core *core
+
+	mu     sync.Mutex
+	rec    *record
+	done   chan struct{} // closed when the session reaches a terminal state
+	cancel context.CancelFunc
+	seen   map[string]time.Time // request nonce → when it may be forgotten
+}
+
+func (s *session) terminal() bool {
+	switch s.rec.State {
+	case stateFinished, stateFailed, stateClosed:
+		return true
+	}
+	return false
+}
+
+// markDone closes done once; callers hold s.mu.
+func (s *session) markDone() {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+}
+
+// refused builds the error every rule violation returns: the code, the
+// rule, and who broke it, so that a CLI user sees exactly why.
+func refused(code connect.Code, rule, format string, args ...any) error {
+	return connect.NewError(code, fmt.Errorf("refused by rule %q: %s", rule, fmt.Sprintf(format, args...)))
+}
+
+// Rule names, as they appear in refusals and in docs/sessions.md.
+const (
+	ruleSigned       = "signed-by-principal"
+	ruleProvider     = "listed-provider-only"
+	ruleOnce         = "write-once"
+	ruleProgramHash  = "program-hash"
+	ruleSealed       = "sealed-to-session"
+	ruleReader       = "readers-only"
+	ruleExpired      = "policy-not-expired"
+	ruleCloser       = "principals-close"
+	ruleState        = "session-state"
+	ruleFresh        = "fresh-request"
+	ruleKnownName    = "named-in-policy"
+	ruleSessionConn  = "session-connection"
+	ruleOutputExists = "output-produced"
+)
+
+// authorize checks a signed request: a principal of the policy, a valid
+// signature over this exact operation, a fresh timestamp and a nonce not
+// seen before. Callers hold s.mu.
+func (s *session) authorize(auth *cloisterv1.SignedRequest, op, name string, payload []byte, now time.Time) (*policy.Principal, error) {
+	if auth == nil || auth.Principal == "" {
+		return nil, refused(connect.CodeUnauthenticated, ruleSigned, "%s request carries no principal signature", op)
+	}
+	p := principalOf(s.pol, auth.Principal)
+	if p == nil {
+		return nil, refused(connect.CodePermissionDenied, ruleSigned, "%q is not a principal of policy %q", auth.Principal, policyName(s.pol))
+	}
+	pub, err := principalSigningKey(p)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("principal %q: %w", p.ID, err))
+	}
+	if len(auth.Nonce) < 16 || len(auth.Nonce) > 64 {
+		return nil, refused(connect.CodeInvalidArgument, ruleFresh, "request nonce is %d bytes, want 16 to 64", len(auth.Nonce))
+	}
+	var ph [32]byte
+	if payload != nil {
+		ph = sha256.Sum256(payload)
+	}
+	msg := protocol.RequestMessage(s.id, op, name, ph, s.hash, auth.UnixMs, auth.Nonce)
+	if !ed25519.Verify(pub, msg, auth.Signature) {
+		return nil, refused(connect.CodeUnauthenticated, ruleSigned, "signature on %s request does not verify with the signing key of principal %q", op, p.ID)
+	}
+	t := time.UnixMilli(auth.UnixMs)
+	if d := now.Sub(t); d > protocol.MaxRequestSkew || d < -protocol.MaxRequestSkew {
+		return nil, refused(connect.CodePermissionDenied, ruleFresh, "%s request of principal %q is dated %s, more than %s from the node's clock %s", op, p.ID, t.UTC().Format(time.RFC3339), protocol.MaxRequestSkew, now.UTC().Format(time.RFC3339))
+	}
+	key := hex.EncodeToString(auth.Nonce)
+	for k, exp := range s.seen {
+		if now.After(exp) {
+			delete(s.seen, k)
+		}
+	}
+	if _, dup := s.seen[key]; dup {
+		return nil, refused(connect.CodePermissionDenied, ruleFresh, "%s request of principal %q replays a request already seen", op, p.ID)
+	}
+	s.seen[key] = now.Add(2 * protocol.MaxRequestSkew)
+	return p, nil
+}
+
+// checkLive refuses operations on a policy that has expired.
+func (s *session) checkLive(now time.Time) error {
+	if s.pol.Expired(now) {
+		return refused(connect.CodeFailedPrecondition, ruleExpired, "policy %q expired at %s", policyName(s.pol), s.pol.Expires.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// upload provisions one program or input.
+func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.UploadRequest) (*cloisterv1.UploadResponse, error) {
+	now := s.n.now()
+	kind, op, role := "input", protocol.OpUploadInput, roleDataProvider
+	if program {
+		kind, op, role = "program", protocol.OpUploadProgram, roleProgramProvider
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rec.State != stateProvisioning {
+		return nil, refused(connect.CodeFailedPrecondition, ruleState, "session %s is %s; uploads are accepted only while provisioning", s.id, s.rec.State)
+	}
+	if err := s.checkLive(now); err != nil {
+		return nil, err
+	}
+	p, err := s.authorize(req.Auth, op, req.Name, req.Envelope, now)
+	if err != nil {
+		return nil, err
+	}
+	var provider string
+	var wantHash [32]byte
+	if program {
+		prog := findProgram(s.pol, req.Name)
+		if prog == nil {
+			return nil, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no program named %q (principal %q)", policyName(s.pol), req.Name, p.ID)
+		}
+		provider = prog.Provider
+		if wantHash, err = programHash(s.pol, prog.Name); err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+	} else {
+		in := findInput(s.pol, req.Name)
+		if in == nil {
+			return nil, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no input named %q (principal %q)", policyName(s.pol), req.Name, p.ID)
+		}
+		provider = in.Provider
+	}
+	if p.ID != provider || !hasRole(p, role) {
+		return nil, refused(connect.CodePermissionDenied, ruleProvider, "principal %q may not upload %s %q: its provider is %q (role %s)", p.ID, kind, req.Name, provider, role)
+	}
+	slots := s.rec.Inputs
+	if program {
+		slots = s.rec.Programs
+	}
+	if prev := slots[req.Name]; prev != nil {
+		return nil, refused(connect.CodeAlreadyExists, ruleOnce, "%s %q was already uploaded by %q at %s; principal %q may not replace it", kind, req.Name, prev.Principal, prev.Uploaded.UTC().Format(time.RFC3339), p.ID)
+	}
+	if program {
+		err = s.core.checkProgram(req.Name, req.Envelope, wantHash)
+	} else {
+		err = s.core.checkInput(req.Name, req.Envelope)
+	}
+	var hm *hashMismatchError
+	switch {
+	case errors.As(err, &hm):
+		return nil, refused(connect.CodePermissionDenied, ruleProgramHash, "%v (uploaded by %q)", err, p.ID)
+	case errors.Is(err, errSealed):
+		return nil, refused(connect.CodeInvalidArgument, ruleSealed, "%s %q from %q: %v", kind, req.Name, p.ID, err)
+	case err != nil:
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	sha, err := s.n.store.putBlob(s.id, req.Envelope)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	slots[req.Name] = &slotRecord{Principal: p.ID, EnvelopeSHA256: sha, Uploaded: now, Signature: req.Auth.Signature}
+	evKind := EventInputUploaded
+	if program {
+		evKind = EventProgramUploaded
+	}
+	idx := s.n.recordEvent(ctx, evKind, map[string]any{
+		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID,
+		"name": req.Name, "envelope_sha256": sha, "signature": req.Auth.Signature,
+		"unix_ms": req.Auth.UnixMs, "nonce": req.Auth.Nonce,
+	})
+	s.rec.Events = append(s.rec.Events, eventRecord{Kind: evKind, Principal: p.ID, Name: req.Name, Time: now, LedgerIndex: idx})
+	ready := s.complete()
+	if ready {
+		s.rec.State = stateRunning
+	}
+	if err := s.n.store.save(s.rec); err != nil {
+		delete(slots, req.Name)
+		s.rec.Events = s.rec.Events[:len(s.rec.Events)-1]
+		s.rec.State = stateProvisioning
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	s.n.log.Info("upload accepted", "session", s.id, "kind", kind, "name", req.Name, "principal", p.ID, "envelope_sha256", sha)
+	if ready {
+		s.startRun()
+	}
+	return &cloisterv1.UploadResponse{EnvelopeSha256: sha, State: apiState(s.rec.State), EventIndex: idx}, nil
+}
+
+// complete reports whether every program and input is present.
+func (s *session) complete() bool {
+	for _, p := range s.pol.Programs {
+		if s.rec.Programs[p.Name] == nil {
+			return false
+		}
+	}
+	for _, in := range s.pol.Inputs {
+		if s.rec.Inputs[in.Name] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// startRun runs the session in the background. Callers hold s.mu and have
+// set the state to running.
+func (s *session) startRun() {
+	ctx, cancel := context.WithCancel(s.n.baseCtx)
+	s.cancel = cancel
+	s.n.wg.Add(1)
+	go func() {
+		defer s.n.wg.Done()
+		defer cancel()
+		s.execute(ctx)
+	}()
+}
+
+func (s *session) execute(ctx context.Context) {
+	start := time.Now()
+	spec, err := s.runSpec()
+	var out *runOutcome
+	if err == nil {
+		select {
+		case s.n.runSlots <- struct{}{}:
+			out, err = s.core.run(ctx, s.n.runner, spec)
+			<-s.n.runSlots
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rec.State != stateRunning {
+		return // closed meanwhile
+	}
+	if ctx.Err() != nil && s.n.baseCtx.Err() != nil {
+		// The node is shutting down: leave the record "running" so that
+		// the next start runs it again.
+		return
+	}
+	now := s.n.now()
+	reason := ""
+	switch {
+	case err != nil:
+		reason = "run failed: " + err.Error()
+	case out.report.Outcome != "exited":
+		reason = fmt.Sprintf("program ended by %s: %s", out.report.Outcome, out.report.Error)
+	case out.report.ExitCode != 0:
+		reason = fmt.Sprintf("program exited with status %d", out.report.ExitCode)
+	}
+	if out != nil {
+		rep := out.report
+		s.rec.Report = &rep
+	}
+	if reason == "" {
+		for name, byReader := range out.sealed {
+			or := &outputRecord{Envelopes: map[string]string{}}
+			for rd, env := range byReader {
+				sha, perr := s.n.store.putBlob(s.id, env)
+				if perr != nil {
+					reason = "storing sealed output: " + perr.Error()
+					break
+				}
+				or.Envelopes[rd] = sha
+			}
+			s.rec.Outputs[name] = or
+		}
+	}
+	if reason != "" {
+		s.rec.State, s.rec.Reason = stateFailed, reason
+		s.rec.Outputs = map[string]*outputRecord{}
+	} else {
+		s.rec.State = stateFinished
+		if len(out.missing) > 0 {
+			s.rec.Reason = fmt.Sprintf("the program did not write %v", out.missing)
+		}
+	}
+	idx := s.n.recordEvent(ctx, EventRunFinished, map[string]any{
+		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "state": s.rec.State, "reason": s.rec.Reason,
+	})
+	s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventRunFinished, Time: now, LedgerIndex: idx})
+	if err := s.n.store.save(s.rec); err != nil {
+		s.n.log.Error("saving finished session", "session", s.id, "err", err)
+	}
+	s.n.log.Info("run ended", "session", s.id, "state", s.rec.State, "reason", s.rec.Reason, "ms", time.Since(start).Milliseconds())
+	s.markDone()
+}
+
+// runSpec gathers the sealed program and inputs from the store. Callers do
+// not hold s.mu: the slots are immutable once the session is running.
+func (s *session) runSpec() (runSpec, error) {
+	s.mu.Lock()
+	rec := s.rec
+	s.mu.Unlock()
+	mem, timeout, maxOut, err := policyLimits(s.pol)
+	if err != nil {
+		return runSpec{}, err
+	}
+	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic}
+	prog := s.pol.Programs[0]
+	spec.programName = prog.Name
+	if spec.programEnvelope, err = s.n.store.getBlob(s.id, rec.Programs[prog.Name].EnvelopeSHA256); err != nil {
+		return runSpec{}, err
+	}
+	for _, in := range s.pol.Inputs {
+		env, err := s.n.store.getBlob(s.id, rec.Inputs[in.Name].EnvelopeSHA256)
+		if err != nil {
+			return runSpec{}, err
+		}
+		spec.inputs = append(spec.inputs, sealedItem{name: in.Name, envelope: env})
+	}
+	for _, o := range s.pol.Outputs {
+		os := outputSpec{name: o.Name}
+		for _, rid := range o.Readers {
+			p := principalOf(s.pol, rid)
+			if p == nil {
+				return runSpec{}, fmt.Errorf("output %q: reader %q is not a principal", o.Name, rid)
+			}
+			key, err := principalSealingKey(p)
+			if err != nil {
+				return runSpec{}, fmt.Errorf("output %q: reader %q: %w", o.Name, rid, err)
+			}
+			os.readers = append(os.readers, reader{id: rid, key: key})
+		}
+		spec.outputs = append(spec.outputs, os)
+	}
+	return spec, nil
+}
+
+// result returns one output sealed to the requesting reader.
+func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) (*cloisterv1.GetResultResponse, error) {
+	if req.WaitMs > 0 {
+		wait := min(time.Duration(req.WaitMs)*time.Millisecond, maxLongPoll)
+		t := time.NewTimer(wait)
+		select {
+		case <-s.done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	now := s.n.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkLive(now); err != nil {
+		return nil, err
+	}
+	p, err := s.authorize(req.Auth, protocol.OpGetResult, req.Output, nil, now)
+	if err != nil {
+		return nil, err
+	}
+	out := findOutput(s.pol, req.Output)
+	if out == nil {
+		return nil, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no output named %q (principal %q)", policyName(s.pol), req.Output, p.ID)
+	}
+	isReader := false
+	for _, r := range out.Readers {
+		isReader = isReader || r == p.ID
+	}
+	if !isReader || !hasRole(p, roleResultReader) {
+		return nil, refused(connect.CodePermissionDenied, ruleReader, "principal %q is not a reader of output %q (readers: %v)", p.ID, req.Output, out.Readers)
+	}
+	switch s.rec.State {
+	case stateProvisioning, stateRunning:
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("session %s is %s: no result yet", s.id, s.rec.State))
+	case stateFailed:
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("session %s failed: %s", s.id, s.rec.Reason))
+	}
+	or := s.rec.Outputs[req.Output]
+	if or == nil || or.Envelopes[p.ID] == "" {
+		return nil, refused(connect.CodeNotFound, ruleOutputExists, "the program did not write output %q", req.Output)
+	}
+	env, err := s.n.store.getBlob(s.id, or.Envelopes[p.ID])
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	first := true
+	for _, f := range or.Fetched {
+		first = first && f != p.ID
+	}
+	if first {
+		or.Fetched = append(or.Fetched, p.ID)
+		idx := s.n.recordEvent(ctx, EventResultFetched, map[string]any{
+			"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "output": req.Output,
+			"envelope_sha256": or.Envelopes[p.ID], "signature": req.Auth.Signature,
+		})
+		s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventResultFetched, Principal: p.ID, Name: req.Output, Time: now, LedgerIndex: idx})
+		if err := s.n.store.save(s.rec); err != nil {
+			s.n.log.Error("saving fetch", "session", s.id, "err", err)
+		}
+	}
+	return &cloisterv1.GetResultResponse{Envelope: env, Report: apiReport(s.rec.Report)}, nil
+}
+
+// close erases the session. Any principal of the policy may close, even
+// after the policy expired (erasing is always allowed).
+func (s *session) close(ctx context.Context, req *cloisterv1.CloseSessionRequest) (*cloisterv1.CloseSessionResponse, error) {
+	now := s.n.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rec.State == stateClosed {
+		return &cloisterv1.CloseSessionResponse{State: cloisterv1.SessionState_SESSION_STATE_CLOSED}, nil
+	}
+	if req.Auth == nil || req.Auth.Principal == "" || principalOf(s.pol, req.Auth.Principal) == nil {
+		who := ""
+		if req.Auth != nil {
+			who = req.Auth.Principal
+		}
+		return nil, refused(connect.CodePermissionDenied, ruleCloser, "%q is not a principal of policy %q; only its principals may close the session", who, policyName(s.pol))
+	}
+	p, err := s.authorize(req.Auth, protocol.OpClose, "", nil, now)
+	if err != nil {
+		return nil, err
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if err := s.n.store.erase(s.id, tombstone{ID: s.id, Closed: now, By: p.ID}); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", p.ID)
+	s.rec.Outputs = map[string]*outputRecord{}
+	s.markDone()
+	s.n.recordEvent(ctx, EventSessionClosed, map[string]any{
+		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "signature": req.Auth.Signature,
+	})
+	s.n.forget(s.id, tombstone{ID: s.id, Closed: now, By: p.ID})
+	s.n.log.Info("session closed", "session", s.id, "principal", p.ID)
+	return &cloisterv1.CloseSessionResponse{State: cloisterv1.SessionState_SESSION_STATE_CLOSED}, nil
+}
+
+// maxLongPoll caps how long one request may wait for a run to end.
+const maxLongPoll = 60 * time.Second
