@@ -246,11 +246,11 @@ func TestValidationRules(t *testing.T) {
 }
 
 func pr(d map[string]any, i int) map[string]any { return d["principals"].([]any)[i].(map[string]any) }
-func pg(d map[string]any) map[string]any         { return d["programs"].([]any)[0].(map[string]any) }
-func in(d map[string]any, i int) map[string]any  { return d["inputs"].([]any)[i].(map[string]any) }
-func out(d map[string]any) map[string]any        { return d["outputs"].([]any)[0].(map[string]any) }
-func iso(d map[string]any) map[string]any        { return d["isolates"].([]any)[0].(map[string]any) }
-func lim(d map[string]any) map[string]any        { return d["limits"].(map[string]any) }
+func pg(d map[string]any) map[string]any        { return d["programs"].([]any)[0].(map[string]any) }
+func in(d map[string]any, i int) map[string]any { return d["inputs"].([]any)[i].(map[string]any) }
+func out(d map[string]any) map[string]any       { return d["outputs"].([]any)[0].(map[string]any) }
+func iso(d map[string]any) map[string]any       { return d["isolates"].([]any)[0].(map[string]any) }
+func lim(d map[string]any) map[string]any       { return d["limits"].(map[string]any) }
 
 // A document with several faults reports all of them, each once.
 func TestEveryProblemListed(t *testing.T) {
@@ -352,12 +352,16 @@ func TestHashChangesWithMeaning(t *testing.T) {
 		"expires":       func(d map[string]any) { d["expires"] = "2030-01-01T00:00:01Z" },
 		"memory":        func(d map[string]any) { lim(d)["memory"] = "65MiB" },
 		"program hash":  func(d map[string]any) { pg(d)["sha256"] = strings.Repeat("0", 64) },
-		"reader":        func(d map[string]any) { pr(d, 0)["roles"] = []any{"program-provider", "result-reader"}; pr(d, 0)["sealing_key"] = key(t, "alice").Public().SealingString(); out(d)["readers"] = []any{"bob", "alice"} },
-		"role order":    func(d map[string]any) { pr(d, 1)["roles"] = []any{"result-reader", "data-provider"} },
-		"input order":   func(d map[string]any) { d["inputs"] = []any{in(d, 1), in(d, 0)} },
-		"platform key":  func(d map[string]any) { iso(d)["platform_keys"] = []any{key(t, "node2").Public().SigningString()} },
-		"allow_debug":   func(d map[string]any) { iso(d)["allow_debug"] = true },
-		"principal id":  func(d map[string]any) { pr(d, 2)["id"] = "carol2"; in(d, 1)["provider"] = "carol2" },
+		"reader": func(d map[string]any) {
+			pr(d, 0)["roles"] = []any{"program-provider", "result-reader"}
+			pr(d, 0)["sealing_key"] = key(t, "alice").Public().SealingString()
+			out(d)["readers"] = []any{"bob", "alice"}
+		},
+		"role order":   func(d map[string]any) { pr(d, 1)["roles"] = []any{"result-reader", "data-provider"} },
+		"input order":  func(d map[string]any) { d["inputs"] = []any{in(d, 1), in(d, 0)} },
+		"platform key": func(d map[string]any) { iso(d)["platform_keys"] = []any{key(t, "node2").Public().SigningString()} },
+		"allow_debug":  func(d map[string]any) { iso(d)["allow_debug"] = true },
+		"principal id": func(d map[string]any) { pr(d, 2)["id"] = "carol2"; in(d, 1)["provider"] = "carol2" },
 	}
 	seen := map[string]string{base: "base"}
 	for name, ch := range changes {
