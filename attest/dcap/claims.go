@@ -40,7 +40,13 @@ func VerifyEvidence(ev *attest.Evidence, opts attest.VerifyOptions, wantTDX bool
 	if err != nil {
 		return nil, err
 	}
-	res, err := Verify(ev.Data, col, opts)
+	return VerifyEvidenceWith(ev.Data, col, opts, wantTDX)
+}
+
+// VerifyEvidenceWith is VerifyEvidence with the collateral already parsed
+// (nil for none).
+func VerifyEvidenceWith(quote []byte, col *Collateral, opts attest.VerifyOptions, wantTDX bool) (*attest.Claims, error) {
+	res, err := Verify(quote, col, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -74,6 +74,9 @@ func Verify(raw []byte, col *Collateral, opts attest.VerifyOptions) (*Result, er
 	}
 	pck := pckPath[0]
 	res := &Result{Quote: q, PCK: pck}
+	if q.Trailing > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d bytes after the quote are not covered by its signature and were ignored", q.Trailing))
+	}
 	if res.PCKExt, err = ParsePCKExtensions(pck); err != nil {
 		return nil, fmt.Errorf("%w: %v", attest.ErrMalformed, err)
 	}
