@@ -164,9 +164,9 @@ func dedup(in []string) []string {
 // pcsCollateral holds Intel PCS responses and serves them to go-tdx-guest
 // as if it had fetched them.
 type pcsCollateral struct {
-	tcbInfo, qeIdentity        []byte // whole responses
+	tcbInfo, qeIdentity         []byte // whole responses
 	tcbChain, qeChain, crlChain []*x509.Certificate
-	pckCRL, rootCRL            []byte // DER
+	pckCRL, rootCRL             []byte // DER
 }
 
 func parsePCSCollateral(items [][]byte) (*pcsCollateral, error) {
