@@ -11,4 +11,5 @@ package all
 import (
 	_ "github.com/cloisterhq/cloister/attest/nitro"
 	_ "github.com/cloisterhq/cloister/attest/software"
+	_ "github.com/cloisterhq/cloister/attest/tpm"
 )

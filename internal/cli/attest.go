@@ -21,6 +21,7 @@ import (
 	"github.com/cloisterhq/cloister/attest"
 	_ "github.com/cloisterhq/cloister/attest/all"
 	"github.com/cloisterhq/cloister/attest/software"
+	"github.com/cloisterhq/cloister/attest/tpm"
 )
 
 var attestCmd = &cobra.Command{
@@ -388,7 +389,20 @@ func runAttestQuote(cmd *cobra.Command, f *quoteFlags) error {
 		}
 		att, pub = a, []byte(software.FormatPlatformKey(a.PublicKey())+"\n")
 	case attest.ClassTPM:
-		return failure(fmt.Errorf("tpm evidence: not available in this build yet"))
+		rwc, err := tpm.Open(f.tpm)
+		if err != nil {
+			return failure(err)
+		}
+		defer rwc.Close()
+		a, err := tpm.NewAttester(rwc)
+		if err != nil {
+			return failure(err)
+		}
+		defer a.Close()
+		att = a
+		if pub, err = a.PublicKeyPEM(); err != nil {
+			return failure(err)
+		}
 	case "":
 		return usageError("--class is required: software or tpm")
 	default:

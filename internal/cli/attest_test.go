@@ -9,12 +9,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/cloisterhq/cloister/attest/tpm/swtpm"
 )
 
 // runCLI runs the cloister command line in-process and returns its exit
@@ -125,5 +128,36 @@ func TestAttestSoftwareRoundTrip(t *testing.T) {
 	}
 	if code, _, _ = runCLI(t, "attest", "quote", "--class", "software", "--data-dir", dir, "--report-data", strings.Repeat("00", 65)); code != 2 {
 		t.Fatalf("65-byte report data: exit %d", code)
+	}
+}
+
+func TestAttestTPMRoundTrip(t *testing.T) {
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		t.Skip("swtpm not installed (Debian package swtpm; scripts/test installs it)")
+	}
+	s, err := swtpm.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	dir := t.TempDir()
+	ev, ak := filepath.Join(dir, "tpm.json"), filepath.Join(dir, "ak.pem")
+	rd := strings.Repeat("5a", 64)
+	if code, _, stderr := runCLI(t, "attest", "quote", "--class", "tpm", "--tpm", s.Spec, "--report-data", rd, "--out", ev, "--pub-out", ak); code != 0 {
+		t.Fatalf("quote: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, "attest", "verify", ev, "--trust-root", ak, "--report-data", rd, "--json")
+	if code != 0 {
+		t.Fatalf("verify: exit %d: %s", code, stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["class"] != "tpm" || got["report_data"] != rd || got["verified"] != true {
+		t.Fatalf("claims %s", stdout)
+	}
+	if code, _, stderr = runCLI(t, "attest", "verify", ev); code != 1 || !strings.Contains(stderr, "signer not trusted") {
+		t.Fatalf("unpinned AK: exit %d %s", code, stderr)
 	}
 }
