@@ -86,7 +86,7 @@ func (a nodeAPI) closedStatus(id string) (*connect.Response[cloisterv1.GetStatus
 	}
 	return connect.NewResponse(&cloisterv1.GetStatusResponse{
 		SessionId: id, State: cloisterv1.SessionState_SESSION_STATE_CLOSED,
-		Reason:    fmt.Sprintf("closed by %q at %s; its data is erased", ts.By, ts.Closed.UTC().Format(time.RFC3339)),
+		Reason: fmt.Sprintf("closed by %q at %s; its data is erased", ts.By, ts.Closed.UTC().Format(time.RFC3339)),
 	}), nil
 }
 
