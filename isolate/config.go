@@ -108,4 +108,6 @@ type Result struct {
 	Stdout  []byte
 	Stderr  []byte
 	Outputs []Output
+
+	probes map[string]string // worker self-test (tests only)
 }

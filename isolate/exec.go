@@ -113,6 +113,11 @@ func (c *detClock) sleep(ns int64) {
 	}
 }
 
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
 func invalid(rep *Report, format string, args ...any) *Result {
 	rep.Outcome = OutcomeInvalid
 	rep.ExitCode = ExitInvalid
@@ -122,7 +127,7 @@ func invalid(rep *Report, format string, args ...any) *Result {
 
 // execute compiles and runs one job in this process. It never returns an
 // error for problems of the guest: those are outcomes in the report.
-func (e *executor) execute(ctx context.Context, j *job) (*Result, error) {
+func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Result, error) {
 	start := time.Now()
 	sum := sha256.Sum256(j.Module)
 	rep := Report{
@@ -150,6 +155,11 @@ func (e *executor) execute(ctx context.Context, j *job) (*Result, error) {
 	compiled, err := compileGuarded(ctx, rt, j.Module)
 	if err != nil {
 		return finish(invalid(&rep, "invalid module: %v", err)), nil
+	}
+	if f, ok := compiled.ExportedFunctions()["_start"]; !ok {
+		return finish(invalid(&rep, "the module exports no _start function (not a WASI command)")), nil
+	} else if len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0 {
+		return finish(invalid(&rep, "the module's _start function takes parameters or returns results")), nil
 	}
 	if err := checkImports(compiled); err != nil {
 		return finish(invalid(&rep, "%v", err)), nil
@@ -200,6 +210,11 @@ func (e *executor) execute(ctx context.Context, j *job) (*Result, error) {
 		mc = mc.WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(gfs, "/"))
 	}
 
+	if beforeRun != nil {
+		// The worker locks itself down here: after compiling (which
+		// needs the cache files) and before any guest code runs.
+		beforeRun()
+	}
 	alloc := &ceilingAllocator{ceiling: j.Memory}
 	runCtx := experimental.WithMemoryAllocator(ctx, alloc)
 	mod, err := rt.InstantiateModule(runCtx, compiled, mc)

@@ -2,34 +2,558 @@ package isolate
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-const workerEnv = "CLOISTER_ISOLATE_WORKER"
+// Environment of a worker. Nothing else from the parent's environment is
+// passed on.
+const (
+	workerEnv      = "CLOISTER_ISOLATE_WORKER" // marker: "1"
+	workerNSEnv    = "CLOISTER_ISOLATE_NS"     // namespaces the parent created, comma-separated
+	workerCacheEnv = "CLOISTER_ISOLATE_CACHE"  // host path of the compilation cache, bind-mounted at /cache
+	workerUIDEnv   = "CLOISTER_ISOLATE_UID"    // unprivileged uid/gid the worker switches to before the guest runs
+)
 
-// jailer starts and drives jailed workers.
-type jailer struct{ local *executor }
+// nobodyID is the host uid and gid an unprivileged worker runs as when the
+// parent is root.
+const nobodyID = 65534
 
-func newJailer(_ context.Context, _ string, _ int) (*jailer, error) {
-	return &jailer{local: &executor{}}, nil
+// namespaces, in the order the report lists them, with their clone flags.
+var namespaces = []struct {
+	name string
+	flag uintptr
+}{
+	{"userns", unix.CLONE_NEWUSER},
+	{"netns", unix.CLONE_NEWNET},
+	{"mountns", unix.CLONE_NEWNS},
+	{"pidns", unix.CLONE_NEWPID},
+	{"ipcns", unix.CLONE_NEWIPC},
+	{"utsns", unix.CLONE_NEWUTS},
 }
 
-func (j *jailer) close() error { return nil }
+// jailer starts jailed workers and drives them through one job each.
+type jailer struct {
+	cacheDir string
+	cg       *cgroupManager // nil when cgroup v2 cannot be used
+	cgMiss   string         // why not
+
+	mu      sync.Mutex
+	nsFlags uintptr           // namespaces that worked last time
+	nsMiss  map[string]string // namespaces given up, and why
+	pool    chan *worker
+	warm    int
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+// worker is one started worker process.
+type worker struct {
+	cmd      *exec.Cmd
+	jobW     *os.File // parent → worker
+	resR     *os.File // worker → parent
+	stderr   *limitedBuffer
+	stderrWG sync.WaitGroup
+	done     chan struct{} // closed when the process has been reaped
+	waitErr  error
+	cg       *workerCgroup
+	nsMiss   map[string]string
+	applied  []string // from the parent (namespaces, cgroup) and the ready message
+	missing  map[string]string
+	readyErr error
+	ready    chan struct{} // closed when the ready message was read (or failed)
+	started  time.Time
+}
+
+func newJailer(ctx context.Context, cacheDir string, warm int) (*jailer, error) {
+	j := &jailer{cacheDir: cacheDir, warm: max(warm, 0), nsMiss: map[string]string{}}
+	for _, ns := range namespaces {
+		j.nsFlags |= ns.flag
+	}
+	j.cg, j.cgMiss = newCgroupManager()
+	if j.warm > 0 {
+		j.pool = make(chan *worker, j.warm)
+		for i := 0; i < j.warm; i++ {
+			j.refill()
+		}
+	}
+	return j, nil
+}
+
+// refill starts one worker for the pool in the background.
+func (j *jailer) refill() {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return
+	}
+	j.wg.Add(1)
+	j.mu.Unlock()
+	go func() {
+		defer j.wg.Done()
+		w, err := j.spawn()
+		if err != nil {
+			// The next run starts a worker itself and reports the error.
+			return
+		}
+		j.mu.Lock()
+		closed := j.closed
+		j.mu.Unlock()
+		if closed {
+			w.kill()
+			<-w.done
+			w.cleanup()
+			return
+		}
+		j.pool <- w
+	}()
+}
+
+func (j *jailer) close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	j.mu.Unlock()
+	j.wg.Wait()
+	if j.pool != nil {
+		close(j.pool)
+		for w := range j.pool {
+			w.kill()
+			<-w.done
+			w.cleanup()
+		}
+	}
+	if j.cg != nil {
+		return j.cg.close()
+	}
+	return nil
+}
+
+// spawn starts a worker, creating every namespace it can. If the kernel
+// refuses the namespaces (no privilege, user namespaces disabled), it tries
+// again without the user namespace, then without any, and remembers what it
+// had to give up so that every report says so.
+func (j *jailer) spawn() (*worker, error) {
+	j.mu.Lock()
+	flags := j.nsFlags
+	j.mu.Unlock()
+	var firstErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		w, err := j.start(flags)
+		if err == nil {
+			return w, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EUSERS) {
+			return nil, err
+		}
+		switch {
+		case flags&unix.CLONE_NEWUSER != 0 && os.Geteuid() == 0:
+			flags &^= unix.CLONE_NEWUSER
+		case flags != 0:
+			flags = 0
+		default:
+			return nil, err
+		}
+		j.mu.Lock()
+		j.nsFlags = flags
+		for _, ns := range namespaces {
+			if flags&ns.flag == 0 {
+				if _, ok := j.nsMiss[ns.name]; !ok {
+					j.nsMiss[ns.name] = fmt.Sprintf("the kernel refused to create it: %v", firstErr)
+				}
+			}
+		}
+		j.mu.Unlock()
+	}
+	return nil, firstErr
+}
+
+func (j *jailer) start(flags uintptr) (*worker, error) {
+	jobR, jobW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("isolate: worker pipe: %w", err)
+	}
+	resR, resW, err := os.Pipe()
+	if err != nil {
+		jobR.Close()
+		jobW.Close()
+		return nil, fmt.Errorf("isolate: worker pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		jobR.Close()
+		jobW.Close()
+		resR.Close()
+		resW.Close()
+		return nil, fmt.Errorf("isolate: worker pipe: %w", err)
+	}
+	var nsNames []string
+	for _, ns := range namespaces {
+		if flags&ns.flag != 0 {
+			nsNames = append(nsNames, ns.name)
+		}
+	}
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{"cloister-isolate-worker"}
+	cmd.Env = []string{
+		workerEnv + "=1",
+		workerNSEnv + "=" + strings.Join(nsNames, ","),
+		// The Go runtime must not read cgroup files behind the worker's
+		// back (they are gone after pivot_root, and open is forbidden).
+		"GODEBUG=updatemaxprocs=0,containermaxprocs=0",
+	}
+	if j.cacheDir != "" {
+		cmd.Env = append(cmd.Env, workerCacheEnv+"="+j.cacheDir)
+	}
+	cmd.Dir = "/"
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = jobR, resW, errW
+	attr := &syscall.SysProcAttr{
+		Setpgid:    true,
+		Pdeathsig:  syscall.SIGKILL,
+		Cloneflags: flags,
+	}
+	switch {
+	case flags&unix.CLONE_NEWUSER != 0 && os.Geteuid() == 0:
+		// Inside: 0 is the host's root (to set up the jail and read the
+		// cache), 1 is the host's nobody, which the worker becomes before
+		// the guest runs, losing every capability.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: 1, HostID: nobodyID, Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: 1, HostID: nobodyID, Size: 1}}
+		attr.GidMappingsEnableSetgroups = true
+		cmd.Env = append(cmd.Env, workerUIDEnv+"=1")
+	case flags&unix.CLONE_NEWUSER != 0:
+		// Unprivileged: only our own uid can be mapped.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	case os.Geteuid() == 0:
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", workerUIDEnv, nobodyID))
+	}
+	w := &worker{cmd: cmd, jobW: jobW, resR: resR, stderr: &limitedBuffer{max: 64 << 10},
+		done: make(chan struct{}), ready: make(chan struct{}), started: time.Now(),
+		missing: map[string]string{}}
+	var cg *workerCgroup
+	if j.cg != nil {
+		cg, err = j.cg.newWorker()
+		if err != nil {
+			w.missing["cgroup"] = err.Error()
+		} else {
+			attr.UseCgroupFD = true
+			attr.CgroupFD = cg.fd
+		}
+	} else {
+		w.missing["cgroup"] = j.cgMiss
+	}
+	cmd.SysProcAttr = attr
+	err = cmd.Start()
+	jobR.Close()
+	resW.Close()
+	errW.Close()
+	if cg != nil {
+		cg.closeFD()
+	}
+	if err != nil {
+		jobW.Close()
+		resR.Close()
+		errR.Close()
+		if cg != nil {
+			cg.remove()
+		}
+		return nil, fmt.Errorf("isolate: starting the worker: %w", err)
+	}
+	w.cg = cg
+	w.applied = append([]string{"worker"}, nsNames...)
+	if cg != nil {
+		w.applied = append(w.applied, "cgroup")
+	}
+	j.mu.Lock()
+	for k, v := range j.nsMiss {
+		w.missing[k] = v
+	}
+	j.mu.Unlock()
+	w.stderrWG.Add(1)
+	go func() {
+		defer w.stderrWG.Done()
+		buf := make([]byte, 4096)
+		for {
+			n, err := errR.Read(buf)
+			w.stderr.Write(buf[:n])
+			if err != nil {
+				errR.Close()
+				return
+			}
+		}
+	}()
+	go func() {
+		w.waitErr = cmd.Wait()
+		close(w.done)
+	}()
+	go func() {
+		var msg readyMsg
+		if err := readFrame(resR, maxControlFrame, &msg); err != nil {
+			w.readyErr = err
+		} else {
+			w.applied = append(w.applied, msg.Applied...)
+			for k, v := range msg.Missing {
+				w.missing[k] = v
+			}
+		}
+		close(w.ready)
+	}()
+	return w, nil
+}
+
+// kill ends the worker and everything in its process group and cgroup.
+func (w *worker) kill() {
+	if w.cg != nil {
+		w.cg.kill()
+	}
+	if w.cmd.Process != nil {
+		_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
+		_ = w.cmd.Process.Kill()
+	}
+}
+
+func (w *worker) cleanup() {
+	w.jobW.Close()
+	w.resR.Close()
+	w.stderrWG.Wait()
+	if w.cg != nil {
+		w.cg.remove()
+	}
+}
+
+// get returns a warm worker if one is ready, or starts one.
+func (j *jailer) get() (*worker, bool, error) {
+	if j.pool != nil {
+		select {
+		case w, ok := <-j.pool:
+			if ok {
+				j.refill()
+				return w, true, nil
+			}
+		default:
+		}
+	}
+	w, err := j.spawn()
+	return w, false, err
+}
 
 func (j *jailer) run(ctx context.Context, jb *job) (*Result, error) {
-	jb.Cancel = true
-	ctx, cancel := context.WithTimeout(ctx, jb.Timeout)
-	defer cancel()
-	res, err := j.local.execute(ctx, jb)
+	w, warm, err := j.get()
 	if err != nil {
 		return nil, err
 	}
-	res.Report.Missing = map[string]string{"worker": "jailed worker not yet available in this build"}
-	return res, nil
+	res, err := j.runOn(ctx, w, jb)
+	if err != nil && warm && errors.Is(err, errWorkerGone) {
+		// A pooled worker died while waiting (e.g. the node ran out of
+		// memory); try once more with a fresh one.
+		if w, err = j.spawn(); err != nil {
+			return nil, err
+		}
+		return j.runOn(ctx, w, jb)
+	}
+	return res, err
 }
 
-// IsWorker reports whether this process was started as a jailed worker.
-func IsWorker() bool { return os.Getenv(workerEnv) != "" }
+var errWorkerGone = errors.New("isolate: the worker exited before taking the job")
 
-// WorkerMain is the worker's main function; it returns the exit status.
-func WorkerMain() int { return 2 }
+func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error) {
+	start := time.Now()
+	defer func() {
+		w.kill()
+		<-w.done
+		w.cleanup()
+	}()
+	select {
+	case <-w.ready:
+	case <-w.done:
+		<-w.ready
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if w.readyErr != nil {
+		<-w.done
+		w.stderrWG.Wait()
+		return nil, fmt.Errorf("%w: %v%s", errWorkerGone, w.readyErr, tail(w.stderr))
+	}
+	if w.cg != nil {
+		if err := w.cg.setMemory(jb.Memory); err != nil {
+			w.missing["cgroup"] = err.Error()
+		}
+	}
+
+	var didTimeout, didCancel atomic.Bool
+	timer := time.AfterFunc(jb.Timeout, func() { didTimeout.Store(true); w.kill() })
+	defer timer.Stop()
+	stop := context.AfterFunc(ctx, func() { didCancel.Store(true); w.kill() })
+	defer stop()
+
+	// Write the job concurrently: a worker that dies early must not leave
+	// the parent blocked on a full pipe.
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- writeFrame(w.jobW, jb) }()
+
+	var locked lockedMsg
+	lockErr := readFrame(w.resR, maxControlFrame, &locked)
+	var wr wireResult
+	resErr := lockErr
+	if lockErr == nil {
+		maxResult := jb.MaxOutput + 2*jb.MaxStdio + int64(jb.MaxOutputFiles)*1024 + 1<<20
+		resErr = readFrame(w.resR, maxResult, &wr)
+	}
+	timer.Stop()
+	select {
+	case <-w.done:
+	case <-time.After(2 * time.Second):
+		w.kill()
+		<-w.done
+	}
+	w.stderrWG.Wait()
+	<-writeErr
+
+	protections := append([]string{}, w.applied...)
+	missing := map[string]string{}
+	for k, v := range w.missing {
+		missing[k] = v
+	}
+	if lockErr == nil {
+		protections = append(protections, locked.Applied...)
+		for k, v := range locked.Missing {
+			missing[k] = v
+		}
+	}
+	finish := func(r *Result) *Result {
+		sort.Strings(protections)
+		r.Report.Protections = protections
+		if len(missing) > 0 {
+			r.Report.Missing = missing
+		} else {
+			r.Report.Missing = nil
+		}
+		r.Report.WallMS = time.Since(start).Milliseconds()
+		return r
+	}
+	if resErr == nil {
+		if wr.Err != "" {
+			return nil, fmt.Errorf("isolate: worker: %s", wr.Err)
+		}
+		r := wr.Result
+		if err := validateWorkerResult(&r, jb); err != nil {
+			return nil, err
+		}
+		if wr.Probes != nil {
+			r.probes = wr.Probes
+		}
+		return finish(&r), nil
+	}
+
+	// No result: the worker was killed or died.
+	base := Result{Report: Report{ProgramSHA256: sha256Hex(jb.Module), Outputs: []OutputInfo{}, Deterministic: jb.Deterministic}}
+	switch {
+	case didTimeout.Load():
+		base.Report.Outcome, base.Report.ExitCode = OutcomeTimeout, ExitTimeout
+		base.Report.Error = fmt.Sprintf("wall-clock limit of %v reached; the worker was killed", jb.Timeout)
+		return finish(&base), nil
+	case didCancel.Load():
+		return nil, ctx.Err()
+	}
+	st, _ := w.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	errText := w.stderr.buf.String()
+	switch {
+	case w.cg != nil && w.cg.oomKilled():
+		base.Report.Outcome, base.Report.ExitCode = OutcomeMemory, ExitMemory
+		base.Report.Error = "the worker was killed by the cgroup memory limit"
+	case st.Signaled() && (st.Signal() == syscall.SIGXCPU || (st.Signal() == syscall.SIGKILL && cpuTime(w.cmd.ProcessState) >= jb.Timeout.Seconds())):
+		base.Report.Outcome, base.Report.ExitCode = OutcomeTimeout, ExitTimeout
+		base.Report.Error = "CPU-time limit reached; the worker was killed"
+	case strings.Contains(errText, "out of memory") || strings.Contains(errText, "cannot allocate memory"):
+		base.Report.Outcome, base.Report.ExitCode = OutcomeMemory, ExitMemory
+		base.Report.Error = "the worker ran out of address space" + tail(w.stderr)
+	case lockErr != nil && st.Exited() && st.ExitStatus() == workerExitSetup:
+		return nil, fmt.Errorf("isolate: the worker could not set up its jail%s", tail(w.stderr))
+	default:
+		base.Report.Outcome, base.Report.ExitCode = OutcomeTrap, ExitTrap
+		base.Report.Error = fmt.Sprintf("the worker died (%v) without a result%s", w.cmd.ProcessState, tail(w.stderr))
+	}
+	return finish(&base), nil
+}
+
+func cpuTime(ps *os.ProcessState) float64 {
+	return (ps.UserTime() + ps.SystemTime()).Seconds()
+}
+
+func tail(l *limitedBuffer) string {
+	s := strings.TrimSpace(l.buf.String())
+	if s == "" {
+		return ""
+	}
+	if len(s) > 2000 {
+		s = "…" + s[len(s)-2000:]
+	}
+	return ": " + s
+}
+
+// validateWorkerResult checks what a possibly compromised worker sent back
+// against the limits of the job, so that a bad worker cannot make the host
+// write more, or other, than the guest was allowed to.
+func validateWorkerResult(r *Result, jb *job) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("isolate: the worker sent an invalid result: "+format, args...)
+	}
+	switch r.Report.Outcome {
+	case OutcomeExited, OutcomeTimeout, OutcomeMemory, OutcomeTrap, OutcomeInvalid:
+	default:
+		return bad("unknown outcome %q", r.Report.Outcome)
+	}
+	if int64(len(r.Stdout)) > jb.MaxStdio || int64(len(r.Stderr)) > jb.MaxStdio {
+		return bad("stdio beyond the %d-byte bound", jb.MaxStdio)
+	}
+	if len(r.Outputs) > jb.MaxOutputFiles {
+		return bad("%d outputs, more than the %d allowed", len(r.Outputs), jb.MaxOutputFiles)
+	}
+	var total int64
+	seen := map[string]bool{}
+	r.Report.Outputs = make([]OutputInfo, 0, len(r.Outputs))
+	for _, o := range r.Outputs {
+		if err := ValidateInputName(o.Name); err != nil {
+			return bad("output name: %v", err)
+		}
+		if seen[o.Name] {
+			return bad("output %q twice", o.Name)
+		}
+		seen[o.Name] = true
+		total += int64(len(o.Data))
+		// The report's sizes and hashes are recomputed here rather than
+		// taken from the worker.
+		r.Report.Outputs = append(r.Report.Outputs, OutputInfo{Name: o.Name, Bytes: int64(len(o.Data)), SHA256: sha256Hex(o.Data)})
+	}
+	if total > jb.MaxOutput {
+		return bad("%d output bytes, more than the %d allowed", total, jb.MaxOutput)
+	}
+	r.Report.ProgramSHA256 = sha256Hex(jb.Module)
+	r.Report.Deterministic = jb.Deterministic
+	return nil
+}
+
+// IsWorker reports whether this process was started as a jailed worker by a
+// Runtime (the parent sets a marker in the environment). Programs embedding
+// the runtime call it first thing in main (or TestMain) and, when true, exit
+// with WorkerMain's status.
+func IsWorker() bool { return os.Getenv(workerEnv) == "1" }

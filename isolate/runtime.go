@@ -49,12 +49,20 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	r := &Runtime{opts: opts}
 	if opts.DataDir != "" {
 		r.cacheDir = filepath.Join(opts.DataDir, "wazero-cache")
+		// wazero's cache key does not say whether the code was compiled
+		// with cancellation checks (WithCloseOnContextDone), so in-process
+		// runs that need them keep their own cache: code compiled without
+		// them must never be loaded by a run that relies on them.
+		dir := r.cacheDir
+		if opts.InProcess && !opts.InProcessNoCancel {
+			dir = filepath.Join(opts.DataDir, "wazero-cache-cancel")
+		}
 		if err := os.MkdirAll(r.cacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("isolate: creating the compilation cache directory: %w", err)
 		}
-		c, err := wazero.NewCompilationCacheWithDir(r.cacheDir)
+		c, err := wazero.NewCompilationCacheWithDir(dir)
 		if err != nil {
-			return nil, fmt.Errorf("isolate: opening the compilation cache %s: %w", r.cacheDir, err)
+			return nil, fmt.Errorf("isolate: opening the compilation cache %s: %w", dir, err)
 		}
 		r.cache = c
 	}
@@ -109,7 +117,13 @@ func (r *Runtime) runLocal(ctx context.Context, j *job) (*Result, error) {
 		ctx, cancel = context.WithTimeout(ctx, j.Timeout)
 		defer cancel()
 	}
-	res, err := r.local.execute(ctx, j)
+	ex := r.local
+	if !r.opts.InProcess {
+		// A conformance run on a jailed runtime: its cache holds code
+		// without cancellation checks, so compile afresh.
+		ex = &executor{}
+	}
+	res, err := ex.execute(ctx, j, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,338 @@
+package isolate
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/tetratelabs/wazero"
+	"golang.org/x/sys/unix"
+)
+
+// workerExitSetup is the worker's exit status when it cannot even talk to
+// its parent.
+const workerExitSetup = 3
+
+// Address-space bound of the worker beyond the guest's memory ceiling: the
+// Go runtime's reservations, wazero's compiled code and its call stack
+// (which wazero grows by doubling up to 400 MB, so up to about 1.2 GB are
+// mapped during the final copy). Measured figures are in
+// docs/performance-isolate.md.
+const workerAddressSpaceOverhead = 4 << 30
+
+// Fixed rlimits of the worker.
+const (
+	workerNoFile = 64
+	workerNProc  = 1024
+)
+
+// cacheMount is where the compilation cache appears inside the worker's
+// empty root until the module is compiled.
+const cacheMount = "/cache"
+
+// WorkerMain is the jailed worker's main function; it returns the process
+// exit status. It is only meaningful when IsWorker reports true: it jails
+// itself, serves exactly one job received on stdin, writes the result to
+// stdout and returns.
+func WorkerMain() int {
+	in, out := os.Stdin, os.Stdout
+	nss := map[string]bool{}
+	for _, n := range strings.Split(os.Getenv(workerNSEnv), ",") {
+		if n != "" {
+			nss[n] = true
+		}
+	}
+	cacheDir := os.Getenv(workerCacheEnv)
+	ready := readyMsg{Missing: map[string]string{}}
+	cacheMounted := false
+	if nss["mountns"] {
+		var err error
+		cacheMounted, err = emptyRoot(cacheDir)
+		if err != nil {
+			ready.Missing["emptyroot"] = err.Error()
+		} else {
+			ready.Applied = append(ready.Applied, "emptyroot")
+		}
+	} else {
+		ready.Missing["emptyroot"] = "no mount namespace: the worker sees the host file system (the guest still does not)"
+	}
+	if err := setRlimits(map[int]uint64{unix.RLIMIT_NOFILE: workerNoFile, unix.RLIMIT_CORE: 0}); err != nil {
+		ready.Missing["rlimit"] = err.Error()
+	}
+	if err := writeFrame(out, ready); err != nil {
+		return workerExitSetup
+	}
+
+	var jb job
+	if err := readFrame(in, math.MaxInt64, &jb); err != nil {
+		fmt.Fprintln(os.Stderr, "worker: reading the job:", err)
+		return workerExitSetup
+	}
+
+	ctx := context.Background()
+	var cache wazero.CompilationCache
+	switch {
+	case cacheMounted:
+		cache, _ = wazero.NewCompilationCacheWithDir(cacheMount)
+	case cacheDir != "" && !nss["mountns"]:
+		cache, _ = wazero.NewCompilationCacheWithDir(cacheDir)
+	}
+	var probes map[string]string
+	if jb.SelfTest {
+		probes = preLockProbes()
+	}
+	lockedDone := false
+	var lockErr error
+	lockdown := func() {
+		lockedDone = true
+		msg := lockDown(&jb, cacheMounted)
+		if jb.SelfTest {
+			for k, v := range postLockProbes() {
+				probes[k] = v
+			}
+		}
+		lockErr = writeFrame(out, msg)
+	}
+	exe := &executor{cache: cache}
+	res, err := exe.execute(ctx, &jb, lockdown)
+	if !lockedDone {
+		lockdown()
+	}
+	if lockErr != nil {
+		return workerExitSetup
+	}
+	wr := wireResult{Probes: probes}
+	if err != nil {
+		wr.Err = err.Error()
+	} else {
+		wr.Result = *res
+	}
+	if err := writeFrame(out, wr); err != nil {
+		return workerExitSetup
+	}
+	return 0
+}
+
+// emptyRoot replaces the worker's view of the file system with an empty,
+// read-only tmpfs. If cacheDir is set, it is bind-mounted at /cache until
+// lockDown removes it. Returns whether the cache is mounted.
+func emptyRoot(cacheDir string) (bool, error) {
+	// Nothing done here may propagate back to the host's mount namespace.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return false, fmt.Errorf("making mounts private: %w", err)
+	}
+	// The cache directory may lie under the directory the new root is
+	// mounted on; hold it by descriptor so that it can still be bound.
+	cacheFD := -1
+	if cacheDir != "" {
+		if fd, err := unix.Open(cacheDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			cacheFD = fd
+			defer unix.Close(fd)
+		}
+	}
+	var root string
+	for _, d := range []string{"/tmp", "/mnt", "/run", "/dev"} {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			root = d
+			break
+		}
+	}
+	if root == "" {
+		return false, fmt.Errorf("no directory to mount the new root on")
+	}
+	if err := unix.Mount("cloister", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=64k,nr_inodes=16,mode=0755"); err != nil {
+		return false, fmt.Errorf("mounting tmpfs: %w", err)
+	}
+	if err := os.Mkdir(root+"/old", 0o700); err != nil {
+		return false, err
+	}
+	cached := false
+	if cacheFD >= 0 {
+		if err := os.Mkdir(root+cacheMount, 0o700); err != nil {
+			return false, err
+		}
+		src := fmt.Sprintf("/proc/self/fd/%d", cacheFD)
+		if err := unix.Mount(src, root+cacheMount, "", unix.MS_BIND, ""); err == nil {
+			cached = true
+		}
+	}
+	if err := unix.PivotRoot(root, root+"/old"); err != nil {
+		return false, fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return false, err
+	}
+	if err := unix.Unmount("/old", unix.MNT_DETACH); err != nil {
+		return false, fmt.Errorf("detaching the old root: %w", err)
+	}
+	if err := os.Remove("/old"); err != nil {
+		return false, err
+	}
+	return cached, nil
+}
+
+func setRlimits(limits map[int]uint64) error {
+	var failed []string
+	for res, v := range limits {
+		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
+			failed = append(failed, fmt.Sprintf("rlimit %d: %v", res, err))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// lockDown is applied after the module is compiled and before it runs:
+// unmount the cache, make the root read-only, set the job's rlimits, drop
+// capabilities, set no_new_privs and install the seccomp filter.
+func lockDown(jb *job, cacheMounted bool) lockedMsg {
+	msg := lockedMsg{Missing: map[string]string{}}
+	if cacheMounted {
+		if err := unix.Unmount(cacheMount, unix.MNT_DETACH); err != nil {
+			msg.Missing["emptyroot"] = fmt.Sprintf("unmounting the compilation cache: %v", err)
+		}
+	}
+	if _, err := os.Stat("/"); err == nil {
+		// Best effort: the root is an empty tmpfs already.
+		_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	}
+	cpu := uint64(math.Ceil(jb.Timeout.Seconds())) + 1
+	if err := setRlimits(map[int]uint64{
+		unix.RLIMIT_AS:    jb.Memory + workerAddressSpaceOverhead,
+		unix.RLIMIT_CPU:   cpu,
+		unix.RLIMIT_NPROC: workerNProc,
+		unix.RLIMIT_FSIZE: 0,
+	}); err != nil {
+		msg.Missing["rlimit"] = err.Error()
+	} else {
+		msg.Applied = append(msg.Applied, "rlimit")
+	}
+	if err := dropPrivileges(); err != nil {
+		msg.Missing["nocaps"] = err.Error()
+	} else {
+		msg.Applied = append(msg.Applied, "nocaps")
+	}
+	if err := installSeccomp(); err != nil {
+		msg.Missing["seccomp"] = err.Error()
+		// installSeccomp sets no_new_privs first; say whether that held.
+		if v, _ := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0); v == 1 {
+			msg.Applied = append(msg.Applied, "no_new_privs")
+		} else {
+			msg.Missing["no_new_privs"] = err.Error()
+		}
+	} else {
+		msg.Applied = append(msg.Applied, "no_new_privs", "seccomp")
+	}
+	return msg
+}
+
+// dropPrivileges switches every thread to the unprivileged uid and gid the
+// parent named (CLOISTER_ISOLATE_UID), with no supplementary groups; leaving
+// uid 0 clears the permitted and effective capability sets. Go applies
+// set*id calls to all threads, with or without cgo.
+func dropPrivileges() error {
+	v := os.Getenv(workerUIDEnv)
+	if v == "" {
+		return fmt.Errorf("no unprivileged uid can be mapped into the worker's user namespace without privilege; the worker keeps its capabilities, which are confined to its own namespaces")
+	}
+	id, err := strconv.Atoi(v)
+	if err != nil || id <= 0 {
+		return fmt.Errorf("bad %s %q", workerUIDEnv, v)
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(id, id, id); err != nil {
+		return fmt.Errorf("setresgid: %w", err)
+	}
+	if err := syscall.Setresuid(id, id, id); err != nil {
+		return fmt.Errorf("setresuid: %w", err)
+	}
+	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	if data[0].Effective|data[0].Permitted|data[1].Effective|data[1].Permitted != 0 {
+		return fmt.Errorf("capabilities remain after leaving uid 0")
+	}
+	return nil
+}
+
+func probeErr(err error) string {
+	if err == nil {
+		return "allowed"
+	}
+	return err.Error()
+}
+
+// preLockProbes records what the jail looks like before the seccomp filter
+// (which would hide it behind EPERM): network interfaces and the root.
+func preLockProbes() map[string]string {
+	p := map[string]string{}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		p["interfaces"] = "error: " + err.Error()
+	} else {
+		var names []string
+		for _, i := range ifs {
+			state := "down"
+			if i.Flags&net.FlagUp != 0 {
+				state = "up"
+			}
+			names = append(names, i.Name+":"+state)
+		}
+		p["interfaces"] = strings.Join(names, ",")
+	}
+	ents, err := os.ReadDir("/")
+	if err != nil {
+		p["root"] = "error: " + err.Error()
+	} else {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		p["root"] = strings.Join(names, ",")
+	}
+	return p
+}
+
+// postLockProbes tries forbidden operations after lockDown; each must fail.
+func postLockProbes() map[string]string {
+	p := map[string]string{}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err == nil {
+		unix.Close(fd)
+	}
+	p["socket"] = probeErr(err)
+	fd, err = unix.Open("/etc/passwd", unix.O_RDONLY, 0)
+	if err == nil {
+		unix.Close(fd)
+	}
+	p["open"] = probeErr(err)
+	_, _, errno := unix.RawSyscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0)
+	p["ptrace"] = probeErr(errnoErr(errno))
+	p["mount"] = probeErr(unix.Mount("none", "/", "tmpfs", 0, ""))
+	p["execve"] = probeErr(unix.Exec("/bin/sh", []string{"sh"}, nil))
+	p["unshare"] = probeErr(unix.Unshare(unix.CLONE_NEWUSER))
+	pid, _, errno := unix.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+	if errno == 0 && pid == 0 {
+		unix.RawSyscall(unix.SYS_EXIT_GROUP, 0, 0, 0)
+	}
+	p["fork"] = probeErr(errnoErr(errno))
+	return p
+}
+
+func errnoErr(e syscall.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
