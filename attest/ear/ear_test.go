@@ -1,0 +1,240 @@
+package ear
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/attest"
+)
+
+func conformance(t testing.TB, rel string) []byte {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			b, err := os.ReadFile(filepath.Join(dir, "..", "shared", "conformance", "attestation", rel))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found")
+		}
+		dir = parent
+	}
+}
+
+func veraisonKey(t testing.TB) crypto.PublicKey {
+	t.Helper()
+	keys, err := attest.ParseJWKs(conformance(t, "ear/ear_es256_pub.jwk.json"))
+	if err != nil || len(keys) != 1 {
+		t.Fatal(err)
+	}
+	return keys[0]
+}
+
+func veraisonToken(t testing.TB) []byte {
+	return bytes.TrimSpace(conformance(t, "ear/ear_verify_pass.jwt"))
+}
+
+func verifyEv(token []byte, keys ...crypto.PublicKey) (*attest.Claims, error) {
+	return attest.Verify(context.Background(), &attest.Evidence{Class: attest.ClassEAR, Data: token}, attest.VerifyOptions{TrustedKeys: keys})
+}
+
+func TestVeraisonToken(t *testing.T) {
+	tok := veraisonToken(t)
+	if c, err := attest.Detect(tok); err != nil || c != attest.ClassEAR {
+		t.Fatalf("detect %v %v", c, err)
+	}
+	r, err := Verify(tok, []crypto.PublicKey{veraisonKey(t)}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status() != StatusAffirming || r.IssuedAt != 1666091373 || r.Profile != Profile {
+		t.Fatalf("result %+v", r)
+	}
+	if r.VerifierID.Developer != "Acme Inc." || r.Submods["test"].AppraisalPolicyID != "policy://test/01234" {
+		t.Fatalf("result %+v", r)
+	}
+	c, err := verifyEv(tok, veraisonKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TCBStatus != StatusAffirming || c.IssuedAt.Unix() != 1666091373 || c.Class != attest.ClassEAR {
+		t.Fatalf("claims %+v", c)
+	}
+}
+
+func hs256Token(t *testing.T, payload []byte, secret []byte) []byte {
+	in := b64.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + b64.EncodeToString(payload)
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(in))
+	return []byte(in + "." + b64.EncodeToString(m.Sum(nil)))
+}
+
+func TestVeraisonTokenAttacks(t *testing.T) {
+	tok := veraisonToken(t)
+	key := veraisonKey(t)
+	parts := strings.Split(string(tok), ".")
+	payload, _ := b64.DecodeString(parts[1])
+	flip := func(s string, i int) string {
+		b, _ := b64.DecodeString(s)
+		b[i] ^= 1
+		return b64.EncodeToString(b)
+	}
+	pub := key.(*ecdsa.PublicKey)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cases := []struct {
+		name string
+		tok  []byte
+		keys []crypto.PublicKey
+		want error
+	}{
+		{"flipped payload", []byte(parts[0] + "." + flip(parts[1], 30) + "." + parts[2]), []crypto.PublicKey{key}, attest.ErrSignature},
+		{"flipped signature", []byte(parts[0] + "." + parts[1] + "." + flip(parts[2], 10)), []crypto.PublicKey{key}, attest.ErrSignature},
+		{"alg none", []byte(b64.EncodeToString([]byte(`{"alg":"none"}`)) + "." + parts[1] + "."), []crypto.PublicKey{key}, attest.ErrSignature},
+		{"HS256 keyed with the public key", hs256Token(t, payload, elliptic.MarshalCompressed(pub.Curve, pub.X, pub.Y)), []crypto.PublicKey{key}, attest.ErrSignature},
+		{"trailing part", append(append([]byte(nil), tok...), []byte(".e30")...), []crypto.PublicKey{key}, attest.ErrMalformed},
+		{"trailing bytes", append(append([]byte(nil), tok...), []byte("AAAA")...), []crypto.PublicKey{key}, attest.ErrSignature},
+		{"trailing garbage", append(append([]byte(nil), tok...), []byte("!")...), []crypto.PublicKey{key}, attest.ErrMalformed},
+		{"two parts", []byte(parts[0] + "." + parts[1]), []crypto.PublicKey{key}, attest.ErrMalformed},
+		{"padded base64", []byte(parts[0] + "." + parts[1] + "." + parts[2] + "=="), []crypto.PublicKey{key}, attest.ErrMalformed},
+		{"wrong key", tok, []crypto.PublicKey{&other.PublicKey}, attest.ErrSignature},
+		{"no key", tok, nil, attest.ErrUntrustedSigner},
+		{"Ed25519 key only", tok, []crypto.PublicKey{ed25519.PublicKey(make([]byte, 32))}, attest.ErrUntrustedSigner},
+		{"crit header", []byte(b64.EncodeToString([]byte(`{"alg":"ES256","crit":["x"]}`)) + "." + parts[1] + "." + parts[2]), []crypto.PublicKey{key}, attest.ErrMalformed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := verifyEv(tc.tok, tc.keys...)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestIssueAndVerify(t *testing.T) {
+	es256, err := ParseSigningKey(conformance(t, "ear/skey.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !es256.Public().(*ecdsa.PublicKey).Equal(veraisonKey(t)) {
+		t.Fatal("skey.json does not match the public JWK")
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	claims := &attest.Claims{
+		Class: attest.ClassNitro, Format: "nitro-attestation-document", Measurement: []byte{1, 2, 3},
+		ReportData: bytes.Repeat([]byte{9}, 64), HardwareProtected: true, Advisories: []string{}, Warnings: []string{},
+	}
+	for name, signer := range map[string]crypto.Signer{"ES256": es256, "ES384": p384, "EdDSA": ed} {
+		t.Run(name, func(t *testing.T) {
+			sub := AppraiseClaims(claims, nil, true)
+			if sub.Status != StatusAffirming || sub.TrustVector["executables"] != 2 || sub.TrustVector["runtime-opaque"] != 2 {
+				t.Fatalf("appraisal %+v", sub)
+			}
+			tok, err := Issue(&Result{Nonce: NonceString([]byte("fresh")), VerifierID: VerifierID{Build: "cloister test", Developer: "cloister"}, Submods: map[string]Submod{"isolate": sub}}, signer, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(mustHeader(t, tok)), `"alg":"`+name+`"`) {
+				t.Fatalf("header %s", mustHeader(t, tok))
+			}
+			c, err := attest.Verify(context.Background(), &attest.Evidence{Class: attest.ClassEAR, Data: []byte(tok)}, attest.VerifyOptions{Now: now, TrustedKeys: []crypto.PublicKey{signer.Public()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(c.Measurement, []byte{1, 2, 3}) || !bytes.Equal(c.ReportData, claims.ReportData) || string(c.Nonce) != "fresh" || c.TCBStatus != StatusAffirming || !c.HardwareProtected {
+				t.Fatalf("claims %+v", c)
+			}
+		})
+	}
+
+	// Software claims: warning (memory visible to the operator).
+	sw := &attest.Claims{Class: attest.ClassSoftware, Measurement: []byte{1}, ReportData: make([]byte, 64)}
+	if s := AppraiseClaims(sw, nil, false); s.Status != StatusWarning {
+		t.Fatalf("software appraisal %+v", s)
+	}
+	// A failed validation is contraindicated, and the verifier refuses it.
+	bad := AppraiseClaims(claims, attest.ErrMeasurement, true)
+	if bad.Status != StatusContraindicated || bad.TrustVector["executables"] != 96 {
+		t.Fatalf("bad appraisal %+v", bad)
+	}
+	tok, err := Issue(&Result{VerifierID: VerifierID{Build: "b", Developer: "d"}, Submods: map[string]Submod{"x": bad}}, es256, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attest.Verify(context.Background(), &attest.Evidence{Class: attest.ClassEAR, Data: []byte(tok)}, attest.VerifyOptions{Now: now, TrustedKeys: []crypto.PublicKey{es256.Public()}}); !errors.Is(err, attest.ErrTCB) {
+		t.Fatalf("contraindicated: %v", err)
+	}
+	// Expiry.
+	tok, _ = Issue(&Result{Expires: now.Add(time.Minute).Unix(), VerifierID: VerifierID{Build: "b", Developer: "d"}, Submods: map[string]Submod{"x": AppraiseClaims(claims, nil, false)}}, es256, now)
+	if _, err := Verify([]byte(tok), []crypto.PublicKey{es256.Public()}, now.Add(2*time.Minute)); !errors.Is(err, attest.ErrExpired) {
+		t.Fatalf("expired: %v", err)
+	}
+}
+
+func mustHeader(t *testing.T, tok string) []byte {
+	b, err := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestParseSigningKeyRefusesMismatch(t *testing.T) {
+	j := strings.Replace(string(conformance(t, "ear/skey.json")), "V8kgd2ZBRuh2dgyVINBUqpPDr7BOMGcF22CQMIUHtNM", "W8kgd2ZBRuh2dgyVINBUqpPDr7BOMGcF22CQMIUHtNM", 1)
+	if _, err := ParseSigningKey([]byte(j)); err == nil {
+		t.Fatal("mismatched d accepted")
+	}
+	if _, err := ParseSigningKey(conformance(t, "ear/pkey.json")); err == nil {
+		t.Fatal("public JWK accepted as a signing key")
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	f.Add(veraisonToken(f))
+	f.Add([]byte("eyJhbGciOiJub25lIn0.e30."))
+	f.Add([]byte("a.b.c"))
+	key := veraisonKey(f)
+	f.Fuzz(func(t *testing.T, tok []byte) {
+		r, err := Verify(tok, []crypto.PublicKey{key}, time.Now())
+		if err == nil && (r.Profile != Profile || len(r.Submods) == 0) {
+			t.Fatalf("accepted %+v", r)
+		}
+	})
+}
+
+func FuzzParseResult(f *testing.F) {
+	parts := strings.Split(string(veraisonToken(f)), ".")
+	p, _ := b64.DecodeString(parts[1])
+	f.Add(p)
+	f.Add(conformance(f, "ear/ear-claims.json"))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		r, err := parseResult(payload, time.Now())
+		if err == nil {
+			_ = r.Status()
+		}
+	})
+}
