@@ -149,9 +149,14 @@ type testNode struct {
 // startNode opens a node over dir and serves it on 127.0.0.1; wrap, if
 // given, sits between TLS and the node's handler (a hostile operator).
 func startNode(t testing.TB, dir string, wrap func(http.Handler) http.Handler) *testNode {
+	return startNodeClock(t, dir, wrap, nil)
+}
+
+// startNodeClock is startNode with the node's clock set to now.
+func startNodeClock(t testing.TB, dir string, wrap func(http.Handler) http.Handler, now func() time.Time) *testNode {
 	t.Helper()
 	n, err := node.New(context.Background(), node.Options{
-		DataDir: dir, Runner: runtime, NoSync: true,
+		DataDir: dir, Runner: runtime, NoSync: true, Now: now,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
