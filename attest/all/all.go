@@ -9,6 +9,7 @@
 package all
 
 import (
+	_ "github.com/cloisterhq/cloister/attest/cca"
 	_ "github.com/cloisterhq/cloister/attest/ear"
 	_ "github.com/cloisterhq/cloister/attest/nitro"
 	_ "github.com/cloisterhq/cloister/attest/software"
