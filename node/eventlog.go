@@ -17,6 +17,7 @@ const (
 	EventSessionCreated  = "session.created"
 	EventProgramUploaded = "session.program_uploaded"
 	EventInputUploaded   = "session.input_uploaded"
+	EventRunRestarted    = "session.run_restarted"
 	EventRunFinished     = "session.run_finished"
 	EventResultFetched   = "session.result_fetched"
 	EventSessionClosed   = "session.closed"

@@ -153,6 +153,8 @@ func (n *Node) restoreOne(id string) error {
 		// (plus the policy-derived seed), so it is run again.
 		rec.Restarted++
 		n.log.Info("restarting interrupted run", "session", id, "restarts", rec.Restarted)
+		rec.Events = append(rec.Events, eventRecord{Kind: EventRunRestarted, Time: n.now(),
+			LedgerIndex: n.recordEvent(context.Background(), EventRunRestarted, map[string]any{"session": id, "restarts": rec.Restarted})})
 		if rec.Restarted > maxRestarts {
 			rec.State, rec.Reason = stateFailed, fmt.Sprintf("the node stopped during the run %d times; not retried again", rec.Restarted-1)
 			s.markDone()
