@@ -18,7 +18,8 @@
 //     ASK/ASVK ("SEV-<product>", "SEV-VLEK-<product>"), ARK ("ARK-<product>");
 //   - a CRL, DER or PEM ("X509 CRL"), as served by the KDS for a product
 //     line; when given it must be signed by the trusted ARK and current,
-//     and the VCEK's and ASK's serial numbers must not be on it.
+//     and the certificates it can speak for (the ASK, and the VCEK should
+//     its issuer match) must not be on it.
 //
 // An ARK is trusted only if it is one of the roots: AMD's published ARKs
 // for Milan, Genoa and Turin (built in, as embedded by go-sev-guest) unless
