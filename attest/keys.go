@@ -147,7 +147,7 @@ func (k JWK) PublicKey() (crypto.PublicKey, error) {
 		return nil, errors.New("JWK holds a private key; give the public key only")
 	}
 	b64 := func(field, s string) ([]byte, error) {
-		b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+		b, err := base64.RawURLEncoding.Strict().DecodeString(strings.TrimRight(s, "="))
 		if err != nil || len(b) == 0 {
 			return nil, fmt.Errorf("JWK member %q is not base64url", field)
 		}

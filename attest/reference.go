@@ -51,10 +51,10 @@ func Validate(c *Claims, ref ReferenceValues, now time.Time) error {
 		return fmt.Errorf("%w: %s is not in the allow-list", ErrMeasurement, hex.EncodeToString(c.Measurement))
 	}
 	if ref.ReportData != nil && !reportDataMatches(c.ReportData, ref.ReportData) {
-		return fmt.Errorf("%w: evidence has %s, expected %s", ErrReportData, hex.EncodeToString(c.ReportData), hex.EncodeToString(ref.ReportData))
+		return fmt.Errorf("%w: evidence has %s, expected %s", ErrReportData, shortHex(c.ReportData), shortHex(ref.ReportData))
 	}
 	if ref.Nonce != nil && !bytes.Equal(c.Nonce, ref.Nonce) {
-		return fmt.Errorf("%w: evidence has %s, expected %s", ErrNonce, hex.EncodeToString(c.Nonce), hex.EncodeToString(ref.Nonce))
+		return fmt.Errorf("%w: evidence has %s, expected %s", ErrNonce, shortHex(c.Nonce), shortHex(ref.Nonce))
 	}
 	if len(ref.AcceptTCBStatus) > 0 {
 		if !slices.Contains(ref.AcceptTCBStatus, c.TCBStatus) {
@@ -96,4 +96,13 @@ func reportDataMatches(got, want []byte) bool {
 		}
 	}
 	return true
+}
+
+// shortHex keeps error messages readable when a format carries kilobytes
+// of user data.
+func shortHex(b []byte) string {
+	if len(b) > 80 {
+		return hex.EncodeToString(b[:80]) + fmt.Sprintf("… (%d bytes)", len(b))
+	}
+	return hex.EncodeToString(b)
 }
