@@ -1,0 +1,192 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/node"
+)
+
+// startSessionNode serves a node on loopback for the CLI tests. Programs
+// run in-process (this test binary has no isolate worker entry point); the
+// node tests cover the jailed path.
+func startSessionNode(t *testing.T) (url, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	rt, err := isolate.New(context.Background(), isolate.Options{InProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.New(context.Background(), node.Options{DataDir: filepath.Join(dir, "node-data"), Runner: rt, NoSync: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if err := n.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("node: %v", err)
+		}
+	}()
+	t.Cleanup(func() { n.Close(); rt.Close() })
+	return "https://" + ln.Addr().String(), dir
+}
+
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("cloister %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func publicKeys(t *testing.T, keyFile string) (signing, sealing string) {
+	t.Helper()
+	var pub struct{ SigningKey, SealingKey string }
+	out := mustCLI(t, "key", "public", keyFile, "--json")
+	if err := json.Unmarshal([]byte(out), &struct {
+		S *string `json:"signing_key"`
+		H *string `json:"sealing_key"`
+	}{&pub.SigningKey, &pub.SealingKey}); err != nil {
+		t.Fatalf("key public --json: %v: %s", err, out)
+	}
+	return pub.SigningKey, pub.SealingKey
+}
+
+// TestSessionCLIEndToEnd follows docs/sessions.md with the sum program.
+func TestSessionCLIEndToEnd(t *testing.T) {
+	url, dir := startSessionNode(t)
+	at := func(name string) string { return filepath.Join(dir, name) }
+	for _, p := range []string{"alice", "bob", "carol", "dave"} {
+		mustCLI(t, "key", "new", "--out", at(p+".key"))
+	}
+	platform, _ := publicKeys(t, at("node-data/platform.key"))
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "node", "testdata", "sum.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(at("sum.wasm"), wasm, 0o644)
+	os.WriteFile(at("a.txt"), []byte("hello"), 0o644)
+	os.WriteFile(at("b.txt"), []byte("world"), 0o644)
+	pr := func(id, role string, reader bool) string {
+		s, h := publicKeys(t, at(id+".key"))
+		if reader {
+			return fmt.Sprintf(`{"id": %q, "signing_key": %q, "sealing_key": %q, "roles": [%q]}`, id, s, h, role)
+		}
+		return fmt.Sprintf(`{"id": %q, "signing_key": %q, "roles": [%q]}`, id, s, role)
+	}
+	policyText := func(maxOutput string) string {
+		return fmt.Sprintf(`{
+  "version": 1, "name": "sum",
+  "principals": [%s, %s, %s, %s],
+  "programs": [{"name": "sum.wasm", "sha256": %q, "provider": "alice"}],
+  "inputs": [{"name": "a", "provider": "bob"}, {"name": "b", "provider": "carol"}],
+  "outputs": [{"name": "sum", "readers": ["dave"]}],
+  "isolates": [{"class": "software", "platform_keys": [%q]}],
+  "limits": {"memory": "16MiB", "timeout": "30s", "max_output": %q},
+  "deterministic": true,
+  "expires": "2099-01-01T00:00:00Z"
+}`, pr("alice", "program-provider", false), pr("bob", "data-provider", false), pr("carol", "data-provider", false),
+			pr("dave", "result-reader", true), sha256hex(wasm), platform, maxOutput)
+	}
+	os.WriteFile(at("policy.json"), []byte(policyText("4KiB")), 0o644)
+	os.WriteFile(at("other.json"), []byte(policyText("8KiB")), 0o644)
+	mustCLI(t, "policy", "validate", at("policy.json"))
+
+	id := strings.TrimSpace(mustCLI(t, "session", "create", "--node", url, "--policy", at("policy.json")))
+	if len(id) != 32 {
+		t.Fatalf("session create printed %q, want a session id", id)
+	}
+	base := []string{"--node", url, "--session", id, "--policy", at("policy.json")}
+	var att attestJSON
+	if err := json.Unmarshal([]byte(mustCLI(t, append([]string{"session", "attest", "--json"}, base...)...)), &att); err != nil {
+		t.Fatal(err)
+	}
+	if !att.Verified || att.SessionID != id || att.Class != "software" || len(att.PolicyHash) != 64 {
+		t.Fatalf("attest --json: %+v", att)
+	}
+
+	// A policy differing in one field: attest and upload refuse, exit 1.
+	other := []string{"--node", url, "--session", id, "--policy", at("other.json")}
+	code, _, errOut := runCLI(t, append([]string{"session", "upload", "--key", at("alice.key"), "--program", "sum.wasm=" + at("sum.wasm")}, other...)...)
+	if code != 1 || !strings.Contains(errOut, "policy hash mismatch") {
+		t.Fatalf("upload under another policy: exit %d, %s", code, errOut)
+	}
+	// The wrong provider: exit 1 naming the rule and the principal.
+	code, _, errOut = runCLI(t, append([]string{"session", "upload", "--key", at("bob.key"), "--program", "sum.wasm=" + at("sum.wasm")}, base...)...)
+	if code != 1 || !strings.Contains(errOut, "listed-provider-only") || !strings.Contains(errOut, `"bob"`) {
+		t.Fatalf("bob uploading the program: exit %d, %s", code, errOut)
+	}
+	// Bad usage: exit 2.
+	if code, _, _ := runCLI(t, append([]string{"session", "upload", "--key", at("missing.key"), "--input", "a=" + at("a.txt")}, base...)...); code != 2 {
+		t.Fatalf("missing key file: exit %d, want 2", code)
+	}
+	if code, _, _ := runCLI(t, "session", "attest", "--node", url, "--session", "not-an-id", "--policy", at("policy.json")); code != 2 {
+		t.Fatalf("bad session id: exit %d, want 2", code)
+	}
+	if code, _, _ := runCLI(t, append([]string{"session", "upload", "--key", at("bob.key")}, base...)...); code != 2 {
+		t.Fatalf("upload without --program or --input: exit %d, want 2", code)
+	}
+
+	mustCLI(t, append([]string{"session", "upload", "--key", at("alice.key"), "--program", "sum.wasm=" + at("sum.wasm")}, base...)...)
+	mustCLI(t, append([]string{"session", "upload", "--key", at("bob.key"), "--input", "a=" + at("a.txt")}, base...)...)
+	mustCLI(t, append([]string{"session", "upload", "--key", at("carol.key"), "--input", "b=" + at("b.txt")}, base...)...)
+	// Not a reader: exit 1.
+	code, _, errOut = runCLI(t, append([]string{"session", "result", "--key", at("carol.key"), "--output", "sum", "--out", at("x"), "--wait", "30s"}, base...)...)
+	if code != 1 || !strings.Contains(errOut, "readers-only") {
+		t.Fatalf("carol reading: exit %d, %s", code, errOut)
+	}
+	mustCLI(t, append([]string{"session", "result", "--key", at("dave.key"), "--output", "sum", "--out", at("sum.txt"), "--wait", "30s"}, base...)...)
+	got, err := os.ReadFile(at("sum.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, c := range []byte("helloworld") {
+		want += int(c)
+	}
+	if string(got) != fmt.Sprintf("%d\n", want) {
+		t.Fatalf("sum.txt = %q, want %d", got, want)
+	}
+	var st statusJSON
+	if err := json.Unmarshal([]byte(mustCLI(t, "session", "status", "--node", url, "--session", id, "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "finished" || len(st.Outputs) != 1 || len(st.Outputs[0].FetchedBy) != 1 || st.Outputs[0].FetchedBy[0] != "dave" {
+		t.Fatalf("status: %+v", st)
+	}
+	mustCLI(t, append([]string{"session", "close", "--key", at("carol.key")}, base...)...)
+	if err := json.Unmarshal([]byte(mustCLI(t, "session", "status", "--node", url, "--session", id, "--json")), &st); err != nil || st.State != "closed" {
+		t.Fatalf("status after close: %+v %v", st, err)
+	}
+}
+
+// TestDemo runs the demo with programs in-process (this test binary has no
+// isolate worker entry point) and checks the steps and the answer.
+func TestDemo(t *testing.T) {
+	var out, errOut strings.Builder
+	if err := runDemo(context.Background(), &out, &errOut, t.TempDir(), false, true); err != nil {
+		t.Fatalf("demo: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	for _, want := range []string{"create: session", "attest: 4 parties verified", "provision: carol", "run: exited, exit 0",
+		`{"intersection_size":4,"sum":13050}`, "correct:", "close: dave erased the session", "total "} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
