@@ -24,10 +24,7 @@ func Parse(data []byte) (*Policy, error) {
 	if err != nil {
 		var dup *jcs.DuplicateKeyError
 		if errors.As(err, &dup) {
-			field := dup.Key
-			if dup.Path != "" {
-				field = dup.Path + "." + dup.Key
-			}
+			field := join(dup.Path, dup.Key)
 			return nil, &ValidationError{Problems: []Problem{{Field: field, Message: fmt.Sprintf("appears twice (line %d); each field must appear once", dup.Line)}}}
 		}
 		return nil, fmt.Errorf("%w: %w", ErrSyntax, err)
@@ -96,7 +93,20 @@ var required = map[reflect.Type][]string{
 
 var timeType = reflect.TypeFor[time.Time]()
 
+// join appends an object key to a field path. Keys that are not plain
+// names (empty, spaces, dots, brackets…) are written quoted in brackets,
+// so that every path names exactly one place.
 func join(path, key string) string {
+	plain := key != ""
+	for _, c := range key {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			plain = false
+			break
+		}
+	}
+	if !plain {
+		return path + "[" + strconv.Quote(key) + "]"
+	}
 	if path == "" {
 		return key
 	}

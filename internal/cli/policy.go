@@ -294,4 +294,3 @@ func init() {
 	policyCmd.AddCommand(newPolicyValidateCmd(), newPolicyHashCmd(), newPolicyShowCmd())
 	rootCmd.AddCommand(policyCmd)
 }
-

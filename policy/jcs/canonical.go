@@ -90,31 +90,36 @@ func isASCII(s string) bool {
 func writeString(b *bytes.Buffer, s string) {
 	const hexDigits = "0123456789abcdef"
 	b.WriteByte('"')
+	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c == '"':
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b.WriteString(s[start:i])
+		start = i + 1
+		switch c {
+		case '"':
 			b.WriteString(`\"`)
-		case c == '\\':
+		case '\\':
 			b.WriteString(`\\`)
-		case c == '\b':
+		case '\b':
 			b.WriteString(`\b`)
-		case c == '\t':
+		case '\t':
 			b.WriteString(`\t`)
-		case c == '\n':
+		case '\n':
 			b.WriteString(`\n`)
-		case c == '\f':
+		case '\f':
 			b.WriteString(`\f`)
-		case c == '\r':
+		case '\r':
 			b.WriteString(`\r`)
-		case c < 0x20:
+		default:
 			b.WriteString(`\u00`)
 			b.WriteByte(hexDigits[c>>4])
 			b.WriteByte(hexDigits[c&0xf])
-		default:
-			b.WriteByte(c)
 		}
 	}
+	b.WriteString(s[start:])
 	b.WriteByte('"')
 }
 
