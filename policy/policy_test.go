@@ -2,8 +2,13 @@ package policy
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -449,6 +454,56 @@ func TestReferenceValues(t *testing.T) {
 	claims.SVN["snp"] = 7
 	if err := attest.Validate(claims, ref, time.Now()); !errors.Is(err, attest.ErrTCB) {
 		t.Fatalf("low SVN: %v", err)
+	}
+}
+
+func TestTPMIsolate(t *testing.T) {
+	ak, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&ak.PublicKey)
+	akPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	pcr := strings.Repeat("0c", 32)
+	d := psiDoc(t)
+	d["isolates"] = []any{map[string]any{"class": "tpm", "measurements": []any{pcr}, "platform_keys": []any{akPEM}}}
+	p := mustParse(t, d)
+	ref, opts, err := p.ReferenceValues(attest.ClassTPM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A TPM proves what booted, not that memory is hidden: the tpm
+	// verifier reports HardwareProtected false, so requiring hardware would
+	// refuse every TPM session.
+	if ref.RequireHardware || len(opts.TrustedKeys) != 1 || !opts.TrustedKeys[0].(*ecdsa.PublicKey).Equal(&ak.PublicKey) {
+		t.Fatalf("tpm: %+v %+v", ref, opts)
+	}
+	for name, c := range map[string]struct {
+		iso      map[string]any
+		field    string
+		fragment string
+	}{
+		"no trust anchor": {map[string]any{"class": "tpm", "measurements": []any{pcr}}, "isolates[0].platform_keys", "needs attestation keys"},
+		"ed25519 AK":      {map[string]any{"class": "tpm", "measurements": []any{pcr}, "platform_keys": []any{key(t, "n").Public().SigningString()}}, "isolates[0].platform_keys[0]", "PEM PUBLIC KEY"},
+		"garbage root":    {map[string]any{"class": "tpm", "measurements": []any{pcr}, "roots": []any{"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}}, "isolates[0].roots[0]", ""},
+	} {
+		d := psiDoc(t)
+		d["isolates"] = []any{c.iso}
+		if ps := problemsOf(t, encode(t, d)); !hasProblem(ps, c.field, c.fragment) {
+			t.Errorf("%s: %v", name, ps)
+		}
+	}
+	for _, class := range []attest.Class{attest.ClassSEVSNP, attest.ClassTDX, attest.ClassSGX, attest.ClassNitro} {
+		d := psiDoc(t)
+		n := map[attest.Class]int{attest.ClassSGX: 32}[class]
+		if n == 0 {
+			n = 48
+		}
+		d["isolates"] = []any{map[string]any{"class": string(class), "measurements": []any{strings.Repeat("ab", n)}}}
+		ref, _, err := mustParse(t, d).ReferenceValues(class)
+		if err != nil || !ref.RequireHardware {
+			t.Errorf("%s: RequireHardware %v, %v", class, ref.RequireHardware, err)
+		}
 	}
 }
 

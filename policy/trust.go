@@ -30,7 +30,7 @@ func (p *Policy) ReferenceValues(class attest.Class) (attest.ReferenceValues, at
 	}
 	ref := attest.ReferenceValues{
 		AllowDebug:      iso.AllowDebug,
-		RequireHardware: iso.Class != string(attest.ClassSoftware),
+		RequireHardware: hardwareTEE[iso.Class],
 		AcceptTCBStatus: slices.Clone(iso.AcceptTCBStatus),
 	}
 	if len(iso.MinSVN) > 0 {
@@ -61,26 +61,31 @@ func (p *Policy) ReferenceValues(class attest.Class) (attest.ReferenceValues, at
 	return ref, opts, nil
 }
 
-// parsePlatformKey reads one platform_keys entry: "ed25519:…" for any class
-// that takes keys, or, for tpm, one PEM PUBLIC KEY block (attestation keys
-// are RSA or ECDSA).
+// hardwareTEE lists the classes whose memory is protected from the host by
+// the CPU. A TPM quote proves what was booted, not that memory is hidden
+// (the tpm verifier says HardwareProtected false), so tpm is not here.
+var hardwareTEE = map[string]bool{"sev-snp": true, "tdx": true, "sgx": true, "nitro": true}
+
+// parsePlatformKey reads one platform_keys entry: "ed25519:…" for the
+// software class, one PEM PUBLIC KEY block for tpm (attestation keys are RSA
+// or ECDSA).
 func parsePlatformKey(class, s string) (crypto.PublicKey, error) {
-	if strings.HasPrefix(s, keys.SigningPrefix) {
+	if class != "tpm" {
 		k, err := keys.ParseSigningKey(s)
 		if err != nil {
 			return nil, fmt.Errorf("not an ed25519 key: %s", trimKeysErr(err))
 		}
 		return k, nil
 	}
-	if class != "tpm" {
-		return nil, fmt.Errorf("must be \"ed25519:<base64>\" (a node's platform key, see cloister key public), got %q", truncate(s))
+	if !strings.HasPrefix(strings.TrimSpace(s), "-----BEGIN PUBLIC KEY-----") {
+		return nil, fmt.Errorf("a tpm platform key is the attestation key as one PEM PUBLIC KEY block")
 	}
 	ta, err := attest.ParseTrustAnchors("platform key", []byte(s))
 	if err != nil {
 		return nil, err
 	}
 	if len(ta.Keys) != 1 || len(ta.Roots) != 0 {
-		return nil, fmt.Errorf("must hold exactly one PEM PUBLIC KEY block or \"ed25519:<base64>\"")
+		return nil, fmt.Errorf("must hold exactly one PEM PUBLIC KEY block")
 	}
 	return ta.Keys[0], nil
 }

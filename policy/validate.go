@@ -211,6 +211,9 @@ func (p *Policy) validateIsolates(ps *problems) {
 		if iso.Class == "software" && len(iso.PlatformKeys) == 0 {
 			ps.add(f+".platform_keys", "the software class needs at least one platform key: software evidence is only as good as the node key that signs it")
 		}
+		if iso.Class == "tpm" && len(iso.PlatformKeys) == 0 && len(iso.Roots) == 0 {
+			ps.add(f+".platform_keys", "the tpm class needs attestation keys (platform_keys) or the roots that certify them (roots)")
+		}
 		if hardware && len(iso.Measurements) == 0 {
 			ps.add(f+".measurements", "class %s needs at least one allowed measurement", iso.Class)
 		}
