@@ -22,6 +22,7 @@ import (
 	_ "github.com/cloisterhq/cloister/attest/all"
 	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/attest/tpm"
+	"github.com/cloisterhq/cloister/keys"
 )
 
 var attestCmd = &cobra.Command{
@@ -322,8 +323,9 @@ The evidence is written to --out (default standard output) in the format
 "cloister attest verify" reads. --pub-out writes the key a verifier must pin:
 the platform key as "ed25519:<base64>", or the TPM attestation key as PEM.
 
-software: the key comes from --key FILE or DATA_DIR/platform.key (PEM
-"PRIVATE KEY", PKCS#8 Ed25519). Software evidence proves nothing against
+software: the key comes from --key FILE or DATA_DIR/platform.key (a cloister
+key file as written by "cloister key new" and the node, or a PEM "PRIVATE
+KEY" holding a PKCS#8 Ed25519 key). Software evidence proves nothing against
 the operator of this machine.
 tpm: --tpm names the TPM: a device path (/dev/tpmrm0) or tcp:HOST:PORT for a
 swtpm server (its control channel on PORT+1).`,
@@ -431,11 +433,20 @@ func runAttestQuote(cmd *cobra.Command, f *quoteFlags) error {
 	return nil
 }
 
-// readEd25519PrivateKey reads a PEM "PRIVATE KEY" (PKCS#8) Ed25519 key.
+// readEd25519PrivateKey reads the platform key: a cloister key file (the
+// format of "cloister key new" and of the node's DATA_DIR/platform.key,
+// see docs/keys.md), or a PEM "PRIVATE KEY" (PKCS#8 Ed25519).
 func readEd25519PrivateKey(path string) (ed25519.PrivateKey, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("platform key: %w", err)
+	}
+	if !strings.HasPrefix(strings.TrimSpace(string(data)), "-----BEGIN") {
+		k, err := keys.Load(path)
+		if err != nil {
+			return nil, fmt.Errorf("platform key: %w", err)
+		}
+		return k.Signer(), nil
 	}
 	blk, _ := pem.Decode(data)
 	if blk == nil || blk.Type != "PRIVATE KEY" {

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cloisterhq/cloister/attest/tpm/swtpm"
+	"github.com/cloisterhq/cloister/keys"
 )
 
 // runCLI runs the cloister command line in-process and returns its exit
@@ -78,12 +79,36 @@ func writePlatformKey(t *testing.T, dir string) ed25519.PublicKey {
 	return pub
 }
 
+func TestAttestSoftwareKeyFile(t *testing.T) {
+	// The node's own key file format (DATA_DIR/platform.key).
+	dir := t.TempDir()
+	k, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Save(filepath.Join(dir, "platform.key")); err != nil {
+		t.Fatal(err)
+	}
+	ev, pub := filepath.Join(dir, "ev.json"), filepath.Join(dir, "platform.pub")
+	if code, _, stderr := runCLI(t, "attest", "quote", "--class", "software", "--data-dir", dir, "--report-data", "aa", "--out", ev, "--pub-out", pub); code != 0 {
+		t.Fatalf("quote: exit %d: %s", code, stderr)
+	}
+	b, _ := os.ReadFile(pub)
+	if strings.TrimSpace(string(b)) != k.Public().SigningString() {
+		t.Fatalf("pub-out %q, key file's signing key %q", b, k.Public().SigningString())
+	}
+	if code, _, stderr := runCLI(t, "attest", "verify", ev, "--trust-root", pub, "--report-data", "aa"); code != 0 {
+		t.Fatalf("verify: exit %d: %s", code, stderr)
+	}
+}
+
 func TestAttestSoftwareRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	writePlatformKey(t, dir)
+	keyDir := t.TempDir()
+	writePlatformKey(t, keyDir)
 	ev, pub := filepath.Join(dir, "ev.json"), filepath.Join(dir, "platform.pub")
 	rd := "00ff" + strings.Repeat("ab", 10)
-	if code, _, stderr := runCLI(t, "attest", "quote", "--class", "software", "--data-dir", dir, "--report-data", rd, "--out", ev, "--pub-out", pub); code != 0 {
+	if code, _, stderr := runCLI(t, "attest", "quote", "--class", "software", "--key", filepath.Join(keyDir, "platform.key"), "--report-data", rd, "--out", ev, "--pub-out", pub); code != 0 {
 		t.Fatalf("quote: exit %d: %s", code, stderr)
 	}
 	code, stdout, stderr := runCLI(t, "attest", "verify", ev, "--trust-root", pub, "--report-data", rd, "--json")
@@ -126,7 +151,7 @@ func TestAttestSoftwareRoundTrip(t *testing.T) {
 	if code, _, _ = runCLI(t, "attest", "verify", filepath.Join(dir, "missing")); code != 2 {
 		t.Fatalf("missing file: exit %d", code)
 	}
-	if code, _, _ = runCLI(t, "attest", "quote", "--class", "software", "--data-dir", dir, "--report-data", strings.Repeat("00", 65)); code != 2 {
+	if code, _, _ = runCLI(t, "attest", "quote", "--class", "software", "--key", filepath.Join(keyDir, "platform.key"), "--report-data", strings.Repeat("00", 65)); code != 2 {
 		t.Fatalf("65-byte report data: exit %d", code)
 	}
 }
