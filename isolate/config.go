@@ -11,6 +11,12 @@ const (
 	DefaultMaxStdio       = 16 << 20 // bytes kept per stream (stdout, stderr)
 )
 
+// CompileTimeout bounds the compilation of a module in the jailed worker.
+// Config.Timeout starts only once the module is compiled and the worker is
+// locked down, so a first-time compilation (seconds for a large module) does
+// not count against the program.
+var CompileTimeout = 2 * time.Minute
+
 // Input is one file the guest sees read-only at /input/Name. Exactly one of
 // Data and Path is set; a Path is opened by the host side, never by the
 // jailed worker.

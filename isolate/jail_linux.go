@@ -399,9 +399,13 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		}
 	}
 
-	var didTimeout, didCancel atomic.Bool
-	timer := time.AfterFunc(jb.Timeout, func() { didTimeout.Store(true); w.kill() })
-	defer timer.Stop()
+	// Two deadlines: compiling (which happens in the worker, before the
+	// lock-down message) is bounded by CompileTimeout; the program's own
+	// Timeout starts when the worker says the guest is about to run, so a
+	// first-time compilation does not eat into it.
+	var didTimeout, didCompileTimeout, didCancel atomic.Bool
+	compileTimer := time.AfterFunc(CompileTimeout, func() { didCompileTimeout.Store(true); w.kill() })
+	defer compileTimer.Stop()
 	stop := context.AfterFunc(ctx, func() { didCancel.Store(true); w.kill() })
 	defer stop()
 
@@ -412,13 +416,16 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 
 	var locked lockedMsg
 	lockErr := readFrame(w.resR, maxControlFrame, &locked)
+	compileTimer.Stop()
 	var wr wireResult
 	resErr := lockErr
-	if lockErr == nil {
+	if lockErr == nil && !didCompileTimeout.Load() {
+		timer := time.AfterFunc(jb.Timeout, func() { didTimeout.Store(true); w.kill() })
+		defer timer.Stop()
 		maxResult := jb.MaxOutput + 2*jb.MaxStdio + int64(jb.MaxOutputFiles)*1024 + 1<<20
 		resErr = readFrame(w.resR, maxResult, &wr)
+		timer.Stop()
 	}
-	timer.Stop()
 	select {
 	case <-w.done:
 	case <-time.After(2 * time.Second):
@@ -470,6 +477,10 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	case didTimeout.Load():
 		base.Report.Outcome, base.Report.ExitCode = OutcomeTimeout, ExitTimeout
 		base.Report.Error = fmt.Sprintf("wall-clock limit of %v reached; the worker was killed", jb.Timeout)
+		return finish(&base), nil
+	case didCompileTimeout.Load():
+		base.Report.Outcome, base.Report.ExitCode = OutcomeTimeout, ExitTimeout
+		base.Report.Error = fmt.Sprintf("compiling the module took longer than %v; the worker was killed", CompileTimeout)
 		return finish(&base), nil
 	case didCancel.Load():
 		return nil, ctx.Err()

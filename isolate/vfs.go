@@ -92,25 +92,50 @@ const (
 	kOutputDir
 	kInput
 	kOutput
+	kNotDir // a path continuing below a file
 )
 
-// resolve cleans p lexically under the guest root (".." never climbs above
-// "/") and says what it names.
+// resolve walks p under the guest root and says what it names. ".." never
+// climbs above "/", and a path that continues below a file (even with "..",
+// as in "input/data/..") names nothing: kNotDir.
 func (g *guestFS) resolve(p string) (kind, string) {
-	c := path.Clean("/" + p)
-	switch {
-	case c == "/":
+	var stack []string
+	for _, c := range strings.Split(p, "/") {
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		switch {
+		case len(stack) == 1 && stack[0] != "input" && stack[0] != "output":
+			return kNone, "" // below a name that does not exist
+		case len(stack) == 2:
+			// Below /input/NAME or /output/NAME: those are files.
+			return kNotDir, ""
+		}
+		stack = append(stack, c)
+	}
+	switch len(stack) {
+	case 0:
 		return kRoot, ""
-	case c == "/input":
-		return kInputDir, ""
-	case c == "/output":
-		return kOutputDir, ""
-	}
-	if name, ok := strings.CutPrefix(c, "/input/"); ok && !strings.Contains(name, "/") {
-		return kInput, name
-	}
-	if name, ok := strings.CutPrefix(c, "/output/"); ok && !strings.Contains(name, "/") {
-		return kOutput, name
+	case 1:
+		switch stack[0] {
+		case "input":
+			return kInputDir, ""
+		case "output":
+			return kOutputDir, ""
+		}
+	case 2:
+		switch stack[0] {
+		case "input":
+			return kInput, stack[1]
+		case "output":
+			return kOutput, stack[1]
+		}
 	}
 	return kNone, ""
 }
@@ -185,10 +210,13 @@ func (g *guestFS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) 
 		}
 		return f, 0
 	}
-	// Anything else (a nested path, a name outside /input and /output)
-	// does not exist; creating it is refused.
+	if k == kNotDir {
+		return nil, experimentalsys.ENOTDIR
+	}
+	// Anything else (a name outside /input and /output) does not exist;
+	// creating it in the read-only root is refused.
 	if flag&experimentalsys.O_CREAT != 0 {
-		if k2, _ := g.resolve(path.Dir(path.Clean("/" + p))); k2 == kRoot || k2 == kInputDir {
+		if k2, _ := g.resolve(path.Dir(path.Clean("/" + p))); k2 == kRoot {
 			return nil, experimentalsys.EROFS
 		}
 	}
@@ -216,6 +244,8 @@ func (g *guestFS) statLocked(k kind, name string) (sys.Stat_t, experimentalsys.E
 			return sys.Stat_t{}, experimentalsys.ENOENT
 		}
 		return sys.Stat_t{Ino: n.ino, Mode: 0o644, Nlink: 1, Size: int64(len(n.data)), Atim: n.mtime, Mtim: n.mtime, Ctim: n.mtime}, 0
+	case kNotDir:
+		return sys.Stat_t{}, experimentalsys.ENOTDIR
 	}
 	return sys.Stat_t{}, experimentalsys.ENOENT
 }

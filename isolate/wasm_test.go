@@ -71,3 +71,29 @@ var (
 	wasmGrowThenTrap = wasmModule(nil, 1, []byte{0x03, 0x40, 0x41, 0x01, 0x40, 0x00, 0x41, 0x7f, 0x47, 0x0d, 0x00, 0x0b, 0x00})
 	// _start calls wasi proc_exit(7)... built in a test with the right type.
 )
+
+// wasmExit builds a module whose _start calls WASI proc_exit(code).
+func wasmExit(code uint32) []byte {
+	m := []byte("\x00asm\x01\x00\x00\x00")
+	m = append(m, section(1, vec([]byte{0x60, 0, 0}, []byte{0x60, 1, 0x7f, 0}))...)
+	m = append(m, section(2, vec(append(append(str("wasi_snapshot_preview1"), str("proc_exit")...), 0, 1)))...)
+	m = append(m, section(3, vec([]byte{0}))...)
+	m = append(m, section(5, vec([]byte{0, 1}))...)
+	m = append(m, section(7, vec(append(str("_start"), 0, 1), append(str("memory"), 2, 0)))...)
+	body := append([]byte{0, 0x41}, sleb(int64(int32(code)))...)
+	body = append(body, 0x10, 0x00, 0x0b)
+	m = append(m, section(10, vec(append(leb(uint32(len(body))), body...)))...)
+	return m
+}
+
+func sleb(v int64) []byte {
+	var b []byte
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}

@@ -203,7 +203,15 @@ func lockDown(jb *job, cacheMounted bool) lockedMsg {
 		// Best effort: the root is an empty tmpfs already.
 		_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 	}
-	cpu := uint64(math.Ceil(jb.Timeout.Seconds())) + 1
+	// CPU seconds: what compiling used so far, plus the run's wall-clock
+	// limit (a guest cannot use more CPU than wall time on one thread; the
+	// Go runtime's helper threads are covered by the extra second).
+	var ru unix.Rusage
+	used := 0.0
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		used = float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+	}
+	cpu := uint64(math.Ceil(used+jb.Timeout.Seconds())) + 1
 	if err := setRlimits(map[int]uint64{
 		unix.RLIMIT_AS:    jb.Memory + workerAddressSpaceOverhead,
 		unix.RLIMIT_CPU:   cpu,

@@ -1,0 +1,371 @@
+package isolate
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Hostile programs: each must end with its documented outcome, and the host
+// must be unaffected. They run through the jailed worker, as in production.
+
+// workerChildren lists live child processes of this test process.
+func workerChildren(t *testing.T) []int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	var kids []int
+	me := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 {
+			if ppid, _ := strconv.Atoi(f[1]); ppid == me {
+				kids = append(kids, pid)
+			}
+		}
+	}
+	return kids
+}
+
+func TestHostileInfiniteLoop(t *testing.T) {
+	r := newRuntime(t, Options{})
+	before := len(workerChildren(t))
+	start := time.Now()
+	res := mustRun(t, r, &Config{Module: wasmLoop, Timeout: time.Second})
+	took := time.Since(start)
+	wantOutcome(t, res, OutcomeTimeout, ExitTimeout)
+	if took < time.Second || took > 4*time.Second {
+		t.Errorf("timeout of 1s returned after %v", took)
+	}
+	if after := len(workerChildren(t)); after > before {
+		t.Errorf("%d worker processes still alive after the timeout", after-before)
+	}
+
+	// In process, wazero's cancellation stops the loop instead.
+	ri := newRuntime(t, Options{InProcess: true})
+	start = time.Now()
+	res = mustRun(t, ri, &Config{Module: wasmLoop, Timeout: 500 * time.Millisecond})
+	wantOutcome(t, res, OutcomeTimeout, ExitTimeout)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("in-process timeout of 500ms returned after %v", took)
+	}
+}
+
+func TestHostileDeepRecursion(t *testing.T) {
+	r := newRuntime(t, Options{})
+	res := mustRun(t, r, &Config{Module: wasmRecurse, Timeout: time.Minute})
+	wantOutcome(t, res, OutcomeTrap, ExitTrap)
+	if !strings.Contains(res.Report.Error, "stack overflow") {
+		t.Errorf("error %q does not say stack overflow", res.Report.Error)
+	}
+}
+
+func TestHostileMemory(t *testing.T) {
+	r := newRuntime(t, Options{})
+	t.Run("grow-then-trap", func(t *testing.T) {
+		res := mustRun(t, r, &Config{Module: wasmGrowThenTrap, Memory: 2 << 20})
+		wantOutcome(t, res, OutcomeMemory, ExitMemory)
+	})
+	t.Run("initial-memory-over-ceiling", func(t *testing.T) {
+		res := mustRun(t, r, &Config{Module: wasmModule(nil, 2048, nil), Memory: 64 << 20})
+		wantOutcome(t, res, OutcomeMemory, ExitMemory)
+		if !strings.Contains(res.Report.Error, "2048 pages") {
+			t.Errorf("error %q does not give the page count", res.Report.Error)
+		}
+	})
+	t.Run("go-memory-bomb", func(t *testing.T) {
+		res := mustRun(t, r, &Config{Module: hostileGuest(t, "membomb"), Memory: 64 << 20, Timeout: time.Minute})
+		wantOutcome(t, res, OutcomeMemory, ExitMemory)
+		if !bytes.Contains(res.Stderr, []byte("out of memory")) {
+			t.Errorf("the Go runtime's stderr %.500q does not say out of memory", res.Stderr)
+		}
+		if !strings.Contains(res.Report.Error, "exited with status 2") {
+			t.Errorf("report error %q does not keep the program's own status", res.Report.Error)
+		}
+	})
+}
+
+func TestHostileOutputFlood(t *testing.T) {
+	r := newRuntime(t, Options{})
+	res := mustRun(t, r, &Config{Module: hostileGuest(t, "flood"), MaxOutput: 4 << 20, MaxStdio: 1 << 20, Timeout: time.Minute})
+	wantOutcome(t, res, OutcomeExited, 0)
+	if !res.Report.OutputLimited || !res.Report.StdoutTruncated || !res.Report.StderrTruncated {
+		t.Errorf("limits not flagged: output %v stdout %v stderr %v", res.Report.OutputLimited, res.Report.StdoutTruncated, res.Report.StderrTruncated)
+	}
+	if len(res.Stdout) != 1<<20 || len(res.Stderr) != 1<<20 {
+		t.Errorf("stdio kept %d/%d bytes, want exactly 1 MiB each", len(res.Stdout), len(res.Stderr))
+	}
+	if !bytes.HasPrefix(res.Stdout, []byte("wrote 4194304 bytes; create second: <nil>; write second: 0 ")) {
+		t.Errorf("stdout starts %.200q", res.Stdout)
+	}
+	if !bytes.Contains(res.Stderr, []byte("write error: write /output/flood.bin: I/O error")) {
+		t.Errorf("stderr starts %.200q", res.Stderr)
+	}
+	var total int64
+	for _, o := range res.Report.Outputs {
+		total += o.Bytes
+	}
+	if total != 4<<20 || len(res.Outputs) != 2 || len(res.Outputs[0].Data) != 4<<20 {
+		t.Errorf("outputs total %d bytes in %d files, want 4 MiB in flood.bin + empty second.bin", total, len(res.Outputs))
+	}
+}
+
+func TestHostileManyFiles(t *testing.T) {
+	r := newRuntime(t, Options{})
+	res := mustRun(t, r, &Config{Module: hostileGuest(t, "manyfiles"), MaxOutputFiles: 100, Timeout: time.Minute})
+	wantOutcome(t, res, OutcomeExited, 0)
+	if !bytes.HasPrefix(res.Stdout, []byte("created 100 files; then: open /output/f00100: I/O error")) {
+		t.Errorf("stdout %q", res.Stdout)
+	}
+	if len(res.Outputs) != 100 || !res.Report.OutputLimited {
+		t.Errorf("%d outputs (limited=%v), want 100", len(res.Outputs), res.Report.OutputLimited)
+	}
+}
+
+func TestHostileFileSystemEscape(t *testing.T) {
+	r := newRuntime(t, Options{})
+	res := mustRun(t, r, &Config{
+		Module: hostileGuest(t, "fsescape"), Name: "escape", Args: []string{"a b", "--x"},
+		Env:     []string{"ONLY=this"},
+		Inputs:  []Input{{Name: "data", Data: []byte("hello")}},
+		Timeout: time.Minute,
+	})
+	wantOutcome(t, res, OutcomeExited, 0)
+	out := string(res.Stdout)
+	for _, want := range []string{
+		"list /: [input output]\n",
+		"list /input: [data]\n",
+		"list /output: []\n",
+		"list /input/../..: [input output]\n",
+		"list /input/../../..: [input output]\n",
+		"list /output/..: [input output]\n",
+		"list /etc: error: open /etc: No such file or directory\n",
+		"list /proc: error: open /proc: No such file or directory\n",
+		"read /etc/passwd: error: open /etc/passwd: No such file or directory\n",
+		"read /input/../../etc/passwd: error: open /input/../../etc/passwd: No such file or directory\n",
+		"read ../../../../etc/passwd: error",
+		"read /proc/self/environ: error: open /proc/self/environ: No such file or directory\n",
+		"read /input/data: 5 bytes\n",
+		"read /input/./data: 5 bytes\n",
+		// Go's wasip1 port cleans the path itself, so this opens /input.
+		"read /input/data/..: error: read /input/data/..: Is a directory\n",
+		"symlink: error: symlink /etc/passwd /output/link: Operation not permitted\n",
+		"mkdir: error: mkdir /output/sub: Operation not permitted\n",
+		`env: ["ONLY=this"]` + "\n",
+		`args: ["escape" "a b" "--x"]` + "\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q\nfull output:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "root:") || len(res.Outputs) != 0 {
+		t.Errorf("host data leaked or outputs left: %q %v", out, res.Outputs)
+	}
+}
+
+func TestHostileWriteInput(t *testing.T) {
+	r := newRuntime(t, Options{})
+	res := mustRun(t, r, &Config{Module: hostileGuest(t, "writeinput"), Inputs: []Input{{Name: "data", Data: []byte("original")}}, Timeout: time.Minute})
+	wantOutcome(t, res, OutcomeExited, 0)
+	out := string(res.Stdout)
+	if strings.Contains(out, "ALLOWED") || strings.Count(out, ": refused: ") != 9 || !strings.Contains(out, "unchanged: true") {
+		t.Errorf("writes to /input were not all refused:\n%s", out)
+	}
+	for _, want := range []string{"writefile: refused: open /input/data: Read-only file system", "create: refused: open /input/new: Read-only file system", "remove: refused: remove /input/data: Read-only file system"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if len(res.Outputs) != 0 {
+		t.Errorf("outputs appeared: %v", res.Report.Outputs)
+	}
+}
+
+func TestHostileNetworkDial(t *testing.T) {
+	// A real listener on the host's loopback: the guest is told its
+	// address and must not reach it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	r := newRuntime(t, Options{})
+	res := mustRun(t, r, &Config{Module: hostileGuest(t, "netdial"), Args: []string{l.Addr().String(), "1.1.1.1:80"}, Timeout: time.Minute})
+	wantOutcome(t, res, OutcomeExited, 0)
+	out := string(res.Stdout)
+	if strings.Contains(out, "CONNECTED") || strings.Count(out, ": refused: ") != 2 {
+		t.Errorf("network reachable from the guest:\n%s", out)
+	}
+	select {
+	case <-accepted:
+		t.Errorf("the host listener accepted a connection from the guest")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestWorkerSelfTest checks the jail from inside the worker: after the
+// lock-down, forbidden system calls fail with EPERM (seccomp), the network
+// namespace holds only a loopback that is down, and the root is empty.
+func TestWorkerSelfTest(t *testing.T) {
+	r := newRuntime(t, Options{})
+	j, rep, err := resolve(&Config{Module: wasmEmpty})
+	if err != nil || rep != nil {
+		t.Fatal(err, rep)
+	}
+	j.SelfTest = true
+	res, err := r.jail.run(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutcome(t, res, OutcomeExited, 0)
+	p := res.probes
+	t.Logf("probes: %v; protections %v; missing %v", p, res.Report.Protections, res.Report.Missing)
+	if hasString(res.Report.Protections, "seccomp") {
+		for _, name := range []string{"socket", "open", "ptrace", "mount", "execve", "unshare", "fork"} {
+			if p[name] != "operation not permitted" {
+				t.Errorf("%s inside the worker: %q, want operation not permitted (EPERM from seccomp)", name, p[name])
+			}
+		}
+	} else {
+		t.Logf("seccomp not in force here: %s", res.Report.Missing["seccomp"])
+	}
+	if hasString(res.Report.Protections, "netns") && p["interfaces"] != "lo:down" {
+		t.Errorf("network interfaces in the worker: %q, want only a down loopback", p["interfaces"])
+	}
+	if hasString(res.Report.Protections, "emptyroot") && p["root"] != "cache" && p["root"] != "" {
+		t.Errorf("worker root holds %q, want nothing but the cache mount point", p["root"])
+	}
+}
+
+func TestInvalidModules(t *testing.T) {
+	r := newRuntime(t, Options{})
+	for _, tc := range []struct {
+		name   string
+		module []byte
+		want   string
+	}{
+		{"garbage", []byte("definitely not wasm"), "invalid module"},
+		{"empty", nil, "the module is empty"},
+		{"truncated", wasmEmpty[:len(wasmEmpty)-3], "invalid module"},
+		{"no-start", []byte("\x00asm\x01\x00\x00\x00"), "no _start"},
+		{"unknown-import", wasmUnknownImport, "env.launch_missiles"},
+		{"unknown-wasi-function", wasmModule([][2]string{{"wasi_snapshot_preview1", "sock_open"}}, 1, nil), "wasi_snapshot_preview1.sock_open"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := mustRun(t, r, &Config{Module: tc.module})
+			wantOutcome(t, res, OutcomeInvalid, ExitInvalid)
+			if !strings.Contains(res.Report.Error, tc.want) {
+				t.Errorf("error %q does not mention %q", res.Report.Error, tc.want)
+			}
+		})
+	}
+}
+
+func TestBadInputsAndEnv(t *testing.T) {
+	r := newRuntime(t, Options{})
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Inputs: []Input{{Name: "../x", Data: []byte("1")}}}, "plain file name"},
+		{Config{Inputs: []Input{{Name: "a/b", Data: []byte("1")}}}, "plain file name"},
+		{Config{Inputs: []Input{{Name: "", Data: []byte("1")}}}, "empty"},
+		{Config{Inputs: []Input{{Name: "..", Data: []byte("1")}}}, "not a file name"},
+		{Config{Inputs: []Input{{Name: "a", Data: []byte("1")}, {Name: "a", Data: []byte("2")}}}, "given twice"},
+		{Config{Inputs: []Input{{Name: "a", Path: "/nonexistent/file"}}}, "no such file"},
+		{Config{Env: []string{"NOVALUE"}}, "KEY=VALUE"},
+		{Config{Env: []string{"=x"}}, "KEY=VALUE"},
+	} {
+		tc.cfg.Module = wasmEmpty
+		res := mustRun(t, r, &tc.cfg)
+		wantOutcome(t, res, OutcomeInvalid, ExitInvalid)
+		if !strings.Contains(res.Report.Error, tc.want) {
+			t.Errorf("error %q does not mention %q", res.Report.Error, tc.want)
+		}
+	}
+}
+
+func TestExitStatusPassThrough(t *testing.T) {
+	r := newRuntime(t, Options{})
+	for _, code := range []uint32{0, 1, 3, 42, 255} {
+		res := mustRun(t, r, &Config{Module: wasmExit(code)})
+		wantOutcome(t, res, OutcomeExited, int(code))
+	}
+}
+
+func TestDeterminism(t *testing.T) {
+	r := newRuntime(t, Options{})
+	mod := hostileGuest(t, "determinism")
+	run := func(det bool, seed byte) *Result {
+		cfg := &Config{Module: mod, Deterministic: det, Inputs: []Input{{Name: "data", Data: []byte("same input")}}, Timeout: time.Minute}
+		cfg.Seed[0] = seed
+		res := mustRun(t, r, cfg)
+		wantOutcome(t, res, OutcomeExited, 0)
+		return res
+	}
+	a, b, c := run(true, 1), run(true, 1), run(true, 2)
+	if !bytes.Equal(a.Stdout, b.Stdout) || fmt.Sprint(a.Report.Outputs) != fmt.Sprint(b.Report.Outputs) {
+		t.Errorf("same seed, different runs:\n%s\n---\n%s", a.Stdout, b.Stdout)
+	}
+	if !bytes.Contains(a.Stdout, []byte("now: 2000-01-01T00:00:00Z\n")) || !bytes.Contains(a.Stdout, []byte("slept ≥10ms: true")) {
+		t.Errorf("deterministic clock not as documented:\n%s", a.Stdout)
+	}
+	if bytes.Equal(a.Stdout, c.Stdout) || a.Report.Outputs[0].SHA256 == c.Report.Outputs[0].SHA256 {
+		t.Errorf("different seeds gave the same randomness")
+	}
+	d, e := run(false, 0), run(false, 0)
+	if bytes.Equal(d.Stdout, e.Stdout) || bytes.Contains(d.Stdout, []byte("now: 2000-01-01")) {
+		t.Errorf("without --deterministic, runs should see real clocks and randomness:\n%s", d.Stdout)
+	}
+}
+
+func TestWarmPool(t *testing.T) {
+	r := newRuntime(t, Options{WarmWorkers: 2})
+	for i := 0; i < 5; i++ {
+		res := mustRun(t, r, &Config{Module: wasmExit(uint32(i))})
+		wantOutcome(t, res, OutcomeExited, i)
+		if !hasString(res.Report.Protections, "worker") {
+			t.Fatalf("pooled run without worker: %v", res.Report.Protections)
+		}
+	}
+	// The pool refills itself to its size.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(r.jail.pool) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(r.jail.pool); n != 2 {
+		t.Errorf("pool holds %d workers, want 2", n)
+	}
+	// A timeout from the pool kills that worker only.
+	res := mustRun(t, r, &Config{Module: wasmLoop, Timeout: 300 * time.Millisecond})
+	wantOutcome(t, res, OutcomeTimeout, ExitTimeout)
+	res = mustRun(t, r, &Config{Module: wasmEmpty})
+	wantOutcome(t, res, OutcomeExited, 0)
+}

@@ -1,0 +1,19 @@
+// Command manyfiles creates files under /output/ until creation fails.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	for i := 0; i < 100000; i++ {
+		f, err := os.Create(fmt.Sprintf("/output/f%05d", i))
+		if err != nil {
+			fmt.Printf("created %d files; then: %v\n", i, err)
+			return
+		}
+		f.Close()
+	}
+	fmt.Println("created 100000 files")
+}
