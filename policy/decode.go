@@ -228,6 +228,8 @@ func (d *decoder) decode(v *jcs.Value, rv reflect.Value, path string) {
 	}
 }
 
+const maxSafeInteger = 1<<53 - 1
+
 // integer accepts only integer literals: 1, not 1.0 or 1e0, so that a
 // number field has one spelling.
 func (d *decoder) integer(v *jcs.Value, path string) (int64, bool) {
@@ -238,6 +240,12 @@ func (d *decoder) integer(v *jcs.Value, path string) (int64, bool) {
 	n, err := strconv.ParseInt(v.Num, 10, 64)
 	if err != nil {
 		d.fail(path, "%s is not an integer in range (write whole numbers without a fraction or exponent)", v.Num)
+		return 0, false
+	}
+	// RFC 8785 writes numbers as IEEE doubles: beyond 2^53 two different
+	// integers could share a canonical form, and so a hash.
+	if n > maxSafeInteger || n < -maxSafeInteger {
+		d.fail(path, "%s is beyond ±(2^53-1), the largest integer the canonical form represents exactly", v.Num)
 		return 0, false
 	}
 	return n, true

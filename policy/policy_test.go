@@ -235,6 +235,12 @@ func TestValidationRules(t *testing.T) {
 		{"replicas huge", func(d map[string]any) { d["replicas"] = 1000 }, "replicas", "at most"},
 		{"expires missing", func(d map[string]any) { delete(d, "expires") }, "expires", "required"},
 		{"expires format", func(d map[string]any) { d["expires"] = "2030-01-01" }, "expires", "RFC 3339"},
+		{"svn beyond 2^53", func(d map[string]any) {
+			d["isolates"] = []any{map[string]any{"class": "sev-snp", "measurements": []any{strings.Repeat("ab", 48)}, "min_svn": map[string]any{"snp": json.Number("9007199254740993")}}}
+		}, "isolates[0].min_svn.snp", "2^53"},
+		{"svn negative", func(d map[string]any) {
+			d["isolates"] = []any{map[string]any{"class": "sev-snp", "measurements": []any{strings.Repeat("ab", 48)}, "min_svn": map[string]any{"snp": -1}}}
+		}, "isolates[0].min_svn.snp", "negative"},
 		{"deterministic type", func(d map[string]any) { d["deterministic"] = "yes" }, "deterministic", "expected true or false"},
 		{"null principal", func(d map[string]any) { d["principals"].([]any)[0] = nil }, "principals[0]", "expected an object, got a null"},
 	}
