@@ -40,16 +40,16 @@ type Policy struct {
 	Name       string      `json:"name"`
 	Principals []Principal `json:"principals"`
 	Programs   []Program   `json:"programs"`
-	Inputs     []Input     `json:"inputs"`
+	Inputs     []Input     `json:"inputs,omitempty"`
 	Outputs    []Output    `json:"outputs"`
 	Isolates   []Isolate   `json:"isolates"`
-	Limits     Limits      `json:"limits"`
+	Limits     Limits      `json:"limits,omitzero"`
 	// Deterministic asks for fixed clocks and seeded randomness, so that
 	// replicas and re-executions give identical bytes.
-	Deterministic bool `json:"deterministic"`
+	Deterministic bool `json:"deterministic,omitempty"`
 	// Replicas is how many independent isolates run the computation and
 	// must agree; absent means 1.
-	Replicas int       `json:"replicas"`
+	Replicas int       `json:"replicas,omitempty"`
 	Expires  time.Time `json:"expires"`
 
 	// canonical is the RFC 8785 form of the parsed document.
@@ -111,9 +111,9 @@ type Isolate struct {
 
 // Limits bound one execution. Empty fields take the defaults below.
 type Limits struct {
-	Memory    string `json:"memory"`     // e.g. "256MiB"
-	Timeout   string `json:"timeout"`    // Go duration, e.g. "30s"
-	MaxOutput string `json:"max_output"` // total output bytes, e.g. "16MiB"
+	Memory    string `json:"memory,omitempty"`     // e.g. "256MiB"
+	Timeout   string `json:"timeout,omitempty"`    // Go duration, e.g. "30s"
+	MaxOutput string `json:"max_output,omitempty"` // total output bytes, e.g. "16MiB"
 }
 
 // Defaults for absent limits.
@@ -193,7 +193,16 @@ func (p *Policy) Canonical() []byte {
 	if p.canonical != nil {
 		return slices.Clone(p.canonical)
 	}
-	data, err := json.Marshal(p)
+	// Serialize so that the result parses back: optional fields that are
+	// zero are omitted (tags), and a nil role list is written as [].
+	q := *p
+	q.Principals = slices.Clone(p.Principals)
+	for i := range q.Principals {
+		if q.Principals[i].Roles == nil {
+			q.Principals[i].Roles = []Role{}
+		}
+	}
+	data, err := json.Marshal(&q)
 	if err != nil {
 		panic("policy: marshalling a Policy cannot fail: " + err.Error())
 	}
