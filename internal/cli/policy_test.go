@@ -124,3 +124,18 @@ func TestPolicyShow(t *testing.T) {
 		t.Errorf("software class summary:\n%s", stdout)
 	}
 }
+
+func TestPolicyExpired(t *testing.T) {
+	data, _ := os.ReadFile(examplePolicy(t, "psi-sum.json"))
+	s := strings.Replace(string(data), `"2030-01-01T00:00:00Z"`, `"2001-01-01T00:00:00Z"`, 1)
+	path := filepath.Join(t.TempDir(), "old.json")
+	os.WriteFile(path, []byte(s), 0o644)
+	code, stdout, stderr := runCLI(t, "policy", "validate", path)
+	if code != ExitOK || !strings.HasPrefix(stdout, "valid: psi-sum ") || !strings.Contains(stderr, "expired at 2001-01-01T00:00:00Z") {
+		t.Fatalf("validate expired: exit %d\n%s%s", code, stdout, stderr)
+	}
+	_, stdout, _ = runCLI(t, "policy", "show", path)
+	if !strings.Contains(stdout, "EXPIRED") {
+		t.Fatalf("show does not say EXPIRED:\n%s", stdout)
+	}
+}
