@@ -28,7 +28,9 @@ type sniKey struct{}
 // with Serve, or with an http.Server using TLSConfig.
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(maxMessageBytes)}
+	// Almost everything a session returns is ciphertext, which does not
+	// compress: compressing responses only costs CPU.
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(maxMessageBytes), connect.WithCompressMinBytes(1 << 30)}
 	mux.Handle(cloisterv1connect.NewNodeServiceHandler(nodeAPI{n}, opts...))
 	mux.Handle(cloisterv1connect.NewSessionServiceHandler(sessionAPI{n}, opts...))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

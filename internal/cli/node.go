@@ -9,20 +9,22 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/attest/tpm"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/node"
 )
 
 func newNodeCmd() *cobra.Command {
 	var (
-		listen, dataDir, class, logLevel string
-		warm                             int
+		listen, dataDir, class, logLevel, tpmSpec string
+		warm                                      int
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -41,11 +43,17 @@ Session state is kept in DIR/sessions, sealed with a key derived from the
 platform key; a restart keeps finished results and runs again any session
 that was running. Compiled programs are cached in DIR/wazero-cache.
 
+With --isolate-class tpm the node quotes with an attestation key of the TPM
+named by --tpm (a device, or tcp:HOST:PORT of a swtpm server) and writes its
+public key to DIR/tpm-ak.pem: a policy lists that PEM block under
+isolates[class=tpm].platform_keys, with the PCR digest under measurements.
+
 Logs go to standard error. SIGINT or SIGTERM stops the node cleanly.
 
 Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 2 bad usage.`,
 		Example: `  cloister node --listen 127.0.0.1:7443 --data ./node-data
+  cloister node --data ./node-data --isolate-class tpm --tpm tcp:127.0.0.1:2321
   cloister key public ./node-data/platform.key --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -56,8 +64,8 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageError("node: --log-level %q: want debug, info, warn or error", logLevel)
 			}
-			if attest.Class(class) != attest.ClassSoftware {
-				return usageError("node: --isolate-class %q: this build offers \"software\"", class)
+			if c := attest.Class(class); c != attest.ClassSoftware && c != attest.ClassTPM {
+				return usageError("node: --isolate-class %q: want software or tpm", class)
 			}
 			if warm < 0 || warm > 64 {
 				return usageError("node: --warm-workers %d: want 0 to 64", warm)
@@ -65,7 +73,16 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			n, err := node.New(ctx, node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log})
+			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log}
+			if attest.Class(class) == attest.ClassTPM {
+				a, closeTPM, err := nodeTPMAttester(tpmSpec, dataDir, log)
+				if err != nil {
+					return failure(err)
+				}
+				defer closeTPM()
+				opts.Attester = a
+			}
+			n, err := node.New(ctx, opts)
 			if err != nil {
 				return failure(err)
 			}
@@ -96,9 +113,42 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.StringVar(&listen, "listen", "127.0.0.1:7443", "TCP address to serve TLS on")
 	f.StringVar(&dataDir, "data", "", "data directory (platform key, sessions, compilation cache)")
 	f.StringVar(&class, "isolate-class", "software", "isolate class to attest as")
+	f.StringVar(&tpmSpec, "tpm", "/dev/tpmrm0", "with --isolate-class tpm: TPM device path or tcp:HOST:PORT of a swtpm server")
 	f.IntVar(&warm, "warm-workers", 2, "jailed workers kept started and waiting for a run")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// nodeTPMAttester opens the TPM, creates the attestation key and writes
+// its public key to DIR/tpm-ak.pem: the value a policy lists under
+// isolates[class=tpm].platform_keys.
+func nodeTPMAttester(spec, dataDir string, log *slog.Logger) (*tpm.Attester, func(), error) {
+	rwc, err := tpm.Open(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := tpm.NewAttester(rwc)
+	if err != nil {
+		rwc.Close()
+		return nil, nil, err
+	}
+	pemAK, err := a.PublicKeyPEM()
+	if err != nil {
+		a.Close()
+		rwc.Close()
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	path := filepath.Join(dataDir, "tpm-ak.pem")
+	if err := writeFileAtomic(path, pemAK, 0o644); err != nil {
+		a.Close()
+		rwc.Close()
+		return nil, nil, fmt.Errorf("node: writing %s: %w", path, err)
+	}
+	log.Info("TPM attestation key ready", "tpm", spec, "ak_public_key", path)
+	return a, func() { a.Close(); rwc.Close() }, nil
 }
 
 func init() { rootCmd.AddCommand(newNodeCmd()) }

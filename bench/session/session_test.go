@@ -1,0 +1,276 @@
+package session
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/node"
+	"github.com/cloisterhq/cloister/policy"
+)
+
+func TestMain(m *testing.M) {
+	if isolate.IsWorker() {
+		os.Exit(isolate.WorkerMain())
+	}
+	os.Exit(m.Run())
+}
+
+// fixture is a node on loopback and the four parties of the sum program.
+type fixture struct {
+	n       *node.Node
+	c       *client.Client
+	doc     []byte
+	pol     *policy.Policy
+	wasm    []byte
+	parties map[string]*keys.PrivateKey
+	rt      *isolate.Runtime
+	phases  phases
+}
+
+func newFixture(tb testing.TB, sync bool, warm int) *fixture {
+	tb.Helper()
+	wasm, err := os.ReadFile(filepath.Join("testdata", "sum.wasm"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
+	rt, err := isolate.New(context.Background(), isolate.Options{DataDir: dir, WarmWorkers: warm})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n, err := node.New(context.Background(), node.Options{DataDir: filepath.Join(dir, "node"), Runner: rt, NoSync: !sync,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go n.Serve(ln)
+	f := &fixture{n: n, wasm: wasm, rt: rt, parties: map[string]*keys.PrivateKey{}}
+	tb.Cleanup(func() { n.Close(); rt.Close() })
+	for _, id := range []string{"alice", "bob", "carol", "dave"} {
+		if f.parties[id], err = keys.Generate(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	pr := func(id, role string) map[string]any {
+		pub := f.parties[id].Public()
+		return map[string]any{"id": id, "signing_key": pub.SigningString(), "sealing_key": pub.SealingString(), "roles": []string{role}}
+	}
+	sum := sha256.Sum256(wasm)
+	f.doc, _ = json.Marshal(map[string]any{
+		"version": 1, "name": "bench-sum",
+		"principals": []any{pr("alice", "program-provider"), pr("bob", "data-provider"), pr("carol", "data-provider"), pr("dave", "result-reader")},
+		"programs":   []any{map[string]any{"name": "sum.wasm", "sha256": hex.EncodeToString(sum[:]), "provider": "alice"}},
+		"inputs":     []any{map[string]any{"name": "a", "provider": "bob"}, map[string]any{"name": "b", "provider": "carol"}},
+		"outputs":    []any{map[string]any{"name": "sum", "readers": []string{"dave"}}},
+		"isolates":   []any{map[string]any{"class": "software", "platform_keys": []string{keys.FormatSigningKey(n.PlatformKey())}}},
+		"limits":     map[string]any{"memory": "16MiB", "timeout": "30s", "max_output": "4KiB"},
+		"expires":    time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339),
+	})
+	if f.pol, err = policy.Parse(f.doc); err != nil {
+		tb.Fatal(err)
+	}
+	if f.c, err = client.Dial(context.Background(), "https://"+ln.Addr().String(), client.WithPlatformKeys(n.PlatformKey())); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(f.c.Close)
+	return f
+}
+
+var inputA, inputB = []byte("hello"), []byte("world")
+
+const wantSum = "1084\n"
+
+// flow runs one whole session as a single client doing every party's part
+// (one attestation; each party attesting on its own adds one Attest call
+// each, ~1 ms).
+func (f *fixture) flow(ctx context.Context) error {
+	t0 := time.Now()
+	id, err := f.c.CreateSession(ctx, f.doc)
+	if err != nil {
+		return err
+	}
+	t1 := time.Now()
+	as, err := f.c.Attest(ctx, id, f.pol)
+	if err != nil {
+		return err
+	}
+	defer as.CloseIdleConnections()
+	t2 := time.Now()
+	if _, err := as.UploadProgram(ctx, f.parties["alice"], "sum.wasm", f.wasm); err != nil {
+		return err
+	}
+	if _, err := as.UploadInput(ctx, f.parties["bob"], "a", inputA); err != nil {
+		return err
+	}
+	if _, err := as.UploadInput(ctx, f.parties["carol"], "b", inputB); err != nil {
+		return err
+	}
+	t3 := time.Now()
+	got, err := as.Result(ctx, f.parties["dave"], "sum")
+	if err != nil {
+		return err
+	}
+	if string(got) != wantSum {
+		return fmt.Errorf("sum = %q, want %q", got, wantSum)
+	}
+	t4 := time.Now()
+	err = as.Close(ctx, f.parties["dave"])
+	f.phases.add(t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3), time.Since(t4))
+	return err
+}
+
+// phases accumulates time per step of the flow.
+type phases struct {
+	mu  sync.Mutex
+	n   int
+	sum [5]time.Duration
+}
+
+var phaseNames = [5]string{"create", "attest", "upload3", "run+fetch", "close"}
+
+func (p *phases) add(d ...time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	for i := range d {
+		p.sum[i] += d[i]
+	}
+}
+
+func (p *phases) report(b *testing.B) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == 0 {
+		return
+	}
+	for i, name := range phaseNames {
+		b.ReportMetric(float64(p.sum[i].Microseconds())/1000/float64(p.n), name+"-ms")
+	}
+}
+
+func (f *fixture) direct(ctx context.Context) error {
+	res, err := f.rt.Run(ctx, &isolate.Config{Module: f.wasm, Name: "sum.wasm",
+		Inputs: []isolate.Input{{Name: "a", Data: inputA}, {Name: "b", Data: inputB}},
+		Memory: 16 << 20, Timeout: 30 * time.Second, MaxOutput: 4096})
+	if err != nil {
+		return err
+	}
+	if len(res.Outputs) != 1 || string(res.Outputs[0].Data) != wantSum {
+		return fmt.Errorf("direct run: %+v", res.Report)
+	}
+	return nil
+}
+
+// timed runs op b.N times (par at a time) and reports p50, p99 and
+// operations per second.
+func timed(b *testing.B, par int, op func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := op(ctx); err != nil { // warm: compile cache, pools
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, b.N)
+	var mu sync.Mutex
+	var firstErr error
+	next := make(chan int)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < par; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t0 := time.Now()
+				err := op(ctx)
+				lat[i] = time.Since(t0)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < b.N; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
+}
+
+// BenchmarkSessionFlow: one whole session at a time (latency).
+func BenchmarkSessionFlow(b *testing.B) {
+	f := newFixture(b, true, 2)
+	timed(b, 1, f.flow)
+	f.phases.report(b)
+}
+
+// BenchmarkSessionFlowNoSync: the same without fsync of session state.
+func BenchmarkSessionFlowNoSync(b *testing.B) {
+	f := newFixture(b, false, 2)
+	timed(b, 1, f.flow)
+	f.phases.report(b)
+}
+
+// BenchmarkSessionThroughput: 8 sessions in flight (sessions/s).
+func BenchmarkSessionThroughput(b *testing.B) {
+	f := newFixture(b, true, 4)
+	timed(b, 8, f.flow)
+}
+
+// BenchmarkIsolateDirect: the same program on the same runtime, no
+// protocol (the baseline; `cloister run` does this).
+func BenchmarkIsolateDirect(b *testing.B) {
+	f := newFixture(b, true, 2)
+	timed(b, 1, f.direct)
+}
+
+// BenchmarkIsolateDirectThroughput: 8 direct runs in flight.
+func BenchmarkIsolateDirectThroughput(b *testing.B) {
+	f := newFixture(b, true, 4)
+	timed(b, 8, f.direct)
+}
+
+// TestFlow keeps the benchmark honest: the flow it measures must work.
+func TestFlow(t *testing.T) {
+	f := newFixture(t, true, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := f.flow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.direct(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
