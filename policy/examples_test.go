@@ -1,14 +1,17 @@
 package policy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cloisterhq/cloister/keys"
 )
@@ -135,5 +138,88 @@ func TestExamplePolicies(t *testing.T) {
 				t.Fatal("template has no key placeholders")
 			}
 		})
+	}
+}
+
+// TestFillScript runs examples/policies/fill.sh, as docs/policy.md tells
+// users to, with the real cloister binary and fresh key files, and checks
+// the policy it writes validates and names those keys.
+func TestFillScript(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the cloister binary; skipped with -short")
+	}
+	for _, tool := range []string{"sh", "sed", "grep", "sha256sum"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed; fill.sh needs it", tool)
+		}
+	}
+	root := repoRoot(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "cloister")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/cloister")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building cloister: %v\n%s", err, out)
+	}
+	keyDir := filepath.Join(dir, "keys")
+	os.Mkdir(keyDir, 0o700)
+	loaded := map[string]*keys.PrivateKey{}
+	for _, n := range []string{"alice", "bob", "carol", "dave", "node"} {
+		k, err := keys.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := k.Save(filepath.Join(keyDir, n+".key")); err != nil {
+			t.Fatal(err)
+		}
+		loaded[n] = k
+	}
+	cmd := exec.CommandContext(ctx, "sh", filepath.Join(root, "examples", "policies", "fill.sh"),
+		filepath.Join(root, "examples", "policies", "psi-sum.template.json"), keyDir)
+	cmd.Env = append(os.Environ(), "CLOISTER="+bin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fill.sh: %v\n%s", err, stderr.String())
+	}
+	p, err := Parse(out)
+	if err != nil {
+		t.Fatalf("fill.sh output: %v\n%s", err, out)
+	}
+	for n, k := range loaded {
+		if n == "node" {
+			if !strings.Contains(string(out), `"`+k.Public().SigningString()+`"`) {
+				t.Fatal("node platform key missing")
+			}
+			continue
+		}
+		pr, ok := p.PrincipalBySigningKey(k.Public().Signing)
+		if !ok || pr.ID != n {
+			t.Fatalf("principal %s not found by its key", n)
+		}
+	}
+	if pr, _ := p.Principal("dave"); pr.SealingKey != loaded["dave"].Public().SealingString() {
+		t.Fatal("dave's sealing key was not filled in")
+	}
+	// The program hash is the committed module's, as in psi-sum.json.
+	want, err := Load(filepath.Join(root, "examples", "policies", "psi-sum.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Programs[0].SHA256 != want.Programs[0].SHA256 {
+		t.Fatal("program hash differs from the committed example's")
+	}
+
+	// A missing key file is reported with the command that creates it.
+	os.Remove(filepath.Join(keyDir, "carol.key"))
+	cmd = exec.CommandContext(ctx, "sh", filepath.Join(root, "examples", "policies", "fill.sh"),
+		filepath.Join(root, "examples", "policies", "psi-sum.template.json"), keyDir)
+	cmd.Env = append(os.Environ(), "CLOISTER="+bin)
+	msg, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "key new --out "+keyDir+"/carol.key") {
+		t.Fatalf("missing key: %v\n%s", err, msg)
 	}
 }
