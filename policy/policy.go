@@ -34,7 +34,9 @@ const (
 var Roles = []Role{RoleProgramProvider, RoleDataProvider, RoleResultReader}
 
 // Policy is one parsed policy document. Treat it as read-only after Parse:
-// Canonical and Hash describe the document that was parsed.
+// Canonical and Hash describe the document that was parsed, not later edits
+// of the fields. Its methods only read, so a parsed Policy may be shared by
+// goroutines.
 type Policy struct {
 	Version    int         `json:"version"`
 	Name       string      `json:"name"`
