@@ -1,0 +1,380 @@
+package kernels
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/bench/kernels/kernel"
+	"github.com/cloisterhq/cloister/isolate"
+)
+
+// spec is one kernel with its benchmark size (native Go takes roughly
+// 50–150 ms on the reference machine) and a small size for the agreement
+// test.
+type spec struct {
+	name           string
+	size, testSize int
+	native         func(n int) uint64
+}
+
+var specs = []spec{
+	{"none", 0, 0, func(int) uint64 { return 0 }}, // start-up cost only
+	{"intloop", 50_000_000, 100_000, kernel.IntLoop},
+	{"matmul", 300, 40, kernel.MatMul},
+	{"sha256", 64, 2, kernel.SHA256}, // MiB hashed
+	{"sort", 500_000, 5_000, kernel.Sort},
+	{"json", 20_000, 500, nil}, // records; native parses a prepared document
+}
+
+// env is everything built once per test binary.
+type env struct {
+	dir            string
+	goWasm         []byte
+	cWasm, cNative string // paths; "" when the compiler is missing
+	cWasmBytes     []byte
+	node           string // path of node; "" when missing
+	inproc, jailed *isolate.Runtime
+	docs           map[int]string // JSON records → directory holding doc.json
+	mu             sync.Mutex
+}
+
+var (
+	setupOnce sync.Once
+	shared    *env
+	setupErr  error
+)
+
+func TestMain(m *testing.M) {
+	if isolate.IsWorker() {
+		os.Exit(isolate.WorkerMain())
+	}
+	code := m.Run()
+	if shared != nil {
+		shared.inproc.Close()
+		if shared.jailed != nil {
+			shared.jailed.Close()
+		}
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
+func setup(tb testing.TB) *env {
+	tb.Helper()
+	setupOnce.Do(func() { shared, setupErr = build() })
+	if setupErr != nil {
+		tb.Fatal(setupErr)
+	}
+	return shared
+}
+
+func build() (*env, error) {
+	dir, err := os.MkdirTemp("", "cloister-kernels-")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{dir: dir, docs: map[int]string{}}
+	goOut := filepath.Join(dir, "guest.wasm")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", goOut, "./guest")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building the Go guest: %v\n%s", err, out)
+	}
+	if e.goWasm, err = os.ReadFile(goOut); err != nil {
+		return nil, err
+	}
+	if clang, err := exec.LookPath("clang"); err == nil {
+		e.cWasm = filepath.Join(dir, "kernels-c.wasm")
+		args := []string{"--target=wasm32-wasi", "-O2", "-o", e.cWasm, "c/kernels.c"}
+		if _, err := os.Stat("/usr/share/wasi-sysroot"); err == nil {
+			args = append([]string{"--sysroot=/usr/share/wasi-sysroot"}, args...)
+		}
+		if out, err := exec.Command(clang, args...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("clang for wasm32-wasi (install clang lld wasi-libc libclang-rt-14-dev-wasm32): %v\n%s", err, out)
+		}
+		if e.cWasmBytes, err = os.ReadFile(e.cWasm); err != nil {
+			return nil, err
+		}
+	}
+	if gcc, err := exec.LookPath("gcc"); err == nil {
+		e.cNative = filepath.Join(dir, "kernels-c")
+		if out, err := exec.Command(gcc, "-O2", "-o", e.cNative, "c/kernels.c").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("gcc: %v\n%s", err, out)
+		}
+	}
+	if node, err := exec.LookPath("node"); err == nil {
+		e.node = node
+	}
+	if e.inproc, err = isolate.New(context.Background(), isolate.Options{
+		DataDir: filepath.Join(dir, "data"), InProcess: true, InProcessNoCancel: true,
+	}); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// jailedRuntime starts the jailed runtime on first use: the agreement test
+// does not need it.
+func (e *env) jailedRuntime(tb testing.TB) *isolate.Runtime {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.jailed == nil {
+		rt, err := isolate.New(context.Background(), isolate.Options{DataDir: filepath.Join(e.dir, "data"), WarmWorkers: 1})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		e.jailed = rt
+	}
+	return e.jailed
+}
+
+// doc returns the directory holding doc.json with n records, and the
+// document itself.
+func (e *env) doc(tb testing.TB, n int) (string, []byte) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d := kernel.JSONDoc(n)
+	if dir, ok := e.docs[n]; ok {
+		return dir, d
+	}
+	dir := filepath.Join(e.dir, "input-"+strconv.Itoa(n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "doc.json"), d, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	e.docs[n] = dir
+	return dir, d
+}
+
+// nativeGo runs the kernel in this process.
+func nativeGo(tb testing.TB, e *env, s spec, n int) uint64 {
+	if s.name == "json" {
+		_, d := e.doc(tb, n)
+		sum, err := kernel.JSONParse(d)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return sum
+	}
+	return s.native(n)
+}
+
+func parseSum(tb testing.TB, who string, out []byte) uint64 {
+	tb.Helper()
+	v, err := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		tb.Fatalf("%s: output %q is not a checksum", who, out)
+	}
+	return v
+}
+
+// inIsolate runs the module once through rt and returns its checksum.
+func inIsolate(tb testing.TB, e *env, rt *isolate.Runtime, wasm []byte, s spec, n int) uint64 {
+	cfg := &isolate.Config{
+		Module: wasm, Args: []string{s.name, strconv.Itoa(n)},
+		Memory: 1 << 30, Timeout: 10 * time.Minute,
+	}
+	if s.name == "json" {
+		_, d := e.doc(tb, n)
+		cfg.Inputs = []isolate.Input{{Name: "doc.json", Data: d}}
+	}
+	res, err := rt.Run(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if res.Report.Outcome != isolate.OutcomeExited || res.Report.ExitCode != 0 {
+		tb.Fatalf("%s in isolate: outcome %s, exit %d, %s, stderr %q", s.name, res.Report.Outcome, res.Report.ExitCode, res.Report.Error, res.Stderr)
+	}
+	return parseSum(tb, "isolate", res.Stdout)
+}
+
+// nativeC runs the gcc-built program once (a process per run, as a native
+// program would be started).
+func nativeC(tb testing.TB, e *env, s spec, n int) uint64 {
+	args := []string{s.name, strconv.Itoa(n)}
+	if s.name == "json" {
+		dir, _ := e.doc(tb, n)
+		args = append(args, filepath.Join(dir, "doc.json"))
+	}
+	out, err := exec.Command(e.cNative, args...).Output()
+	if err != nil {
+		tb.Fatalf("native C %s: %v", s.name, err)
+	}
+	return parseSum(tb, "native C", out)
+}
+
+// underNode runs the module iterations times in one node process and
+// returns the time the iterations took (node's own start-up and the
+// module's compilation excluded) and the checksum every iteration printed.
+func underNode(tb testing.TB, e *env, wasmPath string, s spec, n, iterations int) (time.Duration, uint64) {
+	outFile := filepath.Join(tb.TempDir(), "stdout")
+	input := "-"
+	if s.name == "json" {
+		input, _ = e.doc(tb, n)
+	}
+	cmd := exec.Command(e.node, "--no-warnings", "node/run.mjs", wasmPath, strconv.Itoa(iterations), outFile, input, s.name, strconv.Itoa(n))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatalf("node %s: %v\n%s", s.name, err, stderr.Bytes())
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		tb.Fatalf("node: timing %q", out)
+	}
+	lines, err := os.ReadFile(outFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fields := strings.Fields(string(lines))
+	if len(fields) != iterations {
+		tb.Fatalf("node: %d checksums for %d iterations", len(fields), iterations)
+	}
+	sum := parseSum(tb, "node", []byte(fields[0]))
+	for _, f := range fields[1:] {
+		if f != fields[0] {
+			tb.Fatalf("node: iterations disagree: %v", fields)
+		}
+	}
+	return time.Duration(ns), sum
+}
+
+func (e *env) goWasmPath() string { return filepath.Join(e.dir, "guest.wasm") }
+
+// TestKernelsAgree runs every implementation at a small size and requires
+// native Go's checksum from each: the benchmark compares equal work only.
+func TestKernelsAgree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the Go guest and the C programs; skipped with -short")
+	}
+	e := setup(t)
+	if e.cWasm == "" {
+		t.Log("clang absent: C-as-Wasm rows not checked")
+	}
+	if e.cNative == "" {
+		t.Log("gcc absent: native C rows not checked")
+	}
+	if e.node == "" {
+		t.Log("node absent: Node.js rows not checked")
+	}
+	for _, s := range specs {
+		want := nativeGo(t, e, s, s.testSize)
+		check := func(who string, got uint64) {
+			if got != want {
+				t.Errorf("%s %s(%d) = %d, native Go %d", who, s.name, s.testSize, got, want)
+			}
+		}
+		check("Go wasm (wazero)", inIsolate(t, e, e.inproc, e.goWasm, s, s.testSize))
+		if e.cWasm != "" {
+			check("C wasm (wazero)", inIsolate(t, e, e.inproc, e.cWasmBytes, s, s.testSize))
+		}
+		if e.cNative != "" {
+			check("native C", nativeC(t, e, s, s.testSize))
+		}
+		if e.node != "" {
+			_, got := underNode(t, e, e.goWasmPath(), s, s.testSize, 1)
+			check("Go wasm (node)", got)
+			if e.cWasm != "" {
+				_, got = underNode(t, e, e.cWasm, s, s.testSize, 1)
+				check("C wasm (node)", got)
+			}
+		}
+	}
+}
+
+// BenchmarkKernel/KERNEL/RUNNER: one run of the kernel per iteration.
+// RUNNER is native-go (a function call), wasm-go (Go guest, in-process
+// wazero, compiled module cached), wasm-go-jailed (same through the jailed
+// worker from a warm pool of one), wasm-go-node (same .wasm under Node.js
+// WASI, fresh instance per iteration, compile excluded), native-c (gcc -O2
+// binary, one process per run), wasm-c (clang -O2 for wasm32-wasi, wazero)
+// and wasm-c-node.
+func BenchmarkKernel(b *testing.B) {
+	e := setup(b)
+	for _, s := range specs {
+		want := nativeGo(b, e, s, s.size)
+		check := func(b *testing.B, got uint64) {
+			if got != want {
+				b.Fatalf("checksum %d, native Go %d", got, want)
+			}
+		}
+		b.Run(s.name+"/native-go", func(b *testing.B) {
+			var d []byte
+			if s.name == "json" {
+				_, d = e.doc(b, s.size)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if d != nil {
+					sum, _ := kernel.JSONParse(d)
+					check(b, sum)
+				} else {
+					check(b, s.native(s.size))
+				}
+			}
+		})
+		b.Run(s.name+"/wasm-go", func(b *testing.B) {
+			inIsolate(b, e, e.inproc, e.goWasm, s, 0) // fill the compilation cache
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				check(b, inIsolate(b, e, e.inproc, e.goWasm, s, s.size))
+			}
+		})
+		b.Run(s.name+"/wasm-go-jailed", func(b *testing.B) {
+			rt := e.jailedRuntime(b)
+			inIsolate(b, e, rt, e.goWasm, s, 0)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				check(b, inIsolate(b, e, rt, e.goWasm, s, s.size))
+			}
+		})
+		b.Run(s.name+"/wasm-go-node", func(b *testing.B) {
+			if e.node == "" {
+				b.Skip("node not installed")
+			}
+			d, got := underNode(b, e, e.goWasmPath(), s, s.size, b.N)
+			check(b, got)
+			b.ReportMetric(float64(d.Nanoseconds())/float64(b.N), "ns/op")
+		})
+		b.Run(s.name+"/native-c", func(b *testing.B) {
+			if e.cNative == "" {
+				b.Skip("gcc not installed")
+			}
+			e.doc(b, s.size)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				check(b, nativeC(b, e, s, s.size))
+			}
+		})
+		b.Run(s.name+"/wasm-c", func(b *testing.B) {
+			if e.cWasm == "" {
+				b.Skip("clang not installed")
+			}
+			inIsolate(b, e, e.inproc, e.cWasmBytes, s, 0)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				check(b, inIsolate(b, e, e.inproc, e.cWasmBytes, s, s.size))
+			}
+		})
+		b.Run(s.name+"/wasm-c-node", func(b *testing.B) {
+			if e.node == "" || e.cWasm == "" {
+				b.Skip("node or clang not installed")
+			}
+			d, got := underNode(b, e, e.cWasm, s, s.size, b.N)
+			check(b, got)
+			b.ReportMetric(float64(d.Nanoseconds())/float64(b.N), "ns/op")
+		})
+	}
+}
