@@ -101,21 +101,20 @@ const (
 func (g *guestFS) resolve(p string) (kind, string) {
 	var stack []string
 	for _, c := range strings.Split(p, "/") {
-		switch c {
-		case "", ".":
+		if c == "" || c == "." {
 			continue
-		case "..":
+		}
+		switch {
+		case len(stack) == 2:
+			// Below /input/NAME or /output/NAME: those are files.
+			return kNotDir, ""
+		case c == "..":
 			if len(stack) > 0 {
 				stack = stack[:len(stack)-1]
 			}
 			continue
-		}
-		switch {
 		case len(stack) == 1 && stack[0] != "input" && stack[0] != "output":
 			return kNone, "" // below a name that does not exist
-		case len(stack) == 2:
-			// Below /input/NAME or /output/NAME: those are files.
-			return kNotDir, ""
 		}
 		stack = append(stack, c)
 	}

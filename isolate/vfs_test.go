@@ -1,0 +1,110 @@
+package isolate
+
+import (
+	"io/fs"
+	"testing"
+
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+)
+
+func newTestFS(maxBytes int64, maxFiles int) *guestFS {
+	return newGuestFS(map[string][]byte{"in": []byte("input bytes")}, maxBytes, maxFiles, func() int64 { return 42 })
+}
+
+func TestGuestFSResolve(t *testing.T) {
+	g := newTestFS(10, 2)
+	for _, tc := range []struct {
+		path string
+		want experimentalsys.Errno
+	}{
+		{"", 0}, {".", 0}, {"input", 0}, {"output", 0}, {"input/in", 0}, {"input/../input/in", 0},
+		{"../../input/in", 0}, {"input/in/..", experimentalsys.ENOTDIR}, {"input/in/x", experimentalsys.ENOTDIR},
+		{"input/missing", experimentalsys.ENOENT}, {"etc/passwd", experimentalsys.ENOENT},
+		{"etc/../input/in", 0}, {"proc/self/environ", experimentalsys.ENOENT},
+	} {
+		if _, errno := g.Stat(tc.path); errno != tc.want {
+			t.Errorf("Stat(%q) = %v, want %v", tc.path, errno, tc.want)
+		}
+	}
+}
+
+func TestGuestFSLimits(t *testing.T) {
+	g := newTestFS(10, 2)
+	f, errno := g.OpenFile("output/a", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	if n, errno := f.Write([]byte("123456")); n != 6 || errno != 0 {
+		t.Fatalf("write: %d %v", n, errno)
+	}
+	// 4 bytes of budget left: a 6-byte write is cut to 4, the next fails.
+	if n, errno := f.Write([]byte("abcdef")); n != 4 || errno != 0 {
+		t.Fatalf("partial write: %d %v", n, errno)
+	}
+	if n, errno := f.Write([]byte("x")); n != 0 || errno != errOutputLimit {
+		t.Fatalf("write past the limit: %d %v", n, errno)
+	}
+	// Overwriting in place costs nothing.
+	if n, errno := f.Pwrite([]byte("zz"), 0); n != 2 || errno != 0 {
+		t.Fatalf("pwrite in place: %d %v", n, errno)
+	}
+	// A sparse write far beyond the end is refused outright.
+	if _, errno := f.Pwrite([]byte("y"), 1000); errno != errOutputLimit {
+		t.Fatalf("sparse write: %v", errno)
+	}
+	if errno := f.Truncate(100); errno != errOutputLimit {
+		t.Fatalf("truncate up: %v", errno)
+	}
+	if _, errno := g.OpenFile("output/b", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != 0 {
+		t.Fatal(errno)
+	}
+	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != errOutputLimit {
+		t.Fatalf("third file: %v", errno)
+	}
+	// Removing a file returns its bytes and its slot.
+	if errno := g.Unlink("output/a"); errno != 0 {
+		t.Fatal(errno)
+	}
+	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != 0 {
+		t.Fatalf("after unlink: %v", errno)
+	}
+	outs, limited := g.collect()
+	if len(outs) != 2 || outs[0].Name != "b" || outs[1].Name != "c" || !limited || g.used != 0 {
+		t.Fatalf("collect: %v limited=%v used=%d", outs, limited, g.used)
+	}
+}
+
+func TestGuestFSReadOnlyInput(t *testing.T) {
+	g := newTestFS(10, 2)
+	for _, flag := range []experimentalsys.Oflag{experimentalsys.O_WRONLY, experimentalsys.O_RDWR, experimentalsys.O_TRUNC, experimentalsys.O_APPEND, experimentalsys.O_CREAT} {
+		if _, errno := g.OpenFile("input/in", flag, 0); errno != experimentalsys.EROFS {
+			t.Errorf("open input with %v: %v, want EROFS", flag, errno)
+		}
+	}
+	if _, errno := g.OpenFile("input/new", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0); errno != experimentalsys.EROFS {
+		t.Errorf("create in input: %v", errno)
+	}
+	if _, errno := g.OpenFile("newfile", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0); errno != experimentalsys.EROFS {
+		t.Errorf("create in root: %v", errno)
+	}
+	f, errno := g.OpenFile("input/in", experimentalsys.O_RDONLY, 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	if _, errno := f.Write([]byte("x")); errno != experimentalsys.EBADF {
+		t.Errorf("write on a read-only descriptor: %v", errno)
+	}
+	buf := make([]byte, 5)
+	if n, _ := f.Pread(buf, 6); string(buf[:n]) != "bytes" {
+		t.Errorf("pread: %q", buf[:n])
+	}
+	for name, errno := range map[string]experimentalsys.Errno{
+		"unlink": g.Unlink("input/in"), "rename": g.Rename("input/in", "output/x"),
+		"mkdir": g.Mkdir("input/d", fs.ModeDir), "symlink": g.Symlink("/etc/passwd", "output/l"),
+		"link": g.Link("input/in", "output/l"), "rmdir": g.Rmdir("input"),
+	} {
+		if errno == 0 {
+			t.Errorf("%s on input succeeded", name)
+		}
+	}
+}
