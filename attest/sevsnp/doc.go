@@ -22,8 +22,8 @@
 //     its issuer match) must not be on it.
 //
 // An ARK is trusted only if it is one of the roots: AMD's published ARKs
-// for Milan, Genoa and Turin (built in, as embedded by go-sev-guest) unless
-// VerifyOptions.ReplaceRoots, plus VerifyOptions.Roots. An ARK found in the
+// for Milan and Genoa (package roots) and Turin (as go-sev-guest embeds
+// it), unless VerifyOptions.ReplaceRoots, plus VerifyOptions.Roots. An ARK found in the
 // collateral is used only when it equals a trusted root. ASKs from the
 // collateral are intermediates and must chain to a trusted ARK.
 //
