@@ -189,6 +189,12 @@ func registeredLocked() []Class {
 
 // Verify looks up the verifier for ev.Class and runs it.
 func Verify(ctx context.Context, ev *Evidence, opts VerifyOptions) (*Claims, error) {
+	if ev == nil {
+		return nil, fmt.Errorf("%w: no evidence", ErrMalformed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	v, err := VerifierFor(ev.Class)
 	if err != nil {
 		return nil, err
