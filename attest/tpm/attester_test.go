@@ -4,13 +4,21 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"io"
+	"math/big"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
@@ -159,5 +167,57 @@ func TestOpenMissingDevice(t *testing.T) {
 	}
 	if _, err := os.Stat("/dev/tpmrm0"); err == nil {
 		t.Log("this machine has /dev/tpmrm0")
+	}
+}
+
+func TestAKCertificateTrust(t *testing.T) {
+	rwc := openSW(t, startTPM(t))
+	m := sha256.Sum256([]byte("runtime"))
+	probe, err := NewAttester(rwc, WithMeasurement(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, _ := probe.AK()
+	probe.Close()
+
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "AK enrolment CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	issue := func(pub crypto.PublicKey) []byte {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node-1 AK"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var rd [attest.ReportDataSize]byte
+	for name, tc := range map[string]struct {
+		cert  []byte
+		roots []*x509.Certificate
+		want  error
+	}{
+		"certified AK":         {issue(ak.Key), []*x509.Certificate{ca}, nil},
+		"certificate, no root": {issue(ak.Key), nil, attest.ErrUntrustedSigner},
+		"other key certified":  {issue(&other.PublicKey), []*x509.Certificate{ca}, attest.ErrChain},
+	} {
+		a, err := NewAttester(rwc, WithMeasurement(m), WithAKCertificate(tc.cert))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := a.Attest(context.Background(), rd)
+		a.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := verifyTPM(ev.Data, attest.VerifyOptions{Roots: tc.roots})
+		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+		if tc.want == nil && err == nil && !strings.Contains(c.Signer, "node-1 AK") {
+			t.Errorf("%s: signer %q", name, c.Signer)
+		}
 	}
 }
