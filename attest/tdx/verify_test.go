@@ -186,3 +186,25 @@ func parseRoots(pemData []byte) ([]*x509.Certificate, error) {
 	}
 	return out, nil
 }
+
+// TestPCSCollateralThroughDCAP converts go-tdx-guest's sample PCS
+// responses into DCAP collateral and verifies the v4 quote with package
+// dcap: both implementations must reach the same verdict.
+func TestPCSCollateralThroughDCAP(t *testing.T) {
+	p, err := parsePCSCollateral(pcsItems(t, "sample_tcbInfo_response"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := p.toDCAP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if col.TCBInfo.FMSPC != "50806f000000" || col.QEIdentity.ID != "TD_QE" {
+		t.Errorf("converted collateral: fmspc %s QE %s", col.TCBInfo.FMSPC, col.QEIdentity.ID)
+	}
+	q := read(t, "attestation/tdx/tdx_prod_quote_SPR_E4.dat")
+	_, err = dcap.Verify(q, col, attest.VerifyOptions{Now: at2023})
+	if !errors.Is(err, attest.ErrTCB) || !strings.Contains(err.Error(), "no matching TCB level found") {
+		t.Fatalf("dcap on PCS collateral: err = %v, want ErrTCB no matching TCB level found", err)
+	}
+}
