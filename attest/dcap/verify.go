@@ -45,7 +45,9 @@ type Result struct {
 //   - the quote signature over header and body by the attestation key.
 //
 // With collateral it also checks both CRLs (signatures, windows, the PCK
-// and its CA not revoked), the TCB info and QE identity (signing chain to
+// and its CA not revoked; the PCK CRL is checked against the CA that the
+// verified PCK chain names, so pck_crl_issuer_chain is parsed but not
+// needed), the TCB info and QE identity (signing chain to
 // the same root, ECDSA signature over the exact JSON text, issueDate ≤ now
 // ≤ nextUpdate), that the QE is Intel's (MRSIGNER, ISVPRODID, masked
 // MISCSELECT and attributes), the FMSPC and PCE ID, and derives the TCB
