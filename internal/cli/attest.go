@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/cloisterhq/cloister/attest"
 	_ "github.com/cloisterhq/cloister/attest/all"
+	"github.com/cloisterhq/cloister/attest/ear"
 	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/attest/tpm"
 	"github.com/cloisterhq/cloister/keys"
@@ -47,6 +49,8 @@ type verifyFlags struct {
 	reportData   string
 	allowDebug   bool
 	json         bool
+	earOut       string
+	earKey       string
 }
 
 func newAttestVerifyCmd() *cobra.Command {
@@ -69,13 +73,20 @@ makes the --trust-root certificates the only roots.
 
 Debug-mode isolates are refused unless --allow-debug is given.
 
+--ear-out FILE --ear-key KEY additionally writes, when verification
+succeeds, an EAR attestation result (a JWT, profile
+tag:github.com,2023:veraison/ear) signed with KEY, so that parties who
+trust this verifier's key can rely on the result without verifying the
+evidence themselves.
+
 Exit status: 0 verified; 1 verification failed (reason on stderr; with
 --json {"verified": false, "error": "..."} on stdout); 2 unreadable input,
 unknown format or bad usage.`,
 		Example: `  cloister attest verify report.bin --collateral vcek.der --report-data 0102030405
   cloister attest verify nitro_attestation.b64 --at 2024-09-07T14:37:39.545Z
   cloister attest verify token.jwt --class ear --trust-root verifier.jwk.json --json
-  cloister attest verify ev.json --trust-root platform.pub`,
+  cloister attest verify ev.json --trust-root platform.pub
+  cloister attest verify doc.cbor --ear-key verifier.pem --ear-out result.jwt`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runAttestVerify(cmd, f, args[0])
@@ -91,6 +102,8 @@ unknown format or bad usage.`,
 	fl.StringVar(&f.reportData, "report-data", "", "required report data (hex; a shorter value must match the prefix, the rest zero)")
 	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept evidence from debug-enabled isolates")
 	fl.BoolVar(&f.json, "json", false, "print the claims as JSON")
+	fl.StringVar(&f.earOut, "ear-out", "", "after verifying, write an EAR attestation result (JWT) here, signed with --ear-key")
+	fl.StringVar(&f.earKey, "ear-key", "", "verifier signing key for --ear-out (PEM PKCS#8/EC, or a private JWK; P-256, P-384 or Ed25519)")
 	return cmd
 }
 
@@ -205,6 +218,19 @@ func runAttestVerify(cmd *cobra.Command, f *verifyFlags, file string) error {
 	if f.replaceRoots && len(opts.Roots) == 0 {
 		return usage("--replace-roots needs at least one --trust-root certificate")
 	}
+	var earSigner crypto.Signer
+	if (f.earOut == "") != (f.earKey == "") {
+		return usage("--ear-out and --ear-key go together")
+	}
+	if f.earKey != "" {
+		b, err := os.ReadFile(f.earKey)
+		if err != nil {
+			return usage("--ear-key: %v", err)
+		}
+		if earSigner, err = ear.ParseSigningKey(b); err != nil {
+			return usage("--ear-key %s: %v", f.earKey, err)
+		}
+	}
 
 	raw, err := readInput(cmd, file)
 	if err != nil {
@@ -244,6 +270,23 @@ func runAttestVerify(cmd *cobra.Command, f *verifyFlags, file string) error {
 			return fail(ExitUsage, fmt.Errorf("%s: %w", file, err))
 		}
 		return fail(ExitFailure, fmt.Errorf("%s: %s evidence not verified: %w", file, ev.Class, err))
+	}
+	if earSigner != nil {
+		now := opts.Time()
+		res := &ear.Result{
+			VerifierID: ear.VerifierID{Build: "cloister attest verify", Developer: "cloister"},
+			Submods:    map[string]ear.Submod{string(claims.Class): ear.AppraiseClaims(claims, nil, false)},
+		}
+		if ref.Nonce != nil {
+			res.Nonce = ear.NonceString(ref.Nonce)
+		}
+		tok, err := ear.Issue(res, earSigner, now)
+		if err != nil {
+			return fail(ExitFailure, err)
+		}
+		if err := writeFileAtomic(f.earOut, []byte(tok+"\n"), 0o644); err != nil {
+			return fail(ExitFailure, fmt.Errorf("--ear-out: %w", err))
+		}
 	}
 	cj := toClaimsJSON(claims)
 	if f.json {

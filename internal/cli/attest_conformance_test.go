@@ -193,3 +193,29 @@ func TestAttestVerifyConformance(t *testing.T) {
 		}
 	}
 }
+
+// TestAttestVerifyIssuesEAR verifies a real Nitro document, issues an EAR
+// for it, and verifies that EAR with the verifier's public key.
+func TestAttestVerifyIssuesEAR(t *testing.T) {
+	base := conformanceDir(t)
+	out := filepath.Join(t.TempDir(), "result.jwt")
+	code, _, stderr := runCLI(t, "attest", "verify", filepath.Join(base, "nitro/nitrite/nitro_attestation.b64"), "--at", "2024-09-07T14:37:39.545Z",
+		"--ear-key", filepath.Join(base, "ear/skey.json"), "--ear-out", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, "attest", "verify", out, "--trust-root", filepath.Join(base, "ear/pkey.json"), "--at", "2024-09-07T14:37:40Z", "--json")
+	if code != 0 {
+		t.Fatalf("EAR: exit %d: %s", code, stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["class"] != "ear" || got["tcb_status"] != "affirming" || !strings.HasPrefix(got["measurement"].(string), "e72a46ca") || got["hardware_protected"] != true {
+		t.Fatalf("EAR claims: %s", stdout)
+	}
+	if code, _, _ := runCLI(t, "attest", "verify", filepath.Join(base, "nitro/nitrite/nitro_attestation.b64"), "--ear-out", out); code != 2 {
+		t.Fatalf("--ear-out without --ear-key: exit %d", code)
+	}
+}
