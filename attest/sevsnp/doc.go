@@ -31,7 +31,8 @@
 // attest.ErrDebug unless VerifyOptions.AllowDebug; Claims.Debug is set from
 // that bit either way. SEV-SNP has no TCB status: Claims.TCBStatus is empty
 // and the reported TCB components are in Claims.SVN ("bootloader", "tee",
-// "snp", "microcode", and "guest_svn").
+// "snp", "microcode", and "guest_svn"; Turin reports, recognised by their
+// CPUID field, add "fmc" and use Turin's TCB_VERSION layout).
 //
 // This package does not judge measurements or report data: attest.Validate
 // does that with the Claims. The Attester runs only inside an SEV-SNP

@@ -284,7 +284,7 @@ func checkCRLs(crls []*x509.RevocationList, arks []*x509.Certificate, ek, ask *x
 }
 
 func claimsOf(r *spb.Report, policy abi.SnpPolicy, ek *x509.Certificate, warnings []string) *attest.Claims {
-	tcb := kds.DecomposeTCBVersion(kds.TCBVersion(r.GetReportedTcb()))
+	svn := svnOf(r)
 	if policy.SMT {
 		warnings = append(warnings, "guest policy allows SMT (simultaneous multithreading)")
 	}
@@ -309,13 +309,7 @@ func claimsOf(r *spb.Report, policy abi.SnpPolicy, ek *x509.Certificate, warning
 		HardwareProtected: true,
 		Debug:             policy.Debug,
 		Advisories:        []string{},
-		SVN: map[string]uint64{
-			"bootloader": uint64(tcb.BlSpl),
-			"tee":        uint64(tcb.TeeSpl),
-			"snp":        uint64(tcb.SnpSpl),
-			"microcode":  uint64(tcb.UcodeSpl),
-			"guest_svn":  uint64(r.GetGuestSvn()),
-		},
+		SVN:      svn,
 		Signer:   ek.Subject.CommonName + " " + hex.EncodeToString(r.GetChipId()[:8]),
 		Warnings: warnings,
 		Extra: map[string]any{
@@ -328,4 +322,26 @@ func claimsOf(r *spb.Report, policy abi.SnpPolicy, ek *x509.Certificate, warning
 			"firmware":      fmt.Sprintf("%d.%d build %d", r.GetCurrentMajor(), r.GetCurrentMinor(), r.GetCurrentBuild()),
 		},
 	}
+}
+
+// svnOf splits REPORTED_TCB into its components. Turin (known from the
+// CPUID family/model in v3+ reports) lays TCB_VERSION out differently:
+// FMC, bootloader, TEE and SNP in bytes 0–3, microcode in byte 7.
+func svnOf(r *spb.Report) map[string]uint64 {
+	tcb := r.GetReportedTcb()
+	out := map[string]uint64{"guest_svn": uint64(r.GetGuestSvn())}
+	if fms := r.GetCpuid1EaxFms(); fms != 0 && kds.ProductLineFromFms(fms) == "Turin" {
+		out["fmc"] = tcb & 0xff
+		out["bootloader"] = (tcb >> 8) & 0xff
+		out["tee"] = (tcb >> 16) & 0xff
+		out["snp"] = (tcb >> 24) & 0xff
+		out["microcode"] = tcb >> 56
+		return out
+	}
+	parts := kds.DecomposeTCBVersion(kds.TCBVersion(tcb))
+	out["bootloader"] = uint64(parts.BlSpl)
+	out["tee"] = uint64(parts.TeeSpl)
+	out["snp"] = uint64(parts.SnpSpl)
+	out["microcode"] = uint64(parts.UcodeSpl)
+	return out
 }

@@ -6,11 +6,15 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-sev-guest/abi"
+	spb "github.com/google/go-sev-guest/proto/sevsnp"
 
 	"github.com/cloisterhq/cloister/attest"
 )
@@ -93,8 +97,9 @@ func TestConformanceMilanReport(t *testing.T) {
 	if c.TCBStatus != "" || len(c.Advisories) != 0 {
 		t.Errorf("tcb status %q advisories %v", c.TCBStatus, c.Advisories)
 	}
-	if _, ok := c.SVN["snp"]; !ok {
-		t.Errorf("svn = %v", c.SVN)
+	// REPORTED_TCB 0x4405000000000002: bootloader 2, TEE 0, SNP 5, microcode 0x44.
+	if want := map[string]uint64{"bootloader": 2, "tee": 0, "snp": 5, "microcode": 0x44, "guest_svn": 0}; !maps.Equal(c.SVN, want) {
+		t.Errorf("svn = %v, want %v", c.SVN, want)
 	}
 	if err := attest.Validate(c, attest.ReferenceValues{AllowDebug: true, ReportData: []byte{1, 2, 3, 4, 5}, Measurements: [][]byte{c.Measurement}}, at2024); err != nil {
 		t.Errorf("validate: %v", err)
@@ -183,5 +188,14 @@ func BenchmarkVerifyMilan(b *testing.B) {
 		if _, err := (Verifier{}).Verify(context.Background(), ev, opts); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestTurinTCBLayout(t *testing.T) {
+	// Turin: FMC, bootloader, TEE, SNP in bytes 0-3, microcode in byte 7.
+	r := &spb.Report{ReportedTcb: 0x4800000004030201, Cpuid1EaxFms: abi.FmsToCpuid1Eax(0x1a, 0x02, 0x01), GuestSvn: 3}
+	want := map[string]uint64{"fmc": 1, "bootloader": 2, "tee": 3, "snp": 4, "microcode": 0x48, "guest_svn": 3}
+	if got := svnOf(r); !maps.Equal(got, want) {
+		t.Errorf("svnOf(Turin) = %v, want %v", got, want)
 	}
 }
