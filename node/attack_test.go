@@ -122,32 +122,44 @@ func TestAttackSecondUploadOfInput(t *testing.T) {
 
 func TestAttackReaderNotInPolicy(t *testing.T) {
 	s := newScenario(t)
-	tn, _, as, _ := setup(t, s)
-	s.provision(t, as)
+	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
+	wasm := readTestdata(t, "sum.wasm")
+	doc := s.sumPolicy(t, tn.platformKey(), "sum.wasm", wasm)
+	c := dial(t, tn)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	id, err := c.CreateSession(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := c.Attest(ctx, id, mustParse(t, doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as.CloseIdleConnections()
+	s.provisionSum(t, as, "sum.wasm", wasm)
 	if _, err := as.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// The SDK refuses to sign for a key the policy does not list.
 	mallory := newParty(t, "mallory")
-	if _, err := as.Result(ctx, mallory.key, "result.json"); !errors.Is(err, client.ErrNotPrincipal) {
+	if _, err := as.Result(ctx, mallory.key, "sum"); !errors.Is(err, client.ErrNotPrincipal) {
 		t.Fatalf("SDK with a stranger's key: %v, want ErrNotPrincipal", err)
 	}
 	raw := newRawSession(t, tn, as.ID(), as.PolicyHash())
 	// A stranger naming herself.
-	_, err := raw.svc.GetResult(ctx, connect.NewRequest(&cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "result.json",
-		Auth: raw.sign(t, mallory.key, "mallory", protocol.OpGetResult, "result.json", nil)}))
+	_, err = raw.svc.GetResult(ctx, connect.NewRequest(&cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "sum",
+		Auth: raw.sign(t, mallory.key, "mallory", protocol.OpGetResult, "sum", nil)}))
 	wantRefusal(t, err, connect.CodePermissionDenied, "signed-by-principal", "mallory")
 	// A stranger claiming to be dave.
-	_, err = raw.svc.GetResult(ctx, connect.NewRequest(&cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "result.json",
-		Auth: raw.sign(t, mallory.key, "dave", protocol.OpGetResult, "result.json", nil)}))
+	_, err = raw.svc.GetResult(ctx, connect.NewRequest(&cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "sum",
+		Auth: raw.sign(t, mallory.key, "dave", protocol.OpGetResult, "sum", nil)}))
 	wantRefusal(t, err, connect.CodeUnauthenticated, "signed-by-principal", "dave")
 	// A principal who is not a reader.
-	_, err = as.Result(ctx, s.bob.key, "result.json")
+	_, err = as.Result(ctx, s.bob.key, "sum")
 	wantRefusal(t, err, connect.CodePermissionDenied, "readers-only", "bob")
 	// dave's own request, replayed.
-	req := &cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "result.json", Auth: raw.sign(t, s.dave.key, "dave", protocol.OpGetResult, "result.json", nil)}
+	req := &cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "sum", Auth: raw.sign(t, s.dave.key, "dave", protocol.OpGetResult, "sum", nil)}
 	if _, err := raw.svc.GetResult(ctx, connect.NewRequest(req)); err != nil {
 		t.Fatal(err)
 	}
@@ -469,4 +481,27 @@ func TestAttackSessionCallOverNodeConnection(t *testing.T) {
 	svc := cloisterv1connect.NewSessionServiceClient(hc, tn.url)
 	_, err := svc.Attest(context.Background(), connect.NewRequest(&cloisterv1.AttestRequest{SessionId: as.ID(), Nonce: make([]byte, 32)}))
 	wantRefusal(t, err, connect.CodePermissionDenied, "session-connection", "")
+}
+
+// A node whose certificate is not certified by a platform key the policy
+// lists is refused before the policy is even sent.
+func TestAttackImpostorNode(t *testing.T) {
+	s := newScenario(t)
+	genuine := startNode(t, filepath.Join(t.TempDir(), "real"), nil)
+	rec := &recorder{}
+	impostor := startNode(t, filepath.Join(t.TempDir(), "impostor"), rec.wrap)
+	doc := s.policyDoc(t, genuine.platformKey(), nil)
+	c, err := client.Dial(context.Background(), impostor.url, client.WithPlatformKeys(genuine.PlatformKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CreateSession(context.Background(), doc); !errors.Is(err, client.ErrNodeIdentity) {
+		t.Fatalf("create on an impostor node: %v, want ErrNodeIdentity", err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.paths) != 0 {
+		t.Fatalf("the impostor received %v", rec.paths)
+	}
 }
