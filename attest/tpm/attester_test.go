@@ -143,6 +143,15 @@ func TestSWTPMRoundTrip(t *testing.T) {
 			{"missing PCR", enc(func(b *Bundle) { delete(b.PCRs, "3") }), attest.ErrMalformed},
 			{"unknown member", bytes.Replace(ev.Data, []byte(`"format"`), []byte(`"x":1,"format"`), 1), attest.ErrMalformed},
 		}
+		// An event log that does not describe these PCRs must not replay.
+		var g goAttestationJSON
+		gcp, _ := loadGCP(t)
+		if err := json.Unmarshal(gcp, &g); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := verifyTPM(ev.Data, opts, g.Log.Raw); !errors.Is(err, attest.ErrMeasurement) {
+			t.Errorf("foreign event log: %v, want ErrMeasurement", err)
+		}
 		for _, tc := range cases {
 			_, err := verifyTPM(tc.data, opts)
 			if !errors.Is(err, tc.want) {

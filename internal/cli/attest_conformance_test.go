@@ -219,3 +219,18 @@ func TestAttestVerifyIssuesEAR(t *testing.T) {
 		t.Fatalf("--ear-out without --ear-key: exit %d", code)
 	}
 }
+
+func TestAttestVerifyStdin(t *testing.T) {
+	base := conformanceDir(t)
+	f, err := os.Open(filepath.Join(base, "ear/ear_verify_pass.jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rootCmd.SetIn(f)
+	defer rootCmd.SetIn(nil)
+	code, stdout, stderr := runCLI(t, "attest", "verify", "-", "--trust-root", filepath.Join(base, "ear/pkey.json"))
+	if code != 0 || !strings.Contains(stdout, "verified: ear evidence") {
+		t.Fatalf("stdin: exit %d %s %s", code, stdout, stderr)
+	}
+}
