@@ -19,6 +19,7 @@ import (
 	"github.com/cloisterhq/cloister/api/cloister/v1/cloisterv1connect"
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
+	_ "github.com/cloisterhq/cloister/attest/all" // verify any class a policy accepts
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/policy"
 	"github.com/cloisterhq/cloister/seal"
