@@ -465,6 +465,10 @@ func runAttestQuote(cmd *cobra.Command, f *quoteFlags) error {
 		if err := writeFileAtomic(f.pubOut, pub, 0o644); err != nil {
 			return failure(err)
 		}
+	} else if attest.Class(f.class) == attest.ClassSoftware {
+		fmt.Fprintf(cmd.ErrOrStderr(), "verifiers must pin the platform key %s", pub)
+	} else {
+		fmt.Fprintln(cmd.ErrOrStderr(), "verifiers must pin the TPM attestation key; write it with --pub-out FILE")
 	}
 	if f.out == "" {
 		_, err := cmd.OutOrStdout().Write(append(ev.Data, '\n'))
