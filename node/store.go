@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -144,7 +143,7 @@ func (s *store) save(rec *record) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return s.writeAtomic(filepath.Join(dir, stateFile), out)
+	return s.writeAtomic(filepath.Join(dir, stateFile), out, true)
 }
 
 // load reads and unseals one session's record.
@@ -183,7 +182,10 @@ func (s *store) putBlob(id string, data []byte) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	return h, s.writeAtomic(filepath.Join(dir, "blob-"+h), data)
+	// No directory sync here: blobs are only referenced by a state file
+	// saved afterwards in the same directory, whose directory sync makes
+	// both renames durable.
+	return h, s.writeAtomic(filepath.Join(dir, "blob-"+h), data, false)
 }
 
 // getBlob reads an envelope back and checks it is the one stored.
@@ -221,7 +223,7 @@ func (s *store) erase(id string, ts tombstone) error {
 		return fmt.Errorf("erasing session %s: %w", id, err)
 	}
 	b, _ := json.Marshal(ts)
-	return s.writeAtomic(filepath.Join(s.dir, id+tombstoneExt), b)
+	return s.writeAtomic(filepath.Join(s.dir, id+tombstoneExt), b, true)
 }
 
 // list returns the ids of stored sessions and of tombstones.
@@ -249,7 +251,10 @@ func (s *store) list() (live []string, closed []tombstone, err error) {
 	return live, closed, nil
 }
 
-func (s *store) writeAtomic(path string, data []byte) error {
+// writeAtomic writes data to path through a temporary file and a rename.
+// With s.sync the file is fsynced before the rename and, if syncDir, the
+// directory after it.
+func (s *store) writeAtomic(path string, data []byte, syncDir bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
@@ -276,7 +281,7 @@ func (s *store) writeAtomic(path string, data []byte) error {
 		os.Remove(name)
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if s.sync {
+	if s.sync && syncDir {
 		if d, err := os.Open(filepath.Dir(path)); err == nil {
 			d.Sync()
 			d.Close()
@@ -284,6 +289,3 @@ func (s *store) writeAtomic(path string, data []byte) error {
 	}
 	return nil
 }
-
-// errNotStored is returned by load for a session with no state file.
-var errNotStored = errors.New("no stored state")
