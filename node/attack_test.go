@@ -108,13 +108,16 @@ func TestAttackWrongProgramHash(t *testing.T) {
 
 func TestAttackSecondUploadOfInput(t *testing.T) {
 	s := newScenario(t)
-	_, _, as, _ := setup(t, s)
+	tn, _, as, _ := setup(t, s)
 	ctx := context.Background()
 	if _, err := as.UploadInput(ctx, s.bob.key, "customers.csv", []byte("id\nx\n")); err != nil {
 		t.Fatal(err)
 	}
 	_, err := as.UploadInput(ctx, s.bob.key, "customers.csv", s.input(t, "customers.csv"))
 	wantRefusal(t, err, connect.CodeAlreadyExists, "write-once", "bob")
+	if m := scrapeMetrics(t, tn); !strings.Contains(m, `cloister_refusals_total{rule="write-once"} 1`+"\n") {
+		t.Fatalf("metrics do not count the refusal:\n%s", m)
+	}
 	// Another provider cannot take the slot either.
 	_, err = as.UploadInput(ctx, s.carol.key, "customers.csv", s.input(t, "customers.csv"))
 	wantRefusal(t, err, connect.CodePermissionDenied, "listed-provider-only", "carol")
@@ -504,4 +507,21 @@ func TestAttackImpostorNode(t *testing.T) {
 	if len(rec.paths) != 0 {
 		t.Fatalf("the impostor received %v", rec.paths)
 	}
+}
+
+// scrapeMetrics reads the node's /metrics over TLS.
+func scrapeMetrics(t *testing.T, tn *testNode) string {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(tn.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +59,10 @@ func TestEndToEnd(t *testing.T) {
 	if st.State != cloisterv1.SessionState_SESSION_STATE_CLOSED {
 		t.Fatalf("after close: state %v", st.State)
 	}
-	_ = tn
+	m := scrapeMetrics(t, tn)
+	for _, want := range []string{`cloister_runs_total{state="finished"} 1`, `cloister_requests_total{method="UploadInput",outcome="ok"} 2`, `cloister_sessions{state="closed"} 1`} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("metrics lack %s:\n%s", want, m)
+		}
+	}
 }

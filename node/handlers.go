@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -30,9 +31,11 @@ func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// Almost everything a session returns is ciphertext, which does not
 	// compress: compressing responses only costs CPU.
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(maxMessageBytes), connect.WithCompressMinBytes(1 << 30)}
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(maxMessageBytes), connect.WithCompressMinBytes(1 << 30),
+		connect.WithInterceptors(connect.UnaryInterceptorFunc(n.countCalls))}
 	mux.Handle(cloisterv1connect.NewNodeServiceHandler(nodeAPI{n}, opts...))
 	mux.Handle(cloisterv1connect.NewSessionServiceHandler(sessionAPI{n}, opts...))
+	mux.HandleFunc("GET /metrics", n.serveMetrics)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sni := ""
 		if r.TLS != nil {
@@ -40,6 +43,19 @@ func (n *Node) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sniKey{}, sni)))
 	})
+}
+
+// countCalls feeds every call's outcome to the metrics.
+func (n *Node) countCalls(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := next(ctx, req)
+		proc := req.Spec().Procedure
+		if i := strings.LastIndexByte(proc, '/'); i >= 0 {
+			proc = proc[i+1:]
+		}
+		n.metrics.observe(proc, err)
+		return resp, err
+	}
 }
 
 type nodeAPI struct{ n *Node }

@@ -90,6 +90,8 @@ type Node struct {
 
 	srvMu sync.Mutex
 	srv   *http.Server
+
+	metrics metrics
 }
 
 // New opens (or, on first start, initialises) a node over opts.DataDir:

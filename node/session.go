@@ -60,8 +60,15 @@ func (s *session) markDone() {
 // refused builds the error every rule violation returns: the code, the
 // rule, and who broke it, so that a CLI user sees exactly why.
 func refused(code connect.Code, rule, format string, args ...any) error {
-	return connect.NewError(code, fmt.Errorf("refused by rule %q: %s", rule, fmt.Sprintf(format, args...)))
+	return connect.NewError(code, &refusal{rule: rule, msg: fmt.Sprintf(format, args...)})
 }
+
+// refusal is a rule violation; metrics count them by rule.
+type refusal struct {
+	rule, msg string
+}
+
+func (r *refusal) Error() string { return fmt.Sprintf("refused by rule %q: %s", r.rule, r.msg) }
 
 // Rule names, as they appear in refusals and in docs/sessions.md.
 const (
@@ -319,6 +326,7 @@ func (s *session) execute(ctx context.Context) {
 	if err := s.n.store.save(s.rec); err != nil {
 		s.n.log.Error("saving finished session", "session", s.id, "err", err)
 	}
+	s.n.metrics.inc(fmt.Sprintf("cloister_runs_total{state=%q}", s.rec.State))
 	s.n.log.Info("run ended", "session", s.id, "state", s.rec.State, "reason", s.rec.Reason, "ms", time.Since(start).Milliseconds())
 	s.markDone()
 }
