@@ -89,6 +89,7 @@ func (a nodeAPI) GetStatus(ctx context.Context, req *connect.Request[cloisterv1.
 		case <-s.done:
 		case <-t.C:
 		case <-ctx.Done():
+		case <-a.n.baseCtx.Done():
 		}
 		t.Stop()
 	}

@@ -238,6 +238,7 @@ func (n *Node) Serve(ln net.Listener) error {
 		Handler:           n.Handler(),
 		TLSConfig:         n.TLSConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	n.srvMu.Lock()
@@ -261,10 +262,14 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // Close stops runs in progress (they are run again at the next start),
 // and releases the isolate runtime the node created.
 func (n *Node) Close() error {
-	n.Shutdown(context.Background())
+	// Stopping first ends long polls at once, so that shutdown does not
+	// wait for them.
 	if n.stop != nil {
 		n.stop()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	n.Shutdown(ctx)
+	cancel()
 	n.wg.Wait()
 	if n.ownsRun != nil {
 		return n.ownsRun.Close()

@@ -381,6 +381,7 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 		case <-s.done:
 		case <-t.C:
 		case <-ctx.Done():
+		case <-s.n.baseCtx.Done():
 		}
 		t.Stop()
 	}

@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -101,10 +100,10 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 					return failure(fmt.Errorf("node: %w", err))
 				}
 			case <-ctx.Done():
+				// The deferred Close ends long polls, waits up to 5 s
+				// for requests in flight and leaves running sessions to
+				// be run again at the next start.
 				log.Info("stopping")
-				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				n.Shutdown(sctx)
 			}
 			return nil
 		},
