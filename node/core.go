@@ -9,15 +9,14 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/attest/ratls"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/seal"
 )
@@ -45,47 +44,28 @@ type core struct {
 // errSealed marks an envelope that does not open with the session key.
 var errSealed = errors.New("envelope does not open with the session key")
 
-// newCore generates a session's TLS key (ECDSA P-256, for the widest client
-// support) with a self-signed certificate for its server name, and its HPKE
-// key. Neither certificate nor key is trusted through a CA: clients trust
-// the SPKI because fresh evidence binds it.
-func newCore(id string, policyHash [32]byte, a attest.Attester) (*core, error) {
-	tk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("session %s: generating TLS key: %w", id, err)
-	}
-	certDER, err := sessionCertificate(id, tk)
-	if err != nil {
-		return nil, err
-	}
+// newCore generates a session's HPKE key and its TLS key (ECDSA P-256, for
+// the widest client support) with an RA-TLS certificate: evidence of the
+// node's class bound to the certificate's key, carrying RATLSNonce as its
+// nonce claim (extension 2.23.133.5.4.9), so that RA-TLS verifiers can check
+// the session during the handshake. Cloister's own clients do not rely on
+// it: they attest with a fresh nonce (Attest) and pin the key.
+func newCore(ctx context.Context, id string, policyHash [32]byte, a attest.Attester) (*core, error) {
 	hk, err := seal.GenerateKey()
 	if err != nil {
 		return nil, fmt.Errorf("session %s: %w", id, err)
 	}
-	return assembleCore(id, policyHash, a, tk, certDER, hk)
-}
-
-func sessionCertificate(id string, key *ecdsa.PrivateKey) ([]byte, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	tk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("session %s: generating TLS key: %w", id, err)
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: protocol.ServerName(id)},
-		DNSNames:              []string{protocol.ServerName(id)},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	nonce := protocol.RATLSNonce(policyHash, seal.MarshalPublicKey(hk.PublicKey()))
+	_, certDER, err := ratls.Issue(ctx, tk, a, nonce[:], now.Add(-time.Hour), now.Add(10*365*24*time.Hour))
 	if err != nil {
-		return nil, fmt.Errorf("session %s: creating TLS certificate: %w", id, err)
+		return nil, fmt.Errorf("session %s: issuing the RA-TLS certificate: %w", id, err)
 	}
-	return der, nil
+	return assembleCore(id, policyHash, a, tk, certDER, hk)
 }
 
 func assembleCore(id string, policyHash [32]byte, a attest.Attester, tk *ecdsa.PrivateKey, certDER []byte, hk hpke.PrivateKey) (*core, error) {

@@ -39,7 +39,7 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 	}
 	id := hex.EncodeToString(raw[:])
 	hash := pol.Hash()
-	c, err := newCore(id, hash, n.attester)
+	c, err := newCore(ctx, id, hash, n.attester)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}

@@ -16,6 +16,7 @@ const (
 	AttestLabel  = "cloister/v1/session-attest\x00"
 	RequestLabel = "cloister/v1/session-request\x00"
 	SeedLabel    = "cloister/v1/session-seed\x00"
+	RATLSLabel   = "cloister/v1/session-ratls\x00"
 )
 
 // HPKE info prefixes of sealed envelopes; see SealInfo.
@@ -93,6 +94,22 @@ func ReportData(policyHash [32]byte, tlsSPKI, hpkePublicKey, nonce []byte) [64]b
 	n := sha256.Sum256(nonce) // fixed width whatever the caller passed
 	h.Write(n[:])
 	var out [64]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+// RATLSNonce is the nonce claim of a session's RA-TLS certificate:
+// SHA-256(RATLSLabel ‖ policyHash ‖ SHA-256(hpkePublicKey)). With the
+// certificate's pubkey-hash claim it binds the policy, the TLS key and the
+// HPKE key, like ReportData but without a client nonce (the certificate is
+// made once per session, so it proves binding, not freshness).
+func RATLSNonce(policyHash [32]byte, hpkePublicKey []byte) [32]byte {
+	hk := sha256.Sum256(hpkePublicKey)
+	h := sha256.New()
+	h.Write([]byte(RATLSLabel))
+	h.Write(policyHash[:])
+	h.Write(hk[:])
+	var out [32]byte
 	copy(out[:], h.Sum(nil))
 	return out
 }
