@@ -15,6 +15,7 @@
 // it does not protect the isolate's memory from the node operator, and PCR 23
 // is extended by the cloister process itself (software running on the OS),
 // so its value is only as trustworthy as the boot chain measured in PCRs 0-7.
-// AK enrolment by credential activation against an EK certificate is not
-// implemented: AKs are trusted by pinning or by an AK certificate.
+// AKs are trusted by pinning, or by an AK certificate that an enrolment CA
+// issues after credential activation against the TPM's EK certificate
+// (enroll.go).
 package tpm
