@@ -205,6 +205,13 @@ func (a *Attester) Attest(ctx context.Context, reportData [attest.ReportDataSize
 	if want := hex.EncodeToString(extendFromZero(a.runtime[:])); pcrs[strconv.Itoa(RuntimePCR)] != want {
 		return nil, fmt.Errorf("tpm attester: PCR %d was changed by someone else since the runtime was measured; restart the attester", RuntimePCR)
 	}
+	if len(a.eventLog) > 0 {
+		// A log that does not replay would make every verification fail:
+		// refuse it here, where the cause is known.
+		if _, err := replayEventLog(a.eventLog, bootPCRs(values)); err != nil {
+			return nil, fmt.Errorf("tpm attester: the event log does not describe this TPM's PCRs: %w", err)
+		}
+	}
 	b := Bundle{
 		Format:             Format,
 		AKPublic:           a.akPublic,
@@ -224,6 +231,9 @@ func (a *Attester) Attest(ctx context.Context, reportData [attest.ReportDataSize
 	}
 	return &attest.Evidence{Class: attest.ClassTPM, Data: data}, nil
 }
+
+// DefaultEventLogPath is where Linux exposes the firmware's TCG event log.
+const DefaultEventLogPath = "/sys/kernel/security/tpm0/binary_bios_measurements"
 
 // isSizeError recognises the TPM's answer to qualifying data longer than
 // its TPM2B_DATA (TPM_RC_SIZE, or a parameter error on the extra data).

@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
@@ -95,13 +96,7 @@ func verifyBundle(data []byte, opts attest.VerifyOptions, collateral [][]byte) (
 		log = collateral[0]
 	}
 	if len(log) > 0 {
-		var pcrs []gattest.PCR
-		for i, v := range b.pcrs {
-			if i != RuntimePCR {
-				pcrs = append(pcrs, gattest.PCR{Index: i, Digest: v, DigestAlg: 5 /* crypto.SHA256 */})
-			}
-		}
-		n, err := replayEventLog(log, pcrs)
+		n, err := replayEventLog(log, bootPCRs(b.pcrs))
 		if err != nil {
 			return nil, err
 		}
@@ -111,6 +106,18 @@ func verifyBundle(data []byte, opts attest.VerifyOptions, collateral [][]byte) (
 		c.Signer = akCert.Subject.String()
 	}
 	return c, nil
+}
+
+// bootPCRs are the quoted SHA-256 PCRs the firmware's event log describes:
+// all but the runtime PCR, which Cloister extends itself.
+func bootPCRs(values map[int][]byte) []gattest.PCR {
+	var pcrs []gattest.PCR
+	for i, v := range values {
+		if i != RuntimePCR {
+			pcrs = append(pcrs, gattest.PCR{Index: i, Digest: v, DigestAlg: crypto.SHA256})
+		}
+	}
+	return pcrs
 }
 
 func baseClaims(format string, ak *AK, q *Quote, pcrs map[int][]byte) *attest.Claims {

@@ -350,6 +350,7 @@ type quoteFlags struct {
 	key        string
 	dataDir    string
 	tpm        string
+	eventLog   string
 }
 
 func newAttestQuoteCmd() *cobra.Command {
@@ -371,7 +372,9 @@ key file as written by "cloister key new" and the node, or a PEM "PRIVATE
 KEY" holding a PKCS#8 Ed25519 key). Software evidence proves nothing against
 the operator of this machine.
 tpm: --tpm names the TPM: a device path (/dev/tpmrm0) or tcp:HOST:PORT for a
-swtpm server (its control channel on PORT+1).`,
+swtpm server (its control channel on PORT+1). For a device, the firmware's
+event log is included when readable, so verifiers can see what was measured
+into PCRs 0-7; the quote is refused if the log does not replay.`,
 		Example: `  cloister attest quote --class software --key platform.key --report-data 00ff --out ev.json --pub-out platform.pub
   cloister attest quote --class tpm --tpm tcp:127.0.0.1:2321 --report-data 00ff --out tpm.json --pub-out ak.pem`,
 		Args: cobra.NoArgs,
@@ -387,6 +390,7 @@ swtpm server (its control channel on PORT+1).`,
 	fl.StringVar(&f.key, "key", "", "software: platform key file (default DATA_DIR/platform.key)")
 	fl.StringVar(&f.dataDir, "data-dir", defaultDataDir(), "node data directory (env CLOISTER_DATA_DIR)")
 	fl.StringVar(&f.tpm, "tpm", "/dev/tpmrm0", "tpm: device path or tcp:HOST:PORT of a swtpm server")
+	fl.StringVar(&f.eventLog, "event-log", "", "tpm: TCG event log to include (default for a device: "+tpm.DefaultEventLogPath+" when readable; \"none\" to omit)")
 	return cmd
 }
 
@@ -439,7 +443,21 @@ func runAttestQuote(cmd *cobra.Command, f *quoteFlags) error {
 			return failure(err)
 		}
 		defer rwc.Close()
-		a, err := tpm.NewAttester(rwc)
+		var topts []tpm.Option
+		logPath := f.eventLog
+		if logPath == "" && !strings.HasPrefix(f.tpm, "tcp:") {
+			if _, err := os.Stat(tpm.DefaultEventLogPath); err == nil {
+				logPath = tpm.DefaultEventLogPath
+			}
+		}
+		if logPath != "" && logPath != "none" {
+			log, err := os.ReadFile(logPath)
+			if err != nil {
+				return usageError("--event-log: %v", err)
+			}
+			topts = append(topts, tpm.WithEventLog(log))
+		}
+		a, err := tpm.NewAttester(rwc, topts...)
 		if err != nil {
 			return failure(err)
 		}

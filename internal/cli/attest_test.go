@@ -185,4 +185,19 @@ func TestAttestTPMRoundTrip(t *testing.T) {
 	if code, _, stderr = runCLI(t, "attest", "verify", ev); code != 1 || !strings.Contains(stderr, "signer not trusted") {
 		t.Fatalf("unpinned AK: exit %d %s", code, stderr)
 	}
+	// An event log from another machine does not replay to this TPM's
+	// PCRs: the quote is refused rather than producing unverifiable evidence.
+	var g struct{ Log struct{ Raw []byte } }
+	raw, err := os.ReadFile(filepath.Join(conformanceDir(t), "tpm/windows_gcp_shielded_vm.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &g); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(dir, "foreign.log")
+	os.WriteFile(logFile, g.Log.Raw, 0o644)
+	if code, _, stderr = runCLI(t, "attest", "quote", "--class", "tpm", "--tpm", s.Spec, "--report-data", rd, "--event-log", logFile); code != 1 || !strings.Contains(stderr, "does not describe this TPM") {
+		t.Fatalf("foreign event log: exit %d %s", code, stderr)
+	}
 }
