@@ -351,3 +351,43 @@ func FuzzParse(f *testing.F) {
 		_, _ = p.Verify(attest.VerifyOptions{Now: now, AllowDebug: true})
 	})
 }
+
+// recordingNSM captures the request bytes and answers with an NSM error.
+type recordingNSM struct{ req []byte }
+
+func (r *recordingNSM) Send(req []byte) ([]byte, error) {
+	r.req = append([]byte(nil), req...)
+	return cbor.Marshal(map[string]string{"Error": "InvalidArgument"})
+}
+func (r *recordingNSM) Close() error { return nil }
+
+// TestNSMRequestEncoding pins the request to the NSM driver's wire format
+// (serde CBOR of Request::Attestation{user_data, nonce, public_key}):
+// {"Attestation": {"user_data": h'..', "nonce": null, "public_key": h'..'}}.
+func TestNSMRequestEncoding(t *testing.T) {
+	dev := &recordingNSM{}
+	a, err := NewAttester(dev, []byte{0xaa})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rd [attest.ReportDataSize]byte
+	rd[0] = 0x42
+	_, err = a.Attest(context.Background(), rd)
+	if err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
+		t.Fatalf("NSM error not reported: %v", err)
+	}
+	want := []byte{0xa1, 0x6b}
+	want = append(want, "Attestation"...)
+	want = append(want, 0xa3, 0x69)
+	want = append(want, "user_data"...)
+	want = append(want, 0x58, 0x40)
+	want = append(want, rd[:]...)
+	want = append(want, 0x65)
+	want = append(want, "nonce"...)
+	want = append(want, 0xf6, 0x6a)
+	want = append(want, "public_key"...)
+	want = append(want, 0x41, 0xaa)
+	if !bytes.Equal(dev.req, want) {
+		t.Fatalf("request\n got %x\nwant %x", dev.req, want)
+	}
+}
