@@ -55,8 +55,9 @@ type Claims struct {
 	Format string `json:"format"` // e.g. "sev-snp-report-v2", "tdx-quote-v4"
 
 	// Measurement is the class's primary launch measurement: SNP
-	// MEASUREMENT, TDX MRTD, SGX MRENCLAVE, Nitro PCR0, TPM PCR digest,
-	// software runtime hash.
+	// MEASUREMENT, TDX MRTD, SGX MRENCLAVE, Nitro PCR0, CCA RIM, the
+	// cloister runtime hash (software; tpm bundles, where it is replayed
+	// from PCR 23), or the PCR digest of a foreign TPM quote.
 	Measurement []byte `json:"measurement"`
 	// Measurements holds every named measurement register the evidence
 	// carries ("mrsigner", "rtmr0", "pcr4", "host_data", ...).
