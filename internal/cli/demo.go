@@ -215,7 +215,7 @@ func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbos
 	}
 	pr.step("provision: carol sealed and uploaded purchases.csv (%d bytes); the run starts", len(inputs["purchases.csv"]))
 
-	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	st, err := sessions["dave"].Wait(wctx)
 	if err != nil {
@@ -291,7 +291,7 @@ func demoPolicy(p map[string]*demoParty, wasm []byte, platformKey string) ([]byt
 		},
 		"outputs":       []any{map[string]any{"name": "result.json", "readers": []string{"dave"}}},
 		"isolates":      []any{map[string]any{"class": "software", "platform_keys": []string{platformKey}}},
-		"limits":        map[string]any{"memory": "256MiB", "timeout": "30s", "max_output": "1MiB"},
+		"limits":        map[string]any{"memory": "256MiB", "timeout": "2m", "max_output": "1MiB"},
 		"deterministic": true,
 		"expires":       time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
 	}, "", "  ")
