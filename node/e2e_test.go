@@ -23,7 +23,7 @@ func TestEndToEnd(t *testing.T) {
 	s := newScenario(t)
 	tn, c, as, _ := setup(t, s)
 	s.provision(t, as)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	st, err := as.Wait(ctx)
 	if err != nil {

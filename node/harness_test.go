@@ -103,7 +103,7 @@ func (s *scenario) policyDoc(t testing.TB, platformKey string, mutate func(map[s
 		},
 		"outputs":       []any{map[string]any{"name": "result.json", "readers": []string{"dave"}}},
 		"isolates":      []any{map[string]any{"class": "software", "platform_keys": []string{platformKey}}},
-		"limits":        map[string]any{"memory": "128MiB", "timeout": "20s", "max_output": "1MiB"},
+		"limits":        map[string]any{"memory": "128MiB", "timeout": "2m", "max_output": "1MiB"},
 		"deterministic": true,
 		"expires":       time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
 	}

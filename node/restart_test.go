@@ -70,7 +70,7 @@ func TestSumProgram(t *testing.T) {
 	wasm := readTestdata(t, "sum.wasm")
 	doc := s.sumPolicy(t, tn.platformKey(), "sum.wasm", wasm)
 	c := dial(t, tn)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	id, err := c.CreateSession(ctx, doc)
 	if err != nil {
@@ -100,7 +100,7 @@ func TestRestartKeepsUnfetchedResult(t *testing.T) {
 	doc := s.policyDoc(t, tn.platformKey(), nil)
 	pol := mustParse(t, doc)
 	c := dial(t, tn)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	id, err := c.CreateSession(ctx, doc)
 	if err != nil {
