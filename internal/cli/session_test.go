@@ -13,8 +13,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/node"
 )
 
@@ -188,5 +191,67 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestNodeCommand runs 'cloister node' in-process: it creates its platform
+// key, serves sessions on its port and stops cleanly when its context ends.
+func TestNodeCommand(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs strings.Builder
+	done := make(chan error, 1)
+	cmd := newNodeCmd()
+	cmd.SetArgs([]string{"--listen", addr, "--data", filepath.Join(dir, "data"), "--warm-workers", "0"})
+	cmd.SetErr(&logs)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	keyFile := filepath.Join(dir, "data", "platform.key")
+	var c *client.Client
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(keyFile); err == nil {
+			if conn, err := net.Dial("tcp", addr); err == nil {
+				conn.Close()
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node did not start: %s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pk, err := keys.Load(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err = client.Dial(ctx, "https://"+addr, client.WithPlatformKeys(pk.Public().Signing)); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	info, err := c.NodeInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.IsolateClass != "software" || info.PlatformKey != pk.Public().SigningString() {
+		t.Fatalf("node info %v", info)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("node exited with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("node did not stop")
+	}
+	if !strings.Contains(logs.String(), "node listening") {
+		t.Fatalf("logs lack the listening line:\n%s", logs.String())
 	}
 }
