@@ -212,8 +212,8 @@ func TestStateSealedAtRestAndErasedOnClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) < 2 {
-		t.Fatalf("session directory holds %d files, want state and the input envelope", len(files))
+	if len(files) < 1 {
+		t.Fatalf("session directory holds %d files, want at least the state (which holds small envelopes)", len(files))
 	}
 	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(sdir, f.Name()))

@@ -199,11 +199,11 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	case err != nil:
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	sha, err := s.n.store.putBlob(s.id, req.Envelope)
+	sha, inline, err := s.n.store.putEnvelope(s.id, req.Envelope)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	slots[req.Name] = &slotRecord{Principal: p.ID, EnvelopeSHA256: sha, Uploaded: now, Signature: req.Auth.Signature}
+	slots[req.Name] = &slotRecord{Principal: p.ID, EnvelopeSHA256: sha, Inline: inline, Uploaded: now, Signature: req.Auth.Signature}
 	evKind := EventInputUploaded
 	if program {
 		evKind = EventProgramUploaded
@@ -298,14 +298,17 @@ func (s *session) execute(ctx context.Context) {
 	}
 	if reason == "" {
 		for name, byReader := range out.sealed {
-			or := &outputRecord{Envelopes: map[string]string{}}
+			or := &outputRecord{Envelopes: map[string]string{}, Inline: map[string][]byte{}}
 			for rd, env := range byReader {
-				sha, perr := s.n.store.putBlob(s.id, env)
+				sha, inline, perr := s.n.store.putEnvelope(s.id, env)
 				if perr != nil {
 					reason = "storing sealed output: " + perr.Error()
 					break
 				}
 				or.Envelopes[rd] = sha
+				if inline != nil {
+					or.Inline[rd] = inline
+				}
 			}
 			s.rec.Outputs[name] = or
 		}
@@ -344,11 +347,13 @@ func (s *session) runSpec() (runSpec, error) {
 	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic}
 	prog := s.pol.Programs[0]
 	spec.programName = prog.Name
-	if spec.programEnvelope, err = s.n.store.getBlob(s.id, rec.Programs[prog.Name].EnvelopeSHA256); err != nil {
+	ps := rec.Programs[prog.Name]
+	if spec.programEnvelope, err = s.n.store.getEnvelope(s.id, ps.EnvelopeSHA256, ps.Inline); err != nil {
 		return runSpec{}, err
 	}
 	for _, in := range s.pol.Inputs {
-		env, err := s.n.store.getBlob(s.id, rec.Inputs[in.Name].EnvelopeSHA256)
+		is := rec.Inputs[in.Name]
+		env, err := s.n.store.getEnvelope(s.id, is.EnvelopeSHA256, is.Inline)
 		if err != nil {
 			return runSpec{}, err
 		}
@@ -416,7 +421,7 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 	if or == nil || or.Envelopes[p.ID] == "" {
 		return nil, refused(connect.CodeNotFound, ruleOutputExists, "the program did not write output %q", req.Output)
 	}
-	env, err := s.n.store.getBlob(s.id, or.Envelopes[p.ID])
+	env, err := s.n.store.getEnvelope(s.id, or.Envelopes[p.ID], or.Inline[p.ID])
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -66,6 +67,7 @@ type record struct {
 type slotRecord struct {
 	Principal      string    `json:"principal"`
 	EnvelopeSHA256 string    `json:"envelope_sha256"`
+	Inline         []byte    `json:"inline,omitempty"` // the envelope, when small enough to live in the state
 	Uploaded       time.Time `json:"uploaded"`
 	Signature      []byte    `json:"signature"`
 }
@@ -73,7 +75,9 @@ type slotRecord struct {
 type outputRecord struct {
 	// Envelopes maps reader id to the blob hash of the output sealed to it.
 	Envelopes map[string]string `json:"envelopes"`
-	Fetched   []string          `json:"fetched,omitempty"`
+	// Inline maps reader id to the envelope itself when it is small.
+	Inline  map[string][]byte `json:"inline,omitempty"`
+	Fetched []string          `json:"fetched,omitempty"`
 }
 
 type eventRecord struct {
@@ -186,6 +190,32 @@ func (s *store) putBlob(id string, data []byte) (string, error) {
 	// saved afterwards in the same directory, whose directory sync makes
 	// both renames durable.
 	return h, s.writeAtomic(filepath.Join(dir, "blob-"+h), data, false)
+}
+
+// inlineMax is the largest envelope kept inside the state record instead of
+// its own blob file: one file write and its fsync fewer per small upload.
+const inlineMax = 64 << 10
+
+// putEnvelope stores an envelope: small ones are returned to be kept in
+// the record (inline), larger ones are written as blobs.
+func (s *store) putEnvelope(id string, data []byte) (sha string, inline []byte, err error) {
+	if len(data) <= inlineMax {
+		sum := sha256.Sum256(data)
+		return hex.EncodeToString(sum[:]), bytes.Clone(data), nil
+	}
+	sha, err = s.putBlob(id, data)
+	return sha, nil, err
+}
+
+// getEnvelope returns an envelope stored by putEnvelope.
+func (s *store) getEnvelope(id, sha string, inline []byte) ([]byte, error) {
+	if inline == nil {
+		return s.getBlob(id, sha)
+	}
+	if sum := sha256.Sum256(inline); hex.EncodeToString(sum[:]) != sha {
+		return nil, fmt.Errorf("session %s: stored envelope %.12s is corrupt", id, sha)
+	}
+	return inline, nil
 }
 
 // getBlob reads an envelope back and checks it is the one stored.
