@@ -21,9 +21,11 @@ import (
 
 // Session state on disk, under DATA/sessions/<id>/:
 //
-//	state.sealed      the record below, JSON, AES-256-GCM under the storage key
-//	blob-<sha256>     envelopes as received or produced (already HPKE-sealed
-//	                  to the session key or to a reader; never plaintext)
+//	state.sealed      the record below, JSON, AES-256-GCM under the storage key,
+//	                  holding envelopes of up to 64 KiB inline
+//	blob-<sha256>     larger envelopes as received or produced (already
+//	                  HPKE-sealed to the session key or to a reader; never
+//	                  plaintext)
 //
 // and DATA/sessions/<id>.closed, a tombstone naming who closed it and when.
 // Every file is written to a temporary name, synced and renamed, so a crash
