@@ -58,6 +58,25 @@ type job struct {
 // executor compiles and runs jobs in the current process.
 type executor struct {
 	cache wazero.CompilationCache // may be nil
+	// prepared is a runtime made ahead of the job (a warm worker does this
+	// while it waits), without cancellation checks. Used once.
+	prepared wazero.Runtime
+}
+
+// newRuntime makes a wazero runtime with WASI preview 1. DWARF parsing is
+// off: it costs milliseconds per load and only adds source lines to trap
+// messages.
+func (e *executor) newRuntime(ctx context.Context, cancel bool) (wazero.Runtime, error) {
+	rc := wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(cancel).WithDebugInfoEnabled(false)
+	if e.cache != nil {
+		rc = rc.WithCompilationCache(e.cache)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("isolate: instantiating WASI: %w", err)
+	}
+	return rt, nil
 }
 
 // limitedBuffer keeps the first max bytes written and drops the rest,
@@ -145,11 +164,17 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 		return finish(&Result{Report: rep}), nil
 	}
 
-	rc := wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(j.Cancel)
-	if e.cache != nil {
-		rc = rc.WithCompilationCache(e.cache)
+	rt := e.prepared
+	e.prepared = nil
+	if rt == nil || j.Cancel {
+		if rt != nil {
+			rt.Close(ctx)
+		}
+		var err error
+		if rt, err = e.newRuntime(ctx, j.Cancel); err != nil {
+			return nil, err
+		}
 	}
-	rt := wazero.NewRuntimeWithConfig(ctx, rc)
 	defer rt.Close(context.Background())
 
 	compiled, err := compileGuarded(ctx, rt, j.Module)
@@ -163,9 +188,6 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	}
 	if err := checkImports(compiled); err != nil {
 		return finish(invalid(&rep, "%v", err)), nil
-	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		return nil, fmt.Errorf("isolate: instantiating WASI: %w", err)
 	}
 
 	stdout := &limitedBuffer{max: j.MaxStdio}

@@ -54,7 +54,8 @@ type jailer struct {
 	pool    chan *worker
 	warm    int
 	closed  bool
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // pool refills
+	reaping sync.WaitGroup // workers being reaped in the background
 }
 
 // worker is one started worker process.
@@ -128,6 +129,7 @@ func (j *jailer) close() error {
 	j.closed = true
 	j.mu.Unlock()
 	j.wg.Wait()
+	j.reaping.Wait()
 	if j.pool != nil {
 		close(j.pool)
 		for w := range j.pool {
@@ -372,14 +374,32 @@ func (j *jailer) run(ctx context.Context, jb *job) (*Result, error) {
 	return res, err
 }
 
+// reap kills a worker that is done with (or failed) its job, waits for it
+// and releases its pipes and cgroup.
+func (j *jailer) reap(w *worker) {
+	w.kill()
+	<-w.done
+	w.cleanup()
+}
+
+// reapAsync does reap in the background; close waits for it.
+func (j *jailer) reapAsync(w *worker) {
+	j.reaping.Add(1)
+	go func() {
+		defer j.reaping.Done()
+		j.reap(w)
+	}()
+}
+
 var errWorkerGone = errors.New("isolate: the worker exited before taking the job")
 
 func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error) {
 	start := time.Now()
+	reaped := false
 	defer func() {
-		w.kill()
-		<-w.done
-		w.cleanup()
+		if !reaped {
+			j.reap(w)
+		}
 	}()
 	select {
 	case <-w.ready:
@@ -426,14 +446,24 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		resErr = readFrame(w.resR, maxResult, &wr)
 		timer.Stop()
 	}
-	select {
-	case <-w.done:
-	case <-time.After(2 * time.Second):
-		w.kill()
-		<-w.done
+	if resErr != nil {
+		// Without a result the exit status and stderr explain what
+		// happened: wait for them.
+		select {
+		case <-w.done:
+		case <-time.After(2 * time.Second):
+			w.kill()
+			<-w.done
+		}
+		w.stderrWG.Wait()
+		<-writeErr
+	} else {
+		// The result is in hand: the worker's exit (tearing down its
+		// namespaces takes the kernel milliseconds) is waited for in the
+		// background.
+		reaped = true
+		j.reapAsync(w)
 	}
-	w.stderrWG.Wait()
-	<-writeErr
 
 	protections := append([]string{}, w.applied...)
 	missing := map[string]string{}

@@ -51,6 +51,11 @@ var workerSyscalls = []uintptr{
 	unix.SYS_PIPE2,
 	// randomness for non-deterministic guests (crypto/rand)
 	unix.SYS_GETRANDOM,
+	// threads made by glibc's pthread_create in cgo-enabled builds: glibc
+	// registers each new thread for restartable sequences and robust
+	// futexes, and aborts the process if that fails; it reports fatal
+	// errors with writev.
+	unix.SYS_RSEQ, unix.SYS_SET_ROBUST_LIST, unix.SYS_WRITEV,
 }
 
 // buildSeccompFilter assembles the BPF program.

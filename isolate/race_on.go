@@ -1,0 +1,7 @@
+//go:build race
+
+package isolate
+
+// raceEnabled: the race detector maps terabytes of shadow address space, so
+// the worker's RLIMIT_AS cannot be applied in a -race build.
+const raceEnabled = true
