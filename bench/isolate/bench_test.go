@@ -177,4 +177,3 @@ func BenchmarkCachedInstantiate(b *testing.B) {
 	b.ReportMetric(float64(loads[len(loads)/2].Microseconds())/1000, "load-p50-ms")
 	reportP50(b, totals)
 }
-
