@@ -3,7 +3,8 @@
 # Needs protoc (Debian protobuf-compiler) and the two plugins:
 #   go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 #   go install connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.21.1
-# The generated code is committed; CI checks it is up to date.
+# The generated code is committed: rerun this after editing a .proto file
+# and commit both.
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH="$(go env GOPATH)/bin:$PATH"
