@@ -64,6 +64,7 @@ func WorkerMain() int {
 	if err := setRlimits(map[int]uint64{unix.RLIMIT_NOFILE: workerNoFile, unix.RLIMIT_CORE: 0}); err != nil {
 		ready.Missing["rlimit"] = err.Error()
 	}
+	groupsErr := dropGroups()
 	if err := writeFrame(out, ready); err != nil {
 		return workerExitSetup
 	}
@@ -97,7 +98,7 @@ func WorkerMain() int {
 	var lockErr error
 	lockdown := func() {
 		lockedDone = true
-		msg := lockDown(&jb, cacheMounted)
+		msg := lockDown(&jb, cacheMounted, groupsErr)
 		if jb.SelfTest {
 			for k, v := range postLockProbes() {
 				probes[k] = v
@@ -198,7 +199,7 @@ func setRlimits(limits map[int]uint64) error {
 // lockDown is applied after the module is compiled and before it runs:
 // unmount the cache, make the root read-only, set the job's rlimits, drop
 // capabilities, set no_new_privs and install the seccomp filter.
-func lockDown(jb *job, cacheMounted bool) lockedMsg {
+func lockDown(jb *job, cacheMounted bool, groupsErr error) lockedMsg {
 	msg := lockedMsg{Missing: map[string]string{}}
 	if cacheMounted {
 		if err := unix.Unmount(cacheMount, unix.MNT_DETACH); err != nil {
@@ -233,7 +234,7 @@ func lockDown(jb *job, cacheMounted bool) lockedMsg {
 	} else {
 		msg.Applied = append(msg.Applied, "rlimit")
 	}
-	if err := dropPrivileges(); err != nil {
+	if err := dropPrivileges(groupsErr); err != nil {
 		msg.Missing["nocaps"] = err.Error()
 	} else {
 		msg.Applied = append(msg.Applied, "nocaps")
@@ -252,24 +253,48 @@ func lockDown(jb *job, cacheMounted bool) lockedMsg {
 	return msg
 }
 
-// dropPrivileges switches every thread to the unprivileged uid and gid the
-// parent named (CLOISTER_ISOLATE_UID), with no supplementary groups; leaving
-// uid 0 clears the permitted and effective capability sets. Go applies
-// set*id calls to all threads, with or without cgo.
-func dropPrivileges() error {
+// unprivilegedID is the uid and gid the parent named (CLOISTER_ISOLATE_UID).
+func unprivilegedID() (int, error) {
 	v := os.Getenv(workerUIDEnv)
 	if v == "" {
-		return fmt.Errorf("no unprivileged uid can be mapped into the worker's user namespace without privilege; the worker keeps its capabilities, which are confined to its own namespaces")
+		return 0, fmt.Errorf("no unprivileged uid can be mapped into the worker's user namespace without privilege; the worker keeps its capabilities, which are confined to its own namespaces")
 	}
 	id, err := strconv.Atoi(v)
 	if err != nil || id <= 0 {
-		return fmt.Errorf("bad %s %q", workerUIDEnv, v)
+		return 0, fmt.Errorf("bad %s %q", workerUIDEnv, v)
+	}
+	return id, nil
+}
+
+// dropGroups leaves every supplementary group and switches to the
+// unprivileged gid. It is done before the job arrives (it changes neither
+// the capabilities needed for the jail nor access to the root-owned cache,
+// which is by uid), so that the job pays for one id switch, not three.
+func dropGroups() error {
+	id, err := unprivilegedID()
+	if err != nil {
+		return err
 	}
 	if err := syscall.Setgroups(nil); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}
 	if err := syscall.Setresgid(id, id, id); err != nil {
 		return fmt.Errorf("setresgid: %w", err)
+	}
+	return nil
+}
+
+// dropPrivileges switches every thread to the unprivileged uid; leaving
+// uid 0 clears the permitted and effective capability sets. Go applies
+// set*id calls to all threads, with or without cgo. dropGroups must have
+// succeeded first.
+func dropPrivileges(groupsErr error) error {
+	if groupsErr != nil {
+		return groupsErr
+	}
+	id, err := unprivilegedID()
+	if err != nil {
+		return err
 	}
 	if err := syscall.Setresuid(id, id, id); err != nil {
 		return fmt.Errorf("setresuid: %w", err)
