@@ -187,6 +187,10 @@ func (j *jailer) spawn() (*worker, error) {
 }
 
 func (j *jailer) start(flags uintptr) (*worker, error) {
+	return j.startWith(flags, j.cg != nil)
+}
+
+func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 	jobR, jobW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("isolate: worker pipe: %w", err)
@@ -251,7 +255,9 @@ func (j *jailer) start(flags uintptr) (*worker, error) {
 		done: make(chan struct{}), ready: make(chan struct{}), started: time.Now(),
 		missing: map[string]string{}}
 	var cg *workerCgroup
-	if j.cg != nil {
+	if !useCgroup && j.cg != nil {
+		w.missing["cgroup"] = "starting the worker inside its cgroup failed; it runs without one"
+	} else if j.cg != nil {
 		cg, err = j.cg.newWorker()
 		if err != nil {
 			w.missing["cgroup"] = err.Error()
@@ -276,6 +282,12 @@ func (j *jailer) start(flags uintptr) (*worker, error) {
 		errR.Close()
 		if cg != nil {
 			cg.remove()
+			// Do not blame the namespaces for a cgroup refusal: try
+			// once more without the cgroup, and say so in the report.
+			if w2, err2 := j.startWith(flags, false); err2 == nil {
+				w2.missing["cgroup"] = fmt.Sprintf("starting the worker inside its cgroup failed: %v", err)
+				return w2, nil
+			}
 		}
 		return nil, fmt.Errorf("isolate: starting the worker: %w", err)
 	}
