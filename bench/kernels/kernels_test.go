@@ -30,7 +30,7 @@ type spec struct {
 var specs = []spec{
 	{"none", 0, 0, func(int) uint64 { return 0 }}, // start-up cost only
 	{"intloop", 50_000_000, 100_000, kernel.IntLoop},
-	{"matmul", 300, 40, kernel.MatMul},
+	{"matmul", 400, 40, kernel.MatMul},
 	{"sha256", 64, 2, kernel.SHA256}, // MiB hashed
 	{"sort", 500_000, 5_000, kernel.Sort},
 	{"json", 20_000, 500, nil}, // records; native parses a prepared document
