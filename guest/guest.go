@@ -149,7 +149,11 @@ func Inputs() ([]string, error) {
 
 // WriteOutput writes data as output name, replacing any earlier output of
 // that name. Outputs count against the run's output limits (total bytes and
-// number of files); a write beyond them fails with an error.
+// number of files); a write beyond them fails with an error, and the file
+// may then hold a prefix of data: a program should treat the error as fatal
+// (Fail), so that the run's non-zero exit tells the readers not to trust
+// its outputs. (Writing a temporary file and renaming it would cost a second
+// file against the limit and hide nothing: the readers see the exit status.)
 func WriteOutput(name string, data []byte) error {
 	f, err := CreateOutput(name)
 	if err != nil {
