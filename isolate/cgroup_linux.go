@@ -18,7 +18,7 @@ import (
 // CLONE_INTO_CGROUP, so not one instruction of it runs outside), under a
 // parent group created for this Runtime:
 //
-//	<our cgroup>/cloister-<pid>/w<n>   memory.max, memory.swap.max, pids.max, cpu.max
+//	<our cgroup>/cloister-<pid>-<runtime>/w<n>   memory.max, memory.swap.max, pids.max, cpu.max
 //
 // The deadline kill writes cgroup.kill, which ends every task in the group.
 // cgroup v1 is not used: where v2 controllers are unavailable (hybrid
@@ -34,6 +34,8 @@ const (
 	// to 400 MB of it) are outside linear memory.
 	cgroupMemoryOverhead = 768 << 20
 )
+
+var cgroupSeq atomic.Uint64
 
 type cgroupManager struct {
 	dir string
@@ -73,7 +75,8 @@ func newCgroupManager() (*cgroupManager, string) {
 	if err := enableControllers(base); err != nil {
 		return nil, fmt.Sprintf("cannot enable memory, pids and cpu controllers below %s: %v", base, err)
 	}
-	dir := filepath.Join(base, fmt.Sprintf("cloister-%d", os.Getpid()))
+	// One group per Runtime: several may live in one process.
+	dir := filepath.Join(base, fmt.Sprintf("cloister-%d-%d", os.Getpid(), cgroupSeq.Add(1)))
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Sprintf("cannot create %s: %v", dir, err)
 	}

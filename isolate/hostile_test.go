@@ -54,7 +54,7 @@ func TestHostileInfiniteLoop(t *testing.T) {
 	res := mustRun(t, r, &Config{Module: wasmLoop, Timeout: time.Second})
 	took := time.Since(start)
 	wantOutcome(t, res, OutcomeTimeout, ExitTimeout)
-	if took < time.Second || took > 4*time.Second {
+	if took < time.Second || took > 10*time.Second {
 		t.Errorf("timeout of 1s returned after %v", took)
 	}
 	if after := len(workerChildren(t)); after > before {
@@ -66,7 +66,7 @@ func TestHostileInfiniteLoop(t *testing.T) {
 	start = time.Now()
 	res = mustRun(t, ri, &Config{Module: wasmLoop, Timeout: 500 * time.Millisecond})
 	wantOutcome(t, res, OutcomeTimeout, ExitTimeout)
-	if took := time.Since(start); took > 3*time.Second {
+	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("in-process timeout of 500ms returned after %v", took)
 	}
 }
