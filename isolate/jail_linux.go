@@ -403,6 +403,20 @@ func (j *jailer) reapAsync(w *worker) {
 	}()
 }
 
+// readyTimeout bounds a worker's set-up before it can take a job.
+const readyTimeout = 30 * time.Second
+
+// waitBounded waits for wg, but not longer than d: a descriptor held open
+// elsewhere must not hang a run.
+func waitBounded(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
 var errWorkerGone = errors.New("isolate: the worker exited before taking the job")
 
 func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error) {
@@ -413,16 +427,23 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 			j.reap(w)
 		}
 	}()
+	readyTimer := time.NewTimer(readyTimeout)
+	defer readyTimer.Stop()
 	select {
 	case <-w.ready:
 	case <-w.done:
+		<-w.ready
+	case <-readyTimer.C:
+		// A worker that cannot even set up its jail in this time is
+		// stuck; killing it makes the ready read fail below.
+		w.kill()
 		<-w.ready
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	if w.readyErr != nil {
 		<-w.done
-		w.stderrWG.Wait()
+		waitBounded(&w.stderrWG, 2*time.Second)
 		return nil, fmt.Errorf("%w: %v%s", errWorkerGone, w.readyErr, tail(w.stderr))
 	}
 	if w.cg != nil {
@@ -467,7 +488,7 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 			w.kill()
 			<-w.done
 		}
-		w.stderrWG.Wait()
+		waitBounded(&w.stderrWG, 2*time.Second)
 		<-writeErr
 	} else {
 		// The result is in hand: the worker's exit (tearing down its
@@ -528,7 +549,7 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		return nil, ctx.Err()
 	}
 	st, _ := w.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	errText := w.stderr.buf.String()
+	errText := tail(w.stderr)
 	switch {
 	case w.cg != nil && w.cg.oomKilled():
 		base.Report.Outcome, base.Report.ExitCode = OutcomeMemory, ExitMemory
@@ -553,7 +574,9 @@ func cpuTime(ps *os.ProcessState) float64 {
 }
 
 func tail(l *limitedBuffer) string {
+	l.mu.Lock()
 	s := strings.TrimSpace(l.buf.String())
+	l.mu.Unlock()
 	if s == "" {
 		return ""
 	}
