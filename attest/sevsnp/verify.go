@@ -309,9 +309,9 @@ func claimsOf(r *spb.Report, policy abi.SnpPolicy, ek *x509.Certificate, warning
 		HardwareProtected: true,
 		Debug:             policy.Debug,
 		Advisories:        []string{},
-		SVN:      svn,
-		Signer:   ek.Subject.CommonName + " " + hex.EncodeToString(r.GetChipId()[:8]),
-		Warnings: warnings,
+		SVN:               svn,
+		Signer:            ek.Subject.CommonName + " " + hex.EncodeToString(r.GetChipId()[:8]),
+		Warnings:          warnings,
 		Extra: map[string]any{
 			"policy":        fmt.Sprintf("0x%x", r.GetPolicy()),
 			"vmpl":          r.GetVmpl(),
