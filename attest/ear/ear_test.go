@@ -238,3 +238,112 @@ func FuzzParseResult(f *testing.F) {
 		}
 	})
 }
+
+// TestVeraisonTokenOutOfWindow: the token has no exp; verifying it at a
+// time before its iat (2022-10-18T11:09:33Z, beyond the 5 minutes of clock
+// skew allowed) is refused as outside its validity window.
+func TestVeraisonTokenOutOfWindow(t *testing.T) {
+	tok := veraisonToken(t)
+	key := veraisonKey(t)
+	iat := time.Unix(1666091373, 0)
+	for _, at := range []time.Time{iat.Add(-6 * time.Minute), time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		_, err := attest.Verify(context.Background(), &attest.Evidence{Class: attest.ClassEAR, Data: tok}, attest.VerifyOptions{Now: at, TrustedKeys: []crypto.PublicKey{key}})
+		if !errors.Is(err, attest.ErrExpired) || !strings.Contains(err.Error(), "2022-10-18T11:09:33Z") {
+			t.Errorf("at %s: %v, want ErrExpired naming the iat", at, err)
+		}
+	}
+	// Within the skew it verifies.
+	if _, err := attest.Verify(context.Background(), &attest.Evidence{Class: attest.ClassEAR, Data: tok}, attest.VerifyOptions{Now: iat.Add(-4 * time.Minute), TrustedKeys: []crypto.PublicKey{key}}); err != nil {
+		t.Errorf("within clock skew: %v", err)
+	}
+}
+
+// TestStatusNoneAndNonces covers what the verifier makes of a result
+// beyond its signature: a result nobody appraised is refused; a submodule
+// not appraised is a warning; the EAR's eat_nonce, not the attester's
+// nonce, is Claims.Nonce; Cloister claims that are not hex are refused
+// with the field named.
+func TestStatusNoneAndNonces(t *testing.T) {
+	signer, err := ParseSigningKey(conformance(t, "ear/skey.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	opts := attest.VerifyOptions{Now: now, TrustedKeys: []crypto.PublicKey{signer.Public()}}
+	vid := VerifierID{Build: "b", Developer: "d"}
+	verifyResult := func(r *Result) (*attest.Claims, error) {
+		tok, err := Issue(r, signer, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return attest.Verify(context.Background(), &attest.Evidence{Class: attest.ClassEAR, Data: []byte(tok)}, opts)
+	}
+
+	if _, err := verifyResult(&Result{VerifierID: vid, Submods: map[string]Submod{"a": {Status: StatusNone}, "b": {Status: StatusNone}}}); !errors.Is(err, attest.ErrTCB) || !strings.Contains(err.Error(), "no appraisal") {
+		t.Errorf("all submodules none: %v, want ErrTCB", err)
+	}
+
+	nitro := &attest.Claims{Class: attest.ClassNitro, Measurement: []byte{1, 2, 3}, ReportData: bytes.Repeat([]byte{9}, 64), Nonce: []byte{0xaa, 0xbb}, HardwareProtected: true}
+	c, err := verifyResult(&Result{Nonce: NonceString([]byte("rp-nonce")), VerifierID: vid, Submods: map[string]Submod{
+		"isolate": AppraiseClaims(nitro, nil, true),
+		"other":   {Status: StatusNone},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TCBStatus != StatusAffirming || string(c.Nonce) != "rp-nonce" || c.Extra["attester_nonce"] != "aabb" {
+		t.Errorf("status %q nonce %q attester_nonce %v", c.TCBStatus, c.Nonce, c.Extra["attester_nonce"])
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], `"other": status none`) {
+		t.Errorf("warnings %q", c.Warnings)
+	}
+	if err := attest.Validate(c, attest.ReferenceValues{Nonce: []byte{0xaa, 0xbb}}, now); !errors.Is(err, attest.ErrNonce) {
+		t.Errorf("the attester's nonce must not pass for the EAR's: %v", err)
+	}
+
+	// Without eat_nonce the attester's nonce is all there is.
+	c, err = verifyResult(&Result{VerifierID: vid, Submods: map[string]Submod{"isolate": AppraiseClaims(nitro, nil, true)}})
+	if err != nil || !bytes.Equal(c.Nonce, []byte{0xaa, 0xbb}) {
+		t.Errorf("no eat_nonce: nonce %x, %v", c.Nonce, err)
+	}
+
+	for field, edit := range map[string]func(cc *CloisterClaims){
+		"measurement":       func(cc *CloisterClaims) { cc.Measurement = "zz" },
+		"report_data":       func(cc *CloisterClaims) { cc.ReportData = "0" },
+		"measurements.pcr0": func(cc *CloisterClaims) { cc.Measurements = map[string]string{"pcr0": "xyz"} },
+	} {
+		sub := AppraiseClaims(nitro, nil, true)
+		edit(sub.Cloister)
+		_, err := verifyResult(&Result{VerifierID: vid, Submods: map[string]Submod{"isolate": sub}})
+		if !errors.Is(err, attest.ErrMalformed) || !strings.Contains(err.Error(), "cloister."+field) {
+			t.Errorf("bad hex in %s: %v, want ErrMalformed naming it", field, err)
+		}
+	}
+}
+
+// FuzzVerifierClaims signs arbitrary claims sets with a pinned key, so the
+// conversion of a verified EAR into Claims (the part a signature does not
+// protect against a careless or hostile verifier) is exercised, not only
+// the signature check.
+func FuzzVerifierClaims(f *testing.F) {
+	parts := strings.Split(string(veraisonToken(f)), ".")
+	p, _ := b64.DecodeString(parts[1])
+	f.Add(p)
+	f.Add([]byte(`{"eat_profile":"tag:github.com,2023:veraison/ear","iat":1,"ear.verifier-id":{"build":"b","developer":"d"},"submods":{"x":{"ear.status":"affirming","cloister":{"class":"nitro","format":"f","measurement":"0102","report_data":"zz","hardware_protected":true,"debug":false,"measurements":{"a":"00"}}}}}`))
+	f.Add([]byte(`{"eat_profile":"tag:github.com,2023:veraison/ear","iat":1,"eat_nonce":"AAEC","ear.verifier-id":{"build":"b","developer":"d"},"submods":{"x":{"ear.status":"none"}}}`))
+	signer, err := ParseSigningKey(conformance(f, "ear/skey.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	opts := attest.VerifyOptions{Now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), TrustedKeys: []crypto.PublicKey{signer.Public()}}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		tok, err := signJWS(payload, signer)
+		if err != nil {
+			return
+		}
+		c, err := Verifier{}.Verify(context.Background(), &attest.Evidence{Class: attest.ClassEAR, Data: []byte(tok)}, opts)
+		if err == nil && (c.TCBStatus != StatusAffirming && c.TCBStatus != StatusWarning) {
+			t.Fatalf("accepted an EAR with status %q", c.TCBStatus)
+		}
+	})
+}

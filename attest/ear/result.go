@@ -279,8 +279,13 @@ func (Verifier) Verify(ctx context.Context, ev *attest.Evidence, opts attest.Ver
 		return nil, err
 	}
 	status := r.Status()
-	if status == StatusContraindicated {
+	switch status {
+	case StatusContraindicated:
 		return nil, fmt.Errorf("%w: the EAR's verifier judged the attester contraindicated", attest.ErrTCB)
+	case StatusNone:
+		// "none" means the verifier could not appraise anything; a relying
+		// party with default reference values must not take it for a pass.
+		return nil, fmt.Errorf("%w: the EAR's verifier made no appraisal (status none in every submodule)", attest.ErrTCB)
 	}
 	c := &attest.Claims{
 		Class:      attest.ClassEAR,
@@ -292,6 +297,9 @@ func (Verifier) Verify(ctx context.Context, ev *attest.Evidence, opts attest.Ver
 		Signer:     keyName(key) + " (" + r.VerifierID.Developer + " " + r.VerifierID.Build + ")",
 		Extra:      map[string]any{"ear.status": status, "eat_profile": r.Profile},
 	}
+	// The EAR's own eat_nonce is what makes the result fresh for the
+	// relying party that asked for it, so it is Claims.Nonce; the
+	// attester's nonce (inside the Cloister claims) is kept in Extra.
 	if r.Nonce != "" {
 		if n, err := base64.RawURLEncoding.DecodeString(r.Nonce); err == nil {
 			c.Nonce = n
@@ -308,18 +316,47 @@ func (Verifier) Verify(ctx context.Context, ev *attest.Evidence, opts attest.Ver
 	for _, n := range names {
 		s := r.Submods[n]
 		subs[n] = map[string]any{"status": s.Status, "trustworthiness_vector": s.TrustVector}
-		if status == StatusWarning && s.Status == StatusWarning {
+		switch s.Status {
+		case StatusWarning:
 			c.Warnings = append(c.Warnings, fmt.Sprintf("EAR submodule %q: status warning", n))
+		case StatusNone:
+			c.Warnings = append(c.Warnings, fmt.Sprintf("EAR submodule %q: status none (not appraised)", n))
 		}
 		// The first submodule carrying Cloister claims supplies the
 		// measurement and report data.
 		if cc := s.Cloister; cc != nil && c.Measurement == nil {
-			c.Measurement, _ = hex.DecodeString(cc.Measurement)
-			c.ReportData, _ = hex.DecodeString(cc.ReportData)
-			if cc.Nonce != "" {
-				c.Nonce, _ = hex.DecodeString(cc.Nonce)
+			var err error
+			dec := func(field, v string) []byte {
+				b, e := hex.DecodeString(v)
+				if e != nil && err == nil {
+					err = fmt.Errorf("%w: EAR submodule %q cloister.%s is not hex: %v", attest.ErrMalformed, n, field, e)
+				}
+				return b
 			}
-			c.PublicKey, _ = hex.DecodeString(cc.PublicKey)
+			c.Measurement = dec("measurement", cc.Measurement)
+			if c.Measurement == nil {
+				c.Measurement = []byte{}
+			}
+			c.ReportData = dec("report_data", cc.ReportData)
+			if cc.Nonce != "" {
+				an := dec("nonce", cc.Nonce)
+				c.Extra["attester_nonce"] = hex.EncodeToString(an)
+				if c.Nonce == nil {
+					c.Nonce = an
+				}
+			}
+			c.PublicKey = dec("public_key", cc.PublicKey)
+			var ms map[string][]byte
+			if len(cc.Measurements) > 0 {
+				ms = map[string][]byte{}
+				for k, v := range cc.Measurements {
+					ms[k] = dec("measurements."+k, v)
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
+			c.Measurements = ms
 			c.HardwareProtected = cc.HardwareProtected
 			c.Debug = cc.Debug
 			if cc.TCBStatus != "" {
@@ -328,12 +365,6 @@ func (Verifier) Verify(ctx context.Context, ev *attest.Evidence, opts attest.Ver
 			c.Advisories = append(c.Advisories, cc.Advisories...)
 			c.Warnings = append(c.Warnings, cc.Warnings...)
 			c.Extra["attester_class"] = string(cc.Class)
-			if len(cc.Measurements) > 0 {
-				c.Measurements = map[string][]byte{}
-				for k, v := range cc.Measurements {
-					c.Measurements[k], _ = hex.DecodeString(v)
-				}
-			}
 		}
 	}
 	c.Extra["submods"] = subs
