@@ -60,11 +60,11 @@ func verifyGoAttestation(data []byte, opts attest.VerifyOptions, collateral [][]
 	if err := ak.Trusted(opts.TrustedKeys, nil, nil, x509VerifyOptions(opts)); err != nil {
 		return nil, err
 	}
-	// The quote covers one bank; pick the PCR values of that bank.
-	all := make([]gattest.PCR, 0, len(g.Log.PCRs))
-	for _, p := range g.Log.PCRs {
-		all = append(all, gattest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: p.DigestAlg})
-	}
+	// The quote covers one bank; pick the PCR values of that bank. Values
+	// of other banks are not signed and are not used at all: the event log
+	// is replayed against the quoted values only (go-attestation's replay
+	// accepts a PCR if any one bank given for it matches, so an unsigned
+	// bank would let a forged log through).
 	q, err := quoteBank(g.Quote.Quote)
 	if err != nil {
 		return nil, err
@@ -98,7 +98,11 @@ func verifyGoAttestation(data []byte, opts attest.VerifyOptions, collateral [][]
 		log = cl // an event log given as collateral replaces the embedded one
 	}
 	if len(log) > 0 {
-		n, err := replayEventLog(log, all)
+		quoted := make([]gattest.PCR, 0, len(pcrs))
+		for i, v := range pcrs {
+			quoted = append(quoted, gattest.PCR{Index: i, Digest: v, DigestAlg: bankHash})
+		}
+		n, err := replayEventLog(log, quoted)
 		if err != nil {
 			return nil, err
 		}
