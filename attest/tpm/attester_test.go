@@ -193,14 +193,19 @@ func TestAKCertificateTrust(t *testing.T) {
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "AK enrolment CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(pub crypto.PublicKey) []byte {
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node-1 AK"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	issueAt := func(pub crypto.PublicKey, notBefore, notAfter time.Time) []byte {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node-1 AK"}, NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return der
 	}
+	issue := func(pub crypto.PublicKey) []byte {
+		return issueAt(pub, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	}
+	tampered := issue(ak.Key)
+	tampered[len(tampered)-5] ^= 1 // inside the CA's signature
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	var rd [attest.ReportDataSize]byte
 	for name, tc := range map[string]struct {
@@ -211,6 +216,9 @@ func TestAKCertificateTrust(t *testing.T) {
 		"certified AK":         {issue(ak.Key), []*x509.Certificate{ca}, nil},
 		"certificate, no root": {issue(ak.Key), nil, attest.ErrUntrustedSigner},
 		"other key certified":  {issue(&other.PublicKey), []*x509.Certificate{ca}, attest.ErrChain},
+		"tampered certificate": {tampered, []*x509.Certificate{ca}, attest.ErrChain},
+		"expired certificate":  {issueAt(ak.Key, time.Now().Add(-time.Hour), time.Now().Add(-time.Minute)), []*x509.Certificate{ca}, attest.ErrExpired},
+		"not yet valid":        {issueAt(ak.Key, time.Now().Add(time.Minute), time.Now().Add(time.Hour)), []*x509.Certificate{ca}, attest.ErrExpired},
 	} {
 		a, err := NewAttester(rwc, WithMeasurement(m), WithAKCertificate(tc.cert))
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -84,6 +85,10 @@ func (ak *AK) Trusted(keys []crypto.PublicKey, cert *x509.Certificate, roots *x5
 		opts.Roots = roots
 		opts.KeyUsages = []x509.ExtKeyUsage{x509.ExtKeyUsageAny}
 		if _, err := cert.Verify(opts); err != nil {
+			var inv x509.CertificateInvalidError
+			if errors.As(err, &inv) && inv.Reason == x509.Expired {
+				return fmt.Errorf("%w: TPM AK certificate %q: %v", attest.ErrExpired, cert.Subject.CommonName, err)
+			}
 			return fmt.Errorf("%w: TPM AK certificate %q: %v", attest.ErrChain, cert.Subject.CommonName, err)
 		}
 		return nil
