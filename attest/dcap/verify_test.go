@@ -295,3 +295,76 @@ func TestParseQuoteRejects(t *testing.T) {
 		t.Error("Sniff")
 	}
 }
+
+// TestTDXQuotesTamperedAndOutOfWindow gives the two TDX samples the same
+// treatment as the SGX one: a flipped byte in the signed body, in the
+// quote signature and in the PCK certificate, and times outside the
+// collateral or certificate windows, each failing for its own reason.
+// tdx_quote verifies with its collateral; tdx_quote_outdated (v5) verifies
+// without collateral (with it, no TCB level matches: TestTDXOutdatedQuote).
+func TestTDXQuotesTamperedAndOutOfWindow(t *testing.T) {
+	for _, tc := range []struct {
+		quote, collateral string
+		in, before, after time.Time
+	}{
+		{"tdx_quote", "tdx_quote_collateral.json", inWindow2025, time.Date(2025, 6, 18, 0, 0, 0, 0, time.UTC), time.Date(2025, 7, 20, 0, 0, 0, 0, time.UTC)},
+		{"tdx_quote_outdated", "", inWindow2026, time.Time{}, time.Date(2053, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"tdx_quote_outdated", "tdx_quote_outdated_collateral.json", inWindow2026, time.Date(2026, 2, 17, 0, 0, 0, 0, time.UTC), time.Date(2026, 3, 21, 0, 0, 0, 0, time.UTC)},
+	} {
+		t.Run(tc.quote+"+"+tc.collateral, func(t *testing.T) {
+			quote := read(t, "attestation/dcap/"+tc.quote)
+			var col [][]byte
+			if tc.collateral != "" {
+				col = [][]byte{read(t, "attestation/dcap/"+tc.collateral)}
+			}
+			q, err := ParseQuote(quote)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sigOff := len(q.SignedData) + 4
+			bodyOff := HeaderSize
+			if q.Version == 5 {
+				bodyOff += 6 // body descriptor: type, size
+			}
+			flip := func(i int) []byte { b := bytes.Clone(quote); b[i] ^= 1; return b }
+			verify := func(b []byte, at time.Time) error {
+				_, err := VerifyEvidence(&attest.Evidence{Class: attest.ClassTDX, Data: b, Collateral: col}, attest.VerifyOptions{Now: at}, true)
+				return err
+			}
+			if tc.collateral == "" || tc.quote == "tdx_quote" {
+				if err := verify(quote, tc.in); err != nil {
+					t.Fatalf("untampered: %v", err)
+				}
+			}
+			cases := []struct {
+				name string
+				b    []byte
+				at   time.Time
+				want error
+				msg  string
+			}{
+				{"MRTD", flip(bodyOff + 136), tc.in, attest.ErrSignature, "quote signature"},
+				{"last body byte", flip(len(q.SignedData) - 1), tc.in, attest.ErrSignature, "quote signature"},
+				{"quote signature", flip(sigOff + 7), tc.in, attest.ErrSignature, "quote signature"},
+				{"QE report", flip(sigOff + 128 + 6 + 64), tc.in, attest.ErrSignature, "QE report signature"},
+				{"PCK certificate", tamperPCK(t, quote), tc.in, attest.ErrChain, "PCK certificate chain"},
+				{"after the window", quote, tc.after, attest.ErrExpired, ""},
+			}
+			if !tc.before.IsZero() {
+				cases = append(cases, struct {
+					name string
+					b    []byte
+					at   time.Time
+					want error
+					msg  string
+				}{"before the window", quote, tc.before, attest.ErrExpired, ""})
+			}
+			for _, c := range cases {
+				err := verify(c.b, c.at)
+				if !errors.Is(err, c.want) || (c.msg != "" && !strings.Contains(err.Error(), c.msg)) {
+					t.Errorf("%s: err = %v, want %v mentioning %q", c.name, err, c.want, c.msg)
+				}
+			}
+		})
+	}
+}

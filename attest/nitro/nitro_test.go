@@ -391,3 +391,46 @@ func TestNSMRequestEncoding(t *testing.T) {
 		t.Fatalf("request\n got %x\nwant %x", dev.req, want)
 	}
 }
+
+// TestEvervaultTamperedAndOutOfWindow: the evervault document that
+// verifies (valid-attestation-doc-bytes) with a flipped byte in its
+// payload, its signature and its leaf certificate, and at times before
+// and after its leaf's three-hour window.
+func TestEvervaultTamperedAndOutOfWindow(t *testing.T) {
+	data := load(t, "nitro/evervault/valid-attestation-doc-bytes")
+	now := at(t, "2022-10-13T08:58:02.136Z")
+	p, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipAt := func(i int) []byte {
+		d := bytes.Clone(data)
+		d[i] ^= 0x01
+		return d
+	}
+	pcr := bytes.Index(data, p.Doc.PCRs[0])
+	leaf := bytes.Index(data, p.Doc.Certificate)
+	if pcr < 0 || leaf < 0 {
+		t.Fatal("fields not found in the encoding")
+	}
+	for name, tc := range map[string]struct {
+		d    []byte
+		want error
+	}{
+		"PCR0 byte":      {flipAt(pcr + 5), attest.ErrSignature},
+		"signature byte": {flipAt(len(data) - 7), attest.ErrSignature},
+		"leaf cert byte": {flipAt(leaf + len(p.Doc.Certificate) - 10), attest.ErrSignature},
+	} {
+		// The leaf is inside the signed payload, so any change to it
+		// breaks the document signature before the chain is looked at.
+		if _, err := verify(t, tc.d, attest.VerifyOptions{Now: now}); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+	lo, hi := p.Leaf.NotBefore, p.Leaf.NotAfter
+	for _, ts := range []time.Time{lo.Add(-time.Second), hi.Add(time.Second)} {
+		if _, err := verify(t, data, attest.VerifyOptions{Now: ts}); !errors.Is(err, attest.ErrExpired) {
+			t.Errorf("at %s (leaf valid %s..%s): %v, want ErrExpired", ts, lo, hi, err)
+		}
+	}
+}

@@ -159,6 +159,15 @@ func TestTamperedSPRQuote(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrSignature", name, err)
 		}
 	}
+	// A flipped byte in the PCK leaf certificate's signature.
+	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: tamperPCK(t, q)}, at2023); !errors.Is(err, attest.ErrChain) {
+		t.Errorf("PCK certificate: err = %v, want ErrChain", err)
+	}
+	// The same tampering with the PCS collateral: go-tdx-guest is never
+	// reached, package dcap refuses first.
+	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: tamperPCK(t, q), Collateral: pcsItems(t, "sample_tcbInfo_response")}, at2023); !errors.Is(err, attest.ErrChain) {
+		t.Errorf("PCK certificate with PCS collateral: err = %v, want ErrChain", err)
+	}
 	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: read(t, "attestation/dcap/sgx_quote")}, time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC)); !errors.Is(err, attest.ErrMalformed) {
 		t.Errorf("SGX quote as TDX: %v", err)
 	}
@@ -206,5 +215,54 @@ func TestPCSCollateralThroughDCAP(t *testing.T) {
 	_, err = dcap.Verify(q, col, attest.VerifyOptions{Now: at2023})
 	if !errors.Is(err, attest.ErrTCB) || !strings.Contains(err.Error(), "no matching TCB level found") {
 		t.Fatalf("dcap on PCS collateral: err = %v, want ErrTCB no matching TCB level found", err)
+	}
+}
+
+// tamperPCK flips a byte in the PCK leaf certificate's signature inside
+// the quote, keeping every length the same.
+func tamperPCK(t *testing.T, quote []byte) []byte {
+	t.Helper()
+	start := bytes.Index(quote, []byte("-----BEGIN CERTIFICATE-----"))
+	end := bytes.Index(quote, []byte("-----END CERTIFICATE-----")) + len("-----END CERTIFICATE-----\n")
+	blk, _ := pem.Decode(quote[start:end])
+	if blk == nil {
+		t.Fatal("no PEM in quote")
+	}
+	blk.Bytes[len(blk.Bytes)-3] ^= 1
+	re := pem.EncodeToMemory(blk)
+	if len(re) != end-start {
+		t.Fatalf("re-encoded PCK PEM is %d bytes, was %d", len(re), end-start)
+	}
+	out := bytes.Clone(quote)
+	copy(out[start:], re)
+	return out
+}
+
+// TestTamperedV5Sample: the v5 sample verifies without collateral from
+// 2026-01-27 (TestConformanceV5Sample); flipped bytes in its body (TD 1.5,
+// after the 6-byte body descriptor), its signature and its PCK certificate
+// must each fail, and so must a time after the PCK chain expires.
+func TestTamperedV5Sample(t *testing.T) {
+	q := read(t, "attestation/tdx/quote_v5_sample.dat")
+	at := time.Date(2026, 2, 15, 0, 0, 0, 0, time.UTC)
+	parsed, err := dcap.ParseQuote(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigOff := len(parsed.SignedData) + 4
+	for name, off := range map[string]int{"body descriptor": 48, "mrtd": 48 + 6 + 136, "report data": 48 + 6 + 520, "mrservicetd": len(parsed.SignedData) - 1, "quote signature": sigOff + 10} {
+		b := bytes.Clone(q)
+		b[off] ^= 1
+		if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: b}, at); !errors.Is(err, attest.ErrSignature) && !errors.Is(err, attest.ErrMalformed) {
+			t.Errorf("%s: err = %v, want ErrSignature", name, err)
+		} else if name != "body descriptor" && !errors.Is(err, attest.ErrSignature) {
+			t.Errorf("%s: err = %v, want ErrSignature", name, err)
+		}
+	}
+	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: tamperPCK(t, q)}, at); !errors.Is(err, attest.ErrChain) {
+		t.Errorf("PCK certificate: err = %v, want ErrChain", err)
+	}
+	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: q}, time.Date(2053, 1, 1, 0, 0, 0, 0, time.UTC)); !errors.Is(err, attest.ErrExpired) {
+		t.Errorf("2053: err = %v, want ErrExpired", err)
 	}
 }
