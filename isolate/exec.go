@@ -3,6 +3,7 @@ package isolate
 import (
 	"bytes"
 	"context"
+	cryptorand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -221,8 +222,10 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 			WithRandSource(seededReader(j.Seed))
 	} else {
 		now = func() int64 { return time.Now().UnixNano() }
-		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
-		// wazero's default random source is crypto/rand.
+		// The source must be named: wazero's default (v1.12) is a fixed
+		// fake source that gives every run the same "random" bytes.
+		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep().
+			WithRandSource(cryptorand.Reader)
 	}
 	var gfs *guestFS
 	if j.ConformanceRoot != "" {
