@@ -38,8 +38,10 @@ func ParsePCKExtensions(cert *x509.Certificate) (*PCKExtensions, error) {
 		return nil, fmt.Errorf("%w: PCK certificate %q has no SGX extension %s", ErrFormat, cert.Subject.CommonName, oidSGXExtensions)
 	}
 	var items []oidValue
-	if rest, err := asn1.Unmarshal(raw, &items); err != nil || len(rest) != 0 {
+	if rest, err := asn1.Unmarshal(raw, &items); err != nil {
 		return nil, fmt.Errorf("%w: PCK SGX extension: %v", ErrFormat, err)
+	} else if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: PCK SGX extension: %d bytes after the sequence", ErrFormat, len(rest))
 	}
 	out := &PCKExtensions{}
 	seen := map[int]bool{}
@@ -87,8 +89,10 @@ func octets(v asn1.RawValue) ([]byte, error) {
 
 func (p *PCKExtensions) parseTCB(v asn1.RawValue) error {
 	var items []oidValue
-	if rest, err := asn1.Unmarshal(v.FullBytes, &items); err != nil || len(rest) != 0 {
+	if rest, err := asn1.Unmarshal(v.FullBytes, &items); err != nil {
 		return fmt.Errorf("TCB: %v", err)
+	} else if len(rest) != 0 {
+		return fmt.Errorf("TCB: %d bytes after the sequence", len(rest))
 	}
 	base := append(append(asn1.ObjectIdentifier{}, oidSGXExtensions...), 2)
 	got := 0

@@ -95,8 +95,11 @@ func Parse(data []byte) (*Parsed, error) {
 		return nil, fmt.Errorf("%w: nitro COSE_Sign1: %v", attest.ErrMalformed, err)
 	}
 	alg, err := msg.Headers.Protected.Algorithm()
-	if err != nil || alg != cose.AlgorithmES384 {
-		return nil, fmt.Errorf("%w: nitro COSE_Sign1 algorithm is %v (%v), want ES384", attest.ErrMalformed, alg, err)
+	if err != nil {
+		return nil, fmt.Errorf("%w: nitro COSE_Sign1 protected header: algorithm: %v", attest.ErrMalformed, err)
+	}
+	if alg != cose.AlgorithmES384 {
+		return nil, fmt.Errorf("%w: nitro COSE_Sign1 algorithm is %v, want ES384", attest.ErrMalformed, alg)
 	}
 	if len(msg.Signature) != 96 {
 		return nil, fmt.Errorf("%w: nitro signature is %d bytes, want 96", attest.ErrMalformed, len(msg.Signature))

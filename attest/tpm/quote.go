@@ -55,8 +55,11 @@ func ParseAK(raw []byte) (*AK, error) {
 	default:
 		return nil, fmt.Errorf("%w: TPM AK has no RSASSA or ECDSA signing scheme", attest.ErrMalformed)
 	}
-	if err != nil || (h != crypto.SHA1 && h != crypto.SHA256 && h != crypto.SHA384 && h != crypto.SHA512) {
+	if err != nil {
 		return nil, fmt.Errorf("%w: TPM AK signing hash: %v", attest.ErrMalformed, err)
+	}
+	if h != crypto.SHA1 && h != crypto.SHA256 && h != crypto.SHA384 && h != crypto.SHA512 {
+		return nil, fmt.Errorf("%w: TPM AK signing hash %v is not SHA-1 or SHA-2", attest.ErrMalformed, h)
 	}
 	key, err := pub.Key()
 	if err != nil {
