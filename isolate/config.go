@@ -100,7 +100,20 @@ type Report struct {
 	// OutputLimited says a write or file creation under /output/ was
 	// refused because MaxOutput or MaxOutputFiles was reached.
 	OutputLimited bool `json:"output_limited,omitempty"`
+	// OutputLimitsHit names each limit that refused something:
+	// LimitMaxOutput (the guest was told ENOSPC) and LimitMaxOutputFiles
+	// (EDQUOT), in that order.
+	OutputLimitsHit []string `json:"output_limits_hit,omitempty"`
+	// Warnings say, in words, what a run that otherwise ended normally
+	// lost to a limit: refused output writes, truncated stdout or stderr.
+	Warnings []string `json:"warnings,omitempty"`
 }
+
+// Names of the output limits in Report.OutputLimitsHit.
+const (
+	LimitMaxOutput      = "max_output"
+	LimitMaxOutputFiles = "max_output_files"
+)
 
 // Output is one file the guest wrote under /output/.
 type Output struct {

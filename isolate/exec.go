@@ -73,7 +73,7 @@ func (e *executor) newRuntime(ctx context.Context, cancel bool) (wazero.Runtime,
 		rc = rc.WithCompilationCache(e.cache)
 	}
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	if err := instantiateWASI(ctx, rt); err != nil {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("isolate: instantiating WASI: %w", err)
 	}
@@ -242,6 +242,9 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	}
 	alloc := &ceilingAllocator{ceiling: j.Memory}
 	runCtx := experimental.WithMemoryAllocator(ctx, alloc)
+	if gfs != nil {
+		runCtx = context.WithValue(runCtx, guestFSKey{}, gfs)
+	}
 	mod, err := rt.InstantiateModule(runCtx, compiled, mc)
 	if mod != nil {
 		_ = mod.Close(context.Background())
@@ -251,16 +254,37 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	rep.StdoutTruncated, rep.StderrTruncated = stdout.truncated, stderr.truncated
 	classify(&rep, err, alloc.refused.Load(), ctx.Err())
 	if gfs != nil {
-		var limited bool
-		res.Outputs, limited = gfs.collect()
-		rep.OutputLimited = limited
+		res.Outputs, rep.OutputLimitsHit = gfs.collect()
 		for _, o := range res.Outputs {
 			s := sha256.Sum256(o.Data)
 			rep.Outputs = append(rep.Outputs, OutputInfo{Name: o.Name, Bytes: int64(len(o.Data)), SHA256: hex.EncodeToString(s[:])})
 		}
 	}
+	setWarnings(&rep, j)
 	res.Report = rep
 	return finish(res), nil
+}
+
+// setWarnings derives OutputLimited and Warnings from the limit flags of
+// the report, so that their wording is the host's even when the flags came
+// from a worker.
+func setWarnings(rep *Report, j *job) {
+	rep.OutputLimited = len(rep.OutputLimitsHit) > 0
+	rep.Warnings = nil
+	for _, l := range rep.OutputLimitsHit {
+		switch l {
+		case LimitMaxOutput:
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("output limit reached: /output/ may hold %d bytes in all (max_output); writes beyond it were refused with ENOSPC", j.MaxOutput))
+		case LimitMaxOutputFiles:
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("output limit reached: /output/ may hold %d files (max_output_files); creating more was refused with EDQUOT", j.MaxOutputFiles))
+		}
+	}
+	if rep.StdoutTruncated {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("stdout exceeded %d bytes; the rest was dropped", j.MaxStdio))
+	}
+	if rep.StderrTruncated {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("stderr exceeded %d bytes; the rest was dropped", j.MaxStdio))
+	}
 }
 
 // classify turns the error of running _start into an outcome.

@@ -118,7 +118,7 @@ func TestHostileOutputFlood(t *testing.T) {
 	if !bytes.HasPrefix(res.Stdout, []byte("wrote 4194304 bytes; create second: <nil>; write second: 0 ")) {
 		t.Errorf("stdout starts %.200q", res.Stdout)
 	}
-	if !bytes.Contains(res.Stderr, []byte("write error: write /output/flood.bin: I/O error")) {
+	if !bytes.Contains(res.Stderr, []byte("write error: write /output/flood.bin: No space left on device")) {
 		t.Errorf("stderr starts %.200q", res.Stderr)
 	}
 	var total int64
@@ -134,11 +134,11 @@ func TestHostileManyFiles(t *testing.T) {
 	r := newRuntime(t, Options{})
 	res := mustRun(t, r, &Config{Module: hostileGuest(t, "manyfiles"), MaxOutputFiles: 100, Timeout: time.Minute})
 	wantOutcome(t, res, OutcomeExited, 0)
-	if !bytes.HasPrefix(res.Stdout, []byte("created 100 files; then: open /output/f00100: I/O error")) {
+	if !bytes.HasPrefix(res.Stdout, []byte("created 100 files; then: open /output/f00100: Quota exceeded")) {
 		t.Errorf("stdout %q", res.Stdout)
 	}
-	if len(res.Outputs) != 100 || !res.Report.OutputLimited {
-		t.Errorf("%d outputs (limited=%v), want 100", len(res.Outputs), res.Report.OutputLimited)
+	if len(res.Outputs) != 100 || !res.Report.OutputLimited || fmt.Sprint(res.Report.OutputLimitsHit) != "[max_output_files]" {
+		t.Errorf("%d outputs (limited=%v, limits hit %q), want 100 and max_output_files", len(res.Outputs), res.Report.OutputLimited, res.Report.OutputLimitsHit)
 	}
 }
 

@@ -623,6 +623,17 @@ func validateWorkerResult(r *Result, jb *job) error {
 	if total > jb.MaxOutput {
 		return bad("%d output bytes, more than the %d allowed", total, jb.MaxOutput)
 	}
+	hit := r.Report.OutputLimitsHit
+	switch {
+	case len(hit) == 0:
+		hit = nil
+	case len(hit) == 1 && (hit[0] == LimitMaxOutput || hit[0] == LimitMaxOutputFiles):
+	case len(hit) == 2 && hit[0] == LimitMaxOutput && hit[1] == LimitMaxOutputFiles:
+	default:
+		return bad("output limits hit %q", hit)
+	}
+	r.Report.OutputLimitsHit = hit
+	setWarnings(&r.Report, jb)
 	r.Report.ProgramSHA256 = sha256Hex(jb.Module)
 	r.Report.Deterministic = jb.Deterministic
 	return nil

@@ -12,12 +12,29 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 )
 
-// errOutputLimit is returned to the guest when a write or create under
-// /output/ would exceed MaxOutput or MaxOutputFiles. wazero v1.12's
-// file-system errno set has no ENOSPC or EDQUOT, and any value outside the set
-// reaches the guest as EIO, so the guest sees EIO; the run report says which
-// limit was hit (Report.OutputLimited).
+// errOutputLimit is what the file system returns when a write or create
+// under /output/ would exceed MaxOutput or MaxOutputFiles. wazero v1.12's
+// file-system errno set has no ENOSPC or EDQUOT, so it is EIO here, and the
+// refusal is recorded (guestFS.refuse); the WASI wrappers in wasi.go turn it
+// into ENOSPC or EDQUOT before the guest sees it.
 const errOutputLimit = experimentalsys.EIO
+
+// refusal says which output limit refused the last operation.
+type refusal int
+
+const (
+	refusedNone  refusal = iota
+	refusedBytes         // MaxOutput: ENOSPC
+	refusedFiles         // MaxOutputFiles: EDQUOT
+)
+
+// errno is the WASI errno the guest is told.
+func (r refusal) errno() uint32 {
+	if r == refusedFiles {
+		return wasiErrnoDquot
+	}
+	return wasiErrnoNospc
+}
 
 // guestFS is the whole file system the guest sees, mounted at "/":
 //
@@ -35,10 +52,14 @@ type guestFS struct {
 	used     int64 // total bytes held by outputs
 	maxBytes int64
 	maxFiles int
-	limited  bool // a write or create was refused by a limit
-	now      func() int64
-	nextIno  sys.Inode
-	inoOf    map[string]sys.Inode
+	// bytesHit and filesHit say a limit refused something during the
+	// run (for the report); last is the refusal of the current WASI call
+	// (for the errno the guest sees).
+	bytesHit, filesHit bool
+	last               refusal
+	now                func() int64
+	nextIno            sys.Inode
+	inoOf              map[string]sys.Inode
 }
 
 type outNode struct {
@@ -186,8 +207,7 @@ func (g *guestFS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) 
 				return nil, experimentalsys.ENAMETOOLONG
 			}
 			if len(g.outputs) >= g.maxFiles {
-				g.limited = true
-				return nil, errOutputLimit
+				return nil, g.refuse(refusedFiles)
 			}
 			n = &outNode{mtime: g.now(), ino: g.nextIno}
 			g.nextIno++
@@ -397,15 +417,43 @@ func (g *guestFS) Utimens(p string, _, mtim int64) experimentalsys.Errno {
 	return experimentalsys.EROFS
 }
 
-// collect returns the outputs in name order and whether a limit was hit.
-func (g *guestFS) collect() ([]Output, bool) {
+// refuse records that a limit refused an operation; g.mu is held.
+func (g *guestFS) refuse(r refusal) experimentalsys.Errno {
+	g.last = r
+	if r == refusedFiles {
+		g.filesHit = true
+	} else {
+		g.bytesHit = true
+	}
+	return errOutputLimit
+}
+
+// takeRefusal returns and forgets the refusal recorded since the last call.
+func (g *guestFS) takeRefusal() refusal {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r := g.last
+	g.last = refusedNone
+	return r
+}
+
+// collect returns the outputs in name order and the limits that refused
+// something (Report.OutputLimitsHit).
+func (g *guestFS) collect() ([]Output, []string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	outs := make([]Output, 0, len(g.outputs))
 	for _, name := range sortedKeys(g.outputs) {
 		outs = append(outs, Output{Name: name, Data: g.outputs[name].data})
 	}
-	return outs, g.limited
+	var hit []string
+	if g.bytesHit {
+		hit = append(hit, LimitMaxOutput)
+	}
+	if g.filesHit {
+		hit = append(hit, LimitMaxOutputFiles)
+	}
+	return outs, hit
 }
 
 // dirFile is an open directory: "/", "/input" or "/output".
@@ -660,13 +708,14 @@ func (f *outFile) Pwrite(buf []byte, off int64) (int, experimentalsys.Errno) {
 	if grow := end - size; grow > 0 {
 		room := f.g.maxBytes - f.g.used
 		if room <= 0 || off >= size+room {
-			f.g.limited = true
-			return 0, errOutputLimit
+			return 0, f.g.refuse(refusedBytes)
 		}
 		if grow > room {
+			// Write what fits; the next write is refused. (Flag
+			// it now: the guest may not try again.)
 			buf = buf[:size+room-off]
 			end = off + int64(len(buf))
-			f.g.limited = true
+			f.g.bytesHit = true
 		}
 		f.n.data = growTo(f.n.data, end)
 		f.g.used += end - size
@@ -700,8 +749,7 @@ func (f *outFile) Truncate(size int64) experimentalsys.Errno {
 	cur := int64(len(f.n.data))
 	if size > cur {
 		if size-cur > f.g.maxBytes-f.g.used {
-			f.g.limited = true
-			return errOutputLimit
+			return f.g.refuse(refusedBytes)
 		}
 		f.n.data = growTo(f.n.data, size)
 	} else {

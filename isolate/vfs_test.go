@@ -41,24 +41,24 @@ func TestGuestFSLimits(t *testing.T) {
 	if n, errno := f.Write([]byte("abcdef")); n != 4 || errno != 0 {
 		t.Fatalf("partial write: %d %v", n, errno)
 	}
-	if n, errno := f.Write([]byte("x")); n != 0 || errno != errOutputLimit {
+	if n, errno := f.Write([]byte("x")); n != 0 || errno != errOutputLimit || g.takeRefusal() != refusedBytes {
 		t.Fatalf("write past the limit: %d %v", n, errno)
 	}
 	// Overwriting in place costs nothing.
-	if n, errno := f.Pwrite([]byte("zz"), 0); n != 2 || errno != 0 {
+	if n, errno := f.Pwrite([]byte("zz"), 0); n != 2 || errno != 0 || g.takeRefusal() != refusedNone {
 		t.Fatalf("pwrite in place: %d %v", n, errno)
 	}
 	// A sparse write far beyond the end is refused outright.
-	if _, errno := f.Pwrite([]byte("y"), 1000); errno != errOutputLimit {
+	if _, errno := f.Pwrite([]byte("y"), 1000); errno != errOutputLimit || g.takeRefusal() != refusedBytes {
 		t.Fatalf("sparse write: %v", errno)
 	}
-	if errno := f.Truncate(100); errno != errOutputLimit {
+	if errno := f.Truncate(100); errno != errOutputLimit || g.takeRefusal() != refusedBytes {
 		t.Fatalf("truncate up: %v", errno)
 	}
 	if _, errno := g.OpenFile("output/b", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != 0 {
 		t.Fatal(errno)
 	}
-	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != errOutputLimit {
+	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != errOutputLimit || g.takeRefusal() != refusedFiles {
 		t.Fatalf("third file: %v", errno)
 	}
 	// Removing a file returns its bytes and its slot.
@@ -68,9 +68,9 @@ func TestGuestFSLimits(t *testing.T) {
 	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != 0 {
 		t.Fatalf("after unlink: %v", errno)
 	}
-	outs, limited := g.collect()
-	if len(outs) != 2 || outs[0].Name != "b" || outs[1].Name != "c" || !limited || g.used != 0 {
-		t.Fatalf("collect: %v limited=%v used=%d", outs, limited, g.used)
+	outs, hit := g.collect()
+	if len(outs) != 2 || outs[0].Name != "b" || outs[1].Name != "c" || len(hit) != 2 || g.used != 0 {
+		t.Fatalf("collect: %v limits hit %q, used=%d", outs, hit, g.used)
 	}
 }
 
