@@ -1,0 +1,498 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// app is the ledger's CometBFT application. CometBFT serializes the
+// consensus connection (InitChain, PrepareProposal, ProcessProposal,
+// ExtendVote, VerifyVoteExtension, FinalizeBlock, Commit); CheckTx and
+// Query run concurrently with it and with each other, reading committed
+// state only (a bbolt read transaction and the mu-guarded st).
+type app struct {
+	abci.BaseApplication
+
+	store    *store
+	privKey  ed25519.PrivateKey // this node's consensus key; signs checkpoints
+	verified *verifiedCache
+	waiters  *waiters
+	logger   *slog.Logger
+	now      func() time.Time
+
+	mu   sync.RWMutex
+	st   committedState
+	vals *validatorSet // nil before InitChain
+
+	// block is the block between FinalizeBlock and Commit (consensus
+	// connection only).
+	block *pendingBlock
+}
+
+type pendingBlock struct {
+	batch    *blockBatch
+	state    committedState
+	outcomes []txOutcome
+}
+
+// txOutcome is what became of one transaction of a committed block.
+type txOutcome struct {
+	hash    [32]byte
+	receipt Receipt
+	rej     *RejectedError
+}
+
+func newApp(s *store, privKey ed25519.PrivateKey, logger *slog.Logger) (*app, error) {
+	a := &app{store: s, privKey: privKey, verified: newVerifiedCache(1 << 17), waiters: newWaiters(),
+		logger: logger, now: time.Now}
+	err := s.view(func(r reader) error {
+		var err error
+		a.st, err = r.state()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	ci, ok, err := s.loadChain()
+	if err != nil {
+		return nil, fmt.Errorf("ledger store: chain info: %w", err)
+	}
+	if ok {
+		if a.vals, err = newValidatorSet(ci.ChainID, ci.keys()); err != nil {
+			return nil, fmt.Errorf("ledger store: %w", err)
+		}
+	}
+	return a, nil
+}
+
+func (a *app) state() (committedState, *validatorSet) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.st, a.vals
+}
+
+func (a *app) Info(context.Context, *abci.InfoRequest) (*abci.InfoResponse, error) {
+	st, _ := a.state()
+	res := &abci.InfoResponse{Data: "cloister-ledger", Version: "1", AppVersion: 1, LastBlockHeight: st.Height}
+	if st.Height > 0 {
+		res.LastBlockAppHash = st.Root[:]
+	}
+	return res, nil
+}
+
+func (a *app) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.InitChainResponse, error) {
+	if req.InitialHeight > 1 {
+		return nil, fmt.Errorf("ledger: initial height %d, want 1", req.InitialHeight)
+	}
+	if cp := req.ConsensusParams; cp == nil || cp.Feature == nil || cp.Feature.VoteExtensionsEnableHeight == nil ||
+		cp.Feature.VoteExtensionsEnableHeight.Value != 1 {
+		return nil, errors.New("ledger: genesis must enable vote extensions at height 1 (they carry checkpoint signatures)")
+	}
+	ci := chainInfo{ChainID: req.ChainId}
+	for _, v := range req.Validators {
+		if v.PubKeyType != "ed25519" || len(v.PubKeyBytes) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("ledger: genesis validator key type %q: checkpoints need Ed25519 validator keys", v.PubKeyType)
+		}
+		ci.Validators = append(ci.Validators, storedValidator{PubKey: v.PubKeyBytes, Power: v.Power})
+	}
+	vs, err := newValidatorSet(ci.ChainID, ci.keys())
+	if err != nil {
+		return nil, fmt.Errorf("ledger: genesis: %w", err)
+	}
+	if err := a.store.saveChain(ci); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.vals = vs
+	a.mu.Unlock()
+	return &abci.InitChainResponse{AppHash: emptyRoot[:]}, nil
+}
+
+func (a *app) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.CheckTxResponse, error) {
+	h := sha256.Sum256(req.Tx)
+	se, rej := a.decodeVerified(req.Tx, h)
+	if rej == nil {
+		err := a.store.view(func(r reader) error {
+			_, rej = validateEntry(blockView{r: r}, se, 0, a.now())
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		// Authority and references may rest on entries still in the
+		// mempool (a node's registration, a session's creation), so
+		// CheckTx leaves them to FinalizeBlock instead of refusing an
+		// entry that the next block may well accept.
+		if rej != nil && (rej.Code == CodeUnauthorized || rej.Code == CodeMissingReference) {
+			rej = nil
+		}
+	}
+	if rej != nil {
+		return &abci.CheckTxResponse{Code: abciCode(rej.Code), Codespace: abciCodespace, Log: rej.Reason}, nil
+	}
+	a.verified.add(h, se)
+	return &abci.CheckTxResponse{Code: abci.CodeTypeOK}, nil
+}
+
+// decodeVerified decodes tx and checks its signature, or finds it in the
+// cache of transactions that already passed both.
+func (a *app) decodeVerified(tx []byte, h [32]byte) (*SignedEntry, *RejectedError) {
+	if se := a.verified.get(h); se != nil {
+		return se, nil
+	}
+	return decodeAndVerify(tx)
+}
+
+func decodeAndVerify(tx []byte) (*SignedEntry, *RejectedError) {
+	if isCheckpointTx(tx) {
+		return nil, reject(CodeMalformed, "transaction: a 0x00 byte starts checkpoint transactions, which only block proposers make")
+	}
+	if len(tx) > maxEntryBytes {
+		return nil, reject(CodeTooLarge, "entry is %d bytes, limit %d", len(tx), maxEntryBytes)
+	}
+	se, err := DecodeEntry(tx)
+	if err != nil {
+		return nil, reject(CodeMalformed, "%v", err)
+	}
+	if err := se.VerifySignature(); err != nil {
+		return nil, reject(CodeBadSignature, "%v", err)
+	}
+	return se, nil
+}
+
+func (a *app) checkpointOf(size uint64, root tlog.Hash) Checkpoint {
+	return Checkpoint{Origin: a.vals.origin, Size: size, Root: root}
+}
+
+func (a *app) PrepareProposal(_ context.Context, req *abci.PrepareProposalRequest) (*abci.PrepareProposalResponse, error) {
+	st, vs := a.state()
+	budget := req.MaxTxBytes
+	var out [][]byte
+	if req.Height > 1 {
+		// The extensions of the last commit signed the log as of the
+		// block before it: this node's "previous" state.
+		sigs := map[string][]byte{}
+		for _, v := range req.LocalLastCommit.Votes {
+			if len(v.VoteExtension) == ed25519.SignatureSize {
+				sigs[string(v.Validator.Address)] = v.VoteExtension
+			}
+		}
+		signed, err := vs.assembleCheckpoint(a.checkpointOf(st.PrevSize, st.PrevRoot), sigs)
+		if err != nil {
+			// Other validators will refuse a block without it; say why.
+			a.logger.Error("ledger: cannot assemble the checkpoint for the proposal", "height", req.Height, "err", err)
+		} else {
+			tx := encodeCheckpointTx(signed)
+			budget -= protoTxSize(tx)
+			out = append(out, tx)
+		}
+	}
+	for _, tx := range req.Txs {
+		if isCheckpointTx(tx) {
+			continue
+		}
+		sz := protoTxSize(tx)
+		if sz > budget {
+			break
+		}
+		budget -= sz
+		out = append(out, tx)
+	}
+	return &abci.PrepareProposalResponse{Txs: out}, nil
+}
+
+// protoTxSize is a transaction's size inside a block's Data message.
+func protoTxSize(tx []byte) int64 {
+	n := int64(len(tx))
+	size := int64(1) + n
+	for n >= 0x80 {
+		size++
+		n >>= 7
+	}
+	return size + 1
+}
+
+func (a *app) ProcessProposal(_ context.Context, req *abci.ProcessProposalRequest) (*abci.ProcessProposalResponse, error) {
+	st, vs := a.state()
+	refuse := func(format string, args ...any) (*abci.ProcessProposalResponse, error) {
+		a.logger.Error("ledger: refusing proposal", "height", req.Height, "reason", fmt.Sprintf(format, args...))
+		return &abci.ProcessProposalResponse{Status: abci.PROCESS_PROPOSAL_STATUS_REJECT}, nil
+	}
+	for i, tx := range req.Txs {
+		if isCheckpointTx(tx) && i > 0 {
+			return refuse("checkpoint transaction at position %d, only the first may be one", i)
+		}
+	}
+	if req.Height > 1 {
+		if len(req.Txs) == 0 || !isCheckpointTx(req.Txs[0]) {
+			return refuse("no checkpoint transaction")
+		}
+		if _, err := vs.parseCheckpointTx(req.Txs[0], a.checkpointOf(st.PrevSize, st.PrevRoot)); err != nil {
+			return refuse("%v", err)
+		}
+	}
+	return &abci.ProcessProposalResponse{Status: abci.PROCESS_PROPOSAL_STATUS_ACCEPT}, nil
+}
+
+func (a *app) ExtendVote(_ context.Context, req *abci.ExtendVoteRequest) (*abci.ExtendVoteResponse, error) {
+	st, _ := a.state()
+	if req.Height != st.Height+1 {
+		return nil, fmt.Errorf("ledger: ExtendVote at height %d, but the last committed height is %d", req.Height, st.Height)
+	}
+	if a.privKey == nil {
+		return &abci.ExtendVoteResponse{}, nil
+	}
+	sig := ed25519.Sign(a.privKey, []byte(a.checkpointOf(st.Size, st.Root).Text()))
+	return &abci.ExtendVoteResponse{VoteExtension: sig}, nil
+}
+
+func (a *app) VerifyVoteExtension(_ context.Context, req *abci.VerifyVoteExtensionRequest) (*abci.VerifyVoteExtensionResponse, error) {
+	st, vs := a.state()
+	m := vs.byAddress(req.ValidatorAddress)
+	ok := m != nil && req.Height == st.Height+1 && len(req.VoteExtension) == ed25519.SignatureSize &&
+		ed25519.Verify(m.pub, []byte(a.checkpointOf(st.Size, st.Root).Text()), req.VoteExtension)
+	if !ok {
+		a.logger.Error("ledger: refusing a vote extension", "height", req.Height, "validator", fmt.Sprintf("%X", req.ValidatorAddress))
+		return &abci.VerifyVoteExtensionResponse{Status: abci.VERIFY_VOTE_EXTENSION_STATUS_REJECT}, nil
+	}
+	return &abci.VerifyVoteExtensionResponse{Status: abci.VERIFY_VOTE_EXTENSION_STATUS_ACCEPT}, nil
+}
+
+func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (*abci.FinalizeBlockResponse, error) {
+	st, vs := a.state()
+	if req.Height != st.Height+1 {
+		return nil, fmt.Errorf("ledger: FinalizeBlock at height %d, but the last committed height is %d", req.Height, st.Height)
+	}
+	hashes, entries, rejs := a.decodeBlock(req.Txs)
+	b := &pendingBlock{batch: newBlockBatch(), outcomes: make([]txOutcome, len(req.Txs))}
+	results := make([]*abci.ExecTxResult, len(req.Txs))
+	next := st
+	next.Height = req.Height
+	next.PrevSize, next.PrevRoot = st.Size, st.Root
+	err := a.store.view(func(r reader) error {
+		v := blockView{r: r, batch: b.batch}
+		size := st.Size
+		for i, tx := range req.Txs {
+			out := &b.outcomes[i]
+			out.hash = hashes[i]
+			if isCheckpointTx(tx) {
+				out.rej = a.finalizeCheckpoint(v, vs, i, req.Height, tx, st, &next)
+			} else if out.rej = rejs[i]; out.rej == nil {
+				ws, rej := validateEntry(v, entries[i], size, req.Time)
+				if out.rej = rej; rej == nil {
+					for _, w := range ws {
+						b.batch.put(w.bucket, w.key, w.value)
+					}
+					val := make([]byte, 8+len(tx))
+					copy(val, be64(uint64(req.Height)))
+					copy(val[8:], tx)
+					b.batch.put(bucketEntries, be64(size), val)
+					if err := appendLeaf(v, size, tx); err != nil {
+						return err
+					}
+					out.receipt = Receipt{Index: size, Height: req.Height, LeafHash: LeafHash(tx)}
+					size++
+				}
+			}
+			if out.rej != nil {
+				results[i] = &abci.ExecTxResult{Code: abciCode(out.rej.Code), Codespace: abciCodespace, Log: out.rej.Reason}
+			} else {
+				results[i] = &abci.ExecTxResult{Code: abci.CodeTypeOK}
+			}
+		}
+		root, err := treeRoot(size, v.hashes())
+		next.Size, next.Root = size, root
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: block %d: %w", req.Height, err)
+	}
+	b.state = next
+	a.block = b
+	return &abci.FinalizeBlockResponse{TxResults: results, AppHash: next.Root[:]}, nil
+}
+
+// finalizeCheckpoint checks a block's checkpoint transaction and stages
+// the checkpoint. ProcessProposal already refused blocks with a bad one;
+// this check covers blocks this node did not vote on (catching up).
+func (a *app) finalizeCheckpoint(v blockView, vs *validatorSet, pos int, height int64, tx []byte, st committedState, next *committedState) *RejectedError {
+	if pos != 0 || height < 2 {
+		return reject(CodeMalformed, "checkpoint transaction out of place")
+	}
+	want := a.checkpointOf(st.PrevSize, st.PrevRoot)
+	signed, err := vs.parseCheckpointTx(tx, want)
+	if err != nil {
+		a.logger.Error("ledger: committed block carries an invalid checkpoint", "height", height, "err", err)
+		return reject(CodeMalformed, "%v", err)
+	}
+	if v.get(bucketCheckpoints, be64(want.Size)) == nil {
+		v.batch.put(bucketCheckpoints, be64(want.Size), signed)
+	}
+	next.CheckpointSize, next.HasCheckpoint = want.Size, true
+	return nil
+}
+
+// decodeBlock decodes and verifies a block's entry transactions, using the
+// CheckTx cache and spreading cache misses over the CPUs.
+func (a *app) decodeBlock(txs [][]byte) ([][32]byte, []*SignedEntry, []*RejectedError) {
+	hashes := make([][32]byte, len(txs))
+	entries := make([]*SignedEntry, len(txs))
+	rejs := make([]*RejectedError, len(txs))
+	var miss []int
+	for i, tx := range txs {
+		hashes[i] = sha256.Sum256(tx)
+		if isCheckpointTx(tx) {
+			continue
+		}
+		if se := a.verified.get(hashes[i]); se != nil {
+			entries[i] = se
+		} else {
+			miss = append(miss, i)
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(miss)/16+1)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := w; j < len(miss); j += workers {
+				i := miss[j]
+				entries[i], rejs[i] = decodeAndVerify(txs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return hashes, entries, rejs
+}
+
+func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse, error) {
+	b := a.block
+	if b == nil {
+		return nil, errors.New("ledger: Commit without FinalizeBlock")
+	}
+	if err := a.store.commit(b.batch, b.state); err != nil {
+		return nil, fmt.Errorf("ledger: commit block %d: %w", b.state.Height, err)
+	}
+	a.mu.Lock()
+	a.st = b.state
+	a.mu.Unlock()
+	a.block = nil
+	a.verified.forget(b.outcomes)
+	a.waiters.notify(b.outcomes)
+	return &abci.CommitResponse{}, nil
+}
+
+func (a *app) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryResponse, error) {
+	if req.Path != "/status" {
+		return &abci.QueryResponse{Code: 1, Log: "unknown query path; the ledger answers /status and serves the rest over its HTTP API"}, nil
+	}
+	st, vs := a.state()
+	s := statusJSON{Height: st.Height, Size: st.Size, Root: st.Root[:]}
+	if vs != nil {
+		s.ChainID = vs.chainID
+	}
+	if st.HasCheckpoint {
+		s.CheckpointSize = &st.CheckpointSize
+	}
+	b, _ := json.Marshal(s)
+	return &abci.QueryResponse{Value: b, Height: st.Height}, nil
+}
+
+// verifiedCache remembers entries whose decoding and signature CheckTx
+// already checked, so FinalizeBlock does not verify them again. The result
+// is the same either way; the cache only saves time. Bounded: when full it
+// starts over.
+type verifiedCache struct {
+	mu  sync.Mutex
+	m   map[[32]byte]*SignedEntry
+	max int
+}
+
+func newVerifiedCache(max int) *verifiedCache {
+	return &verifiedCache{m: map[[32]byte]*SignedEntry{}, max: max}
+}
+
+func (c *verifiedCache) get(h [32]byte) *SignedEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[h]
+}
+
+func (c *verifiedCache) add(h [32]byte, se *SignedEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[h] = se
+}
+
+func (c *verifiedCache) forget(outs []txOutcome) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, o := range outs {
+		delete(c.m, o.hash)
+	}
+}
+
+// waiters lets Append wait for the commit of its transaction.
+type waiters struct {
+	mu sync.Mutex
+	m  map[[32]byte][]chan txOutcome
+}
+
+func newWaiters() *waiters { return &waiters{m: map[[32]byte][]chan txOutcome{}} }
+
+func (w *waiters) add(h [32]byte) chan txOutcome {
+	ch := make(chan txOutcome, 1)
+	w.mu.Lock()
+	w.m[h] = append(w.m[h], ch)
+	w.mu.Unlock()
+	return ch
+}
+
+func (w *waiters) remove(h [32]byte, ch chan txOutcome) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	list := w.m[h]
+	for i, c := range list {
+		if c == ch {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(w.m, h)
+	} else {
+		w.m[h] = list
+	}
+}
+
+func (w *waiters) notify(outs []txOutcome) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.m) == 0 {
+		return
+	}
+	for _, o := range outs {
+		for _, ch := range w.m[o.hash] {
+			select {
+			case ch <- o:
+			default:
+			}
+		}
+		delete(w.m, o.hash)
+	}
+}

@@ -1,0 +1,326 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	cfg "github.com/cometbft/cometbft/config"
+	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
+	cmtjson "github.com/cometbft/cometbft/libs/json"
+	"github.com/cometbft/cometbft/node"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/privval"
+	"github.com/cometbft/cometbft/proxy"
+	cmttypes "github.com/cometbft/cometbft/types"
+)
+
+// A ledger home holds one validator: CometBFT's config/ (genesis, node
+// key, validator key) and data/ (block store, state, WAL, signing state),
+// the application's data/ledger.db, and cloister-ledger.json with the
+// settings the ledger needs to start (chain id, addresses, peers). The
+// CometBFT configuration itself is built in code from those settings.
+
+const (
+	homeConfigFile = "cloister-ledger.json"
+	storeFile      = "ledger.db"
+)
+
+type homeConfig struct {
+	ChainID string `json:"chain_id"`
+	// P2PListen is the CometBFT peer address, host:port. Empty means a
+	// free loopback port chosen at each start (a single validator has no
+	// peers to tell).
+	P2PListen string `json:"p2p_listen,omitempty"`
+	// APIListen and APIURL are where StartValidator serves the HTTP API.
+	APIListen string `json:"api_listen,omitempty"`
+	APIURL    string `json:"api_url,omitempty"`
+	// PersistentPeers are the other validators, "nodeid@host:port".
+	PersistentPeers []string `json:"persistent_peers,omitempty"`
+	// Validators is the size of the validator set (tunes timeouts).
+	Validators int `json:"validators"`
+}
+
+func readHomeConfig(home string) (homeConfig, error) {
+	var hc homeConfig
+	b, err := os.ReadFile(filepath.Join(home, homeConfigFile))
+	if err != nil {
+		return hc, fmt.Errorf("ledger home %s: %w", home, err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&hc); err != nil {
+		return hc, fmt.Errorf("ledger home %s: %s: %w", home, homeConfigFile, err)
+	}
+	if err := checkChainID(hc.ChainID); err != nil {
+		return hc, fmt.Errorf("ledger home %s: %w", home, err)
+	}
+	return hc, nil
+}
+
+func writeHomeConfig(home string, hc homeConfig) error {
+	b, err := json.MarshalIndent(hc, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(home, homeConfigFile), append(b, '\n'), 0o600)
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// cometConfig is the CometBFT configuration for a home: no RPC server (the
+// ledger's HTTP API replaces it), no transaction indexer (the ledger
+// indexes its own log), no mempool recheck (the state machine re-judges
+// every entry in FinalizeBlock anyway), big mempool, short timeouts, and
+// an empty block every emptyBlockInterval so that the last entries get a
+// cosigned checkpoint even when no more entries come.
+func cometConfig(home string, hc homeConfig) *cfg.Config {
+	c := cfg.DefaultConfig()
+	c.SetRoot(home)
+	c.Moniker = filepath.Base(home)
+	c.RPC.ListenAddress = ""
+	c.GRPC.ListenAddress = ""
+	c.Instrumentation.Prometheus = false
+	c.TxIndex.Indexer = "null"
+	c.Storage.DiscardABCIResponses = true
+
+	c.P2P.ListenAddress = "tcp://" + hc.P2PListen
+	c.P2P.PersistentPeers = strings.Join(hc.PersistentPeers, ",")
+	c.P2P.PexReactor = false
+	c.P2P.AddrBookStrict = false
+	c.P2P.AllowDuplicateIP = true
+	c.P2P.FlushThrottleTimeout = 5 * time.Millisecond
+	c.P2P.MaxPacketMsgPayloadSize = 16 << 10
+	c.P2P.SendRate = 64 << 20
+	c.P2P.RecvRate = 64 << 20
+	c.P2P.HandshakeTimeout = 5 * time.Second
+	c.P2P.DialTimeout = 2 * time.Second
+
+	c.Mempool.Recheck = false
+	c.Mempool.Broadcast = hc.Validators > 1
+	c.Mempool.Size = 100_000
+	c.Mempool.CacheSize = 200_000
+	c.Mempool.MaxTxBytes = maxEntryBytes
+	c.Mempool.MaxTxsBytes = 256 << 20
+
+	cc := c.Consensus
+	cc.CreateEmptyBlocks = true
+	cc.CreateEmptyBlocksInterval = emptyBlockInterval
+	cc.TimeoutCommit = 0
+	cc.PeerGossipSleepDuration = 5 * time.Millisecond
+	cc.PeerQueryMaj23SleepDuration = 500 * time.Millisecond
+	if hc.Validators > 1 {
+		cc.TimeoutPropose = 1 * time.Second
+		cc.TimeoutProposeDelta = 200 * time.Millisecond
+		cc.TimeoutPrevote = 200 * time.Millisecond
+		cc.TimeoutPrevoteDelta = 100 * time.Millisecond
+		cc.TimeoutPrecommit = 200 * time.Millisecond
+		cc.TimeoutPrecommitDelta = 100 * time.Millisecond
+	}
+	return c
+}
+
+// emptyBlockInterval is how long an idle chain waits before an empty
+// block. An entry's checkpoint needs two blocks after the one that commits
+// it (see docs/decisions/0040-ledger-checkpoints.md); the first follows at
+// once because the app hash changed, the second after this interval.
+const emptyBlockInterval = 300 * time.Millisecond
+
+// initHome creates the directories and keys of a validator home, keeping
+// keys that already exist.
+func initHome(home string) (pub ed25519.PublicKey, nodeID string, err error) {
+	c := cfg.DefaultConfig()
+	c.SetRoot(home)
+	for _, d := range []string{filepath.Join(home, "config"), filepath.Join(home, "data")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, "", err
+		}
+	}
+	nk, err := p2p.LoadOrGenNodeKey(c.NodeKeyFile())
+	if err != nil {
+		return nil, "", fmt.Errorf("ledger home %s: node key: %w", home, err)
+	}
+	var pv *privval.FilePV
+	if _, err := os.Stat(c.PrivValidatorKeyFile()); err == nil {
+		if pv, err = loadFilePV(c); err != nil {
+			return nil, "", err
+		}
+	} else {
+		if pv, err = privval.GenFilePV(c.PrivValidatorKeyFile(), c.PrivValidatorStateFile(), nil); err != nil {
+			return nil, "", err
+		}
+		pv.Save()
+	}
+	return ed25519.PublicKey(pv.Key.PubKey.Bytes()), string(nk.ID()), nil
+}
+
+// loadFilePV reads the validator key and signing state, checking both
+// files first: privval.LoadFilePV exits the process on a bad file.
+func loadFilePV(c *cfg.Config) (*privval.FilePV, error) {
+	kb, err := os.ReadFile(c.PrivValidatorKeyFile())
+	if err != nil {
+		return nil, fmt.Errorf("validator key: %w", err)
+	}
+	var key privval.FilePVKey
+	if err := cmtjson.Unmarshal(kb, &key); err != nil || key.PrivKey == nil {
+		return nil, fmt.Errorf("validator key %s: not a CometBFT key file (%v)", c.PrivValidatorKeyFile(), err)
+	}
+	if key.PrivKey.Type() != cmted25519.KeyType {
+		return nil, fmt.Errorf("validator key %s: type %s, checkpoints need ed25519", c.PrivValidatorKeyFile(), key.PrivKey.Type())
+	}
+	sf := c.PrivValidatorStateFile()
+	if _, err := os.Stat(sf); errors.Is(err, os.ErrNotExist) {
+		// A fresh signing state: GenFilePV's zero state, saved.
+		pv := privval.NewFilePV(key.PrivKey, c.PrivValidatorKeyFile(), sf)
+		pv.LastSignState.Save()
+		return pv, nil
+	}
+	sb, err := os.ReadFile(sf)
+	if err != nil {
+		return nil, fmt.Errorf("validator signing state: %w", err)
+	}
+	var st privval.FilePVLastSignState
+	if err := cmtjson.Unmarshal(sb, &st); err != nil {
+		return nil, fmt.Errorf("validator signing state %s: %w", sf, err)
+	}
+	return privval.LoadFilePV(c.PrivValidatorKeyFile(), sf), nil
+}
+
+// writeGenesis writes the genesis of a chain whose validators have these
+// keys (power 1 each) into every home.
+func writeGenesis(homes []string, chainID string, pubs []ed25519.PublicKey) error {
+	params := cmttypes.DefaultConsensusParams()
+	params.Feature.VoteExtensionsEnableHeight = 1
+	params.Block.MaxGas = -1
+	gen := &cmttypes.GenesisDoc{
+		GenesisTime:     time.Now().UTC(),
+		ChainID:         chainID,
+		InitialHeight:   1,
+		ConsensusParams: params,
+	}
+	for i, pub := range pubs {
+		pk := cmted25519.PubKey(pub)
+		gen.Validators = append(gen.Validators, cmttypes.GenesisValidator{
+			Address: pk.Address(), PubKey: pk, Power: 1, Name: fmt.Sprintf("v%d", i),
+		})
+	}
+	if err := gen.ValidateAndComplete(); err != nil {
+		return fmt.Errorf("ledger genesis: %w", err)
+	}
+	for _, h := range homes {
+		c := cfg.DefaultConfig()
+		c.SetRoot(h)
+		if err := gen.SaveAs(c.GenesisFile()); err != nil {
+			return fmt.Errorf("ledger genesis: %w", err)
+		}
+	}
+	return nil
+}
+
+// freeLoopbackAddr asks the kernel for a free 127.0.0.1 port. Another
+// process may take it before it is used; good enough for tests and local
+// testnets.
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// ledgerNode is a running validator: CometBFT node, application, store.
+type ledgerNode struct {
+	app   *app
+	store *store
+	node  *node.Node
+	home  string
+}
+
+func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *slog.Logger, verbose bool) (*ledgerNode, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if hc.P2PListen == "" {
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return nil, err
+		}
+		hc.P2PListen = addr
+	}
+	c := cometConfig(home, hc)
+	if err := c.ValidateBasic(); err != nil {
+		return nil, fmt.Errorf("ledger home %s: %w", home, err)
+	}
+	pv, err := loadFilePV(c)
+	if err != nil {
+		return nil, fmt.Errorf("ledger home %s: %w", home, err)
+	}
+	nk, err := p2p.LoadNodeKey(c.NodeKeyFile())
+	if err != nil {
+		return nil, fmt.Errorf("ledger home %s: node key: %w", home, err)
+	}
+	st, err := openStore(filepath.Join(c.DBDir(), storeFile))
+	if err != nil {
+		return nil, err
+	}
+	a, err := newApp(st, ed25519.PrivateKey(pv.Key.PrivKey.Bytes()), logger)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	n, err := node.NewNode(ctx, c, pv, nk, proxy.NewConsensusSyncLocalClientCreator(a),
+		node.DefaultGenesisDocProviderFunc(c), cfg.DefaultDBProvider,
+		node.DefaultMetricsProvider(c.Instrumentation), newCometLogger(logger, verbose))
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("ledger home %s: %w", home, err)
+	}
+	if err := n.Start(); err != nil {
+		st.close()
+		return nil, fmt.Errorf("ledger home %s: start: %w", home, err)
+	}
+	return &ledgerNode{app: a, store: st, node: n, home: home}, nil
+}
+
+// stop stops CometBFT (which waits for the block in progress) and then
+// closes the store.
+func (ln *ledgerNode) stop() error {
+	var errs []error
+	if ln.node.IsRunning() {
+		if err := ln.node.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+		ln.node.Wait()
+	}
+	if err := ln.store.close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

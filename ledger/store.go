@@ -1,0 +1,321 @@
+package ledger
+
+import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// The store keeps the application's state in one bbolt file. Every block
+// is written by one bbolt transaction in Commit, together with the height
+// and root it produces, so after a crash the file holds exactly the state
+// after some block H and Info tells CometBFT to replay from H+1.
+//
+// Buckets and their keys (integers are 8-byte big-endian):
+//
+//	meta         "height", "size", "root", "prev_size", "prev_root",
+//	             "checkpoint_size", "chain_id", "validators"
+//	entries      index -> height || tx
+//	hashes       tlog stored-hash index -> 32-byte hash
+//	nonces       submitter key (32) || nonce -> index
+//	nodes        platform key (32) -> index of the latest registration
+//	sessions     node key (32) || session id -> index || policy hash (32)
+//	grants       index -> owner key (32) || revoked-by index (0: live) || resource
+//	acl_owners   resource -> owner key (32)
+//	checkpoints  size -> cosigned checkpoint note
+var (
+	bucketMeta        = []byte("meta")
+	bucketEntries     = []byte("entries")
+	bucketHashes      = []byte("hashes")
+	bucketNonces      = []byte("nonces")
+	bucketNodes       = []byte("nodes")
+	bucketSessions    = []byte("sessions")
+	bucketGrants      = []byte("grants")
+	bucketACLOwners   = []byte("acl_owners")
+	bucketCheckpoints = []byte("checkpoints")
+	allBuckets        = [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketNonces, bucketNodes,
+		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints}
+	// appendOnly buckets get keys in increasing order; bbolt packs their
+	// pages full instead of leaving room for inserts.
+	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}
+)
+
+var (
+	metaHeight         = []byte("height")
+	metaSize           = []byte("size")
+	metaRoot           = []byte("root")
+	metaPrevSize       = []byte("prev_size")
+	metaPrevRoot       = []byte("prev_root")
+	metaCheckpointSize = []byte("checkpoint_size")
+	metaChainID        = []byte("chain_id")
+	metaValidators     = []byte("validators")
+)
+
+// committedState is what the last committed block left: the log size and
+// root after it, and the same for the block before (the checkpoint a block
+// carries is of the log two blocks back, see checkpoint.go).
+type committedState struct {
+	Height         int64
+	Size           uint64
+	Root           tlog.Hash
+	PrevSize       uint64
+	PrevRoot       tlog.Hash
+	CheckpointSize uint64 // size of the latest stored cosigned checkpoint
+	HasCheckpoint  bool
+}
+
+type store struct {
+	db *bolt.DB
+}
+
+func openStore(path string) (*store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         2 * time.Second,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: 64 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ledger store %s: %w", path, err)
+	}
+	return &store{db: db}, nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+func be64(n uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	return b[:]
+}
+
+func getU64(b []byte) (uint64, bool) {
+	if len(b) < 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b), true
+}
+
+// reader reads committed state inside one bbolt read transaction, so
+// everything it returns belongs to the same block.
+type reader struct {
+	tx *bolt.Tx
+}
+
+func (s *store) view(fn func(r reader) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(reader{tx}) })
+}
+
+func (r reader) get(bucket, key []byte) []byte { return r.tx.Bucket(bucket).Get(key) }
+
+func (r reader) state() (committedState, error) {
+	var st committedState
+	m := r.tx.Bucket(bucketMeta)
+	h, _ := getU64(m.Get(metaHeight))
+	st.Height = int64(h)
+	st.Size, _ = getU64(m.Get(metaSize))
+	st.PrevSize, _ = getU64(m.Get(metaPrevSize))
+	st.Root = emptyRoot
+	st.PrevRoot = emptyRoot
+	if b := m.Get(metaRoot); b != nil {
+		if len(b) != 32 {
+			return st, errors.New("ledger store: corrupt root in meta")
+		}
+		copy(st.Root[:], b)
+	}
+	if b := m.Get(metaPrevRoot); b != nil {
+		if len(b) != 32 {
+			return st, errors.New("ledger store: corrupt previous root in meta")
+		}
+		copy(st.PrevRoot[:], b)
+	}
+	if b := m.Get(metaCheckpointSize); b != nil {
+		st.CheckpointSize, st.HasCheckpoint = getU64(b)
+	}
+	return st, nil
+}
+
+// entry returns the stored transaction at index i and its block height.
+// The returned slice is only valid inside the read transaction.
+func (r reader) entry(i uint64) (height int64, tx []byte, ok bool) {
+	v := r.tx.Bucket(bucketEntries).Get(be64(i))
+	if len(v) < 8 {
+		return 0, nil, false
+	}
+	h, _ := getU64(v)
+	return int64(h), v[8:], true
+}
+
+func (r reader) checkpoint(size uint64) []byte {
+	return r.tx.Bucket(bucketCheckpoints).Get(be64(size))
+}
+
+// hashes is the tlog.HashReader over committed stored hashes.
+func (r reader) hashes() tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		return readHashes(idx, func(k []byte) []byte { return r.tx.Bucket(bucketHashes).Get(k) })
+	})
+}
+
+func readHashes(idx []int64, get func([]byte) []byte) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	for i, x := range idx {
+		v := get(be64(uint64(x)))
+		if len(v) != tlog.HashSize {
+			return nil, fmt.Errorf("ledger store: stored hash %d missing", x)
+		}
+		copy(out[i][:], v)
+	}
+	return out, nil
+}
+
+// chainInfo is what InitChain learns once: the chain id and validator set.
+type chainInfo struct {
+	ChainID    string            `json:"chain_id"`
+	Validators []storedValidator `json:"validators"`
+}
+
+type storedValidator struct {
+	PubKey []byte `json:"pub_key"`
+	Power  int64  `json:"power"`
+}
+
+func (s *store) saveChain(ci chainInfo) error {
+	b, err := json.Marshal(ci.Validators)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if err := m.Put(metaChainID, []byte(ci.ChainID)); err != nil {
+			return err
+		}
+		return m.Put(metaValidators, b)
+	})
+}
+
+// loadChain returns the stored chain info, or ok=false before InitChain.
+func (s *store) loadChain() (ci chainInfo, ok bool, err error) {
+	err = s.view(func(r reader) error {
+		m := r.tx.Bucket(bucketMeta)
+		id, vals := m.Get(metaChainID), m.Get(metaValidators)
+		if id == nil || vals == nil {
+			return nil
+		}
+		ok = true
+		ci.ChainID = string(id)
+		return json.Unmarshal(vals, &ci.Validators)
+	})
+	return ci, ok, err
+}
+
+func (ci chainInfo) keys() []validatorKey {
+	out := make([]validatorKey, len(ci.Validators))
+	for i, v := range ci.Validators {
+		out[i] = validatorKey{pub: ed25519.PublicKey(v.PubKey), power: v.Power}
+	}
+	return out
+}
+
+// blockBatch collects a block's writes, bucket by bucket; the block's
+// validation reads through it (blockView), and Commit writes it at once.
+type blockBatch struct {
+	puts map[string]map[string][]byte
+}
+
+func newBlockBatch() *blockBatch { return &blockBatch{puts: map[string]map[string][]byte{}} }
+
+func (b *blockBatch) put(bucket, key, value []byte) {
+	m := b.puts[string(bucket)]
+	if m == nil {
+		m = map[string][]byte{}
+		b.puts[string(bucket)] = m
+	}
+	m[string(key)] = value
+}
+
+// commit writes the batch and the new state in one transaction.
+func (s *store) commit(b *blockBatch, st committedState) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for name, kv := range b.puts {
+			bk := tx.Bucket([]byte(name))
+			if bk == nil {
+				return fmt.Errorf("ledger store: no bucket %s", name)
+			}
+			if appendOnly[name] {
+				bk.FillPercent = 1.0
+			}
+			keys := make([]string, 0, len(kv))
+			for k := range kv {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				if err := bk.Put([]byte(k), kv[k]); err != nil {
+					return err
+				}
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		for _, kv := range []struct{ k, v []byte }{
+			{metaHeight, be64(uint64(st.Height))},
+			{metaSize, be64(st.Size)},
+			{metaRoot, st.Root[:]},
+			{metaPrevSize, be64(st.PrevSize)},
+			{metaPrevRoot, st.PrevRoot[:]},
+		} {
+			if err := m.Put(kv.k, kv.v); err != nil {
+				return err
+			}
+		}
+		if st.HasCheckpoint {
+			if err := m.Put(metaCheckpointSize, be64(st.CheckpointSize)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// blockView reads the committed state with the current block's writes on
+// top, for validating the block's entries in order.
+type blockView struct {
+	r     reader
+	batch *blockBatch
+}
+
+func (v blockView) get(bucket, key []byte) []byte {
+	if v.batch != nil {
+		if m := v.batch.puts[string(bucket)]; m != nil {
+			if val, ok := m[string(key)]; ok {
+				return val
+			}
+		}
+	}
+	return v.r.get(bucket, key)
+}
+
+func (v blockView) hashes() tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		return readHashes(idx, func(k []byte) []byte { return v.get(bucketHashes, k) })
+	})
+}

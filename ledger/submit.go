@@ -1,0 +1,139 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	mempl "github.com/cometbft/cometbft/mempool"
+)
+
+// Append submits the entry to this validator's mempool (in process, no
+// RPC), which gossips it to the other validators, and waits until a block
+// that includes it is committed here.
+func (ln *ledgerNode) Append(ctx context.Context, e *SignedEntry) (Receipt, error) {
+	if e == nil {
+		return Receipt{}, reject(CodeMalformed, "nil entry")
+	}
+	p, err := ln.enqueue(e.Encode(), true)
+	if err != nil {
+		return Receipt{}, err
+	}
+	defer p.release()
+	return p.wait(ctx)
+}
+
+// pendingTx is a transaction the mempool took, awaiting its block.
+type pendingTx struct {
+	ln        *ledgerNode
+	tx        []byte
+	hash      [32]byte
+	ch        chan txOutcome // nil when not waiting
+	duplicate bool           // the same bytes were submitted before
+}
+
+// enqueue hands tx to the mempool. A refusal by CheckTx comes back as a
+// *RejectedError; with track, the returned pendingTx can wait for the
+// commit (call release when done).
+func (ln *ledgerNode) enqueue(tx []byte, track bool) (*pendingTx, error) {
+	p := &pendingTx{ln: ln, tx: tx, hash: sha256.Sum256(tx)}
+	if track {
+		// Register before submitting: the commit may come before CheckTx returns.
+		p.ch = ln.app.waiters.add(p.hash)
+	}
+	err := ln.checkTx(tx)
+	if err != nil {
+		if errors.Is(err, mempl.ErrTxInCache) || errors.Is(err, mempl.ErrTxInMempool) {
+			// Committed already, or still pending: then wait for the outcome
+			// of the first copy.
+			if rej := ln.committedCopy(tx); rej != nil {
+				err = rej
+			} else {
+				p.duplicate, err = true, nil
+			}
+		}
+	}
+	if err != nil {
+		p.release()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (ln *ledgerNode) checkTx(tx []byte) error {
+	if !ln.node.IsRunning() {
+		return fmt.Errorf("%w: the ledger node is stopped", ErrUnavailable)
+	}
+	rr, err := ln.node.Mempool().CheckTx(tx, "")
+	if err == nil {
+		rr.Wait()
+		if err = rr.Error(); err == nil {
+			if res := rr.Response.GetCheckTx(); res != nil && res.Code != 0 {
+				return &RejectedError{Code: codeFromABCI(res.Code), Reason: res.Log}
+			}
+			return nil
+		}
+	}
+	var invalid mempl.ErrInvalidTx
+	var tooLarge mempl.ErrTxTooLarge
+	var full mempl.ErrMempoolIsFull
+	switch {
+	case errors.As(err, &invalid):
+		return &RejectedError{Code: codeFromABCI(invalid.Code), Reason: invalid.Log}
+	case errors.As(err, &tooLarge):
+		return reject(CodeTooLarge, "entry is %d bytes, limit %d", tooLarge.Actual, tooLarge.Max)
+	case errors.As(err, &full):
+		return fmt.Errorf("%w: mempool full, retry later", ErrUnavailable)
+	case errors.Is(err, mempl.ErrTxInCache), errors.Is(err, mempl.ErrTxInMempool):
+		return err
+	default:
+		return fmt.Errorf("%w: mempool: %v", ErrUnavailable, err)
+	}
+}
+
+func (p *pendingTx) release() {
+	if p.ch != nil {
+		p.ln.app.waiters.remove(p.hash, p.ch)
+		p.ch = nil
+	}
+}
+
+// wait returns the receipt once the transaction's block is committed.
+func (p *pendingTx) wait(ctx context.Context) (Receipt, error) {
+	select {
+	case o := <-p.ch:
+		if o.rej != nil {
+			return Receipt{}, o.rej
+		}
+		if p.duplicate {
+			return Receipt{}, reject(CodeReplay, "this entry was submitted twice; the first copy became entry %d", o.receipt.Index)
+		}
+		return o.receipt, nil
+	case <-ctx.Done():
+		return Receipt{}, fmt.Errorf("%w: entry not committed yet (%v); it may still be", ErrUnavailable, ctx.Err())
+	}
+}
+
+// committedCopy reports a replay if the entry's (submitter, nonce) is
+// already in the log.
+func (ln *ledgerNode) committedCopy(tx []byte) *RejectedError {
+	se, err := DecodeEntry(tx)
+	if err != nil {
+		return reject(CodeMalformed, "%v", err)
+	}
+	pub, err := ParsePublicKey(se.Entry.Submitter)
+	if err != nil {
+		return reject(CodeMalformed, "%v", err)
+	}
+	var rej *RejectedError
+	ln.store.view(func(r reader) error {
+		if v := r.get(bucketNonces, append(bytes.Clone(pub), be64(se.Entry.Nonce)...)); v != nil {
+			i, _ := getU64(v)
+			rej = reject(CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", se.Entry.Nonce, i)
+		}
+		return nil
+	})
+	return rej
+}

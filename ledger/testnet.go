@@ -1,0 +1,100 @@
+package ledger
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+)
+
+// TestnetOptions configure GenerateTestnet.
+type TestnetOptions struct {
+	// ChainID of the new chain (default "cloister-testnet").
+	ChainID string
+}
+
+// TestnetValidator is one generated validator home and the URL its HTTP
+// API will serve on.
+type TestnetValidator struct {
+	Home, APIURL string
+}
+
+// GenerateTestnet prepares n validator homes outDir/v0 … outDir/v{n-1} for
+// one new chain on this machine: keys, a shared genesis (vote extensions
+// from height 1, power 1 each), free 127.0.0.1 ports for peers and API,
+// and each home's peers. Each home is then started, in this process or
+// another, with StartValidator. Existing homes are never overwritten.
+func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValidator, error) {
+	if n < 1 || n > maxValidators {
+		return nil, fmt.Errorf("testnet: %d validators, want 1 to %d", n, maxValidators)
+	}
+	chainID := opts.ChainID
+	if chainID == "" {
+		chainID = "cloister-testnet"
+	}
+	if err := checkChainID(chainID); err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	homes := make([]string, n)
+	for i := range homes {
+		homes[i] = filepath.Join(outDir, fmt.Sprintf("v%d", i))
+		if _, err := os.Stat(filepath.Join(homes[i], homeConfigFile)); err == nil {
+			return nil, fmt.Errorf("testnet: %s already holds a validator; pick an empty directory", homes[i])
+		}
+		if _, err := os.Stat(filepath.Join(homes[i], "data", storeFile)); err == nil {
+			return nil, fmt.Errorf("testnet: %s holds ledger data; pick an empty directory", homes[i])
+		}
+	}
+	pubs := make([]ed25519.PublicKey, n)
+	ids := make([]string, n)
+	for i, h := range homes {
+		var err error
+		if pubs[i], ids[i], err = initHome(h); err != nil {
+			return nil, fmt.Errorf("testnet: %w", err)
+		}
+	}
+	// Hold every listener until all ports are chosen so none repeats.
+	var lis []net.Listener
+	defer func() {
+		for _, l := range lis {
+			l.Close()
+		}
+	}()
+	addr := func() (string, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		lis = append(lis, l)
+		return l.Addr().String(), nil
+	}
+	p2p := make([]string, n)
+	api := make([]string, n)
+	for i := range homes {
+		var err1, err2 error
+		p2p[i], err1 = addr()
+		api[i], err2 = addr()
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("testnet: %w", err)
+		}
+	}
+	if err := writeGenesis(homes, chainID, pubs); err != nil {
+		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	out := make([]TestnetValidator, n)
+	for i, h := range homes {
+		hc := homeConfig{ChainID: chainID, P2PListen: p2p[i], APIListen: api[i], APIURL: "http://" + api[i], Validators: n}
+		for j := range homes {
+			if j != i {
+				hc.PersistentPeers = append(hc.PersistentPeers, ids[j]+"@"+p2p[j])
+			}
+		}
+		if err := writeHomeConfig(h, hc); err != nil {
+			return nil, fmt.Errorf("testnet: %w", err)
+		}
+		out[i] = TestnetValidator{Home: h, APIURL: hc.APIURL}
+	}
+	return out, nil
+}

@@ -1,0 +1,96 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// StartOptions configure StartValidator.
+type StartOptions struct {
+	// Logger receives the ledger's and CometBFT's errors; nil discards them.
+	Logger *slog.Logger
+	// Verbose passes CometBFT's info and debug lines to Logger as well.
+	Verbose bool
+}
+
+// Validator is one validator of a multi-validator ledger running in this
+// process: CometBFT node, application, and the HTTP API on the address
+// stored in its home.
+type Validator struct {
+	ln        *ledgerNode
+	h         http.Handler
+	srv       *http.Server
+	url       string
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// StartValidator starts the validator whose home GenerateTestnet (or a
+// previous run) prepared: it joins its peers, replays what its store
+// lacks, and serves the HTTP API. ctx bounds the start only; the
+// validator runs until Close.
+func StartValidator(ctx context.Context, home string, opts StartOptions) (*Validator, error) {
+	hc, err := readHomeConfig(home)
+	if err != nil {
+		return nil, err
+	}
+	if hc.APIListen == "" || hc.P2PListen == "" {
+		return nil, fmt.Errorf("ledger home %s: %s names no API or P2P address", home, homeConfigFile)
+	}
+	lis, err := net.Listen("tcp", hc.APIListen)
+	if err != nil {
+		return nil, fmt.Errorf("ledger home %s: API address: %w", home, err)
+	}
+	ln, err := startLedgerNode(ctx, home, hc, opts.Logger, opts.Verbose)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	v := &Validator{ln: ln, h: ln.handler(), url: hc.APIURL}
+	if v.url == "" {
+		v.url = "http://" + lis.Addr().String()
+	}
+	v.srv = &http.Server{
+		Handler:           v.h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(ln.app.logger.Handler(), slog.LevelError),
+	}
+	go func() {
+		if err := v.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			ln.app.logger.Error("ledger API server stopped", "err", err)
+		}
+	}()
+	return v, nil
+}
+
+// APIURL is the base URL of the validator's HTTP API.
+func (v *Validator) APIURL() string { return v.url }
+
+// Handler serves the ledger HTTP API (the same one APIURL serves).
+func (v *Validator) Handler() http.Handler { return v.h }
+
+// Append submits the entry through this validator and waits for its
+// commit here.
+func (v *Validator) Append(ctx context.Context, se *SignedEntry) (Receipt, error) {
+	return v.ln.Append(ctx, se)
+}
+
+// Close stops the API server (giving requests in flight 5 s), then the
+// node, then closes the store.
+func (v *Validator) Close() error {
+	v.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := v.srv.Shutdown(ctx)
+		v.closeErr = errors.Join(err, v.ln.stop())
+	})
+	return v.closeErr
+}
