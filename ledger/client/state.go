@@ -1,0 +1,160 @@
+package client
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// State is what a verifying client trusts about one ledger, kept between
+// runs in a JSON file: the validator set pinned on first use and the last
+// checkpoint verified.
+type State struct {
+	Version int    `json:"version"`
+	Origin  string `json:"origin"`
+	// Validators is the pinned set. A server presenting another set fails
+	// verification; it is never replaced silently.
+	Validators *ValidatorSet `json:"validator_set"`
+	// Checkpoint is the last verified checkpoint, the full signed note.
+	Checkpoint string `json:"checkpoint"`
+}
+
+const (
+	stateVersion  = 1
+	maxStateBytes = 1 << 20
+)
+
+// StateError reports a state file that cannot be read, parsed or trusted,
+// or cannot be written. Nothing was verified against it.
+type StateError struct {
+	Path string
+	Err  error
+}
+
+func (e *StateError) Error() string { return fmt.Sprintf("ledger state file %s: %v", e.Path, e.Err) }
+func (e *StateError) Unwrap() error { return e.Err }
+
+// DefaultStatePath is where the state of the ledger with this origin is
+// kept when no path is given: <user config dir>/cloister/ledger-<first 16
+// hex digits of SHA-256(origin)>.json (on Linux the config dir is
+// $XDG_CONFIG_HOME or ~/.config).
+func DefaultStatePath(origin string) (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("ledger state: no user config directory (give a state file path): %w", err)
+	}
+	sum := sha256.Sum256([]byte(origin))
+	return filepath.Join(dir, "cloister", "ledger-"+hex.EncodeToString(sum[:8])+".json"), nil
+}
+
+// LoadState reads and checks a state file. It returns (nil, nil) if the
+// file does not exist (first use). A file that exists but is not a valid,
+// self-consistent state is a *StateError: its checkpoint must verify
+// against its own validator set.
+func LoadState(path string) (*State, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &StateError{path, err}
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
+	if err != nil {
+		return nil, &StateError{path, err}
+	}
+	if len(b) > maxStateBytes {
+		return nil, &StateError{path, fmt.Errorf("larger than %d bytes", maxStateBytes)}
+	}
+	s, err := parseState(b)
+	if err != nil {
+		return nil, &StateError{path, err}
+	}
+	return s, nil
+}
+
+func parseState(b []byte) (*State, error) {
+	var s State
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("not a ledger state file: %v", err)
+	}
+	if s.Version != stateVersion {
+		return nil, fmt.Errorf("version %d, this client reads version %d", s.Version, stateVersion)
+	}
+	if s.Validators == nil {
+		return nil, errors.New(`missing "validator_set"`)
+	}
+	if err := s.Validators.Check(); err != nil {
+		return nil, fmt.Errorf("validator_set: %v", err)
+	}
+	if s.Origin != s.Validators.Origin {
+		return nil, fmt.Errorf("origin %q does not match the validator set's %q", s.Origin, s.Validators.Origin)
+	}
+	if _, err := VerifyCheckpoint([]byte(s.Checkpoint), s.Validators); err != nil {
+		return nil, fmt.Errorf("checkpoint: %v", err)
+	}
+	return &s, nil
+}
+
+// TrustedCheckpoint returns the state's checkpoint, verified again against
+// the pinned set.
+func (s *State) TrustedCheckpoint() (*Checkpoint, error) {
+	return VerifyCheckpoint([]byte(s.Checkpoint), s.Validators)
+}
+
+// Save writes the state atomically (a temporary file in the same
+// directory, synced, then renamed over path) with mode 0600, creating the
+// directory with mode 0700 if needed. A crash leaves the old file or the
+// new one, never a mix.
+func (s *State) Save(path string) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return &StateError{path, err}
+	}
+	b = append(b, '\n')
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return &StateError{path, err}
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return &StateError{path, err}
+	}
+	name := tmp.Name()
+	fail := func(err error) error {
+		tmp.Close()
+		os.Remove(name)
+		return &StateError{path, err}
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		return fail(err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(name)
+		return &StateError{path, err}
+	}
+	if err := os.Rename(name, path); err != nil {
+		os.Remove(name)
+		return &StateError{path, err}
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // make the rename durable; best effort on file systems that refuse
+		d.Close()
+	}
+	return nil
+}
