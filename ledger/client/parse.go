@@ -202,8 +202,9 @@ func parseBatch(b []byte, txs [][]byte, wait bool) ([]BatchResult, error) {
 	for i, raw := range w.Results {
 		var r struct {
 			wireReceipt
-			Error *string `json:"error"`
-			Code  string  `json:"code"`
+			Pending bool    `json:"pending"`
+			Error   *string `json:"error"`
+			Code    string  `json:"code"`
 		}
 		if err := decodeStrict(raw, &r); err != nil {
 			return nil, malformed("batch result %d: %v", i, err)
@@ -223,7 +224,11 @@ func parseBatch(b []byte, txs [][]byte, wait bool) ([]BatchResult, error) {
 			} else {
 				out[i].Err = &APIError{Op: fmt.Sprintf("POST /v1/entries/batch (entry %d)", i), Code: code, Message: reason}
 			}
-		case !wait && r.Index == nil:
+		case !wait && (r.Pending || r.Index == nil):
+			// Admitted to the mempool, not committed yet: no index.
+			if r.LeafHash != nil && *r.LeafHash != ledger.LeafHash(txs[i]) {
+				return nil, malformed("batch result %d: leaf hash is not the hash of the entry sent", i)
+			}
 			out[i].Admitted = true
 		default:
 			rc, err := r.wireReceipt.check(txs[i])
