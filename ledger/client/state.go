@@ -35,6 +35,9 @@ const (
 type StateError struct {
 	Path string
 	Err  error
+	// Write is set when the file could not be written (after a successful
+	// verification); otherwise it could not be read or trusted.
+	Write bool
 }
 
 func (e *StateError) Error() string { return fmt.Sprintf("ledger state file %s: %v", e.Path, e.Err) }
@@ -63,19 +66,19 @@ func LoadState(path string) (*State, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, &StateError{path, err}
+		return nil, &StateError{Path: path, Err: err}
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
 	if err != nil {
-		return nil, &StateError{path, err}
+		return nil, &StateError{Path: path, Err: err}
 	}
 	if len(b) > maxStateBytes {
-		return nil, &StateError{path, fmt.Errorf("larger than %d bytes", maxStateBytes)}
+		return nil, &StateError{Path: path, Err: fmt.Errorf("larger than %d bytes", maxStateBytes)}
 	}
 	s, err := parseState(b)
 	if err != nil {
-		return nil, &StateError{path, err}
+		return nil, &StateError{Path: path, Err: err}
 	}
 	return s, nil
 }
@@ -118,22 +121,22 @@ func (s *State) TrustedCheckpoint() (*Checkpoint, error) {
 func (s *State) Save(path string) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
-		return &StateError{path, err}
+		return &StateError{Path: path, Err: err, Write: true}
 	}
 	b = append(b, '\n')
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return &StateError{path, err}
+		return &StateError{Path: path, Err: err, Write: true}
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return &StateError{path, err}
+		return &StateError{Path: path, Err: err, Write: true}
 	}
 	name := tmp.Name()
 	fail := func(err error) error {
 		tmp.Close()
 		os.Remove(name)
-		return &StateError{path, err}
+		return &StateError{Path: path, Err: err, Write: true}
 	}
 	if err := tmp.Chmod(0o600); err != nil {
 		return fail(err)
@@ -146,11 +149,11 @@ func (s *State) Save(path string) error {
 	}
 	if err := tmp.Close(); err != nil {
 		os.Remove(name)
-		return &StateError{path, err}
+		return &StateError{Path: path, Err: err, Write: true}
 	}
 	if err := os.Rename(name, path); err != nil {
 		os.Remove(name)
-		return &StateError{path, err}
+		return &StateError{Path: path, Err: err, Write: true}
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync() // make the rename durable; best effort on file systems that refuse

@@ -73,7 +73,7 @@ func (c *Client) Verify(ctx context.Context, statePath string, index *uint64) (*
 		}
 		pinned = st.Validators
 		if res.Previous, err = st.TrustedCheckpoint(); err != nil {
-			return nil, &StateError{statePath, err}
+			return nil, &StateError{Path: statePath, Err: err}
 		}
 	}
 

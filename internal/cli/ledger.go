@@ -1,0 +1,711 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unicode"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/client"
+)
+
+func newLedgerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ledger",
+		Short: "Run ledger validators, append signed entries, and verify what the ledger says",
+		Long: `The ledger is Cloister's shared, append-only log of signed entries (node
+registrations, published policies, session events, results …), replicated
+by CometBFT validators. Its validators cosign checkpoints (the log's size
+and Merkle root); a client accepts a checkpoint only when validators holding
+more than 2/3 of the voting power signed it, and checks consistency and
+inclusion proofs itself.
+
+Commands that talk to a ledger take --ledger URL (default $CLOISTER_LEDGER),
+the base URL of any validator's API. The guide is docs/ledger.md.`,
+		Example: `  cloister ledger testnet --validators 4 --out ./testnet
+  cloister ledger start --home ./testnet/v0 &
+  cloister ledger append --ledger http://127.0.0.1:26680 --key alice.key --kind note --body '{"text":"hello"}'
+  cloister ledger verify --ledger http://127.0.0.1:26680 --index 0`,
+	}
+	cmd.AddCommand(newLedgerTestnetCmd(), newLedgerStartCmd(), newLedgerAppendCmd(), newLedgerGetCmd(),
+		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd())
+	return cmd
+}
+
+func init() { rootCmd.AddCommand(newLedgerCmd()) }
+
+// ledgerURLFlag adds --ledger and returns a function giving a client of
+// it (or a usage error).
+func ledgerURLFlag(cmd *cobra.Command) func() (*client.Client, error) {
+	var u string
+	cmd.Flags().StringVar(&u, "ledger", "", "base URL of a ledger validator's API (default $CLOISTER_LEDGER)")
+	return func() (*client.Client, error) {
+		if u == "" {
+			u = os.Getenv("CLOISTER_LEDGER")
+		}
+		if u == "" {
+			return nil, usageError("%s: --ledger URL is required (or set CLOISTER_LEDGER)", cmd.CommandPath())
+		}
+		c, err := client.New(u)
+		if err != nil {
+			return nil, usageError("%s: --ledger: %v", cmd.CommandPath(), err)
+		}
+		return c, nil
+	}
+}
+
+func parseIndexArg(cmd *cobra.Command, s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 63)
+	if err != nil {
+		return 0, usageError("%s: INDEX %q: want a non-negative decimal number", cmd.CommandPath(), s)
+	}
+	return n, nil
+}
+
+// signalContext ends on SIGINT or SIGTERM as well as with the command's
+// own context.
+func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+}
+
+func printJSON(w io.Writer, v any) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return failure(err)
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// printable escapes what a terminal could interpret (control characters,
+// bidirectional overrides) in text that came from the ledger.
+func printable(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == unicode.ReplacementChar || unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			fmt.Fprintf(&b, `\u%04x`, r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// ledgerFailure turns a client error into the exit status it deserves:
+// refusals and verification failures are failures of the operation (1);
+// a state file that cannot be read or trusted is unreadable input (2).
+func ledgerFailure(what string, err error) error {
+	var se *client.StateError
+	if errors.As(err, &se) && !se.Write {
+		return usageError("%s: %v (fix it, or move it away to trust the ledger anew)", what, err)
+	}
+	if r, ok := client.IsRejected(err); ok {
+		return failure(fmt.Errorf("%s: the ledger refused the entry (%s): %s", what, r.Code, r.Reason))
+	}
+	return failure(fmt.Errorf("%s: %w", what, err))
+}
+
+func newLedgerTestnetCmd() *cobra.Command {
+	var (
+		n       int
+		out     string
+		chainID string
+	)
+	cmd := &cobra.Command{
+		Use:   "testnet --validators N --out DIR",
+		Short: "Prepare the homes of N validators of a new ledger on this machine",
+		Long: `testnet creates DIR/v0 … DIR/v{N-1}: for each validator its CometBFT keys and
+configuration, a genesis shared by all (power 1 each, vote extensions from
+height 1), free 127.0.0.1 ports for peer-to-peer traffic and the API, and the
+other validators as persistent peers. It prints one line per validator: its
+home directory, a space, and the URL its API will serve on. Start each one
+with "cloister ledger start --home HOME".
+
+It never overwrites: a home that already holds a validator is an error.
+
+Exit status: 0 created; 1 the homes could not be created; 2 bad usage.`,
+		Example: `  cloister ledger testnet --validators 4 --out ./testnet
+  cloister ledger testnet --validators 1 --out /tmp/one --chain-id demo-1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return usageError("ledger testnet: --out DIR is required")
+			}
+			if n < 1 || n > 100 {
+				return usageError("ledger testnet: --validators %d: want 1 to 100", n)
+			}
+			vals, err := ledger.GenerateTestnet(out, n, ledger.TestnetOptions{ChainID: chainID})
+			if err != nil {
+				return failure(err)
+			}
+			for _, v := range vals {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", v.Home, v.APIURL)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&n, "validators", 4, "number of validators (1 to 100; 3f+1 tolerate f faulty)")
+	cmd.Flags().StringVar(&out, "out", "", "directory to create the validator homes in")
+	cmd.Flags().StringVar(&chainID, "chain-id", "", `chain id (default "cloister-testnet"); the ledger's origin is cloister.ledger/<chain id>`)
+	return cmd
+}
+
+func newLedgerStartCmd() *cobra.Command {
+	var (
+		home     string
+		verbose  bool
+		logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "start --home DIR",
+		Short: "Run one ledger validator and its API",
+		Long: `start runs the validator whose home "cloister ledger testnet" prepared: the
+CometBFT node with the ledger application, connected to its peers, and the
+HTTP API (entries, checkpoints, proofs, validators, status) on the address
+recorded in the home. It resumes where it stopped: blocks it missed are
+replayed from its peers.
+
+A ledger makes progress once validators holding more than 2/3 of the power
+are running, so start them all. Logs go to standard error. SIGINT or
+SIGTERM stops the validator cleanly.
+
+Exit status: 0 stopped by a signal; 1 the validator could not start;
+2 bad usage.`,
+		Example: `  cloister ledger start --home ./testnet/v0
+  for h in ./testnet/v*; do cloister ledger start --home "$h" & done`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if home == "" {
+				return usageError("ledger start: --home DIR is required")
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError("ledger start: --log-level %q: want debug, info, warn or error", logLevel)
+			}
+			if _, err := os.Stat(home); err != nil {
+				return usageError("ledger start: --home %s: %v", home, err)
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			v, err := ledger.StartValidator(startCtx, home, ledger.StartOptions{Logger: log, Verbose: verbose})
+			cancel()
+			if err != nil {
+				return failure(fmt.Errorf("ledger start: %w", err))
+			}
+			log.Info("ledger validator running", "api", v.APIURL(), "home", home)
+			<-ctx.Done()
+			log.Info("stopping")
+			if err := v.Close(); err != nil {
+				return failure(fmt.Errorf("ledger start: stopping: %w", err))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&home, "home", "", "validator home directory (from 'cloister ledger testnet')")
+	cmd.Flags().BoolVar(&verbose, "verbose", false, "log CometBFT's own info and debug lines too")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// maxBodyFile bounds --body @FILE; an entry is at most 64 KiB anyway.
+const maxBodyFile = 64 << 10
+
+func newLedgerAppendCmd() *cobra.Command {
+	var (
+		keyFile, kind, body string
+		asJSON              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "append --ledger URL --key FILE --kind KIND --body JSON",
+		Short: "Sign an entry with a principal key and append it to the ledger",
+		Long: `append builds an entry of kind KIND with the JSON object BODY, signs it with
+the Ed25519 signing key of the principal key file FILE (see "cloister key"),
+submits it and waits until it is committed (up to 30 s). It prints the
+entry's index in the log; with --json {"index":N,"height":H,"leaf_hash":"…"}.
+
+--body is a JSON object, or @FILE to read it from a file (@- for standard
+input). Kinds: ` + kindList() + `.
+Who may write each kind is in docs/ledger.md: anyone may write a note; most
+other kinds need a registered node or the owner of what they refer to.
+
+Exit status: 0 appended; 1 refused by the ledger (its reason is printed),
+or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
+		Example: `  cloister ledger append --ledger http://127.0.0.1:26680 --key alice.key --kind note --body '{"text":"hello"}'
+  cloister ledger append --ledger "$L" --key alice.key --kind note --body @note.json --json`,
+		Args: cobra.NoArgs,
+	}
+	newClient := ledgerURLFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		if keyFile == "" {
+			return usageError("ledger append: --key FILE is required")
+		}
+		if !slices.Contains(ledger.Kinds, ledger.Kind(kind)) {
+			return usageError("ledger append: --kind %q: want one of %s", kind, kindList())
+		}
+		raw, err := readBody(body, cmd.InOrStdin())
+		if err != nil {
+			return err
+		}
+		k, err := keys.Load(keyFile)
+		if err != nil {
+			if errors.Is(err, keys.ErrPermissions) {
+				return failure(err)
+			}
+			return usageError("ledger append: %v", err)
+		}
+		se, err := ledger.NewEntry(k.Signer(), ledger.Kind(kind), json.RawMessage(raw))
+		if err != nil {
+			return usageError("ledger append: --body: %v", err)
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		rc, err := c.Append(ctx, se)
+		if err != nil {
+			if errors.Is(err, ledger.ErrUnavailable) {
+				err = fmt.Errorf("%w (the entry may still be committed: look with 'cloister ledger tail' before appending it again)", err)
+			}
+			return ledgerFailure("ledger append", err)
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), map[string]any{"index": rc.Index, "height": rc.Height, "leaf_hash": b64(rc.LeafHash[:])})
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
+		return nil
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyFile, "key", "", "principal key file whose Ed25519 key signs the entry")
+	f.StringVar(&kind, "kind", "note", "entry kind")
+	f.StringVar(&body, "body", "", "entry body: a JSON object, or @FILE (@- for standard input)")
+	f.BoolVar(&asJSON, "json", false, `print {"index":N,"height":H,"leaf_hash":"…"}`)
+	return cmd
+}
+
+func kindList() string {
+	s := make([]string, len(ledger.Kinds))
+	for i, k := range ledger.Kinds {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}
+
+// readBody returns the --body value: inline JSON, @FILE or @-. It must be
+// a JSON object.
+func readBody(body string, stdin io.Reader) ([]byte, error) {
+	if body == "" {
+		return nil, usageError(`ledger append: --body is required (a JSON object such as '{"text":"hello"}', or @FILE)`)
+	}
+	raw := []byte(body)
+	if name, ok := strings.CutPrefix(body, "@"); ok {
+		var r io.Reader
+		if name == "-" {
+			r = stdin
+		} else {
+			f, err := os.Open(name)
+			if err != nil {
+				return nil, usageError("ledger append: --body @%s: %v", name, err)
+			}
+			defer f.Close()
+			r = f
+		}
+		b, err := io.ReadAll(io.LimitReader(r, maxBodyFile+1))
+		if err != nil {
+			return nil, usageError("ledger append: --body %s: %v", body, err)
+		}
+		if len(b) > maxBodyFile {
+			return nil, usageError("ledger append: --body %s: larger than %d bytes", body, maxBodyFile)
+		}
+		raw = b
+	}
+	canon, err := ledger.Canonicalize(raw)
+	if err != nil {
+		return nil, usageError("ledger append: --body is not valid JSON: %v", err)
+	}
+	if len(canon) == 0 || canon[0] != '{' {
+		return nil, usageError(`ledger append: --body must be a JSON object ({...}), not %.20s`, canon)
+	}
+	return canon, nil
+}
+
+func newLedgerGetCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "get --ledger URL INDEX",
+		Short: "Print one entry of the ledger",
+		Long: `get fetches entry INDEX and prints it: index, block height, leaf hash, kind,
+submitter, time, nonce, whether the submitter's signature verifies, and the
+body. With --json it prints the API's object exactly:
+{"index":N,"height":H,"leaf_hash":"…","entry":<the signed entry>}, where
+"entry" holds the exact bytes hashed into the log.
+
+get checks that the entry's bytes hash to its leaf hash, not that the leaf
+is in a checkpoint the validators signed: that is "cloister ledger verify
+--index INDEX".
+
+Exit status: 0 printed; 1 no such entry, the ledger could not be reached,
+or the entry's signature does not verify; 2 bad usage.`,
+		Example: `  cloister ledger get --ledger http://127.0.0.1:26680 0
+  cloister ledger get --ledger "$L" 12 --json | jq .entry.entry.body`,
+		Args: cobra.ExactArgs(1),
+	}
+	newClient := ledgerURLFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		index, err := parseIndexArg(cmd, args[0])
+		if err != nil {
+			return err
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		e, err := c.Get(ctx, index)
+		if err != nil {
+			return ledgerFailure("ledger get", err)
+		}
+		sigErr := e.Signed.VerifySignature()
+		w := cmd.OutOrStdout()
+		if asJSON {
+			if err := printJSON(w, entryObject(e)); err != nil {
+				return err
+			}
+		} else {
+			en := e.Signed.Entry
+			sig := "valid"
+			if sigErr != nil {
+				sig = "INVALID"
+			}
+			fmt.Fprintf(w, "index:      %d\nheight:     %d\nleaf_hash:  %s\nkind:       %s\nsubmitter:  %s\ntime:       %s\nnonce:      %d\nsignature:  %s\nbody:       %s\n",
+				e.Index, e.Height, b64(e.LeafHash[:]), printable(string(en.Kind)), en.Submitter, en.Time, en.Nonce, sig, printable(string(en.Body)))
+		}
+		if sigErr != nil {
+			return failure(fmt.Errorf("ledger get: entry %d: %w", index, sigErr))
+		}
+		return nil
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON object")
+	return cmd
+}
+
+// entryObject is the API's JSON form of an entry.
+func entryObject(e *client.Entry) map[string]any {
+	return map[string]any{"index": e.Index, "height": e.Height, "leaf_hash": b64(e.LeafHash[:]), "entry": json.RawMessage(e.Tx)}
+}
+
+// waitCheckpoint polls the ledger's status until its latest checkpoint
+// covers index (the status is not trusted for anything else), for at most
+// wait.
+func waitCheckpoint(ctx context.Context, c *client.Client, index uint64, wait time.Duration) {
+	if wait <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		st, err := c.Status(ctx)
+		if err == nil && st.Checkpointed && st.CheckpointSize > index {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func newLedgerProofCmd() *cobra.Command {
+	var (
+		asJSON bool
+		wait   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "proof --ledger URL INDEX",
+		Short: "Print the inclusion proof of an entry in the latest checkpoint",
+		Long: `proof fetches the latest checkpoint, entry INDEX and its RFC 6962 audit path
+to the checkpoint's root, checks that the path leads from the entry's leaf
+hash to that root, and prints them: everything a third party needs to check
+the entry's inclusion offline. With --json:
+{"index","size","leaf_hash","root","hashes":[…],"checkpoint":"<signed note>","entry":<signed entry>}.
+
+The checkpoint's signatures are not judged here (that needs a pinned
+validator set): "cloister ledger verify --index INDEX" does both. A fresh
+entry is covered by a checkpoint a few blocks after its commit; proof waits
+up to --wait for that.
+
+Exit status: 0 printed; 1 no checkpoint covers the entry, the path does not
+lead to the root, or the ledger could not be reached; 2 bad usage.`,
+		Example: `  cloister ledger proof --ledger http://127.0.0.1:26680 3
+  cloister ledger proof --ledger "$L" 3 --json > entry3.proof.json`,
+		Args: cobra.ExactArgs(1),
+	}
+	newClient := ledgerURLFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		index, err := parseIndexArg(cmd, args[0])
+		if err != nil {
+			return err
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		waitCheckpoint(ctx, c, index, wait)
+		cp, err := c.Checkpoint(ctx)
+		if err != nil {
+			return ledgerFailure("ledger proof", err)
+		}
+		if index >= cp.Size {
+			return failure(fmt.Errorf("ledger proof: entry %d is not covered by the latest checkpoint (size %d) yet; try again shortly, or with a longer --wait", index, cp.Size))
+		}
+		e, err := c.Get(ctx, index)
+		if err != nil {
+			return ledgerFailure("ledger proof", err)
+		}
+		p, err := c.InclusionProof(ctx, index, cp.Size)
+		if err != nil {
+			return ledgerFailure("ledger proof", err)
+		}
+		if err := client.VerifyInclusion(p, cp, index, ledger.LeafHash(e.Tx)); err != nil {
+			return ledgerFailure("ledger proof", err)
+		}
+		hashes := make([]string, len(p.Hashes))
+		for i, h := range p.Hashes {
+			hashes[i] = b64(h[:])
+		}
+		w := cmd.OutOrStdout()
+		if asJSON {
+			return printJSON(w, map[string]any{"index": index, "size": cp.Size, "leaf_hash": b64(e.LeafHash[:]), "root": b64(cp.Root[:]),
+				"hashes": hashes, "checkpoint": string(cp.Note), "entry": json.RawMessage(e.Tx)})
+		}
+		fmt.Fprintf(w, "entry %d in the log of %s at size %d\nleaf_hash:  %s\nroot:       %s\naudit path (%d hashes, leaf to root):\n",
+			index, printable(cp.Origin), cp.Size, b64(e.LeafHash[:]), b64(cp.Root[:]), len(hashes))
+		for _, h := range hashes {
+			fmt.Fprintf(w, "  %s\n", h)
+		}
+		fmt.Fprintf(w, "checkpoint:\n")
+		for _, line := range strings.SplitAfter(strings.TrimSuffix(string(cp.Note), "\n"), "\n") {
+			fmt.Fprintf(w, "  %s", printable(strings.TrimSuffix(line, "\n"))+"\n")
+		}
+		fmt.Fprintf(w, "The path leads from the entry to the root. The checkpoint's signatures were not judged: run 'cloister ledger verify --index %d'.\n", index)
+		return nil
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the proof bundle as JSON")
+	cmd.Flags().DurationVar(&wait, "wait", 30*time.Second, "how long to wait for a checkpoint that covers INDEX")
+	return cmd
+}
+
+func newLedgerVerifyCmd() *cobra.Command {
+	var (
+		index     uint64
+		statePath string
+		asJSON    bool
+		wait      time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "verify --ledger URL [--index N] [--state FILE]",
+		Short: "Verify the ledger's latest checkpoint, its consistency with the last one trusted, and optionally one entry",
+		Long: `verify checks, itself, what the ledger claims:
+
+  1. the validator set: pinned on first use in the state file; afterwards
+     it must be the same set, or verification fails;
+  2. the latest checkpoint: its origin is this ledger's, and validators
+     holding more than 2/3 of the voting power signed it;
+  3. consistency: the log of the checkpoint extends the one trusted at the
+     last verification (a consistency proof); a smaller log is a rewound
+     log, a different root at the same size a fork;
+  4. with --index N: entry N is included in that checkpoint (an inclusion
+     proof of the hash of the entry's own bytes) and its submitter's
+     signature verifies;
+
+and then records the checkpoint as trusted. The state file is written only
+when every check passed (atomically, mode 0600). Its default is
+<user config dir>/cloister/ledger-<16 hex of SHA-256(origin)>.json (on Linux
+~/.config/cloister/...); --state FILE keeps it elsewhere, e.g. one per
+ledger you audit. The first verification trusts the validator set it is
+shown (trust on first use): compare it out of band, or pre-seed the state
+file, if that matters to you.
+
+With --index, verify first waits up to --wait for a checkpoint that covers
+the entry (new entries are covered a few blocks after their commit).
+
+Exit status: 0 verified; 1 verification failed (what failed is printed on
+standard error) or the ledger could not be reached; 2 bad usage, or a state
+file that cannot be read or trusted.`,
+		Example: `  cloister ledger verify --ledger http://127.0.0.1:26680
+  cloister ledger verify --ledger "$L" --index 12 --state ./audit/ledger.json
+  cloister ledger verify --ledger "$L" --json || alert "ledger verification failed"`,
+		Args: cobra.NoArgs,
+	}
+	newClient := ledgerURLFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		var ip *uint64
+		if cmd.Flags().Changed("index") {
+			ip = &index
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		if ip != nil {
+			waitCheckpoint(ctx, c, index, wait)
+		}
+		res, err := c.Verify(ctx, statePath, ip)
+		w := cmd.OutOrStdout()
+		if err != nil {
+			if asJSON {
+				printJSON(w, map[string]any{"verified": false, "error": err.Error()})
+			}
+			var ve *client.VerificationError
+			if errors.As(err, &ve) {
+				return failure(fmt.Errorf("ledger verification failed: %w", err))
+			}
+			return ledgerFailure("ledger verify", err)
+		}
+		cp := res.Checkpoint
+		if asJSON {
+			out := map[string]any{"verified": true, "origin": res.Origin, "state": res.StatePath, "first_use": res.FirstUse,
+				"size": cp.Size, "root": b64(cp.Root[:]), "signers": cp.Signers, "signed_power": cp.SignedPower, "total_power": cp.TotalPower,
+				"previous_size": nil, "entry": nil}
+			if res.Previous != nil {
+				out["previous_size"] = res.Previous.Size
+			}
+			if e := res.Entry; e != nil {
+				out["entry"] = map[string]any{"index": e.Index, "leaf_hash": b64(e.LeafHash[:]), "kind": e.Signed.Entry.Kind, "submitter": e.Signed.Entry.Submitter}
+			}
+			return printJSON(w, out)
+		}
+		fmt.Fprintf(w, "verified %s: checkpoint of size %d, root %s\n", res.Origin, cp.Size, b64(cp.Root[:]))
+		fmt.Fprintf(w, "  signed by %d validators holding power %d of %d (more than 2/3 needed)\n", len(cp.Signers), cp.SignedPower, cp.TotalPower)
+		switch {
+		case res.FirstUse:
+			fmt.Fprintf(w, "  first use: pinned this ledger's validator set (trust on first use)\n")
+		case res.Previous.Size == cp.Size:
+			fmt.Fprintf(w, "  same log as trusted before (size %d)\n", cp.Size)
+		default:
+			fmt.Fprintf(w, "  extends the log trusted before at size %d (consistency proof checked)\n", res.Previous.Size)
+		}
+		if e := res.Entry; e != nil {
+			fmt.Fprintf(w, "  entry %d (%s) is included, signed by %s\n", e.Index, printable(string(e.Signed.Entry.Kind)), e.Signed.Entry.Submitter)
+		}
+		fmt.Fprintf(w, "state: %s\n", res.StatePath)
+		return nil
+	}
+	f := cmd.Flags()
+	f.Uint64Var(&index, "index", 0, "also verify that entry N is included and signed")
+	f.StringVar(&statePath, "state", "", "state file (default: per ledger, under the user config directory)")
+	f.BoolVar(&asJSON, "json", false, `print {"verified":…, "size":…, "root":…, …} on standard output`)
+	f.DurationVar(&wait, "wait", 30*time.Second, "with --index: how long to wait for a checkpoint covering the entry")
+	return cmd
+}
+
+func newLedgerTailCmd() *cobra.Command {
+	var (
+		from     uint64
+		asJSON   bool
+		interval time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "tail --ledger URL",
+		Short: "Print entries as they are committed",
+		Long: `tail prints the ledger's entries from index --from on, then polls for new
+ones every --interval and prints them as they are committed, until SIGINT
+or SIGTERM. One line per entry: index, block height, kind, submitter, time,
+body. With --json one API object per line (as 'get --json').
+
+Entries are checked for shape and leaf hash, not against checkpoints; use
+"cloister ledger verify" for that. Errors reaching the ledger are reported
+on standard error and retried.
+
+Exit status: 0 stopped by a signal; 1 the ledger sent something malformed;
+2 bad usage.`,
+		Example: `  cloister ledger tail --ledger http://127.0.0.1:26680
+  cloister ledger tail --ledger "$L" --from 100 --json | jq -c .entry.entry.kind`,
+		Args: cobra.NoArgs,
+	}
+	newClient := ledgerURLFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		if interval < 10*time.Millisecond {
+			return usageError("ledger tail: --interval %v: want at least 10ms", interval)
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		w := cmd.OutOrStdout()
+		next := from
+		failing := false
+		for {
+			page, err := c.Entries(ctx, next, 100)
+			if ctx.Err() != nil {
+				return nil
+			}
+			switch {
+			case errors.Is(err, client.ErrMalformed):
+				return ledgerFailure("ledger tail", err)
+			case err != nil:
+				if !failing {
+					fmt.Fprintf(cmd.ErrOrStderr(), "cloister: ledger tail: %v (retrying)\n", err)
+				}
+				failing = true
+			default:
+				failing = false
+				for _, e := range page.Entries {
+					if asJSON {
+						if err := printJSON(w, entryObject(e)); err != nil {
+							return err
+						}
+					} else {
+						en := e.Signed.Entry
+						fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\t%s\n", e.Index, e.Height, printable(string(en.Kind)), en.Submitter, en.Time, printable(string(en.Body)))
+					}
+					next = e.Index + 1
+				}
+				if len(page.Entries) == 100 {
+					continue // more are waiting
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(interval):
+			}
+		}
+	}
+	f := cmd.Flags()
+	f.Uint64Var(&from, "from", 0, "first index to print")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object per entry")
+	f.DurationVar(&interval, "interval", time.Second, "how often to poll for new entries")
+	return cmd
+}
