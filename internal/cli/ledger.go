@@ -418,10 +418,10 @@ func entryObject(e *client.Entry) map[string]any {
 	return map[string]any{"index": e.Index, "height": e.Height, "leaf_hash": b64(e.LeafHash[:]), "entry": json.RawMessage(e.Tx)}
 }
 
-// waitCheckpoint polls the ledger's status until its latest checkpoint
-// covers index (the status is not trusted for anything else), for at most
-// wait.
-func waitCheckpoint(ctx context.Context, c *client.Client, index uint64, wait time.Duration) {
+// waitCheckpoint polls the ledger's status, for at most wait, until it has
+// a cosigned checkpoint of at least size entries. The status only times
+// the real checks; nothing in it is trusted.
+func waitCheckpoint(ctx context.Context, c *client.Client, size uint64, wait time.Duration) {
 	if wait <= 0 {
 		return
 	}
@@ -429,8 +429,8 @@ func waitCheckpoint(ctx context.Context, c *client.Client, index uint64, wait ti
 	defer cancel()
 	for {
 		st, err := c.Status(ctx)
-		if err == nil && st.Checkpointed && st.CheckpointSize > index {
-			return
+		if err != nil || st.Checkpointed && st.CheckpointSize >= size {
+			return // an error is reported by the checks that follow
 		}
 		select {
 		case <-ctx.Done():
@@ -477,7 +477,7 @@ lead to the root, or the ledger could not be reached; 2 bad usage.`,
 		}
 		ctx, stop := signalContext(cmd)
 		defer stop()
-		waitCheckpoint(ctx, c, index, wait)
+		waitCheckpoint(ctx, c, index+1, wait)
 		cp, err := c.Checkpoint(ctx)
 		if err != nil {
 			return ledgerFailure("ledger proof", err)
@@ -553,8 +553,9 @@ ledger you audit. The first verification trusts the validator set it is
 shown (trust on first use): compare it out of band, or pre-seed the state
 file, if that matters to you.
 
-With --index, verify first waits up to --wait for a checkpoint that covers
-the entry (new entries are covered a few blocks after their commit).
+verify first waits up to --wait for a checkpoint to exist and, with
+--index, to cover the entry (new entries are covered a few blocks after
+their commit).
 
 Exit status: 0 verified; 1 verification failed (what failed is printed on
 standard error) or the ledger could not be reached; 2 bad usage, or a state
@@ -576,9 +577,11 @@ file that cannot be read or trusted.`,
 		}
 		ctx, stop := signalContext(cmd)
 		defer stop()
+		need := uint64(0) // a new ledger has no checkpoint for its first blocks
 		if ip != nil {
-			waitCheckpoint(ctx, c, index, wait)
+			need = index + 1
 		}
+		waitCheckpoint(ctx, c, need, wait)
 		res, err := c.Verify(ctx, statePath, ip)
 		w := cmd.OutOrStdout()
 		if err != nil {
@@ -624,7 +627,7 @@ file that cannot be read or trusted.`,
 	f.Uint64Var(&index, "index", 0, "also verify that entry N is included and signed")
 	f.StringVar(&statePath, "state", "", "state file (default: per ledger, under the user config directory)")
 	f.BoolVar(&asJSON, "json", false, `print {"verified":…, "size":…, "root":…, …} on standard output`)
-	f.DurationVar(&wait, "wait", 30*time.Second, "with --index: how long to wait for a checkpoint covering the entry")
+	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for a checkpoint (covering the entry, with --index)")
 	return cmd
 }
 
