@@ -94,7 +94,7 @@ func TestHostileMemory(t *testing.T) {
 		}
 	})
 	t.Run("go-memory-bomb", func(t *testing.T) {
-		res := mustRun(t, r, &Config{Module: hostileGuest(t, "membomb"), Memory: 64 << 20, Timeout: time.Minute})
+		res := mustRun(t, r, &Config{Module: hostileGuest(t), Name: "membomb", Memory: 64 << 20, Timeout: time.Minute})
 		wantOutcome(t, res, OutcomeMemory, ExitMemory)
 		if !bytes.Contains(res.Stderr, []byte("out of memory")) {
 			t.Errorf("the Go runtime's stderr %.500q does not say out of memory", res.Stderr)
@@ -107,7 +107,7 @@ func TestHostileMemory(t *testing.T) {
 
 func TestHostileOutputFlood(t *testing.T) {
 	r := newRuntime(t, Options{})
-	res := mustRun(t, r, &Config{Module: hostileGuest(t, "flood"), MaxOutput: 4 << 20, MaxStdio: 1 << 20, Timeout: time.Minute})
+	res := mustRun(t, r, &Config{Module: hostileGuest(t), Name: "flood", MaxOutput: 4 << 20, MaxStdio: 1 << 20, Timeout: time.Minute})
 	wantOutcome(t, res, OutcomeExited, 0)
 	if !res.Report.OutputLimited || !res.Report.StdoutTruncated || !res.Report.StderrTruncated {
 		t.Errorf("limits not flagged: output %v stdout %v stderr %v", res.Report.OutputLimited, res.Report.StdoutTruncated, res.Report.StderrTruncated)
@@ -132,7 +132,7 @@ func TestHostileOutputFlood(t *testing.T) {
 
 func TestHostileManyFiles(t *testing.T) {
 	r := newRuntime(t, Options{})
-	res := mustRun(t, r, &Config{Module: hostileGuest(t, "manyfiles"), MaxOutputFiles: 100, Timeout: time.Minute})
+	res := mustRun(t, r, &Config{Module: hostileGuest(t), Name: "manyfiles", MaxOutputFiles: 100, Timeout: time.Minute})
 	wantOutcome(t, res, OutcomeExited, 0)
 	if !bytes.HasPrefix(res.Stdout, []byte("created 100 files; then: open /output/f00100: Quota exceeded")) {
 		t.Errorf("stdout %q", res.Stdout)
@@ -145,7 +145,7 @@ func TestHostileManyFiles(t *testing.T) {
 func TestHostileFileSystemEscape(t *testing.T) {
 	r := newRuntime(t, Options{})
 	res := mustRun(t, r, &Config{
-		Module: hostileGuest(t, "fsescape"), Name: "escape", Args: []string{"a b", "--x"},
+		Module: hostileGuest(t), Name: "fsescape", Args: []string{"a b", "--x"},
 		Env:     []string{"ONLY=this"},
 		Inputs:  []Input{{Name: "data", Data: []byte("hello")}},
 		Timeout: time.Minute,
@@ -172,7 +172,7 @@ func TestHostileFileSystemEscape(t *testing.T) {
 		"symlink: error: symlink /etc/passwd /output/link: Operation not permitted\n",
 		"mkdir: error: mkdir /output/sub: Operation not permitted\n",
 		`env: ["ONLY=this"]` + "\n",
-		`args: ["escape" "a b" "--x"]` + "\n",
+		`args: ["fsescape" "a b" "--x"]` + "\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q\nfull output:\n%s", want, out)
@@ -185,7 +185,7 @@ func TestHostileFileSystemEscape(t *testing.T) {
 
 func TestHostileWriteInput(t *testing.T) {
 	r := newRuntime(t, Options{})
-	res := mustRun(t, r, &Config{Module: hostileGuest(t, "writeinput"), Inputs: []Input{{Name: "data", Data: []byte("original")}}, Timeout: time.Minute})
+	res := mustRun(t, r, &Config{Module: hostileGuest(t), Name: "writeinput", Inputs: []Input{{Name: "data", Data: []byte("original")}}, Timeout: time.Minute})
 	wantOutcome(t, res, OutcomeExited, 0)
 	out := string(res.Stdout)
 	if strings.Contains(out, "ALLOWED") || strings.Count(out, ": refused: ") != 9 || !strings.Contains(out, "unchanged: true") {
@@ -217,7 +217,7 @@ func TestHostileNetworkDial(t *testing.T) {
 		}
 	}()
 	r := newRuntime(t, Options{})
-	res := mustRun(t, r, &Config{Module: hostileGuest(t, "netdial"), Args: []string{l.Addr().String(), "1.1.1.1:80"}, Timeout: time.Minute})
+	res := mustRun(t, r, &Config{Module: hostileGuest(t), Name: "netdial", Args: []string{l.Addr().String(), "1.1.1.1:80"}, Timeout: time.Minute})
 	wantOutcome(t, res, OutcomeExited, 0)
 	out := string(res.Stdout)
 	if strings.Contains(out, "CONNECTED") || strings.Count(out, ": refused: ") != 2 {
@@ -240,7 +240,9 @@ func TestWorkerSelfTest(t *testing.T) {
 		t.Fatal(err, rep)
 	}
 	j.SelfTest = true
-	res, err := r.jail.run(context.Background(), j)
+	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
+	defer cancel()
+	res, err := r.jail.run(ctx, j)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,9 +324,9 @@ func TestExitStatusPassThrough(t *testing.T) {
 
 func TestDeterminism(t *testing.T) {
 	r := newRuntime(t, Options{})
-	mod := hostileGuest(t, "determinism")
+	mod := hostileGuest(t)
 	run := func(det bool, seed byte) *Result {
-		cfg := &Config{Module: mod, Deterministic: det, Inputs: []Input{{Name: "data", Data: []byte("same input")}}, Timeout: time.Minute}
+		cfg := &Config{Module: mod, Name: "determinism", Deterministic: det, Inputs: []Input{{Name: "data", Data: []byte("same input")}}, Timeout: time.Minute}
 		cfg.Seed[0] = seed
 		res := mustRun(t, r, cfg)
 		wantOutcome(t, res, OutcomeExited, 0)

@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tetratelabs/wazero"
 )
 
 // testDataDir is shared by the package's tests so that each guest is
@@ -42,9 +45,28 @@ func newRuntime(t testing.TB, opts Options) *Runtime {
 	return r
 }
 
+// runBound is how long a test waits for one Run before failing: compiling
+// (bounded by CompileTimeout in the worker), the program's own limit, and
+// slack for a loaded machine.
+func runBound(cfg *Config) time.Duration {
+	limit := cfg.Timeout
+	if limit <= 0 {
+		limit = DefaultTimeout
+	}
+	return CompileTimeout + limit + 30*time.Second
+}
+
+// mustRun runs cfg and fails the test if Run fails or does not return
+// within runBound: a run that never ends must not hang the test binary.
 func mustRun(t testing.TB, r *Runtime, cfg *Config) *Result {
 	t.Helper()
-	res, err := r.Run(context.Background(), cfg)
+	bound := runBound(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	res, err := r.Run(ctx, cfg)
+	if ctx.Err() != nil {
+		t.Fatalf("Run did not return within %v (compile bound %v + program timeout + 30s); the worker was killed: %v", bound, CompileTimeout, err)
+	}
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -58,42 +80,82 @@ func wantOutcome(t testing.TB, res *Result, o Outcome, code int) {
 	}
 }
 
-var (
-	guestsOnce sync.Once
-	guestsDir  string
-	guestsErr  error
+// Bounds for preparing the hostile guest, each failing the test with what
+// it was doing rather than leaving it to the test binary's timeout.
+const (
+	guestBuildBound   = 5 * time.Minute  // go build for wasip1 (the build cache may be cold or locked)
+	guestCompileBound = 10 * time.Minute // wazero compiling ~4 MB of Go code, ~10× slower under -race
 )
 
-// hostileGuest returns the path of testdata/hostile/NAME built for
-// wasip1. All of them are built by one go command, once per test run.
-func hostileGuest(t testing.TB, name string) []byte {
+var (
+	guestOnce   sync.Once
+	guestModule []byte
+	guestErr    error
+)
+
+// hostileGuest returns testdata/hostile built for wasip1: one module whose
+// argv[0] (Config.Name) selects the program. It is built once per test run
+// and compiled once into the test's compilation cache, here rather than in
+// the first worker that runs it, so that a slow compilation (minutes with
+// -race on a loaded machine) is bounded and reported by name instead of
+// tripping the worker's CompileTimeout.
+func hostileGuest(t testing.TB) []byte {
 	t.Helper()
-	guestsOnce.Do(func() {
-		guestsDir = filepath.Join(testDataDir, "hostile")
-		ents, err := os.ReadDir("testdata/hostile")
-		if err != nil {
-			guestsErr = err
+	guestOnce.Do(func() {
+		out := filepath.Join(testDataDir, "hostile.wasm")
+		ctx, cancel := context.WithTimeout(context.Background(), guestBuildBound)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./testdata/hostile")
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+		start := time.Now()
+		if b, err := cmd.CombinedOutput(); err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("go build did not finish within %v", guestBuildBound)
+			}
+			guestErr = &buildError{err, string(b)}
 			return
 		}
-		args := []string{"build", "-trimpath", "-o", guestsDir + "/"}
-		for _, e := range ents {
-			args = append(args, "./testdata/hostile/"+e.Name())
+		t.Logf("built testdata/hostile in %v", time.Since(start).Round(time.Millisecond))
+		if guestModule, guestErr = os.ReadFile(out); guestErr != nil {
+			return
 		}
-		cmd := exec.Command("go", args...)
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			guestsErr = err
-			guestsErr = &buildError{err, string(out)}
+		start = time.Now()
+		if guestErr = precompile(guestModule, guestCompileBound); guestErr == nil {
+			t.Logf("compiled testdata/hostile (%d bytes) into the cache in %v", len(guestModule), time.Since(start).Round(time.Millisecond))
 		}
 	})
-	if guestsErr != nil {
-		t.Fatalf("building hostile guests: %v", guestsErr)
+	if guestErr != nil {
+		t.Fatalf("preparing the hostile guest: %v", guestErr)
 	}
-	b, err := os.ReadFile(filepath.Join(guestsDir, name))
+	return guestModule
+}
+
+// precompile compiles module with the workers' configuration into the
+// test's compilation cache, giving up after bound.
+func precompile(module []byte, bound time.Duration) error {
+	cache, err := wazero.NewCompilationCacheWithDir(filepath.Join(testDataDir, "wazero-cache"))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	return b
+	done := make(chan error, 1)
+	go func() {
+		ctx := context.Background()
+		defer cache.Close(ctx)
+		rt, err := (&executor{cache: cache}).newRuntime(ctx, false)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer rt.Close(ctx)
+		_, err = rt.CompileModule(ctx, module)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(bound):
+		return fmt.Errorf("compiling did not finish within %v", bound)
+	}
 }
 
 type buildError struct {

@@ -111,9 +111,7 @@ func (j *jailer) refill() {
 		closed := j.closed
 		j.mu.Unlock()
 		if closed {
-			w.kill()
-			<-w.done
-			w.cleanup()
+			j.reap(w)
 			return
 		}
 		j.pool <- w
@@ -133,9 +131,7 @@ func (j *jailer) close() error {
 	if j.pool != nil {
 		close(j.pool)
 		for w := range j.pool {
-			w.kill()
-			<-w.done
-			w.cleanup()
+			j.reap(w)
 		}
 	}
 	if j.cg != nil {
@@ -344,13 +340,50 @@ func (w *worker) kill() {
 	}
 }
 
+// cleanup releases the pipes and the cgroup of a worker that has been
+// reaped.
 func (w *worker) cleanup() {
 	w.jobW.Close()
 	w.resR.Close()
-	w.stderrWG.Wait()
+	waitBounded(&w.stderrWG, stderrWait)
 	if w.cg != nil {
 		w.cg.remove()
 	}
+}
+
+// workerExitWait bounds the wait for a worker to be reaped once it has been
+// sent SIGKILL. The kernel normally takes milliseconds; a process stuck in
+// the kernel is left to a background goroutine, and the caller is told.
+var workerExitWait = 5 * time.Second
+
+// stderrWait bounds the wait for the rest of a dead worker's stderr.
+const stderrWait = 2 * time.Second
+
+// exited waits up to d for the worker to be reaped.
+func (w *worker) exited(d time.Duration) bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// errNotReaped says a killed worker could not be reaped within
+// workerExitWait.
+func (w *worker) errNotReaped() error {
+	pid := 0
+	if w.cmd.Process != nil {
+		pid = w.cmd.Process.Pid
+	}
+	return fmt.Errorf("isolate: the worker (pid %d) did not exit within %v of SIGKILL; it is left to be reaped in the background", pid, workerExitWait)
 }
 
 // get returns a warm worker if one is ready, or starts one.
@@ -387,11 +420,22 @@ func (j *jailer) run(ctx context.Context, jb *job) (*Result, error) {
 }
 
 // reap kills a worker that is done with (or failed) its job, waits for it
-// and releases its pipes and cgroup.
-func (j *jailer) reap(w *worker) {
+// (at most workerExitWait) and releases its pipes and cgroup. A worker that
+// is not reaped in time is released by a background goroutine whenever the
+// kernel lets it go; reap then reports false.
+func (j *jailer) reap(w *worker) bool {
 	w.kill()
-	<-w.done
-	w.cleanup()
+	if w.exited(workerExitWait) {
+		w.cleanup()
+		return true
+	}
+	j.reaping.Add(1)
+	go func() {
+		defer j.reaping.Done()
+		<-w.done
+		w.cleanup()
+	}()
+	return false
 }
 
 // reapAsync does reap in the background; close waits for it.
@@ -432,18 +476,25 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	select {
 	case <-w.ready:
 	case <-w.done:
-		<-w.ready
 	case <-readyTimer.C:
 		// A worker that cannot even set up its jail in this time is
 		// stuck; killing it makes the ready read fail below.
 		w.kill()
-		<-w.ready
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	// The ready read ends once the worker is gone (its pipe closes).
+	select {
+	case <-w.ready:
+	case <-time.After(workerExitWait):
+		return nil, w.errNotReaped()
+	}
 	if w.readyErr != nil {
-		<-w.done
-		waitBounded(&w.stderrWG, 2*time.Second)
+		if !w.exited(workerExitWait) {
+			w.kill()
+			return nil, w.errNotReaped()
+		}
+		waitBounded(&w.stderrWG, stderrWait)
 		return nil, fmt.Errorf("%w: %v%s", errWorkerGone, w.readyErr, tail(w.stderr))
 	}
 	if w.cg != nil {
@@ -481,15 +532,21 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	}
 	if resErr != nil {
 		// Without a result the exit status and stderr explain what
-		// happened: wait for them.
-		select {
-		case <-w.done:
-		case <-time.After(2 * time.Second):
+		// happened: wait for them, a little for a worker that is
+		// exiting by itself, then after a kill.
+		if !w.exited(2 * time.Second) {
 			w.kill()
-			<-w.done
+			if !w.exited(workerExitWait) {
+				return nil, w.errNotReaped()
+			}
 		}
-		waitBounded(&w.stderrWG, 2*time.Second)
-		<-writeErr
+		waitBounded(&w.stderrWG, stderrWait)
+		// The job writer fails once the worker's end of the pipe is
+		// gone; reap closes our end in case something else holds it.
+		select {
+		case <-writeErr:
+		case <-time.After(stderrWait):
+		}
 	} else {
 		// The result is in hand: the worker's exit (tearing down its
 		// namespaces takes the kernel milliseconds) is waited for in the

@@ -1,4 +1,3 @@
-// Command manyfiles creates files under /output/ until creation fails.
 package main
 
 import (
@@ -6,7 +5,8 @@ import (
 	"os"
 )
 
-func main() {
+// manyfiles creates files under /output/ until creation fails.
+func manyfiles() {
 	for i := 0; i < 100000; i++ {
 		f, err := os.Create(fmt.Sprintf("/output/f%05d", i))
 		if err != nil {

@@ -1,8 +1,3 @@
-// Command determinism prints everything a run could differ in: the wall
-// clock, monotonic time, random bytes from crypto/rand and math/rand, map
-// iteration order, and hashes of the inputs; it writes random bytes to an
-// output. Under --deterministic two runs with the same seed must agree byte
-// for byte.
 package main
 
 import (
@@ -14,7 +9,12 @@ import (
 	"time"
 )
 
-func main() {
+// determinism prints everything a run could differ in: the wall
+// clock, monotonic time, random bytes from crypto/rand and math/rand, map
+// iteration order, and hashes of the inputs; it writes random bytes to an
+// output. Under --deterministic two runs with the same seed must agree byte
+// for byte.
+func determinism() {
 	start := time.Now()
 	fmt.Println("now:", start.UTC().Format(time.RFC3339Nano))
 	time.Sleep(10 * time.Millisecond)

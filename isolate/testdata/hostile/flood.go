@@ -1,6 +1,3 @@
-// Command flood writes to /output/ until a write fails, then floods stdout
-// and stderr. The isolate must bound the output bytes, keep stdout and stderr
-// to their caps, and never touch the host disk.
 package main
 
 import (
@@ -9,7 +6,10 @@ import (
 	"os"
 )
 
-func main() {
+// flood writes to /output/ until a write fails, then floods stdout
+// and stderr. The isolate must bound the output bytes, keep stdout and stderr
+// to their caps, and never touch the host disk.
+func flood() {
 	f, err := os.Create("/output/flood.bin")
 	if err != nil {
 		fmt.Println("create:", err)

@@ -1,5 +1,3 @@
-// Command fsescape looks for host files through every path it can think
-// of and prints what it finds, one "path: result" line each.
 package main
 
 import (
@@ -9,7 +7,7 @@ import (
 	"strings"
 )
 
-func list(p string) string {
+func listDir(p string) string {
 	ents, err := os.ReadDir(p)
 	if err != nil {
 		return "error: " + err.Error()
@@ -22,7 +20,7 @@ func list(p string) string {
 	return "[" + strings.Join(names, " ") + "]"
 }
 
-func read(p string) string {
+func readFile(p string) string {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return "error: " + err.Error()
@@ -30,17 +28,19 @@ func read(p string) string {
 	return fmt.Sprintf("%d bytes", len(b))
 }
 
-func main() {
+// fsescape looks for host files through every path it can think
+// of and prints what it finds, one "path: result" line each.
+func fsescape() {
 	for _, p := range []string{"/", "/input", "/output", "/input/../..", "/input/../../..", "/output/..", "..", ".", "/etc", "/proc", "/tmp"} {
-		fmt.Printf("list %s: %s\n", p, list(p))
+		fmt.Printf("list %s: %s\n", p, listDir(p))
 	}
 	for _, p := range []string{"/etc/passwd", "/input/../etc/passwd", "/input/../../etc/passwd", "../../../../etc/passwd", "/proc/self/environ", "/input/data", "/input/data/..", "/input/./data"} {
-		fmt.Printf("read %s: %s\n", p, read(p))
+		fmt.Printf("read %s: %s\n", p, readFile(p))
 	}
 	if err := os.Symlink("/etc/passwd", "/output/link"); err != nil {
 		fmt.Printf("symlink: error: %v\n", err)
 	} else {
-		fmt.Printf("symlink: made; read: %s\n", read("/output/link"))
+		fmt.Printf("symlink: made; read: %s\n", readFile("/output/link"))
 	}
 	if err := os.Mkdir("/output/sub", 0o755); err != nil {
 		fmt.Printf("mkdir: error: %v\n", err)
