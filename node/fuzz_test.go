@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -19,8 +20,9 @@ import (
 )
 
 // FuzzLoadState feeds arbitrary bytes to the state loader, both as the
-// raw file and sealed under the right key: it must refuse or load, never
-// panic, and never load a record for another session.
+// raw log and as frames sealed under the right key (a good frame, then the
+// fuzzed one): it must refuse or load, never panic, never load a record
+// for another session, and never lose the good frame to an out-of-sequence one after it.
 func FuzzLoadState(f *testing.F) {
 	key := make([]byte, 32)
 	dir := f.TempDir()
@@ -28,30 +30,44 @@ func FuzzLoadState(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	defer st.close()
 	id := "0123456789abcdef0123456789abcdef"
 	good, _ := json.Marshal(&record{Version: stateVersion, ID: id, State: stateProvisioning})
-	f.Add([]byte{}, false)
-	f.Add(good, true)
-	f.Add([]byte(`{"version":1,"id":"ffffffffffffffffffffffffffffffff"}`), true)
-	f.Add([]byte("CLSS\x01garbage"), false)
-	f.Fuzz(func(t *testing.T, data []byte, sealIt bool) {
+	f.Add([]byte{}, false, uint64(2))
+	f.Add(good, true, uint64(2))
+	f.Add(good, true, uint64(7))
+	f.Add([]byte(`{"version":1,"id":"ffffffffffffffffffffffffffffffff"}`), true, uint64(2))
+	f.Add([]byte("CLSL\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\xffgarbage"), false, uint64(0))
+	f.Fuzz(func(t *testing.T, data []byte, sealIt bool, seq uint64) {
 		if err := os.MkdirAll(st.sessionDir(id), 0o700); err != nil {
 			t.Fatal(err)
 		}
 		file := data
 		if sealIt {
-			nonce := make([]byte, st.aead.NonceSize())
-			file = append([]byte(stateMagic+"\x01"), nonce...)
-			file = st.aead.Seal(file, nonce, data, stateAAD(id))
+			file = append(sealRawFrame(st, id, 1, good), sealRawFrame(st, id, seq, data)...)
 		}
-		if err := os.WriteFile(filepath.Join(st.sessionDir(id), stateFile), file, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(st.sessionDir(id), logFile), file, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		rec, err := st.load(id)
 		if err == nil && rec.ID != id {
 			t.Fatalf("loaded a record for %q from %s's file", rec.ID, id)
 		}
+		if sealIt && seq != 2 && err != nil {
+			// The fuzzed frame is out of sequence: it ends the log, and
+			// the good frame before it is the state.
+			t.Fatalf("a log starting with a good frame did not load: %v", err)
+		}
 	})
+}
+
+// sealRawFrame seals arbitrary bytes as frame seq of session id.
+func sealRawFrame(st *store, id string, seq uint64, plain []byte) []byte {
+	nonce := make([]byte, st.aead.NonceSize())
+	out := binary.BigEndian.AppendUint64([]byte(logMagic+"\x01"), seq)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(nonce)+len(plain)+st.aead.Overhead()))
+	out = append(out, nonce...)
+	return st.aead.Seal(out, nonce, plain, frameAAD(id, seq))
 }
 
 // FuzzUpload sends arbitrary uploads to a live session: whatever the

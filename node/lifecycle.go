@@ -57,7 +57,7 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 		"platform_key": n.platform.Public().SigningString(),
 	})
 	rec.Events = append(rec.Events, eventRecord{Kind: EventSessionCreated, Time: now, LedgerIndex: idx})
-	if err := n.store.save(rec); err != nil {
+	if err := n.store.save(rec, true); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	s := &session{n: n, id: id, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
@@ -120,7 +120,23 @@ func (n *Node) restore() error {
 		n.closed[ts.ID] = ts
 	}
 	for _, id := range live {
-		if err := n.restoreOne(id); err != nil {
+		if _, ok := n.closed[id]; ok {
+			// Closed, but the node stopped before its files were gone.
+			if err := n.store.removeSession(id); err != nil {
+				n.log.Error("closed session not erased", "session", id, "err", err)
+			}
+			continue
+		}
+		err := n.restoreOne(id)
+		switch {
+		case errors.Is(err, errNoFrame):
+			// The node stopped while creating it: the session was never
+			// acknowledged to anyone, and is not served half-written.
+			n.log.Info("removing a session whose creation did not finish", "session", id)
+			if err := n.store.removeSession(id); err != nil {
+				n.log.Error("unfinished session not removed", "session", id, "err", err)
+			}
+		case err != nil:
 			n.log.Error("stored session not restored", "session", id, "err", err)
 		}
 	}
@@ -159,7 +175,7 @@ func (n *Node) restoreOne(id string) error {
 			rec.State, rec.Reason = stateFailed, fmt.Sprintf("the node stopped during the run %d times; not retried again", rec.Restarted-1)
 			s.markDone()
 		}
-		if err := n.store.save(rec); err != nil {
+		if err := n.store.save(rec, true); err != nil {
 			return err
 		}
 	case stateProvisioning:

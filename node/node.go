@@ -137,16 +137,17 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.store, err = openStore(filepath.Join(opts.DataDir, "sessions"), skey, !opts.NoSync); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
 	if n.nodeCert, err = nodeCertificate(pk.Signer()); err != nil {
 		return nil, err
+	}
+	if n.store, err = openStore(filepath.Join(opts.DataDir, "sessions"), skey, !opts.NoSync); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.runner = opts.Runner
 	if n.runner == nil {
 		rt, err := isolate.New(ctx, isolate.Options{DataDir: opts.DataDir, WarmWorkers: opts.WarmWorkers})
 		if err != nil {
+			n.store.close()
 			return nil, fmt.Errorf("node: isolate runtime: %w", err)
 		}
 		n.runner, n.ownsRun = rt, rt
@@ -271,6 +272,9 @@ func (n *Node) Close() error {
 	n.Shutdown(ctx)
 	cancel()
 	n.wg.Wait()
+	if n.store != nil {
+		n.store.close()
+	}
 	if n.ownsRun != nil {
 		return n.ownsRun.Close()
 	}

@@ -233,11 +233,11 @@ func TestStateSealedAtRestAndErasedOnClose(t *testing.T) {
 		t.Fatalf("session directory after close: %v", err)
 	}
 	var ts map[string]any
-	b, err := os.ReadFile(filepath.Join(tn.dir, "sessions", as.ID()+".closed"))
+	b, err := os.ReadFile(filepath.Join(tn.dir, "sessions", "closed.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, &ts); err != nil || ts["by"] != "carol" {
+	if err := json.Unmarshal(b, &ts); err != nil || ts["by"] != "carol" || ts["id"] != as.ID() {
 		t.Fatalf("tombstone %s: %v", b, err)
 	}
 	// The erased session can no longer be reached, and says why.

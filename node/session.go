@@ -218,7 +218,7 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	if ready {
 		s.rec.State = stateRunning
 	}
-	if err := s.n.store.save(s.rec); err != nil {
+	if err := s.n.store.save(s.rec, true); err != nil {
 		delete(slots, req.Name)
 		s.rec.Events = s.rec.Events[:len(s.rec.Events)-1]
 		s.rec.State = stateProvisioning
@@ -326,7 +326,7 @@ func (s *session) execute(ctx context.Context) {
 		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "state": s.rec.State, "reason": s.rec.Reason,
 	})
 	s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventRunFinished, Time: now, LedgerIndex: idx})
-	if err := s.n.store.save(s.rec); err != nil {
+	if err := s.n.store.save(s.rec, true); err != nil {
 		s.n.log.Error("saving finished session", "session", s.id, "err", err)
 	}
 	s.n.metrics.inc(fmt.Sprintf("cloister_runs_total{state=%q}", s.rec.State))
@@ -436,7 +436,10 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 			"envelope_sha256": or.Envelopes[p.ID], "signature": req.Auth.Signature,
 		})
 		s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventResultFetched, Principal: p.ID, Name: req.Output, Time: now, LedgerIndex: idx})
-		if err := s.n.store.save(s.rec); err != nil {
+		// Who fetched is bookkeeping, not a rule: it need not be on disk
+		// before the reader gets the envelope (a crash may forget it; the
+		// reader may fetch again anyway), so it costs no fsync.
+		if err := s.n.store.save(s.rec, false); err != nil {
 			s.n.log.Error("saving fetch", "session", s.id, "err", err)
 		}
 	}

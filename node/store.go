@@ -7,36 +7,64 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/isolate"
 )
 
-// Session state on disk, under DATA/sessions/<id>/:
+// Session state on disk, under DATA/sessions/:
 //
-//	state.sealed      the record below, JSON, AES-256-GCM under the storage key,
-//	                  holding envelopes of up to 64 KiB inline
-//	blob-<sha256>     larger envelopes as received or produced (already
-//	                  HPKE-sealed to the session key or to a reader; never
-//	                  plaintext)
+//	<id>/state.log     the session's record (below), appended whole at every
+//	                   step as one frame: JSON sealed with AES-256-GCM under
+//	                   the storage key; the last complete frame is the state.
+//	                   Envelopes of up to 64 KiB live inside the record.
+//	<id>/blob-<sha256> larger envelopes as received or produced (already
+//	                   HPKE-sealed to the session key or to a reader; never
+//	                   plaintext)
+//	closed.log         one JSON line per closed session: who and when
 //
-// and DATA/sessions/<id>.closed, a tombstone naming who closed it and when.
-// Every file is written to a temporary name, synced and renamed, so a crash
-// leaves either the old or the new version, never half of one.
+// Appending a frame to a file that already exists costs one write and one
+// fsync; creating a file, renaming it into place and syncing its directory
+// costs several times as much CPU and latency, once per step. So a session
+// creates its files once, at create, and every later step appends. A crash
+// during an append leaves a torn last frame, which fails to open and is cut
+// off at the next start: the state is the previous step, which is what the
+// client was told (a step is acknowledged only after its frame is synced).
+// The log is rewritten (temporary file, fsync, rename) when it grows past
+// a few records' worth, so its size stays proportional to the record.
+//
+// Sessions stored by earlier versions as <id>/state.sealed (one sealed
+// record) and <id>.closed tombstones are still read; the first step after
+// such a session is restored moves it to state.log.
 
 const (
-	stateFile     = "state.sealed"
-	stateMagic    = "CLSS"
-	stateVersion  = 1
-	tombstoneExt  = ".closed"
+	logFile       = "state.log"
+	logMagic      = "CLSL"
+	logVersion    = 1
+	legacyFile    = "state.sealed"
+	legacyMagic   = "CLSS"
+	legacyVersion = 1
+	closedLog     = "closed.log"
+	legacyClosed  = ".closed"
 	storageKeyLbl = "cloister/v1/node-storage-key"
+	stateVersion  = 1
+	// logHeader is magic, version, sequence number (8 bytes), length of
+	// the sealed record that follows (4 bytes).
+	logHeader = len(logMagic) + 1 + 8 + 4
+	// maxFrame bounds one sealed record (inline envelopes are at most
+	// 64 KiB each, larger ones are blobs; the policy is at most 1 MiB).
+	maxFrame = 256 << 20
 )
 
 // Session states as stored (and as the API enum names them).
@@ -101,6 +129,18 @@ type store struct {
 	dir  string
 	aead cipher.AEAD
 	sync bool
+
+	mu   sync.Mutex
+	logs map[string]*logState // by session id; saves of one session are serialised by its session's lock
+
+	closed *appendLog
+}
+
+// logState is where one session's log stands.
+type logState struct {
+	seq    uint64 // sequence number of the last frame written
+	size   int64  // bytes of complete frames
+	legacy bool   // restored from state.sealed; state.log not written yet
 }
 
 // deriveStorageKey derives the AES-256 key that seals session state from
@@ -122,54 +162,239 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &store{dir: dir, aead: aead, sync: sync}, nil
+	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}}
+	if s.closed, err = openAppendLog(filepath.Join(dir, closedLog), sync); err != nil {
+		return nil, fmt.Errorf("session store %s: %w", dir, err)
+	}
+	return s, nil
 }
+
+// close releases the store's open files.
+func (s *store) close() error { return s.closed.close() }
 
 func (s *store) sessionDir(id string) string { return filepath.Join(s.dir, id) }
 
 func stateAAD(id string) []byte { return []byte("cloister/v1/session-state\x00" + id) }
 
-// save writes rec sealed, atomically.
-func (s *store) save(rec *record) error {
-	plain, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encoding session %s: %w", rec.ID, err)
-	}
-	defer clear(plain)
-	nonce := make([]byte, s.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return err
-	}
-	out := make([]byte, 0, len(stateMagic)+1+len(nonce)+len(plain)+s.aead.Overhead())
-	out = append(out, stateMagic...)
-	out = append(out, stateVersion)
-	out = append(out, nonce...)
-	out = s.aead.Seal(out, nonce, plain, stateAAD(rec.ID))
-	dir := s.sessionDir(rec.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	return s.writeAtomic(filepath.Join(dir, stateFile), out, true)
+// frameAAD binds a frame to its session and its place in the log, so that
+// frames cannot be reordered or moved between sessions without detection.
+func frameAAD(id string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("cloister/v1/session-log\x00"+id+"\x00"), seq)
 }
 
-// load reads and unseals one session's record.
+// sealFrame seals rec as frame number seq.
+func (s *store) sealFrame(rec *record, seq uint64) ([]byte, error) {
+	plain, err := json.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("encoding session %s: %w", rec.ID, err)
+	}
+	defer clear(plain)
+	n := s.aead.NonceSize() + len(plain) + s.aead.Overhead()
+	if n > maxFrame {
+		return nil, fmt.Errorf("session %s: state is %d bytes, at most %d", rec.ID, n, maxFrame)
+	}
+	out := make([]byte, logHeader, logHeader+n)
+	copy(out, logMagic)
+	out[len(logMagic)] = logVersion
+	binary.BigEndian.PutUint64(out[len(logMagic)+1:], seq)
+	binary.BigEndian.PutUint32(out[len(logMagic)+9:], uint32(n))
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	out = append(out, nonce...)
+	return s.aead.Seal(out, nonce, plain, frameAAD(rec.ID, seq)), nil
+}
+
+// save appends rec to its session's log. With durable (and the store
+// syncing), it returns only once the frame is on stable storage; without,
+// the frame reaches the disk with the next durable save or the kernel's
+// write-back, and a crash may lose it (never corrupt the state). Callers
+// serialise saves of one session (the session's lock). On error nothing
+// changed: a partly written frame is cut off again.
+func (s *store) save(rec *record, durable bool) error {
+	s.mu.Lock()
+	st := s.logs[rec.ID]
+	s.mu.Unlock()
+	fresh := st == nil || st.legacy
+	next := logState{seq: 1}
+	if st != nil {
+		next.seq = st.seq + 1
+	}
+	frame, err := s.sealFrame(rec, next.seq)
+	if err != nil {
+		return err
+	}
+	dir := s.sessionDir(rec.ID)
+	path := filepath.Join(dir, logFile)
+	switch {
+	case fresh:
+		// A new session (or one moving from state.sealed): the directory
+		// and the log are created here, the only file creations of a
+		// session with small envelopes.
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err := s.createLog(path, frame); err != nil {
+			return err
+		}
+		if st != nil && st.legacy {
+			os.Remove(filepath.Join(dir, legacyFile))
+		}
+		next.size = int64(len(frame))
+	case st.size+int64(len(frame)) > compactAt(len(frame)):
+		// Rewrite the log with this frame alone.
+		if err := s.writeAtomic(path, frame, true); err != nil {
+			return err
+		}
+		next.size = int64(len(frame))
+	default:
+		if err := s.appendFrame(path, st.size, frame, durable); err != nil {
+			return err
+		}
+		next.size = st.size + int64(len(frame))
+	}
+	s.mu.Lock()
+	s.logs[rec.ID] = &next
+	s.mu.Unlock()
+	return nil
+}
+
+// createLog writes a new log holding frame. No temporary file is needed:
+// a log cut short by a crash holds no complete frame, which load reports as
+// errNoFrame (a session whose create was never acknowledged, or one still
+// in state.sealed).
+func (s *store) createLog(path string, frame []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	_, err = f.Write(frame)
+	if err == nil && s.sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && s.sync {
+		// The log's name, and the session directory's.
+		if err = syncDir(filepath.Dir(path)); err == nil {
+			err = syncDir(s.dir)
+		}
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// compactAt is the log size past which the log is rewritten with the
+// latest frame alone: a few frames' worth, so that appends stay cheap and
+// the file stays proportional to the record.
+func compactAt(frame int) int64 { return 4*int64(frame) + 1<<20 }
+
+// appendFrame writes frame at offset off (the end of the last complete
+// frame) and, if durable, syncs it.
+func (s *store) appendFrame(path string, off int64, frame []byte, durable bool) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("appending to %s: %w", path, err)
+	}
+	_, err = f.WriteAt(frame, off)
+	if err == nil && durable && s.sync {
+		err = f.Sync()
+	}
+	if err != nil {
+		// Cut the partial frame off, so that the log ends with the last
+		// complete one whatever happens next.
+		f.Truncate(off)
+		f.Close()
+		return fmt.Errorf("appending to %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// load reads and unseals one session's record: the last complete frame of
+// its log (a torn frame at the end, left by a crash during an append, is
+// cut off), or a state.sealed of an earlier version.
 func (s *store) load(id string) (*record, error) {
-	data, err := os.ReadFile(filepath.Join(s.sessionDir(id), stateFile))
+	path := filepath.Join(s.sessionDir(id), logFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s.loadLegacy(id)
+	}
 	if err != nil {
 		return nil, err
 	}
-	hdr := len(stateMagic) + 1 + s.aead.NonceSize()
-	if len(data) < hdr+s.aead.Overhead() || string(data[:len(stateMagic)]) != stateMagic {
-		return nil, fmt.Errorf("session %s: %s is not a sealed session state", id, stateFile)
+	rec, st, err := s.parseLog(id, data)
+	if errors.Is(err, errNoFrame) {
+		// Cut short while being created: from state.sealed if it is
+		// there, else the session was never acknowledged.
+		return s.loadLegacy(id)
 	}
-	if v := data[len(stateMagic)]; v != stateVersion {
-		return nil, fmt.Errorf("session %s: state format version %d, this node reads %d", id, v, stateVersion)
-	}
-	plain, err := s.aead.Open(nil, data[len(stateMagic)+1:hdr], data[hdr:], stateAAD(id))
 	if err != nil {
-		return nil, fmt.Errorf("session %s: state does not open with this node's storage key (another platform key, or modified)", id)
+		return nil, err
 	}
-	defer clear(plain)
+	if st.size < int64(len(data)) {
+		if err := os.Truncate(path, st.size); err != nil {
+			return nil, fmt.Errorf("session %s: cutting a torn frame off %s: %w", id, logFile, err)
+		}
+	}
+	s.mu.Lock()
+	s.logs[id] = st
+	s.mu.Unlock()
+	return rec, nil
+}
+
+// errNoFrame marks a log holding no complete frame: the session's create
+// never finished, so it was never acknowledged.
+var errNoFrame = errors.New("state log holds no complete frame")
+
+// parseLog returns the record in the last complete frame of data. Frames
+// must be numbered 1, 2, … (compaction keeps the number of the frame it
+// keeps, so a rewritten log starts anywhere) and each must open; the first
+// that is short or does not open ends the log.
+func (s *store) parseLog(id string, data []byte) (*record, *logState, error) {
+	var last []byte
+	st := &logState{}
+	defer func() { clear(last) }()
+	for off := 0; ; {
+		rest := data[off:]
+		if len(rest) < logHeader || string(rest[:len(logMagic)]) != logMagic || rest[len(logMagic)] != logVersion {
+			break
+		}
+		seq := binary.BigEndian.Uint64(rest[len(logMagic)+1:])
+		n := int(binary.BigEndian.Uint32(rest[len(logMagic)+9:]))
+		if n < s.aead.NonceSize()+s.aead.Overhead() || n > maxFrame || len(rest) < logHeader+n || (st.seq != 0 && seq != st.seq+1) {
+			break
+		}
+		body := rest[logHeader : logHeader+n]
+		ns := s.aead.NonceSize()
+		plain, err := s.aead.Open(nil, body[:ns], body[ns:], frameAAD(id, seq))
+		if err != nil {
+			if st.seq == 0 {
+				return nil, nil, fmt.Errorf("session %s: state does not open with this node's storage key (another platform key, or modified)", id)
+			}
+			break
+		}
+		clear(last)
+		last = plain
+		st.seq = seq
+		off += logHeader + n
+		st.size = int64(off)
+	}
+	if last == nil {
+		return nil, nil, fmt.Errorf("session %s: %w", id, errNoFrame)
+	}
+	rec, err := decodeRecord(id, last)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, st, nil
+}
+
+func decodeRecord(id string, plain []byte) (*record, error) {
 	var rec record
 	if err := json.Unmarshal(plain, &rec); err != nil {
 		return nil, fmt.Errorf("session %s: decoding state: %w", id, err)
@@ -180,7 +405,39 @@ func (s *store) load(id string) (*record, error) {
 	return &rec, nil
 }
 
-// putBlob stores an envelope and returns its hex SHA-256.
+// loadLegacy reads a state.sealed written by an earlier version.
+func (s *store) loadLegacy(id string) (*record, error) {
+	data, err := os.ReadFile(filepath.Join(s.sessionDir(id), legacyFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("session %s: %w", id, errNoFrame)
+		}
+		return nil, err
+	}
+	hdr := len(legacyMagic) + 1 + s.aead.NonceSize()
+	if len(data) < hdr+s.aead.Overhead() || string(data[:len(legacyMagic)]) != legacyMagic {
+		return nil, fmt.Errorf("session %s: %s is not a sealed session state", id, legacyFile)
+	}
+	if v := data[len(legacyMagic)]; v != legacyVersion {
+		return nil, fmt.Errorf("session %s: state format version %d, this node reads %d", id, v, legacyVersion)
+	}
+	plain, err := s.aead.Open(nil, data[len(legacyMagic)+1:hdr], data[hdr:], stateAAD(id))
+	if err != nil {
+		return nil, fmt.Errorf("session %s: state does not open with this node's storage key (another platform key, or modified)", id)
+	}
+	defer clear(plain)
+	rec, err := decodeRecord(id, plain)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.logs[id] = &logState{legacy: true}
+	s.mu.Unlock()
+	return rec, nil
+}
+
+// putBlob stores an envelope and returns its hex SHA-256. It is durable
+// before it returns: the frame that refers to it may be synced next.
 func (s *store) putBlob(id string, data []byte) (string, error) {
 	sum := sha256.Sum256(data)
 	h := hex.EncodeToString(sum[:])
@@ -188,10 +445,7 @@ func (s *store) putBlob(id string, data []byte) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	// No directory sync here: blobs are only referenced by a state file
-	// saved afterwards in the same directory, whose directory sync makes
-	// both renames durable.
-	return h, s.writeAtomic(filepath.Join(dir, "blob-"+h), data, false)
+	return h, s.writeAtomic(filepath.Join(dir, "blob-"+h), data, true)
 }
 
 // inlineMax is the largest envelope kept inside the state record instead of
@@ -235,18 +489,44 @@ func (s *store) getBlob(id, sha string) ([]byte, error) {
 	return data, nil
 }
 
-// erase removes everything stored for a session and leaves a tombstone.
-// Files are overwritten with zeros before removal; on copy-on-write or
-// flash storage that is best effort, which is why everything in them is
-// sealed in the first place.
+// erase records that a session is closed, then removes everything stored
+// for it. The tombstone is synced first: once erase returns, a crash at any
+// point leaves a session that the next start erases (removeSession) rather
+// than serves. Files are overwritten with zeros before removal; on
+// copy-on-write or flash storage that is best effort, which is why
+// everything in them is sealed in the first place.
 func (s *store) erase(id string, ts tombstone) error {
+	line, err := json.Marshal(ts)
+	if err != nil {
+		return err
+	}
+	if err := s.closed.append(append(line, '\n')); err != nil {
+		return fmt.Errorf("recording the close of session %s: %w", id, err)
+	}
+	s.mu.Lock()
+	delete(s.logs, id)
+	s.mu.Unlock()
+	return s.removeSession(id)
+}
+
+// zeros is what erased files are overwritten with.
+var zeros = make([]byte, 64<<10)
+
+// removeSession zeroes and removes a session's directory.
+func (s *store) removeSession(id string) error {
 	dir := s.sessionDir(id)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
 		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
 			if f, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
-				f.Write(make([]byte, fi.Size()))
+				for left := fi.Size(); left > 0; {
+					n, err := f.Write(zeros[:min(left, int64(len(zeros)))])
+					if err != nil {
+						break
+					}
+					left -= int64(n)
+				}
 				f.Close()
 			}
 		}
@@ -254,39 +534,59 @@ func (s *store) erase(id string, ts tombstone) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("erasing session %s: %w", id, err)
 	}
-	b, _ := json.Marshal(ts)
-	return s.writeAtomic(filepath.Join(s.dir, id+tombstoneExt), b, true)
+	return nil
 }
 
-// list returns the ids of stored sessions and of tombstones.
+// list returns the ids of stored sessions and the tombstones of closed
+// ones. A session both stored and closed was being erased when the node
+// stopped: it is listed as closed only (the caller finishes the erasure).
 func (s *store) list() (live []string, closed []tombstone, err error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, nil, err
 	}
+	seen := map[string]bool{}
+	add := func(ts tombstone) {
+		if protocol.ValidSessionID(ts.ID) == nil && !seen[ts.ID] {
+			seen[ts.ID] = true
+			closed = append(closed, ts)
+		}
+	}
+	lines, err := s.closed.readAll()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, l := range lines {
+		var ts tombstone
+		if json.Unmarshal(l, &ts) == nil {
+			add(ts)
+		}
+	}
 	for _, e := range entries {
 		name := e.Name()
-		switch {
-		case e.IsDir() && protocol.ValidSessionID(name) == nil:
-			live = append(live, name)
-		case strings.HasSuffix(name, tombstoneExt):
+		if strings.HasSuffix(name, legacyClosed) {
 			b, err := os.ReadFile(filepath.Join(s.dir, name))
 			if err != nil {
 				continue
 			}
 			var ts tombstone
-			if json.Unmarshal(b, &ts) == nil && protocol.ValidSessionID(ts.ID) == nil {
-				closed = append(closed, ts)
+			if json.Unmarshal(b, &ts) == nil {
+				add(ts)
 			}
+		}
+	}
+	for _, e := range entries {
+		if e.IsDir() && protocol.ValidSessionID(e.Name()) == nil {
+			live = append(live, e.Name())
 		}
 	}
 	return live, closed, nil
 }
 
 // writeAtomic writes data to path through a temporary file and a rename.
-// With s.sync the file is fsynced before the rename and, if syncDir, the
-// directory after it.
-func (s *store) writeAtomic(path string, data []byte, syncDir bool) error {
+// With s.sync the file is fsynced before the rename and, if syncDirToo,
+// the directory after it.
+func (s *store) writeAtomic(path string, data []byte, syncDirToo bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
@@ -313,11 +613,135 @@ func (s *store) writeAtomic(path string, data []byte, syncDir bool) error {
 		os.Remove(name)
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if s.sync && syncDir {
-		if d, err := os.Open(filepath.Dir(path)); err == nil {
-			d.Sync()
-			d.Close()
+	if s.sync && syncDirToo {
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
 		}
 	}
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// appendLog is a file of lines appended by many writers, with group
+// commit: a writer whose line is already covered by an fsync in progress
+// or just finished does not issue its own.
+type appendLog struct {
+	path string
+	sync bool
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	f       *os.File
+	written int64 // bytes written
+	synced  int64 // bytes known to be on stable storage
+	syncing bool
+}
+
+// openAppendLog opens (creating) the log at path. A last line without its
+// newline, left by a crash during an append, is cut off.
+func openAppendLog(path string, durable bool) (*appendLog, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	size := int64(bytes.LastIndexByte(data, '\n') + 1)
+	if size < int64(len(data)) {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	if durable && len(data) == 0 {
+		// The file may be new: make its name durable.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	l := &appendLog{path: path, sync: durable, f: f, written: size, synced: size}
+	l.cond = sync.NewCond(&l.mu)
+	return l, nil
+}
+
+// append writes line (which ends in a newline) and returns once it is on
+// stable storage.
+func (l *appendLog) append(line []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return fmt.Errorf("%s: closed", l.path)
+	}
+	if _, err := l.f.WriteAt(line, l.written); err != nil {
+		l.f.Truncate(l.written)
+		return fmt.Errorf("appending to %s: %w", l.path, err)
+	}
+	l.written += int64(len(line))
+	mine := l.written
+	if !l.sync {
+		l.synced = mine
+		return nil
+	}
+	for l.synced < mine {
+		if l.syncing {
+			l.cond.Wait()
+			continue
+		}
+		l.syncing = true
+		upTo := l.written
+		f := l.f
+		l.mu.Unlock()
+		err := f.Sync()
+		l.mu.Lock()
+		l.syncing = false
+		l.cond.Broadcast()
+		if err != nil {
+			return fmt.Errorf("syncing %s: %w", l.path, err)
+		}
+		l.synced = max(l.synced, upTo)
+	}
+	return nil
+}
+
+// readAll returns the complete lines of the log, without their newlines.
+func (l *appendLog) readAll() ([][]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil, fmt.Errorf("%s: closed", l.path)
+	}
+	data := make([]byte, l.written)
+	if _, err := l.f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	if len(data) == 0 {
+		return nil, nil
+	}
+	return bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")), nil
+}
+
+func (l *appendLog) close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.syncing {
+		l.cond.Wait()
+	}
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
 }

@@ -1,0 +1,302 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/isolate"
+)
+
+func testStore(t *testing.T, dir string, sync bool) *store {
+	t.Helper()
+	st, err := openStore(dir, bytes.Repeat([]byte{7}, 32), sync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.close() })
+	return st
+}
+
+const testID = "00112233445566778899aabbccddeeff"
+
+func testRecord(state string, inline int) *record {
+	return &record{Version: stateVersion, ID: testID, State: state, Created: time.Unix(1700000000, 0).UTC(),
+		Programs: map[string]*slotRecord{"p": {Principal: "alice", Inline: bytes.Repeat([]byte{1}, inline)}},
+		Inputs:   map[string]*slotRecord{}, Outputs: map[string]*outputRecord{}}
+}
+
+// A crash during an append leaves a torn last frame: the state is the frame
+// before it, the torn bytes are cut off, and later saves append after the
+// last complete frame.
+func TestStoreTornFrameIsCutOff(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, true)
+	for i, state := range []string{stateProvisioning, stateProvisioning, stateRunning} {
+		rec := testRecord(state, 100)
+		rec.Restarted = i
+		if err := st.save(rec, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, testID, logFile)
+	good, _ := os.ReadFile(path)
+	next, err := st.sealFrame(testRecord(stateFinished, 100), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []int{1, logHeader - 1, logHeader, logHeader + 20, len(next) - 1} {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			if err := os.WriteFile(path, append(bytes.Clone(good), next[:cut]...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			st2 := testStore(t, dir, true)
+			rec, err := st2.load(testID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.State != stateRunning || rec.Restarted != 2 {
+				t.Fatalf("loaded state %q restarted %d, want the third frame (running, 2)", rec.State, rec.Restarted)
+			}
+			if fi, _ := os.Stat(path); fi.Size() != int64(len(good)) {
+				t.Fatalf("log is %d bytes after load, want the torn frame cut off (%d)", fi.Size(), len(good))
+			}
+			if err := st2.save(testRecord(stateFinished, 100), true); err != nil {
+				t.Fatal(err)
+			}
+			rec, err = testStore(t, dir, true).load(testID)
+			if err != nil || rec.State != stateFinished {
+				t.Fatalf("after a save past the cut: %v %v", rec, err)
+			}
+		})
+	}
+}
+
+// A frame from another place in the log (replayed, reordered) or sealed
+// for another session ends the log; the frames before it stand.
+func TestStoreFramesAreBoundToSessionAndPlace(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, false)
+	if err := st.save(testRecord(stateProvisioning, 10), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.save(testRecord(stateRunning, 10), true); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, testID, logFile)
+	data, _ := os.ReadFile(path)
+	f1, _ := st.sealFrame(testRecord(stateProvisioning, 10), 1)
+	f3, _ := st.sealFrame(testRecord(stateFinished, 10), 3)
+	other := testRecord(stateFinished, 10)
+	other.ID = "ffeeddccbbaa99887766554433221100"
+	f3other, _ := st.sealFrame(other, 3)
+	for name, tail := range map[string][]byte{"replayed first frame": f1, "another session's frame": f3other} {
+		if err := os.WriteFile(path, append(bytes.Clone(data), tail...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := testStore(t, dir, false).load(testID)
+		if err != nil || rec.State != stateRunning {
+			t.Fatalf("%s appended: %v %v, want the second frame (running)", name, rec, err)
+		}
+	}
+	if err := os.WriteFile(path, append(bytes.Clone(data), f3...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := testStore(t, dir, false).load(testID); err != nil || rec.State != stateFinished {
+		t.Fatalf("the next frame appended: %v %v, want finished", rec, err)
+	}
+}
+
+// The log is rewritten when it grows past a few records, so its size
+// follows the record, not the number of steps.
+func TestStoreCompacts(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, false)
+	var frame int
+	for i := range 200 {
+		rec := testRecord(stateProvisioning, 60<<10)
+		rec.Restarted = i
+		if err := st.save(rec, i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+		f, _ := st.sealFrame(rec, 1)
+		frame = len(f)
+	}
+	fi, err := os.Stat(filepath.Join(dir, testID, logFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > compactAt(frame) {
+		t.Fatalf("log is %d bytes after 200 saves of a %d-byte frame, want at most %d", fi.Size(), frame, compactAt(frame))
+	}
+	rec, err := testStore(t, dir, false).load(testID)
+	if err != nil || rec.Restarted != 199 {
+		t.Fatalf("after compaction: %v %v, want the last record", rec, err)
+	}
+}
+
+// Sessions stored by earlier versions (state.sealed) load, and move to
+// state.log at their next step.
+func TestStoreReadsLegacyState(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, true)
+	plain, _ := json.Marshal(testRecord(stateFinished, 10))
+	nonce := make([]byte, st.aead.NonceSize())
+	legacy := st.aead.Seal(append([]byte(legacyMagic+"\x01"), nonce...), nonce, plain, stateAAD(testID))
+	os.MkdirAll(filepath.Join(dir, testID), 0o700)
+	if err := os.WriteFile(filepath.Join(dir, testID, legacyFile), legacy, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An empty state.log (a crash while moving it) does not hide it.
+	if err := os.WriteFile(filepath.Join(dir, testID, logFile), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := st.load(testID)
+	if err != nil || rec.State != stateFinished {
+		t.Fatalf("legacy state: %v %v", rec, err)
+	}
+	rec.Reason = "moved"
+	if err := st.save(rec, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, testID, legacyFile)); !os.IsNotExist(err) {
+		t.Fatalf("state.sealed still there after the move: %v", err)
+	}
+	if rec, err := testStore(t, dir, true).load(testID); err != nil || rec.Reason != "moved" {
+		t.Fatalf("after the move: %v %v", rec, err)
+	}
+}
+
+// Many closes at once share fsyncs and every tombstone is kept; a torn
+// last line is cut off at the next open.
+func TestClosedLogGroupCommit(t *testing.T) {
+	dir := t.TempDir()
+	l, err := openAppendLog(filepath.Join(dir, closedLog), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.append(fmt.Appendf(nil, `{"id":"%032x","by":"p%d"}`+"\n", i, i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	lines, err := l.readAll()
+	if err != nil || len(lines) != 64 {
+		t.Fatalf("%d lines, %v; want 64", len(lines), err)
+	}
+	l.close()
+	f, _ := os.OpenFile(filepath.Join(dir, closedLog), os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"id":"torn`)
+	f.Close()
+	l, err = openAppendLog(filepath.Join(dir, closedLog), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	if err := l.append([]byte(`{"id":"after"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	lines, _ = l.readAll()
+	if len(lines) != 65 || string(lines[64]) != `{"id":"after"}` {
+		t.Fatalf("after a torn line: %d lines, last %q", len(lines), lines[len(lines)-1])
+	}
+}
+
+// A node that stopped in the middle of creating a session (no complete
+// frame) or of closing one (tombstone written, files not yet gone) starts
+// with neither half-served: the first is removed, the second erased.
+func TestNodeStartFinishesInterruptedCreateAndClose(t *testing.T) {
+	dir := t.TempDir()
+	rt, err := isolate.New(context.Background(), isolate.Options{InProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	open := func() *Node {
+		n, err := New(context.Background(), Options{DataDir: dir, Runner: rt, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := open()
+	n.Close()
+	sessions := filepath.Join(dir, "sessions")
+	half := "0123456789abcdef0123456789abcdef"
+	os.MkdirAll(filepath.Join(sessions, half), 0o700)
+	os.WriteFile(filepath.Join(sessions, half, logFile), []byte(logMagic+"\x01\x00\x00"), 0o600)
+	closing := "fedcba9876543210fedcba9876543210"
+	os.MkdirAll(filepath.Join(sessions, closing), 0o700)
+	os.WriteFile(filepath.Join(sessions, closing, logFile), []byte("sealed state"), 0o600)
+	ts, _ := json.Marshal(tombstone{ID: closing, Closed: time.Now(), By: "carol"})
+	f, _ := os.OpenFile(filepath.Join(sessions, closedLog), os.O_WRONLY|os.O_APPEND, 0)
+	f.Write(append(ts, '\n'))
+	f.Close()
+
+	n = open()
+	defer n.Close()
+	for _, id := range []string{half, closing} {
+		if _, err := os.Stat(filepath.Join(sessions, id)); !os.IsNotExist(err) {
+			t.Errorf("session %s still on disk after start: %v", id, err)
+		}
+		if n.session(id) != nil {
+			t.Errorf("session %s served after start", id)
+		}
+	}
+	if got, ok := n.closed[closing]; !ok || got.By != "carol" {
+		t.Errorf("closed session's tombstone: %+v %v", got, ok)
+	}
+	if _, ok := n.closed[half]; ok {
+		t.Errorf("a session never created is reported closed")
+	}
+	if !strings.Contains(string(must(os.ReadFile(filepath.Join(sessions, closedLog)))), closing) {
+		t.Error("tombstone lost")
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// BenchmarkStoreSave appends one step of a session whose record holds a
+// 31 KiB program and two small inputs inline (the bench/session flow),
+// without fsync: the CPU a step costs the node besides the disk.
+func BenchmarkStoreSave(b *testing.B) {
+	st, err := openStore(b.TempDir(), bytes.Repeat([]byte{7}, 32), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.close()
+	rec := testRecord(stateProvisioning, 31<<10)
+	rec.Policy = bytes.Repeat([]byte("{}"), 3000)
+	rec.Keys = coreKeys{TLSKey: make([]byte, 138), Cert: make([]byte, 700), HPKEKey: make([]byte, 34)}
+	rec.Inputs["a"] = &slotRecord{Principal: "bob", Inline: make([]byte, 1200), Signature: make([]byte, 64)}
+	rec.Inputs["b"] = &slotRecord{Principal: "carol", Inline: make([]byte, 1200), Signature: make([]byte, 64)}
+	for range 4 {
+		rec.Events = append(rec.Events, eventRecord{Kind: EventInputUploaded, Principal: "bob", Name: "a", Time: time.Now()})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := st.save(rec, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
