@@ -22,15 +22,16 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 	if len(doc) > policy.MaxFileSize {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy is %d bytes, at most %d accepted", len(doc), policy.MaxFileSize))
 	}
-	pol, err := policy.Parse(doc)
+	view, err := n.policies.get(doc)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy: %w", err))
 	}
+	pol := view.pol
 	now := n.now()
 	if pol.Expired(now) {
 		return nil, refused(connect.CodeFailedPrecondition, ruleExpired, "policy %q expired at %s", pol.Name, pol.Expires.UTC().Format(time.RFC3339))
 	}
-	if err := n.accepts(pol); err != nil {
+	if err := n.accepts(view); err != nil {
 		return nil, err
 	}
 	var raw [protocol.SessionIDSize]byte
@@ -38,7 +39,7 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	id := hex.EncodeToString(raw[:])
-	hash := pol.Hash()
+	hash := view.hash
 	c, err := newCore(ctx, id, hash, n.attester)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
@@ -60,7 +61,7 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 	if err := n.store.save(rec, true); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	s := &session{n: n, id: id, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
+	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
 	n.mu.Lock()
 	n.sessions[id] = s
 	n.mu.Unlock()
@@ -70,7 +71,8 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 
 // accepts refuses policies this node could never satisfy, so that the
 // principals learn it at once rather than at attestation.
-func (n *Node) accepts(pol *policy.Policy) error {
+func (n *Node) accepts(view *policyView) error {
+	pol := view.pol
 	iso, ok := pol.Isolate(string(n.class))
 	if !ok {
 		var classes []string
@@ -100,7 +102,7 @@ func (n *Node) accepts(pol *policy.Policy) error {
 			if p == nil {
 				return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("output %q: reader %q is not a principal", o.Name, r))
 			}
-			if _, err := principalSealingKey(p); err != nil {
+			if _, err := view.sealingKey(p); err != nil {
 				return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("output %q: reader %q: %w", o.Name, r, err))
 			}
 		}
@@ -148,18 +150,19 @@ func (n *Node) restoreOne(id string) error {
 	if err != nil {
 		return err
 	}
-	pol, err := policy.Parse(rec.Policy)
+	view, err := n.policies.get(rec.Policy)
 	if err != nil {
 		return fmt.Errorf("stored policy: %w", err)
 	}
-	c, err := restoreCore(id, pol.Hash(), n.attester, rec.Keys)
+	pol := view.pol
+	c, err := restoreCore(id, view.hash, n.attester, rec.Keys)
 	if err != nil {
 		return err
 	}
 	if rec.Programs == nil || rec.Inputs == nil || rec.Outputs == nil {
 		return errors.New("stored state is incomplete")
 	}
-	s := &session{n: n, id: id, pol: pol, hash: pol.Hash(), core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
+	s := &session{n: n, id: id, view: view, pol: pol, hash: view.hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
 	switch rec.State {
 	case stateFinished, stateFailed:
 		s.markDone()

@@ -76,6 +76,7 @@ type Node struct {
 	runner   Runner
 	ownsRun  *isolate.Runtime
 	store    *store
+	policies policyCache
 	events   EventLog
 	nodeCert tls.Certificate
 

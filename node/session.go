@@ -29,6 +29,7 @@ const (
 type session struct {
 	n    *Node
 	id   string
+	view *policyView // shared with other sessions of the same policy
 	pol  *policy.Policy
 	hash [32]byte
 	core *core
@@ -98,7 +99,7 @@ func (s *session) authorize(auth *cloisterv1.SignedRequest, op, name string, pay
 	if p == nil {
 		return nil, refused(connect.CodePermissionDenied, ruleSigned, "%q is not a principal of policy %q", auth.Principal, policyName(s.pol))
 	}
-	pub, err := principalSigningKey(p)
+	pub, err := s.view.signingKey(p)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("principal %q: %w", p.ID, err))
 	}
@@ -366,7 +367,7 @@ func (s *session) runSpec() (runSpec, error) {
 			if p == nil {
 				return runSpec{}, fmt.Errorf("output %q: reader %q is not a principal", o.Name, rid)
 			}
-			key, err := principalSealingKey(p)
+			key, err := s.view.sealingKey(p)
 			if err != nil {
 				return runSpec{}, fmt.Errorf("output %q: reader %q: %w", o.Name, rid, err)
 			}
