@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -68,6 +69,9 @@ type Client struct {
 
 	nodeHTTP *http.Client
 	node     cloisterv1connect.NodeServiceClient
+
+	mu     sync.Mutex
+	hashes map[[32]byte][32]byte // SHA-256 of a policy document → its policy hash
 }
 
 // Dial prepares a client for the node at nodeURL ("https://host:port"). It
@@ -137,7 +141,7 @@ func (c *Client) verifyNode(cs tls.ConnectionState) error {
 // and returns its id. The node's view of the policy hash must equal the
 // caller's, or the session is not used.
 func (c *Client) CreateSession(ctx context.Context, policyDoc []byte) (string, error) {
-	pol, err := policy.Parse(policyDoc)
+	want, err := c.policyHash(policyDoc)
 	if err != nil {
 		return "", fmt.Errorf("policy: %w", err)
 	}
@@ -149,10 +153,35 @@ func (c *Client) CreateSession(ctx context.Context, policyDoc []byte) (string, e
 	if err := protocol.ValidSessionID(id); err != nil {
 		return "", fmt.Errorf("node returned a bad session id: %w", err)
 	}
-	if h := pol.Hash(); !bytes.Equal(resp.Msg.PolicyHash, h[:]) {
-		return "", fmt.Errorf("%w: node reports %x for the policy whose hash is %x", ErrPolicyMismatch, resp.Msg.PolicyHash, h)
+	if !bytes.Equal(resp.Msg.PolicyHash, want[:]) {
+		return "", fmt.Errorf("%w: node reports %x for the policy whose hash is %x", ErrPolicyMismatch, resp.Msg.PolicyHash, want)
 	}
 	return id, nil
+}
+
+// policyHash parses and validates a policy document and returns its hash,
+// remembering the last few documents: parsing costs more CPU than the
+// rest of a create, and a client often creates sessions of one policy.
+func (c *Client) policyHash(doc []byte) ([32]byte, error) {
+	key := sha256.Sum256(doc)
+	c.mu.Lock()
+	h, ok := c.hashes[key]
+	c.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	pol, err := policy.Parse(doc)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	h = pol.Hash()
+	c.mu.Lock()
+	if c.hashes == nil || len(c.hashes) >= 16 {
+		c.hashes = map[[32]byte][32]byte{}
+	}
+	c.hashes[key] = h
+	c.mu.Unlock()
+	return h, nil
 }
 
 // Status reports a session's state. It is advisory: it travels over the

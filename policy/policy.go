@@ -242,10 +242,15 @@ func (p *Policy) Principal(id string) (*Principal, bool) {
 }
 
 // PrincipalBySigningKey returns the principal whose signing key is pub.
+// Keys have one spelling (keys.ParseSigningKey accepts only the canonical
+// one), so comparing the text is comparing the keys, without decoding each.
 func (p *Policy) PrincipalBySigningKey(pub ed25519.PublicKey) (*Principal, bool) {
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, false
+	}
+	want := keys.FormatSigningKey(pub)
 	for i := range p.Principals {
-		k, err := keys.ParseSigningKey(p.Principals[i].SigningKey)
-		if err == nil && k.Equal(pub) {
+		if p.Principals[i].SigningKey == want {
 			return &p.Principals[i], true
 		}
 	}
