@@ -288,7 +288,7 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 		rc, err := c.Append(ctx, se)
 		if err != nil {
 			if errors.Is(err, ledger.ErrUnavailable) {
-				err = fmt.Errorf("%w (the entry may still be committed: look with 'cloister ledger tail' before appending it again)", err)
+				err = fmt.Errorf("%w — look with 'cloister ledger tail' before appending it again", err)
 			}
 			return ledgerFailure("ledger append", err)
 		}
