@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 
+	"filippo.io/edwards25519"
+
 	"github.com/cloisterhq/cloister/seal"
 )
 
@@ -21,6 +23,10 @@ const (
 
 // ErrFormat marks a key file or key string that does not follow the format.
 var ErrFormat = errors.New("keys: bad format")
+
+// ErrWeakKey marks a well-formed public key that must not be trusted: an
+// Ed25519 point of small order.
+var ErrWeakKey = errors.New("keys: weak key")
 
 // PrivateKey is a principal's signing and sealing key pair.
 type PrivateKey struct {
@@ -111,7 +117,37 @@ func ParseSigningKey(s string) (ed25519.PublicKey, error) {
 	if len(b) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("%w: Ed25519 public key is %d bytes, expected %d", ErrFormat, len(b), ed25519.PublicKeySize)
 	}
+	if err := CheckSigningKey(b); err != nil {
+		return nil, err
+	}
 	return ed25519.PublicKey(b), nil
+}
+
+// CheckSigningKey refuses 32 bytes that are not the canonical encoding of
+// an Ed25519 point of large order:
+//
+//   - not a point on the curve (no signature verifies; a typo or garbage);
+//   - a non-canonical encoding (y not reduced modulo 2^255-19, or the sign
+//     bit set for x = 0), so that each key has one spelling and a policy
+//     one hash;
+//   - a small-order point (the identity and the seven points of order 2, 4
+//     or 8): with such a key, signatures can be made without any private
+//     key, and one signature can verify for several messages, so it
+//     identifies nobody (ErrWeakKey).
+//
+// Keys made by Generate, FromSeeds or any RFC 8032 key generation pass.
+func CheckSigningKey(pub []byte) error {
+	p, err := new(edwards25519.Point).SetBytes(pub)
+	if err != nil {
+		return fmt.Errorf("%w: Ed25519 public key is not a point on the curve", ErrFormat)
+	}
+	if !bytes.Equal(p.Bytes(), pub) {
+		return fmt.Errorf("%w: Ed25519 public key is not in canonical form (a coordinate not reduced modulo 2^255-19, or a sign bit on zero); every key has exactly one encoding", ErrFormat)
+	}
+	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return fmt.Errorf("%w: Ed25519 public key is a small-order point (the identity or a point of order 2, 4 or 8): signatures under it can be made without a private key, so it identifies nobody", ErrWeakKey)
+	}
+	return nil
 }
 
 // ParseSealingKey parses the "hpke:…" form.

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -72,6 +73,9 @@ var hardwareTEE = map[string]bool{"sev-snp": true, "tdx": true, "sgx": true, "ni
 func parsePlatformKey(class, s string) (crypto.PublicKey, error) {
 	if class != "tpm" {
 		k, err := keys.ParseSigningKey(s)
+		if errors.Is(err, keys.ErrWeakKey) {
+			return nil, fmt.Errorf("refused: %s", trimKeysErr(err))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("not an ed25519 key: %s", trimKeysErr(err))
 		}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -86,7 +87,9 @@ func (p *Policy) validatePrincipals(ps *problems) map[string]*Principal {
 		} else {
 			byID[pr.ID] = pr
 		}
-		if pk, err := keys.ParseSigningKey(pr.SigningKey); err != nil {
+		if pk, err := keys.ParseSigningKey(pr.SigningKey); errors.Is(err, keys.ErrWeakKey) {
+			ps.add(f+".signing_key", "refused: %v", trimKeysErr(err))
+		} else if err != nil {
 			ps.add(f+".signing_key", "not an ed25519 key: %v", trimKeysErr(err))
 		} else if other, dup := signers[string(pk)]; dup {
 			ps.add(f+".signing_key", "same key as principal %q; each principal needs its own key", other)
@@ -398,5 +401,6 @@ func truncate(s string) string {
 // trimKeysErr drops the package prefix of key parsing errors, which the
 // field path already explains.
 func trimKeysErr(err error) string {
-	return strings.TrimPrefix(err.Error(), keys.ErrFormat.Error()+": ")
+	msg := strings.TrimPrefix(err.Error(), keys.ErrFormat.Error()+": ")
+	return strings.TrimPrefix(msg, keys.ErrWeakKey.Error()+": ")
 }
