@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -60,5 +61,67 @@ func TestStuckWorkerDoesNotHangRun(t *testing.T) {
 	})
 	if runErr == nil || !strings.Contains(runErr.Error(), "did not exit") {
 		t.Errorf("error %v, want one saying the worker did not exit", runErr)
+	}
+}
+
+// TestCloseIsPrompt: Close kills idle pooled workers and any run in flight,
+// which returns ErrClosed at once instead of running to its own limit; later
+// runs are refused; no worker process is left.
+func TestCloseIsPrompt(t *testing.T) {
+	before := len(workerChildren(t))
+	r, err := New(context.Background(), Options{DataDir: testDataDir, WarmWorkers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, r, &Config{Module: wasmEmpty})
+	runErr := make(chan error, 1)
+	go func() {
+		_, err := r.Run(context.Background(), &Config{Module: wasmLoop, Timeout: time.Minute})
+		runErr <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the loop is starting or running
+	start := time.Now()
+	var closeErr error
+	returnsWithin(t, 10*time.Second, "Close", func() { closeErr = r.Close() })
+	if took := time.Since(start); took > time.Second || closeErr != nil {
+		t.Errorf("Close took %v (want well under 1s), error %v", took, closeErr)
+	}
+	select {
+	case err := <-runErr:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("the run in flight ended with %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the run in flight did not end within 5s of Close")
+	}
+	if _, err := r.Run(context.Background(), &Config{Module: wasmEmpty}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run after Close: %v, want ErrClosed", err)
+	}
+	if after := len(workerChildren(t)); after > before {
+		t.Errorf("%d worker processes left after Close", after-before)
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestCloseWithStuckWorker: a pooled worker that cannot be reaped does not
+// hang Close, which says what it left behind.
+func TestCloseWithStuckWorker(t *testing.T) {
+	defer func(d time.Duration) { workerExitWait = d }(workerExitWait)
+	workerExitWait = 300 * time.Millisecond
+	j, err := newJailer(context.Background(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.cg = nil // nothing real to remove
+	j.pool = make(chan *worker, 1)
+	w := stuckWorker(t)
+	j.track(w)
+	j.pool <- w
+	var closeErr error
+	returnsWithin(t, 10*time.Second, "Close with a worker that cannot be reaped", func() { closeErr = j.close() })
+	if closeErr == nil || !strings.Contains(closeErr.Error(), "not reaped") {
+		t.Errorf("Close error %v, want one saying a worker was not reaped", closeErr)
 	}
 }

@@ -51,12 +51,21 @@ type jailer struct {
 	mu      sync.Mutex
 	nsFlags uintptr           // namespaces that worked last time
 	nsMiss  map[string]string // namespaces given up, and why
-	pool    chan *worker
+	pool    chan *worker      // never closed; refill sends under mu
 	warm    int
 	closed  bool
 	wg      sync.WaitGroup // pool refills
-	reaping sync.WaitGroup // workers being reaped in the background
+	// live holds every started worker until it is reaped and released,
+	// so that Close can kill them all (idle, starting, or running a job)
+	// and know when they are gone; emptied is closed when live empties
+	// after Close.
+	live    map[*worker]struct{}
+	emptied chan struct{}
 }
+
+// closeWait bounds how long Close waits for killed workers to be reaped.
+// It takes milliseconds unless the kernel is stuck on one.
+const closeWait = 3 * time.Second
 
 // worker is one started worker process.
 type worker struct {
@@ -77,7 +86,7 @@ type worker struct {
 }
 
 func newJailer(ctx context.Context, cacheDir string, warm int) (*jailer, error) {
-	j := &jailer{cacheDir: cacheDir, warm: max(warm, 0), nsMiss: map[string]string{}}
+	j := &jailer{cacheDir: cacheDir, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{}}
 	for _, ns := range namespaces {
 		j.nsFlags |= ns.flag
 	}
@@ -107,17 +116,56 @@ func (j *jailer) refill() {
 			// The next run starts a worker itself and reports the error.
 			return
 		}
+		// Under mu, so that Close either sees this worker in the pool
+		// or this goroutine sees Close.
 		j.mu.Lock()
-		closed := j.closed
-		j.mu.Unlock()
-		if closed {
-			j.reap(w)
-			return
+		if !j.closed {
+			select {
+			case j.pool <- w:
+				j.mu.Unlock()
+				return
+			default: // cannot happen: at most warm workers are pooled or on their way
+			}
 		}
-		j.pool <- w
+		j.mu.Unlock()
+		j.reap(w)
 	}()
 }
 
+// track records a started worker; a worker started after Close is killed
+// at once (its starter reaps it).
+func (j *jailer) track(w *worker) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.live[w] = struct{}{}
+	if j.closed {
+		w.kill()
+		return false
+	}
+	return true
+}
+
+// forget drops a reaped and released worker.
+func (j *jailer) forget(w *worker) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.live, w)
+	if len(j.live) == 0 && j.emptied != nil {
+		close(j.emptied)
+		j.emptied = nil
+	}
+}
+
+func (j *jailer) isClosed() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.closed
+}
+
+// close kills every worker at once — idle ones in the pool, ones starting up
+// for it, and ones running a job (whose Run then returns ErrClosed) — and
+// waits at most closeWait for them to be reaped before removing the
+// Runtime's cgroup. Nothing here waits for a worker to finish by itself.
 func (j *jailer) close() error {
 	j.mu.Lock()
 	if j.closed {
@@ -125,13 +173,52 @@ func (j *jailer) close() error {
 		return nil
 	}
 	j.closed = true
+	var idle []*worker
+drain:
+	for j.pool != nil {
+		select {
+		case w := <-j.pool:
+			idle = append(idle, w)
+		default:
+			break drain
+		}
+	}
+	live := make([]*worker, 0, len(j.live))
+	for w := range j.live {
+		live = append(live, w)
+	}
+	var emptied chan struct{}
+	if len(j.live) > 0 {
+		emptied = make(chan struct{})
+		j.emptied = emptied
+	}
 	j.mu.Unlock()
-	j.wg.Wait()
-	j.reaping.Wait()
-	if j.pool != nil {
-		close(j.pool)
-		for w := range j.pool {
-			j.reap(w)
+
+	for _, w := range live {
+		w.kill()
+	}
+	// Idle workers have no owner but the pool: reap them here. Running
+	// ones are reaped by their Run, starting ones by refill or spawn.
+	for _, w := range idle {
+		go j.reap(w)
+	}
+	timer := time.NewTimer(closeWait)
+	defer timer.Stop()
+	if emptied != nil {
+		select {
+		case <-emptied:
+		case <-timer.C:
+			j.mu.Lock()
+			n := len(j.live)
+			j.mu.Unlock()
+			err := fmt.Errorf("isolate: closing: %d worker(s) not reaped within %v of SIGKILL; they and the cgroup are released in the background", n, closeWait)
+			if j.cg != nil {
+				go func() {
+					<-emptied
+					j.cg.close()
+				}()
+			}
+			return err
 		}
 	}
 	if j.cg != nil {
@@ -152,6 +239,10 @@ func (j *jailer) spawn() (*worker, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		w, err := j.start(flags)
 		if err == nil {
+			if !j.track(w) {
+				j.reap(w)
+				return nil, ErrClosed
+			}
 			return w, nil
 		}
 		if firstErr == nil {
@@ -331,6 +422,12 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 
 // kill ends the worker and everything in its process group and cgroup.
 func (w *worker) kill() {
+	select {
+	case <-w.done:
+		// Reaped: its pid may belong to someone else by now.
+		return
+	default:
+	}
 	if w.cg != nil {
 		w.cg.kill()
 	}
@@ -388,13 +485,14 @@ func (w *worker) errNotReaped() error {
 
 // get returns a warm worker if one is ready, or starts one.
 func (j *jailer) get() (*worker, bool, error) {
+	if j.isClosed() {
+		return nil, false, ErrClosed
+	}
 	if j.pool != nil {
 		select {
-		case w, ok := <-j.pool:
-			if ok {
-				j.refill()
-				return w, true, nil
-			}
+		case w := <-j.pool:
+			j.refill()
+			return w, true, nil
 		default:
 		}
 	}
@@ -408,7 +506,7 @@ func (j *jailer) run(ctx context.Context, jb *job) (*Result, error) {
 		return nil, err
 	}
 	res, err := j.runOn(ctx, w, jb)
-	if err != nil && warm && errors.Is(err, errWorkerGone) {
+	if err != nil && warm && errors.Is(err, errWorkerGone) && !j.isClosed() {
 		// A pooled worker died while waiting (e.g. the node ran out of
 		// memory); try once more with a fresh one.
 		if w, err = j.spawn(); err != nil {
@@ -427,24 +525,15 @@ func (j *jailer) reap(w *worker) bool {
 	w.kill()
 	if w.exited(workerExitWait) {
 		w.cleanup()
+		j.forget(w)
 		return true
 	}
-	j.reaping.Add(1)
 	go func() {
-		defer j.reaping.Done()
 		<-w.done
 		w.cleanup()
+		j.forget(w)
 	}()
 	return false
-}
-
-// reapAsync does reap in the background; close waits for it.
-func (j *jailer) reapAsync(w *worker) {
-	j.reaping.Add(1)
-	go func() {
-		defer j.reaping.Done()
-		j.reap(w)
-	}()
 }
 
 // readyTimeout bounds a worker's set-up before it can take a job.
@@ -493,6 +582,9 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		if !w.exited(workerExitWait) {
 			w.kill()
 			return nil, w.errNotReaped()
+		}
+		if j.isClosed() {
+			return nil, ErrClosed
 		}
 		waitBounded(&w.stderrWG, stderrWait)
 		return nil, fmt.Errorf("%w: %v%s", errWorkerGone, w.readyErr, tail(w.stderr))
@@ -552,7 +644,7 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		// namespaces takes the kernel milliseconds) is waited for in the
 		// background.
 		reaped = true
-		j.reapAsync(w)
+		go j.reap(w)
 	}
 
 	protections := append([]string{}, w.applied...)
@@ -592,6 +684,9 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	}
 
 	// No result: the worker was killed or died.
+	if j.isClosed() {
+		return nil, ErrClosed
+	}
 	base := Result{Report: Report{ProgramSHA256: sha256Hex(jb.Module), Outputs: []OutputInfo{}, Deterministic: jb.Deterministic}}
 	switch {
 	case didTimeout.Load():

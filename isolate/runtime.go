@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero"
 )
@@ -32,6 +33,10 @@ type Options struct {
 	WarmWorkers int
 }
 
+// ErrClosed is returned by Run once the Runtime is closed, including for a
+// run that was in flight when Close killed its worker.
+var ErrClosed = errors.New("isolate: the runtime is closed")
+
 // Runtime runs WASI preview-1 programs. It is safe for concurrent use.
 type Runtime struct {
 	opts     Options
@@ -41,6 +46,7 @@ type Runtime struct {
 	jail     *jailer // nil when InProcess
 
 	closeOnce sync.Once
+	closed    atomic.Bool
 }
 
 // New prepares a runtime. With a DataDir it creates DataDir/wazero-cache.
@@ -78,10 +84,15 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	return r, nil
 }
 
-// Close stops the warm workers and releases the compilation cache.
+// Close kills every worker at once — idle ones in the warm pool, ones
+// starting up, and ones running a job, whose Run returns ErrClosed — waits
+// for the kernel to reap them (milliseconds; at most a few seconds, then
+// the rest is released in the background and the error says so), and
+// releases the compilation cache. Later calls to Run return ErrClosed.
 func (r *Runtime) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
+		r.closed.Store(true)
 		if r.jail != nil {
 			err = r.jail.close()
 		}
@@ -97,6 +108,9 @@ func (r *Runtime) Close() error {
 // problems of the guest — an invalid module, unknown imports, bad input
 // names — are a Result with Report.Outcome == OutcomeInvalid and a nil error.
 func (r *Runtime) Run(ctx context.Context, cfg *Config) (*Result, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
 	j, rep, err := resolve(cfg)
 	if err != nil {
 		return nil, err
