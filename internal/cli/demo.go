@@ -55,7 +55,7 @@ Exit status: 0 the answer is correct; 1 any step failed or the answer is wrong.`
 			if cacheDir == "" {
 				cacheDir = defaultDemoCache()
 			}
-			if err := runDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), cacheDir, verbose, false); err != nil {
+			if err := runDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), cacheDir, verbose); err != nil {
 				return failure(err)
 			}
 			return nil
@@ -96,9 +96,8 @@ func (p *demoPrinter) note(format string, args ...any) {
 	fmt.Fprintf(p.w, "            %s\n", fmt.Sprintf(format, args...))
 }
 
-// runDemo plays the scenario. inProcess runs the program without the jailed
-// worker (for tests whose binary cannot serve as the worker).
-func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbose, inProcess bool) error {
+// runDemo plays the scenario.
+func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbose bool) error {
 	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
 	ex, err := examples.Lookup("psi-sum")
 	if err != nil {
@@ -127,7 +126,7 @@ func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbos
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 		return fmt.Errorf("demo: cache directory: %w", err)
 	}
-	rt, err := isolate.New(ctx, isolate.Options{DataDir: cacheDir, WarmWorkers: 1, InProcess: inProcess})
+	rt, err := isolate.New(ctx, isolate.Options{DataDir: cacheDir, WarmWorkers: 1})
 	if err != nil {
 		return fmt.Errorf("demo: isolate runtime: %w", err)
 	}

@@ -179,21 +179,6 @@ func TestSessionCLIEndToEnd(t *testing.T) {
 	}
 }
 
-// TestDemo runs the demo with programs in-process (this test binary has no
-// isolate worker entry point) and checks the steps and the answer.
-func TestDemo(t *testing.T) {
-	var out, errOut strings.Builder
-	if err := runDemo(context.Background(), &out, &errOut, t.TempDir(), false, true); err != nil {
-		t.Fatalf("demo: %v\n%s%s", err, out.String(), errOut.String())
-	}
-	for _, want := range []string{"create: session", "attest: 4 parties verified", "provision: carol", "run: exited, exit 0",
-		`{"intersection_size":4,"sum":13050}`, "correct:", "close: dave erased the session", "total "} {
-		if !strings.Contains(out.String(), want) {
-			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
-		}
-	}
-}
-
 // TestNodeCommand runs 'cloister node' in-process: it creates its platform
 // key, serves sessions on its port and stops cleanly when its context ends.
 func TestNodeCommand(t *testing.T) {
