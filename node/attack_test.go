@@ -525,3 +525,30 @@ func scrapeMetrics(t *testing.T, tn *testNode) string {
 	}
 	return string(b)
 }
+
+// Only a reader of the output can hold a result long poll open: anyone
+// else is refused at once, not after the wait.
+func TestAttackLongPollByNonReader(t *testing.T) {
+	s := newScenario(t)
+	tn, _, as, _ := setup(t, s)
+	raw := newRawSession(t, tn, as.ID(), as.PolicyHash())
+	mallory := newParty(t, "mallory")
+	for _, tc := range []struct {
+		key       *keys.PrivateKey
+		principal string
+		code      connect.Code
+		rule      string
+	}{
+		{mallory.key, "mallory", connect.CodePermissionDenied, "signed-by-principal"},
+		{mallory.key, "dave", connect.CodeUnauthenticated, "signed-by-principal"},
+		{s.carol.key, "carol", connect.CodePermissionDenied, "readers-only"},
+	} {
+		start := time.Now()
+		_, err := raw.svc.GetResult(context.Background(), connect.NewRequest(&cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "result.json",
+			WaitMs: 60_000, Auth: raw.sign(t, tc.key, tc.principal, protocol.OpGetResult, "result.json", nil)}))
+		wantRefusal(t, err, tc.code, tc.rule, tc.principal)
+		if d := time.Since(start); d > 20*time.Second {
+			t.Fatalf("refusing %q took %s: the request waited before it was checked", tc.principal, d)
+		}
+	}
+}

@@ -53,15 +53,15 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 		State: stateProvisioning, Programs: map[string]*slotRecord{}, Inputs: map[string]*slotRecord{},
 		Outputs: map[string]*outputRecord{},
 	}
-	idx := n.recordEvent(ctx, EventSessionCreated, map[string]any{
-		"session": id, "policy_hash": hex.EncodeToString(hash[:]), "isolate_class": string(n.class),
-		"platform_key": n.platform.Public().SigningString(),
-	})
-	rec.Events = append(rec.Events, eventRecord{Kind: EventSessionCreated, Time: now, LedgerIndex: idx})
+	rec.Events = append(rec.Events, eventRecord{Kind: EventSessionCreated, Time: now})
 	if err := n.store.save(rec, true); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
+	s.recordCommitted(ctx, 0, map[string]any{
+		"session": id, "policy_hash": hex.EncodeToString(hash[:]), "isolate_class": string(n.class),
+		"platform_key": n.platform.Public().SigningString(),
+	})
 	n.mu.Lock()
 	n.sessions[id] = s
 	n.mu.Unlock()
@@ -169,18 +169,26 @@ func (n *Node) restoreOne(id string) error {
 	case stateRunning:
 		// The run was cut short by the stop. Program and inputs are
 		// still sealed on disk and the run is a pure function of them
-		// (plus the policy-derived seed), so it is run again.
+		// (plus the policy-derived seed), so it is run again, unless
+		// the policy has expired meanwhile: then nobody could fetch
+		// its result, and it allows nothing more.
+		now := n.now()
 		rec.Restarted++
-		n.log.Info("restarting interrupted run", "session", id, "restarts", rec.Restarted)
-		rec.Events = append(rec.Events, eventRecord{Kind: EventRunRestarted, Time: n.now(),
-			LedgerIndex: n.recordEvent(context.Background(), EventRunRestarted, map[string]any{"session": id, "restarts": rec.Restarted})})
-		if rec.Restarted > maxRestarts {
+		rec.Events = append(rec.Events, eventRecord{Kind: EventRunRestarted, Time: now})
+		switch {
+		case pol.Expired(now):
+			rec.State, rec.Reason = stateFailed, fmt.Sprintf("policy %q expired at %s while the node was stopped during the run; not run again", pol.Name, pol.Expires.UTC().Format(time.RFC3339))
+			s.markDone()
+		case rec.Restarted > maxRestarts:
 			rec.State, rec.Reason = stateFailed, fmt.Sprintf("the node stopped during the run %d times; not retried again", rec.Restarted-1)
 			s.markDone()
+		default:
+			n.log.Info("restarting interrupted run", "session", id, "restarts", rec.Restarted)
 		}
 		if err := n.store.save(rec, true); err != nil {
 			return err
 		}
+		s.recordCommitted(context.Background(), len(rec.Events)-1, map[string]any{"session": id, "restarts": rec.Restarted, "state": rec.State})
 	case stateProvisioning:
 	default:
 		return fmt.Errorf("stored state %q unknown", rec.State)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,5 +248,43 @@ func TestStateSealedAtRestAndErasedOnClose(t *testing.T) {
 	st, err := c.Status(ctx, as.ID(), 0)
 	if err != nil || st.State != cloisterv1.SessionState_SESSION_STATE_CLOSED {
 		t.Fatalf("status after close: %v %v", st, err)
+	}
+}
+
+// A run cut short by a node stop is not run again if the policy expired
+// meanwhile: nobody could fetch its result, and an expired policy allows
+// nothing more. The session fails, saying why.
+func TestRestartAfterExpiryDoesNotRerun(t *testing.T) {
+	s := newScenario(t)
+	dir := filepath.Join(t.TempDir(), "node")
+	tn := startNode(t, dir, nil)
+	wasm := readTestdata(t, "spin.wasm")
+	doc := s.sumPolicy(t, tn.platformKey(), "spin.wasm", wasm)
+	c := dial(t, tn)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	id, err := c.CreateSession(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := c.Attest(ctx, id, mustParse(t, doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.provisionSum(t, as, "spin.wasm", wasm)
+	as.CloseIdleConnections()
+	tn.stop()
+
+	later := func() time.Time { return time.Now().Add(2 * time.Hour) } // the policy expires in one
+	tn2 := startNodeClock(t, dir, nil, later)
+	st, err := dial(t, tn2).Status(ctx, id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != cloisterv1.SessionState_SESSION_STATE_FAILED || !strings.Contains(st.Reason, "expired") {
+		t.Fatalf("after a restart past expiry: %v (%s), want failed naming the expiry", st.State, st.Reason)
+	}
+	if !slices.ContainsFunc(st.Events, func(e *cloisterv1.Event) bool { return e.Kind == node.EventRunRestarted }) {
+		t.Fatalf("no %s event in %v", node.EventRunRestarted, st.Events)
 	}
 }

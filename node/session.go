@@ -209,12 +209,7 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	if program {
 		evKind = EventProgramUploaded
 	}
-	idx := s.n.recordEvent(ctx, evKind, map[string]any{
-		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID,
-		"name": req.Name, "envelope_sha256": sha, "signature": req.Auth.Signature,
-		"unix_ms": req.Auth.UnixMs, "nonce": req.Auth.Nonce,
-	})
-	s.rec.Events = append(s.rec.Events, eventRecord{Kind: evKind, Principal: p.ID, Name: req.Name, Time: now, LedgerIndex: idx})
+	s.rec.Events = append(s.rec.Events, eventRecord{Kind: evKind, Principal: p.ID, Name: req.Name, Time: now})
 	ready := s.complete()
 	if ready {
 		s.rec.State = stateRunning
@@ -225,6 +220,11 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 		s.rec.State = stateProvisioning
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
+	idx := s.recordCommitted(ctx, len(s.rec.Events)-1, map[string]any{
+		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID,
+		"name": req.Name, "envelope_sha256": sha, "signature": req.Auth.Signature,
+		"unix_ms": req.Auth.UnixMs, "nonce": req.Auth.Nonce,
+	})
 	s.n.log.Info("upload accepted", "session", s.id, "kind", kind, "name", req.Name, "principal", p.ID, "envelope_sha256", sha)
 	if ready {
 		s.startRun()
@@ -245,6 +245,22 @@ func (s *session) complete() bool {
 		}
 	}
 	return true
+}
+
+// recordCommitted puts the event s.rec.Events[i], whose step is already
+// committed to the session's state, on the event log, and notes the index
+// the log gave it. The index is bookkeeping (the log itself holds it), so
+// noting it costs no fsync. Recording only after the commit means the log
+// never shows a step the node does not have. Callers hold s.mu.
+func (s *session) recordCommitted(ctx context.Context, i int, body map[string]any) uint64 {
+	idx := s.n.recordEvent(ctx, s.rec.Events[i].Kind, body)
+	if idx != 0 {
+		s.rec.Events[i].LedgerIndex = idx
+		if err := s.n.store.save(s.rec, false); err != nil {
+			s.n.log.Error("noting an event's ledger index", "session", s.id, "kind", s.rec.Events[i].Kind, "err", err)
+		}
+	}
+	return idx
 }
 
 // startRun runs the session in the background. Callers hold s.mu and have
@@ -323,13 +339,13 @@ func (s *session) execute(ctx context.Context) {
 			s.rec.Reason = fmt.Sprintf("the program did not write %v", out.missing)
 		}
 	}
-	idx := s.n.recordEvent(ctx, EventRunFinished, map[string]any{
-		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "state": s.rec.State, "reason": s.rec.Reason,
-	})
-	s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventRunFinished, Time: now, LedgerIndex: idx})
+	s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventRunFinished, Time: now})
 	if err := s.n.store.save(s.rec, true); err != nil {
 		s.n.log.Error("saving finished session", "session", s.id, "err", err)
 	}
+	s.recordCommitted(ctx, len(s.rec.Events)-1, map[string]any{
+		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "state": s.rec.State, "reason": s.rec.Reason,
+	})
 	s.n.metrics.inc(fmt.Sprintf("cloister_runs_total{state=%q}", s.rec.State))
 	s.n.log.Info("run ended", "session", s.id, "state", s.rec.State, "reason", s.rec.Reason, "ms", time.Since(start).Milliseconds())
 	s.markDone()
@@ -379,18 +395,9 @@ func (s *session) runSpec() (runSpec, error) {
 }
 
 // result returns one output sealed to the requesting reader.
+// A request that asks to wait is checked (signature, reader) before it
+// waits, so that only a reader can hold a long poll open.
 func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) (*cloisterv1.GetResultResponse, error) {
-	if req.WaitMs > 0 {
-		wait := min(time.Duration(req.WaitMs)*time.Millisecond, maxLongPoll)
-		t := time.NewTimer(wait)
-		select {
-		case <-s.done:
-		case <-t.C:
-		case <-ctx.Done():
-		case <-s.n.baseCtx.Done():
-		}
-		t.Stop()
-	}
 	now := s.n.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -412,6 +419,18 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 	if !isReader || !hasRole(p, roleResultReader) {
 		return nil, refused(connect.CodePermissionDenied, ruleReader, "principal %q is not a reader of output %q (readers: %v)", p.ID, req.Output, out.Readers)
 	}
+	if req.WaitMs > 0 && !s.terminal() {
+		s.mu.Unlock()
+		t := time.NewTimer(min(time.Duration(req.WaitMs)*time.Millisecond, maxLongPoll))
+		select {
+		case <-s.done:
+		case <-t.C:
+		case <-ctx.Done():
+		case <-s.n.baseCtx.Done():
+		}
+		t.Stop()
+		s.mu.Lock()
+	}
 	switch s.rec.State {
 	case stateProvisioning, stateRunning:
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("session %s is %s: no result yet", s.id, s.rec.State))
@@ -432,17 +451,17 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 	}
 	if first {
 		or.Fetched = append(or.Fetched, p.ID)
-		idx := s.n.recordEvent(ctx, EventResultFetched, map[string]any{
-			"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "output": req.Output,
-			"envelope_sha256": or.Envelopes[p.ID], "signature": req.Auth.Signature,
-		})
-		s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventResultFetched, Principal: p.ID, Name: req.Output, Time: now, LedgerIndex: idx})
+		s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventResultFetched, Principal: p.ID, Name: req.Output, Time: now})
 		// Who fetched is bookkeeping, not a rule: it need not be on disk
 		// before the reader gets the envelope (a crash may forget it; the
 		// reader may fetch again anyway), so it costs no fsync.
 		if err := s.n.store.save(s.rec, false); err != nil {
 			s.n.log.Error("saving fetch", "session", s.id, "err", err)
 		}
+		s.recordCommitted(ctx, len(s.rec.Events)-1, map[string]any{
+			"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "output": req.Output,
+			"envelope_sha256": or.Envelopes[p.ID], "signature": req.Auth.Signature,
+		})
 	}
 	return &cloisterv1.GetResultResponse{Envelope: env, Report: apiReport(s.rec.Report)}, nil
 }
