@@ -36,6 +36,9 @@ var (
 	ErrNodeIdentity = errors.New("node identity not verified")
 	// ErrNotPrincipal: the key given is not a principal of the policy.
 	ErrNotPrincipal = errors.New("key is not a principal of the policy")
+	// ErrPolicyExpired: the caller's policy has expired, so it allows
+	// nothing but closing; nothing was sent.
+	ErrPolicyExpired = errors.New("policy expired")
 )
 
 // Status is a session's state as the node reports it.
@@ -71,7 +74,14 @@ type Client struct {
 	node     cloisterv1connect.NodeServiceClient
 
 	mu     sync.Mutex
-	hashes map[[32]byte][32]byte // SHA-256 of a policy document → its policy hash
+	hashes map[[32]byte]parsedDoc // by SHA-256 of a policy document
+}
+
+// parsedDoc is what CreateSession needs of a policy document.
+type parsedDoc struct {
+	hash    [32]byte
+	name    string
+	expires time.Time
 }
 
 // Dial prepares a client for the node at nodeURL ("https://host:port"). It
@@ -141,10 +151,14 @@ func (c *Client) verifyNode(cs tls.ConnectionState) error {
 // and returns its id. The node's view of the policy hash must equal the
 // caller's, or the session is not used.
 func (c *Client) CreateSession(ctx context.Context, policyDoc []byte) (string, error) {
-	want, err := c.policyHash(policyDoc)
+	pd, err := c.parseDoc(policyDoc)
 	if err != nil {
 		return "", fmt.Errorf("policy: %w", err)
 	}
+	if now := c.now(); !now.Before(pd.expires) {
+		return "", fmt.Errorf("%w: policy %q expired at %s; no session was created", ErrPolicyExpired, pd.name, pd.expires.UTC().Format(time.RFC3339))
+	}
+	want := pd.hash
 	resp, err := c.node.CreateSession(ctx, connect.NewRequest(&cloisterv1.CreateSessionRequest{Policy: policyDoc}))
 	if err != nil {
 		return "", fmt.Errorf("creating session: %w", err)
@@ -159,29 +173,29 @@ func (c *Client) CreateSession(ctx context.Context, policyDoc []byte) (string, e
 	return id, nil
 }
 
-// policyHash parses and validates a policy document and returns its hash,
-// remembering the last few documents: parsing costs more CPU than the
-// rest of a create, and a client often creates sessions of one policy.
-func (c *Client) policyHash(doc []byte) ([32]byte, error) {
+// parseDoc parses and validates a policy document, remembering the last
+// few documents: parsing costs more CPU than the rest of a create, and a
+// client often creates sessions of one policy.
+func (c *Client) parseDoc(doc []byte) (parsedDoc, error) {
 	key := sha256.Sum256(doc)
 	c.mu.Lock()
-	h, ok := c.hashes[key]
+	pd, ok := c.hashes[key]
 	c.mu.Unlock()
 	if ok {
-		return h, nil
+		return pd, nil
 	}
 	pol, err := policy.Parse(doc)
 	if err != nil {
-		return [32]byte{}, err
+		return parsedDoc{}, err
 	}
-	h = pol.Hash()
+	pd = parsedDoc{hash: pol.Hash(), name: pol.Name, expires: pol.Expires}
 	c.mu.Lock()
 	if c.hashes == nil || len(c.hashes) >= 16 {
-		c.hashes = map[[32]byte][32]byte{}
+		c.hashes = map[[32]byte]parsedDoc{}
 	}
-	c.hashes[key] = h
+	c.hashes[key] = pd
 	c.mu.Unlock()
-	return h, nil
+	return pd, nil
 }
 
 // Status reports a session's state. It is advisory: it travels over the

@@ -235,6 +235,9 @@ func (a *AttestedSession) SendEnvelope(ctx context.Context, key *keys.PrivateKey
 }
 
 func (a *AttestedSession) send(ctx context.Context, key *keys.PrivateKey, principal string, program bool, name string, env []byte) (*Upload, error) {
+	if err := a.live(); err != nil {
+		return nil, fmt.Errorf("upload %q as %q: %w", name, principal, err)
+	}
 	op := protocol.OpUploadInput
 	if program {
 		op = protocol.OpUploadProgram
@@ -254,6 +257,16 @@ func (a *AttestedSession) send(ctx context.Context, key *keys.PrivateKey, princi
 		return nil, fmt.Errorf("upload %q as %q: %w", name, principal, err)
 	}
 	return &Upload{EnvelopeSHA256: resp.Msg.EnvelopeSha256, State: resp.Msg.State, EventIndex: resp.Msg.EventIndex}, nil
+}
+
+// live refuses to send data under a policy that has expired by the
+// caller's clock: the node refuses it too, but the client does not rely on
+// the node to keep data it should not have been sent.
+func (a *AttestedSession) live() error {
+	if a.pol.Expired(a.c.now()) {
+		return fmt.Errorf("%w: policy %q expired at %s; nothing was sent", ErrPolicyExpired, a.pol.Name, a.pol.Expires.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Status reports the session's state over the attested connection.

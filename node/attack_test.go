@@ -420,7 +420,14 @@ func TestAttackExpiredPolicy(t *testing.T) {
 	old := s.policyDoc(t, tn.platformKey(), func(m map[string]any) {
 		m["expires"] = time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
 	})
-	_, err := c.CreateSession(ctx, old)
+	if _, err := c.CreateSession(ctx, old); !errors.Is(err, client.ErrPolicyExpired) {
+		t.Fatalf("SDK create under an expired policy: %v, want ErrPolicyExpired", err)
+	}
+	// The node refuses it too, to a client that sends it anyway.
+	hc := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{ServerName: node.NodeServerName, InsecureSkipVerify: true, NextProtos: []string{"h2"}}, ForceAttemptHTTP2: true}}
+	defer hc.CloseIdleConnections()
+	_, err := cloisterv1connect.NewNodeServiceClient(hc, tn.url).CreateSession(ctx, connect.NewRequest(&cloisterv1.CreateSessionRequest{Policy: old}))
 	wantRefusal(t, err, connect.CodeFailedPrecondition, "policy-not-expired", "")
 	// Expires while the session is provisioning.
 	doc := s.policyDoc(t, tn.platformKey(), func(m map[string]any) {
@@ -550,5 +557,40 @@ func TestAttackLongPollByNonReader(t *testing.T) {
 		if d := time.Since(start); d > 20*time.Second {
 			t.Fatalf("refusing %q took %s: the request waited before it was checked", tc.principal, d)
 		}
+	}
+}
+
+// The SDK does not send data under a policy that has expired by its own
+// clock, whatever the node would do with it.
+func TestClientSendsNothingUnderExpiredPolicy(t *testing.T) {
+	s := newScenario(t)
+	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
+	doc := s.policyDoc(t, tn.platformKey(), nil)
+	var skew atomic.Int64
+	c, err := client.Dial(context.Background(), tn.url, client.WithPlatformKeys(tn.PlatformKey()),
+		client.WithClock(func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	id, err := c.CreateSession(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := c.Attest(ctx, id, mustParse(t, doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as.CloseIdleConnections()
+	skew.Store(int64(2 * time.Hour)) // the policy expires in one
+	if _, err := as.UploadInput(ctx, s.bob.key, "customers.csv", s.input(t, "customers.csv")); !errors.Is(err, client.ErrPolicyExpired) {
+		t.Fatalf("upload under an expired policy: %v, want ErrPolicyExpired", err)
+	}
+	if _, err := c.CreateSession(ctx, doc); !errors.Is(err, client.ErrPolicyExpired) {
+		t.Fatalf("create under an expired policy: %v, want ErrPolicyExpired", err)
+	}
+	if m := scrapeMetrics(t, tn); strings.Contains(m, `method="UploadInput"`) || strings.Contains(m, `cloister_requests_total{method="CreateSession",outcome="ok"} 2`) {
+		t.Fatalf("the node received a request:\n%s", m)
 	}
 }
