@@ -88,8 +88,11 @@ func errorResult(err error) (int, errorJSON) {
 	switch {
 	case errors.As(err, &rej):
 		status := http.StatusUnprocessableEntity
-		if rej.Code == CodeTooLarge {
+		switch rej.Code {
+		case CodeTooLarge:
 			status = http.StatusRequestEntityTooLarge
+		case CodeUnavailable:
+			status = http.StatusServiceUnavailable
 		}
 		return status, errorJSON{Error: rej.Reason, Code: rej.Code}
 	case errors.Is(err, ErrUnavailable):

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -35,9 +36,24 @@ type app struct {
 	st   committedState
 	vals *validatorSet // nil before InitChain
 
+	// answerMu keeps Commit apart from asynchronous CheckTx answers: an
+	// answer is judged and handed to the mempool entirely before or
+	// entirely after a commit, so an entry that a block just committed is
+	// never re-added to the mempool as valid.
+	answerMu sync.RWMutex
+
 	// block is the block between FinalizeBlock and Commit (consensus
 	// connection only).
 	block *pendingBlock
+	// checkedCheckpoint is the hash of the last checkpoint transaction
+	// this node built or verified, with its note, so that FinalizeBlock
+	// does not verify the signatures ProcessProposal just verified
+	// (consensus connection only).
+	checkedCheckpoint struct {
+		hash   [32]byte
+		signed []byte
+		want   Checkpoint
+	}
 }
 
 type pendingBlock struct {
@@ -128,7 +144,8 @@ func (a *app) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.CheckT
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			// Never an error here: the mempool panics on one.
+			rej = reject(CodeUnavailable, "ledger store: %v", err)
 		}
 		// Authority and references may rest on entries still in the
 		// mempool (a node's registration, a session's creation), so
@@ -165,7 +182,7 @@ func decodeAndVerify(tx []byte) (*SignedEntry, *RejectedError) {
 	if err != nil {
 		return nil, reject(CodeMalformed, "%v", err)
 	}
-	if err := se.VerifySignature(); err != nil {
+	if err := verifyEntry(se); err != nil {
 		return nil, reject(CodeBadSignature, "%v", err)
 	}
 	return se, nil
@@ -196,6 +213,7 @@ func (a *app) PrepareProposal(_ context.Context, req *abci.PrepareProposalReques
 			tx := encodeCheckpointTx(signed)
 			budget -= protoTxSize(tx)
 			out = append(out, tx)
+			a.rememberCheckpoint(tx, signed, a.checkpointOf(st.PrevSize, st.PrevRoot))
 		}
 	}
 	for _, tx := range req.Txs {
@@ -238,7 +256,7 @@ func (a *app) ProcessProposal(_ context.Context, req *abci.ProcessProposalReques
 		if len(req.Txs) == 0 || !isCheckpointTx(req.Txs[0]) {
 			return refuse("no checkpoint transaction")
 		}
-		if _, err := vs.parseCheckpointTx(req.Txs[0], a.checkpointOf(st.PrevSize, st.PrevRoot)); err != nil {
+		if _, err := a.checkCheckpointTx(vs, req.Txs[0], a.checkpointOf(st.PrevSize, st.PrevRoot)); err != nil {
 			return refuse("%v", err)
 		}
 	}
@@ -261,7 +279,7 @@ func (a *app) VerifyVoteExtension(_ context.Context, req *abci.VerifyVoteExtensi
 	st, vs := a.state()
 	m := vs.byAddress(req.ValidatorAddress)
 	ok := m != nil && req.Height == st.Height+1 && len(req.VoteExtension) == ed25519.SignatureSize &&
-		ed25519.Verify(m.pub, []byte(a.checkpointOf(st.Size, st.Root).Text()), req.VoteExtension)
+		verifyEd25519(m.pub, []byte(a.checkpointOf(st.Size, st.Root).Text()), req.VoteExtension)
 	if !ok {
 		a.logger.Error("ledger: refusing a vote extension", "height", req.Height, "validator", fmt.Sprintf("%X", req.ValidatorAddress))
 		return &abci.VerifyVoteExtensionResponse{Status: abci.VERIFY_VOTE_EXTENSION_STATUS_REJECT}, nil
@@ -331,16 +349,36 @@ func (a *app) finalizeCheckpoint(v blockView, vs *validatorSet, pos int, height 
 		return reject(CodeMalformed, "checkpoint transaction out of place")
 	}
 	want := a.checkpointOf(st.PrevSize, st.PrevRoot)
-	signed, err := vs.parseCheckpointTx(tx, want)
+	signed, err := a.checkCheckpointTx(vs, tx, want)
 	if err != nil {
 		a.logger.Error("ledger: committed block carries an invalid checkpoint", "height", height, "err", err)
 		return reject(CodeMalformed, "%v", err)
 	}
 	if v.get(bucketCheckpoints, be64(want.Size)) == nil {
-		v.batch.put(bucketCheckpoints, be64(want.Size), signed)
+		v.batch.put(bucketCheckpoints, be64(want.Size), bytes.Clone(signed))
 	}
 	next.CheckpointSize, next.HasCheckpoint = want.Size, true
 	return nil
+}
+
+// checkCheckpointTx is vs.parseCheckpointTx, remembering the last
+// transaction it accepted.
+func (a *app) checkCheckpointTx(vs *validatorSet, tx []byte, want Checkpoint) ([]byte, error) {
+	h := sha256.Sum256(tx)
+	if c := &a.checkedCheckpoint; c.signed != nil && c.hash == h && c.want == want {
+		return c.signed, nil
+	}
+	signed, err := vs.parseCheckpointTx(tx, want)
+	if err == nil {
+		a.rememberCheckpoint(tx, signed, want)
+	}
+	return signed, err
+}
+
+func (a *app) rememberCheckpoint(tx, signed []byte, want Checkpoint) {
+	a.checkedCheckpoint.hash = sha256.Sum256(tx)
+	a.checkedCheckpoint.signed = signed
+	a.checkedCheckpoint.want = want
 }
 
 // decodeBlock decodes and verifies a block's entry transactions, using the
@@ -382,6 +420,8 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	if b == nil {
 		return nil, errors.New("ledger: Commit without FinalizeBlock")
 	}
+	a.answerMu.Lock()
+	defer a.answerMu.Unlock()
 	if err := a.store.commit(b.batch, b.state); err != nil {
 		return nil, fmt.Errorf("ledger: commit block %d: %w", b.state.Height, err)
 	}

@@ -221,7 +221,7 @@ func (vs *validatorSet) assembleCheckpoint(c Checkpoint, sigs map[string][]byte)
 	var power int64
 	for _, m := range vs.members {
 		sig, ok := sigs[string(m.address)]
-		if !ok || !ed25519.Verify(m.pub, []byte(text), sig) {
+		if !ok || !verifyEd25519(m.pub, []byte(text), sig) {
 			continue
 		}
 		signers = append(signers, presignedSigner{m.info.Name, m.keyHash, sig})

@@ -36,9 +36,23 @@ func (c cometLogger) Info(msg string, kv ...any) {
 }
 
 func (c cometLogger) Error(msg string, kv ...any) {
+	if benignErrors[msg] && !c.verbose {
+		return
+	}
 	c.l.Log(context.Background(), slog.LevelError, msg, kv...)
 }
 
 func (c cometLogger) With(kv ...any) cmtlog.Logger {
 	return cometLogger{l: c.l.With(kv...), verbose: c.verbose}
+}
+
+// benignErrors are lines CometBFT logs at error level during an orderly
+// stop.
+var benignErrors = map[string]bool{
+	"Stopped accept routine, as transport is closed": true,
+	"Won't start a peer - switch is not running":     true,
+	"Error stopping pool":                            true,
+	// The v1.0 mempool logs this when gossip delivers a transaction from a
+	// peer while the same peer's earlier copy is being checked; harmless.
+	"Tx already received from peer": true,
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/cometbft/cometbft/node"
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/privval"
-	"github.com/cometbft/cometbft/proxy"
 	cmttypes "github.com/cometbft/cometbft/types"
 )
 
@@ -295,8 +294,8 @@ func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *sl
 		st.close()
 		return nil, err
 	}
-	n, err := node.NewNode(ctx, c, pv, nk, proxy.NewConsensusSyncLocalClientCreator(a),
-		node.DefaultGenesisDocProviderFunc(c), cfg.DefaultDBProvider,
+	n, err := node.NewNode(ctx, c, pv, nk, clientCreator{a},
+		node.DefaultGenesisDocProviderFunc(c), guardedDBProvider,
 		node.DefaultMetricsProvider(c.Instrumentation), newCometLogger(logger, verbose))
 	if err != nil {
 		st.close()

@@ -46,7 +46,7 @@ func reject(code, format string, args ...any) *RejectedError {
 // (ABCI wants a uint32; 0 is success). The numbers are part of the chain's
 // block results and must not be reordered.
 var abciCodes = []string{"", CodeMalformed, CodeBadSignature, CodeReplay, CodeUnauthorized,
-	CodeMissingReference, CodeStaleTime, CodeTooLarge}
+	CodeMissingReference, CodeStaleTime, CodeTooLarge, CodeUnavailable}
 
 const abciCodespace = "cloister.ledger"
 

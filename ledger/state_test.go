@@ -1,0 +1,186 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/policy"
+)
+
+// TestStateMachineRefusals drives a real embedded ledger through each
+// refusal of the contract, through Append and through the HTTP API, and
+// checks that a refused entry leaves no trace in the log.
+func TestStateMachineRefusals(t *testing.T) {
+	e := openTestEmbedded(t, t.TempDir())
+	defer e.Close()
+	c := serveAPI(t, e.Handler())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	key := newTestKey(t)
+	pub := key.Public().(ed25519.PublicKey)
+	mustAppend := func(se *SignedEntry) Receipt {
+		t.Helper()
+		rc, err := e.Append(ctx, se)
+		if err != nil {
+			t.Fatalf("%s: %v", se.Entry.Kind, err)
+		}
+		return rc
+	}
+
+	t.Run("bad_signature", func(t *testing.T) {
+		se := signEntry(t, key, KindNote, map[string]any{"text": "hello"})
+		se.Entry.Body = json.RawMessage(`{"text":"jello"}`)
+		_, err := e.Append(ctx, se)
+		wantRejected(t, err, CodeBadSignature)
+		status, b := c.do("POST", "/v1/entries", se.Encode())
+		wantError(t, status, b, 422, CodeBadSignature)
+	})
+	t.Run("replay", func(t *testing.T) {
+		se := signEntry(t, key, KindNote, map[string]any{"text": "once"})
+		mustAppend(se)
+		_, err := e.Append(ctx, se)
+		wantRejected(t, err, CodeReplay)
+		status, b := c.do("POST", "/v1/entries", se.Encode())
+		wantError(t, status, b, 422, CodeReplay)
+		// A different entry with the same nonce is a replay too.
+		other, err := NewEntryWithNonce(key, KindNote, map[string]any{"text": "twice"}, se.Entry.Nonce, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.Append(ctx, other)
+		wantRejected(t, err, CodeReplay)
+	})
+	t.Run("unauthorized", func(t *testing.T) {
+		// Not a registered node.
+		se := signEntry(t, key, KindSessionEvent, map[string]any{"session": "s1", "event": "session.created", "policy_hash": strings.Repeat("ab", 32)})
+		_, err := e.Append(ctx, se)
+		wantRejected(t, err, CodeUnauthorized)
+		status, b := c.do("POST", "/v1/entries", signEntry(t, key, KindVerdict, map[string]any{"x": 1}).Encode())
+		wantError(t, status, b, 422, CodeUnauthorized)
+		// A node registers itself only.
+		other := newTestKey(t)
+		_, err = e.Append(ctx, signEntry(t, key, KindNodeRegistered, nodeBody(other.Public().(ed25519.PublicKey))))
+		wantRejected(t, err, CodeUnauthorized)
+	})
+	t.Run("missing_reference", func(t *testing.T) {
+		node := newTestKey(t)
+		mustAppend(signEntry(t, node, KindNodeRegistered, nodeBody(node.Public().(ed25519.PublicKey))))
+		_, err := e.Append(ctx, signEntry(t, node, KindSessionEvent, map[string]any{"session": "nope", "event": "session.run_finished"}))
+		wantRejected(t, err, CodeMissingReference)
+		_, err = e.Append(ctx, signEntry(t, node, KindResultCommitted, map[string]any{"session": "nope", "outputs": map[string]any{}, "signature": "x"}))
+		wantRejected(t, err, CodeMissingReference)
+		// With the reference it works, and a second session.created is refused.
+		ph := strings.Repeat("cd", 32)
+		mustAppend(signEntry(t, node, KindSessionEvent, map[string]any{"session": "s9", "event": "session.created", "policy_hash": ph}))
+		mustAppend(signEntry(t, node, KindSessionEvent, map[string]any{"session": "s9", "event": "session.run_finished", "policy_hash": ph}))
+		mustAppend(signEntry(t, node, KindResultCommitted, map[string]any{"session": "s9", "outputs": map[string]any{"r": ph}, "signature": "c2ln"}))
+		_, err = e.Append(ctx, signEntry(t, node, KindSessionEvent, map[string]any{"session": "s9", "event": "session.closed", "policy_hash": strings.Repeat("00", 32)}))
+		wantRejected(t, err, CodeMissingReference)
+		_, err = e.Append(ctx, signEntry(t, node, KindSessionEvent, map[string]any{"session": "s9", "event": "session.created", "policy_hash": ph}))
+		wantRejected(t, err, CodeReplay)
+		// Another node cannot use this node's session.
+		node2 := newTestKey(t)
+		mustAppend(signEntry(t, node2, KindNodeRegistered, nodeBody(node2.Public().(ed25519.PublicKey))))
+		_, err = e.Append(ctx, signEntry(t, node2, KindSessionEvent, map[string]any{"session": "s9", "event": "session.closed"}))
+		wantRejected(t, err, CodeMissingReference)
+	})
+	t.Run("acl", func(t *testing.T) {
+		owner, other := newTestKey(t), newTestKey(t)
+		g := mustAppend(signEntry(t, owner, KindACLGranted, map[string]any{"resource": "dataset/1", "grantee": "bob"}))
+		_, err := e.Append(ctx, signEntry(t, other, KindACLGranted, map[string]any{"resource": "dataset/1", "grantee": "eve"}))
+		wantRejected(t, err, CodeUnauthorized)
+		_, err = e.Append(ctx, signEntry(t, other, KindACLRevoked, map[string]any{"grant": g.Index}))
+		wantRejected(t, err, CodeUnauthorized)
+		mustAppend(signEntry(t, owner, KindACLRevoked, map[string]any{"grant": g.Index}))
+		_, err = e.Append(ctx, signEntry(t, owner, KindACLRevoked, map[string]any{"grant": g.Index}))
+		wantRejected(t, err, CodeReplay)
+		_, err = e.Append(ctx, signEntry(t, owner, KindACLRevoked, map[string]any{"grant": g.Index - 1}))
+		wantRejected(t, err, CodeMissingReference)
+	})
+	t.Run("policy", func(t *testing.T) {
+		doc, hash := testPolicy(t, pub)
+		mustAppend(signEntry(t, key, KindPolicyPublished, map[string]any{"policy_hash": hash, "policy": doc}))
+		_, err := e.Append(ctx, signEntry(t, newTestKey(t), KindPolicyPublished, map[string]any{"policy_hash": hash, "policy": doc}))
+		wantRejected(t, err, CodeUnauthorized)
+		_, err = e.Append(ctx, signEntry(t, key, KindPolicyPublished, map[string]any{"policy_hash": strings.Repeat("0", 64), "policy": doc}))
+		wantRejected(t, err, CodeMalformed)
+	})
+	t.Run("stale_time", func(t *testing.T) {
+		se, err := NewEntryWithNonce(key, KindNote, map[string]any{}, testNonce.Add(1), time.Now().Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.Append(ctx, se)
+		wantRejected(t, err, CodeStaleTime)
+	})
+	t.Run("malformed", func(t *testing.T) {
+		se := signEntry(t, key, KindNote, map[string]any{"a": 1})
+		spaced := bytes.Replace(se.Encode(), []byte(`"a":1`), []byte(`"a": 1`), 1)
+		// Through the mempool (a peer could send it): CheckTx refuses it.
+		_, err := e.ln.enqueue(spaced, false)
+		wantRejected(t, err, CodeMalformed)
+		status, b := c.do("POST", "/v1/entries", spaced)
+		wantError(t, status, b, 400, CodeMalformed)
+		// A checkpoint-prefixed transaction from outside.
+		_, err = e.ln.enqueue(append([]byte{0}, se.Encode()...), false)
+		wantRejected(t, err, CodeMalformed)
+		_, err = e.Append(ctx, signEntry(t, key, Kind("bogus"), map[string]any{}))
+		wantRejected(t, err, CodeMalformed)
+		_, err = e.Append(ctx, signEntry(t, newTestKey(t), KindNodeRegistered, map[string]any{"platform_key": "x"}))
+		wantRejected(t, err, CodeMalformed)
+		status, b = c.do("POST", "/v1/entries", bytes.Repeat([]byte("x"), maxEntryBytes+1))
+		wantError(t, status, b, 413, CodeTooLarge)
+	})
+
+	// Only accepted entries are in the log, numbered without gaps.
+	var st statusJSON
+	c.getJSON("/v1/status", &st)
+	var list struct {
+		Size    uint64      `json:"size"`
+		Entries []entryJSON `json:"entries"`
+	}
+	c.getJSON("/v1/entries?from=0&limit=1000", &list)
+	if uint64(len(list.Entries)) != list.Size || list.Size != st.Size {
+		t.Fatalf("listed %d entries, size %d, status size %d", len(list.Entries), list.Size, st.Size)
+	}
+	for i, en := range list.Entries {
+		se, err := DecodeEntry(en.Entry)
+		if err != nil || se.VerifySignature() != nil || en.Index != uint64(i) {
+			t.Fatalf("entry %d in the log is not a valid entry: %v", i, err)
+		}
+	}
+	if want := uint64(9); st.Size != want {
+		t.Fatalf("log size %d, want %d accepted entries", st.Size, want)
+	}
+}
+
+func nodeBody(pub ed25519.PublicKey) map[string]any {
+	return map[string]any{"platform_key": EncodePublicKey(pub), "class": "software",
+		"evidence": base64.StdEncoding.EncodeToString([]byte("evidence"))}
+}
+
+// testPolicy is the psi-sum example policy with alice's key replaced.
+func testPolicy(t *testing.T, alice ed25519.PublicKey) (json.RawMessage, string) {
+	t.Helper()
+	b, err := os.ReadFile("../examples/policies/psi-sum.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte("ed25519:H3oD01CzDGibCf/3tz3jTkEEt1g0scy16Xoo3RWP5bA="), []byte(EncodePublicKey(alice)), 1)
+	p, err := policy.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canon, err := Canonicalize(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return canon, p.HashHex()
+}
