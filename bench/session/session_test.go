@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,6 +195,7 @@ func timed(b *testing.B, par int, op func(context.Context) error) {
 	next := make(chan int)
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	self0, children0 := cpuTimes()
 	start := time.Now()
 	for w := 0; w < par; w++ {
 		wg.Add(1)
@@ -219,6 +221,7 @@ func timed(b *testing.B, par int, op func(context.Context) error) {
 	close(next)
 	wg.Wait()
 	el := time.Since(start)
+	self1, children1 := cpuTimes()
 	b.StopTimer()
 	if firstErr != nil {
 		b.Fatal(firstErr)
@@ -227,6 +230,20 @@ func timed(b *testing.B, par int, op func(context.Context) error) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
+	b.ReportMetric(float64((self1-self0).Microseconds())/1000/float64(b.N), "cpu-node-ms/op")
+	b.ReportMetric(float64((children1-children0).Microseconds())/1000/float64(b.N), "cpu-workers-ms/op")
+}
+
+// cpuTimes returns the CPU time (user and system) of this process, where
+// client and node run, and of its finished children, the isolate workers.
+// The machine is shared, so CPU per operation is steadier than wall time.
+func cpuTimes() (self, children time.Duration) {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	children = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return self, children
 }
 
 // BenchmarkSessionFlow: one whole session at a time (latency).
