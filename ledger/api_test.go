@@ -1,0 +1,117 @@
+package ledger
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestAPI covers the HTTP API's answers and its refusals of bad input.
+func TestAPI(t *testing.T) {
+	e := openTestEmbedded(t, t.TempDir())
+	defer e.Close()
+	c := serveAPI(t, e.Handler())
+	key := newTestKey(t)
+
+	// One entry through POST /v1/entries.
+	se := signEntry(t, key, KindNote, map[string]any{"x": "y"})
+	status, b := c.do("POST", "/v1/entries", se.Encode())
+	if status != 200 {
+		t.Fatalf("POST /v1/entries: %d %s", status, b)
+	}
+	var rc receiptJSON
+	if err := json.Unmarshal(b, &rc); err != nil || rc.Index != 0 || rc.Height < 1 || !bytes.Equal(rc.LeafHash, leafHashSlice(se.Encode())) {
+		t.Fatalf("receipt %s (%v)", b, err)
+	}
+
+	// A batch: two good, one malformed, one bad signature, in order.
+	good1, good2 := signEntry(t, key, KindNote, map[string]any{"n": 1}), signEntry(t, key, KindNote, map[string]any{"n": 2})
+	badSig := signEntry(t, key, KindNote, map[string]any{"n": 3})
+	badSig.Signature[0] ^= 1
+	body := `{"entries":[` + string(good1.Encode()) + `,{"entry":{}},` + string(badSig.Encode()) + `,` + string(good2.Encode()) + `]}`
+	status, b = c.do("POST", "/v1/entries/batch", []byte(body))
+	if status != 200 {
+		t.Fatalf("batch: %d %s", status, b)
+	}
+	var br struct {
+		Results []map[string]any `json:"results"`
+	}
+	if err := json.Unmarshal(b, &br); err != nil || len(br.Results) != 4 {
+		t.Fatalf("batch results %s", b)
+	}
+	if br.Results[0]["index"] != 1.0 || br.Results[1]["code"] != CodeMalformed || br.Results[2]["code"] != CodeBadSignature || br.Results[3]["index"] != 2.0 {
+		t.Fatalf("batch results %s", b)
+	}
+	// wait=false: admitted, pending.
+	g3 := signEntry(t, key, KindNote, map[string]any{"n": 4})
+	status, b = c.do("POST", "/v1/entries/batch?wait=false", []byte(`{"entries":[`+string(g3.Encode())+`]}`))
+	if status != 200 || !strings.Contains(string(b), `"pending":true`) {
+		t.Fatalf("batch wait=false: %d %s", status, b)
+	}
+	cp := c.verifiedCheckpoint(4)
+
+	// Reads.
+	var en entryJSON
+	c.getJSON("/v1/entries/1", &en)
+	if !bytes.Equal(en.Entry, good1.Encode()) || en.Index != 1 {
+		t.Fatalf("entry 1 = %+v", en)
+	}
+	var st statusJSON
+	c.getJSON("/v1/status", &st)
+	if st.Size != 4 || st.Height < 1 || st.CheckpointSize == nil || st.ChainID != e.ChainID() || len(st.Root) != 32 {
+		t.Fatalf("status %+v", st)
+	}
+	status, b = c.do("GET", "/v1/checkpoint", nil)
+	if status != 200 || !strings.HasPrefix(string(b), Origin(e.ChainID())+"\n") {
+		t.Fatalf("checkpoint: %d %s", status, b)
+	}
+	var incl map[string]any
+	c.getJSON("/v1/proof/inclusion?index=2", &incl) // size defaults to the checkpoint
+	if incl["size"] != float64(cp.Size) {
+		t.Fatalf("inclusion without size: %v", incl)
+	}
+	var cons map[string]any
+	c.getJSON("/v1/proof/consistency?from=4&to=4", &cons)
+	if h, ok := cons["hashes"].([]any); !ok || len(h) != 0 {
+		t.Fatalf("consistency from=to: %v", cons)
+	}
+
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{"GET", "/v1/entries/99", "", 404, CodeNotFound},
+		{"GET", "/v1/entries/-1", "", 400, CodeMalformed},
+		{"GET", "/v1/entries/01", "", 400, CodeMalformed},
+		{"GET", "/v1/entries/abc", "", 400, CodeMalformed},
+		{"GET", "/v1/entries?limit=1001", "", 400, CodeMalformed},
+		{"GET", "/v1/entries?limit=0", "", 400, CodeMalformed},
+		{"GET", "/v1/entries?from=x", "", 400, CodeMalformed},
+		{"GET", "/v1/entries?from=1&from=2", "", 400, CodeMalformed},
+		{"GET", "/v1/checkpoint?size=999", "", 404, CodeNotCheckpointed},
+		{"GET", "/v1/checkpoint?size=z", "", 400, CodeMalformed},
+		{"GET", "/v1/proof/inclusion", "", 400, CodeMalformed},
+		{"GET", "/v1/proof/inclusion?index=4&size=4", "", 400, CodeMalformed},
+		{"GET", "/v1/proof/inclusion?index=1&size=5", "", 404, CodeNotFound},
+		{"GET", "/v1/proof/inclusion?index=9", "", 404, CodeNotCheckpointed},
+		{"GET", "/v1/proof/consistency?from=0&to=2", "", 400, CodeMalformed},
+		{"GET", "/v1/proof/consistency?from=3&to=2", "", 400, CodeMalformed},
+		{"GET", "/v1/proof/consistency?from=1&to=9", "", 404, CodeNotFound},
+		{"GET", "/v1/proof/consistency?to=2", "", 400, CodeMalformed},
+		{"POST", "/v1/entries", "not json", 400, CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":[]}`, 400, CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":[{}],"more":1}`, 400, CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":[{}]} x`, 400, CodeMalformed},
+		{"POST", "/v1/entries/batch?wait=maybe", `{"entries":[{}]}`, 400, CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":[` + strings.Repeat(`{},`, maxBatchItems) + `{}]}`, 400, CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":["` + strings.Repeat("x", maxBatchBytes) + `"]}`, 413, CodeTooLarge},
+		{"DELETE", "/v1/entries/1", "", 404, CodeNotFound},
+		{"GET", "/v2/anything", "", 404, CodeNotFound},
+	} {
+		status, b := c.do(tc.method, tc.path, []byte(tc.body))
+		t.Run(fmt.Sprintf("%s %.60s", tc.method, tc.path), func(t *testing.T) { wantError(t, status, b, tc.status, tc.code) })
+	}
+}

@@ -1,0 +1,81 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"testing"
+	"time"
+)
+
+// FuzzBatchBody feeds the HTTP batch parser arbitrary bodies: it must not
+// panic, must keep each element's bytes exactly as sent, and every element
+// it passes on is judged by DecodeEntry alone.
+func FuzzBatchBody(f *testing.F) {
+	k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+	se, _ := NewEntryWithNonce(k, KindNote, map[string]any{"a": 1}, 9, time.Unix(1700000000, 0))
+	tx := se.Encode()
+	f.Add([]byte(`{"entries":[` + string(tx) + `]}`))
+	f.Add([]byte(`{"entries":[` + string(tx) + `,` + string(tx) + `]}`))
+	f.Add([]byte(`{"entries":[ ` + string(tx) + ` , {"x":1}]}`))
+	f.Add([]byte(`{"entries":[]}`))
+	f.Add([]byte(`{"entries":null,"extra":1}`))
+	f.Add([]byte(`{"entries":[1,"s",null]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		items, err := parseBatch(body)
+		if err != nil {
+			return
+		}
+		if len(items) == 0 || len(items) > maxBatchItems {
+			t.Fatalf("parseBatch returned %d items", len(items))
+		}
+		for _, it := range items {
+			if !bytes.Contains(body, it) {
+				t.Fatalf("item %q is not a substring of the body", it)
+			}
+			if e, err := DecodeEntry(it); err == nil && !bytes.Equal(e.Encode(), it) {
+				t.Fatal("accepted entry does not re-encode to its bytes")
+			}
+		}
+	})
+}
+
+// FuzzCheckpointTx feeds the block's checkpoint transaction parser
+// arbitrary bytes against a fixed validator set: it must not panic, and
+// whatever it accepts must be a note that VerifyCheckpoint (the client's
+// check) accepts too, for exactly the expected checkpoint.
+func FuzzCheckpointTx(f *testing.F) {
+	keys := make([]ed25519.PrivateKey, 4)
+	vks := make([]validatorKey, 4)
+	for i := range keys {
+		keys[i] = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i + 1)}, 32))
+		vks[i] = validatorKey{pub: keys[i].Public().(ed25519.PublicKey), power: int64(i + 1)}
+	}
+	vs, err := newValidatorSet("fuzz", vks)
+	if err != nil {
+		f.Fatal(err)
+	}
+	want := Checkpoint{Origin: vs.origin, Size: 3, Root: sha256.Sum256([]byte("r"))}
+	sigs := map[string][]byte{}
+	for _, k := range keys {
+		sigs[string(validatorAddress(k.Public().(ed25519.PublicKey)))] = ed25519.Sign(k, []byte(want.Text()))
+	}
+	signed, err := vs.assembleCheckpoint(want, sigs)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(encodeCheckpointTx(signed))
+	f.Add(signed)
+	f.Add(append([]byte{0}, want.Text()...))
+	f.Add([]byte{0})
+	f.Fuzz(func(t *testing.T, tx []byte) {
+		note, err := vs.parseCheckpointTx(tx, want)
+		if err != nil {
+			return
+		}
+		c, err := VerifyCheckpoint(note, vs.origin, vs.infos())
+		if err != nil || c != want {
+			t.Fatalf("block check accepted a note the client check refuses: %+v %v", c, err)
+		}
+	})
+}
