@@ -145,7 +145,7 @@ type keyedSigner struct {
 }
 
 func (s presignedSigner) withKey(k ed25519.PrivateKey) note.Signer { return keyedSigner{s, k} }
-func (s keyedSigner) Sign(msg []byte) ([]byte, error)             { return ed25519.Sign(s.k, msg), nil }
+func (s keyedSigner) Sign(msg []byte) ([]byte, error)              { return ed25519.Sign(s.k, msg), nil }
 
 func TestParseCheckpoint(t *testing.T) {
 	good := "cloister.ledger/x\n7\n" + strings.Repeat("A", 43) + "=\n"
