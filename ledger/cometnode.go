@@ -295,7 +295,7 @@ func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *sl
 		return nil, err
 	}
 	n, err := node.NewNode(ctx, c, pv, nk, clientCreator{a},
-		node.DefaultGenesisDocProviderFunc(c), guardedDBProvider,
+		node.DefaultGenesisDocProviderFunc(c), guardedDBProvider(logger),
 		node.DefaultMetricsProvider(c.Instrumentation), newCometLogger(logger, verbose))
 	if err != nil {
 		st.close()

@@ -1,8 +1,11 @@
 package ledger
 
 import (
+	"fmt"
+	"log/slog"
 	"sync"
 
+	"github.com/cockroachdb/pebble"
 	dbm "github.com/cometbft/cometbft-db"
 	cfg "github.com/cometbft/cometbft/config"
 )
@@ -20,12 +23,38 @@ type guardedDB struct {
 	closed bool
 }
 
-func guardedDBProvider(ctx *cfg.DBContext) (dbm.DB, error) {
-	db, err := cfg.DefaultDBProvider(ctx)
-	if err != nil {
-		return nil, err
+// guardedDBProvider opens CometBFT's pebble databases with their log
+// lines (WAL recovery notes and the like) sent to the ledger's logger
+// instead of the process-wide standard logger.
+func guardedDBProvider(logger *slog.Logger) cfg.DBProvider {
+	return func(ctx *cfg.DBContext) (dbm.DB, error) {
+		var db dbm.DB
+		var err error
+		if ctx.Config.DBBackend == string(dbm.PebbleDBBackend) {
+			opts := &pebble.Options{Logger: pebbleLogger{logger.With("component", "pebble", "db", ctx.ID)}}
+			db, err = dbm.NewPebbleDBWithOpts(ctx.ID, ctx.Config.DBDir(), opts)
+		} else {
+			db, err = cfg.DefaultDBProvider(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &guardedDB{DB: db}, nil
 	}
-	return &guardedDB{DB: db}, nil
+}
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(string, ...any) {}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+}
+
+// Fatalf must not return (pebble's contract).
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg)
+	panic("pebble: " + msg)
 }
 
 func (g *guardedDB) Get(key []byte) ([]byte, error) {
