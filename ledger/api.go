@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -253,17 +254,52 @@ func queryIndex(r *http.Request, name string) (n uint64, ok bool, err error) {
 	return n, err == nil, err
 }
 
-func (ln *ledgerNode) read(w http.ResponseWriter, fn func(r reader, st committedState) error) {
+// read runs fn in one bbolt read transaction with the committed state.
+// fn's response is buffered and sent after the transaction ends: a slow
+// client must not hold a read transaction open (bbolt cannot grow its
+// file under one, and the next Commit would wait for the client).
+func (ln *ledgerNode) read(w http.ResponseWriter, fn func(w http.ResponseWriter, r reader, st committedState) error) {
+	var buf bufferedResponse
 	err := ln.store.view(func(r reader) error {
 		st, err := r.state()
 		if err != nil {
 			return err
 		}
-		return fn(r, st)
+		return fn(&buf, r, st)
 	})
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "reading the ledger: %v", err)
+		return
 	}
+	for k, v := range buf.h {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(cmp.Or(buf.status, http.StatusOK))
+	w.Write(buf.body.Bytes())
+}
+
+type bufferedResponse struct {
+	h      http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header {
+	if b.h == nil {
+		b.h = http.Header{}
+	}
+	return b.h
+}
+
+func (b *bufferedResponse) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	return b.body.Write(p)
 }
 
 func (ln *ledgerNode) handleEntry(w http.ResponseWriter, req *http.Request) {
@@ -272,7 +308,7 @@ func (ln *ledgerNode) handleEntry(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
 		return
 	}
-	ln.read(w, func(r reader, st committedState) error {
+	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		h, tx, ok := r.entry(i)
 		if !ok || i >= st.Size {
 			writeError(w, http.StatusNotFound, CodeNotFound, "entry %d does not exist; the log has %d entries", i, st.Size)
@@ -301,7 +337,7 @@ func (ln *ledgerNode) handleEntries(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeMalformed, "limit=%d: want 1 to %d", limit, maxListLimit)
 		return
 	}
-	ln.read(w, func(r reader, st committedState) error {
+	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		out := struct {
 			Size    uint64      `json:"size"`
 			Entries []entryJSON `json:"entries"`
@@ -324,7 +360,7 @@ func (ln *ledgerNode) handleCheckpoint(w http.ResponseWriter, req *http.Request)
 		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
 		return
 	}
-	ln.read(w, func(r reader, st committedState) error {
+	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		if !bySize {
 			if !st.HasCheckpoint {
 				writeError(w, http.StatusNotFound, CodeNotCheckpointed, "no cosigned checkpoint yet; the first comes two blocks after the chain starts")
@@ -364,7 +400,7 @@ func (ln *ledgerNode) handleInclusion(w http.ResponseWriter, req *http.Request) 
 		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
 		return
 	}
-	ln.read(w, func(r reader, st committedState) error {
+	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		if !hasSize {
 			// Default: the latest checkpoint, the tree a client can verify.
 			if !st.HasCheckpoint || index >= st.CheckpointSize {
@@ -422,7 +458,7 @@ func (ln *ledgerNode) handleConsistency(w http.ResponseWriter, req *http.Request
 		writeError(w, http.StatusBadRequest, CodeMalformed, "from=%d to=%d: want 1 <= from <= to (every log extends the empty one)", from, to)
 		return
 	}
-	ln.read(w, func(r reader, st committedState) error {
+	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		if to > st.Size {
 			writeError(w, http.StatusNotFound, CodeNotFound, "to=%d: the log has %d entries", to, st.Size)
 			return nil
@@ -453,7 +489,7 @@ func (ln *ledgerNode) handleValidators(w http.ResponseWriter, _ *http.Request) {
 
 func (ln *ledgerNode) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	_, vs := ln.app.state()
-	ln.read(w, func(r reader, st committedState) error {
+	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		s := statusJSON{Height: st.Height, Size: st.Size, Root: st.Root[:]}
 		if vs != nil {
 			s.ChainID = vs.chainID

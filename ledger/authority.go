@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -304,15 +306,8 @@ type body struct {
 }
 
 func (b *body) only(names ...string) *RejectedError {
-	for k := range b.fields {
-		found := false
-		for _, n := range names {
-			if k == n {
-				found = true
-				break
-			}
-		}
-		if !found {
+	for _, k := range slices.Sorted(maps.Keys(b.fields)) {
+		if !slices.Contains(names, k) {
 			return reject(CodeMalformed, "%s body: unknown field %.40q (allowed: %s)", b.kind, k, strings.Join(names, ", "))
 		}
 	}
