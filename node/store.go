@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -182,28 +183,51 @@ func frameAAD(id string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte("cloister/v1/session-log\x00"+id+"\x00"), seq)
 }
 
-// sealFrame seals rec as frame number seq.
-func (s *store) sealFrame(rec *record, seq uint64) ([]byte, error) {
-	plain, err := json.Marshal(rec)
-	if err != nil {
+// sealFrame seals rec as frame number seq into buf (reset first) and
+// returns the frame, which aliases buf.
+func (s *store) sealFrame(buf *frameBuffers, rec *record, seq uint64) ([]byte, error) {
+	buf.plain.Reset()
+	if err := json.NewEncoder(&buf.plain).Encode(rec); err != nil {
 		return nil, fmt.Errorf("encoding session %s: %w", rec.ID, err)
 	}
-	defer clear(plain)
+	plain := buf.plain.Bytes()
 	n := s.aead.NonceSize() + len(plain) + s.aead.Overhead()
 	if n > maxFrame {
 		return nil, fmt.Errorf("session %s: state is %d bytes, at most %d", rec.ID, n, maxFrame)
 	}
-	out := make([]byte, logHeader, logHeader+n)
+	out := slices.Grow(buf.frame[:0], logHeader+n)[:logHeader]
 	copy(out, logMagic)
 	out[len(logMagic)] = logVersion
 	binary.BigEndian.PutUint64(out[len(logMagic)+1:], seq)
 	binary.BigEndian.PutUint32(out[len(logMagic)+9:], uint32(n))
-	nonce := make([]byte, s.aead.NonceSize())
+	nonce := out[logHeader : logHeader+s.aead.NonceSize()]
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	out = append(out, nonce...)
-	return s.aead.Seal(out, nonce, plain, frameAAD(rec.ID, seq)), nil
+	out = s.aead.Seal(out[:logHeader+len(nonce)], nonce, plain, frameAAD(rec.ID, seq))
+	buf.frame = out
+	return out, nil
+}
+
+// frameBuffers are reused across saves: a record with inline envelopes is
+// tens of KiB, encoded and sealed at every step. The plaintext (which
+// holds the session's keys) is zeroed before a buffer goes back.
+type frameBuffers struct {
+	plain bytes.Buffer
+	frame []byte
+}
+
+var framePool = sync.Pool{New: func() any { return new(frameBuffers) }}
+
+func getFrameBuffers() *frameBuffers { return framePool.Get().(*frameBuffers) }
+
+func putFrameBuffers(b *frameBuffers) {
+	b.plain.Reset()
+	clear(b.plain.Bytes()[:b.plain.Cap()])
+	if b.plain.Cap() > 4<<20 || cap(b.frame) > 4<<20 {
+		return // let the occasional huge record go
+	}
+	framePool.Put(b)
 }
 
 // save appends rec to its session's log. With durable (and the store
@@ -221,7 +245,9 @@ func (s *store) save(rec *record, durable bool) error {
 	if st != nil {
 		next.seq = st.seq + 1
 	}
-	frame, err := s.sealFrame(rec, next.seq)
+	buf := getFrameBuffers()
+	defer putFrameBuffers(buf)
+	frame, err := s.sealFrame(buf, rec, next.seq)
 	if err != nil {
 		return err
 	}

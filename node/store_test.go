@@ -50,7 +50,7 @@ func TestStoreTornFrameIsCutOff(t *testing.T) {
 	}
 	path := filepath.Join(dir, testID, logFile)
 	good, _ := os.ReadFile(path)
-	next, err := st.sealFrame(testRecord(stateFinished, 100), 4)
+	next, err := st.sealFrame(new(frameBuffers), testRecord(stateFinished, 100), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,11 +94,11 @@ func TestStoreFramesAreBoundToSessionAndPlace(t *testing.T) {
 	}
 	path := filepath.Join(dir, testID, logFile)
 	data, _ := os.ReadFile(path)
-	f1, _ := st.sealFrame(testRecord(stateProvisioning, 10), 1)
-	f3, _ := st.sealFrame(testRecord(stateFinished, 10), 3)
+	f1, _ := st.sealFrame(new(frameBuffers), testRecord(stateProvisioning, 10), 1)
+	f3, _ := st.sealFrame(new(frameBuffers), testRecord(stateFinished, 10), 3)
 	other := testRecord(stateFinished, 10)
 	other.ID = "ffeeddccbbaa99887766554433221100"
-	f3other, _ := st.sealFrame(other, 3)
+	f3other, _ := st.sealFrame(new(frameBuffers), other, 3)
 	for name, tail := range map[string][]byte{"replayed first frame": f1, "another session's frame": f3other} {
 		if err := os.WriteFile(path, append(bytes.Clone(data), tail...), 0o600); err != nil {
 			t.Fatal(err)
@@ -128,7 +128,7 @@ func TestStoreCompacts(t *testing.T) {
 		if err := st.save(rec, i%2 == 0); err != nil {
 			t.Fatal(err)
 		}
-		f, _ := st.sealFrame(rec, 1)
+		f, _ := st.sealFrame(new(frameBuffers), rec, 1)
 		frame = len(f)
 	}
 	fi, err := os.Stat(filepath.Join(dir, testID, logFile))
