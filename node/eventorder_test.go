@@ -64,13 +64,127 @@ func (l *committedLog) Record(ctx context.Context, kind string, body any) (uint6
 	return uint64(len(l.kinds)), nil
 }
 
-func TestEventsRecordedAfterCommit(t *testing.T) {
-	dir := t.TempDir()
-	rt, err := isolate.New(context.Background(), isolate.Options{InProcess: true})
+// internalSession drives a session through its methods, without TLS: the
+// rules and the store are what these tests look at.
+type internalSession struct {
+	t           *testing.T
+	s           *session
+	alice, dave *keys.PrivateKey
+	wasm        []byte
+	programName string
+}
+
+// newInternalNode opens a node over dir with programs run in-process,
+// without wazero's cancellation checks (which slow loops 8-12×; a stop
+// waits for a run to end instead of cutting it short).
+func newInternalNode(t *testing.T, dir string, log EventLog) *Node {
+	t.Helper()
+	rt, err := isolate.New(context.Background(), isolate.Options{InProcess: true, InProcessNoCancel: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rt.Close()
+	t.Cleanup(func() { rt.Close() })
+	n, err := New(context.Background(), Options{DataDir: dir, Runner: rt, EventLog: log, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// sumPolicyDoc is a policy for testdata/<program>: alice provides the
+// program and inputs a and b, dave reads sum.
+func sumPolicyDoc(t *testing.T, n *Node, program string, wasm []byte, alice, dave *keys.PrivateKey) []byte {
+	sum := sha256.Sum256(wasm)
+	doc, err := json.Marshal(map[string]any{
+		"version": 1, "name": "internal",
+		"principals": []any{
+			map[string]any{"id": "alice", "signing_key": alice.Public().SigningString(), "roles": []string{"program-provider", "data-provider"}},
+			map[string]any{"id": "dave", "signing_key": dave.Public().SigningString(), "sealing_key": dave.Public().SealingString(), "roles": []string{"result-reader"}},
+		},
+		"programs": []any{map[string]any{"name": program, "sha256": hex.EncodeToString(sum[:]), "provider": "alice"}},
+		"inputs":   []any{map[string]any{"name": "a", "provider": "alice"}, map[string]any{"name": "b", "provider": "alice"}},
+		"outputs":  []any{map[string]any{"name": "sum", "readers": []string{"dave"}}},
+		"isolates": []any{map[string]any{"class": "software", "platform_keys": []string{keys.FormatSigningKey(n.PlatformKey())}}},
+		"limits":   map[string]any{"memory": "16MiB", "timeout": "60s", "max_output": "4KiB"},
+		"expires":  time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+func newInternalSession(t *testing.T, n *Node, program string) *internalSession {
+	t.Helper()
+	wasm, err := os.ReadFile(filepath.Join("testdata", program))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, _ := keys.Generate()
+	dave, _ := keys.Generate()
+	s, err := n.createSession(context.Background(), sumPolicyDoc(t, n, program, wasm, alice, dave))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &internalSession{t: t, s: s, alice: alice, dave: dave, wasm: wasm, programName: program}
+}
+
+func (is *internalSession) sign(k *keys.PrivateKey, principal, op, name string, payload []byte) *cloisterv1.SignedRequest {
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	var ph [32]byte
+	if payload != nil {
+		ph = sha256.Sum256(payload)
+	}
+	ms := time.Now().UnixMilli()
+	return &cloisterv1.SignedRequest{Principal: principal, UnixMs: ms, Nonce: nonce, Signature: k.Sign(protocol.RequestMessage(is.s.id, op, name, ph, is.s.hash, ms, nonce))}
+}
+
+func (is *internalSession) upload(program bool, name string, data []byte) {
+	is.t.Helper()
+	hpub, err := seal.ParsePublicKey(is.s.core.hpkePub)
+	if err != nil {
+		is.t.Fatal(err)
+	}
+	kind, op := protocol.KindInput, protocol.OpUploadInput
+	if program {
+		kind, op = protocol.KindProgram, protocol.OpUploadProgram
+	}
+	env, err := seal.Seal(hpub, data, protocol.SealInfo(kind, is.s.id, name, ""), protocol.SealAAD(is.s.hash))
+	if err != nil {
+		is.t.Fatal(err)
+	}
+	if _, err := is.s.upload(context.Background(), program, &cloisterv1.UploadRequest{SessionId: is.s.id, Name: name, Envelope: env, Auth: is.sign(is.alice, "alice", op, name, env)}); err != nil {
+		is.t.Fatalf("upload %s: %v", name, err)
+	}
+}
+
+func (is *internalSession) provision() {
+	is.upload(true, is.programName, is.wasm)
+	is.upload(false, "a", []byte("hello"))
+	is.upload(false, "b", []byte("world"))
+}
+
+func (is *internalSession) wait() {
+	is.t.Helper()
+	select {
+	case <-is.s.done:
+	case <-time.After(2 * time.Minute):
+		is.t.Fatal("run did not end")
+	}
+}
+
+func (is *internalSession) result() ([]byte, error) {
+	resp, err := is.s.result(context.Background(), &cloisterv1.GetResultRequest{SessionId: is.s.id, Output: "sum", Auth: is.sign(is.dave, "dave", protocol.OpGetResult, "sum", nil)})
+	if err != nil {
+		return nil, err
+	}
+	return is.dave.Open(resp.Envelope, protocol.SealInfo(protocol.KindOutput, is.s.id, "sum", "dave"), protocol.SealAAD(is.s.hash))
+}
+
+func TestEventsRecordedAfterCommit(t *testing.T) {
+	dir := t.TempDir()
 	pk, _, err := keys.LoadOrCreate(filepath.Join(dir, PlatformKeyFile))
 	if err != nil {
 		t.Fatal(err)
@@ -82,85 +196,68 @@ func TestEventsRecordedAfterCommit(t *testing.T) {
 	}
 	defer reader.close()
 	log := &committedLog{t: t, dir: dir, st: reader}
-	n, err := New(context.Background(), Options{DataDir: dir, Runner: rt, EventLog: log, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-
-	wasm, err := os.ReadFile(filepath.Join("testdata", "sum.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice, _ := keys.Generate()
-	dave, _ := keys.Generate()
-	sum := sha256.Sum256(wasm)
-	doc, _ := json.Marshal(map[string]any{
-		"version": 1, "name": "order",
-		"principals": []any{
-			map[string]any{"id": "alice", "signing_key": alice.Public().SigningString(), "roles": []string{"program-provider", "data-provider"}},
-			map[string]any{"id": "dave", "signing_key": dave.Public().SigningString(), "sealing_key": dave.Public().SealingString(), "roles": []string{"result-reader"}},
-		},
-		"programs": []any{map[string]any{"name": "sum.wasm", "sha256": hex.EncodeToString(sum[:]), "provider": "alice"}},
-		"inputs":   []any{map[string]any{"name": "a", "provider": "alice"}, map[string]any{"name": "b", "provider": "alice"}},
-		"outputs":  []any{map[string]any{"name": "sum", "readers": []string{"dave"}}},
-		"isolates": []any{map[string]any{"class": "software", "platform_keys": []string{keys.FormatSigningKey(n.PlatformKey())}}},
-		"limits":   map[string]any{"memory": "16MiB", "timeout": "60s", "max_output": "4KiB"},
-		"expires":  time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
-	})
-	ctx := context.Background()
-	s, err := n.createSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sign := func(k *keys.PrivateKey, principal, op, name string, payload []byte) *cloisterv1.SignedRequest {
-		nonce := make([]byte, 16)
-		rand.Read(nonce)
-		var ph [32]byte
-		if payload != nil {
-			ph = sha256.Sum256(payload)
-		}
-		ms := time.Now().UnixMilli()
-		return &cloisterv1.SignedRequest{Principal: principal, UnixMs: ms, Nonce: nonce, Signature: k.Sign(protocol.RequestMessage(s.id, op, name, ph, s.hash, ms, nonce))}
-	}
-	hpub, err := seal.ParsePublicKey(s.core.hpkePub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	upload := func(program bool, name string, data []byte) {
-		kind, op := protocol.KindInput, protocol.OpUploadInput
-		if program {
-			kind, op = protocol.KindProgram, protocol.OpUploadProgram
-		}
-		env, err := seal.Seal(hpub, data, protocol.SealInfo(kind, s.id, name, ""), protocol.SealAAD(s.hash))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.upload(ctx, program, &cloisterv1.UploadRequest{SessionId: s.id, Name: name, Envelope: env, Auth: sign(alice, "alice", op, name, env)}); err != nil {
-			t.Fatalf("upload %s: %v", name, err)
-		}
-	}
-	upload(true, "sum.wasm", wasm)
-	upload(false, "a", []byte("hello"))
-	upload(false, "b", []byte("world"))
-	select {
-	case <-s.done:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("run did not end")
-	}
-	resp, err := s.result(ctx, &cloisterv1.GetResultRequest{SessionId: s.id, Output: "sum", Auth: sign(dave, "dave", protocol.OpGetResult, "sum", nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := dave.Open(resp.Envelope, protocol.SealInfo(protocol.KindOutput, s.id, "sum", "dave"), protocol.SealAAD(s.hash))
-	if err != nil || string(got) != "1084\n" {
+	n := newInternalNode(t, dir, log)
+	is := newInternalSession(t, n, "sum.wasm")
+	is.provision()
+	is.wait()
+	if got, err := is.result(); err != nil || string(got) != "1084\n" {
 		t.Fatalf("result %q, %v", got, err)
 	}
-	if _, err := s.close(ctx, &cloisterv1.CloseSessionRequest{SessionId: s.id, Auth: sign(dave, "dave", protocol.OpClose, "", nil)}); err != nil {
+	if _, err := is.s.close(context.Background(), &cloisterv1.CloseSessionRequest{SessionId: is.s.id, Auth: is.sign(is.dave, "dave", protocol.OpClose, "", nil)}); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{EventSessionCreated, EventProgramUploaded, EventInputUploaded, EventInputUploaded, EventRunFinished, EventResultFetched, EventSessionClosed}
 	if fmt.Sprint(log.kinds) != fmt.Sprint(want) {
 		t.Fatalf("events %v, want %v", log.kinds, want)
+	}
+}
+
+// A result whose run ended but could not be stored is never served: the
+// session reports why, and the next start runs it again from the state on
+// disk, which still says running.
+func TestUnstoredResultIsNotServed(t *testing.T) {
+	dir := t.TempDir()
+	n := newInternalNode(t, dir, nil)
+	is := newInternalSession(t, n, "spin.wasm")
+	is.provision()
+	// While it runs, make the log impossible to append to (a directory in
+	// its place: refused even to root).
+	logPath := filepath.Join(dir, "sessions", is.s.id, logFile)
+	if err := os.Rename(logPath, logPath+".saved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(logPath, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	is.wait()
+	st := is.s.status()
+	if st.State != cloisterv1.SessionState_SESSION_STATE_FAILED || !strings.Contains(st.Reason, "could not be stored") {
+		t.Fatalf("state %v (%s), want failed because the outcome was not stored", st.State, st.Reason)
+	}
+	if _, err := is.result(); err == nil {
+		t.Fatal("served a result that is not on disk")
+	}
+	n.Close()
+	os.Remove(logPath)
+	if err := os.Rename(logPath+".saved", logPath); err != nil {
+		t.Fatal(err)
+	}
+	n2 := newInternalNode(t, dir, nil)
+	s2 := n2.session(is.s.id)
+	if s2 == nil {
+		t.Fatal("session not restored")
+	}
+	is.s = s2
+	is.wait()
+	got, err := is.result()
+	if err != nil {
+		t.Fatalf("after the restart: %v (%s)", err, s2.status().Reason)
+	}
+	var x uint32
+	for i := uint32(0); i < 1000000000; i++ {
+		x += i
+	}
+	if want := fmt.Sprintf("%d\n", x); string(got) != want {
+		t.Fatalf("sum = %q, want %q", got, want)
 	}
 }

@@ -341,7 +341,17 @@ func (s *session) execute(ctx context.Context) {
 	}
 	s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventRunFinished, Time: now})
 	if err := s.n.store.save(s.rec, true); err != nil {
+		// A result is served only once it is on disk: served first, it
+		// could be replaced after a crash by another run's (the state on
+		// disk still says running, so the next start runs it again).
 		s.n.log.Error("saving finished session", "session", s.id, "err", err)
+		s.rec.Events = s.rec.Events[:len(s.rec.Events)-1]
+		s.rec.State = stateFailed
+		s.rec.Reason = fmt.Sprintf("the run ended but its outcome could not be stored (%v); it runs again at the node's next start", err)
+		s.rec.Outputs = map[string]*outputRecord{}
+		s.n.metrics.inc(fmt.Sprintf("cloister_runs_total{state=%q}", "unstored"))
+		s.markDone()
+		return
 	}
 	s.recordCommitted(ctx, len(s.rec.Events)-1, map[string]any{
 		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "state": s.rec.State, "reason": s.rec.Reason,
