@@ -47,9 +47,7 @@ func returnsWithin(t *testing.T, d time.Duration, what string, f func()) {
 // TestStuckWorkerDoesNotHangRun: a worker that gives no result and cannot
 // be reaped makes Run fail, within a bound, with an error that says so.
 func TestStuckWorkerDoesNotHangRun(t *testing.T) {
-	defer func(d time.Duration) { workerExitWait = d }(workerExitWait)
-	workerExitWait = 300 * time.Millisecond
-	j := &jailer{nsMiss: map[string]string{}}
+	j := &jailer{nsMiss: map[string]string{}, exitWait: 300 * time.Millisecond, writeTimeout: 300 * time.Millisecond}
 	w := stuckWorker(t)
 	jb, rep, err := resolve(&Config{Module: append(wasmEmpty, make([]byte, 1<<20)...)})
 	if err != nil || rep != nil {
@@ -108,17 +106,15 @@ func TestCloseIsPrompt(t *testing.T) {
 // TestCloseWithStuckWorker: a pooled worker that cannot be reaped does not
 // hang Close, which says what it left behind.
 func TestCloseWithStuckWorker(t *testing.T) {
-	defer func(d time.Duration) { workerExitWait = d }(workerExitWait)
-	workerExitWait = 300 * time.Millisecond
 	j, err := newJailer(context.Background(), "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	j.exitWait = 300 * time.Millisecond
 	j.cg = nil // nothing real to remove
-	j.pool = make(chan *worker, 1)
 	w := stuckWorker(t)
 	j.track(w)
-	j.pool <- w
+	j.pool = append(j.pool, w)
 	var closeErr error
 	returnsWithin(t, 10*time.Second, "Close with a worker that cannot be reaped", func() { closeErr = j.close() })
 	if closeErr == nil || !strings.Contains(closeErr.Error(), "not reaped") {

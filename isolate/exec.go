@@ -35,7 +35,10 @@ const DeterministicTick = time.Millisecond
 // job is a Config resolved for execution: defaults applied, inputs as bytes.
 // It is what the parent sends to the worker.
 type job struct {
+	// Module is nil when the worker already holds it (preloaded) and
+	// ModuleSHA256 names it.
 	Module         []byte
+	ModuleSHA256   [32]byte // computed once, by the parent
 	Name           string
 	Args           []string
 	Env            []string
@@ -62,7 +65,34 @@ type executor struct {
 	// prepared is a runtime made ahead of the job (a warm worker does this
 	// while it waits), without cancellation checks. Used once.
 	prepared wazero.Runtime
+	// preloaded is a module compiled in prepared ahead of the job (a warm
+	// worker told which module the next job is likely to run).
+	preloaded *preloadedModule
 }
+
+// preloadedModule is a module a warm worker compiled (in practice: loaded
+// from the compilation cache) while waiting for its job.
+type preloadedModule struct {
+	sum      [32]byte
+	module   []byte
+	compiled wazero.CompiledModule // nil if it does not compile: the job reports why
+}
+
+// preload compiles module in the prepared runtime ahead of the job.
+func (e *executor) preload(ctx context.Context, module []byte) {
+	if e.prepared == nil {
+		return
+	}
+	cm, err := compileGuarded(ctx, e.prepared, module)
+	if err != nil {
+		cm = nil
+	}
+	e.preloaded = &preloadedModule{sum: sha256.Sum256(module), module: module, compiled: cm}
+}
+
+// errNotPreloaded: the parent sent a job without its module to a worker that
+// does not hold that module. The parent's pool never does.
+var errNotPreloaded = errors.New("isolate: the job names a module this worker has not preloaded")
 
 // newRuntime makes a wazero runtime with WASI preview 1. DWARF parsing is
 // off: it costs milliseconds per load and only adds source lines to trap
@@ -149,9 +179,24 @@ func invalid(rep *Report, format string, args ...any) *Result {
 // error for problems of the guest: those are outcomes in the report.
 func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Result, error) {
 	start := time.Now()
-	sum := sha256.Sum256(j.Module)
+	pre := e.preloaded
+	e.preloaded = nil
+	if pre != nil && (pre.sum != j.ModuleSHA256 || j.Cancel) {
+		// Not this job's module (or not this runtime's): drop it before
+		// any guest code runs.
+		if pre.compiled != nil {
+			pre.compiled.Close(ctx)
+		}
+		pre = nil
+	}
+	if j.Module == nil {
+		if pre == nil {
+			return nil, errNotPreloaded
+		}
+		j.Module = pre.module
+	}
 	rep := Report{
-		ProgramSHA256: hex.EncodeToString(sum[:]),
+		ProgramSHA256: hex.EncodeToString(j.ModuleSHA256[:]),
 		Deterministic: j.Deterministic,
 		Outputs:       []OutputInfo{},
 		Protections:   []string{},
@@ -178,9 +223,14 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	}
 	defer rt.Close(context.Background())
 
-	compiled, err := compileGuarded(ctx, rt, j.Module)
-	if err != nil {
-		return finish(invalid(&rep, "invalid module: %v", err)), nil
+	var compiled wazero.CompiledModule
+	if pre != nil && pre.compiled != nil {
+		compiled = pre.compiled
+	} else {
+		var err error
+		if compiled, err = compileGuarded(ctx, rt, j.Module); err != nil {
+			return finish(invalid(&rep, "invalid module: %v", err)), nil
+		}
 	}
 	if f, ok := compiled.ExportedFunctions()["_start"]; !ok {
 		return finish(invalid(&rep, "the module exports no _start function (not a WASI command)")), nil

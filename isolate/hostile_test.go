@@ -359,10 +359,10 @@ func TestWarmPool(t *testing.T) {
 	}
 	// The pool refills itself to its size.
 	deadline := time.Now().Add(20 * time.Second)
-	for len(r.jail.pool) < 2 && time.Now().Before(deadline) {
+	for r.jail.pooled() < 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := len(r.jail.pool); n != 2 {
+	if n := r.jail.pooled(); n != 2 {
 		t.Errorf("pool holds %d workers, want 2", n)
 	}
 	// A timeout from the pool kills that worker only.

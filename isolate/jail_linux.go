@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -51,16 +52,24 @@ type jailer struct {
 	mu      sync.Mutex
 	nsFlags uintptr           // namespaces that worked last time
 	nsMiss  map[string]string // namespaces given up, and why
-	pool    chan *worker      // never closed; refill sends under mu
 	warm    int
 	closed  bool
 	wg      sync.WaitGroup // pool refills
+	// The warm pool: see pool_linux.go.
+	pool    []*worker   // idle workers, ready or starting
+	blanks  int         // pooled or starting workers that hold no module
+	hint    *moduleHint // the module the last job ran
+	lastSum [32]byte    // that module's hash, once a job ran
+	hasLast bool
 	// live holds every started worker until it is reaped and released,
 	// so that Close can kill them all (idle, starting, or running a job)
 	// and know when they are gone; emptied is closed when live empties
 	// after Close.
 	live    map[*worker]struct{}
 	emptied chan struct{}
+
+	exitWait     time.Duration // workerExitWait, shorter in tests
+	writeTimeout time.Duration // jobWriteTimeout, shorter in tests
 }
 
 // closeWait bounds how long Close waits for killed workers to be reaped.
@@ -83,53 +92,23 @@ type worker struct {
 	readyErr error
 	ready    chan struct{} // closed when the ready message was read (or failed)
 	started  time.Time
+	// preload, when set, is the module sent to this warm worker ahead
+	// of its job; preloadSent delivers the result of that write.
+	preload     *moduleHint
+	preloadSent chan error
 }
 
 func newJailer(ctx context.Context, cacheDir string, warm int) (*jailer, error) {
-	j := &jailer{cacheDir: cacheDir, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{}}
+	j := &jailer{cacheDir: cacheDir, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{},
+		exitWait: workerExitWait, writeTimeout: jobWriteTimeout}
 	for _, ns := range namespaces {
 		j.nsFlags |= ns.flag
 	}
 	j.cg, j.cgMiss = newCgroupManager()
-	if j.warm > 0 {
-		j.pool = make(chan *worker, j.warm)
-		for i := 0; i < j.warm; i++ {
-			j.refill()
-		}
+	for i := 0; i < j.warm; i++ {
+		j.refill(false)
 	}
 	return j, nil
-}
-
-// refill starts one worker for the pool in the background.
-func (j *jailer) refill() {
-	j.mu.Lock()
-	if j.closed {
-		j.mu.Unlock()
-		return
-	}
-	j.wg.Add(1)
-	j.mu.Unlock()
-	go func() {
-		defer j.wg.Done()
-		w, err := j.spawn()
-		if err != nil {
-			// The next run starts a worker itself and reports the error.
-			return
-		}
-		// Under mu, so that Close either sees this worker in the pool
-		// or this goroutine sees Close.
-		j.mu.Lock()
-		if !j.closed {
-			select {
-			case j.pool <- w:
-				j.mu.Unlock()
-				return
-			default: // cannot happen: at most warm workers are pooled or on their way
-			}
-		}
-		j.mu.Unlock()
-		j.reap(w)
-	}()
 }
 
 // track records a started worker; a worker started after Close is killed
@@ -173,16 +152,8 @@ func (j *jailer) close() error {
 		return nil
 	}
 	j.closed = true
-	var idle []*worker
-drain:
-	for j.pool != nil {
-		select {
-		case w := <-j.pool:
-			idle = append(idle, w)
-		default:
-			break drain
-		}
-	}
+	idle := j.pool
+	j.pool = nil
 	live := make([]*worker, 0, len(j.live))
 	for w := range j.live {
 		live = append(live, w)
@@ -231,7 +202,10 @@ drain:
 // refuses the namespaces (no privilege, user namespaces disabled), it tries
 // again without the user namespace, then without any, and remembers what it
 // had to give up so that every report says so.
-func (j *jailer) spawn() (*worker, error) {
+//
+// A preload (warm workers only) is written to the worker in the background;
+// runOn sends the job after it.
+func (j *jailer) spawn(preload *moduleHint) (*worker, error) {
 	j.mu.Lock()
 	flags := j.nsFlags
 	j.mu.Unlock()
@@ -242,6 +216,11 @@ func (j *jailer) spawn() (*worker, error) {
 			if !j.track(w) {
 				j.reap(w)
 				return nil, ErrClosed
+			}
+			if preload != nil {
+				w.preload = preload
+				w.preloadSent = make(chan error, 1)
+				go func() { w.preloadSent <- writeFrame(w.jobW, workerInput{Preload: preload.module}) }()
 			}
 			return w, nil
 		}
@@ -310,6 +289,10 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		// The Go runtime must not read cgroup files behind the worker's
 		// back (they are gone after pivot_root, and open is forbidden).
 		"GODEBUG=updatemaxprocs=0,containermaxprocs=0",
+		// One job on one thread (its cgroup gets one CPU): fewer
+		// threads make the all-thread uid switch and seccomp TSYNC
+		// of the lock-down cheaper, on large machines most of all.
+		"GOMAXPROCS=1",
 	}
 	if j.cacheDir != "" {
 		cmd.Env = append(cmd.Env, workerCacheEnv+"="+j.cacheDir)
@@ -428,6 +411,9 @@ func (w *worker) kill() {
 		return
 	default:
 	}
+	// A pending write to the worker ends now rather than when the
+	// kernel gets round to the process.
+	_ = w.jobW.SetWriteDeadline(time.Now())
 	if w.cg != nil {
 		w.cg.kill()
 	}
@@ -449,9 +435,14 @@ func (w *worker) cleanup() {
 }
 
 // workerExitWait bounds the wait for a worker to be reaped once it has been
-// sent SIGKILL. The kernel normally takes milliseconds; a process stuck in
-// the kernel is left to a background goroutine, and the caller is told.
-var workerExitWait = 5 * time.Second
+// sent SIGKILL (jailer.exitWait). The kernel normally takes milliseconds; a
+// process stuck in the kernel is left to a background goroutine, and the
+// caller is told.
+const workerExitWait = 5 * time.Second
+
+// jobWriteTimeout bounds writing a job to a worker, which reads it at once
+// (jailer.writeTimeout).
+const jobWriteTimeout = 30 * time.Second
 
 // stderrWait bounds the wait for the rest of a dead worker's stderr.
 const stderrWait = 2 * time.Second
@@ -474,34 +465,17 @@ func (w *worker) exited(d time.Duration) bool {
 }
 
 // errNotReaped says a killed worker could not be reaped within
-// workerExitWait.
-func (w *worker) errNotReaped() error {
+// d.
+func (w *worker) errNotReaped(d time.Duration) error {
 	pid := 0
 	if w.cmd.Process != nil {
 		pid = w.cmd.Process.Pid
 	}
-	return fmt.Errorf("isolate: the worker (pid %d) did not exit within %v of SIGKILL; it is left to be reaped in the background", pid, workerExitWait)
-}
-
-// get returns a warm worker if one is ready, or starts one.
-func (j *jailer) get() (*worker, bool, error) {
-	if j.isClosed() {
-		return nil, false, ErrClosed
-	}
-	if j.pool != nil {
-		select {
-		case w := <-j.pool:
-			j.refill()
-			return w, true, nil
-		default:
-		}
-	}
-	w, err := j.spawn()
-	return w, false, err
+	return fmt.Errorf("isolate: the worker (pid %d) did not exit within %v of SIGKILL; it is left to be reaped in the background", pid, d)
 }
 
 func (j *jailer) run(ctx context.Context, jb *job) (*Result, error) {
-	w, warm, err := j.get()
+	w, warm, err := j.get(jb)
 	if err != nil {
 		return nil, err
 	}
@@ -509,7 +483,7 @@ func (j *jailer) run(ctx context.Context, jb *job) (*Result, error) {
 	if err != nil && warm && errors.Is(err, errWorkerGone) && !j.isClosed() {
 		// A pooled worker died while waiting (e.g. the node ran out of
 		// memory); try once more with a fresh one.
-		if w, err = j.spawn(); err != nil {
+		if w, err = j.spawn(nil); err != nil {
 			return nil, err
 		}
 		return j.runOn(ctx, w, jb)
@@ -523,7 +497,7 @@ func (j *jailer) run(ctx context.Context, jb *job) (*Result, error) {
 // kernel lets it go; reap then reports false.
 func (j *jailer) reap(w *worker) bool {
 	w.kill()
-	if w.exited(workerExitWait) {
+	if w.exited(j.exitWait) {
 		w.cleanup()
 		j.forget(w)
 		return true
@@ -575,13 +549,13 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	// The ready read ends once the worker is gone (its pipe closes).
 	select {
 	case <-w.ready:
-	case <-time.After(workerExitWait):
-		return nil, w.errNotReaped()
+	case <-time.After(j.exitWait):
+		return nil, w.errNotReaped(j.exitWait)
 	}
 	if w.readyErr != nil {
-		if !w.exited(workerExitWait) {
+		if !w.exited(j.exitWait) {
 			w.kill()
-			return nil, w.errNotReaped()
+			return nil, w.errNotReaped(j.exitWait)
 		}
 		if j.isClosed() {
 			return nil, ErrClosed
@@ -605,10 +579,28 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	stop := context.AfterFunc(ctx, func() { didCancel.Store(true); w.kill() })
 	defer stop()
 
-	// Write the job concurrently: a worker that dies early must not leave
-	// the parent blocked on a full pipe.
-	writeErr := make(chan error, 1)
-	go func() { writeErr <- writeFrame(w.jobW, jb) }()
+	// A worker holding the job's module gets the job without it.
+	send := jb
+	if w.preload != nil && w.preload.sum == jb.ModuleSHA256 {
+		c := *jb
+		c.Module = nil
+		send = &c
+	}
+	// Written here, not in another goroutine (one wake-up fewer on the
+	// run's path). A worker that dies makes the write fail (EPIPE); one
+	// that stops reading runs into the deadline, or into kill (compile
+	// timer, ctx), which ends a pending write too.
+	_ = w.jobW.SetWriteDeadline(time.Now().Add(j.writeTimeout))
+	if w.preloadSent != nil {
+		if err := <-w.preloadSent; err != nil {
+			w.kill()
+		}
+	}
+	if err := writeFrame(w.jobW, workerInput{Job: send}); err != nil {
+		// Reading the lock-down message fails next; the worker's exit
+		// status and stderr say why.
+		w.kill()
+	}
 
 	var locked lockedMsg
 	lockErr := readFrame(w.resR, maxControlFrame, &locked)
@@ -628,17 +620,11 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		// exiting by itself, then after a kill.
 		if !w.exited(2 * time.Second) {
 			w.kill()
-			if !w.exited(workerExitWait) {
-				return nil, w.errNotReaped()
+			if !w.exited(j.exitWait) {
+				return nil, w.errNotReaped(j.exitWait)
 			}
 		}
 		waitBounded(&w.stderrWG, stderrWait)
-		// The job writer fails once the worker's end of the pipe is
-		// gone; reap closes our end in case something else holds it.
-		select {
-		case <-writeErr:
-		case <-time.After(stderrWait):
-		}
 	} else {
 		// The result is in hand: the worker's exit (tearing down its
 		// namespaces takes the kernel milliseconds) is waited for in the
@@ -687,7 +673,7 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	if j.isClosed() {
 		return nil, ErrClosed
 	}
-	base := Result{Report: Report{ProgramSHA256: sha256Hex(jb.Module), Outputs: []OutputInfo{}, Deterministic: jb.Deterministic}}
+	base := Result{Report: Report{ProgramSHA256: hex.EncodeToString(jb.ModuleSHA256[:]), Outputs: []OutputInfo{}, Deterministic: jb.Deterministic}}
 	switch {
 	case didTimeout.Load():
 		base.Report.Outcome, base.Report.ExitCode = OutcomeTimeout, ExitTimeout
@@ -786,7 +772,7 @@ func validateWorkerResult(r *Result, jb *job) error {
 	}
 	r.Report.OutputLimitsHit = hit
 	setWarnings(&r.Report, jb)
-	r.Report.ProgramSHA256 = sha256Hex(jb.Module)
+	r.Report.ProgramSHA256 = hex.EncodeToString(jb.ModuleSHA256[:])
 	r.Report.Deterministic = jb.Deterministic
 	return nil
 }

@@ -11,13 +11,26 @@ import (
 // The parent and the worker exchange length-prefixed gob frames over two
 // pipes (the worker's stdin and stdout):
 //
-//	worker → parent  readyMsg   after the pre-job jail is in place
-//	parent → worker  job
-//	worker → parent  lockedMsg  after rlimits, no_new_privs and seccomp
+//	worker → parent  readyMsg     after the pre-job jail is in place
+//	parent → worker  workerInput  {Preload}: optional, to a warm worker
+//	parent → worker  workerInput  {Job}
+//	worker → parent  lockedMsg    after rlimits, no_new_privs and seccomp
 //	worker → parent  wireResult
 //
 // The parent bounds every frame it reads: the worker runs hostile code and
 // may be compromised by it, so its frames are untrusted input.
+
+// workerInput is one frame from the parent. A warm worker may first get a
+// Preload: the module its job will probably run (the one the last job on
+// the Runtime ran), which it compiles — in practice loads from the
+// compilation cache — while it waits. A Job for that module then comes
+// without the bytes (Module nil, ModuleSHA256 set). The parent sends a job
+// only to a worker that holds no module or the job's own, so a worker never
+// holds another program than the one it runs.
+type workerInput struct {
+	Preload []byte
+	Job     *job
+}
 
 // readyMsg reports the protections the worker applied to itself before
 // receiving a job.

@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -168,7 +169,8 @@ func resolve(cfg *Config) (*job, *Report, error) {
 		return nil, nil, errors.New("isolate: nil Config")
 	}
 	j := &job{
-		Module: cfg.Module, Name: cfg.Name, Args: cfg.Args, Env: cfg.Env,
+		Module: cfg.Module, ModuleSHA256: sha256.Sum256(cfg.Module),
+		Name: cfg.Name, Args: cfg.Args, Env: cfg.Env,
 		Inputs: map[string][]byte{},
 		Memory: cfg.Memory, Timeout: cfg.Timeout, MaxOutput: cfg.MaxOutput,
 		MaxOutputFiles: cfg.MaxOutputFiles, MaxStdio: cfg.MaxStdio,

@@ -2,7 +2,9 @@ package isolate
 
 import (
 	"context"
+	"encoding/gob"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -84,11 +86,35 @@ func WorkerMain() int {
 	if rt, err := exe.newRuntime(ctx, false); err == nil {
 		exe.prepared = rt
 	}
+	// gob compiles an encoder per type on first use (cached for the
+	// process): pay for the two answers now rather than on the job's path.
+	_ = gob.NewEncoder(io.Discard).Encode(lockedMsg{})
+	_ = gob.NewEncoder(io.Discard).Encode(wireResult{})
 
+	lock := &lockState{cacheMounted: cacheMounted, groupsErr: groupsErr, msg: lockedMsg{Missing: map[string]string{}}}
 	var jb job
-	if err := readFrame(in, math.MaxInt64, &jb); err != nil {
-		fmt.Fprintln(os.Stderr, "worker: reading the job:", err)
-		return workerExitSetup
+	for preloads := 0; ; {
+		var msg workerInput
+		if err := readFrame(in, math.MaxInt64, &msg); err != nil {
+			fmt.Fprintln(os.Stderr, "worker: reading the job:", err)
+			return workerExitSetup
+		}
+		if msg.Job != nil {
+			jb = *msg.Job
+			break
+		}
+		if preloads++; preloads > 1 || msg.Preload == nil {
+			fmt.Fprintln(os.Stderr, "worker: unexpected frame before the job")
+			return workerExitSetup
+		}
+		// Before the lock-down, with the cache mounted: this runs no
+		// guest code.
+		exe.preload(ctx, msg.Preload)
+		// The job will run this module (the parent sends a job only to a
+		// worker holding its module), so the cache is no longer needed:
+		// the job-independent part of the lock-down is done now, off the
+		// job's path.
+		lock.early()
 	}
 	var probes map[string]string
 	if jb.SelfTest {
@@ -98,7 +124,7 @@ func WorkerMain() int {
 	var lockErr error
 	lockdown := func() {
 		lockedDone = true
-		msg := lockDown(&jb, cacheMounted, groupsErr)
+		msg := lock.finish(&jb)
 		if jb.SelfTest {
 			for k, v := range postLockProbes() {
 				probes[k] = v
@@ -183,9 +209,15 @@ func emptyRoot(cacheDir string) (bool, error) {
 	return cached, nil
 }
 
+// setRlimits lowers each limit to v (or keeps it where it is already
+// lower): lowering needs no privilege, and the worker may have none left.
 func setRlimits(limits map[int]uint64) error {
 	var failed []string
 	for res, v := range limits {
+		var cur unix.Rlimit
+		if unix.Getrlimit(res, &cur) == nil && cur.Max < v {
+			v = cur.Max
+		}
 		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
 			failed = append(failed, fmt.Sprintf("rlimit %d: %v", res, err))
 		}
@@ -196,20 +228,47 @@ func setRlimits(limits map[int]uint64) error {
 	return nil
 }
 
-// lockDown is applied after the module is compiled and before it runs:
-// unmount the cache, make the root read-only, set the job's rlimits, drop
-// capabilities, set no_new_privs and install the seccomp filter.
-func lockDown(jb *job, cacheMounted bool, groupsErr error) lockedMsg {
-	msg := lockedMsg{Missing: map[string]string{}}
-	if cacheMounted {
+// lockState carries the lock-down, which happens in two parts: early
+// (the compilation cache is unmounted, the root made read-only, the uid
+// switched) and finish (the job's rlimits, no_new_privs, seccomp). Both run
+// after the job's module is compiled and before it runs; a warm worker
+// that preloaded the job's module does the early part while it waits.
+type lockState struct {
+	cacheMounted bool
+	groupsErr    error
+	earlyDone    bool
+	msg          lockedMsg
+}
+
+// early unmounts the cache, makes the root read-only and drops to the
+// unprivileged uid (which also ends access to the root-owned cache).
+func (l *lockState) early() {
+	if l.earlyDone {
+		return
+	}
+	l.earlyDone = true
+	if l.cacheMounted {
 		if err := unix.Unmount(cacheMount, unix.MNT_DETACH); err != nil {
-			msg.Missing["emptyroot"] = fmt.Sprintf("unmounting the compilation cache: %v", err)
+			l.msg.Missing["emptyroot"] = fmt.Sprintf("unmounting the compilation cache: %v", err)
 		}
 	}
 	if _, err := os.Stat("/"); err == nil {
 		// Best effort: the root is an empty tmpfs already.
 		_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 	}
+	if err := dropPrivileges(l.groupsErr); err != nil {
+		l.msg.Missing["nocaps"] = err.Error()
+	} else {
+		l.msg.Applied = append(l.msg.Applied, "nocaps")
+	}
+}
+
+// finish completes the lock-down for jb: the early part if not done yet,
+// then the rlimits (lowering a limit needs no privilege), no_new_privs and
+// the seccomp filter. It returns what was applied and what was not.
+func (l *lockState) finish(jb *job) lockedMsg {
+	l.early()
+	msg := l.msg
 	// CPU seconds: what compiling used so far, plus the run's wall-clock
 	// limit (a guest cannot use more CPU than wall time on one thread; the
 	// Go runtime's helper threads are covered by the extra second).
@@ -233,11 +292,6 @@ func lockDown(jb *job, cacheMounted bool, groupsErr error) lockedMsg {
 		msg.Missing["rlimit"] = err.Error()
 	} else {
 		msg.Applied = append(msg.Applied, "rlimit")
-	}
-	if err := dropPrivileges(groupsErr); err != nil {
-		msg.Missing["nocaps"] = err.Error()
-	} else {
-		msg.Applied = append(msg.Applied, "nocaps")
 	}
 	if err := installSeccomp(); err != nil {
 		msg.Missing["seccomp"] = err.Error()

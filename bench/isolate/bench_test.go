@@ -133,83 +133,111 @@ func BenchmarkRunOverheadC(b *testing.B) {
 }
 
 // BenchmarkCachedInstantiate measures a small C module whose compiled code
-// is cached, two ways:
+// is cached, as the jailed worker meets it once its job has arrived:
 //
-//   - fresh-runtime-disk-cache: a new wazero runtime loads the compiled code
-//     from the on-disk cache, then instantiates and runs it (its main returns
-//     at once). This is what every jailed worker pays for a module seen
-//     before; load-p50-ms is the loading part alone.
-//   - compiled-in-memory: instantiating and running an already loaded
-//     CompiledModule, as a long-lived in-process runtime does.
+//   - preloaded-worker: the module was compiled (loaded from the disk
+//     cache) while the warm worker waited, because the last job ran it
+//     (Options.WarmWorkers; the common case of a node running one program
+//     again): instantiate and run. This is what the job waits for.
+//   - blank-worker: a warm worker whose runtime (with WASI) was made while
+//     it waited, but which holds no module: load the compiled code from the
+//     disk cache (wazero validates the module first), instantiate and run.
+//     load-p50-ms is the loading part alone.
+//   - fresh-runtime-disk-cache: all of it, cache and runtime included (a
+//     cold worker). load-p50-ms is everything up to instantiation.
 //
-// Both use the worker's runtime configuration (compiler, no DWARF parsing).
+// All use the worker's runtime configuration (compiler, no DWARF parsing),
+// a separate cache object and runtime per iteration (a worker is a new
+// process: only the on-disk entries are shared), and a C program whose main
+// returns at once.
 func BenchmarkCachedInstantiate(b *testing.B) {
 	m := cModule(b)
 	ctx := context.Background()
 	config := func(c wazero.CompilationCache) wazero.RuntimeConfig {
 		return wazero.NewRuntimeConfigCompiler().WithCompilationCache(c).WithDebugInfoEnabled(false)
 	}
-	b.Run("fresh-runtime-disk-cache", func(b *testing.B) {
-		dir := b.TempDir()
-		once := func() (time.Duration, time.Duration) {
-			start := time.Now()
-			// A separate cache object per iteration, as a new worker
-			// process has: only the on-disk entries are shared.
-			c, err := wazero.NewCompilationCacheWithDir(dir)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close(ctx)
-			rt := wazero.NewRuntimeWithConfig(ctx, config(c))
-			defer rt.Close(ctx)
-			wasi_snapshot_preview1.MustInstantiate(ctx, rt)
-			cm, err := rt.CompileModule(ctx, m)
-			if err != nil {
-				b.Fatal(err)
-			}
-			loaded := time.Since(start)
-			mod, err := rt.InstantiateModule(ctx, cm, wazero.NewModuleConfig().WithArgs("small"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			mod.Close(ctx)
-			return loaded, time.Since(start)
+	dir := b.TempDir()
+	newRuntime := func() (wazero.Runtime, func()) {
+		c, err := wazero.NewCompilationCacheWithDir(dir)
+		if err != nil {
+			b.Fatal(err)
 		}
-		once() // fill the disk cache
-		var loads, totals []time.Duration
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			l, t := once()
-			loads = append(loads, l)
-			totals = append(totals, t)
-		}
-		b.StopTimer()
-		sort.Slice(loads, func(i, j int) bool { return loads[i] < loads[j] })
-		b.ReportMetric(float64(loads[len(loads)/2].Microseconds())/1000, "load-p50-ms")
-		reportP50(b, totals)
-	})
-	b.Run("compiled-in-memory", func(b *testing.B) {
-		c := wazero.NewCompilationCache()
-		defer c.Close(ctx)
 		rt := wazero.NewRuntimeWithConfig(ctx, config(c))
-		defer rt.Close(ctx)
 		wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+		return rt, func() { rt.Close(ctx); c.Close(ctx) }
+	}
+	compile := func(rt wazero.Runtime) wazero.CompiledModule {
 		cm, err := rt.CompileModule(ctx, m)
 		if err != nil {
 			b.Fatal(err)
 		}
+		return cm
+	}
+	instantiate := func(rt wazero.Runtime, cm wazero.CompiledModule) {
+		mod, err := rt.InstantiateModule(ctx, cm, wazero.NewModuleConfig().WithName("").WithArgs("small"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		mod.Close(ctx)
+	}
+	{ // fill the disk cache
+		rt, done := newRuntime()
+		compile(rt)
+		done()
+	}
+	b.Run("preloaded-worker", func(b *testing.B) {
 		var ds []time.Duration
-		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			rt, done := newRuntime()
+			cm := compile(rt)
+			b.StartTimer()
 			start := time.Now()
-			mod, err := rt.InstantiateModule(ctx, cm, wazero.NewModuleConfig().WithName("").WithArgs("small"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			mod.Close(ctx)
+			instantiate(rt, cm)
 			ds = append(ds, time.Since(start))
+			b.StopTimer()
+			done()
+			b.StartTimer()
 		}
 		b.StopTimer()
+		reportP50(b, ds)
+	})
+	b.Run("blank-worker", func(b *testing.B) {
+		var loads, ds []time.Duration
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			rt, done := newRuntime()
+			b.StartTimer()
+			start := time.Now()
+			cm := compile(rt)
+			loads = append(loads, time.Since(start))
+			instantiate(rt, cm)
+			ds = append(ds, time.Since(start))
+			b.StopTimer()
+			done()
+			b.StartTimer()
+		}
+		b.StopTimer()
+		sort.Slice(loads, func(i, j int) bool { return loads[i] < loads[j] })
+		b.ReportMetric(float64(loads[len(loads)/2].Microseconds())/1000, "load-p50-ms")
+		reportP50(b, ds)
+	})
+	b.Run("fresh-runtime-disk-cache", func(b *testing.B) {
+		var loads, ds []time.Duration
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			rt, done := newRuntime()
+			cm := compile(rt)
+			loads = append(loads, time.Since(start))
+			instantiate(rt, cm)
+			ds = append(ds, time.Since(start))
+			b.StopTimer()
+			done()
+			b.StartTimer()
+		}
+		b.StopTimer()
+		sort.Slice(loads, func(i, j int) bool { return loads[i] < loads[j] })
+		b.ReportMetric(float64(loads[len(loads)/2].Microseconds())/1000, "load-p50-ms")
 		reportP50(b, ds)
 	})
 }

@@ -1,0 +1,134 @@
+package isolate
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// poolState returns the hashes the pool's workers were preloaded with
+// (zero for a blank worker).
+func poolState(r *Runtime) [][32]byte {
+	r.jail.mu.Lock()
+	defer r.jail.mu.Unlock()
+	var out [][32]byte
+	for _, w := range r.jail.pool {
+		var s [32]byte
+		if w.preload != nil {
+			s = w.preload.sum
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// waitPool waits until the pool holds n workers, n of which satisfy ok.
+func waitPool(t *testing.T, r *Runtime, n int, ok func([][32]byte) bool) [][32]byte {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := poolState(r)
+		if len(st) == n && ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool %x did not reach the expected state within 20s", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func count(st [][32]byte, sum [32]byte) int {
+	n := 0
+	for _, s := range st {
+		if s == sum {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPoolPreload: a warm worker is preloaded with the module the last job
+// ran, while another stays blank; jobs run their own module whatever the
+// pool holds, and a worker preloaded with another module is never used.
+func TestPoolPreload(t *testing.T) {
+	r := newRuntime(t, Options{WarmWorkers: 2})
+	a, b := wasmExit(11), wasmExit(22)
+	var blank [32]byte
+	sumA, sumB := mustResolve(t, a).ModuleSHA256, mustResolve(t, b).ModuleSHA256
+	waitPool(t, r, 2, func(st [][32]byte) bool { return count(st, blank) == 2 })
+
+	wantOutcome(t, mustRun(t, r, &Config{Module: a}), OutcomeExited, 11)
+	waitPool(t, r, 2, func(st [][32]byte) bool { return count(st, sumA) == 1 && count(st, blank) == 1 })
+	// A again: the preloaded worker runs it, and is replaced by another.
+	wantOutcome(t, mustRun(t, r, &Config{Module: a}), OutcomeExited, 11)
+	waitPool(t, r, 2, func(st [][32]byte) bool { return count(st, sumA) >= 1 })
+	// B: never the worker holding A.
+	wantOutcome(t, mustRun(t, r, &Config{Module: b}), OutcomeExited, 22)
+	wantOutcome(t, mustRun(t, r, &Config{Module: b}), OutcomeExited, 22)
+	waitPool(t, r, 2, func(st [][32]byte) bool { return count(st, sumB) >= 1 })
+	for i := 0; i < 3; i++ {
+		wantOutcome(t, mustRun(t, r, &Config{Module: a}), OutcomeExited, 11)
+		wantOutcome(t, mustRun(t, r, &Config{Module: b}), OutcomeExited, 22)
+	}
+
+	// One worker: it preloads once a module repeats; another module then
+	// discards it and runs cold.
+	r1 := newRuntime(t, Options{WarmWorkers: 1})
+	waitPool(t, r1, 1, func(st [][32]byte) bool { return st[0] == blank })
+	wantOutcome(t, mustRun(t, r1, &Config{Module: a}), OutcomeExited, 11)
+	waitPool(t, r1, 1, func(st [][32]byte) bool { return st[0] == blank })
+	wantOutcome(t, mustRun(t, r1, &Config{Module: a}), OutcomeExited, 11)
+	waitPool(t, r1, 1, func(st [][32]byte) bool { return st[0] == sumA })
+	wantOutcome(t, mustRun(t, r1, &Config{Module: b}), OutcomeExited, 22)
+	waitPool(t, r1, 1, func(st [][32]byte) bool { return st[0] == blank })
+}
+
+func mustResolve(t *testing.T, module []byte) *job {
+	t.Helper()
+	j, rep, err := resolve(&Config{Module: module})
+	if err != nil || rep != nil {
+		t.Fatal(err, rep)
+	}
+	return j
+}
+
+// TestPreloadedExecutor: a preloaded module runs without its bytes in the
+// job; a job for another module drops the preload and compiles its own; a
+// job without bytes for a module not preloaded is refused.
+func TestPreloadedExecutor(t *testing.T) {
+	ctx := context.Background()
+	prepare := func() *executor {
+		e := &executor{}
+		rt, err := e.newRuntime(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.prepared = rt
+		e.preload(ctx, wasmExit(5))
+		if e.preloaded == nil || e.preloaded.compiled == nil {
+			t.Fatal("nothing preloaded")
+		}
+		return e
+	}
+	jb := mustResolve(t, wasmExit(5))
+	jb.Module = nil
+	res, err := prepare().execute(ctx, jb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutcome(t, res, OutcomeExited, 5)
+
+	res, err = prepare().execute(ctx, mustResolve(t, wasmExit(6)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutcome(t, res, OutcomeExited, 6)
+
+	jb = mustResolve(t, wasmExit(7))
+	jb.Module = nil
+	if _, err := prepare().execute(ctx, jb, nil); !errors.Is(err, errNotPreloaded) {
+		t.Errorf("job without bytes for a module not preloaded: %v, want errNotPreloaded", err)
+	}
+}
