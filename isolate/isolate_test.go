@@ -6,12 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 )
 
 // testDataDir is shared by the package's tests so that each guest is
@@ -139,7 +141,9 @@ func precompile(module []byte, bound time.Duration) error {
 	}
 	done := make(chan error, 1)
 	go func() {
-		ctx := context.Background()
+		// On every core: the worker compiles on one, but nothing here
+		// limits the test process.
+		ctx := experimental.WithCompilationWorkers(context.Background(), runtime.GOMAXPROCS(0))
 		defer cache.Close(ctx)
 		rt, err := (&executor{cache: cache}).newRuntime(ctx, false)
 		if err != nil {

@@ -3,3 +3,7 @@
 package isolate
 
 const raceEnabled = false
+
+// raceSlowdown scales CompileTimeout: the race detector makes wazero's
+// compiler several times slower.
+const raceSlowdown = 1
