@@ -70,11 +70,12 @@ func validateEntry(v blockView, se *SignedEntry, index uint64, now time.Time) ([
 		i, _ := getU64(prev)
 		return nil, reject(CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", e.Nonce, i)
 	}
-	var b body
-	if err := json.Unmarshal(e.Body, &b.fields); err != nil {
-		return nil, reject(CodeMalformed, "%s body: %v", e.Kind, err)
+	b := body{kind: e.Kind}
+	if e.Kind != KindNote { // a note's body is any object; don't parse it
+		if err := json.Unmarshal(e.Body, &b.fields); err != nil {
+			return nil, reject(CodeMalformed, "%s body: %v", e.Kind, err)
+		}
 	}
-	b.kind = e.Kind
 	ws, rej := rule(&ruleCtx{v: v, pub: pub, index: index, body: &b})
 	if rej != nil {
 		return nil, rej

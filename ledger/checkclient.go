@@ -57,7 +57,7 @@ func newAsyncCheckClient(a *app) *asyncCheckClient {
 		jobs:   make(chan *abcicli.ReqRes, 4096),
 		quit:   make(chan struct{}),
 	}
-	for range runtime.GOMAXPROCS(0) {
+	for range checkWorkers {
 		c.wg.Add(1)
 		go c.work()
 	}
@@ -114,3 +114,10 @@ func (c *asyncCheckClient) Stop() error {
 	})
 	return err
 }
+
+// checkWorkers leaves one CPU to consensus and peer traffic: with every
+// CPU busy checking signatures, votes and block parts wait for the
+// scheduler and blocks take longer than the checks save (measured: four
+// validators on two cores commit 10-30% more entries per second with one
+// worker than with two; one validator is no slower).
+var checkWorkers = max(1, runtime.GOMAXPROCS(0)-1)
