@@ -172,9 +172,6 @@ func (pn *procNet) waitAgree(idx []int, min uint64, timeout time.Duration) statu
 // validator whose store was tampered with serves a proof that fails
 // against the cosigned checkpoint.
 func TestFaults(t *testing.T) {
-	if testing.Short() {
-		t.Skip("four validator processes; skipped with -short")
-	}
 	pn := startProcNet(t, 4)
 	key := newTestKey(t)
 	note := func(i int) *SignedEntry {
