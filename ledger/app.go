@@ -67,10 +67,11 @@ type txOutcome struct {
 	hash    [32]byte
 	receipt Receipt
 	rej     *RejectedError
+	err     error // the node stopped before the transaction was committed
 }
 
 func newApp(s *store, privKey ed25519.PrivateKey, logger *slog.Logger) (*app, error) {
-	a := &app{store: s, privKey: privKey, verified: newVerifiedCache(1 << 17), waiters: newWaiters(),
+	a := &app{store: s, privKey: privKey, verified: newVerifiedCache(1 << 15), waiters: newWaiters(),
 		logger: logger, now: time.Now}
 	err := s.view(func(r reader) error {
 		var err error
@@ -520,6 +521,21 @@ func (w *waiters) remove(h [32]byte, ch chan txOutcome) {
 		delete(w.m, h)
 	} else {
 		w.m[h] = list
+	}
+}
+
+// closeAll tells every waiter that no outcome will come.
+func (w *waiters) closeAll(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for h, list := range w.m {
+		for _, ch := range list {
+			select {
+			case ch <- txOutcome{hash: h, err: err}:
+			default:
+			}
+		}
+		delete(w.m, h)
 	}
 }
 

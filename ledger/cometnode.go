@@ -318,6 +318,7 @@ func (ln *ledgerNode) stop() error {
 		}
 		ln.node.Wait()
 	}
+	ln.app.waiters.closeAll(fmt.Errorf("%w: the ledger node stopped before the entry was committed; it may be committed when the node runs again", ErrUnavailable))
 	if err := ln.store.close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -2,6 +2,9 @@ package ledger
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,5 +34,37 @@ func TestEmbeddedAppendProveCheckpoint(t *testing.T) {
 		if err := c.checkInclusion(uint64(i), cp); err != nil {
 			t.Fatalf("entry %d: %v", i, err)
 		}
+	}
+}
+
+// TestEmbeddedLocked: a second open of the same directory fails clearly
+// instead of corrupting the first.
+func TestEmbeddedLocked(t *testing.T) {
+	dir := t.TempDir()
+	e := openTestEmbedded(t, dir)
+	defer e.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := OpenEmbedded(ctx, dir, EmbeddedOptions{})
+	if err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Fatalf("second open: %v", err)
+	}
+	// The first one still works.
+	if _, err := e.Append(ctx, signEntry(t, newTestKey(t), KindNote, map[string]any{})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWaitersReleasedOnStop: an Append waiting for its commit when the
+// node stops returns ErrUnavailable instead of waiting forever.
+func TestWaitersReleasedOnStop(t *testing.T) {
+	w := newWaiters()
+	p := &pendingTx{hash: [32]byte{1}}
+	p.ch = w.add(p.hash)
+	go w.closeAll(fmt.Errorf("%w: stopped", ErrUnavailable))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.wait(ctx); !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+		t.Fatalf("wait after stop: %v", err)
 	}
 }

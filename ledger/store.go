@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -82,6 +83,9 @@ func openStore(path string) (*store, error) {
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: 64 << 20,
 	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("ledger store %s is locked: another process is running this ledger", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger store %s: %w", path, err)
 	}

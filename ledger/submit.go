@@ -104,6 +104,9 @@ func (p *pendingTx) release() {
 func (p *pendingTx) wait(ctx context.Context) (Receipt, error) {
 	select {
 	case o := <-p.ch:
+		if o.err != nil {
+			return Receipt{}, o.err
+		}
 		if o.rej != nil {
 			return Receipt{}, o.rej
 		}
