@@ -123,14 +123,13 @@ func (ln *ledgerNode) handleAppend(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	se, err := DecodeEntry(body)
-	if err != nil {
+	if _, err := DecodeEntry(body); err != nil {
 		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), appendWait)
 	defer cancel()
-	rc, err := ln.Append(ctx, se)
+	rc, err := ln.submit(ctx, body) // DecodeEntry accepts canonical bytes only
 	if err != nil {
 		status, e := errorResult(err)
 		writeJSON(w, status, e)
@@ -192,11 +191,9 @@ func (ln *ledgerNode) handleBatch(w http.ResponseWriter, r *http.Request) {
 	}()
 	// Submit in order (the mempool keeps it, so a block keeps it too:
 	// an entry may depend on the one before it in the batch).
+	// CheckTx decodes each entry; a malformed one comes back as a
+	// refusal with code malformed.
 	for i, raw := range txs {
-		if _, err := DecodeEntry(raw); err != nil {
-			results[i] = errorJSON{Error: fmt.Sprintf("entry %d: %v", i, err), Code: CodeMalformed}
-			continue
-		}
 		p, err := ln.enqueue(bytes.Clone(raw), wait)
 		if err != nil {
 			_, e := errorResult(err)

@@ -17,7 +17,12 @@ func (ln *ledgerNode) Append(ctx context.Context, e *SignedEntry) (Receipt, erro
 	if e == nil {
 		return Receipt{}, reject(CodeMalformed, "nil entry")
 	}
-	p, err := ln.enqueue(e.Encode(), true)
+	return ln.submit(ctx, e.Encode())
+}
+
+// submit appends a transaction and waits for its commit.
+func (ln *ledgerNode) submit(ctx context.Context, tx []byte) (Receipt, error) {
+	p, err := ln.enqueue(tx, true)
 	if err != nil {
 		return Receipt{}, err
 	}
