@@ -1,0 +1,201 @@
+package ledgerbench
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/ledger"
+)
+
+// diskUsage is what a directory tree takes: allocated blocks (what df
+// sees; sparse and preallocated-but-unwritten regions excluded) and
+// apparent file sizes, in total and per component.
+type diskUsage struct {
+	alloc, apparent int64
+	parts           map[string]int64 // allocated bytes by component
+}
+
+// component names the part of a ledger home a file belongs to.
+func component(rel string) string {
+	switch {
+	case strings.HasPrefix(rel, "data/ledger.db"):
+		return "app-bbolt"
+	case strings.HasPrefix(rel, "data/blockstore.db"):
+		return "comet-blockstore"
+	case strings.HasPrefix(rel, "data/state.db"):
+		return "comet-state"
+	case strings.HasPrefix(rel, "data/cs.wal"):
+		return "comet-wal"
+	case strings.HasPrefix(rel, "data/evidence.db"):
+		return "comet-evidence"
+	default:
+		return "other"
+	}
+}
+
+func measureDisk(tb testing.TB, dir string) diskUsage {
+	u := diskUsage{parts: map[string]int64{}}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // a temporary file renamed away meanwhile (the ledger runs)
+		}
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, path)
+		alloc := st.Blocks * 512
+		u.alloc += alloc
+		if info.Mode().IsRegular() {
+			u.apparent += info.Size()
+		}
+		u.parts[component(filepath.ToSlash(rel))] += alloc
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return u
+}
+
+func (u diskUsage) String() string {
+	keys := make([]string, 0, len(u.parts))
+	for k := range u.parts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "=" + humanBytes(u.parts[k]) + " ")
+	}
+	return "allocated " + humanBytes(u.alloc) + ", apparent " + humanBytes(u.apparent) + " (" + strings.TrimSpace(b.String()) + ")"
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// BenchmarkStorage commits b.N entries into a fresh embedded ledger (256
+// in-process submitters, 10,000 at a time), waits for their checkpoint,
+// closes the ledger and measures its whole directory: CometBFT's block
+// store, state, evidence and consensus WAL, and the application's bbolt
+// file. Run with -benchtime=100000x.
+//
+// Metrics (allocated bytes, what df sees): disk-B/entry is the final total
+// over b.N; marginal-B/entry is the growth per entry between the first and
+// the last 10,000-entry step (the fixed part, such as preallocated pebble
+// WAL files, left out); MB/1e6-entries extrapolates the final size to a
+// million entries at the marginal rate. app-B/entry and comet-B/entry split
+// the final size; tx-bytes is the entry size; blocks is how many blocks
+// the entries took.
+func BenchmarkStorage(b *testing.B) {
+	if testing.Short() {
+		b.Skip("commits many entries; skipped under -short")
+	}
+	const step = 10_000
+	dir := b.TempDir()
+	e := openEmbedded(b, dir)
+	s := newSigners(b, 64)
+	st0 := waitCheckpoint(b, e.c, 0)
+	var tx float64
+	var first, last diskUsage
+	var firstN, lastN int
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(b.N-done, step)
+		b.StopTimer()
+		entries := s.sign(b, n)
+		tx += txBytes(entries) * float64(n)
+		b.StartTimer()
+		commitAll(b, appendOne{[]ledger.Appender{e.l}}, entries, 256)
+		done += n
+		b.StopTimer()
+		u := measureDisk(b, dir)
+		if firstN == 0 {
+			first, firstN = u, done
+		}
+		last, lastN = u, done
+		b.StartTimer()
+	}
+	b.StopTimer()
+	st := waitCheckpoint(b, e.c, uint64(b.N))
+	if st.Size != uint64(b.N) {
+		b.Fatalf("log size %d after %d entries", st.Size, b.N)
+	}
+	if err := e.close(); err != nil {
+		b.Fatal(err)
+	}
+	end := measureDisk(b, dir)
+	n := float64(b.N)
+	b.ReportMetric(tx/n, "tx-bytes")
+	b.ReportMetric(float64(end.alloc)/n, "disk-B/entry")
+	b.ReportMetric(float64(end.parts["app-bbolt"])/n, "app-B/entry")
+	b.ReportMetric(float64(end.alloc-end.parts["app-bbolt"])/n, "comet-B/entry")
+	b.ReportMetric(float64(st.Height-st0.Height), "blocks")
+	if lastN > firstN {
+		marginal := float64(last.alloc-first.alloc) / float64(lastN-firstN)
+		b.ReportMetric(marginal, "marginal-B/entry")
+		b.ReportMetric((float64(end.alloc)+marginal*(1e6-n))/1e6, "MB/1e6-entries")
+	}
+	b.Logf("%d entries: after %d: %v; after %d: %v; closed: %v", b.N, firstN, first, lastN, last, end)
+}
+
+// BenchmarkStorageIdle measures what an idle ledger writes: an empty block
+// about every 300 ms keeps checkpoints fresh, and each is stored. It runs
+// an embedded ledger with no entries for a 30 s window (after 2 s of
+// warm-up) and reports the growth per block, by apparent size: pebble
+// preallocates its WAL files, so within a short window allocated blocks
+// hide what was written (the WAL is compacted into tables of about the
+// same size later). One run is one window, whatever b.N is: run it with
+// -benchtime=1x. MB/day is the growth per block times the observed block
+// rate over a day.
+func BenchmarkStorageIdle(b *testing.B) {
+	if testing.Short() {
+		b.Skip("idles for 30 s; skipped under -short")
+	}
+	const window = 30 * time.Second
+	dir := b.TempDir()
+	e := openEmbedded(b, dir)
+	time.Sleep(2 * time.Second)
+	st0 := waitCheckpoint(b, e.c, 0)
+	u0 := measureDisk(b, dir)
+	time.Sleep(window)
+	st1 := waitCheckpoint(b, e.c, 0)
+	u1 := measureDisk(b, dir)
+	if err := e.close(); err != nil {
+		b.Fatal(err)
+	}
+	blocks := float64(st1.Height - st0.Height)
+	if blocks == 0 {
+		b.Fatalf("no block in %v", window)
+	}
+	perBlock := float64(u1.apparent-u0.apparent) / blocks
+	b.ReportMetric(perBlock, "B/block")
+	b.ReportMetric(float64(u1.alloc-u0.alloc)/blocks, "alloc-B/block")
+	b.ReportMetric(blocks/window.Seconds(), "blocks/s")
+	b.ReportMetric(perBlock*blocks/window.Seconds()*86400/1e6, "MB/day")
+	b.Logf("%v blocks in %v: before %v; after %v", blocks, window, u0, u1)
+}
