@@ -36,13 +36,15 @@ const DeterministicTick = time.Millisecond
 // It is what the parent sends to the worker.
 type job struct {
 	// Module is nil when the worker already holds it (preloaded) and
-	// ModuleSHA256 names it.
-	Module         []byte
+	// ModuleSHA256 names it. Module and Inputs travel as raw blobs
+	// (protocol.go), InputNames saying which input is which.
+	Module         []byte   `json:"-"`
 	ModuleSHA256   [32]byte // computed once, by the parent
 	Name           string
 	Args           []string
 	Env            []string
-	Inputs         map[string][]byte
+	Inputs         map[string][]byte `json:"-"`
+	InputNames     []string          `json:",omitempty"`
 	Memory         uint64
 	Timeout        time.Duration
 	MaxOutput      int64

@@ -220,7 +220,7 @@ func (j *jailer) spawn(preload *moduleHint) (*worker, error) {
 			if preload != nil {
 				w.preload = preload
 				w.preloadSent = make(chan error, 1)
-				go func() { w.preloadSent <- writeFrame(w.jobW, workerInput{Preload: preload.module}) }()
+				go func() { w.preloadSent <- writeFrame(w.jobW, &workerInput{Preload: preload.module}) }()
 			}
 			return w, nil
 		}
@@ -596,7 +596,7 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 			w.kill()
 		}
 	}
-	if err := writeFrame(w.jobW, workerInput{Job: send}); err != nil {
+	if err := writeFrame(w.jobW, &workerInput{Job: send}); err != nil {
 		// Reading the lock-down message fails next; the worker's exit
 		// status and stderr say why.
 		w.kill()
@@ -659,7 +659,7 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		if wr.Err != "" {
 			return nil, fmt.Errorf("isolate: worker: %s", wr.Err)
 		}
-		r := wr.Result
+		r := wr.result()
 		if err := validateWorkerResult(&r, jb); err != nil {
 			return nil, err
 		}

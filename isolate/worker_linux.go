@@ -2,9 +2,7 @@ package isolate
 
 import (
 	"context"
-	"encoding/gob"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"os"
@@ -86,10 +84,9 @@ func WorkerMain() int {
 	if rt, err := exe.newRuntime(ctx, false); err == nil {
 		exe.prepared = rt
 	}
-	// gob compiles an encoder per type on first use (cached for the
-	// process): pay for the two answers now rather than on the job's path.
-	_ = gob.NewEncoder(io.Discard).Encode(lockedMsg{})
-	_ = gob.NewEncoder(io.Discard).Encode(wireResult{})
+	// encoding/json builds its codec for a type on first use (then keeps
+	// it for the process): pay for the frames now, off the job's path.
+	warmCodecs()
 
 	lock := &lockState{cacheMounted: cacheMounted, groupsErr: groupsErr, msg: lockedMsg{Missing: map[string]string{}}}
 	var jb job
@@ -139,13 +136,14 @@ func WorkerMain() int {
 	if lockErr != nil {
 		return workerExitSetup
 	}
-	wr := wireResult{Probes: probes}
+	var wr wireResult
 	if err != nil {
 		wr.Err = err.Error()
 	} else {
-		wr.Result = *res
+		wr = newWireResult(res)
 	}
-	if err := writeFrame(out, wr); err != nil {
+	wr.Probes = probes
+	if err := writeFrame(out, &wr); err != nil {
 		return workerExitSetup
 	}
 	return 0

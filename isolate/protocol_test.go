@@ -1,0 +1,129 @@
+package isolate
+
+import (
+	"bytes"
+	"encoding/binary"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func frameBytes(t testing.TB, v any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := writeFrame(&buf, v); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestFrameRoundTrip: what the parent and the worker send comes back
+// byte for byte, large buffers included, and a preloaded job carries no
+// module.
+func TestFrameRoundTrip(t *testing.T) {
+	jb, rep, err := resolve(&Config{Module: wasmExit(3), Args: []string{"a"}, Env: []string{"K=V"}, Deterministic: true,
+		Inputs: []Input{{Name: "b", Data: bytes.Repeat([]byte{7}, 100000)}, {Name: "a", Data: []byte("x")}, {Name: "empty", Data: nil}}})
+	if err != nil || rep != nil {
+		t.Fatal(err, rep)
+	}
+	jb.Seed[5] = 9
+	var in workerInput
+	if err := readFrame(bytes.NewReader(frameBytes(t, &workerInput{Job: jb})), 1<<30, &in); err != nil {
+		t.Fatal(err)
+	}
+	got := in.Job
+	if got == nil || !bytes.Equal(got.Module, jb.Module) || got.ModuleSHA256 != jb.ModuleSHA256 || got.Seed != jb.Seed ||
+		!reflect.DeepEqual(got.Args, jb.Args) || !reflect.DeepEqual(got.Env, jb.Env) || got.Timeout != jb.Timeout ||
+		len(got.Inputs) != 3 || !bytes.Equal(got.Inputs["b"], jb.Inputs["b"]) || string(got.Inputs["a"]) != "x" || len(got.Inputs["empty"]) != 0 {
+		t.Fatalf("job changed on the wire: %+v", got)
+	}
+
+	c := *jb
+	c.Module = nil
+	in = workerInput{}
+	if err := readFrame(bytes.NewReader(frameBytes(t, &workerInput{Job: &c})), 1<<30, &in); err != nil || in.Job.Module != nil {
+		t.Fatalf("preloaded job: %v, module %d bytes", err, len(in.Job.Module))
+	}
+	in = workerInput{}
+	if err := readFrame(bytes.NewReader(frameBytes(t, workerInput{Preload: jb.Module})), 1<<30, &in); err != nil || in.Job != nil || !bytes.Equal(in.Preload, jb.Module) {
+		t.Fatalf("preload frame: %v %+v", err, in)
+	}
+
+	res := &Result{Report: Report{Outcome: OutcomeExited, ExitCode: 3, OutputLimitsHit: []string{LimitMaxOutput}, Missing: map[string]string{"cgroup": "no"}},
+		Stdout: []byte("out"), Stderr: bytes.Repeat([]byte("e"), 70000),
+		Outputs: []Output{{Name: "r.json", Data: []byte("{}")}, {Name: "z", Data: []byte{}}}}
+	wr := newWireResult(res)
+	wr.Probes = map[string]string{"open": "operation not permitted"}
+	var back wireResult
+	if err := readFrame(bytes.NewReader(frameBytes(t, wr)), 1<<30, &back); err != nil {
+		t.Fatal(err)
+	}
+	r2 := back.result()
+	if !reflect.DeepEqual(r2.Report, res.Report) || !bytes.Equal(r2.Stdout, res.Stdout) || !bytes.Equal(r2.Stderr, res.Stderr) ||
+		len(r2.Outputs) != 2 || r2.Outputs[0].Name != "r.json" || string(r2.Outputs[0].Data) != "{}" || r2.Outputs[1].Name != "z" ||
+		back.Probes["open"] != "operation not permitted" {
+		t.Fatalf("result changed on the wire: %+v", r2)
+	}
+}
+
+// TestFrameRefusals: frames a compromised worker could send are refused
+// with an error, not a panic or a half-filled result.
+func TestFrameRefusals(t *testing.T) {
+	good := frameBytes(t, newWireResult(&Result{Stdout: []byte("x"), Outputs: []Output{{Name: "a", Data: []byte("1")}}}))
+	body := good[8:]
+	frame := func(b []byte) []byte {
+		return append(binary.BigEndian.AppendUint64(nil, uint64(len(b))), b...)
+	}
+	h := binary.BigEndian.Uint32(body)
+	for name, tc := range map[string]struct {
+		frame []byte
+		max   int64
+		want  string
+	}{
+		"over the bound":      {good, int64(len(body) - 1), "exceeds"},
+		"truncated":           {good[:len(good)-1], 1 << 20, "EOF"},
+		"no header":           {frame([]byte{0, 0}), 1 << 20, "shorter than its header"},
+		"header too long":     {frame(append([]byte{0xff, 0, 0, 0}, body[4:]...)), 1 << 20, "header in"},
+		"bad json":            {frame(append(binary.BigEndian.AppendUint32(nil, 3), "{x}"...)), 1 << 20, "decoding frame"},
+		"missing output blob": {frame(body[:len(body)-9]), 1 << 20, "byte strings for 1 outputs"},
+		"extra blob":          {frame(append(append([]byte{}, body...), 0, 0, 0, 0, 0, 0, 0, 0)), 1 << 20, "byte strings for 1 outputs"},
+		"blob too long":       {frame(append(append([]byte{}, body[:4+h]...), 0xff, 0, 0, 0, 0, 0, 0, 0)), 1 << 20, "-byte string in"},
+		"truncated blob len":  {frame(append(append([]byte{}, body[:4+h]...), 0, 0)), 1 << 20, "truncated byte string length"},
+	} {
+		var wr wireResult
+		err := readFrame(bytes.NewReader(tc.frame), tc.max, &wr)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one saying %q", name, err, tc.want)
+		}
+	}
+	var m lockedMsg
+	if err := readFrame(bytes.NewReader(frameBytes(t, &lockedMsg{Applied: []string{"x"}})), 1<<20, &m); err != nil || m.Applied[0] != "x" {
+		t.Errorf("locked message: %v %+v", err, m)
+	}
+}
+
+// FuzzReadFrame: the parent decodes what a possibly compromised worker
+// writes. Any bytes must give a result or an error, never a panic, and a
+// result whose outputs have as many names as byte strings.
+func FuzzReadFrame(f *testing.F) {
+	f.Add(frameBytes(f, newWireResult(&Result{Report: Report{Outcome: OutcomeExited}, Stdout: []byte("x"), Outputs: []Output{{Name: "a", Data: []byte("1")}}})))
+	f.Add(frameBytes(f, &lockedMsg{Applied: []string{"seccomp"}, Missing: map[string]string{"cgroup": "no"}}))
+	jb, _, _ := resolve(&Config{Module: wasmEmpty, Inputs: []Input{{Name: "a", Data: []byte("1")}}})
+	f.Add(frameBytes(f, &workerInput{Job: jb}))
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var wr wireResult
+		if err := readFrame(bytes.NewReader(b), 1<<20, &wr); err == nil {
+			r := wr.result()
+			if len(r.Outputs) != len(wr.OutputNames) {
+				t.Fatalf("%d outputs for %d names", len(r.Outputs), len(wr.OutputNames))
+			}
+		}
+		var in workerInput
+		if err := readFrame(bytes.NewReader(b), 1<<20, &in); err == nil && in.Job != nil && len(in.Job.Inputs) != len(in.Job.InputNames) {
+			t.Fatalf("%d inputs for %d names", len(in.Job.Inputs), len(in.Job.InputNames))
+		}
+		var m lockedMsg
+		_ = readFrame(bytes.NewReader(b), 1<<20, &m)
+	})
+}
