@@ -72,6 +72,11 @@ type Client struct {
 
 	nodeHTTP *http.Client
 	node     cloisterv1connect.NodeServiceClient
+	// tlsSessions lets a second Attest of the same session (another
+	// principal in this process) resume the TLS session instead of a full
+	// handshake. Tickets are per server name, that is per session, and a
+	// resumed connection still goes through the SPKI pin.
+	tlsSessions tls.ClientSessionCache
 
 	mu     sync.Mutex
 	hashes map[[32]byte]parsedDoc // by SHA-256 of a policy document
@@ -94,7 +99,7 @@ func Dial(ctx context.Context, nodeURL string, opts ...Option) (*Client, error) 
 	if u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return nil, fmt.Errorf("node URL %q: want https://HOST:PORT", nodeURL)
 	}
-	c := &Client{base: "https://" + u.Host, now: time.Now}
+	c := &Client{base: "https://" + u.Host, now: time.Now, tlsSessions: tls.NewLRUClientSessionCache(256)}
 	for _, o := range opts {
 		o(c)
 	}

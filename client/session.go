@@ -66,6 +66,7 @@ func (c *Client) Attest(ctx context.Context, sessionID string, pol *policy.Polic
 		ServerName:         protocol.ServerName(sessionID),
 		InsecureSkipVerify: true, // the key is trusted through evidence, then pinned
 		VerifyConnection:   pin.verify,
+		ClientSessionCache: c.tlsSessions,
 	})
 	a := &AttestedSession{
 		c: c, id: sessionID, pol: pol, hash: pol.Hash(), http: hc,

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -592,5 +593,71 @@ func TestClientSendsNothingUnderExpiredPolicy(t *testing.T) {
 	}
 	if m := scrapeMetrics(t, tn); strings.Contains(m, `method="UploadInput"`) || strings.Contains(m, `cloister_requests_total{method="CreateSession",outcome="ok"} 2`) {
 		t.Fatalf("the node received a request:\n%s", m)
+	}
+}
+
+// Several principals attesting one session from one process resume its
+// TLS session after the first full handshake, and the resumed connections
+// still reach the attested key: uploads over them succeed, and a session
+// of another key is not resumed into.
+func TestAttestResumesTLSSessions(t *testing.T) {
+	s := newScenario(t)
+	var mu sync.Mutex
+	var resumed []bool
+	tn := startNode(t, filepath.Join(t.TempDir(), "node"), func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/Attest") && r.TLS != nil {
+				mu.Lock()
+				resumed = append(resumed, r.TLS.DidResume)
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	doc := s.policyDoc(t, tn.platformKey(), nil)
+	c := dial(t, tn)
+	ctx := context.Background()
+	id, err := c.CreateSession(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sessions []*client.AttestedSession
+	for range 3 {
+		as, err := c.Attest(ctx, id, mustParse(t, doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer as.CloseIdleConnections()
+		sessions = append(sessions, as)
+	}
+	mu.Lock()
+	got := slices.Clone(resumed)
+	mu.Unlock()
+	if len(got) != 3 || got[0] || !got[1] || !got[2] {
+		t.Fatalf("Attest connections resumed: %v, want [false true true]", got)
+	}
+	if sessions[1].TLSKeyHash() != sessions[0].TLSKeyHash() {
+		t.Fatalf("resumed session pinned %s, the first %s", sessions[1].TLSKeyHash(), sessions[0].TLSKeyHash())
+	}
+	if _, err := sessions[2].UploadInput(ctx, s.bob.key, "customers.csv", s.input(t, "customers.csv")); err != nil {
+		t.Fatalf("upload over a resumed connection: %v", err)
+	}
+	// Another session of the same node: a full handshake to its own key.
+	id2, err := c.CreateSession(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as2, err := c.Attest(ctx, id2, mustParse(t, doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as2.CloseIdleConnections()
+	mu.Lock()
+	defer mu.Unlock()
+	if resumed[len(resumed)-1] {
+		t.Fatal("attesting another session resumed a TLS session of the first")
+	}
+	if as2.TLSKeyHash() == sessions[0].TLSKeyHash() {
+		t.Fatal("two sessions share a TLS key")
 	}
 }
