@@ -3,6 +3,7 @@ package isolate
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -130,5 +131,23 @@ func TestPreloadedExecutor(t *testing.T) {
 	jb.Module = nil
 	if _, err := prepare().execute(ctx, jb, nil); !errors.Is(err, errNotPreloaded) {
 		t.Errorf("job without bytes for a module not preloaded: %v, want errNotPreloaded", err)
+	}
+}
+
+// TestPreloadedWorkerRefusesOtherModule: a worker that preloaded one module
+// (and locked down early: no cache, no privilege) refuses a job for
+// another, rather than misreporting it as invalid. The pool never sends one.
+func TestPreloadedWorkerRefusesOtherModule(t *testing.T) {
+	r := newRuntime(t, Options{})
+	a, b := mustResolve(t, wasmExit(1)), mustResolve(t, wasmExit(2))
+	w, err := r.jail.spawn(&moduleHint{sum: a.ModuleSHA256, module: a.Module})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
+	defer cancel()
+	res, err := r.jail.runOn(ctx, w, b)
+	if err == nil || !strings.Contains(err.Error(), "another module than the one preloaded") {
+		t.Fatalf("job for another module: %v, %+v; want the worker to refuse it", err, res)
 	}
 }

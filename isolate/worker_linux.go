@@ -113,6 +113,12 @@ func WorkerMain() int {
 		// job's path.
 		lock.early()
 	}
+	if lock.earlyDone && (exe.preloaded == nil || exe.preloaded.sum != jb.ModuleSHA256) {
+		// The cache is gone and the uid switched: another module could
+		// not be compiled properly here. The parent never does this.
+		fmt.Fprintln(os.Stderr, "worker: the job is for another module than the one preloaded")
+		return workerExitSetup
+	}
 	var probes map[string]string
 	if jb.SelfTest {
 		probes = preLockProbes()
