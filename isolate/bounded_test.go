@@ -121,3 +121,28 @@ func TestCloseWithStuckWorker(t *testing.T) {
 		t.Errorf("Close error %v, want one saying a worker was not reaped", closeErr)
 	}
 }
+
+// TestCloseWhileStarting: Close right after New, while the pool's workers
+// are being started, waits for those starts, kills the workers and leaves
+// none behind.
+func TestCloseWhileStarting(t *testing.T) {
+	before := len(workerChildren(t))
+	for i := 0; i < 3; i++ {
+		r, err := New(context.Background(), Options{DataDir: testDataDir, WarmWorkers: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var closeErr error
+		returnsWithin(t, 10*time.Second, "Close while workers start", func() { closeErr = r.Close() })
+		if closeErr != nil {
+			t.Errorf("Close: %v", closeErr)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(workerChildren(t)) > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after := len(workerChildren(t)); after > before {
+		t.Errorf("%d worker processes left after Close", after-before)
+	}
+}

@@ -65,8 +65,9 @@ type jailer struct {
 	// so that Close can kill them all (idle, starting, or running a job)
 	// and know when they are gone; emptied is closed when live empties
 	// after Close.
-	live    map[*worker]struct{}
-	emptied chan struct{}
+	live     map[*worker]struct{}
+	starting int // spawns under way, not yet in live
+	emptied  chan struct{}
 
 	exitWait     time.Duration // workerExitWait, shorter in tests
 	writeTimeout time.Duration // jobWriteTimeout, shorter in tests
@@ -129,7 +130,21 @@ func (j *jailer) forget(w *worker) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	delete(j.live, w)
-	if len(j.live) == 0 && j.emptied != nil {
+	j.checkEmptyLocked()
+}
+
+// started ends a spawn (its worker, if any, is in live by now).
+func (j *jailer) started() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.starting--
+	j.checkEmptyLocked()
+}
+
+// checkEmptyLocked tells a waiting Close that no worker is left or
+// starting; j.mu is held.
+func (j *jailer) checkEmptyLocked() {
+	if len(j.live) == 0 && j.starting == 0 && j.emptied != nil {
 		close(j.emptied)
 		j.emptied = nil
 	}
@@ -159,7 +174,7 @@ func (j *jailer) close() error {
 		live = append(live, w)
 	}
 	var emptied chan struct{}
-	if len(j.live) > 0 {
+	if len(j.live) > 0 || j.starting > 0 {
 		emptied = make(chan struct{})
 		j.emptied = emptied
 	}
@@ -207,8 +222,14 @@ func (j *jailer) close() error {
 // runOn sends the job after it.
 func (j *jailer) spawn(preload *moduleHint) (*worker, error) {
 	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil, ErrClosed
+	}
 	flags := j.nsFlags
+	j.starting++ // Close waits for this start too
 	j.mu.Unlock()
+	defer j.started()
 	var firstErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		w, err := j.start(flags)
