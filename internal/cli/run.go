@@ -244,6 +244,9 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		sort.Strings(names)
 		fmt.Fprintf(os.Stderr, "cloister: warning: weaker isolation on this machine, not in force: %s (see --report)\n", strings.Join(names, ", "))
 	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(os.Stderr, "cloister: warning: %s\n", w)
+	}
 	if f.outputDir != "" {
 		for _, o := range res.Outputs {
 			if err := saveFileAtomic(filepath.Join(f.outputDir, o.Name), o.Data); err != nil {
