@@ -42,6 +42,9 @@ type app struct {
 	// never re-added to the mempool as valid.
 	answerMu sync.RWMutex
 
+	// ticks carries the heights after which a tick is wanted (tick.go).
+	ticks chan int64
+
 	// block is the block between FinalizeBlock and Commit (consensus
 	// connection only).
 	block *pendingBlock
@@ -72,7 +75,7 @@ type txOutcome struct {
 
 func newApp(s *store, privKey ed25519.PrivateKey, logger *slog.Logger) (*app, error) {
 	a := &app{store: s, privKey: privKey, verified: newVerifiedCache(1 << 15), waiters: newWaiters(),
-		logger: logger, now: time.Now}
+		logger: logger, now: time.Now, ticks: make(chan int64, 1)}
 	err := s.view(func(r reader) error {
 		var err error
 		a.st, err = r.state()
@@ -137,6 +140,13 @@ func (a *app) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.In
 }
 
 func (a *app) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.CheckTxResponse, error) {
+	if isTickTx(req.Tx) {
+		st, _ := a.state()
+		if h, ok := parseTickTx(req.Tx); !ok || h != st.Height || !st.checkpointPending() {
+			return &abci.CheckTxResponse{Code: abciCode(CodeMalformed), Codespace: abciCodespace, Log: "tick not wanted at this height"}, nil
+		}
+		return &abci.CheckTxResponse{Code: abci.CodeTypeOK}, nil
+	}
 	h := sha256.Sum256(req.Tx)
 	se, rej := a.decodeVerified(req.Tx, h)
 	if rej == nil {
@@ -173,8 +183,8 @@ func (a *app) decodeVerified(tx []byte, h [32]byte) (*SignedEntry, *RejectedErro
 }
 
 func decodeAndVerify(tx []byte) (*SignedEntry, *RejectedError) {
-	if isCheckpointTx(tx) {
-		return nil, reject(CodeMalformed, "transaction: a 0x00 byte starts checkpoint transactions, which only block proposers make")
+	if isCheckpointTx(tx) || isTickTx(tx) {
+		return nil, reject(CodeMalformed, "transaction: 0x00 and 0x01 start the ledger's own transactions (checkpoints, ticks), not entries")
 	}
 	if len(tx) > maxEntryBytes {
 		return nil, reject(CodeTooLarge, "entry is %d bytes, limit %d", len(tx), maxEntryBytes)
@@ -217,10 +227,12 @@ func (a *app) PrepareProposal(_ context.Context, req *abci.PrepareProposalReques
 			a.rememberCheckpoint(tx, signed, a.checkpointOf(st.PrevSize, st.PrevRoot))
 		}
 	}
+	tick := false
 	for _, tx := range req.Txs {
-		if isCheckpointTx(tx) {
+		if isCheckpointTx(tx) || isTickTx(tx) && tick {
 			continue
 		}
+		tick = tick || isTickTx(tx)
 		sz := protoTxSize(tx)
 		if sz > budget {
 			break
@@ -251,6 +263,9 @@ func (a *app) ProcessProposal(_ context.Context, req *abci.ProcessProposalReques
 	for i, tx := range req.Txs {
 		if isCheckpointTx(tx) && i > 0 {
 			return refuse("checkpoint transaction at position %d, only the first may be one", i)
+		}
+		if _, ok := parseTickTx(tx); isTickTx(tx) && !ok {
+			return refuse("malformed tick at position %d", i)
 		}
 	}
 	if req.Height > 1 {
@@ -308,7 +323,9 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 		for i, tx := range req.Txs {
 			out := &b.outcomes[i]
 			out.hash = hashes[i]
-			if isCheckpointTx(tx) {
+			if isTickTx(tx) {
+				// Nothing to do: the block it asked for is this one.
+			} else if isCheckpointTx(tx) {
 				out.rej = a.finalizeCheckpoint(v, vs, i, req.Height, tx, st, &next)
 			} else if out.rej = rejs[i]; out.rej == nil {
 				ws, rej := validateEntry(v, entries[i], size, req.Time)
@@ -394,7 +411,7 @@ func (a *app) decodeBlock(txs [][]byte) ([][32]byte, []*SignedEntry, []*Rejected
 	var miss []int
 	for i, tx := range txs {
 		hashes[i] = sha256.Sum256(tx)
-		if isCheckpointTx(tx) {
+		if isCheckpointTx(tx) || isTickTx(tx) {
 			continue
 		}
 		if se := a.verified.get(hashes[i]); se != nil {
@@ -435,6 +452,9 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	a.block = nil
 	a.verified.forget(b.outcomes)
 	a.waiters.notify(b.outcomes)
+	if b.state.checkpointPending() {
+		a.signalTick(b.state.Height)
+	}
 	return &abci.CommitResponse{}, nil
 }
 

@@ -29,7 +29,19 @@ func TestEmbeddedAppendProveCheckpoint(t *testing.T) {
 		}
 		receipts = append(receipts, rc)
 	}
+	// Ticks make the blocks that publish the checkpoint at once, not
+	// after the empty-block interval.
+	start := time.Now()
 	cp := c.verifiedCheckpoint(5)
+	if d := time.Since(start); d > emptyBlockInterval/2 {
+		t.Errorf("checkpoint covering the last entry took %s", d)
+	}
+	// An idle chain makes (almost) no blocks.
+	st0, _ := e.ln.app.state()
+	time.Sleep(time.Second)
+	if st1, _ := e.ln.app.state(); st1.Height > st0.Height+1 {
+		t.Errorf("idle chain went from height %d to %d in 1s", st0.Height, st1.Height)
+	}
 	for i := range receipts {
 		if err := c.checkInclusion(uint64(i), cp); err != nil {
 			t.Fatalf("entry %d: %v", i, err)
