@@ -39,6 +39,10 @@ type core struct {
 	spki    []byte // DER SubjectPublicKeyInfo of the session certificate
 	hpkeKey hpke.PrivateKey
 	hpkePub []byte // seal.MarshalPublicKey form, what the evidence binds
+	// evidenceSHA256 is SHA-256 of the Data of the evidence in the
+	// session's RA-TLS certificate; known only when the core was made
+	// (a restored core leaves it zero: it is recorded at creation only).
+	evidenceSHA256 [32]byte
 }
 
 // errSealed marks an envelope that does not open with the session key.
@@ -61,11 +65,31 @@ func newCore(ctx context.Context, id string, policyHash [32]byte, a attest.Attes
 	}
 	now := time.Now()
 	nonce := protocol.RATLSNonce(policyHash, seal.MarshalPublicKey(hk.PublicKey()))
-	_, certDER, err := ratls.Issue(ctx, tk, a, nonce[:], now.Add(-time.Hour), now.Add(10*365*24*time.Hour))
+	cb, err := ratls.ClaimsBuffer(tk.Public(), nonce[:])
+	if err != nil {
+		return nil, fmt.Errorf("session %s: RA-TLS claims: %w", id, err)
+	}
+	ev, err := a.Attest(ctx, ratls.ReportData(cb))
+	if err != nil {
+		return nil, fmt.Errorf("session %s: attesting the RA-TLS certificate: %w", id, err)
+	}
+	_, certDER, err := ratls.IssueCertificate(tk, ev, cb, now.Add(-time.Hour), now.Add(10*365*24*time.Hour))
 	if err != nil {
 		return nil, fmt.Errorf("session %s: issuing the RA-TLS certificate: %w", id, err)
 	}
-	return assembleCore(id, policyHash, a, tk, certDER, hk)
+	c, err := assembleCore(id, policyHash, a, tk, certDER, hk)
+	if err != nil {
+		return nil, err
+	}
+	c.evidenceSHA256 = sha256.Sum256(ev.Data)
+	return c, nil
+}
+
+// sign signs msg with the session TLS key (ECDSA P-256, SHA-256, ASN.1):
+// what the session key says is said by the key principals attested.
+func (c *core) sign(msg []byte) ([]byte, error) {
+	h := sha256.Sum256(msg)
+	return ecdsa.SignASN1(rand.Reader, c.tlsKey, h[:])
 }
 
 func assembleCore(id string, policyHash [32]byte, a attest.Attester, tk *ecdsa.PrivateKey, certDER []byte, hk hpke.PrivateKey) (*core, error) {

@@ -31,6 +31,11 @@ func (l *memoryLog) Record(ctx context.Context, kind string, body any) (uint64, 
 	if err != nil {
 		return 0, err
 	}
+	if kind == node.LedgerKindResultCommitted {
+		kind = node.EventRunFinished
+	} else {
+		kind, _ = body.(map[string]any)["event"].(string)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.entries = append(l.entries, memoryEntry{kind, b})

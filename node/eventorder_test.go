@@ -38,6 +38,7 @@ type committedLog struct {
 
 func (l *committedLog) Record(ctx context.Context, kind string, body any) (uint64, error) {
 	id := body.(map[string]any)["session"].(string)
+	kind = eventOf(kind, body.(map[string]any))
 	if kind == EventSessionClosed {
 		b, err := os.ReadFile(filepath.Join(l.dir, "sessions", closedLog))
 		if err != nil || !strings.Contains(string(b), id) {
@@ -62,6 +63,16 @@ func (l *committedLog) Record(ctx context.Context, kind string, body any) (uint6
 	defer l.mu.Unlock()
 	l.kinds = append(l.kinds, kind)
 	return uint64(len(l.kinds)), nil
+}
+
+// eventOf names the session event an entry records: session.event entries
+// say it in "event"; result.committed ends a run that finished.
+func eventOf(kind string, body map[string]any) string {
+	if kind == LedgerKindResultCommitted {
+		return EventRunFinished
+	}
+	ev, _ := body["event"].(string)
+	return ev
 }
 
 // internalSession drives a session through its methods, without TLS: the

@@ -60,7 +60,7 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
 	s.recordCommitted(ctx, 0, map[string]any{
 		"session": id, "policy_hash": hex.EncodeToString(hash[:]), "isolate_class": string(n.class),
-		"platform_key": n.platform.Public().SigningString(),
+		"platform_key": n.platform.Public().SigningString(), "evidence_sha256": hex.EncodeToString(c.evidenceSHA256[:]),
 	})
 	n.mu.Lock()
 	n.sessions[id] = s
@@ -188,7 +188,7 @@ func (n *Node) restoreOne(id string) error {
 		if err := n.store.save(rec, true); err != nil {
 			return err
 		}
-		s.recordCommitted(context.Background(), len(rec.Events)-1, map[string]any{"session": id, "restarts": rec.Restarted, "state": rec.State})
+		s.recordCommitted(context.Background(), len(rec.Events)-1, map[string]any{"session": id, "policy_hash": hex.EncodeToString(view.hash[:]), "restarts": rec.Restarted, "state": rec.State})
 	case stateProvisioning:
 	default:
 		return fmt.Errorf("stored state %q unknown", rec.State)

@@ -26,6 +26,7 @@ import (
 	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/ledger"
 )
 
 // PlatformKeyFile is the node's platform key, under its data directory.
@@ -53,7 +54,16 @@ type Options struct {
 	WarmWorkers int
 	// MaxConcurrentRuns bounds simultaneous runs; 0 means the CPU count.
 	MaxConcurrentRuns int
-	// EventLog records session events; nil means no ledger.
+	// Ledger, when set, is where the node registers itself (once: see
+	// RegistrationFile) and records its sessions' events, each an entry
+	// signed by the platform key. New fails if the registration fails.
+	Ledger ledger.Appender
+	// LedgerName identifies Ledger (its checkpoint origin, say): a
+	// registration remembered for another name is made again.
+	LedgerName string
+	// EventLog records session events on something other than a ledger
+	// (tests); it may not be set together with Ledger. Nil with no Ledger
+	// means events are kept in the session's state only.
 	EventLog EventLog
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -79,6 +89,8 @@ type Node struct {
 	policies policyCache
 	events   EventLog
 	nodeCert tls.Certificate
+	// registered is the ledger index of the node's node.registered entry.
+	registered uint64
 
 	runSlots chan struct{}
 	baseCtx  context.Context
@@ -102,6 +114,9 @@ type Node struct {
 func New(ctx context.Context, opts Options) (*Node, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("node: no data directory")
+	}
+	if opts.Ledger != nil && opts.EventLog != nil {
+		return nil, errors.New("node: Ledger and EventLog are exclusive")
 	}
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data directory: %w", err)
@@ -133,6 +148,16 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		}
 	case n.attester == nil:
 		return nil, fmt.Errorf("node: isolate class %q needs an attester", n.class)
+	}
+	if opts.Ledger != nil {
+		// Registered before any session event: the ledger refuses
+		// session entries from unregistered nodes, so every session
+		// entry of this node sits at an index above the registration's,
+		// hence never at 0 (the node reads index 0 as "not recorded").
+		if err := n.register(ctx); err != nil {
+			return nil, err
+		}
+		n.events = &ledgerLog{app: opts.Ledger, key: pk.Signer()}
 	}
 	skey, err := deriveStorageKey(pk.Signer().Seed())
 	if err != nil {
@@ -295,16 +320,23 @@ func (n *Node) forget(id string, ts tombstone) {
 	n.closed[id] = ts
 }
 
-// recordEvent appends to the event log, if any. A ledger that refuses or
-// is down does not stop the session (its own state is authoritative for
-// its rules); the failure is logged and the event's index stays 0.
-func (n *Node) recordEvent(ctx context.Context, kind string, body any) uint64 {
+// recordEvent appends an entry of the given ledger kind to the event log,
+// if any. A ledger that refuses or is down does not stop the session (its
+// own state is authoritative for its rules); the failure is logged and
+// the event's index stays 0. The append is bounded by recordTimeout and
+// by the node stopping, not by the request that caused it.
+func (n *Node) recordEvent(ctx context.Context, kind string, body map[string]any) uint64 {
 	if n.events == nil {
 		return 0
 	}
-	idx, err := n.events.Record(context.WithoutCancel(ctx), kind, body)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if n.baseCtx != nil {
+		defer context.AfterFunc(n.baseCtx, cancel)()
+	}
+	idx, err := n.events.Record(ctx, kind, body)
 	if err != nil {
-		n.log.Warn("event not recorded", "kind", kind, "err", err)
+		n.log.Warn("event not recorded on the ledger", "kind", kind, "event", body["event"], "session", body["session"], "err", err)
 		return 0
 	}
 	return idx

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -253,7 +255,14 @@ func (s *session) complete() bool {
 // noting it costs no fsync. Recording only after the commit means the log
 // never shows a step the node does not have. Callers hold s.mu.
 func (s *session) recordCommitted(ctx context.Context, i int, body map[string]any) uint64 {
-	idx := s.n.recordEvent(ctx, s.rec.Events[i].Kind, body)
+	body["event"] = s.rec.Events[i].Kind
+	return s.recordCommittedAs(ctx, i, LedgerKindSessionEvent, body)
+}
+
+// recordCommittedAs is recordCommitted with the ledger kind chosen by the
+// caller (a finished run is a result.committed entry).
+func (s *session) recordCommittedAs(ctx context.Context, i int, kind string, body map[string]any) uint64 {
+	idx := s.n.recordEvent(ctx, kind, body)
 	if idx != 0 {
 		s.rec.Events[i].LedgerIndex = idx
 		if err := s.n.store.save(s.rec, false); err != nil {
@@ -353,12 +362,45 @@ func (s *session) execute(ctx context.Context) {
 		s.markDone()
 		return
 	}
-	s.recordCommitted(ctx, len(s.rec.Events)-1, map[string]any{
-		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "state": s.rec.State, "reason": s.rec.Reason,
-	})
+	s.recordRunEnd(ctx, out)
 	s.n.metrics.inc(fmt.Sprintf("cloister_runs_total{state=%q}", s.rec.State))
 	s.n.log.Info("run ended", "session", s.id, "state", s.rec.State, "reason", s.rec.Reason, "ms", time.Since(start).Milliseconds())
 	s.markDone()
+}
+
+// recordRunEnd records the event that ends a run: a finished run is a
+// result.committed entry (ResultCommitment in package client: each
+// reader's envelope hash, signed by the session key); a failed one is a
+// session.event carrying the outcome and exit status but not the reason
+// text, which may quote the program. Callers hold s.mu.
+func (s *session) recordRunEnd(ctx context.Context, out *runOutcome) {
+	i := len(s.rec.Events) - 1
+	ph := hex.EncodeToString(s.hash[:])
+	if s.rec.State != stateFinished {
+		body := map[string]any{"session": s.id, "policy_hash": ph, "state": s.rec.State}
+		if out != nil {
+			body["outcome"], body["exit_code"] = out.report.Outcome, out.report.ExitCode
+		}
+		s.recordCommitted(ctx, i, body)
+		return
+	}
+	outputs := map[string]map[string]string{}
+	for name, or := range s.rec.Outputs {
+		outputs[name] = maps.Clone(or.Envelopes)
+	}
+	msg, err := client.ResultCommitmentMessage(s.id, ph, outputs)
+	if err != nil {
+		s.n.log.Error("result commitment", "session", s.id, "err", err)
+		return
+	}
+	sig, err := s.core.sign(msg)
+	if err != nil {
+		s.n.log.Error("signing the result commitment", "session", s.id, "err", err)
+		return
+	}
+	s.recordCommittedAs(ctx, i, LedgerKindResultCommitted, map[string]any{
+		"session": s.id, "policy_hash": ph, "outputs": outputs, "session_key": s.core.spki, "signature": sig,
+	})
 }
 
 // runSpec gathers the sealed program and inputs from the store. Callers do
@@ -505,8 +547,8 @@ func (s *session) close(ctx context.Context, req *cloisterv1.CloseSessionRequest
 	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", p.ID)
 	s.rec.Outputs = map[string]*outputRecord{}
 	s.markDone()
-	s.n.recordEvent(ctx, EventSessionClosed, map[string]any{
-		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "signature": req.Auth.Signature,
+	s.n.recordEvent(ctx, LedgerKindSessionEvent, map[string]any{
+		"event": EventSessionClosed, "session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "signature": req.Auth.Signature,
 	})
 	s.n.forget(s.id, tombstone{ID: s.id, Closed: now, By: p.ID})
 	s.n.log.Info("session closed", "session", s.id, "principal", p.ID)

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/ledger"
+)
+
+// RegistrationFile, under the data directory, remembers where the node's
+// node.registered entry sits, so that a restart does not register again.
+const RegistrationFile = "ledger-registration.json"
+
+// RegistrationDomain separates the report data of registration evidence
+// from every other use of the attester.
+const RegistrationDomain = "cloister/node-registration/v1\n"
+
+// RegistrationReportData is the report data of the evidence a node puts
+// in its node.registered entry: SHA-512(RegistrationDomain || Ed25519
+// platform public key). A verifier recomputes it from the entry's
+// platform_key, so the evidence vouches for that key.
+func RegistrationReportData(platform ed25519.PublicKey) [attest.ReportDataSize]byte {
+	h := sha512.New()
+	h.Write([]byte(RegistrationDomain))
+	h.Write(platform)
+	var rd [attest.ReportDataSize]byte
+	copy(rd[:], h.Sum(nil))
+	return rd
+}
+
+// recordTimeout bounds one ledger append made while a session's lock is
+// held: a slow or unreachable ledger delays a step by at most this, then
+// the event is logged as not recorded (the node's own state stays
+// authoritative).
+const recordTimeout = 10 * time.Second
+
+// ledgerLog is the EventLog over a ledger: each event becomes an entry
+// signed by the platform key.
+type ledgerLog struct {
+	app ledger.Appender
+	key ed25519.PrivateKey
+}
+
+func (l *ledgerLog) Record(ctx context.Context, kind string, body any) (uint64, error) {
+	se, err := ledger.NewEntry(l.key, ledger.Kind(kind), body)
+	if err != nil {
+		return 0, err
+	}
+	rc, err := l.app.Append(ctx, se)
+	if err != nil {
+		return 0, err
+	}
+	return rc.Index, nil
+}
+
+// registration is RegistrationFile's content.
+type registration struct {
+	Ledger      string    `json:"ledger"`
+	PlatformKey string    `json:"platform_key"`
+	Index       uint64    `json:"index"`
+	Height      int64     `json:"height"`
+	LeafHash    string    `json:"leaf_hash"`
+	Time        time.Time `json:"time"`
+}
+
+// register puts the node's node.registered entry on the ledger, unless
+// RegistrationFile says it is already there (same ledger, same key). The
+// body is {"platform_key","class","evidence"}: evidence is the base64 of
+// the JSON attest.Evidence its attester produced over
+// RegistrationReportData.
+func (n *Node) register(ctx context.Context) error {
+	path := filepath.Join(n.opts.DataDir, RegistrationFile)
+	pub := n.PlatformKey()
+	pk := ledger.EncodePublicKey(pub)
+	if b, err := os.ReadFile(path); err == nil {
+		var r registration
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("node: %s: %w (remove it to register again)", path, err)
+		}
+		if r.Ledger == n.opts.LedgerName && r.PlatformKey == pk {
+			n.registered = r.Index
+			return nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("node: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ev, err := n.attester.Attest(ctx, RegistrationReportData(pub))
+	if err != nil {
+		return fmt.Errorf("node: registration evidence: %w", err)
+	}
+	evj, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	se, err := ledger.NewEntry(n.platform.Signer(), ledger.KindNodeRegistered, map[string]any{
+		"platform_key": pk, "class": string(n.class), "evidence": base64.StdEncoding.EncodeToString(evj),
+	})
+	if err != nil {
+		return fmt.Errorf("node: registration entry: %w", err)
+	}
+	rc, err := n.opts.Ledger.Append(ctx, se)
+	if err != nil {
+		return fmt.Errorf("node: registering on the ledger: %w", err)
+	}
+	r := registration{Ledger: n.opts.LedgerName, PlatformKey: pk, Index: rc.Index, Height: rc.Height,
+		LeafHash: hex.EncodeToString(rc.LeafHash[:]), Time: time.Now().UTC()}
+	b, _ := json.MarshalIndent(r, "", "  ")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.registered = rc.Index
+	n.log.Info("registered on the ledger", "ledger", n.opts.LedgerName, "index", rc.Index, "height", rc.Height)
+	return nil
+}
+
+// RegistrationIndex returns the ledger index of the node's node.registered
+// entry, and false when the node runs without a ledger.
+func (n *Node) RegistrationIndex() (uint64, bool) {
+	return n.registered, n.opts.Ledger != nil
+}
