@@ -550,6 +550,23 @@ func printStatus(w io.Writer, s statusJSON) {
 	if r := s.Report; r != nil {
 		fmt.Fprintf(tw, "  run\t%s, exit %d, %d ms\n", r.Outcome, r.ExitCode, r.WallMS)
 	}
+	if len(s.Events) > 0 {
+		fmt.Fprintf(tw, "  events\n")
+	}
+	for _, e := range s.Events {
+		what := e.Kind
+		if e.Name != "" {
+			what += " " + e.Name
+		}
+		if e.Principal != "" {
+			what += " by " + e.Principal
+		}
+		idx := "not on the ledger"
+		if e.LedgerIndex != 0 {
+			idx = fmt.Sprintf("ledger #%d", e.LedgerIndex)
+		}
+		fmt.Fprintf(tw, "    %s\t%s\t%s\n", e.Time, what, idx)
+	}
 	tw.Flush()
 }
 
@@ -561,7 +578,9 @@ func newSessionStatusCmd() *cobra.Command {
 		Long: `status asks the node what state a session is in: which programs and inputs
 are present (with the SHA-256 of each sealed envelope, never its content),
 whether outputs are available and who fetched them, how the run ended, and
-the session's events with their ledger indexes when the node records them.
+the session's events with their ledger indexes when the node records them
+(a node records on a ledger unless started with --no-ledger; index 0 never
+holds a session event, so an event without an index was not recorded).
 
 Status is advisory: without --policy it is not authenticated, and nothing in
 it is secret. With --policy, the node's certificate must be certified by one

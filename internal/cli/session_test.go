@@ -18,6 +18,8 @@ import (
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/ledger"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/node"
 )
 
@@ -31,9 +33,16 @@ func startSessionNode(t *testing.T) (url, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.New(context.Background(), node.Options{DataDir: filepath.Join(dir, "node-data"), Runner: rt, NoSync: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// The node records on an embedded ledger, as 'cloister node' does by
+	// default.
+	e, err := ledger.OpenEmbedded(context.Background(), filepath.Join(dir, "node-data", "ledger"), ledger.EmbeddedOptions{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.New(context.Background(), node.Options{DataDir: filepath.Join(dir, "node-data"), Runner: rt, NoSync: true,
+		Ledger: e, LedgerName: ledger.Origin(e.ChainID()), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		e.Close()
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -45,7 +54,7 @@ func startSessionNode(t *testing.T) (url, dir string) {
 			t.Errorf("node: %v", err)
 		}
 	}()
-	t.Cleanup(func() { n.Close(); rt.Close() })
+	t.Cleanup(func() { n.Close(); rt.Close(); e.Close() })
 	return "https://" + ln.Addr().String(), dir
 }
 
@@ -173,50 +182,90 @@ func TestSessionCLIEndToEnd(t *testing.T) {
 	if st.State != "finished" || len(st.Outputs) != 1 || len(st.Outputs[0].FetchedBy) != 1 || st.Outputs[0].FetchedBy[0] != "dave" {
 		t.Fatalf("status: %+v", st)
 	}
+	// Every event is on the ledger, in order, after the node's
+	// registration (index 0), and the human form shows the indexes.
+	kinds := []string{node.EventSessionCreated, node.EventProgramUploaded, node.EventInputUploaded, node.EventInputUploaded,
+		node.EventRunFinished, node.EventResultFetched}
+	if len(st.Events) != len(kinds) {
+		t.Fatalf("status events %+v", st.Events)
+	}
+	human := mustCLI(t, "session", "status", "--node", url, "--session", id)
+	for i, e := range st.Events {
+		if e.Kind != kinds[i] || e.LedgerIndex != uint64(i+1) {
+			t.Errorf("event %d: %s at ledger index %d, want %s at %d", i, e.Kind, e.LedgerIndex, kinds[i], i+1)
+		}
+		if !strings.Contains(human, fmt.Sprintf("ledger #%d\n", i+1)) {
+			t.Errorf("human status lacks ledger #%d:\n%s", i+1, human)
+		}
+	}
 	mustCLI(t, append([]string{"session", "close", "--key", at("carol.key")}, base...)...)
 	if err := json.Unmarshal([]byte(mustCLI(t, "session", "status", "--node", url, "--session", id, "--json")), &st); err != nil || st.State != "closed" {
 		t.Fatalf("status after close: %+v %v", st, err)
 	}
 }
 
-// TestNodeCommand runs 'cloister node' in-process: it creates its platform
-// key, serves sessions on its port and stops cleanly when its context ends.
-func TestNodeCommand(t *testing.T) {
-	dir := t.TempDir()
+// startNodeCommand runs 'cloister node' in-process with args on a free
+// port and waits until it serves; stop ends it and checks it stopped
+// cleanly.
+func startNodeCommand(t *testing.T, dataDir string, args ...string) (addr string, logs *lockedBuffer, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
+	addr = ln.Addr().String()
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs strings.Builder
+	logs = &lockedBuffer{}
 	done := make(chan error, 1)
 	cmd := newNodeCmd()
-	cmd.SetArgs([]string{"--listen", addr, "--data", filepath.Join(dir, "data"), "--warm-workers", "0"})
-	cmd.SetErr(&logs)
+	cmd.SetArgs(append([]string{"--listen", addr, "--data", dataDir, "--warm-workers", "0"}, args...))
+	cmd.SetErr(logs)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
-	keyFile := filepath.Join(dir, "data", "platform.key")
-	var c *client.Client
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(keyFile); err == nil {
-			if conn, err := net.Dial("tcp", addr); err == nil {
-				conn.Close()
-				break
-			}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(logs.String(), "node listening") {
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("node exited early: %v\n%s", err, logs.String())
+		default:
 		}
 		if time.Now().After(deadline) {
+			cancel()
 			t.Fatalf("node did not start: %s", logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return addr, logs, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("node exited with %v\n%s", err, logs.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("node did not stop")
+		}
+	}
+}
+
+// TestNodeCommand runs 'cloister node' in-process: it creates its platform
+// key, registers on its embedded ledger, serves sessions on its port and
+// the ledger API on another, and stops cleanly when its context ends; a
+// second start neither registers again nor loses the ledger.
+func TestNodeCommand(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	addr, logs, stop := startNodeCommand(t, data, "--ledger-listen", "127.0.0.1:0")
+	keyFile := filepath.Join(data, "platform.key")
 	pk, err := keys.Load(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, err = client.Dial(ctx, "https://"+addr, client.WithPlatformKeys(pk.Public().Signing)); err != nil {
+	ctx := context.Background()
+	c, err := client.Dial(ctx, "https://"+addr, client.WithPlatformKeys(pk.Public().Signing))
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
@@ -227,16 +276,83 @@ func TestNodeCommand(t *testing.T) {
 	if info.IsolateClass != "software" || info.PlatformKey != pk.Public().SigningString() {
 		t.Fatalf("node info %v", info)
 	}
-	cancel()
-	select {
-	case err := <-done:
+	registrations := func(url string) int {
+		t.Helper()
+		lc, err := lclient.New(url)
 		if err != nil {
-			t.Fatalf("node exited with %v", err)
+			t.Fatal(err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("node did not stop")
+		page, err := lc.Entries(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range page.Entries {
+			if e.Signed.Entry.Kind == ledger.KindNodeRegistered {
+				if e.Signed.Entry.Submitter != ledger.EncodePublicKey(pk.Public().Signing) {
+					t.Fatalf("registration by %s, not the platform key", e.Signed.Entry.Submitter)
+				}
+				n++
+			}
+		}
+		return n
 	}
-	if !strings.Contains(logs.String(), "node listening") {
-		t.Fatalf("logs lack the listening line:\n%s", logs.String())
+	ledgerURL := logValue(t, logs.String(), "ledger API listening", "url")
+	if got := registrations(ledgerURL); got != 1 {
+		t.Fatalf("%d registrations, want 1", got)
+	}
+	stop()
+	if !strings.Contains(logs.String(), "registered on the ledger") {
+		t.Fatalf("logs lack the registration:\n%s", logs.String())
+	}
+
+	_, logs, stop = startNodeCommand(t, data, "--ledger-listen", "127.0.0.1:0")
+	if got := registrations(logValue(t, logs.String(), "ledger API listening", "url")); got != 1 {
+		t.Fatalf("%d registrations after a restart, want 1", got)
+	}
+	stop()
+	if strings.Contains(logs.String(), "registered on the ledger") {
+		t.Fatalf("registered again after a restart:\n%s", logs.String())
+	}
+
+	// Without a ledger: nothing registered, nothing opened.
+	noData := filepath.Join(dir, "no-ledger")
+	_, _, stop = startNodeCommand(t, noData, "--no-ledger")
+	stop()
+	for _, f := range []string{"ledger", node.RegistrationFile} {
+		if _, err := os.Stat(filepath.Join(noData, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("--no-ledger left %s: %v", f, err)
+		}
+	}
+}
+
+// logValue finds key=value on the log line containing msg.
+func logValue(t *testing.T, logs, msg, key string) string {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, msg) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, key+"="); ok {
+				return v
+			}
+		}
+	}
+	t.Fatalf("no %s= on a %q log line:\n%s", key, msg, logs)
+	return ""
+}
+
+func TestNodeLedgerFlagsUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"--no-ledger", "--ledger", "http://127.0.0.1:1"},
+		{"--no-ledger", "--ledger-listen", "127.0.0.1:0"},
+		{"--ledger", "http://127.0.0.1:1", "--ledger-listen", "127.0.0.1:0"},
+		{"--ledger-listen", "0.0.0.0:7480"},
+	} {
+		code, _, errOut := runCLI(t, append([]string{"node", "--data", t.TempDir()}, args...)...)
+		if code != 2 || !strings.Contains(errOut, "ledger") {
+			t.Errorf("node %v: exit %d, %s", args, code, errOut)
+		}
 	}
 }
