@@ -22,6 +22,8 @@ import (
 	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/ledger"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/node"
 	"github.com/cloisterhq/cloister/policy"
 )
@@ -42,7 +44,10 @@ a real node listening on 127.0.0.1 (TLS, attested sessions, jailed isolate):
 
 Each party attests the session against the shared policy before sending
 anything; inputs travel HPKE-sealed to the session key; the result is sealed
-to dave alone. The demo prints each step with its timing and checks the
+to dave alone. The node records every step on an embedded ledger (hashes,
+never data); dave then checks through the ledger's HTTP API that the
+checkpoint is cosigned, that the result.committed entry is included in it,
+and that its output hashes are signed by the session key he attested. The demo prints each step with its timing and checks the
 answer against the expected one. The node's data lives in a temporary
 directory erased at exit; compiled programs are cached in --cache so that
 later runs start faster.
@@ -135,12 +140,19 @@ func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbos
 	if verbose {
 		logw = errOut
 	}
+	logger := slog.New(slog.NewTextHandler(logw, nil))
+	lg, err := ledger.OpenEmbedded(ctx, filepath.Join(dataDir, "ledger"), ledger.EmbeddedOptions{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer lg.Close()
 	n, err := node.New(ctx, node.Options{DataDir: dataDir, Runner: rt, NoSync: true,
-		Logger: slog.New(slog.NewTextHandler(logw, nil))})
+		Ledger: lg, LedgerName: ledger.Origin(lg.ChainID()), Logger: logger})
 	if err != nil {
 		return err
 	}
 	defer n.Close()
+	reg, _ := n.RegistrationIndex()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -153,6 +165,7 @@ func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbos
 	url := "https://" + ln.Addr().String()
 	pr.step("node listening on %s (isolate class %s)", url, n.Class())
 	pr.note("platform key %s", keys.FormatSigningKey(n.PlatformKey()))
+	pr.note("embedded ledger %s: node.registered at #%d", ledger.Origin(lg.ChainID()), reg)
 
 	// The parties and their policy.
 	parties := map[string]*demoParty{}
@@ -252,11 +265,84 @@ func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbos
 	if err := json.Unmarshal(got, &r); err == nil {
 		pr.note("correct: %d customers bought, spending %d cents in total; no party saw another's rows", r.N, r.Sum)
 	}
+	if err := demoVerifyLedger(wctx, pr, lg, dataDir, n, sessions["dave"], pol); err != nil {
+		return err
+	}
 	if err := sessions["dave"].Close(ctx, parties["dave"].key); err != nil {
 		return err
 	}
 	pr.step("close: dave erased the session")
 	fmt.Fprintf(out, "total %.2f s\n", time.Since(pr.start).Seconds())
+	return nil
+}
+
+// demoVerifyLedger checks, as dave could from anywhere with the ledger's
+// public API, that the node committed the result to the ledger: the
+// checkpoint is cosigned by the validators, the result.committed entry is
+// included in it and signed by the node's platform key, and its output
+// hashes are signed by the session key dave attested.
+func demoVerifyLedger(ctx context.Context, pr *demoPrinter, lg *ledger.Embedded, dataDir string, n *node.Node, as *client.AttestedSession, pol *policy.Policy) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: lg.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	lc, err := lclient.New("http://" + ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	st, err := as.Status(ctx)
+	if err != nil {
+		return err
+	}
+	var idx uint64
+	for _, e := range st.Events {
+		if e.Kind == node.EventRunFinished {
+			idx = e.LedgerIndex
+		}
+	}
+	if idx == 0 {
+		return errors.New("ledger: the node did not record the finished run")
+	}
+	// The checkpoint trails the commit by a block or two: wait for one
+	// that covers the entry (bounded).
+	var res *lclient.VerifyResult
+	statePath := filepath.Join(dataDir, "ledger-client-state.json")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err = lc.Verify(ctx, statePath, &idx)
+		var apiErr *lclient.APIError
+		if err == nil || !(errors.Is(err, lclient.ErrNotIncluded) || errors.As(err, &apiErr) && apiErr.Code == "not_checkpointed") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: verifying entry %d: %w", idx, err)
+	}
+	se := res.Entry.Signed
+	if se.Entry.Kind != ledger.KindResultCommitted || se.Entry.Submitter != ledger.EncodePublicKey(n.PlatformKey()) {
+		return fmt.Errorf("ledger: entry %d is %s by %s, want result.committed by the node's platform key", idx, se.Entry.Kind, se.Entry.Submitter)
+	}
+	rc, err := client.ParseResultCommitment(se.Entry.Body)
+	if err != nil {
+		return fmt.Errorf("ledger: entry %d: %w", idx, err)
+	}
+	if rc.Session != as.ID() || rc.PolicyHash != pol.HashHex() {
+		return fmt.Errorf("ledger: entry %d commits session %s under policy %s, want %s under %s", idx, rc.Session, rc.PolicyHash, as.ID(), pol.HashHex())
+	}
+	if rc.Outputs["result.json"]["dave"] == "" {
+		return fmt.Errorf("ledger: entry %d commits no envelope of result.json for dave", idx)
+	}
+	if err := rc.Verify(as.SessionKey()); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	cp := res.Checkpoint
+	pr.step("ledger: result.committed #%d is included in the checkpoint of size %d (root %s…), cosigned by validators with %d of %d votes",
+		idx, cp.Size, hex.EncodeToString(cp.Root[:])[:16], cp.SignedPower, cp.TotalPower)
+	pr.note("its output hashes are signed by the session key dave attested (result.json for dave: envelope sha256 %s…)", rc.Outputs["result.json"]["dave"][:16])
 	return nil
 }
 

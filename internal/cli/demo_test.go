@@ -68,7 +68,8 @@ func TestDemo(t *testing.T) {
 	}
 	t.Logf("demo took %s:\n%s", time.Since(start).Round(time.Millisecond), out.String())
 	for _, want := range []string{"create: session", "attest: 4 parties verified", "provision: carol", "run: exited, exit 0",
-		`{"intersection_size":4,"sum":13050}`, "correct:", "close: dave erased the session", "total "} {
+		`{"intersection_size":4,"sum":13050}`, "correct:", "node.registered at #0", "ledger: result.committed #5 is included in the checkpoint",
+		"cosigned by validators with 1 of 1 votes", "signed by the session key dave attested", "close: dave erased the session", "total "} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
