@@ -210,3 +210,38 @@ type roundRobin struct {
 func (r *roundRobin) Append(ctx context.Context, e *SignedEntry) (Receipt, error) {
 	return r.vs[int(r.n.Add(1))%len(r.vs)].Append(ctx, e)
 }
+
+// BenchmarkFourValidatorProcesses: four validator processes on loopback,
+// clients posting batches of 100 to all four APIs over HTTP.
+func BenchmarkFourValidatorProcesses(b *testing.B) {
+	pn := startProcNet(b, 4)
+	defer func() {
+		for _, p := range pn.procs {
+			p.stop()
+		}
+	}()
+	var batchers []*httpBatcher
+	for _, h := range pn.homes {
+		batchers = append(batchers, &httpBatcher{url: h.APIURL, size: 100})
+	}
+	entries := presign(b, max(b.N, 4000))
+	st0, err := pn.status(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	appendAll(b, &spread{bs: batchers}, entries, 2000)
+	st1, err := pn.status(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(entries))/float64(st1.Height-st0.Height), "entries/block")
+}
+
+type spread struct {
+	bs []*httpBatcher
+	n  atomic.Int64
+}
+
+func (s *spread) Append(ctx context.Context, e *SignedEntry) (Receipt, error) {
+	return s.bs[int(s.n.Add(1))%len(s.bs)].Append(ctx, e)
+}

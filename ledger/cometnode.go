@@ -127,6 +127,13 @@ func cometConfig(home string, hc homeConfig) *cfg.Config {
 	c.Mempool.CacheSize = 200_000
 	c.Mempool.MaxTxBytes = maxEntryBytes
 	c.Mempool.MaxTxsBytes = 256 << 20
+	// Gossip entries to two peers, not all: a third fewer messages to
+	// send, receive and deduplicate in a 4-validator chain (measured:
+	// 10-40% more entries per second on two cores), and entries still
+	// reach the others through forwarding. A validator that no peer
+	// forwards to still commits every block; it only proposes fewer
+	// entries.
+	c.Mempool.ExperimentalMaxGossipConnectionsToPersistentPeers = 2
 
 	cc := c.Consensus
 	cc.CreateEmptyBlocks = true

@@ -80,13 +80,13 @@ func TestEmbeddedCrash(t *testing.T) {
 
 // procNet is a testnet of validator processes.
 type procNet struct {
-	t     *testing.T
+	t     testing.TB
 	homes []TestnetValidator
 	procs []*child
 	vals  validatorsJSON
 }
 
-func startProcNet(t *testing.T, n int) *procNet {
+func startProcNet(t testing.TB, n int) *procNet {
 	homes, err := GenerateTestnet(t.TempDir(), n, TestnetOptions{ChainID: "fault-test"})
 	if err != nil {
 		t.Fatal(err)

@@ -103,14 +103,14 @@ func runChildWriter(dir string) int {
 
 // child is a test-binary child process.
 type child struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	lines  chan string
 	done   chan struct{}
 	errLog string
 }
 
-func startChild(t *testing.T, env, value, name string) *child {
+func startChild(t testing.TB, env, value, name string) *child {
 	t.Helper()
 	errLog := filepath.Join(t.TempDir(), name+".stderr")
 	ef, err := os.Create(errLog)
