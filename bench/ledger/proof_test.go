@@ -176,12 +176,12 @@ func BenchmarkInclusionProof(b *testing.B) {
 			}
 			tx := func(i int) []byte { return f.tree.leaves[idx[i%len(idx)]] }
 			verify := func(b *testing.B, fn func(i int) error) {
-				b.ReportMetric(float64(hashes)/float64(len(idx)), "hashes/proof")
 				for i := 0; b.Loop(); i++ {
 					if err := fn(i); err != nil {
 						b.Fatal(err)
 					}
 				}
+				b.ReportMetric(float64(hashes)/float64(len(idx)), "hashes/proof")
 			}
 			b.Run("verify-client", func(b *testing.B) {
 				verify(b, func(i int) error {
@@ -258,12 +258,12 @@ func BenchmarkConsistencyProof(b *testing.B) {
 				}
 			}
 			verify := func(b *testing.B, fn func(j int) error) {
-				b.ReportMetric(float64(hashes)/float64(len(from)), "hashes/proof")
 				for i := 0; b.Loop(); i++ {
 					if err := fn(i % len(from)); err != nil {
 						b.Fatal(err)
 					}
 				}
+				b.ReportMetric(float64(hashes)/float64(len(from)), "hashes/proof")
 			}
 			b.Run("verify-client", func(b *testing.B) {
 				verify(b, func(j int) error { return client.VerifyConsistency(proofs[j], olders[j], cp) })
@@ -328,24 +328,28 @@ func cosignedCheckpoint(b *testing.B, n int) cosigned {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// A quorum of 4 is 3: a checkpoint may lack one signature (a vote
-	// extension that came late). Measure one that has all of them.
+	// A quorum of 4 is 3, and a block's checkpoint carries the vote
+	// extensions of the precommits its proposer holds when it proposes:
+	// with no commit timeout, often only the first three. Take a checkpoint signed
+	// by all n if one comes within 10 s, else the most signed one seen.
 	var raw *client.Checkpoint
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if raw, err = cl.Checkpoint(ctx); err != nil {
-			b.Fatal(err)
-		}
-		cp, err := client.VerifyCheckpoint(raw.Note, vs)
+	best := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && best < n; {
+		r, err := cl.Checkpoint(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(cp.Signers) == n {
-			break
+		cp, err := client.VerifyCheckpoint(r.Note, vs)
+		if err != nil {
+			b.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("no checkpoint signed by all %d validators within 30 s (last: %d)", n, len(cp.Signers))
+		if len(cp.Signers) > best {
+			raw, best = r, len(cp.Signers)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if best < n {
+		b.Logf("no checkpoint signed by all %d validators within 10 s; measuring one signed by %d", n, best)
 	}
 	c := cosigned{note: raw.Note, vs: vs}
 	cosignedN[n] = c
@@ -376,16 +380,18 @@ func BenchmarkCheckpointVerify(b *testing.B) {
 				vl = append(vl, nv)
 			}
 			verifiers := note.VerifierList(vl...)
-			sigs := 0
+			cp, err := client.VerifyCheckpoint(c.note, c.vs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sigs := float64(len(cp.Signers))
 			b.Run("client", func(b *testing.B) {
 				for b.Loop() {
-					cp, err := client.VerifyCheckpoint(c.note, c.vs)
-					if err != nil {
+					if _, err := client.VerifyCheckpoint(c.note, c.vs); err != nil {
 						b.Fatal(err)
 					}
-					sigs = len(cp.Signers)
 				}
-				b.ReportMetric(float64(sigs), "signatures")
+				b.ReportMetric(sigs, "signatures")
 			})
 			b.Run("ledger", func(b *testing.B) {
 				for b.Loop() {
@@ -393,6 +399,7 @@ func BenchmarkCheckpointVerify(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				b.ReportMetric(sigs, "signatures")
 			})
 			b.Run("x-mod-note-open", func(b *testing.B) {
 				for b.Loop() {
@@ -400,6 +407,7 @@ func BenchmarkCheckpointVerify(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				b.ReportMetric(sigs, "signatures")
 			})
 		})
 	}
