@@ -36,12 +36,6 @@ type app struct {
 	st   committedState
 	vals *validatorSet // nil before InitChain
 
-	// answerMu keeps Commit apart from asynchronous CheckTx answers: an
-	// answer is judged and handed to the mempool entirely before or
-	// entirely after a commit, so an entry that a block just committed is
-	// never re-added to the mempool as valid.
-	answerMu sync.RWMutex
-
 	// ticks carries the heights after which a tick is wanted (tick.go).
 	ticks chan int64
 
@@ -441,8 +435,6 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	if b == nil {
 		return nil, errors.New("ledger: Commit without FinalizeBlock")
 	}
-	a.answerMu.Lock()
-	defer a.answerMu.Unlock()
 	if err := a.store.commit(b.batch, b.state); err != nil {
 		return nil, fmt.Errorf("ledger: commit block %d: %w", b.state.Height, err)
 	}

@@ -39,8 +39,14 @@ func (c clientCreator) NewABCISnapshotClient() (abcicli.Client, error) {
 // The local clients run CheckTx inside the caller, and for transactions
 // gossiped by a peer the caller is that peer's connection reader: votes
 // and block parts from the peer then wait behind every transaction's
-// signature check. Off the reader, consensus messages flow while entries
-// are checked on all CPUs.
+// signature check. Off the reader, consensus messages flow while the
+// workers check entries.
+//
+// CometBFT locks the mempool and calls Flush before it commits a block,
+// expecting every CheckTx answer to be in by then (it updates the mempool
+// after the commit without further locking against answers). Flush waits
+// for the requests in flight, so an answer is never judged against one
+// block and delivered after the next.
 type asyncCheckClient struct {
 	abcicli.Client
 	app  *app
@@ -48,6 +54,10 @@ type asyncCheckClient struct {
 	quit chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	idle     *sync.Cond // signalled when inflight drops to 0
+	inflight int
 }
 
 func newAsyncCheckClient(a *app) *asyncCheckClient {
@@ -57,6 +67,7 @@ func newAsyncCheckClient(a *app) *asyncCheckClient {
 		jobs:   make(chan *abcicli.ReqRes, 4096),
 		quit:   make(chan struct{}),
 	}
+	c.idle = sync.NewCond(&c.mu)
 	for range checkWorkers {
 		c.wg.Add(1)
 		go c.work()
@@ -66,6 +77,9 @@ func newAsyncCheckClient(a *app) *asyncCheckClient {
 
 func (c *asyncCheckClient) CheckTxAsync(_ context.Context, req *abci.CheckTxRequest) (*abcicli.ReqRes, error) {
 	rr := abcicli.NewReqRes(abci.ToCheckTxRequest(req))
+	c.mu.Lock()
+	c.inflight++
+	c.mu.Unlock()
 	select {
 	case c.jobs <- rr:
 	case <-c.quit:
@@ -79,11 +93,8 @@ func (c *asyncCheckClient) work() {
 	for {
 		select {
 		case rr := <-c.jobs:
-			// Judge and answer under answerMu (see app.answerMu).
-			c.app.answerMu.RLock()
 			res, _ := c.app.CheckTx(context.Background(), rr.Request.GetCheckTx())
 			c.finish(rr, res)
-			c.app.answerMu.RUnlock()
 		case <-c.quit:
 			return
 		}
@@ -94,6 +105,21 @@ func (c *asyncCheckClient) finish(rr *abcicli.ReqRes, res *abci.CheckTxResponse)
 	rr.Response = abci.ToCheckTxResponse(res)
 	rr.InvokeCallback()
 	rr.Done()
+	c.mu.Lock()
+	if c.inflight--; c.inflight == 0 {
+		c.idle.Broadcast()
+	}
+	c.mu.Unlock()
+}
+
+// Flush returns once every CheckTx request made so far is answered.
+func (c *asyncCheckClient) Flush(context.Context) error {
+	c.mu.Lock()
+	for c.inflight > 0 {
+		c.idle.Wait()
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 // Stop stops the workers, answering queued requests with "unavailable"

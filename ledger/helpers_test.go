@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,11 +156,4 @@ func (c *apiClient) checkInclusion(i uint64, cp Checkpoint) error {
 		copy(proof[j][:], h)
 	}
 	return tlog.CheckRecord(proof, int64(cp.Size), cp.Root, int64(i), tlog.RecordHash(e.Entry))
-}
-
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
