@@ -205,7 +205,12 @@ func TestLedgerRecordsSession(t *testing.T) {
 	if env := rc.Outputs["sum"]["dave"]; len(env) != 64 {
 		t.Fatalf("commitment outputs %v", rc.Outputs)
 	}
-	rc.Outputs["sum"]["dave"] = "00" + rc.Outputs["sum"]["dave"][2:]
+	h := rc.Outputs["sum"]["dave"]
+	flip := "0"
+	if h[0] == '0' {
+		flip = "1"
+	}
+	rc.Outputs["sum"]["dave"] = flip + h[1:]
 	if err := rc.Verify(as.SessionKey()); err == nil {
 		t.Fatal("an altered commitment verified")
 	}
@@ -226,5 +231,76 @@ func TestLedgerRecordsSession(t *testing.T) {
 	}
 	if st.Programs[0].EventIndex != entries[1].index || st.Inputs[0].EventIndex != entries[2].index || st.Inputs[1].EventIndex != entries[3].index {
 		t.Errorf("status slot indexes %d %d %d", st.Programs[0].EventIndex, st.Inputs[0].EventIndex, st.Inputs[1].EventIndex)
+	}
+}
+
+// TestLedgerRecordsFailedRun: a run that fails is a session.event saying
+// how it ended (outcome, exit status), without the reason text, and no
+// result is committed.
+func TestLedgerRecordsFailedRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tmp := t.TempDir()
+	e, err := ledger.OpenEmbedded(ctx, filepath.Join(tmp, "ledger"), ledger.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	srv := httptest.NewServer(e.Handler())
+	defer srv.Close()
+	lc, err := lclient.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := startLedgerNode(t, filepath.Join(tmp, "node"), e)
+	defer tn.Close()
+
+	s := newScenario(t)
+	wasm := readTestdata(t, "spin.wasm")
+	doc := s.policyDoc(t, tn.platformKey(), func(m map[string]any) {
+		m["name"] = "spin"
+		m["programs"] = []any{map[string]any{"name": "spin.wasm", "sha256": sha256hex(wasm), "provider": "alice"}}
+		m["inputs"] = []any{map[string]any{"name": "a", "provider": "bob"}, map[string]any{"name": "b", "provider": "carol"}}
+		m["outputs"] = []any{map[string]any{"name": "sum", "readers": []string{"dave"}}}
+		m["limits"] = map[string]any{"memory": "16MiB", "timeout": "200ms", "max_output": "4KiB"}
+	})
+	c := dial(t, tn)
+	id, err := c.CreateSession(ctx, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := c.Attest(ctx, id, mustParse(t, doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as.CloseIdleConnections()
+	s.provisionSum(t, as, "spin.wasm", wasm)
+	st, err := as.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Reason == "" || st.Report == nil || st.Report.Outcome == "exited" {
+		t.Fatalf("spin with a 200 ms limit ended %v: %s", st.State, st.Reason)
+	}
+	page, err := lc.Entries(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := page.Entries[len(page.Entries)-1].Signed.Entry
+	var body map[string]any
+	if err := json.Unmarshal(last.Body, &body); err != nil {
+		t.Fatal(err)
+	}
+	if last.Kind != ledger.KindSessionEvent || body["event"] != node.EventRunFinished || body["state"] != "failed" ||
+		body["outcome"] != st.Report.Outcome || body["reason"] != nil {
+		t.Fatalf("last entry %s %s, want the failed run (outcome %s) without its reason", last.Kind, last.Body, st.Report.Outcome)
+	}
+	for _, en := range page.Entries {
+		if en.Signed.Entry.Kind == ledger.KindResultCommitted {
+			t.Fatalf("a failed run committed a result: %s", en.Tx)
+		}
+	}
+	if ev := st.Events[len(st.Events)-1]; ev.Kind != node.EventRunFinished || ev.LedgerIndex != page.Entries[len(page.Entries)-1].Index {
+		t.Fatalf("status' last event %s at %d", ev.Kind, ev.LedgerIndex)
 	}
 }
