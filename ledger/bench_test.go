@@ -245,3 +245,35 @@ type spread struct {
 func (s *spread) Append(ctx context.Context, e *SignedEntry) (Receipt, error) {
 	return s.bs[int(s.n.Add(1))%len(s.bs)].Append(ctx, e)
 }
+
+// BenchmarkCheckpointLag: on an idle embedded ledger, the time from an
+// entry's receipt to the stored cosigned checkpoint that covers it.
+func BenchmarkCheckpointLag(b *testing.B) {
+	e := openTestEmbedded(b, b.TempDir())
+	defer e.Close()
+	entries := presign(b, min(b.N, 200))
+	lags := make([]time.Duration, len(entries))
+	ctx := context.Background()
+	b.ResetTimer()
+	for i, se := range entries {
+		rc, err := e.Append(ctx, se)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		for {
+			if st, _ := e.ln.app.state(); st.HasCheckpoint && st.CheckpointSize > rc.Index {
+				break
+			}
+			if time.Since(t0) > 30*time.Second {
+				b.Fatalf("no checkpoint covering entry %d within 30s", rc.Index)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		lags[i] = time.Since(t0)
+	}
+	b.StopTimer()
+	slices.Sort(lags)
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds())/1000, "p99-ms")
+}
