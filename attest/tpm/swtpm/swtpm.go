@@ -69,14 +69,29 @@ func (s *Server) waitReady(timeout time.Duration) error {
 			return fmt.Errorf("swtpm exited: %s", s.stderr.String())
 		default:
 		}
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.CtrlPort), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
+		// Both ports must answer: swtpm opens them one after the other, and
+		// a port answering alone may belong to another process that took it
+		// between freePortPair and swtpm's bind.
+		if s.listening(s.CtrlPort) && s.listening(s.Port) {
+			select {
+			case <-s.done:
+				return fmt.Errorf("swtpm exited: %s", s.stderr.String())
+			default:
+				return nil
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("swtpm did not listen within %s: %s", timeout, s.stderr.String())
+}
+
+func (s *Server) listening(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // Stop kills the swtpm process and waits for it to exit.
