@@ -9,9 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
+	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -44,6 +47,31 @@ import (
 // Common to all: the entry's time within maxClockSkew of the block time
 // (local time in CheckTx), and a (submitter, nonce) pair never seen before.
 
+// checkSubmitterKey refuses keys off the curve, non-canonical or of small
+// order (keys.CheckSigningKey): under a small-order key anyone can make
+// signatures, so its entries would speak for nobody, and a resource or
+// session claimed with one would be open to all. Results are cached: a
+// handful of keys (nodes, principals) sign most entries.
+func checkSubmitterKey(pub ed25519.PublicKey) error {
+	if _, ok := goodKeys.Load(string(pub)); ok {
+		return nil
+	}
+	if err := keys.CheckSigningKey(pub); err != nil {
+		return err
+	}
+	if goodKeyCount.Add(1) > 1<<16 {
+		goodKeys.Clear()
+		goodKeyCount.Store(0)
+	}
+	goodKeys.Store(string(pub), true)
+	return nil
+}
+
+var (
+	goodKeys     sync.Map
+	goodKeyCount atomic.Int64
+)
+
 // maxClockSkew is how far an entry's own time may be from the block time.
 const maxClockSkew = 10 * time.Minute
 
@@ -55,6 +83,9 @@ func validateEntry(v blockView, se *SignedEntry, index uint64, now time.Time) ([
 	e := &se.Entry
 	pub, err := ParsePublicKey(e.Submitter)
 	if err != nil {
+		return nil, reject(CodeMalformed, "entry submitter: %v", err)
+	}
+	if err := checkSubmitterKey(pub); err != nil {
 		return nil, reject(CodeMalformed, "entry submitter: %v", err)
 	}
 	rule, ok := kindRules[e.Kind]

@@ -137,6 +137,19 @@ func TestStateMachineRefusals(t *testing.T) {
 		wantRejected(t, err, CodeMalformed)
 		status, b = c.do("POST", "/v1/entries", bytes.Repeat([]byte("x"), maxEntryBytes+1))
 		wantError(t, status, b, 413, CodeTooLarge)
+		// The identity point as a key: R = identity, S = 0 verifies for any
+		// message, no private key needed. The ledger refuses such keys.
+		identity := append([]byte{1}, make([]byte, 31)...)
+		forged := &SignedEntry{
+			Entry: Entry{Kind: KindNote, Body: json.RawMessage(`{"forged":true}`), Submitter: EncodePublicKey(identity),
+				Nonce: testNonce.Add(1), Time: formatTime(time.Now())},
+			Signature: append(bytes.Clone(identity), make([]byte, 32)...),
+		}
+		if err := forged.VerifySignature(); err != nil {
+			t.Fatalf("the forged signature should verify under the identity key: %v", err)
+		}
+		_, err = e.Append(ctx, forged)
+		wantRejected(t, err, CodeMalformed)
 	})
 
 	// Only accepted entries are in the log, numbered without gaps.
