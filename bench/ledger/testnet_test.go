@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,12 @@ import (
 // validatorHomeEnv, when set, makes the test binary run one validator of
 // that home instead of the benchmarks (see startValidatorProcess).
 const validatorHomeEnv = "CLOISTER_BENCH_LEDGER_VALIDATOR_HOME"
+
+// validatorProfileEnv, when set in the benchmark's environment, makes each
+// validator process write a CPU profile of its whole run to
+// <value>-<pid>.prof (go tool pprof merges several): -cpuprofile covers
+// the benchmark process only.
+const validatorProfileEnv = "CLOISTER_BENCH_LEDGER_VALIDATOR_CPUPROFILE"
 
 // testnet is n validators on loopback: in this process (Append callable
 // directly, and a CPU profile of the benchmark covers them), or each in its
@@ -219,6 +226,21 @@ func startValidatorProcess(home string) (url string, pid int, stop func() error,
 // validatorProcessMain is the child's side: start the validator, say
 // "ready <url>", run until stdin closes or a signal comes.
 func validatorProcessMain(home string) int {
+	if prefix := os.Getenv(validatorProfileEnv); prefix != "" {
+		f, err := os.Create(fmt.Sprintf("%s-%d.prof", prefix, os.Getpid()))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "validator:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "validator:", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	v, err := ledger.StartValidator(ctx, home, ledger.StartOptions{})
 	cancel()
