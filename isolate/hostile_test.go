@@ -3,6 +3,7 @@ package isolate
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -234,7 +235,13 @@ func TestHostileNetworkDial(t *testing.T) {
 // lock-down, forbidden system calls fail with EPERM (seccomp), the network
 // namespace holds only a loopback that is down, and the root is empty.
 func TestWorkerSelfTest(t *testing.T) {
-	r := newRuntime(t, Options{})
+	for _, k := range workerKinds {
+		t.Run(k.name, func(t *testing.T) { testWorkerSelfTest(t, k.binary) })
+	}
+}
+
+func testWorkerSelfTest(t *testing.T, worker string) {
+	r := newRuntime(t, Options{WorkerBinary: worker})
 	j, rep, err := resolve(&Config{Module: wasmEmpty})
 	if err != nil || rep != nil {
 		t.Fatal(err, rep)
@@ -263,6 +270,48 @@ func TestWorkerSelfTest(t *testing.T) {
 	}
 	if hasString(res.Report.Protections, "emptyroot") && p["root"] != "cache" && p["root"] != "" {
 		t.Errorf("worker root holds %q, want nothing but the cache mount point", p["root"])
+	}
+	// Root without a user namespace: before the lock-down the worker holds
+	// CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID and nothing else.
+	if hasString(res.Report.Protections, "setupcaps") {
+		if want := "0x2000c0"; p["caps"] != want {
+			t.Errorf("capabilities before the lock-down: %s, want %s", p["caps"], want)
+		}
+		if hasString(res.Report.Protections, "userns") {
+			t.Errorf("setupcaps in force together with a user namespace: %v", res.Report.Protections)
+		}
+	}
+	if os.Geteuid() == 0 && worker != WorkerBinarySelf && !hasString(res.Report.Protections, "setupcaps") {
+		t.Errorf("a root node's lean worker runs without setupcaps: %v (missing %v)", res.Report.Protections, res.Report.Missing)
+	}
+}
+
+// TestWorkerBinaryChecked: a worker binary that is not cloister-isolate,
+// or speaks another protocol, is refused with the reason.
+func TestWorkerBinaryChecked(t *testing.T) {
+	for _, bad := range []struct{ path, want string }{
+		{"/bin/sh", "not a Go program"},
+		{os.Args[0], "not github.com/cloisterhq/cloister/cmd/cloister-isolate"},
+		{filepath.Join(t.TempDir(), "absent"), "no such file"},
+	} {
+		_, err := New(context.Background(), Options{WorkerBinary: bad.path})
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("worker binary %s: error %v, want it to say %q", bad.path, err, bad.want)
+		}
+	}
+	if err := checkProtocol("cloister-isolate/0+0000"); !errors.Is(err, errWorkerProtocol) {
+		t.Errorf("another protocol: %v", err)
+	}
+	if err := checkProtocol(workerProtocol()); err != nil {
+		t.Errorf("own protocol: %v", err)
+	}
+	r := newRuntime(t, Options{})
+	if name, note := r.WorkerBinary(); name != leanWorker || note != "" {
+		t.Errorf("WorkerBinary() = %q, %q; want %q", name, note, leanWorker)
+	}
+	r = newRuntime(t, Options{WorkerBinary: WorkerBinarySelf})
+	if name, note := r.WorkerBinary(); name != "this binary re-executed" || note == "" {
+		t.Errorf("self: WorkerBinary() = %q, %q", name, note)
 	}
 }
 

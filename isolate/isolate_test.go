@@ -14,11 +14,20 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/experimental"
+
+	"github.com/cloisterhq/cloister/internal/workerbuild"
 )
 
 // testDataDir is shared by the package's tests so that each guest is
 // compiled once per test run (the compilation cache lives in it).
 var testDataDir string
+
+// leanWorker is cmd/cloister-isolate built for the tests: what an installed
+// node starts. Runtimes use it unless a test asks for another worker;
+// workerKinds lists both kinds for the tests that check the jail itself.
+var leanWorker string
+
+var workerKinds = []struct{ name, binary string }{{"lean", ""}, {"self", WorkerBinarySelf}}
 
 func TestMain(m *testing.M) {
 	if IsWorker() {
@@ -29,8 +38,14 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testDataDir = dir
+	if leanWorker, err = workerbuild.Build(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	workerKinds[0].binary = leanWorker
 	code := m.Run()
 	os.RemoveAll(dir)
+	workerbuild.Cleanup()
 	os.Exit(code)
 }
 
@@ -38,6 +53,9 @@ func newRuntime(t testing.TB, opts Options) *Runtime {
 	t.Helper()
 	if opts.DataDir == "" {
 		opts.DataDir = testDataDir
+	}
+	if opts.WorkerBinary == "" {
+		opts.WorkerBinary = leanWorker
 	}
 	r, err := New(context.Background(), opts)
 	if err != nil {
@@ -170,8 +188,14 @@ type buildError struct {
 func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
 
 func TestEmptyAndTrap(t *testing.T) {
+	for _, k := range workerKinds {
+		t.Run(k.name, func(t *testing.T) { testEmptyAndTrap(t, k.binary) })
+	}
+}
+
+func testEmptyAndTrap(t *testing.T, worker string) {
 	for _, inproc := range []bool{true, false} {
-		r := newRuntime(t, Options{InProcess: inproc})
+		r := newRuntime(t, Options{InProcess: inproc, WorkerBinary: worker})
 		res := mustRun(t, r, &Config{Module: wasmEmpty, Timeout: 10 * time.Second})
 		wantOutcome(t, res, OutcomeExited, 0)
 		if inproc {

@@ -46,6 +46,7 @@ var namespaces = []struct {
 // jailer starts jailed workers and drives them through one job each.
 type jailer struct {
 	cacheDir string
+	bin      *workerBinary
 	cg       *cgroupManager // nil when cgroup v2 cannot be used
 	cgMiss   string         // why not
 
@@ -99,11 +100,20 @@ type worker struct {
 	preloadSent chan error
 }
 
-func newJailer(ctx context.Context, cacheDir string, warm int) (*jailer, error) {
-	j := &jailer{cacheDir: cacheDir, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{},
+func newJailer(ctx context.Context, cacheDir string, warm int, bin *workerBinary) (*jailer, error) {
+	j := &jailer{cacheDir: cacheDir, bin: bin, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{},
 		exitWait: workerExitWait, writeTimeout: jobWriteTimeout}
 	for _, ns := range namespaces {
 		j.nsFlags |= ns.flag
+	}
+	if os.Geteuid() == 0 && bin.noCgo {
+		// A root parent needs no user namespace to create the others, and
+		// a worker built without cgo can give up every capability but the
+		// three its set-up needs on all of its threads (setupcaps). Without
+		// CLONE_NEWUSER, Go starts the worker with vfork instead of copying
+		// this process's whole address space (decision 0002).
+		j.nsFlags &^= unix.CLONE_NEWUSER
+		j.nsMiss["userns"] = "not created: the node runs as root and the worker, built without cgo, limits itself to CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID until the lock-down (setupcaps) and then becomes nobody; a user namespace would make every start copy the node's address space (decision 0002)"
 	}
 	j.cg, j.cgMiss = newCgroupManager()
 	for i := 0; i < j.warm; i++ {
@@ -302,7 +312,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 			nsNames = append(nsNames, ns.name)
 		}
 	}
-	cmd := exec.Command("/proc/self/exe")
+	cmd := exec.Command(j.bin.path)
 	cmd.Args = []string{"cloister-isolate-worker"}
 	cmd.Env = []string{
 		workerEnv + "=1",
@@ -412,6 +422,8 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 	go func() {
 		var msg readyMsg
 		if err := readFrame(resR, maxControlFrame, &msg); err != nil {
+			w.readyErr = err
+		} else if err := checkProtocol(msg.Protocol); err != nil {
 			w.readyErr = err
 		} else {
 			w.applied = append(w.applied, msg.Applied...)

@@ -95,8 +95,11 @@ func (m *workerInput) setWireBlobs(blobs [][]byte) error {
 // readyMsg reports the protections the worker applied to itself before
 // receiving a job.
 type readyMsg struct {
-	Applied []string
-	Missing map[string]string
+	// Protocol is the worker's workerProtocol: the parent refuses a
+	// worker binary from another build.
+	Protocol string
+	Applied  []string
+	Missing  map[string]string
 }
 
 // lockedMsg reports the protections applied after the job arrived, just

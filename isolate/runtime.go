@@ -32,6 +32,13 @@ type Options struct {
 	// waiting for a job (0: each run starts its own worker, cold). A worker
 	// serves one job and exits; the pool is refilled in the background.
 	WarmWorkers int
+	// WorkerBinary is the cloister-isolate executable workers are started
+	// from. Empty: the one next to the running executable if there is a
+	// compatible one, else the running binary re-executed (which must then
+	// call IsWorker/WorkerMain first thing); WorkerBinarySelf: always the
+	// running binary. A path that is not a cloister-isolate built from the
+	// same module versions makes New fail.
+	WorkerBinary string
 }
 
 // ErrClosed is returned by Run once the Runtime is closed, including for a
@@ -45,6 +52,7 @@ type Runtime struct {
 	cache    wazero.CompilationCache // parent side: validates and fills the cache
 	local    *executor
 	jail     *jailer // nil when InProcess
+	bin      *workerBinary
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -75,7 +83,13 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 	}
 	r.local = &executor{cache: r.cache}
 	if !opts.InProcess {
-		j, err := newJailer(ctx, r.cacheDir, opts.WarmWorkers)
+		bin, err := resolveWorkerBinary(opts.WorkerBinary)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.bin = bin
+		j, err := newJailer(ctx, r.cacheDir, opts.WarmWorkers, bin)
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -100,8 +114,22 @@ func (r *Runtime) Close() error {
 		if r.cache != nil {
 			err = errors.Join(err, r.cache.Close(context.Background()))
 		}
+		if r.bin != nil {
+			r.bin.close()
+		}
 	})
 	return err
+}
+
+// WorkerBinary says what workers are started from — the path of the
+// cloister-isolate binary, or "this binary re-executed" — and, when that
+// is not the lean worker binary, why (empty otherwise). In-process
+// runtimes return "in process".
+func (r *Runtime) WorkerBinary() (name, note string) {
+	if r.bin == nil {
+		return "in process", ""
+	}
+	return r.bin.name, r.bin.note
 }
 
 // Run executes one program and reports how it ended. The error is only for

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"github.com/tetratelabs/wazero"
 	"golang.org/x/sys/unix"
@@ -48,7 +49,7 @@ func WorkerMain() int {
 		}
 	}
 	cacheDir := os.Getenv(workerCacheEnv)
-	ready := readyMsg{Missing: map[string]string{}}
+	ready := readyMsg{Protocol: workerProtocol(), Missing: map[string]string{}}
 	cacheMounted := false
 	if nss["mountns"] {
 		var err error
@@ -60,6 +61,15 @@ func WorkerMain() int {
 		}
 	} else {
 		ready.Missing["emptyroot"] = "no mount namespace: the worker sees the host file system (the guest still does not)"
+	}
+	if !nss["userns"] && os.Geteuid() == 0 {
+		// Root without a user namespace (decision 0002): keep only what
+		// the rest of the set-up and the lock-down need.
+		if err := limitSetupCaps(); err != nil {
+			ready.Missing["setupcaps"] = err.Error()
+		} else {
+			ready.Applied = append(ready.Applied, "setupcaps")
+		}
 	}
 	if err := setRlimits(map[int]uint64{unix.RLIMIT_NOFILE: workerNoFile, unix.RLIMIT_CORE: 0}); err != nil {
 		ready.Missing["rlimit"] = err.Error()
@@ -368,6 +378,57 @@ func dropPrivileges(groupsErr error) error {
 	return nil
 }
 
+// setupCaps are the capabilities a root worker without a user namespace
+// keeps between its mount set-up and the lock-down: CAP_SYS_ADMIN to detach
+// the compilation cache and remount the root read-only, CAP_SETUID and
+// CAP_SETGID to become nobody. Reading and writing the root-owned cache
+// needs none (uid 0 owns it).
+var setupCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID}
+
+// limitSetupCaps sets the permitted and effective capability sets to
+// setupCaps (inheritable and ambient empty) on every thread, and locks the
+// securebits so that uid 0 regains nothing through exec (SECBIT_NOROOT).
+// Capabilities are per thread and Go gives no control over which thread
+// runs what, so this needs syscall.AllThreadsSyscall, which exists only
+// without cgo. (The bounding set is left alone: with NOROOT and, later,
+// no_new_privs it never grants anything, and emptying it costs one
+// all-threads call per capability.)
+func limitSetupCaps() error {
+	var mask uint64
+	for _, c := range setupCaps {
+		mask |= 1 << c
+	}
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
+		if e == syscall.ENOTSUP {
+			return fmt.Errorf("this worker binary links cgo, so capabilities cannot be set on all of its threads")
+		}
+		return fmt.Errorf("clearing ambient capabilities: %w", e)
+	}
+	const secbits = 1<<0 | 1<<1 // SECBIT_NOROOT | SECBIT_NOROOT_LOCKED (linux/securebits.h)
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, secbits, 0); e != 0 {
+		return fmt.Errorf("setting securebits: %w", e)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := [2]unix.CapUserData{
+		{Effective: uint32(mask), Permitted: uint32(mask)},
+		{Effective: uint32(mask >> 32), Permitted: uint32(mask >> 32)},
+	}
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return fmt.Errorf("capset: %w", e)
+	}
+	return nil
+}
+
+// effectiveCaps reads this thread's effective capability set.
+func effectiveCaps() (uint64, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, err
+	}
+	return uint64(data[1].Effective)<<32 | uint64(data[0].Effective), nil
+}
+
 func probeErr(err error) string {
 	if err == nil {
 		return "allowed"
@@ -392,6 +453,11 @@ func preLockProbes() map[string]string {
 			names = append(names, i.Name+":"+state)
 		}
 		p["interfaces"] = strings.Join(names, ",")
+	}
+	if caps, err := effectiveCaps(); err != nil {
+		p["caps"] = "error: " + err.Error()
+	} else {
+		p["caps"] = fmt.Sprintf("%#x", caps)
 	}
 	ents, err := os.ReadDir("/")
 	if err != nil {

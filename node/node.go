@@ -177,6 +177,11 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 			return nil, fmt.Errorf("node: isolate runtime: %w", err)
 		}
 		n.runner, n.ownsRun = rt, rt
+		if name, note := rt.WorkerBinary(); note != "" {
+			n.log.Info("isolate workers", "binary", name, "note", note)
+		} else {
+			n.log.Info("isolate workers", "binary", name)
+		}
 	}
 	runs := opts.MaxConcurrentRuns
 	if runs <= 0 {

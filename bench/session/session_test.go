@@ -12,23 +12,37 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/internal/workerbuild"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/node"
 	"github.com/cloisterhq/cloister/policy"
 )
 
+// workerBinary is the lean worker (cmd/cloister-isolate, built once by
+// TestMain), what an installed node uses.
+var workerBinary string
+
 func TestMain(m *testing.M) {
 	if isolate.IsWorker() {
 		os.Exit(isolate.WorkerMain())
 	}
-	os.Exit(m.Run())
+	var err error
+	if workerBinary, err = workerbuild.Build(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	workerbuild.Cleanup()
+	os.Exit(code)
 }
 
 // fixture is a node on loopback and the four parties of the sum program.
@@ -44,13 +58,19 @@ type fixture struct {
 }
 
 func newFixture(tb testing.TB, sync bool, warm int) *fixture {
+	return newFixtureWith(tb, sync, warm, workerBinary)
+}
+
+// newFixtureWith starts workers from worker (isolate.WorkerBinarySelf: this
+// test binary re-executed).
+func newFixtureWith(tb testing.TB, sync bool, warm int, worker string) *fixture {
 	tb.Helper()
 	wasm, err := os.ReadFile(filepath.Join("testdata", "sum.wasm"))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	dir := tb.TempDir()
-	rt, err := isolate.New(context.Background(), isolate.Options{DataDir: dir, WarmWorkers: warm})
+	rt, err := isolate.New(context.Background(), isolate.Options{DataDir: dir, WarmWorkers: warm, WorkerBinary: worker})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -196,6 +216,7 @@ func timed(b *testing.B, par int, op func(context.Context) error) {
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	self0, children0 := cpuTimes()
+	machine0 := machineBusy()
 	start := time.Now()
 	for w := 0; w < par; w++ {
 		wg.Add(1)
@@ -222,6 +243,7 @@ func timed(b *testing.B, par int, op func(context.Context) error) {
 	wg.Wait()
 	el := time.Since(start)
 	self1, children1 := cpuTimes()
+	machine1 := machineBusy()
 	b.StopTimer()
 	if firstErr != nil {
 		b.Fatal(firstErr)
@@ -232,6 +254,36 @@ func timed(b *testing.B, par int, op func(context.Context) error) {
 	b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
 	b.ReportMetric(float64((self1-self0).Microseconds())/1000/float64(b.N), "cpu-node-ms/op")
 	b.ReportMetric(float64((children1-children0).Microseconds())/1000/float64(b.N), "cpu-workers-ms/op")
+	if machine0 >= 0 && machine1 >= 0 {
+		b.ReportMetric(float64((machine1-machine0).Microseconds())/1000/float64(b.N), "cpu-machine-ms/op")
+	}
+}
+
+// machineBusy returns the CPU time every processor of the machine spent
+// busy so far (/proc/stat: user, nice, system, irq, softirq), or -1.
+// Unlike cpuTimes it includes the kernel's own workers (for example the
+// tear-down of a worker's network namespace, which no process is charged
+// for) and everything else running on the machine, so it is only
+// meaningful on a quiet machine.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return -1
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return -1
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
 // cpuTimes returns the CPU time (user and system) of this process, where
@@ -270,6 +322,14 @@ func BenchmarkSessionThroughput(b *testing.B) {
 // protocol (the baseline; `cloister run` does this).
 func BenchmarkIsolateDirect(b *testing.B) {
 	f := newFixture(b, true, 2)
+	timed(b, 1, f.direct)
+}
+
+// BenchmarkIsolateDirectSelfWorker: the same with workers that are this
+// (large) test binary re-executed, as when no cloister-isolate is
+// installed next to cloister.
+func BenchmarkIsolateDirectSelfWorker(b *testing.B) {
+	f := newFixtureWith(b, true, 2, isolate.WorkerBinarySelf)
 	timed(b, 1, f.direct)
 }
 

@@ -1,0 +1,218 @@
+package isolate
+
+import (
+	"crypto/sha256"
+	"debug/buildinfo"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime/debug"
+	"strings"
+	"sync"
+)
+
+// WorkerBinaryName is the lean worker executable (cmd/cloister-isolate).
+// A Runtime uses it when it lies next to the running executable (or
+// Options.WorkerBinary names it); otherwise workers are the running binary
+// re-executed. Both run the same WorkerMain: the lean one only starts
+// faster — it links nothing but this package and wazero, so a worker does
+// not pay for the package initialisation of the whole node (about 20 ms of
+// CPU per run for the cloister binary) — and, built without cgo, it can
+// drop its set-up capabilities on every thread, which lets a root node skip
+// the user namespace (decision 0002).
+const WorkerBinaryName = "cloister-isolate"
+
+// WorkerBinarySelf as Options.WorkerBinary forces workers to be the running
+// binary re-executed, even where a cloister-isolate lies next to it.
+const WorkerBinarySelf = "self"
+
+// workerPackage is the import path a worker binary's main package must have.
+const workerPackage = "github.com/cloisterhq/cloister/cmd/" + WorkerBinaryName
+
+// workerBinary is the executable workers are started from.
+type workerBinary struct {
+	path string   // what exec is given: /proc/self/exe or /proc/self/fd/N
+	file *os.File // the pinned worker binary; nil for self
+	// name is what the report and logs call it.
+	name string
+	// noCgo: the binary was built without cgo, so the worker can set its
+	// capabilities on all threads (syscall.AllThreadsSyscall).
+	noCgo bool
+	// note says why the lean binary is not used (empty when it is).
+	note string
+}
+
+func (b *workerBinary) close() {
+	if b.file != nil {
+		b.file.Close()
+	}
+}
+
+// resolveWorkerBinary picks the worker executable: explicit names a
+// cloister-isolate binary (an error if it is not a compatible one),
+// WorkerBinarySelf the running binary, and "" the cloister-isolate next to
+// the running executable if there is a compatible one, else the running
+// binary. The chosen file is opened once and executed through its
+// descriptor, so replacing the file later changes nothing.
+func resolveWorkerBinary(explicit string) (*workerBinary, error) {
+	self := &workerBinary{path: "/proc/self/exe", name: "this binary re-executed", noCgo: selfNoCgo()}
+	switch explicit {
+	case WorkerBinarySelf:
+		self.note = "Options.WorkerBinary asks for this binary re-executed"
+		return self, nil
+	case "":
+		exe, err := os.Executable()
+		if err != nil {
+			self.note = fmt.Sprintf("cannot locate the running executable: %v", err)
+			return self, nil
+		}
+		candidate := filepath.Join(filepath.Dir(exe), WorkerBinaryName)
+		if _, err := os.Stat(candidate); err != nil {
+			self.note = fmt.Sprintf("no %s next to %s: workers are this binary re-executed (slower to start)", WorkerBinaryName, exe)
+			return self, nil
+		}
+		b, err := openWorkerBinary(candidate)
+		if err != nil {
+			self.note = fmt.Sprintf("%v: workers are this binary re-executed", err)
+			return self, nil
+		}
+		return b, nil
+	default:
+		return openWorkerBinary(explicit)
+	}
+}
+
+// openWorkerBinary opens path and checks that it is a cloister-isolate
+// built from the same versions of the modules the worker protocol and the
+// compilation cache depend on.
+func openWorkerBinary(path string) (*workerBinary, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("isolate: worker binary %s: %w", path, err)
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return nil, fmt.Errorf("isolate: worker binary: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		f.Close()
+		return nil, fmt.Errorf("isolate: worker binary %s is not an executable file", abs)
+	}
+	info, err := buildinfo.Read(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("isolate: worker binary %s is not a Go program: %v", abs, err)
+	}
+	if info.Path != workerPackage {
+		f.Close()
+		return nil, fmt.Errorf("isolate: worker binary %s is %q, not %s", abs, info.Path, workerPackage)
+	}
+	if err := sameDeps(info); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("isolate: worker binary %s: %v; rebuild it from this source (go build ./cmd/%s)", abs, err, WorkerBinaryName)
+	}
+	return &workerBinary{
+		path:  fmt.Sprintf("/proc/self/fd/%d", f.Fd()),
+		file:  f,
+		name:  abs,
+		noCgo: setting(info, "CGO_ENABLED") == "0",
+	}, nil
+}
+
+// pinnedModules are the modules whose versions must agree between the
+// node and its worker binary: the Wasm runtime (compiled-code cache format,
+// semantics) and the system-call wrappers the jail is built from.
+var pinnedModules = []string{"github.com/tetratelabs/wazero", "golang.org/x/sys"}
+
+func sameDeps(worker *debug.BuildInfo) error {
+	own, ok := debug.ReadBuildInfo()
+	if !ok {
+		return nil // nothing to compare with; the ready message still checks the protocol
+	}
+	if worker.GoVersion != own.GoVersion {
+		return fmt.Errorf("built with %s, this binary with %s", worker.GoVersion, own.GoVersion)
+	}
+	for _, mod := range pinnedModules {
+		// Test binaries carry no module list: nothing to compare then.
+		if w, o := depVersion(worker, mod), depVersion(own, mod); o != "(none)" && w != o {
+			return fmt.Errorf("built with %s %s, this binary with %s", mod, w, o)
+		}
+	}
+	return nil
+}
+
+func depVersion(info *debug.BuildInfo, path string) string {
+	for _, d := range info.Deps {
+		if d.Path == path {
+			if d.Replace != nil {
+				return d.Replace.Path + "@" + d.Replace.Version
+			}
+			return d.Version
+		}
+	}
+	return "(none)"
+}
+
+func setting(info *debug.BuildInfo, key string) string {
+	for _, s := range info.Settings {
+		if s.Key == key {
+			return s.Value
+		}
+	}
+	return ""
+}
+
+func selfNoCgo() bool {
+	info, ok := debug.ReadBuildInfo()
+	return ok && setting(info, "CGO_ENABLED") == "0"
+}
+
+// workerProtocol names the parent–worker protocol: a version and a digest
+// of the shape of every message type, so that a worker binary from another
+// build is refused at its first message rather than misread.
+var workerProtocol = sync.OnceValue(func() string {
+	h := sha256.New()
+	seen := map[reflect.Type]bool{}
+	for _, v := range []any{workerInput{}, job{}, readyMsg{}, lockedMsg{}, wireResult{}} {
+		describeType(h, reflect.TypeOf(v), seen)
+	}
+	return "cloister-isolate/1+" + hex.EncodeToString(h.Sum(nil)[:8])
+})
+
+func describeType(w interface{ Write([]byte) (int, error) }, t reflect.Type, seen map[reflect.Type]bool) {
+	fmt.Fprintf(w, "%s:%s(", t.Kind(), t.String())
+	if !seen[t] {
+		seen[t] = true
+		switch t.Kind() {
+		case reflect.Struct:
+			for i := 0; i < t.NumField(); i++ {
+				f := t.Field(i)
+				fmt.Fprintf(w, "%s %q ", f.Name, f.Tag)
+				describeType(w, f.Type, seen)
+			}
+		case reflect.Pointer, reflect.Slice, reflect.Array:
+			describeType(w, t.Elem(), seen)
+		case reflect.Map:
+			describeType(w, t.Key(), seen)
+			describeType(w, t.Elem(), seen)
+		}
+	}
+	w.Write([]byte(")"))
+}
+
+// errWorkerProtocol: the worker binary answered with another protocol.
+var errWorkerProtocol = errors.New("isolate: the worker binary speaks another protocol")
+
+func checkProtocol(got string) error {
+	if want := workerProtocol(); got != want {
+		if got == "" {
+			got = "none"
+		}
+		return fmt.Errorf("%w (%s, this binary %s): rebuild %s from this source", errWorkerProtocol, strings.TrimSpace(got), want, WorkerBinaryName)
+	}
+	return nil
+}
