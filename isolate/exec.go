@@ -96,7 +96,8 @@ func (e *executor) preload(ctx context.Context, module []byte) {
 // does not hold that module. The parent's pool never does.
 var errNotPreloaded = errors.New("isolate: the job names a module this worker has not preloaded")
 
-// newRuntime makes a wazero runtime with WASI preview 1. DWARF parsing is
+// newRuntime makes a wazero runtime (WASI is instantiated per job, with the
+// functions the guest imports: instantiateWASI). DWARF parsing is
 // off: it costs milliseconds per load and only adds source lines to trap
 // messages.
 func (e *executor) newRuntime(ctx context.Context, cancel bool) (wazero.Runtime, error) {
@@ -104,12 +105,7 @@ func (e *executor) newRuntime(ctx context.Context, cancel bool) (wazero.Runtime,
 	if e.cache != nil {
 		rc = rc.WithCompilationCache(e.cache)
 	}
-	rt := wazero.NewRuntimeWithConfig(ctx, rc)
-	if err := instantiateWASI(ctx, rt); err != nil {
-		rt.Close(ctx)
-		return nil, fmt.Errorf("isolate: instantiating WASI: %w", err)
-	}
-	return rt, nil
+	return wazero.NewRuntimeWithConfig(ctx, rc), nil
 }
 
 // limitedBuffer keeps the first max bytes written and drops the rest,
@@ -241,6 +237,14 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	}
 	if err := checkImports(compiled); err != nil {
 		return finish(invalid(&rep, "%v", err)), nil
+	}
+	var imports []string
+	for _, f := range compiled.ImportedFunctions() {
+		_, name, _ := f.Import()
+		imports = append(imports, name)
+	}
+	if err := instantiateWASI(ctx, rt, imports); err != nil {
+		return nil, fmt.Errorf("isolate: instantiating WASI: %w", err)
 	}
 
 	stdout := &limitedBuffer{max: j.MaxStdio}

@@ -28,9 +28,9 @@ const (
 // limit: creating a file, writing, and growing a file.
 var limitedFunctions = []string{"path_open", "fd_write", "fd_pwrite", "fd_filestat_set_size", "fd_allocate"}
 
-// wasiOriginals holds wazero's implementations of limitedFunctions and their
-// signatures, taken once from a compiled copy of its WASI host module.
-var wasiOriginals = sync.OnceValues(func() (map[string]api.FunctionDefinition, error) {
+// wasiDefinitions holds wazero's WASI preview-1 functions by name, taken
+// once per process from a compiled copy of its host module.
+var wasiDefinitions = sync.OnceValues(func() (map[string]api.FunctionDefinition, error) {
 	ctx := context.Background()
 	// The interpreter compiles a host module without generating code.
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
@@ -42,7 +42,6 @@ var wasiOriginals = sync.OnceValues(func() (map[string]api.FunctionDefinition, e
 		return nil, err
 	}
 	defs := cm.ExportedFunctions()
-	out := map[string]api.FunctionDefinition{}
 	for _, name := range limitedFunctions {
 		d, ok := defs[name]
 		if !ok {
@@ -51,43 +50,66 @@ var wasiOriginals = sync.OnceValues(func() (map[string]api.FunctionDefinition, e
 		if _, ok := d.GoFunction().(api.GoModuleFunction); !ok {
 			return nil, fmt.Errorf("wazero's WASI %s is a %T, not a GoModuleFunction", name, d.GoFunction())
 		}
-		out[name] = d
 	}
-	return out, nil
+	return defs, nil
 })
 
 // guestFSKey carries the run's *guestFS in the context the guest runs with.
 type guestFSKey struct{}
 
-// instantiateWASI instantiates WASI preview 1 in rt with the limit-aware
-// wrappers.
-func instantiateWASI(ctx context.Context, rt wazero.Runtime) error {
-	origs, err := wasiOriginals()
+// instantiateWASI instantiates in rt a WASI preview-1 host module with the
+// functions in names (those the guest imports: checkImports has made sure
+// they exist), the ones that can reach an output limit wrapped as above.
+// The compiler generates a trampoline per host function, so exporting only
+// what the guest uses makes every run cheaper.
+func instantiateWASI(ctx context.Context, rt wazero.Runtime, names []string) error {
+	defs, err := wasiDefinitions()
 	if err != nil {
 		return err
 	}
+	limited := map[string]bool{}
+	for _, n := range limitedFunctions {
+		limited[n] = true
+	}
 	b := rt.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
-	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
-	for _, name := range limitedFunctions {
-		d := origs[name]
-		orig := d.GoFunction().(api.GoModuleFunction)
-		b.NewFunctionBuilder().
-			WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
-				g, _ := ctx.Value(guestFSKey{}).(*guestFS)
-				if g == nil {
-					orig.Call(ctx, mod, stack)
-					return
-				}
-				g.takeRefusal() // a refusal recorded earlier is not this call's
-				orig.Call(ctx, mod, stack)
-				if r := g.takeRefusal(); r != refusedNone && uint32(stack[0]) == wasiErrnoIO {
-					stack[0] = uint64(r.errno())
-				}
-			}), d.ParamTypes(), d.ResultTypes()).
-			WithParameterNames(d.ParamNames()...).
-			WithResultNames(d.ResultNames()...).
-			Export(name)
+	seen := map[string]bool{}
+	for _, name := range names {
+		d, ok := defs[name]
+		if !ok || seen[name] {
+			continue
+		}
+		seen[name] = true
+		fb := b.NewFunctionBuilder()
+		switch fn := d.GoFunction().(type) {
+		case api.GoModuleFunction:
+			if limited[name] {
+				fn = limitAware(fn)
+			}
+			fb = fb.WithGoModuleFunction(fn, d.ParamTypes(), d.ResultTypes())
+		case api.GoFunction:
+			fb = fb.WithGoFunction(fn, d.ParamTypes(), d.ResultTypes())
+		default:
+			return fmt.Errorf("wazero's WASI %s is a %T", name, d.GoFunction())
+		}
+		fb.WithParameterNames(d.ParamNames()...).WithResultNames(d.ResultNames()...).Export(name)
 	}
 	_, err = b.Instantiate(ctx)
 	return err
+}
+
+// limitAware turns the EIO of a refusal by the guest file system into the
+// errno of the limit that refused.
+func limitAware(orig api.GoModuleFunction) api.GoModuleFunction {
+	return api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+		g, _ := ctx.Value(guestFSKey{}).(*guestFS)
+		if g == nil {
+			orig.Call(ctx, mod, stack)
+			return
+		}
+		g.takeRefusal() // a refusal recorded earlier is not this call's
+		orig.Call(ctx, mod, stack)
+		if r := g.takeRefusal(); r != refusedNone && uint32(stack[0]) == wasiErrnoIO {
+			stack[0] = uint64(r.errno())
+		}
+	})
 }

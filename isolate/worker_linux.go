@@ -80,8 +80,7 @@ func WorkerMain() int {
 	}
 
 	// Everything that does not depend on the job is done while waiting for
-	// it: opening the cache and making the runtime (whose engine compiles
-	// its shared trampolines on first use).
+	// it: opening the cache and making the runtime.
 	ctx := context.Background()
 	var cache wazero.CompilationCache
 	switch {
@@ -95,8 +94,10 @@ func WorkerMain() int {
 		exe.prepared = rt
 	}
 	// encoding/json builds its codec for a type on first use (then keeps
-	// it for the process): pay for the frames now, off the job's path.
+	// it for the process), and the WASI definitions are made once: pay for
+	// both now, off the job's path.
 	warmCodecs()
+	_, _ = wasiDefinitions()
 
 	lock := &lockState{cacheMounted: cacheMounted, groupsErr: groupsErr, msg: lockedMsg{Missing: map[string]string{}}}
 	var jb job
