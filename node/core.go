@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
@@ -43,6 +44,61 @@ type core struct {
 	// session's RA-TLS certificate; known only when the core was made
 	// (a restored core leaves it zero: it is recorded at creation only).
 	evidenceSHA256 [32]byte
+
+	// opened keeps what checkProgram and checkInput opened, so that the run
+	// does not open (HPKE-decapsulate) every envelope a second time. It is
+	// emptied and wiped by the run and by wipe; a core restored after a
+	// restart starts empty and opens the envelopes again.
+	openedMu sync.Mutex
+	opened   map[openedKey]openedItem
+}
+
+type openedKey struct{ kind, name string }
+
+type openedItem struct {
+	envelope  [32]byte // SHA-256 of the envelope the plaintext came from
+	plaintext []byte
+}
+
+// keep remembers the plaintext of an accepted envelope until the run.
+func (c *core) keep(kind, name string, envelope, pt []byte) {
+	c.openedMu.Lock()
+	defer c.openedMu.Unlock()
+	if c.opened == nil {
+		c.opened = map[openedKey]openedItem{}
+	}
+	k := openedKey{kind, name}
+	if old, ok := c.opened[k]; ok {
+		clear(old.plaintext)
+	}
+	c.opened[k] = openedItem{envelope: sha256.Sum256(envelope), plaintext: pt}
+}
+
+// take returns the plaintext of envelope: the one kept at upload if it came
+// from this very envelope, else the envelope opened now. The caller owns
+// (and wipes) the result.
+func (c *core) take(kind, name string, envelope []byte) ([]byte, error) {
+	c.openedMu.Lock()
+	it, ok := c.opened[openedKey{kind, name}]
+	delete(c.opened, openedKey{kind, name})
+	c.openedMu.Unlock()
+	if ok {
+		if it.envelope == sha256.Sum256(envelope) {
+			return it.plaintext, nil
+		}
+		clear(it.plaintext)
+	}
+	return c.open(kind, name, envelope)
+}
+
+// wipe drops every kept plaintext (the session is closed or failed).
+func (c *core) wipe() {
+	c.openedMu.Lock()
+	defer c.openedMu.Unlock()
+	for k, it := range c.opened {
+		clear(it.plaintext)
+		delete(c.opened, k)
+	}
 }
 
 // errSealed marks an envelope that does not open with the session key.
@@ -164,16 +220,18 @@ func (c *core) open(kind, name string, envelope []byte) ([]byte, error) {
 }
 
 // checkProgram opens a sealed program and compares its SHA-256 with the
-// policy's. The plaintext is dropped at once: only the envelope is kept.
+// policy's. Only the core keeps the plaintext (for the run); the session
+// stores the envelope.
 func (c *core) checkProgram(name string, envelope []byte, want [32]byte) error {
 	pt, err := c.open(protocol.KindProgram, name, envelope)
 	if err != nil {
 		return err
 	}
-	defer clear(pt)
 	if got := sha256.Sum256(pt); got != want {
+		clear(pt)
 		return &hashMismatchError{name: name, got: got, want: want}
 	}
+	c.keep(protocol.KindProgram, name, envelope, pt)
 	return nil
 }
 
@@ -191,8 +249,11 @@ func (e *hashMismatchError) Error() string {
 // refused at upload rather than failing the run later.
 func (c *core) checkInput(name string, envelope []byte) error {
 	pt, err := c.open(protocol.KindInput, name, envelope)
-	clear(pt)
-	return err
+	if err != nil {
+		return err
+	}
+	c.keep(protocol.KindInput, name, envelope, pt)
+	return nil
 }
 
 // runSpec is everything a run needs, all of it still sealed.
@@ -244,7 +305,8 @@ const (
 // every plaintext buffer it made (best effort: the Go runtime may have
 // copied them).
 func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, error) {
-	prog, err := c.open(protocol.KindProgram, spec.programName, spec.programEnvelope)
+	defer c.wipe() // nothing kept from the uploads outlives the run
+	prog, err := c.take(protocol.KindProgram, spec.programName, spec.programEnvelope)
 	if err != nil {
 		return nil, fmt.Errorf("program %q: %w", spec.programName, err)
 	}
@@ -259,7 +321,7 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		Seed:          protocol.Seed(c.policyHash, c.id),
 	}
 	for _, in := range spec.inputs {
-		pt, err := c.open(protocol.KindInput, in.name, in.envelope)
+		pt, err := c.take(protocol.KindInput, in.name, in.envelope)
 		if err != nil {
 			return nil, fmt.Errorf("input %q: %w", in.name, err)
 		}

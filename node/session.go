@@ -544,6 +544,7 @@ func (s *session) close(ctx context.Context, req *cloisterv1.CloseSessionRequest
 	if err := s.n.store.erase(s.id, tombstone{ID: s.id, Closed: now, By: p.ID}); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
+	s.core.wipe()
 	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", p.ID)
 	s.rec.Outputs = map[string]*outputRecord{}
 	s.markDone()
