@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -26,10 +27,11 @@ import (
 
 // Session state on disk, under DATA/sessions/:
 //
-//	<id>/state.log     the session's record (below), appended whole at every
-//	                   step as one frame: JSON sealed with AES-256-GCM under
-//	                   the storage key; the last complete frame is the state.
-//	                   Envelopes of up to 64 KiB live inside the record.
+//	<id>/state.log     frames sealed with AES-256-GCM under the storage key:
+//	                   the session's record (below), appended whole at every
+//	                   step (the last complete record frame is the state), and
+//	                   each envelope of up to 64 KiB, appended once when it is
+//	                   stored (the record names it by SHA-256).
 //	<id>/blob-<sha256> larger envelopes as received or produced (already
 //	                   HPKE-sealed to the session key or to a reader; never
 //	                   plaintext)
@@ -43,7 +45,12 @@ import (
 // off at the next start: the state is the previous step, which is what the
 // client was told (a step is acknowledged only after its frame is synced).
 // The log is rewritten (temporary file, fsync, rename) when it grows past
-// a few records' worth, so its size stays proportional to the record.
+// a few records' worth, with the envelopes the record still names and the
+// record, so its size stays proportional to the session. An envelope frame
+// is not synced by itself: the record frame that names it comes after it
+// in the same file and is, so a record is never durable without its
+// envelopes. (Version-1 logs, whose records carried small envelopes inline
+// and were re-encoded at every step, are still read.)
 //
 // Sessions stored by earlier versions as <id>/state.sealed (one sealed
 // record) and <id>.closed tombstones are still read; the first step after
@@ -52,7 +59,8 @@ import (
 const (
 	logFile       = "state.log"
 	logMagic      = "CLSL"
-	logVersion    = 1
+	logVersion    = 2 // v1: every frame a record; v2: a kind byte first
+	logVersionV1  = 1
 	legacyFile    = "state.sealed"
 	legacyMagic   = "CLSS"
 	legacyVersion = 1
@@ -60,6 +68,9 @@ const (
 	legacyClosed  = ".closed"
 	storageKeyLbl = "cloister/v1/node-storage-key"
 	stateVersion  = 1
+	// Kinds of version-2 frames: the first byte of the plaintext.
+	frameRecord   = 'R'
+	frameEnvelope = 'E'
 	// logHeader is magic, version, sequence number (8 bytes), length of
 	// the sealed record that follows (4 bytes).
 	logHeader = len(logMagic) + 1 + 8 + 4
@@ -142,6 +153,8 @@ type logState struct {
 	seq    uint64 // sequence number of the last frame written
 	size   int64  // bytes of complete frames
 	legacy bool   // restored from state.sealed; state.log not written yet
+	// envelopes holds the envelopes stored in the log, by hex SHA-256.
+	envelopes map[string][]byte
 }
 
 // deriveStorageKey derives the AES-256 key that seals session state from
@@ -187,13 +200,28 @@ func frameAAD(id string, seq uint64) []byte {
 // returns the frame, which aliases buf.
 func (s *store) sealFrame(buf *frameBuffers, rec *record, seq uint64) ([]byte, error) {
 	buf.plain.Reset()
+	buf.plain.WriteByte(frameRecord)
 	if err := json.NewEncoder(&buf.plain).Encode(rec); err != nil {
 		return nil, fmt.Errorf("encoding session %s: %w", rec.ID, err)
 	}
+	return s.sealPlain(buf, rec.ID, seq)
+}
+
+// sealEnvelopeFrame seals an envelope as frame number seq into buf.
+func (s *store) sealEnvelopeFrame(buf *frameBuffers, id string, env []byte, seq uint64) ([]byte, error) {
+	buf.plain.Reset()
+	buf.plain.WriteByte(frameEnvelope)
+	buf.plain.Write(env)
+	return s.sealPlain(buf, id, seq)
+}
+
+// sealPlain seals buf.plain as frame number seq of session id into
+// buf.frame and returns it.
+func (s *store) sealPlain(buf *frameBuffers, id string, seq uint64) ([]byte, error) {
 	plain := buf.plain.Bytes()
 	n := s.aead.NonceSize() + len(plain) + s.aead.Overhead()
 	if n > maxFrame {
-		return nil, fmt.Errorf("session %s: state is %d bytes, at most %d", rec.ID, n, maxFrame)
+		return nil, fmt.Errorf("session %s: state is %d bytes, at most %d", id, n, maxFrame)
 	}
 	out := slices.Grow(buf.frame[:0], logHeader+n)[:logHeader]
 	copy(out, logMagic)
@@ -204,7 +232,7 @@ func (s *store) sealFrame(buf *frameBuffers, rec *record, seq uint64) ([]byte, e
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	out = s.aead.Seal(out[:logHeader+len(nonce)], nonce, plain, frameAAD(rec.ID, seq))
+	out = s.aead.Seal(out[:logHeader+len(nonce)], nonce, plain, frameAAD(id, seq))
 	buf.frame = out
 	return out, nil
 }
@@ -244,6 +272,7 @@ func (s *store) save(rec *record, durable bool) error {
 	next := logState{seq: 1}
 	if st != nil {
 		next.seq = st.seq + 1
+		next.envelopes = st.envelopes
 	}
 	buf := getFrameBuffers()
 	defer putFrameBuffers(buf)
@@ -269,11 +298,15 @@ func (s *store) save(rec *record, durable bool) error {
 		}
 		next.size = int64(len(frame))
 	case st.size+int64(len(frame)) > compactAt(len(frame)):
-		// Rewrite the log with this frame alone.
-		if err := s.writeAtomic(path, frame, true); err != nil {
+		// Rewrite the log: the envelopes rec names, then rec.
+		data, seq, kept, err := s.compacted(rec, st)
+		if err != nil {
 			return err
 		}
-		next.size = int64(len(frame))
+		if err := s.writeAtomic(path, data, true); err != nil {
+			return err
+		}
+		next.seq, next.size, next.envelopes = seq, int64(len(data)), kept
 	default:
 		if err := s.appendFrame(path, st.size, frame, durable); err != nil {
 			return err
@@ -284,6 +317,52 @@ func (s *store) save(rec *record, durable bool) error {
 	s.logs[rec.ID] = &next
 	s.mu.Unlock()
 	return nil
+}
+
+// compacted returns a log holding the envelopes rec names (from st) and
+// rec, numbered from st.seq+1, with the number of its last frame and the
+// envelopes kept.
+func (s *store) compacted(rec *record, st *logState) (data []byte, seq uint64, kept map[string][]byte, err error) {
+	seq = st.seq
+	kept = map[string][]byte{}
+	buf := getFrameBuffers()
+	defer putFrameBuffers(buf)
+	for _, sha := range envelopesNamed(rec) {
+		env, ok := st.envelopes[sha]
+		if !ok || kept[sha] != nil {
+			continue
+		}
+		seq++
+		f, err := s.sealEnvelopeFrame(buf, rec.ID, env, seq)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		data = append(data, f...)
+		kept[sha] = env
+	}
+	seq++
+	f, err := s.sealFrame(buf, rec, seq)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	return append(data, f...), seq, kept, nil
+}
+
+// envelopesNamed lists the envelope hashes rec refers to.
+func envelopesNamed(rec *record) []string {
+	var out []string
+	for _, slots := range []map[string]*slotRecord{rec.Programs, rec.Inputs} {
+		for _, sl := range slots {
+			out = append(out, sl.EnvelopeSHA256)
+		}
+	}
+	for _, o := range rec.Outputs {
+		for _, sha := range o.Envelopes {
+			out = append(out, sha)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // createLog writes a new log holding frame. No temporary file is needed:
@@ -387,7 +466,11 @@ func (s *store) parseLog(id string, data []byte) (*record, *logState, error) {
 	defer func() { clear(last) }()
 	for off := 0; ; {
 		rest := data[off:]
-		if len(rest) < logHeader || string(rest[:len(logMagic)]) != logMagic || rest[len(logMagic)] != logVersion {
+		if len(rest) < logHeader || string(rest[:len(logMagic)]) != logMagic {
+			break
+		}
+		version := rest[len(logMagic)]
+		if version != logVersion && version != logVersionV1 {
 			break
 		}
 		seq := binary.BigEndian.Uint64(rest[len(logMagic)+1:])
@@ -404,8 +487,23 @@ func (s *store) parseLog(id string, data []byte) (*record, *logState, error) {
 			}
 			break
 		}
-		clear(last)
-		last = plain
+		switch {
+		case version == logVersionV1:
+			clear(last)
+			last = plain
+		case len(plain) > 0 && plain[0] == frameRecord:
+			clear(last)
+			last = plain[1:]
+		case len(plain) > 0 && plain[0] == frameEnvelope:
+			env := plain[1:]
+			sum := sha256.Sum256(env)
+			if st.envelopes == nil {
+				st.envelopes = map[string][]byte{}
+			}
+			st.envelopes[hex.EncodeToString(sum[:])] = env
+		default:
+			return nil, nil, fmt.Errorf("session %s: state log frame %d has unknown kind", id, seq)
+		}
 		st.seq = seq
 		off += logHeader + n
 		st.size = int64(off)
@@ -478,21 +576,60 @@ func (s *store) putBlob(id string, data []byte) (string, error) {
 // its own blob file: one file write and its fsync fewer per small upload.
 const inlineMax = 64 << 10
 
-// putEnvelope stores an envelope: small ones are returned to be kept in
-// the record (inline), larger ones are written as blobs.
+// putEnvelope stores an envelope: small ones are appended to the session's
+// log (not synced: the next durable save of the record that names them
+// syncs them too), larger ones are written as blobs. Only a session whose
+// log is not written yet (or is a state.sealed of an earlier version) gets
+// a small envelope back to keep inline in its record. Callers serialise
+// puts and saves of one session.
 func (s *store) putEnvelope(id string, data []byte) (sha string, inline []byte, err error) {
-	if len(data) <= inlineMax {
-		sum := sha256.Sum256(data)
-		return hex.EncodeToString(sum[:]), bytes.Clone(data), nil
+	if len(data) > inlineMax {
+		sha, err = s.putBlob(id, data)
+		return sha, nil, err
 	}
-	sha, err = s.putBlob(id, data)
-	return sha, nil, err
+	sum := sha256.Sum256(data)
+	sha = hex.EncodeToString(sum[:])
+	s.mu.Lock()
+	st := s.logs[id]
+	s.mu.Unlock()
+	if st == nil || st.legacy {
+		return sha, bytes.Clone(data), nil
+	}
+	if _, ok := st.envelopes[sha]; ok {
+		return sha, nil, nil
+	}
+	buf := getFrameBuffers()
+	defer putFrameBuffers(buf)
+	frame, err := s.sealEnvelopeFrame(buf, id, data, st.seq+1)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := s.appendFrame(filepath.Join(s.sessionDir(id), logFile), st.size, frame, false); err != nil {
+		return "", nil, err
+	}
+	next := &logState{seq: st.seq + 1, size: st.size + int64(len(frame)), envelopes: map[string][]byte{sha: bytes.Clone(data)}}
+	for k, v := range st.envelopes {
+		next.envelopes[k] = v
+	}
+	s.mu.Lock()
+	s.logs[id] = next
+	s.mu.Unlock()
+	return sha, nil, nil
 }
 
 // getEnvelope returns an envelope stored by putEnvelope.
 func (s *store) getEnvelope(id, sha string, inline []byte) ([]byte, error) {
 	if inline == nil {
-		return s.getBlob(id, sha)
+		s.mu.Lock()
+		var env []byte
+		if st := s.logs[id]; st != nil {
+			env = st.envelopes[sha]
+		}
+		s.mu.Unlock()
+		if env == nil {
+			return s.getBlob(id, sha)
+		}
+		inline = env
 	}
 	if sum := sha256.Sum256(inline); hex.EncodeToString(sum[:]) != sha {
 		return nil, fmt.Errorf("session %s: stored envelope %.12s is corrupt", id, sha)

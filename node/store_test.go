@@ -300,3 +300,103 @@ func BenchmarkStoreSave(b *testing.B) {
 		}
 	}
 }
+
+// Envelopes of a session with a log are appended to it once, survive a
+// restart, and a compaction keeps the ones the record names and drops the
+// rest; the record frames stay small whatever the envelopes weigh.
+func TestStoreEnvelopesInLog(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, true)
+	rec := testRecord(stateProvisioning, 0)
+	rec.Programs = map[string]*slotRecord{}
+	if err := st.save(rec, true); err != nil {
+		t.Fatal(err)
+	}
+	prog := bytes.Repeat([]byte("program "), 4<<10)
+	sha, inline, err := st.putEnvelope(testID, prog)
+	if err != nil || inline != nil {
+		t.Fatalf("putEnvelope: inline %d bytes, %v; want it in the log", len(inline), err)
+	}
+	dropped, _, err := st.putEnvelope(testID, []byte("an upload whose record save failed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Programs["p"] = &slotRecord{Principal: "alice", EnvelopeSHA256: sha}
+	if err := st.save(rec, true); err != nil {
+		t.Fatal(err)
+	}
+	recFrame, _ := st.sealFrame(new(frameBuffers), rec, 1)
+	if len(recFrame) > 2<<10 {
+		t.Errorf("a record frame is %d bytes: the envelope went into it", len(recFrame))
+	}
+
+	st2 := testStore(t, dir, true)
+	got, err := st2.load(testID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := st2.getEnvelope(testID, got.Programs["p"].EnvelopeSHA256, got.Programs["p"].Inline)
+	if err != nil || !bytes.Equal(env, prog) {
+		t.Fatalf("envelope after restart: %d bytes, %v", len(env), err)
+	}
+	// Force a compaction: everything but the named envelope goes.
+	st2.mu.Lock()
+	st2.logs[testID].size = compactAt(len(recFrame)) + 1
+	st2.mu.Unlock()
+	got.State = stateRunning
+	if err := st2.save(got, true); err != nil {
+		t.Fatal(err)
+	}
+	st3 := testStore(t, dir, true)
+	got, err = st3.load(testID)
+	if err != nil || got.State != stateRunning {
+		t.Fatalf("after compaction: %v %v", got, err)
+	}
+	if env, err := st3.getEnvelope(testID, sha, nil); err != nil || !bytes.Equal(env, prog) {
+		t.Fatalf("named envelope after compaction: %d bytes, %v", len(env), err)
+	}
+	if _, err := st3.getEnvelope(testID, dropped, nil); err == nil {
+		t.Errorf("an envelope no record names survived compaction")
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, testID, logFile)); fi.Size() > int64(len(prog))+4<<10 {
+		t.Errorf("compacted log is %d bytes for a %d-byte envelope", fi.Size(), len(prog))
+	}
+}
+
+// Logs written before envelope frames (version 1: every frame a record,
+// small envelopes inline) are still read, and the next save continues them.
+func TestStoreReadsVersion1Logs(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, true)
+	v1 := func(rec *record, seq uint64) []byte {
+		buf := new(frameBuffers)
+		if err := json.NewEncoder(&buf.plain).Encode(rec); err != nil {
+			t.Fatal(err)
+		}
+		f, err := st.sealPlain(buf, rec.ID, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f[len(logMagic)] = logVersionV1
+		return f
+	}
+	old := testRecord(stateRunning, 300)
+	if err := os.MkdirAll(filepath.Join(dir, testID), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data := append(v1(testRecord(stateProvisioning, 300), 1), v1(old, 2)...)
+	if err := os.WriteFile(filepath.Join(dir, testID, logFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.load(testID)
+	if err != nil || got.State != stateRunning || len(got.Programs["p"].Inline) != 300 {
+		t.Fatalf("version-1 log: %+v %v", got, err)
+	}
+	got.State = stateFinished
+	if err := st.save(got, true); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = testStore(t, dir, true).load(testID); err != nil || got.State != stateFinished {
+		t.Fatalf("after a save on a version-1 log: %v %v", got, err)
+	}
+}
