@@ -8,10 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Hostile programs: each must end with its documented outcome, and the host
@@ -283,6 +286,78 @@ func testWorkerSelfTest(t *testing.T, worker string) {
 	}
 	if os.Geteuid() == 0 && worker != WorkerBinarySelf && !hasString(res.Report.Protections, "setupcaps") {
 		t.Errorf("a root node's lean worker runs without setupcaps: %v (missing %v)", res.Report.Protections, res.Report.Missing)
+	}
+}
+
+// TestSharedNetns: a root node's lean workers join one empty network
+// namespace once seccomp is known to work (the first worker gets its own),
+// see only a loopback that is down in it, and cannot open sockets; a worker
+// without seccomp sends them back to namespaces of their own.
+func TestSharedNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the shared network namespace is for root nodes")
+	}
+	r := newRuntime(t, Options{})
+	if r.jail.netns == nil {
+		t.Fatal("a root node with the lean worker made no shared network namespace")
+	}
+	// The shared namespace's cookie, read on a thread that joins it and
+	// dies with the goroutine.
+	cookie := make(chan string, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(int(r.jail.netns.f.Fd()), unix.CLONE_NEWNET); err != nil {
+			cookie <- "setns: " + err.Error()
+			return
+		}
+		c, err := netnsCookie()
+		if err != nil {
+			cookie <- err.Error()
+			return
+		}
+		cookie <- fmt.Sprint(c)
+	}()
+	shared := <-cookie
+	selfTest := func() map[string]string {
+		j, rep, err := resolve(&Config{Module: wasmEmpty})
+		if err != nil || rep != nil {
+			t.Fatal(err, rep)
+		}
+		j.SelfTest = true
+		ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
+		defer cancel()
+		res, err := r.jail.run(ctx, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantOutcome(t, res, OutcomeExited, 0)
+		if !hasString(res.Report.Protections, "netns") || !hasString(res.Report.Protections, "seccomp") {
+			t.Fatalf("protections %v, missing %v", res.Report.Protections, res.Report.Missing)
+		}
+		if res.probes["interfaces"] != "lo:down" || res.probes["socket"] != "operation not permitted" {
+			t.Errorf("in the worker: interfaces %q, socket %q", res.probes["interfaces"], res.probes["socket"])
+		}
+		return res.probes
+	}
+	first := selfTest()
+	if first["netns_cookie"] == shared || strings.HasPrefix(first["netns_cookie"], "error") {
+		t.Errorf("the first worker joined the shared namespace before seccomp was known to work")
+	}
+	if r.jail.netns.file() == nil {
+		t.Fatal("seccomp was in force, yet the shared namespace is not used")
+	}
+	for range 2 {
+		if p := selfTest(); p["netns_cookie"] != shared {
+			t.Errorf("worker's network namespace %s, want the shared one %s", p["netns_cookie"], shared)
+		}
+	}
+	r.jail.netns.observe(&lockedMsg{Missing: map[string]string{"seccomp": "unavailable"}})
+	r.jail.netns.observe(&lockedMsg{Applied: []string{"seccomp"}})
+	if r.jail.netns.file() != nil {
+		t.Errorf("after a worker ran without seccomp the shared namespace is still handed out")
+	}
+	if p := selfTest(); p["netns_cookie"] == shared {
+		t.Errorf("a worker joined the shared namespace after one ran without seccomp")
 	}
 }
 

@@ -24,7 +24,12 @@ const (
 	workerNSEnv    = "CLOISTER_ISOLATE_NS"     // namespaces the parent created, comma-separated
 	workerCacheEnv = "CLOISTER_ISOLATE_CACHE"  // host path of the compilation cache, bind-mounted at /cache
 	workerUIDEnv   = "CLOISTER_ISOLATE_UID"    // unprivileged uid/gid the worker switches to before the guest runs
+	workerNetnsEnv = "CLOISTER_ISOLATE_NETNS"  // descriptor of the node's shared empty network namespace to join
 )
+
+// netnsFD is the descriptor a worker finds the shared network namespace on
+// (the first of cmd.ExtraFiles).
+const netnsFD = 3
 
 // nobodyID is the host uid and gid an unprivileged worker runs as when the
 // parent is root.
@@ -47,8 +52,11 @@ var namespaces = []struct {
 type jailer struct {
 	cacheDir string
 	bin      *workerBinary
-	cg       *cgroupManager // nil when cgroup v2 cannot be used
-	cgMiss   string         // why not
+	// netns is the node's shared empty network namespace (nil: each
+	// worker gets a new one); see sharedNetns.
+	netns  *sharedNetns
+	cg     *cgroupManager // nil when cgroup v2 cannot be used
+	cgMiss string         // why not
 
 	mu      sync.Mutex
 	nsFlags uintptr           // namespaces that worked last time
@@ -114,6 +122,9 @@ func newJailer(ctx context.Context, cacheDir string, warm int, bin *workerBinary
 		// this process's whole address space (decision 0002).
 		j.nsFlags &^= unix.CLONE_NEWUSER
 		j.nsMiss["userns"] = "not created: the node runs as root and the worker, built without cgo, limits itself to CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID until the lock-down (setupcaps) and then becomes nobody; a user namespace would make every start copy the node's address space (decision 0002)"
+		// Such a worker can also join one empty network namespace made
+		// once, instead of the kernel making and tearing down one per run.
+		j.netns = newSharedNetns()
 	}
 	j.cg, j.cgMiss = newCgroupManager()
 	for i := 0; i < j.warm; i++ {
@@ -306,6 +317,10 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		resW.Close()
 		return nil, fmt.Errorf("isolate: worker pipe: %w", err)
 	}
+	netns := j.netns.file()
+	if netns != nil {
+		flags &^= unix.CLONE_NEWNET // the worker joins the shared one
+	}
 	var nsNames []string
 	for _, ns := range namespaces {
 		if flags&ns.flag != 0 {
@@ -327,6 +342,10 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 	}
 	if j.cacheDir != "" {
 		cmd.Env = append(cmd.Env, workerCacheEnv+"="+j.cacheDir)
+	}
+	if netns != nil {
+		cmd.ExtraFiles = []*os.File{netns}
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", workerNetnsEnv, netnsFD))
 	}
 	cmd.Dir = "/"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = jobR, resW, errW
@@ -676,6 +695,7 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		for k, v := range locked.Missing {
 			missing[k] = v
 		}
+		j.netns.observe(&locked)
 	}
 	finish := func(r *Result) *Result {
 		sort.Strings(protections)

@@ -110,6 +110,7 @@ func (r *Runtime) Close() error {
 		r.closed.Store(true)
 		if r.jail != nil {
 			err = r.jail.close()
+			r.jail.netns.close()
 		}
 		if r.cache != nil {
 			err = errors.Join(err, r.cache.Close(context.Background()))

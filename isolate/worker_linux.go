@@ -50,6 +50,15 @@ func WorkerMain() int {
 	}
 	cacheDir := os.Getenv(workerCacheEnv)
 	ready := readyMsg{Protocol: workerProtocol(), Missing: map[string]string{}}
+	if fd := os.Getenv(workerNetnsEnv); fd != "" {
+		// The node's shared empty network namespace, first of all: a
+		// worker that cannot join it must not go on in the host's.
+		if err := joinNetns(fd); err != nil {
+			fmt.Fprintln(os.Stderr, "worker: joining the node's network namespace:", err)
+			return workerExitSetup
+		}
+		ready.Applied = append(ready.Applied, "netns")
+	}
 	cacheMounted := false
 	if nss["mountns"] {
 		var err error
@@ -420,6 +429,18 @@ func limitSetupCaps() error {
 	return nil
 }
 
+// netnsCookie identifies this thread's network namespace without /proc and
+// without privilege: SO_NETNS_COOKIE of a new socket (Linux 5.14).
+func netnsCookie() (uint64, error) {
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(s)
+	const soNetnsCookie = 71 // asm-generic/socket.h
+	return unix.GetsockoptUint64(s, unix.SOL_SOCKET, soNetnsCookie)
+}
+
 // effectiveCaps reads this thread's effective capability set.
 func effectiveCaps() (uint64, error) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
@@ -454,6 +475,11 @@ func preLockProbes() map[string]string {
 			names = append(names, i.Name+":"+state)
 		}
 		p["interfaces"] = strings.Join(names, ",")
+	}
+	if c, err := netnsCookie(); err != nil {
+		p["netns_cookie"] = "error: " + err.Error()
+	} else {
+		p["netns_cookie"] = strconv.FormatUint(c, 10)
 	}
 	if caps, err := effectiveCaps(); err != nil {
 		p["caps"] = "error: " + err.Error()
