@@ -61,7 +61,7 @@ func (c *Client) Attest(ctx context.Context, sessionID string, pol *policy.Polic
 		return nil, errors.New("attest: no policy")
 	}
 	pin := &spkiPin{}
-	hc := c.httpClient(&tls.Config{
+	hc := c.httpClient(false, &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		ServerName:         protocol.ServerName(sessionID),
 		InsecureSkipVerify: true, // the key is trusted through evidence, then pinned
