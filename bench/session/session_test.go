@@ -35,6 +35,8 @@ func TestMain(m *testing.M) {
 	if isolate.IsWorker() {
 		os.Exit(isolate.WorkerMain())
 	}
+	// The GC target `cloister node` runs with.
+	node.ConfigureGC()
 	var err error
 	if workerBinary, err = workerbuild.Build(); err != nil {
 		fmt.Fprintln(os.Stderr, err)

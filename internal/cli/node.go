@@ -65,6 +65,11 @@ named by --tpm (a device, or tcp:HOST:PORT of a swtpm server) and writes its
 public key to DIR/tpm-ak.pem: a policy lists that PEM block under
 isolates[class=tpm].platform_keys, with the PCR digest under measurements.
 
+Programs run in jailed workers: cloister-isolate when it lies next to this
+binary (CGO_ENABLED=0 go build -o DIR ./cmd/cloister-isolate), which starts
+several times faster, else this binary re-executed; the log says which.
+The garbage collector runs with GOGC=400 unless GOGC or GOMEMLIMIT is set.
+
 Logs go to standard error. SIGINT or SIGTERM stops the node cleanly.
 
 Exit status: 0 stopped by a signal; 1 the node could not start or failed;
@@ -101,6 +106,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				}
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			log.Info("garbage collector", "setting", node.ConfigureGC())
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log}
