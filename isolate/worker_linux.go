@@ -396,7 +396,8 @@ func dropPrivileges(groupsErr error) error {
 var setupCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID}
 
 // limitSetupCaps sets the permitted and effective capability sets to
-// setupCaps (inheritable and ambient empty) on every thread, and locks the
+// setupCaps (inheritable empty, which empties the ambient set too) on
+// every thread, and locks the
 // securebits so that uid 0 regains nothing through exec (SECBIT_NOROOT).
 // Capabilities are per thread and Go gives no control over which thread
 // runs what, so this needs syscall.AllThreadsSyscall, which exists only
@@ -408,14 +409,11 @@ func limitSetupCaps() error {
 	for _, c := range setupCaps {
 		mask |= 1 << c
 	}
-	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
+	const secbits = 1<<0 | 1<<1 // SECBIT_NOROOT | SECBIT_NOROOT_LOCKED (linux/securebits.h)
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, secbits, 0); e != 0 {
 		if e == syscall.ENOTSUP {
 			return fmt.Errorf("this worker binary links cgo, so capabilities cannot be set on all of its threads")
 		}
-		return fmt.Errorf("clearing ambient capabilities: %w", e)
-	}
-	const secbits = 1<<0 | 1<<1 // SECBIT_NOROOT | SECBIT_NOROOT_LOCKED (linux/securebits.h)
-	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, secbits, 0); e != 0 {
 		return fmt.Errorf("setting securebits: %w", e)
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
