@@ -243,8 +243,10 @@ func TestWorkerSelfTest(t *testing.T) {
 	}
 }
 
-func testWorkerSelfTest(t *testing.T, worker string) {
-	r := newRuntime(t, Options{WorkerBinary: worker})
+// selfTestRun runs the empty module in a worker of r that probes its own
+// jail (Result.probes).
+func selfTestRun(t *testing.T, r *Runtime) *Result {
+	t.Helper()
 	j, rep, err := resolve(&Config{Module: wasmEmpty})
 	if err != nil || rep != nil {
 		t.Fatal(err, rep)
@@ -257,6 +259,11 @@ func testWorkerSelfTest(t *testing.T, worker string) {
 		t.Fatal(err)
 	}
 	wantOutcome(t, res, OutcomeExited, 0)
+	return res
+}
+
+func testWorkerSelfTest(t *testing.T, worker string) {
+	res := selfTestRun(t, newRuntime(t, Options{WorkerBinary: worker}))
 	p := res.probes
 	t.Logf("probes: %v; protections %v; missing %v", p, res.Report.Protections, res.Report.Missing)
 	if hasString(res.Report.Protections, "seccomp") {
@@ -319,18 +326,7 @@ func TestSharedNetns(t *testing.T) {
 	}()
 	shared := <-cookie
 	selfTest := func() map[string]string {
-		j, rep, err := resolve(&Config{Module: wasmEmpty})
-		if err != nil || rep != nil {
-			t.Fatal(err, rep)
-		}
-		j.SelfTest = true
-		ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
-		defer cancel()
-		res, err := r.jail.run(ctx, j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantOutcome(t, res, OutcomeExited, 0)
+		res := selfTestRun(t, r)
 		if !hasString(res.Report.Protections, "netns") || !hasString(res.Report.Protections, "seccomp") {
 			t.Fatalf("protections %v, missing %v", res.Report.Protections, res.Report.Missing)
 		}
