@@ -282,14 +282,17 @@ func testWorkerSelfTest(t *testing.T, worker string) {
 		t.Errorf("worker root holds %q, want nothing but the cache mount point", p["root"])
 	}
 	// Root without a user namespace: before the lock-down the worker holds
-	// CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID and nothing else.
+	// CAP_SETUID and CAP_SETGID and nothing else.
 	if hasString(res.Report.Protections, "setupcaps") {
-		if want := "0x2000c0"; p["caps"] != want {
+		if want := "0xc0"; p["caps"] != want {
 			t.Errorf("capabilities before the lock-down: %s, want %s", p["caps"], want)
 		}
 		if hasString(res.Report.Protections, "userns") {
 			t.Errorf("setupcaps in force together with a user namespace: %v", res.Report.Protections)
 		}
+	}
+	if c := p["cache_after_uid_switch"]; !strings.Contains(c, "permission denied") && !strings.Contains(c, "no such file") {
+		t.Errorf("the compilation cache after the uid switch: %q, want permission denied (or gone)", c)
 	}
 	if os.Geteuid() == 0 && worker != WorkerBinarySelf && !hasString(res.Report.Protections, "setupcaps") {
 		t.Errorf("a root node's lean worker runs without setupcaps: %v (missing %v)", res.Report.Protections, res.Report.Missing)
@@ -304,9 +307,20 @@ func TestSharedNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the shared network namespace is for root nodes")
 	}
+	own, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := newRuntime(t, Options{})
 	if r.jail.netns == nil {
 		t.Fatal("a root node with the lean worker made no shared network namespace")
+	}
+	// Making it left no thread of this process in it.
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, task := range tasks {
+		if ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net"); err == nil && ns != own {
+			t.Errorf("thread %s is in network namespace %s, the process in %s", task.Name(), ns, own)
+		}
 	}
 	// The shared namespace's cookie, read on a thread that joins it and
 	// dies with the goroutine.
@@ -354,6 +368,43 @@ func TestSharedNetns(t *testing.T) {
 	}
 	if p := selfTest(); p["netns_cookie"] == shared {
 		t.Errorf("a worker joined the shared namespace after one ran without seccomp")
+	}
+}
+
+// TestSetupCapsFailureDropsAtOnce: a root worker without a user namespace
+// that cannot limit its capabilities (here: a cgo binary, which cannot set
+// them on all threads) becomes nobody before it reads any module, compiles
+// without the cache, and says so; the run still works.
+func TestSetupCapsFailureDropsAtOnce(t *testing.T) {
+	if os.Geteuid() != 0 || selfNoCgo() {
+		t.Skip("needs root and a cgo test binary")
+	}
+	j, err := newJailer(context.Background(), filepath.Join(testDataDir, "wazero-cache"), 0, &workerBinary{path: "/proc/self/exe", noCgo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.close()
+	defer j.netns.close()
+	jb, rep, err := resolve(&Config{Module: wasmEmpty})
+	if err != nil || rep != nil {
+		t.Fatal(err, rep)
+	}
+	jb.SelfTest = true
+	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
+	defer cancel()
+	res, err := j.run(ctx, jb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOutcome(t, res, OutcomeExited, 0)
+	if why := res.Report.Missing["setupcaps"]; !strings.Contains(why, "became nobody before reading the module") {
+		t.Errorf("setupcaps missing: %q", why)
+	}
+	if hasString(res.Report.Protections, "setupcaps") || !hasString(res.Report.Protections, "nocaps") || !hasString(res.Report.Protections, "seccomp") {
+		t.Errorf("protections %v", res.Report.Protections)
+	}
+	if res.probes["caps"] != "0x0" {
+		t.Errorf("capabilities before the guest's lock-down: %s, want none", res.probes["caps"])
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -121,7 +122,7 @@ func newJailer(ctx context.Context, cacheDir string, warm int, bin *workerBinary
 		// CLONE_NEWUSER, Go starts the worker with vfork instead of copying
 		// this process's whole address space (decision 0002).
 		j.nsFlags &^= unix.CLONE_NEWUSER
-		j.nsMiss["userns"] = "not created: the node runs as root and the worker, built without cgo, limits itself to CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID until the lock-down (setupcaps) and then becomes nobody; a user namespace would make every start copy the node's address space (decision 0002)"
+		j.nsMiss["userns"] = "not created: the node runs as root and the worker, built without cgo, limits itself to CAP_SETUID and CAP_SETGID until the lock-down (setupcaps) and then becomes nobody; a user namespace would make every start copy the node's address space (decision 0002)"
 		// Such a worker can also join one empty network namespace made
 		// once, instead of the kernel making and tearing down one per run.
 		j.netns = newSharedNetns()
@@ -444,6 +445,10 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 			w.readyErr = err
 		} else if err := checkProtocol(msg.Protocol); err != nil {
 			w.readyErr = err
+		} else if netns != nil && !slices.Contains(msg.Applied, "netns") {
+			// Fail closed: a worker that did not join the node's network
+			// namespace is in the host's.
+			w.readyErr = fmt.Errorf("isolate: the worker did not join the node's network namespace (a worker binary from another build?)")
 		} else {
 			w.applied = append(w.applied, msg.Applied...)
 			for k, v := range msg.Missing {

@@ -27,10 +27,12 @@ type sharedNetns struct {
 	seccomp atomic.Int32
 }
 
-// newSharedNetns makes the namespace on a thread of its own, which exits
-// with it (a goroutine that ends locked to its thread takes the thread
-// with it), so no other thread of the node ever changes namespace. It
-// returns nil if the namespace cannot be made: workers then get their own.
+// newSharedNetns makes the namespace on a thread locked for the purpose,
+// which then returns to the node's own namespace; if it cannot, the thread
+// stays locked and leaves with its goroutine (Go ends such a thread — or,
+// were it the main thread, parks it for good), so no other code ever runs
+// in the empty namespace. It returns nil if the namespace cannot be made:
+// workers then get their own.
 func newSharedNetns() *sharedNetns {
 	type made struct {
 		f   *os.File
@@ -38,12 +40,28 @@ func newSharedNetns() *sharedNetns {
 	}
 	ch := make(chan made, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- made{err: err}
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread() // nothing changed
 			ch <- made{err: err}
 			return
 		}
 		f, err := os.Open("/proc/thread-self/ns/net")
+		if back := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); back != nil {
+			if f != nil {
+				f.Close()
+			}
+			ch <- made{err: fmt.Errorf("returning to the node's network namespace: %w", back)}
+			return // still locked: the thread goes with the goroutine
+		}
+		runtime.UnlockOSThread()
 		ch <- made{f, err}
 	}()
 	m := <-ch

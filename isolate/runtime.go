@@ -108,14 +108,22 @@ func (r *Runtime) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
+		// The worker binary and the shared network namespace are held by
+		// descriptor; a worker still starting would exec or join a reused
+		// descriptor number if they were closed under it, so they stay
+		// open when Close gave up waiting for the workers.
+		release := true
 		if r.jail != nil {
 			err = r.jail.close()
-			r.jail.netns.close()
+			release = err == nil
+			if release {
+				r.jail.netns.close()
+			}
 		}
 		if r.cache != nil {
 			err = errors.Join(err, r.cache.Close(context.Background()))
 		}
-		if r.bin != nil {
+		if r.bin != nil && release {
 			r.bin.close()
 		}
 	})

@@ -71,19 +71,29 @@ func WorkerMain() int {
 	} else {
 		ready.Missing["emptyroot"] = "no mount namespace: the worker sees the host file system (the guest still does not)"
 	}
+	capsLimited, dropNow := false, false
 	if !nss["userns"] && os.Geteuid() == 0 {
 		// Root without a user namespace (decision 0002): keep only what
-		// the rest of the set-up and the lock-down need.
+		// the lock-down needs. If that fails, become nobody at once,
+		// before touching the module, and compile without the cache
+		// (root's, out of nobody's reach).
 		if err := limitSetupCaps(); err != nil {
-			ready.Missing["setupcaps"] = err.Error()
+			ready.Missing["setupcaps"] = err.Error() + "; the worker became nobody before reading the module, and compiles without the compilation cache"
+			dropNow = true
 		} else {
 			ready.Applied = append(ready.Applied, "setupcaps")
+			capsLimited = true
 		}
 	}
 	if err := setRlimits(map[int]uint64{unix.RLIMIT_NOFILE: workerNoFile, unix.RLIMIT_CORE: 0}); err != nil {
 		ready.Missing["rlimit"] = err.Error()
 	}
-	groupsErr := dropGroups()
+	lock := &lockState{cacheMounted: cacheMounted, capsLimited: capsLimited, groupsErr: dropGroups(),
+		msg: lockedMsg{Missing: map[string]string{}}}
+	if dropNow {
+		lock.early()
+		lock.cacheless = true
+	}
 	if err := writeFrame(out, ready); err != nil {
 		return workerExitSetup
 	}
@@ -93,6 +103,7 @@ func WorkerMain() int {
 	ctx := context.Background()
 	var cache wazero.CompilationCache
 	switch {
+	case lock.cacheless:
 	case cacheMounted:
 		cache, _ = wazero.NewCompilationCacheWithDir(cacheMount)
 	case cacheDir != "" && !nss["mountns"]:
@@ -108,7 +119,6 @@ func WorkerMain() int {
 	warmCodecs()
 	_, _ = wasiDefinitions()
 
-	lock := &lockState{cacheMounted: cacheMounted, groupsErr: groupsErr, msg: lockedMsg{Missing: map[string]string{}}}
 	var jb job
 	for preloads := 0; ; {
 		var msg workerInput
@@ -133,7 +143,7 @@ func WorkerMain() int {
 		// job's path.
 		lock.early()
 	}
-	if lock.earlyDone && (exe.preloaded == nil || exe.preloaded.sum != jb.ModuleSHA256) {
+	if lock.earlyDone && !lock.cacheless && (exe.preloaded == nil || exe.preloaded.sum != jb.ModuleSHA256) {
 		// The cache is gone and the uid switched: another module could
 		// not be compiled properly here. The parent never does this.
 		fmt.Fprintln(os.Stderr, "worker: the job is for another module than the one preloaded")
@@ -142,6 +152,15 @@ func WorkerMain() int {
 	var probes map[string]string
 	if jb.SelfTest {
 		probes = preLockProbes()
+		lock.afterEarly = func() {
+			// Before seccomp, which would hide it behind EPERM: the cache
+			// is out of reach by file permissions alone.
+			f, err := os.Open(cacheMount)
+			if err == nil {
+				f.Close()
+			}
+			probes["cache_after_uid_switch"] = probeErr(err)
+		}
 	}
 	lockedDone := false
 	var lockErr error
@@ -215,6 +234,11 @@ func emptyRoot(cacheDir string) (bool, error) {
 		}
 		src := fmt.Sprintf("/proc/self/fd/%d", cacheFD)
 		if err := unix.Mount(src, root+cacheMount, "", unix.MS_BIND, ""); err == nil {
+			// Nothing in the cache is ever executed or a device.
+			if err := unix.Mount("", root+cacheMount, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+				unix.Unmount(root+cacheMount, unix.MNT_DETACH)
+				return false, fmt.Errorf("restricting the cache mount: %w", err)
+			}
 			cached = true
 		}
 	}
@@ -229,6 +253,11 @@ func emptyRoot(cacheDir string) (bool, error) {
 	}
 	if err := os.Remove("/old"); err != nil {
 		return false, err
+	}
+	// Nothing is written to the root from here on (the cache is a mount of
+	// its own).
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return false, fmt.Errorf("making the root read-only: %w", err)
 	}
 	return cached, nil
 }
@@ -253,37 +282,45 @@ func setRlimits(limits map[int]uint64) error {
 }
 
 // lockState carries the lock-down, which happens in two parts: early
-// (the compilation cache is unmounted, the root made read-only, the uid
-// switched) and finish (the job's rlimits, no_new_privs, seccomp). Both run
-// after the job's module is compiled and before it runs; a warm worker
-// that preloaded the job's module does the early part while it waits.
+// (the compilation cache is unmounted, the uid switched) and finish (the
+// job's rlimits, no_new_privs, seccomp). Both run after the job's module is
+// compiled and before it runs; a warm worker that preloaded the job's
+// module does the early part while it waits.
 type lockState struct {
 	cacheMounted bool
-	groupsErr    error
-	earlyDone    bool
-	msg          lockedMsg
+	// capsLimited: setupcaps is in force, so the worker cannot unmount the
+	// cache; the uid switch puts it out of reach instead (the cache
+	// directory is root's, mode 0700).
+	capsLimited bool
+	// cacheless: the early part ran before any module was read (setupcaps
+	// failed), so modules are compiled without the cache.
+	cacheless bool
+	groupsErr error
+	earlyDone bool
+	msg       lockedMsg
+	// afterEarly, if set, runs right after the uid switch (self-tests).
+	afterEarly func()
 }
 
-// early unmounts the cache, makes the root read-only and drops to the
+// early unmounts the cache (where the worker may) and drops to the
 // unprivileged uid (which also ends access to the root-owned cache).
 func (l *lockState) early() {
 	if l.earlyDone {
 		return
 	}
 	l.earlyDone = true
-	if l.cacheMounted {
+	if l.cacheMounted && !l.capsLimited {
 		if err := unix.Unmount(cacheMount, unix.MNT_DETACH); err != nil {
 			l.msg.Missing["emptyroot"] = fmt.Sprintf("unmounting the compilation cache: %v", err)
 		}
-	}
-	if _, err := os.Stat("/"); err == nil {
-		// Best effort: the root is an empty tmpfs already.
-		_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 	}
 	if err := dropPrivileges(l.groupsErr); err != nil {
 		l.msg.Missing["nocaps"] = err.Error()
 	} else {
 		l.msg.Applied = append(l.msg.Applied, "nocaps")
+	}
+	if l.afterEarly != nil {
+		l.afterEarly()
 	}
 }
 
@@ -389,11 +426,11 @@ func dropPrivileges(groupsErr error) error {
 }
 
 // setupCaps are the capabilities a root worker without a user namespace
-// keeps between its mount set-up and the lock-down: CAP_SYS_ADMIN to detach
-// the compilation cache and remount the root read-only, CAP_SETUID and
-// CAP_SETGID to become nobody. Reading and writing the root-owned cache
-// needs none (uid 0 owns it).
-var setupCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID}
+// keeps between its mount set-up (which leaves the root read-only) and the
+// lock-down: CAP_SETUID and CAP_SETGID, to become nobody. Reading and
+// writing the root-owned cache needs none (uid 0 owns it), and the cache
+// is not unmounted but put out of reach by the uid switch.
+var setupCaps = []uintptr{unix.CAP_SETUID, unix.CAP_SETGID}
 
 // limitSetupCaps sets the permitted and effective capability sets to
 // setupCaps (inheritable empty, which empties the ambient set too) on

@@ -171,16 +171,30 @@ func selfNoCgo() bool {
 	return ok && setting(info, "CGO_ENABLED") == "0"
 }
 
-// workerProtocol names the parent–worker protocol: a version and a digest
-// of the shape of every message type, so that a worker binary from another
-// build is refused at its first message rather than misread.
+// workerFeatures lists what a worker is asked to do outside the messages:
+// the environment it reads and the jail steps the parent relies on. A
+// change to any of them must change this list, so that a worker binary
+// that predates it is refused (the parent also checks, fail-closed, that a
+// worker reports joining the network namespace it was handed).
+var workerFeatures = []string{
+	workerEnv, workerNSEnv, workerCacheEnv, workerUIDEnv, workerNetnsEnv,
+	"setupcaps:setuid,setgid", "emptyroot:ro", "cache:nosuid,nodev,noexec",
+}
+
+// workerProtocol names the parent–worker protocol: a version, the
+// features, and a digest of the shape of every message type, so that a
+// worker binary from another build is refused at its first message rather
+// than misread.
 var workerProtocol = sync.OnceValue(func() string {
 	h := sha256.New()
+	for _, f := range workerFeatures {
+		fmt.Fprintf(h, "%s\x00", f)
+	}
 	seen := map[reflect.Type]bool{}
 	for _, v := range []any{workerInput{}, job{}, readyMsg{}, lockedMsg{}, wireResult{}} {
 		describeType(h, reflect.TypeOf(v), seen)
 	}
-	return "cloister-isolate/1+" + hex.EncodeToString(h.Sum(nil)[:8])
+	return "cloister-isolate/2+" + hex.EncodeToString(h.Sum(nil)[:8])
 })
 
 func describeType(w interface{ Write([]byte) (int, error) }, t reflect.Type, seen map[reflect.Type]bool) {
