@@ -60,8 +60,19 @@ type openedItem struct {
 	plaintext []byte
 }
 
-// keep remembers the plaintext of an accepted envelope until the run.
+// keepMax bounds a plaintext the core keeps between upload and run: small
+// items (most inputs, small programs) save a decapsulation at run; larger
+// ones are wiped at once and opened again at run, so that sessions left
+// waiting for their last input do not pin large plaintexts in memory.
+const keepMax = 64 << 10
+
+// keep remembers the plaintext of an accepted envelope until the run, if
+// it is small enough; otherwise it wipes it.
 func (c *core) keep(kind, name string, envelope, pt []byte) {
+	if len(pt) > keepMax {
+		clear(pt)
+		return
+	}
 	c.openedMu.Lock()
 	defer c.openedMu.Unlock()
 	if c.opened == nil {
@@ -89,6 +100,16 @@ func (c *core) take(kind, name string, envelope []byte) ([]byte, error) {
 		clear(it.plaintext)
 	}
 	return c.open(kind, name, envelope)
+}
+
+// drop wipes what keep kept for one item (its upload was not stored).
+func (c *core) drop(kind, name string) {
+	c.openedMu.Lock()
+	defer c.openedMu.Unlock()
+	if it, ok := c.opened[openedKey{kind, name}]; ok {
+		clear(it.plaintext)
+		delete(c.opened, openedKey{kind, name})
+	}
 }
 
 // wipe drops every kept plaintext (the session is closed or failed).

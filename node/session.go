@@ -202,8 +202,13 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	case err != nil:
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
+	kept := protocol.KindInput
+	if program {
+		kept = protocol.KindProgram
+	}
 	sha, inline, err := s.n.store.putEnvelope(s.id, req.Envelope)
 	if err != nil {
+		s.core.drop(kept, req.Name)
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	slots[req.Name] = &slotRecord{Principal: p.ID, EnvelopeSHA256: sha, Inline: inline, Uploaded: now, Signature: req.Auth.Signature}
@@ -217,6 +222,7 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 		s.rec.State = stateRunning
 	}
 	if err := s.n.store.save(s.rec, true); err != nil {
+		s.core.drop(kept, req.Name)
 		delete(slots, req.Name)
 		s.rec.Events = s.rec.Events[:len(s.rec.Events)-1]
 		s.rec.State = stateProvisioning
@@ -286,6 +292,8 @@ func (s *session) startRun() {
 }
 
 func (s *session) execute(ctx context.Context) {
+	// Whatever happens, nothing kept from the uploads outlives the attempt.
+	defer s.core.wipe()
 	start := time.Now()
 	spec, err := s.runSpec()
 	var out *runOutcome
@@ -541,10 +549,10 @@ func (s *session) close(ctx context.Context, req *cloisterv1.CloseSessionRequest
 	if s.cancel != nil {
 		s.cancel()
 	}
+	s.core.wipe()
 	if err := s.n.store.erase(s.id, tombstone{ID: s.id, Closed: now, By: p.ID}); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	s.core.wipe()
 	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", p.ID)
 	s.rec.Outputs = map[string]*outputRecord{}
 	s.markDone()

@@ -50,7 +50,9 @@ import (
 // is not synced by itself: the record frame that names it comes after it
 // in the same file and is, so a record is never durable without its
 // envelopes. (Version-1 logs, whose records carried small envelopes inline
-// and were re-encoded at every step, are still read.)
+// and were re-encoded at every step, are still read; a node of an earlier
+// version reads a version-2 log as holding no complete frame and erases the
+// session, so a node is not downgraded while sessions are live.)
 //
 // Sessions stored by earlier versions as <id>/state.sealed (one sealed
 // record) and <id>.closed tombstones are still read; the first step after
@@ -155,6 +157,9 @@ type logState struct {
 	legacy bool   // restored from state.sealed; state.log not written yet
 	// envelopes holds the envelopes stored in the log, by hex SHA-256.
 	envelopes map[string][]byte
+	// envBytes is how much of size their frames take: compaction is
+	// about repeated records, so it looks at the rest.
+	envBytes int64
 }
 
 // deriveStorageKey derives the AES-256 key that seals session state from
@@ -196,6 +201,12 @@ func frameAAD(id string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte("cloister/v1/session-log\x00"+id+"\x00"), seq)
 }
 
+// frameAADv2 also binds the frame format version, which the header carries
+// in the clear.
+func frameAADv2(id string, seq uint64) []byte {
+	return append(frameAAD(id, seq), logVersion)
+}
+
 // sealFrame seals rec as frame number seq into buf (reset first) and
 // returns the frame, which aliases buf.
 func (s *store) sealFrame(buf *frameBuffers, rec *record, seq uint64) ([]byte, error) {
@@ -218,6 +229,12 @@ func (s *store) sealEnvelopeFrame(buf *frameBuffers, id string, env []byte, seq 
 // sealPlain seals buf.plain as frame number seq of session id into
 // buf.frame and returns it.
 func (s *store) sealPlain(buf *frameBuffers, id string, seq uint64) ([]byte, error) {
+	return s.sealPlainVersion(buf, id, seq, logVersion)
+}
+
+// sealPlainVersion is sealPlain in a given frame format (tests write
+// version-1 frames with it).
+func (s *store) sealPlainVersion(buf *frameBuffers, id string, seq uint64, version byte) ([]byte, error) {
 	plain := buf.plain.Bytes()
 	n := s.aead.NonceSize() + len(plain) + s.aead.Overhead()
 	if n > maxFrame {
@@ -225,14 +242,18 @@ func (s *store) sealPlain(buf *frameBuffers, id string, seq uint64) ([]byte, err
 	}
 	out := slices.Grow(buf.frame[:0], logHeader+n)[:logHeader]
 	copy(out, logMagic)
-	out[len(logMagic)] = logVersion
+	out[len(logMagic)] = version
 	binary.BigEndian.PutUint64(out[len(logMagic)+1:], seq)
 	binary.BigEndian.PutUint32(out[len(logMagic)+9:], uint32(n))
 	nonce := out[logHeader : logHeader+s.aead.NonceSize()]
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	out = s.aead.Seal(out[:logHeader+len(nonce)], nonce, plain, frameAAD(id, seq))
+	aad := frameAADv2(id, seq)
+	if version == logVersionV1 {
+		aad = frameAAD(id, seq)
+	}
+	out = s.aead.Seal(out[:logHeader+len(nonce)], nonce, plain, aad)
 	buf.frame = out
 	return out, nil
 }
@@ -272,7 +293,7 @@ func (s *store) save(rec *record, durable bool) error {
 	next := logState{seq: 1}
 	if st != nil {
 		next.seq = st.seq + 1
-		next.envelopes = st.envelopes
+		next.envelopes, next.envBytes = st.envelopes, st.envBytes
 	}
 	buf := getFrameBuffers()
 	defer putFrameBuffers(buf)
@@ -297,16 +318,16 @@ func (s *store) save(rec *record, durable bool) error {
 			os.Remove(filepath.Join(dir, legacyFile))
 		}
 		next.size = int64(len(frame))
-	case st.size+int64(len(frame)) > compactAt(len(frame)):
+	case st.size-st.envBytes+int64(len(frame)) > compactAt(len(frame)):
 		// Rewrite the log: the envelopes rec names, then rec.
-		data, seq, kept, err := s.compacted(rec, st)
+		data, seq, kept, envBytes, err := s.compacted(rec, st)
 		if err != nil {
 			return err
 		}
 		if err := s.writeAtomic(path, data, true); err != nil {
 			return err
 		}
-		next.seq, next.size, next.envelopes = seq, int64(len(data)), kept
+		next.seq, next.size, next.envelopes, next.envBytes = seq, int64(len(data)), kept, envBytes
 	default:
 		if err := s.appendFrame(path, st.size, frame, durable); err != nil {
 			return err
@@ -320,9 +341,9 @@ func (s *store) save(rec *record, durable bool) error {
 }
 
 // compacted returns a log holding the envelopes rec names (from st) and
-// rec, numbered from st.seq+1, with the number of its last frame and the
-// envelopes kept.
-func (s *store) compacted(rec *record, st *logState) (data []byte, seq uint64, kept map[string][]byte, err error) {
+// rec, numbered from st.seq+1, with the number of its last frame, the
+// envelopes kept and the bytes their frames take.
+func (s *store) compacted(rec *record, st *logState) (data []byte, seq uint64, kept map[string][]byte, envBytes int64, err error) {
 	seq = st.seq
 	kept = map[string][]byte{}
 	buf := getFrameBuffers()
@@ -335,17 +356,18 @@ func (s *store) compacted(rec *record, st *logState) (data []byte, seq uint64, k
 		seq++
 		f, err := s.sealEnvelopeFrame(buf, rec.ID, env, seq)
 		if err != nil {
-			return nil, 0, nil, err
+			return nil, 0, nil, 0, err
 		}
 		data = append(data, f...)
 		kept[sha] = env
 	}
+	envBytes = int64(len(data))
 	seq++
 	f, err := s.sealFrame(buf, rec, seq)
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, 0, nil, 0, err
 	}
-	return append(data, f...), seq, kept, nil
+	return append(data, f...), seq, kept, envBytes, nil
 }
 
 // envelopesNamed lists the envelope hashes rec refers to.
@@ -480,7 +502,11 @@ func (s *store) parseLog(id string, data []byte) (*record, *logState, error) {
 		}
 		body := rest[logHeader : logHeader+n]
 		ns := s.aead.NonceSize()
-		plain, err := s.aead.Open(nil, body[:ns], body[ns:], frameAAD(id, seq))
+		aad := frameAADv2(id, seq)
+		if version == logVersionV1 {
+			aad = frameAAD(id, seq)
+		}
+		plain, err := s.aead.Open(nil, body[:ns], body[ns:], aad)
 		if err != nil {
 			if st.seq == 0 {
 				return nil, nil, fmt.Errorf("session %s: state does not open with this node's storage key (another platform key, or modified)", id)
@@ -501,6 +527,7 @@ func (s *store) parseLog(id string, data []byte) (*record, *logState, error) {
 				st.envelopes = map[string][]byte{}
 			}
 			st.envelopes[hex.EncodeToString(sum[:])] = env
+			st.envBytes += int64(logHeader + n)
 		default:
 			return nil, nil, fmt.Errorf("session %s: state log frame %d has unknown kind", id, seq)
 		}
@@ -607,7 +634,8 @@ func (s *store) putEnvelope(id string, data []byte) (sha string, inline []byte, 
 	if err := s.appendFrame(filepath.Join(s.sessionDir(id), logFile), st.size, frame, false); err != nil {
 		return "", nil, err
 	}
-	next := &logState{seq: st.seq + 1, size: st.size + int64(len(frame)), envelopes: map[string][]byte{sha: bytes.Clone(data)}}
+	next := &logState{seq: st.seq + 1, size: st.size + int64(len(frame)), envBytes: st.envBytes + int64(len(frame)),
+		envelopes: map[string][]byte{sha: bytes.Clone(data)}}
 	for k, v := range st.envelopes {
 		next.envelopes[k] = v
 	}

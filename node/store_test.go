@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,7 +100,9 @@ func TestStoreFramesAreBoundToSessionAndPlace(t *testing.T) {
 	other := testRecord(stateFinished, 10)
 	other.ID = "ffeeddccbbaa99887766554433221100"
 	f3other, _ := st.sealFrame(new(frameBuffers), other, 3)
-	for name, tail := range map[string][]byte{"replayed first frame": f1, "another session's frame": f3other} {
+	f3v1 := bytes.Clone(f3)
+	f3v1[len(logMagic)] = logVersionV1
+	for name, tail := range map[string][]byte{"replayed first frame": f1, "another session's frame": f3other, "a frame whose version byte was changed": f3v1} {
 		if err := os.WriteFile(path, append(bytes.Clone(data), tail...), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -341,7 +344,7 @@ func TestStoreEnvelopesInLog(t *testing.T) {
 	}
 	// Force a compaction: everything but the named envelope goes.
 	st2.mu.Lock()
-	st2.logs[testID].size = compactAt(len(recFrame)) + 1
+	st2.logs[testID].size = compactAt(len(recFrame)) + st2.logs[testID].envBytes + 1
 	st2.mu.Unlock()
 	got.State = stateRunning
 	if err := st2.save(got, true); err != nil {
@@ -373,11 +376,10 @@ func TestStoreReadsVersion1Logs(t *testing.T) {
 		if err := json.NewEncoder(&buf.plain).Encode(rec); err != nil {
 			t.Fatal(err)
 		}
-		f, err := st.sealPlain(buf, rec.ID, seq)
+		f, err := st.sealPlainVersion(buf, rec.ID, seq, logVersionV1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		f[len(logMagic)] = logVersionV1
 		return f
 	}
 	old := testRecord(stateRunning, 300)
@@ -398,5 +400,46 @@ func TestStoreReadsVersion1Logs(t *testing.T) {
 	}
 	if got, err = testStore(t, dir, true).load(testID); err != nil || got.State != stateFinished {
 		t.Fatalf("after a save on a version-1 log: %v %v", got, err)
+	}
+}
+
+// Envelopes do not count towards compaction: a session holding megabytes
+// of them is not rewritten at every step, only when records pile up.
+func TestStoreEnvelopesDoNotTriggerCompaction(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, false)
+	rec := testRecord(stateProvisioning, 0)
+	rec.Programs = map[string]*slotRecord{}
+	if err := st.save(rec, true); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		sha, _, err := st.putEnvelope(testID, bytes.Repeat([]byte{byte(i)}, 60<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Inputs[fmt.Sprint(i)] = &slotRecord{Principal: "bob", EnvelopeSHA256: sha}
+	}
+	path := filepath.Join(dir, testID, logFile)
+	inode := func() uint64 {
+		var s syscall.Stat_t
+		if err := syscall.Stat(path, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Ino
+	}
+	before := inode()
+	for i := range 10 {
+		rec.Restarted = i
+		if err := st.save(rec, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if inode() != before {
+		t.Errorf("the log was rewritten by 10 small saves of a session holding 1.2 MB of envelopes")
+	}
+	got, err := testStore(t, dir, false).load(testID)
+	if err != nil || got.Restarted != 9 || len(got.Inputs) != 20 {
+		t.Fatalf("after the saves: %v %v", got, err)
 	}
 }
