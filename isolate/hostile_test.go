@@ -411,7 +411,15 @@ func TestSetupCapsFailureDropsAtOnce(t *testing.T) {
 // TestWorkerBinaryChecked: a worker binary that is not cloister-isolate,
 // or speaks another protocol, is refused with the reason.
 func TestWorkerBinaryChecked(t *testing.T) {
+	writable := filepath.Join(t.TempDir(), "cloister-isolate")
+	if b, err := os.ReadFile(leanWorker); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(writable, b, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(writable, 0o777) // past the umask
 	for _, bad := range []struct{ path, want string }{
+		{writable, "writable by group or others"},
 		{"/bin/sh", "not a Go program"},
 		{os.Args[0], "not github.com/cloisterhq/cloister/cmd/cloister-isolate"},
 		{filepath.Join(t.TempDir(), "absent"), "no such file"},

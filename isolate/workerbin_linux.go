@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // WorkerBinaryName is the lean worker executable (cmd/cloister-isolate).
@@ -101,6 +102,17 @@ func openWorkerBinary(path string) (*workerBinary, error) {
 	if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
 		f.Close()
 		return nil, fmt.Errorf("isolate: worker binary %s is not an executable file", abs)
+	}
+	// The file is pinned by descriptor, not its contents: whoever could
+	// rewrite it in place could run code in every worker (as root, for a
+	// root node).
+	if st.Mode().Perm()&0o022 != 0 {
+		f.Close()
+		return nil, fmt.Errorf("isolate: worker binary %s is writable by group or others (mode %v)", abs, st.Mode().Perm())
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		f.Close()
+		return nil, fmt.Errorf("isolate: worker binary %s belongs to uid %d, neither root nor this process's user", abs, sys.Uid)
 	}
 	info, err := buildinfo.Read(f)
 	if err != nil {
