@@ -429,6 +429,35 @@ func TestWorkerBinaryChecked(t *testing.T) {
 			t.Errorf("worker binary %s: error %v, want it to say %q", bad.path, err, bad.want)
 		}
 	}
+	// A live worker refused at its first message is killed at once, and
+	// the run says why.
+	func() {
+		r := newRuntime(t, Options{})
+		own := workerProtocol
+		workerProtocol = func() string { return "cloister-isolate/0+another-build" }
+		defer func() { workerProtocol = own }()
+		start := time.Now()
+		_, err := r.Run(context.Background(), &Config{Module: wasmEmpty})
+		if !errors.Is(err, errWorkerGone) || !strings.Contains(err.Error(), "another protocol") {
+			t.Errorf("a worker of another protocol: %v", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("refusing a worker of another protocol took %v", d)
+		}
+	}()
+	// The probe at New asks the binary itself.
+	self := &workerBinary{path: "/proc/self/exe"}
+	if err := self.probe(); err != nil {
+		t.Errorf("probing this binary: %v", err)
+	}
+	func() {
+		own := workerProtocol
+		workerProtocol = func() string { return "cloister-isolate/0+another-build" }
+		defer func() { workerProtocol = own }()
+		if err := self.probe(); !errors.Is(err, errWorkerProtocol) {
+			t.Errorf("probing a binary of another protocol: %v", err)
+		}
+	}()
 	if err := checkProtocol("cloister-isolate/0+0000"); !errors.Is(err, errWorkerProtocol) {
 		t.Errorf("another protocol: %v", err)
 	}

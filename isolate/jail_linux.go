@@ -610,8 +610,11 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		return nil, w.errNotReaped(j.exitWait)
 	}
 	if w.readyErr != nil {
+		// Either the worker is gone, or it was refused at its first
+		// message (another protocol, a step it did not take) and waits
+		// for a job: kill it either way.
+		w.kill()
 		if !w.exited(j.exitWait) {
-			w.kill()
 			return nil, w.errNotReaped(j.exitWait)
 		}
 		if j.isClosed() {
@@ -839,4 +842,11 @@ func validateWorkerResult(r *Result, jb *job) error {
 // Runtime (the parent sets a marker in the environment). Programs embedding
 // the runtime call it first thing in main (or TestMain) and, when true, exit
 // with WorkerMain's status.
-func IsWorker() bool { return os.Getenv(workerEnv) == "1" }
+func IsWorker() bool {
+	v := os.Getenv(workerEnv)
+	return v == "1" || v == workerProbe
+}
+
+// workerProbe as the worker marker asks a worker binary only to print its
+// protocol identifier (resolveWorkerBinary checks it before using it).
+const workerProbe = "protocol"

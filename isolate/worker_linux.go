@@ -41,6 +41,10 @@ const cacheMount = "/cache"
 // itself, serves exactly one job received on stdin, writes the result to
 // stdout and returns.
 func WorkerMain() int {
+	if os.Getenv(workerEnv) == workerProbe {
+		fmt.Println(workerProtocol())
+		return 0
+	}
 	in, out := os.Stdin, os.Stdout
 	nss := map[string]bool{}
 	for _, n := range strings.Split(os.Getenv(workerNSEnv), ",") {

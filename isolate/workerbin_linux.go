@@ -1,18 +1,21 @@
 package isolate
 
 import (
+	"context"
 	"crypto/sha256"
 	"debug/buildinfo"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // WorkerBinaryName is the lean worker executable (cmd/cloister-isolate).
@@ -127,12 +130,33 @@ func openWorkerBinary(path string) (*workerBinary, error) {
 		f.Close()
 		return nil, fmt.Errorf("isolate: worker binary %s: %v; rebuild it from this source (go build ./cmd/%s)", abs, err, WorkerBinaryName)
 	}
-	return &workerBinary{
+	b := &workerBinary{
 		path:  fmt.Sprintf("/proc/self/fd/%d", f.Fd()),
 		file:  f,
 		name:  abs,
 		noCgo: setting(info, "CGO_ENABLED") == "0",
-	}, nil
+	}
+	if err := b.probe(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("isolate: worker binary %s: %w", abs, err)
+	}
+	return b, nil
+}
+
+// probe asks the binary for its protocol identifier (a few milliseconds,
+// once): one from another build of this source passes the build-info check
+// but would fail every run.
+func (b *workerBinary) probe() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.path)
+	cmd.Args = []string{WorkerBinaryName}
+	cmd.Env = []string{workerEnv + "=" + workerProbe}
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("asking for its protocol: %v (a build from before protocol probes?)", err)
+	}
+	return checkProtocol(strings.TrimSpace(string(out)))
 }
 
 // pinnedModules are the modules whose versions must agree between the
