@@ -195,7 +195,9 @@ func (a *AttestedSession) sign(key *keys.PrivateKey, principal, op, name string,
 type Upload struct {
 	EnvelopeSHA256 string
 	State          cloisterv1.SessionState
-	EventIndex     uint64
+	// EventIndex is 0: the node appends the upload's ledger entry after it
+	// answers; Status waits for it and shows its index.
+	EventIndex uint64
 }
 
 // UploadProgram seals program to the session and sends it, signed by key.

@@ -93,6 +93,9 @@ func (a nodeAPI) GetStatus(ctx context.Context, req *connect.Request[cloisterv1.
 		}
 		t.Stop()
 	}
+	// Every committed step's ledger index, including steps whose entries
+	// are still being appended.
+	s.awaitRecords(ctx)
 	return connect.NewResponse(s.status()), nil
 }
 

@@ -105,6 +105,9 @@ func TestLedgerRecordsSession(t *testing.T) {
 	if err := as.Close(ctx, s.dave.key); err != nil {
 		t.Fatal(err)
 	}
+	if !tn.WaitLedger(30 * time.Second) {
+		t.Fatal("the node's ledger entries are still pending after 30 s")
+	}
 
 	page, err := lc.Entries(ctx, 0, 100)
 	if err != nil {

@@ -58,7 +58,7 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
-	s.recordCommitted(ctx, 0, map[string]any{
+	s.recordCommitted(0, map[string]any{
 		"session": id, "policy_hash": hex.EncodeToString(hash[:]), "isolate_class": string(n.class),
 		"platform_key": n.platform.Public().SigningString(), "evidence_sha256": hex.EncodeToString(c.evidenceSHA256[:]),
 	})
@@ -188,7 +188,7 @@ func (n *Node) restoreOne(id string) error {
 		if err := n.store.save(rec, true); err != nil {
 			return err
 		}
-		s.recordCommitted(context.Background(), len(rec.Events)-1, map[string]any{"session": id, "policy_hash": hex.EncodeToString(view.hash[:]), "restarts": rec.Restarted, "state": rec.State})
+		s.recordCommitted(len(rec.Events)-1, map[string]any{"session": id, "policy_hash": hex.EncodeToString(view.hash[:]), "restarts": rec.Restarted, "state": rec.State})
 	case stateProvisioning:
 	default:
 		return fmt.Errorf("stored state %q unknown", rec.State)

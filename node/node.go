@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
@@ -92,10 +93,11 @@ type Node struct {
 	// registered is the ledger index of the node's node.registered entry.
 	registered uint64
 
-	runSlots chan struct{}
-	baseCtx  context.Context
-	stop     context.CancelFunc
-	wg       sync.WaitGroup
+	runSlots  chan struct{}
+	baseCtx   context.Context
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	recActive atomic.Int64 // sessions' ledger recorders running (recordLoop)
 
 	mu       sync.RWMutex
 	sessions map[string]*session
@@ -294,6 +296,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // Close stops runs in progress (they are run again at the next start),
 // and releases the isolate runtime the node created.
 func (n *Node) Close() error {
+	// Ledger entries of committed steps still queued get their chance
+	// first (a few milliseconds, at most recordTimeout).
+	n.awaitRecorders(recordTimeout)
 	// Stopping first ends long polls at once, so that shutdown does not
 	// wait for them.
 	if n.stop != nil {
@@ -303,6 +308,7 @@ func (n *Node) Close() error {
 	n.Shutdown(ctx)
 	cancel()
 	n.wg.Wait()
+	n.awaitRecorders(recordTimeout) // appends end at once now the node has stopped
 	if n.store != nil {
 		n.store.close()
 	}
@@ -310,6 +316,29 @@ func (n *Node) Close() error {
 		return n.ownsRun.Close()
 	}
 	return nil
+}
+
+// WaitLedger waits, at most d, until the ledger entries of every step
+// committed so far are appended (or have failed, which is logged), and
+// reports whether they all were. Steps record their entries in the
+// background, so a caller that reads the ledger right after a step — a
+// test, or an operator's script — waits here first; status does this for
+// its own session.
+func (n *Node) WaitLedger(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for n.recActive.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+func (n *Node) awaitRecorders(d time.Duration) {
+	if !n.WaitLedger(d) {
+		n.log.Warn("ledger entries still being recorded at shutdown", "waited", d)
+	}
 }
 
 func (n *Node) session(id string) *session {

@@ -41,6 +41,21 @@ type session struct {
 	done   chan struct{} // closed when the session reaches a terminal state
 	cancel context.CancelFunc
 	seen   map[string]time.Time // request nonce → when it may be forgotten
+
+	// Ledger entries of committed steps wait here, in step order, for
+	// recordLoop; recDrained is closed when the queue empties (nil: none
+	// pending).
+	recMu      sync.Mutex
+	recQueue   []recordJob
+	recDrained chan struct{}
+}
+
+// recordJob is one committed step to put on the event log: the event it
+// notes the index in (-1: none), the ledger kind and the body.
+type recordJob struct {
+	event int
+	kind  string
+	body  map[string]any
 }
 
 func (s *session) terminal() bool {
@@ -228,7 +243,7 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 		s.rec.State = stateProvisioning
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	idx := s.recordCommitted(ctx, len(s.rec.Events)-1, map[string]any{
+	s.recordCommitted(len(s.rec.Events)-1, map[string]any{
 		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID,
 		"name": req.Name, "envelope_sha256": sha, "signature": req.Auth.Signature,
 		"unix_ms": req.Auth.UnixMs, "nonce": req.Auth.Nonce,
@@ -237,7 +252,8 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	if ready {
 		s.startRun()
 	}
-	return &cloisterv1.UploadResponse{EnvelopeSha256: sha, State: apiState(s.rec.State), EventIndex: idx}, nil
+	// The ledger index is not known yet (status shows it): 0.
+	return &cloisterv1.UploadResponse{EnvelopeSha256: sha, State: apiState(s.rec.State)}, nil
 }
 
 // complete reports whether every program and input is present.
@@ -260,22 +276,79 @@ func (s *session) complete() bool {
 // the log gave it. The index is bookkeeping (the log itself holds it), so
 // noting it costs no fsync. Recording only after the commit means the log
 // never shows a step the node does not have. Callers hold s.mu.
-func (s *session) recordCommitted(ctx context.Context, i int, body map[string]any) uint64 {
+func (s *session) recordCommitted(i int, body map[string]any) {
 	body["event"] = s.rec.Events[i].Kind
-	return s.recordCommittedAs(ctx, i, LedgerKindSessionEvent, body)
+	s.recordCommittedAs(i, LedgerKindSessionEvent, body)
 }
 
 // recordCommittedAs is recordCommitted with the ledger kind chosen by the
-// caller (a finished run is a result.committed entry).
-func (s *session) recordCommittedAs(ctx context.Context, i int, kind string, body map[string]any) uint64 {
-	idx := s.n.recordEvent(ctx, kind, body)
-	if idx != 0 {
-		s.rec.Events[i].LedgerIndex = idx
-		if err := s.n.store.save(s.rec, false); err != nil {
-			s.n.log.Error("noting an event's ledger index", "session", s.id, "kind", s.rec.Events[i].Kind, "err", err)
-		}
+// caller (a finished run is a result.committed entry). The entry is
+// appended in the background, after the session's earlier ones: a step
+// does not wait for a ledger block (with a ledger that commits each entry
+// in a block of its own, that cost a block's latency and CPU per step),
+// and entries of concurrent sessions share blocks. Status waits for
+// pending entries before it answers, so it shows every committed step's
+// index. i < 0: no event to note the index in.
+func (s *session) recordCommittedAs(i int, kind string, body map[string]any) {
+	if s.n.events == nil {
+		return
 	}
-	return idx
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	s.recQueue = append(s.recQueue, recordJob{event: i, kind: kind, body: body})
+	if s.recDrained == nil {
+		s.recDrained = make(chan struct{})
+		s.n.recActive.Add(1)
+		go s.recordLoop()
+	}
+}
+
+// recordLoop appends the queued entries one after the other, notes each
+// index, and ends when the queue is empty.
+func (s *session) recordLoop() {
+	defer s.n.recActive.Add(-1)
+	for {
+		s.recMu.Lock()
+		if len(s.recQueue) == 0 {
+			close(s.recDrained)
+			s.recDrained = nil
+			s.recMu.Unlock()
+			return
+		}
+		job := s.recQueue[0]
+		s.recQueue = s.recQueue[1:]
+		s.recMu.Unlock()
+		idx := s.n.recordEvent(context.Background(), job.kind, job.body)
+		if idx == 0 || job.event < 0 {
+			continue
+		}
+		s.mu.Lock()
+		if s.rec.State != stateClosed && job.event < len(s.rec.Events) {
+			s.rec.Events[job.event].LedgerIndex = idx
+			if err := s.n.store.save(s.rec, false); err != nil {
+				s.n.log.Error("noting an event's ledger index", "session", s.id, "kind", s.rec.Events[job.event].Kind, "err", err)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// awaitRecords waits, up to recordTimeout, until the entries queued so far
+// are on the event log (or failed).
+func (s *session) awaitRecords(ctx context.Context) {
+	s.recMu.Lock()
+	drained := s.recDrained
+	s.recMu.Unlock()
+	if drained == nil {
+		return
+	}
+	t := time.NewTimer(recordTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // startRun runs the session in the background. Callers hold s.mu and have
@@ -389,7 +462,7 @@ func (s *session) recordRunEnd(ctx context.Context, out *runOutcome) {
 		if out != nil {
 			body["outcome"], body["exit_code"] = out.report.Outcome, out.report.ExitCode
 		}
-		s.recordCommitted(ctx, i, body)
+		s.recordCommitted(i, body)
 		return
 	}
 	outputs := map[string]map[string]string{}
@@ -406,7 +479,7 @@ func (s *session) recordRunEnd(ctx context.Context, out *runOutcome) {
 		s.n.log.Error("signing the result commitment", "session", s.id, "err", err)
 		return
 	}
-	s.recordCommittedAs(ctx, i, LedgerKindResultCommitted, map[string]any{
+	s.recordCommittedAs(i, LedgerKindResultCommitted, map[string]any{
 		"session": s.id, "policy_hash": ph, "outputs": outputs, "session_key": s.core.spki, "signature": sig,
 	})
 }
@@ -518,7 +591,7 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 		if err := s.n.store.save(s.rec, false); err != nil {
 			s.n.log.Error("saving fetch", "session", s.id, "err", err)
 		}
-		s.recordCommitted(ctx, len(s.rec.Events)-1, map[string]any{
+		s.recordCommitted(len(s.rec.Events)-1, map[string]any{
 			"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "output": req.Output,
 			"envelope_sha256": or.Envelopes[p.ID], "signature": req.Auth.Signature,
 		})
@@ -556,7 +629,7 @@ func (s *session) close(ctx context.Context, req *cloisterv1.CloseSessionRequest
 	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", p.ID)
 	s.rec.Outputs = map[string]*outputRecord{}
 	s.markDone()
-	s.n.recordEvent(ctx, LedgerKindSessionEvent, map[string]any{
+	s.recordCommittedAs(-1, LedgerKindSessionEvent, map[string]any{
 		"event": EventSessionClosed, "session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "signature": req.Auth.Signature,
 	})
 	s.n.forget(s.id, tombstone{ID: s.id, Closed: now, By: p.ID})

@@ -23,6 +23,7 @@ import (
 	"github.com/cloisterhq/cloister/internal/workerbuild"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/node"
 	"github.com/cloisterhq/cloister/policy"
 )
@@ -60,12 +61,14 @@ type fixture struct {
 }
 
 func newFixture(tb testing.TB, sync bool, warm int) *fixture {
-	return newFixtureWith(tb, sync, warm, workerBinary)
+	return newFixtureWith(tb, sync, warm, workerBinary, false)
 }
 
 // newFixtureWith starts workers from worker (isolate.WorkerBinarySelf: this
-// test binary re-executed).
-func newFixtureWith(tb testing.TB, sync bool, warm int, worker string) *fixture {
+// test binary re-executed) and, withLedger, has the node record every step
+// on an embedded single-validator ledger, as `cloister node` does by
+// default.
+func newFixtureWith(tb testing.TB, sync bool, warm int, worker string, withLedger bool) *fixture {
 	tb.Helper()
 	wasm, err := os.ReadFile(filepath.Join("testdata", "sum.wasm"))
 	if err != nil {
@@ -76,8 +79,17 @@ func newFixtureWith(tb testing.TB, sync bool, warm int, worker string) *fixture 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	n, err := node.New(context.Background(), node.Options{DataDir: filepath.Join(dir, "node"), Runner: rt, NoSync: !sync,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts := node.Options{DataDir: filepath.Join(dir, "node"), Runner: rt, NoSync: !sync,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if withLedger {
+		e, err := ledger.OpenEmbedded(context.Background(), filepath.Join(dir, "ledger"), ledger.EmbeddedOptions{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { e.Close() }) // after the node's (cleanups run last first)
+		opts.Ledger, opts.LedgerName = e, ledger.Origin(e.ChainID())
+	}
+	n, err := node.New(context.Background(), opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -320,6 +332,22 @@ func BenchmarkSessionThroughput(b *testing.B) {
 	timed(b, 8, f.flow)
 }
 
+// BenchmarkSessionFlowLedger: SessionFlow with every step recorded on an
+// embedded ledger (each step waits for its entry to commit).
+func BenchmarkSessionFlowLedger(b *testing.B) {
+	f := newFixtureWith(b, true, 2, workerBinary, true)
+	timed(b, 1, f.flow)
+	f.phases.report(b)
+}
+
+// BenchmarkSessionThroughputLedger: the same with every step recorded on
+// an embedded ledger (CometBFT, one validator), as `cloister node` runs by
+// default.
+func BenchmarkSessionThroughputLedger(b *testing.B) {
+	f := newFixtureWith(b, true, 4, workerBinary, true)
+	timed(b, 8, f.flow)
+}
+
 // BenchmarkIsolateDirect: the same program on the same runtime, no
 // protocol (the baseline; `cloister run` does this).
 func BenchmarkIsolateDirect(b *testing.B) {
@@ -331,7 +359,7 @@ func BenchmarkIsolateDirect(b *testing.B) {
 // (large) test binary re-executed, as when no cloister-isolate is
 // installed next to cloister.
 func BenchmarkIsolateDirectSelfWorker(b *testing.B) {
-	f := newFixtureWith(b, true, 2, isolate.WorkerBinarySelf)
+	f := newFixtureWith(b, true, 2, isolate.WorkerBinarySelf, false)
 	timed(b, 1, f.direct)
 }
 

@@ -1147,9 +1147,11 @@ type UploadResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	EnvelopeSha256 string                 `protobuf:"bytes,1,opt,name=envelope_sha256,json=envelopeSha256,proto3" json:"envelope_sha256,omitempty"`
 	State          SessionState           `protobuf:"varint,2,opt,name=state,proto3,enum=cloister.v1.SessionState" json:"state,omitempty"`
-	EventIndex     uint64                 `protobuf:"varint,3,opt,name=event_index,json=eventIndex,proto3" json:"event_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// event_index is 0: the node appends the upload's ledger entry in the
+	// background, after it answers; status waits for it and shows its index.
+	EventIndex    uint64 `protobuf:"varint,3,opt,name=event_index,json=eventIndex,proto3" json:"event_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UploadResponse) Reset() {
