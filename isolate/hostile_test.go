@@ -397,7 +397,7 @@ func TestSetupCapsFailureDropsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantOutcome(t, res, OutcomeExited, 0)
-	if why := res.Report.Missing["setupcaps"]; !strings.Contains(why, "became nobody before reading the module") {
+	if why := res.Report.Missing["setupcaps"]; !strings.Contains(why, "drops its privileges before reading the module") {
 		t.Errorf("setupcaps missing: %q", why)
 	}
 	if hasString(res.Report.Protections, "setupcaps") || !hasString(res.Report.Protections, "nocaps") || !hasString(res.Report.Protections, "seccomp") {
@@ -578,4 +578,20 @@ func TestWarmPool(t *testing.T) {
 	wantOutcome(t, res, OutcomeTimeout, ExitTimeout)
 	res = mustRun(t, r, &Config{Module: wasmEmpty})
 	wantOutcome(t, res, OutcomeExited, 0)
+}
+
+// TestCacheDirMadePrivate: a compilation cache directory that already
+// exists with a looser mode is made private (workers of a root node keep
+// the guest out of it by its mode alone).
+func TestCacheDirMadePrivate(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "wazero-cache"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(dir, "wazero-cache"), 0o755)
+	newRuntime(t, Options{DataDir: dir})
+	fi, err := os.Stat(filepath.Join(dir, "wazero-cache"))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("cache directory mode %v, %v; want 0700", fi.Mode().Perm(), err)
+	}
 }

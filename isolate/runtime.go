@@ -75,6 +75,11 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		if err := os.MkdirAll(r.cacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("isolate: creating the compilation cache directory: %w", err)
 		}
+		// Private, even if it existed: workers see it only while they are
+		// its owner (a worker mounts no cache that others could open).
+		if err := os.Chmod(r.cacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("isolate: making the compilation cache directory private: %w", err)
+		}
 		c, err := wazero.NewCompilationCacheWithDir(dir)
 		if err != nil {
 			return nil, fmt.Errorf("isolate: opening the compilation cache %s: %w", dir, err)

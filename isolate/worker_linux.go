@@ -82,7 +82,7 @@ func WorkerMain() int {
 		// before touching the module, and compile without the cache
 		// (root's, out of nobody's reach).
 		if err := limitSetupCaps(); err != nil {
-			ready.Missing["setupcaps"] = err.Error() + "; the worker became nobody before reading the module, and compiles without the compilation cache"
+			ready.Missing["setupcaps"] = err.Error() + "; the worker drops its privileges before reading the module (see nocaps), and compiles without the compilation cache"
 			dropNow = true
 		} else {
 			ready.Applied = append(ready.Applied, "setupcaps")
@@ -211,8 +211,13 @@ func emptyRoot(cacheDir string) (bool, error) {
 	cacheFD := -1
 	if cacheDir != "" {
 		if fd, err := unix.Open(cacheDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
-			cacheFD = fd
 			defer unix.Close(fd)
+			// Only a private cache is mounted: after the switch to nobody
+			// its mode is what keeps the guest's worker out of it.
+			var st unix.Stat_t
+			if unix.Fstat(fd, &st) == nil && st.Uid == 0 && st.Mode&0o077 == 0 {
+				cacheFD = fd
+			}
 		}
 	}
 	var root string
@@ -238,12 +243,13 @@ func emptyRoot(cacheDir string) (bool, error) {
 		}
 		src := fmt.Sprintf("/proc/self/fd/%d", cacheFD)
 		if err := unix.Mount(src, root+cacheMount, "", unix.MS_BIND, ""); err == nil {
-			// Nothing in the cache is ever executed or a device.
+			// Nothing in the cache is ever executed or a device; a cache
+			// that cannot be mounted so is not used.
 			if err := unix.Mount("", root+cacheMount, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 				unix.Unmount(root+cacheMount, unix.MNT_DETACH)
-				return false, fmt.Errorf("restricting the cache mount: %w", err)
+			} else {
+				cached = true
 			}
-			cached = true
 		}
 	}
 	if err := unix.PivotRoot(root, root+"/old"); err != nil {
@@ -261,7 +267,9 @@ func emptyRoot(cacheDir string) (bool, error) {
 	// Nothing is written to the root from here on (the cache is a mount of
 	// its own).
 	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return false, fmt.Errorf("making the root read-only: %w", err)
+		// The cache is mounted all the same: say so, so that the lock-down
+		// takes it away.
+		return cached, fmt.Errorf("making the root read-only: %w", err)
 	}
 	return cached, nil
 }

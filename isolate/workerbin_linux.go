@@ -152,11 +152,14 @@ func (b *workerBinary) probe() error {
 	cmd := exec.CommandContext(ctx, b.path)
 	cmd.Args = []string{WorkerBinaryName}
 	cmd.Env = []string{workerEnv + "=" + workerProbe}
-	out, err := cmd.Output()
-	if err != nil {
-		return fmt.Errorf("asking for its protocol: %v (a build from before protocol probes?)", err)
+	cmd.WaitDelay = time.Second
+	var out, errOut limitedBuffer
+	out.max, errOut.max = 256, 1024
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("asking for its protocol: %v (a build from before protocol probes?) %s", err, strings.TrimSpace(errOut.buf.String()))
 	}
-	return checkProtocol(strings.TrimSpace(string(out)))
+	return checkProtocol(strings.TrimSpace(out.buf.String()))
 }
 
 // pinnedModules are the modules whose versions must agree between the

@@ -93,9 +93,13 @@ type Node struct {
 	// registered is the ledger index of the node's node.registered entry.
 	registered uint64
 
-	runSlots  chan struct{}
-	baseCtx   context.Context
-	stop      context.CancelFunc
+	runSlots chan struct{}
+	baseCtx  context.Context
+	stop     context.CancelFunc
+	// recCtx bounds ledger appends: it ends after baseCtx, once Close has
+	// given pending entries their chance.
+	recCtx    context.Context
+	recStop   context.CancelFunc
 	wg        sync.WaitGroup
 	recActive atomic.Int64 // sessions' ledger recorders running (recordLoop)
 
@@ -191,6 +195,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n.runSlots = make(chan struct{}, runs)
 	n.baseCtx, n.stop = context.WithCancel(context.Background())
+	n.recCtx, n.recStop = context.WithCancel(context.Background())
 	if err := n.restore(); err != nil {
 		n.Close()
 		return nil, err
@@ -296,9 +301,6 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // Close stops runs in progress (they are run again at the next start),
 // and releases the isolate runtime the node created.
 func (n *Node) Close() error {
-	// Ledger entries of committed steps still queued get their chance
-	// first (a few milliseconds, at most recordTimeout).
-	n.awaitRecorders(recordTimeout)
 	// Stopping first ends long polls at once, so that shutdown does not
 	// wait for them.
 	if n.stop != nil {
@@ -308,7 +310,14 @@ func (n *Node) Close() error {
 	n.Shutdown(ctx)
 	cancel()
 	n.wg.Wait()
-	n.awaitRecorders(recordTimeout) // appends end at once now the node has stopped
+	// No step can be taken any more: the ledger entries of those taken get
+	// their chance (usually milliseconds, at most recordTimeout), then the
+	// rest is cancelled.
+	n.awaitRecorders(recordTimeout)
+	if n.recStop != nil {
+		n.recStop()
+	}
+	n.WaitLedger(time.Second)
 	if n.store != nil {
 		n.store.close()
 	}
@@ -365,8 +374,8 @@ func (n *Node) recordEvent(ctx context.Context, kind string, body map[string]any
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	if n.baseCtx != nil {
-		defer context.AfterFunc(n.baseCtx, cancel)()
+	if n.recCtx != nil {
+		defer context.AfterFunc(n.recCtx, cancel)()
 	}
 	idx, err := n.events.Record(ctx, kind, body)
 	if err != nil {

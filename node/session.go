@@ -273,9 +273,14 @@ func (s *session) complete() bool {
 
 // recordCommitted puts the event s.rec.Events[i], whose step is already
 // committed to the session's state, on the event log, and notes the index
-// the log gave it. The index is bookkeeping (the log itself holds it), so
-// noting it costs no fsync. Recording only after the commit means the log
-// never shows a step the node does not have. Callers hold s.mu.
+// the log gave it. The index is bookkeeping (the log itself holds it): it
+// is kept in memory and reaches the disk with the session's next save, so
+// after a restart the last steps' indexes may read 0. Recording only after
+// the commit means the log never shows a step the node does not have.
+// Entries still queued when the node is killed are lost, as entries
+// refused by a ledger that is down always were (those are logged); a
+// lost session.created makes the ledger refuse that session's later
+// entries. Callers hold s.mu.
 func (s *session) recordCommitted(i int, body map[string]any) {
 	body["event"] = s.rec.Events[i].Kind
 	s.recordCommittedAs(i, LedgerKindSessionEvent, body)
@@ -322,12 +327,13 @@ func (s *session) recordLoop() {
 		if idx == 0 || job.event < 0 {
 			continue
 		}
+		// Noted in memory only: the next step's save writes it. (Saving
+		// the record from here could write a state the session holds in
+		// memory but deliberately not on disk, such as a run whose result
+		// could not be stored and which must run again after a restart.)
 		s.mu.Lock()
 		if s.rec.State != stateClosed && job.event < len(s.rec.Events) {
 			s.rec.Events[job.event].LedgerIndex = idx
-			if err := s.n.store.save(s.rec, false); err != nil {
-				s.n.log.Error("noting an event's ledger index", "session", s.id, "kind", s.rec.Events[job.event].Kind, "err", err)
-			}
 		}
 		s.mu.Unlock()
 	}
@@ -348,6 +354,7 @@ func (s *session) awaitRecords(ctx context.Context) {
 	case <-drained:
 	case <-t.C:
 	case <-ctx.Done():
+	case <-s.n.baseCtx.Done():
 	}
 }
 
