@@ -102,6 +102,13 @@ func TestLedgerRecordsSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The result was asked for while the program ran: the fetch is dated
+	// when it happened, after the run.
+	for i := 1; i < len(st.Events); i++ {
+		if st.Events[i].UnixMs < st.Events[i-1].UnixMs {
+			t.Errorf("event %d (%s) at %d is dated before event %d (%s) at %d", i, st.Events[i].Kind, st.Events[i].UnixMs, i-1, st.Events[i-1].Kind, st.Events[i-1].UnixMs)
+		}
+	}
 	if err := as.Close(ctx, s.dave.key); err != nil {
 		t.Fatal(err)
 	}

@@ -591,7 +591,9 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 	}
 	if first {
 		or.Fetched = append(or.Fetched, p.ID)
-		s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventResultFetched, Principal: p.ID, Name: req.Output, Time: now})
+		// When it was fetched, not when the (possibly long-polling)
+		// request came in: the events stay in time order.
+		s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventResultFetched, Principal: p.ID, Name: req.Output, Time: s.n.now()})
 		// Who fetched is bookkeeping, not a rule: it need not be on disk
 		// before the reader gets the envelope (a crash may forget it; the
 		// reader may fetch again anyway), so it costs no fsync.
