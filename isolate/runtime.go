@@ -135,6 +135,16 @@ func (r *Runtime) Close() error {
 	return err
 }
 
+// WorkerBinaryRefused is the reason a cloister-isolate lying next to the
+// running executable was not used (another build, a file others could
+// write …), or "" (none there, or it is used, or WorkerBinary was given).
+func (r *Runtime) WorkerBinaryRefused() string {
+	if r.bin == nil {
+		return ""
+	}
+	return r.bin.refused
+}
+
 // WorkerBinary says what workers are started from — the path of the
 // cloister-isolate binary, or "this binary re-executed" — and, when that
 // is not the lean worker binary, why (empty otherwise). In-process

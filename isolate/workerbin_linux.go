@@ -47,6 +47,9 @@ type workerBinary struct {
 	noCgo bool
 	// note says why the lean binary is not used (empty when it is).
 	note string
+	// refused is set when a cloister-isolate lies next to the running
+	// executable but could not be used: the reason.
+	refused string
 }
 
 func (b *workerBinary) close() {
@@ -81,6 +84,7 @@ func resolveWorkerBinary(explicit string) (*workerBinary, error) {
 		b, err := openWorkerBinary(candidate)
 		if err != nil {
 			self.note = fmt.Sprintf("%v: workers are this binary re-executed", err)
+			self.refused = err.Error()
 			return self, nil
 		}
 		return b, nil

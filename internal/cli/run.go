@@ -228,6 +228,9 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		return failure(err)
 	}
 	defer rt.Close()
+	if why := rt.WorkerBinaryRefused(); why != "" {
+		fmt.Fprintf(os.Stderr, "cloister: warning: %s; workers are this binary re-executed (slower to start)\n", why)
+	}
 	res, err := rt.Run(ctx, cfg)
 	if err != nil {
 		return failure(err)
