@@ -82,6 +82,10 @@ func TestEventLogRecordsHashesNotData(t *testing.T) {
 	if err := as.Close(ctx, s.dave.key); err != nil {
 		t.Fatal(err)
 	}
+	// Entries are appended in the background: the close's is the last.
+	if !n.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending after 10 s")
+	}
 	want := []string{node.EventSessionCreated, node.EventProgramUploaded, node.EventInputUploaded, node.EventInputUploaded,
 		node.EventRunFinished, node.EventResultFetched, node.EventSessionClosed}
 	log.mu.Lock()
