@@ -2,6 +2,7 @@ package isolatebench
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,14 +13,27 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
+	"github.com/cloisterhq/cloister/internal/workerbuild"
 	"github.com/cloisterhq/cloister/isolate"
 )
+
+// leanWorker is cmd/cloister-isolate, built by TestMain: the `-lean`
+// sub-benchmarks start workers from it, the others re-execute this test
+// binary (as a node without cloister-isolate next to it does).
+var leanWorker string
 
 func TestMain(m *testing.M) {
 	if isolate.IsWorker() {
 		os.Exit(isolate.WorkerMain())
 	}
-	os.Exit(m.Run())
+	var err error
+	if leanWorker, err = workerbuild.Build(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	workerbuild.Cleanup()
+	os.Exit(code)
 }
 
 // emptyStart is the smallest WASI command: an exported memory and an empty
@@ -119,8 +133,12 @@ func benchRun(b *testing.B, opts isolate.Options, module []byte) {
 // The difference between "warm" and "inprocess" is the jail's overhead.
 func BenchmarkRunOverhead(b *testing.B) {
 	b.Run("inprocess", func(b *testing.B) { benchRun(b, isolate.Options{InProcess: true}, emptyStart) })
-	b.Run("worker-cold", func(b *testing.B) { benchRun(b, isolate.Options{}, emptyStart) })
-	b.Run("worker-warm", func(b *testing.B) { benchRun(b, isolate.Options{WarmWorkers: 2}, emptyStart) })
+	b.Run("worker-cold", func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: isolate.WorkerBinarySelf}, emptyStart) })
+	b.Run("worker-warm", func(b *testing.B) {
+		benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: isolate.WorkerBinarySelf}, emptyStart)
+	})
+	b.Run("worker-cold-lean", func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: leanWorker}, emptyStart) })
+	b.Run("worker-warm-lean", func(b *testing.B) { benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: leanWorker}, emptyStart) })
 }
 
 // BenchmarkRunOverheadC: the same with a small C program (wasi-libc
@@ -128,8 +146,12 @@ func BenchmarkRunOverhead(b *testing.B) {
 func BenchmarkRunOverheadC(b *testing.B) {
 	m := cModule(b)
 	b.Run("inprocess", func(b *testing.B) { benchRun(b, isolate.Options{InProcess: true}, m) })
-	b.Run("worker-cold", func(b *testing.B) { benchRun(b, isolate.Options{}, m) })
-	b.Run("worker-warm", func(b *testing.B) { benchRun(b, isolate.Options{WarmWorkers: 2}, m) })
+	b.Run("worker-cold", func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: isolate.WorkerBinarySelf}, m) })
+	b.Run("worker-warm", func(b *testing.B) {
+		benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: isolate.WorkerBinarySelf}, m)
+	})
+	b.Run("worker-cold-lean", func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: leanWorker}, m) })
+	b.Run("worker-warm-lean", func(b *testing.B) { benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: leanWorker}, m) })
 }
 
 // BenchmarkCachedInstantiate measures a small C module whose compiled code
