@@ -59,8 +59,12 @@ func certDER(t testing.TB, name string) []byte {
 }
 
 var (
-	today  = time.Now()
-	in2023 = time.Date(2023, 6, 1, 0, 0, 0, 0, time.UTC)
+	today = time.Now()
+	// recently is when the conformance samples are checked: a fixed date
+	// rather than the clock, so that their certificates expiring
+	// (2029–2030) does not fail the tests.
+	recently = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+	in2023   = time.Date(2023, 6, 1, 0, 0, 0, 0, time.UTC)
 )
 
 // TestConformanceCertificates: every sample is from a DEBUG enclave
@@ -73,8 +77,8 @@ func TestConformanceCertificates(t *testing.T) {
 		file, mrenclavePrefix string
 		at                    time.Time
 	}{
-		{"gramine-cert.pem", "0866e7ca", today},
-		{"intel-sgxsdk-cert.pem", "09e218a4", today},
+		{"gramine-cert.pem", "0866e7ca", recently},
+		{"intel-sgxsdk-cert.pem", "09e218a4", recently},
 		{"rats-tls-cert.pem", "38e1b40b", in2023},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
@@ -129,20 +133,20 @@ func TestRATSTLSExpired(t *testing.T) {
 func TestEvidenceMovedToAnotherKey(t *testing.T) {
 	cert, _ := x509.ParseCertificate(certDER(t, "gramine-cert.pem"))
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "thief"}, NotBefore: today.Add(-time.Hour), NotAfter: today.Add(time.Hour),
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "thief"}, NotBefore: recently.Add(-time.Hour), NotAfter: recently.Add(time.Hour),
 		ExtraExtensions: []pkix.Extension{{Id: OIDEvidence, Value: findExtension(cert)}}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyCertificate(der, attest.VerifyOptions{Now: today, AllowDebug: true}); !errors.Is(err, attest.ErrReportData) || !strings.Contains(err.Error(), "pubkey-hash") {
+	if _, err := VerifyCertificate(der, attest.VerifyOptions{Now: recently, AllowDebug: true}); !errors.Is(err, attest.ErrReportData) || !strings.Contains(err.Error(), "pubkey-hash") {
 		t.Fatalf("err = %v, want ErrReportData pubkey-hash", err)
 	}
 }
 
 func TestTamperedCertificate(t *testing.T) {
 	der := certDER(t, "gramine-cert.pem")
-	opts := attest.VerifyOptions{Now: today, AllowDebug: true}
+	opts := attest.VerifyOptions{Now: recently, AllowDebug: true}
 	sig := bytes.Clone(der)
 	sig[len(sig)-5] ^= 1 // inside the signature value
 	if _, err := VerifyCertificate(sig, opts); !errors.Is(err, attest.ErrSignature) {
