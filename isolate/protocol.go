@@ -2,7 +2,6 @@ package isolate
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,13 +18,12 @@ import (
 //
 // A frame is
 //
-//	u64 n  | u32 h | h bytes of JSON | blobs: (u64 len | len bytes)*  (n bytes after the first 8)
+//	u64 n  | u32 h | h bytes of header | blobs: (u64 len | len bytes)*  (n bytes after the first 8)
 //
-// in big-endian. The JSON carries the small fields; large byte strings
-// (the module, inputs, stdout, stderr, outputs) travel raw after it as
-// blobs, in the order the message's wireBlobs gives. JSON's decoders are
-// compiled once per type and process, unlike gob's, which a fresh decoder
-// per frame compiled every time; raw blobs are not base64'd.
+// in big-endian. The header carries the small fields, encoded by hand
+// (wire.go); large byte strings (the module, inputs, stdout, stderr,
+// outputs) travel raw after it as blobs, in the order the message's
+// wireBlobs gives.
 //
 // The parent bounds every frame it reads: the worker runs hostile code and
 // may be compromised by it, so its frames are untrusted input
@@ -49,8 +47,8 @@ type blobMessage interface {
 // only to a worker that holds no module or the job's own, so a worker never
 // holds another program than the one it runs.
 type workerInput struct {
-	Preload []byte `json:"-"`
-	Job     *job   `json:",omitempty"`
+	Preload []byte
+	Job     *job
 }
 
 func (m *workerInput) wireBlobs() [][]byte {
@@ -113,12 +111,12 @@ type lockedMsg struct {
 // outputs' bytes as blobs.
 type wireResult struct {
 	Report      Report
-	OutputNames []string `json:",omitempty"`
+	OutputNames []string
 	// Probes holds the outcome of each forbidden operation the worker
 	// attempted in self-test mode (name → error text, "" if it succeeded).
-	Probes map[string]string `json:",omitempty"`
+	Probes map[string]string
 	// Err is a host-side failure inside the worker.
-	Err string `json:",omitempty"`
+	Err string
 
 	stdout, stderr []byte
 	outputs        [][]byte
@@ -157,44 +155,33 @@ func (m *wireResult) setWireBlobs(blobs [][]byte) error {
 
 const maxControlFrame = 1 << 20
 
-// writeFrame encodes v and writes it with one write.
-func writeFrame(w io.Writer, v any) error {
-	// Blob messages must be pointers (their methods are), or their byte
-	// strings would be left out silently.
-	switch m := v.(type) {
-	case workerInput:
-		v = &m
-	case wireResult:
-		v = &m
-	}
+// writeFrame encodes m and writes it with one write.
+func writeFrame(w io.Writer, m wireMessage) error {
 	var blobs [][]byte
-	if bm, ok := v.(blobMessage); ok {
-		// First: wireBlobs may record names the JSON carries.
+	if bm, ok := m.(blobMessage); ok {
+		// First: wireBlobs may record names the header carries.
 		blobs = bm.wireBlobs()
 	}
-	head, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	n := 4 + len(head)
+	n := 0
 	for _, b := range blobs {
 		n += 8 + len(b)
 	}
-	buf := make([]byte, 8, 8+n)
-	binary.BigEndian.PutUint64(buf, uint64(n))
-	buf = binary.BigEndian.AppendUint32(buf, uint32(len(head)))
-	buf = append(buf, head...)
+	buf := make([]byte, 12, 12+256+n)
+	buf = m.appendWire(buf)
+	h := len(buf) - 12
+	binary.BigEndian.PutUint64(buf, uint64(4+h+n))
+	binary.BigEndian.PutUint32(buf[8:], uint32(h))
 	for _, b := range blobs {
 		buf = binary.BigEndian.AppendUint64(buf, uint64(len(b)))
 		buf = append(buf, b...)
 	}
-	_, err = w.Write(buf)
+	_, err := w.Write(buf)
 	return err
 }
 
-// readFrame reads one frame of at most max bytes into v. Blobs alias the
+// readFrame reads one frame of at most max bytes into m. Blobs alias the
 // frame's buffer (one allocation per frame).
-func readFrame(r io.Reader, max int64, v any) error {
+func readFrame(r io.Reader, max int64, m wireMessage) error {
 	var hdr [8]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return err
@@ -207,11 +194,11 @@ func readFrame(r io.Reader, max int64, v any) error {
 	if _, err := io.ReadFull(r, b); err != nil {
 		return err
 	}
-	return decodeFrame(b, v)
+	return decodeFrame(b, m)
 }
 
 // decodeFrame decodes a frame's body (after its length).
-func decodeFrame(b []byte, v any) error {
+func decodeFrame(b []byte, m wireMessage) error {
 	if len(b) < 4 {
 		return errors.New("decoding frame: shorter than its header")
 	}
@@ -220,11 +207,11 @@ func decodeFrame(b []byte, v any) error {
 	if h > uint64(len(b)) {
 		return fmt.Errorf("decoding frame: a %d-byte header in %d bytes", h, len(b))
 	}
-	if err := json.Unmarshal(b[:h], v); err != nil {
+	if err := decodeHeader(b[:h], m); err != nil {
 		return fmt.Errorf("decoding frame: %w", err)
 	}
 	b = b[h:]
-	bm, ok := v.(blobMessage)
+	bm, ok := m.(blobMessage)
 	if !ok {
 		if len(b) != 0 {
 			return fmt.Errorf("decoding frame: %d bytes after the header", len(b))
@@ -248,30 +235,4 @@ func decodeFrame(b []byte, v any) error {
 		return fmt.Errorf("decoding frame: %w", err)
 	}
 	return nil
-}
-
-// warmCodecs makes encoding/json build its codecs for the frame types, so
-// that a fresh worker does not pay for it on the job's path.
-func warmCodecs() {
-	var in workerInput
-	_ = decodeFrame(mustFrameBody(&workerInput{Job: &job{Inputs: map[string][]byte{"x": nil}}}), &in)
-	_ = writeFrame(io.Discard, &lockedMsg{})
-	wr := newWireResult(&Result{Outputs: []Output{{Name: "x"}}})
-	_ = writeFrame(io.Discard, &wr)
-}
-
-func mustFrameBody(v any) []byte {
-	var sink frameSink
-	_ = writeFrame(&sink, v)
-	if len(sink) < 8 {
-		return nil
-	}
-	return sink[8:]
-}
-
-type frameSink []byte
-
-func (s *frameSink) Write(p []byte) (int, error) {
-	*s = append(*s, p...)
-	return len(p), nil
 }

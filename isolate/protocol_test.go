@@ -3,12 +3,13 @@ package isolate
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 )
 
-func frameBytes(t testing.TB, v any) []byte {
+func frameBytes(t testing.TB, v wireMessage) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := writeFrame(&buf, v); err != nil {
@@ -45,7 +46,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		t.Fatalf("preloaded job: %v, module %d bytes", err, len(in.Job.Module))
 	}
 	in = workerInput{}
-	if err := readFrame(bytes.NewReader(frameBytes(t, workerInput{Preload: jb.Module})), 1<<30, &in); err != nil || in.Job != nil || !bytes.Equal(in.Preload, jb.Module) {
+	if err := readFrame(bytes.NewReader(frameBytes(t, &workerInput{Preload: jb.Module})), 1<<30, &in); err != nil || in.Job != nil || !bytes.Equal(in.Preload, jb.Module) {
 		t.Fatalf("preload frame: %v %+v", err, in)
 	}
 
@@ -55,7 +56,7 @@ func TestFrameRoundTrip(t *testing.T) {
 	wr := newWireResult(res)
 	wr.Probes = map[string]string{"open": "operation not permitted"}
 	var back wireResult
-	if err := readFrame(bytes.NewReader(frameBytes(t, wr)), 1<<30, &back); err != nil {
+	if err := readFrame(bytes.NewReader(frameBytes(t, &wr)), 1<<30, &back); err != nil {
 		t.Fatal(err)
 	}
 	r2 := back.result()
@@ -69,7 +70,8 @@ func TestFrameRoundTrip(t *testing.T) {
 // TestFrameRefusals: frames a compromised worker could send are refused
 // with an error, not a panic or a half-filled result.
 func TestFrameRefusals(t *testing.T) {
-	good := frameBytes(t, newWireResult(&Result{Stdout: []byte("x"), Outputs: []Output{{Name: "a", Data: []byte("1")}}}))
+	gw := newWireResult(&Result{Stdout: []byte("x"), Outputs: []Output{{Name: "a", Data: []byte("1")}}})
+	good := frameBytes(t, &gw)
 	body := good[8:]
 	frame := func(b []byte) []byte {
 		return append(binary.BigEndian.AppendUint64(nil, uint64(len(b))), b...)
@@ -84,7 +86,8 @@ func TestFrameRefusals(t *testing.T) {
 		"truncated":           {good[:len(good)-1], 1 << 20, "EOF"},
 		"no header":           {frame([]byte{0, 0}), 1 << 20, "shorter than its header"},
 		"header too long":     {frame(append([]byte{0xff, 0, 0, 0}, body[4:]...)), 1 << 20, "header in"},
-		"bad json":            {frame(append(binary.BigEndian.AppendUint32(nil, 3), "{x}"...)), 1 << 20, "decoding frame"},
+		"json header":         {frame(append(binary.BigEndian.AppendUint32(nil, 3), "{x}"...)), 1 << 20, "another build"},
+		"header cut short":    {frame(append(binary.BigEndian.AppendUint32(nil, 2), kindResult, 9)), 1 << 20, "string in"},
 		"missing output blob": {frame(body[:len(body)-9]), 1 << 20, "byte strings for 1 outputs"},
 		"extra blob":          {frame(append(append([]byte{}, body...), 0, 0, 0, 0, 0, 0, 0, 0)), 1 << 20, "byte strings for 1 outputs"},
 		"blob too long":       {frame(append(append([]byte{}, body[:4+h]...), 0xff, 0, 0, 0, 0, 0, 0, 0)), 1 << 20, "-byte string in"},
@@ -106,7 +109,8 @@ func TestFrameRefusals(t *testing.T) {
 // writes. Any bytes must give a result or an error, never a panic, and a
 // result whose outputs have as many names as byte strings.
 func FuzzReadFrame(f *testing.F) {
-	f.Add(frameBytes(f, newWireResult(&Result{Report: Report{Outcome: OutcomeExited}, Stdout: []byte("x"), Outputs: []Output{{Name: "a", Data: []byte("1")}}})))
+	fw := newWireResult(&Result{Report: Report{Outcome: OutcomeExited}, Stdout: []byte("x"), Outputs: []Output{{Name: "a", Data: []byte("1")}}})
+	f.Add(frameBytes(f, &fw))
 	f.Add(frameBytes(f, &lockedMsg{Applied: []string{"seccomp"}, Missing: map[string]string{"cgroup": "no"}}))
 	jb, _, _ := resolve(&Config{Module: wasmEmpty, Inputs: []Input{{Name: "a", Data: []byte("1")}}})
 	f.Add(frameBytes(f, &workerInput{Job: jb}))
@@ -126,4 +130,95 @@ func FuzzReadFrame(f *testing.F) {
 		var m lockedMsg
 		_ = readFrame(bytes.NewReader(b), 1<<20, &m)
 	})
+}
+
+// fillEvery sets every exported field reachable from v to a distinct
+// non-zero value (lists and maps of two), so that a field the codec leaves
+// out comes back different.
+func fillEvery(v reflect.Value, n *int) {
+	*n++
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(fmt.Sprintf("s%d", *n))
+	case reflect.Int, reflect.Int64:
+		v.SetInt(int64(-1000 * *n))
+	case reflect.Uint64:
+		v.SetUint(uint64(1<<40 + *n))
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			v.Index(i).Set(reflect.ValueOf(byte(*n + i)))
+		}
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			v.SetBytes([]byte(fmt.Sprintf("b%d", *n)))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), 2, 2)
+		for i := 0; i < 2; i++ {
+			fillEvery(s.Index(i), n)
+		}
+		v.Set(s)
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		for i := 0; i < 2; i++ {
+			k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+			fillEvery(k, n)
+			fillEvery(e, n)
+			m.SetMapIndex(k, e)
+		}
+		v.Set(m)
+	case reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		fillEvery(p.Elem(), n)
+		v.Set(p)
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() {
+				fillEvery(v.Field(i), n)
+			}
+		}
+	default:
+		panic("fillEvery: " + v.Kind().String())
+	}
+}
+
+// TestWireEveryField: every field of every message survives the trip, and
+// nil lists and maps stay nil while empty ones stay empty.
+func TestWireEveryField(t *testing.T) {
+	n := 0
+	var ready readyMsg
+	fillEvery(reflect.ValueOf(&ready).Elem(), &n)
+	var locked lockedMsg
+	fillEvery(reflect.ValueOf(&locked).Elem(), &n)
+	var in workerInput
+	fillEvery(reflect.ValueOf(&in).Elem(), &n)
+	in.Preload = nil
+	var wr wireResult
+	fillEvery(reflect.ValueOf(&wr).Elem(), &n)
+	wr.stdout, wr.stderr, wr.outputs = []byte("o"), []byte("e"), [][]byte{[]byte("1"), nil}
+	empty := wireResult{Report: Report{Outputs: []OutputInfo{}, Protections: []string{}, Missing: map[string]string{}}}
+	for _, m := range []wireMessage{&ready, &locked, &in, &wr, &empty, &readyMsg{}} {
+		back := reflect.New(reflect.TypeOf(m).Elem()).Interface().(wireMessage)
+		if err := readFrame(bytes.NewReader(frameBytes(t, m)), 1<<20, back); err != nil {
+			t.Fatalf("%T: %v", m, err)
+		}
+		if w, ok := back.(*wireResult); ok {
+			// Blobs alias the frame (an empty one is not nil): compare
+			// their bytes, then the rest.
+			want := m.(*wireResult)
+			same := bytes.Equal(w.stdout, want.stdout) && bytes.Equal(w.stderr, want.stderr) && len(w.outputs) == len(want.outputs)
+			for i := 0; same && i < len(w.outputs); i++ {
+				same = bytes.Equal(w.outputs[i], want.outputs[i])
+			}
+			if !same {
+				t.Errorf("blobs changed on the wire: %q %q %q", w.stdout, w.stderr, w.outputs)
+			}
+			w.stdout, w.stderr, w.outputs = want.stdout, want.stderr, want.outputs
+		}
+		if !reflect.DeepEqual(back, m) {
+			t.Errorf("%T changed on the wire:\n got %+v\nwant %+v", m, back, m)
+		}
+	}
 }

@@ -98,7 +98,7 @@ func WorkerMain() int {
 		lock.early()
 		lock.cacheless = true
 	}
-	if err := writeFrame(out, ready); err != nil {
+	if err := writeFrame(out, &ready); err != nil {
 		return workerExitSetup
 	}
 
@@ -117,10 +117,8 @@ func WorkerMain() int {
 	if rt, err := exe.newRuntime(ctx, false); err == nil {
 		exe.prepared = rt
 	}
-	// encoding/json builds its codec for a type on first use (then keeps
-	// it for the process), and the WASI definitions are made once: pay for
-	// both now, off the job's path.
-	warmCodecs()
+	// The WASI definitions are made once: pay for them now, off the job's
+	// path.
 	_, _ = wasiDefinitions()
 
 	var jb job
@@ -176,7 +174,7 @@ func WorkerMain() int {
 				probes[k] = v
 			}
 		}
-		lockErr = writeFrame(out, msg)
+		lockErr = writeFrame(out, &msg)
 	}
 	res, err := exe.execute(ctx, &jb, lockdown)
 	if !lockedDone {

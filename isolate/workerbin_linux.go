@@ -237,7 +237,7 @@ var workerProtocol = sync.OnceValue(func() string {
 	for _, v := range []any{workerInput{}, job{}, readyMsg{}, lockedMsg{}, wireResult{}} {
 		describeType(h, reflect.TypeOf(v), seen)
 	}
-	return "cloister-isolate/2+" + hex.EncodeToString(h.Sum(nil)[:8])
+	return "cloister-isolate/3+" + hex.EncodeToString(h.Sum(nil)[:8])
 })
 
 func describeType(w interface{ Write([]byte) (int, error) }, t reflect.Type, seen map[reflect.Type]bool) {
