@@ -255,6 +255,9 @@ func TestUnstoredResultIsNotServed(t *testing.T) {
 	if err := os.Mkdir(logPath, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// The store keeps the log open between appends: close it, so that the
+	// next append has to open the path.
+	n.store.dropFile(is.s.id)
 	is.wait()
 	st := is.s.status()
 	if st.State != cloisterv1.SessionState_SESSION_STATE_FAILED || !strings.Contains(st.Reason, "could not be stored") {

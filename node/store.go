@@ -146,6 +146,10 @@ type store struct {
 
 	mu   sync.Mutex
 	logs map[string]*logState // by session id; saves of one session are serialised by its session's lock
+	// files holds the open log of each session that has one open (at most
+	// maxOpenLogs): an append is then a write and an fsync, without an
+	// open and a close around them.
+	files map[string]*os.File
 
 	closed *appendLog
 }
@@ -181,7 +185,7 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}}
+	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}, files: map[string]*os.File{}}
 	if s.closed, err = openAppendLog(filepath.Join(dir, closedLog), sync); err != nil {
 		return nil, fmt.Errorf("session store %s: %w", dir, err)
 	}
@@ -189,7 +193,59 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 }
 
 // close releases the store's open files.
-func (s *store) close() error { return s.closed.close() }
+func (s *store) close() error {
+	s.mu.Lock()
+	for id, f := range s.files {
+		f.Close()
+		delete(s.files, id)
+	}
+	s.mu.Unlock()
+	return s.closed.close()
+}
+
+// maxOpenLogs bounds the session logs kept open between appends; past it,
+// an append opens and closes the log itself.
+const maxOpenLogs = 512
+
+// keepFile keeps f open as session id's log if there is room, and reports
+// whether it did (if not, the caller closes f).
+func (s *store) keepFile(id string, f *os.File) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.files[id]; ok || len(s.files) >= maxOpenLogs {
+		return false
+	}
+	s.files[id] = f
+	return true
+}
+
+// openLog returns session id's log open for writing, and whether it is
+// kept open (if not, the caller closes it).
+func (s *store) openLog(id, path string) (*os.File, bool, error) {
+	s.mu.Lock()
+	f := s.files[id]
+	s.mu.Unlock()
+	if f != nil {
+		return f, true, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, false, err
+	}
+	return f, s.keepFile(id, f), nil
+}
+
+// dropFile closes session id's log if it is kept open: before the file is
+// replaced (compaction) or erased.
+func (s *store) dropFile(id string) {
+	s.mu.Lock()
+	f := s.files[id]
+	delete(s.files, id)
+	s.mu.Unlock()
+	if f != nil {
+		f.Close()
+	}
+}
 
 func (s *store) sessionDir(id string) string { return filepath.Join(s.dir, id) }
 
@@ -311,7 +367,8 @@ func (s *store) save(rec *record, durable bool) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		if err := s.createLog(path, frame); err != nil {
+		s.dropFile(rec.ID)
+		if err := s.createLog(rec.ID, path, frame); err != nil {
 			return err
 		}
 		if st != nil && st.legacy {
@@ -327,9 +384,10 @@ func (s *store) save(rec *record, durable bool) error {
 		if err := s.writeAtomic(path, data, true); err != nil {
 			return err
 		}
+		s.dropFile(rec.ID) // the old file, now unlinked
 		next.seq, next.size, next.envelopes, next.envBytes = seq, int64(len(data)), kept, envBytes
 	default:
-		if err := s.appendFrame(path, st.size, frame, durable); err != nil {
+		if err := s.appendFrame(rec.ID, path, st.size, frame, durable); err != nil {
 			return err
 		}
 		next.size = st.size + int64(len(frame))
@@ -391,7 +449,7 @@ func envelopesNamed(rec *record) []string {
 // a log cut short by a crash holds no complete frame, which load reports as
 // errNoFrame (a session whose create was never acknowledged, or one still
 // in state.sealed).
-func (s *store) createLog(path string, frame []byte) error {
+func (s *store) createLog(id, path string, frame []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -400,8 +458,10 @@ func (s *store) createLog(path string, frame []byte) error {
 	if err == nil && s.sync {
 		err = f.Sync()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err != nil || !s.keepFile(id, f) {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err == nil && s.sync {
 		// The log's name, and the session directory's.
@@ -410,6 +470,7 @@ func (s *store) createLog(path string, frame []byte) error {
 		}
 	}
 	if err != nil {
+		s.dropFile(id)
 		os.Remove(path)
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
@@ -422,9 +483,9 @@ func (s *store) createLog(path string, frame []byte) error {
 func compactAt(frame int) int64 { return 4*int64(frame) + 1<<20 }
 
 // appendFrame writes frame at offset off (the end of the last complete
-// frame) and, if durable, syncs it.
-func (s *store) appendFrame(path string, off int64, frame []byte, durable bool) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+// frame) of session id's log and, if durable, syncs it.
+func (s *store) appendFrame(id, path string, off int64, frame []byte, durable bool) error {
+	f, kept, err := s.openLog(id, path)
 	if err != nil {
 		return fmt.Errorf("appending to %s: %w", path, err)
 	}
@@ -436,8 +497,15 @@ func (s *store) appendFrame(path string, off int64, frame []byte, durable bool) 
 		// Cut the partial frame off, so that the log ends with the last
 		// complete one whatever happens next.
 		f.Truncate(off)
-		f.Close()
+		if kept {
+			s.dropFile(id)
+		} else {
+			f.Close()
+		}
 		return fmt.Errorf("appending to %s: %w", path, err)
+	}
+	if kept {
+		return nil
 	}
 	return f.Close()
 }
@@ -631,7 +699,7 @@ func (s *store) putEnvelope(id string, data []byte) (sha string, inline []byte, 
 	if err != nil {
 		return "", nil, err
 	}
-	if err := s.appendFrame(filepath.Join(s.sessionDir(id), logFile), st.size, frame, false); err != nil {
+	if err := s.appendFrame(id, filepath.Join(s.sessionDir(id), logFile), st.size, frame, false); err != nil {
 		return "", nil, err
 	}
 	next := &logState{seq: st.seq + 1, size: st.size + int64(len(frame)), envBytes: st.envBytes + int64(len(frame)),
@@ -705,6 +773,7 @@ var zeros = make([]byte, 64<<10)
 
 // removeSession zeroes and removes a session's directory.
 func (s *store) removeSession(id string) error {
+	s.dropFile(id)
 	dir := s.sessionDir(id)
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

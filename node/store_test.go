@@ -443,3 +443,40 @@ func TestStoreEnvelopesDoNotTriggerCompaction(t *testing.T) {
 		t.Fatalf("after the saves: %v %v", got, err)
 	}
 }
+
+// Logs stay open between appends, up to maxOpenLogs of them; a session
+// past the bound still saves (opening its log each time), and an erased
+// session's log is closed.
+func TestStoreOpenLogsAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, false)
+	ids := make([]string, maxOpenLogs+3)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%032x", i+1)
+		for step := range 2 {
+			rec := testRecord(stateProvisioning, 10)
+			rec.ID, rec.Restarted = ids[i], step
+			if err := st.save(rec, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := len(st.files); n != maxOpenLogs {
+		t.Fatalf("%d logs open, want %d", n, maxOpenLogs)
+	}
+	for _, id := range []string{ids[0], ids[len(ids)-1]} {
+		if rec, err := testStore(t, dir, false).load(id); err != nil || rec.Restarted != 1 {
+			t.Fatalf("session %s: %+v %v, want its second record", id, rec, err)
+		}
+	}
+	if err := st.erase(ids[0], tombstone{ID: ids[0], By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, open := st.files[ids[0]]; open || len(st.files) != maxOpenLogs-1 {
+		t.Fatalf("erased session's log still open (%d open)", len(st.files))
+	}
+	st.close()
+	if len(st.files) != 0 {
+		t.Fatalf("%d logs open after close", len(st.files))
+	}
+}
