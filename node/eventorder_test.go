@@ -50,7 +50,7 @@ func (l *committedLog) Record(ctx context.Context, kind string, body any) (uint6
 		// Entries are appended in the background, so the session may have
 		// moved on — or been closed and erased, which happens only after
 		// every earlier step was committed — by the time this one is.
-		data, err := os.ReadFile(filepath.Join(l.dir, "sessions", id, logFile))
+		data, err := os.ReadFile(l.st.logPath(id))
 		if errors.Is(err, os.ErrNotExist) {
 			if b, _ := os.ReadFile(filepath.Join(l.dir, "sessions", closedLog)); !strings.Contains(string(b), id) {
 				l.t.Errorf("%s recorded for a session with neither state nor tombstone", kind)
@@ -248,7 +248,7 @@ func TestUnstoredResultIsNotServed(t *testing.T) {
 	is.provision()
 	// While it runs, make the log impossible to append to (a directory in
 	// its place: refused even to root).
-	logPath := filepath.Join(dir, "sessions", is.s.id, logFile)
+	logPath := n.store.logPath(is.s.id)
 	if err := os.Rename(logPath, logPath+".saved"); err != nil {
 		t.Fatal(err)
 	}

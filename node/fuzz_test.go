@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -39,14 +38,11 @@ func FuzzLoadState(f *testing.F) {
 	f.Add([]byte(`{"version":1,"id":"ffffffffffffffffffffffffffffffff"}`), true, uint64(2))
 	f.Add([]byte("CLSL\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\xffgarbage"), false, uint64(0))
 	f.Fuzz(func(t *testing.T, data []byte, sealIt bool, seq uint64) {
-		if err := os.MkdirAll(st.sessionDir(id), 0o700); err != nil {
-			t.Fatal(err)
-		}
 		file := data
 		if sealIt {
 			file = append(sealRawFrame(st, id, 1, good), sealRawFrame(st, id, seq, data)...)
 		}
-		if err := os.WriteFile(filepath.Join(st.sessionDir(id), logFile), file, 0o600); err != nil {
+		if err := os.WriteFile(st.logPath(id), file, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		rec, err := st.load(id)

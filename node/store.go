@@ -27,20 +27,25 @@ import (
 
 // Session state on disk, under DATA/sessions/:
 //
-//	<id>/state.log     frames sealed with AES-256-GCM under the storage key:
+//	<id>.log           frames sealed with AES-256-GCM under the storage key:
 //	                   the session's record (below), appended whole at every
 //	                   step (the last complete record frame is the state), and
 //	                   each envelope of up to 64 KiB, appended once when it is
 //	                   stored (the record names it by SHA-256).
 //	<id>/blob-<sha256> larger envelopes as received or produced (already
 //	                   HPKE-sealed to the session key or to a reader; never
-//	                   plaintext)
+//	                   plaintext); the directory exists only for them
 //	closed.log         one JSON line per closed session: who and when
 //
 // Appending a frame to a file that already exists costs one write and one
 // fsync; creating a file, renaming it into place and syncing its directory
 // costs several times as much CPU and latency, once per step. So a session
-// creates its files once, at create, and every later step appends. A crash
+// creates one file, at create, and every later step appends; and that file
+// lies directly in sessions/, so that creating it is one directory sync
+// and erasing it one unlink (a directory per session cost a mkdir and a
+// second directory sync at create, and a directory scan and rmdir at
+// erase). Logs written by earlier versions as <id>/state.log are still
+// read and appended to where they are. A crash
 // during an append leaves a torn last frame, which fails to open and is cut
 // off at the next start: the state is the previous step, which is what the
 // client was told (a step is acknowledged only after its frame is synced).
@@ -50,16 +55,18 @@ import (
 // is not synced by itself: the record frame that names it comes after it
 // in the same file and is, so a record is never durable without its
 // envelopes. (Version-1 logs, whose records carried small envelopes inline
-// and were re-encoded at every step, are still read; a node of an earlier
-// version reads a version-2 log as holding no complete frame and erases the
-// session, so a node is not downgraded while sessions are live.)
+// and were re-encoded at every step, are still read. A node of an earlier
+// version does not see sessions stored as <id>.log, and reads a version-2
+// <id>/state.log as holding no complete frame and erases the session: a
+// node is not downgraded while sessions are live.)
 //
 // Sessions stored by earlier versions as <id>/state.sealed (one sealed
 // record) and <id>.closed tombstones are still read; the first step after
-// such a session is restored moves it to state.log.
+// such a session is restored moves it to <id>.log.
 
 const (
-	logFile       = "state.log"
+	logFile       = "state.log" // <id>/state.log: the log of earlier versions
+	logSuffix     = ".log"      // <id>.log
 	logMagic      = "CLSL"
 	logVersion    = 2 // v1: every frame a record; v2: a kind byte first
 	logVersionV1  = 1
@@ -156,6 +163,7 @@ type store struct {
 
 // logState is where one session's log stands.
 type logState struct {
+	path   string // the log file ("" while legacy)
 	seq    uint64 // sequence number of the last frame written
 	size   int64  // bytes of complete frames
 	legacy bool   // restored from state.sealed; state.log not written yet
@@ -186,6 +194,14 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 		return nil, err
 	}
 	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}, files: map[string]*os.File{}}
+	// A compaction cut short leaves its temporary file (the log it was to
+	// replace is intact).
+	if tmps, _ := filepath.Glob(filepath.Join(dir, ".tmp-*")); len(tmps) > 0 {
+		for _, t := range tmps {
+			zeroFile(t)
+			os.Remove(t)
+		}
+	}
 	if s.closed, err = openAppendLog(filepath.Join(dir, closedLog), sync); err != nil {
 		return nil, fmt.Errorf("session store %s: %w", dir, err)
 	}
@@ -248,6 +264,11 @@ func (s *store) dropFile(id string) {
 }
 
 func (s *store) sessionDir(id string) string { return filepath.Join(s.dir, id) }
+
+// logPath is where a new session's log goes; dirLogPath is where earlier
+// versions put it.
+func (s *store) logPath(id string) string    { return filepath.Join(s.dir, id+logSuffix) }
+func (s *store) dirLogPath(id string) string { return filepath.Join(s.sessionDir(id), logFile) }
 
 func stateAAD(id string) []byte { return []byte("cloister/v1/session-state\x00" + id) }
 
@@ -346,10 +367,13 @@ func (s *store) save(rec *record, durable bool) error {
 	st := s.logs[rec.ID]
 	s.mu.Unlock()
 	fresh := st == nil || st.legacy
-	next := logState{seq: 1}
+	next := logState{seq: 1, path: s.logPath(rec.ID)}
 	if st != nil {
 		next.seq = st.seq + 1
 		next.envelopes, next.envBytes = st.envelopes, st.envBytes
+		if !fresh {
+			next.path = st.path
+		}
 	}
 	buf := getFrameBuffers()
 	defer putFrameBuffers(buf)
@@ -357,22 +381,18 @@ func (s *store) save(rec *record, durable bool) error {
 	if err != nil {
 		return err
 	}
-	dir := s.sessionDir(rec.ID)
-	path := filepath.Join(dir, logFile)
+	path := next.path
 	switch {
 	case fresh:
-		// A new session (or one moving from state.sealed): the directory
-		// and the log are created here, the only file creations of a
-		// session with small envelopes.
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
-		}
+		// A new session (or one moving from state.sealed): the log is
+		// created here, the only file creation of a session with small
+		// envelopes.
 		s.dropFile(rec.ID)
 		if err := s.createLog(rec.ID, path, frame); err != nil {
 			return err
 		}
 		if st != nil && st.legacy {
-			os.Remove(filepath.Join(dir, legacyFile))
+			os.Remove(filepath.Join(s.sessionDir(rec.ID), legacyFile))
 		}
 		next.size = int64(len(frame))
 	case st.size-st.envBytes+int64(len(frame)) > compactAt(len(frame)):
@@ -464,10 +484,7 @@ func (s *store) createLog(id, path string, frame []byte) error {
 		}
 	}
 	if err == nil && s.sync {
-		// The log's name, and the session directory's.
-		if err = syncDir(filepath.Dir(path)); err == nil {
-			err = syncDir(s.dir)
-		}
+		err = syncDir(filepath.Dir(path)) // the log's name
 	}
 	if err != nil {
 		s.dropFile(id)
@@ -514,8 +531,12 @@ func (s *store) appendFrame(id, path string, off int64, frame []byte, durable bo
 // its log (a torn frame at the end, left by a crash during an append, is
 // cut off), or a state.sealed of an earlier version.
 func (s *store) load(id string) (*record, error) {
-	path := filepath.Join(s.sessionDir(id), logFile)
+	path := s.logPath(id)
 	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		path = s.dirLogPath(id)
+		data, err = os.ReadFile(path)
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return s.loadLegacy(id)
 	}
@@ -533,9 +554,10 @@ func (s *store) load(id string) (*record, error) {
 	}
 	if st.size < int64(len(data)) {
 		if err := os.Truncate(path, st.size); err != nil {
-			return nil, fmt.Errorf("session %s: cutting a torn frame off %s: %w", id, logFile, err)
+			return nil, fmt.Errorf("session %s: cutting a torn frame off %s: %w", id, filepath.Base(path), err)
 		}
 	}
+	st.path = path
 	s.mu.Lock()
 	s.logs[id] = st
 	s.mu.Unlock()
@@ -699,10 +721,10 @@ func (s *store) putEnvelope(id string, data []byte) (sha string, inline []byte, 
 	if err != nil {
 		return "", nil, err
 	}
-	if err := s.appendFrame(id, filepath.Join(s.sessionDir(id), logFile), st.size, frame, false); err != nil {
+	if err := s.appendFrame(id, st.path, st.size, frame, false); err != nil {
 		return "", nil, err
 	}
-	next := &logState{seq: st.seq + 1, size: st.size + int64(len(frame)), envBytes: st.envBytes + int64(len(frame)),
+	next := &logState{path: st.path, seq: st.seq + 1, size: st.size + int64(len(frame)), envBytes: st.envBytes + int64(len(frame)),
 		envelopes: map[string][]byte{sha: bytes.Clone(data)}}
 	for k, v := range st.envelopes {
 		next.envelopes[k] = v
@@ -771,28 +793,49 @@ func (s *store) erase(id string, ts tombstone) error {
 // zeros is what erased files are overwritten with.
 var zeros = make([]byte, 64<<10)
 
-// removeSession zeroes and removes a session's directory.
+// removeSession zeroes and removes a session's log and its directory
+// (blobs, and the files of earlier versions) if it has one.
 func (s *store) removeSession(id string) error {
 	s.dropFile(id)
+	path := s.logPath(id)
+	if err := zeroFile(path); err == nil || !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("erasing session %s: %w", id, err)
+		}
+	}
 	dir := s.sessionDir(id)
-	entries, _ := os.ReadDir(dir)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	for _, e := range entries {
-		p := filepath.Join(dir, e.Name())
-		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
-			if f, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
-				for left := fi.Size(); left > 0; {
-					n, err := f.Write(zeros[:min(left, int64(len(zeros)))])
-					if err != nil {
-						break
-					}
-					left -= int64(n)
-				}
-				f.Close()
-			}
+		if e.Type().IsRegular() {
+			zeroFile(filepath.Join(dir, e.Name()))
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("erasing session %s: %w", id, err)
+	}
+	return nil
+}
+
+// zeroFile overwrites a regular file with zeros.
+func zeroFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return err
+	}
+	for left := fi.Size(); left > 0; {
+		n, err := f.Write(zeros[:min(left, int64(len(zeros)))])
+		if err != nil {
+			return err
+		}
+		left -= int64(n)
 	}
 	return nil
 }
@@ -835,9 +878,18 @@ func (s *store) list() (live []string, closed []tombstone, err error) {
 			}
 		}
 	}
+	stored := map[string]bool{}
 	for _, e := range entries {
-		if e.IsDir() && protocol.ValidSessionID(e.Name()) == nil {
-			live = append(live, e.Name())
+		id := e.Name()
+		if !e.IsDir() {
+			var ok bool
+			if id, ok = strings.CutSuffix(id, logSuffix); !ok || !e.Type().IsRegular() {
+				continue
+			}
+		}
+		if protocol.ValidSessionID(id) == nil && !stored[id] {
+			stored[id] = true
+			live = append(live, id)
 		}
 	}
 	return live, closed, nil

@@ -49,7 +49,7 @@ func TestStoreTornFrameIsCutOff(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(dir, testID, logFile)
+	path := filepath.Join(dir, testID+logSuffix)
 	good, _ := os.ReadFile(path)
 	next, err := st.sealFrame(new(frameBuffers), testRecord(stateFinished, 100), 4)
 	if err != nil {
@@ -93,7 +93,7 @@ func TestStoreFramesAreBoundToSessionAndPlace(t *testing.T) {
 	if err := st.save(testRecord(stateRunning, 10), true); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, testID, logFile)
+	path := filepath.Join(dir, testID+logSuffix)
 	data, _ := os.ReadFile(path)
 	f1, _ := st.sealFrame(new(frameBuffers), testRecord(stateProvisioning, 10), 1)
 	f3, _ := st.sealFrame(new(frameBuffers), testRecord(stateFinished, 10), 3)
@@ -134,7 +134,7 @@ func TestStoreCompacts(t *testing.T) {
 		f, _ := st.sealFrame(new(frameBuffers), rec, 1)
 		frame = len(f)
 	}
-	fi, err := os.Stat(filepath.Join(dir, testID, logFile))
+	fi, err := os.Stat(filepath.Join(dir, testID+logSuffix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,11 +251,29 @@ func TestNodeStartFinishesInterruptedCreateAndClose(t *testing.T) {
 	f.Write(append(ts, '\n'))
 	f.Close()
 
+	// The same in this version's layout: <id>.log directly in sessions/.
+	halfFlat := "1123456789abcdef0123456789abcdef"
+	os.WriteFile(filepath.Join(sessions, halfFlat+logSuffix), []byte(logMagic+"\x02\x00"), 0o600)
+	closingFlat := "ffcba9876543210fedcba9876543210f"
+	os.WriteFile(filepath.Join(sessions, closingFlat+logSuffix), []byte("sealed state"), 0o600)
+	ts, _ = json.Marshal(tombstone{ID: closingFlat, Closed: time.Now(), By: "carol"})
+	f, _ = os.OpenFile(filepath.Join(sessions, closedLog), os.O_WRONLY|os.O_APPEND, 0)
+	f.Write(append(ts, '\n'))
+	f.Close()
+	// And a compaction cut short.
+	os.WriteFile(filepath.Join(sessions, ".tmp-123"), []byte("sealed"), 0o600)
+
 	n = open()
 	defer n.Close()
-	for _, id := range []string{half, closing} {
+	if _, err := os.Stat(filepath.Join(sessions, ".tmp-123")); !os.IsNotExist(err) {
+		t.Errorf("a compaction's temporary file still there after start: %v", err)
+	}
+	for _, id := range []string{half, closing, halfFlat, closingFlat} {
 		if _, err := os.Stat(filepath.Join(sessions, id)); !os.IsNotExist(err) {
 			t.Errorf("session %s still on disk after start: %v", id, err)
+		}
+		if _, err := os.Stat(filepath.Join(sessions, id+logSuffix)); !os.IsNotExist(err) {
+			t.Errorf("session %s's log still on disk after start: %v", id, err)
 		}
 		if n.session(id) != nil {
 			t.Errorf("session %s served after start", id)
@@ -361,7 +379,7 @@ func TestStoreEnvelopesInLog(t *testing.T) {
 	if _, err := st3.getEnvelope(testID, dropped, nil); err == nil {
 		t.Errorf("an envelope no record names survived compaction")
 	}
-	if fi, _ := os.Stat(filepath.Join(dir, testID, logFile)); fi.Size() > int64(len(prog))+4<<10 {
+	if fi, _ := os.Stat(filepath.Join(dir, testID+logSuffix)); fi.Size() > int64(len(prog))+4<<10 {
 		t.Errorf("compacted log is %d bytes for a %d-byte envelope", fi.Size(), len(prog))
 	}
 }
@@ -401,6 +419,17 @@ func TestStoreReadsVersion1Logs(t *testing.T) {
 	if got, err = testStore(t, dir, true).load(testID); err != nil || got.State != stateFinished {
 		t.Fatalf("after a save on a version-1 log: %v %v", got, err)
 	}
+	// It stays where an earlier version put it (<id>/state.log), and
+	// erasing the session removes it there.
+	if _, err := os.Stat(filepath.Join(dir, testID+logSuffix)); !os.IsNotExist(err) {
+		t.Fatalf("a log of the earlier layout was moved: %v", err)
+	}
+	if err := st.erase(testID, tombstone{ID: testID, By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, testID)); !os.IsNotExist(err) {
+		t.Fatalf("session directory after erase: %v", err)
+	}
 }
 
 // Envelopes do not count towards compaction: a session holding megabytes
@@ -420,7 +449,7 @@ func TestStoreEnvelopesDoNotTriggerCompaction(t *testing.T) {
 		}
 		rec.Inputs[fmt.Sprint(i)] = &slotRecord{Principal: "bob", EnvelopeSHA256: sha}
 	}
-	path := filepath.Join(dir, testID, logFile)
+	path := filepath.Join(dir, testID+logSuffix)
 	inode := func() uint64 {
 		var s syscall.Stat_t
 		if err := syscall.Stat(path, &s); err != nil {
