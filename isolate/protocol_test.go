@@ -222,3 +222,11 @@ func TestWireEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerProtocolIDIsCurrent: the identifier a worker sends changes
+// with the features and the message types it describes.
+func TestWorkerProtocolIDIsCurrent(t *testing.T) {
+	if got := describeProtocol(); got != workerProtocolID {
+		t.Fatalf("the worker features or message types changed: set workerProtocolID to %q", got)
+	}
+}

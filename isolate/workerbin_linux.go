@@ -13,7 +13,6 @@ import (
 	"reflect"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -224,11 +223,21 @@ var workerFeatures = []string{
 	"setupcaps:setuid,setgid", "emptyroot:ro", "cache:nosuid,nodev,noexec",
 }
 
-// workerProtocol names the parent–worker protocol: a version, the
-// features, and a digest of the shape of every message type, so that a
-// worker binary from another build is refused at its first message rather
-// than misread.
-var workerProtocol = sync.OnceValue(func() string {
+// workerProtocolID names the parent–worker protocol: a version, and a
+// digest of the features and of the shape of every message type
+// (describeProtocol), so that a worker binary from another build is refused
+// at its first message rather than misread. It is a constant because every
+// worker sends it and computing it by reflection cost each one ~0.1 ms;
+// TestWorkerProtocolIDIsCurrent fails, giving the new value, as soon as a
+// feature or a message type changes without it.
+const workerProtocolID = "cloister-isolate/3+ad4493aa5f2786d9"
+
+// workerProtocol returns the identifier (a variable so that tests can play
+// a worker from another build).
+var workerProtocol = func() string { return workerProtocolID }
+
+// describeProtocol computes what workerProtocolID must be.
+func describeProtocol() string {
 	h := sha256.New()
 	for _, f := range workerFeatures {
 		fmt.Fprintf(h, "%s\x00", f)
@@ -238,7 +247,7 @@ var workerProtocol = sync.OnceValue(func() string {
 		describeType(h, reflect.TypeOf(v), seen)
 	}
 	return "cloister-isolate/3+" + hex.EncodeToString(h.Sum(nil)[:8])
-})
+}
 
 func describeType(w interface{ Write([]byte) (int, error) }, t reflect.Type, seen map[reflect.Type]bool) {
 	fmt.Fprintf(w, "%s:%s(", t.Kind(), t.String())
