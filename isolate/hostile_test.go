@@ -247,11 +247,7 @@ func TestWorkerSelfTest(t *testing.T) {
 // jail (Result.probes).
 func selfTestRun(t *testing.T, r *Runtime) *Result {
 	t.Helper()
-	j, rep, err := resolve(&Config{Module: wasmEmpty})
-	if err != nil || rep != nil {
-		t.Fatal(err, rep)
-	}
-	j.SelfTest = true
+	j := selfTestJob(t)
 	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
 	defer cancel()
 	res, err := r.jail.run(ctx, j)
@@ -593,5 +589,79 @@ func TestCacheDirMadePrivate(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(dir, "wazero-cache"))
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("cache directory mode %v, %v; want 0700", fi.Mode().Perm(), err)
+	}
+}
+
+// selfTestJob is an empty module's job with the worker's self-test on.
+func selfTestJob(t *testing.T) *job {
+	t.Helper()
+	j, rep, err := resolve(&Config{Module: wasmEmpty})
+	if err != nil || rep != nil {
+		t.Fatal(err, rep)
+	}
+	j.SelfTest = true
+	return j
+}
+
+// TestWorkerIDs: a root node's workers each run as a uid and gid of their
+// own, from their Runtime's block, never two live workers with the same
+// one; an id is handed out again only once its worker is gone.
+func TestWorkerIDs(t *testing.T) {
+	p := newWorkerIDs()
+	seen := map[int]bool{}
+	for range workerIDBlock {
+		id, err := p.get()
+		if err != nil || seen[id] || !p.contains(id) {
+			t.Fatalf("id %d (%v): repeated or outside the block", id, err)
+		}
+		seen[id] = true
+	}
+	if _, err := p.get(); err == nil {
+		t.Fatal("an id was handed out while every one is in use")
+	}
+	p.put(int(p.base) + 7)
+	if id, err := p.get(); err != nil || id != int(p.base)+7 {
+		t.Fatalf("after one was returned: %d, %v", id, err)
+	}
+
+	if os.Geteuid() != 0 {
+		t.Skip("workers keep the node's own uid when it is not root")
+	}
+	r := newRuntime(t, Options{WarmWorkers: 3})
+	j := selfTestJob(t)
+	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
+	defer cancel()
+	type outcome struct {
+		res *Result
+		err error
+	}
+	out := make(chan outcome, 3)
+	for range 3 {
+		go func() {
+			jb := *j
+			res, err := r.jail.run(ctx, &jb)
+			out <- outcome{res, err}
+		}()
+	}
+	ids := map[string]bool{}
+	for range 3 {
+		o := <-out
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		wantOutcome(t, o.res, OutcomeExited, 0)
+		ids[o.res.probes["ids"]] = true
+	}
+	if len(ids) != 3 {
+		t.Fatalf("three concurrent workers ran as %v, want three different ids", ids)
+	}
+	for s := range ids {
+		var uid, gid int
+		if _, err := fmt.Sscanf(s, "%d/%d", &uid, &gid); err != nil || uid != gid {
+			t.Fatalf("worker ids %q", s)
+		}
+		if uid != 1 && !r.jail.ids.contains(uid) { // 1: inside a user namespace
+			t.Errorf("worker uid %d is outside its Runtime's block", uid)
+		}
 	}
 }

@@ -32,10 +32,6 @@ const (
 // (the first of cmd.ExtraFiles).
 const netnsFD = 3
 
-// nobodyID is the host uid and gid an unprivileged worker runs as when the
-// parent is root.
-const nobodyID = 65534
-
 // namespaces, in the order the report lists them, with their clone flags.
 var namespaces = []struct {
 	name string
@@ -56,6 +52,7 @@ type jailer struct {
 	// netns is the node's shared empty network namespace (nil: each
 	// worker gets a new one); see sharedNetns.
 	netns  *sharedNetns
+	ids    *workerIDs     // a root node's workers' own uids (nil: not root)
 	cg     *cgroupManager // nil when cgroup v2 cannot be used
 	cgMiss string         // why not
 
@@ -107,6 +104,9 @@ type worker struct {
 	// of its job; preloadSent delivers the result of that write.
 	preload     *moduleHint
 	preloadSent chan error
+	// id is the host uid and gid the worker switches to (0: none of
+	// this Runtime's, the worker keeps the node's own uid).
+	id int
 }
 
 func newJailer(ctx context.Context, cacheDir string, warm int, bin *workerBinary) (*jailer, error) {
@@ -115,6 +115,9 @@ func newJailer(ctx context.Context, cacheDir string, warm int, bin *workerBinary
 	for _, ns := range namespaces {
 		j.nsFlags |= ns.flag
 	}
+	if os.Geteuid() == 0 {
+		j.ids = newWorkerIDs()
+	}
 	if os.Geteuid() == 0 && bin.noCgo {
 		// A root parent needs no user namespace to create the others, and
 		// a worker built without cgo can give up every capability but the
@@ -122,7 +125,7 @@ func newJailer(ctx context.Context, cacheDir string, warm int, bin *workerBinary
 		// CLONE_NEWUSER, Go starts the worker with vfork instead of copying
 		// this process's whole address space (decision 0002).
 		j.nsFlags &^= unix.CLONE_NEWUSER
-		j.nsMiss["userns"] = "not created: the node runs as root and the worker, built without cgo, limits itself to CAP_SETUID and CAP_SETGID until the lock-down (setupcaps) and then becomes nobody; a user namespace would make every start copy the node's address space (decision 0002)"
+		j.nsMiss["userns"] = "not created: the node runs as root and the worker, built without cgo, limits itself to CAP_SETUID and CAP_SETGID until the lock-down (setupcaps) and then switches to an unprivileged uid of its own; a user namespace would make every start copy the node's address space (decision 0002)"
 		// Such a worker can also join one empty network namespace made
 		// once, instead of the kernel making and tearing down one per run.
 		j.netns = newSharedNetns()
@@ -149,6 +152,9 @@ func (j *jailer) track(w *worker) bool {
 
 // forget drops a reaped and released worker.
 func (j *jailer) forget(w *worker) {
+	if w.id != 0 {
+		j.ids.put(w.id)
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	delete(j.live, w)
@@ -355,13 +361,26 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		Pdeathsig:  syscall.SIGKILL,
 		Cloneflags: flags,
 	}
+	var id int
+	if j.ids != nil {
+		if id, err = j.ids.get(); err != nil {
+			jobR.Close()
+			jobW.Close()
+			resR.Close()
+			resW.Close()
+			errR.Close()
+			errW.Close()
+			return nil, err
+		}
+	}
 	switch {
 	case flags&unix.CLONE_NEWUSER != 0 && os.Geteuid() == 0:
 		// Inside: 0 is the host's root (to set up the jail and read the
-		// cache), 1 is the host's nobody, which the worker becomes before
-		// the guest runs, losing every capability.
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: 1, HostID: nobodyID, Size: 1}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: 1, HostID: nobodyID, Size: 1}}
+		// cache), 1 is the worker's own host id (workerids_linux.go),
+		// which it becomes before the guest runs, losing every
+		// capability.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: 1, HostID: id, Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: 1, HostID: id, Size: 1}}
 		attr.GidMappingsEnableSetgroups = true
 		cmd.Env = append(cmd.Env, workerUIDEnv+"=1")
 	case flags&unix.CLONE_NEWUSER != 0:
@@ -370,11 +389,11 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
 	case os.Geteuid() == 0:
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", workerUIDEnv, nobodyID))
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", workerUIDEnv, id))
 	}
 	w := &worker{cmd: cmd, jobW: jobW, resR: resR, stderr: &limitedBuffer{max: 64 << 10},
 		done: make(chan struct{}), ready: make(chan struct{}), started: time.Now(),
-		missing: map[string]string{}}
+		missing: map[string]string{}, id: id}
 	var cg *workerCgroup
 	if !useCgroup && j.cg != nil {
 		w.missing["cgroup"] = "starting the worker inside its cgroup failed; it runs without one"
@@ -401,6 +420,9 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		jobW.Close()
 		resR.Close()
 		errR.Close()
+		if id != 0 {
+			j.ids.put(id)
+		}
 		if cg != nil {
 			cg.remove()
 			// Do not blame the namespaces for a cgroup refusal: try

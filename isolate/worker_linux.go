@@ -78,9 +78,9 @@ func WorkerMain() int {
 	capsLimited, dropNow := false, false
 	if !nss["userns"] && os.Geteuid() == 0 {
 		// Root without a user namespace (decision 0002): keep only what
-		// the lock-down needs. If that fails, become nobody at once,
+		// the lock-down needs. If that fails, switch to the unprivileged id at once,
 		// before touching the module, and compile without the cache
-		// (root's, out of nobody's reach).
+		// (root's, out of that id's reach).
 		if err := limitSetupCaps(); err != nil {
 			ready.Missing["setupcaps"] = err.Error() + "; the worker drops its privileges before reading the module (see nocaps), and compiles without the compilation cache"
 			dropNow = true
@@ -168,6 +168,11 @@ func WorkerMain() int {
 	var lockErr error
 	lockdown := func() {
 		lockedDone = true
+		if jb.SelfTest {
+			// After the id switch, before seccomp (which refuses getuid).
+			lock.early()
+			probes["ids"] = fmt.Sprintf("%d/%d", unix.Getuid(), unix.Getgid())
+		}
 		msg := lock.finish(&jb)
 		if jb.SelfTest {
 			for k, v := range postLockProbes() {
@@ -210,7 +215,7 @@ func emptyRoot(cacheDir string) (bool, error) {
 	if cacheDir != "" {
 		if fd, err := unix.Open(cacheDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
 			defer unix.Close(fd)
-			// Only a private cache is mounted: after the switch to nobody
+			// Only a private cache is mounted: after the switch to the unprivileged id
 			// its mode is what keeps the guest's worker out of it.
 			var st unix.Stat_t
 			if unix.Fstat(fd, &st) == nil && st.Uid == 0 && st.Mode&0o077 == 0 {
@@ -437,7 +442,7 @@ func dropPrivileges(groupsErr error) error {
 
 // setupCaps are the capabilities a root worker without a user namespace
 // keeps between its mount set-up (which leaves the root read-only) and the
-// lock-down: CAP_SETUID and CAP_SETGID, to become nobody. Reading and
+// lock-down: CAP_SETUID and CAP_SETGID, to switch to the unprivileged id. Reading and
 // writing the root-owned cache needs none (uid 0 owns it), and the cache
 // is not unmounted but put out of reach by the uid switch.
 var setupCaps = []uintptr{unix.CAP_SETUID, unix.CAP_SETGID}
