@@ -22,6 +22,7 @@ import (
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/seal"
 )
 
@@ -51,15 +52,16 @@ func (l *committedLog) Record(ctx context.Context, kind string, body any) (uint6
 		// moved on — or been closed and erased, which happens only after
 		// every earlier step was committed — by the time this one is.
 		data, err := os.ReadFile(l.st.logPath(id))
-		if errors.Is(err, os.ErrNotExist) {
+		var rec *record
+		if err == nil {
+			rec, _, err = l.st.parseLog(id, data)
+		}
+		// Gone, or being erased (overwritten with zeros, then removed).
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, errNoFrame) {
 			if b, _ := os.ReadFile(filepath.Join(l.dir, "sessions", closedLog)); !strings.Contains(string(b), id) {
 				l.t.Errorf("%s recorded for a session with neither state nor tombstone", kind)
 			}
-		} else if err != nil {
-			l.t.Errorf("%s: %v", kind, err)
-			return 0, err
 		} else {
-			rec, _, err := l.st.parseLog(id, data)
 			if err != nil {
 				l.t.Errorf("%s: %v", kind, err)
 				return 0, err
@@ -288,5 +290,174 @@ func TestUnstoredResultIsNotServed(t *testing.T) {
 	}
 	if want := fmt.Sprintf("%d\n", x); string(got) != want {
 		t.Fatalf("sum = %q, want %q", got, want)
+	}
+}
+
+// numberedLog is a NumberedEventLog that can be down, or record an entry
+// and then fail as if its answer were lost.
+type numberedLog struct {
+	mu       sync.Mutex
+	mode     string // "up", "down" (records nothing), "lossy" (records, then fails)
+	byNumber map[uint64]string
+	order    []string // "session event" per recorded entry
+	already  int      // ErrAlreadyRecorded answers given
+}
+
+func (l *numberedLog) Record(ctx context.Context, kind string, body any) (uint64, error) {
+	return 0, errors.New("numberedLog: the node must use RecordNumbered")
+}
+
+func (l *numberedLog) RecordNumbered(ctx context.Context, kind string, body json.RawMessage, number uint64) (uint64, error) {
+	var b map[string]any
+	if err := json.Unmarshal(body, &b); err != nil {
+		return 0, err
+	}
+	name := fmt.Sprintf("%.8s %s", b["session"], eventOf(kind, b))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mode == "down" {
+		return 0, errors.New("numberedLog: down")
+	}
+	if _, ok := l.byNumber[number]; ok {
+		l.already++
+		return 0, ErrAlreadyRecorded
+	}
+	l.byNumber[number] = name
+	l.order = append(l.order, name)
+	if l.mode == "lossy" {
+		return 0, errors.New("numberedLog: recorded, but the answer was lost")
+	}
+	return uint64(len(l.order)), nil
+}
+
+func (l *numberedLog) set(mode string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.mode = mode
+}
+
+// TestEntriesRecordedAfterRestart: entries of committed steps that the log
+// did not confirm before the node stopped — because it was down, or its
+// answer was lost — are recorded at the next start, each exactly once, in
+// step order; a closed session's come from its tombstone, and once they
+// are all on the log a later start does not send them again.
+func TestEntriesRecordedAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	log := &numberedLog{mode: "lossy", byNumber: map[uint64]string{}}
+	n := newInternalNode(t, dir, log)
+	live := newInternalSession(t, n, "sum.wasm")
+	closed := newInternalSession(t, n, "sum.wasm")
+	if !n.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending")
+	}
+	log.set("down")
+	live.provision()
+	live.wait()
+	if got, err := live.result(); err != nil || string(got) != "1084\n" {
+		t.Fatalf("result %q, %v", got, err)
+	}
+	closed.upload(true, closed.programName, closed.wasm)
+	if _, err := closed.s.close(context.Background(), &cloisterv1.CloseSessionRequest{SessionId: closed.s.id, Auth: closed.sign(closed.dave, "dave", protocol.OpClose, "", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if !n.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending")
+	}
+	n.Close()
+	if len(log.order) != 2 {
+		t.Fatalf("before the restart the log holds %v, want the two creations", log.order)
+	}
+
+	log.set("up")
+	n2 := newInternalNode(t, dir, log)
+	if !n2.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending after the restart")
+	}
+	l, c := live.s.id[:8], closed.s.id[:8]
+	want := []string{
+		l + " " + EventSessionCreated, c + " " + EventSessionCreated,
+		l + " " + EventProgramUploaded, l + " " + EventInputUploaded, l + " " + EventInputUploaded, l + " " + EventRunFinished, l + " " + EventResultFetched,
+		c + " " + EventProgramUploaded, c + " " + EventSessionClosed,
+	}
+	log.mu.Lock()
+	got := slices.Clone(log.order)
+	already := log.already
+	log.mu.Unlock()
+	// The two sessions replay concurrently: compare each one's order.
+	for _, id := range []string{l, c} {
+		var g, w []string
+		for _, e := range got {
+			if strings.HasPrefix(e, id) {
+				g = append(g, e)
+			}
+		}
+		for _, e := range want {
+			if strings.HasPrefix(e, id) {
+				w = append(w, e)
+			}
+		}
+		if !slices.Equal(g, w) {
+			t.Errorf("session %s on the log: %v, want %v", id, g, w)
+		}
+	}
+	if already != 2 {
+		t.Errorf("%d entries found already recorded, want the 2 creations whose answers were lost", already)
+	}
+	n2.Close()
+
+	// A third start sends nothing new: the closed session's entries are
+	// noted as recorded, and the live session's are found already there.
+	n3 := newInternalNode(t, dir, log)
+	if !n3.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending after the second restart")
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.order) != len(got) {
+		t.Errorf("the third start recorded %v again", log.order[len(got):])
+	}
+}
+
+// TestLedgerRefusesARecordedEntryAgain: on a real ledger an entry sent
+// again under its number (signed anew, at a later time) is refused as a
+// replay, which the node reads as already recorded.
+func TestLedgerRefusesARecordedEntryAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tmp := t.TempDir()
+	e, err := ledger.OpenEmbedded(ctx, filepath.Join(tmp, "ledger"), ledger.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	rt, err := isolate.New(ctx, isolate.Options{InProcess: true, InProcessNoCancel: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	n, err := New(ctx, Options{DataDir: filepath.Join(tmp, "node"), Runner: rt, NoSync: true, Ledger: e, LedgerName: ledger.Origin(e.ChainID()),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	is := newInternalSession(t, n, "sum.wasm")
+	is.s.mu.Lock()
+	staged := is.s.rec.Events[0].Entry
+	is.s.mu.Unlock()
+	if staged == nil || staged.Number == 0 {
+		t.Fatalf("session.created staged as %+v, want a numbered entry", staged)
+	}
+	if !n.WaitLedger(30 * time.Second) {
+		t.Fatal("entries still pending")
+	}
+	is.s.mu.Lock()
+	idx, left := is.s.rec.Events[0].LedgerIndex, is.s.rec.Events[0].Entry
+	is.s.mu.Unlock()
+	if idx == 0 || left != nil {
+		t.Fatalf("after recording: index %d, entry still staged: %v", idx, left != nil)
+	}
+	if _, err := n.recordEntry(is.s.id, staged); !errors.Is(err, ErrAlreadyRecorded) {
+		t.Fatalf("sending the entry again: %v, want ErrAlreadyRecorded", err)
 	}
 }

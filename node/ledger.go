@@ -56,11 +56,36 @@ func (l *ledgerLog) Record(ctx context.Context, kind string, body any) (uint64, 
 	if err != nil {
 		return 0, err
 	}
-	rc, err := l.app.Append(ctx, se)
+	return l.append(ctx, se)
+}
+
+// RecordNumbered uses number as the entry's nonce: the ledger refuses a
+// second entry with the same (submitter, nonce), whatever its time, so an
+// entry signed again after a restart (with the current time, as the
+// ledger's time window requires) is recorded at most once.
+func (l *ledgerLog) RecordNumbered(ctx context.Context, kind string, body json.RawMessage, number uint64) (uint64, error) {
+	se, err := ledger.NewEntryWithNonce(l.key, ledger.Kind(kind), body, number, time.Now())
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	return rc.Index, nil
+	return l.append(ctx, se)
+}
+
+func (l *ledgerLog) append(ctx context.Context, se *ledger.SignedEntry) (uint64, error) {
+	rc, err := l.app.Append(ctx, se)
+	var rej *ledger.RejectedError
+	switch {
+	case err == nil:
+		return rc.Index, nil
+	case !errors.As(err, &rej):
+		return 0, err
+	case rej.Code == ledger.CodeReplay:
+		return 0, fmt.Errorf("%w: %v", ErrAlreadyRecorded, rej)
+	case rej.Code == ledger.CodeMissingReference, rej.Code == ledger.CodeStaleTime, rej.Code == ledger.CodeUnavailable:
+		return 0, err // may pass later
+	default:
+		return 0, fmt.Errorf("%w: %v", ErrRefused, rej)
+	}
 }
 
 // registration is RegistrationFile's content.

@@ -54,14 +54,15 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 		Outputs: map[string]*outputRecord{},
 	}
 	rec.Events = append(rec.Events, eventRecord{Kind: EventSessionCreated, Time: now})
+	entry := n.stage(rec, 0, LedgerKindSessionEvent, map[string]any{
+		"session": id, "policy_hash": hex.EncodeToString(hash[:]), "isolate_class": string(n.class),
+		"platform_key": n.platform.Public().SigningString(), "evidence_sha256": hex.EncodeToString(c.evidenceSHA256[:]),
+	})
 	if err := n.store.save(rec, true); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
-	s.recordCommitted(0, map[string]any{
-		"session": id, "policy_hash": hex.EncodeToString(hash[:]), "isolate_class": string(n.class),
-		"platform_key": n.platform.Public().SigningString(), "evidence_sha256": hex.EncodeToString(c.evidenceSHA256[:]),
-	})
+	s.queue(0, entry, false)
 	n.mu.Lock()
 	n.sessions[id] = s
 	n.mu.Unlock()
@@ -119,6 +120,12 @@ func (n *Node) restore() error {
 		return fmt.Errorf("node: listing stored sessions: %w", err)
 	}
 	for _, ts := range closed {
+		if len(ts.Entries) > 0 && n.events != nil {
+			// Closed while some of its entries were unconfirmed.
+			n.recActive.Add(1)
+			go n.replayClosed(ts)
+			ts.Entries = nil
+		}
 		n.closed[ts.ID] = ts
 	}
 	for _, id := range live {
@@ -163,6 +170,9 @@ func (n *Node) restoreOne(id string) error {
 		return errors.New("stored state is incomplete")
 	}
 	s := &session{n: n, id: id, view: view, pol: pol, hash: view.hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
+	// Entries of committed steps the log had not confirmed when the node
+	// stopped: first, before any new step's.
+	s.queueStaged()
 	switch rec.State {
 	case stateFinished, stateFailed:
 		s.markDone()
@@ -185,10 +195,11 @@ func (n *Node) restoreOne(id string) error {
 		default:
 			n.log.Info("restarting interrupted run", "session", id, "restarts", rec.Restarted)
 		}
+		entry := n.stage(rec, len(rec.Events)-1, LedgerKindSessionEvent, map[string]any{"session": id, "policy_hash": hex.EncodeToString(view.hash[:]), "restarts": rec.Restarted, "state": rec.State})
 		if err := n.store.save(rec, true); err != nil {
 			return err
 		}
-		s.recordCommitted(len(rec.Events)-1, map[string]any{"session": id, "policy_hash": hex.EncodeToString(view.hash[:]), "restarts": rec.Restarted, "state": rec.State})
+		s.queue(len(rec.Events)-1, entry, false)
 	case stateProvisioning:
 	default:
 		return fmt.Errorf("stored state %q unknown", rec.State)

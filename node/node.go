@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,6 +90,7 @@ type Node struct {
 	store    *store
 	policies policyCache
 	events   EventLog
+	numbers  *entryNumbers // with a NumberedEventLog
 	nodeCert tls.Certificate
 	// registered is the ledger index of the node's node.registered entry.
 	registered uint64
@@ -164,6 +166,11 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 			return nil, err
 		}
 		n.events = &ledgerLog{app: opts.Ledger, key: pk.Signer()}
+	}
+	if _, ok := n.events.(NumberedEventLog); ok {
+		if n.numbers, err = openEntryNumbers(opts.DataDir, !opts.NoSync); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
 	}
 	skey, err := deriveStorageKey(pk.Signer().Seed())
 	if err != nil {
@@ -360,27 +367,102 @@ func (n *Node) forget(id string, ts tombstone) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.sessions, id)
+	ts.Entries = nil // the recorder has them
 	n.closed[id] = ts
 }
 
-// recordEvent appends an entry of the given ledger kind to the event log,
-// if any. A ledger that refuses or is down does not stop the session (its
-// own state is authoritative for its rules); the failure is logged and
-// the event's index stays 0. The append is bounded by recordTimeout and
-// by the node stopping, not by the request that caused it.
-func (n *Node) recordEvent(ctx context.Context, kind string, body map[string]any) uint64 {
-	if n.events == nil {
-		return 0
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+// recordEntry appends a staged entry to the event log. A log that refuses
+// or is down does not stop the session (its own state is authoritative for
+// its rules): the failure is logged and the index is 0. The error says
+// whether the entry is done with (nil, ErrAlreadyRecorded, ErrRefused) or
+// is to be recorded again at the next start (anything else). The append is
+// bounded by recordTimeout and by the node stopping, not by the request
+// that caused it.
+func (n *Node) recordEntry(session string, e *stagedEntry) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 	defer cancel()
 	if n.recCtx != nil {
 		defer context.AfterFunc(n.recCtx, cancel)()
 	}
-	idx, err := n.events.Record(ctx, kind, body)
-	if err != nil {
-		n.log.Warn("event not recorded on the ledger", "kind", kind, "event", body["event"], "session", body["session"], "err", err)
-		return 0
+	var idx uint64
+	var err error
+	if nl, ok := n.events.(NumberedEventLog); ok && e.Number != 0 {
+		idx, err = nl.RecordNumbered(ctx, e.Kind, e.Body, e.Number)
+	} else {
+		var body map[string]any
+		if err = json.Unmarshal(e.Body, &body); err == nil {
+			idx, err = n.events.Record(ctx, e.Kind, body)
+		}
 	}
-	return idx
+	var event any
+	if e.Kind == LedgerKindSessionEvent {
+		var b struct {
+			Event string `json:"event"`
+		}
+		json.Unmarshal(e.Body, &b)
+		event = b.Event
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrAlreadyRecorded):
+		n.log.Info("event already on the ledger", "kind", e.Kind, "event", event, "session", session, "number", e.Number)
+	case errors.Is(err, ErrRefused):
+		n.log.Warn("event refused by the ledger; dropped", "kind", e.Kind, "event", event, "session", session, "err", err)
+	case e.Number != 0:
+		n.log.Warn("event not recorded on the ledger; the next start records it again", "kind", e.Kind, "event", event, "session", session, "err", err)
+	default:
+		n.log.Warn("event not recorded on the ledger", "kind", e.Kind, "event", event, "session", session, "err", err)
+	}
+	return idx, err
+}
+
+// entryDone reports whether a recordEntry outcome ends the entry's life:
+// recorded, found recorded already, or refused for good.
+func entryDone(err error) bool {
+	return err == nil || errors.Is(err, ErrAlreadyRecorded) || errors.Is(err, ErrRefused)
+}
+
+// stage makes the event-log entry of rec.Events[i] (i < 0: of no event,
+// the close's) before the save that commits its step. With a
+// NumberedEventLog the entry is numbered and kept in the event, so that it
+// is saved with the step and recorded again after a restart until the log
+// confirms it. nil: no event log (or the entry could not be made, which is
+// logged).
+func (n *Node) stage(rec *record, i int, kind string, body map[string]any) *stagedEntry {
+	if n.events == nil {
+		return nil
+	}
+	if kind == LedgerKindSessionEvent && i >= 0 {
+		body["event"] = rec.Events[i].Kind
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		n.log.Error("event entry", "session", rec.ID, "err", err)
+		return nil
+	}
+	e := &stagedEntry{Kind: kind, Body: raw}
+	if n.numbers != nil {
+		if e.Number, err = n.numbers.take(); err != nil {
+			n.log.Error("event not recorded on the ledger", "session", rec.ID, "err", err)
+			return nil
+		}
+		if i >= 0 {
+			rec.Events[i].Entry = e
+		}
+	}
+	return e
+}
+
+// replayClosed records the entries a closed session left in its tombstone
+// (the node stopped before they were confirmed), then notes that they are.
+func (n *Node) replayClosed(ts tombstone) {
+	defer n.recActive.Add(-1)
+	for i := range ts.Entries {
+		if _, err := n.recordEntry(ts.ID, &ts.Entries[i]); !entryDone(err) {
+			return
+		}
+	}
+	if err := n.store.markRecorded(ts.ID); err != nil {
+		n.log.Warn("noting a closed session's entries as recorded", "session", ts.ID, "err", err)
+	}
 }

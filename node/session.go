@@ -48,14 +48,16 @@ type session struct {
 	recMu      sync.Mutex
 	recQueue   []recordJob
 	recDrained chan struct{}
+	recFailed  bool // an entry was left to the next start
 }
 
-// recordJob is one committed step to put on the event log: the event it
-// notes the index in (-1: none), the ledger kind and the body.
+// recordJob is one committed step's entry to put on the event log: the
+// event it notes the index in (-1: none); closes marks the session.closed
+// entry, the last.
 type recordJob struct {
-	event int
-	kind  string
-	body  map[string]any
+	event  int
+	entry  *stagedEntry
+	closes bool
 }
 
 func (s *session) terminal() bool {
@@ -232,6 +234,11 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 		evKind = EventProgramUploaded
 	}
 	s.rec.Events = append(s.rec.Events, eventRecord{Kind: evKind, Principal: p.ID, Name: req.Name, Time: now})
+	entry := s.n.stage(s.rec, len(s.rec.Events)-1, LedgerKindSessionEvent, map[string]any{
+		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID,
+		"name": req.Name, "envelope_sha256": sha, "signature": req.Auth.Signature,
+		"unix_ms": req.Auth.UnixMs, "nonce": req.Auth.Nonce,
+	})
 	ready := s.complete()
 	if ready {
 		s.rec.State = stateRunning
@@ -243,11 +250,7 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 		s.rec.State = stateProvisioning
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	s.recordCommitted(len(s.rec.Events)-1, map[string]any{
-		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID,
-		"name": req.Name, "envelope_sha256": sha, "signature": req.Auth.Signature,
-		"unix_ms": req.Auth.UnixMs, "nonce": req.Auth.Nonce,
-	})
+	s.queue(len(s.rec.Events)-1, entry, false)
 	s.n.log.Info("upload accepted", "session", s.id, "kind", kind, "name", req.Name, "principal", p.ID, "envelope_sha256", sha)
 	if ready {
 		s.startRun()
@@ -271,36 +274,25 @@ func (s *session) complete() bool {
 	return true
 }
 
-// recordCommitted puts the event s.rec.Events[i], whose step is already
-// committed to the session's state, on the event log, and notes the index
-// the log gave it. The index is bookkeeping (the log itself holds it): it
-// is kept in memory and reaches the disk with the session's next save, so
-// after a restart the last steps' indexes may read 0. Recording only after
-// the commit means the log never shows a step the node does not have.
-// Entries still queued when the node is killed are lost, as entries
-// refused by a ledger that is down always were (those are logged); a
-// lost session.created makes the ledger refuse that session's later
-// entries. Callers hold s.mu.
-func (s *session) recordCommitted(i int, body map[string]any) {
-	body["event"] = s.rec.Events[i].Kind
-	s.recordCommittedAs(i, LedgerKindSessionEvent, body)
-}
-
-// recordCommittedAs is recordCommitted with the ledger kind chosen by the
-// caller (a finished run is a result.committed entry). The entry is
-// appended in the background, after the session's earlier ones: a step
-// does not wait for a ledger block (with a ledger that commits each entry
-// in a block of its own, that cost a block's latency and CPU per step),
-// and entries of concurrent sessions share blocks. Status waits for
-// pending entries before it answers, so it shows every committed step's
-// index. i < 0: no event to note the index in.
-func (s *session) recordCommittedAs(i int, kind string, body map[string]any) {
-	if s.n.events == nil {
+// queue puts the entry of s.rec.Events[i] (staged by Node.stage before
+// the save that committed the step) on the event log, and notes the index
+// the log gives it. The entry is appended in the background, after the
+// session's earlier ones: a step does not wait for a ledger block (with a
+// ledger that commits each entry in a block of its own, that cost a block's
+// latency and CPU per step), and entries of concurrent sessions share
+// blocks. Status waits for pending entries before it answers, so it shows
+// every committed step's index. Recording only after the commit means the
+// log never shows a step the node does not have; with a NumberedEventLog
+// the entry was saved with the step, so an entry still queued when the
+// node is killed is recorded at the next start (restoreOne), once.
+// i < 0: no event to note the index in. Callers hold s.mu.
+func (s *session) queue(i int, e *stagedEntry, closes bool) {
+	if e == nil {
 		return
 	}
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	s.recQueue = append(s.recQueue, recordJob{event: i, kind: kind, body: body})
+	s.recQueue = append(s.recQueue, recordJob{event: i, entry: e, closes: closes})
 	if s.recDrained == nil {
 		s.recDrained = make(chan struct{})
 		s.n.recActive.Add(1)
@@ -323,8 +315,18 @@ func (s *session) recordLoop() {
 		job := s.recQueue[0]
 		s.recQueue = s.recQueue[1:]
 		s.recMu.Unlock()
-		idx := s.n.recordEvent(context.Background(), job.kind, job.body)
-		if idx == 0 || job.event < 0 {
+		idx, err := s.n.recordEntry(s.id, job.entry)
+		done := entryDone(err)
+		s.recMu.Lock()
+		s.recFailed = s.recFailed || !done
+		failed := s.recFailed
+		s.recMu.Unlock()
+		if job.closes && !failed {
+			if err := s.n.store.markRecorded(s.id); err != nil {
+				s.n.log.Warn("noting a closed session's entries as recorded", "session", s.id, "err", err)
+			}
+		}
+		if job.event < 0 {
 			continue
 		}
 		// Noted in memory only: the next step's save writes it. (Saving
@@ -333,10 +335,38 @@ func (s *session) recordLoop() {
 		// could not be stored and which must run again after a restart.)
 		s.mu.Lock()
 		if s.rec.State != stateClosed && job.event < len(s.rec.Events) {
-			s.rec.Events[job.event].LedgerIndex = idx
+			ev := &s.rec.Events[job.event]
+			if idx != 0 {
+				ev.LedgerIndex = idx
+			}
+			if done && ev.Entry == job.entry {
+				ev.Entry = nil
+			}
 		}
 		s.mu.Unlock()
 	}
+}
+
+// queueStaged queues the entries a restored session's state holds that the
+// log had not confirmed, in step order (restore, before any new step).
+func (s *session) queueStaged() {
+	for i := range s.rec.Events {
+		if e := s.rec.Events[i].Entry; e != nil {
+			s.queue(i, e, false)
+		}
+	}
+}
+
+// pendingEntries returns the entries of s's events the log has not
+// confirmed, for the tombstone. Callers hold s.mu.
+func (s *session) pendingEntries() []stagedEntry {
+	var out []stagedEntry
+	for _, ev := range s.rec.Events {
+		if ev.Entry != nil {
+			out = append(out, *ev.Entry)
+		}
+	}
+	return out
 }
 
 // awaitRecords waits, up to recordTimeout, until the entries queued so far
@@ -437,6 +467,7 @@ func (s *session) execute(ctx context.Context) {
 		}
 	}
 	s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventRunFinished, Time: now})
+	entry := s.stageRunEnd(out)
 	if err := s.n.store.save(s.rec, true); err != nil {
 		// A result is served only once it is on disk: served first, it
 		// could be replaced after a crash by another run's (the state on
@@ -450,18 +481,18 @@ func (s *session) execute(ctx context.Context) {
 		s.markDone()
 		return
 	}
-	s.recordRunEnd(ctx, out)
+	s.queue(len(s.rec.Events)-1, entry, false)
 	s.n.metrics.inc(fmt.Sprintf("cloister_runs_total{state=%q}", s.rec.State))
 	s.n.log.Info("run ended", "session", s.id, "state", s.rec.State, "reason", s.rec.Reason, "ms", time.Since(start).Milliseconds())
 	s.markDone()
 }
 
-// recordRunEnd records the event that ends a run: a finished run is a
-// result.committed entry (ResultCommitment in package client: each
-// reader's envelope hash, signed by the session key); a failed one is a
-// session.event carrying the outcome and exit status but not the reason
-// text, which may quote the program. Callers hold s.mu.
-func (s *session) recordRunEnd(ctx context.Context, out *runOutcome) {
+// stageRunEnd stages the entry of the event that ends a run, the last: a
+// finished run is a result.committed entry (ResultCommitment in package
+// client: each reader's envelope hash, signed by the session key); a failed
+// one is a session.event carrying the outcome and exit status but not the
+// reason text, which may quote the program. Callers hold s.mu.
+func (s *session) stageRunEnd(out *runOutcome) *stagedEntry {
 	i := len(s.rec.Events) - 1
 	ph := hex.EncodeToString(s.hash[:])
 	if s.rec.State != stateFinished {
@@ -469,8 +500,7 @@ func (s *session) recordRunEnd(ctx context.Context, out *runOutcome) {
 		if out != nil {
 			body["outcome"], body["exit_code"] = out.report.Outcome, out.report.ExitCode
 		}
-		s.recordCommitted(i, body)
-		return
+		return s.n.stage(s.rec, i, LedgerKindSessionEvent, body)
 	}
 	outputs := map[string]map[string]string{}
 	for name, or := range s.rec.Outputs {
@@ -479,14 +509,14 @@ func (s *session) recordRunEnd(ctx context.Context, out *runOutcome) {
 	msg, err := client.ResultCommitmentMessage(s.id, ph, outputs)
 	if err != nil {
 		s.n.log.Error("result commitment", "session", s.id, "err", err)
-		return
+		return nil
 	}
 	sig, err := s.core.sign(msg)
 	if err != nil {
 		s.n.log.Error("signing the result commitment", "session", s.id, "err", err)
-		return
+		return nil
 	}
-	s.recordCommittedAs(i, LedgerKindResultCommitted, map[string]any{
+	return s.n.stage(s.rec, i, LedgerKindResultCommitted, map[string]any{
 		"session": s.id, "policy_hash": ph, "outputs": outputs, "session_key": s.core.spki, "signature": sig,
 	})
 }
@@ -594,16 +624,17 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 		// When it was fetched, not when the (possibly long-polling)
 		// request came in: the events stay in time order.
 		s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventResultFetched, Principal: p.ID, Name: req.Output, Time: s.n.now()})
+		entry := s.n.stage(s.rec, len(s.rec.Events)-1, LedgerKindSessionEvent, map[string]any{
+			"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "output": req.Output,
+			"envelope_sha256": or.Envelopes[p.ID], "signature": req.Auth.Signature,
+		})
 		// Who fetched is bookkeeping, not a rule: it need not be on disk
 		// before the reader gets the envelope (a crash may forget it; the
 		// reader may fetch again anyway), so it costs no fsync.
 		if err := s.n.store.save(s.rec, false); err != nil {
 			s.n.log.Error("saving fetch", "session", s.id, "err", err)
 		}
-		s.recordCommitted(len(s.rec.Events)-1, map[string]any{
-			"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "output": req.Output,
-			"envelope_sha256": or.Envelopes[p.ID], "signature": req.Auth.Signature,
-		})
+		s.queue(len(s.rec.Events)-1, entry, false)
 	}
 	return &cloisterv1.GetResultResponse{Envelope: env, Report: apiReport(s.rec.Report)}, nil
 }
@@ -632,16 +663,23 @@ func (s *session) close(ctx context.Context, req *cloisterv1.CloseSessionRequest
 		s.cancel()
 	}
 	s.core.wipe()
-	if err := s.n.store.erase(s.id, tombstone{ID: s.id, Closed: now, By: p.ID}); err != nil {
+	// The session's state is erased: the entries the log has not confirmed
+	// yet, and the close's own, go in the tombstone.
+	ts := tombstone{ID: s.id, Closed: now, By: p.ID}
+	closing := s.n.stage(s.rec, -1, LedgerKindSessionEvent, map[string]any{
+		"event": EventSessionClosed, "session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "signature": req.Auth.Signature,
+	})
+	if closing != nil && closing.Number != 0 {
+		ts.Entries = append(s.pendingEntries(), *closing)
+	}
+	if err := s.n.store.erase(s.id, ts); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", p.ID)
 	s.rec.Outputs = map[string]*outputRecord{}
 	s.markDone()
-	s.recordCommittedAs(-1, LedgerKindSessionEvent, map[string]any{
-		"event": EventSessionClosed, "session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "signature": req.Auth.Signature,
-	})
-	s.n.forget(s.id, tombstone{ID: s.id, Closed: now, By: p.ID})
+	s.queue(-1, closing, true)
+	s.n.forget(s.id, ts)
 	s.n.log.Info("session closed", "session", s.id, "principal", p.ID)
 	return &cloisterv1.CloseSessionResponse{State: cloisterv1.SessionState_SESSION_STATE_CLOSED}, nil
 }

@@ -137,12 +137,30 @@ type eventRecord struct {
 	Name        string    `json:"name,omitempty"`
 	Time        time.Time `json:"time"`
 	LedgerIndex uint64    `json:"ledger_index,omitempty"`
+	// Entry is the event's entry for a NumberedEventLog while the log has
+	// not confirmed it: saved with the step, recorded again after a
+	// restart until it is confirmed.
+	Entry *stagedEntry `json:"entry,omitempty"`
+}
+
+// stagedEntry is an event-log entry of a committed step.
+type stagedEntry struct {
+	Kind   string          `json:"kind"`
+	Body   json.RawMessage `json:"body"`
+	Number uint64          `json:"number,omitempty"` // 0: an EventLog without numbers
 }
 
 type tombstone struct {
 	ID     string    `json:"id"`
 	Closed time.Time `json:"closed"`
 	By     string    `json:"by"`
+	// Entries are the session's entries not confirmed when it was closed,
+	// its session.closed entry last: the session's state is erased, so
+	// they are kept here until a later line says Recorded.
+	Entries []stagedEntry `json:"entries,omitempty"`
+	// Recorded marks a line saying that the closed session's entries are
+	// all on the log (it carries only the id).
+	Recorded bool `json:"recorded,omitempty"`
 }
 
 // store keeps session records and blobs under one directory.
@@ -790,6 +808,17 @@ func (s *store) erase(id string, ts tombstone) error {
 	return s.removeSession(id)
 }
 
+// markRecorded notes that a closed session's entries are all on the event
+// log. It is not synced: if it is lost, the next start records them again,
+// and the log refuses each as already recorded.
+func (s *store) markRecorded(id string) error {
+	line, err := json.Marshal(tombstone{ID: id, Recorded: true})
+	if err != nil {
+		return err
+	}
+	return s.closed.appendLazy(append(line, '\n'))
+}
+
 // zeros is what erased files are overwritten with.
 var zeros = make([]byte, 64<<10)
 
@@ -849,6 +878,7 @@ func (s *store) list() (live []string, closed []tombstone, err error) {
 		return nil, nil, err
 	}
 	seen := map[string]bool{}
+	recorded := map[string]bool{}
 	add := func(ts tombstone) {
 		if protocol.ValidSessionID(ts.ID) == nil && !seen[ts.ID] {
 			seen[ts.ID] = true
@@ -861,8 +891,17 @@ func (s *store) list() (live []string, closed []tombstone, err error) {
 	}
 	for _, l := range lines {
 		var ts tombstone
-		if json.Unmarshal(l, &ts) == nil {
+		switch {
+		case json.Unmarshal(l, &ts) != nil:
+		case ts.Recorded:
+			recorded[ts.ID] = true
+		default:
 			add(ts)
+		}
+	}
+	for i := range closed {
+		if recorded[closed[i].ID] {
+			closed[i].Entries = nil
 		}
 	}
 	for _, e := range entries {
@@ -993,14 +1032,9 @@ func openAppendLog(path string, durable bool) (*appendLog, error) {
 func (l *appendLog) append(line []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		return fmt.Errorf("%s: closed", l.path)
+	if err := l.writeLocked(line); err != nil {
+		return err
 	}
-	if _, err := l.f.WriteAt(line, l.written); err != nil {
-		l.f.Truncate(l.written)
-		return fmt.Errorf("appending to %s: %w", l.path, err)
-	}
-	l.written += int64(len(line))
 	mine := l.written
 	if !l.sync {
 		l.synced = mine
@@ -1024,6 +1058,28 @@ func (l *appendLog) append(line []byte) error {
 		}
 		l.synced = max(l.synced, upTo)
 	}
+	return nil
+}
+
+// appendLazy writes line (which ends in a newline) without waiting for it
+// to reach stable storage: the next synced append, or the kernel's
+// write-back, takes it there.
+func (l *appendLog) appendLazy(line []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.writeLocked(line)
+}
+
+// writeLocked writes line at the end; l.mu is held.
+func (l *appendLog) writeLocked(line []byte) error {
+	if l.f == nil {
+		return fmt.Errorf("%s: closed", l.path)
+	}
+	if _, err := l.f.WriteAt(line, l.written); err != nil {
+		l.f.Truncate(l.written)
+		return fmt.Errorf("appending to %s: %w", l.path, err)
+	}
+	l.written += int64(len(line))
 	return nil
 }
 

@@ -1,0 +1,100 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// EntryNumbersFile, under the data directory, holds the first number not
+// yet reserved for the node's event-log entries.
+const EntryNumbersFile = "ledger-numbers"
+
+// entryNumbers hands out the numbers of the node's event-log entries (the
+// ledger's nonces: unique per submitter, forever). They are reserved in
+// blocks, one durable write per block; a restart continues after the last
+// block reserved, leaving the rest of it unused. The first block starts at
+// a random point below 2^52, so that a data directory rebuilt around the
+// same platform key is unlikely to number an entry as an earlier one was.
+type entryNumbers struct {
+	path string
+	sync bool
+
+	mu          sync.Mutex
+	next, limit uint64
+}
+
+const (
+	numberBlock = 4096
+	maxNumber   = 1<<53 - 1 // the ledger's bound on nonces
+)
+
+func openEntryNumbers(dataDir string, durable bool) (*entryNumbers, error) {
+	path := filepath.Join(dataDir, EntryNumbersFile)
+	e := &entryNumbers{path: path, sync: durable}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		e.next = 1<<40 + rand.Uint64N(1<<52-1<<40)
+	case err != nil:
+		return nil, err
+	default:
+		v, perr := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if perr != nil || v == 0 || v > maxNumber-numberBlock {
+			return nil, fmt.Errorf("%s: %q is not an entry number (the next one not yet used, in decimal)", path, strings.TrimSpace(string(b)))
+		}
+		e.next = v
+	}
+	e.limit = e.next
+	return e, nil
+}
+
+// take returns a number no entry of this node has had.
+func (e *entryNumbers) take() (uint64, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.next == e.limit {
+		if e.limit+numberBlock > maxNumber {
+			return 0, errors.New("node: event-log entry numbers exhausted")
+		}
+		if err := e.reserve(e.limit + numberBlock); err != nil {
+			return 0, err
+		}
+		e.limit += numberBlock
+	}
+	n := e.next
+	e.next++
+	return n, nil
+}
+
+// reserve records that numbers below upTo may have been used.
+func (e *entryNumbers) reserve(upTo uint64) error {
+	tmp := e.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("reserving entry numbers: %w", err)
+	}
+	_, err = f.WriteString(strconv.FormatUint(upTo, 10) + "\n")
+	if err == nil && e.sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, e.path)
+	}
+	if err == nil && e.sync {
+		err = syncDir(filepath.Dir(e.path))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("reserving entry numbers: %w", err)
+	}
+	return nil
+}
