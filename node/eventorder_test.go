@@ -405,8 +405,9 @@ func TestEntriesRecordedAfterRestart(t *testing.T) {
 	}
 	n2.Close()
 
-	// A third start sends nothing new: the closed session's entries are
-	// noted as recorded, and the live session's are found already there.
+	// A third start sends nothing: the closed session's entries are noted
+	// as recorded, and the finished session was saved once its were all
+	// confirmed.
 	n3 := newInternalNode(t, dir, log)
 	if !n3.WaitLedger(10 * time.Second) {
 		t.Fatal("entries still pending after the second restart")
@@ -415,6 +416,9 @@ func TestEntriesRecordedAfterRestart(t *testing.T) {
 	defer log.mu.Unlock()
 	if len(log.order) != len(got) {
 		t.Errorf("the third start recorded %v again", log.order[len(got):])
+	}
+	if log.already != already {
+		t.Errorf("the third start sent %d entries again", log.already-already)
 	}
 }
 

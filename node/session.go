@@ -58,6 +58,11 @@ type recordJob struct {
 	event  int
 	entry  *stagedEntry
 	closes bool
+	// persist, on the last entry a restored finished or failed session
+	// sent again, saves the record once they are all confirmed: such a
+	// session takes no step that would save it, and its entries would
+	// otherwise be sent again at every start.
+	persist bool
 }
 
 func (s *session) terminal() bool {
@@ -287,12 +292,16 @@ func (s *session) complete() bool {
 // node is killed is recorded at the next start (restoreOne), once.
 // i < 0: no event to note the index in. Callers hold s.mu.
 func (s *session) queue(i int, e *stagedEntry, closes bool) {
-	if e == nil {
+	s.queueJob(recordJob{event: i, entry: e, closes: closes})
+}
+
+func (s *session) queueJob(job recordJob) {
+	if job.entry == nil {
 		return
 	}
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	s.recQueue = append(s.recQueue, recordJob{event: i, entry: e, closes: closes})
+	s.recQueue = append(s.recQueue, job)
 	if s.recDrained == nil {
 		s.recDrained = make(chan struct{})
 		s.n.recActive.Add(1)
@@ -344,16 +353,39 @@ func (s *session) recordLoop() {
 			}
 		}
 		s.mu.Unlock()
+		if job.persist && !failed {
+			s.persistConfirmed()
+		}
 	}
 }
 
 // queueStaged queues the entries a restored session's state holds that the
 // log had not confirmed, in step order (restore, before any new step).
 func (s *session) queueStaged() {
+	last := -1
 	for i := range s.rec.Events {
-		if e := s.rec.Events[i].Entry; e != nil {
-			s.queue(i, e, false)
+		if s.rec.Events[i].Entry != nil {
+			last = i
 		}
+	}
+	terminal := s.rec.State == stateFinished || s.rec.State == stateFailed
+	for i := 0; i <= last; i++ {
+		if e := s.rec.Events[i].Entry; e != nil {
+			s.queueJob(recordJob{event: i, entry: e, persist: terminal && i == last})
+		}
+	}
+}
+
+// persistConfirmed saves, without an fsync, a restored finished or failed
+// session whose entries the log has now all confirmed (recordJob.persist).
+func (s *session) persistConfirmed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rec.State != stateFinished && s.rec.State != stateFailed {
+		return // closed meanwhile, or saved by its own step
+	}
+	if err := s.n.store.save(s.rec, false); err != nil {
+		s.n.log.Warn("saving confirmed ledger entries", "session", s.id, "err", err)
 	}
 }
 
