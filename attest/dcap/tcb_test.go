@@ -66,12 +66,12 @@ func TestConverge(t *testing.T) {
 		{"ConfigurationAndSWHardeningNeeded", "UpToDate", "ConfigurationAndSWHardeningNeeded"},
 		{"UpToDate", "Revoked", "Revoked"},
 	} {
-		if got := converge(tc[0], tc[1]); got != tc[2] {
-			t.Errorf("converge(%s, %s) = %s, want %s", tc[0], tc[1], got, tc[2])
+		if got := ConvergeTCBStatus(tc[0], tc[1]); got != tc[2] {
+			t.Errorf("ConvergeTCBStatus(%s, %s) = %s, want %s", tc[0], tc[1], got, tc[2])
 		}
 	}
-	if got := dedup([]string{"a", "b", "a"}); !slices.Equal(got, []string{"a", "b"}) {
-		t.Errorf("dedup = %v", got)
+	if got := MergeAdvisories([]string{"a", "b"}, []string{"a", "c"}); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("MergeAdvisories = %v", got)
 	}
 }
 

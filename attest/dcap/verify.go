@@ -254,7 +254,7 @@ func (res *Result) checkCollateral(col *Collateral, pckPath, roots []*x509.Certi
 	res.PlatformTCB = pl.TCBStatus
 	res.TCBDate = pl.TCBDate
 	res.QETCB = qeLevel.TCBStatus
-	status := converge(pl.TCBStatus, qeLevel.TCBStatus)
+	status := ConvergeTCBStatus(pl.TCBStatus, qeLevel.TCBStatus)
 	adv := append(slices.Clone(pl.AdvisoryIDs), qeLevel.AdvisoryIDs...)
 
 	if q.IsTDX() {
@@ -264,12 +264,12 @@ func (res *Result) checkCollateral(col *Collateral, pckPath, roots []*x509.Certi
 		}
 		if ml != nil {
 			res.TDXModuleTCB = ml.TCBStatus
-			status = converge(status, ml.TCBStatus)
+			status = ConvergeTCBStatus(status, ml.TCBStatus)
 			adv = append(adv, ml.AdvisoryIDs...)
 		}
 	}
 	res.TCBStatus = status
-	res.Advisories = dedup(adv)
+	res.Advisories = MergeAdvisories(adv)
 	if status == "Revoked" {
 		return fmt.Errorf("%w: platform TCB status is Revoked (platform %s, QE %s)", attest.ErrRevoked, pl.TCBStatus, qeLevel.TCBStatus)
 	}
@@ -433,10 +433,11 @@ func tdxModuleLevel(ti *TCBInfo, td *TDReport) (*IdentityLevel, error) {
 	return nil, fmt.Errorf("%w: TCB info has no TDX module identity %s", attest.ErrTCB, id)
 }
 
-// converge merges a platform status with the QE's or TDX module's, as
-// Intel's verification library does: an out-of-date component makes the
-// whole out of date, a revoked one revokes it.
-func converge(platform, component string) string {
+// ConvergeTCBStatus merges a platform TCB status with the QE's or TDX
+// module's, as Intel's verification library does: an out-of-date component
+// makes the whole out of date, a revoked one revokes it. (Package tdx uses
+// it for go-tdx-guest's results.)
+func ConvergeTCBStatus(platform, component string) string {
 	switch component {
 	case "Revoked":
 		return "Revoked"
@@ -451,11 +452,15 @@ func converge(platform, component string) string {
 	return platform
 }
 
-func dedup(in []string) []string {
+// MergeAdvisories lists the advisory ids of every list once, in order of
+// first appearance.
+func MergeAdvisories(lists ...[]string) []string {
 	out := []string{}
-	for _, s := range in {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
+	for _, l := range lists {
+		for _, s := range l {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
 		}
 	}
 	return out

@@ -95,8 +95,8 @@ func (Verifier) Verify(ctx context.Context, ev *attest.Evidence, opts attest.Ver
 		if err != nil {
 			return nil, classify(err)
 		}
-		c.TCBStatus = converge(string(platform.TcbStatus), string(qe.TcbStatus))
-		c.Advisories = dedup(append(append([]string{}, platform.AdvisoryIDs...), qe.AdvisoryIDs...))
+		c.TCBStatus = dcap.ConvergeTCBStatus(string(platform.TcbStatus), string(qe.TcbStatus))
+		c.Advisories = dcap.MergeAdvisories(platform.AdvisoryIDs, qe.AdvisoryIDs)
 		c.Extra["platform_tcb_status"] = string(platform.TcbStatus)
 		c.Extra["qe_tcb_status"] = string(qe.TcbStatus)
 		c.Extra["tcb_date"] = platform.TcbDate
@@ -134,31 +134,6 @@ func classify(err error) error {
 		kind = attest.ErrMalformed
 	}
 	return fmt.Errorf("%w: tdx (go-tdx-guest): %s", kind, msg)
-}
-
-func converge(platform, qe string) string {
-	switch qe {
-	case "Revoked":
-		return "Revoked"
-	case "OutOfDate":
-		switch platform {
-		case "UpToDate", "SWHardeningNeeded":
-			return "OutOfDate"
-		case "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded":
-			return "OutOfDateConfigurationNeeded"
-		}
-	}
-	return platform
-}
-
-func dedup(in []string) []string {
-	out := []string{}
-	for _, s := range in {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // pcsCollateral holds Intel PCS responses and serves them to go-tdx-guest
