@@ -70,6 +70,19 @@ func ledgerURLFlag(cmd *cobra.Command) func() (*client.Client, error) {
 	}
 }
 
+// clientAndIndex makes the ledger client and reads the INDEX argument.
+func clientAndIndex(cmd *cobra.Command, newClient func() (*client.Client, error), arg string) (*client.Client, uint64, error) {
+	c, err := newClient()
+	if err != nil {
+		return nil, 0, err
+	}
+	index, err := parseIndexArg(cmd, arg)
+	if err != nil {
+		return nil, 0, err
+	}
+	return c, index, nil
+}
+
 func parseIndexArg(cmd *cobra.Command, s string) (uint64, error) {
 	n, err := strconv.ParseUint(s, 10, 63)
 	if err != nil {
@@ -375,11 +388,7 @@ or the entry's signature does not verify; 2 bad usage.`,
 	}
 	newClient := ledgerURLFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		index, err := parseIndexArg(cmd, args[0])
+		c, index, err := clientAndIndex(cmd, newClient, args[0])
 		if err != nil {
 			return err
 		}
@@ -467,11 +476,7 @@ lead to the root, or the ledger could not be reached; 2 bad usage.`,
 	}
 	newClient := ledgerURLFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		index, err := parseIndexArg(cmd, args[0])
+		c, index, err := clientAndIndex(cmd, newClient, args[0])
 		if err != nil {
 			return err
 		}

@@ -146,6 +146,20 @@ func loadKey(path string) (*keys.PrivateKey, error) {
 
 // attestSession loads the policy, dials and attests; every command that
 // sends anything starts here.
+// attestWithKey loads --key (first: an unreadable key is bad usage, found
+// before anything is sent) and attests the session.
+func attestWithKey(ctx context.Context, f *sessionFlags) (*client.AttestedSession, *keys.PrivateKey, error) {
+	key, err := loadKey(f.keyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	as, _, err := attestSession(ctx, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	return as, key, nil
+}
+
 func attestSession(ctx context.Context, f *sessionFlags) (*client.AttestedSession, *policy.Policy, error) {
 	pol, err := loadPolicy(f.policyPath)
 	if err != nil {
@@ -331,12 +345,8 @@ names the rule and principal); 2 bad usage or unreadable files.`,
 			if err != nil {
 				return usageError("--%s: %v", flag, err)
 			}
-			key, err := loadKey(f.keyPath)
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			as, _, err := attestSession(ctx, f)
+			as, key, err := attestWithKey(ctx, f)
 			if err != nil {
 				return err
 			}
@@ -393,12 +403,8 @@ finished in time; 2 bad usage or unreadable files.`,
 			if wait < 0 {
 				return usageError("session result: --wait must not be negative")
 			}
-			key, err := loadKey(f.keyPath)
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			as, _, err := attestSession(ctx, f)
+			as, key, err := attestWithKey(ctx, f)
 			if err != nil {
 				return err
 			}
@@ -644,12 +650,8 @@ unreadable files.`,
 			if err := f.require("close", "node", "session", "policy", "key"); err != nil {
 				return err
 			}
-			key, err := loadKey(f.keyPath)
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			as, _, err := attestSession(ctx, f)
+			as, key, err := attestWithKey(ctx, f)
 			if err != nil {
 				return err
 			}
