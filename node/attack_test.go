@@ -132,15 +132,7 @@ func TestAttackReaderNotInPolicy(t *testing.T) {
 	c := dial(t, tn)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, mustParse(t, doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer as.CloseIdleConnections()
+	as := createAttested(ctx, t, c, doc)
 	s.provisionSum(t, as, "sum.wasm", wasm)
 	if _, err := as.Wait(ctx); err != nil {
 		t.Fatal(err)
@@ -152,7 +144,7 @@ func TestAttackReaderNotInPolicy(t *testing.T) {
 	}
 	raw := newRawSession(t, tn, as.ID(), as.PolicyHash())
 	// A stranger naming herself.
-	_, err = raw.svc.GetResult(ctx, connect.NewRequest(&cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "sum",
+	_, err := raw.svc.GetResult(ctx, connect.NewRequest(&cloisterv1.GetResultRequest{SessionId: as.ID(), Output: "sum",
 		Auth: raw.sign(t, mallory.key, "mallory", protocol.OpGetResult, "sum", nil)}))
 	wantRefusal(t, err, connect.CodePermissionDenied, "signed-by-principal", "mallory")
 	// A stranger claiming to be dave.
@@ -434,15 +426,7 @@ func TestAttackExpiredPolicy(t *testing.T) {
 	doc := s.policyDoc(t, tn.platformKey(), func(m map[string]any) {
 		m["expires"] = time.Now().Add(10 * time.Minute).UTC().Format(time.RFC3339)
 	})
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, mustParse(t, doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer as.CloseIdleConnections()
+	as := createAttested(ctx, t, c, doc)
 	skew.Store(int64(time.Hour))
 	_, err = as.UploadProgram(ctx, s.alice.key, "psi-sum.wasm", s.prog.Wasm)
 	wantRefusal(t, err, connect.CodeFailedPrecondition, "policy-not-expired", "")
@@ -575,15 +559,7 @@ func TestClientSendsNothingUnderExpiredPolicy(t *testing.T) {
 	}
 	defer c.Close()
 	ctx := context.Background()
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, mustParse(t, doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer as.CloseIdleConnections()
+	as := createAttested(ctx, t, c, doc)
 	skew.Store(int64(2 * time.Hour)) // the policy expires in one
 	if _, err := as.UploadInput(ctx, s.bob.key, "customers.csv", s.input(t, "customers.csv")); !errors.Is(err, client.ErrPolicyExpired) {
 		t.Fatalf("upload under an expired policy: %v, want ErrPolicyExpired", err)

@@ -62,15 +62,7 @@ func TestEventLogRecordsHashesNotData(t *testing.T) {
 	c := dial(t, tn)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, mustParse(t, doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer as.CloseIdleConnections()
+	as := createAttested(ctx, t, c, doc)
 	s.provisionSum(t, as, "sum.wasm", wasm)
 	if _, err := as.Result(ctx, s.dave.key, "sum"); err != nil {
 		t.Fatal(err)

@@ -221,7 +221,12 @@ func setup(t testing.TB, s *scenario) (*testNode, *client.Client, *client.Attest
 	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
 	doc := s.policyDoc(t, tn.platformKey(), nil)
 	c := dial(t, tn)
-	ctx := context.Background()
+	return tn, c, createAttested(context.Background(), t, c, doc), doc
+}
+
+// createAttested creates a session of doc on c's node and attests it.
+func createAttested(ctx context.Context, t testing.TB, c *client.Client, doc []byte) *client.AttestedSession {
+	t.Helper()
 	id, err := c.CreateSession(ctx, doc)
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +236,7 @@ func setup(t testing.TB, s *scenario) (*testNode, *client.Client, *client.Attest
 		t.Fatal(err)
 	}
 	t.Cleanup(as.CloseIdleConnections)
-	return tn, c, as, doc
+	return as
 }
 
 // warmPsiSum compiles psi-sum into the shared runtime's cache, once per

@@ -84,15 +84,7 @@ func TestLedgerRecordsSession(t *testing.T) {
 	wasm := readTestdata(t, "sum.wasm")
 	doc := s.sumPolicy(t, tn.platformKey(), "sum.wasm", wasm)
 	c := dial(t, tn)
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, mustParse(t, doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer as.CloseIdleConnections()
+	as := createAttested(ctx, t, c, doc)
 	s.provisionSum(t, as, "sum.wasm", wasm)
 	got, err := as.Result(ctx, s.dave.key, "sum")
 	if err != nil || string(got) != byteSum("hello", "world") {
@@ -161,8 +153,8 @@ func TestLedgerRecordsSession(t *testing.T) {
 		}
 		ev, _ := body["event"].(string)
 		entries = append(entries, seen{string(se.Entry.Kind), ev, en.Index, body, en.Tx})
-		if body["session"] != id {
-			t.Errorf("entry %d names session %v, want %s", en.Index, body["session"], id)
+		if body["session"] != as.ID() {
+			t.Errorf("entry %d names session %v, want %s", en.Index, body["session"], as.ID())
 		}
 	}
 	if regs != 1 {
@@ -275,15 +267,7 @@ func TestLedgerRecordsFailedRun(t *testing.T) {
 		m["limits"] = map[string]any{"memory": "16MiB", "timeout": "200ms", "max_output": "4KiB"}
 	})
 	c := dial(t, tn)
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, mustParse(t, doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer as.CloseIdleConnections()
+	as := createAttested(ctx, t, c, doc)
 	s.provisionSum(t, as, "spin.wasm", wasm)
 	st, err := as.Wait(ctx)
 	if err != nil {

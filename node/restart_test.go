@@ -73,15 +73,7 @@ func TestSumProgram(t *testing.T) {
 	c := dial(t, tn)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, mustParse(t, doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer as.CloseIdleConnections()
+	as := createAttested(ctx, t, c, doc)
 	s.provisionSum(t, as, "sum.wasm", wasm)
 	got, err := as.Result(ctx, s.dave.key, "sum")
 	if err != nil {
