@@ -623,6 +623,18 @@ func TestWorkerIDs(t *testing.T) {
 	if id, err := p.get(); err != nil || id != int(p.base)+7 {
 		t.Fatalf("after one was returned: %d, %v", id, err)
 	}
+	// Only where the whole range is mapped: a node that is root in a
+	// rootless container's user namespace keeps the shared nobody.
+	for idMap, want := range map[string]bool{
+		"         0          0 4294967295\n": true,
+		"0 1000 1\n1 100000 65536\n":         false,
+		"0 0 2147483648\n":                   true,
+		"0 0 1879048192\n":                   false, // ends at 0x70000000
+	} {
+		if got := rangeMapped(idMap, workerIDFirst, workerIDFirst+workerIDBlocks*workerIDBlock-1); got != want {
+			t.Errorf("range mapped by %q: %v, want %v", idMap, got, want)
+		}
+	}
 
 	if os.Geteuid() != 0 {
 		t.Skip("workers keep the node's own uid when it is not root")

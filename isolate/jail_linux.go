@@ -116,7 +116,9 @@ func newJailer(ctx context.Context, cacheDir string, warm int, bin *workerBinary
 		j.nsFlags |= ns.flag
 	}
 	if os.Geteuid() == 0 {
-		j.ids = newWorkerIDs()
+		if ids := newWorkerIDs(); idsMapped(workerIDFirst, workerIDFirst+workerIDBlocks*workerIDBlock-1) {
+			j.ids = ids
+		}
 	}
 	if os.Geteuid() == 0 && bin.noCgo {
 		// A root parent needs no user namespace to create the others, and
@@ -361,7 +363,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		Pdeathsig:  syscall.SIGKILL,
 		Cloneflags: flags,
 	}
-	var id int
+	id := nobodyID // root without a block of its own (idsMapped)
 	if j.ids != nil {
 		if id, err = j.ids.get(); err != nil {
 			jobR.Close()
@@ -393,7 +395,10 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 	}
 	w := &worker{cmd: cmd, jobW: jobW, resR: resR, stderr: &limitedBuffer{max: 64 << 10},
 		done: make(chan struct{}), ready: make(chan struct{}), started: time.Now(),
-		missing: map[string]string{}, id: id}
+		missing: map[string]string{}}
+	if j.ids != nil {
+		w.id = id
+	}
 	var cg *workerCgroup
 	if !useCgroup && j.cg != nil {
 		w.missing["cgroup"] = "starting the worker inside its cgroup failed; it runs without one"
@@ -420,7 +425,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		jobW.Close()
 		resR.Close()
 		errR.Close()
-		if id != 0 {
+		if j.ids != nil {
 			j.ids.put(id)
 		}
 		if cg != nil {

@@ -230,3 +230,19 @@ func TestWorkerProtocolIDIsCurrent(t *testing.T) {
 		t.Fatalf("the worker features or message types changed: set workerProtocolID to %q", got)
 	}
 }
+
+// TestWireHeaderBounds: a header cannot make the parent allocate far more
+// than its own size: headers over maxWireHeader and counts over
+// maxWireCount are refused before anything is allocated.
+func TestWireHeaderBounds(t *testing.T) {
+	big := append([]byte{kindLocked}, appendUint(nil, 1<<20)...)
+	big = append(big, make([]byte, 1<<20)...)
+	if err := decodeHeader(big, &lockedMsg{}); err == nil || !strings.Contains(err.Error(), "bound") {
+		t.Errorf("a header over the bound: %v", err)
+	}
+	many := append([]byte{kindLocked}, appendUint(nil, maxWireCount+2)...)
+	many = append(many, make([]byte, maxWireCount+8)...)
+	if err := decodeHeader(many, &lockedMsg{}); err == nil || !strings.Contains(err.Error(), "list of") {
+		t.Errorf("a count over maxWireCount: %v", err)
+	}
+}

@@ -177,16 +177,25 @@ func (d *wireDecoder) sum() (v [32]byte) {
 	return v
 }
 
+// maxWireHeader bounds a frame's header: its fields are names, numbers and
+// short reasons (the large byte strings are blobs), so with every count
+// bounded by what is left of it, a hostile worker cannot make the parent
+// allocate more than a small multiple of this.
+const maxWireHeader = 1 << 20
+
+// maxWireCount bounds the number of elements of one list or map.
+const maxWireCount = 1 << 16
+
 // count reads a list's or map's count; every element takes at least
 // minSize bytes, so a count the rest of the header cannot hold is refused
-// before anything is allocated.
+// before anything is allocated, as is one above maxWireCount.
 func (d *wireDecoder) count(minSize int) (n int, isNil bool) {
 	v := d.uint()
 	if d.err != nil || v == 0 {
 		return 0, true
 	}
 	v--
-	if v > uint64(len(d.b)/minSize) {
+	if v > uint64(len(d.b)/minSize) || v > maxWireCount {
 		d.fail("a list of %d elements in %d bytes", v, len(d.b))
 		return 0, true
 	}
@@ -210,7 +219,7 @@ func (d *wireDecoder) stringMap() map[string]string {
 	if isNil {
 		return nil
 	}
-	m := make(map[string]string, n)
+	m := map[string]string{} // not sized by the sender's count
 	for range n {
 		k := d.string()
 		if _, dup := m[k]; dup && d.err == nil {
@@ -223,6 +232,9 @@ func (d *wireDecoder) stringMap() map[string]string {
 
 // decodeHeader decodes a frame header into m, which must use all of it.
 func decodeHeader(b []byte, m wireMessage) error {
+	if len(b) > maxWireHeader {
+		return fmt.Errorf("a %d-byte header exceeds the %d-byte bound", len(b), maxWireHeader)
+	}
 	d := &wireDecoder{b: b}
 	m.readWire(d)
 	if d.err == nil && len(d.b) != 0 {

@@ -3,6 +3,9 @@ package isolate
 import (
 	"errors"
 	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -34,8 +37,42 @@ type workerIDs struct {
 	inUse map[uint32]bool
 }
 
+// nobodyID is the one id every worker shares where a block cannot be had.
+const nobodyID = 65534
+
 func newWorkerIDs() *workerIDs {
 	return &workerIDs{base: workerIDFirst + rand.Uint32N(workerIDBlocks)*workerIDBlock, inUse: map[uint32]bool{}}
+}
+
+// idsMapped reports whether every id from first to last is mapped in the
+// uid and gid maps of this process's user namespace. A node that is root
+// inside a user namespace of its own (a rootless container) usually maps
+// only a small range; its workers then share nobody, as before.
+func idsMapped(first, last uint32) bool {
+	for _, f := range []string{"/proc/self/uid_map", "/proc/self/gid_map"} {
+		b, err := os.ReadFile(f)
+		if err != nil || !rangeMapped(string(b), first, last) {
+			return false
+		}
+	}
+	return true
+}
+
+// rangeMapped reports whether one line of an id map (inside, outside,
+// count) covers first..last.
+func rangeMapped(idMap string, first, last uint32) bool {
+	for _, line := range strings.Split(idMap, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		in, err1 := strconv.ParseUint(f[0], 10, 32)
+		n, err2 := strconv.ParseUint(f[2], 10, 33)
+		if err1 == nil && err2 == nil && uint64(first) >= in && uint64(last) < in+n {
+			return true
+		}
+	}
+	return false
 }
 
 // contains reports whether id is in the block.
