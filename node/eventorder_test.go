@@ -301,6 +301,7 @@ type numberedLog struct {
 	byNumber map[uint64]string
 	order    []string // "session event" per recorded entry
 	already  int      // ErrAlreadyRecorded answers given
+	failOnce map[string]bool
 }
 
 func (l *numberedLog) Record(ctx context.Context, kind string, body any) (uint64, error) {
@@ -317,6 +318,10 @@ func (l *numberedLog) RecordNumbered(ctx context.Context, kind string, body json
 	defer l.mu.Unlock()
 	if l.mode == "down" {
 		return 0, errors.New("numberedLog: down")
+	}
+	if ev := eventOf(kind, b); l.failOnce[ev] {
+		delete(l.failOnce, ev)
+		return 0, errors.New("numberedLog: " + ev + " failed once")
 	}
 	if _, ok := l.byNumber[number]; ok {
 		l.already++
@@ -367,6 +372,17 @@ func TestEntriesRecordedAfterRestart(t *testing.T) {
 	if len(log.order) != 2 {
 		t.Fatalf("before the restart the log holds %v, want the two creations", log.order)
 	}
+	// Someone who can write the data directory but not read the platform
+	// key adds a tombstone whose entries the node would sign: it is not
+	// replayed (its entries do not open), nor are plaintext ones.
+	forged := `{"id":"0123456789abcdef0123456789abcdef","closed":"2026-01-01T00:00:00Z","by":"mallory","sealed_entries":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",` +
+		`"entries":[{"kind":"note","body":{"text":"signed by the node"},"number":7}]}` + "\n"
+	f, err := os.OpenFile(filepath.Join(dir, "sessions", closedLog), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(forged)
+	f.Close()
 
 	log.set("up")
 	n2 := newInternalNode(t, dir, log)
@@ -402,6 +418,11 @@ func TestEntriesRecordedAfterRestart(t *testing.T) {
 	}
 	if already != 2 {
 		t.Errorf("%d entries found already recorded, want the 2 creations whose answers were lost", already)
+	}
+	for _, e := range got {
+		if strings.HasPrefix(e, "01234567") || strings.Contains(e, "note") {
+			t.Errorf("replayed a forged tombstone's entry: %s", e)
+		}
 	}
 	n2.Close()
 
@@ -464,4 +485,67 @@ func TestLedgerRefusesARecordedEntryAgain(t *testing.T) {
 	if _, err := n.recordEntry(is.s.id, staged); !errors.Is(err, ErrAlreadyRecorded) {
 		t.Fatalf("sending the entry again: %v, want ErrAlreadyRecorded", err)
 	}
+}
+
+// TestEntriesKeepStepOrder: once an entry is left to the next start, the
+// session's later entries wait for it, so that the log holds them in the
+// order of the steps.
+func TestEntriesKeepStepOrder(t *testing.T) {
+	dir := t.TempDir()
+	log := &numberedLog{mode: "up", byNumber: map[uint64]string{}, failOnce: map[string]bool{EventProgramUploaded: true}}
+	n := newInternalNode(t, dir, log)
+	is := newInternalSession(t, n, "sum.wasm")
+	is.provision()
+	is.wait()
+	if !n.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending")
+	}
+	id := is.s.id[:8]
+	log.mu.Lock()
+	before := slices.Clone(log.order)
+	log.mu.Unlock()
+	if want := []string{id + " " + EventSessionCreated}; !slices.Equal(before, want) {
+		t.Fatalf("before the restart: %v, want %v (nothing after the entry that failed)", before, want)
+	}
+	n.Close()
+	n2 := newInternalNode(t, dir, log)
+	if !n2.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending after the restart")
+	}
+	want := []string{id + " " + EventSessionCreated, id + " " + EventProgramUploaded, id + " " + EventInputUploaded, id + " " + EventInputUploaded, id + " " + EventRunFinished}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if !slices.Equal(log.order, want) {
+		t.Fatalf("after the restart: %v, want %v", log.order, want)
+	}
+}
+
+// TestRestartedRunReplaysEntries: a run cut short by a stop while its
+// entries were unconfirmed is run again, and those entries, then the
+// restart's, are sent in order (under -race: without a race between the
+// recorder and the restart's own step).
+func TestRestartedRunReplaysEntries(t *testing.T) {
+	dir := t.TempDir()
+	log := &numberedLog{mode: "down", byNumber: map[uint64]string{}}
+	n := newInternalNode(t, dir, log)
+	is := newInternalSession(t, n, "spin.wasm")
+	is.provision()
+	if !n.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending")
+	}
+	n.Close() // the run is cut short
+	log.set("up")
+	n2 := newInternalNode(t, dir, log)
+	if !n2.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending after the restart")
+	}
+	id := is.s.id[:8]
+	want := []string{id + " " + EventSessionCreated, id + " " + EventProgramUploaded, id + " " + EventInputUploaded, id + " " + EventInputUploaded, id + " " + EventRunRestarted}
+	log.mu.Lock()
+	got := slices.Clone(log.order)
+	log.mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Fatalf("after the restart: %v, want %v", got, want)
+	}
+	n2.Close()
 }

@@ -120,6 +120,9 @@ func (n *Node) restore() error {
 		return fmt.Errorf("node: listing stored sessions: %w", err)
 	}
 	for _, ts := range closed {
+		if ts.entriesErr != nil {
+			n.log.Error("a closed session's unconfirmed ledger entries are not replayed", "session", ts.ID, "err", ts.entriesErr)
+		}
 		if len(ts.Entries) > 0 && n.events != nil {
 			// Closed while some of its entries were unconfirmed.
 			n.recActive.Add(1)
@@ -170,9 +173,7 @@ func (n *Node) restoreOne(id string) error {
 		return errors.New("stored state is incomplete")
 	}
 	s := &session{n: n, id: id, view: view, pol: pol, hash: view.hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
-	// Entries of committed steps the log had not confirmed when the node
-	// stopped: first, before any new step's.
-	s.queueStaged()
+	var restartEntry *stagedEntry
 	switch rec.State {
 	case stateFinished, stateFailed:
 		s.markDone()
@@ -195,14 +196,20 @@ func (n *Node) restoreOne(id string) error {
 		default:
 			n.log.Info("restarting interrupted run", "session", id, "restarts", rec.Restarted)
 		}
-		entry := n.stage(rec, len(rec.Events)-1, LedgerKindSessionEvent, map[string]any{"session": id, "policy_hash": hex.EncodeToString(view.hash[:]), "restarts": rec.Restarted, "state": rec.State})
+		restartEntry = n.stage(rec, len(rec.Events)-1, LedgerKindSessionEvent, map[string]any{"session": id, "policy_hash": hex.EncodeToString(view.hash[:]), "restarts": rec.Restarted, "state": rec.State})
 		if err := n.store.save(rec, true); err != nil {
 			return err
 		}
-		s.queue(len(rec.Events)-1, entry, false)
 	case stateProvisioning:
 	default:
 		return fmt.Errorf("stored state %q unknown", rec.State)
+	}
+	// Now that the record is settled (the recorder notes indexes in it):
+	// the entries of committed steps the log had not confirmed when the
+	// node stopped, in step order, the restart's among them.
+	s.queueStaged()
+	if restartEntry != nil && restartEntry.Number == 0 {
+		s.queue(len(rec.Events)-1, restartEntry, false) // an EventLog without numbers stages nothing
 	}
 	n.mu.Lock()
 	n.sessions[id] = s

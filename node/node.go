@@ -168,7 +168,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		n.events = &ledgerLog{app: opts.Ledger, key: pk.Signer()}
 	}
 	if _, ok := n.events.(NumberedEventLog); ok {
-		if n.numbers, err = openEntryNumbers(opts.DataDir, !opts.NoSync); err != nil {
+		if n.numbers, err = openEntryNumbers(opts.DataDir); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
 	}
@@ -458,7 +458,16 @@ func (n *Node) stage(rec *record, i int, kind string, body map[string]any) *stag
 func (n *Node) replayClosed(ts tombstone) {
 	defer n.recActive.Add(-1)
 	for i := range ts.Entries {
-		if _, err := n.recordEntry(ts.ID, &ts.Entries[i]); !entryDone(err) {
+		e := &ts.Entries[i]
+		var b struct {
+			Session string `json:"session"`
+		}
+		if (e.Kind != LedgerKindSessionEvent && e.Kind != LedgerKindResultCommitted) || json.Unmarshal(e.Body, &b) != nil || b.Session != ts.ID {
+			// Sealed by this node for this session, so never expected.
+			n.log.Error("a closed session's tombstone holds an entry that is not one of its events; not replayed", "session", ts.ID, "kind", e.Kind)
+			continue
+		}
+		if _, err := n.recordEntry(ts.ID, e); !entryDone(err) {
 			return
 		}
 	}

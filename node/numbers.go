@@ -34,9 +34,12 @@ const (
 	maxNumber   = 1<<53 - 1 // the ledger's bound on nonces
 )
 
-func openEntryNumbers(dataDir string, durable bool) (*entryNumbers, error) {
+// The reservation is synced even on a node that does not sync its
+// sessions (NoSync): a number used twice would make the ledger take a
+// later entry for an earlier one and drop it.
+func openEntryNumbers(dataDir string) (*entryNumbers, error) {
 	path := filepath.Join(dataDir, EntryNumbersFile)
-	e := &entryNumbers{path: path, sync: durable}
+	e := &entryNumbers{path: path, sync: true}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):

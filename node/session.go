@@ -48,7 +48,7 @@ type session struct {
 	recMu      sync.Mutex
 	recQueue   []recordJob
 	recDrained chan struct{}
-	recFailed  bool // an entry was left to the next start
+	recFailed  bool // an entry was left to the next start; later ones wait for it
 }
 
 // recordJob is one committed step's entry to put on the event log: the
@@ -58,11 +58,19 @@ type recordJob struct {
 	event  int
 	entry  *stagedEntry
 	closes bool
-	// persist, on the last entry a restored finished or failed session
-	// sent again, saves the record once they are all confirmed: such a
-	// session takes no step that would save it, and its entries would
-	// otherwise be sent again at every start.
-	persist bool
+	// persist, on the last entry a restored session that is not running
+	// sent again, saves the record once they are all confirmed (the
+	// session may take no step that would, and its entries would be sent
+	// again at every start) — unless it has taken a step since: then that
+	// step saved it, and this state may be one deliberately kept off disk.
+	persist *restoredState
+}
+
+// restoredState is what a restored session's record was when its staged
+// entries were queued.
+type restoredState struct {
+	state  string
+	events int
 }
 
 func (s *session) terminal() bool {
@@ -323,7 +331,14 @@ func (s *session) recordLoop() {
 		}
 		job := s.recQueue[0]
 		s.recQueue = s.recQueue[1:]
+		stalled := s.recFailed && job.entry.Number != 0
 		s.recMu.Unlock()
+		if stalled {
+			// An earlier entry is left to the next start: this one (saved
+			// with its step) follows it then, so that the log keeps the
+			// order of the steps.
+			continue
+		}
 		idx, err := s.n.recordEntry(s.id, job.entry)
 		done := entryDone(err)
 		s.recMu.Lock()
@@ -353,8 +368,8 @@ func (s *session) recordLoop() {
 			}
 		}
 		s.mu.Unlock()
-		if job.persist && !failed {
-			s.persistConfirmed()
+		if job.persist != nil && !failed {
+			s.persistConfirmed(job.persist)
 		}
 	}
 }
@@ -368,21 +383,29 @@ func (s *session) queueStaged() {
 			last = i
 		}
 	}
-	terminal := s.rec.State == stateFinished || s.rec.State == stateFailed
+	var persist *restoredState
+	if s.rec.State != stateRunning { // a running one saves at the run's end
+		persist = &restoredState{state: s.rec.State, events: len(s.rec.Events)}
+	}
 	for i := 0; i <= last; i++ {
 		if e := s.rec.Events[i].Entry; e != nil {
-			s.queueJob(recordJob{event: i, entry: e, persist: terminal && i == last})
+			job := recordJob{event: i, entry: e}
+			if i == last {
+				job.persist = persist
+			}
+			s.queueJob(job)
 		}
 	}
 }
 
-// persistConfirmed saves, without an fsync, a restored finished or failed
-// session whose entries the log has now all confirmed (recordJob.persist).
-func (s *session) persistConfirmed() {
+// persistConfirmed saves, without an fsync, a restored session whose
+// entries the log has now all confirmed (recordJob.persist), if it has
+// taken no step since it was restored: every step adds an event.
+func (s *session) persistConfirmed(at *restoredState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.rec.State != stateFinished && s.rec.State != stateFailed {
-		return // closed meanwhile, or saved by its own step
+	if s.rec.State != at.state || len(s.rec.Events) != at.events {
+		return // a step saved it (or closed it) since
 	}
 	if err := s.n.store.save(s.rec, false); err != nil {
 		s.n.log.Warn("saving confirmed ledger entries", "session", s.id, "err", err)
@@ -701,8 +724,11 @@ func (s *session) close(ctx context.Context, req *cloisterv1.CloseSessionRequest
 	closing := s.n.stage(s.rec, -1, LedgerKindSessionEvent, map[string]any{
 		"event": EventSessionClosed, "session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "signature": req.Auth.Signature,
 	})
-	if closing != nil && closing.Number != 0 {
-		ts.Entries = append(s.pendingEntries(), *closing)
+	if s.n.numbers != nil {
+		ts.Entries = s.pendingEntries()
+		if closing != nil {
+			ts.Entries = append(ts.Entries, *closing)
+		}
 	}
 	if err := s.n.store.erase(s.id, ts); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)

@@ -156,8 +156,14 @@ type tombstone struct {
 	By     string    `json:"by"`
 	// Entries are the session's entries not confirmed when it was closed,
 	// its session.closed entry last: the session's state is erased, so
-	// they are kept here until a later line says Recorded.
-	Entries []stagedEntry `json:"entries,omitempty"`
+	// they are kept here until a later line says Recorded. On disk they
+	// are SealedEntries, sealed like the session's state (the node signs
+	// what it replays from here, so nobody who can only write the data
+	// directory may put anything in it); entriesErr says why they did not
+	// open.
+	Entries       []stagedEntry `json:"-"`
+	SealedEntries []byte        `json:"sealed_entries,omitempty"`
+	entriesErr    error
 	// Recorded marks a line saying that the closed session's entries are
 	// all on the log (it carries only the id).
 	Recorded bool `json:"recorded,omitempty"`
@@ -175,6 +181,9 @@ type store struct {
 	// maxOpenLogs): an append is then a write and an fsync, without an
 	// open and a close around them.
 	files map[string]*os.File
+	// shut is set by close: a recorder still running after it (Node.Close
+	// waits for them only so long) must not reopen logs.
+	shut bool
 
 	closed *appendLog
 }
@@ -229,6 +238,7 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 // close releases the store's open files.
 func (s *store) close() error {
 	s.mu.Lock()
+	s.shut = true
 	for id, f := range s.files {
 		f.Close()
 		delete(s.files, id)
@@ -246,7 +256,7 @@ const maxOpenLogs = 512
 func (s *store) keepFile(id string, f *os.File) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.files[id]; ok || len(s.files) >= maxOpenLogs {
+	if _, ok := s.files[id]; ok || len(s.files) >= maxOpenLogs || s.shut {
 		return false
 	}
 	s.files[id] = f
@@ -289,6 +299,27 @@ func (s *store) logPath(id string) string    { return filepath.Join(s.dir, id+lo
 func (s *store) dirLogPath(id string) string { return filepath.Join(s.sessionDir(id), logFile) }
 
 func stateAAD(id string) []byte { return []byte("cloister/v1/session-state\x00" + id) }
+
+func tombstoneAAD(id string) []byte { return []byte("cloister/v1/tombstone-entries\x00" + id) }
+
+// openEntries unseals a tombstone's SealedEntries into Entries.
+func (s *store) openEntries(ts *tombstone) {
+	b := ts.SealedEntries
+	ts.SealedEntries = nil
+	ns := s.aead.NonceSize()
+	if len(b) < ns {
+		ts.entriesErr = errors.New("sealed entries too short")
+		return
+	}
+	plain, err := s.aead.Open(nil, b[:ns], b[ns:], tombstoneAAD(ts.ID))
+	if err != nil {
+		ts.entriesErr = errors.New("sealed entries do not open with this node's storage key for this session (modified, or moved from another tombstone)")
+		return
+	}
+	if err := json.Unmarshal(plain, &ts.Entries); err != nil {
+		ts.entriesErr = fmt.Errorf("sealed entries: %w", err)
+	}
+}
 
 // frameAAD binds a frame to its session and its place in the log, so that
 // frames cannot be reordered or moved between sessions without detection.
@@ -382,8 +413,11 @@ func putFrameBuffers(b *frameBuffers) {
 // changed: a partly written frame is cut off again.
 func (s *store) save(rec *record, durable bool) error {
 	s.mu.Lock()
-	st := s.logs[rec.ID]
+	st, shut := s.logs[rec.ID], s.shut
 	s.mu.Unlock()
+	if shut {
+		return errStoreClosed
+	}
 	fresh := st == nil || st.legacy
 	next := logState{seq: 1, path: s.logPath(rec.ID)}
 	if st != nil {
@@ -419,10 +453,17 @@ func (s *store) save(rec *record, durable bool) error {
 		if err != nil {
 			return err
 		}
+		s.dropFile(rec.ID) // the rename below unlinks the file it has open
 		if err := s.writeAtomic(path, data, true); err != nil {
+			// The rename may have happened (a failed directory sync):
+			// where the log stands is read back from the file there.
+			if _, lerr := s.load(rec.ID); lerr != nil {
+				s.mu.Lock()
+				delete(s.logs, rec.ID)
+				s.mu.Unlock()
+			}
 			return err
 		}
-		s.dropFile(rec.ID) // the old file, now unlinked
 		next.seq, next.size, next.envelopes, next.envBytes = seq, int64(len(data)), kept, envBytes
 	default:
 		if err := s.appendFrame(rec.ID, path, st.size, frame, durable); err != nil {
@@ -581,6 +622,8 @@ func (s *store) load(id string) (*record, error) {
 	s.mu.Unlock()
 	return rec, nil
 }
+
+var errStoreClosed = errors.New("session store closed")
 
 // errNoFrame marks a log holding no complete frame: the session's create
 // never finished, so it was never acknowledged.
@@ -795,6 +838,17 @@ func (s *store) getBlob(id, sha string) ([]byte, error) {
 // copy-on-write or flash storage that is best effort, which is why
 // everything in them is sealed in the first place.
 func (s *store) erase(id string, ts tombstone) error {
+	if len(ts.Entries) > 0 {
+		plain, err := json.Marshal(ts.Entries)
+		if err != nil {
+			return err
+		}
+		nonce := make([]byte, s.aead.NonceSize())
+		if _, err := rand.Read(nonce); err != nil {
+			return err
+		}
+		ts.SealedEntries = s.aead.Seal(nonce, nonce, plain, tombstoneAAD(id))
+	}
 	line, err := json.Marshal(ts)
 	if err != nil {
 		return err
@@ -901,7 +955,9 @@ func (s *store) list() (live []string, closed []tombstone, err error) {
 	}
 	for i := range closed {
 		if recorded[closed[i].ID] {
-			closed[i].Entries = nil
+			closed[i].SealedEntries = nil
+		} else if closed[i].SealedEntries != nil {
+			s.openEntries(&closed[i])
 		}
 	}
 	for _, e := range entries {
