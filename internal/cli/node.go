@@ -54,6 +54,9 @@ principal ids and signatures, never programs, inputs or results. By default
 the ledger is embedded: a single in-process validator with its data in
 DIR/ledger. --ledger URL records on an external ledger (a consortium's
 validators, 'cloister ledger start') instead; --no-ledger records nothing.
+A step's entry is saved with the step until the ledger confirms it, so a
+restart sends again, once, whatever a crash or an outage kept off the
+ledger (entry numbers are reserved in DIR/ledger-numbers).
 
 --ledger-listen ADDR serves the embedded ledger's HTTP API on a loopback
 address, over plain HTTP: everything it serves is public, and clients
