@@ -38,6 +38,9 @@ type receiptJSON struct {
 type errorJSON struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// For a replay of a committed entry (RejectedError.Index, SameEntry).
+	HeldBy    *uint64 `json:"held_by,omitempty"`
+	SameEntry bool    `json:"same_entry,omitempty"`
 }
 
 type entryJSON struct {
@@ -95,7 +98,7 @@ func errorResult(err error) (int, errorJSON) {
 		case CodeUnavailable:
 			status = http.StatusServiceUnavailable
 		}
-		return status, errorJSON{Error: rej.Reason, Code: rej.Code}
+		return status, errorJSON{Error: rej.Reason, Code: rej.Code, HeldBy: rej.HeldBy, SameEntry: rej.SameEntry}
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable, errorJSON{Error: err.Error(), Code: CodeUnavailable}
 	default:

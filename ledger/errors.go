@@ -34,6 +34,14 @@ const (
 // act on. It is returned as *RejectedError.
 type RejectedError struct {
 	Code, Reason string
+	// For a replay found among committed entries: HeldBy is the index of
+	// the entry that already holds the (submitter, nonce), and SameEntry
+	// says whether it has the refused entry's kind and body (the same
+	// entry signed again, perhaps at another time) rather than another
+	// entry under that nonce. HeldBy is nil when that is not known (a
+	// replay of an entry not committed yet).
+	HeldBy    *uint64
+	SameEntry bool
 }
 
 func (e *RejectedError) Error() string { return e.Reason }

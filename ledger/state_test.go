@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -56,6 +57,26 @@ func TestStateMachineRefusals(t *testing.T) {
 		}
 		_, err = e.Append(ctx, other)
 		wantRejected(t, err, CodeReplay)
+		// The refusal says which entry holds the nonce, and whether it is
+		// the same entry: here not; the first one signed again at another
+		// time, yes — over the HTTP API too.
+		var rej *RejectedError
+		if errors.As(err, &rej); rej == nil || rej.HeldBy == nil || rej.SameEntry {
+			t.Errorf("another entry under a used nonce: %+v", rej)
+		}
+		again, err := NewEntryWithNonce(key, KindNote, map[string]any{"text": "once"}, se.Entry.Nonce, time.Now().Add(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.Append(ctx, again)
+		if errors.As(err, &rej); rej == nil || rej.Code != CodeReplay || rej.HeldBy == nil || !rej.SameEntry {
+			t.Errorf("the same entry signed again: %v %+v", err, rej)
+		}
+		status, b = c.do("POST", "/v1/entries", again.Encode())
+		wantError(t, status, b, 422, CodeReplay)
+		if !strings.Contains(string(b), `"same_entry":true`) {
+			t.Errorf("HTTP refusal of the same entry signed again: %s", b)
+		}
 	})
 	t.Run("unauthorized", func(t *testing.T) {
 		// Not a registered node.

@@ -49,6 +49,14 @@ func (ln *ledgerNode) enqueue(tx []byte, track bool) (*pendingTx, error) {
 		p.ch = ln.app.waiters.add(p.hash)
 	}
 	err := ln.checkTx(tx)
+	var rej *RejectedError
+	if errors.As(err, &rej) && rej.Code == CodeReplay {
+		// Say which committed entry holds the nonce, and whether it is
+		// this one signed again (the state machine's refusal does not).
+		if c := ln.committedCopy(tx); c != nil && c.Code == CodeReplay {
+			err = c
+		}
+	}
 	if err != nil {
 		if errors.Is(err, mempl.ErrTxInCache) || errors.Is(err, mempl.ErrTxInMempool) {
 			// Committed already, or still pending: then wait for the outcome
@@ -116,7 +124,10 @@ func (p *pendingTx) wait(ctx context.Context) (Receipt, error) {
 			return Receipt{}, o.rej
 		}
 		if p.duplicate {
-			return Receipt{}, reject(CodeReplay, "this entry was submitted twice; the first copy became entry %d", o.receipt.Index)
+			rej := reject(CodeReplay, "this entry was submitted twice; the first copy became entry %d", o.receipt.Index)
+			idx := o.receipt.Index
+			rej.HeldBy, rej.SameEntry = &idx, true
+			return Receipt{}, rej
 		}
 		return o.receipt, nil
 	case <-ctx.Done():
@@ -140,6 +151,12 @@ func (ln *ledgerNode) committedCopy(tx []byte) *RejectedError {
 		if v := r.get(bucketNonces, append(bytes.Clone(pub), be64(se.Entry.Nonce)...)); v != nil {
 			i, _ := getU64(v)
 			rej = reject(CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", se.Entry.Nonce, i)
+			rej.HeldBy = &i
+			if _, held, ok := r.entry(i); ok {
+				if prev, err := DecodeEntry(held); err == nil {
+					rej.SameEntry = prev.Entry.Kind == se.Entry.Kind && bytes.Equal(prev.Entry.Body, se.Entry.Body)
+				}
+			}
 		}
 		return nil
 	})

@@ -36,6 +36,11 @@ type NumberedEventLog interface {
 // number: an earlier attempt was recorded.
 var ErrAlreadyRecorded = errors.New("event log: an entry with this number is already recorded")
 
+// ErrNumberTaken reports that the log holds a different entry under this
+// number (numbers were reused, e.g. an older copy of the data directory was
+// restored): the node gives the entry a new number and sends it again.
+var ErrNumberTaken = errors.New("event log: this number is held by a different entry")
+
 // ErrRefused wraps a refusal that trying again cannot change (the entry is
 // malformed, badly signed or not this node's to make); the node then drops
 // the entry. Other failures (the log is down, slow, or lacks an entry this

@@ -302,6 +302,7 @@ type numberedLog struct {
 	order    []string // "session event" per recorded entry
 	already  int      // ErrAlreadyRecorded answers given
 	failOnce map[string]bool
+	taken    map[uint64]bool // numbers held by other entries
 }
 
 func (l *numberedLog) Record(ctx context.Context, kind string, body any) (uint64, error) {
@@ -318,6 +319,9 @@ func (l *numberedLog) RecordNumbered(ctx context.Context, kind string, body json
 	defer l.mu.Unlock()
 	if l.mode == "down" {
 		return 0, errors.New("numberedLog: down")
+	}
+	if l.taken[number] {
+		return 0, ErrNumberTaken
 	}
 	if ev := eventOf(kind, b); l.failOnce[ev] {
 		delete(l.failOnce, ev)
@@ -482,8 +486,14 @@ func TestLedgerRefusesARecordedEntryAgain(t *testing.T) {
 	if idx == 0 || left != nil {
 		t.Fatalf("after recording: index %d, entry still staged: %v", idx, left != nil)
 	}
-	if _, err := n.recordEntry(is.s.id, staged); !errors.Is(err, ErrAlreadyRecorded) {
-		t.Fatalf("sending the entry again: %v, want ErrAlreadyRecorded", err)
+	if got, err := n.recordEntry(is.s.id, staged); !errors.Is(err, ErrAlreadyRecorded) || got != idx {
+		t.Fatalf("sending the entry again: index %d, %v; want ErrAlreadyRecorded and its index %d", got, err, idx)
+	}
+	// Another entry under the same number (numbers reused) is told apart.
+	other := *staged
+	other.Body = json.RawMessage(strings.Replace(string(staged.Body), `"session.created"`, `"session.closed"`, 1))
+	if _, err := n.events.(NumberedEventLog).RecordNumbered(ctx, other.Kind, other.Body, other.Number); !errors.Is(err, ErrNumberTaken) {
+		t.Fatalf("another entry under a used number: %v, want ErrNumberTaken", err)
 	}
 }
 
@@ -548,4 +558,37 @@ func TestRestartedRunReplaysEntries(t *testing.T) {
 		t.Fatalf("after the restart: %v, want %v", got, want)
 	}
 	n2.Close()
+}
+
+// TestEntryRenumberedWhenNumberTaken: an entry whose number the log holds
+// for a different entry (numbers reused) is sent again under a new number,
+// and the new number is what the session's state keeps.
+func TestEntryRenumberedWhenNumberTaken(t *testing.T) {
+	dir := t.TempDir()
+	log := &numberedLog{mode: "up", byNumber: map[uint64]string{}, taken: map[uint64]bool{}}
+	n := newInternalNode(t, dir, log)
+	// The next number the node hands out is taken on the log.
+	n.numbers.mu.Lock()
+	log.taken[n.numbers.next] = true
+	first := n.numbers.next
+	n.numbers.mu.Unlock()
+	is := newInternalSession(t, n, "sum.wasm")
+	if !n.WaitLedger(10 * time.Second) {
+		t.Fatal("entries still pending")
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if want := []string{is.s.id[:8] + " " + EventSessionCreated}; !slices.Equal(log.order, want) {
+		t.Fatalf("log holds %v, want %v", log.order, want)
+	}
+	for num := range log.byNumber {
+		if num == first {
+			t.Errorf("recorded under the taken number %d", num)
+		}
+	}
+	is.s.mu.Lock()
+	defer is.s.mu.Unlock()
+	if ev := is.s.rec.Events[0]; ev.LedgerIndex == 0 || ev.Entry != nil {
+		t.Errorf("after renumbering: index %d, still staged %v", ev.LedgerIndex, ev.Entry != nil)
+	}
 }

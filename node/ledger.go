@@ -79,7 +79,13 @@ func (l *ledgerLog) append(ctx context.Context, se *ledger.SignedEntry) (uint64,
 		return rc.Index, nil
 	case !errors.As(err, &rej):
 		return 0, err
+	case rej.Code == ledger.CodeReplay && rej.HeldBy != nil && !rej.SameEntry:
+		return 0, fmt.Errorf("%w: %v", ErrNumberTaken, rej)
+	case rej.Code == ledger.CodeReplay && rej.HeldBy != nil:
+		return *rej.HeldBy, fmt.Errorf("%w: %v", ErrAlreadyRecorded, rej)
 	case rej.Code == ledger.CodeReplay:
+		// Held by an entry not committed yet (the same entry, sent while
+		// an earlier attempt was still pending).
 		return 0, fmt.Errorf("%w: %v", ErrAlreadyRecorded, rej)
 	case rej.Code == ledger.CodeMissingReference, rej.Code == ledger.CodeStaleTime, rej.Code == ledger.CodeUnavailable:
 		return 0, err // may pass later

@@ -416,6 +416,24 @@ func (n *Node) recordEntry(session string, e *stagedEntry) (uint64, error) {
 	return idx, err
 }
 
+// renumber gives e a new number after the log found its number held by
+// another entry; mu, if not nil, guards e (a session's staged entry, which
+// its saves encode). It reports whether it did.
+func (n *Node) renumber(mu *sync.Mutex, e *stagedEntry) bool {
+	num, err := n.numbers.take()
+	if err != nil {
+		n.log.Error("event not recorded on the ledger: no new number", "err", err)
+		return false
+	}
+	n.log.Error("the ledger holds another entry under this entry's number (numbers reused: was an older copy of the data directory restored?); sending it again under a new one", "number", e.Number, "new", num)
+	if mu != nil {
+		mu.Lock()
+		defer mu.Unlock()
+	}
+	e.Number = num
+	return true
+}
+
 // entryDone reports whether a recordEntry outcome ends the entry's life:
 // recorded, found recorded already, or refused for good.
 func entryDone(err error) bool {
@@ -467,7 +485,11 @@ func (n *Node) replayClosed(ts tombstone) {
 			n.log.Error("a closed session's tombstone holds an entry that is not one of its events; not replayed", "session", ts.ID, "kind", e.Kind)
 			continue
 		}
-		if _, err := n.recordEntry(ts.ID, e); !entryDone(err) {
+		_, err := n.recordEntry(ts.ID, e)
+		if errors.Is(err, ErrNumberTaken) && n.renumber(nil, e) {
+			_, err = n.recordEntry(ts.ID, e)
+		}
+		if !entryDone(err) {
 			return
 		}
 	}

@@ -340,6 +340,9 @@ func (s *session) recordLoop() {
 			continue
 		}
 		idx, err := s.n.recordEntry(s.id, job.entry)
+		if errors.Is(err, ErrNumberTaken) && s.n.renumber(&s.mu, job.entry) {
+			idx, err = s.n.recordEntry(s.id, job.entry)
+		}
 		done := entryDone(err)
 		s.recMu.Lock()
 		s.recFailed = s.recFailed || !done

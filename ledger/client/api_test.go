@@ -198,3 +198,24 @@ func TestAppendBatch(t *testing.T) {
 		t.Fatalf("3 results for 1 entry: %v", err)
 	}
 }
+
+// TestReplayRefusalSaysWhichEntry: a replay refusal carries the entry that
+// holds the nonce (index 0 included) and whether it is the same entry.
+func TestReplayRefusalSaysWhichEntry(t *testing.T) {
+	for body, want := range map[string]struct {
+		held *uint64
+		same bool
+	}{
+		`{"error":"x","code":"replay","held_by":0,"same_entry":true}`: {new(uint64), true},
+		`{"error":"x","code":"replay","held_by":7}`:                   {func() *uint64 { v := uint64(7); return &v }(), false},
+		`{"error":"x","code":"replay"}`:                               {nil, false},
+	} {
+		var rej *ledger.RejectedError
+		if err := parseErrorResponse("POST /v1/entries", 422, []byte(body), true); !errors.As(err, &rej) {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if (rej.HeldBy == nil) != (want.held == nil) || (rej.HeldBy != nil && *rej.HeldBy != *want.held) || rej.SameEntry != want.same {
+			t.Errorf("%s: held by %v, same %v", body, rej.HeldBy, rej.SameEntry)
+		}
+	}
+}

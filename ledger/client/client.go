@@ -113,8 +113,10 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 // an error. The body is untrusted text: it is sanitised before it is shown.
 func parseErrorResponse(op string, status int, body []byte, refusal bool) error {
 	var e struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
+		Error     string  `json:"error"`
+		Code      string  `json:"code"`
+		HeldBy    *uint64 `json:"held_by"`
+		SameEntry bool    `json:"same_entry"`
 	}
 	if json.Unmarshal(body, &e) != nil {
 		e.Error, e.Code = "", ""
@@ -130,7 +132,11 @@ func parseErrorResponse(op string, status int, body []byte, refusal bool) error 
 		if reason == "" {
 			reason = "refused (" + e.Code + ")"
 		}
-		return &ledger.RejectedError{Code: e.Code, Reason: reason}
+		rej := &ledger.RejectedError{Code: e.Code, Reason: reason}
+		if e.Code == ledger.CodeReplay {
+			rej.HeldBy, rej.SameEntry = e.HeldBy, e.SameEntry
+		}
+		return rej
 	}
 	return &APIError{Op: op, Status: status, Code: e.Code, Message: reason}
 }
