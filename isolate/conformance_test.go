@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 // TestWASIConformance runs the WASI preview-1 test suite (c, assemblyscript
@@ -63,26 +65,7 @@ func TestWASIConformance(t *testing.T) {
 }
 
 func conformanceDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-	root := filepath.Join(dir, "..", "shared", "conformance", "wasi")
-	if _, err := os.Stat(root); err != nil {
-		t.Fatalf("the WASI conformance suite is missing (%v); it is expected beside the repository", err)
-	}
-	return root
+	return corpus.Path(t, "wasi")
 }
 
 // wazeroSkips reads the suite → test names marked action = "skip".

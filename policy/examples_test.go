@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterhq/cloister/internal/corpus"
 	"github.com/cloisterhq/cloister/keys"
 )
 
@@ -20,21 +21,7 @@ var updateExamples = flag.Bool("update-examples", false, "rewrite examples/polic
 
 // repoRoot walks up from the package directory to go.mod.
 func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
+	return corpus.ModuleRoot(t)
 }
 
 var placeholder = regexp.MustCompile(`"@([A-Za-z0-9_-]+)\.(signing_key|sealing_key)"|"@sha256:([^"]+)"`)

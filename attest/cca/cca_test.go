@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,28 +18,11 @@ import (
 	"github.com/veraison/go-cose"
 
 	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 func conformance(t testing.TB, rel string) []byte {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			b, err := os.ReadFile(filepath.Join(dir, "..", "shared", "conformance", "attestation", rel))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
+	return corpus.Read(t, "attestation/"+rel)
 }
 
 func platformKey(t testing.TB) crypto.PublicKey {

@@ -7,31 +7,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 func conformance(t testing.TB, rel string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "conformance", rel)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("module root not found")
-		}
-		dir = parent
-	}
+	return corpus.Path(t, rel)
 }
 
 func read(t testing.TB, rel string) []byte {

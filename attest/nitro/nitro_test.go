@@ -12,7 +12,6 @@ import (
 	"errors"
 	"math/big"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,25 +20,12 @@ import (
 	"github.com/veraison/go-cose"
 
 	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 // conformance returns the path of a file in ../shared/conformance/attestation.
 func conformance(t testing.TB, rel string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "conformance", "attestation", rel)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
+	return corpus.Path(t, "attestation/"+rel)
 }
 
 func load(t testing.TB, rel string) []byte {

@@ -18,36 +18,17 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/software"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 func read(t testing.TB, rel string) []byte {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("module root not found")
-		}
-		dir = filepath.Dir(dir)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "..", "shared", "conformance", rel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return corpus.Read(t, rel)
 }
 
 func certDER(t testing.TB, name string) []byte {

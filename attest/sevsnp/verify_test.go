@@ -8,7 +8,6 @@ import (
 	"errors"
 	"maps"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,26 +16,13 @@ import (
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 
 	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 // conformance returns the path of a file in the shared conformance corpus,
 // which lives beside the module root.
 func conformance(t testing.TB, rel string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "conformance", rel)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("module root not found")
-		}
-		dir = parent
-	}
+	return corpus.Path(t, rel)
 }
 
 func read(t testing.TB, rel string) []byte {

@@ -6,36 +6,17 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/dcap"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 func read(t testing.TB, rel string) []byte {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("module root not found")
-		}
-		dir = filepath.Dir(dir)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "..", "shared", "conformance", rel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return corpus.Read(t, rel)
 }
 
 // pcsItems is the go-tdx-guest test collateral, as the CLI would pass it

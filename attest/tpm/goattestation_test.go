@@ -9,30 +9,16 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 func conformance(t testing.TB, rel string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "conformance", "attestation", rel)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
+	return corpus.Path(t, "attestation/"+rel)
 }
 
 func loadGCP(t testing.TB) ([]byte, crypto.PublicKey) {

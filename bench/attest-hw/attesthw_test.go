@@ -10,8 +10,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -24,28 +22,11 @@ import (
 	_ "github.com/cloisterhq/cloister/attest/sgx"
 	"github.com/cloisterhq/cloister/attest/software"
 	_ "github.com/cloisterhq/cloister/attest/tdx"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 func read(tb testing.TB, rel string) []byte {
-	tb.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			tb.Fatal("module root not found")
-		}
-		dir = filepath.Dir(dir)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "..", "shared", "conformance", "attestation", rel))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
+	return corpus.Read(tb, "attestation/"+rel)
 }
 
 var (

@@ -7,9 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/json"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,32 +17,16 @@ import (
 	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/attest/tpm"
 	"github.com/cloisterhq/cloister/attest/tpm/swtpm"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 func conformance(b testing.TB, rel string) []byte {
 	b.Helper()
-	dir, err := os.Getwd()
+	d, err := attest.DecodeInput(corpus.Read(b, "attestation/"+rel))
 	if err != nil {
 		b.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			raw, err := os.ReadFile(filepath.Join(dir, "..", "shared", "conformance", "attestation", rel))
-			if err != nil {
-				b.Fatal(err)
-			}
-			d, err := attest.DecodeInput(raw)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return d
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			b.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
+	return d
 }
 
 func keysFrom(b testing.TB, rel string) []crypto.PublicKey {

@@ -12,26 +12,13 @@ import (
 	"testing"
 
 	"github.com/cloisterhq/cloister/attest/tpm"
+	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
 // conformanceDir is ../shared/conformance/attestation relative to the
 // module root.
 func conformanceDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "conformance", "attestation")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
+	return corpus.Path(t, "attestation")
 }
 
 type cliCase struct {
@@ -415,20 +402,7 @@ func TestAttestVerifyHardwareConformance(t *testing.T) {
 
 // moduleRoot is the directory holding go.mod.
 func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = filepath.Dir(dir)
-	}
+	return corpus.ModuleRoot(t)
 }
 
 // TestAttestVerifyTampered verifies flipped copies of real evidence through

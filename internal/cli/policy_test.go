@@ -8,23 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloisterhq/cloister/internal/corpus"
 	"github.com/cloisterhq/cloister/policy"
 )
 
 // examplePolicy returns the path of a committed example policy.
 func examplePolicy(t *testing.T, name string) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "examples", "policies", name)
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found")
-		}
-		dir = parent
-	}
+	return filepath.Join(corpus.ModuleRoot(t), "examples", "policies", name)
 }
 
 func TestPolicyValidateAndHash(t *testing.T) {
