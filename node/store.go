@@ -221,9 +221,11 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 		return nil, err
 	}
 	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}, files: map[string]*os.File{}}
-	// A compaction cut short leaves its temporary file (the log it was to
-	// replace is intact).
-	if tmps, _ := filepath.Glob(filepath.Join(dir, ".tmp-*")); len(tmps) > 0 {
+	// A compaction or blob write cut short leaves its temporary file (what
+	// it was to replace is intact): in sessions/, or in a session's own
+	// directory (blobs, and logs of the earlier layout).
+	for _, pattern := range []string{".tmp-*", filepath.Join("*", ".tmp-*")} {
+		tmps, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, t := range tmps {
 			zeroFile(t)
 			os.Remove(t)

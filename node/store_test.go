@@ -260,13 +260,18 @@ func TestNodeStartFinishesInterruptedCreateAndClose(t *testing.T) {
 	f, _ = os.OpenFile(filepath.Join(sessions, closedLog), os.O_WRONLY|os.O_APPEND, 0)
 	f.Write(append(ts, '\n'))
 	f.Close()
-	// And a compaction cut short.
+	// And a compaction cut short, in both layouts.
 	os.WriteFile(filepath.Join(sessions, ".tmp-123"), []byte("sealed"), 0o600)
+	oldDir := filepath.Join(sessions, "2123456789abcdef0123456789abcdef")
+	os.MkdirAll(oldDir, 0o700)
+	os.WriteFile(filepath.Join(oldDir, ".tmp-456"), []byte("sealed"), 0o600)
 
 	n = open()
 	defer n.Close()
-	if _, err := os.Stat(filepath.Join(sessions, ".tmp-123")); !os.IsNotExist(err) {
-		t.Errorf("a compaction's temporary file still there after start: %v", err)
+	for _, tmp := range []string{filepath.Join(sessions, ".tmp-123"), filepath.Join(oldDir, ".tmp-456")} {
+		if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+			t.Errorf("a compaction's temporary file still there after start: %v", err)
+		}
 	}
 	for _, id := range []string{half, closing, halfFlat, closingFlat} {
 		if _, err := os.Stat(filepath.Join(sessions, id)); !os.IsNotExist(err) {
