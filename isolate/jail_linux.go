@@ -385,6 +385,11 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}, {ContainerID: 1, HostID: id, Size: 1}}
 		attr.GidMappingsEnableSetgroups = true
 		cmd.Env = append(cmd.Env, workerUIDEnv+"=1")
+		// The group switch is done in the child before exec, on its one
+		// thread (dropGroups then finds it done): in the worker it is two
+		// calls that stop every thread. The uid stays 0 until the jail
+		// is built.
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 1, Groups: []uint32{}}
 	case flags&unix.CLONE_NEWUSER != 0:
 		// Unprivileged: only our own uid can be mapped.
 		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
@@ -392,6 +397,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		attr.GidMappingsEnableSetgroups = false
 	case os.Geteuid() == 0:
 		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", workerUIDEnv, id))
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: uint32(id), Groups: []uint32{}} // as above
 	}
 	w := &worker{cmd: cmd, jobW: jobW, resR: resR, stderr: &limitedBuffer{max: 64 << 10},
 		done: make(chan struct{}), ready: make(chan struct{}), started: time.Now(),

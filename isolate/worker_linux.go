@@ -405,6 +405,11 @@ func dropGroups() error {
 	if err != nil {
 		return err
 	}
+	if groups, err := unix.Getgroups(); err == nil && len(groups) == 0 && allIDs(unix.Getresgid, id) {
+		// The parent had it done before exec (SysProcAttr.Credential), on
+		// the one thread there was; every thread since inherited it.
+		return nil
+	}
 	if err := syscall.Setgroups(nil); err != nil {
 		return fmt.Errorf("setgroups: %w", err)
 	}
@@ -412,6 +417,12 @@ func dropGroups() error {
 		return fmt.Errorf("setresgid: %w", err)
 	}
 	return nil
+}
+
+// allIDs reports whether the real, effective and saved ids are all id.
+func allIDs(getres func() (int, int, int), id int) bool {
+	r, e, sv := getres()
+	return r == id && e == id && sv == id
 }
 
 // dropPrivileges switches every thread to the unprivileged uid; leaving
