@@ -454,11 +454,7 @@ func TestLedgerRefusesARecordedEntryAgain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	e, err := ledger.OpenEmbedded(ctx, filepath.Join(tmp, "ledger"), ledger.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := OpenTestLedger(t)
 	rt, err := isolate.New(ctx, isolate.Options{InProcess: true, InProcessNoCancel: true})
 	if err != nil {
 		t.Fatal(err)

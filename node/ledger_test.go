@@ -51,11 +51,7 @@ func TestLedgerRecordsSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	e, err := ledger.OpenEmbedded(ctx, filepath.Join(tmp, "ledger"), ledger.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := node.OpenTestLedger(t)
 	srv := httptest.NewServer(e.Handler())
 	defer srv.Close()
 	lc, err := lclient.New(srv.URL)
@@ -243,11 +239,7 @@ func TestLedgerRecordsFailedRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	e, err := ledger.OpenEmbedded(ctx, filepath.Join(tmp, "ledger"), ledger.EmbeddedOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := node.OpenTestLedger(t)
 	srv := httptest.NewServer(e.Handler())
 	defer srv.Close()
 	lc, err := lclient.New(srv.URL)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -21,12 +20,7 @@ func conformance(t testing.TB, rel string) string {
 }
 
 func read(t testing.TB, rel string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(conformance(t, rel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return corpus.Read(t, rel)
 }
 
 var (

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"maps"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -26,12 +25,7 @@ func conformance(t testing.TB, rel string) string {
 }
 
 func read(t testing.TB, rel string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(conformance(t, rel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return corpus.Read(t, rel)
 }
 
 type sample struct{ report, vcek, askArk []byte }
