@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -36,6 +37,9 @@ func TestMain(m *testing.M) {
 	if isolate.IsWorker() {
 		os.Exit(isolate.WorkerMain())
 	}
+	if os.Getenv(clientsEnv) != "" {
+		os.Exit(clientsMain(os.Getenv(clientsEnv)))
+	}
 	// The GC target `cloister node` runs with.
 	node.ConfigureGC()
 	var err error
@@ -57,6 +61,7 @@ type fixture struct {
 	wasm    []byte
 	parties map[string]*keys.PrivateKey
 	rt      *isolate.Runtime
+	url     string // the node's
 	phases  phases
 }
 
@@ -98,36 +103,43 @@ func newFixtureWith(tb testing.TB, sync bool, warm int, worker string, withLedge
 		tb.Fatal(err)
 	}
 	go n.Serve(ln)
-	f := &fixture{n: n, wasm: wasm, rt: rt, parties: map[string]*keys.PrivateKey{}}
+	f := &fixture{n: n, wasm: wasm, rt: rt, parties: map[string]*keys.PrivateKey{}, url: "https://" + ln.Addr().String()}
 	tb.Cleanup(func() { n.Close(); rt.Close() })
 	for _, id := range []string{"alice", "bob", "carol", "dave"} {
 		if f.parties[id], err = keys.Generate(); err != nil {
 			tb.Fatal(err)
 		}
 	}
+	f.doc = benchPolicy(wasm, f.parties, n.PlatformKey())
+	if f.pol, err = policy.Parse(f.doc); err != nil {
+		tb.Fatal(err)
+	}
+	if f.c, err = client.Dial(context.Background(), f.url, client.WithPlatformKeys(n.PlatformKey())); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(f.c.Close)
+	return f
+}
+
+// benchPolicy is the policy of the sum program: alice provides it, bob and
+// carol one input each, dave reads the sum.
+func benchPolicy(wasm []byte, parties map[string]*keys.PrivateKey, platform ed25519.PublicKey) []byte {
 	pr := func(id, role string) map[string]any {
-		pub := f.parties[id].Public()
+		pub := parties[id].Public()
 		return map[string]any{"id": id, "signing_key": pub.SigningString(), "sealing_key": pub.SealingString(), "roles": []string{role}}
 	}
 	sum := sha256.Sum256(wasm)
-	f.doc, _ = json.Marshal(map[string]any{
+	doc, _ := json.Marshal(map[string]any{
 		"version": 1, "name": "bench-sum",
 		"principals": []any{pr("alice", "program-provider"), pr("bob", "data-provider"), pr("carol", "data-provider"), pr("dave", "result-reader")},
 		"programs":   []any{map[string]any{"name": "sum.wasm", "sha256": hex.EncodeToString(sum[:]), "provider": "alice"}},
 		"inputs":     []any{map[string]any{"name": "a", "provider": "bob"}, map[string]any{"name": "b", "provider": "carol"}},
 		"outputs":    []any{map[string]any{"name": "sum", "readers": []string{"dave"}}},
-		"isolates":   []any{map[string]any{"class": "software", "platform_keys": []string{keys.FormatSigningKey(n.PlatformKey())}}},
+		"isolates":   []any{map[string]any{"class": "software", "platform_keys": []string{keys.FormatSigningKey(platform)}}},
 		"limits":     map[string]any{"memory": "16MiB", "timeout": "30s", "max_output": "4KiB"},
 		"expires":    time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339),
 	})
-	if f.pol, err = policy.Parse(f.doc); err != nil {
-		tb.Fatal(err)
-	}
-	if f.c, err = client.Dial(context.Background(), "https://"+ln.Addr().String(), client.WithPlatformKeys(n.PlatformKey())); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(f.c.Close)
-	return f
+	return doc
 }
 
 var inputA, inputB = []byte("hello"), []byte("world")
@@ -223,14 +235,34 @@ func timed(b *testing.B, par int, op func(context.Context) error) {
 	if err := op(ctx); err != nil { // warm: compile cache, pools
 		b.Fatal(err)
 	}
-	lat := make([]time.Duration, b.N)
-	var mu sync.Mutex
-	var firstErr error
-	next := make(chan int)
-	var wg sync.WaitGroup
 	b.ResetTimer()
 	self0, children0 := cpuTimes()
 	machine0 := machineBusy()
+	lat, el, err := load(ctx, b.N, par, op)
+	self1, children1 := cpuTimes()
+	machine1 := machineBusy()
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
+	b.ReportMetric(float64((self1-self0).Microseconds())/1000/float64(b.N), "cpu-node-ms/op")
+	b.ReportMetric(float64((children1-children0).Microseconds())/1000/float64(b.N), "cpu-workers-ms/op")
+	if machine0 >= 0 && machine1 >= 0 {
+		b.ReportMetric(float64((machine1-machine0).Microseconds())/1000/float64(b.N), "cpu-machine-ms/op")
+	}
+}
+
+// load runs op n times, par at a time, and returns each one's latency
+// and the time all took.
+func load(ctx context.Context, n, par int, op func(context.Context) error) (lat []time.Duration, el time.Duration, firstErr error) {
+	lat = make([]time.Duration, n)
+	var mu sync.Mutex
+	next := make(chan int)
+	var wg sync.WaitGroup
 	start := time.Now()
 	for w := 0; w < par; w++ {
 		wg.Add(1)
@@ -250,27 +282,12 @@ func timed(b *testing.B, par int, op func(context.Context) error) {
 			}
 		}()
 	}
-	for i := 0; i < b.N; i++ {
+	for i := 0; i < n; i++ {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
-	el := time.Since(start)
-	self1, children1 := cpuTimes()
-	machine1 := machineBusy()
-	b.StopTimer()
-	if firstErr != nil {
-		b.Fatal(firstErr)
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
-	b.ReportMetric(float64((self1-self0).Microseconds())/1000/float64(b.N), "cpu-node-ms/op")
-	b.ReportMetric(float64((children1-children0).Microseconds())/1000/float64(b.N), "cpu-workers-ms/op")
-	if machine0 >= 0 && machine1 >= 0 {
-		b.ReportMetric(float64((machine1-machine0).Microseconds())/1000/float64(b.N), "cpu-machine-ms/op")
-	}
+	return lat, time.Since(start), firstErr
 }
 
 // machineBusy returns the CPU time every processor of the machine spent

@@ -1,0 +1,185 @@
+package session
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/policy"
+)
+
+// The clients-apart benchmark runs the node in this process and every
+// client in a second process (this test binary re-executed with clientsEnv
+// naming its configuration), so that the CPU the clients spend — their
+// handshakes, sealing, signing and checking evidence, which in use happen
+// on the principals' own machines — is measured apart from what serving
+// the sessions costs. Both still share the machine's cores.
+const clientsEnv = "CLOISTER_BENCH_CLIENTS"
+
+// clientsConfig is what the client process is given.
+type clientsConfig struct {
+	URL         string            `json:"url"`
+	PlatformKey []byte            `json:"platform_key"`
+	Policy      json.RawMessage   `json:"policy"`
+	Keys        map[string]string `json:"keys"` // party → key file
+	N           int               `json:"n"`
+	Par         int               `json:"par"`
+}
+
+// clientsResult is what it reports once every session has run.
+type clientsResult struct {
+	Latencies []time.Duration `json:"latencies"`
+	Elapsed   time.Duration   `json:"elapsed"`
+	CPU       time.Duration   `json:"cpu"` // its own, while the sessions ran
+	Err       string          `json:"err,omitempty"`
+}
+
+// clientsMain is the client process: it runs one session to warm up, says
+// "ready", waits for a line on stdin, runs the sessions and writes a
+// clientsResult to stdout.
+func clientsMain(path string) int {
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, "bench clients:", err); return 1 }
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fail(err)
+	}
+	var cfg clientsConfig
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return fail(err)
+	}
+	f := &fixture{doc: cfg.Policy, url: cfg.URL, parties: map[string]*keys.PrivateKey{}}
+	if f.wasm, err = os.ReadFile(filepath.Join("testdata", "sum.wasm")); err != nil {
+		return fail(err)
+	}
+	for id, k := range cfg.Keys {
+		if f.parties[id], err = keys.Parse([]byte(k)); err != nil {
+			return fail(err)
+		}
+	}
+	if f.pol, err = policy.Parse(f.doc); err != nil {
+		return fail(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if f.c, err = client.Dial(ctx, cfg.URL, client.WithPlatformKeys(cfg.PlatformKey)); err != nil {
+		return fail(err)
+	}
+	defer f.c.Close()
+	if err := f.flow(ctx); err != nil {
+		return fail(err)
+	}
+	fmt.Println("ready")
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return fail(err)
+	}
+	self0, _ := cpuTimes()
+	lat, el, err := load(ctx, cfg.N, cfg.Par, f.flow)
+	self1, _ := cpuTimes()
+	res := clientsResult{Latencies: lat, Elapsed: el, CPU: self1 - self0}
+	if err != nil {
+		res.Err = err.Error()
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// BenchmarkSessionThroughputClientsApart: SessionThroughput (8 sessions in
+// flight, fsync) with the clients in a process of their own. Besides the
+// usual figures it reports cpu-clients-ms/op, cpu-serving-ms/op (the
+// machine's CPU less the clients': node, workers and kernel) and
+// capacity-ops/s, the sessions per second the machine's cores could serve
+// at that cost with the clients elsewhere.
+func BenchmarkSessionThroughputClientsApart(b *testing.B) {
+	f := newFixture(b, true, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := f.flow(ctx); err != nil { // warm: compile cache, pools
+		b.Fatal(err)
+	}
+	cfg := clientsConfig{URL: f.url, PlatformKey: f.n.PlatformKey(), Policy: f.doc, Keys: map[string]string{}, N: b.N, Par: 8}
+	for id, k := range f.parties {
+		m, err := k.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.Keys[id] = string(m)
+	}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "clients.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, os.Args[0])
+	cmd.Env = append(os.Environ(), clientsEnv+"="+path)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	out := bufio.NewReader(stdout)
+	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
+		b.Fatalf("client process: %q, %v", line, err)
+	}
+	b.ResetTimer()
+	// The client process is not reaped before the second reading, so the
+	// children's CPU is the workers' alone.
+	self0, children0 := cpuTimes()
+	machine0 := machineBusy()
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		b.Fatal(err)
+	}
+	var res clientsResult
+	if err := json.NewDecoder(out).Decode(&res); err != nil {
+		b.Fatalf("client process: %v", err)
+	}
+	self1, children1 := cpuTimes()
+	machine1 := machineBusy()
+	b.StopTimer()
+	if res.Err != "" {
+		b.Fatal(res.Err)
+	}
+	lat := res.Latencies
+	if len(lat) != b.N {
+		b.Fatalf("client process ran %d sessions, want %d", len(lat), b.N)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	perOp := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(b.N)/res.Elapsed.Seconds(), "ops/s")
+	b.ReportMetric(perOp(self1-self0), "cpu-node-ms/op")
+	b.ReportMetric(perOp(children1-children0), "cpu-workers-ms/op")
+	b.ReportMetric(perOp(res.CPU), "cpu-clients-ms/op")
+	if machine0 >= 0 && machine1 >= 0 {
+		machine := machine1 - machine0
+		b.ReportMetric(perOp(machine), "cpu-machine-ms/op")
+		if serving := perOp(machine - res.CPU); serving > 0 {
+			b.ReportMetric(serving, "cpu-serving-ms/op")
+			b.ReportMetric(float64(runtime.NumCPU())*1000/serving, "capacity-ops/s")
+		}
+	}
+}
