@@ -358,10 +358,12 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 	}
 	cmd.Dir = "/"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = jobR, resW, errW
+	pidfd := -1
 	attr := &syscall.SysProcAttr{
 		Setpgid:    true,
 		Pdeathsig:  syscall.SIGKILL,
 		Cloneflags: flags,
+		PidFD:      &pidfd, // awaitExit
 	}
 	id := nobodyID // root without a block of its own (idsMapped)
 	if j.ids != nil {
@@ -469,6 +471,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		}
 	}()
 	go func() {
+		awaitExit(pidfd)
 		w.waitErr = cmd.Wait()
 		close(w.done)
 	}()
