@@ -95,77 +95,100 @@ func clientsMain(path string) int {
 	return 0
 }
 
-// BenchmarkSessionThroughputClientsApart: SessionThroughput (8 sessions in
-// flight, fsync) with the clients in a process of their own. Besides the
-// usual figures it reports cpu-clients-ms/op, cpu-serving-ms/op (the
-// machine's CPU less the clients': node, workers and kernel) and
-// capacity-ops/s, the sessions per second the machine's cores could serve
-// at that cost with the clients elsewhere.
-func BenchmarkSessionThroughputClientsApart(b *testing.B) {
-	f := newFixture(b, true, 4)
+// clientsApart runs n sessions, par at a time, from a client process of
+// its own. around, if not nil, is called just before the sessions start and
+// again once the process has reported (before it is reaped, so that it is
+// not yet among this process's children).
+func clientsApart(tb testing.TB, f *fixture, n, par int, around func()) clientsResult {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := f.flow(ctx); err != nil { // warm: compile cache, pools
-		b.Fatal(err)
-	}
-	cfg := clientsConfig{URL: f.url, PlatformKey: f.n.PlatformKey(), Policy: f.doc, Keys: map[string]string{}, N: b.N, Par: 8}
+	cfg := clientsConfig{URL: f.url, PlatformKey: f.n.PlatformKey(), Policy: f.doc, Keys: map[string]string{}, N: n, Par: par}
 	for id, k := range f.parties {
 		m, err := k.Marshal()
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		cfg.Keys[id] = string(m)
 	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	path := filepath.Join(b.TempDir(), "clients.json")
+	path := filepath.Join(tb.TempDir(), "clients.json")
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, os.Args[0])
 	cmd.Env = append(os.Environ(), clientsEnv+"="+path)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer cmd.Wait()
 	defer stdin.Close()
 	out := bufio.NewReader(stdout)
 	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
-		b.Fatalf("client process: %q, %v", line, err)
+		tb.Fatalf("client process: %q, %v", line, err)
 	}
-	b.ResetTimer()
-	// The client process is not reaped before the second reading, so the
-	// children's CPU is the workers' alone.
-	self0, children0 := cpuTimes()
-	machine0 := machineBusy()
+	if around != nil {
+		around()
+	}
 	if _, err := stdin.Write([]byte("go\n")); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	var res clientsResult
 	if err := json.NewDecoder(out).Decode(&res); err != nil {
-		b.Fatalf("client process: %v", err)
+		tb.Fatalf("client process: %v", err)
 	}
-	self1, children1 := cpuTimes()
-	machine1 := machineBusy()
-	b.StopTimer()
+	if around != nil {
+		around()
+	}
 	if res.Err != "" {
-		b.Fatal(res.Err)
+		tb.Fatal(res.Err)
 	}
+	if len(res.Latencies) != n {
+		tb.Fatalf("client process ran %d sessions, want %d", len(res.Latencies), n)
+	}
+	return res
+}
+
+// BenchmarkSessionThroughputClientsApart: SessionThroughput (8 sessions in
+// flight, fsync) with the clients in a process of their own. Besides the
+// usual figures it reports cpu-clients-ms/op, cpu-serving-ms/op (the
+// machine's CPU less the clients': node, workers and kernel) and
+// capacity-ops/s, the sessions per second the machine's cores could serve
+// at that cost with the clients elsewhere (decision 0031).
+func BenchmarkSessionThroughputClientsApart(b *testing.B) {
+	f := newFixture(b, true, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := f.flow(ctx); err != nil { // warm: compile cache, pools
+		b.Fatal(err)
+	}
+	var self0, self1, children0, children1, machine0, machine1 time.Duration
+	started := false
+	res := clientsApart(b, f, b.N, 8, func() {
+		if !started {
+			started = true
+			b.ResetTimer()
+			self0, children0 = cpuTimes()
+			machine0 = machineBusy()
+			return
+		}
+		self1, children1 = cpuTimes()
+		machine1 = machineBusy()
+		b.StopTimer()
+	})
 	lat := res.Latencies
-	if len(lat) != b.N {
-		b.Fatalf("client process ran %d sessions, want %d", len(lat), b.N)
-	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	perOp := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
@@ -180,6 +203,22 @@ func BenchmarkSessionThroughputClientsApart(b *testing.B) {
 		if serving := perOp(machine - res.CPU); serving > 0 {
 			b.ReportMetric(serving, "cpu-serving-ms/op")
 			b.ReportMetric(float64(runtime.NumCPU())*1000/serving, "capacity-ops/s")
+		}
+	}
+}
+
+// TestFlowClientsApart keeps the clients-apart benchmark honest: its
+// client process must run whole sessions against the node (the sum each
+// fetches is checked) and account for its CPU.
+func TestFlowClientsApart(t *testing.T) {
+	f := newFixture(t, true, 1)
+	res := clientsApart(t, f, 3, 2, nil)
+	if res.CPU <= 0 || res.Elapsed <= 0 {
+		t.Fatalf("client process reported CPU %v over %v", res.CPU, res.Elapsed)
+	}
+	for _, l := range res.Latencies {
+		if l <= 0 {
+			t.Fatalf("latencies %v: a session was not timed", res.Latencies)
 		}
 	}
 }
