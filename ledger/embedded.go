@@ -63,8 +63,10 @@ func OpenEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embed
 	default:
 		return nil, err
 	}
-	// Embedded ledgers have no peers: a fresh loopback port each start.
-	hc.P2PListen = ""
+	// Embedded ledgers have no peers: CometBFT still listens for them, on
+	// a port the kernel picks as it binds (a port chosen beforehand could
+	// be taken by someone else before CometBFT binds it).
+	hc.P2PListen = "127.0.0.1:0"
 	ln, err := startLedgerNode(ctx, dir, hc, opts.Logger, opts.Verbose)
 	if err != nil {
 		return nil, fmt.Errorf("embedded ledger: %w", err)
