@@ -181,9 +181,7 @@ func (r *recorder) wrap(h http.Handler) http.Handler {
 func TestAttackPolicyDiffersByOneField(t *testing.T) {
 	s := newScenario(t)
 	rec := &recorder{}
-	tn := startNode(t, filepath.Join(t.TempDir(), "node"), rec.wrap)
-	doc := s.policyDoc(t, tn.platformKey(), nil)
-	c := dial(t, tn)
+	tn, doc, c := s.nodeWithPolicy(t, rec.wrap)
 	ctx := context.Background()
 	id, err := c.CreateSession(ctx, doc)
 	if err != nil {
@@ -250,10 +248,8 @@ func (r *replayer) wrap(h http.Handler) http.Handler {
 func TestAttackReplayedAttestation(t *testing.T) {
 	s := newScenario(t)
 	rp := &replayer{}
-	tn := startNode(t, filepath.Join(t.TempDir(), "node"), rp.wrap)
-	doc := s.policyDoc(t, tn.platformKey(), nil)
+	_, doc, c := s.nodeWithPolicy(t, rp.wrap)
 	pol := mustParse(t, doc)
-	c := dial(t, tn)
 	ctx := context.Background()
 	id, err := c.CreateSession(ctx, doc)
 	if err != nil {
@@ -331,10 +327,8 @@ func (sw *swapper) wrap(h http.Handler) http.Handler {
 func TestAttackEvidenceFromAnotherSession(t *testing.T) {
 	s := newScenario(t)
 	sw := &swapper{}
-	tn := startNode(t, filepath.Join(t.TempDir(), "node"), sw.wrap)
-	doc := s.policyDoc(t, tn.platformKey(), nil)
+	_, doc, c := s.nodeWithPolicy(t, sw.wrap)
 	pol := mustParse(t, doc)
-	c := dial(t, tn)
 	ctx := context.Background()
 	donor, err := c.CreateSession(ctx, doc)
 	if err != nil {
@@ -580,7 +574,7 @@ func TestAttestResumesTLSSessions(t *testing.T) {
 	s := newScenario(t)
 	var mu sync.Mutex
 	var resumed []bool
-	tn := startNode(t, filepath.Join(t.TempDir(), "node"), func(h http.Handler) http.Handler {
+	_, doc, c := s.nodeWithPolicy(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasSuffix(r.URL.Path, "/Attest") && r.TLS != nil {
 				mu.Lock()
@@ -590,8 +584,6 @@ func TestAttestResumesTLSSessions(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	})
-	doc := s.policyDoc(t, tn.platformKey(), nil)
-	c := dial(t, tn)
 	ctx := context.Background()
 	id, err := c.CreateSession(ctx, doc)
 	if err != nil {

@@ -218,10 +218,17 @@ func mustParse(t testing.TB, doc []byte) *policy.Policy {
 // attests it.
 func setup(t testing.TB, s *scenario) (*testNode, *client.Client, *client.AttestedSession, []byte) {
 	t.Helper()
-	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
-	doc := s.policyDoc(t, tn.platformKey(), nil)
-	c := dial(t, tn)
+	tn, doc, c := s.nodeWithPolicy(t, nil)
 	return tn, c, createAttested(context.Background(), t, c, doc), doc
+}
+
+// nodeWithPolicy starts a node in a directory of its own (its handler
+// wrapped by wrap, if not nil) and returns it, the scenario's policy for it
+// and a client of it.
+func (s *scenario) nodeWithPolicy(t testing.TB, wrap func(http.Handler) http.Handler) (*testNode, []byte, *client.Client) {
+	t.Helper()
+	tn := startNode(t, filepath.Join(t.TempDir(), "node"), wrap)
+	return tn, s.policyDoc(t, tn.platformKey(), nil), dial(t, tn)
 }
 
 // createAttested creates a session of doc on c's node and attests it.

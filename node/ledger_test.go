@@ -42,6 +42,19 @@ func startLedgerNode(t *testing.T, dir string, e *ledger.Embedded) *testNode {
 	return &testNode{Node: n, url: "https://" + ln.Addr().String()}
 }
 
+// ledgerAndClient opens an embedded ledger and a client of its HTTP API.
+func ledgerAndClient(t *testing.T) (*ledger.Embedded, *lclient.Client) {
+	t.Helper()
+	e := node.OpenTestLedger(t)
+	srv := httptest.NewServer(e.Handler())
+	t.Cleanup(srv.Close)
+	lc, err := lclient.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, lc
+}
+
 // TestLedgerRecordsSession runs a session on a node recording on a real
 // embedded ledger, then reads the ledger back through its HTTP API: one
 // registration across a restart, one entry per step of the right kind,
@@ -51,13 +64,7 @@ func TestLedgerRecordsSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	e := node.OpenTestLedger(t)
-	srv := httptest.NewServer(e.Handler())
-	defer srv.Close()
-	lc, err := lclient.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, lc := ledgerAndClient(t)
 
 	dir := filepath.Join(tmp, "node")
 	tn := startLedgerNode(t, dir, e)
@@ -239,13 +246,7 @@ func TestLedgerRecordsFailedRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	e := node.OpenTestLedger(t)
-	srv := httptest.NewServer(e.Handler())
-	defer srv.Close()
-	lc, err := lclient.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, lc := ledgerAndClient(t)
 	tn := startLedgerNode(t, filepath.Join(tmp, "node"), e)
 	defer tn.Close()
 

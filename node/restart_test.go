@@ -130,26 +130,15 @@ func TestRestartKeepsUnfetchedResult(t *testing.T) {
 	}
 }
 
-// A run cut short by a node stop is run again at the next start, from the
-// program and inputs still sealed on disk.
-func TestRestartRerunsInterruptedRun(t *testing.T) {
-	s := newScenario(t)
-	dir := filepath.Join(t.TempDir(), "node")
+// interruptedSpin starts a node in dir, provisions a session of spin.wasm
+// (a run of seconds) on it and stops the node while the run is under way.
+// It returns the session's id and policy document.
+func interruptedSpin(ctx context.Context, t *testing.T, s *scenario, dir string) (id string, doc []byte) {
+	t.Helper()
 	tn := startNode(t, dir, nil)
 	wasm := readTestdata(t, "spin.wasm")
-	doc := s.sumPolicy(t, tn.platformKey(), "spin.wasm", wasm)
-	pol := mustParse(t, doc)
-	c := dial(t, tn)
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, pol)
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc = s.sumPolicy(t, tn.platformKey(), "spin.wasm", wasm)
+	as := createAttested(ctx, t, dial(t, tn), doc)
 	s.provisionSum(t, as, "spin.wasm", wasm)
 	st, err := as.Status(ctx)
 	if err != nil {
@@ -160,15 +149,26 @@ func TestRestartRerunsInterruptedRun(t *testing.T) {
 	}
 	as.CloseIdleConnections()
 	tn.stop()
+	return as.ID(), doc
+}
+
+// A run cut short by a node stop is run again at the next start, from the
+// program and inputs still sealed on disk.
+func TestRestartRerunsInterruptedRun(t *testing.T) {
+	s := newScenario(t)
+	dir := filepath.Join(t.TempDir(), "node")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	id, doc := interruptedSpin(ctx, t, s, dir)
 
 	tn2 := startNode(t, dir, nil)
 	c2 := dial(t, tn2)
-	as2, err := c2.Attest(ctx, id, pol)
+	as2, err := c2.Attest(ctx, id, mustParse(t, doc))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer as2.CloseIdleConnections()
-	st, err = as2.Wait(ctx)
+	st, err := as2.Wait(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,23 +254,9 @@ func TestStateSealedAtRestAndErasedOnClose(t *testing.T) {
 func TestRestartAfterExpiryDoesNotRerun(t *testing.T) {
 	s := newScenario(t)
 	dir := filepath.Join(t.TempDir(), "node")
-	tn := startNode(t, dir, nil)
-	wasm := readTestdata(t, "spin.wasm")
-	doc := s.sumPolicy(t, tn.platformKey(), "spin.wasm", wasm)
-	c := dial(t, tn)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	id, err := c.CreateSession(ctx, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := c.Attest(ctx, id, mustParse(t, doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.provisionSum(t, as, "spin.wasm", wasm)
-	as.CloseIdleConnections()
-	tn.stop()
+	id, _ := interruptedSpin(ctx, t, s, dir)
 
 	later := func() time.Time { return time.Now().Add(2 * time.Hour) } // the policy expires in one
 	tn2 := startNodeClock(t, dir, nil, later)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"slices"
 	"strings"
@@ -161,26 +160,6 @@ func flipHex(s string, i int) string {
 	return hex.EncodeToString(b)
 }
 
-// tamperPCK flips a byte in the PCK leaf certificate's signature inside
-// the quote, keeping every length the same.
-func tamperPCK(t *testing.T, quote []byte) []byte {
-	t.Helper()
-	start := bytes.Index(quote, []byte("-----BEGIN CERTIFICATE-----"))
-	end := bytes.Index(quote, []byte("-----END CERTIFICATE-----")) + len("-----END CERTIFICATE-----\n")
-	blk, _ := pem.Decode(quote[start:end])
-	if blk == nil {
-		t.Fatal("no PEM in quote")
-	}
-	blk.Bytes[len(blk.Bytes)-3] ^= 1
-	re := pem.EncodeToMemory(blk)
-	if len(re) != end-start {
-		t.Fatalf("re-encoded PCK PEM is %d bytes, was %d", len(re), end-start)
-	}
-	out := bytes.Clone(quote)
-	copy(out[start:], re)
-	return out
-}
-
 func TestTamperedAndOutOfWindow(t *testing.T) {
 	quote := read(t, "attestation/dcap/sgx_quote")
 	col := read(t, "attestation/dcap/sgx_quote_collateral.json")
@@ -207,7 +186,7 @@ func TestTamperedAndOutOfWindow(t *testing.T) {
 		{"attestation key", flip(sigOff + 64 + 5), col, opts, attest.ErrSignature, ""},
 		{"QE report", flip(sigOff + 128 + 64), col, opts, attest.ErrSignature, "QE report signature"},
 		{"QE report signature", flip(sigOff + 128 + 384 + 3), col, opts, attest.ErrSignature, "QE report signature"},
-		{"PCK certificate", tamperPCK(t, quote), col, opts, attest.ErrChain, "PCK certificate chain"},
+		{"PCK certificate", corpus.TamperPCK(t, quote), col, opts, attest.ErrChain, "PCK certificate chain"},
 		{"TCB info body", quote, replaceCollateral(t, col, "tcb_info", func(s string) string {
 			return strings.Replace(s, `"tcbStatus":"ConfigurationAndSWHardeningNeeded"`, `"tcbStatus":"UpToDate"`, 1)
 		}), opts, attest.ErrSignature, "TCB info signature"},
@@ -327,7 +306,7 @@ func TestTDXQuotesTamperedAndOutOfWindow(t *testing.T) {
 				{"last body byte", flip(len(q.SignedData) - 1), tc.in, attest.ErrSignature, "quote signature"},
 				{"quote signature", flip(sigOff + 7), tc.in, attest.ErrSignature, "quote signature"},
 				{"QE report", flip(sigOff + 128 + 6 + 64), tc.in, attest.ErrSignature, "QE report signature"},
-				{"PCK certificate", tamperPCK(t, quote), tc.in, attest.ErrChain, "PCK certificate chain"},
+				{"PCK certificate", corpus.TamperPCK(t, quote), tc.in, attest.ErrChain, "PCK certificate chain"},
 				{"after the window", quote, tc.after, attest.ErrExpired, ""},
 			}
 			if !tc.before.IsZero() {

@@ -3,8 +3,6 @@ package tdx
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
@@ -41,10 +39,11 @@ func verifyAt(ev *attest.Evidence, at time.Time) (*attest.Claims, error) {
 func TestConformanceSPRQuote(t *testing.T) {
 	q := read(t, "attestation/tdx/tdx_prod_quote_SPR_E4.dat")
 	root := read(t, "attestation/tdx/trusted_root.pem")
-	roots, err := parseRoots(root)
+	anchors, err := attest.ParseTrustAnchors("trusted_root.pem", root)
 	if err != nil {
 		t.Fatal(err)
 	}
+	roots := anchors.Roots
 	// 2026-11-30 rather than the clock: the PCK chain expires in 2029.
 	for _, at := range []time.Time{at2023, time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)} {
 		c, err := attest.Verify(context.Background(), &attest.Evidence{Class: attest.ClassTDX, Data: q}, attest.VerifyOptions{Now: at, Roots: roots, ReplaceRoots: true})
@@ -142,12 +141,12 @@ func TestTamperedSPRQuote(t *testing.T) {
 		}
 	}
 	// A flipped byte in the PCK leaf certificate's signature.
-	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: tamperPCK(t, q)}, at2023); !errors.Is(err, attest.ErrChain) {
+	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: corpus.TamperPCK(t, q)}, at2023); !errors.Is(err, attest.ErrChain) {
 		t.Errorf("PCK certificate: err = %v, want ErrChain", err)
 	}
 	// The same tampering with the PCS collateral: go-tdx-guest is never
 	// reached, package dcap refuses first.
-	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: tamperPCK(t, q), Collateral: pcsItems(t, "sample_tcbInfo_response")}, at2023); !errors.Is(err, attest.ErrChain) {
+	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: corpus.TamperPCK(t, q), Collateral: pcsItems(t, "sample_tcbInfo_response")}, at2023); !errors.Is(err, attest.ErrChain) {
 		t.Errorf("PCK certificate with PCS collateral: err = %v, want ErrChain", err)
 	}
 	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: read(t, "attestation/dcap/sgx_quote")}, time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC)); !errors.Is(err, attest.ErrMalformed) {
@@ -159,23 +158,6 @@ func TestSniff(t *testing.T) {
 	if !Sniff(read(t, "attestation/tdx/tdx_prod_quote_SPR_E4.dat")) || !Sniff(read(t, "attestation/tdx/quote_v5_sample.dat")) || Sniff(read(t, "attestation/dcap/sgx_quote")) {
 		t.Error("Sniff")
 	}
-}
-
-func parseRoots(pemData []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for rest := pemData; ; {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
 }
 
 // TestPCSCollateralThroughDCAP converts go-tdx-guest's sample PCS
@@ -200,26 +182,6 @@ func TestPCSCollateralThroughDCAP(t *testing.T) {
 	}
 }
 
-// tamperPCK flips a byte in the PCK leaf certificate's signature inside
-// the quote, keeping every length the same.
-func tamperPCK(t *testing.T, quote []byte) []byte {
-	t.Helper()
-	start := bytes.Index(quote, []byte("-----BEGIN CERTIFICATE-----"))
-	end := bytes.Index(quote, []byte("-----END CERTIFICATE-----")) + len("-----END CERTIFICATE-----\n")
-	blk, _ := pem.Decode(quote[start:end])
-	if blk == nil {
-		t.Fatal("no PEM in quote")
-	}
-	blk.Bytes[len(blk.Bytes)-3] ^= 1
-	re := pem.EncodeToMemory(blk)
-	if len(re) != end-start {
-		t.Fatalf("re-encoded PCK PEM is %d bytes, was %d", len(re), end-start)
-	}
-	out := bytes.Clone(quote)
-	copy(out[start:], re)
-	return out
-}
-
 // TestTamperedV5Sample: the v5 sample verifies without collateral from
 // 2026-01-27 (TestConformanceV5Sample); flipped bytes in its body (TD 1.5,
 // after the 6-byte body descriptor), its signature and its PCK certificate
@@ -241,7 +203,7 @@ func TestTamperedV5Sample(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrSignature", name, err)
 		}
 	}
-	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: tamperPCK(t, q)}, at); !errors.Is(err, attest.ErrChain) {
+	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: corpus.TamperPCK(t, q)}, at); !errors.Is(err, attest.ErrChain) {
 		t.Errorf("PCK certificate: err = %v, want ErrChain", err)
 	}
 	if _, err := verifyAt(&attest.Evidence{Class: attest.ClassTDX, Data: q}, time.Date(2053, 1, 1, 0, 0, 0, 0, time.UTC)); !errors.Is(err, attest.ErrExpired) {

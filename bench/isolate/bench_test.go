@@ -131,28 +131,22 @@ func benchRun(b *testing.B, opts isolate.Options, module []byte) {
 
 // BenchmarkRunOverhead: the trivial module through each execution path.
 // The difference between "warm" and "inprocess" is the jail's overhead.
-func BenchmarkRunOverhead(b *testing.B) {
-	b.Run("inprocess", func(b *testing.B) { benchRun(b, isolate.Options{InProcess: true}, emptyStart) })
-	b.Run("worker-cold", func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: isolate.WorkerBinarySelf}, emptyStart) })
-	b.Run("worker-warm", func(b *testing.B) {
-		benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: isolate.WorkerBinarySelf}, emptyStart)
-	})
-	b.Run("worker-cold-lean", func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: leanWorker}, emptyStart) })
-	b.Run("worker-warm-lean", func(b *testing.B) { benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: leanWorker}, emptyStart) })
+func BenchmarkRunOverhead(b *testing.B) { benchPaths(b, emptyStart) }
+
+// benchPaths runs module through each execution path: in process, and in
+// cold and warm workers that are this test binary re-executed or the lean
+// cloister-isolate.
+func benchPaths(b *testing.B, module []byte) {
+	b.Run("inprocess", func(b *testing.B) { benchRun(b, isolate.Options{InProcess: true}, module) })
+	for _, w := range []struct{ suffix, bin string }{{"", isolate.WorkerBinarySelf}, {"-lean", leanWorker}} {
+		b.Run("worker-cold"+w.suffix, func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: w.bin}, module) })
+		b.Run("worker-warm"+w.suffix, func(b *testing.B) { benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: w.bin}, module) })
+	}
 }
 
 // BenchmarkRunOverheadC: the same with a small C program (wasi-libc
 // start-up, printf).
-func BenchmarkRunOverheadC(b *testing.B) {
-	m := cModule(b)
-	b.Run("inprocess", func(b *testing.B) { benchRun(b, isolate.Options{InProcess: true}, m) })
-	b.Run("worker-cold", func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: isolate.WorkerBinarySelf}, m) })
-	b.Run("worker-warm", func(b *testing.B) {
-		benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: isolate.WorkerBinarySelf}, m)
-	})
-	b.Run("worker-cold-lean", func(b *testing.B) { benchRun(b, isolate.Options{WorkerBinary: leanWorker}, m) })
-	b.Run("worker-warm-lean", func(b *testing.B) { benchRun(b, isolate.Options{WarmWorkers: 2, WorkerBinary: leanWorker}, m) })
-}
+func BenchmarkRunOverheadC(b *testing.B) { benchPaths(b, cModule(b)) }
 
 // BenchmarkCachedInstantiate measures a small C module whose compiled code
 // is cached, as the jailed worker meets it once its job has arrived:
