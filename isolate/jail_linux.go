@@ -358,12 +358,10 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 	}
 	cmd.Dir = "/"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = jobR, resW, errW
-	pidfd := -1
 	attr := &syscall.SysProcAttr{
 		Setpgid:    true,
 		Pdeathsig:  syscall.SIGKILL,
 		Cloneflags: flags,
-		PidFD:      &pidfd, // awaitExit
 	}
 	id := nobodyID // root without a block of its own (idsMapped)
 	if j.ids != nil {
@@ -471,7 +469,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		}
 	}()
 	go func() {
-		awaitExit(pidfd)
+		awaitExit(cmd.Process.Pid)
 		w.waitErr = cmd.Wait()
 		close(w.done)
 	}()
