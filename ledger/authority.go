@@ -99,7 +99,9 @@ func validateEntry(v blockView, se *SignedEntry, index uint64, now time.Time) ([
 	nonceKey := append(bytes.Clone(pub), be64(e.Nonce)...)
 	if prev := v.get(bucketNonces, nonceKey); prev != nil {
 		i, _ := getU64(prev)
-		return nil, reject(CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", e.Nonce, i)
+		rej := reject(CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", e.Nonce, i)
+		rej.nonceHeld = true
+		return nil, rej
 	}
 	b := body{kind: e.Kind}
 	if e.Kind != KindNote { // a note's body is any object; don't parse it

@@ -42,6 +42,9 @@ type RejectedError struct {
 	// replay of an entry not committed yet).
 	HeldBy    *uint64
 	SameEntry bool
+	// nonceHeld marks the state machine's refusal of a used nonce (as
+	// against a repeat refused by a kind's own rule, which has no holder).
+	nonceHeld bool
 }
 
 func (e *RejectedError) Error() string { return e.Reason }

@@ -78,6 +78,45 @@ func TestStateMachineRefusals(t *testing.T) {
 			t.Errorf("HTTP refusal of the same entry signed again: %s", b)
 		}
 	})
+	t.Run("replay_together", func(t *testing.T) {
+		// Two entries under one nonce that reach the mempool together both
+		// pass CheckTx (it sees committed entries only); the block takes
+		// one and refuses the other, which must still be told which entry
+		// holds the nonce and whether it is the same one.
+		for _, same := range []bool{true, false} {
+			nonce := testNonce.Add(1)
+			first, err := NewEntryWithNonce(key, KindNote, map[string]any{"text": "together"}, nonce, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := "together"
+			if !same {
+				text = "apart"
+			}
+			second, err := NewEntryWithNonce(key, KindNote, map[string]any{"text": text}, nonce, time.Now().Add(time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p1, err := e.ln.enqueue(first.Encode(), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p1.release()
+			p2, err := e.ln.enqueue(second.Encode(), true)
+			var rej *RejectedError
+			if err == nil { // the usual case: both in the mempool
+				defer p2.release()
+				_, err = p2.wait(ctx)
+			}
+			rc, err1 := p1.wait(ctx)
+			if err1 != nil {
+				t.Fatalf("the first copy: %v", err1)
+			}
+			if !errors.As(err, &rej) || rej.Code != CodeReplay || rej.HeldBy == nil || *rej.HeldBy != rc.Index || rej.SameEntry != same {
+				t.Fatalf("same entry %v: the second copy got %v %+v; want a replay held by entry %d, same_entry %v", same, err, rej, rc.Index, same)
+			}
+		}
+	})
 	t.Run("unauthorized", func(t *testing.T) {
 		// Not a registered node.
 		se := signEntry(t, key, KindSessionEvent, map[string]any{"session": "s1", "event": "session.created", "policy_hash": strings.Repeat("ab", 32)})
@@ -190,7 +229,7 @@ func TestStateMachineRefusals(t *testing.T) {
 			t.Fatalf("entry %d in the log is not a valid entry: %v", i, err)
 		}
 	}
-	if want := uint64(9); st.Size != want {
+	if want := uint64(11); st.Size != want { // two of them by replay_together
 		t.Fatalf("log size %d, want %d accepted entries", st.Size, want)
 	}
 }

@@ -121,6 +121,14 @@ func (p *pendingTx) wait(ctx context.Context) (Receipt, error) {
 			return Receipt{}, o.err
 		}
 		if o.rej != nil {
+			if o.rej.Code == CodeReplay && o.rej.nonceHeld && o.rej.HeldBy == nil {
+				// Two entries under one nonce passed CheckTx together
+				// (it sees committed entries only) and the block took
+				// the other: it is committed now, so say which it is.
+				if c := p.ln.committedCopy(p.tx); c != nil && c.Code == CodeReplay {
+					return Receipt{}, c
+				}
+			}
 			return Receipt{}, o.rej
 		}
 		if p.duplicate {

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -587,57 +586,5 @@ func TestEntryRenumberedWhenNumberTaken(t *testing.T) {
 	defer is.s.mu.Unlock()
 	if ev := is.s.rec.Events[0]; ev.LedgerIndex == 0 || ev.Entry != nil {
 		t.Errorf("after renumbering: index %d, still staged %v", ev.LedgerIndex, ev.Entry != nil)
-	}
-}
-
-// pendingThenCommitted answers, like a ledger whose copy of the entry is
-// still pending, "replay, holder not known" the first pending times, then
-// what the committed holder settles: the same entry at index 42, or
-// another one.
-type pendingThenCommitted struct {
-	pending int // answers still to give as pending; < 0: forever
-	same    bool
-	calls   int
-}
-
-func (p *pendingThenCommitted) Append(ctx context.Context, se *ledger.SignedEntry) (ledger.Receipt, error) {
-	p.calls++
-	if p.pending != 0 {
-		p.pending--
-		return ledger.Receipt{}, &ledger.RejectedError{Code: ledger.CodeReplay, Reason: "nonce pending"}
-	}
-	idx := uint64(42)
-	return ledger.Receipt{}, &ledger.RejectedError{Code: ledger.CodeReplay, Reason: "nonce used", HeldBy: &idx, SameEntry: p.same}
-}
-
-// TestEntryHeldByAPendingCopy: an entry whose number a pending entry
-// holds is neither taken as recorded nor dropped: the node asks again
-// until the holder is committed and then tells the two apart, or leaves
-// the entry for a later attempt.
-func TestEntryHeldByAPendingCopy(t *testing.T) {
-	defer func(d time.Duration) { pendingRetry = d }(pendingRetry)
-	pendingRetry = time.Millisecond
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := json.RawMessage(`{"event":"session.created"}`)
-	ctx := context.Background()
-
-	same := &pendingThenCommitted{pending: 3, same: true}
-	idx, err := (&ledgerLog{app: same, key: key}).RecordNumbered(ctx, LedgerKindSessionEvent, body, 7)
-	if !errors.Is(err, ErrAlreadyRecorded) || idx != 42 || same.calls != 4 {
-		t.Fatalf("pending, then committed as the same entry: index %d, %v after %d calls; want 42, ErrAlreadyRecorded after 4", idx, err, same.calls)
-	}
-	other := &pendingThenCommitted{pending: 2}
-	if _, err := (&ledgerLog{app: other, key: key}).RecordNumbered(ctx, LedgerKindSessionEvent, body, 7); !errors.Is(err, ErrNumberTaken) {
-		t.Fatalf("pending, then committed as another entry: %v, want ErrNumberTaken", err)
-	}
-	forever := &pendingThenCommitted{pending: -1}
-	tctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	_, err = (&ledgerLog{app: forever, key: key}).RecordNumbered(tctx, LedgerKindSessionEvent, body, 7)
-	if !errors.Is(err, errHeldByPending) || entryDone(err) || forever.calls < 2 {
-		t.Fatalf("still pending when time is up: %v (done: %v) after %d calls; want errHeldByPending, not done, asked more than once", err, entryDone(err), forever.calls)
 	}
 }

@@ -63,40 +63,13 @@ func (l *ledgerLog) Record(ctx context.Context, kind string, body any) (uint64, 
 // second entry with the same (submitter, nonce), whatever its time, so an
 // entry signed again after a restart (with the current time, as the
 // ledger's time window requires) is recorded at most once.
-//
-// While the number is held by an entry still pending (sent by an earlier
-// attempt that timed out, say), the ledger cannot yet say whether that
-// entry is this one or will commit at all: RecordNumbered asks again,
-// backing off, until the holder is committed — then it is told apart as
-// for any committed entry — or ctx ends, when the entry is left for a
-// later attempt (errHeldByPending, not done with).
 func (l *ledgerLog) RecordNumbered(ctx context.Context, kind string, body json.RawMessage, number uint64) (uint64, error) {
-	for delay := pendingRetry; ; delay = min(2*delay, 2*time.Second) {
-		se, err := ledger.NewEntryWithNonce(l.key, ledger.Kind(kind), body, number, time.Now())
-		if err != nil {
-			return 0, fmt.Errorf("%w: %v", ErrRefused, err)
-		}
-		idx, err := l.append(ctx, se)
-		if !errors.Is(err, errHeldByPending) {
-			return idx, err
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return 0, err
-		case <-t.C:
-		}
+	se, err := ledger.NewEntryWithNonce(l.key, ledger.Kind(kind), body, number, time.Now())
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
+	return l.append(ctx, se)
 }
-
-// pendingRetry is the first wait before asking again about a number held
-// by a pending entry (a block or two).
-var pendingRetry = 100 * time.Millisecond
-
-// errHeldByPending: the entry's number is held by an entry the ledger has
-// not committed yet. Not done with: it is sent again.
-var errHeldByPending = errors.New("event log: this number is held by an entry not committed yet")
 
 func (l *ledgerLog) append(ctx context.Context, se *ledger.SignedEntry) (uint64, error) {
 	rc, err := l.app.Append(ctx, se)
@@ -111,10 +84,11 @@ func (l *ledgerLog) append(ctx context.Context, se *ledger.SignedEntry) (uint64,
 	case rej.Code == ledger.CodeReplay && rej.HeldBy != nil:
 		return *rej.HeldBy, fmt.Errorf("%w: %v", ErrAlreadyRecorded, rej)
 	case rej.Code == ledger.CodeReplay:
-		// Held by an entry not committed yet: this one sent by an
-		// earlier attempt, or another under a reused number. Which, and
-		// whether it commits at all, is known once it is committed.
-		return 0, fmt.Errorf("%w: %v", errHeldByPending, rej)
+		// A repeat refused by the kind's own rule (a session created
+		// twice, a grant revoked twice): what the entry says is already
+		// recorded. A used nonce always comes with its holder (held_by),
+		// also when two copies reached the ledger together.
+		return 0, fmt.Errorf("%w: %v", ErrAlreadyRecorded, rej)
 	case rej.Code == ledger.CodeMissingReference, rej.Code == ledger.CodeStaleTime, rej.Code == ledger.CodeUnavailable:
 		return 0, err // may pass later
 	default:
