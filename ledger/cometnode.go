@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,9 +34,9 @@ const (
 
 type homeConfig struct {
 	ChainID string `json:"chain_id"`
-	// P2PListen is the CometBFT peer address, host:port. Empty means a
-	// free loopback port chosen at each start (a single validator has no
-	// peers to tell).
+	// P2PListen is the CometBFT peer address, host:port. Empty means
+	// 127.0.0.1:0, a port the kernel picks as CometBFT binds it (a single
+	// validator has no peers to tell).
 	P2PListen string `json:"p2p_listen,omitempty"`
 	// APIListen and APIURL are where StartValidator serves the HTTP API.
 	APIListen string `json:"api_listen,omitempty"`
@@ -250,18 +249,6 @@ func writeGenesis(homes []string, chainID string, pubs []ed25519.PublicKey) erro
 	return nil
 }
 
-// freeLoopbackAddr asks the kernel for a free 127.0.0.1 port. Another
-// process may take it before it is used; good enough for tests and local
-// testnets.
-func freeLoopbackAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // ledgerNode is a running validator: CometBFT node, application, store.
 type ledgerNode struct {
 	app   *app
@@ -277,11 +264,7 @@ func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *sl
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if hc.P2PListen == "" {
-		addr, err := freeLoopbackAddr()
-		if err != nil {
-			return nil, err
-		}
-		hc.P2PListen = addr
+		hc.P2PListen = "127.0.0.1:0"
 	}
 	c := cometConfig(home, hc)
 	if err := c.ValidateBasic(); err != nil {

@@ -66,7 +66,7 @@ func OpenEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embed
 	// Embedded ledgers have no peers: CometBFT still listens for them, on
 	// a port the kernel picks as it binds (a port chosen beforehand could
 	// be taken by someone else before CometBFT binds it).
-	hc.P2PListen = "127.0.0.1:0"
+	hc.P2PListen = ""
 	ln, err := startLedgerNode(ctx, dir, hc, opts.Logger, opts.Verbose)
 	if err != nil {
 		return nil, fmt.Errorf("embedded ledger: %w", err)
