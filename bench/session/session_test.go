@@ -297,24 +297,46 @@ func load(ctx context.Context, n, par int, op func(context.Context) error) (lat 
 // for) and everything else running on the machine, so it is only
 // meaningful on a quiet machine.
 func machineBusy() time.Duration {
+	busy, _, _ := machineTimes()
+	return busy
+}
+
+// machineTimes returns, from /proc/stat, the CPU time all processors spent
+// busy (as machineBusy) and idle (idle, iowait) so far, and how many
+// processors there are; busy is -1 if it cannot be read.
+func machineTimes() (busy, idle time.Duration, cpus int) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return -1
+		return -1, -1, 0
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
+	lines := strings.Split(string(b), "\n")
+	f := strings.Fields(lines[0])
 	if len(f) < 9 || f[0] != "cpu" {
-		return -1
+		return -1, -1, 0
 	}
-	var ticks int64
-	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
-		v, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			return -1
+	sum := func(cols ...int) (time.Duration, bool) {
+		var ticks int64
+		for _, i := range cols {
+			v, err := strconv.ParseInt(f[i], 10, 64)
+			if err != nil {
+				return 0, false
+			}
+			ticks += v
 		}
-		ticks += v
+		return time.Duration(ticks) * time.Second / 100, true // USER_HZ
 	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+	var ok1, ok2 bool
+	busy, ok1 = sum(1, 2, 3, 6, 7) // user nice system irq softirq
+	idle, ok2 = sum(4, 5)          // idle iowait
+	if !ok1 || !ok2 {
+		return -1, -1, 0
+	}
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, "cpu") {
+			cpus++
+		}
+	}
+	return busy, idle, cpus
 }
 
 // cpuTimes returns the CPU time (user and system) of this process, where
