@@ -4,10 +4,11 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/cloisterhq/cloister/internal/loopback"
 )
 
 // TestnetOptions configure GenerateTestnet.
@@ -64,7 +65,7 @@ func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValida
 		}
 	}()
 	addr := func() (string, error) {
-		l, err := listenOutsideEphemeral()
+		l, err := loopback.Listen()
 		if err != nil {
 			return "", err
 		}
@@ -98,27 +99,4 @@ func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValida
 		out[i] = TestnetValidator{Home: h, APIURL: hc.APIURL}
 	}
 	return out, nil
-}
-
-// listenOutsideEphemeral listens on a free loopback port below the
-// kernel's ephemeral range, where no other program's port-0 listener or
-// outgoing connection is given a port: the validators are told their ports
-// now and bind them later, and a port from the ephemeral range could be
-// handed to someone else meanwhile. Without the range, or below it no room,
-// it falls back to port 0.
-func listenOutsideEphemeral() (net.Listener, error) {
-	low := 0
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		fmt.Sscan(string(b), &low)
-	}
-	const floor = 10000
-	if low-floor >= 1000 {
-		for range 64 {
-			port := floor + mathrand.IntN(low-floor)
-			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-				return l, nil
-			}
-		}
-	}
-	return net.Listen("tcp", "127.0.0.1:0")
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/internal/loopback"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
@@ -209,7 +210,7 @@ func TestSessionCLIEndToEnd(t *testing.T) {
 // cleanly.
 func startNodeCommand(t *testing.T, dataDir string, args ...string) (addr string, logs *lockedBuffer, stop func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := loopback.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"strconv"
 	"time"
+
+	"github.com/cloisterhq/cloister/internal/loopback"
 )
 
 // ErrNotInstalled is returned when the swtpm binary is not on PATH.
@@ -114,7 +116,7 @@ func (s *Server) Stop() {
 // freePortPair finds a port p such that p and p+1 are both free now.
 func freePortPair() (int, error) {
 	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := loopback.Listen()
 		if err != nil {
 			return 0, err
 		}

@@ -1,0 +1,36 @@
+// Package loopback finds loopback ports for programs that are told a port
+// now and bind it later (ledger testnet validators, swtpm, a node started
+// by a test).
+package loopback
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+)
+
+// floor is the lowest port Listen picks: below it lie the well-known and
+// many registered services' ports.
+const floor = 10000
+
+// Listen listens on a free 127.0.0.1 port below the kernel's ephemeral
+// range, where no other program's port-0 listener or outgoing connection is
+// ever given a port: closed again, the port stays free for whoever it is
+// told to, unless someone binds that very port. Where the range cannot be
+// read, or leaves no room below it, it listens on port 0.
+func Listen() (net.Listener, error) {
+	low := 0
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &low)
+	}
+	if low-floor >= 1000 {
+		for range 64 {
+			port := floor + rand.IntN(low-floor)
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				return l, nil
+			}
+		}
+	}
+	return net.Listen("tcp", "127.0.0.1:0")
+}
