@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestAwaitExit: awaitExit returns only once the child has exited, and the
@@ -43,9 +45,13 @@ func TestAwaitExit(t *testing.T) {
 		t.Fatalf("Wait with a non-blocking pidfd open beside it: %v, %v", err, cmd.ProcessState)
 	}
 
-	// A child that exited before the wait began.
+	// A child that exited before the wait began (waitid with WNOWAIT
+	// waits for the exit without reaping it).
 	cmd = start()
-	time.Sleep(400 * time.Millisecond)
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
 	t0 = time.Now()
 	awaitExit(cmd.Process.Pid)
 	if d := time.Since(t0); d > 100*time.Millisecond {

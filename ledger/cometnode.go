@@ -34,9 +34,10 @@ const (
 
 type homeConfig struct {
 	ChainID string `json:"chain_id"`
-	// P2PListen is the CometBFT peer address, host:port. Empty means
-	// 127.0.0.1:0, a port the kernel picks as CometBFT binds it (a single
-	// validator has no peers to tell).
+	// P2PListen is the CometBFT peer address, host:port. Empty (embedded
+	// ledgers only: StartValidator wants an address its peers can be
+	// told) means 127.0.0.1:0, a port the kernel picks as CometBFT binds
+	// it.
 	P2PListen string `json:"p2p_listen,omitempty"`
 	// APIListen and APIURL are where StartValidator serves the HTTP API.
 	APIListen string `json:"api_listen,omitempty"`

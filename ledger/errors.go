@@ -38,8 +38,11 @@ type RejectedError struct {
 	// the entry that already holds the (submitter, nonce), and SameEntry
 	// says whether it has the refused entry's kind and body (the same
 	// entry signed again, perhaps at another time) rather than another
-	// entry under that nonce. HeldBy is nil when that is not known (a
-	// replay of an entry not committed yet).
+	// entry under that nonce — also when both reached the mempool together
+	// and the block took the other (the answer comes once it is
+	// committed). HeldBy is nil for a repeat refused by a kind's own rule
+	// (a session created twice, a grant revoked twice), which has no
+	// holder.
 	HeldBy    *uint64
 	SameEntry bool
 	// nonceHeld marks the state machine's refusal of a used nonce (as
