@@ -287,7 +287,16 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	if j.ConformanceRoot != "" {
 		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(j.ConformanceRoot, "/"))
 	} else {
-		gfs = newGuestFS(j.Inputs, j.MaxOutput, j.MaxOutputFiles, now)
+		block, blocks, err := areaLayout(j.MaxOutput, j.MaxOutputFiles)
+		if err != nil {
+			return finish(invalid(&rep, "%v", err)), nil
+		}
+		store, err := newMemoryStore(block * int64(blocks))
+		if err != nil {
+			return nil, fmt.Errorf("isolate: %w", err)
+		}
+		defer store.close()
+		gfs = newGuestFS(j.Inputs, newOutputArea(store, block, blocks), j.MaxOutput, j.MaxOutputFiles, now)
 		mc = mc.WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(gfs, "/"))
 	}
 
@@ -310,7 +319,9 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	rep.StdoutTruncated, rep.StderrTruncated = stdout.truncated, stderr.truncated
 	classify(&rep, err, alloc.refused.Load(), ctx.Err())
 	if gfs != nil {
-		res.Outputs, rep.OutputLimitsHit = gfs.collect()
+		if res.Outputs, rep.OutputLimitsHit, err = gfs.collect(); err != nil {
+			return nil, err
+		}
 		for _, o := range res.Outputs {
 			s := sha256.Sum256(o.Data)
 			rep.Outputs = append(rep.Outputs, OutputInfo{Name: o.Name, Bytes: int64(len(o.Data)), SHA256: hex.EncodeToString(s[:])})

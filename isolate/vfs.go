@@ -1,6 +1,7 @@
 package isolate
 
 import (
+	"fmt"
 	"io"
 	"io/fs"
 	"path"
@@ -23,15 +24,19 @@ const errOutputLimit = experimentalsys.EIO
 type refusal int
 
 const (
-	refusedNone  refusal = iota
-	refusedBytes         // MaxOutput: ENOSPC
-	refusedFiles         // MaxOutputFiles: EDQUOT
+	refusedNone    refusal = iota
+	refusedBytes           // MaxOutput: ENOSPC
+	refusedFiles           // MaxOutputFiles: EDQUOT
+	refusedHandles         // maxOpenHandles: EMFILE
 )
 
 // errno is the WASI errno the guest is told.
 func (r refusal) errno() uint32 {
-	if r == refusedFiles {
+	switch r {
+	case refusedFiles:
 		return wasiErrnoDquot
+	case refusedHandles:
+		return wasiErrnoMfile
 	}
 	return wasiErrnoNospc
 }
@@ -41,15 +46,31 @@ func (r refusal) errno() uint32 {
 //	/input/NAME   read-only, the bytes the host supplied
 //	/output/NAME  writable, flat, bounded in total bytes and file count
 //
-// Nothing else exists. It lives entirely in memory: no host file is opened
-// while the guest runs, and outputs are handed back to the caller as bytes.
+// Nothing else exists. No host file is opened on the guest's behalf while
+// it runs; output bytes live in an output area (outputarea.go) and are
+// handed back to the caller when the run ends.
+//
+// The budget is an invariant over what the guest holds, not over names: a
+// file is held while it is named under /output/ or open through any
+// handle (an unlinked or renamed-over file that is still open keeps its
+// bytes, as on a disk), and
+//
+//	used  = the sum of the sizes of the held files  ≤ MaxOutput
+//	held  = the number of held files                ≤ MaxOutputFiles
+//	handles open at once                           ≤ maxOpenHandles
+//
+// after every operation (TestGuestFSBudgetProperty drives random sequences
+// of every file operation against a model and checks it after each step).
 type guestFS struct {
 	experimentalsys.UnimplementedFS
 
 	mu       sync.Mutex
 	inputs   map[string][]byte
-	outputs  map[string]*outNode
-	used     int64 // total bytes held by outputs
+	outputs  map[string]*outNode // the named files
+	area     *outputArea
+	used     int64 // bytes of the held files
+	held     int   // held files: named, or open after losing their name
+	handles  int   // open handles of any kind
 	maxBytes int64
 	maxFiles int
 	// bytesHit and filesHit say a limit refused something during the
@@ -60,12 +81,24 @@ type guestFS struct {
 	now                func() int64
 	nextIno            sys.Inode
 	inoOf              map[string]sys.Inode
+	// broken is set when the output area failed (an I/O error of its
+	// store): every later output operation fails with EIO.
+	broken error
 }
 
+// maxOpenHandles bounds the handles the guest holds open at once (each
+// costs the worker memory, and wazero's descriptor table has no bound of
+// its own). Opening one more fails with EMFILE.
+const maxOpenHandles = 1024
+
+// outNode is one output file.
 type outNode struct {
-	data  []byte
-	mtime int64
-	ino   sys.Inode
+	size   int64
+	blocks []uint32 // its blocks in the output area: ceil(size/block) of them
+	mtime  int64
+	ino    sys.Inode
+	named  bool // it has a name under /output/
+	open   int  // handles open on it
 }
 
 const (
@@ -75,10 +108,13 @@ const (
 	inoFirstFile
 )
 
-func newGuestFS(inputs map[string][]byte, maxBytes int64, maxFiles int, now func() int64) *guestFS {
+// newGuestFS makes the file system of one run. The output area is the
+// caller's: it must be sized by areaLayout for maxBytes and maxFiles.
+func newGuestFS(inputs map[string][]byte, area *outputArea, maxBytes int64, maxFiles int, now func() int64) *guestFS {
 	g := &guestFS{
 		inputs:   inputs,
 		outputs:  map[string]*outNode{},
+		area:     area,
 		maxBytes: maxBytes,
 		maxFiles: maxFiles,
 		now:      now,
@@ -169,7 +205,18 @@ func isWrite(flag experimentalsys.Oflag) bool {
 func (g *guestFS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	f, errno := g.openLocked(p, flag)
+	if errno == 0 {
+		g.handles++
+	}
+	return f, errno
+}
+
+func (g *guestFS) openLocked(p string, flag experimentalsys.Oflag) (experimentalsys.File, experimentalsys.Errno) {
 	k, name := g.resolve(p)
+	if g.handles >= maxOpenHandles && k != kNone && k != kNotDir {
+		return nil, g.refuse(refusedHandles)
+	}
 	switch k {
 	case kRoot, kInputDir, kOutputDir:
 		if flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR|experimentalsys.O_TRUNC) != 0 {
@@ -206,27 +253,33 @@ func (g *guestFS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) 
 			if len(name) > 255 {
 				return nil, experimentalsys.ENAMETOOLONG
 			}
-			if len(g.outputs) >= g.maxFiles {
+			if flag&experimentalsys.O_DIRECTORY != 0 {
+				return nil, experimentalsys.ENOTDIR
+			}
+			if g.held >= g.maxFiles {
 				return nil, g.refuse(refusedFiles)
 			}
-			n = &outNode{mtime: g.now(), ino: g.nextIno}
+			n = &outNode{mtime: g.now(), ino: g.nextIno, named: true}
 			g.nextIno++
 			g.outputs[name] = n
+			g.held++
 		} else if flag&experimentalsys.O_CREAT != 0 && flag&experimentalsys.O_EXCL != 0 {
 			return nil, experimentalsys.EEXIST
 		}
 		if flag&experimentalsys.O_DIRECTORY != 0 {
 			return nil, experimentalsys.ENOTDIR
 		}
-		f := &outFile{g: g, name: name, n: n,
+		f := &outFile{g: g, n: n,
 			read:   flag&experimentalsys.O_WRONLY == 0,
 			write:  flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR) != 0,
 			append: flag&experimentalsys.O_APPEND != 0}
 		if flag&experimentalsys.O_TRUNC != 0 && f.write {
-			g.used -= int64(len(n.data))
-			n.data = n.data[:0]
+			if errno := g.resize(n, 0); errno != 0 {
+				return nil, errno
+			}
 			n.mtime = g.now()
 		}
+		n.open++
 		return f, 0
 	}
 	if k == kNotDir {
@@ -240,6 +293,80 @@ func (g *guestFS) OpenFile(p string, flag experimentalsys.Oflag, _ fs.FileMode) 
 		}
 	}
 	return nil, experimentalsys.ENOENT
+}
+
+// closeHandle ends one open handle; n is the output it was open on, if any.
+func (g *guestFS) closeHandle(n *outNode) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.handles--
+	if n != nil {
+		n.open--
+		g.releaseIfUnheld(n)
+	}
+}
+
+// releaseIfUnheld gives back the bytes and the file slot of a file that
+// has neither a name nor an open handle any more; g.mu is held.
+func (g *guestFS) releaseIfUnheld(n *outNode) {
+	if n.named || n.open > 0 {
+		return
+	}
+	g.used -= n.size
+	g.held--
+	if err := g.area.release(n.blocks); err != nil {
+		g.fail(err)
+	}
+	n.blocks, n.size = nil, 0
+}
+
+// fail records that the output area failed; g.mu is held.
+func (g *guestFS) fail(err error) {
+	if g.broken == nil {
+		g.broken = err
+	}
+}
+
+// resize makes n size bytes long, within the budget: growing reads zeros
+// (the area's invariant), shrinking gives blocks back and zeroes the rest
+// of the last one. g.mu is held.
+func (g *guestFS) resize(n *outNode, size int64) experimentalsys.Errno {
+	if g.broken != nil {
+		return experimentalsys.EIO
+	}
+	switch {
+	case size > n.size:
+		if size-n.size > g.maxBytes-g.used {
+			return g.refuse(refusedBytes)
+		}
+		want := (size + g.area.block - 1) / g.area.block
+		for int64(len(n.blocks)) < want {
+			b, err := g.area.alloc()
+			if err != nil {
+				// Cannot happen while the accounting holds (outputarea.go);
+				// refused like a full budget, nothing changed but the
+				// blocks, which stay with the file and are counted.
+				return g.refuse(refusedBytes)
+			}
+			n.blocks = append(n.blocks, b)
+		}
+	case size < n.size:
+		keep := (size + g.area.block - 1) / g.area.block
+		if rest := size % g.area.block; rest != 0 {
+			at := int64(n.blocks[keep-1])*g.area.block + rest
+			if err := g.area.store.zero(at, g.area.block-rest); err != nil {
+				g.fail(err)
+				return experimentalsys.EIO
+			}
+		}
+		if err := g.area.release(n.blocks[keep:]); err != nil {
+			g.fail(err)
+		}
+		n.blocks = n.blocks[:keep:keep]
+	}
+	g.used += size - n.size
+	n.size = size
+	return 0
 }
 
 func (g *guestFS) statLocked(k kind, name string) (sys.Stat_t, experimentalsys.Errno) {
@@ -262,7 +389,7 @@ func (g *guestFS) statLocked(k kind, name string) (sys.Stat_t, experimentalsys.E
 		if !ok {
 			return sys.Stat_t{}, experimentalsys.ENOENT
 		}
-		return sys.Stat_t{Ino: n.ino, Mode: 0o644, Nlink: 1, Size: int64(len(n.data)), Atim: n.mtime, Mtim: n.mtime, Ctim: n.mtime}, 0
+		return n.stat(), 0
 	case kNotDir:
 		return sys.Stat_t{}, experimentalsys.ENOTDIR
 	}
@@ -328,7 +455,9 @@ func (g *guestFS) Rename(from, to string) experimentalsys.Errno {
 		return 0
 	}
 	if old, ok := g.outputs[nt]; ok {
-		g.used -= int64(len(old.data))
+		// Replaced: it keeps its bytes for as long as it is open.
+		old.named = false
+		g.releaseIfUnheld(old)
 	}
 	delete(g.outputs, nf)
 	g.outputs[nt] = n
@@ -365,8 +494,10 @@ func (g *guestFS) Unlink(p string) experimentalsys.Errno {
 		if !ok {
 			return experimentalsys.ENOENT
 		}
-		g.used -= int64(len(n.data))
+		// Unnamed: it keeps its bytes for as long as it is open.
+		n.named = false
 		delete(g.outputs, name)
+		g.releaseIfUnheld(n)
 		return 0
 	case kInput:
 		if _, ok := g.inputs[name]; !ok {
@@ -420,9 +551,10 @@ func (g *guestFS) Utimens(p string, _, mtim int64) experimentalsys.Errno {
 // refuse records that a limit refused an operation; g.mu is held.
 func (g *guestFS) refuse(r refusal) experimentalsys.Errno {
 	g.last = r
-	if r == refusedFiles {
+	switch r {
+	case refusedFiles:
 		g.filesHit = true
-	} else {
+	case refusedBytes:
 		g.bytesHit = true
 	}
 	return errOutputLimit
@@ -437,14 +569,23 @@ func (g *guestFS) takeRefusal() refusal {
 	return r
 }
 
-// collect returns the outputs in name order and the limits that refused
-// something (Report.OutputLimitsHit).
-func (g *guestFS) collect() ([]Output, []string) {
+// collect returns the named outputs in name order, their bytes read from
+// the output area, and the limits that refused something
+// (Report.OutputLimitsHit).
+func (g *guestFS) collect() ([]Output, []string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.broken != nil {
+		return nil, nil, fmt.Errorf("isolate: the output area failed: %w", g.broken)
+	}
 	outs := make([]Output, 0, len(g.outputs))
 	for _, name := range sortedKeys(g.outputs) {
-		outs = append(outs, Output{Name: name, Data: g.outputs[name].data})
+		n := g.outputs[name]
+		data := make([]byte, n.size)
+		if err := g.area.io(n.blocks, data, 0, false); err != nil {
+			return nil, nil, fmt.Errorf("isolate: reading output %q from the output area: %w", name, err)
+		}
+		outs = append(outs, Output{Name: name, Data: data})
 	}
 	var hit []string
 	if g.bytesHit {
@@ -453,16 +594,17 @@ func (g *guestFS) collect() ([]Output, []string) {
 	if g.filesHit {
 		hit = append(hit, LimitMaxOutputFiles)
 	}
-	return outs, hit
+	return outs, hit, nil
 }
 
 // dirFile is an open directory: "/", "/input" or "/output".
 type dirFile struct {
 	experimentalsys.UnimplementedFile
 	experimentalsys.DirFile
-	g    *guestFS
-	k    kind
-	read bool // entries already returned (reset by Seek(0))
+	g      *guestFS
+	k      kind
+	read   bool // entries already returned (reset by Seek(0))
+	closed bool
 }
 
 func (d *dirFile) Dev() (uint64, experimentalsys.Errno) { return 0, 0 }
@@ -491,7 +633,13 @@ func (d *dirFile) Datasync() experimentalsys.Errno      { return 0 }
 func (d *dirFile) Utimens(int64, int64) experimentalsys.Errno {
 	return experimentalsys.EROFS
 }
-func (d *dirFile) Close() experimentalsys.Errno { return 0 }
+func (d *dirFile) Close() experimentalsys.Errno {
+	if !d.closed {
+		d.closed = true
+		d.g.closeHandle(nil)
+	}
+	return 0
+}
 
 func (d *dirFile) Stat() (sys.Stat_t, experimentalsys.Errno) {
 	d.g.mu.Lock()
@@ -541,11 +689,12 @@ func (d *dirFile) Readdir(n int) ([]experimentalsys.Dirent, experimentalsys.Errn
 // inFile is an open input: read-only.
 type inFile struct {
 	experimentalsys.UnimplementedFile
-	g    *guestFS
-	name string
-	data []byte
-	off  int64
-	ino  sys.Inode
+	g      *guestFS
+	name   string
+	data   []byte
+	off    int64
+	ino    sys.Inode
+	closed bool
 }
 
 func (f *inFile) Dev() (uint64, experimentalsys.Errno)    { return 0, 0 }
@@ -590,7 +739,13 @@ func (f *inFile) Truncate(int64) experimentalsys.Errno       { return experiment
 func (f *inFile) Sync() experimentalsys.Errno                { return 0 }
 func (f *inFile) Datasync() experimentalsys.Errno            { return 0 }
 func (f *inFile) Utimens(int64, int64) experimentalsys.Errno { return experimentalsys.EROFS }
-func (f *inFile) Close() experimentalsys.Errno               { return 0 }
+func (f *inFile) Close() experimentalsys.Errno {
+	if !f.closed {
+		f.closed = true
+		f.g.closeHandle(nil)
+	}
+	return 0
+}
 
 func seek(cur, size, offset int64, whence int) (int64, experimentalsys.Errno) {
 	var base int64
@@ -615,14 +770,27 @@ func seek(cur, size, offset int64, whence int) (int64, experimentalsys.Errno) {
 // which returns an Errno) for a broken io.Seeker.
 type fileOffset = int64
 
-// outFile is an open output.
+// outFile is an open output. It stays on its file whatever happens to the
+// file's name (rename, unlink): writes through it are the file's, and
+// count against the budget while the handle keeps the file held.
 type outFile struct {
 	experimentalsys.UnimplementedFile
 	g                   *guestFS
-	name                string
 	n                   *outNode
 	off                 int64
 	read, write, append bool
+	closed              bool
+}
+
+func (n *outNode) stat() sys.Stat_t {
+	return sys.Stat_t{Ino: n.ino, Mode: 0o644, Nlink: nlink(n.named), Size: n.size, Atim: n.mtime, Mtim: n.mtime, Ctim: n.mtime}
+}
+
+func nlink(named bool) uint64 {
+	if named {
+		return 1
+	}
+	return 0
 }
 
 func (f *outFile) Dev() (uint64, experimentalsys.Errno)    { return 0, 0 }
@@ -636,7 +804,7 @@ func (f *outFile) SetAppend(enable bool) experimentalsys.Errno {
 func (f *outFile) Stat() (sys.Stat_t, experimentalsys.Errno) {
 	f.g.mu.Lock()
 	defer f.g.mu.Unlock()
-	return sys.Stat_t{Ino: f.n.ino, Mode: 0o644, Nlink: 1, Size: int64(len(f.n.data)), Atim: f.n.mtime, Mtim: f.n.mtime, Ctim: f.n.mtime}, 0
+	return f.n.stat(), 0
 }
 func (f *outFile) Read(buf []byte) (int, experimentalsys.Errno) {
 	n, errno := f.Pread(buf, f.off)
@@ -652,14 +820,19 @@ func (f *outFile) Pread(buf []byte, off int64) (int, experimentalsys.Errno) {
 	}
 	f.g.mu.Lock()
 	defer f.g.mu.Unlock()
-	if off >= int64(len(f.n.data)) {
+	if off >= f.n.size {
 		return 0, 0
 	}
-	return copy(buf, f.n.data[off:]), 0
+	buf = buf[:min(int64(len(buf)), f.n.size-off)]
+	if err := f.g.area.io(f.n.blocks, buf, off, false); err != nil {
+		f.g.fail(err)
+		return 0, experimentalsys.EIO
+	}
+	return len(buf), 0
 }
 func (f *outFile) Seek(offset fileOffset, whence int) (fileOffset, experimentalsys.Errno) {
 	f.g.mu.Lock()
-	size := int64(len(f.n.data))
+	size := f.n.size
 	f.g.mu.Unlock()
 	n, errno := seek(f.off, size, offset, whence)
 	if errno == 0 {
@@ -673,7 +846,7 @@ func (f *outFile) Readdir(int) ([]experimentalsys.Dirent, experimentalsys.Errno)
 func (f *outFile) Write(buf []byte) (int, experimentalsys.Errno) {
 	if f.append {
 		f.g.mu.Lock()
-		f.off = int64(len(f.n.data))
+		f.off = f.n.size
 		f.g.mu.Unlock()
 	}
 	n, errno := f.Pwrite(buf, f.off)
@@ -693,48 +866,38 @@ func (f *outFile) Pwrite(buf []byte, off int64) (int, experimentalsys.Errno) {
 	if len(buf) == 0 {
 		return 0, 0
 	}
-	f.g.mu.Lock()
-	defer f.g.mu.Unlock()
-	if _, still := f.g.outputs[f.name]; !still || f.g.outputs[f.name] != f.n {
-		// Unlinked while open: writes go nowhere visible but must still
-		// respect the budget, so refuse them.
-		return 0, experimentalsys.EBADF
-	}
-	size := int64(len(f.n.data))
+	g := f.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	end := off + int64(len(buf))
 	if end < off {
 		return 0, experimentalsys.EINVAL
 	}
-	if grow := end - size; grow > 0 {
-		room := f.g.maxBytes - f.g.used
-		if room <= 0 || off >= size+room {
-			return 0, f.g.refuse(refusedBytes)
+	if end > f.n.size {
+		room := g.maxBytes - g.used
+		if room <= 0 || off >= f.n.size+room {
+			return 0, g.refuse(refusedBytes)
 		}
-		if grow > room {
-			// Write what fits; the next write is refused. (Flag
-			// it now: the guest may not try again.)
-			buf = buf[:size+room-off]
+		if end-f.n.size > room {
+			// Write what fits; the next write is refused. (Flag it
+			// now: the guest may not try again.)
+			buf = buf[:f.n.size+room-off]
 			end = off + int64(len(buf))
-			f.g.bytesHit = true
+			g.bytesHit = true
 		}
-		f.n.data = growTo(f.n.data, end)
-		f.g.used += end - size
+		if errno := g.resize(f.n, end); errno != 0 {
+			return 0, errno
+		}
 	}
-	copy(f.n.data[off:], buf)
-	f.n.mtime = f.g.now()
+	if g.broken != nil {
+		return 0, experimentalsys.EIO
+	}
+	if err := g.area.io(f.n.blocks, buf, off, true); err != nil {
+		g.fail(err)
+		return 0, experimentalsys.EIO
+	}
+	f.n.mtime = g.now()
 	return len(buf), 0
-}
-
-func growTo(b []byte, n int64) []byte {
-	if int64(cap(b)) >= n {
-		old := len(b)
-		b = b[:n]
-		clear(b[old:])
-		return b
-	}
-	nb := make([]byte, n, max(n, int64(cap(b))*2))
-	copy(nb, b)
-	return nb
 }
 
 func (f *outFile) Truncate(size int64) experimentalsys.Errno {
@@ -746,16 +909,9 @@ func (f *outFile) Truncate(size int64) experimentalsys.Errno {
 	}
 	f.g.mu.Lock()
 	defer f.g.mu.Unlock()
-	cur := int64(len(f.n.data))
-	if size > cur {
-		if size-cur > f.g.maxBytes-f.g.used {
-			return f.g.refuse(refusedBytes)
-		}
-		f.n.data = growTo(f.n.data, size)
-	} else {
-		f.n.data = f.n.data[:size]
+	if errno := f.g.resize(f.n, size); errno != 0 {
+		return errno
 	}
-	f.g.used += size - cur
 	f.n.mtime = f.g.now()
 	return 0
 }
@@ -769,4 +925,10 @@ func (f *outFile) Utimens(_, mtim int64) experimentalsys.Errno {
 	}
 	return 0
 }
-func (f *outFile) Close() experimentalsys.Errno { return 0 }
+func (f *outFile) Close() experimentalsys.Errno {
+	if !f.closed {
+		f.closed = true
+		f.g.closeHandle(f.n)
+	}
+	return 0
+}

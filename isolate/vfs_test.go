@@ -7,12 +7,29 @@ import (
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 )
 
-func newTestFS(maxBytes int64, maxFiles int) *guestFS {
-	return newGuestFS(map[string][]byte{"in": []byte("input bytes")}, maxBytes, maxFiles, func() int64 { return 42 })
+// newTestArea makes an output area in memory for the limits, released
+// when the test ends.
+func newTestArea(t testing.TB, maxBytes int64, maxFiles int) (*outputArea, *memoryStore) {
+	t.Helper()
+	block, blocks, err := areaLayout(maxBytes, maxFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := newMemoryStore(block * int64(blocks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.close)
+	return newOutputArea(store, block, blocks), store
+}
+
+func newTestFS(t testing.TB, maxBytes int64, maxFiles int) *guestFS {
+	area, _ := newTestArea(t, maxBytes, maxFiles)
+	return newGuestFS(map[string][]byte{"in": []byte("input bytes")}, area, maxBytes, maxFiles, func() int64 { return 42 })
 }
 
 func TestGuestFSResolve(t *testing.T) {
-	g := newTestFS(10, 2)
+	g := newTestFS(t, 10, 2)
 	for _, tc := range []struct {
 		path string
 		want experimentalsys.Errno
@@ -29,7 +46,7 @@ func TestGuestFSResolve(t *testing.T) {
 }
 
 func TestGuestFSLimits(t *testing.T) {
-	g := newTestFS(10, 2)
+	g := newTestFS(t, 10, 2)
 	f, errno := g.OpenFile("output/a", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644)
 	if errno != 0 {
 		t.Fatal(errno)
@@ -61,21 +78,35 @@ func TestGuestFSLimits(t *testing.T) {
 	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != errOutputLimit || g.takeRefusal() != refusedFiles {
 		t.Fatalf("third file: %v", errno)
 	}
-	// Removing a file returns its bytes and its slot.
+	// Removing a file that is still open keeps its bytes and its slot
+	// (as on a disk); closing it returns them.
 	if errno := g.Unlink("output/a"); errno != 0 {
 		t.Fatal(errno)
 	}
-	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != 0 {
-		t.Fatalf("after unlink: %v", errno)
+	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != errOutputLimit || g.takeRefusal() != refusedFiles {
+		t.Fatalf("create while the unlinked file is open: %v", errno)
 	}
-	outs, hit := g.collect()
+	if n, errno := f.Write([]byte("x")); n != 0 || errno != errOutputLimit || g.takeRefusal() != refusedBytes {
+		t.Fatalf("write to the unlinked file past the limit: %d %v", n, errno)
+	}
+	if g.used != 10 {
+		t.Fatalf("used %d while the unlinked file is open, want 10", g.used)
+	}
+	f.Close()
+	if _, errno := g.OpenFile("output/c", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644); errno != 0 {
+		t.Fatalf("after unlink and close: %v", errno)
+	}
+	outs, hit, err := g.collect()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(outs) != 2 || outs[0].Name != "b" || outs[1].Name != "c" || len(hit) != 2 || g.used != 0 {
 		t.Fatalf("collect: %v limits hit %q, used=%d", outs, hit, g.used)
 	}
 }
 
 func TestGuestFSReadOnlyInput(t *testing.T) {
-	g := newTestFS(10, 2)
+	g := newTestFS(t, 10, 2)
 	for _, flag := range []experimentalsys.Oflag{experimentalsys.O_WRONLY, experimentalsys.O_RDWR, experimentalsys.O_TRUNC, experimentalsys.O_APPEND, experimentalsys.O_CREAT} {
 		if _, errno := g.OpenFile("input/in", flag, 0); errno != experimentalsys.EROFS {
 			t.Errorf("open input with %v: %v, want EROFS", flag, errno)
@@ -106,5 +137,33 @@ func TestGuestFSReadOnlyInput(t *testing.T) {
 		if errno == 0 {
 			t.Errorf("%s on input succeeded", name)
 		}
+	}
+}
+
+// TestGuestFSHandleLimit: at most maxOpenHandles handles are open at once;
+// one more is refused (EMFILE to the guest) and closing one makes room.
+func TestGuestFSHandleLimit(t *testing.T) {
+	g := newTestFS(t, 10, 2)
+	var open []experimentalsys.File
+	for i := 0; i < maxOpenHandles; i++ {
+		f, errno := g.OpenFile("input/in", experimentalsys.O_RDONLY, 0)
+		if errno != 0 {
+			t.Fatalf("handle %d: %v", i, errno)
+		}
+		open = append(open, f)
+	}
+	if _, errno := g.OpenFile("output", experimentalsys.O_RDONLY, 0); errno != errOutputLimit || g.takeRefusal() != refusedHandles {
+		t.Fatalf("handle %d: %v, want EMFILE", maxOpenHandles+1, errno)
+	}
+	if refusedHandles.errno() != wasiErrnoMfile || g.bytesHit || g.filesHit {
+		t.Errorf("the handle limit is reported as an output limit")
+	}
+	open[0].Close()
+	open[0].Close() // a second close changes nothing
+	if _, errno := g.OpenFile("output", experimentalsys.O_RDONLY, 0); errno != 0 {
+		t.Fatalf("after a close: %v", errno)
+	}
+	if g.handles != maxOpenHandles {
+		t.Errorf("%d handles counted, want %d", g.handles, maxOpenHandles)
 	}
 }

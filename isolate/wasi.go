@@ -21,6 +21,7 @@ import (
 const (
 	wasiErrnoDquot = 19
 	wasiErrnoIO    = 29
+	wasiErrnoMfile = 33
 	wasiErrnoNospc = 51
 )
 

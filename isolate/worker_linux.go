@@ -362,7 +362,9 @@ func (l *lockState) finish(jb *job) lockedMsg {
 	if raceEnabled {
 		msg.Missing["rlimit_as"] = "this is a race-detector build, whose shadow memory needs terabytes of address space"
 	} else {
-		limits[unix.RLIMIT_AS] = jb.Memory + workerAddressSpaceOverhead
+		// The output area is a mapping of its own (outputarea.go).
+		block, blocks, _ := areaLayout(jb.MaxOutput, jb.MaxOutputFiles)
+		limits[unix.RLIMIT_AS] = jb.Memory + workerAddressSpaceOverhead + uint64(block)*uint64(blocks)
 	}
 	if err := setRlimits(limits); err != nil {
 		msg.Missing["rlimit"] = err.Error()

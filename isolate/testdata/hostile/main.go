@@ -3,7 +3,8 @@
 // Go guest takes seconds to compile, minutes in a -race build). Like
 // busybox, it does what its name (argv[0], Config.Name) says:
 //
-//	determinism  fsescape  flood  manyfiles  membomb  netdial  writeinput
+//	determinism  fsescape  flood  manyfiles  membomb  netdial  outputcheat
+//	writeinput
 package main
 
 import (
@@ -20,6 +21,7 @@ func main() {
 		"manyfiles":   manyfiles,
 		"membomb":     membomb,
 		"netdial":     netdial,
+		"outputcheat": outputcheat,
 		"writeinput":  writeinput,
 	}
 	name := ""
