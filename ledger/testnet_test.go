@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloisterhq/cloister/internal/httpguard"
 )
 
 func startTestnet(t *testing.T, n int) ([]TestnetValidator, []*Validator) {
@@ -109,4 +113,59 @@ func splitLines(b []byte) [][]byte {
 		b = b[i:]
 	}
 	return out
+}
+
+// The API listener is guarded (package httpguard): a body trickling one
+// byte every 300 ms is cut off, and the validator keeps serving.
+func TestValidatorAPISlowBody(t *testing.T) {
+	homes, err := GenerateTestnet(t.TempDir(), 1, TestnetOptions{ChainID: "test-chain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := StartValidator(ctx, homes[0].Home, StartOptions{Logger: testLogger(t),
+		APILimits: httpguard.Limits{BodyTimeout: time.Second, MinBodyRate: 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			select {
+			case <-stop:
+				pw.Close()
+				return
+			case <-time.After(300 * time.Millisecond):
+				pw.Write([]byte("{"))
+			}
+		}
+	}()
+	req, _ := http.NewRequest("POST", v.APIURL()+"/v1/entries", pr)
+	req.ContentLength = 32 << 10
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Logf("cut off: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("a body trickling at ~3 bytes/s was still being read after 15 s")
+	}
+	if got := v.conns.SlowBodies.Load(); got != 1 {
+		t.Fatalf("slow bodies counted: %d, want 1", got)
+	}
+	c := &apiClient{t: t, base: v.APIURL()}
+	if status, b := c.do("GET", "/v1/status", nil); status != 200 {
+		t.Fatalf("status after the attack: %d %s", status, b)
+	}
 }

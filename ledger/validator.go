@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/cloisterhq/cloister/internal/httpguard"
 )
 
 // StartOptions configure StartValidator.
@@ -17,6 +19,8 @@ type StartOptions struct {
 	Logger *slog.Logger
 	// Verbose passes CometBFT's info and debug lines to Logger as well.
 	Verbose bool
+	// APILimits bound the HTTP API's listener (zero fields: defaults).
+	APILimits httpguard.Limits
 }
 
 // Validator is one validator of a multi-validator ledger running in this
@@ -27,6 +31,7 @@ type Validator struct {
 	h         http.Handler
 	srv       *http.Server
 	url       string
+	conns     httpguard.Stats
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -56,15 +61,12 @@ func StartValidator(ctx context.Context, home string, opts StartOptions) (*Valid
 	if v.url == "" {
 		v.url = "http://" + lis.Addr().String()
 	}
-	v.srv = &http.Server{
-		Handler:           v.h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(ln.app.logger.Handler(), slog.LevelError),
-	}
+	// The API is public: connections, headers, body pace and responses
+	// are bounded like every listener of the project (package httpguard);
+	// each endpoint bounds its own body (api.go).
+	v.srv = httpguard.NewServer(v.h, opts.APILimits, &v.conns, slog.NewLogLogger(ln.app.logger.Handler(), slog.LevelError))
 	go func() {
-		if err := v.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := v.srv.Serve(httpguard.Listen(lis, opts.APILimits, &v.conns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			ln.app.logger.Error("ledger API server stopped", "err", err)
 		}
 	}()

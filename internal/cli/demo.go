@@ -20,6 +20,7 @@ import (
 
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/examples"
+	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
@@ -286,8 +287,8 @@ func demoVerifyLedger(ctx context.Context, pr *demoPrinter, lg *ledger.Embedded,
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: lg.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	srv := httpguard.NewServer(lg.Handler(), httpguard.Limits{}, nil, nil)
+	go srv.Serve(httpguard.Listen(ln, httpguard.Limits{}, nil))
 	defer srv.Close()
 	lc, err := lclient.New("http://" + ln.Addr().String())
 	if err != nil {
