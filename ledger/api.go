@@ -24,6 +24,11 @@ const (
 	maxBatchItems  = 1000
 	maxListLimit   = 1000
 	defaultListLen = 100
+	// maxListBytes bounds the entries one GET /v1/entries returns (the
+	// response is built in memory): a page stops before the entry that
+	// would take it past this, so that a thousand large entries cannot
+	// make one request cost 64 MiB. Clients continue from the next index.
+	maxListBytes = 4 << 20
 )
 
 type receiptJSON struct {
@@ -342,10 +347,14 @@ func (ln *ledgerNode) handleEntries(w http.ResponseWriter, req *http.Request) {
 			Size    uint64      `json:"size"`
 			Entries []entryJSON `json:"entries"`
 		}{Size: st.Size, Entries: []entryJSON{}}
+		size := 0
 		for i := from; i < st.Size && i-from < limit; i++ {
 			h, tx, ok := r.entry(i)
 			if !ok {
 				return fmt.Errorf("entry %d missing from the store", i)
+			}
+			if size += len(tx); size > maxListBytes && len(out.Entries) > 0 {
+				break
 			}
 			out.Entries = append(out.Entries, entryJSON{Index: i, Height: h, LeafHash: leafHashSlice(tx), Entry: bytes.Clone(tx)})
 		}

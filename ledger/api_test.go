@@ -115,3 +115,51 @@ func TestAPI(t *testing.T) {
 		t.Run(fmt.Sprintf("%s %.60s", tc.method, tc.path), func(t *testing.T) { wantError(t, status, b, tc.status, tc.code) })
 	}
 }
+
+// A page of GET /v1/entries stops at maxListBytes, whatever the limit
+// asked: a thousand large entries cannot make one request cost 64 MiB.
+func TestAPIEntriesPageBytes(t *testing.T) {
+	e := openTestEmbedded(t, t.TempDir())
+	defer e.Close()
+	c := serveAPI(t, e.Handler())
+	key := newTestKey(t)
+	pad := strings.Repeat("x", 60<<10)
+	var batch []string
+	const n = 80 // 80 × ~60 KiB ≈ 4.7 MiB > maxListBytes
+	for i := 0; i < n; i++ {
+		batch = append(batch, string(signEntry(t, key, KindNote, map[string]any{"n": i, "pad": pad}).Encode()))
+	}
+	for i := 0; i < n; i += 20 {
+		status, b := c.do("POST", "/v1/entries/batch", []byte(`{"entries":[`+strings.Join(batch[i:i+20], ",")+`]}`))
+		if status != 200 || strings.Contains(string(b), `"code"`) {
+			t.Fatalf("batch: %d %.300s", status, b)
+		}
+	}
+	var page struct {
+		Size    uint64      `json:"size"`
+		Entries []entryJSON `json:"entries"`
+	}
+	status, b := c.do("GET", "/v1/entries?from=0&limit=1000", nil)
+	if status != 200 {
+		t.Fatalf("GET entries: %d %.300s", status, b)
+	}
+	if err := json.Unmarshal(b, &page); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, en := range page.Entries {
+		total += len(en.Entry)
+	}
+	if page.Size != n || len(page.Entries) == 0 || len(page.Entries) >= n || total > maxListBytes {
+		t.Fatalf("page of %d entries (%d bytes) of %d; want fewer than %d, at most %d bytes", len(page.Entries), total, page.Size, n, maxListBytes)
+	}
+	// The rest follows from the next index.
+	next := fmt.Sprintf("/v1/entries?from=%d&limit=1000", len(page.Entries))
+	var rest struct {
+		Entries []entryJSON `json:"entries"`
+	}
+	c.getJSON(next, &rest)
+	if len(rest.Entries) == 0 || rest.Entries[0].Index != uint64(len(page.Entries)) {
+		t.Fatalf("next page starts at %v", rest.Entries)
+	}
+}
