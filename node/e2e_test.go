@@ -60,7 +60,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("after close: state %v", st.State)
 	}
 	m := scrapeMetrics(t, tn)
-	for _, want := range []string{`cloister_runs_total{state="finished"} 1`, `cloister_requests_total{method="UploadInput",outcome="ok"} 2`, `cloister_sessions{state="closed"} 1`} {
+	for _, want := range []string{`cloister_runs_total{outcome="exited",state="finished"} 1`, `cloister_worker_starts_total 1`, `cloister_requests_total{method="UploadInput",outcome="ok"} 2`, `cloister_sessions{state="closed"} 1`} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("metrics lack %s:\n%s", want, m)
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/cloister/v1/cloisterv1connect"
@@ -18,24 +20,46 @@ import (
 // Version is reported by GetNodeInfo.
 const Version = "cloister/v1"
 
-// maxMessageBytes bounds one request: a sealed program or input plus its
-// envelope overhead. Larger data belongs in the blob store.
-const maxMessageBytes = 256 << 20
-
 type sniKey struct{}
 
 // Handler returns the HTTP handler for both services. It expects requests
 // that arrived over TLS (the session rules depend on the SNI); serve it
-// with Serve, or with an http.Server using TLSConfig.
+// with Serve, or with an http.Server using TLSConfig. Each RPC is bounded
+// by its own limits before its message is decoded (limits.go); Serve adds
+// the listener's (connections, timeouts, body pace).
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// Almost everything a session returns is ciphertext, which does not
 	// compress: compressing responses only costs CPU.
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(maxMessageBytes), connect.WithCompressMinBytes(1 << 30),
+	base := []connect.HandlerOption{connect.WithCompressMinBytes(1 << 30),
 		connect.WithInterceptors(connect.UnaryInterceptorFunc(n.countCalls))}
-	mux.Handle(cloisterv1connect.NewNodeServiceHandler(nodeAPI{n}, opts...))
-	mux.Handle(cloisterv1connect.NewSessionServiceHandler(sessionAPI{n}, opts...))
-	mux.HandleFunc("GET /metrics", n.serveMetrics)
+	lims := rpcLimits(n.limits)
+	na, sa := nodeAPI{n}, sessionAPI{n}
+	for _, rt := range []rpcRoute{
+		route(cloisterv1connect.NodeServiceCreateSessionProcedure, na.CreateSession),
+		route(cloisterv1connect.NodeServiceGetStatusProcedure, na.GetStatus),
+		route(cloisterv1connect.NodeServiceGetNodeInfoProcedure, na.GetNodeInfo),
+		route(cloisterv1connect.SessionServiceAttestProcedure, sa.Attest),
+		route(cloisterv1connect.SessionServiceUploadProgramProcedure, sa.UploadProgram),
+		route(cloisterv1connect.SessionServiceUploadInputProcedure, sa.UploadInput),
+		route(cloisterv1connect.SessionServiceGetResultProcedure, sa.GetResult),
+		route(cloisterv1connect.SessionServiceCloseSessionProcedure, sa.CloseSession),
+	} {
+		// "/cloister.v1.NodeService/CreateSession"
+		full := strings.ReplaceAll(strings.TrimPrefix(rt.proc, "/"), "/", ".")
+		desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(full))
+		if err != nil {
+			panic("node: " + rt.proc + ": " + err.Error())
+		}
+		name := rt.proc[strings.LastIndexByte(rt.proc, '/')+1:]
+		lim, ok := lims[name]
+		if !ok {
+			panic("node: no request limit for " + rt.proc)
+		}
+		opts := append([]connect.HandlerOption{connect.WithSchema(desc)}, base...)
+		mux.Handle(rt.proc, n.bounded(name, lim, rt.handler(append(opts, rpcOptions(lim)...)...)))
+	}
+	mux.Handle("GET /metrics", n.metricsHandler())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sni := ""
 		if r.TLS != nil {
@@ -43,6 +67,16 @@ func (n *Node) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sniKey{}, sni)))
 	})
+}
+
+// rpcRoute is one unary RPC: its procedure and how to make its handler.
+type rpcRoute struct {
+	proc    string
+	handler func(...connect.HandlerOption) http.Handler
+}
+
+func route[Req, Res any](proc string, fn func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error)) rpcRoute {
+	return rpcRoute{proc, func(o ...connect.HandlerOption) http.Handler { return connect.NewUnaryHandler(proc, fn, o...) }}
 }
 
 // countCalls feeds every call's outcome to the metrics.

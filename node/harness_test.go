@@ -148,6 +148,13 @@ type testNode struct {
 	srv *http.Server
 }
 
+// testOptions are the options of a test node over dir: the shared
+// runtime, no fsync, warnings and errors logged to the test.
+func testOptions(t testing.TB, dir string) node.Options {
+	return node.Options{DataDir: dir, Runner: runtime, NoSync: true,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+}
+
 // startNode opens a node over dir and serves it on 127.0.0.1; wrap, if
 // given, sits between TLS and the node's handler (a hostile operator).
 func startNode(t testing.TB, dir string, wrap func(http.Handler) http.Handler) *testNode {
@@ -157,10 +164,9 @@ func startNode(t testing.TB, dir string, wrap func(http.Handler) http.Handler) *
 // startNodeClock is startNode with the node's clock set to now.
 func startNodeClock(t testing.TB, dir string, wrap func(http.Handler) http.Handler, now func() time.Time) *testNode {
 	t.Helper()
-	n, err := node.New(context.Background(), node.Options{
-		DataDir: dir, Runner: runtime, NoSync: true, Now: now,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	opts := testOptions(t, dir)
+	opts.Now = now
+	n, err := node.New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +186,9 @@ func startNodeClock(t testing.TB, dir string, wrap func(http.Handler) http.Handl
 }
 
 func (tn *testNode) stop() {
-	tn.srv.Close()
+	if tn.srv != nil {
+		tn.srv.Close()
+	}
 	tn.Node.Close()
 }
 

@@ -2,74 +2,106 @@ package node
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
-	"sort"
-	"sync"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cloisterhq/cloister/internal/httpguard"
 )
 
-// metrics are the node's counters, served in the Prometheus text format
-// on /metrics. They count events, never name sessions or principals.
+// metrics are the node's Prometheus metrics, served on /metrics from a
+// registry of the node's own (several nodes may share a process). They
+// count events and sizes, never name sessions or principals.
 type metrics struct {
-	mu       sync.Mutex
-	counters map[string]uint64 // "name{labels}" → value
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec // method, outcome (ok or a connect code)
+	refusals    *prometheus.CounterVec // rule
+	workerStart prometheus.Counter
+	runs        *prometheus.CounterVec // state, outcome
 }
 
-func (m *metrics) inc(name string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.counters == nil {
-		m.counters = map[string]uint64{}
+// newMetrics registers the node's metrics; the gauges read n's state when
+// scraped.
+func newMetrics(n *Node) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cloister_requests_total",
+			Help: "API calls by method and outcome (ok, or the error code)."}, []string{"method", "outcome"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cloister_refusals_total",
+			Help: "Requests refused, by the rule or limit that refused them."}, []string{"rule"}),
+		workerStart: prometheus.NewCounter(prometheus.CounterOpts{Name: "cloister_worker_starts_total",
+			Help: "Runs handed to an isolate worker (a worker serves one run)."}),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cloister_runs_total",
+			Help: "Runs ended, by the session state they left and the isolate's outcome."}, []string{"state", "outcome"}),
 	}
-	m.counters[name]++
+	sessions := func(closed bool) func() float64 {
+		return func() float64 {
+			n.mu.RLock()
+			defer n.mu.RUnlock()
+			if closed {
+				return float64(len(n.closed))
+			}
+			return float64(len(n.sessions))
+		}
+	}
+	m.reg.MustRegister(m.requests, m.refusals, m.workerStart, m.runs,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cloister_sessions", Help: "Sessions held (open) and remembered as closed.",
+			ConstLabels: prometheus.Labels{"state": "open"}}, sessions(false)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cloister_sessions", Help: "Sessions held (open) and remembered as closed.",
+			ConstLabels: prometheus.Labels{"state": "closed"}}, sessions(true)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cloister_requests_inflight_bytes",
+			Help: "Bytes of request bodies being read or handled (limit: --max-inflight)."},
+			func() float64 { return float64(n.inflight.cur.Load()) }),
+	)
+	registerConnStats(m.reg, &n.conns)
+	return m
+}
+
+// registerConnStats exports a listener's httpguard counters.
+func registerConnStats(reg *prometheus.Registry, st *httpguard.Stats) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cloister_connections_open", Help: "TLS connections open on the API listener."},
+			func() float64 { return float64(st.Open.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cloister_connections_accepted_total", Help: "Connections accepted on the API listener."},
+			func() float64 { return float64(st.Accepted.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cloister_connections_refused_total", Help: "Connections closed at accept: too many open.",
+			ConstLabels: prometheus.Labels{"limit": "max-conns"}}, func() float64 { return float64(st.RefusedTotal.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cloister_connections_refused_total", Help: "Connections closed at accept: too many open.",
+			ConstLabels: prometheus.Labels{"limit": "max-conns-per-addr"}}, func() float64 { return float64(st.RefusedAddr.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cloister_slow_bodies_total", Help: "Request bodies cut off for arriving below the minimum rate."},
+			func() float64 { return float64(st.SlowBodies.Load()) }),
+	)
 }
 
 // observe counts one API call's outcome: refusals by rule, other errors by
 // code.
 func (m *metrics) observe(method string, err error) {
 	if err == nil {
-		m.inc(fmt.Sprintf(`cloister_requests_total{method=%q,outcome="ok"}`, method))
+		m.requests.WithLabelValues(method, "ok").Inc()
 		return
 	}
 	var r *refusal
 	if errors.As(err, &r) {
-		m.inc(fmt.Sprintf(`cloister_refusals_total{rule=%q}`, r.rule))
+		m.refusals.WithLabelValues(r.rule).Inc()
 	}
-	m.inc(fmt.Sprintf(`cloister_requests_total{method=%q,outcome=%q}`, method, connect.CodeOf(err).String()))
+	m.requests.WithLabelValues(method, connect.CodeOf(err).String()).Inc()
 }
 
-func (n *Node) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	n.metrics.mu.Lock()
-	names := make([]string, 0, len(n.metrics.counters))
-	for k := range n.metrics.counters {
-		names = append(names, k)
+// refusal counts a refusal made outside an API call (the listener, the
+// sweeper).
+func (m *metrics) refusal(rule string) { m.refusals.WithLabelValues(rule).Inc() }
+
+// runEnded counts a run by the state it left the session in and the
+// isolate's outcome ("" when the run did not get that far).
+func (m *metrics) runEnded(state, outcome string) {
+	if outcome == "" {
+		outcome = "none"
 	}
-	sort.Strings(names)
-	vals := make([]uint64, len(names))
-	for i, k := range names {
-		vals[i] = n.metrics.counters[k]
-	}
-	n.metrics.mu.Unlock()
-	n.mu.RLock()
-	live, closed := len(n.sessions), len(n.closed)
-	n.mu.RUnlock()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	fmt.Fprintf(w, "# TYPE cloister_sessions gauge\ncloister_sessions{state=\"open\"} %d\ncloister_sessions{state=\"closed\"} %d\n", live, closed)
-	typed := map[string]bool{}
-	for i, k := range names {
-		base := k
-		for j, c := range k {
-			if c == '{' {
-				base = k[:j]
-				break
-			}
-		}
-		if !typed[base] {
-			fmt.Fprintf(w, "# TYPE %s counter\n", base)
-			typed[base] = true
-		}
-		fmt.Fprintf(w, "%s %d\n", k, vals[i])
-	}
+	m.runs.WithLabelValues(state, outcome).Inc()
+}
+
+func (n *Node) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/software"
+	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
@@ -76,6 +77,9 @@ type Options struct {
 	// Now is the clock for policy expiry and request freshness; nil means
 	// time.Now.
 	Now func() time.Time
+	// Limits bound requests before the node works on them (zero fields:
+	// defaults).
+	Limits Limits
 }
 
 // Node hosts sessions behind one TLS listener.
@@ -112,7 +116,10 @@ type Node struct {
 	srvMu sync.Mutex
 	srv   *http.Server
 
-	metrics metrics
+	limits   Limits // opts.Limits with defaults
+	inflight inflight
+	conns    httpguard.Stats // of the listener Serve guards
+	metrics  *metrics
 }
 
 // New opens (or, on first start, initialises) a node over opts.DataDir:
@@ -130,7 +137,9 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("node: data directory: %w", err)
 	}
 	n := &Node{opts: opts, log: opts.Logger, events: opts.EventLog,
-		sessions: map[string]*session{}, closed: map[string]tombstone{}}
+		sessions: map[string]*session{}, closed: map[string]tombstone{}, limits: opts.Limits.withDefaults()}
+	n.inflight.max = n.limits.MaxInflightBytes
+	n.metrics = newMetrics(n)
 	if n.log == nil {
 		n.log = slog.Default()
 	}
@@ -277,20 +286,17 @@ func (n *Node) TLSConfig() *tls.Config {
 	}
 }
 
-// Serve accepts TLS connections on ln until Shutdown. It returns
+// Serve accepts TLS connections on ln until Shutdown, under the listener
+// limits of Options.Limits.HTTP (connections in total and per address,
+// handshake, header, body-pace, response and idle timeouts). It returns
 // http.ErrServerClosed after a clean shutdown.
 func (n *Node) Serve(ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           n.Handler(),
-		TLSConfig:         n.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
+	srv := httpguard.NewServer(n.Handler(), n.limits.HTTP, &n.conns, slog.NewLogLogger(n.log.Handler(), slog.LevelDebug))
+	srv.TLSConfig = n.TLSConfig()
 	n.srvMu.Lock()
 	n.srv = srv
 	n.srvMu.Unlock()
-	return srv.ServeTLS(ln, "", "")
+	return srv.ServeTLS(httpguard.Listen(ln, n.limits.HTTP, &n.conns), "", "")
 }
 
 // Shutdown stops accepting connections and waits for requests in flight

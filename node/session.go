@@ -468,6 +468,7 @@ func (s *session) execute(ctx context.Context) {
 	if err == nil {
 		select {
 		case s.n.runSlots <- struct{}{}:
+			s.n.metrics.workerStart.Inc()
 			out, err = s.core.run(ctx, s.n.runner, spec)
 			<-s.n.runSlots
 		case <-ctx.Done():
@@ -535,14 +536,22 @@ func (s *session) execute(ctx context.Context) {
 		s.rec.State = stateFailed
 		s.rec.Reason = fmt.Sprintf("the run ended but its outcome could not be stored (%v); it runs again at the node's next start", err)
 		s.rec.Outputs = map[string]*outputRecord{}
-		s.n.metrics.inc(fmt.Sprintf("cloister_runs_total{state=%q}", "unstored"))
+		s.n.metrics.runEnded("unstored", runOutcomeOf(out))
 		s.markDone()
 		return
 	}
 	s.queue(len(s.rec.Events)-1, entry, false)
-	s.n.metrics.inc(fmt.Sprintf("cloister_runs_total{state=%q}", s.rec.State))
+	s.n.metrics.runEnded(s.rec.State, runOutcomeOf(out))
 	s.n.log.Info("run ended", "session", s.id, "state", s.rec.State, "reason", s.rec.Reason, "ms", time.Since(start).Milliseconds())
 	s.markDone()
+}
+
+// runOutcomeOf is the isolate's outcome of a run, "" if there is none.
+func runOutcomeOf(out *runOutcome) string {
+	if out == nil {
+		return ""
+	}
+	return string(out.report.Outcome)
 }
 
 // stageRunEnd stages the entry of the event that ends a run, the last: a

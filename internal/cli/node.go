@@ -17,6 +17,8 @@ import (
 
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/tpm"
+	"github.com/cloisterhq/cloister/internal/httpguard"
+	"github.com/cloisterhq/cloister/isolate/bytesize"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
@@ -29,6 +31,8 @@ func newNodeCmd() *cobra.Command {
 		ledgerURL, ledgerListen                   string
 		noLedger                                  bool
 		warm                                      int
+		maxUpload, maxInflight                    string
+		maxConns, maxConnsPerAddr                 int
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -73,6 +77,17 @@ binary (CGO_ENABLED=0 go build -o DIR ./cmd/cloister-isolate), which starts
 several times faster, else this binary re-executed; the log says which.
 The garbage collector runs with GOGC=400 unless GOGC or GOMEMLIMIT is set.
 
+Every request is bounded before the node works on it: each RPC has its own
+size limit, checked before its message is decoded (a few KiB for node info,
+status and the session calls, the policy limit for create, --max-upload for
+uploads); only create accepts a compressed request, and stops inflating it
+past 16 times its size; a request body must keep arriving (10 s, then at
+least 64 KiB/s) or it is cut off; request bodies in flight are bounded in
+total by --max-inflight; at most --max-conns connections are open, at most
+--max-conns-per-addr from one address. A refusal names the limit and the
+flag that raises it. /metrics serves Prometheus metrics (requests,
+refusals by rule, sessions, runs, connections).
+
 Logs go to standard error. SIGINT or SIGTERM stops the node cleanly.
 
 Exit status: 0 stopped by a signal; 1 the node could not start or failed;
@@ -108,11 +123,15 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 					return usageError("node: --ledger-listen %q: %v", ledgerListen, err)
 				}
 			}
+			limits, err := nodeLimits(maxUpload, maxInflight, maxConns, maxConnsPerAddr)
+			if err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			log.Info("garbage collector", "setting", node.ConfigureGC())
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log}
+			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits}
 			if !noLedger {
 				nl, err := openNodeLedger(ctx, dataDir, ledgerURL, ledgerListen, log)
 				if err != nil {
@@ -166,7 +185,28 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.StringVar(&ledgerListen, "ledger-listen", "", "serve the embedded ledger's public HTTP API on this loopback address (plain HTTP; clients verify what it serves)")
 	f.BoolVar(&noLedger, "no-ledger", false, "run without a ledger: nothing is registered or recorded")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&maxUpload, "max-upload", "64MiB", "largest sealed program or input accepted in one upload")
+	f.StringVar(&maxInflight, "max-inflight", "512MiB", "request bodies read and handled at once, in total; more are refused until some finish")
+	f.IntVar(&maxConns, "max-conns", httpguard.DefaultLimits.MaxConns, "connections open at once; more are closed at accept")
+	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", httpguard.DefaultLimits.MaxConnsPerAddr, "connections open at once from one IP address (raise it behind a proxy or NAT)")
 	return cmd
+}
+
+// nodeLimits reads the node's request-limit flags.
+func nodeLimits(maxUpload, maxInflight string, maxConns, maxConnsPerAddr int) (node.Limits, error) {
+	var l node.Limits
+	var err error
+	if l.MaxUploadBytes, err = bytesize.Parse(maxUpload); err != nil || l.MaxUploadBytes <= 0 {
+		return l, usageError("node: --max-upload %q: want a size such as 64MiB", maxUpload)
+	}
+	if l.MaxInflightBytes, err = bytesize.Parse(maxInflight); err != nil || l.MaxInflightBytes < l.MaxUploadBytes {
+		return l, usageError("node: --max-inflight %q: want a size of at least --max-upload (%s)", maxInflight, maxUpload)
+	}
+	if maxConns < 1 || maxConnsPerAddr < 1 {
+		return l, usageError("node: --max-conns and --max-conns-per-addr must be at least 1")
+	}
+	l.HTTP.MaxConns, l.HTTP.MaxConnsPerAddr = maxConns, maxConnsPerAddr
+	return l, nil
 }
 
 // nodeLedger is the ledger a node records on.
@@ -213,9 +253,8 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 		nl.close()
 		return nil, fmt.Errorf("node: --ledger-listen: %w", err)
 	}
-	srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	go srv.Serve(ln)
+	srv := httpguard.NewServer(e.Handler(), httpguard.Limits{}, nil, slog.NewLogLogger(log.Handler(), slog.LevelDebug))
+	go srv.Serve(httpguard.Listen(ln, httpguard.Limits{}, nil))
 	log.Info("ledger API listening", "url", "http://"+ln.Addr().String(), "origin", origin)
 	nl.close = func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
