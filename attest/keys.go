@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+
+	"github.com/cloisterhq/cloister/api/protocol"
 )
 
 // TrustAnchors are roots and pinned keys read from files (ParseTrustAnchors).
@@ -73,18 +75,17 @@ func ParseTrustAnchors(name string, data []byte) (*TrustAnchors, error) {
 			return nil, fmt.Errorf("%s: %v", name, err)
 		}
 		ta.Keys = keys
-	case bytes.HasPrefix(t, []byte("ed25519:")):
+	case bytes.HasPrefix(t, []byte(protocol.Ed25519KeyPrefix)):
 		for _, line := range strings.Split(string(t), "\n") {
 			line = strings.TrimSpace(line)
 			if line == "" {
 				continue
 			}
-			rest, ok := strings.CutPrefix(line, "ed25519:")
-			raw, err := base64.StdEncoding.Strict().DecodeString(rest)
-			if !ok || err != nil || len(raw) != ed25519.PublicKeySize {
-				return nil, fmt.Errorf("%s: %q is not ed25519:<base64 of 32 bytes>", name, line)
+			pub, err := protocol.ParseEd25519Key(line)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", name, err)
 			}
-			ta.Keys = append(ta.Keys, ed25519.PublicKey(raw))
+			ta.Keys = append(ta.Keys, pub)
 		}
 	default:
 		c, err := x509.ParseCertificate(t)

@@ -10,14 +10,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cloisterhq/cloister/policy/jcs"
+	"github.com/cloisterhq/cloister/api/protocol"
 )
-
-// ResultCommitmentDomain prefixes the message a session key signs when its
-// node commits a run's result to the ledger, so that the signature can
-// never be taken for one over anything else the session key signs (TLS
-// handshakes sign with their own context strings).
-const ResultCommitmentDomain = "cloister/result-commitment/v1\n"
 
 // ResultCommitment is the body of a result.committed ledger entry: which
 // sealed envelope each reader of each output was given, signed by the
@@ -31,27 +25,9 @@ type ResultCommitment struct {
 	Outputs map[string]map[string]string `json:"outputs"`
 	// SessionKey is the DER SubjectPublicKeyInfo of the session TLS key
 	// (ECDSA P-256); Signature is its ASN.1 ECDSA signature over
-	// SHA-256(ResultCommitmentMessage(...)).
+	// SHA-256(protocol.ResultCommitmentMessage(...)).
 	SessionKey []byte `json:"session_key"`
 	Signature  []byte `json:"signature"`
-}
-
-// ResultCommitmentMessage is the exact byte string the session key signs:
-// ResultCommitmentDomain followed by the RFC 8785 canonical JSON of
-// {"outputs":…,"policy_hash":…,"session":…}.
-func ResultCommitmentMessage(session, policyHash string, outputs map[string]map[string]string) ([]byte, error) {
-	if outputs == nil {
-		outputs = map[string]map[string]string{}
-	}
-	raw, err := json.Marshal(map[string]any{"session": session, "policy_hash": policyHash, "outputs": outputs})
-	if err != nil {
-		return nil, err
-	}
-	canon, err := jcs.Canonicalize(raw)
-	if err != nil {
-		return nil, err
-	}
-	return append([]byte(ResultCommitmentDomain), canon...), nil
 }
 
 // ParseResultCommitment reads a result.committed entry body. It checks
@@ -97,7 +73,7 @@ func (rc *ResultCommitment) Verify(pinnedSPKI []byte) error {
 	if !ok {
 		return fmt.Errorf("result commitment of session %s: session_key is %T, want ECDSA", rc.Session, pub)
 	}
-	msg, err := ResultCommitmentMessage(rc.Session, rc.PolicyHash, rc.Outputs)
+	msg, err := protocol.ResultCommitmentMessage(rc.Session, rc.PolicyHash, rc.Outputs)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/cloisterhq/cloister/api/protocol"
 )
 
 func signedCommitment(t testing.TB) ([]byte, []byte) {
@@ -19,7 +21,7 @@ func signedCommitment(t testing.TB) ([]byte, []byte) {
 	spki, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
 	outputs := map[string]map[string]string{"r\u2028é<>": {"dave": strings.Repeat("ab", 32)}}
 	ph := strings.Repeat("cd", 32)
-	msg, err := ResultCommitmentMessage("s1", ph, outputs)
+	msg, err := protocol.ResultCommitmentMessage("s1", ph, outputs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +41,8 @@ func TestResultCommitment(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The message is RFC 8785: U+2028 and <> are written raw, keys sorted.
-	msg, _ := ResultCommitmentMessage("s1", rc.PolicyHash, rc.Outputs)
-	if want := ResultCommitmentDomain + `{"outputs":{"r` + "\u2028" + `é<>":{"dave":"` + strings.Repeat("ab", 32) + `"}},"policy_hash":"`; !strings.HasPrefix(string(msg), want) {
+	msg, _ := protocol.ResultCommitmentMessage("s1", rc.PolicyHash, rc.Outputs)
+	if want := protocol.ResultCommitmentDomain + `{"outputs":{"r` + "\u2028" + `é<>":{"dave":"` + strings.Repeat("ab", 32) + `"}},"policy_hash":"`; !strings.HasPrefix(string(msg), want) {
 		t.Fatalf("message %q", msg)
 	}
 	rc.Session = "s2"

@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/seal"
 )
 
@@ -139,52 +140,20 @@ func Load(path string) (*PrivateKey, error) {
 	return k, nil
 }
 
-// Save writes the key file at path with mode 0600. It never overwrites an
-// existing file (the error wraps fs.ErrExist) and never leaves a partial
-// file at path: it writes and syncs a temporary file in the same directory,
-// then hard-links it into place, which fails rather than replaces if path
-// appeared in the meantime.
+// Save writes the key file at path with mode 0600, durably. It never
+// overwrites an existing file (the error wraps fs.ErrExist), not even one
+// that appears while it writes, and never leaves a partial file at path
+// (internal/atomicfile with NoReplace).
 func (k *PrivateKey) Save(path string) error {
 	data, err := k.Marshal()
 	if err != nil {
 		return fmt.Errorf("key file %s: %w", path, err)
 	}
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("key file %s: %w: refusing to overwrite an existing key", path, os.ErrExist)
-	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("key file %s: %w", path, err)
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
-	// CreateTemp already uses 0600; Chmod guards against a umask-free
-	// platform default changing that.
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("key file %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("key file %s: writing: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("key file %s: syncing: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("key file %s: %w", path, err)
-	}
-	if err := os.Link(tmpName, path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("key file %s: %w: refusing to overwrite an existing key", path, os.ErrExist)
+	if err := atomicfile.WriteFile(path, data, 0o600, atomicfile.NoReplace()); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("key file %s: %w: refusing to overwrite an existing key", path, fs.ErrExist)
 		}
-		return fmt.Errorf("key file %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+		return fmt.Errorf("key file %s: %w", path, errors.Unwrap(err))
 	}
 	return nil
 }

@@ -12,14 +12,13 @@ import (
 
 	"filippo.io/edwards25519"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/seal"
 )
 
-// Text prefixes of the public key strings a policy lists.
-const (
-	SigningPrefix = "ed25519:"
-	SealingPrefix = "hpke:"
-)
+// SealingPrefix starts the text form of a sealing (HPKE) public key. The
+// signing key's prefix is protocol.Ed25519KeyPrefix.
+const SealingPrefix = "hpke:"
 
 // ErrFormat marks a key file or key string that does not follow the format.
 var ErrFormat = errors.New("keys: bad format")
@@ -96,31 +95,28 @@ func (p PublicKey) SigningString() string { return FormatSigningKey(p.Signing) }
 // id 0x647a, then the 1216-byte MLKEM768-X25519 public key).
 func (p PublicKey) SealingString() string { return FormatSealingKey(p.Sealing) }
 
-// FormatSigningKey returns the "ed25519:…" text form of pub.
-func FormatSigningKey(pub ed25519.PublicKey) string {
-	return SigningPrefix + base64.StdEncoding.EncodeToString(pub)
-}
+// FormatSigningKey returns the "ed25519:…" text form of pub
+// (protocol.FormatEd25519Key).
+func FormatSigningKey(pub ed25519.PublicKey) string { return protocol.FormatEd25519Key(pub) }
 
 // FormatSealingKey returns the "hpke:…" text form of pub.
 func FormatSealingKey(pub hpke.PublicKey) string {
 	return SealingPrefix + base64.StdEncoding.EncodeToString(seal.MarshalPublicKey(pub))
 }
 
-// ParseSigningKey parses the "ed25519:…" form. Only the canonical encoding
-// is accepted (padded standard base64, no whitespace), so that each key has
-// exactly one spelling and a policy's hash cannot vary with it.
+// ParseSigningKey parses the "ed25519:…" form (protocol.ParseEd25519Key:
+// only the canonical spelling, so that each key has exactly one and a
+// policy's hash cannot vary with it) and refuses weak keys
+// (CheckSigningKey).
 func ParseSigningKey(s string) (ed25519.PublicKey, error) {
-	b, err := decodeKeyString(s, SigningPrefix, "Ed25519 public key")
+	pub, err := protocol.ParseEd25519Key(s)
 	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	if err := CheckSigningKey(pub); err != nil {
 		return nil, err
 	}
-	if len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("%w: Ed25519 public key is %d bytes, expected %d", ErrFormat, len(b), ed25519.PublicKeySize)
-	}
-	if err := CheckSigningKey(b); err != nil {
-		return nil, err
-	}
-	return ed25519.PublicKey(b), nil
+	return pub, nil
 }
 
 // CheckSigningKey refuses 32 bytes that are not the canonical encoding of

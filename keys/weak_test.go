@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"filippo.io/edwards25519"
+
+	"github.com/cloisterhq/cloister/api/protocol"
 )
 
 // smallOrderPoints are the canonical encodings of the eight points of
@@ -35,7 +37,7 @@ func smallOrderKeyStrings(t *testing.T) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, SigningPrefix+base64.StdEncoding.EncodeToString(b))
+		out = append(out, protocol.Ed25519KeyPrefix+base64.StdEncoding.EncodeToString(b))
 	}
 	return out
 }
@@ -88,7 +90,7 @@ func TestIdentityKeyVerifiesAnything(t *testing.T) {
 func TestParseSigningKeyRefusesNonCanonical(t *testing.T) {
 	p := func(h string) string {
 		b, _ := hex.DecodeString(h)
-		return SigningPrefix + base64.StdEncoding.EncodeToString(b)
+		return protocol.Ed25519KeyPrefix + base64.StdEncoding.EncodeToString(b)
 	}
 	cases := map[string]string{
 		// y = p (that is, 0) and y = p+1 (1): unreduced coordinates.

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/policy"
 )
@@ -81,7 +82,7 @@ type write struct{ bucket, key, value []byte }
 // been verified, as if it became record index at time now.
 func validateEntry(v blockView, se *SignedEntry, index uint64, now time.Time) ([]write, *RejectedError) {
 	e := &se.Entry
-	pub, err := ParsePublicKey(e.Submitter)
+	pub, err := protocol.ParseEd25519Key(e.Submitter)
 	if err != nil {
 		return nil, reject(CodeMalformed, "entry submitter: %v", err)
 	}
@@ -149,7 +150,7 @@ func ruleNodeRegistered(c *ruleCtx) ([]write, *RejectedError) {
 	if rej != nil {
 		return nil, rej
 	}
-	pk, err := ParsePublicKey(key)
+	pk, err := protocol.ParseEd25519Key(key)
 	if err != nil {
 		return nil, reject(CodeMalformed, "node.registered body platform_key: %v", err)
 	}

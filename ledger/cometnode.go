@@ -19,6 +19,8 @@ import (
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/privval"
 	cmttypes "github.com/cometbft/cometbft/types"
+
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 )
 
 // A ledger home holds one validator: CometBFT's config/ (genesis, node
@@ -70,27 +72,7 @@ func writeHomeConfig(home string, hc homeConfig) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(home, homeConfigFile), append(b, '\n'), 0o600)
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(filepath.Join(home, homeConfigFile), append(b, '\n'), 0o600)
 }
 
 // cometConfig is the CometBFT configuration for a home: no RPC server (the

@@ -10,8 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
 )
 
 // Kind names the type of an entry; the state machine knows the body schema
@@ -35,7 +36,6 @@ const (
 	entrySigningDomain       = "cloister/ledger/entry/v1\n"
 	maxEntryBytes            = 64 << 10
 	maxNonce                 = 1<<53 - 1 // exactly representable in JSON numbers everywhere
-	keyPrefixEd25519         = "ed25519:"
 )
 
 // Kinds lists every kind the state machine accepts.
@@ -64,27 +64,6 @@ type Entry struct {
 type SignedEntry struct {
 	Entry     Entry  `json:"entry"`
 	Signature []byte `json:"sig"`
-}
-
-// EncodePublicKey writes an Ed25519 public key as "ed25519:<base64 std>".
-func EncodePublicKey(pub ed25519.PublicKey) string {
-	return keyPrefixEd25519 + base64.StdEncoding.EncodeToString(pub)
-}
-
-// ParsePublicKey reads "ed25519:<base64 std>".
-func ParsePublicKey(s string) (ed25519.PublicKey, error) {
-	rest, ok := strings.CutPrefix(s, keyPrefixEd25519)
-	if !ok {
-		return nil, fmt.Errorf("public key %.40q: want ed25519:<base64>", s)
-	}
-	b, err := base64.StdEncoding.Strict().DecodeString(rest)
-	if err != nil || len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("public key %.40q: not a base64 %d-byte Ed25519 key", s, ed25519.PublicKeySize)
-	}
-	if base64.StdEncoding.EncodeToString(b) != rest {
-		return nil, fmt.Errorf("public key %.40q: non-canonical base64", s)
-	}
-	return ed25519.PublicKey(b), nil
 }
 
 // canonicalEntry renders e in canonical JSON. Field names are written in
@@ -168,7 +147,7 @@ func NewEntryWithNonce(key ed25519.PrivateKey, kind Kind, body any, nonce uint64
 	e := Entry{
 		Kind:      kind,
 		Body:      canon,
-		Submitter: EncodePublicKey(key.Public().(ed25519.PublicKey)),
+		Submitter: protocol.FormatEd25519Key(key.Public().(ed25519.PublicKey)),
 		Nonce:     nonce,
 		Time:      formatTime(at),
 	}
@@ -227,7 +206,7 @@ func DecodeEntry(tx []byte) (*SignedEntry, error) {
 	if *w.Nonce > maxNonce {
 		return nil, fmt.Errorf("entry: nonce %d exceeds 2^53-1", *w.Nonce)
 	}
-	if _, err := ParsePublicKey(*w.Submitter); err != nil {
+	if _, err := protocol.ParseEd25519Key(*w.Submitter); err != nil {
 		return nil, fmt.Errorf("entry submitter: %w", err)
 	}
 	ts, err := time.Parse(timeLayout, *w.Time)
@@ -257,7 +236,7 @@ func DecodeEntry(tx []byte) (*SignedEntry, error) {
 
 // VerifySignature checks the submitter's signature over the entry.
 func (s *SignedEntry) VerifySignature() error {
-	pub, err := ParsePublicKey(s.Entry.Submitter)
+	pub, err := protocol.ParseEd25519Key(s.Entry.Submitter)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
 )
 
 func TestCanonicalize(t *testing.T) {
@@ -40,7 +42,7 @@ func TestEntrySignDecodeVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	tx := se.Encode()
-	want := `{"entry":{"body":{"a":1,"text":"hello"},"kind":"note","nonce":42,"submitter":"` + EncodePublicKey(key.Public().(ed25519.PublicKey)) + `","time":"2026-11-22T09:00:00.123Z"},"sig":"`
+	want := `{"entry":{"body":{"a":1,"text":"hello"},"kind":"note","nonce":42,"submitter":"` + protocol.FormatEd25519Key(key.Public().(ed25519.PublicKey)) + `","time":"2026-11-22T09:00:00.123Z"},"sig":"`
 	if !bytes.HasPrefix(tx, []byte(want)) {
 		t.Fatalf("encoding = %s\nwant prefix %s", tx, want)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -201,7 +202,7 @@ func TestStateMachineRefusals(t *testing.T) {
 		// message, no private key needed. The ledger refuses such keys.
 		identity := append([]byte{1}, make([]byte, 31)...)
 		forged := &SignedEntry{
-			Entry: Entry{Kind: KindNote, Body: json.RawMessage(`{"forged":true}`), Submitter: EncodePublicKey(identity),
+			Entry: Entry{Kind: KindNote, Body: json.RawMessage(`{"forged":true}`), Submitter: protocol.FormatEd25519Key(identity),
 				Nonce: testNonce.Add(1), Time: formatTime(time.Now())},
 			Signature: append(bytes.Clone(identity), make([]byte, 32)...),
 		}
@@ -235,7 +236,7 @@ func TestStateMachineRefusals(t *testing.T) {
 }
 
 func nodeBody(pub ed25519.PublicKey) map[string]any {
-	return map[string]any{"platform_key": EncodePublicKey(pub), "class": "software",
+	return map[string]any{"platform_key": protocol.FormatEd25519Key(pub), "class": "software",
 		"evidence": base64.StdEncoding.EncodeToString([]byte("evidence"))}
 }
 
@@ -246,7 +247,7 @@ func testPolicy(t *testing.T, alice ed25519.PublicKey) (json.RawMessage, string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = bytes.Replace(b, []byte("ed25519:H3oD01CzDGibCf/3tz3jTkEEt1g0scy16Xoo3RWP5bA="), []byte(EncodePublicKey(alice)), 1)
+	b = bytes.Replace(b, []byte("ed25519:H3oD01CzDGibCf/3tz3jTkEEt1g0scy16Xoo3RWP5bA="), []byte(protocol.FormatEd25519Key(alice)), 1)
 	p, err := policy.Parse(b)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	mempl "github.com/cometbft/cometbft/mempool"
+
+	"github.com/cloisterhq/cloister/api/protocol"
 )
 
 // Append submits the entry to this validator's mempool (in process, no
@@ -150,7 +152,7 @@ func (ln *ledgerNode) committedCopy(tx []byte) *RejectedError {
 	if err != nil {
 		return reject(CodeMalformed, "%v", err)
 	}
-	pub, err := ParsePublicKey(se.Entry.Submitter)
+	pub, err := protocol.ParseEd25519Key(se.Entry.Submitter)
 	if err != nil {
 		return reject(CodeMalformed, "%v", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"crypto/ed25519"
 
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
+
+	"github.com/cloisterhq/cloister/api/protocol"
 )
 
 // The ledger checks every entry's signature once, in CheckTx or in
@@ -24,7 +26,7 @@ func verifyEd25519(pub ed25519.PublicKey, msg, sig []byte) bool {
 
 // verifyEntry is VerifySignature with the faster verifier.
 func verifyEntry(se *SignedEntry) error {
-	pub, err := ParsePublicKey(se.Entry.Submitter)
+	pub, err := protocol.ParseEd25519Key(se.Entry.Submitter)
 	if err != nil {
 		return err
 	}

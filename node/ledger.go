@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -13,30 +12,14 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cloisterhq/cloister/attest"
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/ledger"
 )
 
 // RegistrationFile, under the data directory, remembers where the node's
 // node.registered entry sits, so that a restart does not register again.
 const RegistrationFile = "ledger-registration.json"
-
-// RegistrationDomain separates the report data of registration evidence
-// from every other use of the attester.
-const RegistrationDomain = "cloister/node-registration/v1\n"
-
-// RegistrationReportData is the report data of the evidence a node puts
-// in its node.registered entry: SHA-512(RegistrationDomain || Ed25519
-// platform public key). A verifier recomputes it from the entry's
-// platform_key, so the evidence vouches for that key.
-func RegistrationReportData(platform ed25519.PublicKey) [attest.ReportDataSize]byte {
-	h := sha512.New()
-	h.Write([]byte(RegistrationDomain))
-	h.Write(platform)
-	var rd [attest.ReportDataSize]byte
-	copy(rd[:], h.Sum(nil))
-	return rd
-}
 
 // recordTimeout bounds one ledger append made while a session's lock is
 // held: a slow or unreachable ledger delays a step by at most this, then
@@ -110,11 +93,11 @@ type registration struct {
 // RegistrationFile says it is already there (same ledger, same key). The
 // body is {"platform_key","class","evidence"}: evidence is the base64 of
 // the JSON attest.Evidence its attester produced over
-// RegistrationReportData.
+// protocol.RegistrationReportData.
 func (n *Node) register(ctx context.Context) error {
 	path := filepath.Join(n.opts.DataDir, RegistrationFile)
 	pub := n.PlatformKey()
-	pk := ledger.EncodePublicKey(pub)
+	pk := protocol.FormatEd25519Key(pub)
 	if b, err := os.ReadFile(path); err == nil {
 		var r registration
 		if err := json.Unmarshal(b, &r); err != nil {
@@ -129,7 +112,7 @@ func (n *Node) register(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ev, err := n.attester.Attest(ctx, RegistrationReportData(pub))
+	ev, err := n.attester.Attest(ctx, protocol.RegistrationReportData(pub))
 	if err != nil {
 		return fmt.Errorf("node: registration evidence: %w", err)
 	}
@@ -150,11 +133,7 @@ func (n *Node) register(ctx context.Context) error {
 	r := registration{Ledger: n.opts.LedgerName, PlatformKey: pk, Index: rc.Index, Height: rc.Height,
 		LeafHash: hex.EncodeToString(rc.LeafHash[:]), Time: time.Now().UTC()}
 	b, _ := json.MarshalIndent(r, "", "  ")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.registered = rc.Index

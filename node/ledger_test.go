@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/ledger"
@@ -128,7 +129,7 @@ func TestLedgerRecordsSession(t *testing.T) {
 		if err := se.VerifySignature(); err != nil {
 			t.Fatalf("entry %d: %v", en.Index, err)
 		}
-		if se.Entry.Submitter != ledger.EncodePublicKey(tn.PlatformKey()) {
+		if se.Entry.Submitter != protocol.FormatEd25519Key(tn.PlatformKey()) {
 			t.Fatalf("entry %d submitted by %s, not the platform key", en.Index, se.Entry.Submitter)
 		}
 		var body map[string]any

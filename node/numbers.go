@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 )
 
 // EntryNumbersFile, under the data directory, holds the first number not
@@ -23,7 +25,6 @@ const EntryNumbersFile = "ledger-numbers"
 // same platform key is unlikely to number an entry as an earlier one was.
 type entryNumbers struct {
 	path string
-	sync bool
 
 	mu          sync.Mutex
 	next, limit uint64
@@ -39,7 +40,7 @@ const (
 // later entry for an earlier one and drop it.
 func openEntryNumbers(dataDir string) (*entryNumbers, error) {
 	path := filepath.Join(dataDir, EntryNumbersFile)
-	e := &entryNumbers{path: path, sync: true}
+	e := &entryNumbers{path: path}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -77,26 +78,7 @@ func (e *entryNumbers) take() (uint64, error) {
 
 // reserve records that numbers below upTo may have been used.
 func (e *entryNumbers) reserve(upTo uint64) error {
-	tmp := e.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("reserving entry numbers: %w", err)
-	}
-	_, err = f.WriteString(strconv.FormatUint(upTo, 10) + "\n")
-	if err == nil && e.sync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, e.path)
-	}
-	if err == nil && e.sync {
-		err = syncDir(filepath.Dir(e.path))
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.WriteFile(e.path, []byte(strconv.FormatUint(upTo, 10)+"\n"), 0o600); err != nil {
 		return fmt.Errorf("reserving entry numbers: %w", err)
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/protocol"
-	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -555,8 +554,9 @@ func runOutcomeOf(out *runOutcome) string {
 }
 
 // stageRunEnd stages the entry of the event that ends a run, the last: a
-// finished run is a result.committed entry (ResultCommitment in package
-// client: each reader's envelope hash, signed by the session key); a failed
+// finished run is a result.committed entry (protocol.ResultCommitmentMessage,
+// checked by client.ResultCommitment: each reader's envelope hash, signed by
+// the session key); a failed
 // one is a session.event carrying the outcome and exit status but not the
 // reason text, which may quote the program. Callers hold s.mu.
 func (s *session) stageRunEnd(out *runOutcome) *stagedEntry {
@@ -573,7 +573,7 @@ func (s *session) stageRunEnd(out *runOutcome) *stagedEntry {
 	for name, or := range s.rec.Outputs {
 		outputs[name] = maps.Clone(or.Envelopes)
 	}
-	msg, err := client.ResultCommitmentMessage(s.id, ph, outputs)
+	msg, err := protocol.ResultCommitmentMessage(s.id, ph, outputs)
 	if err != nil {
 		s.n.log.Error("result commitment", "session", s.id, "err", err)
 		return nil

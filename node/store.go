@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/isolate"
 )
 
@@ -224,7 +225,7 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 	// A compaction or blob write cut short leaves its temporary file (what
 	// it was to replace is intact): in sessions/, or in a session's own
 	// directory (blobs, and logs of the earlier layout).
-	for _, pattern := range []string{".tmp-*", filepath.Join("*", ".tmp-*")} {
+	for _, pattern := range []string{atomicfile.TempGlob, filepath.Join("*", atomicfile.TempGlob)} {
 		tmps, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, t := range tmps {
 			zeroFile(t)
@@ -456,7 +457,7 @@ func (s *store) save(rec *record, durable bool) error {
 			return err
 		}
 		s.dropFile(rec.ID) // the rename below unlinks the file it has open
-		if err := s.writeAtomic(path, data, true); err != nil {
+		if err := s.writeAtomic(path, data); err != nil {
 			// The rename may have happened (a failed directory sync):
 			// where the log stands is read back from the file there.
 			if _, lerr := s.load(rec.ID); lerr != nil {
@@ -545,7 +546,7 @@ func (s *store) createLog(id, path string, frame []byte) error {
 		}
 	}
 	if err == nil && s.sync {
-		err = syncDir(filepath.Dir(path)) // the log's name
+		err = atomicfile.SyncDir(filepath.Dir(path)) // the log's name
 	}
 	if err != nil {
 		s.dropFile(id)
@@ -749,7 +750,7 @@ func (s *store) putBlob(id string, data []byte) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	return h, s.writeAtomic(filepath.Join(dir, "blob-"+h), data, true)
+	return h, s.writeAtomic(filepath.Join(dir, "blob-"+h), data)
 }
 
 // inlineMax is the largest envelope kept inside the state record instead of
@@ -992,51 +993,14 @@ func (s *store) list() (live []string, closed []tombstone, err error) {
 	return live, closed, nil
 }
 
-// writeAtomic writes data to path through a temporary file and a rename.
-// With s.sync the file is fsynced before the rename and, if syncDirToo,
-// the directory after it.
-func (s *store) writeAtomic(path string, data []byte, syncDirToo bool) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
+// writeAtomic writes data to path with the one atomic writer; with s.sync
+// it is durable when writeAtomic returns.
+func (s *store) writeAtomic(path string, data []byte) error {
+	var opts []atomicfile.Option
+	if !s.sync {
+		opts = append(opts, atomicfile.NoSync())
 	}
-	name := tmp.Name()
-	fail := func(err error) error {
-		tmp.Close()
-		os.Remove(name)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fail(err)
-	}
-	if s.sync {
-		if err := tmp.Sync(); err != nil {
-			return fail(err)
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if s.sync && syncDirToo {
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			return fmt.Errorf("writing %s: %w", path, err)
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(path, data, 0o600, opts...)
 }
 
 // appendLog is a file of lines appended by many writers, with group
@@ -1075,7 +1039,7 @@ func openAppendLog(path string, durable bool) (*appendLog, error) {
 	}
 	if durable && len(data) == 0 {
 		// The file may be new: make its name durable.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 			f.Close()
 			return nil, err
 		}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloisterhq/cloister/policy/jcs"
+	"github.com/cloisterhq/cloister/jcs"
 )
 
 // Parse reads a policy document: strict JSON (jcs.Parse), fields exactly as

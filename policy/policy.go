@@ -10,8 +10,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cloisterhq/cloister/internal/bytesize"
+	"github.com/cloisterhq/cloister/jcs"
 	"github.com/cloisterhq/cloister/keys"
-	"github.com/cloisterhq/cloister/policy/jcs"
 )
 
 // Version is the policy format version this package reads.
@@ -155,7 +156,7 @@ func sizeOr(s string, def int64) int64 {
 	if s == "" {
 		return def
 	}
-	n, err := ParseSize(s)
+	n, err := bytesize.Parse(s)
 	if err != nil {
 		return def // Validate refuses such policies
 	}

@@ -558,17 +558,3 @@ func TestMinimalBuiltPolicyRoundTrip(t *testing.T) {
 		t.Fatalf("round trip changed the policy: %s", q.Canonical())
 	}
 }
-
-func TestParseSize(t *testing.T) {
-	good := map[string]int64{"0": 0, "1024": 1024, "1B": 1, "64KiB": 64 << 10, "256MiB": 256 << 20, "4GiB": 4 << 30, "16MB": 16e6, "1kB": 1000, "2TiB": 2 << 40}
-	for s, want := range good {
-		if n, err := ParseSize(s); err != nil || n != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", s, n, err, want)
-		}
-	}
-	for _, s := range []string{"", "MiB", "-1", "1.5MiB", "1 MiB", "1mib", "0x10", "99999999999999999999", "9000000TiB", " 1"} {
-		if _, err := ParseSize(s); err == nil {
-			t.Errorf("ParseSize(%q) succeeded", s)
-		}
-	}
-}

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cloisterhq/cloister/internal/bytesize"
 	"github.com/cloisterhq/cloister/keys"
 )
 
@@ -288,7 +289,7 @@ func hexLens(sizes []int) string {
 
 func (l Limits) validate(ps *problems) {
 	if l.Memory != "" {
-		n, err := ParseSize(l.Memory)
+		n, err := bytesize.Parse(l.Memory)
 		switch {
 		case err != nil:
 			ps.add("limits.memory", "%v", err)
@@ -310,7 +311,7 @@ func (l Limits) validate(ps *problems) {
 		}
 	}
 	if l.MaxOutput != "" {
-		n, err := ParseSize(l.MaxOutput)
+		n, err := bytesize.Parse(l.MaxOutput)
 		switch {
 		case err != nil:
 			ps.add("limits.max_output", "%v", err)

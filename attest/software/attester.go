@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 )
 
@@ -115,7 +116,7 @@ func (a *Attester) Attest(ctx context.Context, reportData [attest.ReportDataSize
 		RuntimeMeasurement: hex.EncodeToString(a.measurement[:]),
 		ReportData:         hex.EncodeToString(reportData[:]),
 		Time:               a.now().UTC().Format(time.RFC3339Nano),
-		PlatformKey:        FormatPlatformKey(a.PublicKey()),
+		PlatformKey:        protocol.FormatEd25519Key(a.PublicKey()),
 	}
 	stBytes, err := json.Marshal(st)
 	if err != nil {

@@ -3,13 +3,13 @@ package software
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 )
 
@@ -108,7 +108,7 @@ func (st *Statement) parse() (*ParsedStatement, error) {
 		return nil, fmt.Errorf("%w: software statement time: %v", attest.ErrMalformed, err)
 	}
 	ps.Time = t
-	pk, err := ParsePlatformKey(st.PlatformKey)
+	pk, err := protocol.ParseEd25519Key(st.PlatformKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: software statement platform_key: %v", attest.ErrMalformed, err)
 	}
@@ -145,35 +145,10 @@ func strictUnmarshal(data []byte, v any) error {
 	return nil
 }
 
-// PlatformKeyPrefix introduces a platform key in its text form.
-const PlatformKeyPrefix = "ed25519:"
-
-// FormatPlatformKey writes pub as "ed25519:<base64 std>", the form policies
-// use in "platform_keys".
-func FormatPlatformKey(pub ed25519.PublicKey) string {
-	return PlatformKeyPrefix + base64.StdEncoding.EncodeToString(pub)
-}
-
-// ParsePlatformKey reads "ed25519:<base64 std>".
-func ParsePlatformKey(s string) (ed25519.PublicKey, error) {
-	rest, ok := strings.CutPrefix(s, PlatformKeyPrefix)
-	if !ok {
-		return nil, fmt.Errorf("platform key %q does not start with %q", truncate(s), PlatformKeyPrefix)
-	}
-	raw, err := base64.StdEncoding.Strict().DecodeString(rest)
-	if err != nil {
-		return nil, fmt.Errorf("platform key %q: %v", truncate(s), err)
-	}
-	if len(raw) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("platform key is %d bytes, want %d", len(raw), ed25519.PublicKeySize)
-	}
-	return ed25519.PublicKey(raw), nil
-}
-
 // PlatformKeyMatches reports whether the text form s (as written in a
 // policy) names pub. Malformed s never matches.
 func PlatformKeyMatches(s string, pub ed25519.PublicKey) bool {
-	k, err := ParsePlatformKey(s)
+	k, err := protocol.ParseEd25519Key(s)
 	return err == nil && k.Equal(pub)
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 )
 
@@ -45,10 +46,10 @@ func (Verifier) Verify(ctx context.Context, ev *attest.Evidence, opts attest.Ver
 		}
 	}
 	if !trusted {
-		return nil, fmt.Errorf("%w: software evidence is signed by platform key %s, which is not among the %d pinned keys", attest.ErrUntrustedSigner, FormatPlatformKey(ps.PlatformKey), len(opts.TrustedKeys))
+		return nil, fmt.Errorf("%w: software evidence is signed by platform key %s, which is not among the %d pinned keys", attest.ErrUntrustedSigner, protocol.FormatEd25519Key(ps.PlatformKey), len(opts.TrustedKeys))
 	}
 	if !ed25519.Verify(ps.PlatformKey, signedMessage(env.Statement), env.Signature) {
-		return nil, fmt.Errorf("%w: software statement signature does not verify with platform key %s", attest.ErrSignature, FormatPlatformKey(ps.PlatformKey))
+		return nil, fmt.Errorf("%w: software statement signature does not verify with platform key %s", attest.ErrSignature, protocol.FormatEd25519Key(ps.PlatformKey))
 	}
 	if now := opts.Time(); ps.Time.After(now.Add(MaxClockSkew)) {
 		return nil, fmt.Errorf("%w: software statement is dated %s, after the verification time %s", attest.ErrExpired, ps.Time.Format(time.RFC3339), now.Format(time.RFC3339))
@@ -62,7 +63,7 @@ func (Verifier) Verify(ctx context.Context, ev *attest.Evidence, opts attest.Ver
 		HardwareProtected: false,
 		Advisories:        []string{},
 		IssuedAt:          ps.Time,
-		Signer:            FormatPlatformKey(ps.PlatformKey),
+		Signer:            protocol.FormatEd25519Key(ps.PlatformKey),
 		Warnings:          []string{NoHardwareWarning},
 		Extra:             map[string]any{"runtime_measurement": hex.EncodeToString(ps.RuntimeMeasurement[:])},
 	}, nil

@@ -19,11 +19,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 	_ "github.com/cloisterhq/cloister/attest/all"
 	"github.com/cloisterhq/cloister/attest/ear"
 	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/attest/tpm"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/keys"
 )
 
@@ -284,7 +286,7 @@ func runAttestVerify(cmd *cobra.Command, f *verifyFlags, file string) error {
 		if err != nil {
 			return fail(ExitFailure, err)
 		}
-		if err := writeFileAtomic(f.earOut, []byte(tok+"\n"), 0o644); err != nil {
+		if err := atomicfile.WriteFile(f.earOut, []byte(tok+"\n"), 0o644); err != nil {
 			return fail(ExitFailure, fmt.Errorf("--ear-out: %w", err))
 		}
 	}
@@ -436,7 +438,7 @@ func runAttestQuote(cmd *cobra.Command, f *quoteFlags) error {
 		if err != nil {
 			return failure(err)
 		}
-		att, pub = a, []byte(software.FormatPlatformKey(a.PublicKey())+"\n")
+		att, pub = a, []byte(protocol.FormatEd25519Key(a.PublicKey())+"\n")
 	case attest.ClassTPM:
 		rwc, err := tpm.Open(f.tpm)
 		if err != nil {
@@ -480,7 +482,7 @@ func runAttestQuote(cmd *cobra.Command, f *quoteFlags) error {
 		return failure(err)
 	}
 	if f.pubOut != "" {
-		if err := writeFileAtomic(f.pubOut, pub, 0o644); err != nil {
+		if err := atomicfile.WriteFile(f.pubOut, pub, 0o644); err != nil {
 			return failure(err)
 		}
 	} else if attest.Class(f.class) == attest.ClassSoftware {
@@ -492,7 +494,7 @@ func runAttestQuote(cmd *cobra.Command, f *quoteFlags) error {
 		_, err := cmd.OutOrStdout().Write(append(ev.Data, '\n'))
 		return err
 	}
-	if err := writeFileAtomic(f.out, ev.Data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(f.out, ev.Data, 0o644); err != nil {
 		return failure(err)
 	}
 	return nil
@@ -526,28 +528,6 @@ func readEd25519PrivateKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("platform key %s: a %T, want Ed25519", path, k)
 	}
 	return priv, nil
-}
-
-// writeFileAtomic writes via a temporary file and rename, so a reader never
-// sees half a file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func init() {

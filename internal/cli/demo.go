@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/internal/httpguard"
@@ -324,7 +325,7 @@ func demoVerifyLedger(ctx context.Context, pr *demoPrinter, lg *ledger.Embedded,
 		return fmt.Errorf("ledger: verifying entry %d: %w", idx, err)
 	}
 	se := res.Entry.Signed
-	if se.Entry.Kind != ledger.KindResultCommitted || se.Entry.Submitter != ledger.EncodePublicKey(n.PlatformKey()) {
+	if se.Entry.Kind != ledger.KindResultCommitted || se.Entry.Submitter != protocol.FormatEd25519Key(n.PlatformKey()) {
 		return fmt.Errorf("ledger: entry %d is %s by %s, want result.committed by the node's platform key", idx, se.Entry.Kind, se.Entry.Submitter)
 	}
 	rc, err := client.ParseResultCommitment(se.Entry.Body)

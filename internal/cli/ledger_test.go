@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
@@ -112,7 +113,7 @@ func TestLedgerCommandsEndToEnd(t *testing.T) {
 	if err := k.Save(keyFile); err != nil {
 		t.Fatal(err)
 	}
-	submitter := ledger.EncodePublicKey(k.Public().Signing)
+	submitter := protocol.FormatEd25519Key(k.Public().Signing)
 
 	// append: inline body, then @FILE with --json.
 	code, out, errOut := runCLI(t, "ledger", "append", "--ledger", url, "--key", keyFile, "--kind", "note", "--body", `{"text": "hello", "n": 1}`)

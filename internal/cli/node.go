@@ -17,8 +17,9 @@ import (
 
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/tpm"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/internal/bytesize"
 	"github.com/cloisterhq/cloister/internal/httpguard"
-	"github.com/cloisterhq/cloister/isolate/bytesize"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
@@ -306,7 +307,7 @@ func nodeTPMAttester(spec, dataDir string, log *slog.Logger) (*tpm.Attester, fun
 		return nil, nil, err
 	}
 	path := filepath.Join(dataDir, "tpm-ak.pem")
-	if err := writeFileAtomic(path, pemAK, 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, pemAK, 0o644); err != nil {
 		a.Close()
 		rwc.Close()
 		return nil, nil, fmt.Errorf("node: writing %s: %w", path, err)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -242,7 +242,7 @@ func describeIsolate(iso policy.Isolate) []string {
 		out = append(out, "hardware-protected: the node operator cannot read memory; evidence checked against the vendor's roots")
 	}
 	for _, k := range iso.PlatformKeys {
-		if strings.HasPrefix(k, keys.SigningPrefix) {
+		if strings.HasPrefix(k, protocol.Ed25519KeyPrefix) {
 			out = append(out, "trusts platform key "+shortKey(k))
 		} else {
 			h := sha256.Sum256([]byte(k))

@@ -14,6 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/internal/bytesize"
 	"github.com/cloisterhq/cloister/isolate"
 )
 
@@ -151,22 +153,22 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 
 	cfg := &isolate.Config{Module: module, Name: filepath.Base(program), Args: guestArgs, Deterministic: f.deterministic}
-	mem, err := isolate.ParseSize(f.memory)
+	mem, err := bytesize.Parse(f.memory)
 	if err != nil {
 		return usageError("--memory: %v", err)
 	}
 	if mem < 65536 || mem > 4<<30 {
 		return usageError("--memory %s: must be between 64KiB and 4GiB (WebAssembly's 32-bit limit)", f.memory)
 	}
-	cfg.Memory = mem
-	maxOut, err := isolate.ParseSize(f.maxOutput)
+	cfg.Memory = uint64(mem)
+	maxOut, err := bytesize.Parse(f.maxOutput)
 	if err != nil {
 		return usageError("--max-output: %v", err)
 	}
 	if maxOut == 0 {
 		return usageError("--max-output must be at least 1 byte")
 	}
-	cfg.MaxOutput = int64(maxOut)
+	cfg.MaxOutput = maxOut
 	if f.timeout <= 0 {
 		return usageError("--timeout %v: must be positive", f.timeout)
 	}
@@ -252,7 +254,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	if f.outputDir != "" {
 		for _, o := range res.Outputs {
-			if err := saveFileAtomic(filepath.Join(f.outputDir, o.Name), o.Data); err != nil {
+			if err := atomicfile.WriteFile(filepath.Join(f.outputDir, o.Name), o.Data, 0o644); err != nil {
 				return failure(fmt.Errorf("saving output %s: %w", o.Name, err))
 			}
 		}
@@ -285,32 +287,8 @@ func writeReport(dest string, rep *isolate.Report) error {
 		_, err = os.Stderr.Write(b)
 		return err
 	}
-	if err := saveFileAtomic(dest, b); err != nil {
+	if err := atomicfile.WriteFile(dest, b, 0o644); err != nil {
 		return fmt.Errorf("writing the report: %w", err)
-	}
-	return nil
-}
-
-// saveFileAtomic writes data to a temporary file beside path and renames it
-// into place, so that a reader never sees half a file.
-func saveFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	_, werr := tmp.Write(data)
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/cloisterhq/cloister/attest"
 	_ "github.com/cloisterhq/cloister/attest/all" // every evidence class a policy may accept
 	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/policy"
 )
@@ -422,7 +423,7 @@ finished in time; 2 bad usage or unreadable files.`,
 				}
 				return failure(err)
 			}
-			if err := writeFileAtomic(out, data, 0o600); err != nil {
+			if err := atomicfile.WriteFile(out, data, 0o600); err != nil {
 				return usageError("--out: %v", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes)\n", out, len(data))

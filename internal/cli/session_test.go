@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/internal/loopback"
 	"github.com/cloisterhq/cloister/isolate"
@@ -290,7 +291,7 @@ func TestNodeCommand(t *testing.T) {
 		n := 0
 		for _, e := range page.Entries {
 			if e.Signed.Entry.Kind == ledger.KindNodeRegistered {
-				if e.Signed.Entry.Submitter != ledger.EncodePublicKey(pk.Public().Signing) {
+				if e.Signed.Entry.Submitter != protocol.FormatEd25519Key(pk.Public().Signing) {
 					t.Fatalf("registration by %s, not the platform key", e.Signed.Entry.Submitter)
 				}
 				n++

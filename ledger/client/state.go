@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 )
 
 // State is what a verifying client trusts about one ledger, kept between
@@ -114,10 +116,9 @@ func (s *State) TrustedCheckpoint() (*Checkpoint, error) {
 	return VerifyCheckpoint([]byte(s.Checkpoint), s.Validators)
 }
 
-// Save writes the state atomically (a temporary file in the same
-// directory, synced, then renamed over path) with mode 0600, creating the
-// directory with mode 0700 if needed. A crash leaves the old file or the
-// new one, never a mix.
+// Save writes the state atomically and durably (internal/atomicfile) with
+// mode 0600, creating the directory with mode 0700 if needed. A crash
+// leaves the old file or the new one, never a mix.
 func (s *State) Save(path string) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
@@ -128,36 +129,8 @@ func (s *State) Save(path string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return &StateError{Path: path, Err: err, Write: true}
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
 		return &StateError{Path: path, Err: err, Write: true}
-	}
-	name := tmp.Name()
-	fail := func(err error) error {
-		tmp.Close()
-		os.Remove(name)
-		return &StateError{Path: path, Err: err, Write: true}
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		return fail(err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(name)
-		return &StateError{Path: path, Err: err, Write: true}
-	}
-	if err := os.Rename(name, path); err != nil {
-		os.Remove(name)
-		return &StateError{Path: path, Err: err, Write: true}
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // make the rename durable; best effort on file systems that refuse
-		d.Close()
 	}
 	return nil
 }

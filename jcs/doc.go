@@ -9,6 +9,9 @@
 // sorted by their keys' UTF-16 code units, strings with the minimal escapes,
 // numbers in ECMAScript's shortest round-trip form.
 //
-// It is for hashing and signing structured data (policies, ledger entries),
-// not a general JSON library: decoding into Go types is left to the caller.
+// It is the project's one canonical JSON: policies, ledger entries, result
+// commitments and every other structure that is hashed or signed as JSON
+// use it, so that two parties never disagree about which bytes a document
+// has. It is not a general JSON library: decoding into Go types is left to
+// the caller. testdata/ holds its known-answer vectors.
 package jcs

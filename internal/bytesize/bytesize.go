@@ -1,11 +1,11 @@
-// Package bytesize parses byte sizes written by people: "256MiB", "16MB",
-// "1048576". It is the one parser behind policy limits (policy.ParseSize)
-// and the command line's --memory and --max-output (isolate.ParseSize).
+// Package bytesize is the one parser of byte sizes written by people:
+// "256MiB", "16MB", "1048576" — policy limits, the command line's --memory
+// and --max-output, and any later size a user writes.
 //
-// It is a leaf package (standard library only) because its two users cannot
-// import each other: policy is public and builds wherever clients do, while
-// isolate is Linux-only and pulls in wazero. It is not a general unit
-// library: no fractions, no spaces, no lower-case units.
+// It is a leaf package (standard library only) so that every package may
+// use it: policy is public and builds wherever clients do, isolate is
+// Linux-only and pulls in wazero, and neither may import the other. It is
+// not a general unit library: no fractions, no spaces, no lower-case units.
 package bytesize
 
 import (
