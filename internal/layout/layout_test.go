@@ -1,0 +1,206 @@
+package layout
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/cloisterhq/cloister"
+
+// root is the module's root directory.
+func root(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
+		t.Fatalf("module root not found at %s: %v", dir, err)
+	}
+	return dir
+}
+
+// goFile is one parsed Go file of the module.
+type goFile struct {
+	rel  string // slash-separated, from the module root
+	test bool
+	ast  *ast.File
+}
+
+// goFiles parses every Go file of the module except those under testdata
+// directories and other modules (deploy/ has its own go.mod).
+func goFiles(t *testing.T) []goFile {
+	t.Helper()
+	base := root(t)
+	var out []goFile
+	fset := token.NewFileSet()
+	err := filepath.WalkDir(base, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			name := d.Name()
+			if path != base && (name == "testdata" || strings.HasPrefix(name, ".") || name == "node_modules") {
+				return filepath.SkipDir
+			}
+			if path != base {
+				if _, err := os.Stat(filepath.Join(path, "go.mod")); err == nil {
+					return filepath.SkipDir
+				}
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(base, path)
+		out = append(out, goFile{rel: filepath.ToSlash(rel), test: strings.HasSuffix(path, "_test.go"), ast: f})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) < 100 {
+		t.Fatalf("found only %d Go files under %s", len(out), base)
+	}
+	return out
+}
+
+// calls returns "pkg.Func" for each call of a package-level function of
+// an imported package in f, with the file position.
+func calls(fset *token.FileSet, f *ast.File) map[string][]string {
+	imports := map[string]string{} // local name -> import path
+	for _, im := range f.Imports {
+		p, _ := strconv.Unquote(im.Path.Value)
+		name := filepath.Base(p)
+		if im.Name != nil {
+			name = im.Name.Name
+		}
+		imports[name] = p
+	}
+	out := map[string][]string{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok {
+			return true
+		}
+		id, ok := sel.X.(*ast.Ident)
+		if !ok {
+			return true
+		}
+		if p, ok := imports[id.Name]; ok {
+			out[p+"."+sel.Sel.Name] = append(out[p+"."+sel.Sel.Name], "")
+		}
+		return true
+	})
+	return out
+}
+
+// TestOneAtomicWriter: whole files are written only through
+// internal/atomicfile (temporary file, fsync, rename, directory fsync).
+// A rename, a hard link or a temporary file made anywhere else is a second
+// writer with its own durability.
+func TestOneAtomicWriter(t *testing.T) {
+	t.Parallel()
+	for _, f := range goFiles(t) {
+		if f.test || strings.HasPrefix(f.rel, "internal/atomicfile/") {
+			continue
+		}
+		for _, fn := range []string{"os.Rename", "os.Link", "os.CreateTemp"} {
+			if n := len(calls(nil, f.ast)[fn]); n > 0 {
+				t.Errorf("%s calls %s %d times: write whole files with internal/atomicfile", f.rel, fn, n)
+			}
+		}
+	}
+}
+
+// TestOneKeyPrefix: the text form of Ed25519 keys is written and read by
+// api/protocol alone; a string literal starting "ed25519:" elsewhere is a
+// second parser or formatter in the making.
+func TestOneKeyPrefix(t *testing.T) {
+	t.Parallel()
+	for _, f := range goFiles(t) {
+		if f.test || f.rel == "api/protocol/keys.go" {
+			continue
+		}
+		ast.Inspect(f.ast, func(n ast.Node) bool {
+			lit, ok := n.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				return true
+			}
+			if s, err := strconv.Unquote(lit.Value); err == nil && strings.HasPrefix(s, "ed25519:") {
+				t.Errorf("%s: string literal %q: use protocol.Ed25519KeyPrefix, FormatEd25519Key or ParseEd25519Key", f.rel, s)
+			}
+			return true
+		})
+	}
+}
+
+// TestOneSizeParser: sizes people write are parsed by internal/bytesize
+// alone; no other package declares a size parser.
+func TestOneSizeParser(t *testing.T) {
+	t.Parallel()
+	for _, f := range goFiles(t) {
+		if f.test || strings.HasPrefix(f.rel, "internal/bytesize/") {
+			continue
+		}
+		for _, d := range f.ast.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if ok && strings.EqualFold(fd.Name.Name, "parseSize") {
+				t.Errorf("%s declares %s: parse sizes with internal/bytesize", f.rel, fd.Name.Name)
+			}
+		}
+	}
+}
+
+// deps lists the packages pkgs depend on (go list -deps).
+func deps(t *testing.T, pkgs ...string) []string {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"list", "-deps"}, pkgs...)...)
+	cmd.Dir = root(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps %v: %v", pkgs, err)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestImportDirections: a server never imports a client package (the byte
+// strings both compute live in api/protocol), and policy, which clients
+// import, does not pull in the isolate runtime.
+func TestImportDirections(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		pkg       string
+		forbidden []string
+	}{
+		{"node", []string{"client", "ledger/client"}},
+		{"ledger", []string{"client", "ledger/client"}},
+		{"policy", []string{"isolate", "node", "ledger"}},
+		{"api/protocol", []string{"client", "node", "ledger", "policy", "keys", "attest"}},
+	} {
+		for _, d := range deps(t, module+"/"+c.pkg) {
+			for _, f := range c.forbidden {
+				if d == module+"/"+f || strings.HasPrefix(d, module+"/"+f+"/") {
+					t.Errorf("%s depends on %s", c.pkg, d)
+				}
+			}
+		}
+	}
+}
