@@ -29,16 +29,20 @@ import (
 	"github.com/cloisterhq/cloister/keys"
 )
 
-var attestCmd = &cobra.Command{
-	Use:   "attest",
-	Short: "Produce and verify remote-attestation evidence",
-	Long: `attest produces evidence for this machine (software platform key, TPM 2.0)
+func newAttestCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "attest",
+		Short: "Produce and verify remote-attestation evidence",
+		Long: `attest produces evidence for this machine (software platform key, TPM 2.0)
 and verifies evidence of any supported class offline: software, tpm,
 sev-snp, tdx, sgx, nitro, cca, RA-TLS certificates and EAR attestation
 results. See docs/attestation.md for what each class proves.`,
-	Example: `  cloister attest quote --class software --report-data 00ff --out ev.json --pub-out platform.pub
+		Example: `  cloister attest quote --class software --report-data 00ff --out ev.json --pub-out platform.pub
   cloister attest verify ev.json --trust-root platform.pub --report-data 00ff
   cloister attest verify nitro.cbor --at 2024-09-07T14:37:39Z --json`,
+	}
+	cmd.AddCommand(newAttestVerifyCmd(), newAttestQuoteCmd())
+	return cmd
 }
 
 type verifyFlags struct {
@@ -170,7 +174,7 @@ func runAttestVerify(cmd *cobra.Command, f *verifyFlags, file string) error {
 	stdout := cmd.OutOrStdout()
 	fail := func(code int, err error) error {
 		if f.json {
-			b, _ := json.Marshal(map[string]any{"verified": false, "error": err.Error()})
+			b, _ := json.Marshal(failedJSON{Verified: false, Error: err.Error()})
 			fmt.Fprintln(stdout, string(b))
 		}
 		return &ExitError{Code: code, Err: err}
@@ -528,9 +532,4 @@ func readEd25519PrivateKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("platform key %s: a %T, want Ed25519", path, k)
 	}
 	return priv, nil
-}
-
-func init() {
-	attestCmd.AddCommand(newAttestVerifyCmd(), newAttestQuoteCmd())
-	rootCmd.AddCommand(attestCmd)
 }

@@ -259,9 +259,7 @@ func TestAttestVerifyStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	rootCmd.SetIn(f)
-	defer rootCmd.SetIn(nil)
-	code, stdout, stderr := runCLI(t, "attest", "verify", "-", "--trust-root", filepath.Join(base, "ear/pkey.json"))
+	code, stdout, stderr := runCLIWithInput(t, f, "attest", "verify", "-", "--trust-root", filepath.Join(base, "ear/pkey.json"))
 	if code != 0 || !strings.Contains(stdout, "verified: ear evidence") {
 		t.Fatalf("stdin: exit %d %s %s", code, stdout, stderr)
 	}

@@ -7,59 +7,35 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
-
 	"github.com/cloisterhq/cloister/attest/tpm/swtpm"
 	"github.com/cloisterhq/cloister/keys"
 )
 
-// runCLI runs the cloister command line in-process and returns its exit
-// status and output. Flags keep their values between Execute calls on the
-// same command tree, so every flag is first reset to its default.
+// runCLI runs the cloister command line in-process, on a command tree of
+// its own, and returns its exit status and output.
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var resetAll func(c *cobra.Command)
-	resetAll = func(c *cobra.Command) {
-		c.Flags().VisitAll(func(f *pflag.Flag) {
-			if sv, ok := f.Value.(pflag.SliceValue); ok {
-				_ = sv.Replace(nil)
-			} else {
-				_ = f.Value.Set(f.DefValue)
-			}
-			f.Changed = false
-		})
-		for _, sub := range c.Commands() {
-			resetAll(sub)
-		}
-	}
-	resetAll(rootCmd)
+	return runCLIWithInput(t, nil, args...)
+}
+
+// runCLIWithInput is runCLI with stdin as the commands' standard input.
+func runCLIWithInput(t *testing.T, stdin io.Reader, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	root := newRoot()
 	var out, errb bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errb)
-	rootCmd.SetArgs(args)
-	defer func() {
-		rootCmd.SetOut(nil)
-		rootCmd.SetErr(nil)
-	}()
-	err := rootCmd.Execute()
-	code = ExitOK
-	if err != nil {
-		var ee *ExitError
-		if errors.As(err, &ee) {
-			code = ee.Code
-		} else {
-			code = ExitUsage
-		}
-		errb.WriteString(err.Error())
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	if stdin != nil {
+		root.SetIn(stdin)
 	}
+	code = run(root, args)
 	return code, out.String(), errb.String()
 }
 

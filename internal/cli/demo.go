@@ -353,35 +353,35 @@ func sha256hex(b []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
+// demoPolicy writes the demo's policy document from the policy package's
+// own types, so that it has exactly the fields policy.Parse reads.
 func demoPolicy(p map[string]*demoParty, wasm []byte, platformKey string) ([]byte, error) {
-	principal := func(id string, reader bool, roles ...string) map[string]any {
+	principal := func(id string, reader bool, role policy.Role) policy.Principal {
 		pub := p[id].key.Public()
-		m := map[string]any{"id": id, "signing_key": pub.SigningString(), "roles": roles}
+		pr := policy.Principal{ID: id, SigningKey: pub.SigningString(), Roles: []policy.Role{role}}
 		if reader {
-			m["sealing_key"] = pub.SealingString()
+			pr.SealingKey = pub.SealingString()
 		}
-		return m
+		return pr
 	}
-	return json.MarshalIndent(map[string]any{
-		"version": 1,
-		"name":    "demo-psi-sum",
-		"principals": []any{
-			principal("alice", false, "program-provider"),
-			principal("bob", false, "data-provider"),
-			principal("carol", false, "data-provider"),
-			principal("dave", true, "result-reader"),
+	return json.MarshalIndent(&policy.Policy{
+		Version: policy.Version,
+		Name:    "demo-psi-sum",
+		Principals: []policy.Principal{
+			principal("alice", false, policy.RoleProgramProvider),
+			principal("bob", false, policy.RoleDataProvider),
+			principal("carol", false, policy.RoleDataProvider),
+			principal("dave", true, policy.RoleResultReader),
 		},
-		"programs": []any{map[string]any{"name": "psi-sum.wasm", "sha256": sha256hex(wasm), "provider": "alice"}},
-		"inputs": []any{
-			map[string]any{"name": "customers.csv", "provider": "bob"},
-			map[string]any{"name": "purchases.csv", "provider": "carol"},
+		Programs: []policy.Program{{Name: "psi-sum.wasm", SHA256: sha256hex(wasm), Provider: "alice"}},
+		Inputs: []policy.Input{
+			{Name: "customers.csv", Provider: "bob"},
+			{Name: "purchases.csv", Provider: "carol"},
 		},
-		"outputs":       []any{map[string]any{"name": "result.json", "readers": []string{"dave"}}},
-		"isolates":      []any{map[string]any{"class": "software", "platform_keys": []string{platformKey}}},
-		"limits":        map[string]any{"memory": "256MiB", "timeout": "2m", "max_output": "1MiB"},
-		"deterministic": true,
-		"expires":       time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+		Outputs:       []policy.Output{{Name: "result.json", Readers: []string{"dave"}}},
+		Isolates:      []policy.Isolate{{Class: "software", PlatformKeys: []string{platformKey}}},
+		Limits:        policy.Limits{Memory: "256MiB", Timeout: "2m", MaxOutput: "1MiB"},
+		Deterministic: true,
+		Expires:       time.Now().Add(time.Hour).UTC().Truncate(time.Second),
 	}, "", "  ")
 }
-
-func init() { rootCmd.AddCommand(newDemoCmd()) }

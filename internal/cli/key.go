@@ -10,17 +10,21 @@ import (
 	"github.com/cloisterhq/cloister/keys"
 )
 
-var keyCmd = &cobra.Command{
-	Use:   "key",
-	Short: "Create principal key files and print their public halves",
-	Long: `A key file holds one principal's (or one node's) two private keys: an Ed25519
+func newKeyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Create principal key files and print their public halves",
+		Long: `A key file holds one principal's (or one node's) two private keys: an Ed25519
 key that signs requests, and an HPKE MLKEM768-X25519 key that inputs and
 outputs are sealed to. Policies name principals by the public halves, in the
 forms "ed25519:<base64>" and "hpke:<base64>". The file format is described in
 docs/keys.md. Keep key files private: they are written with mode 0600, and
 cloister refuses to use a key file other users can read.`,
-	Example: `  cloister key new --out alice.key
+		Example: `  cloister key new --out alice.key
   cloister key public alice.key --json`,
+	}
+	cmd.AddCommand(newKeyNewCmd(), newKeyPublicCmd())
+	return cmd
 }
 
 func newKeyNewCmd() *cobra.Command {
@@ -96,9 +100,4 @@ chmod 600); 2 FILE is missing or not a key file.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"signing_key": ..., "sealing_key": ...}`)
 	return cmd
-}
-
-func init() {
-	keyCmd.AddCommand(newKeyNewCmd(), newKeyPublicCmd())
-	rootCmd.AddCommand(keyCmd)
 }

@@ -48,8 +48,6 @@ the base URL of any validator's API. The guide is docs/ledger.md.`,
 	return cmd
 }
 
-func init() { rootCmd.AddCommand(newLedgerCmd()) }
-
 // ledgerURLFlag adds --ledger and returns a function giving a client of
 // it (or a usage error).
 func ledgerURLFlag(cmd *cobra.Command) func() (*client.Client, error) {
@@ -306,7 +304,7 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 			return ledgerFailure("ledger append", err)
 		}
 		if asJSON {
-			return printJSON(cmd.OutOrStdout(), map[string]any{"index": rc.Index, "height": rc.Height, "leaf_hash": b64(rc.LeafHash[:])})
+			return printJSON(cmd.OutOrStdout(), receiptJSON{Index: rc.Index, Height: rc.Height, LeafHash: b64(rc.LeafHash[:])})
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
 		return nil
@@ -422,9 +420,65 @@ or the entry's signature does not verify; 2 bad usage.`,
 	return cmd
 }
 
-// entryObject is the API's JSON form of an entry.
-func entryObject(e *client.Entry) map[string]any {
-	return map[string]any{"index": e.Index, "height": e.Height, "leaf_hash": b64(e.LeafHash[:]), "entry": json.RawMessage(e.Tx)}
+// receiptJSON is "ledger append --json": where the entry sits.
+type receiptJSON struct {
+	Index    uint64 `json:"index"`
+	Height   int64  `json:"height"`
+	LeafHash string `json:"leaf_hash"`
+}
+
+// entryJSON is the API's JSON form of an entry ("ledger get --json",
+// "ledger tail --json").
+type entryJSON struct {
+	Index    uint64          `json:"index"`
+	Height   int64           `json:"height"`
+	LeafHash string          `json:"leaf_hash"`
+	Entry    json.RawMessage `json:"entry"`
+}
+
+func entryObject(e *client.Entry) entryJSON {
+	return entryJSON{Index: e.Index, Height: e.Height, LeafHash: b64(e.LeafHash[:]), Entry: json.RawMessage(e.Tx)}
+}
+
+// proofJSON is "ledger proof --json": the audit path and the checkpoint
+// (not judged).
+type proofJSON struct {
+	Index      uint64          `json:"index"`
+	Size       uint64          `json:"size"`
+	LeafHash   string          `json:"leaf_hash"`
+	Root       string          `json:"root"`
+	Hashes     []string        `json:"hashes"`
+	Checkpoint string          `json:"checkpoint"`
+	Entry      json.RawMessage `json:"entry"`
+}
+
+// verifyJSON is "ledger verify --json" when verification passed;
+// PreviousSize and Entry are null when there was none.
+type verifyJSON struct {
+	Verified     bool             `json:"verified"`
+	Origin       string           `json:"origin"`
+	State        string           `json:"state"`
+	FirstUse     bool             `json:"first_use"`
+	Size         uint64           `json:"size"`
+	Root         string           `json:"root"`
+	Signers      []string         `json:"signers"`
+	SignedPower  int64            `json:"signed_power"`
+	TotalPower   int64            `json:"total_power"`
+	PreviousSize *uint64          `json:"previous_size"`
+	Entry        *verifyEntryJSON `json:"entry"`
+}
+
+// failedJSON is the --json output of a check that failed.
+type failedJSON struct {
+	Verified bool   `json:"verified"`
+	Error    string `json:"error"`
+}
+
+type verifyEntryJSON struct {
+	Index     uint64 `json:"index"`
+	LeafHash  string `json:"leaf_hash"`
+	Kind      string `json:"kind"`
+	Submitter string `json:"submitter"`
 }
 
 // waitCheckpoint polls the ledger's status, for at most wait, until it has
@@ -507,8 +561,8 @@ lead to the root, or the ledger could not be reached; 2 bad usage.`,
 		}
 		w := cmd.OutOrStdout()
 		if asJSON {
-			return printJSON(w, map[string]any{"index": index, "size": cp.Size, "leaf_hash": b64(e.LeafHash[:]), "root": b64(cp.Root[:]),
-				"hashes": hashes, "checkpoint": string(cp.Note), "entry": json.RawMessage(e.Tx)})
+			return printJSON(w, proofJSON{Index: index, Size: cp.Size, LeafHash: b64(e.LeafHash[:]), Root: b64(cp.Root[:]),
+				Hashes: hashes, Checkpoint: string(cp.Note), Entry: json.RawMessage(e.Tx)})
 		}
 		fmt.Fprintf(w, "entry %d in the log of %s at size %d\nleaf_hash:  %s\nroot:       %s\naudit path (%d hashes, leaf to root):\n",
 			index, printable(cp.Origin), cp.Size, b64(e.LeafHash[:]), b64(cp.Root[:]), len(hashes))
@@ -591,7 +645,7 @@ file that cannot be read or trusted.`,
 		w := cmd.OutOrStdout()
 		if err != nil {
 			if asJSON {
-				printJSON(w, map[string]any{"verified": false, "error": err.Error()})
+				printJSON(w, failedJSON{Verified: false, Error: err.Error()})
 			}
 			var ve *client.VerificationError
 			if errors.As(err, &ve) {
@@ -601,14 +655,13 @@ file that cannot be read or trusted.`,
 		}
 		cp := res.Checkpoint
 		if asJSON {
-			out := map[string]any{"verified": true, "origin": res.Origin, "state": res.StatePath, "first_use": res.FirstUse,
-				"size": cp.Size, "root": b64(cp.Root[:]), "signers": cp.Signers, "signed_power": cp.SignedPower, "total_power": cp.TotalPower,
-				"previous_size": nil, "entry": nil}
+			out := verifyJSON{Verified: true, Origin: res.Origin, State: res.StatePath, FirstUse: res.FirstUse,
+				Size: cp.Size, Root: b64(cp.Root[:]), Signers: cp.Signers, SignedPower: cp.SignedPower, TotalPower: cp.TotalPower}
 			if res.Previous != nil {
-				out["previous_size"] = res.Previous.Size
+				out.PreviousSize = &res.Previous.Size
 			}
 			if e := res.Entry; e != nil {
-				out["entry"] = map[string]any{"index": e.Index, "leaf_hash": b64(e.LeafHash[:]), "kind": e.Signed.Entry.Kind, "submitter": e.Signed.Entry.Submitter}
+				out.Entry = &verifyEntryJSON{Index: e.Index, LeafHash: b64(e.LeafHash[:]), Kind: string(e.Signed.Entry.Kind), Submitter: e.Signed.Entry.Submitter}
 			}
 			return printJSON(w, out)
 		}

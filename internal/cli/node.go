@@ -315,5 +315,3 @@ func nodeTPMAttester(spec, dataDir string, log *slog.Logger) (*tpm.Attester, fun
 	log.Info("TPM attestation key ready", "tpm", spec, "ak_public_key", path)
 	return a, func() { a.Close(); rwc.Close() }, nil
 }
-
-func init() { rootCmd.AddCommand(newNodeCmd()) }

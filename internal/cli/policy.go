@@ -18,18 +18,22 @@ import (
 	"github.com/cloisterhq/cloister/policy"
 )
 
-var policyCmd = &cobra.Command{
-	Use:   "policy",
-	Short: "Check, hash and explain policy files",
-	Long: `A policy is the JSON contract of one computation: its principals and their
+func newPolicyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Check, hash and explain policy files",
+		Long: `A policy is the JSON contract of one computation: its principals and their
 roles, the programs (pinned by SHA-256), inputs and who provides them, outputs
 and who may read them, the isolate classes accepted and what each must prove,
 limits and expiry. Its hash (SHA-256 of the RFC 8785 canonical form) is bound
 into every attestation, so every party can check they signed up to the same
 contract. The format is described in docs/policy.md.`,
-	Example: `  cloister policy validate psi.json
+		Example: `  cloister policy validate psi.json
   cloister policy hash psi.json
   cloister policy show psi.json`,
+	}
+	cmd.AddCommand(newPolicyValidateCmd(), newPolicyHashCmd(), newPolicyShowCmd())
+	return cmd
 }
 
 // loadPolicy maps policy errors onto exit statuses: a file that cannot be
@@ -45,6 +49,16 @@ func loadPolicy(path string) (*policy.Policy, error) {
 		return nil, failure(err)
 	}
 	return nil, usageError("%v", err)
+}
+
+// validateJSON is "policy validate --json"; Name, Hash and Expired are
+// left out of an invalid policy's output.
+type validateJSON struct {
+	Valid    bool             `json:"valid"`
+	Name     string           `json:"name,omitempty"`
+	Hash     string           `json:"hash,omitempty"`
+	Expired  *bool            `json:"expired,omitempty"`
+	Problems []policy.Problem `json:"problems"`
 }
 
 func newPolicyValidateCmd() *cobra.Command {
@@ -73,7 +87,7 @@ JSON.`,
 			case err == nil:
 			case errors.As(err, &ve):
 				if asJSON {
-					writeJSON(cmd.OutOrStdout(), map[string]any{"valid": false, "problems": ve.Problems})
+					writeJSON(cmd.OutOrStdout(), validateJSON{Valid: false, Problems: ve.Problems})
 					return &ExitError{Code: ExitFailure, Err: err, Silent: true}
 				}
 				var b strings.Builder
@@ -90,7 +104,7 @@ JSON.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s expired at %s; nodes refuse it\n", args[0], p.Expires.Format(time.RFC3339))
 			}
 			if asJSON {
-				writeJSON(cmd.OutOrStdout(), map[string]any{"valid": true, "name": p.Name, "hash": p.HashHex(), "expired": expired, "problems": []policy.Problem{}})
+				writeJSON(cmd.OutOrStdout(), validateJSON{Valid: true, Name: p.Name, Hash: p.HashHex(), Expired: &expired, Problems: []policy.Problem{}})
 				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "valid: %s %s\n", p.Name, p.HashHex())
@@ -288,9 +302,4 @@ func roughDuration(d time.Duration) string {
 	default:
 		return d.Round(time.Second).String()
 	}
-}
-
-func init() {
-	policyCmd.AddCommand(newPolicyValidateCmd(), newPolicyHashCmd(), newPolicyShowCmd())
-	rootCmd.AddCommand(policyCmd)
 }

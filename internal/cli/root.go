@@ -1,6 +1,7 @@
 // Package cli holds the cobra commands of the cloister binary. Each noun
 // (run, attest, key, policy, session, node, ledger, demo) lives in its own
-// file and registers itself on the root command from an init function.
+// file with a constructor (newAttestCmd, …) that newRoot calls; commands
+// are built afresh for each execution, never kept in package variables.
 package cli
 
 import (
@@ -48,35 +49,50 @@ func failure(err error) error {
 	return &ExitError{Code: ExitFailure, Err: err}
 }
 
-var rootCmd = &cobra.Command{
-	Use:   "cloister",
-	Short: "Confidential, verifiable computation among parties who do not trust each other",
-	Long: `cloister runs WebAssembly programs in attested isolates, releases keys and data
+// newRoot builds the whole command tree afresh: no command is a package
+// variable and nothing is registered from init, so every call (each test,
+// each documentation generator) gets commands with default flag values.
+// Each noun's constructor lives in the noun's own file; a new noun is one
+// more line here.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "cloister",
+		Short: "Confidential, verifiable computation among parties who do not trust each other",
+		Long: `cloister runs WebAssembly programs in attested isolates, releases keys and data
 only to isolates whose evidence matches a signed policy, and records who did
-what on a verifiable ledger.
-
-Start with:
-  cloister demo            a three-party computation on one machine
-  cloister run --help      run a program in a jailed isolate`,
-	SilenceUsage:  true,
-	SilenceErrors: true,
-}
-
-func init() {
+what on a verifiable ledger.`,
+		Example: `  cloister demo            # a three-party computation on one machine
+  cloister run --help      # run a program in a jailed isolate`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
 	// Flag errors (unknown flag, bad value) are usage errors: exit 2.
-	rootCmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
 	})
+	root.AddCommand(
+		newRunCmd(),
+		newAttestCmd(),
+		newKeyCmd(),
+		newPolicyCmd(),
+		newSessionCmd(),
+		newNodeCmd(),
+		newLedgerCmd(),
+		newDemoCmd(),
+	)
+	return root
 }
 
-// Root returns the root command, for tests and documentation generators.
-func Root() *cobra.Command { return rootCmd }
+// Root returns a new root command, for tests and documentation generators.
+func Root() *cobra.Command { return newRoot() }
 
 // Execute runs the command line and returns the process exit status.
 func Execute() int {
-	return run(rootCmd, os.Args[1:])
+	return run(newRoot(), os.Args[1:])
 }
 
+// run executes cmd with args and returns the exit status, printing the
+// error, if any, on cmd's standard error.
 func run(cmd *cobra.Command, args []string) int {
 	cmd.SetArgs(args)
 	err := cmd.Execute()
@@ -86,12 +102,12 @@ func run(cmd *cobra.Command, args []string) int {
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		if !ee.Silent && ee.Err != nil {
-			fmt.Fprintln(os.Stderr, "cloister:", ee.Err)
+			fmt.Fprintln(cmd.ErrOrStderr(), "cloister:", ee.Err)
 		}
 		return ee.Code
 	}
 	// Errors cobra produces itself (unknown command, wrong number of
 	// arguments) are usage errors.
-	fmt.Fprintln(os.Stderr, "cloister:", err)
+	fmt.Fprintln(cmd.ErrOrStderr(), "cloister:", err)
 	return ExitUsage
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -73,8 +74,6 @@ $XDG_DATA_HOME/cloister, else ~/.local/share/cloister.`,
 	fl.StringVar(&f.report, "report", "", `write the JSON run report to FILE ("-" for stderr)`)
 	return cmd
 }
-
-func init() { rootCmd.AddCommand(newRunCmd()) }
 
 // parseInputFlag splits an --input value into a valid /input/ name and a
 // path.
@@ -210,11 +209,12 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		}
 	}
 
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	opts := isolate.Options{}
 	if dir, err := dataDir(); err == nil {
 		opts.DataDir = dir
 	} else {
-		fmt.Fprintf(os.Stderr, "cloister: warning: %v; running without the compilation cache\n", err)
+		fmt.Fprintf(stderr, "cloister: warning: %v; running without the compilation cache\n", err)
 	}
 	ctx := cmd.Context()
 	if ctx == nil {
@@ -222,7 +222,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	rt, err := isolate.New(ctx, opts)
 	if err != nil && opts.DataDir != "" {
-		fmt.Fprintf(os.Stderr, "cloister: warning: %v; running without the compilation cache\n", err)
+		fmt.Fprintf(stderr, "cloister: warning: %v; running without the compilation cache\n", err)
 		opts.DataDir = ""
 		rt, err = isolate.New(ctx, opts)
 	}
@@ -231,15 +231,15 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	defer rt.Close()
 	if why := rt.WorkerBinaryRefused(); why != "" {
-		fmt.Fprintf(os.Stderr, "cloister: warning: %s; workers are this binary re-executed (slower to start)\n", why)
+		fmt.Fprintf(stderr, "cloister: warning: %s; workers are this binary re-executed (slower to start)\n", why)
 	}
 	res, err := rt.Run(ctx, cfg)
 	if err != nil {
 		return failure(err)
 	}
 
-	os.Stdout.Write(res.Stdout)
-	os.Stderr.Write(res.Stderr)
+	stdout.Write(res.Stdout)
+	stderr.Write(res.Stderr)
 	rep := &res.Report
 	if len(rep.Missing) > 0 {
 		names := make([]string, 0, len(rep.Missing))
@@ -247,10 +247,10 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 			names = append(names, k)
 		}
 		sort.Strings(names)
-		fmt.Fprintf(os.Stderr, "cloister: warning: weaker isolation on this machine, not in force: %s (see --report)\n", strings.Join(names, ", "))
+		fmt.Fprintf(stderr, "cloister: warning: weaker isolation on this machine, not in force: %s (see --report)\n", strings.Join(names, ", "))
 	}
 	for _, w := range rep.Warnings {
-		fmt.Fprintf(os.Stderr, "cloister: warning: %s\n", w)
+		fmt.Fprintf(stderr, "cloister: warning: %s\n", w)
 	}
 	if f.outputDir != "" {
 		for _, o := range res.Outputs {
@@ -260,7 +260,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		}
 	}
 	if f.report != "" {
-		if err := writeReport(f.report, rep); err != nil {
+		if err := writeReport(stderr, f.report, rep); err != nil {
 			return failure(err)
 		}
 	}
@@ -277,14 +277,15 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 }
 
-func writeReport(dest string, rep *isolate.Report) error {
+// writeReport writes the run report to dest, or to stderr when dest is "-".
+func writeReport(stderr io.Writer, dest string, rep *isolate.Report) error {
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding the report: %w", err)
 	}
 	b = append(b, '\n')
 	if dest == "-" {
-		_, err = os.Stderr.Write(b)
+		_, err = stderr.Write(b)
 		return err
 	}
 	if err := atomicfile.WriteFile(dest, b, 0o644); err != nil {

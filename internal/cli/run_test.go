@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,27 +24,7 @@ func TestMain(m *testing.M) {
 func runRunCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	t.Setenv("CLOISTER_DATA", filepath.Join(t.TempDir(), "data"))
-	oldOut, oldErr := os.Stdout, os.Stderr
-	outR, outW, _ := os.Pipe()
-	errR, errW, _ := os.Pipe()
-	os.Stdout, os.Stderr = outW, errW
-	outC, errC := make(chan string), make(chan string)
-	go func() { b, _ := io.ReadAll(outR); outC <- string(b) }()
-	go func() { b, _ := io.ReadAll(errR); errC <- string(b) }()
-	// Flags keep their values between Execute calls: start from a fresh
-	// command each time.
-	root := rootCmd
-	for _, c := range root.Commands() {
-		if c.Name() == "run" {
-			root.RemoveCommand(c)
-		}
-	}
-	root.AddCommand(newRunCmd())
-	code = run(root, args)
-	outW.Close()
-	errW.Close()
-	os.Stdout, os.Stderr = oldOut, oldErr
-	return code, <-outC, <-errC
+	return runCLI(t, args...)
 }
 
 // exitModule is a WASI command whose _start calls proc_exit(code).

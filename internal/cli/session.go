@@ -25,10 +25,11 @@ import (
 	"github.com/cloisterhq/cloister/policy"
 )
 
-var sessionCmd = &cobra.Command{
-	Use:   "session",
-	Short: "Create, attest, provision, read and close sessions on a node",
-	Long: `A session is one run of a policy on a node: the program provider uploads
+func newSessionCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "session",
+		Short: "Create, attest, provision, read and close sessions on a node",
+		Long: `A session is one run of a policy on a node: the program provider uploads
 the program, data providers upload inputs, the node runs the program when
 everything is present, and result readers fetch outputs sealed to their own
 keys. See docs/sessions.md for a walkthrough.
@@ -43,11 +44,15 @@ your machine; requests are signed with your principal key.
 
 Exit status: 0 success; 1 refused or failed (the reason names the rule and
 the principal); 2 bad usage or unreadable files.`,
-	Example: `  id=$(cloister session create --node https://127.0.0.1:7443 --policy psi.json)
+		Example: `  id=$(cloister session create --node https://127.0.0.1:7443 --policy psi.json)
   cloister session upload --node https://127.0.0.1:7443 --session $id --policy psi.json \
       --key alice.key --program psi-sum.wasm=psi-sum.wasm
   cloister session result --node https://127.0.0.1:7443 --session $id --policy psi.json \
       --key dave.key --output result.json --out result.json --wait 30s`,
+	}
+	cmd.AddCommand(newSessionCreateCmd(), newSessionAttestCmd(), newSessionUploadCmd(),
+		newSessionResultCmd(), newSessionStatusCmd(), newSessionCloseCmd())
+	return cmd
 }
 
 // sessionFlags are the flags the session commands share.
@@ -669,10 +674,4 @@ unreadable files.`,
 	f.addPolicy(cmd)
 	f.addKey(cmd)
 	return cmd
-}
-
-func init() {
-	sessionCmd.AddCommand(newSessionCreateCmd(), newSessionAttestCmd(), newSessionUploadCmd(),
-		newSessionResultCmd(), newSessionStatusCmd(), newSessionCloseCmd())
-	rootCmd.AddCommand(sessionCmd)
 }
