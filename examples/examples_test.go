@@ -162,7 +162,15 @@ func run(t *testing.T, rt *isolate.Runtime, wasm []byte, in []isolate.Input) *is
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { res.Close() })
 	return res
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // TestExamplesInJailedIsolate runs every committed module through the real
@@ -185,7 +193,11 @@ func TestExamplesInJailedIsolate(t *testing.T) {
 			}
 			got := map[string][]byte{}
 			for _, o := range res.Outputs {
-				got[o.Name] = o.Data
+				b, err := o.Bytes()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[o.Name] = b
 			}
 			if len(got) != len(p.Outputs) {
 				t.Errorf("%d outputs, want %d", len(got), len(p.Outputs))
@@ -200,7 +212,7 @@ func TestExamplesInJailedIsolate(t *testing.T) {
 	t.Run("shamir-secret", func(t *testing.T) {
 		p, _ := Lookup("shamir")
 		res := run(t, rt, p.Wasm, inputs(p.Inputs))
-		if len(res.Outputs) != 1 || res.Outputs[0].Name != "secret" || string(res.Outputs[0].Data) != "Hello World!\n" {
+		if len(res.Outputs) != 1 || res.Outputs[0].Name != "secret" || string(must(res.Outputs[0].Bytes())) != "Hello World!\n" {
 			t.Fatalf("outputs %+v, want secret = %q", res.Outputs, "Hello World!\n")
 		}
 	})

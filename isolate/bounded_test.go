@@ -49,10 +49,7 @@ func returnsWithin(t *testing.T, d time.Duration, what string, f func()) {
 func TestStuckWorkerDoesNotHangRun(t *testing.T) {
 	j := &jailer{nsMiss: map[string]string{}, exitWait: 300 * time.Millisecond, writeTimeout: 300 * time.Millisecond}
 	w := stuckWorker(t)
-	jb, rep, err := resolve(&Config{Module: append(wasmEmpty, make([]byte, 1<<20)...)})
-	if err != nil || rep != nil {
-		t.Fatal(err, rep)
-	}
+	jb := openedJob(t, &Config{Module: append(wasmEmpty, make([]byte, 1<<20)...)})
 	var runErr error
 	returnsWithin(t, 10*time.Second, "runOn with a worker that cannot be reaped", func() {
 		_, runErr = j.runOn(context.Background(), w, jb)

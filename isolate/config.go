@@ -1,6 +1,11 @@
 package isolate
 
-import "time"
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
 
 // Defaults used when a Config field is zero.
 const (
@@ -20,12 +25,22 @@ const (
 var CompileTimeout = 2 * time.Minute * raceSlowdown
 
 // Input is one file the guest sees read-only at /input/Name. Exactly one of
-// Data and Path is set; a Path is opened by the host side, never by the
-// jailed worker.
+// Data, Path and Reader is set. The guest reads it through a descriptor
+// the host side opens and hands to the jailed worker (which opens nothing
+// itself), so an input is never copied into the worker's memory:
+//
+//   - Path: a regular file, opened read-only; the guest reads with pread
+//     semantics (seek anywhere).
+//   - Data: bytes in memory, put in a sealed memfd (read-only).
+//   - Reader: a stream, fed to the guest through a pipe while it runs; the
+//     guest reads it in order (seeking fails), and its size shows as 0.
+//     It is read until EOF, an error, or the end of the run, whichever
+//     comes first; a guest that never reads it does not hold up the run.
 type Input struct {
-	Name string
-	Data []byte
-	Path string
+	Name   string
+	Data   []byte
+	Path   string
+	Reader io.Reader
 }
 
 // Config describes one run of a WASI preview-1 module.
@@ -117,18 +132,45 @@ const (
 	LimitMaxOutputFiles = "max_output_files"
 )
 
-// Output is one file the guest wrote under /output/.
+// Output is one file the guest left under /output/. Its bytes stay in the
+// run's output area — a file on the node's disk, or in memory without a
+// DataDir — until read, and can be read until Result.Close.
 type Output struct {
 	Name string
-	Data []byte
+	Size int64
+	r    io.ReaderAt
 }
 
-// Result is everything a run produced.
+// Open returns a reader of the output's bytes; readers are independent.
+func (o *Output) Open() *io.SectionReader { return io.NewSectionReader(o.r, 0, o.Size) }
+
+// Bytes reads the whole output into memory.
+func (o *Output) Bytes() ([]byte, error) {
+	b := make([]byte, o.Size)
+	if _, err := io.ReadFull(o.Open(), b); err != nil {
+		return nil, fmt.Errorf("isolate: reading output %q: %w", o.Name, err)
+	}
+	return b, nil
+}
+
+// Result is everything a run produced. Close releases its outputs.
 type Result struct {
 	Report  Report
 	Stdout  []byte
 	Stderr  []byte
 	Outputs []Output
 
-	probes map[string]string // worker self-test (tests only)
+	area    *os.File          // the output area, read by Outputs
+	layouts []outputLayout    // where the guest left its outputs in it
+	probes  map[string]string // worker self-test (tests only)
+}
+
+// Close releases the output area; the outputs cannot be read afterwards.
+func (r *Result) Close() error {
+	if r == nil || r.area == nil {
+		return nil
+	}
+	err := r.area.Close()
+	r.area = nil
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -32,19 +33,18 @@ var DeterministicEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // reading.
 const DeterministicTick = time.Millisecond
 
-// job is a Config resolved for execution: defaults applied, inputs as bytes.
+// job is a Config resolved for execution: defaults applied, inputs opened.
 // It is what the parent sends to the worker.
 type job struct {
 	// Module is nil when the worker already holds it (preloaded) and
-	// ModuleSHA256 names it. Module and Inputs travel as raw blobs
-	// (protocol.go), InputNames saying which input is which.
-	Module         []byte   `json:"-"`
-	ModuleSHA256   [32]byte // computed once, by the parent
-	Name           string
-	Args           []string
-	Env            []string
-	Inputs         map[string][]byte `json:"-"`
-	InputNames     []string          `json:",omitempty"`
+	// ModuleSHA256 names it. It travels as a raw blob (protocol.go).
+	Module       []byte   `json:"-"`
+	ModuleSHA256 [32]byte // computed once, by the parent
+	Name         string
+	Args         []string
+	Env          []string
+	// InputNames names the input descriptors, in their order.
+	InputNames     []string `json:",omitempty"`
 	Memory         uint64
 	Timeout        time.Duration
 	MaxOutput      int64
@@ -59,7 +59,18 @@ type job struct {
 	Cancel bool
 	// SelfTest makes the worker probe its own jail after running (tests).
 	SelfTest bool
+
+	// The descriptors travel beside the frame (SCM_RIGHTS), never in it:
+	// the output area, then one per input in InputNames order. In the
+	// parent they are its own, closed when Run returns (the area is kept
+	// by the Result); in the worker, received with the job.
+	area   *os.File
+	inputs []*os.File
 }
+
+// maxJobFiles bounds the descriptors of one job: the output area and the
+// inputs (one SCM_RIGHTS message carries at most 253).
+const maxJobFiles = 250
 
 // executor compiles and runs jobs in the current process.
 type executor struct {
@@ -287,16 +298,17 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	if j.ConformanceRoot != "" {
 		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(j.ConformanceRoot, "/"))
 	} else {
-		block, blocks, err := areaLayout(j.MaxOutput, j.MaxOutputFiles)
+		area, err := j.outputArea()
 		if err != nil {
-			return finish(invalid(&rep, "%v", err)), nil
+			return nil, err
 		}
-		store, err := newMemoryStore(block * int64(blocks))
-		if err != nil {
-			return nil, fmt.Errorf("isolate: %w", err)
+		inputs := make(map[string]*inputSource, len(j.InputNames))
+		for i, name := range j.InputNames {
+			if inputs[name], err = inputFromFile(j.inputs[i]); err != nil {
+				return nil, fmt.Errorf("isolate: input %q: %w", name, err)
+			}
 		}
-		defer store.close()
-		gfs = newGuestFS(j.Inputs, newOutputArea(store, block, blocks), j.MaxOutput, j.MaxOutputFiles, now)
+		gfs = newGuestFS(inputs, area, j.MaxOutput, j.MaxOutputFiles, now)
 		mc = mc.WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(gfs, "/"))
 	}
 
@@ -319,17 +331,47 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	rep.StdoutTruncated, rep.StderrTruncated = stdout.truncated, stderr.truncated
 	classify(&rep, err, alloc.refused.Load(), ctx.Err())
 	if gfs != nil {
-		if res.Outputs, rep.OutputLimitsHit, err = gfs.collect(); err != nil {
+		if res.layouts, rep.OutputLimitsHit, err = gfs.collect(); err != nil {
 			return nil, err
-		}
-		for _, o := range res.Outputs {
-			s := sha256.Sum256(o.Data)
-			rep.Outputs = append(rep.Outputs, OutputInfo{Name: o.Name, Bytes: int64(len(o.Data)), SHA256: hex.EncodeToString(s[:])})
 		}
 	}
 	setWarnings(&rep, j)
 	res.Report = rep
 	return finish(res), nil
+}
+
+// outputArea is the job's output area, sized for its limits.
+func (j *job) outputArea() (*outputArea, error) {
+	block, blocks, err := areaLayout(j.MaxOutput, j.MaxOutputFiles)
+	if err != nil {
+		return nil, err
+	}
+	if j.area == nil {
+		return nil, errors.New("isolate: the job has no output area")
+	}
+	return newOutputArea(fileStore{j.area}, block, blocks), nil
+}
+
+// attachOutputs makes r's outputs readers of the job's output area, from
+// where the guest left them (layouts, checked already), and fills the
+// report's list with sizes and hashes read from the area itself.
+func (j *job) attachOutputs(r *Result, layouts []outputLayout) error {
+	area, err := j.outputArea()
+	if err != nil {
+		return err
+	}
+	r.Outputs = make([]Output, 0, len(layouts))
+	r.Report.Outputs = make([]OutputInfo, 0, len(layouts))
+	for _, l := range layouts {
+		o := Output{Name: l.name, Size: l.size, r: &areaReader{area: area, blocks: l.blocks, size: l.size}}
+		h := sha256.New()
+		if _, err := io.Copy(h, o.Open()); err != nil {
+			return fmt.Errorf("isolate: reading output %q: %w", l.name, err)
+		}
+		r.Outputs = append(r.Outputs, o)
+		r.Report.Outputs = append(r.Report.Outputs, OutputInfo{Name: l.name, Bytes: l.size, SHA256: hex.EncodeToString(h.Sum(nil))})
+	}
+	return nil
 }
 
 // setWarnings derives OutputLimited and Warnings from the limit flags of

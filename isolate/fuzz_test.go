@@ -18,7 +18,8 @@ func FuzzCompile(f *testing.F) {
 	ex := &executor{}
 	f.Fuzz(func(t *testing.T, module []byte) {
 		_ = moduleMinMemory(module)
-		j, rep, err := resolve(&Config{Module: module, Timeout: 200 * time.Millisecond, Memory: 1 << 20})
+		cfg := &Config{Module: module, Timeout: 200 * time.Millisecond, Memory: 1 << 20}
+		j, rep, err := resolve(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,6 +29,11 @@ func FuzzCompile(f *testing.F) {
 			}
 			return
 		}
+		files, _, err := openJobFiles(j, cfg, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer files.close()
 		j.Cancel = true
 		ctx, cancel := context.WithTimeout(context.Background(), j.Timeout)
 		defer cancel()

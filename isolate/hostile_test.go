@@ -129,7 +129,7 @@ func TestHostileOutputFlood(t *testing.T) {
 	for _, o := range res.Report.Outputs {
 		total += o.Bytes
 	}
-	if total != 4<<20 || len(res.Outputs) != 2 || len(res.Outputs[0].Data) != 4<<20 {
+	if total != 4<<20 || len(res.Outputs) != 2 || res.Outputs[0].Size != 4<<20 || len(outputBytes(t, res.Outputs[0])) != 4<<20 {
 		t.Errorf("outputs total %d bytes in %d files, want 4 MiB in flood.bin + empty second.bin", total, len(res.Outputs))
 	}
 }
@@ -287,6 +287,14 @@ func testWorkerSelfTest(t *testing.T, worker string) {
 			t.Errorf("setupcaps in force together with a user namespace: %v", res.Report.Protections)
 		}
 	}
+	if hasString(res.Report.Protections, "rlimit") && p["area_past_size"] != "file too large" {
+		t.Errorf("writing past the output area's size: %q, want file too large (RLIMIT_FSIZE)", p["area_past_size"])
+	}
+	for _, in := range []string{"data", "file"} {
+		if c := p["write_input_"+in]; c == "allowed" || c == "" {
+			t.Errorf("writing to input %s inside the worker: %q, want it refused", in, c)
+		}
+	}
 	if c := p["cache_after_uid_switch"]; !strings.Contains(c, "permission denied") && !strings.Contains(c, "no such file") {
 		t.Errorf("the compilation cache after the uid switch: %q, want permission denied (or gone)", c)
 	}
@@ -381,10 +389,7 @@ func TestSetupCapsFailureDropsAtOnce(t *testing.T) {
 	}
 	defer j.close()
 	defer j.netns.close()
-	jb, rep, err := resolve(&Config{Module: wasmEmpty})
-	if err != nil || rep != nil {
-		t.Fatal(err, rep)
-	}
+	jb := openedJob(t, &Config{Module: wasmEmpty})
 	jb.SelfTest = true
 	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
 	defer cancel()
@@ -592,13 +597,15 @@ func TestCacheDirMadePrivate(t *testing.T) {
 	}
 }
 
-// selfTestJob is an empty module's job with the worker's self-test on.
+// selfTestJob is an empty module's job with the worker's self-test on; it
+// has an input in memory and one from a file.
 func selfTestJob(t *testing.T) *job {
 	t.Helper()
-	j, rep, err := resolve(&Config{Module: wasmEmpty})
-	if err != nil || rep != nil {
-		t.Fatal(err, rep)
+	path := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(path, []byte("file input"), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	j := openedJob(t, &Config{Module: wasmEmpty, Inputs: []Input{{Name: "data", Data: []byte("data input")}, {Name: "file", Path: path}}})
 	j.SelfTest = true
 	return j
 }

@@ -93,6 +93,16 @@ func mustRun(t testing.TB, r *Runtime, cfg *Config) *Result {
 	return res
 }
 
+// outputBytes reads an output whole.
+func outputBytes(t testing.TB, o Output) []byte {
+	t.Helper()
+	b, err := o.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func wantOutcome(t testing.TB, res *Result, o Outcome, code int) {
 	t.Helper()
 	if res.Report.Outcome != o || res.Report.ExitCode != code {

@@ -308,9 +308,11 @@ func (j *jailer) start(flags uintptr) (*worker, error) {
 }
 
 func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
-	jobR, jobW, err := os.Pipe()
+	// The parent's frames go over a socket, not a pipe: a job's
+	// descriptors travel with its frame (SCM_RIGHTS).
+	jobR, jobW, err := socketPair()
 	if err != nil {
-		return nil, fmt.Errorf("isolate: worker pipe: %w", err)
+		return nil, fmt.Errorf("isolate: worker socket: %w", err)
 	}
 	resR, resW, err := os.Pipe()
 	if err != nil {
@@ -690,7 +692,8 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 			w.kill()
 		}
 	}
-	if err := writeFrame(w.jobW, &workerInput{Job: send}); err != nil {
+	in := &workerInput{Job: send}
+	if err := sendFrame(w.jobW, in, in.files()); err != nil {
 		// Reading the lock-down message fails next; the worker's exit
 		// status and stderr say why.
 		w.kill()
@@ -704,7 +707,9 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	if lockErr == nil && !didCompileTimeout.Load() {
 		timer := time.AfterFunc(jb.Timeout, func() { didTimeout.Store(true); w.kill() })
 		defer timer.Stop()
-		maxResult := jb.MaxOutput + 2*jb.MaxStdio + int64(jb.MaxOutputFiles)*1024 + 1<<20
+		// Stdout and stderr, and per output its name and block runs.
+		_, blocks, _ := areaLayout(jb.MaxOutput, jb.MaxOutputFiles)
+		maxResult := 2*jb.MaxStdio + int64(jb.MaxOutputFiles)*1024 + 16*int64(blocks) + 1<<20
 		resErr = readFrame(w.resR, maxResult, &wr)
 		timer.Stop()
 	}
@@ -754,7 +759,10 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		if wr.Err != "" {
 			return nil, fmt.Errorf("isolate: worker: %s", wr.Err)
 		}
-		r := wr.result()
+		r, err := wr.result(jb)
+		if err != nil {
+			return nil, err
+		}
 		if err := validateWorkerResult(&r, jb); err != nil {
 			return nil, err
 		}
@@ -821,7 +829,8 @@ func tail(l *limitedBuffer) string {
 
 // validateWorkerResult checks what a possibly compromised worker sent back
 // against the limits of the job, so that a bad worker cannot make the host
-// write more, or other, than the guest was allowed to.
+// write more, or other, than the guest was allowed to (the outputs were
+// checked by wireResult.result).
 func validateWorkerResult(r *Result, jb *job) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("isolate: the worker sent an invalid result: "+format, args...)
@@ -833,28 +842,6 @@ func validateWorkerResult(r *Result, jb *job) error {
 	}
 	if int64(len(r.Stdout)) > jb.MaxStdio || int64(len(r.Stderr)) > jb.MaxStdio {
 		return bad("stdio beyond the %d-byte bound", jb.MaxStdio)
-	}
-	if len(r.Outputs) > jb.MaxOutputFiles {
-		return bad("%d outputs, more than the %d allowed", len(r.Outputs), jb.MaxOutputFiles)
-	}
-	var total int64
-	seen := map[string]bool{}
-	r.Report.Outputs = make([]OutputInfo, 0, len(r.Outputs))
-	for _, o := range r.Outputs {
-		if err := ValidateInputName(o.Name); err != nil {
-			return bad("output name: %v", err)
-		}
-		if seen[o.Name] {
-			return bad("output %q twice", o.Name)
-		}
-		seen[o.Name] = true
-		total += int64(len(o.Data))
-		// The report's sizes and hashes are recomputed here rather than
-		// taken from the worker.
-		r.Report.Outputs = append(r.Report.Outputs, OutputInfo{Name: o.Name, Bytes: int64(len(o.Data)), SHA256: sha256Hex(o.Data)})
-	}
-	if total > jb.MaxOutput {
-		return bad("%d output bytes, more than the %d allowed", total, jb.MaxOutput)
 	}
 	hit := r.Report.OutputLimitsHit
 	switch {
@@ -884,3 +871,19 @@ func IsWorker() bool {
 // workerProbe as the worker marker asks a worker binary only to print its
 // protocol identifier (resolveWorkerBinary checks it before using it).
 const workerProbe = "protocol"
+
+// socketPair makes the parent–worker socket: the worker's end blocking
+// (its stdin), the parent's non-blocking so that its writes honour
+// deadlines and are ended by kill.
+func socketPair() (worker, parent *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := unix.SetNonblock(fds[1], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "worker socket"), os.NewFile(uintptr(fds[1]), "worker socket (parent)"), nil
+}

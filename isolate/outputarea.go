@@ -2,9 +2,15 @@ package isolate
 
 import (
 	"container/heap"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // The bytes of the files under /output/ live in an output area: a fixed
@@ -170,45 +176,142 @@ func (h *blockHeap) Pop() any {
 	return x
 }
 
-// memoryStore is an area in anonymous memory, committed by the kernel
-// only as it is written; zeroing whole pages gives them back.
-type memoryStore struct {
-	b    []byte
-	free func()
+// fileStore is an area in a file: on the node's disk (an unnamed file in
+// its data directory) or in memory (a memfd) without one. The worker gets
+// a descriptor of it and RLIMIT_FSIZE = its size, so even a worker that
+// stopped following the accounting cannot make it larger.
+type fileStore struct {
+	f *os.File
 }
 
-func newMemoryStore(size int64) (*memoryStore, error) {
-	b, free, err := mapMemory(uint64(size))
+// ReadAt reads as zeros what lies beyond the file's end: blocks never
+// written (a file grown by truncate) are holes.
+func (s fileStore) ReadAt(p []byte, off int64) (int, error) {
+	n, err := s.f.ReadAt(p, off)
+	if errors.Is(err, io.EOF) {
+		clear(p[n:])
+		return len(p), nil
+	}
+	return n, err
+}
+
+func (s fileStore) WriteAt(p []byte, off int64) (int, error) { return s.f.WriteAt(p, off) }
+
+// zero punches a hole (the range reads as zeros and gives its space back),
+// or, where the file system cannot, writes zeros.
+func (s fileStore) zero(off, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	err := unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	if err == nil {
+		return nil
+	}
+	zeros := make([]byte, min(n, 64<<10))
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := s.f.WriteAt(zeros[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// createAreaFile makes an empty output area file: unnamed, in dir if
+// given (O_TMPFILE, or a temporary file removed at once where the file
+// system has no O_TMPFILE), else in memory (memfd). It is gone when the
+// last descriptor closes, crash or not.
+func createAreaFile(dir string) (*os.File, error) {
+	if dir == "" {
+		fd, err := unix.MemfdCreate("cloister-output", unix.MFD_CLOEXEC)
+		if err != nil {
+			return nil, fmt.Errorf("isolate: creating the output area (memfd): %w", err)
+		}
+		return os.NewFile(uintptr(fd), "cloister-output"), nil
+	}
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(dir, "(output area)")), nil
+	}
+	f, err := os.CreateTemp(dir, ".output-area-")
 	if err != nil {
-		return nil, fmt.Errorf("mapping an output area of %d bytes: %w", size, err)
+		return nil, fmt.Errorf("isolate: creating the output area in %s: %w", dir, err)
 	}
-	return &memoryStore{b: b, free: free}, nil
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("isolate: unlinking the output area: %w", err)
+	}
+	return f, nil
 }
 
-func (m *memoryStore) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
-		return 0, fmt.Errorf("output area: read of %d bytes at %d beyond its %d bytes", len(p), off, len(m.b))
-	}
-	return copy(p, m.b[off:]), nil
+// encodeBlocks writes a block list as runs: uvarint first, uvarint count.
+func encodeBlocks(blocks []uint32) []byte {
+	var b []byte
+	forRuns(blocks, func(first uint32, n int) {
+		b = binary.AppendUvarint(b, uint64(first))
+		b = binary.AppendUvarint(b, uint64(n))
+	})
+	return b
 }
 
-func (m *memoryStore) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
-		return 0, fmt.Errorf("output area: write of %d bytes at %d beyond its %d bytes", len(p), off, len(m.b))
+// decodeBlocks reads what encodeBlocks wrote, from a worker that may be
+// compromised: every block must lie in the area (below blocks), there must
+// be exactly want of them, and none may already be marked in used (one
+// bit per block), which it marks.
+func decodeBlocks(b []byte, blocks uint32, want int64, used []uint64) ([]uint32, error) {
+	if want > int64(blocks) {
+		return nil, fmt.Errorf("%d blocks in an area of %d", want, blocks)
 	}
-	return copy(m.b[off:], p), nil
+	out := make([]uint32, 0, want)
+	for len(b) > 0 {
+		first, n := binary.Uvarint(b)
+		if n <= 0 {
+			return nil, errors.New("bad block run")
+		}
+		b = b[n:]
+		count, n := binary.Uvarint(b)
+		if n <= 0 || count == 0 {
+			return nil, errors.New("bad block run")
+		}
+		b = b[n:]
+		if first >= uint64(blocks) || count > uint64(blocks)-first || int64(len(out))+int64(count) > want {
+			return nil, fmt.Errorf("block run %d+%d outside an area of %d blocks or beyond the file's %d", first, count, blocks, want)
+		}
+		for k := first; k < first+count; k++ {
+			if used[k/64]&(1<<(k%64)) != 0 {
+				return nil, fmt.Errorf("block %d belongs to two files", k)
+			}
+			used[k/64] |= 1 << (k % 64)
+			out = append(out, uint32(k))
+		}
+	}
+	if int64(len(out)) != want {
+		return nil, fmt.Errorf("%d blocks for a file that needs %d", len(out), want)
+	}
+	return out, nil
 }
 
-func (m *memoryStore) zero(off, n int64) error {
-	if off < 0 || off+n > int64(len(m.b)) {
-		return fmt.Errorf("output area: zeroing %d bytes at %d beyond its %d bytes", n, off, len(m.b))
-	}
-	return zeroMemory(m.b[off : off+n])
+// areaReader reads one output's bytes from the area file.
+type areaReader struct {
+	area   *outputArea
+	blocks []uint32
+	size   int64
 }
 
-func (m *memoryStore) close() {
-	if m.free != nil {
-		m.free()
-		m.free, m.b = nil, nil
+func (r *areaReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("isolate: negative offset")
 	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.size-off)
+	if err := r.area.io(r.blocks, p[:n], off, false); err != nil {
+		return 0, err
+	}
+	if n < int64(len(p)) {
+		return int(n), io.EOF
+	}
+	return int(n), nil
 }

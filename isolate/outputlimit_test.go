@@ -105,7 +105,7 @@ func TestOutputLimitErrno(t *testing.T) {
 			if !strings.Contains(w, "4 bytes") || !strings.Contains(w, "ENOSPC") || !strings.Contains(w, "1 files") || !strings.Contains(w, "EDQUOT") {
 				t.Errorf("warnings %q do not say which limits were hit", rep.Warnings)
 			}
-			if len(res.Outputs) != 1 || string(res.Outputs[0].Data) != "0123" {
+			if len(res.Outputs) != 1 || string(outputBytes(t, res.Outputs[0])) != "0123" {
 				t.Errorf("outputs %v, want a = \"0123\"", res.Report.Outputs)
 			}
 		})

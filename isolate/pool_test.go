@@ -86,12 +86,24 @@ func TestPoolPreload(t *testing.T) {
 	waitPool(t, r1, 1, func(st [][32]byte) bool { return st[0] == blank })
 }
 
-func mustResolve(t *testing.T, module []byte) *job {
+func mustResolve(t testing.TB, module []byte) *job {
 	t.Helper()
-	j, rep, err := resolve(&Config{Module: module})
+	return openedJob(t, &Config{Module: module})
+}
+
+// openedJob resolves cfg and opens its descriptors (the output area and
+// the inputs), as Run does; they are closed when the test ends.
+func openedJob(t testing.TB, cfg *Config) *job {
+	t.Helper()
+	j, rep, err := resolve(cfg)
 	if err != nil || rep != nil {
 		t.Fatal(err, rep)
 	}
+	files, rep, err := openJobFiles(j, cfg, "")
+	if err != nil || rep != nil {
+		t.Fatal(err, rep)
+	}
+	t.Cleanup(files.close)
 	return j
 }
 

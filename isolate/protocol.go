@@ -1,10 +1,15 @@
 package isolate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
 )
 
 // The parent and the worker exchange frames over two pipes (the worker's
@@ -55,38 +60,54 @@ func (m *workerInput) wireBlobs() [][]byte {
 	if m.Job == nil {
 		return [][]byte{m.Preload}
 	}
-	j := m.Job
-	j.InputNames = sortedKeys(j.Inputs)
-	blobs := make([][]byte, 0, 1+len(j.Inputs))
-	blobs = append(blobs, j.Module)
-	for _, n := range j.InputNames {
-		blobs = append(blobs, j.Inputs[n])
-	}
-	return blobs
+	return [][]byte{m.Job.Module}
 }
 
 func (m *workerInput) setWireBlobs(blobs [][]byte) error {
+	if len(blobs) != 1 {
+		return fmt.Errorf("input frame: %d byte strings, want the module", len(blobs))
+	}
 	if m.Job == nil {
-		if len(blobs) != 1 || len(blobs[0]) == 0 {
+		if len(blobs[0]) == 0 {
 			return errors.New("a preload frame holds no module")
 		}
 		m.Preload = blobs[0]
 		return nil
 	}
-	j := m.Job
-	if len(blobs) != 1+len(j.InputNames) {
-		return fmt.Errorf("job frame: %d byte strings for %d inputs", len(blobs), len(j.InputNames))
-	}
 	if len(blobs[0]) > 0 { // empty: the worker holds the module (preload)
-		j.Module = blobs[0]
+		m.Job.Module = blobs[0]
 	}
-	j.Inputs = make(map[string][]byte, len(j.InputNames))
-	for i, n := range j.InputNames {
-		if _, dup := j.Inputs[n]; dup {
+	return nil
+}
+
+// files returns the descriptors that go with a job frame: the output
+// area, then the inputs.
+func (m *workerInput) files() []*os.File {
+	if m.Job == nil {
+		return nil
+	}
+	return append([]*os.File{m.Job.area}, m.Job.inputs...)
+}
+
+// setFiles puts received descriptors in the job, checking their number.
+func (m *workerInput) setFiles(fs []*os.File) error {
+	if m.Job == nil {
+		if len(fs) != 0 {
+			return fmt.Errorf("a preload frame came with %d descriptors", len(fs))
+		}
+		return nil
+	}
+	if len(fs) != 1+len(m.Job.InputNames) {
+		return fmt.Errorf("job frame: %d descriptors for the output area and %d inputs", len(fs), len(m.Job.InputNames))
+	}
+	seen := map[string]bool{}
+	for _, n := range m.Job.InputNames {
+		if seen[n] {
 			return fmt.Errorf("job frame: input %q twice", n)
 		}
-		j.Inputs[n] = blobs[1+i]
+		seen[n] = true
 	}
+	m.Job.area, m.Job.inputs = fs[0], fs[1:]
 	return nil
 }
 
@@ -107,11 +128,14 @@ type lockedMsg struct {
 	Missing map[string]string
 }
 
-// wireResult is the worker's answer: a Result, with stdout, stderr and the
-// outputs' bytes as blobs.
+// wireResult is the worker's answer: the report, stdout and stderr as
+// blobs, and for each output its name and size in the header and where
+// it lies in the output area (its block runs) as a blob. The bytes stay in
+// the area, which the parent reads itself.
 type wireResult struct {
 	Report      Report
 	OutputNames []string
+	OutputSizes []int64
 	// Probes holds the outcome of each forbidden operation the worker
 	// attempted in self-test mode (name → error text, "" if it succeeded).
 	Probes map[string]string
@@ -119,44 +143,82 @@ type wireResult struct {
 	Err string
 
 	stdout, stderr []byte
-	outputs        [][]byte
+	layouts        [][]byte
 }
 
 // newWireResult takes a Result apart for the wire.
 func newWireResult(r *Result) wireResult {
 	wr := wireResult{Report: r.Report, stdout: r.Stdout, stderr: r.Stderr}
-	for _, o := range r.Outputs {
-		wr.OutputNames = append(wr.OutputNames, o.Name)
-		wr.outputs = append(wr.outputs, o.Data)
+	wr.Report.Outputs = nil // recomputed by the parent from the area
+	for _, l := range r.layouts {
+		wr.OutputNames = append(wr.OutputNames, l.name)
+		wr.OutputSizes = append(wr.OutputSizes, l.size)
+		wr.layouts = append(wr.layouts, encodeBlocks(l.blocks))
 	}
 	return wr
 }
 
-// result puts the Result back together.
-func (m *wireResult) result() Result {
-	r := Result{Report: m.Report, Stdout: m.stdout, Stderr: m.stderr, Outputs: make([]Output, len(m.outputs))}
-	for i := range m.outputs {
-		r.Outputs[i] = Output{Name: m.OutputNames[i], Data: m.outputs[i]}
+// result puts the Result back together, checking every output's place
+// in the area against the job's limits (a compromised worker may have
+// sent anything): a name the guest could have used, at most
+// MaxOutputFiles outputs of at most MaxOutput bytes in all, each on the
+// blocks its size needs, inside the area, no block twice.
+func (m *wireResult) result(jb *job) (Result, error) {
+	r := Result{Report: m.Report, Stdout: m.stdout, Stderr: m.stderr}
+	bad := func(format string, args ...any) (Result, error) {
+		return Result{}, fmt.Errorf("isolate: the worker sent an invalid result: "+format, args...)
 	}
-	return r
+	if len(m.OutputSizes) != len(m.OutputNames) {
+		return bad("%d output sizes for %d names", len(m.OutputSizes), len(m.OutputNames))
+	}
+	if len(m.OutputNames) > jb.MaxOutputFiles {
+		return bad("%d outputs, more than the %d allowed", len(m.OutputNames), jb.MaxOutputFiles)
+	}
+	block, blocks, err := areaLayout(jb.MaxOutput, jb.MaxOutputFiles)
+	if err != nil {
+		return bad("%v", err)
+	}
+	used := make([]uint64, (blocks+63)/64)
+	seen := map[string]bool{}
+	var total int64
+	for i, name := range m.OutputNames {
+		if err := ValidateInputName(name); err != nil {
+			return bad("output name: %v", err)
+		}
+		if seen[name] {
+			return bad("output %q twice", name)
+		}
+		seen[name] = true
+		size := m.OutputSizes[i]
+		if size < 0 || size > jb.MaxOutput-total {
+			return bad("output %q of %d bytes: more than the %d allowed in all", name, size, jb.MaxOutput)
+		}
+		total += size
+		bs, err := decodeBlocks(m.layouts[i], blocks, (size+block-1)/block, used)
+		if err != nil {
+			return bad("output %q: %v", name, err)
+		}
+		r.layouts = append(r.layouts, outputLayout{name: name, size: size, blocks: bs})
+	}
+	return r, nil
 }
 
 func (m *wireResult) wireBlobs() [][]byte {
-	return append([][]byte{m.stdout, m.stderr}, m.outputs...)
+	return append([][]byte{m.stdout, m.stderr}, m.layouts...)
 }
 
 func (m *wireResult) setWireBlobs(blobs [][]byte) error {
 	if len(blobs) != 2+len(m.OutputNames) {
 		return fmt.Errorf("result frame: %d byte strings for %d outputs", len(blobs), len(m.OutputNames))
 	}
-	m.stdout, m.stderr, m.outputs = blobs[0], blobs[1], blobs[2:]
+	m.stdout, m.stderr, m.layouts = blobs[0], blobs[1], blobs[2:]
 	return nil
 }
 
 const maxControlFrame = 1 << 20
 
-// writeFrame encodes m and writes it with one write.
-func writeFrame(w io.Writer, m wireMessage) error {
+// encodeFrame encodes m as one frame.
+func encodeFrame(m wireMessage) []byte {
 	var blobs [][]byte
 	if bm, ok := m.(blobMessage); ok {
 		// First: wireBlobs may record names the header carries.
@@ -175,8 +237,101 @@ func writeFrame(w io.Writer, m wireMessage) error {
 		buf = binary.BigEndian.AppendUint64(buf, uint64(len(b)))
 		buf = append(buf, b...)
 	}
-	_, err := w.Write(buf)
+	return buf
+}
+
+// writeFrame encodes m and writes it with one write.
+func writeFrame(w io.Writer, m wireMessage) error {
+	_, err := w.Write(encodeFrame(m))
 	return err
+}
+
+// sendFrame writes m to the worker's socket with the descriptors files
+// attached to its first byte (SCM_RIGHTS), the rest with ordinary writes
+// (which honour conn's deadline).
+func sendFrame(conn *os.File, m wireMessage, files []*os.File) error {
+	buf := encodeFrame(m)
+	if len(files) == 0 {
+		_, err := conn.Write(buf)
+		return err
+	}
+	fds := make([]int, len(files))
+	for i, f := range files {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return err
+		}
+		// Control, not Fd: Fd would put a pipe into blocking mode.
+		if err := rc.Control(func(fd uintptr) { fds[i] = int(fd) }); err != nil {
+			return err
+		}
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), buf[:1], unix.UnixRights(fds...), nil, 0)
+		return serr != unix.EAGAIN
+	})
+	for _, f := range files {
+		runtime.KeepAlive(f)
+	}
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("sending %d descriptors: %w", len(fds), err)
+	}
+	_, err = conn.Write(buf[1:])
+	return err
+}
+
+// recvFrame reads a frame of at most max bytes from the parent's socket
+// in (the worker's stdin) into m, with the descriptors attached to its
+// first byte. Only the worker calls it, before the lock-down (seccomp
+// allows no recvmsg after).
+func recvFrame(in *os.File, max int64, m wireMessage) ([]*os.File, error) {
+	var first [1]byte
+	oob := make([]byte, unix.CmsgSpace(4*maxJobFiles))
+	var n, oobn, flags int
+	var err error
+	for {
+		n, oobn, flags, _, err = unix.Recvmsg(int(in.Fd()), first[:], oob, unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, io.EOF
+	}
+	var files []*os.File
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return nil, err
+		}
+		for _, msg := range msgs {
+			fds, err := unix.ParseUnixRights(&msg)
+			if err != nil {
+				return nil, err
+			}
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), "job descriptor"))
+			}
+		}
+	}
+	if flags&unix.MSG_CTRUNC != 0 {
+		return nil, errors.New("more descriptors than a job may have")
+	}
+	if err := readFrame(io.MultiReader(bytes.NewReader(first[:]), in), max, m); err != nil {
+		return nil, err
+	}
+	return files, nil
 }
 
 // readFrame reads one frame of at most max bytes into m. Blobs alias the

@@ -35,7 +35,7 @@ func TestFrameRoundTrip(t *testing.T) {
 	got := in.Job
 	if got == nil || !bytes.Equal(got.Module, jb.Module) || got.ModuleSHA256 != jb.ModuleSHA256 || got.Seed != jb.Seed ||
 		!reflect.DeepEqual(got.Args, jb.Args) || !reflect.DeepEqual(got.Env, jb.Env) || got.Timeout != jb.Timeout ||
-		len(got.Inputs) != 3 || !bytes.Equal(got.Inputs["b"], jb.Inputs["b"]) || string(got.Inputs["a"]) != "x" || len(got.Inputs["empty"]) != 0 {
+		!reflect.DeepEqual(got.InputNames, []string{"b", "a", "empty"}) {
 		t.Fatalf("job changed on the wire: %+v", got)
 	}
 
@@ -52,25 +52,59 @@ func TestFrameRoundTrip(t *testing.T) {
 
 	res := &Result{Report: Report{Outcome: OutcomeExited, ExitCode: 3, OutputLimitsHit: []string{LimitMaxOutput}, Missing: map[string]string{"cgroup": "no"}},
 		Stdout: []byte("out"), Stderr: bytes.Repeat([]byte("e"), 70000),
-		Outputs: []Output{{Name: "r.json", Data: []byte("{}")}, {Name: "z", Data: []byte{}}}}
+		layouts: []outputLayout{{name: "r.json", size: 2, blocks: []uint32{3}}, {name: "z"}, {name: "big", size: 3 * 4096, blocks: []uint32{4, 5, 0}}}}
 	wr := newWireResult(res)
 	wr.Probes = map[string]string{"open": "operation not permitted"}
 	var back wireResult
 	if err := readFrame(bytes.NewReader(frameBytes(t, &wr)), 1<<30, &back); err != nil {
 		t.Fatal(err)
 	}
-	r2 := back.result()
+	r2, err := back.result(&job{MaxOutput: 1 << 20, MaxOutputFiles: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !reflect.DeepEqual(r2.Report, res.Report) || !bytes.Equal(r2.Stdout, res.Stdout) || !bytes.Equal(r2.Stderr, res.Stderr) ||
-		len(r2.Outputs) != 2 || r2.Outputs[0].Name != "r.json" || string(r2.Outputs[0].Data) != "{}" || r2.Outputs[1].Name != "z" ||
+		!reflect.DeepEqual(r2.layouts, []outputLayout{{name: "r.json", size: 2, blocks: []uint32{3}}, {name: "z", blocks: []uint32{}}, {name: "big", size: 3 * 4096, blocks: []uint32{4, 5, 0}}}) ||
 		back.Probes["open"] != "operation not permitted" {
 		t.Fatalf("result changed on the wire: %+v", r2)
+	}
+}
+
+// TestResultLayoutsChecked: a worker's description of where the outputs
+// lie in the area is checked against the job before anything is read:
+// blocks outside the area, shared by two outputs, too few or too many for
+// a size, sizes beyond the budget.
+func TestResultLayoutsChecked(t *testing.T) {
+	jb := &job{MaxOutput: 3 * 4096, MaxOutputFiles: 2} // an area of 3+2 blocks
+	for name, tc := range map[string]struct {
+		layouts []outputLayout
+		want    string
+	}{
+		"outside":        {[]outputLayout{{name: "a", size: 1, blocks: []uint32{5}}}, "outside"},
+		"shared":         {[]outputLayout{{name: "a", size: 1, blocks: []uint32{1}}, {name: "b", size: 1, blocks: []uint32{1}}}, "two files"},
+		"too few":        {[]outputLayout{{name: "a", size: 4097, blocks: []uint32{1}}}, "needs 2"},
+		"too many":       {[]outputLayout{{name: "a", size: 1, blocks: []uint32{1, 2}}}, "beyond"},
+		"budget":         {[]outputLayout{{name: "a", size: 3 * 4096, blocks: []uint32{0, 1, 2}}, {name: "b", size: 1, blocks: []uint32{3}}}, "allowed in all"},
+		"negative":       {[]outputLayout{{name: "a", size: -1}}, "allowed in all"},
+		"bad name":       {[]outputLayout{{name: "../a", size: 1, blocks: []uint32{0}}}, "output name"},
+		"twice":          {[]outputLayout{{name: "a"}, {name: "a"}}, "twice"},
+		"too many files": {[]outputLayout{{name: "a"}, {name: "b"}, {name: "c"}}, "more than the 2"},
+	} {
+		wr := newWireResult(&Result{layouts: tc.layouts})
+		var back wireResult
+		if err := readFrame(bytes.NewReader(frameBytes(t, &wr)), 1<<20, &back); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := back.result(jb); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", name, err, tc.want)
+		}
 	}
 }
 
 // TestFrameRefusals: frames a compromised worker could send are refused
 // with an error, not a panic or a half-filled result.
 func TestFrameRefusals(t *testing.T) {
-	gw := newWireResult(&Result{Stdout: []byte("x"), Outputs: []Output{{Name: "a", Data: []byte("1")}}})
+	gw := newWireResult(&Result{Stdout: []byte("x"), layouts: []outputLayout{{name: "a", size: 1, blocks: []uint32{0}}}})
 	good := frameBytes(t, &gw)
 	body := good[8:]
 	frame := func(b []byte) []byte {
@@ -88,7 +122,7 @@ func TestFrameRefusals(t *testing.T) {
 		"header too long":     {frame(append([]byte{0xff, 0, 0, 0}, body[4:]...)), 1 << 20, "header in"},
 		"json header":         {frame(append(binary.BigEndian.AppendUint32(nil, 3), "{x}"...)), 1 << 20, "another build"},
 		"header cut short":    {frame(append(binary.BigEndian.AppendUint32(nil, 2), kindResult, 9)), 1 << 20, "string in"},
-		"missing output blob": {frame(body[:len(body)-9]), 1 << 20, "byte strings for 1 outputs"},
+		"missing output blob": {frame(body[:len(body)-10]), 1 << 20, "byte strings for 1 outputs"},
 		"extra blob":          {frame(append(append([]byte{}, body...), 0, 0, 0, 0, 0, 0, 0, 0)), 1 << 20, "byte strings for 1 outputs"},
 		"blob too long":       {frame(append(append([]byte{}, body[:4+h]...), 0xff, 0, 0, 0, 0, 0, 0, 0)), 1 << 20, "-byte string in"},
 		"truncated blob len":  {frame(append(append([]byte{}, body[:4+h]...), 0, 0)), 1 << 20, "truncated byte string length"},
@@ -109,7 +143,7 @@ func TestFrameRefusals(t *testing.T) {
 // writes. Any bytes must give a result or an error, never a panic, and a
 // result whose outputs have as many names as byte strings.
 func FuzzReadFrame(f *testing.F) {
-	fw := newWireResult(&Result{Report: Report{Outcome: OutcomeExited}, Stdout: []byte("x"), Outputs: []Output{{Name: "a", Data: []byte("1")}}})
+	fw := newWireResult(&Result{Report: Report{Outcome: OutcomeExited}, Stdout: []byte("x"), layouts: []outputLayout{{name: "a", size: 1, blocks: []uint32{0}}}})
 	f.Add(frameBytes(f, &fw))
 	f.Add(frameBytes(f, &lockedMsg{Applied: []string{"seccomp"}, Missing: map[string]string{"cgroup": "no"}}))
 	jb, _, _ := resolve(&Config{Module: wasmEmpty, Inputs: []Input{{Name: "a", Data: []byte("1")}}})
@@ -118,15 +152,13 @@ func FuzzReadFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var wr wireResult
 		if err := readFrame(bytes.NewReader(b), 1<<20, &wr); err == nil {
-			r := wr.result()
-			if len(r.Outputs) != len(wr.OutputNames) {
-				t.Fatalf("%d outputs for %d names", len(r.Outputs), len(wr.OutputNames))
+			r, err := wr.result(&job{MaxOutput: 1 << 20, MaxOutputFiles: 16})
+			if err == nil && len(r.layouts) != len(wr.OutputNames) {
+				t.Fatalf("%d outputs for %d names", len(r.layouts), len(wr.OutputNames))
 			}
 		}
 		var in workerInput
-		if err := readFrame(bytes.NewReader(b), 1<<20, &in); err == nil && in.Job != nil && len(in.Job.Inputs) != len(in.Job.InputNames) {
-			t.Fatalf("%d inputs for %d names", len(in.Job.Inputs), len(in.Job.InputNames))
-		}
+		_ = readFrame(bytes.NewReader(b), 1<<20, &in)
 		var m lockedMsg
 		_ = readFrame(bytes.NewReader(b), 1<<20, &m)
 	})
@@ -197,7 +229,7 @@ func TestWireEveryField(t *testing.T) {
 	in.Preload = nil
 	var wr wireResult
 	fillEvery(reflect.ValueOf(&wr).Elem(), &n)
-	wr.stdout, wr.stderr, wr.outputs = []byte("o"), []byte("e"), [][]byte{[]byte("1"), nil}
+	wr.stdout, wr.stderr, wr.layouts = []byte("o"), []byte("e"), [][]byte{[]byte("1"), nil}
 	empty := wireResult{Report: Report{Outputs: []OutputInfo{}, Protections: []string{}, Missing: map[string]string{}}}
 	for _, m := range []wireMessage{&ready, &locked, &in, &wr, &empty, &readyMsg{}} {
 		back := reflect.New(reflect.TypeOf(m).Elem()).Interface().(wireMessage)
@@ -208,14 +240,14 @@ func TestWireEveryField(t *testing.T) {
 			// Blobs alias the frame (an empty one is not nil): compare
 			// their bytes, then the rest.
 			want := m.(*wireResult)
-			same := bytes.Equal(w.stdout, want.stdout) && bytes.Equal(w.stderr, want.stderr) && len(w.outputs) == len(want.outputs)
-			for i := 0; same && i < len(w.outputs); i++ {
-				same = bytes.Equal(w.outputs[i], want.outputs[i])
+			same := bytes.Equal(w.stdout, want.stdout) && bytes.Equal(w.stderr, want.stderr) && len(w.layouts) == len(want.layouts)
+			for i := 0; same && i < len(w.layouts); i++ {
+				same = bytes.Equal(w.layouts[i], want.layouts[i])
 			}
 			if !same {
-				t.Errorf("blobs changed on the wire: %q %q %q", w.stdout, w.stderr, w.outputs)
+				t.Errorf("blobs changed on the wire: %q %q %q", w.stdout, w.stderr, w.layouts)
 			}
-			w.stdout, w.stderr, w.outputs = want.stdout, want.stderr, want.outputs
+			w.stdout, w.stderr, w.layouts = want.stdout, want.stderr, want.layouts
 		}
 		if !reflect.DeepEqual(back, m) {
 			t.Errorf("%T changed on the wire:\n got %+v\nwant %+v", m, back, m)

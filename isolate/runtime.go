@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"context"
+	"io"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tetratelabs/wazero"
+	"golang.org/x/sys/unix"
 )
 
 // Options configures a Runtime.
@@ -160,6 +162,7 @@ func (r *Runtime) WorkerBinary() (name, note string) {
 // failures of the host (a worker that cannot be started, a broken pipe);
 // problems of the guest — an invalid module, unknown imports, bad input
 // names — are a Result with Report.Outcome == OutcomeInvalid and a nil error.
+// The caller closes the Result to release its outputs.
 func (r *Runtime) Run(ctx context.Context, cfg *Config) (*Result, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
@@ -171,10 +174,127 @@ func (r *Runtime) Run(ctx context.Context, cfg *Config) (*Result, error) {
 	if rep != nil {
 		return &Result{Report: *rep}, nil
 	}
-	if r.opts.InProcess || j.ConformanceRoot != "" {
-		return r.runLocal(ctx, j)
+	if j.ConformanceRoot == "" {
+		files, rep, err := openJobFiles(j, cfg, r.opts.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		if rep != nil {
+			return &Result{Report: *rep}, nil
+		}
+		defer files.close()
 	}
-	return r.jail.run(ctx, j)
+	var res *Result
+	if r.opts.InProcess || j.ConformanceRoot != "" {
+		res, err = r.runLocal(ctx, j)
+	} else {
+		res, err = r.jail.run(ctx, j)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(res.layouts) > 0 {
+		if err := j.attachOutputs(res, res.layouts); err != nil {
+			return nil, err
+		}
+		res.layouts = nil
+		// The area now belongs to the result.
+		res.area, j.area = j.area, nil
+	}
+	if res.Report.Outputs == nil {
+		res.Report.Outputs = []OutputInfo{}
+	}
+	return res, nil
+}
+
+// jobFiles are the parent's descriptors of a job, closed when Run returns
+// (the output area only if no Result took it).
+type jobFiles struct {
+	j       *job
+	writers []*os.File // write ends of stream inputs' pipes
+}
+
+func (f *jobFiles) close() {
+	for _, w := range f.writers {
+		w.Close() // ends a copy the guest did not read to the end
+	}
+	for _, in := range f.j.inputs {
+		in.Close()
+	}
+	if f.j.area != nil {
+		f.j.area.Close()
+	}
+}
+
+// openJobFiles makes the output area (in dataDir, or in memory) and opens
+// every input for reading: a Path read-only, Data as a sealed memfd, a
+// Reader as a pipe fed in the background. A Path that cannot be opened
+// makes a Report (the guest's side: nothing runs).
+func openJobFiles(j *job, cfg *Config, dataDir string) (*jobFiles, *Report, error) {
+	files := &jobFiles{j: j}
+	fail := func(err error) (*jobFiles, *Report, error) {
+		files.close()
+		return nil, nil, err
+	}
+	area, err := createAreaFile(dataDir)
+	if err != nil {
+		return fail(err)
+	}
+	j.area = area
+	for _, in := range cfg.Inputs {
+		var f *os.File
+		switch {
+		case in.Path != "":
+			if f, err = os.Open(in.Path); err != nil {
+				files.close()
+				return nil, &Report{Outcome: OutcomeInvalid, ExitCode: ExitInvalid, Error: fmt.Sprintf("input %q: %v", in.Name, err),
+					Outputs: []OutputInfo{}, Protections: []string{}, Deterministic: cfg.Deterministic}, nil
+			}
+			if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+				f.Close()
+				files.close()
+				return nil, &Report{Outcome: OutcomeInvalid, ExitCode: ExitInvalid, Error: fmt.Sprintf("input %q: %s is not a regular file", in.Name, in.Path),
+					Outputs: []OutputInfo{}, Protections: []string{}, Deterministic: cfg.Deterministic}, nil
+			}
+		case in.Reader != nil:
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				return fail(fmt.Errorf("isolate: input %q: %w", in.Name, err))
+			}
+			f = pr
+			files.writers = append(files.writers, pw)
+			go func(src io.Reader) {
+				_, _ = io.Copy(pw, src)
+				pw.Close()
+			}(in.Reader)
+		default:
+			if f, err = sealedMemfd(in.Name, in.Data); err != nil {
+				return fail(fmt.Errorf("isolate: input %q: %w", in.Name, err))
+			}
+		}
+		j.inputs = append(j.inputs, f)
+	}
+	return files, nil, nil
+}
+
+// sealedMemfd puts data in a memfd that can no longer be written, grown or
+// shrunk (F_SEAL_*), so that the descriptor handed to the worker reads
+// exactly data.
+func sealedMemfd(name string, data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("cloister-input", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "input "+name)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sealing the memfd: %w", err)
+	}
+	return f, nil
 }
 
 func (r *Runtime) runLocal(ctx context.Context, j *job) (*Result, error) {
@@ -194,6 +314,8 @@ func (r *Runtime) runLocal(ctx context.Context, j *job) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The guest wrote only what the area allowed; its layouts are the
+	// file system's own.
 	res.Report.Missing = map[string]string{"worker": "in-process run (no jailed worker): nothing but the Wasm sandbox separates the guest from the host process"}
 	return res, nil
 }
@@ -214,8 +336,9 @@ func ValidateInputName(name string) error {
 	return nil
 }
 
-// resolve applies defaults and reads inputs. A returned Report means the
-// configuration is invalid for reasons of the guest's side (nothing runs).
+// resolve applies defaults and checks the inputs' names. A returned Report
+// means the configuration is invalid for reasons of the guest's side
+// (nothing runs).
 func resolve(cfg *Config) (*job, *Report, error) {
 	if cfg == nil {
 		return nil, nil, errors.New("isolate: nil Config")
@@ -223,7 +346,6 @@ func resolve(cfg *Config) (*job, *Report, error) {
 	j := &job{
 		Module: cfg.Module, ModuleSHA256: sha256.Sum256(cfg.Module),
 		Name: cfg.Name, Args: cfg.Args, Env: cfg.Env,
-		Inputs: map[string][]byte{},
 		Memory: cfg.Memory, Timeout: cfg.Timeout, MaxOutput: cfg.MaxOutput,
 		MaxOutputFiles: cfg.MaxOutputFiles, MaxStdio: cfg.MaxStdio,
 		Deterministic: cfg.Deterministic, Seed: cfg.Seed,
@@ -262,25 +384,28 @@ func resolve(cfg *Config) (*job, *Report, error) {
 			return bad("argument %q contains a NUL byte", a)
 		}
 	}
+	if len(cfg.Inputs) >= maxJobFiles {
+		return bad("%d inputs: at most %d", len(cfg.Inputs), maxJobFiles-1)
+	}
+	seen := map[string]bool{}
 	for _, in := range cfg.Inputs {
 		if err := ValidateInputName(in.Name); err != nil {
 			return bad("%v", err)
 		}
-		if _, dup := j.Inputs[in.Name]; dup {
+		if seen[in.Name] {
 			return bad("input %q is given twice", in.Name)
 		}
-		switch {
-		case in.Data != nil && in.Path != "":
-			return bad("input %q has both Data and Path", in.Name)
-		case in.Path != "":
-			b, err := os.ReadFile(in.Path)
-			if err != nil {
-				return bad("input %q: %v", in.Name, err)
+		seen[in.Name] = true
+		set := 0
+		for _, b := range []bool{in.Data != nil, in.Path != "", in.Reader != nil} {
+			if b {
+				set++
 			}
-			j.Inputs[in.Name] = b
-		default:
-			j.Inputs[in.Name] = in.Data
 		}
+		if set > 1 {
+			return bad("input %q has more than one of Data, Path and Reader", in.Name)
+		}
+		j.InputNames = append(j.InputNames, in.Name)
 	}
 	return j, nil, nil
 }

@@ -47,6 +47,10 @@ var workerSyscalls = []uintptr{
 	unix.SYS_SIGALTSTACK, unix.SYS_TGKILL, unix.SYS_TKILL,
 	// the pipes to the parent, already open; the netpoller
 	unix.SYS_READ, unix.SYS_WRITE, unix.SYS_CLOSE, unix.SYS_FCNTL, unix.SYS_FSTAT,
+	// the job's descriptors, already open: inputs (read-only or sealed)
+	// read at an offset, the output area (RLIMIT_FSIZE) read and written
+	// at an offset and its freed blocks punched out
+	unix.SYS_PREAD64, unix.SYS_PWRITE64, unix.SYS_FALLOCATE,
 	unix.SYS_EPOLL_CREATE1, unix.SYS_EPOLL_CTL, unix.SYS_EPOLL_PWAIT, unix.SYS_EVENTFD2,
 	unix.SYS_PIPE2,
 	// randomness for non-deterministic guests (crypto/rand)

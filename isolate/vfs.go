@@ -65,7 +65,7 @@ type guestFS struct {
 	experimentalsys.UnimplementedFS
 
 	mu       sync.Mutex
-	inputs   map[string][]byte
+	inputs   map[string]*inputSource
 	outputs  map[string]*outNode // the named files
 	area     *outputArea
 	used     int64 // bytes of the held files
@@ -110,7 +110,7 @@ const (
 
 // newGuestFS makes the file system of one run. The output area is the
 // caller's: it must be sized by areaLayout for maxBytes and maxFiles.
-func newGuestFS(inputs map[string][]byte, area *outputArea, maxBytes int64, maxFiles int, now func() int64) *guestFS {
+func newGuestFS(inputs map[string]*inputSource, area *outputArea, maxBytes int64, maxFiles int, now func() int64) *guestFS {
 	g := &guestFS{
 		inputs:   inputs,
 		outputs:  map[string]*outNode{},
@@ -227,7 +227,7 @@ func (g *guestFS) openLocked(p string, flag experimentalsys.Oflag) (experimental
 		}
 		return &dirFile{g: g, k: k}, 0
 	case kInput:
-		data, ok := g.inputs[name]
+		src, ok := g.inputs[name]
 		if !ok {
 			if flag&experimentalsys.O_CREAT != 0 {
 				return nil, experimentalsys.EROFS
@@ -243,7 +243,7 @@ func (g *guestFS) openLocked(p string, flag experimentalsys.Oflag) (experimental
 		if flag&experimentalsys.O_DIRECTORY != 0 {
 			return nil, experimentalsys.ENOTDIR
 		}
-		return &inFile{g: g, name: name, data: data, ino: g.inoOf["input/"+name]}, 0
+		return &inFile{g: g, src: src, ino: g.inoOf["input/"+name]}, 0
 	case kOutput:
 		n, ok := g.outputs[name]
 		if !ok {
@@ -379,11 +379,11 @@ func (g *guestFS) statLocked(k kind, name string) (sys.Stat_t, experimentalsys.E
 	case kOutputDir:
 		return sys.Stat_t{Ino: inoOutput, Mode: fs.ModeDir | 0o755, Nlink: 2, Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
 	case kInput:
-		d, ok := g.inputs[name]
+		src, ok := g.inputs[name]
 		if !ok {
 			return sys.Stat_t{}, experimentalsys.ENOENT
 		}
-		return sys.Stat_t{Ino: g.inoOf["input/"+name], Mode: 0o444, Nlink: 1, Size: int64(len(d)), Atim: now, Mtim: now, Ctim: now}, 0
+		return sys.Stat_t{Ino: g.inoOf["input/"+name], Mode: 0o444, Nlink: 1, Size: src.statSize(), Atim: now, Mtim: now, Ctim: now}, 0
 	case kOutput:
 		n, ok := g.outputs[name]
 		if !ok {
@@ -569,23 +569,25 @@ func (g *guestFS) takeRefusal() refusal {
 	return r
 }
 
-// collect returns the named outputs in name order, their bytes read from
-// the output area, and the limits that refused something
-// (Report.OutputLimitsHit).
-func (g *guestFS) collect() ([]Output, []string, error) {
+// outputLayout says where one output's bytes lie in the output area.
+type outputLayout struct {
+	name   string
+	size   int64
+	blocks []uint32
+}
+
+// collect returns where the named outputs lie in the area, in name order,
+// and the limits that refused something (Report.OutputLimitsHit).
+func (g *guestFS) collect() ([]outputLayout, []string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.broken != nil {
 		return nil, nil, fmt.Errorf("isolate: the output area failed: %w", g.broken)
 	}
-	outs := make([]Output, 0, len(g.outputs))
+	outs := make([]outputLayout, 0, len(g.outputs))
 	for _, name := range sortedKeys(g.outputs) {
 		n := g.outputs[name]
-		data := make([]byte, n.size)
-		if err := g.area.io(n.blocks, data, 0, false); err != nil {
-			return nil, nil, fmt.Errorf("isolate: reading output %q from the output area: %w", name, err)
-		}
-		outs = append(outs, Output{Name: name, Data: data})
+		outs = append(outs, outputLayout{name: name, size: n.size, blocks: n.blocks})
 	}
 	var hit []string
 	if g.bytesHit {
@@ -684,67 +686,6 @@ func (d *dirFile) Readdir(n int) ([]experimentalsys.Dirent, experimentalsys.Errn
 		return ds, 0
 	}
 	return nil, 0
-}
-
-// inFile is an open input: read-only.
-type inFile struct {
-	experimentalsys.UnimplementedFile
-	g      *guestFS
-	name   string
-	data   []byte
-	off    int64
-	ino    sys.Inode
-	closed bool
-}
-
-func (f *inFile) Dev() (uint64, experimentalsys.Errno)    { return 0, 0 }
-func (f *inFile) Ino() (sys.Inode, experimentalsys.Errno) { return f.ino, 0 }
-func (f *inFile) IsDir() (bool, experimentalsys.Errno)    { return false, 0 }
-func (f *inFile) IsAppend() bool                          { return false }
-func (f *inFile) SetAppend(bool) experimentalsys.Errno    { return experimentalsys.EBADF }
-func (f *inFile) Stat() (sys.Stat_t, experimentalsys.Errno) {
-	f.g.mu.Lock()
-	defer f.g.mu.Unlock()
-	return f.g.statLocked(kInput, f.name)
-}
-func (f *inFile) Read(buf []byte) (int, experimentalsys.Errno) {
-	n, errno := f.Pread(buf, f.off)
-	f.off += int64(n)
-	return n, errno
-}
-func (f *inFile) Pread(buf []byte, off int64) (int, experimentalsys.Errno) {
-	if off < 0 {
-		return 0, experimentalsys.EINVAL
-	}
-	if off >= int64(len(f.data)) {
-		return 0, 0
-	}
-	return copy(buf, f.data[off:]), 0
-}
-func (f *inFile) Seek(offset fileOffset, whence int) (fileOffset, experimentalsys.Errno) {
-	n, errno := seek(f.off, int64(len(f.data)), offset, whence)
-	if errno == 0 {
-		f.off = n
-	}
-	return n, errno
-}
-func (f *inFile) Readdir(int) ([]experimentalsys.Dirent, experimentalsys.Errno) {
-	return nil, experimentalsys.ENOTDIR
-}
-func (f *inFile) Write([]byte) (int, experimentalsys.Errno) { return 0, experimentalsys.EBADF }
-func (f *inFile) Pwrite([]byte, int64) (int, experimentalsys.Errno) {
-	return 0, experimentalsys.EBADF
-}
-func (f *inFile) Truncate(int64) experimentalsys.Errno       { return experimentalsys.EBADF }
-func (f *inFile) Sync() experimentalsys.Errno                { return 0 }
-func (f *inFile) Datasync() experimentalsys.Errno            { return 0 }
-func (f *inFile) Utimens(int64, int64) experimentalsys.Errno { return experimentalsys.EROFS }
-func (f *inFile) Close() experimentalsys.Errno {
-	if !f.closed {
-		f.closed = true
-		f.g.closeHandle(nil)
-	}
-	return 0
 }
 
 func seek(cur, size, offset int64, whence int) (int64, experimentalsys.Errno) {

@@ -1,31 +1,36 @@
 package isolate
 
 import (
+	"bytes"
 	"io/fs"
 	"testing"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 )
 
-// newTestArea makes an output area in memory for the limits, released
+// newTestArea makes an output area (a memfd) for the limits, released
 // when the test ends.
-func newTestArea(t testing.TB, maxBytes int64, maxFiles int) (*outputArea, *memoryStore) {
+func newTestArea(t testing.TB, maxBytes int64, maxFiles int) *outputArea {
 	t.Helper()
 	block, blocks, err := areaLayout(maxBytes, maxFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := newMemoryStore(block * int64(blocks))
+	f, err := createAreaFile("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(store.close)
-	return newOutputArea(store, block, blocks), store
+	t.Cleanup(func() { f.Close() })
+	return newOutputArea(fileStore{f}, block, blocks)
+}
+
+// bytesInput is an input source over bytes in memory.
+func bytesInput(b []byte) *inputSource {
+	return &inputSource{at: bytes.NewReader(b), size: int64(len(b))}
 }
 
 func newTestFS(t testing.TB, maxBytes int64, maxFiles int) *guestFS {
-	area, _ := newTestArea(t, maxBytes, maxFiles)
-	return newGuestFS(map[string][]byte{"in": []byte("input bytes")}, area, maxBytes, maxFiles, func() int64 { return 42 })
+	return newGuestFS(map[string]*inputSource{"in": bytesInput([]byte("input bytes"))}, newTestArea(t, maxBytes, maxFiles), maxBytes, maxFiles, func() int64 { return 42 })
 }
 
 func TestGuestFSResolve(t *testing.T) {
@@ -100,7 +105,7 @@ func TestGuestFSLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(outs) != 2 || outs[0].Name != "b" || outs[1].Name != "c" || len(hit) != 2 || g.used != 0 {
+	if len(outs) != 2 || outs[0].name != "b" || outs[1].name != "c" || len(hit) != 2 || g.used != 0 {
 		t.Fatalf("collect: %v limits hit %q, used=%d", outs, hit, g.used)
 	}
 }

@@ -88,7 +88,6 @@ func refused(r refusal) fsResult { return fsResult{errno: errOutputLimit, ref: r
 type fsHarness struct {
 	t       testing.TB
 	g       *guestFS
-	store   *memoryStore
 	m       *fsModel
 	gh      []experimentalsys.File // guest handles, index = model handle
 	mh      []*mHandle
@@ -104,9 +103,8 @@ const fsInput = "in"
 var fsInputData = []byte("the input's bytes, read-only")
 
 func newFSHarness(t testing.TB, maxBytes int64, maxFiles int) *fsHarness {
-	area, store := newTestArea(t, maxBytes, maxFiles)
-	g := newGuestFS(map[string][]byte{fsInput: fsInputData}, area, maxBytes, maxFiles, func() int64 { return 7 })
-	return &fsHarness{t: t, g: g, store: store,
+	g := newGuestFS(map[string]*inputSource{fsInput: bytesInput(fsInputData)}, newTestArea(t, maxBytes, maxFiles), maxBytes, maxFiles, func() int64 { return 7 })
+	return &fsHarness{t: t, g: g,
 		m:      &fsModel{names: map[string]*mFile{}, max: maxBytes, maxFiles: maxFiles},
 		nodeOf: map[*mFile]*outNode{}}
 }
@@ -646,13 +644,23 @@ func (h *fsHarness) check() {
 		if owner[b] != nil {
 			h.fail("block %d is free and owned", b)
 		}
-		if !allZero(h.store.b[int64(b)*a.block : int64(b+1)*a.block]) {
+		if !allZero(h.areaBytes(int64(b)*a.block, a.block)) {
 			h.fail("free block %d is not zero", b)
 		}
 	}
-	if !allZero(h.store.b[int64(a.next)*a.block:]) {
+	if !allZero(h.areaBytes(int64(a.next)*a.block, int64(a.blocks-a.next)*a.block)) {
 		h.fail("blocks never handed out are not zero")
 	}
+}
+
+// areaBytes reads n bytes of the area at off (a file that was never
+// written that far reads as zeros).
+func (h *fsHarness) areaBytes(off, n int64) []byte {
+	b := make([]byte, n)
+	if _, err := h.g.area.store.ReadAt(b, off); err != nil {
+		h.fail("reading the area: %v", err)
+	}
+	return b
 }
 
 var zeros = make([]byte, 1<<20)

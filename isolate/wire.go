@@ -75,6 +75,14 @@ func appendStrings(b []byte, ss []string) []byte {
 	return b
 }
 
+func appendInts(b []byte, vs []int64) []byte {
+	b = appendCount(b, len(vs), vs == nil)
+	for _, v := range vs {
+		b = appendInt(b, v)
+	}
+	return b
+}
+
 func appendStringMap(b []byte, m map[string]string) []byte {
 	b = appendCount(b, len(m), m == nil)
 	for _, k := range sortedKeys(m) {
@@ -214,6 +222,18 @@ func (d *wireDecoder) strings() []string {
 	return ss
 }
 
+func (d *wireDecoder) ints() []int64 {
+	n, isNil := d.count(1)
+	if isNil {
+		return nil
+	}
+	vs := make([]int64, n)
+	for i := range vs {
+		vs[i] = d.int()
+	}
+	return vs
+}
+
 func (d *wireDecoder) stringMap() map[string]string {
 	n, isNil := d.count(2)
 	if isNil {
@@ -342,6 +362,7 @@ func (m *wireResult) appendWire(b []byte) []byte {
 	b = appendStrings(b, r.OutputLimitsHit)
 	b = appendStrings(b, r.Warnings)
 	b = appendStrings(b, m.OutputNames)
+	b = appendInts(b, m.OutputSizes)
 	b = appendStringMap(b, m.Probes)
 	return appendString(b, m.Err)
 }
@@ -369,6 +390,7 @@ func (m *wireResult) readWire(d *wireDecoder) {
 	r.OutputLimitsHit = d.strings()
 	r.Warnings = d.strings()
 	m.OutputNames = d.strings()
+	m.OutputSizes = d.ints()
 	m.Probes = d.stringMap()
 	m.Err = d.string()
 }

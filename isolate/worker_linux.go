@@ -26,9 +26,10 @@ const workerExitSetup = 3
 // Go guest, 1.85 GiB for a stack overflow; 4 GiB leaves a factor of two.
 const workerAddressSpaceOverhead = 4 << 30
 
-// Fixed rlimits of the worker.
+// Fixed rlimits of the worker: descriptors for its pipes and the job's
+// (maxJobFiles), and little else.
 const (
-	workerNoFile = 64
+	workerNoFile = 64 + maxJobFiles
 	workerNProc  = 1024
 )
 
@@ -124,7 +125,11 @@ func WorkerMain() int {
 	var jb job
 	for preloads := 0; ; {
 		var msg workerInput
-		if err := readFrame(in, math.MaxInt64, &msg); err != nil {
+		files, err := recvFrame(in, math.MaxInt64, &msg)
+		if err == nil {
+			err = msg.setFiles(files)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "worker: reading the job:", err)
 			return workerExitSetup
 		}
@@ -175,7 +180,7 @@ func WorkerMain() int {
 		}
 		msg := lock.finish(&jb)
 		if jb.SelfTest {
-			for k, v := range postLockProbes() {
+			for k, v := range postLockProbes(&jb) {
 				probes[k] = v
 			}
 		}
@@ -354,17 +359,19 @@ func (l *lockState) finish(jb *job) lockedMsg {
 		used = float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 	}
 	cpu := uint64(math.Ceil(used+jb.Timeout.Seconds())) + 1
+	// The only file the worker may write is the output area: no write
+	// may take a file past its size (an attempt fails with EFBIG; the Go
+	// runtime ignores SIGXFSZ).
+	block, blocks, _ := areaLayout(jb.MaxOutput, jb.MaxOutputFiles)
 	limits := map[int]uint64{
 		unix.RLIMIT_CPU:   cpu,
 		unix.RLIMIT_NPROC: workerNProc,
-		unix.RLIMIT_FSIZE: 0,
+		unix.RLIMIT_FSIZE: uint64(block) * uint64(blocks),
 	}
 	if raceEnabled {
 		msg.Missing["rlimit_as"] = "this is a race-detector build, whose shadow memory needs terabytes of address space"
 	} else {
-		// The output area is a mapping of its own (outputarea.go).
-		block, blocks, _ := areaLayout(jb.MaxOutput, jb.MaxOutputFiles)
-		limits[unix.RLIMIT_AS] = jb.Memory + workerAddressSpaceOverhead + uint64(block)*uint64(blocks)
+		limits[unix.RLIMIT_AS] = jb.Memory + workerAddressSpaceOverhead
 	}
 	if err := setRlimits(limits); err != nil {
 		msg.Missing["rlimit"] = err.Error()
@@ -563,8 +570,19 @@ func preLockProbes() map[string]string {
 }
 
 // postLockProbes tries forbidden operations after lockDown; each must fail.
-func postLockProbes() map[string]string {
+func postLockProbes(jb *job) map[string]string {
 	p := map[string]string{}
+	// The output area cannot grow past its size (RLIMIT_FSIZE), and an
+	// input cannot be written.
+	if jb.area != nil {
+		block, blocks, _ := areaLayout(jb.MaxOutput, jb.MaxOutputFiles)
+		_, err := unix.Pwrite(int(jb.area.Fd()), []byte{1}, block*int64(blocks))
+		p["area_past_size"] = probeErr(err)
+	}
+	for i, in := range jb.inputs {
+		_, err := unix.Pwrite(int(in.Fd()), []byte{1}, 0)
+		p["write_input_"+jb.InputNames[i]] = probeErr(err)
+	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err == nil {
 		unix.Close(fd)

@@ -221,6 +221,7 @@ func selfNoCgo() bool {
 var workerFeatures = []string{
 	workerEnv, workerNSEnv, workerCacheEnv, workerUIDEnv, workerNetnsEnv,
 	"setupcaps:setuid,setgid", "emptyroot:ro", "cache:nosuid,nodev,noexec",
+	"stdin:unix-stream,scm_rights", "fsize:output-area",
 }
 
 // workerProtocolID names the parent–worker protocol: a version, and a
@@ -230,7 +231,7 @@ var workerFeatures = []string{
 // worker sends it and computing it by reflection cost each one ~0.1 ms;
 // TestWorkerProtocolIDIsCurrent fails, giving the new value, as soon as a
 // feature or a message type changes without it.
-const workerProtocolID = "cloister-isolate/3+ad4493aa5f2786d9"
+const workerProtocolID = "cloister-isolate/4+6db4663740a80d78"
 
 // workerProtocol returns the identifier (a variable so that tests can play
 // a worker from another build).
@@ -246,7 +247,7 @@ func describeProtocol() string {
 	for _, v := range []any{workerInput{}, job{}, readyMsg{}, lockedMsg{}, wireResult{}} {
 		describeType(h, reflect.TypeOf(v), seen)
 	}
-	return "cloister-isolate/3+" + hex.EncodeToString(h.Sum(nil)[:8])
+	return "cloister-isolate/4+" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 func describeType(w interface{ Write([]byte) (int, error) }, t reflect.Type, seen map[reflect.Type]bool) {

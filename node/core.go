@@ -353,12 +353,10 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 	if err != nil {
 		return nil, fmt.Errorf("isolate: %w", err)
 	}
+	defer res.Close()
 	defer func() {
 		clear(res.Stdout)
 		clear(res.Stderr)
-		for _, o := range res.Outputs {
-			clear(o.Data)
-		}
 	}()
 	out := &runOutcome{report: res.Report, sealed: map[string]map[string][]byte{}}
 	// Output hashes in the report would let anyone who sees the status
@@ -369,16 +367,21 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 	if res.Report.Outcome != isolate.OutcomeExited || res.Report.ExitCode != 0 {
 		return out, nil
 	}
-	produced := map[string][]byte{}
-	for _, o := range res.Outputs {
-		produced[o.Name] = o.Data
+	produced := map[string]*isolate.Output{}
+	for i := range res.Outputs {
+		produced[res.Outputs[i].Name] = &res.Outputs[i]
 	}
 	named := map[string]bool{}
 	for _, o := range spec.outputs {
 		named[o.name] = true
-		data, ok := produced[o.name]
+		var data []byte
+		po, ok := produced[o.name]
 		switch {
 		case ok:
+			if data, err = po.Bytes(); err != nil {
+				return nil, err
+			}
+			defer clear(data)
 		case o.name == outputStdout:
 			data = res.Stdout
 		case o.name == outputStderr:

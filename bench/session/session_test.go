@@ -221,8 +221,12 @@ func (f *fixture) direct(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(res.Outputs) != 1 || string(res.Outputs[0].Data) != wantSum {
+	defer res.Close()
+	if len(res.Outputs) != 1 {
 		return fmt.Errorf("direct run: %+v", res.Report)
+	}
+	if b, err := res.Outputs[0].Bytes(); err != nil || string(b) != wantSum {
+		return fmt.Errorf("direct run: %+v (%v)", res.Report, err)
 	}
 	return nil
 }

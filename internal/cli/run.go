@@ -197,11 +197,14 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 			return usageError("--input: the name %q is given twice", name)
 		}
 		seen[name] = true
-		data, err := os.ReadFile(path)
-		if err != nil {
+		// The runtime opens the file and hands the worker a descriptor:
+		// nothing is read into memory here.
+		if st, err := os.Stat(path); err != nil {
 			return usageError("--input %s: %v", name, err)
+		} else if !st.Mode().IsRegular() {
+			return usageError("--input %s: %s is not a regular file", name, path)
 		}
-		cfg.Inputs = append(cfg.Inputs, isolate.Input{Name: name, Data: data})
+		cfg.Inputs = append(cfg.Inputs, isolate.Input{Name: name, Path: path})
 	}
 	if f.outputDir != "" {
 		if err := os.MkdirAll(f.outputDir, 0o755); err != nil {
@@ -237,6 +240,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	if err != nil {
 		return failure(err)
 	}
+	defer res.Close()
 
 	stdout.Write(res.Stdout)
 	stderr.Write(res.Stderr)
@@ -254,7 +258,11 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	if f.outputDir != "" {
 		for _, o := range res.Outputs {
-			if err := atomicfile.WriteFile(filepath.Join(f.outputDir, o.Name), o.Data, 0o644); err != nil {
+			data, err := o.Bytes()
+			if err == nil {
+				err = atomicfile.WriteFile(filepath.Join(f.outputDir, o.Name), data, 0o644)
+			}
+			if err != nil {
 				return failure(fmt.Errorf("saving output %s: %w", o.Name, err))
 			}
 		}
