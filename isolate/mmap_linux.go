@@ -14,4 +14,3 @@ func mapMemory(size uint64) ([]byte, func(), error) {
 	}
 	return b, func() { _ = unix.Munmap(b) }, nil
 }
-

@@ -2,10 +2,10 @@ package isolate
 
 import (
 	"context"
-	"io"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
