@@ -180,3 +180,31 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// BlobRequestLabel starts the message a principal signs to write to a
+// Cloister blob store (package blob/server).
+const BlobRequestLabel = "cloister/v1/blob-request\x00"
+
+// BlobAuthScheme is the HTTP Authorization scheme of signed blob store
+// requests: `Cloister-Ed25519 key=ed25519:…, t=UNIXMS, nonce=HEX, sig=BASE64`.
+const BlobAuthScheme = "Cloister-Ed25519"
+
+// BlobRequestMessage is what a signed blob store request signs:
+//
+//	BlobRequestLabel ‖ method ‖ 0 ‖ host ‖ 0 ‖ request URI ‖ 0 ‖ unixMs (8 bytes, big-endian) ‖ nonce
+//
+// The request URI (path and query) carries the repository, the upload and
+// the digest, so a signature is good for one operation on one store; the
+// body is checked against the digest, not signed.
+func BlobRequestMessage(method, host, requestURI string, unixMs int64, nonce []byte) []byte {
+	m := make([]byte, 0, len(BlobRequestLabel)+len(method)+len(host)+len(requestURI)+3+8+len(nonce))
+	m = append(m, BlobRequestLabel...)
+	m = append(m, method...)
+	m = append(m, 0)
+	m = append(m, host...)
+	m = append(m, 0)
+	m = append(m, requestURI...)
+	m = append(m, 0)
+	m = binary.BigEndian.AppendUint64(m, uint64(unixMs))
+	return append(m, nonce...)
+}
