@@ -61,8 +61,8 @@ func (e *FetchError) Error() string {
 	return b.String()
 }
 
-// Is reports ErrNotFound if every store said so, ErrMismatch and
-// ErrTooLarge if any store's copy was that.
+// Is reports ErrNotFound if every store said so; ErrMismatch, ErrTooLarge
+// and ErrUnavailable if any store's attempt ended that way.
 func (e *FetchError) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
@@ -72,7 +72,7 @@ func (e *FetchError) Is(target error) bool {
 			}
 		}
 		return len(e.Attempts) > 0
-	case ErrMismatch, ErrTooLarge:
+	case ErrMismatch, ErrTooLarge, ErrUnavailable:
 		for _, a := range e.Attempts {
 			if errors.Is(a.Err, target) {
 				return true
