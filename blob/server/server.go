@@ -23,6 +23,7 @@ import (
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/blob"
+	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/internal/streamfile"
 	"github.com/cloisterhq/cloister/keys"
 )
@@ -37,7 +38,10 @@ type Limits struct {
 	ReadsPerClient   int           // concurrent blob reads per client IP (default 16)
 	ReadsTotal       int           // concurrent blob reads in all (default 256)
 	UploadIdle       time.Duration // an upload with no request for this long is dropped (default 10m)
-	BodyStall        time.Duration // a request body that sends nothing for this long is cut (default 30s)
+	// Conn bounds connections, headers and body pace (package httpguard);
+	// zero fields take httpguard's defaults, except a 30-minute write
+	// timeout so that large blobs can be read over slow links.
+	Conn httpguard.Limits
 }
 
 func (l *Limits) fill() {
@@ -61,8 +65,8 @@ func (l *Limits) fill() {
 	if l.UploadIdle <= 0 {
 		l.UploadIdle = 10 * time.Minute
 	}
-	if l.BodyStall <= 0 {
-		l.BodyStall = 30 * time.Second
+	if l.Conn.WriteTimeout <= 0 {
+		l.Conn.WriteTimeout = 30 * time.Minute
 	}
 }
 
@@ -264,10 +268,13 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(s.serve)
 }
 
-// HTTPServer returns an http.Server for Handler with header size, header
-// time and idle bounds set.
-func (s *Server) HTTPServer() *http.Server {
-	return &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
+// Serve serves the store on ln under the connection limits (package
+// httpguard) until hs is shut down; it returns what http.Server.Serve does.
+func (s *Server) Serve(ln net.Listener) (hs *http.Server, errc <-chan error) {
+	hs = httpguard.NewServer(s.Handler(), s.lim.Conn, nil, nil)
+	ch := make(chan error, 1)
+	go func() { ch <- hs.Serve(httpguard.Listen(ln, s.lim.Conn, nil)) }()
+	return hs, ch
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
@@ -581,10 +588,9 @@ func rangeHeader(n int64) string {
 // the pusher's quota and the store's total; on failure it has answered and
 // dropped the upload.
 func (s *Server) appendBody(w http.ResponseWriter, r *http.Request, u *upload) error {
-	rc := http.NewResponseController(w)
+	// The body's pace is httpguard's business (Serve).
 	buf := make([]byte, 256<<10)
 	for {
-		rc.SetReadDeadline(time.Now().Add(s.lim.BodyStall))
 		n, rerr := r.Body.Read(buf)
 		if n > 0 {
 			if err := s.reserve(u, int64(n)); err != nil {
@@ -598,7 +604,6 @@ func (s *Server) appendBody(w http.ResponseWriter, r *http.Request, u *upload) e
 			u.h.Write(buf[:n])
 		}
 		if rerr == io.EOF {
-			rc.SetReadDeadline(time.Time{})
 			return nil
 		}
 		if rerr != nil {

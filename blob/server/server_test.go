@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,7 +22,7 @@ import (
 
 type fixture struct {
 	srv  *server.Server
-	ts   *httptest.Server
+	ts   struct{ URL string }
 	dir  string
 	key  ed25519.PrivateKey
 	repo string
@@ -38,9 +37,16 @@ func newFixture(t *testing.T, lim server.Limits) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	return &fixture{srv: srv, ts: ts, dir: dir, key: key, repo: ts.URL + "/cloister/programs"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _ := srv.Serve(ln)
+	t.Cleanup(func() { hs.Close(); srv.Close() })
+	f := &fixture{srv: srv, dir: dir, key: key}
+	f.ts.URL = "http://" + ln.Addr().String()
+	f.repo = f.ts.URL + "/cloister/programs"
+	return f
 }
 
 func (f *fixture) store(t *testing.T, key ed25519.PrivateKey) *blob.Store {

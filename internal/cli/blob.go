@@ -185,12 +185,10 @@ each within its quota. docs/storage.md lists the endpoints and limits.`,
 			if err != nil {
 				return failure(fmt.Errorf("blob serve: %w", err))
 			}
-			hs := srv.HTTPServer()
+			hs, errc := srv.Serve(ln)
 			fmt.Fprintf(cmd.ErrOrStderr(), "blob store on http://%s (data %s, %d pusher keys)\n", ln.Addr(), dataDir, len(pushKeys))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			errc := make(chan error, 1)
-			go func() { errc <- hs.Serve(ln) }()
 			select {
 			case err := <-errc:
 				return failure(err)

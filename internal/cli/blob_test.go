@@ -14,7 +14,6 @@ import (
 )
 
 func TestBlobPutGet(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "alice.key")
 	if code, _, stderr := runCLI(t, "key", "new", "--out", keyFile); code != ExitOK {

@@ -11,7 +11,6 @@ import (
 )
 
 func TestProgramSealOpen(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "prog.wasm")
 	data := []byte(strings.Repeat("cloister program bytes ", 10000))
