@@ -3,9 +3,9 @@ package blob
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"strings"
+
+	"github.com/cloisterhq/cloister/blob/addr"
 )
 
 // Digest names a blob: "sha256:" and 64 lowercase hex digits of the
@@ -13,13 +13,12 @@ import (
 type Digest string
 
 // ErrDigest marks a string that is not a digest.
-var ErrDigest = errors.New("not a sha256 digest")
+var ErrDigest = addr.ErrDigest
 
 // ParseDigest checks that s is "sha256:" and 64 lowercase hex digits.
 func ParseDigest(s string) (Digest, error) {
-	h, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || !isLowerHex64(h) {
-		return "", fmt.Errorf("%w: %q (want sha256: and 64 lowercase hex digits)", ErrDigest, truncate(s))
+	if err := addr.ParseDigest(s); err != nil {
+		return "", err
 	}
 	return Digest(s), nil
 }
@@ -48,21 +47,4 @@ func (d Digest) Tag() string { return "sha256-" + d.Hex() }
 
 func (d Digest) String() string { return string(d) }
 
-func isLowerHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-func truncate(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return s
-}
+func truncate(s string) string { return addr.Truncate(s) }

@@ -8,10 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
+	"github.com/cloisterhq/cloister/blob/addr"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/errdef"
@@ -35,7 +34,7 @@ var (
 	// a limit); the error says which.
 	ErrRefused = errors.New("store refused the request")
 	// ErrStoreURL: a store URL that is not http(s)://HOST[:PORT]/REPOSITORY.
-	ErrStoreURL = errors.New("bad store URL")
+	ErrStoreURL = addr.ErrStoreURL
 )
 
 // Options configures access to a store.
@@ -70,30 +69,13 @@ var defaultHTTP = &http.Client{Transport: &http.Transport{
 
 // OpenStore parses a store URL. It does not connect.
 func OpenStore(rawURL string, opts Options) (*Store, error) {
-	u, err := url.Parse(rawURL)
+	u, err := addr.ParseStoreURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrStoreURL, truncate(rawURL), err)
+		return nil, err
 	}
-	bad := func(why string) (*Store, error) {
-		return nil, fmt.Errorf("%w %q: %s (want http(s)://HOST[:PORT]/REPOSITORY)", ErrStoreURL, truncate(rawURL), why)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return bad("scheme must be http or https")
-	case u.Host == "":
-		return bad("no host")
-	case u.User != nil:
-		return bad("credentials do not go in the URL")
-	case u.RawQuery != "" || u.Fragment != "":
-		return bad("no query or fragment")
-	}
-	repoName := strings.Trim(u.Path, "/")
-	if repoName == "" {
-		return bad("no repository path")
-	}
-	ref := registry.Reference{Registry: u.Host, Repository: repoName}
+	ref := registry.Reference{Registry: u.Host, Repository: u.Repository}
 	if err := ref.ValidateRepository(); err != nil {
-		return bad(fmt.Sprintf("repository %q: lowercase letters, digits, separators . _ - and /", repoName))
+		return nil, fmt.Errorf("%w %q: %v", ErrStoreURL, truncate(rawURL), err)
 	}
 	repo := &remote.Repository{Reference: ref, PlainHTTP: u.Scheme == "http", SkipReferrersGC: true}
 	hc := opts.HTTP
@@ -109,7 +91,7 @@ func OpenStore(rawURL string, opts Options) (*Store, error) {
 	} else {
 		repo.Client = hc
 	}
-	return &Store{url: u.Scheme + "://" + u.Host + "/" + repoName, repo: repo}, nil
+	return &Store{url: u.String(), repo: repo}, nil
 }
 
 // URL returns the store's URL in canonical form.

@@ -86,7 +86,8 @@ var required = map[reflect.Type][]string{
 	reflect.TypeFor[Policy]():    {"version", "name", "principals", "programs", "outputs", "isolates", "expires"},
 	reflect.TypeFor[Principal](): {"id", "signing_key", "roles"},
 	reflect.TypeFor[Program]():   {"name", "sha256", "provider"},
-	reflect.TypeFor[Input]():     {"name", "provider"},
+	reflect.TypeFor[Input]():     {"name"},
+	reflect.TypeFor[Source]():    {"digest", "stores"},
 	reflect.TypeFor[Output]():    {"name", "readers"},
 	reflect.TypeFor[Isolate]():   {"class"},
 }
@@ -223,6 +224,11 @@ func (d *decoder) decode(v *jcs.Value, rv reflect.Value, path string) {
 				d.fail(join(path, name), "required field is missing")
 			}
 		}
+	case reflect.Pointer:
+		// An optional object (Input.From): present means set.
+		ev := reflect.New(t.Elem())
+		d.decode(v, ev.Elem(), path)
+		rv.Set(ev)
 	default:
 		panic("policy: decoder has no case for " + t.String())
 	}

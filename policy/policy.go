@@ -76,10 +76,26 @@ type Program struct {
 	Provider string `json:"provider"`
 }
 
-// Input is a file the program reads at /input/<name>.
+// Input is a file the program reads at /input/<name>. Either a data
+// provider uploads it (Provider), or the node fetches it from
+// content-addressed storage (From) — public data every party agreed on.
 type Input struct {
-	Name     string `json:"name"`
-	Provider string `json:"provider"`
+	Name string `json:"name"`
+	// Provider is the principal that uploads the input; empty when From
+	// is set.
+	Provider string `json:"provider,omitempty"`
+	// SHA256 pins the input's bytes (64 lowercase hex digits): an upload
+	// or a fetched blob with another hash is refused. Required with From.
+	SHA256 string `json:"sha256,omitempty"`
+	// From names where the node fetches the input instead of an upload.
+	From *Source `json:"from,omitempty"`
+}
+
+// Source is where a stored input is fetched: the blob's digest and the
+// stores that may hold a copy, tried in order (docs/storage.md).
+type Source struct {
+	Digest string   `json:"digest"`
+	Stores []string `json:"stores"`
 }
 
 // Output is a file the program writes at /output/<name>.
@@ -307,13 +323,30 @@ func (p *Policy) ProgramProvider(name string) (string, bool) {
 }
 
 // InputProvider returns the id of the principal allowed to upload input
-// name, and false if the policy has no such input.
+// name, and false if the policy has no such input or the node fetches it
+// (Input.From).
 func (p *Policy) InputProvider(name string) (string, bool) {
 	in, ok := p.Input(name)
-	if !ok {
+	if !ok || in.From != nil {
 		return "", false
 	}
 	return in.Provider, true
+}
+
+// Stored reports whether the node fetches this input rather than a
+// provider uploading it.
+func (in *Input) Stored() bool { return in.From != nil }
+
+// PinnedSHA256 returns the input's pinned hash, decoded, and whether it
+// has one.
+func (in *Input) PinnedSHA256() ([32]byte, bool) {
+	var h [32]byte
+	b, err := hex.DecodeString(in.SHA256)
+	if err != nil || len(b) != 32 {
+		return h, false
+	}
+	copy(h[:], b)
+	return h, true
 }
 
 // OutputReaders returns the ids of the principals allowed to read output

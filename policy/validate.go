@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cloisterhq/cloister/blob/addr"
 	"github.com/cloisterhq/cloister/internal/bytesize"
 	"github.com/cloisterhq/cloister/keys"
 )
@@ -162,7 +163,52 @@ func (p *Policy) validateInputs(ps *problems, byID map[string]*Principal) {
 	for i, in := range p.Inputs {
 		f := fmt.Sprintf("inputs[%d]", i)
 		checkFileName(ps, f+".name", in.Name, names)
-		provider(ps, f+".provider", in.Provider, RoleDataProvider, byID)
+		if in.SHA256 != "" && !isLowerHex(in.SHA256, 32) {
+			ps.add(f+".sha256", "must be 64 lowercase hex digits (the SHA-256 of the input), got %q", truncate(in.SHA256))
+		}
+		if in.From == nil {
+			provider(ps, f+".provider", in.Provider, RoleDataProvider, byID)
+			continue
+		}
+		if in.Provider != "" {
+			ps.add(f+".provider", "an input is either uploaded by a provider or fetched from stores (from), not both")
+		}
+		if in.SHA256 == "" {
+			ps.add(f+".sha256", "required with from: the node checks the fetched bytes against it")
+		}
+		validateSource(ps, f+".from", in.From)
+		if isLowerHex(in.SHA256, 32) && addr.ParseDigest(in.From.Digest) == nil && in.From.Digest != "sha256:"+in.SHA256 {
+			ps.add(f+".from.digest", "a stored input is public data: its digest is the SHA-256 of its bytes and must equal sha256:%s", in.SHA256)
+		}
+	}
+}
+
+// MaxStores bounds the stores one source lists.
+const MaxStores = 16
+
+func validateSource(ps *problems, f string, src *Source) {
+	if err := addr.ParseDigest(src.Digest); err != nil {
+		ps.add(f+".digest", "%v", err)
+	}
+	if len(src.Stores) == 0 {
+		ps.add(f+".stores", "at least one store URL is required")
+	}
+	if len(src.Stores) > MaxStores {
+		ps.add(f+".stores", "at most %d stores, got %d", MaxStores, len(src.Stores))
+	}
+	seen := map[string]bool{}
+	for j, s := range src.Stores {
+		sf := fmt.Sprintf("%s.stores[%d]", f, j)
+		u, err := addr.ParseStoreURL(s)
+		switch {
+		case err != nil:
+			ps.add(sf, "%v", err)
+		case u.String() != s:
+			ps.add(sf, "write it as %q (one spelling per store, so that the policy hash does not depend on it)", u.String())
+		case seen[s]:
+			ps.add(sf, "%q listed twice", s)
+		}
+		seen[s] = true
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/blob"
+	"github.com/cloisterhq/cloister/blob/addr"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/internal/streamfile"
 	"github.com/cloisterhq/cloister/keys"
@@ -257,10 +258,9 @@ func (s *Server) tagPath(repo, tag string) string {
 	return filepath.Join(s.dir, "repos", filepath.FromSlash(repo), "_tags", tag)
 }
 
-// OCI name and tag grammars (distribution-spec).
+// The OCI tag grammar (distribution-spec).
 var (
-	repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+	tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 )
 
 // Handler returns the HTTP handler.
@@ -297,7 +297,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	// /v2/<name>/{blobs/<digest>, blobs/uploads/[<id>], manifests/<ref>}
 	if i := strings.LastIndex(rest, "/blobs/uploads"); i > 0 {
 		repo, tail := rest[:i], strings.TrimPrefix(rest[i+len("/blobs/uploads"):], "/")
-		if !repoRE.MatchString(repo) {
+		if !addr.ValidRepository(repo) {
 			ociError(w, http.StatusBadRequest, "NAME_INVALID", "repository name %q is invalid", trunc(repo))
 			return
 		}
@@ -307,7 +307,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	for _, kind := range []string{"/blobs/", "/manifests/"} {
 		if i := strings.LastIndex(rest, kind); i > 0 {
 			repo, ref := rest[:i], rest[i+len(kind):]
-			if !repoRE.MatchString(repo) {
+			if !addr.ValidRepository(repo) {
 				ociError(w, http.StatusBadRequest, "NAME_INVALID", "repository name %q is invalid", trunc(repo))
 				return
 			}
