@@ -250,28 +250,33 @@ func (c *core) checkProgram(name string, envelope []byte, want [32]byte) error {
 	}
 	if got := sha256.Sum256(pt); got != want {
 		clear(pt)
-		return &hashMismatchError{name: name, got: got, want: want}
+		return &hashMismatchError{kind: "program", name: name, got: got, want: want}
 	}
 	c.keep(protocol.KindProgram, name, envelope, pt)
 	return nil
 }
 
 type hashMismatchError struct {
-	name      string
-	got, want [32]byte
+	kind, name string
+	got, want  [32]byte
 }
 
 func (e *hashMismatchError) Error() string {
-	return fmt.Sprintf("program %q has SHA-256 %s, the policy requires %s", e.name, hex.EncodeToString(e.got[:]), hex.EncodeToString(e.want[:]))
+	return fmt.Sprintf("%s %q has SHA-256 %s, the policy requires %s", e.kind, e.name, hex.EncodeToString(e.got[:]), hex.EncodeToString(e.want[:]))
 }
 
 // checkInput checks that a sealed input opens with the session key for this
 // session, name and policy, so that a tampered or misdirected envelope is
-// refused at upload rather than failing the run later.
-func (c *core) checkInput(name string, envelope []byte) error {
+// refused at upload rather than failing the run later, and, for an input
+// the policy pins (want not zero), that its SHA-256 is the pinned one.
+func (c *core) checkInput(name string, envelope []byte, want [32]byte) error {
 	pt, err := c.open(protocol.KindInput, name, envelope)
 	if err != nil {
 		return err
+	}
+	if got := sha256.Sum256(pt); want != ([32]byte{}) && got != want {
+		clear(pt)
+		return &hashMismatchError{kind: "input", name: name, got: got, want: want}
 	}
 	c.keep(protocol.KindInput, name, envelope, pt)
 	return nil
@@ -289,9 +294,12 @@ type runSpec struct {
 	deterministic   bool
 }
 
+// sealedItem is an uploaded input (its envelope) or a stored one (the path
+// of the fetched, digest-checked blob in the node's cache).
 type sealedItem struct {
 	name     string
 	envelope []byte
+	path     string
 }
 
 type outputSpec struct {
@@ -342,6 +350,10 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		Seed:          protocol.Seed(c.policyHash, c.id),
 	}
 	for _, in := range spec.inputs {
+		if in.path != "" {
+			cfg.Inputs = append(cfg.Inputs, isolate.Input{Name: in.name, Path: in.path})
+			continue
+		}
 		pt, err := c.take(protocol.KindInput, in.name, in.envelope)
 		if err != nil {
 			return nil, fmt.Errorf("input %q: %w", in.name, err)

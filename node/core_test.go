@@ -44,10 +44,10 @@ func TestCoreKeepsOnlySmallPlaintexts(t *testing.T) {
 	}
 	small, large := []byte("a,b\n1,2\n"), bytes.Repeat([]byte{7}, keepMax+1)
 	smallEnv, largeEnv := sealTo(protocol.KindInput, "small", small), sealTo(protocol.KindInput, "large", large)
-	if err := c.checkInput("small", smallEnv); err != nil {
+	if err := c.checkInput("small", smallEnv, [32]byte{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.checkInput("large", largeEnv); err != nil {
+	if err := c.checkInput("large", largeEnv, [32]byte{}); err != nil {
 		t.Fatal(err)
 	}
 	if !kept(protocol.KindInput, "small") || kept(protocol.KindInput, "large") {
@@ -63,14 +63,14 @@ func TestCoreKeepsOnlySmallPlaintexts(t *testing.T) {
 	if got, err := c.take(protocol.KindInput, "large", largeEnv); err != nil || !bytes.Equal(got, large) {
 		t.Fatalf("take of the large input: %d bytes, %v", len(got), err)
 	}
-	if err := c.checkInput("small", smallEnv); err != nil {
+	if err := c.checkInput("small", smallEnv, [32]byte{}); err != nil {
 		t.Fatal(err)
 	}
 	c.drop(protocol.KindInput, "small")
 	if kept(protocol.KindInput, "small") {
 		t.Errorf("drop left the plaintext")
 	}
-	if err := c.checkInput("small", smallEnv); err != nil {
+	if err := c.checkInput("small", smallEnv, [32]byte{}); err != nil {
 		t.Fatal(err)
 	}
 	c.wipe()

@@ -92,6 +92,7 @@ type Node struct {
 	runner   Runner
 	ownsRun  *isolate.Runtime
 	store    *store
+	blobs    *blobCache // stored inputs fetched by digest
 	policies policyCache
 	events   EventLog
 	numbers  *entryNumbers // with a NumberedEventLog
@@ -189,6 +190,10 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, err
 	}
 	if n.store, err = openStore(filepath.Join(opts.DataDir, "sessions"), skey, !opts.NoSync); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if n.blobs, err = newBlobCache(opts.DataDir); err != nil {
+		n.store.close()
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.runner = opts.Runner

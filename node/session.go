@@ -205,7 +205,13 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 		if in == nil {
 			return nil, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no input named %q (principal %q)", policyName(s.pol), req.Name, p.ID)
 		}
+		if in.Stored() {
+			return nil, refused(connect.CodePermissionDenied, ruleProvider, "input %q is fetched by the node from %s, not uploaded (principal %q)", req.Name, in.From.Digest, p.ID)
+		}
 		provider = in.Provider
+		if h, ok := in.PinnedSHA256(); ok {
+			wantHash = h
+		}
 	}
 	if p.ID != provider || !hasRole(p, role) {
 		return nil, refused(connect.CodePermissionDenied, ruleProvider, "principal %q may not upload %s %q: its provider is %q (role %s)", p.ID, kind, req.Name, provider, role)
@@ -220,7 +226,7 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	if program {
 		err = s.core.checkProgram(req.Name, req.Envelope, wantHash)
 	} else {
-		err = s.core.checkInput(req.Name, req.Envelope)
+		err = s.core.checkInput(req.Name, req.Envelope, wantHash)
 	}
 	var hm *hashMismatchError
 	switch {
@@ -279,7 +285,7 @@ func (s *session) complete() bool {
 		}
 	}
 	for _, in := range s.pol.Inputs {
-		if s.rec.Inputs[in.Name] == nil {
+		if s.rec.Inputs[in.Name] == nil && !in.Stored() { // stored inputs are fetched at the run
 			return false
 		}
 	}
@@ -462,7 +468,7 @@ func (s *session) execute(ctx context.Context) {
 	// Whatever happens, nothing kept from the uploads outlives the attempt.
 	defer s.core.wipe()
 	start := time.Now()
-	spec, err := s.runSpec()
+	spec, err := s.runSpec(ctx)
 	var out *runOutcome
 	if err == nil {
 		select {
@@ -590,7 +596,7 @@ func (s *session) stageRunEnd(out *runOutcome) *stagedEntry {
 
 // runSpec gathers the sealed program and inputs from the store. Callers do
 // not hold s.mu: the slots are immutable once the session is running.
-func (s *session) runSpec() (runSpec, error) {
+func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 	s.mu.Lock()
 	rec := s.rec
 	s.mu.Unlock()
@@ -606,6 +612,14 @@ func (s *session) runSpec() (runSpec, error) {
 		return runSpec{}, err
 	}
 	for _, in := range s.pol.Inputs {
+		if in.Stored() {
+			path, err := s.n.blobs.fetchInput(ctx, &in)
+			if err != nil {
+				return runSpec{}, fmt.Errorf("input %q: %w", in.Name, err)
+			}
+			spec.inputs = append(spec.inputs, sealedItem{name: in.Name, path: path})
+			continue
+		}
 		is := rec.Inputs[in.Name]
 		env, err := s.n.store.getEnvelope(s.id, is.EnvelopeSHA256, is.Inline)
 		if err != nil {

@@ -209,6 +209,27 @@ each within its quota. docs/storage.md lists the endpoints and limits.`,
 	return cmd
 }
 
+// serveNodeBlobStore serves the node's embedded blob store on addr.
+func serveNodeBlobStore(addr, dir string, pushKeys []string, lim *storeLimitFlags, log *slog.Logger) (*http.Server, error) {
+	opts, err := lim.options(dir, pushKeys)
+	if err != nil {
+		return nil, usageError("node: %v", err)
+	}
+	opts.Logger = log
+	srv, err := server.New(opts)
+	if err != nil {
+		return nil, failure(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		srv.Close()
+		return nil, failure(fmt.Errorf("node: blob store: %w", err))
+	}
+	hs, _ := srv.Serve(ln)
+	log.Info("blob store listening", "url", "http://"+ln.Addr().String(), "pushers", len(pushKeys), "data", dir)
+	return hs, nil
+}
+
 // storeLimitFlags are the store's limits as flags, shared by blob serve
 // and node --blob-listen.
 type storeLimitFlags struct {

@@ -30,6 +30,9 @@ func newNodeCmd() *cobra.Command {
 	var (
 		listen, dataDir, class, logLevel, tpmSpec string
 		ledgerURL, ledgerListen                   string
+		blobListen                                string
+		pushKeys                                  []string
+		blobLim                                   storeLimitFlags
 		noLedger                                  bool
 		warm                                      int
 		maxUpload, maxInflight                    string
@@ -162,6 +165,13 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				"platform_key", keys.FormatSigningKey(n.PlatformKey()), "data", dataDir)
 			errc := make(chan error, 1)
 			go func() { errc <- n.Serve(ln) }()
+			if blobListen != "" {
+				hs, err := serveNodeBlobStore(blobListen, filepath.Join(dataDir, "blobstore"), pushKeys, &blobLim, log)
+				if err != nil {
+					return err
+				}
+				defer hs.Close()
+			}
 			select {
 			case err := <-errc:
 				if !errors.Is(err, http.ErrServerClosed) {
@@ -177,6 +187,9 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&blobListen, "blob-listen", "", "also serve the node's blob store (plain HTTP, signed writes; docs/storage.md) on this address, e.g. 127.0.0.1:7444")
+	f.StringArrayVar(&pushKeys, "push-key", nil, "with --blob-listen: signing key allowed to write blobs, ed25519:… or ed25519:…=QUOTA (repeatable)")
+	blobLim.register(cmd)
 	f.StringVar(&listen, "listen", "127.0.0.1:7443", "TCP address to serve TLS on")
 	f.StringVar(&dataDir, "data", "", "data directory (platform key, sessions, compilation cache)")
 	f.StringVar(&class, "isolate-class", "software", "isolate class to attest as")

@@ -1,0 +1,135 @@
+package node_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
+	"github.com/cloisterhq/cloister/blob"
+	"github.com/cloisterhq/cloister/blob/server"
+	"github.com/cloisterhq/cloister/keys"
+)
+
+// blobStore starts a Cloister blob store holding data and returns its
+// repository URL and its directory.
+func blobStore(t *testing.T, data []byte) (string, string) {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(nil)
+	dir := t.TempDir()
+	srv, err := server.New(server.Options{Dir: dir, Pushers: map[string]int64{keys.FormatSigningKey(key.Public().(ed25519.PublicKey)): 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _ := srv.Serve(ln)
+	t.Cleanup(func() { hs.Close(); srv.Close() })
+	repo := "http://" + ln.Addr().String() + "/data"
+	s, err := blob.OpenStore(repo, blob.Options{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(p, data, 0o600)
+	if _, _, err := s.PushFile(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return repo, dir
+}
+
+// storedPolicy makes carol's purchases.csv a stored input fetched from
+// stores instead of an upload.
+func storedPolicy(s *scenario, t *testing.T, platformKey string, stores []string) []byte {
+	data := s.input(t, "purchases.csv")
+	h := sha256hex(data)
+	return s.policyDoc(t, platformKey, func(d map[string]any) {
+		d["inputs"] = []any{
+			map[string]any{"name": "customers.csv", "provider": "bob"},
+			map[string]any{"name": "purchases.csv", "sha256": h, "from": map[string]any{"digest": "sha256:" + h, "stores": stores}},
+		}
+	})
+}
+
+func TestStoredInput(t *testing.T) {
+	s := newScenario(t)
+	data := s.input(t, "purchases.csv")
+	good, _ := blobStore(t, data)
+	bad, badDir := blobStore(t, data)
+	// The second store's copy is altered: same size, other bytes.
+	h := blob.FromBytes(data).Hex()
+	altered := []byte(strings.Replace(string(data), "1", "2", 1))
+	if err := os.WriteFile(filepath.Join(badDir, "blobs", "sha256", h[:2], h), altered, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	down := "http://" + ln.Addr().String() + "/data"
+	ln.Close()
+
+	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
+	c := dial(t, tn)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s.warmPsiSum(t)
+
+	run := func(stores []string) *cloisterv1.GetStatusResponse {
+		as := createAttested(ctx, t, c, storedPolicy(s, t, tn.platformKey(), stores))
+		if _, err := as.UploadInput(ctx, s.carol.key, "purchases.csv", data); err == nil || !strings.Contains(err.Error(), "fetched by the node") {
+			t.Fatalf("uploading a stored input: %v", err)
+		}
+		if _, err := as.UploadProgram(ctx, s.alice.key, "psi-sum.wasm", s.prog.Wasm); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := as.UploadInput(ctx, s.bob.key, "customers.csv", s.input(t, "customers.csv")); err != nil {
+			t.Fatal(err)
+		}
+		st, err := as.Wait(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == cloisterv1.SessionState_SESSION_STATE_FINISHED {
+			got, err := as.Result(ctx, s.dave.key, "result.json")
+			if err != nil || string(got) != string(s.output(t, "result.json")) {
+				t.Fatalf("result %q, %v", got, err)
+			}
+		}
+		return st
+	}
+	// Down, then tampered, then good: the run uses the good copy.
+	if st := run([]string{down, bad, good}); st.State != cloisterv1.SessionState_SESSION_STATE_FINISHED {
+		t.Fatalf("state %v: %s", st.State, st.Reason)
+	}
+	// Without a good copy anywhere, the run fails and says why, per store.
+	tn2 := startNode(t, filepath.Join(t.TempDir(), "node2"), nil) // an empty cache
+	c = dial(t, tn2)
+	tn = tn2
+	st := run([]string{down, bad})
+	if st.State != cloisterv1.SessionState_SESSION_STATE_FAILED || !strings.Contains(st.Reason, "does not match its digest") || !strings.Contains(st.Reason, "connection refused") {
+		t.Fatalf("state %v: %s", st.State, st.Reason)
+	}
+}
+
+func TestPinnedUpload(t *testing.T) {
+	s := newScenario(t)
+	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
+	c := dial(t, tn)
+	ctx := context.Background()
+	doc := s.policyDoc(t, tn.platformKey(), func(d map[string]any) {
+		d["inputs"].([]any)[0].(map[string]any)["sha256"] = sha256hex([]byte("the agreed customer list"))
+	})
+	as := createAttested(ctx, t, c, doc)
+	_, err := as.UploadInput(ctx, s.bob.key, "customers.csv", s.input(t, "customers.csv"))
+	if err == nil || !strings.Contains(err.Error(), "program-hash") || !strings.Contains(err.Error(), `input "customers.csv" has SHA-256`) {
+		t.Fatalf("upload of other bytes than pinned: %v", err)
+	}
+	if _, err := as.UploadInput(ctx, s.bob.key, "customers.csv", []byte("the agreed customer list")); err != nil {
+		t.Fatalf("upload of the pinned bytes: %v", err)
+	}
+}
