@@ -16,9 +16,9 @@ import (
 
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/server"
+	"github.com/cloisterhq/cloister/internal/bytesize"
 	"github.com/cloisterhq/cloister/internal/streamfile"
 	"github.com/cloisterhq/cloister/keys"
-	"github.com/cloisterhq/cloister/policy"
 )
 
 func newBlobCmd() *cobra.Command {
@@ -127,7 +127,7 @@ Exit status: 0 fetched; 1 no store served a matching copy, or --out exists;
 			}
 			var max int64
 			if maxSize != "" {
-				if max, err = policy.ParseSize(maxSize); err != nil {
+				if max, err = bytesize.Parse(maxSize); err != nil {
 					return usageError("blob get: --max-size: %v", err)
 				}
 			}
@@ -249,7 +249,7 @@ func (l *storeLimitFlags) options(dir string, pushKeys []string) (server.Options
 		s string
 		p *int64
 	}{{l.maxBlob, &o.Limits.MaxBlob}, {l.maxTotal, &o.Limits.MaxTotal}, {l.quota, &o.Limits.DefaultQuota}} {
-		if *f.p, err = policy.ParseSize(f.s); err != nil {
+		if *f.p, err = bytesize.Parse(f.s); err != nil {
 			return o, err
 		}
 	}
@@ -258,7 +258,7 @@ func (l *storeLimitFlags) options(dir string, pushKeys []string) (server.Options
 		if _, err := keys.ParseSigningKey(pk); err != nil {
 			// KEY=QUOTA; the key's base64 may itself end in "=".
 			if i := strings.LastIndexByte(pk, '='); i > 0 {
-				if qq, qerr := policy.ParseSize(pk[i+1:]); qerr == nil {
+				if qq, qerr := bytesize.Parse(pk[i+1:]); qerr == nil {
 					k, q = pk[:i], qq
 				}
 			}
@@ -270,5 +270,3 @@ func (l *storeLimitFlags) options(dir string, pushKeys []string) (server.Options
 	}
 	return o, nil
 }
-
-func init() { rootCmd.AddCommand(newBlobCmd()) }

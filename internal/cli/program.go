@@ -166,5 +166,3 @@ Exit status: 0 opened; 1 wrong key, tampered ciphertext, hash mismatch or
 	f.StringVar(&want, "sha256", "", "expected plaintext SHA-256 (default: the key file's)")
 	return cmd
 }
-
-func init() { rootCmd.AddCommand(newProgramCmd()) }

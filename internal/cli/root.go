@@ -79,6 +79,8 @@ what on a verifiable ledger.`,
 		newNodeCmd(),
 		newLedgerCmd(),
 		newDemoCmd(),
+		newProgramCmd(),
+		newBlobCmd(),
 	)
 	return root
 }
