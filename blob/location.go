@@ -31,7 +31,7 @@ func OpenLocation(urls []string, opts Options) (Location, error) {
 
 // Sink receives a blob being fetched: the bytes are written, then either
 // Commit (they matched the digest) or Abort (they did not, or the store
-// failed midway) is called. A streamfile.File is a Sink.
+// failed midway) is called. An atomicfile.File is a Sink.
 type Sink interface {
 	io.Writer
 	Commit() error
@@ -84,11 +84,13 @@ func (e *FetchError) Is(target error) bool {
 
 // Fetch copies blob d, at most max bytes (max <= 0: no limit), from the
 // first store that serves bytes hashing to d, into a sink newSink makes
-// for each attempt. It commits the sink only for a matching copy and
+// for each attempt, told the size the store announced (so that the caller
+// can make room before a byte arrives; the copy never exceeds it). It
+// commits the sink only for a matching copy and
 // returns the store that served it and its size; a store that fails,
 // lacks the blob or serves other bytes is skipped. The error is a
 // *FetchError naming what each store did.
-func (l Location) Fetch(ctx context.Context, d Digest, max int64, newSink func() (Sink, error)) (*Store, int64, error) {
+func (l Location) Fetch(ctx context.Context, d Digest, max int64, newSink func(size int64) (Sink, error)) (*Store, int64, error) {
 	if _, err := ParseDigest(string(d)); err != nil {
 		return nil, 0, err
 	}
@@ -107,23 +109,27 @@ func (l Location) Fetch(ctx context.Context, d Digest, max int64, newSink func()
 	return nil, 0, fe
 }
 
-func fetchOne(ctx context.Context, s *Store, d Digest, max int64, newSink func() (Sink, error)) (int64, error) {
+func fetchOne(ctx context.Context, s *Store, d Digest, max int64, newSink func(size int64) (Sink, error)) (int64, error) {
 	rc, size, err := s.Fetch(ctx, d, max)
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
-	sink, err := newSink()
+	sink, err := newSink(size)
 	if err != nil {
 		return 0, err
 	}
 	h := sha256.New()
-	// One byte past the announced size tells a store that sends more than
-	// it said; oras already refuses a Content-Length other than the size.
-	n, err := io.Copy(io.MultiWriter(sink, h), io.LimitReader(rc, size+1))
+	n, err := io.Copy(io.MultiWriter(sink, h), io.LimitReader(rc, size))
 	if err != nil {
 		sink.Abort()
 		return 0, fmt.Errorf("%s: reading %s: %w: %v", s.url, d, ErrUnavailable, err)
+	}
+	// A byte past the announced size tells a store that sends more than
+	// it said (oras already refuses a Content-Length other than the size);
+	// the sink never gets it.
+	if k, _ := io.ReadFull(rc, make([]byte, 1)); k > 0 {
+		n++
 	}
 	var got [32]byte
 	copy(got[:], h.Sum(nil))
@@ -154,7 +160,7 @@ func (l Location) FetchBytes(ctx context.Context, d Digest, max int64) ([]byte, 
 		return nil, nil, errors.New("blob: FetchBytes needs a limit")
 	}
 	var out []byte
-	s, _, err := l.Fetch(ctx, d, max, func() (Sink, error) { return &memSink{done: &out}, nil })
+	s, _, err := l.Fetch(ctx, d, max, func(int64) (Sink, error) { return &memSink{done: &out}, nil })
 	if err != nil {
 		return nil, nil, err
 	}

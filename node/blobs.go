@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/cloisterhq/cloister/blob"
-	"github.com/cloisterhq/cloister/internal/streamfile"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -17,7 +17,7 @@ const MaxStoredInput = 4 << 30
 
 // blobCache holds stored inputs the node fetched, by digest, under
 // DATA/blobs/sha256/<hex>. A file is there only once its bytes hashed to
-// its digest (blob.Location.Fetch, committed through streamfile), so a
+// its digest (blob.Location.Fetch, committed through atomicfile), so a
 // crash mid-fetch leaves nothing that could be taken for the input; and
 // since a stored input's digest is its pinned SHA-256, that check is the
 // pin's. Files are read-only to the node; they are not re-hashed at each
@@ -67,8 +67,8 @@ func (c *blobCache) fetchInput(ctx context.Context, in *policy.Input) (string, e
 	if err != nil {
 		return "", err
 	}
-	if _, _, err := loc.Fetch(ctx, d, MaxStoredInput, func() (blob.Sink, error) {
-		return streamfile.Create(path, 0o400, false)
+	if _, _, err := loc.Fetch(ctx, d, MaxStoredInput, func(int64) (blob.Sink, error) {
+		return atomicfile.Create(path, 0o400)
 	}); err != nil {
 		return "", err
 	}

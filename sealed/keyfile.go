@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cloisterhq/cloister/internal/streamfile"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 )
 
 // KeyFileHeader is the first non-comment line of a content key file.
@@ -88,7 +88,7 @@ func ParseKeyFile(data []byte) (*Key, Summary, error) {
 // SaveKeyFile writes the content key file at path with mode 0600, whole
 // or not at all; it never replaces an existing file (os.ErrExist).
 func SaveKeyFile(path string, key *Key, s Summary) error {
-	if err := streamfile.WriteNew(path, MarshalKeyFile(key, s), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, MarshalKeyFile(key, s), 0o600, atomicfile.NoReplace()); err != nil {
 		return fmt.Errorf("content key file %s: %w", path, err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,8 +25,8 @@ import (
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/addr"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/httpguard"
-	"github.com/cloisterhq/cloister/internal/streamfile"
 	"github.com/cloisterhq/cloister/keys"
 )
 
@@ -107,7 +108,7 @@ type Server struct {
 
 type upload struct {
 	id, owner, repo string
-	f               *os.File
+	f               *atomicfile.File // placed by its digest when finished
 	h               hash.Hash
 	n               int64
 	touched         time.Time
@@ -160,7 +161,9 @@ func (s *Server) Close() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for id, u := range s.uploads {
-			s.dropLocked(id, u)
+			if !u.busy { // a request's handler drops its own
+				s.dropLocked(id, u)
+			}
 		}
 	})
 	return nil
@@ -193,8 +196,7 @@ func (s *Server) sweep() {
 }
 
 func (s *Server) dropLocked(id string, u *upload) {
-	u.f.Close()
-	os.Remove(u.f.Name())
+	u.f.Abort()
 	s.reserved -= u.n
 	s.byCaller[u.owner]--
 	if s.byCaller[u.owner] <= 0 {
@@ -237,10 +239,8 @@ func (s *Server) loadUsage() error {
 // write only under-counts that blob for its pusher.
 func (s *Server) saveUsageLocked() {
 	b, _ := json.Marshal(s.used)
-	p := filepath.Join(s.dir, "usage.json")
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		os.Rename(tmp, p)
+	if err := atomicfile.WriteFile(filepath.Join(s.dir, "usage.json"), b, 0o600); err != nil {
+		s.log.Error("blob store: saving usage.json", "err", err)
 	}
 }
 
@@ -485,17 +485,22 @@ func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, repo string
 		ociError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "limit uploads_total (%d uploads in progress) reached", s.lim.UploadsTotal)
 		return
 	}
-	f, err := os.CreateTemp(filepath.Join(s.dir, "uploads"), "up-*")
+	id := newID()
+	// Placed under its digest by CommitTo; never over an existing blob.
+	f, err := atomicfile.Create(filepath.Join(s.dir, "uploads", id), 0o600, atomicfile.NoReplace())
 	if err != nil {
 		s.mu.Unlock()
 		ociError(w, http.StatusInternalServerError, "UNKNOWN", "creating upload: %v", err)
 		return
 	}
-	u := &upload{id: newID(), owner: owner, repo: repo, f: f, h: sha256.New(), touched: s.now()}
+	dg := r.URL.Query().Get("digest")
+	// A single-request upload is its request's from the start: the
+	// sweeper leaves it alone however long the body takes.
+	u := &upload{id: id, owner: owner, repo: repo, f: f, h: sha256.New(), touched: s.now(), busy: dg != ""}
 	s.uploads[u.id] = u
 	s.byCaller[owner]++
 	s.mu.Unlock()
-	if dg := r.URL.Query().Get("digest"); dg != "" {
+	if dg != "" {
 		// Monolithic single-request upload.
 		s.finishUpload(w, r, u, dg)
 		return
@@ -662,22 +667,22 @@ func (s *Server) finishUpload(w http.ResponseWriter, r *http.Request, u *upload,
 		s.fail(w, u, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("upload of %d bytes hashes to %s, not %s; nothing was kept", u.n, blob.FromSum(sum), d))
 		return
 	}
-	if err := u.f.Sync(); err != nil {
+	dst := s.blobPath(d)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		s.fail(w, u, http.StatusInternalServerError, "UNKNOWN", err.Error())
 		return
 	}
-	dst := s.blobPath(d)
-	os.MkdirAll(filepath.Dir(dst), 0o700)
+	// Synced and linked into place outside the lock; the link fails if
+	// another upload of the same blob got there first, so each blob is
+	// counted once.
+	err = u.f.CommitTo(dst)
+	exists := errors.Is(err, fs.ErrExist)
+	if err != nil && !exists {
+		s.fail(w, u, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		return
+	}
 	s.mu.Lock()
-	_, statErr := os.Stat(dst)
-	exists := statErr == nil
 	if !exists {
-		if err := os.Rename(u.f.Name(), dst); err != nil {
-			s.mu.Unlock()
-			s.fail(w, u, http.StatusInternalServerError, "UNKNOWN", err.Error())
-			return
-		}
-		syncDir(filepath.Dir(dst))
 		s.total += u.n
 		s.used[u.owner] += u.n
 		s.saveUsageLocked()
@@ -689,13 +694,6 @@ func (s *Server) finishUpload(w http.ResponseWriter, r *http.Request, u *upload,
 	w.Header().Set("Docker-Content-Digest", string(d))
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 // Manifest media types the store accepts.
@@ -845,15 +843,7 @@ func writeAtomic(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := streamfile.Create(path, 0o600, false)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Abort()
-		return err
-	}
-	return f.Commit()
+	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 // PublicKeyString formats a pusher key the way Options.Pushers names it.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/server"
-	"github.com/cloisterhq/cloister/internal/streamfile"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/keys"
 )
 
@@ -269,7 +269,7 @@ func TestFetchAcrossStores(t *testing.T) {
 	}
 	// Streaming into files: a failed copy leaves nothing behind.
 	out := filepath.Join(t.TempDir(), "ds")
-	_, _, err = loc[:3].Fetch(ctx, d, 0, func() (blob.Sink, error) { return streamfile.Create(out, 0o600, false) })
+	_, _, err = loc[:3].Fetch(ctx, d, 0, func(int64) (blob.Sink, error) { return atomicfile.Create(out, 0o600) })
 	if err == nil {
 		t.Fatal("fetch succeeded from bad stores")
 	}

@@ -3,18 +3,19 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 )
 
-// TempGlob matches, in a directory, the temporary files WriteFile creates
-// there. A crash between creating one and renaming it leaves it behind
-// (never the file it was to replace); a program that owns the directory
-// may remove matches at start.
+// TempGlob matches, in a directory, the temporary files WriteFile and
+// Create make there. A crash between creating one and renaming it leaves
+// it behind (never the file it was to replace); a program that owns the
+// directory may remove matches at start.
 const TempGlob = ".tmp-*"
 
-// Option changes how WriteFile writes.
+// Option changes how WriteFile and Create write.
 type Option func(*options)
 
 type options struct {
@@ -27,10 +28,10 @@ type options struct {
 // explicitly traded durability for speed.
 func NoSync() Option { return func(o *options) { o.noSync = true } }
 
-// NoReplace makes WriteFile fail, with an error wrapping fs.ErrExist,
-// when path exists, instead of replacing it; the check and the creation
-// are one step (a hard link), so two writers racing for a new name never
-// both succeed.
+// NoReplace makes WriteFile (or Commit) fail, with an error wrapping
+// fs.ErrExist, when path exists, instead of replacing it; the check and
+// the creation are one step (a hard link), so two writers racing for a
+// new name never both succeed.
 func NoReplace() Option { return func(o *options) { o.noReplace = true } }
 
 // WriteFile writes data to path with permission bits perm (applied
@@ -40,72 +41,147 @@ func NoReplace() Option { return func(o *options) { o.noReplace = true } }
 // a failed directory sync the rename may or may not have reached the disk.
 // Errors are *fs.PathError naming path.
 func WriteFile(path string, data []byte, perm fs.FileMode, opts ...Option) error {
-	var o options
-	for _, f := range opts {
-		f(&o)
-	}
-	if err := write(path, data, perm, o); err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) && pe.Path == path {
-			return err
-		}
-		return &fs.PathError{Op: "write", Path: path, Err: err}
-	}
-	return nil
-}
-
-func write(path string, data []byte, perm fs.FileMode, o options) error {
-	dir := filepath.Dir(path)
-	if o.noReplace {
-		// Fail early, before writing anything; the link below decides.
-		if _, err := os.Lstat(path); err == nil {
-			return fs.ErrExist
-		}
-	}
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	f, err := Create(path, perm, opts...)
 	if err != nil {
 		return err
 	}
-	name := tmp.Name()
+	if _, err := f.Write(data); err != nil {
+		f.Abort()
+		return pathError(path, err)
+	}
+	return f.Commit()
+}
+
+// File is a whole file being written as a stream, for content too large
+// to hold in memory: the bytes go to a temporary file beside the
+// destination, and Commit puts it in place exactly as WriteFile does
+// (fsync, rename or link, fsync of the directory). Until Commit returns,
+// the destination is as it was; a crash at any point leaves either the old
+// content or the complete new one, plus at worst a TempGlob file.
+//
+// Call Abort when giving up (it is safe at any time, also after Commit);
+// a File is not safe for concurrent use.
+type File struct {
+	f    *os.File
+	path string
+	o    options
+	done bool
+}
+
+// Create starts writing path with permission bits perm (applied exactly).
+// With NoReplace it fails at once if path exists (and Commit checks again,
+// atomically).
+func Create(path string, perm fs.FileMode, opts ...Option) (*File, error) {
+	var o options
+	for _, fn := range opts {
+		fn(&o)
+	}
+	if o.noReplace {
+		// Fail early, before writing anything; the link in Commit decides.
+		if _, err := os.Lstat(path); err == nil {
+			return nil, pathError(path, fs.ErrExist)
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return nil, pathError(path, err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, pathError(path, err)
+	}
+	return &File{f: tmp, path: path, o: o}, nil
+}
+
+// Write writes to the temporary file.
+func (f *File) Write(p []byte) (int, error) {
+	if f.done {
+		return 0, pathError(f.path, os.ErrClosed)
+	}
+	return f.f.Write(p)
+}
+
+// ReadFrom copies r to the temporary file (letting the kernel copy between
+// descriptors where it can).
+func (f *File) ReadFrom(r io.Reader) (int64, error) {
+	if f.done {
+		return 0, pathError(f.path, os.ErrClosed)
+	}
+	return f.f.ReadFrom(r)
+}
+
+// Commit syncs the bytes written and puts the file at its path.
+func (f *File) Commit() error { return f.commit(f.path) }
+
+// CommitTo is Commit to another path on the same file system than the one
+// given to Create: for content whose name is known only once it is
+// written, such as a blob named by its hash. Its directory is the one
+// synced.
+func (f *File) CommitTo(path string) error { return f.commit(path) }
+
+func (f *File) commit(path string) error {
+	if f.done {
+		return pathError(path, errors.New("atomicfile: already committed or aborted"))
+	}
+	f.done = true
+	name := f.f.Name()
 	placed := false
 	defer func() {
-		if !placed || o.noReplace {
+		if !placed || f.o.noReplace {
 			// After a link the temporary name is a second name of the
 			// file; after a rename it no longer exists.
 			os.Remove(name)
 		}
 	}()
-	err = tmp.Chmod(perm)
-	if err == nil {
-		_, err = tmp.Write(data)
+	var err error
+	if !f.o.noSync {
+		err = f.f.Sync()
 	}
-	if err == nil && !o.noSync {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
+	if cerr := f.f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return pathError(path, err)
 	}
-	if o.noReplace {
+	if f.o.noReplace {
 		if err := os.Link(name, path); err != nil {
 			if errors.Is(err, fs.ErrExist) {
-				return fs.ErrExist
+				return pathError(path, fs.ErrExist)
 			}
-			return err
+			return pathError(path, err)
 		}
 	} else if err := os.Rename(name, path); err != nil {
-		return err
+		return pathError(path, err)
 	}
 	placed = true
-	if o.noSync {
+	if f.o.noSync {
 		return nil
 	}
+	dir := filepath.Dir(path)
 	if err := SyncDir(dir); err != nil {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
+		return pathError(path, fmt.Errorf("syncing directory %s: %w", dir, err))
 	}
 	return nil
+}
+
+// Abort drops the temporary file unless the file was committed.
+func (f *File) Abort() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.f.Close()
+	os.Remove(f.f.Name())
+}
+
+// pathError names path in err, as a *fs.PathError, unless err already does.
+func pathError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == path {
+		return err
+	}
+	return &fs.PathError{Op: "write", Path: path, Err: err}
 }
 
 // SyncDir fsyncs directory dir, making the creation, renaming or removal

@@ -149,3 +149,112 @@ func TestNoSyncStillAtomic(t *testing.T) {
 		t.Errorf("temporary files left: %v", l)
 	}
 }
+
+// TestCreateStreams: a streamed file is invisible until Commit, appears
+// whole with its mode, and Abort (before or after Commit) leaves nothing
+// but what was committed.
+func TestCreateStreams(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "big")
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := atomicfile.Create(path, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Abort()
+	var want []byte
+	for i := range 64 {
+		chunk := bytes.Repeat([]byte{byte('a' + i%26)}, 64<<10)
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, chunk...)
+		if i == 10 {
+			if got, _ := os.ReadFile(path); string(got) != "old" {
+				t.Fatalf("the destination changed before Commit: %d bytes", len(got))
+			}
+		}
+	}
+	if _, err := f.ReadFrom(bytes.NewReader([]byte("tail"))); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "tail"...)
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.Abort() // after Commit: nothing happens
+	got, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, %v; want %d", len(got), err, len(want))
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want 0640", st.Mode().Perm())
+	}
+	if _, err := f.Write([]byte("x")); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("write after Commit: %v", err)
+	}
+	if err := f.Commit(); err == nil {
+		t.Error("second Commit succeeded")
+	}
+
+	// Aborted: the destination keeps its content, no temporary file stays.
+	g, err := atomicfile.Create(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Write([]byte("half"))
+	g.Abort()
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+		t.Fatal("Abort changed the destination")
+	}
+	if l := leftovers(t, dir); len(l) != 0 {
+		t.Errorf("temporary files left: %v", l)
+	}
+}
+
+// TestCommitTo: content named only once written (by its hash) is placed
+// under that name; with NoReplace an existing name is kept.
+func TestCommitTo(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "ab")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := atomicfile.Create(filepath.Join(dir, "upload"), 0o600, atomicfile.NoReplace())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("content"))
+	dst := filepath.Join(sub, "abcdef")
+	if err := f.CommitTo(dst); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "content" {
+		t.Fatalf("read %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "upload")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the name given to Create exists: %v", err)
+	}
+	g, err := atomicfile.Create(filepath.Join(dir, "upload"), 0o600, atomicfile.NoReplace())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Write([]byte("other"))
+	if err := g.CommitTo(dst); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("CommitTo over an existing file with NoReplace: %v", err)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "content" {
+		t.Fatalf("read %q after a refused CommitTo", got)
+	}
+	if l := leftovers(t, dir); len(l) != 0 {
+		t.Errorf("temporary files left: %v", l)
+	}
+	// NoReplace refuses at Create when the name is already taken.
+	if _, err := atomicfile.Create(dst, 0o600, atomicfile.NoReplace()); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("Create with NoReplace over an existing file: %v", err)
+	}
+}

@@ -16,8 +16,8 @@ import (
 
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/server"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/bytesize"
-	"github.com/cloisterhq/cloister/internal/streamfile"
 	"github.com/cloisterhq/cloister/keys"
 )
 
@@ -138,8 +138,8 @@ Exit status: 0 fetched; 1 no store served a matching copy, or --out exists;
 			if _, err := os.Lstat(out); err == nil {
 				return failure(fmt.Errorf("blob get: %s already exists; refusing to overwrite it", out))
 			}
-			from, n, err := loc.Fetch(cmd.Context(), d, max, func() (blob.Sink, error) {
-				return streamfile.Create(out, 0o644, true)
+			from, n, err := loc.Fetch(cmd.Context(), d, max, func(int64) (blob.Sink, error) {
+				return atomicfile.Create(out, 0o644, atomicfile.NoReplace())
 			})
 			if err != nil {
 				return failure(fmt.Errorf("blob get: %w", err))

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cloisterhq/cloister/internal/streamfile"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/sealed"
 )
 
@@ -69,7 +69,7 @@ usage or FILE unreadable.`,
 					return failure(fmt.Errorf("program seal: %s already exists; refusing to overwrite it", p))
 				}
 			}
-			dst, err := streamfile.Create(out, 0o644, true)
+			dst, err := atomicfile.Create(out, 0o644, atomicfile.NoReplace())
 			if err != nil {
 				return failure(fmt.Errorf("program seal: %w", err))
 			}
@@ -145,7 +145,7 @@ Exit status: 0 opened; 1 wrong key, tampered ciphertext, hash mismatch or
 				return usageError("program open: %v", err)
 			}
 			defer in.Close()
-			dst, err := streamfile.Create(out, 0o600, true)
+			dst, err := atomicfile.Create(out, 0o600, atomicfile.NoReplace())
 			if err != nil {
 				return failure(fmt.Errorf("program open: %w", err))
 			}
