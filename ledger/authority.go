@@ -44,6 +44,9 @@ import (
 //	acl.revoked        {"grant":<index of an acl.granted entry>, ...}; by the owner,
 //	                   once.
 //	model.published, challenge, verdict: registered node (bodies reserved).
+//	member.admitted    {"member":"ed25519:..","name":"..."?}; a validator of the chain
+//	                   makes the key a consortium member (members.go).
+//	member.removed     {"member":"ed25519:.."}; a validator ends a membership.
 //
 // Common to all: the entry's time within maxClockSkew of the block time
 // (local time in CheckTx), and a (submitter, nonce) pair never seen before.
@@ -138,6 +141,8 @@ func init() {
 		KindModelPublished:  ruleRegisteredNode,
 		KindChallenge:       ruleRegisteredNode,
 		KindVerdict:         ruleRegisteredNode,
+		KindMemberAdmitted:  ruleMemberAdmitted,
+		KindMemberRemoved:   ruleMemberRemoved,
 	}
 }
 

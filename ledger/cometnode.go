@@ -172,16 +172,9 @@ func initHome(home string) (pub ed25519.PublicKey, nodeID string, err error) {
 // loadFilePV reads the validator key and signing state, checking both
 // files first: privval.LoadFilePV exits the process on a bad file.
 func loadFilePV(c *cfg.Config) (*privval.FilePV, error) {
-	kb, err := os.ReadFile(c.PrivValidatorKeyFile())
+	key, err := readPVKey(c.PrivValidatorKeyFile())
 	if err != nil {
-		return nil, fmt.Errorf("validator key: %w", err)
-	}
-	var key privval.FilePVKey
-	if err := cmtjson.Unmarshal(kb, &key); err != nil || key.PrivKey == nil {
-		return nil, fmt.Errorf("validator key %s: not a CometBFT key file (%v)", c.PrivValidatorKeyFile(), err)
-	}
-	if key.PrivKey.Type() != cmted25519.KeyType {
-		return nil, fmt.Errorf("validator key %s: type %s, checkpoints need ed25519", c.PrivValidatorKeyFile(), key.PrivKey.Type())
+		return nil, err
 	}
 	sf := c.PrivValidatorStateFile()
 	if _, err := os.Stat(sf); errors.Is(err, os.ErrNotExist) {

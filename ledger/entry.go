@@ -33,6 +33,8 @@ const (
 	KindModelPublished  Kind = "model.published"
 	KindChallenge       Kind = "challenge"
 	KindVerdict         Kind = "verdict"
+	KindMemberAdmitted  Kind = "member.admitted"
+	KindMemberRemoved   Kind = "member.removed"
 	entrySigningDomain       = "cloister/ledger/entry/v1\n"
 	maxEntryBytes            = 64 << 10
 	maxNonce                 = 1<<53 - 1 // exactly representable in JSON numbers everywhere
@@ -40,7 +42,8 @@ const (
 
 // Kinds lists every kind the state machine accepts.
 var Kinds = []Kind{KindNote, KindNodeRegistered, KindPolicyPublished, KindSessionEvent,
-	KindACLGranted, KindACLRevoked, KindResultCommitted, KindModelPublished, KindChallenge, KindVerdict}
+	KindACLGranted, KindACLRevoked, KindResultCommitted, KindModelPublished, KindChallenge, KindVerdict,
+	KindMemberAdmitted, KindMemberRemoved}
 
 // Entry is the signed content of one log entry. Its canonical JSON form
 // (sorted keys, no whitespace) is what the submitter signs.

@@ -41,8 +41,9 @@ var (
 	bucketGrants      = []byte("grants")
 	bucketACLOwners   = []byte("acl_owners")
 	bucketCheckpoints = []byte("checkpoints")
+	bucketMembers     = []byte("members")
 	allBuckets        = [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketNonces, bucketNodes,
-		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints}
+		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}

@@ -44,7 +44,7 @@ the base URL of any validator's API. The guide is docs/ledger.md.`,
   cloister ledger verify --ledger http://127.0.0.1:26680 --index 0`,
 	}
 	cmd.AddCommand(newLedgerTestnetCmd(), newLedgerStartCmd(), newLedgerAppendCmd(), newLedgerGetCmd(),
-		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd())
+		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd(), newLedgerMemberCmd())
 	return cmd
 }
 
