@@ -20,6 +20,7 @@ import (
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/cloister/v1/cloisterv1connect"
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -55,6 +56,17 @@ func WithPlatformKeys(keys ...ed25519.PublicKey) Option {
 	return func(c *Client) { c.platformKeys = append(c.platformKeys, keys...) }
 }
 
+// WithCreator makes CreateSession sign its requests with key: the node
+// admits creators by their key (allow-list, token or consortium mode) and
+// counts each creator's sessions against its quotas. Without it, requests
+// are unsigned, which only a node in open mode accepts.
+func WithCreator(key *keys.PrivateKey) Option { return func(c *Client) { c.creator = key } }
+
+// WithAdmissionToken sends an operator-signed admission token with each
+// CreateSession, for nodes in token mode (it must admit the WithCreator
+// key).
+func WithAdmissionToken(token string) Option { return func(c *Client) { c.token = token } }
+
 // WithClock sets the clock used to verify evidence and date requests.
 func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
 
@@ -67,6 +79,8 @@ func WithDialer(d func(ctx context.Context, network, addr string) (net.Conn, err
 type Client struct {
 	base         string // https://host:port
 	platformKeys []ed25519.PublicKey
+	creator      *keys.PrivateKey
+	token        string
 	now          func() time.Time
 	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -175,7 +189,13 @@ func (c *Client) CreateSession(ctx context.Context, policyDoc []byte) (string, e
 		return "", fmt.Errorf("%w: policy %q expired at %s; no session was created", ErrPolicyExpired, pd.name, pd.expires.UTC().Format(time.RFC3339))
 	}
 	want := pd.hash
-	resp, err := c.node.CreateSession(ctx, connect.NewRequest(&cloisterv1.CreateSessionRequest{Policy: policyDoc}))
+	req := &cloisterv1.CreateSessionRequest{Policy: policyDoc, AdmissionToken: c.token}
+	if c.creator != nil {
+		if req.Auth, err = signRequest(c.creator, c.creator.Public().SigningString(), "", protocol.OpCreateSession, "", policyDoc, [32]byte{}, c.now()); err != nil {
+			return "", err
+		}
+	}
+	resp, err := c.node.CreateSession(ctx, connect.NewRequest(req))
 	if err != nil {
 		return "", fmt.Errorf("creating session: %w", err)
 	}

@@ -178,6 +178,11 @@ func (a *AttestedSession) principal(key *keys.PrivateKey) (*policy.Principal, er
 
 // sign builds the SignedRequest for op on name over payload.
 func (a *AttestedSession) sign(key *keys.PrivateKey, principal, op, name string, payload []byte) (*cloisterv1.SignedRequest, error) {
+	return signRequest(key, principal, a.id, op, name, payload, a.hash, a.c.now())
+}
+
+// signRequest signs protocol.RequestMessage with a fresh nonce.
+func signRequest(key *keys.PrivateKey, principal, sessionID, op, name string, payload []byte, policyHash [32]byte, now time.Time) (*cloisterv1.SignedRequest, error) {
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
@@ -186,8 +191,8 @@ func (a *AttestedSession) sign(key *keys.PrivateKey, principal, op, name string,
 	if payload != nil {
 		ph = sha256.Sum256(payload)
 	}
-	ms := a.c.now().UnixMilli()
-	msg := protocol.RequestMessage(a.id, op, name, ph, a.hash, ms, nonce)
+	ms := now.UnixMilli()
+	msg := protocol.RequestMessage(sessionID, op, name, ph, policyHash, ms, nonce)
 	return &cloisterv1.SignedRequest{Principal: principal, UnixMs: ms, Nonce: nonce, Signature: key.Sign(msg)}, nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"os"
 	"unicode"
 
+	"github.com/cloisterhq/cloister/api/protocol"
+
 	cfg "github.com/cometbft/cometbft/config"
 	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
 	cmtjson "github.com/cometbft/cometbft/libs/json"
@@ -57,7 +59,7 @@ func (c *ruleCtx) memberKey() (ed25519.PublicKey, *RejectedError) {
 	if rej != nil {
 		return nil, rej
 	}
-	pk, err := ParsePublicKey(s)
+	pk, err := protocol.ParseEd25519Key(s)
 	if err != nil {
 		return nil, reject(CodeMalformed, "%s body member: %v", c.body.kind, err)
 	}
@@ -96,7 +98,7 @@ func ruleMemberAdmitted(c *ruleCtx) ([]write, *RejectedError) {
 	if cur := c.v.get(bucketMembers, pk); len(cur) >= 16 {
 		if removed, _ := getU64(cur[8:16]); removed == 0 {
 			at, _ := getU64(cur[:8])
-			return nil, reject(CodeReplay, "member.admitted: %s is a member already (entry %d)", EncodePublicKey(pk), at)
+			return nil, reject(CodeReplay, "member.admitted: %s is a member already (entry %d)", protocol.FormatEd25519Key(pk), at)
 		}
 	}
 	val := append(append(be64(c.index), be64(0)...), name...)
@@ -110,10 +112,10 @@ func ruleMemberRemoved(c *ruleCtx) ([]write, *RejectedError) {
 	}
 	cur := c.v.get(bucketMembers, pk)
 	if len(cur) < 16 {
-		return nil, reject(CodeMissingReference, "member.removed: %s was never admitted", EncodePublicKey(pk))
+		return nil, reject(CodeMissingReference, "member.removed: %s was never admitted", protocol.FormatEd25519Key(pk))
 	}
 	if removed, _ := getU64(cur[8:16]); removed != 0 {
-		return nil, reject(CodeReplay, "member.removed: %s was removed already (entry %d)", EncodePublicKey(pk), removed)
+		return nil, reject(CodeReplay, "member.removed: %s was removed already (entry %d)", protocol.FormatEd25519Key(pk), removed)
 	}
 	val := append(append(bytes.Clone(cur[:8]), be64(c.index)...), cur[16:]...)
 	return []write{{bucketMembers, bytes.Clone(pk), val}}, nil
@@ -136,7 +138,7 @@ func (ln *ledgerNode) member(key ed25519.PublicKey) (*Member, error) {
 		}
 		at, _ := getU64(cur[:8])
 		rm, _ := getU64(cur[8:16])
-		m = &Member{Key: EncodePublicKey(key), Name: string(cur[16:]), Admitted: at, Removed: rm}
+		m = &Member{Key: protocol.FormatEd25519Key(key), Name: string(cur[16:]), Admitted: at, Removed: rm}
 		return nil
 	})
 	return m, err
@@ -163,7 +165,7 @@ func (ln *ledgerNode) handleMember(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "reading the ledger: %v", err)
 	case m == nil:
-		writeError(w, http.StatusNotFound, CodeNotFound, "%s was never admitted as a member", EncodePublicKey(raw))
+		writeError(w, http.StatusNotFound, CodeNotFound, "%s was never admitted as a member", protocol.FormatEd25519Key(raw))
 	default:
 		writeJSON(w, http.StatusOK, m)
 	}

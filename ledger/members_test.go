@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"testing"
+
+	"github.com/cloisterhq/cloister/api/protocol"
 )
 
 // Only a validator admits and removes members; the state answers who is
@@ -34,41 +36,41 @@ func TestMembers(t *testing.T) {
 		}
 	}
 	// A key admits itself: refused.
-	wantCode(append1(org, KindMemberAdmitted, map[string]any{"member": EncodePublicKey(orgPub)}), CodeUnauthorized)
-	wantCode(append1(outsider, KindMemberAdmitted, map[string]any{"member": EncodePublicKey(orgPub)}), CodeUnauthorized)
+	wantCode(append1(org, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeUnauthorized)
+	wantCode(append1(outsider, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeUnauthorized)
 	if ok, _ := e.IsMember(ctx, orgPub); ok {
 		t.Fatal("a member without an admission")
 	}
 	// The validator admits it.
-	if err := append1(vk, KindMemberAdmitted, map[string]any{"member": EncodePublicKey(orgPub), "name": "org-a"}); err != nil {
+	if err := append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub), "name": "org-a"}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := e.IsMember(ctx, orgPub); !ok || err != nil {
 		t.Fatalf("IsMember after admission: %v %v", ok, err)
 	}
-	wantCode(append1(vk, KindMemberAdmitted, map[string]any{"member": EncodePublicKey(orgPub)}), CodeReplay)
-	wantCode(append1(vk, KindMemberAdmitted, map[string]any{"member": EncodePublicKey(orgPub), "extra": 1}), CodeMalformed)
+	wantCode(append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeReplay)
+	wantCode(append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub), "extra": 1}), CodeMalformed)
 	// Over the API.
 	c := serveAPI(t, e.Handler())
 	var m Member
 	c.getJSON("/v1/members/"+hex.EncodeToString(orgPub), &m)
-	if m.Key != EncodePublicKey(orgPub) || m.Name != "org-a" || m.Removed != 0 {
+	if m.Key != protocol.FormatEd25519Key(orgPub) || m.Name != "org-a" || m.Removed != 0 {
 		t.Fatalf("member over the API: %+v", m)
 	}
 	if status, _ := c.do("GET", "/v1/members/"+hex.EncodeToString(outsider.Public().(ed25519.PublicKey)), nil); status != 404 {
 		t.Fatalf("an outsider: status %d, want 404", status)
 	}
 	// Removal: by a validator only, once.
-	wantCode(append1(org, KindMemberRemoved, map[string]any{"member": EncodePublicKey(orgPub)}), CodeUnauthorized)
-	if err := append1(vk, KindMemberRemoved, map[string]any{"member": EncodePublicKey(orgPub)}); err != nil {
+	wantCode(append1(org, KindMemberRemoved, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeUnauthorized)
+	if err := append1(vk, KindMemberRemoved, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := e.IsMember(ctx, orgPub); ok {
 		t.Fatal("still a member after removal")
 	}
-	wantCode(append1(vk, KindMemberRemoved, map[string]any{"member": EncodePublicKey(orgPub)}), CodeReplay)
+	wantCode(append1(vk, KindMemberRemoved, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeReplay)
 	// Admitted again.
-	if err := append1(vk, KindMemberAdmitted, map[string]any{"member": EncodePublicKey(orgPub)}); err != nil {
+	if err := append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := e.IsMember(ctx, orgPub); !ok {

@@ -146,7 +146,7 @@ func newInternalSession(t *testing.T, n *Node, program string) *internalSession 
 	}
 	alice, _ := keys.Generate()
 	dave, _ := keys.Generate()
-	s, err := n.createSession(context.Background(), sumPolicyDoc(t, n, program, wasm, alice, dave))
+	s, err := n.createSession(context.Background(), &cloisterv1.CreateSessionRequest{Policy: sumPolicyDoc(t, n, program, wasm, alice, dave)}, "127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}

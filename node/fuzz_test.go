@@ -95,7 +95,7 @@ func FuzzUpload(f *testing.F) {
 		"isolates": []any{map[string]any{"class": "software", "platform_keys": []string{keys.FormatSigningKey(n.PlatformKey())}}},
 		"expires":  time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
 	})
-	s, err := n.createSession(context.Background(), doc)
+	s, err := n.createSession(context.Background(), &cloisterv1.CreateSessionRequest{Policy: doc}, "127.0.0.1:1")
 	if err != nil {
 		f.Fatal(err)
 	}

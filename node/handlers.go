@@ -95,7 +95,7 @@ func (n *Node) countCalls(next connect.UnaryFunc) connect.UnaryFunc {
 type nodeAPI struct{ n *Node }
 
 func (a nodeAPI) CreateSession(ctx context.Context, req *connect.Request[cloisterv1.CreateSessionRequest]) (*connect.Response[cloisterv1.CreateSessionResponse], error) {
-	s, err := a.n.createSession(ctx, req.Msg.Policy)
+	s, err := a.n.createSession(ctx, req.Msg, req.Peer().Addr)
 	if err != nil {
 		return nil, err
 	}

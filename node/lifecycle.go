@@ -10,24 +10,51 @@ import (
 
 	"connectrpc.com/connect"
 
+	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/policy"
 )
 
-// createSession checks that this node can serve the policy and starts a
-// session for it.
-func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) {
+// createSession admits the creator, checks that this node can serve the
+// policy and starts a session for it. Admission and the quotas are checked
+// before the policy is parsed; the session stores the policy's canonical
+// form, whatever padding the document came with. peer is the client's
+// address ("host:port"), which counts unsigned creates in open mode.
+func (n *Node) createSession(ctx context.Context, req *cloisterv1.CreateSessionRequest, peer string) (*session, error) {
+	doc := req.Policy
 	if len(doc) > policy.MaxFileSize {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy is %d bytes, at most %d accepted", len(doc), policy.MaxFileSize))
 	}
+	now := n.now()
+	who, err := n.admit.admit(ctx, req, peer, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.admit.checkDisk(int64(len(doc))); err != nil {
+		return nil, err
+	}
+	// The document's length bounds its canonical form's: reserved now,
+	// the difference given back once it is known.
+	if err := n.admit.reserveSession(who, int64(len(doc)), now); err != nil {
+		return nil, err
+	}
+	s, err := n.startSession(ctx, who, doc, now)
+	if err != nil {
+		n.admit.release(who, 1, int64(len(doc)))
+		return nil, err
+	}
+	n.admit.release(who, 0, int64(len(doc))-s.stored)
+	return s, nil
+}
+
+func (n *Node) startSession(ctx context.Context, who creator, doc []byte, now time.Time) (*session, error) {
 	view, err := n.policies.get(doc)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy: %w", err))
 	}
 	pol := view.pol
-	now := n.now()
 	if pol.Expired(now) {
 		return nil, refused(connect.CodeFailedPrecondition, ruleExpired, "policy %q expired at %s", pol.Name, pol.Expires.UTC().Format(time.RFC3339))
 	}
@@ -49,7 +76,7 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	rec := &record{
-		Version: stateVersion, ID: id, Policy: append([]byte(nil), doc...), Created: now, Keys: ck,
+		Version: stateVersion, ID: id, Policy: pol.Canonical(), Creator: string(who), Created: now, Keys: ck,
 		State: stateProvisioning, Programs: map[string]*slotRecord{}, Inputs: map[string]*slotRecord{},
 		Outputs: map[string]*outputRecord{},
 	}
@@ -59,14 +86,15 @@ func (n *Node) createSession(ctx context.Context, doc []byte) (*session, error) 
 		"platform_key": n.platform.Public().SigningString(), "evidence_sha256": hex.EncodeToString(c.evidenceSHA256[:]),
 	})
 	if err := n.store.save(rec, true); err != nil {
-		return nil, connect.NewError(connect.CodeInternal, err)
+		return nil, storeError(err)
 	}
-	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
+	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{},
+		creator: who, stored: int64(len(rec.Policy))}
 	s.queue(0, entry, false)
 	n.mu.Lock()
 	n.sessions[id] = s
 	n.mu.Unlock()
-	n.log.Info("session created", "session", id, "policy", pol.Name, "policy_hash", hex.EncodeToString(hash[:]))
+	n.log.Info("session created", "session", id, "policy", pol.Name, "policy_hash", hex.EncodeToString(hash[:]), "creator", who)
 	return s, nil
 }
 
@@ -172,7 +200,11 @@ func (n *Node) restoreOne(id string) error {
 	if rec.Programs == nil || rec.Inputs == nil || rec.Outputs == nil {
 		return errors.New("stored state is incomplete")
 	}
-	s := &session{n: n, id: id, view: view, pol: pol, hash: view.hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{}}
+	s := &session{n: n, id: id, view: view, pol: pol, hash: view.hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{},
+		creator: creator(rec.Creator), stored: n.store.sizeOf(rec)}
+	if s.creator == "" {
+		s.creator = "unknown" // stored by a version that did not record it
+	}
 	var restartEntry *stagedEntry
 	switch rec.State {
 	case stateFinished, stateFailed:
@@ -214,6 +246,7 @@ func (n *Node) restoreOne(id string) error {
 	n.mu.Lock()
 	n.sessions[id] = s
 	n.mu.Unlock()
+	n.admit.restored(s.creator, s.stored)
 	if rec.State == stateRunning {
 		s.mu.Lock()
 		s.startRun()

@@ -28,16 +28,23 @@ func startServedNode(t testing.TB, dir string, lim node.Limits) *testNode {
 	t.Helper()
 	opts := testOptions(t, dir)
 	opts.Limits = lim
+	return serveNode(t, opts)
+}
+
+// serveNode opens a node with opts and serves it with Serve on 127.0.0.1.
+func serveNode(t testing.TB, opts node.Options) *testNode {
+	t.Helper()
 	n, err := node.New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		n.Close()
 		t.Fatal(err)
 	}
 	go n.Serve(ln)
-	tn := &testNode{Node: n, dir: dir, url: "https://" + ln.Addr().String(), ln: ln}
+	tn := &testNode{Node: n, dir: opts.DataDir, url: "https://" + ln.Addr().String(), ln: ln}
 	t.Cleanup(tn.stop)
 	return tn
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	refusals    *prometheus.CounterVec // rule
 	workerStart prometheus.Counter
 	runs        *prometheus.CounterVec // state, outcome
+	swept       *prometheus.CounterVec // reason
 }
 
 // newMetrics registers the node's metrics; the gauges read n's state when
@@ -35,6 +36,8 @@ func newMetrics(n *Node) *metrics {
 			Help: "Runs handed to an isolate worker (a worker serves one run)."}),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cloister_runs_total",
 			Help: "Runs ended, by the session state they left and the isolate's outcome."}, []string{"state", "outcome"}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cloister_sessions_swept_total",
+			Help: "Sessions the node erased itself: policy expired, or idle too long."}, []string{"reason"}),
 	}
 	sessions := func(closed bool) func() float64 {
 		return func() float64 {
@@ -46,7 +49,10 @@ func newMetrics(n *Node) *metrics {
 			return float64(len(n.sessions))
 		}
 	}
-	m.reg.MustRegister(m.requests, m.refusals, m.workerStart, m.runs,
+	m.reg.MustRegister(m.requests, m.refusals, m.workerStart, m.runs, m.swept,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cloister_stored_bytes",
+			Help: "Bytes the sessions hold on disk (canonical policies, envelopes, outputs), as the quotas count them."},
+			func() float64 { return float64(n.admit.storedTotal()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cloister_sessions", Help: "Sessions held (open) and remembered as closed.",
 			ConstLabels: prometheus.Labels{"state": "open"}}, sessions(false)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cloister_sessions", Help: "Sessions held (open) and remembered as closed.",
@@ -88,10 +94,6 @@ func (m *metrics) observe(method string, err error) {
 	}
 	m.requests.WithLabelValues(method, connect.CodeOf(err).String()).Inc()
 }
-
-// refusal counts a refusal made outside an API call (the listener, the
-// sweeper).
-func (m *metrics) refusal(rule string) { m.refusals.WithLabelValues(rule).Inc() }
 
 // runEnded counts a run by the state it left the session in and the
 // isolate's outcome ("" when the run did not get that far).

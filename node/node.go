@@ -80,6 +80,9 @@ type Options struct {
 	// Limits bound requests before the node works on them (zero fields:
 	// defaults).
 	Limits Limits
+	// Admission says who may create sessions and bounds what they hold
+	// (zero: open mode, default quotas).
+	Admission Admission
 }
 
 // Node hosts sessions behind one TLS listener.
@@ -118,6 +121,7 @@ type Node struct {
 	srv   *http.Server
 
 	limits   Limits // opts.Limits with defaults
+	admit    *admitter
 	inflight inflight
 	conns    httpguard.Stats // of the listener Serve guards
 	metrics  *metrics
@@ -140,6 +144,10 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	n := &Node{opts: opts, log: opts.Logger, events: opts.EventLog,
 		sessions: map[string]*session{}, closed: map[string]tombstone{}, limits: opts.Limits.withDefaults()}
 	n.inflight.max = n.limits.MaxInflightBytes
+	var err error
+	if n.admit, err = newAdmitter(n, opts.Admission); err != nil {
+		return nil, err
+	}
 	n.metrics = newMetrics(n)
 	if n.log == nil {
 		n.log = slog.Default()
@@ -221,6 +229,8 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	n.wg.Add(1)
+	go n.sweepLoop()
 	return n, nil
 }
 
@@ -293,9 +303,14 @@ func (n *Node) TLSConfig() *tls.Config {
 
 // Serve accepts TLS connections on ln until Shutdown, under the listener
 // limits of Options.Limits.HTTP (connections in total and per address,
-// handshake, header, body-pace, response and idle timeouts). It returns
-// http.ErrServerClosed after a clean shutdown.
+// handshake, header, body-pace, response and idle timeouts). It refuses to
+// serve a node in open admission mode beyond loopback unless
+// Admission.AllowOpen (CheckListen). It returns http.ErrServerClosed
+// after a clean shutdown.
 func (n *Node) Serve(ln net.Listener) error {
+	if err := CheckListen(ln.Addr(), n.opts.Admission); err != nil {
+		return err
+	}
 	srv := httpguard.NewServer(n.Handler(), n.limits.HTTP, &n.conns, slog.NewLogLogger(n.log.Handler(), slog.LevelDebug))
 	srv.TLSConfig = n.TLSConfig()
 	n.srvMu.Lock()

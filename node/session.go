@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -34,6 +35,11 @@ type session struct {
 	pol  *policy.Policy
 	hash [32]byte
 	core *core
+
+	// creator is whose quotas the session counts against; stored is what
+	// it holds on disk as the quotas count it (guarded by mu).
+	creator creator
+	stored  int64
 
 	mu     sync.Mutex
 	rec    *record
@@ -241,10 +247,20 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	if program {
 		kept = protocol.KindProgram
 	}
+	size := int64(len(req.Envelope))
+	if err := s.n.admit.checkDisk(size); err != nil {
+		s.core.drop(kept, req.Name)
+		return nil, err
+	}
+	if err := s.n.admit.addBytes(s.creator, size, false, now); err != nil {
+		s.core.drop(kept, req.Name)
+		return nil, err
+	}
 	sha, inline, err := s.n.store.putEnvelope(s.id, req.Envelope)
 	if err != nil {
 		s.core.drop(kept, req.Name)
-		return nil, connect.NewError(connect.CodeInternal, err)
+		s.n.admit.release(s.creator, 0, size)
+		return nil, storeError(err)
 	}
 	slots[req.Name] = &slotRecord{Principal: p.ID, EnvelopeSHA256: sha, Inline: inline, Uploaded: now, Signature: req.Auth.Signature}
 	evKind := EventInputUploaded
@@ -266,8 +282,10 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 		delete(slots, req.Name)
 		s.rec.Events = s.rec.Events[:len(s.rec.Events)-1]
 		s.rec.State = stateProvisioning
-		return nil, connect.NewError(connect.CodeInternal, err)
+		s.n.admit.release(s.creator, 0, size)
+		return nil, storeError(err)
 	}
+	s.stored += size
 	s.queue(len(s.rec.Events)-1, entry, false)
 	s.n.log.Info("upload accepted", "session", s.id, "kind", kind, "name", req.Name, "principal", p.ID, "envelope_sha256", sha)
 	if ready {
@@ -504,10 +522,12 @@ func (s *session) execute(ctx context.Context) {
 		rep := out.report
 		s.rec.Report = &rep
 	}
+	var outBytes int64
 	if reason == "" {
 		for name, byReader := range out.sealed {
 			or := &outputRecord{Envelopes: map[string]string{}, Inline: map[string][]byte{}}
 			for rd, env := range byReader {
+				outBytes += int64(len(env))
 				sha, inline, perr := s.n.store.putEnvelope(s.id, env)
 				if perr != nil {
 					reason = "storing sealed output: " + perr.Error()
@@ -544,6 +564,12 @@ func (s *session) execute(ctx context.Context) {
 		s.n.metrics.runEnded("unstored", runOutcomeOf(out))
 		s.markDone()
 		return
+	}
+	if s.rec.State == stateFinished {
+		// Outputs are within the policy's max_output per reader, admitted
+		// with the policy: counted, not refused.
+		s.n.admit.addBytes(s.creator, outBytes, true, now)
+		s.stored += outBytes
 	}
 	s.queue(len(s.rec.Events)-1, entry, false)
 	s.n.metrics.runEnded(s.rec.State, runOutcomeOf(out))
@@ -740,32 +766,56 @@ func (s *session) close(ctx context.Context, req *cloisterv1.CloseSessionRequest
 	if err != nil {
 		return nil, err
 	}
+	if err := s.eraseLocked(now, p.ID, map[string]any{"principal": p.ID, "signature": req.Auth.Signature}); err != nil {
+		return nil, err
+	}
+	s.n.log.Info("session closed", "session", s.id, "principal", p.ID)
+	return &cloisterv1.CloseSessionResponse{State: cloisterv1.SessionState_SESSION_STATE_CLOSED}, nil
+}
+
+// eraseLocked erases the session: it stops a run in progress, wipes the
+// kept plaintexts, records the close in the tombstone (with the entries
+// the log has not confirmed, and the session.closed entry, whose body
+// gets closing's fields), removes the state and gives back its quota.
+// by is who closed it, as status reports. Callers hold s.mu.
+func (s *session) eraseLocked(now time.Time, by string, closing map[string]any) error {
 	if s.cancel != nil {
 		s.cancel()
 	}
 	s.core.wipe()
 	// The session's state is erased: the entries the log has not confirmed
 	// yet, and the close's own, go in the tombstone.
-	ts := tombstone{ID: s.id, Closed: now, By: p.ID}
-	closing := s.n.stage(s.rec, -1, LedgerKindSessionEvent, map[string]any{
-		"event": EventSessionClosed, "session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID, "signature": req.Auth.Signature,
-	})
+	ts := tombstone{ID: s.id, Closed: now, By: by}
+	body := map[string]any{"event": EventSessionClosed, "session": s.id, "policy_hash": hex.EncodeToString(s.hash[:])}
+	maps.Copy(body, closing)
+	entry := s.n.stage(s.rec, -1, LedgerKindSessionEvent, body)
 	if s.n.numbers != nil {
 		ts.Entries = s.pendingEntries()
-		if closing != nil {
-			ts.Entries = append(ts.Entries, *closing)
+		if entry != nil {
+			ts.Entries = append(ts.Entries, *entry)
 		}
 	}
 	if err := s.n.store.erase(s.id, ts); err != nil {
-		return nil, connect.NewError(connect.CodeInternal, err)
+		return storeError(err)
 	}
-	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", p.ID)
+	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", by)
 	s.rec.Outputs = map[string]*outputRecord{}
 	s.markDone()
-	s.queue(-1, closing, true)
+	s.queue(-1, entry, true)
 	s.n.forget(s.id, ts)
-	s.n.log.Info("session closed", "session", s.id, "principal", p.ID)
-	return &cloisterv1.CloseSessionResponse{State: cloisterv1.SessionState_SESSION_STATE_CLOSED}, nil
+	s.n.admit.release(s.creator, 1, s.stored)
+	s.stored = 0
+	return nil
+}
+
+// storeError is the API error of a failed write to the session store: a
+// full file system is said as such (the node refuses new work until space
+// returns), anything else is internal.
+func storeError(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return refused(connect.CodeResourceExhausted, ruleDiskReserve, "the node's data directory is full (%v); it refuses new work until space is freed", err)
+	}
+	return connect.NewError(connect.CodeInternal, err)
 }
 
 // maxLongPoll caps how long one request may wait for a run to end.

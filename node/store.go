@@ -103,7 +103,8 @@ const (
 type record struct {
 	Version   int                      `json:"version"`
 	ID        string                   `json:"id"`
-	Policy    []byte                   `json:"policy"`
+	Policy    []byte                   `json:"policy"`            // canonical form
+	Creator   string                   `json:"creator,omitempty"` // whose quotas the session counts against
 	Created   time.Time                `json:"created"`
 	Keys      coreKeys                 `json:"keys"`
 	State     string                   `json:"state"`
@@ -817,6 +818,50 @@ func (s *store) getEnvelope(id, sha string, inline []byte) ([]byte, error) {
 		return nil, fmt.Errorf("session %s: stored envelope %.12s is corrupt", id, sha)
 	}
 	return inline, nil
+}
+
+// envelopeSize is the size of an envelope stored by putEnvelope, without
+// reading it (0 if it cannot be found: the run or fetch that needs it will
+// say so).
+func (s *store) envelopeSize(id, sha string, inline []byte) int64 {
+	if inline != nil {
+		return int64(len(inline))
+	}
+	s.mu.Lock()
+	st := s.logs[id]
+	var env []byte
+	if st != nil {
+		env = st.envelopes[sha]
+	}
+	s.mu.Unlock()
+	if env != nil {
+		return int64(len(env))
+	}
+	if len(sha) != 64 || strings.Trim(sha, "0123456789abcdef") != "" {
+		return 0
+	}
+	fi, err := os.Stat(filepath.Join(s.sessionDir(id), "blob-"+sha))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// sizeOf is what a stored session holds, as the quotas count it: its
+// policy and every envelope it names.
+func (s *store) sizeOf(rec *record) int64 {
+	n := int64(len(rec.Policy))
+	for _, slots := range []map[string]*slotRecord{rec.Programs, rec.Inputs} {
+		for _, sr := range slots {
+			n += s.envelopeSize(rec.ID, sr.EnvelopeSHA256, sr.Inline)
+		}
+	}
+	for _, or := range rec.Outputs {
+		for rd, sha := range or.Envelopes {
+			n += s.envelopeSize(rec.ID, sha, or.Inline[rd])
+		}
+	}
+	return n
 }
 
 // getBlob reads an envelope back and checks it is the one stored.

@@ -17,6 +17,9 @@ const (
 	RequestLabel = "cloister/v1/session-request\x00"
 	SeedLabel    = "cloister/v1/session-seed\x00"
 	RATLSLabel   = "cloister/v1/session-ratls\x00"
+	// AdmissionTokenLabel precedes the payload an operator signs in an
+	// admission token (package node, AdmissionToken).
+	AdmissionTokenLabel = "cloister/v1/admission-token\x00"
 )
 
 // HPKE info prefixes of sealed envelopes; see SealInfo.
@@ -32,6 +35,10 @@ const (
 	OpUploadInput   = "upload-input"
 	OpGetResult     = "get-result"
 	OpClose         = "close"
+	// OpCreateSession is signed by a session's creator: session id empty,
+	// payload hash SHA-256 of the policy document as sent, policy hash
+	// zero (the node has not parsed the policy yet when it checks).
+	OpCreateSession = "create-session"
 )
 
 // NonceSize is the size of the attestation nonce and of request nonces.

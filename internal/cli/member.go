@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 
+	"github.com/cloisterhq/cloister/api/protocol"
+
 	"github.com/spf13/cobra"
 
 	"github.com/cloisterhq/cloister/keys"
@@ -61,7 +63,7 @@ key is already in that state) or the ledger is unreachable; 2 bad usage.`, verb,
 		if err != nil {
 			return usageError("ledger member %s: %v", verb, err)
 		}
-		body := map[string]any{"member": ledger.EncodePublicKey(pub)}
+		body := map[string]any{"member": protocol.FormatEd25519Key(pub)}
 		if admit && name != "" {
 			body["name"] = name
 		}

@@ -37,6 +37,7 @@ func newNodeCmd() *cobra.Command {
 		warm                                      int
 		maxUpload, maxInflight                    string
 		maxConns, maxConnsPerAddr                 int
+		adm                                       admissionFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -81,6 +82,20 @@ binary (CGO_ENABLED=0 go build -o DIR ./cmd/cloister-isolate), which starts
 several times faster, else this binary re-executed; the log says which.
 The garbage collector runs with GOGC=400 unless GOGC or GOMEMLIMIT is set.
 
+Who may create sessions is --admission: open (the default) admits anyone,
+counting unsigned requests by IP address, and serves only on loopback unless
+--allow-open; allow-list admits the creator keys given with --admit-key;
+token admits keys that present an admission token signed by a
+--token-issuer key ('cloister admission token'); consortium admits the keys
+the ledger records as members ('cloister ledger member admit'). In every
+mode, each creator and all of them together are capped in sessions held
+(--max-sessions, --max-sessions-per-creator), bytes stored (--max-stored,
+--max-stored-per-creator) and sessions created per second (--create-rate,
+--create-rate-per-creator). The node stores each policy in canonical form.
+It erases sessions whose policy expired and those that took no step for
+--session-idle. Below --min-free free space on the data directory's file
+system it refuses new sessions and uploads, and keeps serving the rest.
+
 Every request is bounded before the node works on it: each RPC has its own
 size limit, checked before its message is decoded (a few KiB for node info,
 status and the session calls, the policy limit for create, --max-upload for
@@ -97,6 +112,8 @@ Logs go to standard error. SIGINT or SIGTERM stops the node cleanly.
 Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 2 bad usage.`,
 		Example: `  cloister node --listen 127.0.0.1:7443 --data ./node-data
+  cloister node --listen 0.0.0.0:7443 --data ./node-data --admission allow-list --admit-key ed25519:AAAA...
+  cloister node --listen 0.0.0.0:7443 --data ./node-data --admission token --token-issuer ed25519:BBBB...
   cloister node --data ./node-data --ledger-listen 127.0.0.1:7480
   cloister node --data ./node-data --ledger http://10.0.0.5:26680
   cloister node --data ./node-data --isolate-class tpm --tpm tcp:127.0.0.1:2321
@@ -131,11 +148,21 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			if err != nil {
 				return err
 			}
+			admission, err := adm.parse(noLedger)
+			if err != nil {
+				return err
+			}
+			if addr, err := net.ResolveTCPAddr("tcp", listen); err != nil {
+				return usageError("node: --listen %q: %v", listen, err)
+			} else if err := node.CheckListen(addr, admission); err != nil {
+				return usageError("%v", err)
+			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			log.Info("garbage collector", "setting", node.ConfigureGC())
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits}
+			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits,
+				Admission: admission}
 			if !noLedger {
 				nl, err := openNodeLedger(ctx, dataDir, ledgerURL, ledgerListen, log)
 				if err != nil {
@@ -143,6 +170,9 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				}
 				defer nl.close()
 				opts.Ledger, opts.LedgerName = nl.app, nl.name
+				if admission.Mode == node.AdmitConsortium {
+					opts.Admission.Members = nl.members
+				}
 			}
 			if attest.Class(class) == attest.ClassTPM {
 				a, closeTPM, err := nodeTPMAttester(tpmSpec, dataDir, log)
@@ -203,6 +233,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.StringVar(&maxInflight, "max-inflight", "512MiB", "request bodies read and handled at once, in total; more are refused until some finish")
 	f.IntVar(&maxConns, "max-conns", httpguard.DefaultLimits.MaxConns, "connections open at once; more are closed at accept")
 	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", httpguard.DefaultLimits.MaxConnsPerAddr, "connections open at once from one IP address (raise it behind a proxy or NAT)")
+	adm.add(f)
 	return cmd
 }
 
@@ -225,9 +256,10 @@ func nodeLimits(maxUpload, maxInflight string, maxConns, maxConnsPerAddr int) (n
 
 // nodeLedger is the ledger a node records on.
 type nodeLedger struct {
-	app   ledger.Appender
-	name  string
-	close func()
+	app     ledger.Appender
+	members node.Members // consortium membership, as that ledger's state says
+	name    string
+	close   func()
 }
 
 // openNodeLedger opens the embedded ledger under dataDir/ledger (serving
@@ -245,7 +277,7 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 			return nil, fmt.Errorf("node: ledger %s: %w", url, err)
 		}
 		log.Info("recording on an external ledger", "url", lc.URL(), "origin", vs.Origin, "validators", len(vs.Validators))
-		return &nodeLedger{app: lc, name: vs.Origin, close: func() {}}, nil
+		return &nodeLedger{app: lc, members: lc, name: vs.Origin, close: func() {}}, nil
 	}
 	dir := filepath.Join(dataDir, "ledger")
 	e, err := ledger.OpenEmbedded(octx, dir, ledger.EmbeddedOptions{Logger: log})
@@ -253,7 +285,7 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	origin := ledger.Origin(e.ChainID())
-	nl := &nodeLedger{app: e, name: origin, close: func() {
+	nl := &nodeLedger{app: e, members: e, name: origin, close: func() {
 		if err := e.Close(); err != nil {
 			log.Error("closing the embedded ledger", "err", err)
 		}

@@ -81,6 +81,7 @@ what on a verifiable ledger.`,
 		newDemoCmd(),
 		newProgramCmd(),
 		newBlobCmd(),
+		newAdmissionCmd(),
 	)
 	return root
 }

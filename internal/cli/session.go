@@ -111,8 +111,7 @@ func nodeURL(s string) string {
 
 // dialFor makes a client; with a policy, the node's certificate must be
 // certified by one of the policy's software platform keys.
-func dialFor(ctx context.Context, f *sessionFlags, pol *policy.Policy) (*client.Client, error) {
-	var opts []client.Option
+func dialFor(ctx context.Context, f *sessionFlags, pol *policy.Policy, opts ...client.Option) (*client.Client, error) {
 	if pol != nil {
 		opts = append(opts, client.WithPlatformKeys(softwarePlatformKeys(pol)...))
 	}
@@ -184,8 +183,9 @@ func attestSession(ctx context.Context, f *sessionFlags) (*client.AttestedSessio
 
 func newSessionCreateCmd() *cobra.Command {
 	f := &sessionFlags{}
+	var token string
 	cmd := &cobra.Command{
-		Use:   "create --node URL --policy FILE",
+		Use:   "create --node URL --policy FILE [--key FILE] [--token TOKEN]",
 		Short: "Start a session for a policy and print its id",
 		Long: `create sends the policy to the node, which starts a session with fresh keys
 and refuses policies that are expired, that do not accept its isolate class,
@@ -193,10 +193,20 @@ or (for the software class) that do not list its platform key. The node's TLS
 certificate must be certified by one of the policy's software platform keys.
 It prints the session id alone on standard output.
 
+The node decides who may create sessions (its admission mode): with --key the
+request is signed by that key, the creator, which an allow-list node must
+list, a consortium node must find as a member on its ledger, and a token
+node must find admitted by --token (an operator-signed admission token,
+'cloister admission token'). A node in open mode also takes unsigned
+requests. Whatever the mode, each creator's sessions, stored bytes and
+creation rate are capped; a refusal names the limit.
+
 Exit status: 0 created; 1 refused by the node or node not authenticated;
 2 bad usage or unreadable policy.`,
-		Example: `  id=$(cloister session create --node https://127.0.0.1:7443 --policy psi.json)`,
-		Args:    cobra.NoArgs,
+		Example: `  id=$(cloister session create --node https://127.0.0.1:7443 --policy psi.json)
+  id=$(cloister session create --node https://node.example:7443 --policy psi.json --key org.key)
+  id=$(cloister session create --node https://node.example:7443 --policy psi.json --key org.key --token "$(cat org.token)")`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := f.require("create", "node", "policy"); err != nil {
 				return err
@@ -210,7 +220,21 @@ Exit status: 0 created; 1 refused by the node or node not authenticated;
 				return err
 			}
 			ctx := cmd.Context()
-			c, err := dialFor(ctx, f, pol)
+			var opts []client.Option
+			if f.keyPath != "" {
+				key, err := loadKey(f.keyPath)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, client.WithCreator(key))
+			}
+			if token != "" {
+				if f.keyPath == "" {
+					return usageError("session create: --token admits the key given with --key")
+				}
+				opts = append(opts, client.WithAdmissionToken(strings.TrimSpace(token)))
+			}
+			c, err := dialFor(ctx, f, pol, opts...)
 			if err != nil {
 				return err
 			}
@@ -225,6 +249,8 @@ Exit status: 0 created; 1 refused by the node or node not authenticated;
 	}
 	f.addNode(cmd)
 	f.addPolicy(cmd)
+	cmd.Flags().StringVar(&f.keyPath, "key", "", "creator key file: signs the request (admission by allow-list, token or consortium)")
+	cmd.Flags().StringVar(&token, "token", "", "operator-signed admission token for the --key (nodes in token mode)")
 	return cmd
 }
 

@@ -62,28 +62,22 @@ var DefaultLimits = Limits{
 // WithDefaults returns l with every zero field set to its default.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
-	set := func(v *int, def int) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	setD := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	set(&l.MaxConns, d.MaxConns)
-	set(&l.MaxConnsPerAddr, d.MaxConnsPerAddr)
-	setD(&l.HeaderTimeout, d.HeaderTimeout)
-	setD(&l.IdleTimeout, d.IdleTimeout)
-	setD(&l.WriteTimeout, d.WriteTimeout)
-	setD(&l.BodyTimeout, d.BodyTimeout)
-	if l.MinBodyRate == 0 {
-		l.MinBodyRate = d.MinBodyRate
-	}
-	set(&l.MaxHeaderBytes, d.MaxHeaderBytes)
-	set(&l.MaxStreams, d.MaxStreams)
+	orDefault(&l.MaxConns, d.MaxConns)
+	orDefault(&l.MaxConnsPerAddr, d.MaxConnsPerAddr)
+	orDefault(&l.HeaderTimeout, d.HeaderTimeout)
+	orDefault(&l.IdleTimeout, d.IdleTimeout)
+	orDefault(&l.WriteTimeout, d.WriteTimeout)
+	orDefault(&l.BodyTimeout, d.BodyTimeout)
+	orDefault(&l.MinBodyRate, d.MinBodyRate)
+	orDefault(&l.MaxHeaderBytes, d.MaxHeaderBytes)
+	orDefault(&l.MaxStreams, d.MaxStreams)
 	return l
+}
+
+func orDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
 }
 
 // Stats counts what the guard did; a service exports them as metrics.

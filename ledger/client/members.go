@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 
+	"github.com/cloisterhq/cloister/api/protocol"
+
 	"github.com/cloisterhq/cloister/ledger"
 )
 
@@ -26,8 +28,8 @@ func (c *Client) Member(ctx context.Context, key ed25519.PublicKey) (*ledger.Mem
 	if err := decodeStrict(b, &m); err != nil {
 		return nil, malformed("member: %v", err)
 	}
-	if m.Key != ledger.EncodePublicKey(key) {
-		return nil, malformed("member: answer for %q, asked for %s", m.Key, ledger.EncodePublicKey(key))
+	if m.Key != protocol.FormatEd25519Key(key) {
+		return nil, malformed("member: answer for %q, asked for %s", m.Key, protocol.FormatEd25519Key(key))
 	}
 	return &m, nil
 }

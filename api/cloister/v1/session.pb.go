@@ -93,9 +93,18 @@ type CreateSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// policy is the policy document as the principals hold it (JSON). The
 	// node hashes its canonical form; the bytes need not be canonical.
-	Policy        []byte `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Policy []byte `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// auth is the creator's signature: principal is the creator's signing
+	// key ("ed25519:..."), the operation "create-session", the payload
+	// hash SHA-256 of policy as sent, the session id empty and the policy
+	// hash zero. A node admits creators by its admission mode
+	// (docs/security.md); a node in open mode also takes unsigned requests.
+	Auth *SignedRequest `protobuf:"bytes,2,opt,name=auth,proto3" json:"auth,omitempty"`
+	// admission_token is an operator-signed token admitting the creator's
+	// key, for nodes in token mode (cloister admission issue).
+	AdmissionToken string `protobuf:"bytes,3,opt,name=admission_token,json=admissionToken,proto3" json:"admission_token,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateSessionRequest) Reset() {
@@ -133,6 +142,20 @@ func (x *CreateSessionRequest) GetPolicy() []byte {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *CreateSessionRequest) GetAuth() *SignedRequest {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+func (x *CreateSessionRequest) GetAdmissionToken() string {
+	if x != nil {
+		return x.AdmissionToken
+	}
+	return ""
 }
 
 type CreateSessionResponse struct {
@@ -1426,9 +1449,11 @@ var File_cloister_v1_session_proto protoreflect.FileDescriptor
 
 const file_cloister_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x19cloister/v1/session.proto\x12\vcloister.v1\".\n" +
+	"\x19cloister/v1/session.proto\x12\vcloister.v1\"\x87\x01\n" +
 	"\x14CreateSessionRequest\x12\x16\n" +
-	"\x06policy\x18\x01 \x01(\fR\x06policy\"x\n" +
+	"\x06policy\x18\x01 \x01(\fR\x06policy\x12.\n" +
+	"\x04auth\x18\x02 \x01(\v2\x1a.cloister.v1.SignedRequestR\x04auth\x12'\n" +
+	"\x0fadmission_token\x18\x03 \x01(\tR\x0eadmissionToken\"x\n" +
 	"\x15CreateSessionResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
@@ -1602,41 +1627,42 @@ var file_cloister_v1_session_proto_goTypes = []any{
 	nil,                           // 21: cloister.v1.RunReport.MissingProtectionsEntry
 }
 var file_cloister_v1_session_proto_depIdxs = []int32{
-	21, // 0: cloister.v1.RunReport.missing_protections:type_name -> cloister.v1.RunReport.MissingProtectionsEntry
-	0,  // 1: cloister.v1.GetStatusResponse.state:type_name -> cloister.v1.SessionState
-	4,  // 2: cloister.v1.GetStatusResponse.programs:type_name -> cloister.v1.Slot
-	4,  // 3: cloister.v1.GetStatusResponse.inputs:type_name -> cloister.v1.Slot
-	5,  // 4: cloister.v1.GetStatusResponse.outputs:type_name -> cloister.v1.OutputInfo
-	6,  // 5: cloister.v1.GetStatusResponse.report:type_name -> cloister.v1.RunReport
-	7,  // 6: cloister.v1.GetStatusResponse.events:type_name -> cloister.v1.Event
-	12, // 7: cloister.v1.AttestResponse.evidence:type_name -> cloister.v1.Evidence
-	14, // 8: cloister.v1.UploadRequest.auth:type_name -> cloister.v1.SignedRequest
-	0,  // 9: cloister.v1.UploadResponse.state:type_name -> cloister.v1.SessionState
-	14, // 10: cloister.v1.GetResultRequest.auth:type_name -> cloister.v1.SignedRequest
-	6,  // 11: cloister.v1.GetResultResponse.report:type_name -> cloister.v1.RunReport
-	14, // 12: cloister.v1.CloseSessionRequest.auth:type_name -> cloister.v1.SignedRequest
-	0,  // 13: cloister.v1.CloseSessionResponse.state:type_name -> cloister.v1.SessionState
-	1,  // 14: cloister.v1.NodeService.CreateSession:input_type -> cloister.v1.CreateSessionRequest
-	3,  // 15: cloister.v1.NodeService.GetStatus:input_type -> cloister.v1.GetStatusRequest
-	9,  // 16: cloister.v1.NodeService.GetNodeInfo:input_type -> cloister.v1.GetNodeInfoRequest
-	11, // 17: cloister.v1.SessionService.Attest:input_type -> cloister.v1.AttestRequest
-	15, // 18: cloister.v1.SessionService.UploadProgram:input_type -> cloister.v1.UploadRequest
-	15, // 19: cloister.v1.SessionService.UploadInput:input_type -> cloister.v1.UploadRequest
-	17, // 20: cloister.v1.SessionService.GetResult:input_type -> cloister.v1.GetResultRequest
-	19, // 21: cloister.v1.SessionService.CloseSession:input_type -> cloister.v1.CloseSessionRequest
-	2,  // 22: cloister.v1.NodeService.CreateSession:output_type -> cloister.v1.CreateSessionResponse
-	8,  // 23: cloister.v1.NodeService.GetStatus:output_type -> cloister.v1.GetStatusResponse
-	10, // 24: cloister.v1.NodeService.GetNodeInfo:output_type -> cloister.v1.GetNodeInfoResponse
-	13, // 25: cloister.v1.SessionService.Attest:output_type -> cloister.v1.AttestResponse
-	16, // 26: cloister.v1.SessionService.UploadProgram:output_type -> cloister.v1.UploadResponse
-	16, // 27: cloister.v1.SessionService.UploadInput:output_type -> cloister.v1.UploadResponse
-	18, // 28: cloister.v1.SessionService.GetResult:output_type -> cloister.v1.GetResultResponse
-	20, // 29: cloister.v1.SessionService.CloseSession:output_type -> cloister.v1.CloseSessionResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	14, // 0: cloister.v1.CreateSessionRequest.auth:type_name -> cloister.v1.SignedRequest
+	21, // 1: cloister.v1.RunReport.missing_protections:type_name -> cloister.v1.RunReport.MissingProtectionsEntry
+	0,  // 2: cloister.v1.GetStatusResponse.state:type_name -> cloister.v1.SessionState
+	4,  // 3: cloister.v1.GetStatusResponse.programs:type_name -> cloister.v1.Slot
+	4,  // 4: cloister.v1.GetStatusResponse.inputs:type_name -> cloister.v1.Slot
+	5,  // 5: cloister.v1.GetStatusResponse.outputs:type_name -> cloister.v1.OutputInfo
+	6,  // 6: cloister.v1.GetStatusResponse.report:type_name -> cloister.v1.RunReport
+	7,  // 7: cloister.v1.GetStatusResponse.events:type_name -> cloister.v1.Event
+	12, // 8: cloister.v1.AttestResponse.evidence:type_name -> cloister.v1.Evidence
+	14, // 9: cloister.v1.UploadRequest.auth:type_name -> cloister.v1.SignedRequest
+	0,  // 10: cloister.v1.UploadResponse.state:type_name -> cloister.v1.SessionState
+	14, // 11: cloister.v1.GetResultRequest.auth:type_name -> cloister.v1.SignedRequest
+	6,  // 12: cloister.v1.GetResultResponse.report:type_name -> cloister.v1.RunReport
+	14, // 13: cloister.v1.CloseSessionRequest.auth:type_name -> cloister.v1.SignedRequest
+	0,  // 14: cloister.v1.CloseSessionResponse.state:type_name -> cloister.v1.SessionState
+	1,  // 15: cloister.v1.NodeService.CreateSession:input_type -> cloister.v1.CreateSessionRequest
+	3,  // 16: cloister.v1.NodeService.GetStatus:input_type -> cloister.v1.GetStatusRequest
+	9,  // 17: cloister.v1.NodeService.GetNodeInfo:input_type -> cloister.v1.GetNodeInfoRequest
+	11, // 18: cloister.v1.SessionService.Attest:input_type -> cloister.v1.AttestRequest
+	15, // 19: cloister.v1.SessionService.UploadProgram:input_type -> cloister.v1.UploadRequest
+	15, // 20: cloister.v1.SessionService.UploadInput:input_type -> cloister.v1.UploadRequest
+	17, // 21: cloister.v1.SessionService.GetResult:input_type -> cloister.v1.GetResultRequest
+	19, // 22: cloister.v1.SessionService.CloseSession:input_type -> cloister.v1.CloseSessionRequest
+	2,  // 23: cloister.v1.NodeService.CreateSession:output_type -> cloister.v1.CreateSessionResponse
+	8,  // 24: cloister.v1.NodeService.GetStatus:output_type -> cloister.v1.GetStatusResponse
+	10, // 25: cloister.v1.NodeService.GetNodeInfo:output_type -> cloister.v1.GetNodeInfoResponse
+	13, // 26: cloister.v1.SessionService.Attest:output_type -> cloister.v1.AttestResponse
+	16, // 27: cloister.v1.SessionService.UploadProgram:output_type -> cloister.v1.UploadResponse
+	16, // 28: cloister.v1.SessionService.UploadInput:output_type -> cloister.v1.UploadResponse
+	18, // 29: cloister.v1.SessionService.GetResult:output_type -> cloister.v1.GetResultResponse
+	20, // 30: cloister.v1.SessionService.CloseSession:output_type -> cloister.v1.CloseSessionResponse
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_cloister_v1_session_proto_init() }

@@ -64,7 +64,8 @@ const (
 
 // NodeServiceClient is a client for the cloister.v1.NodeService service.
 type NodeServiceClient interface {
-	// CreateSession starts a session for a policy. The node refuses expired
+	// CreateSession starts a session for a policy. The node admits the
+	// creator first (its admission mode, its quotas), then refuses expired
 	// policies and policies that do not list this node's isolate class (and,
 	// for the software class, its platform key).
 	CreateSession(context.Context, *connect.Request[v1.CreateSessionRequest]) (*connect.Response[v1.CreateSessionResponse], error)
@@ -131,7 +132,8 @@ func (c *nodeServiceClient) GetNodeInfo(ctx context.Context, req *connect.Reques
 
 // NodeServiceHandler is an implementation of the cloister.v1.NodeService service.
 type NodeServiceHandler interface {
-	// CreateSession starts a session for a policy. The node refuses expired
+	// CreateSession starts a session for a policy. The node admits the
+	// creator first (its admission mode, its quotas), then refuses expired
 	// policies and policies that do not list this node's isolate class (and,
 	// for the software class, its platform key).
 	CreateSession(context.Context, *connect.Request[v1.CreateSessionRequest]) (*connect.Response[v1.CreateSessionResponse], error)
