@@ -17,7 +17,7 @@ import (
 )
 
 // TestWASIConformance runs the WASI preview-1 test suite (c, assemblyscript
-// and a rust subset, from ../shared/conformance/wasi) through the runtime
+// and a rust subset, from testdata/conformance/wasi) through the runtime
 // following the suite's specification.md: each test's "root" directory is
 // copied to a temporary directory and preopened as "/" (Config.ConformanceRoot,
 // a test-only switch), args and env are exactly those given, and the exit

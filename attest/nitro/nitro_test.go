@@ -23,7 +23,7 @@ import (
 	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
-// conformance returns the path of a file in ../shared/conformance/attestation.
+// conformance returns the path of a file in testdata/conformance/attestation.
 func conformance(t testing.TB, rel string) string {
 	return corpus.Path(t, "attestation/"+rel)
 }

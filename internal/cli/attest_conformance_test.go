@@ -15,7 +15,7 @@ import (
 	"github.com/cloisterhq/cloister/internal/corpus"
 )
 
-// conformanceDir is ../shared/conformance/attestation relative to the
+// conformanceDir is testdata/conformance/attestation under the
 // module root.
 func conformanceDir(t *testing.T) string {
 	return corpus.Path(t, "attestation")

@@ -1,7 +1,8 @@
-// Package corpus finds, for tests and benchmarks, the shared conformance
-// corpus: the attestation evidence and WASI programs written by others
-// that the project is tested against, kept in ../shared/conformance beside
-// the module's root (see that directory's README).
+// Package corpus finds, for tests and benchmarks, the conformance corpus:
+// the attestation evidence and WASI programs written by others that the
+// project is tested against, kept in the repository under
+// testdata/conformance with their licences (see its README). Nothing
+// outside the repository is read.
 package corpus
 
 import (
@@ -33,9 +34,9 @@ func ModuleRoot(t testing.TB) string {
 // Dir returns the corpus directory, failing the test when it is missing.
 func Dir(t testing.TB) string {
 	t.Helper()
-	c := filepath.Join(ModuleRoot(t), "..", "shared", "conformance")
+	c := filepath.Join(ModuleRoot(t), "testdata", "conformance")
 	if _, err := os.Stat(c); err != nil {
-		t.Fatalf("the conformance corpus is missing (%v); it is expected beside the repository", err)
+		t.Fatalf("the conformance corpus is missing from the repository (%v)", err)
 	}
 	return c
 }

@@ -204,3 +204,26 @@ func TestImportDirections(t *testing.T) {
 		}
 	}
 }
+
+// TestSelfContained: no Go file, test or not, names a path beside the
+// repository; tests read what they need from testdata/ (the conformance
+// corpus is testdata/conformance), so a clone alone passes its tests.
+func TestSelfContained(t *testing.T) {
+	t.Parallel()
+	for _, f := range goFiles(t) {
+		if f.rel == "internal/layout/layout_test.go" {
+			continue // the test's own patterns
+		}
+		ast.Inspect(f.ast, func(n ast.Node) bool {
+			lit, ok := n.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				return true
+			}
+			s, err := strconv.Unquote(lit.Value)
+			if err == nil && (s == "shared" || strings.Contains(s, "../shared") || strings.Contains(s, "shared/conformance")) {
+				t.Errorf("%s: string literal %q names a directory outside the repository", f.rel, s)
+			}
+			return true
+		})
+	}
+}
