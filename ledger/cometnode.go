@@ -44,6 +44,9 @@ type homeConfig struct {
 	// APIListen and APIURL are where StartValidator serves the HTTP API.
 	APIListen string `json:"api_listen,omitempty"`
 	APIURL    string `json:"api_url,omitempty"`
+	// P2PExternal is the host:port peers dial, when it is not P2PListen
+	// (a Kubernetes Service or load balancer in front of the validator).
+	P2PExternal string `json:"p2p_external,omitempty"`
 	// PersistentPeers are the other validators, "nodeid@host:port".
 	PersistentPeers []string `json:"persistent_peers,omitempty"`
 	// Validators is the size of the validator set (tunes timeouts).
@@ -93,6 +96,7 @@ func cometConfig(home string, hc homeConfig) *cfg.Config {
 
 	c.P2P.ListenAddress = "tcp://" + hc.P2PListen
 	c.P2P.PersistentPeers = strings.Join(hc.PersistentPeers, ",")
+	c.P2P.ExternalAddress = hc.P2PExternal
 	c.P2P.PexReactor = false
 	c.P2P.AddrBookStrict = false
 	c.P2P.AllowDuplicateIP = true
@@ -197,23 +201,13 @@ func loadFilePV(c *cfg.Config) (*privval.FilePV, error) {
 // writeGenesis writes the genesis of a chain whose validators have these
 // keys (power 1 each) into every home.
 func writeGenesis(homes []string, chainID string, pubs []ed25519.PublicKey) error {
-	params := cmttypes.DefaultConsensusParams()
-	params.Feature.VoteExtensionsEnableHeight = 1
-	params.Block.MaxGas = -1
-	gen := &cmttypes.GenesisDoc{
-		GenesisTime:     time.Now().UTC(),
-		ChainID:         chainID,
-		InitialHeight:   1,
-		ConsensusParams: params,
-	}
+	vals := make([]GenesisValidator, len(pubs))
 	for i, pub := range pubs {
-		pk := cmted25519.PubKey(pub)
-		gen.Validators = append(gen.Validators, cmttypes.GenesisValidator{
-			Address: pk.Address(), PubKey: pk, Power: 1, Name: fmt.Sprintf("v%d", i),
-		})
+		vals[i] = GenesisValidator{Name: fmt.Sprintf("v%d", i), PubKey: pub}
 	}
-	if err := gen.ValidateAndComplete(); err != nil {
-		return fmt.Errorf("ledger genesis: %w", err)
+	gen, err := genesisDoc(chainID, vals)
+	if err != nil {
+		return err
 	}
 	for _, h := range homes {
 		c := cfg.DefaultConfig()
@@ -223,6 +217,42 @@ func writeGenesis(homes []string, chainID string, pubs []ed25519.PublicKey) erro
 		}
 	}
 	return nil
+}
+
+// genesisDoc is the genesis of a chain with these validators, power 1
+// each: vote extensions from height 1, no gas limit.
+func genesisDoc(chainID string, vals []GenesisValidator) (*cmttypes.GenesisDoc, error) {
+	params := cmttypes.DefaultConsensusParams()
+	params.Feature.VoteExtensionsEnableHeight = 1
+	params.Block.MaxGas = -1
+	gen := &cmttypes.GenesisDoc{
+		GenesisTime:     time.Now().UTC(),
+		ChainID:         chainID,
+		InitialHeight:   1,
+		ConsensusParams: params,
+	}
+	for _, v := range vals {
+		if len(v.PubKey) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("ledger genesis: validator %q: not an Ed25519 public key", v.Name)
+		}
+		pk := cmted25519.PubKey(v.PubKey)
+		gen.Validators = append(gen.Validators, cmttypes.GenesisValidator{
+			Address: pk.Address(), PubKey: pk, Power: 1, Name: v.Name,
+		})
+	}
+	if err := gen.ValidateAndComplete(); err != nil {
+		return nil, fmt.Errorf("ledger genesis: %w", err)
+	}
+	return gen, nil
+}
+
+// cmtjsonGenesis is the genesis document as CometBFT writes it.
+func cmtjsonGenesis(gen *cmttypes.GenesisDoc) ([]byte, error) {
+	b, err := cmtjson.MarshalIndent(gen, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("ledger genesis: %w", err)
+	}
+	return append(b, '\n'), nil
 }
 
 // ledgerNode is a running validator: CometBFT node, application, store.
