@@ -340,7 +340,7 @@ func consortiumFiles(chainID string, ms []memberFile) (map[string][]byte, error)
 }
 
 // yamlSingleQuoted quotes s as a YAML single-quoted scalar (no escapes but
-// '' for '), for one-line values only.
+// ” for '), for one-line values only.
 func yamlSingleQuoted(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
@@ -379,8 +379,8 @@ func writeNewFile(path string, data []byte, perm fs.FileMode) error {
 func newConsortiumValidatorHomeCmd() *cobra.Command {
 	var (
 		home, keysDir, genesis, p2p, api, apiURL, external string
-		peers                                               []string
-		validators                                          int
+		peers                                              []string
+		validators                                         int
 	)
 	cmd := &cobra.Command{
 		Use:   "validator-home --home DIR --keys DIR --genesis FILE --p2p-listen ADDR --api-listen ADDR",
