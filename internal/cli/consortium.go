@@ -339,8 +339,8 @@ func consortiumFiles(chainID string, ms []memberFile) (map[string][]byte, error)
 	return files, nil
 }
 
-// yamlSingleQuoted quotes s as a YAML single-quoted scalar (no escapes but
-// ” for '), for one-line values only.
+// yamlSingleQuoted quotes s as a YAML single-quoted scalar (no escapes; a quote
+// inside is written twice), for one-line values only.
 func yamlSingleQuoted(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
