@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,10 +23,7 @@ func TestBuildReproducible(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	root, err := filepath.Abs("../../..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := repoRoot(t)
 	src, err := DescribeSource(ctx, root)
 	if err != nil {
 		t.Fatal(err)
@@ -35,8 +33,12 @@ func TestBuildReproducible(t *testing.T) {
 	var archives [][]byte
 	for i := range 2 {
 		out := filepath.Join(dir, "image"+string(rune('a'+i))+".tar")
-		res, err := Build(ctx, out, Options{Source: src})
-		if err != nil {
+		var res *Result
+		if i == 0 {
+			var shared string
+			shared, res = builtImage(t)
+			out = shared
+		} else if res, err = Build(ctx, out, Options{Source: src}); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(out)
@@ -65,7 +67,8 @@ func TestBuildReproducible(t *testing.T) {
 		t.Fatalf("digest %q", digests[0])
 	}
 
-	img, err := Open(filepath.Join(dir, "imagea.tar"), filepath.Join(dir, "layout"))
+	shared, _ := builtImage(t)
+	img, err := Open(shared, filepath.Join(dir, "layout"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,4 +121,52 @@ func TestBuildReproducible(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "cloister") {
 		t.Errorf("cloister --help from the image: %v\n%s", err, out)
 	}
+}
+
+var (
+	buildOnce   sync.Once
+	builtPath   string
+	builtResult *Result
+	builtErr    error
+	builtDir    string
+)
+
+func repoRoot(t testing.TB) string {
+	root, err := filepath.Abs("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// builtImage builds the image of this checkout once for the package's
+// tests and returns the archive's path.
+func builtImage(t testing.TB) (string, *Result) {
+	t.Helper()
+	buildOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		src, err := DescribeSource(ctx, repoRoot(t))
+		if err != nil {
+			builtErr = err
+			return
+		}
+		if builtDir, builtErr = os.MkdirTemp("", "cloister-image-test-"); builtErr != nil {
+			return
+		}
+		builtPath = filepath.Join(builtDir, "image.tar")
+		builtResult, builtErr = Build(ctx, builtPath, Options{Source: src})
+	})
+	if builtErr != nil {
+		t.Fatalf("building the image: %v", builtErr)
+	}
+	return builtPath, builtResult
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
 }

@@ -1,0 +1,445 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/internal/loopback"
+)
+
+// The tests in this file start the image's binaries the way a Kubernetes
+// node's runtime would — with runc, from the image's own root file system,
+// read-only, with the user, capabilities and namespaces the chart gives
+// each component — and check what the jailed worker got (its run report)
+// and that a validator answers.
+
+// bundle is an OCI runtime bundle made from the image.
+type bundle struct {
+	dir, rootfs, data string
+}
+
+var rootfsOnce sync1
+
+// sync1 unpacks the image once for every runc test.
+type sync1 struct {
+	done   bool
+	rootfs string
+	err    error
+}
+
+func unpackedRootfs(t *testing.T) string {
+	t.Helper()
+	if !rootfsOnce.done {
+		rootfsOnce.done = true
+		path, _ := builtImage(t)
+		dir := filepath.Join(builtDir, "unpacked")
+		img, err := Open(path, filepath.Join(dir, "layout"))
+		if err == nil {
+			err = Unpack(img, filepath.Join(dir, "rootfs"))
+		}
+		rootfsOnce.rootfs, rootfsOnce.err = filepath.Join(dir, "rootfs"), err
+	}
+	if rootfsOnce.err != nil {
+		t.Fatal(rootfsOnce.err)
+	}
+	return rootfsOnce.rootfs
+}
+
+func needRunc(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("runc needs root here")
+	}
+	p, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal("runc not found: install Debian's runc (./scripts/test does)")
+	}
+	return p
+}
+
+// runSpec is what one container gets.
+type runSpec struct {
+	args        []string
+	uid         int
+	caps        []string // effective = permitted = bounding
+	noNewPrivs  bool
+	hostNetwork bool
+	mounts      []map[string]any
+}
+
+// config is an OCI runtime configuration like the one a CRI runtime makes
+// for a pod's container from the chart's securityContext: read-only root,
+// the given user and capabilities, no seccomp or AppArmor profile
+// (Unconfined, as the chart's node), /proc paths masked as runtimes do.
+func (s runSpec) config(rootfs, data string) map[string]any {
+	caps := s.caps
+	if caps == nil {
+		caps = []string{}
+	}
+	ns := []map[string]any{{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}}
+	if !s.hostNetwork {
+		ns = append(ns, map[string]any{"type": "network"})
+	}
+	mounts := []map[string]any{
+		{"destination": "/proc", "type": "proc", "source": "proc", "options": []string{"nosuid", "noexec", "nodev"}},
+		{"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+		{"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": []string{"nosuid", "noexec", "nodev", "ro"}},
+		{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev", "mode=1777", "size=65536k"}},
+		{"destination": "/var/lib/cloister", "type": "bind", "source": data, "options": []string{"rbind", "rw"}},
+	}
+	mounts = append(mounts, s.mounts...)
+	return map[string]any{
+		"ociVersion": "1.0.2",
+		"process": map[string]any{
+			"terminal": false,
+			"user":     map[string]any{"uid": s.uid, "gid": s.uid},
+			"args":     s.args,
+			"env":      []string{"PATH=/usr/local/bin:/usr/bin:/bin", "CLOISTER_DATA=/var/lib/cloister", "HOME=/var/lib/cloister"},
+			"cwd":      "/var/lib/cloister",
+			"capabilities": map[string]any{
+				"bounding": caps, "effective": caps, "permitted": caps, "inheritable": []string{}, "ambient": []string{},
+			},
+			"noNewPrivileges": s.noNewPrivs,
+		},
+		"root":     map[string]any{"path": rootfs, "readonly": true},
+		"hostname": "cloister",
+		"mounts":   mounts,
+		"linux": map[string]any{
+			"namespaces":    ns,
+			"maskedPaths":   []string{"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"},
+			"readonlyPaths": []string{"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		},
+	}
+}
+
+// runContainer runs spec under runc to completion (bounded by timeout) and
+// returns its combined output and exit status.
+func runContainer(t *testing.T, runc, rootfs, data string, s runSpec, timeout time.Duration) (string, int) {
+	t.Helper()
+	dir := t.TempDir()
+	b, err := json.MarshalIndent(s.config(rootfs, data), "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := containerID()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, runc, "--root", filepath.Join(dir, "state"), "run", "--bundle", dir, id)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Run()
+	exec.Command(runc, "--root", filepath.Join(dir, "state"), "delete", "--force", id).Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("runc run: %v\n%s", err, out.String())
+	}
+	return out.String(), code
+}
+
+func containerID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "cloister-test-" + hex.EncodeToString(b)
+}
+
+// dataDir is a writable directory for the container's /var/lib/cloister,
+// owned by uid.
+func dataDir(t *testing.T, uid int) string {
+	t.Helper()
+	d := t.TempDir()
+	if err := os.Chown(d, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	// t.TempDir's parents are 0700 root: let the container's user in.
+	for p := d; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
+	}
+	return d
+}
+
+type runReport struct {
+	Outcome     string            `json:"outcome"`
+	Protections []string          `json:"protections"`
+	Missing     map[string]string `json:"missing_protections"`
+}
+
+// jailedRun runs 'cloister run' of the psi-sum example inside a container
+// and returns the worker's run report.
+func jailedRun(t *testing.T, runc, rootfs string, uid int, caps []string, noNewPrivs bool) (runReport, string) {
+	t.Helper()
+	data := dataDir(t, uid)
+	out, code := runContainer(t, runc, rootfs, data, psiSum(t, uid, caps, noNewPrivs), 3*time.Minute)
+	if code != 0 {
+		t.Fatalf("cloister run in the container: exit %d\n%s", code, out)
+	}
+	res, err := os.ReadFile(filepath.Join(data, "out", "result.json"))
+	if err != nil || !strings.Contains(string(res), `"sum": 13050`) && !strings.Contains(string(res), `"sum":13050`) {
+		t.Fatalf("result %q (%v)\n%s", res, err, out)
+	}
+	var rep runReport
+	b, err := os.ReadFile(filepath.Join(data, "report.json"))
+	if err != nil || json.Unmarshal(b, &rep) != nil {
+		t.Fatalf("report: %v %s", err, b)
+	}
+	return rep, out
+}
+
+// psiSum is 'cloister run' of the psi-sum example as a container.
+func psiSum(t *testing.T, uid int, caps []string, noNewPrivs bool) runSpec {
+	examples := filepath.Join(repoRoot(t), "examples", "psi-sum")
+	return runSpec{
+		uid: uid, caps: caps, noNewPrivs: noNewPrivs,
+		args: []string{"/usr/local/bin/cloister", "run",
+			"--input", "customers.csv=/examples/testdata/input/customers.csv",
+			"--input", "purchases.csv=/examples/testdata/input/purchases.csv",
+			"--output-dir", "/var/lib/cloister/out", "--report", "/var/lib/cloister/report.json",
+			"/examples/psi-sum.wasm"},
+		mounts: []map[string]any{{"destination": "/examples", "type": "bind", "source": examples, "options": []string{"rbind", "ro"}}},
+	}
+}
+
+// nodeCaps are the capabilities the chart's root jail grants the node.
+var nodeCaps = []string{"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_KILL"}
+
+// TestJailInContainer runs a program in the jailed worker inside a
+// container set up as the chart's node: the rootless jail (uid 65532, no
+// capabilities, no_new_privs) and the root jail (uid 0 with the five
+// capabilities), and then the root jail with each capability taken away,
+// logging which protections each setting keeps. docs/deploy.md's table is
+// this test's output.
+func TestJailInContainer(t *testing.T) {
+	runc := needRunc(t)
+	rootfs := unpackedRootfs(t)
+	core := []string{"emptyroot", "ipcns", "mountns", "netns", "no_new_privs", "nocaps", "pidns", "rlimit", "seccomp", "utsns", "worker"}
+
+	t.Run("rootless", func(t *testing.T) {
+		rep, _ := jailedRun(t, runc, rootfs, UID, nil, true)
+		t.Logf("protections %v; missing %v", rep.Protections, rep.Missing)
+		for _, p := range append(slices.DeleteFunc(slices.Clone(core), func(s string) bool { return s == "nocaps" }), "userns") {
+			if !slices.Contains(rep.Protections, p) {
+				t.Errorf("rootless jail: %s not in force (%s)", p, rep.Missing[p])
+			}
+		}
+		// A non-root node cannot map a second uid into the worker's user
+		// namespace: the worker keeps capabilities inside its own
+		// namespaces, and the report says so.
+		if rep.Missing["nocaps"] == "" {
+			t.Errorf("rootless jail: nocaps neither in force nor explained")
+		}
+	})
+	t.Run("root", func(t *testing.T) {
+		rep, _ := jailedRun(t, runc, rootfs, 0, nodeCaps, false)
+		t.Logf("protections %v; missing %v", rep.Protections, keysOf(rep.Missing))
+		for _, p := range append(slices.Clone(core), "setupcaps") {
+			if !slices.Contains(rep.Protections, p) {
+				t.Errorf("root jail: %s not in force (%s)", p, rep.Missing[p])
+			}
+		}
+	})
+	for _, drop := range nodeCaps {
+		t.Run("root-without-"+drop, func(t *testing.T) {
+			var caps []string
+			for _, c := range nodeCaps {
+				if c != drop {
+					caps = append(caps, c)
+				}
+			}
+			if drop == "CAP_SETGID" {
+				// The worker's group is set before exec: without
+				// CAP_SETGID no worker starts at all.
+				out, code := runContainer(t, runc, rootfs, dataDir(t, 0), psiSum(t, 0, caps, false), 3*time.Minute)
+				if code == 0 || !strings.Contains(out, "operation not permitted") {
+					t.Errorf("without CAP_SETGID: exit %d\n%s", code, out)
+				}
+				t.Logf("without %s: no worker starts: %s", drop, strings.TrimSpace(out))
+				return
+			}
+			rep, out := jailedRun(t, runc, rootfs, 0, caps, false)
+			var lost []string
+			for _, p := range append(slices.Clone(core), "setupcaps") {
+				if !slices.Contains(rep.Protections, p) {
+					lost = append(lost, p)
+				}
+			}
+			t.Logf("without %s: lost %v; missing: %v", drop, lost, rep.Missing)
+			if drop == "CAP_SYS_ADMIN" && len(lost) == 0 {
+				t.Errorf("without CAP_SYS_ADMIN every namespace still in force?\n%s", out)
+			}
+		})
+	}
+}
+
+func keysOf(m map[string]string) []string {
+	var k []string
+	for s := range m {
+		k = append(k, s)
+	}
+	slices.Sort(k)
+	return k
+}
+
+// TestValidatorInContainer: a one-organisation consortium's validator runs
+// from the image (uid 65532, no capabilities, read-only root, as the
+// chart's validator pod) and its ledger API answers with committed blocks.
+func TestValidatorInContainer(t *testing.T) {
+	runc := needRunc(t)
+	rootfs := unpackedRootfs(t)
+	cloister := filepath.Join(rootfs, "usr/local/bin/cloister")
+	work := t.TempDir()
+	run := func(args ...string) string {
+		out, err := exec.Command(cloister, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("cloister %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	var ls []net.Listener
+	for range 2 {
+		l, err := loopback.Listen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+	}
+	p2p, api := ls[0].Addr().String(), ls[1].Addr().String()
+	for _, l := range ls {
+		l.Close()
+	}
+	run("consortium", "keygen", "--org", "org1", "--p2p-address", p2p, "--out", filepath.Join(work, "org1"))
+	run("consortium", "init", "--orgs", "1", "--out", filepath.Join(work, "c"), "--member", filepath.Join(work, "org1", "org1.member.json"))
+	data := dataDir(t, UID)
+	// The keys and genesis reach the container as the chart's Secret and
+	// ConfigMap do: read-only mounts; the init step runs in a container too.
+	mounts := []map[string]any{
+		{"destination": "/keys", "type": "bind", "source": filepath.Join(work, "org1", "keys"), "options": []string{"rbind", "ro"}},
+		{"destination": "/genesis", "type": "bind", "source": filepath.Join(work, "c"), "options": []string{"rbind", "ro"}},
+	}
+	for _, f := range []string{"node_key.json", "priv_validator_key.json"} {
+		os.Chown(filepath.Join(work, "org1", "keys", f), UID, UID)
+	}
+	os.Chmod(filepath.Join(work, "org1", "keys"), 0o755)
+	os.Chmod(filepath.Join(work, "org1"), 0o755)
+	os.Chmod(work, 0o755)
+	home := runSpec{uid: UID, noNewPrivs: true, hostNetwork: true, mounts: mounts, args: []string{
+		"/usr/local/bin/cloister", "consortium", "validator-home", "--home=/var/lib/cloister/validator", "--keys=/keys",
+		"--genesis=/genesis/genesis.json", "--p2p-listen=" + p2p, "--api-listen=" + api, "--validators=1"}}
+	if out, code := runContainer(t, runc, rootfs, data, home, time.Minute); code != 0 {
+		t.Fatalf("validator-home in the container: exit %d\n%s", code, out)
+	}
+
+	dir := t.TempDir()
+	spec := runSpec{uid: UID, noNewPrivs: true, hostNetwork: true,
+		args: []string{"/usr/local/bin/cloister", "ledger", "start", "--home=/var/lib/cloister/validator"}}
+	b, _ := json.Marshal(spec.config(rootfs, data))
+	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	id := containerID()
+	state := filepath.Join(dir, "state")
+	var out bytes.Buffer
+	cmd := exec.Command(runc, "--root", state, "run", "--bundle", dir, id)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		exec.Command(runc, "--root", state, "kill", id, "TERM").Run()
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			exec.Command(runc, "--root", state, "kill", id, "KILL").Run()
+			<-exited
+		}
+		exec.Command(runc, "--root", state, "delete", "--force", id).Run()
+	}()
+	deadline := time.Now().Add(90 * time.Second)
+	var last string
+	for {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("validator container exited: %v\n%s", err, out.String())
+		default:
+		}
+		resp, err := http.Get("http://" + api + "/v1/status")
+		if err == nil {
+			var st struct {
+				ChainID string `json:"chain_id"`
+				Height  int64  `json:"height"`
+			}
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			last = fmt.Sprintf("%s height %d", st.ChainID, st.Height)
+			if st.Height >= 2 && st.ChainID == "cloister-consortium" {
+				t.Logf("validator in the container answers: %s", last)
+				return
+			}
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("validator API never answered with blocks: %s\n%s", last, out.String())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// wasmLoop is `loop br 0 end` as _start: a guest that never returns (the
+// module isolate's tests call wasmLoop).
+var wasmLoop, _ = hex.DecodeString("0061736d01000000010401600000030201000503010001071302065f73746172740000066d656d6f727902000a0901070003400c000b0b")
+
+// TestDeadlineInContainer: at the deadline the node kills its worker,
+// which runs under a uid of its own; that signal is what CAP_KILL is for.
+// Without it the kill is refused and only the worker's CPU-time rlimit
+// (compile time + timeout + 1 s) ends the guest.
+func TestDeadlineInContainer(t *testing.T) {
+	runc := needRunc(t)
+	rootfs := unpackedRootfs(t)
+	for _, tc := range []struct {
+		name string
+		caps []string
+	}{{"root", nodeCaps}, {"root-without-CAP_KILL", slices.DeleteFunc(slices.Clone(nodeCaps), func(c string) bool { return c == "CAP_KILL" })}} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := dataDir(t, 0)
+			if err := os.WriteFile(filepath.Join(data, "loop.wasm"), wasmLoop, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s := runSpec{uid: 0, caps: tc.caps, args: []string{"/usr/local/bin/cloister", "run", "--timeout", "2s",
+				"--report", "/var/lib/cloister/report.json", "/var/lib/cloister/loop.wasm"}}
+			start := time.Now()
+			out, code := runContainer(t, runc, rootfs, data, s, 3*time.Minute)
+			took := time.Since(start)
+			rep, _ := os.ReadFile(filepath.Join(data, "report.json"))
+			t.Logf("exit %d after %s; report %s; output %s", code, took.Round(time.Millisecond), bytes.TrimSpace(rep), strings.TrimSpace(out))
+			if code != 124 {
+				t.Errorf("exit %d, want 124 (timeout)", code)
+			}
+			if tc.caps != nil && len(tc.caps) == len(nodeCaps) && took > 30*time.Second {
+				t.Errorf("with CAP_KILL the deadline took %s", took)
+			}
+		})
+	}
+}
