@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,20 +42,9 @@ func privateParts(t *testing.T, dir string) []string {
 
 func freeLoopbackAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	addrs := make([]string, n)
-	for i := range addrs {
-		l, err := loopback.Listen()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		addrs[i] = l.Addr().String()
+	addrs, err := loopback.Addrs(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return addrs
 }

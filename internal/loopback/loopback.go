@@ -40,3 +40,25 @@ func Listen() (net.Listener, error) {
 	}
 	return net.Listen("tcp", "127.0.0.1:0")
 }
+
+// Addrs picks n distinct free 127.0.0.1 addresses as Listen does, holding
+// each until all are chosen so that none repeats, and returns them closed
+// ("127.0.0.1:PORT"), for programs that are told their ports.
+func Addrs(n int) ([]string, error) {
+	ls := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := Listen()
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		addrs[i] = l.Addr().String()
+	}
+	return addrs, nil
+}

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -315,18 +314,11 @@ func TestValidatorInContainer(t *testing.T) {
 		}
 		return string(out)
 	}
-	var ls []net.Listener
-	for range 2 {
-		l, err := loopback.Listen()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
+	addrs, err := loopback.Addrs(2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	p2p, api := ls[0].Addr().String(), ls[1].Addr().String()
-	for _, l := range ls {
-		l.Close()
-	}
+	p2p, api := addrs[0], addrs[1]
 	run("consortium", "keygen", "--org", "org1", "--p2p-address", p2p, "--out", filepath.Join(work, "org1"))
 	run("consortium", "init", "--orgs", "1", "--out", filepath.Join(work, "c"), "--member", filepath.Join(work, "org1", "org1.member.json"))
 	data := dataDir(t, UID)

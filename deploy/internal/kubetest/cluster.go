@@ -174,20 +174,14 @@ current-context: kubetest
 
 // freePorts picks n distinct loopback ports below the ephemeral range.
 func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
+	addrs, err := loopback.Addrs(n)
+	if err != nil {
+		return nil, err
+	}
 	ports := make([]int, n)
-	for i := range ports {
-		l, err := loopback.Listen()
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+	for i, a := range addrs {
+		_, p, _ := net.SplitHostPort(a)
+		ports[i], _ = strconv.Atoi(p)
 	}
 	return ports, nil
 }
