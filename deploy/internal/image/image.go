@@ -227,22 +227,34 @@ func Build(ctx context.Context, out string, opts Options) (*Result, error) {
 		return nil, err
 	}
 	ref := Repository + ":" + src.Version
-	dir := filepath.Join(work, "layout")
-	lp, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		return nil, err
-	}
-	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{
-		"org.opencontainers.image.ref.name": src.Version,
-		"io.containerd.image.name":          "docker.io/" + ref,
-	})); err != nil {
-		return nil, err
-	}
-	if err := packDir(dir, out, src.Epoch); err != nil {
+	if err := WriteArchive(img, ref, src.Epoch, out); err != nil {
 		return nil, err
 	}
 	logf("wrote %s (%s)", out, ref)
 	return &Result{Digest: digest.String(), Ref: ref, Labels: labels}, nil
+}
+
+// WriteArchive writes img as an OCI image layout packed into a tar archive
+// at out, the index naming it ref ("repository:tag"), every entry dated
+// epoch.
+func WriteArchive(img v1.Image, ref string, epoch time.Time, out string) error {
+	work, err := os.MkdirTemp("", "cloister-layout-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	_, tag, _ := strings.Cut(ref, ":")
+	lp, err := layout.Write(work, empty.Index)
+	if err != nil {
+		return err
+	}
+	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{
+		"org.opencontainers.image.ref.name": tag,
+		"io.containerd.image.name":          "docker.io/" + ref,
+	})); err != nil {
+		return err
+	}
+	return packDir(work, out, epoch)
 }
 
 // licenceID names the licence from the head of LICENSE.
