@@ -1,6 +1,6 @@
 // Command kube-binaries prints the directory holding the Kubernetes
 // binaries the chart tests run (kube-apiserver, kube-controller-manager,
-// kube-scheduler, kubelet), building them into the cache first if they are
+// kube-scheduler), building them into the cache first if they are
 // not there. See package kubetest for where the cache lives.
 package main
 
