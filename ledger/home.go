@@ -13,6 +13,8 @@ import (
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/privval"
 	cmttypes "github.com/cometbft/cometbft/types"
+
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 )
 
 // Validator key files, as CometBFT names them. GenerateValidatorKeys
@@ -144,7 +146,7 @@ func PrepareHome(home string, spec HomeSpec) (ValidatorIdentity, error) {
 		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, b) {
 			continue
 		}
-		if err := writeFileAtomic(dst, b, 0o600); err != nil {
+		if err := atomicfile.WriteFile(dst, b, 0o600); err != nil {
 			return id, err
 		}
 	}
@@ -173,7 +175,7 @@ func PrepareHome(home string, spec HomeSpec) (ValidatorIdentity, error) {
 			return id, fmt.Errorf("ledger home %s: holds the genesis of %s (%s) and was given another; a home belongs to one chain", home, old.ChainID, old.GenesisTime)
 		}
 	}
-	if err := writeFileAtomic(c.GenesisFile(), spec.Genesis, 0o600); err != nil {
+	if err := atomicfile.WriteFile(c.GenesisFile(), spec.Genesis, 0o600); err != nil {
 		return id, err
 	}
 	hc := homeConfig{ChainID: gen.ChainID, P2PListen: spec.P2PListen, APIListen: spec.APIListen, APIURL: spec.APIURL,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 )
@@ -73,12 +74,13 @@ validator, so that no organisation ever holds another's private keys:
      the chart (deploy/helm/cloister) with its values file.
 
 docs/deploy.md walks through it for three organisations.`,
+		Example: `  cloister consortium keygen --org org1 --p2p-address validator.org1.example:26656 --out ./org1
+  cloister consortium init --orgs 3 --out ./consortium --member org1.member.json --member org2.member.json --member org3.member.json
+  cloister consortium init --orgs 3 --out ./rehearsal`,
 	}
 	cmd.AddCommand(newConsortiumKeygenCmd(), newConsortiumInitCmd(), newConsortiumValidatorHomeCmd())
 	return cmd
 }
-
-func init() { rootCmd.AddCommand(newConsortiumCmd()) }
 
 func newConsortiumKeygenCmd() *cobra.Command {
 	var org, addr, out string
@@ -345,35 +347,15 @@ func yamlSingleQuoted(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
-// writeNewFile writes a file that must not exist yet, through a temporary
-// file linked into place, so that a crash leaves either nothing or the
-// whole file, and an existing file is never replaced.
+// writeNewFile writes a file that must not exist yet, atomically: a crash
+// leaves either nothing or the whole file, and an existing file is never
+// replaced.
 func writeNewFile(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
+	err := atomicfile.WriteFile(path, data, perm, atomicfile.NoReplace())
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists; it is never overwritten", path)
 	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(perm)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists; it is never overwritten", path)
-		}
-		return err
-	}
-	return nil
+	return err
 }
 
 func newConsortiumValidatorHomeCmd() *cobra.Command {
