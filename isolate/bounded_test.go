@@ -52,7 +52,7 @@ func TestStuckWorkerDoesNotHangRun(t *testing.T) {
 	jb := openedJob(t, &Config{Module: append(wasmEmpty, make([]byte, 1<<20)...)})
 	var runErr error
 	returnsWithin(t, 10*time.Second, "runOn with a worker that cannot be reaped", func() {
-		_, runErr = j.runOn(context.Background(), w, jb)
+		_, runErr = j.runOn(context.Background(), w, jb, nil)
 	})
 	if runErr == nil || !strings.Contains(runErr.Error(), "did not exit") {
 		t.Errorf("error %v, want one saying the worker did not exit", runErr)

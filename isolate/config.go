@@ -62,6 +62,12 @@ type Config struct {
 	Deterministic bool
 	Seed          [32]byte
 
+	// HostCalls are the calls the guest may make while it runs, by name
+	// (hostcall.go); nil: none. CallRate bounds how many are answered a
+	// second (0: DefaultCallRate); a guest calling faster waits.
+	HostCalls map[string]HostCall
+	CallRate  float64
+
 	// ConformanceRoot, when set, replaces the /input + /output view with a
 	// host directory preopened as "/". It exists for the WASI conformance
 	// tests only, is not reachable from the CLI, and forces an in-process
@@ -124,6 +130,9 @@ type Report struct {
 	// Warnings say, in words, what a run that otherwise ended normally
 	// lost to a limit: refused output writes, truncated stdout or stderr.
 	Warnings []string `json:"warnings,omitempty"`
+	// HostCalls counts the host calls the host answered (a call refused
+	// before its handler ran is not counted).
+	HostCalls int64 `json:"host_calls,omitempty"`
 }
 
 // Names of the output limits in Report.OutputLimitsHit.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -44,7 +45,9 @@ type job struct {
 	Args         []string
 	Env          []string
 	// InputNames names the input descriptors, in their order.
-	InputNames     []string `json:",omitempty"`
+	InputNames []string `json:",omitempty"`
+	// Calls are the host calls the guest may make, sorted by name.
+	Calls          []jobCall
 	Memory         uint64
 	Timeout        time.Duration
 	MaxOutput      int64
@@ -186,7 +189,10 @@ func invalid(rep *Report, format string, args ...any) *Result {
 
 // execute compiles and runs one job in this process. It never returns an
 // error for problems of the guest: those are outcomes in the report.
-func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Result, error) {
+//
+// The guest's host calls go through calls (nil: a guest importing them is
+// refused, as a worker without a parent to ask).
+func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls callTransport) (*Result, error) {
 	start := time.Now()
 	pre := e.preloaded
 	e.preloaded = nil
@@ -246,16 +252,26 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func()) (*Resu
 	} else if len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0 {
 		return finish(invalid(&rep, "the module's _start function takes parameters or returns results")), nil
 	}
-	if err := checkImports(compiled); err != nil {
+	if err := checkImports(compiled, calls != nil); err != nil {
 		return finish(invalid(&rep, "%v", err)), nil
 	}
 	var imports []string
+	hostCalls := false
 	for _, f := range compiled.ImportedFunctions() {
-		_, name, _ := f.Import()
+		mod, name, _ := f.Import()
+		if mod == HostModule {
+			hostCalls = true
+			continue
+		}
 		imports = append(imports, name)
 	}
 	if err := instantiateWASI(ctx, rt, imports); err != nil {
 		return nil, fmt.Errorf("isolate: instantiating WASI: %w", err)
+	}
+	if hostCalls {
+		if err := instantiateHostCalls(ctx, rt, j.Calls, calls); err != nil {
+			return nil, fmt.Errorf("isolate: instantiating %s: %w", HostModule, err)
+		}
 	}
 
 	stdout := &limitedBuffer{max: j.MaxStdio}
@@ -447,12 +463,19 @@ func compileGuarded(ctx context.Context, rt wazero.Runtime, module []byte) (cm w
 }
 
 // checkImports refuses modules that import anything but WASI preview-1
-// functions, naming every offending import.
-func checkImports(cm wazero.CompiledModule) error {
+// functions and (with hostCalls) the host-call functions with their
+// signatures, naming every offending import.
+func checkImports(cm wazero.CompiledModule, hostCalls bool) error {
 	var bad []string
 	for _, f := range cm.ImportedFunctions() {
 		mod, name, _ := f.Import()
-		if mod != wasi_snapshot_preview1.ModuleName || !wasiFunctions[name] {
+		switch {
+		case mod == wasi_snapshot_preview1.ModuleName && wasiFunctions[name]:
+		case mod == HostModule && hostCalls && hostFunctions[name] != 0:
+			if !allI32(f.ParamTypes(), hostFunctions[name]) || !allI32(f.ResultTypes(), 1) {
+				bad = append(bad, fmt.Sprintf("%s.%s (wrong signature)", mod, name))
+			}
+		default:
 			bad = append(bad, fmt.Sprintf("%s.%s", mod, name))
 		}
 	}
@@ -468,6 +491,18 @@ func checkImports(cm wazero.CompiledModule) error {
 		return fmt.Errorf("the module imports host functions this runtime does not provide: %s", strings.Join(bad, ", "))
 	}
 	return nil
+}
+
+func allI32(ts []api.ValueType, n int) bool {
+	if len(ts) != n {
+		return false
+	}
+	for _, t := range ts {
+		if t != api.ValueTypeI32 {
+			return false
+		}
+	}
+	return true
 }
 
 // wasiFunctions are the WASI preview-1 functions wazero implements.

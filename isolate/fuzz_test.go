@@ -37,7 +37,7 @@ func FuzzCompile(f *testing.F) {
 		j.Cancel = true
 		ctx, cancel := context.WithTimeout(context.Background(), j.Timeout)
 		defer cancel()
-		res, err := ex.execute(ctx, j, nil)
+		res, err := ex.execute(ctx, j, nil, nil)
 		if err != nil {
 			t.Fatalf("host error: %v", err)
 		}

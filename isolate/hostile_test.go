@@ -250,7 +250,7 @@ func selfTestRun(t *testing.T, r *Runtime) *Result {
 	j := selfTestJob(t)
 	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
 	defer cancel()
-	res, err := r.jail.run(ctx, j)
+	res, err := r.jail.run(ctx, j, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func TestSetupCapsFailureDropsAtOnce(t *testing.T) {
 	jb.SelfTest = true
 	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
 	defer cancel()
-	res, err := j.run(ctx, jb)
+	res, err := j.run(ctx, jb, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +658,7 @@ func TestWorkerIDs(t *testing.T) {
 	for range 3 {
 		go func() {
 			jb := *j
-			res, err := r.jail.run(ctx, &jb)
+			res, err := r.jail.run(ctx, &jb, nil)
 			out <- outcome{res, err}
 		}()
 	}

@@ -31,6 +31,9 @@ var workerKinds = []struct{ name, binary string }{{"lean", ""}, {"self", WorkerB
 
 func TestMain(m *testing.M) {
 	if IsWorker() {
+		if mode := os.Getenv(rogueEnv); mode != "" {
+			os.Exit(rogueWorker(mode))
+		}
 		os.Exit(WorkerMain())
 	}
 	dir, err := os.MkdirTemp("", "cloister-isolate-test-")

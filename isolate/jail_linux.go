@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -78,6 +79,7 @@ type jailer struct {
 
 	exitWait     time.Duration // workerExitWait, shorter in tests
 	writeTimeout time.Duration // jobWriteTimeout, shorter in tests
+	testEnv      []string      // added to workers' environment (tests: a worker playing a compromised one)
 }
 
 // closeWait bounds how long Close waits for killed workers to be reaped.
@@ -354,6 +356,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 	if j.cacheDir != "" {
 		cmd.Env = append(cmd.Env, workerCacheEnv+"="+j.cacheDir)
 	}
+	cmd.Env = append(cmd.Env, j.testEnv...)
 	if netns != nil {
 		cmd.ExtraFiles = []*os.File{netns}
 		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", workerNetnsEnv, netnsFD))
@@ -567,19 +570,19 @@ func (w *worker) errNotReaped(d time.Duration) error {
 	return fmt.Errorf("isolate: the worker (pid %d) did not exit within %v of SIGKILL; it is left to be reaped in the background", pid, d)
 }
 
-func (j *jailer) run(ctx context.Context, jb *job) (*Result, error) {
+func (j *jailer) run(ctx context.Context, jb *job, calls *callDispatcher) (*Result, error) {
 	w, warm, err := j.get(jb)
 	if err != nil {
 		return nil, err
 	}
-	res, err := j.runOn(ctx, w, jb)
+	res, err := j.runOn(ctx, w, jb, calls)
 	if err != nil && warm && errors.Is(err, errWorkerGone) && !j.isClosed() {
 		// A pooled worker died while waiting (e.g. the node ran out of
 		// memory); try once more with a fresh one.
 		if w, err = j.spawn(nil); err != nil {
 			return nil, err
 		}
-		return j.runOn(ctx, w, jb)
+		return j.runOn(ctx, w, jb, calls)
 	}
 	return res, err
 }
@@ -619,7 +622,12 @@ func waitBounded(wg *sync.WaitGroup, d time.Duration) {
 
 var errWorkerGone = errors.New("isolate: the worker exited before taking the job")
 
-func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error) {
+// runOn runs jb on w. calls answers the guest's host calls (nil: a job
+// that may make none, as in tests that drive a worker directly).
+func (j *jailer) runOn(ctx context.Context, w *worker, jb *job, calls *callDispatcher) (*Result, error) {
+	if calls == nil {
+		calls = newCallDispatcher(ctx, &Config{}, nil, nil)
+	}
 	start := time.Now()
 	reaped := false
 	defer func() {
@@ -704,14 +712,17 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 	compileTimer.Stop()
 	var wr wireResult
 	resErr := lockErr
+	var protoErr error
 	if lockErr == nil && !didCompileTimeout.Load() {
 		timer := time.AfterFunc(jb.Timeout, func() { didTimeout.Store(true); w.kill() })
 		defer timer.Stop()
-		// Stdout and stderr, and per output its name and block runs.
-		_, blocks, _ := areaLayout(jb.MaxOutput, jb.MaxOutputFiles)
-		maxResult := 2*jb.MaxStdio + int64(jb.MaxOutputFiles)*1024 + 16*int64(blocks) + 1<<20
-		resErr = readFrame(w.resR, maxResult, &wr)
+		calls.start(jb.Timeout)
+		protoErr, resErr = j.serve(w, jb, calls, &wr)
+		calls.stop()
 		timer.Stop()
+		if protoErr != nil {
+			w.kill()
+		}
 	}
 	if resErr != nil {
 		// Without a result the exit status and stderr explain what
@@ -753,7 +764,11 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 			r.Report.Missing = nil
 		}
 		r.Report.WallMS = time.Since(start).Milliseconds()
+		r.Report.HostCalls = calls.answered.Load()
 		return r
+	}
+	if protoErr != nil {
+		return nil, fmt.Errorf("isolate: the worker broke the protocol: %w", protoErr)
 	}
 	if resErr == nil {
 		if wr.Err != "" {
@@ -808,6 +823,67 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job) (*Result, error)
 		base.Report.Error = fmt.Sprintf("the worker died (%v) without a result%s", w.cmd.ProcessState, tail(w.stderr))
 	}
 	return finish(&base), nil
+}
+
+// serve reads what the worker sends while the guest runs: host calls,
+// each answered before the next is read, then the result. It returns a
+// violation of the protocol by the worker (a frame of a kind or size not
+// allowed here, a call out of sequence or for a call the job may not make:
+// the guest's side of the worker checks all of these, so only a worker
+// that stopped following its own code sends them), or the error of
+// reading the result.
+func (j *jailer) serve(w *worker, jb *job, calls *callDispatcher, wr *wireResult) (protoErr, err error) {
+	// Stdout and stderr, and per output its name and block runs.
+	_, blocks, _ := areaLayout(jb.MaxOutput, jb.MaxOutputFiles)
+	maxResult := 2*jb.MaxStdio + int64(jb.MaxOutputFiles)*1024 + 16*int64(blocks) + 1<<20
+	var maxCall int64
+	for _, c := range jb.Calls {
+		maxCall = max(maxCall, maxCallFrame(c))
+	}
+	bound := func(kind byte) int64 {
+		switch kind {
+		case kindResult:
+			return maxResult
+		case kindCall:
+			return maxCall
+		}
+		return 0
+	}
+	for seq := uint64(1); ; seq++ {
+		kind, body, err := readFrameOf(w.resR, bound)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrClosed) {
+				return nil, err
+			}
+			return err, err
+		}
+		if kind == kindResult {
+			return nil, decodeFrame(body, wr)
+		}
+		var c callMsg
+		if err := decodeFrame(body, &c); err != nil {
+			return err, err
+		}
+		call, ok := findCall(jb.Calls, c.Name)
+		switch {
+		case c.Seq != seq:
+			err = fmt.Errorf("host call %d where %d was due", c.Seq, seq)
+		case !ok:
+			err = fmt.Errorf("host call %q, which the job may not make", c.Name)
+		case int64(len(c.req)) > call.MaxRequest:
+			err = fmt.Errorf("a %d-byte request to %s, whose limit is %d", len(c.req), c.Name, call.MaxRequest)
+		}
+		if err != nil {
+			return err, err
+		}
+		status, resp := calls.dispatch(c.Name, c.req)
+		_ = w.jobW.SetWriteDeadline(time.Now().Add(j.writeTimeout))
+		if err := sendFrame(w.jobW, &replyMsg{Seq: c.Seq, Status: status, resp: resp}, nil); err != nil {
+			// The worker stopped reading: reading its result fails
+			// next (it is killed at the deadline at the latest).
+			w.kill()
+		}
+	}
 }
 
 func cpuTime(ps *os.ProcessState) float64 {

@@ -127,13 +127,13 @@ func TestPreloadedExecutor(t *testing.T) {
 	}
 	jb := mustResolve(t, wasmExit(5))
 	jb.Module = nil
-	res, err := prepare().execute(ctx, jb, nil)
+	res, err := prepare().execute(ctx, jb, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantOutcome(t, res, OutcomeExited, 5)
 
-	res, err = prepare().execute(ctx, mustResolve(t, wasmExit(6)), nil)
+	res, err = prepare().execute(ctx, mustResolve(t, wasmExit(6)), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestPreloadedExecutor(t *testing.T) {
 
 	jb = mustResolve(t, wasmExit(7))
 	jb.Module = nil
-	if _, err := prepare().execute(ctx, jb, nil); !errors.Is(err, errNotPreloaded) {
+	if _, err := prepare().execute(ctx, jb, nil, nil); !errors.Is(err, errNotPreloaded) {
 		t.Errorf("job without bytes for a module not preloaded: %v, want errNotPreloaded", err)
 	}
 }
@@ -158,7 +158,7 @@ func TestPreloadedWorkerRefusesOtherModule(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), runBound(&Config{}))
 	defer cancel()
-	res, err := r.jail.runOn(ctx, w, b)
+	res, err := r.jail.runOn(ctx, w, b, nil)
 	if err == nil || !strings.Contains(err.Error(), "another module than the one preloaded") {
 		t.Fatalf("job for another module: %v, %+v; want the worker to refuse it", err, res)
 	}

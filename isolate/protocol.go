@@ -111,6 +111,48 @@ func (m *workerInput) setFiles(fs []*os.File) error {
 	return nil
 }
 
+// callMsg is a guest's host call, from the worker while the guest runs:
+// Seq counts the run's calls from 1; the request is the blob. The worker
+// waits for the replyMsg of the same Seq before it sends another.
+type callMsg struct {
+	Seq  uint64
+	Name string
+	req  []byte
+}
+
+func (m *callMsg) wireBlobs() [][]byte { return [][]byte{m.req} }
+
+func (m *callMsg) setWireBlobs(blobs [][]byte) error {
+	if len(blobs) != 1 {
+		return fmt.Errorf("host call frame: %d byte strings, want the request", len(blobs))
+	}
+	m.req = blobs[0]
+	return nil
+}
+
+// replyMsg answers the call of the same Seq: a HostCall* status and the
+// response (or a failure's message) as the blob.
+type replyMsg struct {
+	Seq    uint64
+	Status uint32
+	resp   []byte
+}
+
+func (m *replyMsg) wireBlobs() [][]byte { return [][]byte{m.resp} }
+
+func (m *replyMsg) setWireBlobs(blobs [][]byte) error {
+	if len(blobs) != 1 {
+		return fmt.Errorf("host call reply: %d byte strings, want the response", len(blobs))
+	}
+	m.resp = blobs[0]
+	return nil
+}
+
+// Frame bounds of host calls: the request or response, and room for the
+// header (a name, two numbers) and the blob's length.
+func maxCallFrame(c jobCall) int64  { return c.MaxRequest + MaxCallNameLen + 64 }
+func maxReplyFrame(c jobCall) int64 { return max(c.MaxResponse, maxCallMessage) + 64 }
+
 // readyMsg reports the protections the worker applied to itself before
 // receiving a job.
 type readyMsg struct {
@@ -332,6 +374,39 @@ func recvFrame(in *os.File, max int64, m wireMessage) ([]*os.File, error) {
 		return nil, err
 	}
 	return files, nil
+}
+
+// readFrameOf reads one frame whose bound depends on its kind: the length,
+// the header's length and the kind byte are read first, and the frame is
+// refused if it is longer than bound(kind) (0: a kind not expected here),
+// before anything is allocated. It returns the kind and the frame's body
+// (for decodeFrame).
+func readFrameOf(r io.Reader, bound func(kind byte) int64) (byte, []byte, error) {
+	var hdr [13]byte
+	if _, err := io.ReadFull(r, hdr[:8]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint64(hdr[:8])
+	if n < 5 {
+		return 0, nil, fmt.Errorf("a frame of %d bytes is shorter than its header", n)
+	}
+	if _, err := io.ReadFull(r, hdr[8:]); err != nil {
+		return 0, nil, err
+	}
+	kind := hdr[12]
+	max := bound(kind)
+	if max == 0 {
+		return 0, nil, fmt.Errorf("a frame of kind %q where none is expected", kind)
+	}
+	if n > uint64(max) {
+		return 0, nil, fmt.Errorf("a frame of kind %q of %d bytes exceeds its %d-byte bound", kind, n, max)
+	}
+	b := make([]byte, n)
+	copy(b, hdr[8:])
+	if _, err := io.ReadFull(r, b[5:]); err != nil {
+		return 0, nil, err
+	}
+	return kind, b, nil
 }
 
 // readFrame reads one frame of at most max bytes into m. Blobs alias the

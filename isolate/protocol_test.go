@@ -176,6 +176,8 @@ func fillEvery(v reflect.Value, n *int) {
 		v.SetInt(int64(-1000 * *n))
 	case reflect.Uint64:
 		v.SetUint(uint64(1<<40 + *n))
+	case reflect.Uint32:
+		v.SetUint(uint64(1<<20 + *n))
 	case reflect.Bool:
 		v.SetBool(true)
 	case reflect.Array:
@@ -231,7 +233,13 @@ func TestWireEveryField(t *testing.T) {
 	fillEvery(reflect.ValueOf(&wr).Elem(), &n)
 	wr.stdout, wr.stderr, wr.layouts = []byte("o"), []byte("e"), [][]byte{[]byte("1"), nil}
 	empty := wireResult{Report: Report{Outputs: []OutputInfo{}, Protections: []string{}, Missing: map[string]string{}}}
-	for _, m := range []wireMessage{&ready, &locked, &in, &wr, &empty, &readyMsg{}} {
+	var call callMsg
+	fillEvery(reflect.ValueOf(&call).Elem(), &n)
+	call.req = []byte("request")
+	var reply replyMsg
+	fillEvery(reflect.ValueOf(&reply).Elem(), &n)
+	reply.resp = []byte("response")
+	for _, m := range []wireMessage{&ready, &locked, &in, &wr, &empty, &readyMsg{}, &call, &reply} {
 		back := reflect.New(reflect.TypeOf(m).Elem()).Interface().(wireMessage)
 		if err := readFrame(bytes.NewReader(frameBytes(t, m)), 1<<20, back); err != nil {
 			t.Fatalf("%T: %v", m, err)
@@ -248,6 +256,18 @@ func TestWireEveryField(t *testing.T) {
 				t.Errorf("blobs changed on the wire: %q %q %q", w.stdout, w.stderr, w.layouts)
 			}
 			w.stdout, w.stderr, w.layouts = want.stdout, want.stderr, want.layouts
+		}
+		switch b := back.(type) {
+		case *callMsg:
+			if !bytes.Equal(b.req, call.req) {
+				t.Errorf("request changed on the wire: %q", b.req)
+			}
+			b.req = call.req
+		case *replyMsg:
+			if !bytes.Equal(b.resp, reply.resp) {
+				t.Errorf("response changed on the wire: %q", b.resp)
+			}
+			b.resp = reply.resp
 		}
 		if !reflect.DeepEqual(back, m) {
 			t.Errorf("%T changed on the wire:\n got %+v\nwant %+v", m, back, m)

@@ -34,6 +34,9 @@ type Options struct {
 	// waiting for a job (0: each run starts its own worker, cold). A worker
 	// serves one job and exits; the pool is refilled in the background.
 	WarmWorkers int
+	// MaxConcurrentCalls bounds the host-call handlers running at once
+	// across all runs (0: DefaultMaxConcurrentCalls).
+	MaxConcurrentCalls int
 	// WorkerBinary is the cloister-isolate executable workers are started
 	// from. Empty: the one next to the running executable if there is a
 	// compatible one, else the running binary re-executed (which must then
@@ -55,6 +58,8 @@ type Runtime struct {
 	local    *executor
 	jail     *jailer // nil when InProcess
 	bin      *workerBinary
+	// callSlots holds a token per host-call handler running.
+	callSlots chan struct{}
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -63,7 +68,7 @@ type Runtime struct {
 // New prepares a runtime. With a DataDir it creates DataDir/wazero-cache.
 // Unless opts.InProcess is set it also prepares the jail (cgroup, warm pool).
 func New(ctx context.Context, opts Options) (*Runtime, error) {
-	r := &Runtime{opts: opts}
+	r := &Runtime{opts: opts, callSlots: make(chan struct{}, orDefault(opts.MaxConcurrentCalls, DefaultMaxConcurrentCalls))}
 	if opts.DataDir != "" {
 		r.cacheDir = filepath.Join(opts.DataDir, "wazero-cache")
 		// wazero's cache key does not say whether the code was compiled
@@ -185,10 +190,11 @@ func (r *Runtime) Run(ctx context.Context, cfg *Config) (*Result, error) {
 		defer files.close()
 	}
 	var res *Result
+	calls := r.dispatcher(ctx, cfg, j)
 	if r.opts.InProcess || j.ConformanceRoot != "" {
-		res, err = r.runLocal(ctx, j)
+		res, err = r.runLocal(ctx, j, calls)
 	} else {
-		res, err = r.jail.run(ctx, j)
+		res, err = r.jail.run(ctx, j, calls)
 	}
 	if err != nil {
 		return nil, err
@@ -297,7 +303,13 @@ func sealedMemfd(name string, data []byte) (*os.File, error) {
 	return f, nil
 }
 
-func (r *Runtime) runLocal(ctx context.Context, j *job) (*Result, error) {
+// dispatcher answers the job's host calls; its deadline is set when the
+// guest starts (callDispatcher.start).
+func (r *Runtime) dispatcher(ctx context.Context, cfg *Config, j *job) *callDispatcher {
+	return newCallDispatcher(ctx, cfg, j.Calls, r.callSlots)
+}
+
+func (r *Runtime) runLocal(ctx context.Context, j *job, calls *callDispatcher) (*Result, error) {
 	if !r.opts.InProcessNoCancel {
 		j.Cancel = true
 		var cancel context.CancelFunc
@@ -310,10 +322,12 @@ func (r *Runtime) runLocal(ctx context.Context, j *job) (*Result, error) {
 		// without cancellation checks, so compile afresh.
 		ex = &executor{}
 	}
-	res, err := ex.execute(ctx, j, nil)
+	res, err := ex.execute(ctx, j, func() { calls.start(j.Timeout) }, directCalls{calls})
+	calls.stop()
 	if err != nil {
 		return nil, err
 	}
+	res.Report.HostCalls = calls.answered.Load()
 	// The guest wrote only what the area allowed; its layouts are the
 	// file system's own.
 	res.Report.Missing = map[string]string{"worker": "in-process run (no jailed worker): nothing but the Wasm sandbox separates the guest from the host process"}
@@ -366,6 +380,10 @@ func resolve(cfg *Config) (*job, *Report, error) {
 	}
 	if j.MaxStdio <= 0 {
 		j.MaxStdio = DefaultMaxStdio
+	}
+	var err error
+	if j.Calls, err = resolveCalls(cfg); err != nil {
+		return nil, nil, err
 	}
 	bad := func(format string, args ...any) (*job, *Report, error) {
 		return nil, &Report{Outcome: OutcomeInvalid, ExitCode: ExitInvalid, Error: fmt.Sprintf(format, args...),

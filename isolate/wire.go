@@ -35,6 +35,8 @@ const (
 	kindInput  = 'I'
 	kindLocked = 'L'
 	kindResult = 'W'
+	kindCall   = 'C' // worker → parent: a host call
+	kindReply  = 'A' // parent → worker: its answer
 )
 
 // wireMessage is a message that can travel in a frame.
@@ -303,6 +305,12 @@ func (m *workerInput) appendWire(b []byte) []byte {
 	b = appendStrings(b, j.Args)
 	b = appendStrings(b, j.Env)
 	b = appendStrings(b, j.InputNames)
+	b = appendCount(b, len(j.Calls), j.Calls == nil)
+	for _, c := range j.Calls {
+		b = appendString(b, c.Name)
+		b = appendInt(b, c.MaxRequest)
+		b = appendInt(b, c.MaxResponse)
+	}
 	b = appendUint(b, j.Memory)
 	b = appendInt(b, int64(j.Timeout))
 	b = appendInt(b, j.MaxOutput)
@@ -326,6 +334,12 @@ func (m *workerInput) readWire(d *wireDecoder) {
 	j.Args = d.strings()
 	j.Env = d.strings()
 	j.InputNames = d.strings()
+	if n, isNil := d.count(3); !isNil {
+		j.Calls = make([]jobCall, n)
+		for i := range j.Calls {
+			j.Calls[i] = jobCall{Name: d.string(), MaxRequest: d.int(), MaxResponse: d.int()}
+		}
+	}
 	j.Memory = d.uint()
 	j.Timeout = time.Duration(d.int())
 	j.MaxOutput = d.int()
@@ -361,6 +375,7 @@ func (m *wireResult) appendWire(b []byte) []byte {
 	b = appendBool(b, r.OutputLimited)
 	b = appendStrings(b, r.OutputLimitsHit)
 	b = appendStrings(b, r.Warnings)
+	b = appendInt(b, r.HostCalls)
 	b = appendStrings(b, m.OutputNames)
 	b = appendInts(b, m.OutputSizes)
 	b = appendStringMap(b, m.Probes)
@@ -389,8 +404,33 @@ func (m *wireResult) readWire(d *wireDecoder) {
 	r.OutputLimited = d.bool()
 	r.OutputLimitsHit = d.strings()
 	r.Warnings = d.strings()
+	r.HostCalls = d.int()
 	m.OutputNames = d.strings()
 	m.OutputSizes = d.ints()
 	m.Probes = d.stringMap()
 	m.Err = d.string()
+}
+
+func (m *callMsg) appendWire(b []byte) []byte {
+	b = append(b, kindCall)
+	b = appendUint(b, m.Seq)
+	return appendString(b, m.Name)
+}
+
+func (m *callMsg) readWire(d *wireDecoder) {
+	d.kind(kindCall, "host call")
+	m.Seq = d.uint()
+	m.Name = d.string()
+}
+
+func (m *replyMsg) appendWire(b []byte) []byte {
+	b = append(b, kindReply)
+	b = appendUint(b, m.Seq)
+	return appendUint(b, uint64(m.Status))
+}
+
+func (m *replyMsg) readWire(d *wireDecoder) {
+	d.kind(kindReply, "host call reply")
+	m.Seq = d.uint()
+	m.Status = uint32(d.uint())
 }

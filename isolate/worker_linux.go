@@ -186,7 +186,7 @@ func WorkerMain() int {
 		}
 		lockErr = writeFrame(out, &msg)
 	}
-	res, err := exe.execute(ctx, &jb, lockdown)
+	res, err := exe.execute(ctx, &jb, lockdown, &frameCalls{in: in, out: out, calls: jb.Calls})
 	if !lockedDone {
 		lockdown()
 	}
@@ -611,4 +611,35 @@ func errnoErr(e syscall.Errno) error {
 		return nil
 	}
 	return e
+}
+
+// frameCalls carries the guest's host calls to the parent as frames on the
+// worker's stdout and reads each answer from its stdin, one call at a
+// time. A broken channel ends the worker: the parent is gone or broke the
+// protocol, and the guest must not go on as if a call had been answered.
+type frameCalls struct {
+	in, out *os.File
+	calls   []jobCall
+	seq     uint64
+}
+
+func (t *frameCalls) roundTrip(name string, req []byte) (uint32, []byte) {
+	c, _ := findCall(t.calls, name)
+	t.seq++
+	if err := writeFrame(t.out, &callMsg{Seq: t.seq, Name: name, req: req}); err != nil {
+		t.fail(err)
+	}
+	var reply replyMsg
+	if err := readFrame(t.in, maxReplyFrame(c), &reply); err != nil {
+		t.fail(err)
+	}
+	if reply.Seq != t.seq {
+		t.fail(fmt.Errorf("the answer to call %d came for call %d", t.seq, reply.Seq))
+	}
+	return reply.Status, reply.resp
+}
+
+func (t *frameCalls) fail(err error) {
+	fmt.Fprintln(os.Stderr, "worker: host call:", err)
+	os.Exit(workerExitSetup)
 }

@@ -3,8 +3,8 @@
 // Go guest takes seconds to compile, minutes in a -race build). Like
 // busybox, it does what its name (argv[0], Config.Name) says:
 //
-//	determinism  fsescape  flood  inputs  manyfiles  membomb  netdial
-//	outputcheat  writeinput
+//	determinism  fsescape  flood  hostcall  inputs  manyfiles  membomb
+//	netdial  outputcheat  writeinput
 package main
 
 import (
@@ -18,6 +18,7 @@ func main() {
 		"determinism": determinism,
 		"flood":       flood,
 		"fsescape":    fsescape,
+		"hostcall":    hostcall,
 		"inputs":      inputs,
 		"manyfiles":   manyfiles,
 		"membomb":     membomb,
