@@ -166,4 +166,3 @@ func TestRogueWorkerFrames(t *testing.T) {
 		})
 	}
 }
-
