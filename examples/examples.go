@@ -4,7 +4,7 @@
 // `cloister demo` can run them without a Go toolchain for wasip1.
 //
 // The programs themselves are the main packages in the subdirectories
-// (wordcount, sha256sum, linreg, psi-sum, shamir); examples/build.sh
+// (wordcount, sha256sum, linreg, psi-sum, shamir, hostcall); examples/build.sh
 // rebuilds every NAME/NAME.wasm reproducibly and a test checks that the
 // committed modules are exactly what the source builds to. This package is
 // not a library for guests (see package guest) and runs nothing itself.
@@ -22,7 +22,7 @@ import (
 var files embed.FS
 
 // Names lists the examples, sorted.
-var Names = []string{"linreg", "psi-sum", "sha256sum", "shamir", "wordcount"}
+var Names = []string{"hostcall", "linreg", "psi-sum", "sha256sum", "shamir", "wordcount"}
 
 // File is a named byte string: a sample input or an expected output.
 type File struct {

@@ -158,7 +158,7 @@ func run(t *testing.T, rt *isolate.Runtime, wasm []byte, in []isolate.Input) *is
 	// loaded machine; this test checks outputs, not speed.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	res, err := rt.Run(ctx, &isolate.Config{Module: wasm, Inputs: in, Timeout: 15 * time.Minute, Deterministic: true})
+	res, err := rt.Run(ctx, &isolate.Config{Module: wasm, Inputs: in, Timeout: 15 * time.Minute, Deterministic: true, HostCalls: isolate.StandardHostCalls()})
 	if err != nil {
 		t.Fatal(err)
 	}

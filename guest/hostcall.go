@@ -1,9 +1,6 @@
 package guest
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // Host calls: a program asks the node that runs it for something by name
 // (a host-accelerated primitive, a sub-model of a federated computation)
@@ -14,16 +11,22 @@ import (
 // WebAssembly imports (module "cloister_host_v1"; guest/c/cloister_host.h
 // and docs/guest.md).
 
-// Errors of HostCall.
+// Errors of HostCall. (Constants of an error type rather than errors.New:
+// they need no initialisation, so a program that makes no host call
+// carries none of this code.)
 var (
 	// ErrNoHost: the program runs natively, where there is no host to ask.
-	ErrNoHost = errors.New("guest: host calls exist only inside an isolate")
+	ErrNoHost error = callErr("guest: host calls exist only inside an isolate")
 	// ErrCallNotAllowed: the policy does not allow this call (or the node
 	// does not offer it).
-	ErrCallNotAllowed = errors.New("guest: the host call is not allowed for this program")
+	ErrCallNotAllowed error = callErr("guest: the host call is not allowed for this program")
 	// ErrCallTooLarge: the request exceeds the call's limit.
-	ErrCallTooLarge = errors.New("guest: the host call's request exceeds its limit")
+	ErrCallTooLarge error = callErr("guest: the host call's request exceeds its limit")
 )
+
+type callErr string
+
+func (e callErr) Error() string { return string(e) }
 
 // CallError is a host call the host could not answer, with its reason.
 type CallError struct {

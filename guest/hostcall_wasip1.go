@@ -15,11 +15,12 @@ func hostCall(name unsafe.Pointer, nameLen uint32, req unsafe.Pointer, reqLen ui
 //go:noescape
 func hostResponse(resp unsafe.Pointer, respCap uint32, respLen unsafe.Pointer) uint32
 
-// callBuf receives responses up to its size without an allocation; callMu
-// keeps a call and the fetch of its long response together.
+// callBuf receives responses up to its size (64 KiB, made at the first
+// call) without an allocation; callMu keeps a call and the fetch of its
+// long response together.
 var (
 	callMu  sync.Mutex
-	callBuf = make([]byte, 64<<10)
+	callBuf []byte
 )
 
 // HostCall asks the host to answer the call name with req, and returns the
@@ -28,6 +29,9 @@ var (
 func HostCall(name string, req []byte) ([]byte, error) {
 	callMu.Lock()
 	defer callMu.Unlock()
+	if callBuf == nil {
+		callBuf = make([]byte, 64<<10)
+	}
 	var n uint32
 	status := hostCall(unsafe.Pointer(unsafe.StringData(name)), uint32(len(name)),
 		unsafe.Pointer(unsafe.SliceData(req)), uint32(len(req)),

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"golang.org/x/time/rate"
+
+	"github.com/cloisterhq/cloister/internal/callname"
 )
 
 // Host calls: while it runs, a guest may ask its host for something by
@@ -59,7 +60,7 @@ const (
 	MaxCallBytes           = 64 << 20 // largest MaxRequest or MaxResponse allowed
 	DefaultCallRate        = 20000    // calls a second per run
 	callBurst              = 100
-	MaxCallNameLen         = 128
+	MaxCallNameLen         = callname.MaxLen
 	// DefaultMaxConcurrentCalls bounds the handlers running at once in a
 	// Runtime (Options.MaxConcurrentCalls).
 	DefaultMaxConcurrentCalls = 64
@@ -76,17 +77,9 @@ const (
 	HostCallNoResponse  = 6 // response without a response kept from the last call
 )
 
-// callNameRE is what a call name looks like: a dotted lower-case name and
-// a version, "cloister.sha256/v1".
-var callNameRE = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*/v[0-9]+$`)
-
-// ValidateHostCallName checks that name can name a host call.
-func ValidateHostCallName(name string) error {
-	if len(name) > MaxCallNameLen || !callNameRE.MatchString(name) {
-		return fmt.Errorf("host call name %q: want a dotted lower-case name and a version, like \"cloister.sha256/v1\" (at most %d bytes)", name, MaxCallNameLen)
-	}
-	return nil
-}
+// ValidateHostCallName checks that name can name a host call: a dotted
+// lower-case name and a version, "cloister.sha256/v1".
+func ValidateHostCallName(name string) error { return callname.Validate(name) }
 
 // jobCall is what the worker knows of one call: its name and bounds.
 type jobCall struct {

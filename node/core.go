@@ -292,6 +292,7 @@ type runSpec struct {
 	timeout         time.Duration
 	maxOutput       int64
 	deterministic   bool
+	hostCalls       map[string]isolate.HostCall
 }
 
 // sealedItem is an uploaded input (its envelope) or a stored one (the path
@@ -348,6 +349,7 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		MaxOutput:     spec.maxOutput,
 		Deterministic: spec.deterministic,
 		Seed:          protocol.Seed(c.policyHash, c.id),
+		HostCalls:     spec.hostCalls,
 	}
 	for _, in := range spec.inputs {
 		if in.path != "" {

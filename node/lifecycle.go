@@ -122,6 +122,9 @@ func (n *Node) accepts(view *policyView) error {
 	if len(pol.Programs) != 1 {
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q lists %d programs; a session runs exactly one", pol.Name, len(pol.Programs)))
 	}
+	if err := n.acceptsHostCalls(pol); err != nil {
+		return err
+	}
 	if pol.ReplicaCount() > 1 {
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q asks for %d replicas; a single node runs one, replicated runs need the scheduler", pol.Name, pol.ReplicaCount()))
 	}

@@ -55,6 +55,9 @@ type Options struct {
 	Runner Runner
 	// WarmWorkers is passed to the isolate runtime the node creates.
 	WarmWorkers int
+	// HostCalls adds host calls to the built-in ones (node/hostcalls.go)
+	// that policies may allow their programs.
+	HostCalls map[string]isolate.HostCall
 	// MaxConcurrentRuns bounds simultaneous runs; 0 means the CPU count.
 	MaxConcurrentRuns int
 	// Ledger, when set, is where the node registers itself (once: see
@@ -94,12 +97,14 @@ type Node struct {
 	attester attest.Attester
 	runner   Runner
 	ownsRun  *isolate.Runtime
-	store    *store
-	blobs    *blobCache // stored inputs fetched by digest
-	policies policyCache
-	events   EventLog
-	numbers  *entryNumbers // with a NumberedEventLog
-	nodeCert tls.Certificate
+	// hostCalls are the calls this node offers programs.
+	hostCalls map[string]isolate.HostCall
+	store     *store
+	blobs     *blobCache // stored inputs fetched by digest
+	policies  policyCache
+	events    EventLog
+	numbers   *entryNumbers // with a NumberedEventLog
+	nodeCert  tls.Certificate
 	// registered is the ledger index of the node's node.registered entry.
 	registered uint64
 
@@ -193,6 +198,9 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	skey, err := deriveStorageKey(pk.Signer().Seed())
 	if err != nil {
 		return nil, err
+	}
+	if n.hostCalls, err = hostCalls(opts.HostCalls); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	if n.nodeCert, err = nodeCertificate(pk.Signer()); err != nil {
 		return nil, err

@@ -630,7 +630,7 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 	if err != nil {
 		return runSpec{}, err
 	}
-	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic}
+	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic, hostCalls: s.n.runHostCalls(s.pol)}
 	prog := s.pol.Programs[0]
 	spec.programName = prog.Name
 	ps := rec.Programs[prog.Name]

@@ -52,8 +52,11 @@ type Policy struct {
 	Deterministic bool `json:"deterministic,omitempty"`
 	// Replicas is how many independent isolates run the computation and
 	// must agree; absent means 1.
-	Replicas int       `json:"replicas,omitempty"`
-	Expires  time.Time `json:"expires"`
+	Replicas int `json:"replicas,omitempty"`
+	// HostCalls are the calls the program may make to its node while it
+	// runs (docs/isolate.md, "Host calls"); absent: none.
+	HostCalls []HostCall `json:"host_calls,omitempty"`
+	Expires   time.Time  `json:"expires"`
 
 	// canonical is the RFC 8785 form of the parsed document.
 	canonical []byte
@@ -102,6 +105,13 @@ type Source struct {
 type Output struct {
 	Name    string   `json:"name"`
 	Readers []string `json:"readers"`
+}
+
+// HostCall is one call to its node the program may make while it runs,
+// by name ("cloister.sha256/v1"). A node that does not offer it refuses
+// the policy.
+type HostCall struct {
+	Name string `json:"name"`
 }
 
 // Isolate is one isolate class the parties accept, with what its evidence

@@ -196,6 +196,11 @@ func TestValidationRules(t *testing.T) {
 		{"dup role", func(d map[string]any) { pr(d, 0)["roles"] = []any{"program-provider", "program-provider"} }, "principals[0].roles[1]", "twice"},
 		{"roles missing", func(d map[string]any) { delete(pr(d, 0), "roles") }, "principals[0].roles", "required"},
 		{"no principals", func(d map[string]any) { d["principals"] = []any{} }, "principals", "at least one"},
+		{"host call name", func(d map[string]any) { d["host_calls"] = []any{map[string]any{"name": "Echo"}} }, "host_calls[0].name", "dotted lower-case"},
+		{"host call twice", func(d map[string]any) {
+			d["host_calls"] = []any{map[string]any{"name": "cloister.echo/v1"}, map[string]any{"name": "cloister.echo/v1"}}
+		}, "host_calls[1].name", "twice"},
+		{"host call field", func(d map[string]any) { d["host_calls"] = []any{map[string]any{"nam": "x/v1"}} }, "host_calls[0].nam", "unknown field"},
 		{"no programs", func(d map[string]any) { d["programs"] = []any{} }, "programs", "at least one"},
 		{"program hash short", func(d map[string]any) { pg(d)["sha256"] = "abcd" }, "programs[0].sha256", "64 lowercase hex"},
 		{"program hash upper", func(d map[string]any) { pg(d)["sha256"] = strings.ToUpper(psiSHA) }, "programs[0].sha256", "64 lowercase hex"},

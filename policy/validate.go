@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloisterhq/cloister/blob/addr"
 	"github.com/cloisterhq/cloister/internal/bytesize"
+	"github.com/cloisterhq/cloister/internal/callname"
 	"github.com/cloisterhq/cloister/keys"
 )
 
@@ -66,8 +67,29 @@ func (p *Policy) Validate() error {
 	p.validateInputs(&ps, byID)
 	p.validateOutputs(&ps, byID)
 	p.validateIsolates(&ps)
+	p.validateHostCalls(&ps)
 	p.Limits.validate(&ps)
 	return ps.err()
+}
+
+// MaxHostCalls bounds the host calls a policy may allow.
+const MaxHostCalls = 64
+
+func (p *Policy) validateHostCalls(ps *problems) {
+	if len(p.HostCalls) > MaxHostCalls {
+		ps.add("host_calls", "at most %d, got %d", MaxHostCalls, len(p.HostCalls))
+	}
+	seen := map[string]bool{}
+	for i, c := range p.HostCalls {
+		field := fmt.Sprintf("host_calls[%d].name", i)
+		if err := callname.Validate(c.Name); err != nil {
+			ps.add(field, "%v", err)
+		}
+		if seen[c.Name] {
+			ps.add(field, "%q is listed twice", c.Name)
+		}
+		seen[c.Name] = true
+	}
 }
 
 func (p *Policy) validatePrincipals(ps *problems) map[string]*Principal {

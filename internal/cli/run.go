@@ -236,6 +236,8 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	if why := rt.WorkerBinaryRefused(); why != "" {
 		fmt.Fprintf(stderr, "cloister: warning: %s; workers are this binary re-executed (slower to start)\n", why)
 	}
+	// A local run offers the program every standard host call.
+	cfg.HostCalls = isolate.StandardHostCalls()
 	res, err := rt.Run(ctx, cfg)
 	if err != nil {
 		return failure(err)
