@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/cloisterhq/cloister/sealed"
 )
 
 // Defaults used when a Config field is zero.
@@ -36,16 +38,36 @@ var CompileTimeout = 2 * time.Minute * raceSlowdown
 //     guest reads it in order (seeking fails), and its size shows as 0.
 //     It is read until EOF, an error, or the end of the run, whichever
 //     comes first; a guest that never reads it does not hold up the run.
+//
+// With Key set, those bytes are a sealed file (package sealed) and the
+// guest reads its plaintext: decrypted inside the worker as the guest
+// reads it (in place for a file, in order for a stream), every chunk
+// authenticated before any of its bytes reach the guest. A chunk that
+// does not authenticate fails the read (EIO). The key travels in the
+// secret frame and is zeroed after the run.
 type Input struct {
 	Name   string
 	Data   []byte
 	Path   string
 	Reader io.Reader
+	Key    *sealed.Key
 }
 
 // Config describes one run of a WASI preview-1 module.
 type Config struct {
-	Module []byte   // the .wasm bytes
+	Module []byte // the .wasm bytes
+
+	// SealedModule, instead of Module, gives the program as a sealed file
+	// (package sealed: its Path, Data or Reader; Name and Key unused),
+	// opened with ModuleKey inside the jailed worker, whose plaintext must
+	// have the SHA-256 ModuleSHA256. The host side never holds the
+	// plaintext (in a jailed run); the worker compiles it without the
+	// compilation cache, is never preloaded with it for another job, and
+	// zeroes it and the key when the run ends (decision 0072).
+	SealedModule *Input
+	ModuleKey    *sealed.Key
+	ModuleSHA256 [32]byte
+
 	Name   string   // argv[0] as the guest sees it; default "program.wasm"
 	Args   []string // argv[1:]
 	Env    []string // "KEY=VALUE"; nothing from the host environment leaks in

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ import (
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/cloisterhq/cloister/sealed"
 )
 
 // Deterministic clocks (Config.Deterministic): the wall clock reads
@@ -47,7 +50,12 @@ type job struct {
 	// InputNames names the input descriptors, in their order.
 	InputNames []string `json:",omitempty"`
 	// Calls are the host calls the guest may make, sorted by name.
-	Calls          []jobCall
+	Calls []jobCall
+	// Sealed says the module comes as a sealed file (a descriptor) to be
+	// opened with the key "module" of the secret frame; SealedInputs names
+	// the inputs that are sealed files, each opened with "input/NAME".
+	Sealed         bool
+	SealedInputs   []string
 	Memory         uint64
 	Timeout        time.Duration
 	MaxOutput      int64
@@ -68,8 +76,17 @@ type job struct {
 	// parent they are its own, closed when Run returns (the area is kept
 	// by the Result); in the worker, received with the job.
 	area   *os.File
+	module *os.File // a sealed module (Sealed)
 	inputs []*os.File
+	// keys open the sealed module and inputs: they travel in the secret
+	// frame, never in the job's header, and are zeroed when the run ends.
+	keys map[string]*sealed.Key
 }
+
+// Names of keys in the secret frame.
+const secretModule = "module"
+
+func secretInput(name string) string { return "input/" + name }
 
 // maxJobFiles bounds the descriptors of one job: the output area and the
 // inputs (one SCM_RIGHTS message carries at most 253).
@@ -196,19 +213,13 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 	start := time.Now()
 	pre := e.preloaded
 	e.preloaded = nil
-	if pre != nil && (pre.sum != j.ModuleSHA256 || j.Cancel) {
+	if pre != nil && (pre.sum != j.ModuleSHA256 || j.Cancel || j.Sealed) {
 		// Not this job's module (or not this runtime's): drop it before
 		// any guest code runs.
 		if pre.compiled != nil {
 			pre.compiled.Close(ctx)
 		}
 		pre = nil
-	}
-	if j.Module == nil {
-		if pre == nil {
-			return nil, errNotPreloaded
-		}
-		j.Module = pre.module
 	}
 	rep := Report{
 		ProgramSHA256: hex.EncodeToString(j.ModuleSHA256[:]),
@@ -220,6 +231,22 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 		r.Report.WallMS = time.Since(start).Milliseconds()
 		return r
 	}
+	if j.Sealed {
+		// Opened here, inside the worker, and compiled without the
+		// compilation cache (below); zeroed when the run ends.
+		mod, err := openSealedModule(j)
+		if err != nil {
+			return finish(invalid(&rep, "the sealed module: %v", err)), nil
+		}
+		defer clear(mod)
+		j.Module = mod
+	}
+	if j.Module == nil {
+		if pre == nil {
+			return nil, errNotPreloaded
+		}
+		j.Module = pre.module
+	}
 	if err := checkMinMemory(j.Module, j.Memory); err != nil {
 		rep.Outcome, rep.ExitCode, rep.Error = OutcomeMemory, ExitMemory, err.Error()
 		return finish(&Result{Report: rep}), nil
@@ -227,12 +254,17 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 
 	rt := e.prepared
 	e.prepared = nil
-	if rt == nil || j.Cancel {
+	if rt == nil || j.Cancel || j.Sealed {
 		if rt != nil {
 			rt.Close(ctx)
 		}
+		ex := e
+		if j.Sealed {
+			// No native code of a sealed program is ever written.
+			ex = &executor{}
+		}
 		var err error
-		if rt, err = e.newRuntime(ctx, j.Cancel); err != nil {
+		if rt, err = ex.newRuntime(ctx, j.Cancel); err != nil {
 			return nil, err
 		}
 	}
@@ -323,6 +355,11 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 			if inputs[name], err = inputFromFile(j.inputs[i]); err != nil {
 				return nil, fmt.Errorf("isolate: input %q: %w", name, err)
 			}
+			if slices.Contains(j.SealedInputs, name) {
+				if err := inputs[name].unseal(j.keys[secretInput(name)]); err != nil {
+					return finish(invalid(&rep, "input %q: %v", name, err)), nil
+				}
+			}
 		}
 		gfs = newGuestFS(inputs, area, j.MaxOutput, j.MaxOutputFiles, now)
 		mc = mc.WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(gfs, "/"))
@@ -354,6 +391,28 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 	setWarnings(&rep, j)
 	res.Report = rep
 	return finish(res), nil
+}
+
+// openSealedModule reads the job's sealed module and opens it with its
+// key, checking the plaintext's SHA-256 against the job's.
+func openSealedModule(j *job) ([]byte, error) {
+	key := j.keys[secretModule]
+	if j.module == nil || key == nil {
+		return nil, errors.New("no sealed module or no key for it")
+	}
+	var buf bytes.Buffer
+	var src io.Reader = j.module // a pipe
+	if st, err := j.module.Stat(); err == nil && st.Mode().IsRegular() {
+		// From the start, whatever the descriptor's offset (a memfd's
+		// is at its end).
+		src = io.NewSectionReader(j.module, 0, st.Size())
+		buf.Grow(int(min(st.Size(), 1<<30)))
+	}
+	if _, _, err := sealed.Open(&buf, src, key, &j.ModuleSHA256); err != nil {
+		clear(buf.Bytes())
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // outputArea is the job's output area, sized for its limits.

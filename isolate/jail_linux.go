@@ -705,6 +705,12 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job, calls *callDispa
 		// Reading the lock-down message fails next; the worker's exit
 		// status and stderr say why.
 		w.kill()
+	} else if len(jb.keys) > 0 {
+		buf := encodeFrame(newSecretMsg(jb.keys))
+		if _, err := w.jobW.Write(buf); err != nil {
+			w.kill()
+		}
+		clear(buf)
 	}
 
 	var locked lockedMsg

@@ -28,14 +28,18 @@ func (j *jailer) get(jb *job) (w *worker, warm bool, err error) {
 		j.mu.Unlock()
 		return nil, false, ErrClosed
 	}
-	repeat := j.hasLast && j.lastSum == jb.ModuleSHA256
-	j.lastSum, j.hasLast = jb.ModuleSHA256, true
-	if j.warm > 0 && (j.hint == nil || j.hint.sum != jb.ModuleSHA256) {
-		j.hint = &moduleHint{sum: jb.ModuleSHA256, module: append([]byte(nil), jb.Module...)}
+	// A sealed module is never a hint: the parent does not hold its
+	// plaintext, and no worker is ever preloaded with it for another job.
+	repeat := !jb.Sealed && j.hasLast && j.lastSum == jb.ModuleSHA256
+	if !jb.Sealed {
+		j.lastSum, j.hasLast = jb.ModuleSHA256, true
+		if j.warm > 0 && (j.hint == nil || j.hint.sum != jb.ModuleSHA256) {
+			j.hint = &moduleHint{sum: jb.ModuleSHA256, module: append([]byte(nil), jb.Module...)}
+		}
 	}
 	pick, blank := -1, -1
 	for i, p := range j.pool {
-		if p.preload != nil && p.preload.sum == jb.ModuleSHA256 {
+		if !jb.Sealed && p.preload != nil && p.preload.sum == jb.ModuleSHA256 {
 			pick = i
 			break
 		}

@@ -8,8 +8,11 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cloisterhq/cloister/sealed"
 )
 
 // The parent and the worker exchange frames over two pipes (the worker's
@@ -81,12 +84,16 @@ func (m *workerInput) setWireBlobs(blobs [][]byte) error {
 }
 
 // files returns the descriptors that go with a job frame: the output
-// area, then the inputs.
+// area, the sealed module if any, then the inputs.
 func (m *workerInput) files() []*os.File {
 	if m.Job == nil {
 		return nil
 	}
-	return append([]*os.File{m.Job.area}, m.Job.inputs...)
+	fs := []*os.File{m.Job.area}
+	if m.Job.Sealed {
+		fs = append(fs, m.Job.module)
+	}
+	return append(fs, m.Job.inputs...)
 }
 
 // setFiles puts received descriptors in the job, checking their number.
@@ -97,8 +104,12 @@ func (m *workerInput) setFiles(fs []*os.File) error {
 		}
 		return nil
 	}
-	if len(fs) != 1+len(m.Job.InputNames) {
-		return fmt.Errorf("job frame: %d descriptors for the output area and %d inputs", len(fs), len(m.Job.InputNames))
+	sealedModule := 0
+	if m.Job.Sealed {
+		sealedModule = 1
+	}
+	if len(fs) != 1+sealedModule+len(m.Job.InputNames) {
+		return fmt.Errorf("job frame: %d descriptors for the output area, %d sealed module and %d inputs", len(fs), sealedModule, len(m.Job.InputNames))
 	}
 	seen := map[string]bool{}
 	for _, n := range m.Job.InputNames {
@@ -107,8 +118,73 @@ func (m *workerInput) setFiles(fs []*os.File) error {
 		}
 		seen[n] = true
 	}
-	m.Job.area, m.Job.inputs = fs[0], fs[1:]
+	m.Job.area, fs = fs[0], fs[1:]
+	if m.Job.Sealed {
+		m.Job.module, fs = fs[0], fs[1:]
+	}
+	m.Job.inputs = fs
 	return nil
+}
+
+// secretMsg carries the keys of one job — for its sealed module and
+// sealed inputs — right after its job frame, in a frame of their own:
+// they stay out of the job's header (which is copied and may be logged),
+// and the frame's buffer is zeroed on both sides once read.
+type secretMsg struct {
+	Names []string // secretModule, secretInput(NAME)
+	keys  [][]byte
+}
+
+func (m *secretMsg) wireBlobs() [][]byte { return m.keys }
+
+func (m *secretMsg) setWireBlobs(blobs [][]byte) error {
+	if len(blobs) != len(m.Names) {
+		return fmt.Errorf("secret frame: %d keys for %d names", len(blobs), len(m.Names))
+	}
+	m.keys = blobs
+	return nil
+}
+
+// newSecretMsg takes a job's keys apart for the wire (names sorted).
+func newSecretMsg(keys map[string]*sealed.Key) *secretMsg {
+	m := &secretMsg{}
+	for _, name := range sortedKeys(keys) {
+		m.Names = append(m.Names, name)
+		m.keys = append(m.keys, keys[name][:])
+	}
+	return m
+}
+
+// jobKeys checks what the worker received against the job: one key of
+// sealed.KeySize bytes for the sealed module if it is sealed and for each
+// sealed input, nothing else.
+func (m *secretMsg) jobKeys(j *job) (map[string]*sealed.Key, error) {
+	want := map[string]bool{}
+	if j.Sealed {
+		want[secretModule] = true
+	}
+	for _, n := range j.SealedInputs {
+		if !slices.Contains(j.InputNames, n) {
+			return nil, fmt.Errorf("sealed input %q is not an input", n)
+		}
+		want[secretInput(n)] = true
+	}
+	keys := map[string]*sealed.Key{}
+	for i, name := range m.Names {
+		if !want[name] || keys[name] != nil {
+			return nil, fmt.Errorf("secret frame: key %q not expected", name)
+		}
+		if len(m.keys[i]) != sealed.KeySize {
+			return nil, fmt.Errorf("secret frame: key %q of %d bytes", name, len(m.keys[i]))
+		}
+		var k sealed.Key
+		copy(k[:], m.keys[i])
+		keys[name] = &k
+	}
+	if len(keys) != len(want) {
+		return nil, fmt.Errorf("secret frame: %d keys for %d sealed items", len(keys), len(want))
+	}
+	return keys, nil
 }
 
 // callMsg is a guest's host call, from the worker while the guest runs:

@@ -239,7 +239,8 @@ func TestWireEveryField(t *testing.T) {
 	var reply replyMsg
 	fillEvery(reflect.ValueOf(&reply).Elem(), &n)
 	reply.resp = []byte("response")
-	for _, m := range []wireMessage{&ready, &locked, &in, &wr, &empty, &readyMsg{}, &call, &reply} {
+	secret := secretMsg{Names: []string{"module", "input/a"}, keys: [][]byte{[]byte("k1"), []byte("k2")}}
+	for _, m := range []wireMessage{&ready, &locked, &in, &wr, &empty, &readyMsg{}, &call, &reply, &secret} {
 		back := reflect.New(reflect.TypeOf(m).Elem()).Interface().(wireMessage)
 		if err := readFrame(bytes.NewReader(frameBytes(t, m)), 1<<20, back); err != nil {
 			t.Fatalf("%T: %v", m, err)
@@ -268,6 +269,11 @@ func TestWireEveryField(t *testing.T) {
 				t.Errorf("response changed on the wire: %q", b.resp)
 			}
 			b.resp = reply.resp
+		case *secretMsg:
+			if len(b.keys) != 2 || string(b.keys[0]) != "k1" || string(b.keys[1]) != "k2" {
+				t.Errorf("keys changed on the wire: %q", b.keys)
+			}
+			b.keys = secret.keys
 		}
 		if !reflect.DeepEqual(back, m) {
 			t.Errorf("%T changed on the wire:\n got %+v\nwant %+v", m, back, m)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"golang.org/x/sys/unix"
+
+	"github.com/cloisterhq/cloister/sealed"
 )
 
 // Options configures a Runtime.
@@ -227,60 +229,84 @@ func (f *jobFiles) close() {
 	for _, in := range f.j.inputs {
 		in.Close()
 	}
+	if f.j.module != nil {
+		f.j.module.Close()
+	}
 	if f.j.area != nil {
 		f.j.area.Close()
 	}
 }
 
 // openJobFiles makes the output area (in dataDir, or in memory) and opens
-// every input for reading: a Path read-only, Data as a sealed memfd, a
-// Reader as a pipe fed in the background. A Path that cannot be opened
-// makes a Report (the guest's side: nothing runs).
+// every input, and a sealed module, for reading: a Path read-only, Data as
+// a sealed memfd, a Reader as a pipe fed in the background. A Path that
+// cannot be opened makes a Report (the guest's side: nothing runs).
 func openJobFiles(j *job, cfg *Config, dataDir string) (*jobFiles, *Report, error) {
 	files := &jobFiles{j: j}
-	fail := func(err error) (*jobFiles, *Report, error) {
+	area, err := createAreaFile(dataDir)
+	if err != nil {
 		files.close()
 		return nil, nil, err
 	}
-	area, err := createAreaFile(dataDir)
-	if err != nil {
-		return fail(err)
-	}
 	j.area = area
+	open := func(what string, in Input) (*os.File, *Report, error) {
+		f, problem, err := files.open(in)
+		if err != nil {
+			files.close()
+			return nil, nil, fmt.Errorf("isolate: %s: %w", what, err)
+		}
+		if problem != "" {
+			files.close()
+			return nil, &Report{Outcome: OutcomeInvalid, ExitCode: ExitInvalid, Error: what + ": " + problem,
+				Outputs: []OutputInfo{}, Protections: []string{}, Deterministic: cfg.Deterministic}, nil
+		}
+		return f, nil, nil
+	}
+	if cfg.SealedModule != nil {
+		f, rep, err := open("the sealed module", *cfg.SealedModule)
+		if f == nil {
+			return nil, rep, err
+		}
+		j.module = f
+	}
 	for _, in := range cfg.Inputs {
-		var f *os.File
-		switch {
-		case in.Path != "":
-			if f, err = os.Open(in.Path); err != nil {
-				files.close()
-				return nil, &Report{Outcome: OutcomeInvalid, ExitCode: ExitInvalid, Error: fmt.Sprintf("input %q: %v", in.Name, err),
-					Outputs: []OutputInfo{}, Protections: []string{}, Deterministic: cfg.Deterministic}, nil
-			}
-			if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-				f.Close()
-				files.close()
-				return nil, &Report{Outcome: OutcomeInvalid, ExitCode: ExitInvalid, Error: fmt.Sprintf("input %q: %s is not a regular file", in.Name, in.Path),
-					Outputs: []OutputInfo{}, Protections: []string{}, Deterministic: cfg.Deterministic}, nil
-			}
-		case in.Reader != nil:
-			pr, pw, err := os.Pipe()
-			if err != nil {
-				return fail(fmt.Errorf("isolate: input %q: %w", in.Name, err))
-			}
-			f = pr
-			files.writers = append(files.writers, pw)
-			go func(src io.Reader) {
-				_, _ = io.Copy(pw, src)
-				pw.Close()
-			}(in.Reader)
-		default:
-			if f, err = sealedMemfd(in.Name, in.Data); err != nil {
-				return fail(fmt.Errorf("isolate: input %q: %w", in.Name, err))
-			}
+		f, rep, err := open(fmt.Sprintf("input %q", in.Name), in)
+		if f == nil {
+			return nil, rep, err
 		}
 		j.inputs = append(j.inputs, f)
 	}
 	return files, nil, nil
+}
+
+// open opens one input's bytes: the descriptor, or a problem of the
+// guest's side (a path that does not open), or a host error.
+func (files *jobFiles) open(in Input) (*os.File, string, error) {
+	switch {
+	case in.Path != "":
+		f, err := os.Open(in.Path)
+		if err != nil {
+			return nil, err.Error(), nil
+		}
+		if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+			f.Close()
+			return nil, in.Path + " is not a regular file", nil
+		}
+		return f, "", nil
+	case in.Reader != nil:
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return nil, "", err
+		}
+		files.writers = append(files.writers, pw)
+		go func(src io.Reader) {
+			_, _ = io.Copy(pw, src)
+			pw.Close()
+		}(in.Reader)
+		return pr, "", nil
+	}
+	f, err := sealedMemfd(in.Name, in.Data)
+	return f, "", err
 }
 
 // sealedMemfd puts data in a memfd that can no longer be written, grown or
@@ -385,11 +411,18 @@ func resolve(cfg *Config) (*job, *Report, error) {
 	if j.Calls, err = resolveCalls(cfg); err != nil {
 		return nil, nil, err
 	}
+	if cfg.SealedModule != nil {
+		if cfg.ModuleKey == nil || len(cfg.Module) != 0 {
+			return nil, nil, errors.New("isolate: a sealed module needs ModuleKey, and no Module")
+		}
+		j.Sealed, j.ModuleSHA256 = true, cfg.ModuleSHA256
+		j.keys = map[string]*sealed.Key{secretModule: cfg.ModuleKey}
+	}
 	bad := func(format string, args ...any) (*job, *Report, error) {
 		return nil, &Report{Outcome: OutcomeInvalid, ExitCode: ExitInvalid, Error: fmt.Sprintf(format, args...),
 			Outputs: []OutputInfo{}, Protections: []string{}, Deterministic: cfg.Deterministic}, nil
 	}
-	if len(j.Module) == 0 {
+	if len(j.Module) == 0 && !j.Sealed {
 		return bad("the module is empty")
 	}
 	for _, kv := range j.Env {
@@ -424,6 +457,13 @@ func resolve(cfg *Config) (*job, *Report, error) {
 			return bad("input %q has more than one of Data, Path and Reader", in.Name)
 		}
 		j.InputNames = append(j.InputNames, in.Name)
+		if in.Key != nil {
+			j.SealedInputs = append(j.SealedInputs, in.Name)
+			if j.keys == nil {
+				j.keys = map[string]*sealed.Key{}
+			}
+			j.keys[secretInput(in.Name)] = in.Key
+		}
 	}
 	return j, nil, nil
 }

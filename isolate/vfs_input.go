@@ -9,6 +9,8 @@ import (
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/cloisterhq/cloister/sealed"
 )
 
 // inputSource is where an input's bytes come from: a descriptor the host
@@ -40,6 +42,29 @@ func inputFromFile(f *os.File) (*inputSource, error) {
 		return &inputSource{stream: f}, nil
 	}
 	return nil, errors.New("an input descriptor is neither a regular file nor a pipe")
+}
+
+// unseal makes the source read the plaintext of the sealed file it holds:
+// in place (decrypted chunk by chunk as read) for a file, in order for a
+// stream. The header, and for a file the last chunk, are checked now.
+func (s *inputSource) unseal(key *sealed.Key) error {
+	if key == nil {
+		return errors.New("no key for a sealed input")
+	}
+	if s.stream != nil {
+		r, err := sealed.NewReader(s.stream, key)
+		if err != nil {
+			return err
+		}
+		s.stream = r
+		return nil
+	}
+	r, n, err := sealed.NewReaderAt(s.at, s.size, key)
+	if err != nil {
+		return err
+	}
+	s.at, s.size = r, n
+	return nil
 }
 
 // statSize is the size the guest sees: 0 for a stream, whose end is not

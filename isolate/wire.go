@@ -37,6 +37,7 @@ const (
 	kindResult = 'W'
 	kindCall   = 'C' // worker → parent: a host call
 	kindReply  = 'A' // parent → worker: its answer
+	kindSecret = 'K' // parent → worker: the job's keys
 )
 
 // wireMessage is a message that can travel in a frame.
@@ -311,6 +312,8 @@ func (m *workerInput) appendWire(b []byte) []byte {
 		b = appendInt(b, c.MaxRequest)
 		b = appendInt(b, c.MaxResponse)
 	}
+	b = appendBool(b, j.Sealed)
+	b = appendStrings(b, j.SealedInputs)
 	b = appendUint(b, j.Memory)
 	b = appendInt(b, int64(j.Timeout))
 	b = appendInt(b, j.MaxOutput)
@@ -340,6 +343,8 @@ func (m *workerInput) readWire(d *wireDecoder) {
 			j.Calls[i] = jobCall{Name: d.string(), MaxRequest: d.int(), MaxResponse: d.int()}
 		}
 	}
+	j.Sealed = d.bool()
+	j.SealedInputs = d.strings()
 	j.Memory = d.uint()
 	j.Timeout = time.Duration(d.int())
 	j.MaxOutput = d.int()
@@ -433,4 +438,14 @@ func (m *replyMsg) readWire(d *wireDecoder) {
 	d.kind(kindReply, "host call reply")
 	m.Seq = d.uint()
 	m.Status = uint32(d.uint())
+}
+
+func (m *secretMsg) appendWire(b []byte) []byte {
+	b = append(b, kindSecret)
+	return appendStrings(b, m.Names)
+}
+
+func (m *secretMsg) readWire(d *wireDecoder) {
+	d.kind(kindSecret, "secret frame")
+	m.Names = d.strings()
 }

@@ -150,6 +150,27 @@ func WorkerMain() int {
 		// job's path.
 		lock.early()
 	}
+	if jb.Sealed || len(jb.SealedInputs) > 0 {
+		// The job's keys follow it; they are zeroed when the job is done
+		// (the process exits then too).
+		var sm secretMsg
+		err := readFrame(in, 1<<20, &sm)
+		if err == nil {
+			jb.keys, err = sm.jobKeys(&jb)
+		}
+		for _, k := range sm.keys {
+			clear(k) // the frame's buffer
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "worker: reading the job's keys:", err)
+			return workerExitSetup
+		}
+		defer func() {
+			for _, k := range jb.keys {
+				clear(k[:])
+			}
+		}()
+	}
 	if lock.earlyDone && !lock.cacheless && (exe.preloaded == nil || exe.preloaded.sum != jb.ModuleSHA256) {
 		// The cache is gone and the uid switched: another module could
 		// not be compiled properly here. The parent never does this.

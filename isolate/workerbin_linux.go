@@ -231,7 +231,7 @@ var workerFeatures = []string{
 // worker sends it and computing it by reflection cost each one ~0.1 ms;
 // TestWorkerProtocolIDIsCurrent fails, giving the new value, as soon as a
 // feature or a message type changes without it.
-const workerProtocolID = "cloister-isolate/4+54eff4c9042a2a0e"
+const workerProtocolID = "cloister-isolate/4+77d9cea0b37f3a9e"
 
 // workerProtocol returns the identifier (a variable so that tests can play
 // a worker from another build).
@@ -244,7 +244,7 @@ func describeProtocol() string {
 		fmt.Fprintf(h, "%s\x00", f)
 	}
 	seen := map[reflect.Type]bool{}
-	for _, v := range []any{workerInput{}, job{}, readyMsg{}, lockedMsg{}, wireResult{}, callMsg{}, replyMsg{}} {
+	for _, v := range []any{workerInput{}, job{}, readyMsg{}, lockedMsg{}, wireResult{}, callMsg{}, replyMsg{}, secretMsg{}} {
 		describeType(h, reflect.TypeOf(v), seen)
 	}
 	return "cloister-isolate/4+" + hex.EncodeToString(h.Sum(nil)[:8])

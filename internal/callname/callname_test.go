@@ -1,6 +1,7 @@
 package callname
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -16,4 +17,18 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+}
+
+// FuzzValidate: the hand-written check agrees with the rule written as a
+// regular expression.
+func FuzzValidate(f *testing.F) {
+	for _, s := range []string{"cloister.sha256/v1", "a/v0", "x/v", "a..b/v1", "a-b_c.d/v99", "/v1", "a/v1x"} {
+		f.Add(s)
+	}
+	re := regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*/v[0-9]+$`)
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := Validate(s) == nil, len(s) <= MaxLen && re.MatchString(s); got != want {
+			t.Fatalf("Validate(%q) accepts: %v, the rule: %v", s, got, want)
+		}
+	})
 }
