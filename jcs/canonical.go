@@ -84,43 +84,48 @@ func isASCII(s string) bool {
 	return true
 }
 
-// writeString writes s with RFC 8785's escaping: '"' and '\\' escaped,
-// control characters as \b \t \n \f \r or \u00xx (lowercase hex), and
-// everything else, including non-ASCII, as raw UTF-8.
 func writeString(b *bytes.Buffer, s string) {
+	b.Write(AppendString(b.AvailableBuffer(), s))
+}
+
+// AppendString appends s as an RFC 8785 string (section 3.2.2.2): '"'
+// and '\\' escaped, control characters as \b \t \n \f \r or \u00xx
+// (lowercase hex), everything else, non-ASCII included, as raw UTF-8. s
+// must be valid UTF-8 (every string Parse returns is); callers building
+// documents from other strings re-parse the result.
+func AppendString(dst []byte, s string) []byte {
 	const hexDigits = "0123456789abcdef"
-	b.WriteByte('"')
+	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue
 		}
-		b.WriteString(s[start:i])
+		dst = append(dst, s[start:i]...)
 		start = i + 1
 		switch c {
 		case '"':
-			b.WriteString(`\"`)
+			dst = append(dst, `\"`...)
 		case '\\':
-			b.WriteString(`\\`)
+			dst = append(dst, `\\`...)
 		case '\b':
-			b.WriteString(`\b`)
+			dst = append(dst, `\b`...)
 		case '\t':
-			b.WriteString(`\t`)
+			dst = append(dst, `\t`...)
 		case '\n':
-			b.WriteString(`\n`)
+			dst = append(dst, `\n`...)
 		case '\f':
-			b.WriteString(`\f`)
+			dst = append(dst, `\f`...)
 		case '\r':
-			b.WriteString(`\r`)
+			dst = append(dst, `\r`...)
 		default:
-			b.WriteString(`\u00`)
-			b.WriteByte(hexDigits[c>>4])
-			b.WriteByte(hexDigits[c&0xf])
+			dst = append(dst, `\u00`...)
+			dst = append(dst, hexDigits[c>>4], hexDigits[c&0xf])
 		}
 	}
-	b.WriteString(s[start:])
-	b.WriteByte('"')
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 // FormatNumber writes f as ECMAScript's Number.prototype.toString does

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // The HTTP API of a validator (and of the embedded ledger), as in the
@@ -68,7 +70,7 @@ func (ln *ledgerNode) handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", ln.handleStatus)
 	mux.HandleFunc("GET /v1/members/{key}", ln.handleMember)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, CodeNotFound, "no endpoint %s %s; see GET /v1/status, /v1/entries, /v1/checkpoint, /v1/proof/..., /v1/validators", r.Method, r.URL.Path)
+		writeError(w, http.StatusNotFound, verify.CodeNotFound, "no endpoint %s %s; see GET /v1/status, /v1/entries, /v1/checkpoint, /v1/proof/..., /v1/validators", r.Method, r.URL.Path)
 	})
 	return mux
 }
@@ -76,7 +78,7 @@ func (ln *ledgerNode) handler() http.Handler {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, CodeUnavailable, "encoding the response: %v", err)
+		writeError(w, http.StatusInternalServerError, verify.CodeUnavailable, "encoding the response: %v", err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -94,21 +96,21 @@ func writeError(w http.ResponseWriter, status int, code, format string, args ...
 
 // errorResult maps an Append error to a status and the error body.
 func errorResult(err error) (int, errorJSON) {
-	var rej *RejectedError
+	var rej *verify.RejectedError
 	switch {
 	case errors.As(err, &rej):
 		status := http.StatusUnprocessableEntity
 		switch rej.Code {
-		case CodeTooLarge:
+		case verify.CodeTooLarge:
 			status = http.StatusRequestEntityTooLarge
-		case CodeUnavailable:
+		case verify.CodeUnavailable:
 			status = http.StatusServiceUnavailable
 		}
 		return status, errorJSON{Error: rej.Reason, Code: rej.Code, HeldBy: rej.HeldBy, SameEntry: rej.SameEntry}
-	case errors.Is(err, ErrUnavailable):
-		return http.StatusServiceUnavailable, errorJSON{Error: err.Error(), Code: CodeUnavailable}
+	case errors.Is(err, verify.ErrUnavailable):
+		return http.StatusServiceUnavailable, errorJSON{Error: err.Error(), Code: verify.CodeUnavailable}
 	default:
-		return http.StatusServiceUnavailable, errorJSON{Error: err.Error(), Code: CodeUnavailable}
+		return http.StatusServiceUnavailable, errorJSON{Error: err.Error(), Code: verify.CodeUnavailable}
 	}
 }
 
@@ -118,9 +120,9 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, what string) 
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "%s is larger than %d bytes", what, limit)
+			writeError(w, http.StatusRequestEntityTooLarge, verify.CodeTooLarge, "%s is larger than %d bytes", what, limit)
 		} else {
-			writeError(w, http.StatusBadRequest, CodeMalformed, "reading %s: %v", what, err)
+			writeError(w, http.StatusBadRequest, verify.CodeMalformed, "reading %s: %v", what, err)
 		}
 		return nil, false
 	}
@@ -128,12 +130,12 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, what string) 
 }
 
 func (ln *ledgerNode) handleAppend(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, maxEntryBytes, "the entry")
+	body, ok := readBody(w, r, verify.MaxEntryBytes, "the entry")
 	if !ok {
 		return
 	}
-	if _, err := DecodeEntry(body); err != nil {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+	if _, err := verify.DecodeEntry(body); err != nil {
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), appendWait)
@@ -177,7 +179,7 @@ func (ln *ledgerNode) handleBatch(w http.ResponseWriter, r *http.Request) {
 	case "false":
 		wait = false
 	default:
-		writeError(w, http.StatusBadRequest, CodeMalformed, "wait=%.20q: want true or false", v)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "wait=%.20q: want true or false", v)
 		return
 	}
 	body, ok := readBody(w, r, maxBatchBytes, "the batch")
@@ -186,7 +188,7 @@ func (ln *ledgerNode) handleBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	txs, err := parseBatch(body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 		return
 	}
 	results := make([]any, len(txs))
@@ -234,7 +236,7 @@ func (ln *ledgerNode) handleBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func leafHashSlice(tx []byte) []byte {
-	h := LeafHash(tx)
+	h := verify.LeafHash(tx)
 	return h[:]
 }
 
@@ -274,7 +276,7 @@ func (ln *ledgerNode) read(w http.ResponseWriter, fn func(w http.ResponseWriter,
 		return fn(&buf, r, st)
 	})
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "reading the ledger: %v", err)
+		writeError(w, http.StatusServiceUnavailable, verify.CodeUnavailable, "reading the ledger: %v", err)
 		return
 	}
 	for k, v := range buf.h {
@@ -311,13 +313,13 @@ func (b *bufferedResponse) Write(p []byte) (int, error) {
 func (ln *ledgerNode) handleEntry(w http.ResponseWriter, req *http.Request) {
 	i, err := parseIndex(req.PathValue("index"), "index")
 	if err != nil {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 		return
 	}
 	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		h, tx, ok := r.entry(i)
 		if !ok || i >= st.Size {
-			writeError(w, http.StatusNotFound, CodeNotFound, "entry %d does not exist; the log has %d entries", i, st.Size)
+			writeError(w, http.StatusNotFound, verify.CodeNotFound, "entry %d does not exist; the log has %d entries", i, st.Size)
 			return nil
 		}
 		writeJSON(w, http.StatusOK, entryJSON{Index: i, Height: h, LeafHash: leafHashSlice(tx), Entry: bytes.Clone(tx)})
@@ -328,19 +330,19 @@ func (ln *ledgerNode) handleEntry(w http.ResponseWriter, req *http.Request) {
 func (ln *ledgerNode) handleEntries(w http.ResponseWriter, req *http.Request) {
 	from, _, err := queryIndex(req, "from")
 	if err != nil {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 		return
 	}
 	limit, ok, err := queryIndex(req, "limit")
 	if err != nil {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 		return
 	}
 	if !ok {
 		limit = defaultListLen
 	}
 	if limit == 0 || limit > maxListLimit {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "limit=%d: want 1 to %d", limit, maxListLimit)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "limit=%d: want 1 to %d", limit, maxListLimit)
 		return
 	}
 	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
@@ -367,20 +369,20 @@ func (ln *ledgerNode) handleEntries(w http.ResponseWriter, req *http.Request) {
 func (ln *ledgerNode) handleCheckpoint(w http.ResponseWriter, req *http.Request) {
 	size, bySize, err := queryIndex(req, "size")
 	if err != nil {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 		return
 	}
 	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		if !bySize {
 			if !st.HasCheckpoint {
-				writeError(w, http.StatusNotFound, CodeNotCheckpointed, "no cosigned checkpoint yet; the first comes two blocks after the chain starts")
+				writeError(w, http.StatusNotFound, verify.CodeNotCheckpointed, "no cosigned checkpoint yet; the first comes two blocks after the chain starts")
 				return nil
 			}
 			size = st.CheckpointSize
 		}
 		note := r.checkpoint(size)
 		if note == nil {
-			writeError(w, http.StatusNotFound, CodeNotCheckpointed, "no cosigned checkpoint of size %d is stored (latest: %s)", size, checkpointSizeText(st))
+			writeError(w, http.StatusNotFound, verify.CodeNotCheckpointed, "no cosigned checkpoint of size %d is stored (latest: %s)", size, checkpointSizeText(st))
 			return nil
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -402,29 +404,29 @@ func (ln *ledgerNode) handleInclusion(w http.ResponseWriter, req *http.Request) 
 		err = errors.New("index is required")
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 		return
 	}
 	size, hasSize, err := queryIndex(req, "size")
 	if err != nil {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 		return
 	}
 	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		if !hasSize {
 			// Default: the latest checkpoint, the tree a client can verify.
 			if !st.HasCheckpoint || index >= st.CheckpointSize {
-				writeError(w, http.StatusNotFound, CodeNotCheckpointed, "entry %d is not covered by a cosigned checkpoint yet (latest: %s); retry shortly or name a size", index, checkpointSizeText(st))
+				writeError(w, http.StatusNotFound, verify.CodeNotCheckpointed, "entry %d is not covered by a cosigned checkpoint yet (latest: %s); retry shortly or name a size", index, checkpointSizeText(st))
 				return nil
 			}
 			size = st.CheckpointSize
 		}
 		if size > st.Size {
-			writeError(w, http.StatusNotFound, CodeNotFound, "size=%d: the log has %d entries", size, st.Size)
+			writeError(w, http.StatusNotFound, verify.CodeNotFound, "size=%d: the log has %d entries", size, st.Size)
 			return nil
 		}
 		if index >= size {
-			writeError(w, http.StatusBadRequest, CodeMalformed, "index=%d is not below size=%d", index, size)
+			writeError(w, http.StatusBadRequest, verify.CodeMalformed, "index=%d is not below size=%d", index, size)
 			return nil
 		}
 		_, tx, ok := r.entry(index)
@@ -459,18 +461,18 @@ func (ln *ledgerNode) handleConsistency(w http.ResponseWriter, req *http.Request
 			err = fmt.Errorf("%s is required", p.name)
 		}
 		if err != nil {
-			writeError(w, http.StatusBadRequest, CodeMalformed, "%v", err)
+			writeError(w, http.StatusBadRequest, verify.CodeMalformed, "%v", err)
 			return
 		}
 		*p.dst = n
 	}
 	if from < 1 || from > to {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "from=%d to=%d: want 1 <= from <= to (every log extends the empty one)", from, to)
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "from=%d to=%d: want 1 <= from <= to (every log extends the empty one)", from, to)
 		return
 	}
 	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		if to > st.Size {
-			writeError(w, http.StatusNotFound, CodeNotFound, "to=%d: the log has %d entries", to, st.Size)
+			writeError(w, http.StatusNotFound, verify.CodeNotFound, "to=%d: the log has %d entries", to, st.Size)
 			return nil
 		}
 		proof, err := tlog.ProveTree(int64(to), int64(from), r.hashes())
@@ -483,18 +485,18 @@ func (ln *ledgerNode) handleConsistency(w http.ResponseWriter, req *http.Request
 }
 
 type validatorsJSON struct {
-	ChainID    string          `json:"chain_id"`
-	Origin     string          `json:"origin"`
-	Validators []ValidatorInfo `json:"validators"`
+	ChainID    string             `json:"chain_id"`
+	Origin     string             `json:"origin"`
+	Validators []verify.Validator `json:"validators"`
 }
 
 func (ln *ledgerNode) handleValidators(w http.ResponseWriter, _ *http.Request) {
 	_, vs := ln.app.state()
 	if vs == nil {
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "the chain has not started yet")
+		writeError(w, http.StatusServiceUnavailable, verify.CodeUnavailable, "the chain has not started yet")
 		return
 	}
-	writeJSON(w, http.StatusOK, validatorsJSON{ChainID: vs.chainID, Origin: vs.origin, Validators: vs.infos()})
+	writeJSON(w, http.StatusOK, validatorsJSON{ChainID: vs.chainID, Origin: vs.origin, Validators: vs.public.Validators})
 }
 
 func (ln *ledgerNode) handleStatus(w http.ResponseWriter, _ *http.Request) {
@@ -507,7 +509,7 @@ func (ln *ledgerNode) handleStatus(w http.ResponseWriter, _ *http.Request) {
 		if st.HasCheckpoint {
 			s.CheckpointSize = &st.CheckpointSize
 		}
-		writeJSON(w, http.StatusOK, s)
+		writeJSON(w, http.StatusOK, s.withRules(ln.app.schedule(), st.Height))
 		return nil
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // TestAPI covers the HTTP API's answers and its refusals of bad input.
@@ -41,7 +43,7 @@ func TestAPI(t *testing.T) {
 	if err := json.Unmarshal(b, &br); err != nil || len(br.Results) != 4 {
 		t.Fatalf("batch results %s", b)
 	}
-	if br.Results[0]["index"] != 1.0 || br.Results[1]["code"] != CodeMalformed || br.Results[2]["code"] != CodeBadSignature || br.Results[3]["index"] != 2.0 {
+	if br.Results[0]["index"] != 1.0 || br.Results[1]["code"] != verify.CodeMalformed || br.Results[2]["code"] != verify.CodeBadSignature || br.Results[3]["index"] != 2.0 {
 		t.Fatalf("batch results %s", b)
 	}
 	// wait=false: admitted, pending.
@@ -83,33 +85,33 @@ func TestAPI(t *testing.T) {
 		status             int
 		code               string
 	}{
-		{"GET", "/v1/entries/99", "", 404, CodeNotFound},
-		{"GET", "/v1/entries/-1", "", 400, CodeMalformed},
-		{"GET", "/v1/entries/01", "", 400, CodeMalformed},
-		{"GET", "/v1/entries/abc", "", 400, CodeMalformed},
-		{"GET", "/v1/entries?limit=1001", "", 400, CodeMalformed},
-		{"GET", "/v1/entries?limit=0", "", 400, CodeMalformed},
-		{"GET", "/v1/entries?from=x", "", 400, CodeMalformed},
-		{"GET", "/v1/entries?from=1&from=2", "", 400, CodeMalformed},
-		{"GET", "/v1/checkpoint?size=999", "", 404, CodeNotCheckpointed},
-		{"GET", "/v1/checkpoint?size=z", "", 400, CodeMalformed},
-		{"GET", "/v1/proof/inclusion", "", 400, CodeMalformed},
-		{"GET", "/v1/proof/inclusion?index=4&size=4", "", 400, CodeMalformed},
-		{"GET", "/v1/proof/inclusion?index=1&size=5", "", 404, CodeNotFound},
-		{"GET", "/v1/proof/inclusion?index=9", "", 404, CodeNotCheckpointed},
-		{"GET", "/v1/proof/consistency?from=0&to=2", "", 400, CodeMalformed},
-		{"GET", "/v1/proof/consistency?from=3&to=2", "", 400, CodeMalformed},
-		{"GET", "/v1/proof/consistency?from=1&to=9", "", 404, CodeNotFound},
-		{"GET", "/v1/proof/consistency?to=2", "", 400, CodeMalformed},
-		{"POST", "/v1/entries", "not json", 400, CodeMalformed},
-		{"POST", "/v1/entries/batch", `{"entries":[]}`, 400, CodeMalformed},
-		{"POST", "/v1/entries/batch", `{"entries":[{}],"more":1}`, 400, CodeMalformed},
-		{"POST", "/v1/entries/batch", `{"entries":[{}]} x`, 400, CodeMalformed},
-		{"POST", "/v1/entries/batch?wait=maybe", `{"entries":[{}]}`, 400, CodeMalformed},
-		{"POST", "/v1/entries/batch", `{"entries":[` + strings.Repeat(`{},`, maxBatchItems) + `{}]}`, 400, CodeMalformed},
-		{"POST", "/v1/entries/batch", `{"entries":["` + strings.Repeat("x", maxBatchBytes) + `"]}`, 413, CodeTooLarge},
-		{"DELETE", "/v1/entries/1", "", 404, CodeNotFound},
-		{"GET", "/v2/anything", "", 404, CodeNotFound},
+		{"GET", "/v1/entries/99", "", 404, verify.CodeNotFound},
+		{"GET", "/v1/entries/-1", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/entries/01", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/entries/abc", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/entries?limit=1001", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/entries?limit=0", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/entries?from=x", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/entries?from=1&from=2", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/checkpoint?size=999", "", 404, verify.CodeNotCheckpointed},
+		{"GET", "/v1/checkpoint?size=z", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/proof/inclusion", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/proof/inclusion?index=4&size=4", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/proof/inclusion?index=1&size=5", "", 404, verify.CodeNotFound},
+		{"GET", "/v1/proof/inclusion?index=9", "", 404, verify.CodeNotCheckpointed},
+		{"GET", "/v1/proof/consistency?from=0&to=2", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/proof/consistency?from=3&to=2", "", 400, verify.CodeMalformed},
+		{"GET", "/v1/proof/consistency?from=1&to=9", "", 404, verify.CodeNotFound},
+		{"GET", "/v1/proof/consistency?to=2", "", 400, verify.CodeMalformed},
+		{"POST", "/v1/entries", "not json", 400, verify.CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":[]}`, 400, verify.CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":[{}],"more":1}`, 400, verify.CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":[{}]} x`, 400, verify.CodeMalformed},
+		{"POST", "/v1/entries/batch?wait=maybe", `{"entries":[{}]}`, 400, verify.CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":[` + strings.Repeat(`{},`, maxBatchItems) + `{}]}`, 400, verify.CodeMalformed},
+		{"POST", "/v1/entries/batch", `{"entries":["` + strings.Repeat("x", maxBatchBytes) + `"]}`, 413, verify.CodeTooLarge},
+		{"DELETE", "/v1/entries/1", "", 404, verify.CodeNotFound},
+		{"GET", "/v2/anything", "", 404, verify.CodeNotFound},
 	} {
 		status, b := c.do(tc.method, tc.path, []byte(tc.body))
 		t.Run(fmt.Sprintf("%s %.60s", tc.method, tc.path), func(t *testing.T) { wantError(t, status, b, tc.status, tc.code) })

@@ -15,6 +15,8 @@ import (
 
 	abci "github.com/cometbft/cometbft/abci/types"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // app is the ledger's CometBFT application. CometBFT serializes the
@@ -32,9 +34,10 @@ type app struct {
 	logger   *slog.Logger
 	now      func() time.Time
 
-	mu   sync.RWMutex
-	st   committedState
-	vals *validatorSet // nil before InitChain
+	mu    sync.RWMutex
+	st    committedState
+	vals  *validatorSet // nil before InitChain
+	rules ruleSchedule  // nil before InitChain
 
 	// ticks carries the heights after which a tick is wanted (tick.go).
 	ticks chan int64
@@ -49,7 +52,7 @@ type app struct {
 	checkedCheckpoint struct {
 		hash   [32]byte
 		signed []byte
-		want   Checkpoint
+		want   logHead
 	}
 }
 
@@ -57,13 +60,14 @@ type pendingBlock struct {
 	batch    *blockBatch
 	state    committedState
 	outcomes []txOutcome
+	rules    ruleSchedule // the schedule after the block, if the block changed it
 }
 
 // txOutcome is what became of one transaction of a committed block.
 type txOutcome struct {
 	hash    [32]byte
-	receipt Receipt
-	rej     *RejectedError
+	receipt verify.Receipt
+	rej     *verify.RejectedError
 	err     error // the node stopped before the transaction was committed
 }
 
@@ -86,6 +90,7 @@ func newApp(s *store, privKey ed25519.PrivateKey, logger *slog.Logger) (*app, er
 		if a.vals, err = newValidatorSet(ci.ChainID, ci.keys()); err != nil {
 			return nil, fmt.Errorf("ledger store: %w", err)
 		}
+		a.rules = ci.Rules
 	}
 	return a, nil
 }
@@ -94,6 +99,13 @@ func (a *app) state() (committedState, *validatorSet) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	return a.st, a.vals
+}
+
+// schedule returns the committed rule schedule.
+func (a *app) schedule() ruleSchedule {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.rules
 }
 
 func (a *app) Info(context.Context, *abci.InfoRequest) (*abci.InfoResponse, error) {
@@ -113,7 +125,11 @@ func (a *app) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.In
 		cp.Feature.VoteExtensionsEnableHeight.Value != 1 {
 		return nil, errors.New("ledger: genesis must enable vote extensions at height 1 (they carry checkpoint signatures)")
 	}
-	ci := chainInfo{ChainID: req.ChainId}
+	rules, err := scheduleFromGenesis(req.AppStateBytes)
+	if err != nil {
+		return nil, err
+	}
+	ci := chainInfo{ChainID: req.ChainId, Rules: rules}
 	for _, v := range req.Validators {
 		if v.PubKeyType != "ed25519" || len(v.PubKeyBytes) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("ledger: genesis validator key type %q: checkpoints need Ed25519 validator keys", v.PubKeyType)
@@ -128,7 +144,7 @@ func (a *app) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.In
 		return nil, err
 	}
 	a.mu.Lock()
-	a.vals = vs
+	a.vals, a.rules = vs, rules
 	a.mu.Unlock()
 	return &abci.InitChainResponse{AppHash: emptyRoot[:]}, nil
 }
@@ -137,64 +153,52 @@ func (a *app) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.CheckT
 	if isTickTx(req.Tx) {
 		st, _ := a.state()
 		if h, ok := parseTickTx(req.Tx); !ok || h != st.Height || !st.checkpointPending() {
-			return &abci.CheckTxResponse{Code: abciCode(CodeMalformed), Codespace: abciCodespace, Log: "tick not wanted at this height"}, nil
+			return &abci.CheckTxResponse{Code: abciCode(verify.CodeMalformed), Codespace: abciCodespace, Log: "tick not wanted at this height"}, nil
 		}
 		return &abci.CheckTxResponse{Code: abci.CodeTypeOK}, nil
 	}
+	st, _ := a.state()
+	rs, err := a.schedule().rulesAt(st.Height + 1)
+	if err != nil {
+		return &abci.CheckTxResponse{Code: abciCode(verify.CodeUnavailable), Codespace: abciCodespace, Log: err.Error()}, nil
+	}
 	h := sha256.Sum256(req.Tx)
-	se, rej := a.decodeVerified(req.Tx, h)
+	se, rej := a.decodeVerified(req.Tx, h, rs)
 	if rej == nil {
 		err := a.store.view(func(r reader) error {
-			_, rej = validateEntry(blockView{r: r}, se, 0, a.now())
+			_, rej = validateEntry(blockView{r: r}, rs, se, 0, st.Height+1, a.now())
 			return nil
 		})
 		if err != nil {
 			// Never an error here: the mempool panics on one.
-			rej = reject(CodeUnavailable, "ledger store: %v", err)
+			rej = reject(verify.CodeUnavailable, "ledger store: %v", err)
 		}
 		// Authority and references may rest on entries still in the
 		// mempool (a node's registration, a session's creation), so
 		// CheckTx leaves them to FinalizeBlock instead of refusing an
 		// entry that the next block may well accept.
-		if rej != nil && (rej.Code == CodeUnauthorized || rej.Code == CodeMissingReference) {
+		if rej != nil && (rej.Code == verify.CodeUnauthorized || rej.Code == verify.CodeMissingReference) {
 			rej = nil
 		}
 	}
 	if rej != nil {
 		return &abci.CheckTxResponse{Code: abciCode(rej.Code), Codespace: abciCodespace, Log: rej.Reason}, nil
 	}
-	a.verified.add(h, se)
+	a.verified.add(h, se, rs.version)
 	return &abci.CheckTxResponse{Code: abci.CodeTypeOK}, nil
 }
 
-// decodeVerified decodes tx and checks its signature, or finds it in the
-// cache of transactions that already passed both.
-func (a *app) decodeVerified(tx []byte, h [32]byte) (*SignedEntry, *RejectedError) {
-	if se := a.verified.get(h); se != nil {
+// decodeVerified decodes tx and checks its signature under rs, or finds
+// it in the cache of transactions that already passed both under rs.
+func (a *app) decodeVerified(tx []byte, h [32]byte, rs *ruleSet) (*verify.SignedEntry, *verify.RejectedError) {
+	if se := a.verified.get(h, rs.version); se != nil {
 		return se, nil
 	}
-	return decodeAndVerify(tx)
+	return rs.decode(tx)
 }
 
-func decodeAndVerify(tx []byte) (*SignedEntry, *RejectedError) {
-	if isCheckpointTx(tx) || isTickTx(tx) {
-		return nil, reject(CodeMalformed, "transaction: 0x00 and 0x01 start the ledger's own transactions (checkpoints, ticks), not entries")
-	}
-	if len(tx) > maxEntryBytes {
-		return nil, reject(CodeTooLarge, "entry is %d bytes, limit %d", len(tx), maxEntryBytes)
-	}
-	se, err := DecodeEntry(tx)
-	if err != nil {
-		return nil, reject(CodeMalformed, "%v", err)
-	}
-	if err := verifyEntry(se); err != nil {
-		return nil, reject(CodeBadSignature, "%v", err)
-	}
-	return se, nil
-}
-
-func (a *app) checkpointOf(size uint64, root tlog.Hash) Checkpoint {
-	return Checkpoint{Origin: a.vals.origin, Size: size, Root: root}
+func (a *app) checkpointOf(size uint64, root tlog.Hash) logHead {
+	return logHead{Origin: a.vals.origin, Size: size, Root: root}
 }
 
 func (a *app) PrepareProposal(_ context.Context, req *abci.PrepareProposalRequest) (*abci.PrepareProposalResponse, error) {
@@ -292,7 +296,7 @@ func (a *app) VerifyVoteExtension(_ context.Context, req *abci.VerifyVoteExtensi
 	st, vs := a.state()
 	m := vs.byAddress(req.ValidatorAddress)
 	ok := m != nil && req.Height == st.Height+1 && len(req.VoteExtension) == ed25519.SignatureSize &&
-		verifyEd25519(m.pub, []byte(a.checkpointOf(st.Size, st.Root).Text()), req.VoteExtension)
+		verify.Signature(m.pub, []byte(a.checkpointOf(st.Size, st.Root).Text()), req.VoteExtension)
 	if !ok {
 		a.logger.Error("ledger: refusing a vote extension", "height", req.Height, "validator", fmt.Sprintf("%X", req.ValidatorAddress))
 		return &abci.VerifyVoteExtensionResponse{Status: abci.VERIFY_VOTE_EXTENSION_STATUS_REJECT}, nil
@@ -305,13 +309,17 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 	if req.Height != st.Height+1 {
 		return nil, fmt.Errorf("ledger: FinalizeBlock at height %d, but the last committed height is %d", req.Height, st.Height)
 	}
-	hashes, entries, rejs := a.decodeBlock(req.Txs)
+	rs, err := a.schedule().rulesAt(req.Height)
+	if err != nil {
+		return nil, err
+	}
+	hashes, entries, rejs := a.decodeBlock(req.Txs, rs)
 	b := &pendingBlock{batch: newBlockBatch(), outcomes: make([]txOutcome, len(req.Txs))}
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	next := st
 	next.Height = req.Height
 	next.PrevSize, next.PrevRoot = st.Size, st.Root
-	err := a.store.view(func(r reader) error {
+	err = a.store.view(func(r reader) error {
 		v := blockView{r: r, batch: b.batch}
 		size := st.Size
 		for i, tx := range req.Txs {
@@ -322,7 +330,7 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 			} else if isCheckpointTx(tx) {
 				out.rej = a.finalizeCheckpoint(v, vs, i, req.Height, tx, st, &next)
 			} else if out.rej = rejs[i]; out.rej == nil {
-				ws, rej := validateEntry(v, entries[i], size, req.Time)
+				ws, rej := validateEntry(v, rs, entries[i], size, req.Height, req.Time)
 				if out.rej = rej; rej == nil {
 					for _, w := range ws {
 						b.batch.put(w.bucket, w.key, w.value)
@@ -334,7 +342,7 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 					if err := appendLeaf(v, size, tx); err != nil {
 						return err
 					}
-					out.receipt = Receipt{Index: size, Height: req.Height, LeafHash: LeafHash(tx)}
+					out.receipt = verify.Receipt{Index: size, Height: req.Height, LeafHash: verify.LeafHash(tx)}
 					size++
 				}
 			}
@@ -351,6 +359,12 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 	if err != nil {
 		return nil, fmt.Errorf("ledger: block %d: %w", req.Height, err)
 	}
+	if raw, ok := b.batch.puts[string(bucketMeta)][string(metaRules)]; ok {
+		if b.rules, err = parseSchedule(raw); err != nil {
+			return nil, fmt.Errorf("ledger: block %d: %w", req.Height, err)
+		}
+		a.logger.Info("ledger: rule version scheduled", "height", req.Height, "schedule", b.rules)
+	}
 	b.state = next
 	a.block = b
 	return &abci.FinalizeBlockResponse{TxResults: results, AppHash: next.Root[:]}, nil
@@ -359,15 +373,15 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 // finalizeCheckpoint checks a block's checkpoint transaction and stages
 // the checkpoint. ProcessProposal already refused blocks with a bad one;
 // this check covers blocks this node did not vote on (catching up).
-func (a *app) finalizeCheckpoint(v blockView, vs *validatorSet, pos int, height int64, tx []byte, st committedState, next *committedState) *RejectedError {
+func (a *app) finalizeCheckpoint(v blockView, vs *validatorSet, pos int, height int64, tx []byte, st committedState, next *committedState) *verify.RejectedError {
 	if pos != 0 || height < 2 {
-		return reject(CodeMalformed, "checkpoint transaction out of place")
+		return reject(verify.CodeMalformed, "checkpoint transaction out of place")
 	}
 	want := a.checkpointOf(st.PrevSize, st.PrevRoot)
 	signed, err := a.checkCheckpointTx(vs, tx, want)
 	if err != nil {
 		a.logger.Error("ledger: committed block carries an invalid checkpoint", "height", height, "err", err)
-		return reject(CodeMalformed, "%v", err)
+		return reject(verify.CodeMalformed, "%v", err)
 	}
 	if v.get(bucketCheckpoints, be64(want.Size)) == nil {
 		v.batch.put(bucketCheckpoints, be64(want.Size), bytes.Clone(signed))
@@ -378,7 +392,7 @@ func (a *app) finalizeCheckpoint(v blockView, vs *validatorSet, pos int, height 
 
 // checkCheckpointTx is vs.parseCheckpointTx, remembering the last
 // transaction it accepted.
-func (a *app) checkCheckpointTx(vs *validatorSet, tx []byte, want Checkpoint) ([]byte, error) {
+func (a *app) checkCheckpointTx(vs *validatorSet, tx []byte, want logHead) ([]byte, error) {
 	h := sha256.Sum256(tx)
 	if c := &a.checkedCheckpoint; c.signed != nil && c.hash == h && c.want == want {
 		return c.signed, nil
@@ -390,7 +404,7 @@ func (a *app) checkCheckpointTx(vs *validatorSet, tx []byte, want Checkpoint) ([
 	return signed, err
 }
 
-func (a *app) rememberCheckpoint(tx, signed []byte, want Checkpoint) {
+func (a *app) rememberCheckpoint(tx, signed []byte, want logHead) {
 	a.checkedCheckpoint.hash = sha256.Sum256(tx)
 	a.checkedCheckpoint.signed = signed
 	a.checkedCheckpoint.want = want
@@ -398,17 +412,17 @@ func (a *app) rememberCheckpoint(tx, signed []byte, want Checkpoint) {
 
 // decodeBlock decodes and verifies a block's entry transactions, using the
 // CheckTx cache and spreading cache misses over the CPUs.
-func (a *app) decodeBlock(txs [][]byte) ([][32]byte, []*SignedEntry, []*RejectedError) {
+func (a *app) decodeBlock(txs [][]byte, rs *ruleSet) ([][32]byte, []*verify.SignedEntry, []*verify.RejectedError) {
 	hashes := make([][32]byte, len(txs))
-	entries := make([]*SignedEntry, len(txs))
-	rejs := make([]*RejectedError, len(txs))
+	entries := make([]*verify.SignedEntry, len(txs))
+	rejs := make([]*verify.RejectedError, len(txs))
 	var miss []int
 	for i, tx := range txs {
 		hashes[i] = sha256.Sum256(tx)
 		if isCheckpointTx(tx) || isTickTx(tx) {
 			continue
 		}
-		if se := a.verified.get(hashes[i]); se != nil {
+		if se := a.verified.get(hashes[i], rs.version); se != nil {
 			entries[i] = se
 		} else {
 			miss = append(miss, i)
@@ -422,7 +436,7 @@ func (a *app) decodeBlock(txs [][]byte) ([][32]byte, []*SignedEntry, []*Rejected
 			defer wg.Done()
 			for j := w; j < len(miss); j += workers {
 				i := miss[j]
-				entries[i], rejs[i] = decodeAndVerify(txs[i])
+				entries[i], rejs[i] = rs.decode(txs[i])
 			}
 		}()
 	}
@@ -440,6 +454,9 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	}
 	a.mu.Lock()
 	a.st = b.state
+	if b.rules != nil {
+		a.rules = b.rules
+	}
 	a.mu.Unlock()
 	a.block = nil
 	a.verified.forget(b.outcomes)
@@ -462,37 +479,47 @@ func (a *app) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryRespo
 	if st.HasCheckpoint {
 		s.CheckpointSize = &st.CheckpointSize
 	}
-	b, _ := json.Marshal(s)
+	b, _ := json.Marshal(s.withRules(a.schedule(), st.Height))
 	return &abci.QueryResponse{Value: b, Height: st.Height}, nil
 }
 
 // verifiedCache remembers entries whose decoding and signature CheckTx
-// already checked, so FinalizeBlock does not verify them again. The result
-// is the same either way; the cache only saves time. Bounded: when full it
-// starts over.
+// already checked, and under which rule version, so FinalizeBlock does not
+// verify them again under the same rules. The result is the same either
+// way; the cache only saves time. Bounded: when full it starts over.
 type verifiedCache struct {
 	mu  sync.Mutex
-	m   map[[32]byte]*SignedEntry
+	m   map[[32]byte]verifiedEntry
 	max int
 }
 
-func newVerifiedCache(max int) *verifiedCache {
-	return &verifiedCache{m: map[[32]byte]*SignedEntry{}, max: max}
+type verifiedEntry struct {
+	se      *verify.SignedEntry
+	version int
 }
 
-func (c *verifiedCache) get(h [32]byte) *SignedEntry {
+func newVerifiedCache(max int) *verifiedCache {
+	return &verifiedCache{m: map[[32]byte]verifiedEntry{}, max: max}
+}
+
+// get returns the entry with transaction hash h if it was checked under
+// rule version v.
+func (c *verifiedCache) get(h [32]byte, v int) *verify.SignedEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m[h]
+	if e, ok := c.m[h]; ok && e.version == v {
+		return e.se
+	}
+	return nil
 }
 
-func (c *verifiedCache) add(h [32]byte, se *SignedEntry) {
+func (c *verifiedCache) add(h [32]byte, se *verify.SignedEntry, v int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= c.max {
 		clear(c.m)
 	}
-	c.m[h] = se
+	c.m[h] = verifiedEntry{se, v}
 }
 
 func (c *verifiedCache) forget(outs []txOutcome) {

@@ -1,18 +1,15 @@
 package ledger
 
-import "context"
+import (
+	"context"
 
-// Receipt says where an accepted entry sits in the log: its index (from 0),
-// the height of the block that committed it, and its RFC 6962 leaf hash.
-type Receipt struct {
-	Index    uint64
-	Height   int64
-	LeafHash [32]byte
-}
+	"github.com/cloisterhq/cloister/ledger/verify"
+)
 
 // Appender appends signed entries to the ledger. Append returns once the
-// entry is committed; a refusal by the state machine is a *RejectedError,
-// a timeout or overload wraps ErrUnavailable.
+// entry is committed; a refusal by the state machine is a
+// *verify.RejectedError, a timeout or overload wraps verify.ErrUnavailable.
+// An embedded ledger and ledger/client's Client both implement it.
 type Appender interface {
-	Append(ctx context.Context, e *SignedEntry) (Receipt, error)
+	Append(ctx context.Context, e *verify.SignedEntry) (verify.Receipt, error)
 }

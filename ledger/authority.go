@@ -16,6 +16,7 @@ import (
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -81,72 +82,70 @@ const maxClockSkew = 10 * time.Minute
 
 type write struct{ bucket, key, value []byte }
 
-// validateEntry applies the rules to an entry whose signature has already
-// been verified, as if it became record index at time now.
-func validateEntry(v blockView, se *SignedEntry, index uint64, now time.Time) ([]write, *RejectedError) {
+// validateEntry applies the rules of rs to an entry whose form and
+// signature rs.decode already checked, as if it became record index of the
+// block at height, at time now.
+func validateEntry(v blockView, rs *ruleSet, se *verify.SignedEntry, index uint64, height int64, now time.Time) ([]write, *verify.RejectedError) {
 	e := &se.Entry
 	pub, err := protocol.ParseEd25519Key(e.Submitter)
 	if err != nil {
-		return nil, reject(CodeMalformed, "entry submitter: %v", err)
+		return nil, reject(verify.CodeMalformed, "entry submitter: %v", err)
 	}
 	if err := checkSubmitterKey(pub); err != nil {
-		return nil, reject(CodeMalformed, "entry submitter: %v", err)
+		return nil, reject(verify.CodeMalformed, "entry submitter: %v", err)
 	}
-	rule, ok := kindRules[e.Kind]
+	rule, ok := rs.kinds[e.Kind]
 	if !ok {
-		return nil, reject(CodeMalformed, "entry kind %.40q is not one of the ledger's kinds", e.Kind)
+		return nil, reject(verify.CodeMalformed, "entry kind %.40q is not one of the ledger's kinds (rule version %d)", e.Kind, rs.version)
 	}
 	if d := e.ParsedTime().Sub(now); d > maxClockSkew || d < -maxClockSkew {
-		return nil, reject(CodeStaleTime, "entry time %s is %s away from the ledger's time %s; at most %s is allowed",
-			e.Time, d.Abs().Round(time.Second), now.UTC().Format(timeLayout), maxClockSkew)
+		return nil, reject(verify.CodeStaleTime, "entry time %s is %s away from the ledger's time %s; at most %s is allowed",
+			e.Time, d.Abs().Round(time.Second), now.UTC().Format(verify.TimeLayout), maxClockSkew)
 	}
 	nonceKey := append(bytes.Clone(pub), be64(e.Nonce)...)
 	if prev := v.get(bucketNonces, nonceKey); prev != nil {
-		i, _ := getU64(prev)
-		rej := reject(CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", e.Nonce, i)
-		rej.nonceHeld = true
-		return nil, rej
+		return nil, nonceHeld(v, se, prev)
 	}
 	b := body{kind: e.Kind}
 	if e.Kind != KindNote { // a note's body is any object; don't parse it
 		if err := json.Unmarshal(e.Body, &b.fields); err != nil {
-			return nil, reject(CodeMalformed, "%s body: %v", e.Kind, err)
+			return nil, reject(verify.CodeMalformed, "%s body: %v", e.Kind, err)
 		}
 	}
-	ws, rej := rule(&ruleCtx{v: v, pub: pub, index: index, body: &b})
+	ws, rej := rule(&ruleCtx{v: v, pub: pub, index: index, height: height, body: &b})
 	if rej != nil {
 		return nil, rej
 	}
 	return append(ws, write{bucketNonces, nonceKey, be64(index)}), nil
 }
 
-type ruleCtx struct {
-	v     blockView
-	pub   ed25519.PublicKey
-	index uint64
-	body  *body
-}
-
-var kindRules map[Kind]func(*ruleCtx) ([]write, *RejectedError)
-
-func init() {
-	kindRules = map[Kind]func(*ruleCtx) ([]write, *RejectedError){
-		KindNote:            func(*ruleCtx) ([]write, *RejectedError) { return nil, nil },
-		KindNodeRegistered:  ruleNodeRegistered,
-		KindPolicyPublished: rulePolicyPublished,
-		KindSessionEvent:    ruleSessionEvent,
-		KindResultCommitted: ruleResultCommitted,
-		KindACLGranted:      ruleACLGranted,
-		KindACLRevoked:      ruleACLRevoked,
-		KindModelPublished:  ruleRegisteredNode,
-		KindChallenge:       ruleRegisteredNode,
-		KindVerdict:         ruleRegisteredNode,
-		KindMemberAdmitted:  ruleMemberAdmitted,
-		KindMemberRemoved:   ruleMemberRemoved,
+// nonceHeld is the refusal of an entry whose (submitter, nonce) entry
+// holder (8-byte index) already holds: it names the holder and says
+// whether it is the same entry (kind and body) signed again.
+func nonceHeld(v blockView, se *verify.SignedEntry, holder []byte) *verify.RejectedError {
+	i, _ := getU64(holder)
+	rej := reject(verify.CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", se.Entry.Nonce, i)
+	rej.HeldBy = &i
+	if held := v.get(bucketEntries, be64(i)); len(held) > 8 {
+		if prev, err := verify.DecodeEntry(held[8:]); err == nil {
+			rej.SameEntry = prev.Entry.Kind == se.Entry.Kind && bytes.Equal(prev.Entry.Body, se.Entry.Body)
+		}
 	}
+	return rej
 }
 
-func ruleNodeRegistered(c *ruleCtx) ([]write, *RejectedError) {
+type ruleCtx struct {
+	v      blockView
+	pub    ed25519.PublicKey
+	index  uint64
+	height int64
+	body   *body
+}
+
+// kindRule judges one entry of a kind and returns its writes.
+type kindRule func(*ruleCtx) ([]write, *verify.RejectedError)
+
+func ruleNodeRegistered(c *ruleCtx) ([]write, *verify.RejectedError) {
 	b := c.body
 	if rej := b.only("platform_key", "class", "evidence", "measurement"); rej != nil {
 		return nil, rej
@@ -157,34 +156,34 @@ func ruleNodeRegistered(c *ruleCtx) ([]write, *RejectedError) {
 	}
 	pk, err := protocol.ParseEd25519Key(key)
 	if err != nil {
-		return nil, reject(CodeMalformed, "node.registered body platform_key: %v", err)
+		return nil, reject(verify.CodeMalformed, "node.registered body platform_key: %v", err)
 	}
 	if !pk.Equal(c.pub) {
-		return nil, reject(CodeUnauthorized, "node.registered: platform_key must be the submitter's key (a node registers itself)")
+		return nil, reject(verify.CodeUnauthorized, "node.registered: platform_key must be the submitter's key (a node registers itself)")
 	}
 	class, rej := b.str("class", true, 32)
 	if rej != nil {
 		return nil, rej
 	}
 	if !isToken(class) {
-		return nil, reject(CodeMalformed, "node.registered body class %q: want lower-case letters, digits and '-'", class)
+		return nil, reject(verify.CodeMalformed, "node.registered body class %q: want lower-case letters, digits and '-'", class)
 	}
-	ev, rej := b.str("evidence", true, maxEntryBytes)
+	ev, rej := b.str("evidence", true, verify.MaxEntryBytes)
 	if rej != nil {
 		return nil, rej
 	}
 	if _, err := base64.StdEncoding.Strict().DecodeString(ev); err != nil {
-		return nil, reject(CodeMalformed, "node.registered body evidence: not standard base64")
+		return nil, reject(verify.CodeMalformed, "node.registered body evidence: not standard base64")
 	}
 	if m, rej := b.str("measurement", false, 256); rej != nil {
 		return nil, rej
 	} else if m != "" && !isLowerHex(m, 0) {
-		return nil, reject(CodeMalformed, "node.registered body measurement: want lower-case hex")
+		return nil, reject(verify.CodeMalformed, "node.registered body measurement: want lower-case hex")
 	}
 	return []write{{bucketNodes, bytes.Clone(c.pub), be64(c.index)}}, nil
 }
 
-func rulePolicyPublished(c *ruleCtx) ([]write, *RejectedError) {
+func rulePolicyPublished(c *ruleCtx) ([]write, *verify.RejectedError) {
 	b := c.body
 	if rej := b.only("policy_hash", "policy"); rej != nil {
 		return nil, rej
@@ -195,48 +194,48 @@ func rulePolicyPublished(c *ruleCtx) ([]write, *RejectedError) {
 	}
 	raw, ok := b.fields["policy"]
 	if !ok || len(raw) == 0 || raw[0] != '{' {
-		return nil, reject(CodeMalformed, "policy.published body: policy must be a JSON object")
+		return nil, reject(verify.CodeMalformed, "policy.published body: policy must be a JSON object")
 	}
 	p, err := policy.Parse(raw)
 	if err != nil {
-		return nil, reject(CodeMalformed, "policy.published body policy: %v", err)
+		return nil, reject(verify.CodeMalformed, "policy.published body policy: %v", err)
 	}
 	if got := p.HashHex(); got != h {
-		return nil, reject(CodeMalformed, "policy.published body: policy_hash %s does not match the policy's hash %s", h, got)
+		return nil, reject(verify.CodeMalformed, "policy.published body: policy_hash %s does not match the policy's hash %s", h, got)
 	}
 	if _, ok := p.PrincipalBySigningKey(c.pub); !ok {
-		return nil, reject(CodeUnauthorized, "policy.published: the submitter is not a principal of policy %s", h)
+		return nil, reject(verify.CodeUnauthorized, "policy.published: the submitter is not a principal of policy %s", h)
 	}
 	return nil, nil
 }
 
-func (c *ruleCtx) requireNode() *RejectedError {
+func (c *ruleCtx) requireNode() *verify.RejectedError {
 	if c.v.get(bucketNodes, c.pub) == nil {
-		return reject(CodeUnauthorized, "%s entries come from registered nodes; the submitter has no node.registered entry", c.body.kind)
+		return reject(verify.CodeUnauthorized, "%s entries come from registered nodes; the submitter has no node.registered entry", c.body.kind)
 	}
 	return nil
 }
 
-func ruleRegisteredNode(c *ruleCtx) ([]write, *RejectedError) { return nil, c.requireNode() }
+func ruleRegisteredNode(c *ruleCtx) ([]write, *verify.RejectedError) { return nil, c.requireNode() }
 
 func sessionKey(pub ed25519.PublicKey, id string) []byte {
 	return append(bytes.Clone(pub), id...)
 }
 
-func (c *ruleCtx) session() (id string, ref []byte, rej *RejectedError) {
+func (c *ruleCtx) session() (id string, ref []byte, rej *verify.RejectedError) {
 	id, rej = c.body.str("session", true, 128)
 	if rej != nil {
 		return "", nil, rej
 	}
 	for _, r := range id {
 		if unicode.IsControl(r) {
-			return "", nil, reject(CodeMalformed, "%s body session: control characters are not allowed", c.body.kind)
+			return "", nil, reject(verify.CodeMalformed, "%s body session: control characters are not allowed", c.body.kind)
 		}
 	}
 	return id, c.v.get(bucketSessions, sessionKey(c.pub, id)), nil
 }
 
-func ruleSessionEvent(c *ruleCtx) ([]write, *RejectedError) {
+func ruleSessionEvent(c *ruleCtx) ([]write, *verify.RejectedError) {
 	b := c.body
 	if rej := c.requireNode(); rej != nil {
 		return nil, rej
@@ -246,7 +245,7 @@ func ruleSessionEvent(c *ruleCtx) ([]write, *RejectedError) {
 		return nil, rej
 	}
 	if name, ok := strings.CutPrefix(ev, "session."); !ok || !isEventName(name) {
-		return nil, reject(CodeMalformed, "session.event body event %q: want session.<name>, lower-case letters and '_'", ev)
+		return nil, reject(verify.CodeMalformed, "session.event body event %q: want session.<name>, lower-case letters and '_'", ev)
 	}
 	id, ref, rej := c.session()
 	if rej != nil {
@@ -259,24 +258,24 @@ func ruleSessionEvent(c *ruleCtx) ([]write, *RejectedError) {
 	if ev == "session.created" {
 		if ref != nil {
 			i, _ := getU64(ref)
-			return nil, reject(CodeReplay, "session %q of this node was already created by entry %d", id, i)
+			return nil, reject(verify.CodeReplay, "session %q of this node was already created by entry %d", id, i)
 		}
 		phb := decodeHex32(ph)
 		return []write{{bucketSessions, sessionKey(c.pub, id), append(be64(c.index), phb[:]...)}}, nil
 	}
 	if ref == nil {
-		return nil, reject(CodeMissingReference, "%s for session %q: this node has no session.created entry for it", ev, id)
+		return nil, reject(verify.CodeMissingReference, "%s for session %q: this node has no session.created entry for it", ev, id)
 	}
 	if ph != "" {
 		created := decodeHex32(ph)
 		if len(ref) != 40 || !bytes.Equal(ref[8:], created[:]) {
-			return nil, reject(CodeMissingReference, "%s for session %q names policy %s, not the one its session.created names", ev, id, ph)
+			return nil, reject(verify.CodeMissingReference, "%s for session %q names policy %s, not the one its session.created names", ev, id, ph)
 		}
 	}
 	return nil, nil
 }
 
-func ruleResultCommitted(c *ruleCtx) ([]write, *RejectedError) {
+func ruleResultCommitted(c *ruleCtx) ([]write, *verify.RejectedError) {
 	b := c.body
 	if rej := c.requireNode(); rej != nil {
 		return nil, rej
@@ -286,18 +285,18 @@ func ruleResultCommitted(c *ruleCtx) ([]write, *RejectedError) {
 		return nil, rej
 	}
 	if raw, ok := b.fields["outputs"]; !ok || len(raw) == 0 || raw[0] != '{' {
-		return nil, reject(CodeMalformed, "result.committed body: outputs must be a JSON object of output hashes")
+		return nil, reject(verify.CodeMalformed, "result.committed body: outputs must be a JSON object of output hashes")
 	}
 	if _, rej := b.str("signature", true, 1024); rej != nil {
 		return nil, rej
 	}
 	if ref == nil {
-		return nil, reject(CodeMissingReference, "result.committed for session %q: this node has no session.created entry for it", id)
+		return nil, reject(verify.CodeMissingReference, "result.committed for session %q: this node has no session.created entry for it", id)
 	}
 	return nil, nil
 }
 
-func ruleACLGranted(c *ruleCtx) ([]write, *RejectedError) {
+func ruleACLGranted(c *ruleCtx) ([]write, *verify.RejectedError) {
 	b := c.body
 	res, rej := b.str("resource", true, 256)
 	if rej != nil {
@@ -310,30 +309,30 @@ func ruleACLGranted(c *ruleCtx) ([]write, *RejectedError) {
 	if owner := c.v.get(bucketACLOwners, []byte(res)); owner == nil {
 		ws = append(ws, write{bucketACLOwners, []byte(res), bytes.Clone(c.pub)})
 	} else if !bytes.Equal(owner, c.pub) {
-		return nil, reject(CodeUnauthorized, "acl.granted: resource %q belongs to another key (the one that granted on it first)", res)
+		return nil, reject(verify.CodeUnauthorized, "acl.granted: resource %q belongs to another key (the one that granted on it first)", res)
 	}
 	grant := append(append(bytes.Clone(c.pub), be64(0)...), res...)
 	return append(ws, write{bucketGrants, be64(c.index), grant}), nil
 }
 
-func ruleACLRevoked(c *ruleCtx) ([]write, *RejectedError) {
+func ruleACLRevoked(c *ruleCtx) ([]write, *verify.RejectedError) {
 	raw, ok := c.body.fields["grant"]
 	if !ok {
-		return nil, reject(CodeMalformed, `acl.revoked body: missing "grant" (the index of the acl.granted entry)`)
+		return nil, reject(verify.CodeMalformed, `acl.revoked body: missing "grant" (the index of the acl.granted entry)`)
 	}
 	gi, err := strconv.ParseUint(string(raw), 10, 64)
 	if err != nil {
-		return nil, reject(CodeMalformed, "acl.revoked body grant: want a non-negative integer entry index")
+		return nil, reject(verify.CodeMalformed, "acl.revoked body grant: want a non-negative integer entry index")
 	}
 	g := c.v.get(bucketGrants, be64(gi))
 	if len(g) < 40 {
-		return nil, reject(CodeMissingReference, "acl.revoked: entry %d is not an acl.granted entry", gi)
+		return nil, reject(verify.CodeMissingReference, "acl.revoked: entry %d is not an acl.granted entry", gi)
 	}
 	if !bytes.Equal(g[:32], c.pub) {
-		return nil, reject(CodeUnauthorized, "acl.revoked: grant %d was made by another key; only the resource owner revokes", gi)
+		return nil, reject(verify.CodeUnauthorized, "acl.revoked: grant %d was made by another key; only the resource owner revokes", gi)
 	}
 	if by, _ := getU64(g[32:40]); by != 0 {
-		return nil, reject(CodeReplay, "acl.revoked: grant %d was already revoked by entry %d", gi, by)
+		return nil, reject(verify.CodeReplay, "acl.revoked: grant %d was already revoked by entry %d", gi, by)
 	}
 	upd := append(append(bytes.Clone(g[:32]), be64(c.index)...), g[40:]...)
 	return []write{{bucketGrants, be64(gi), upd}}, nil
@@ -341,46 +340,59 @@ func ruleACLRevoked(c *ruleCtx) ([]write, *RejectedError) {
 
 // body is an entry body's top-level members, names matched exactly.
 type body struct {
-	kind   Kind
+	kind   verify.Kind
 	fields map[string]json.RawMessage
 }
 
-func (b *body) only(names ...string) *RejectedError {
+func (b *body) only(names ...string) *verify.RejectedError {
 	for _, k := range slices.Sorted(maps.Keys(b.fields)) {
 		if !slices.Contains(names, k) {
-			return reject(CodeMalformed, "%s body: unknown field %.40q (allowed: %s)", b.kind, k, strings.Join(names, ", "))
+			return reject(verify.CodeMalformed, "%s body: unknown field %.40q (allowed: %s)", b.kind, k, strings.Join(names, ", "))
 		}
 	}
 	return nil
 }
 
 // str returns a string member; "" if absent and not required.
-func (b *body) str(name string, required bool, maxLen int) (string, *RejectedError) {
+func (b *body) str(name string, required bool, maxLen int) (string, *verify.RejectedError) {
 	raw, ok := b.fields[name]
 	if !ok {
 		if required {
-			return "", reject(CodeMalformed, "%s body: missing %q", b.kind, name)
+			return "", reject(verify.CodeMalformed, "%s body: missing %q", b.kind, name)
 		}
 		return "", nil
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", reject(CodeMalformed, "%s body %s: want a string", b.kind, name)
+		return "", reject(verify.CodeMalformed, "%s body %s: want a string", b.kind, name)
 	}
 	if s == "" || len(s) > maxLen {
-		return "", reject(CodeMalformed, "%s body %s: want 1 to %d bytes", b.kind, name, maxLen)
+		return "", reject(verify.CodeMalformed, "%s body %s: want 1 to %d bytes", b.kind, name, maxLen)
 	}
 	return s, nil
 }
 
+// uint returns a required member that is an integer from 0 to 2^53-1.
+func (b *body) uint(name string) (uint64, *verify.RejectedError) {
+	raw, ok := b.fields[name]
+	if !ok {
+		return 0, reject(verify.CodeMalformed, "%s body: missing %q", b.kind, name)
+	}
+	n, err := strconv.ParseUint(string(raw), 10, 64)
+	if err != nil || n > verify.MaxNonce {
+		return 0, reject(verify.CodeMalformed, "%s body %s: want an integer from 0 to 2^53-1", b.kind, name)
+	}
+	return n, nil
+}
+
 // hash returns a 64-hex-digit SHA-256 member.
-func (b *body) hash(name string, required bool) (string, *RejectedError) {
+func (b *body) hash(name string, required bool) (string, *verify.RejectedError) {
 	s, rej := b.str(name, required, 64)
 	if rej != nil || s == "" {
 		return s, rej
 	}
 	if !isLowerHex(s, 64) {
-		return "", reject(CodeMalformed, "%s body %s: want 64 lower-case hex digits (SHA-256)", b.kind, name)
+		return "", reject(verify.CodeMalformed, "%s body %s: want 64 lower-case hex digits (SHA-256)", b.kind, name)
 	}
 	return s, nil
 }

@@ -13,16 +13,18 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // presign makes n entries from a few keys before the clock starts:
 // signing is the submitters' cost, not the ledger's.
-func presign(b *testing.B, n int) []*SignedEntry {
+func presign(b *testing.B, n int) []*verify.SignedEntry {
 	keys := make([]ed25519.PrivateKey, 16)
 	for i := range keys {
 		keys[i] = newTestKey(b)
 	}
-	out := make([]*SignedEntry, n)
+	out := make([]*verify.SignedEntry, n)
 	for i := range out {
 		out[i] = signEntry(b, keys[i%len(keys)], KindNote, map[string]any{"i": i, "text": "a typical short note of some fifty bytes of payload"})
 	}
@@ -31,7 +33,7 @@ func presign(b *testing.B, n int) []*SignedEntry {
 
 // appendAll appends the entries with the given number of concurrent
 // submitters and reports entries/s and commit latency percentiles.
-func appendAll(b *testing.B, a Appender, entries []*SignedEntry, submitters int) {
+func appendAll(b *testing.B, a Appender, entries []*verify.SignedEntry, submitters int) {
 	var next atomic.Int64
 	lat := make([]time.Duration, len(entries))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -108,7 +110,7 @@ type batchCall struct {
 	err  error
 }
 
-func (h *httpBatcher) Append(ctx context.Context, e *SignedEntry) (Receipt, error) {
+func (h *httpBatcher) Append(ctx context.Context, e *verify.SignedEntry) (verify.Receipt, error) {
 	h.mu.Lock()
 	c := h.cur
 	if c == nil {
@@ -125,17 +127,17 @@ func (h *httpBatcher) Append(ctx context.Context, e *SignedEntry) (Receipt, erro
 	}
 	<-c.done
 	if c.err != nil {
-		return Receipt{}, c.err
+		return verify.Receipt{}, c.err
 	}
 	var r receiptJSON
 	var ej errorJSON
 	if json.Unmarshal(c.res[i], &ej) == nil && ej.Code != "" {
-		return Receipt{}, &RejectedError{Code: ej.Code, Reason: ej.Error}
+		return verify.Receipt{}, &verify.RejectedError{Code: ej.Code, Reason: ej.Error}
 	}
 	if err := json.Unmarshal(c.res[i], &r); err != nil {
-		return Receipt{}, err
+		return verify.Receipt{}, err
 	}
-	return Receipt{Index: r.Index, Height: r.Height}, nil
+	return verify.Receipt{Index: r.Index, Height: r.Height}, nil
 }
 
 func (h *httpBatcher) flush(c *batchCall) {
@@ -207,7 +209,7 @@ type roundRobin struct {
 	n  atomic.Int64
 }
 
-func (r *roundRobin) Append(ctx context.Context, e *SignedEntry) (Receipt, error) {
+func (r *roundRobin) Append(ctx context.Context, e *verify.SignedEntry) (verify.Receipt, error) {
 	return r.vs[int(r.n.Add(1))%len(r.vs)].Append(ctx, e)
 }
 
@@ -242,7 +244,7 @@ type spread struct {
 	n  atomic.Int64
 }
 
-func (s *spread) Append(ctx context.Context, e *SignedEntry) (Receipt, error) {
+func (s *spread) Append(ctx context.Context, e *verify.SignedEntry) (verify.Receipt, error) {
 	return s.bs[int(s.n.Add(1))%len(s.bs)].Append(ctx, e)
 }
 

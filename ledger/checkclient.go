@@ -8,6 +8,8 @@ import (
 	abcicli "github.com/cometbft/cometbft/abci/client"
 	abci "github.com/cometbft/cometbft/abci/types"
 	"github.com/cometbft/cometbft/proxy"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // clientCreator connects CometBFT to the application in process: the
@@ -83,7 +85,7 @@ func (c *asyncCheckClient) CheckTxAsync(_ context.Context, req *abci.CheckTxRequ
 	select {
 	case c.jobs <- rr:
 	case <-c.quit:
-		c.finish(rr, &abci.CheckTxResponse{Code: abciCode(CodeUnavailable), Codespace: abciCodespace, Log: "ledger node stopping"})
+		c.finish(rr, &abci.CheckTxResponse{Code: abciCode(verify.CodeUnavailable), Codespace: abciCodespace, Log: "ledger node stopping"})
 	}
 	return rr, nil
 }
@@ -132,7 +134,7 @@ func (c *asyncCheckClient) Stop() error {
 		for {
 			select {
 			case rr := <-c.jobs:
-				c.finish(rr, &abci.CheckTxResponse{Code: abciCode(CodeUnavailable), Codespace: abciCodespace, Log: "ledger node stopping"})
+				c.finish(rr, &abci.CheckTxResponse{Code: abciCode(verify.CodeUnavailable), Codespace: abciCodespace, Log: "ledger node stopping"})
 			default:
 				return
 			}

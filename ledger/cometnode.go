@@ -21,6 +21,7 @@ import (
 	cmttypes "github.com/cometbft/cometbft/types"
 
 	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // A ledger home holds one validator: CometBFT's config/ (genesis, node
@@ -64,7 +65,7 @@ func readHomeConfig(home string) (homeConfig, error) {
 	if err := dec.Decode(&hc); err != nil {
 		return hc, fmt.Errorf("ledger home %s: %s: %w", home, homeConfigFile, err)
 	}
-	if err := checkChainID(hc.ChainID); err != nil {
+	if err := verify.CheckChainID(hc.ChainID); err != nil {
 		return hc, fmt.Errorf("ledger home %s: %w", home, err)
 	}
 	return hc, nil
@@ -111,7 +112,7 @@ func cometConfig(home string, hc homeConfig) *cfg.Config {
 	c.Mempool.Broadcast = hc.Validators > 1
 	c.Mempool.Size = 100_000
 	c.Mempool.CacheSize = 200_000
-	c.Mempool.MaxTxBytes = maxEntryBytes
+	c.Mempool.MaxTxBytes = verify.MaxEntryBytes
 	c.Mempool.MaxTxsBytes = 256 << 20
 	// Gossip entries to two peers, not all: a third fewer messages to
 	// send, receive and deduplicate in a 4-validator chain (measured:
@@ -225,11 +226,18 @@ func genesisDoc(chainID string, vals []GenesisValidator) (*cmttypes.GenesisDoc, 
 	params := cmttypes.DefaultConsensusParams()
 	params.Feature.VoteExtensionsEnableHeight = 1
 	params.Block.MaxGas = -1
+	// A new chain starts with the latest rule version (rules.go); chains
+	// whose genesis names none run version 1.
+	appState, err := json.Marshal(genesisAppState{RulesVersion: LatestRules})
+	if err != nil {
+		return nil, err
+	}
 	gen := &cmttypes.GenesisDoc{
 		GenesisTime:     time.Now().UTC(),
 		ChainID:         chainID,
 		InitialHeight:   1,
 		ConsensusParams: params,
+		AppState:        appState,
 	}
 	for _, v := range vals {
 		if len(v.PubKey) != ed25519.PublicKeySize {
@@ -324,7 +332,7 @@ func (ln *ledgerNode) stop() error {
 		}
 		ln.node.Wait()
 	}
-	ln.app.waiters.closeAll(fmt.Errorf("%w: the ledger node stopped before the entry was committed; it may be committed when the node runs again", ErrUnavailable))
+	ln.app.waiters.closeAll(fmt.Errorf("%w: the ledger node stopped before the entry was committed; it may be committed when the node runs again", verify.ErrUnavailable))
 	if err := ln.store.close(); err != nil {
 		errs = append(errs, err)
 	}

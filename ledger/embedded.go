@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // EmbeddedOptions configure OpenEmbedded.
@@ -80,7 +82,7 @@ func initEmbedded(dir, chainID string) (homeConfig, error) {
 		rand.Read(b[:])
 		chainID = "cloister-embedded-" + hex.EncodeToString(b[:])
 	}
-	if err := checkChainID(chainID); err != nil {
+	if err := verify.CheckChainID(chainID); err != nil {
 		return homeConfig{}, err
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data", storeFile)); err == nil {
@@ -99,7 +101,7 @@ func initEmbedded(dir, chainID string) (homeConfig, error) {
 }
 
 // Append submits the entry and waits for its commit.
-func (e *Embedded) Append(ctx context.Context, se *SignedEntry) (Receipt, error) {
+func (e *Embedded) Append(ctx context.Context, se *verify.SignedEntry) (verify.Receipt, error) {
 	return e.ln.Append(ctx, se)
 }
 
@@ -115,7 +117,7 @@ func (e *Embedded) ChainID() string {
 
 // Close stops the node, waiting for the block in progress, and closes the
 // store. Entries not yet committed stay in no mempool: their Append calls
-// return ErrUnavailable.
+// return verify.ErrUnavailable.
 func (e *Embedded) Close() error {
 	e.closeOnce.Do(func() { e.closeErr = e.ln.stop() })
 	return e.closeErr

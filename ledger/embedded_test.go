@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 func TestEmbeddedAppendProveCheckpoint(t *testing.T) {
@@ -17,14 +19,14 @@ func TestEmbeddedAppendProveCheckpoint(t *testing.T) {
 	key := newTestKey(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var receipts []Receipt
+	var receipts []verify.Receipt
 	for i := range 5 {
 		se := signEntry(t, key, KindNote, map[string]any{"n": i})
 		rc, err := e.Append(ctx, se)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rc.Index != uint64(i) || rc.Height < 1 || rc.LeafHash != LeafHash(se.Encode()) {
+		if rc.Index != uint64(i) || rc.Height < 1 || rc.LeafHash != verify.LeafHash(se.Encode()) {
 			t.Fatalf("receipt %d = %+v", i, rc)
 		}
 		receipts = append(receipts, rc)
@@ -68,15 +70,15 @@ func TestEmbeddedLocked(t *testing.T) {
 }
 
 // TestWaitersReleasedOnStop: an Append waiting for its commit when the
-// node stops returns ErrUnavailable instead of waiting forever.
+// node stops returns verify.ErrUnavailable instead of waiting forever.
 func TestWaitersReleasedOnStop(t *testing.T) {
 	w := newWaiters()
 	p := &pendingTx{hash: [32]byte{1}}
 	p.ch = w.add(p.hash)
-	go w.closeAll(fmt.Errorf("%w: stopped", ErrUnavailable))
+	go w.closeAll(fmt.Errorf("%w: stopped", verify.ErrUnavailable))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := p.wait(ctx); !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+	if _, err := p.wait(ctx); !errors.Is(err, verify.ErrUnavailable) || ctx.Err() != nil {
 		t.Fatalf("wait after stop: %v", err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // TestEmbeddedCrash kills a process appending to an embedded ledger at a
@@ -119,7 +121,7 @@ func (pn *procNet) status(i int) (statusJSON, error) {
 }
 
 // appendVia posts an entry to validator i and waits for its receipt.
-func (pn *procNet) appendVia(i int, se *SignedEntry) receiptJSON {
+func (pn *procNet) appendVia(i int, se *verify.SignedEntry) receiptJSON {
 	pn.t.Helper()
 	status, b := pn.client(i).do("POST", "/v1/entries", se.Encode())
 	if status != 200 {
@@ -174,7 +176,7 @@ func (pn *procNet) waitAgree(idx []int, min uint64, timeout time.Duration) statu
 func TestFaults(t *testing.T) {
 	pn := startProcNet(t, 4)
 	key := newTestKey(t)
-	note := func(i int) *SignedEntry {
+	note := func(i int) *verify.SignedEntry {
 		return signEntry(t, key, KindNote, map[string]any{"text": fmt.Sprintf("entry-%03d", i)})
 	}
 	for i := range 10 {

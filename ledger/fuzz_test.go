@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"testing"
 	"time"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // FuzzBatchBody feeds the HTTP batch parser arbitrary bodies: it must not
@@ -13,7 +15,7 @@ import (
 // it passes on is judged by DecodeEntry alone.
 func FuzzBatchBody(f *testing.F) {
 	k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
-	se, _ := NewEntryWithNonce(k, KindNote, map[string]any{"a": 1}, 9, time.Unix(1700000000, 0))
+	se, _ := verify.NewEntryWithNonce(k, KindNote, map[string]any{"a": 1}, 9, time.Unix(1700000000, 0))
 	tx := se.Encode()
 	f.Add([]byte(`{"entries":[` + string(tx) + `]}`))
 	f.Add([]byte(`{"entries":[` + string(tx) + `,` + string(tx) + `]}`))
@@ -33,7 +35,7 @@ func FuzzBatchBody(f *testing.F) {
 			if !bytes.Contains(body, it) {
 				t.Fatalf("item %q is not a substring of the body", it)
 			}
-			if e, err := DecodeEntry(it); err == nil && !bytes.Equal(e.Encode(), it) {
+			if e, err := verify.DecodeEntry(it); err == nil && !bytes.Equal(e.Encode(), it) {
 				t.Fatal("accepted entry does not re-encode to its bytes")
 			}
 		}
@@ -42,7 +44,7 @@ func FuzzBatchBody(f *testing.F) {
 
 // FuzzCheckpointTx feeds the block's checkpoint transaction parser
 // arbitrary bytes against a fixed validator set: it must not panic, and
-// whatever it accepts must be a note that VerifyCheckpoint (the client's
+// whatever it accepts must be a note that verify.OpenCheckpoint (the client's
 // check) accepts too, for exactly the expected checkpoint.
 func FuzzCheckpointTx(f *testing.F) {
 	keys := make([]ed25519.PrivateKey, 4)
@@ -55,10 +57,10 @@ func FuzzCheckpointTx(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	want := Checkpoint{Origin: vs.origin, Size: 3, Root: sha256.Sum256([]byte("r"))}
+	want := logHead{Origin: vs.origin, Size: 3, Root: sha256.Sum256([]byte("r"))}
 	sigs := map[string][]byte{}
 	for _, k := range keys {
-		sigs[string(validatorAddress(k.Public().(ed25519.PublicKey)))] = ed25519.Sign(k, []byte(want.Text()))
+		sigs[string(verify.ValidatorAddress(k.Public().(ed25519.PublicKey)))] = ed25519.Sign(k, []byte(want.Text()))
 	}
 	signed, err := vs.assembleCheckpoint(want, sigs)
 	if err != nil {
@@ -73,8 +75,8 @@ func FuzzCheckpointTx(f *testing.F) {
 		if err != nil {
 			return
 		}
-		c, err := VerifyCheckpoint(note, vs.origin, vs.infos())
-		if err != nil || c != want {
+		c, err := verify.OpenCheckpoint(note, vs.public)
+		if err != nil || (logHead{c.Origin, c.Size, c.Root}) != want {
 			t.Fatalf("block check accepted a note the client check refuses: %+v %v", c, err)
 		}
 	})

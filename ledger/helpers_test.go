@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 var testNonce atomic.Uint64
@@ -28,9 +30,9 @@ func newTestKey(t testing.TB) ed25519.PrivateKey {
 	return k
 }
 
-func signEntry(t testing.TB, key ed25519.PrivateKey, kind Kind, body any) *SignedEntry {
+func signEntry(t testing.TB, key ed25519.PrivateKey, kind verify.Kind, body any) *verify.SignedEntry {
 	t.Helper()
-	se, err := NewEntryWithNonce(key, kind, body, testNonce.Add(1), time.Now())
+	se, err := verify.NewEntryWithNonce(key, kind, body, testNonce.Add(1), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +106,7 @@ func wantError(t testing.TB, status int, body []byte, wantStatus int, wantCode s
 
 func wantRejected(t testing.TB, err error, code string) {
 	t.Helper()
-	var rej *RejectedError
+	var rej *verify.RejectedError
 	if !errors.As(err, &rej) || rej.Code != code {
 		t.Fatalf("err = %v, want RejectedError code %s", err, code)
 	}
@@ -112,7 +114,7 @@ func wantRejected(t testing.TB, err error, code string) {
 
 // verifiedCheckpoint fetches the latest checkpoint that covers at least
 // size entries, verifying it against the published validator set.
-func (c *apiClient) verifiedCheckpoint(size uint64) Checkpoint {
+func (c *apiClient) verifiedCheckpoint(size uint64) logHead {
 	c.t.Helper()
 	var vals validatorsJSON
 	c.getJSON("/v1/validators", &vals)
@@ -120,7 +122,7 @@ func (c *apiClient) verifiedCheckpoint(size uint64) Checkpoint {
 	for {
 		status, b := c.do("GET", "/v1/checkpoint", nil)
 		if status == 200 {
-			cp, err := VerifyCheckpoint(b, vals.Origin, vals.Validators)
+			cp, err := openCheckpoint(b, vals)
 			if err != nil {
 				c.t.Fatalf("checkpoint does not verify: %v\n%s", err, b)
 			}
@@ -140,7 +142,7 @@ func (c *apiClient) verifiedCheckpoint(size uint64) Checkpoint {
 // checkInclusion fetches entry i and its inclusion proof against cp and
 // verifies them the way a client must: leaf hash recomputed from the
 // entry bytes.
-func (c *apiClient) checkInclusion(i uint64, cp Checkpoint) error {
+func (c *apiClient) checkInclusion(i uint64, cp logHead) error {
 	c.t.Helper()
 	var e entryJSON
 	c.getJSON(fmt.Sprintf("/v1/entries/%d", i), &e)
@@ -156,4 +158,18 @@ func (c *apiClient) checkInclusion(i uint64, cp Checkpoint) error {
 		copy(proof[j][:], h)
 	}
 	return tlog.CheckRecord(proof, int64(cp.Size), cp.Root, int64(i), tlog.RecordHash(e.Entry))
+}
+
+// openCheckpoint verifies a signed checkpoint against the validator set
+// the API published, the way a client does (verify.OpenCheckpoint).
+func openCheckpoint(b []byte, vals validatorsJSON) (logHead, error) {
+	vs, err := verify.NewValidatorSet(vals.ChainID, vals.Validators)
+	if err != nil {
+		return logHead{}, err
+	}
+	cp, err := verify.OpenCheckpoint(b, vs)
+	if err != nil {
+		return logHead{}, err
+	}
+	return logHead{cp.Origin, cp.Size, cp.Root}, nil
 }

@@ -15,6 +15,7 @@ import (
 	cmttypes "github.com/cometbft/cometbft/types"
 
 	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // Validator key files, as CometBFT names them. GenerateValidatorKeys
@@ -71,7 +72,7 @@ type GenesisValidator struct {
 // whose validators are these, power 1 each, with the consensus parameters
 // every Cloister ledger uses.
 func NewGenesis(chainID string, validators []GenesisValidator) ([]byte, error) {
-	if err := checkChainID(chainID); err != nil {
+	if err := verify.CheckChainID(chainID); err != nil {
 		return nil, err
 	}
 	if len(validators) < 1 || len(validators) > maxValidators {
@@ -122,7 +123,7 @@ func PrepareHome(home string, spec HomeSpec) (ValidatorIdentity, error) {
 	if err != nil {
 		return id, fmt.Errorf("ledger home %s: genesis: %w", home, err)
 	}
-	if err := checkChainID(gen.ChainID); err != nil {
+	if err := verify.CheckChainID(gen.ChainID); err != nil {
 		return id, fmt.Errorf("ledger home %s: genesis: %w", home, err)
 	}
 	for _, p := range spec.Peers {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // The fault tests run validators (and a crashing writer) as separate
@@ -81,7 +83,7 @@ func runChildWriter(dir string) int {
 		go func() {
 			defer wg.Done()
 			for i := 0; ; i++ {
-				se, err := NewEntryWithNonce(key, KindNote, map[string]any{"g": g, "i": i}, uint64(g)<<32|uint64(i), time.Now())
+				se, err := verify.NewEntryWithNonce(key, KindNote, map[string]any{"g": g, "i": i}, uint64(g)<<32|uint64(i), time.Now())
 				if err != nil {
 					panic(err)
 				}

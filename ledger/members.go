@@ -5,13 +5,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"unicode"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/ledger/verify"
 
 	cfg "github.com/cometbft/cometbft/config"
 	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
@@ -40,38 +40,38 @@ const maxMemberName = 64
 
 // requireValidator refuses a submitter that is not a validator of the
 // chain (the validators InitChain stored).
-func (c *ruleCtx) requireValidator() *RejectedError {
-	var vals []storedValidator
-	if raw := c.v.get(bucketMeta, metaValidators); raw == nil || json.Unmarshal(raw, &vals) != nil {
-		return reject(CodeUnavailable, "%s: the chain's validators are not known yet", c.body.kind)
+func (c *ruleCtx) requireValidator() *verify.RejectedError {
+	vals, err := readValidators(c.v)
+	if err != nil {
+		return reject(verify.CodeUnavailable, "%s: %v", c.body.kind, err)
 	}
 	for _, v := range vals {
 		if bytes.Equal(v.PubKey, c.pub) {
 			return nil
 		}
 	}
-	return reject(CodeUnauthorized, "%s entries come from a validator of the chain (signed with its consensus key); the submitter is not one", c.body.kind)
+	return reject(verify.CodeUnauthorized, "%s entries come from a validator of the chain (signed with its consensus key); the submitter is not one", c.body.kind)
 }
 
 // memberKey reads the "member" field: a valid Ed25519 key.
-func (c *ruleCtx) memberKey() (ed25519.PublicKey, *RejectedError) {
+func (c *ruleCtx) memberKey() (ed25519.PublicKey, *verify.RejectedError) {
 	s, rej := c.body.str("member", true, 64)
 	if rej != nil {
 		return nil, rej
 	}
 	pk, err := protocol.ParseEd25519Key(s)
 	if err != nil {
-		return nil, reject(CodeMalformed, "%s body member: %v", c.body.kind, err)
+		return nil, reject(verify.CodeMalformed, "%s body member: %v", c.body.kind, err)
 	}
 	if err := checkSubmitterKey(pk); err != nil {
-		return nil, reject(CodeMalformed, "%s body member: %v", c.body.kind, err)
+		return nil, reject(verify.CodeMalformed, "%s body member: %v", c.body.kind, err)
 	}
 	return pk, nil
 }
 
 // memberEntry checks what both member kinds share: the body's fields, a
 // validator as submitter, the member key.
-func (c *ruleCtx) memberEntry(fields ...string) (ed25519.PublicKey, *RejectedError) {
+func (c *ruleCtx) memberEntry(fields ...string) (ed25519.PublicKey, *verify.RejectedError) {
 	if rej := c.body.only(fields...); rej != nil {
 		return nil, rej
 	}
@@ -81,7 +81,7 @@ func (c *ruleCtx) memberEntry(fields ...string) (ed25519.PublicKey, *RejectedErr
 	return c.memberKey()
 }
 
-func ruleMemberAdmitted(c *ruleCtx) ([]write, *RejectedError) {
+func ruleMemberAdmitted(c *ruleCtx) ([]write, *verify.RejectedError) {
 	pk, rej := c.memberEntry("member", "name")
 	if rej != nil {
 		return nil, rej
@@ -92,30 +92,30 @@ func ruleMemberAdmitted(c *ruleCtx) ([]write, *RejectedError) {
 	}
 	for _, r := range name {
 		if unicode.IsControl(r) {
-			return nil, reject(CodeMalformed, "member.admitted body name: control characters are not allowed")
+			return nil, reject(verify.CodeMalformed, "member.admitted body name: control characters are not allowed")
 		}
 	}
 	if cur := c.v.get(bucketMembers, pk); len(cur) >= 16 {
 		if removed, _ := getU64(cur[8:16]); removed == 0 {
 			at, _ := getU64(cur[:8])
-			return nil, reject(CodeReplay, "member.admitted: %s is a member already (entry %d)", protocol.FormatEd25519Key(pk), at)
+			return nil, reject(verify.CodeReplay, "member.admitted: %s is a member already (entry %d)", protocol.FormatEd25519Key(pk), at)
 		}
 	}
 	val := append(append(be64(c.index), be64(0)...), name...)
 	return []write{{bucketMembers, bytes.Clone(pk), val}}, nil
 }
 
-func ruleMemberRemoved(c *ruleCtx) ([]write, *RejectedError) {
+func ruleMemberRemoved(c *ruleCtx) ([]write, *verify.RejectedError) {
 	pk, rej := c.memberEntry("member")
 	if rej != nil {
 		return nil, rej
 	}
 	cur := c.v.get(bucketMembers, pk)
 	if len(cur) < 16 {
-		return nil, reject(CodeMissingReference, "member.removed: %s was never admitted", protocol.FormatEd25519Key(pk))
+		return nil, reject(verify.CodeMissingReference, "member.removed: %s was never admitted", protocol.FormatEd25519Key(pk))
 	}
 	if removed, _ := getU64(cur[8:16]); removed != 0 {
-		return nil, reject(CodeReplay, "member.removed: %s was removed already (entry %d)", protocol.FormatEd25519Key(pk), removed)
+		return nil, reject(verify.CodeReplay, "member.removed: %s was removed already (entry %d)", protocol.FormatEd25519Key(pk), removed)
 	}
 	val := append(append(bytes.Clone(cur[:8]), be64(c.index)...), cur[16:]...)
 	return []write{{bucketMembers, bytes.Clone(pk), val}}, nil
@@ -157,15 +157,15 @@ func (e *Embedded) IsMember(_ context.Context, key ed25519.PublicKey) (bool, err
 func (ln *ledgerNode) handleMember(w http.ResponseWriter, r *http.Request) {
 	raw, err := hex.DecodeString(r.PathValue("key"))
 	if err != nil || len(raw) != ed25519.PublicKeySize {
-		writeError(w, http.StatusBadRequest, CodeMalformed, "member key: want the 32-byte Ed25519 key in hex")
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "member key: want the 32-byte Ed25519 key in hex")
 		return
 	}
 	m, err := ln.member(raw)
 	switch {
 	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "reading the ledger: %v", err)
+		writeError(w, http.StatusServiceUnavailable, verify.CodeUnavailable, "reading the ledger: %v", err)
 	case m == nil:
-		writeError(w, http.StatusNotFound, CodeNotFound, "%s was never admitted as a member", protocol.FormatEd25519Key(raw))
+		writeError(w, http.StatusNotFound, verify.CodeNotFound, "%s was never admitted as a member", protocol.FormatEd25519Key(raw))
 	default:
 		writeJSON(w, http.StatusOK, m)
 	}

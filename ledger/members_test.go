@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // Only a validator admits and removes members; the state answers who is
@@ -24,20 +25,20 @@ func TestMembers(t *testing.T) {
 	org := newTestKey(t)
 	orgPub := org.Public().(ed25519.PublicKey)
 	outsider := newTestKey(t)
-	append1 := func(key ed25519.PrivateKey, kind Kind, body map[string]any) error {
+	append1 := func(key ed25519.PrivateKey, kind verify.Kind, body map[string]any) error {
 		_, err := e.Append(ctx, signEntry(t, key, kind, body))
 		return err
 	}
 	wantCode := func(err error, code string) {
 		t.Helper()
-		var rej *RejectedError
+		var rej *verify.RejectedError
 		if !errors.As(err, &rej) || rej.Code != code {
 			t.Fatalf("got %v, want a refusal with code %s", err, code)
 		}
 	}
 	// A key admits itself: refused.
-	wantCode(append1(org, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeUnauthorized)
-	wantCode(append1(outsider, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeUnauthorized)
+	wantCode(append1(org, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), verify.CodeUnauthorized)
+	wantCode(append1(outsider, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), verify.CodeUnauthorized)
 	if ok, _ := e.IsMember(ctx, orgPub); ok {
 		t.Fatal("a member without an admission")
 	}
@@ -48,8 +49,8 @@ func TestMembers(t *testing.T) {
 	if ok, err := e.IsMember(ctx, orgPub); !ok || err != nil {
 		t.Fatalf("IsMember after admission: %v %v", ok, err)
 	}
-	wantCode(append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeReplay)
-	wantCode(append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub), "extra": 1}), CodeMalformed)
+	wantCode(append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), verify.CodeReplay)
+	wantCode(append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub), "extra": 1}), verify.CodeMalformed)
 	// Over the API.
 	c := serveAPI(t, e.Handler())
 	var m Member
@@ -61,14 +62,14 @@ func TestMembers(t *testing.T) {
 		t.Fatalf("an outsider: status %d, want 404", status)
 	}
 	// Removal: by a validator only, once.
-	wantCode(append1(org, KindMemberRemoved, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeUnauthorized)
+	wantCode(append1(org, KindMemberRemoved, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), verify.CodeUnauthorized)
 	if err := append1(vk, KindMemberRemoved, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := e.IsMember(ctx, orgPub); ok {
 		t.Fatal("still a member after removal")
 	}
-	wantCode(append1(vk, KindMemberRemoved, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), CodeReplay)
+	wantCode(append1(vk, KindMemberRemoved, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}), verify.CodeReplay)
 	// Admitted again.
 	if err := append1(vk, KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(orgPub)}); err != nil {
 		t.Fatal(err)

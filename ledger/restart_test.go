@@ -49,7 +49,7 @@ func TestEmbeddedRestart(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("old checkpoint: %d %s", status, b)
 	}
-	if got, err := VerifyCheckpoint(b, vals2.Origin, vals2.Validators); err != nil || got != cp1 {
+	if got, err := openCheckpoint(b, vals2); err != nil || got != cp1 {
 		t.Fatalf("old checkpoint after restart: %+v %v, want %+v", got, err, cp1)
 	}
 	for i := range cp1.Size {
@@ -73,7 +73,7 @@ func TestEmbeddedRestart(t *testing.T) {
 	checkConsistency(t, c, cp1, cp2)
 }
 
-func checkConsistency(t *testing.T, c *apiClient, old, new Checkpoint) {
+func checkConsistency(t *testing.T, c *apiClient, old, new logHead) {
 	t.Helper()
 	var p struct {
 		Hashes [][]byte `json:"hashes"`

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/jcs"
+	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -27,7 +29,7 @@ func TestStateMachineRefusals(t *testing.T) {
 	defer cancel()
 	key := newTestKey(t)
 	pub := key.Public().(ed25519.PublicKey)
-	mustAppend := func(se *SignedEntry) Receipt {
+	mustAppend := func(se *verify.SignedEntry) verify.Receipt {
 		t.Helper()
 		rc, err := e.Append(ctx, se)
 		if err != nil {
@@ -40,41 +42,41 @@ func TestStateMachineRefusals(t *testing.T) {
 		se := signEntry(t, key, KindNote, map[string]any{"text": "hello"})
 		se.Entry.Body = json.RawMessage(`{"text":"jello"}`)
 		_, err := e.Append(ctx, se)
-		wantRejected(t, err, CodeBadSignature)
+		wantRejected(t, err, verify.CodeBadSignature)
 		status, b := c.do("POST", "/v1/entries", se.Encode())
-		wantError(t, status, b, 422, CodeBadSignature)
+		wantError(t, status, b, 422, verify.CodeBadSignature)
 	})
 	t.Run("replay", func(t *testing.T) {
 		se := signEntry(t, key, KindNote, map[string]any{"text": "once"})
 		mustAppend(se)
 		_, err := e.Append(ctx, se)
-		wantRejected(t, err, CodeReplay)
+		wantRejected(t, err, verify.CodeReplay)
 		status, b := c.do("POST", "/v1/entries", se.Encode())
-		wantError(t, status, b, 422, CodeReplay)
+		wantError(t, status, b, 422, verify.CodeReplay)
 		// A different entry with the same nonce is a replay too.
-		other, err := NewEntryWithNonce(key, KindNote, map[string]any{"text": "twice"}, se.Entry.Nonce, time.Now())
+		other, err := verify.NewEntryWithNonce(key, KindNote, map[string]any{"text": "twice"}, se.Entry.Nonce, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = e.Append(ctx, other)
-		wantRejected(t, err, CodeReplay)
+		wantRejected(t, err, verify.CodeReplay)
 		// The refusal says which entry holds the nonce, and whether it is
 		// the same entry: here not; the first one signed again at another
 		// time, yes — over the HTTP API too.
-		var rej *RejectedError
+		var rej *verify.RejectedError
 		if errors.As(err, &rej); rej == nil || rej.HeldBy == nil || rej.SameEntry {
 			t.Errorf("another entry under a used nonce: %+v", rej)
 		}
-		again, err := NewEntryWithNonce(key, KindNote, map[string]any{"text": "once"}, se.Entry.Nonce, time.Now().Add(time.Second))
+		again, err := verify.NewEntryWithNonce(key, KindNote, map[string]any{"text": "once"}, se.Entry.Nonce, time.Now().Add(time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = e.Append(ctx, again)
-		if errors.As(err, &rej); rej == nil || rej.Code != CodeReplay || rej.HeldBy == nil || !rej.SameEntry {
+		if errors.As(err, &rej); rej == nil || rej.Code != verify.CodeReplay || rej.HeldBy == nil || !rej.SameEntry {
 			t.Errorf("the same entry signed again: %v %+v", err, rej)
 		}
 		status, b = c.do("POST", "/v1/entries", again.Encode())
-		wantError(t, status, b, 422, CodeReplay)
+		wantError(t, status, b, 422, verify.CodeReplay)
 		if !strings.Contains(string(b), `"same_entry":true`) {
 			t.Errorf("HTTP refusal of the same entry signed again: %s", b)
 		}
@@ -86,7 +88,7 @@ func TestStateMachineRefusals(t *testing.T) {
 		// holds the nonce and whether it is the same one.
 		for _, same := range []bool{true, false} {
 			nonce := testNonce.Add(1)
-			first, err := NewEntryWithNonce(key, KindNote, map[string]any{"text": "together"}, nonce, time.Now())
+			first, err := verify.NewEntryWithNonce(key, KindNote, map[string]any{"text": "together"}, nonce, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,7 +96,7 @@ func TestStateMachineRefusals(t *testing.T) {
 			if !same {
 				text = "apart"
 			}
-			second, err := NewEntryWithNonce(key, KindNote, map[string]any{"text": text}, nonce, time.Now().Add(time.Second))
+			second, err := verify.NewEntryWithNonce(key, KindNote, map[string]any{"text": text}, nonce, time.Now().Add(time.Second))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +106,7 @@ func TestStateMachineRefusals(t *testing.T) {
 			}
 			defer p1.release()
 			p2, err := e.ln.enqueue(second.Encode(), true)
-			var rej *RejectedError
+			var rej *verify.RejectedError
 			if err == nil { // the usual case: both in the mempool
 				defer p2.release()
 				_, err = p2.wait(ctx)
@@ -113,7 +115,7 @@ func TestStateMachineRefusals(t *testing.T) {
 			if err1 != nil {
 				t.Fatalf("the first copy: %v", err1)
 			}
-			if !errors.As(err, &rej) || rej.Code != CodeReplay || rej.HeldBy == nil || *rej.HeldBy != rc.Index || rej.SameEntry != same {
+			if !errors.As(err, &rej) || rej.Code != verify.CodeReplay || rej.HeldBy == nil || *rej.HeldBy != rc.Index || rej.SameEntry != same {
 				t.Fatalf("same entry %v: the second copy got %v %+v; want a replay held by entry %d, same_entry %v", same, err, rej, rc.Index, same)
 			}
 		}
@@ -122,95 +124,95 @@ func TestStateMachineRefusals(t *testing.T) {
 		// Not a registered node.
 		se := signEntry(t, key, KindSessionEvent, map[string]any{"session": "s1", "event": "session.created", "policy_hash": strings.Repeat("ab", 32)})
 		_, err := e.Append(ctx, se)
-		wantRejected(t, err, CodeUnauthorized)
+		wantRejected(t, err, verify.CodeUnauthorized)
 		status, b := c.do("POST", "/v1/entries", signEntry(t, key, KindVerdict, map[string]any{"x": 1}).Encode())
-		wantError(t, status, b, 422, CodeUnauthorized)
+		wantError(t, status, b, 422, verify.CodeUnauthorized)
 		// A node registers itself only.
 		other := newTestKey(t)
 		_, err = e.Append(ctx, signEntry(t, key, KindNodeRegistered, nodeBody(other.Public().(ed25519.PublicKey))))
-		wantRejected(t, err, CodeUnauthorized)
+		wantRejected(t, err, verify.CodeUnauthorized)
 	})
 	t.Run("missing_reference", func(t *testing.T) {
 		node := newTestKey(t)
 		mustAppend(signEntry(t, node, KindNodeRegistered, nodeBody(node.Public().(ed25519.PublicKey))))
 		_, err := e.Append(ctx, signEntry(t, node, KindSessionEvent, map[string]any{"session": "nope", "event": "session.run_finished"}))
-		wantRejected(t, err, CodeMissingReference)
+		wantRejected(t, err, verify.CodeMissingReference)
 		_, err = e.Append(ctx, signEntry(t, node, KindResultCommitted, map[string]any{"session": "nope", "outputs": map[string]any{}, "signature": "x"}))
-		wantRejected(t, err, CodeMissingReference)
+		wantRejected(t, err, verify.CodeMissingReference)
 		// With the reference it works, and a second session.created is refused.
 		ph := strings.Repeat("cd", 32)
 		mustAppend(signEntry(t, node, KindSessionEvent, map[string]any{"session": "s9", "event": "session.created", "policy_hash": ph}))
 		mustAppend(signEntry(t, node, KindSessionEvent, map[string]any{"session": "s9", "event": "session.run_finished", "policy_hash": ph}))
 		mustAppend(signEntry(t, node, KindResultCommitted, map[string]any{"session": "s9", "outputs": map[string]any{"r": ph}, "signature": "c2ln"}))
 		_, err = e.Append(ctx, signEntry(t, node, KindSessionEvent, map[string]any{"session": "s9", "event": "session.closed", "policy_hash": strings.Repeat("00", 32)}))
-		wantRejected(t, err, CodeMissingReference)
+		wantRejected(t, err, verify.CodeMissingReference)
 		_, err = e.Append(ctx, signEntry(t, node, KindSessionEvent, map[string]any{"session": "s9", "event": "session.created", "policy_hash": ph}))
-		wantRejected(t, err, CodeReplay)
+		wantRejected(t, err, verify.CodeReplay)
 		// Another node cannot use this node's session.
 		node2 := newTestKey(t)
 		mustAppend(signEntry(t, node2, KindNodeRegistered, nodeBody(node2.Public().(ed25519.PublicKey))))
 		_, err = e.Append(ctx, signEntry(t, node2, KindSessionEvent, map[string]any{"session": "s9", "event": "session.closed"}))
-		wantRejected(t, err, CodeMissingReference)
+		wantRejected(t, err, verify.CodeMissingReference)
 	})
 	t.Run("acl", func(t *testing.T) {
 		owner, other := newTestKey(t), newTestKey(t)
 		g := mustAppend(signEntry(t, owner, KindACLGranted, map[string]any{"resource": "dataset/1", "grantee": "bob"}))
 		_, err := e.Append(ctx, signEntry(t, other, KindACLGranted, map[string]any{"resource": "dataset/1", "grantee": "eve"}))
-		wantRejected(t, err, CodeUnauthorized)
+		wantRejected(t, err, verify.CodeUnauthorized)
 		_, err = e.Append(ctx, signEntry(t, other, KindACLRevoked, map[string]any{"grant": g.Index}))
-		wantRejected(t, err, CodeUnauthorized)
+		wantRejected(t, err, verify.CodeUnauthorized)
 		mustAppend(signEntry(t, owner, KindACLRevoked, map[string]any{"grant": g.Index}))
 		_, err = e.Append(ctx, signEntry(t, owner, KindACLRevoked, map[string]any{"grant": g.Index}))
-		wantRejected(t, err, CodeReplay)
+		wantRejected(t, err, verify.CodeReplay)
 		_, err = e.Append(ctx, signEntry(t, owner, KindACLRevoked, map[string]any{"grant": g.Index - 1}))
-		wantRejected(t, err, CodeMissingReference)
+		wantRejected(t, err, verify.CodeMissingReference)
 	})
 	t.Run("policy", func(t *testing.T) {
 		doc, hash := testPolicy(t, pub)
 		mustAppend(signEntry(t, key, KindPolicyPublished, map[string]any{"policy_hash": hash, "policy": doc}))
 		_, err := e.Append(ctx, signEntry(t, newTestKey(t), KindPolicyPublished, map[string]any{"policy_hash": hash, "policy": doc}))
-		wantRejected(t, err, CodeUnauthorized)
+		wantRejected(t, err, verify.CodeUnauthorized)
 		_, err = e.Append(ctx, signEntry(t, key, KindPolicyPublished, map[string]any{"policy_hash": strings.Repeat("0", 64), "policy": doc}))
-		wantRejected(t, err, CodeMalformed)
+		wantRejected(t, err, verify.CodeMalformed)
 	})
 	t.Run("stale_time", func(t *testing.T) {
-		se, err := NewEntryWithNonce(key, KindNote, map[string]any{}, testNonce.Add(1), time.Now().Add(-time.Hour))
+		se, err := verify.NewEntryWithNonce(key, KindNote, map[string]any{}, testNonce.Add(1), time.Now().Add(-time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = e.Append(ctx, se)
-		wantRejected(t, err, CodeStaleTime)
+		wantRejected(t, err, verify.CodeStaleTime)
 	})
 	t.Run("malformed", func(t *testing.T) {
 		se := signEntry(t, key, KindNote, map[string]any{"a": 1})
 		spaced := bytes.Replace(se.Encode(), []byte(`"a":1`), []byte(`"a": 1`), 1)
 		// Through the mempool (a peer could send it): CheckTx refuses it.
 		_, err := e.ln.enqueue(spaced, false)
-		wantRejected(t, err, CodeMalformed)
+		wantRejected(t, err, verify.CodeMalformed)
 		status, b := c.do("POST", "/v1/entries", spaced)
-		wantError(t, status, b, 400, CodeMalformed)
+		wantError(t, status, b, 400, verify.CodeMalformed)
 		// A checkpoint-prefixed transaction from outside.
 		_, err = e.ln.enqueue(append([]byte{0}, se.Encode()...), false)
-		wantRejected(t, err, CodeMalformed)
-		_, err = e.Append(ctx, signEntry(t, key, Kind("bogus"), map[string]any{}))
-		wantRejected(t, err, CodeMalformed)
+		wantRejected(t, err, verify.CodeMalformed)
+		_, err = e.Append(ctx, signEntry(t, key, verify.Kind("bogus"), map[string]any{}))
+		wantRejected(t, err, verify.CodeMalformed)
 		_, err = e.Append(ctx, signEntry(t, newTestKey(t), KindNodeRegistered, map[string]any{"platform_key": "x"}))
-		wantRejected(t, err, CodeMalformed)
-		status, b = c.do("POST", "/v1/entries", bytes.Repeat([]byte("x"), maxEntryBytes+1))
-		wantError(t, status, b, 413, CodeTooLarge)
+		wantRejected(t, err, verify.CodeMalformed)
+		status, b = c.do("POST", "/v1/entries", bytes.Repeat([]byte("x"), verify.MaxEntryBytes+1))
+		wantError(t, status, b, 413, verify.CodeTooLarge)
 		// The identity point as a key: R = identity, S = 0 verifies for any
 		// message, no private key needed. The ledger refuses such keys.
 		identity := append([]byte{1}, make([]byte, 31)...)
-		forged := &SignedEntry{
-			Entry: Entry{Kind: KindNote, Body: json.RawMessage(`{"forged":true}`), Submitter: protocol.FormatEd25519Key(identity),
-				Nonce: testNonce.Add(1), Time: formatTime(time.Now())},
+		forged := &verify.SignedEntry{
+			Entry: verify.Entry{Kind: KindNote, Body: json.RawMessage(`{"forged":true}`), Submitter: protocol.FormatEd25519Key(identity),
+				Nonce: testNonce.Add(1), Time: verify.FormatTime(time.Now())},
 			Signature: append(bytes.Clone(identity), make([]byte, 32)...),
 		}
 		if err := forged.VerifySignature(); err != nil {
 			t.Fatalf("the forged signature should verify under the identity key: %v", err)
 		}
 		_, err = e.Append(ctx, forged)
-		wantRejected(t, err, CodeMalformed)
+		wantRejected(t, err, verify.CodeMalformed)
 	})
 
 	// Only accepted entries are in the log, numbered without gaps.
@@ -225,7 +227,7 @@ func TestStateMachineRefusals(t *testing.T) {
 		t.Fatalf("listed %d entries, size %d, status size %d", len(list.Entries), list.Size, st.Size)
 	}
 	for i, en := range list.Entries {
-		se, err := DecodeEntry(en.Entry)
+		se, err := verify.DecodeEntry(en.Entry)
 		if err != nil || se.VerifySignature() != nil || en.Index != uint64(i) {
 			t.Fatalf("entry %d in the log is not a valid entry: %v", i, err)
 		}
@@ -252,7 +254,7 @@ func testPolicy(t *testing.T, alice ed25519.PublicKey) (json.RawMessage, string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	canon, err := Canonicalize(b)
+	canon, err := jcs.Canonicalize(b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,8 @@ import (
 // Buckets and their keys (integers are 8-byte big-endian):
 //
 //	meta         "height", "size", "root", "prev_size", "prev_root",
-//	             "checkpoint_size", "chain_id", "validators"
+//	             "checkpoint_size", "chain_id", "validators",
+//	             "rules" (the rule schedule, JSON; absent: version 1 from height 1)
 //	entries      index -> height || tx
 //	hashes       tlog stored-hash index -> 32-byte hash
 //	nonces       submitter key (32) || nonce -> index
@@ -31,6 +32,8 @@ import (
 //	grants       index -> owner key (32) || revoked-by index (0: live) || resource
 //	acl_owners   resource -> owner key (32)
 //	checkpoints  size -> cosigned checkpoint note
+//	members      see members.go
+//	rule_votes   see rules.go
 var (
 	bucketMeta        = []byte("meta")
 	bucketEntries     = []byte("entries")
@@ -42,8 +45,9 @@ var (
 	bucketACLOwners   = []byte("acl_owners")
 	bucketCheckpoints = []byte("checkpoints")
 	bucketMembers     = []byte("members")
+	bucketRuleVotes   = []byte("rule_votes")
 	allBuckets        = [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketNonces, bucketNodes,
-		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers}
+		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers, bucketRuleVotes}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}
@@ -58,6 +62,7 @@ var (
 	metaCheckpointSize = []byte("checkpoint_size")
 	metaChainID        = []byte("chain_id")
 	metaValidators     = []byte("validators")
+	metaRules          = []byte("rules")
 )
 
 // committedState is what the last committed block left: the log size and
@@ -193,10 +198,13 @@ func readHashes(idx []int64, get func([]byte) []byte) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// chainInfo is what InitChain learns once: the chain id and validator set.
+// chainInfo is what InitChain learns once: the chain id, the validator
+// set and the rule version of height 1. (The schedule grows later by
+// rules.scheduled entries, written in the blocks that carry them.)
 type chainInfo struct {
 	ChainID    string            `json:"chain_id"`
 	Validators []storedValidator `json:"validators"`
+	Rules      ruleSchedule      `json:"rules"`
 }
 
 type storedValidator struct {
@@ -209,9 +217,16 @@ func (s *store) saveChain(ci chainInfo) error {
 	if err != nil {
 		return err
 	}
+	rules, err := json.Marshal(ci.Rules)
+	if err != nil {
+		return err
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
 		if err := m.Put(metaChainID, []byte(ci.ChainID)); err != nil {
+			return err
+		}
+		if err := m.Put(metaRules, rules); err != nil {
 			return err
 		}
 		return m.Put(metaValidators, b)
@@ -228,6 +243,9 @@ func (s *store) loadChain() (ci chainInfo, ok bool, err error) {
 		}
 		ok = true
 		ci.ChainID = string(id)
+		if ci.Rules, err = parseSchedule(m.Get(metaRules)); err != nil {
+			return err
+		}
 		return json.Unmarshal(vals, &ci.Validators)
 	})
 	return ci, ok, err

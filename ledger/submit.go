@@ -10,23 +10,24 @@ import (
 	mempl "github.com/cometbft/cometbft/mempool"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // Append submits the entry to this validator's mempool (in process, no
 // RPC), which gossips it to the other validators, and waits until a block
 // that includes it is committed here.
-func (ln *ledgerNode) Append(ctx context.Context, e *SignedEntry) (Receipt, error) {
+func (ln *ledgerNode) Append(ctx context.Context, e *verify.SignedEntry) (verify.Receipt, error) {
 	if e == nil {
-		return Receipt{}, reject(CodeMalformed, "nil entry")
+		return verify.Receipt{}, reject(verify.CodeMalformed, "nil entry")
 	}
 	return ln.submit(ctx, e.Encode())
 }
 
 // submit appends a transaction and waits for its commit.
-func (ln *ledgerNode) submit(ctx context.Context, tx []byte) (Receipt, error) {
+func (ln *ledgerNode) submit(ctx context.Context, tx []byte) (verify.Receipt, error) {
 	p, err := ln.enqueue(tx, true)
 	if err != nil {
-		return Receipt{}, err
+		return verify.Receipt{}, err
 	}
 	defer p.release()
 	return p.wait(ctx)
@@ -42,7 +43,7 @@ type pendingTx struct {
 }
 
 // enqueue hands tx to the mempool. A refusal by CheckTx comes back as a
-// *RejectedError; with track, the returned pendingTx can wait for the
+// *verify.RejectedError; with track, the returned pendingTx can wait for the
 // commit (call release when done).
 func (ln *ledgerNode) enqueue(tx []byte, track bool) (*pendingTx, error) {
 	p := &pendingTx{ln: ln, tx: tx, hash: sha256.Sum256(tx)}
@@ -51,11 +52,11 @@ func (ln *ledgerNode) enqueue(tx []byte, track bool) (*pendingTx, error) {
 		p.ch = ln.app.waiters.add(p.hash)
 	}
 	err := ln.checkTx(tx)
-	var rej *RejectedError
-	if errors.As(err, &rej) && rej.Code == CodeReplay {
+	var rej *verify.RejectedError
+	if errors.As(err, &rej) && rej.Code == verify.CodeReplay {
 		// Say which committed entry holds the nonce, and whether it is
 		// this one signed again (the state machine's refusal does not).
-		if c := ln.committedCopy(tx); c != nil && c.Code == CodeReplay {
+		if c := ln.committedCopy(tx); c != nil && c.Code == verify.CodeReplay {
 			err = c
 		}
 	}
@@ -79,14 +80,14 @@ func (ln *ledgerNode) enqueue(tx []byte, track bool) (*pendingTx, error) {
 
 func (ln *ledgerNode) checkTx(tx []byte) error {
 	if !ln.node.IsRunning() {
-		return fmt.Errorf("%w: the ledger node is stopped", ErrUnavailable)
+		return fmt.Errorf("%w: the ledger node is stopped", verify.ErrUnavailable)
 	}
 	rr, err := ln.node.Mempool().CheckTx(tx, "")
 	if err == nil {
 		rr.Wait()
 		if err = rr.Error(); err == nil {
 			if res := rr.Response.GetCheckTx(); res != nil && res.Code != 0 {
-				return &RejectedError{Code: codeFromABCI(res.Code), Reason: res.Log}
+				return &verify.RejectedError{Code: codeFromABCI(res.Code), Reason: res.Log}
 			}
 			return nil
 		}
@@ -96,15 +97,15 @@ func (ln *ledgerNode) checkTx(tx []byte) error {
 	var full mempl.ErrMempoolIsFull
 	switch {
 	case errors.As(err, &invalid):
-		return &RejectedError{Code: codeFromABCI(invalid.Code), Reason: invalid.Log}
+		return &verify.RejectedError{Code: codeFromABCI(invalid.Code), Reason: invalid.Log}
 	case errors.As(err, &tooLarge):
-		return reject(CodeTooLarge, "entry is %d bytes, limit %d", tooLarge.Actual, tooLarge.Max)
+		return reject(verify.CodeTooLarge, "entry is %d bytes, limit %d", tooLarge.Actual, tooLarge.Max)
 	case errors.As(err, &full):
-		return fmt.Errorf("%w: mempool full, retry later", ErrUnavailable)
+		return fmt.Errorf("%w: mempool full, retry later", verify.ErrUnavailable)
 	case errors.Is(err, mempl.ErrTxInCache), errors.Is(err, mempl.ErrTxInMempool):
 		return err
 	default:
-		return fmt.Errorf("%w: mempool: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: mempool: %v", verify.ErrUnavailable, err)
 	}
 }
 
@@ -116,54 +117,46 @@ func (p *pendingTx) release() {
 }
 
 // wait returns the receipt once the transaction's block is committed.
-func (p *pendingTx) wait(ctx context.Context) (Receipt, error) {
+func (p *pendingTx) wait(ctx context.Context) (verify.Receipt, error) {
 	select {
 	case o := <-p.ch:
 		if o.err != nil {
-			return Receipt{}, o.err
+			return verify.Receipt{}, o.err
 		}
 		if o.rej != nil {
-			if o.rej.Code == CodeReplay && o.rej.nonceHeld && o.rej.HeldBy == nil {
-				// Two entries under one nonce passed CheckTx together
-				// (it sees committed entries only) and the block took
-				// the other: it is committed now, so say which it is.
-				if c := p.ln.committedCopy(p.tx); c != nil && c.Code == CodeReplay {
-					return Receipt{}, c
-				}
-			}
-			return Receipt{}, o.rej
+			return verify.Receipt{}, o.rej
 		}
 		if p.duplicate {
-			rej := reject(CodeReplay, "this entry was submitted twice; the first copy became entry %d", o.receipt.Index)
+			rej := reject(verify.CodeReplay, "this entry was submitted twice; the first copy became entry %d", o.receipt.Index)
 			idx := o.receipt.Index
 			rej.HeldBy, rej.SameEntry = &idx, true
-			return Receipt{}, rej
+			return verify.Receipt{}, rej
 		}
 		return o.receipt, nil
 	case <-ctx.Done():
-		return Receipt{}, fmt.Errorf("%w: entry not committed yet (%v); it may still be", ErrUnavailable, ctx.Err())
+		return verify.Receipt{}, fmt.Errorf("%w: entry not committed yet (%v); it may still be", verify.ErrUnavailable, ctx.Err())
 	}
 }
 
 // committedCopy reports a replay if the entry's (submitter, nonce) is
 // already in the log.
-func (ln *ledgerNode) committedCopy(tx []byte) *RejectedError {
-	se, err := DecodeEntry(tx)
+func (ln *ledgerNode) committedCopy(tx []byte) *verify.RejectedError {
+	se, err := verify.DecodeEntry(tx)
 	if err != nil {
-		return reject(CodeMalformed, "%v", err)
+		return reject(verify.CodeMalformed, "%v", err)
 	}
 	pub, err := protocol.ParseEd25519Key(se.Entry.Submitter)
 	if err != nil {
-		return reject(CodeMalformed, "%v", err)
+		return reject(verify.CodeMalformed, "%v", err)
 	}
-	var rej *RejectedError
+	var rej *verify.RejectedError
 	ln.store.view(func(r reader) error {
 		if v := r.get(bucketNonces, append(bytes.Clone(pub), be64(se.Entry.Nonce)...)); v != nil {
 			i, _ := getU64(v)
-			rej = reject(CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", se.Entry.Nonce, i)
+			rej = reject(verify.CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", se.Entry.Nonce, i)
 			rej.HeldBy = &i
 			if _, held, ok := r.entry(i); ok {
-				if prev, err := DecodeEntry(held); err == nil {
+				if prev, err := verify.DecodeEntry(held); err == nil {
 					rej.SameEntry = prev.Entry.Kind == se.Entry.Kind && bytes.Equal(prev.Entry.Body, se.Entry.Body)
 				}
 			}

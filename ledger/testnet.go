@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/cloisterhq/cloister/internal/loopback"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // TestnetOptions configure GenerateTestnet.
@@ -36,7 +37,7 @@ func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValida
 	if chainID == "" {
 		chainID = "cloister-testnet"
 	}
-	if err := checkChainID(chainID); err != nil {
+	if err := verify.CheckChainID(chainID); err != nil {
 		return nil, fmt.Errorf("testnet: %w", err)
 	}
 	homes := make([]string, n)

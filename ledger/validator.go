@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/internal/httpguard"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // StartOptions configure StartValidator.
@@ -81,7 +82,7 @@ func (v *Validator) Handler() http.Handler { return v.h }
 
 // Append submits the entry through this validator and waits for its
 // commit here.
-func (v *Validator) Append(ctx context.Context, se *SignedEntry) (Receipt, error) {
+func (v *Validator) Append(ctx context.Context, se *verify.SignedEntry) (verify.Receipt, error) {
 	return v.ln.Append(ctx, se)
 }
 

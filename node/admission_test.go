@@ -22,6 +22,7 @@ import (
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/node"
 )
 
@@ -242,7 +243,7 @@ func TestAdmissionConsortium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	se, err := ledger.NewEntry(vk, ledger.KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(org.Public().Signing), "name": "org"})
+	se, err := verify.NewEntry(vk, ledger.KindMemberAdmitted, map[string]any{"member": protocol.FormatEd25519Key(org.Public().Signing), "name": "org"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // RegistrationFile, under the data directory, remembers where the node's
@@ -35,7 +36,7 @@ type ledgerLog struct {
 }
 
 func (l *ledgerLog) Record(ctx context.Context, kind string, body any) (uint64, error) {
-	se, err := ledger.NewEntry(l.key, ledger.Kind(kind), body)
+	se, err := verify.NewEntry(l.key, verify.Kind(kind), body)
 	if err != nil {
 		return 0, err
 	}
@@ -47,32 +48,32 @@ func (l *ledgerLog) Record(ctx context.Context, kind string, body any) (uint64, 
 // entry signed again after a restart (with the current time, as the
 // ledger's time window requires) is recorded at most once.
 func (l *ledgerLog) RecordNumbered(ctx context.Context, kind string, body json.RawMessage, number uint64) (uint64, error) {
-	se, err := ledger.NewEntryWithNonce(l.key, ledger.Kind(kind), body, number, time.Now())
+	se, err := verify.NewEntryWithNonce(l.key, verify.Kind(kind), body, number, time.Now())
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	return l.append(ctx, se)
 }
 
-func (l *ledgerLog) append(ctx context.Context, se *ledger.SignedEntry) (uint64, error) {
+func (l *ledgerLog) append(ctx context.Context, se *verify.SignedEntry) (uint64, error) {
 	rc, err := l.app.Append(ctx, se)
-	var rej *ledger.RejectedError
+	var rej *verify.RejectedError
 	switch {
 	case err == nil:
 		return rc.Index, nil
 	case !errors.As(err, &rej):
 		return 0, err
-	case rej.Code == ledger.CodeReplay && rej.HeldBy != nil && !rej.SameEntry:
+	case rej.Code == verify.CodeReplay && rej.HeldBy != nil && !rej.SameEntry:
 		return 0, fmt.Errorf("%w: %v", ErrNumberTaken, rej)
-	case rej.Code == ledger.CodeReplay && rej.HeldBy != nil:
+	case rej.Code == verify.CodeReplay && rej.HeldBy != nil:
 		return *rej.HeldBy, fmt.Errorf("%w: %v", ErrAlreadyRecorded, rej)
-	case rej.Code == ledger.CodeReplay:
+	case rej.Code == verify.CodeReplay:
 		// A repeat refused by the kind's own rule (a session created
 		// twice, a grant revoked twice): what the entry says is already
 		// recorded. A used nonce always comes with its holder (held_by),
 		// also when two copies reached the ledger together.
 		return 0, fmt.Errorf("%w: %v", ErrAlreadyRecorded, rej)
-	case rej.Code == ledger.CodeMissingReference, rej.Code == ledger.CodeStaleTime, rej.Code == ledger.CodeUnavailable:
+	case rej.Code == verify.CodeMissingReference, rej.Code == verify.CodeStaleTime, rej.Code == verify.CodeUnavailable:
 		return 0, err // may pass later
 	default:
 		return 0, fmt.Errorf("%w: %v", ErrRefused, rej)
@@ -120,7 +121,7 @@ func (n *Node) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	se, err := ledger.NewEntry(n.platform.Signer(), ledger.KindNodeRegistered, map[string]any{
+	se, err := verify.NewEntry(n.platform.Signer(), ledger.KindNodeRegistered, map[string]any{
 		"platform_key": pk, "class": string(n.class), "evidence": base64.StdEncoding.EncodeToString(evj),
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/ledger"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/node"
 )
 
@@ -197,7 +198,7 @@ func TestLedgerRecordsSession(t *testing.T) {
 
 	// The result commitment verifies under the session key dave pinned,
 	// and not once altered.
-	se, err := ledger.DecodeEntry(entries[4].raw)
+	se, err := verify.DecodeEntry(entries[4].raw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
-	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/jcs"
+	"github.com/cloisterhq/cloister/keys"
 )
 
 // AdmissionToken is what an operator signs to let one key create sessions

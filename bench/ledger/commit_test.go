@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // BenchmarkCommit measures entries committed per second, each entry's
@@ -163,7 +164,7 @@ func latency(b *testing.B, s *signers, a ledger.Appender, bg func() *load) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if rc.LeafHash != ledger.LeafHash(probes[i].Encode()) {
+		if rc.LeafHash != verify.LeafHash(probes[i].Encode()) {
 			b.Fatalf("probe %d: receipt for another entry", i)
 		}
 	}
@@ -185,11 +186,11 @@ type load struct {
 	done  atomic.Int64
 	err   atomic.Value
 	start time.Time
-	feed  chan *ledger.SignedEntry
+	feed  chan *verify.SignedEntry
 }
 
 func startLoad(tb testing.TB, a ledger.Appender, s *signers, rate, workers int) *load {
-	l := &load{stop: make(chan struct{}), feed: make(chan *ledger.SignedEntry, 100_000)}
+	l := &load{stop: make(chan struct{}), feed: make(chan *verify.SignedEntry, 100_000)}
 	pool := 20_000
 	if rate == 0 {
 		pool = 60_000
@@ -221,7 +222,7 @@ func startLoad(tb testing.TB, a ledger.Appender, s *signers, rate, workers int) 
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-l.stop; cancel() }()
-	one := func(e *ledger.SignedEntry) {
+	one := func(e *verify.SignedEntry) {
 		if _, err := a.Append(ctx, e); err != nil {
 			if ctx.Err() == nil {
 				l.err.Store(err)
@@ -230,7 +231,7 @@ func startLoad(tb testing.TB, a ledger.Appender, s *signers, rate, workers int) 
 		}
 		l.done.Add(1)
 	}
-	next := func() *ledger.SignedEntry {
+	next := func() *verify.SignedEntry {
 		select {
 		case e := <-l.feed:
 			return e

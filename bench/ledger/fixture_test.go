@@ -17,9 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
-	"golang.org/x/mod/sumdb/tlog"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 func TestMain(m *testing.M) {
@@ -58,7 +60,7 @@ func newSigners(tb testing.TB, n int) *signers {
 }
 
 // sign makes n fresh entries, spread over the keys, using every CPU.
-func (s *signers) sign(tb testing.TB, n int) []*ledger.SignedEntry {
+func (s *signers) sign(tb testing.TB, n int) []*verify.SignedEntry {
 	out, err := s.signErr(n)
 	if err != nil {
 		tb.Fatal(err)
@@ -66,8 +68,8 @@ func (s *signers) sign(tb testing.TB, n int) []*ledger.SignedEntry {
 	return out
 }
 
-func (s *signers) signErr(n int) ([]*ledger.SignedEntry, error) {
-	out := make([]*ledger.SignedEntry, n)
+func (s *signers) signErr(n int) ([]*verify.SignedEntry, error) {
+	out := make([]*verify.SignedEntry, n)
 	base := s.nonce.Add(uint64(n)) - uint64(n)
 	now := time.Now()
 	var wg sync.WaitGroup
@@ -80,7 +82,7 @@ func (s *signers) signErr(n int) ([]*ledger.SignedEntry, error) {
 			for i := w; i < n; i += workers {
 				seq := base + uint64(i)
 				body := `{"seq":` + strconv.FormatUint(seq, 10) + `,"text":"` + payload + `"}`
-				se, err := ledger.NewEntryWithNonce(s.keys[int(seq)%len(s.keys)], ledger.KindNote, []byte(body), seq+1, now)
+				se, err := verify.NewEntryWithNonce(s.keys[int(seq)%len(s.keys)], ledger.KindNote, []byte(body), seq+1, now)
 				if err != nil {
 					failed.Store(err)
 					return
@@ -97,7 +99,7 @@ func (s *signers) signErr(n int) ([]*ledger.SignedEntry, error) {
 }
 
 // txBytes is the mean transaction size of entries.
-func txBytes(entries []*ledger.SignedEntry) float64 {
+func txBytes(entries []*verify.SignedEntry) float64 {
 	var n int
 	for _, e := range entries {
 		n += len(e.Encode())
@@ -171,7 +173,7 @@ func waitCheckpoint(tb testing.TB, c *client.Client, size uint64) *client.Status
 // result is what submitting a set of entries gave.
 type result struct {
 	elapsed  time.Duration
-	receipts []ledger.Receipt // by entry position
+	receipts []verify.Receipt // by entry position
 	lat      []time.Duration  // per entry: submit to receipt
 }
 
@@ -180,7 +182,7 @@ func (r *result) rate() float64 { return float64(len(r.receipts)) / r.elapsed.Se
 // submitter sends entries to a ledger and waits for their commit.
 type submitter interface {
 	// submit commits entries[lo:hi] and fills res for them.
-	submit(ctx context.Context, entries []*ledger.SignedEntry, lo, hi int, res *result) error
+	submit(ctx context.Context, entries []*verify.SignedEntry, lo, hi int, res *result) error
 	// batch is how many entries one call takes.
 	batch() int
 }
@@ -191,7 +193,7 @@ type appendOne struct{ a []ledger.Appender }
 
 func (s appendOne) batch() int { return 1 }
 
-func (s appendOne) submit(ctx context.Context, entries []*ledger.SignedEntry, lo, hi int, res *result) error {
+func (s appendOne) submit(ctx context.Context, entries []*verify.SignedEntry, lo, hi int, res *result) error {
 	for i := lo; i < hi; i++ {
 		t0 := time.Now()
 		rc, err := s.a[i%len(s.a)].Append(ctx, entries[i])
@@ -212,7 +214,7 @@ type appendBatch struct {
 
 func (s appendBatch) batch() int { return s.size }
 
-func (s appendBatch) submit(ctx context.Context, entries []*ledger.SignedEntry, lo, hi int, res *result) error {
+func (s appendBatch) submit(ctx context.Context, entries []*verify.SignedEntry, lo, hi int, res *result) error {
 	t0 := time.Now()
 	rs, err := s.c[(lo/s.size)%len(s.c)].AppendBatch(ctx, entries[lo:hi], true)
 	if err != nil {
@@ -230,8 +232,8 @@ func (s appendBatch) submit(ctx context.Context, entries []*ledger.SignedEntry, 
 
 // commitAll submits entries from workers concurrent submitters and
 // checks every receipt: a distinct index and the entry's own leaf hash.
-func commitAll(tb testing.TB, s submitter, entries []*ledger.SignedEntry, workers int) *result {
-	res := &result{receipts: make([]ledger.Receipt, len(entries)), lat: make([]time.Duration, len(entries))}
+func commitAll(tb testing.TB, s submitter, entries []*verify.SignedEntry, workers int) *result {
+	res := &result{receipts: make([]verify.Receipt, len(entries)), lat: make([]time.Duration, len(entries))}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var next atomic.Int64
@@ -262,7 +264,7 @@ func commitAll(tb testing.TB, s submitter, entries []*ledger.SignedEntry, worker
 	}
 	seen := make(map[uint64]bool, len(entries))
 	for i, rc := range res.receipts {
-		if rc.LeafHash != ledger.LeafHash(entries[i].Encode()) {
+		if rc.LeafHash != verify.LeafHash(entries[i].Encode()) {
 			tb.Fatalf("entry %d: receipt leaf hash %x is not the entry's", i, rc.LeafHash)
 		}
 		if seen[rc.Index] {
@@ -311,7 +313,7 @@ func (t *memTree) reader() tlog.HashReader {
 
 // add records committed entries; the indices they got must continue the
 // log without gaps once sorted.
-func (t *memTree) add(entries []*ledger.SignedEntry, rcs []ledger.Receipt) error {
+func (t *memTree) add(entries []*verify.SignedEntry, rcs []verify.Receipt) error {
 	base := uint64(len(t.leaves))
 	txs := make([][]byte, len(entries))
 	for i, rc := range rcs {

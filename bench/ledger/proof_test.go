@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloisterhq/cloister/ledger"
-	"github.com/cloisterhq/cloister/ledger/client"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // proofSizes are the log sizes proofs are measured at. The log is built
@@ -32,8 +34,8 @@ type proofFixture struct {
 	e    *embedded
 	s    *signers
 	tree *memTree
-	vs   *client.ValidatorSet
-	cps  map[uint64]*client.Checkpoint
+	vs   *verify.ValidatorSet
+	cps  map[uint64]*verify.Checkpoint
 }
 
 var (
@@ -51,7 +53,7 @@ func proofLog(b *testing.B, size uint64) *proofFixture {
 		if err != nil {
 			b.Fatal(err)
 		}
-		f := &proofFixture{s: newSigners(b, 64), tree: &memTree{}, cps: map[uint64]*client.Checkpoint{}}
+		f := &proofFixture{s: newSigners(b, 64), tree: &memTree{}, cps: map[uint64]*verify.Checkpoint{}}
 		// Opened outside b's lifetime: it serves every -count run.
 		f.e = openEmbedded(&keepOpen{B: b}, dir)
 		onExit(func() error { err := f.e.close(); os.RemoveAll(dir); return err })
@@ -84,7 +86,7 @@ func proofLog(b *testing.B, size uint64) *proofFixture {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cp, err := client.VerifyCheckpoint(raw.Note, f.vs)
+		cp, err := verify.OpenCheckpoint(raw.Note, f.vs)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -156,7 +158,7 @@ func BenchmarkInclusionProof(b *testing.B) {
 					}
 				}
 			})
-			proofs := make([]*client.InclusionProof, len(idx))
+			proofs := make([]*verify.InclusionProof, len(idx))
 			var hashes int
 			for i, x := range idx {
 				p, err := f.e.c.InclusionProof(context.Background(), x, size)
@@ -175,7 +177,7 @@ func BenchmarkInclusionProof(b *testing.B) {
 				}
 			}
 			tx := func(i int) []byte { return f.tree.leaves[idx[i%len(idx)]] }
-			verify := func(b *testing.B, fn func(i int) error) {
+			loop := func(b *testing.B, fn func(i int) error) {
 				for i := 0; b.Loop(); i++ {
 					if err := fn(i); err != nil {
 						b.Fatal(err)
@@ -184,19 +186,19 @@ func BenchmarkInclusionProof(b *testing.B) {
 				b.ReportMetric(float64(hashes)/float64(len(idx)), "hashes/proof")
 			}
 			b.Run("verify-client", func(b *testing.B) {
-				verify(b, func(i int) error {
+				loop(b, func(i int) error {
 					j := i % len(idx)
-					return client.VerifyInclusion(proofs[j], cp, idx[j], ledger.LeafHash(tx(i)))
+					return verify.CheckInclusion(proofs[j], cp, idx[j], verify.LeafHash(tx(i)))
 				})
 			})
 			b.Run("verify-x-mod-tlog", func(b *testing.B) {
-				verify(b, func(i int) error {
+				loop(b, func(i int) error {
 					j := i % len(idx)
 					return tlog.CheckRecord(tlogProofs[j], int64(size), cp.Root, int64(idx[j]), tlog.RecordHash(tx(i)))
 				})
 			})
 			b.Run("verify-transparency-dev-merkle", func(b *testing.B) {
-				verify(b, func(i int) error {
+				loop(b, func(i int) error {
 					j := i % len(idx)
 					return proof.VerifyInclusion(rfc6962.DefaultHasher, idx[j], size, rfc6962.DefaultHasher.HashLeaf(tx(i)), merkleProofs[j], cp.Root[:])
 				})
@@ -218,9 +220,9 @@ func BenchmarkConsistencyProof(b *testing.B) {
 			for i := range from {
 				from[i]++ // 1 <= m < size
 			}
-			olders := make([]*client.Checkpoint, len(from))
+			olders := make([]*verify.Checkpoint, len(from))
 			for i, m := range from {
-				olders[i] = &client.Checkpoint{Origin: cp.Origin, Size: m, Root: f.tree.root(m)}
+				olders[i] = &verify.Checkpoint{Origin: cp.Origin, Size: m, Root: f.tree.root(m)}
 			}
 			h := f.e.l.Handler()
 			b.Run("server-handler", func(b *testing.B) {
@@ -241,7 +243,7 @@ func BenchmarkConsistencyProof(b *testing.B) {
 					}
 				}
 			})
-			proofs := make([]*client.ConsistencyProof, len(from))
+			proofs := make([]*verify.ConsistencyProof, len(from))
 			tlogProofs := make([]tlog.TreeProof, len(from))
 			merkleProofs := make([][][]byte, len(from))
 			var hashes int
@@ -257,7 +259,7 @@ func BenchmarkConsistencyProof(b *testing.B) {
 					merkleProofs[i] = append(merkleProofs[i], hh[:])
 				}
 			}
-			verify := func(b *testing.B, fn func(j int) error) {
+			loop := func(b *testing.B, fn func(j int) error) {
 				for i := 0; b.Loop(); i++ {
 					if err := fn(i % len(from)); err != nil {
 						b.Fatal(err)
@@ -266,15 +268,15 @@ func BenchmarkConsistencyProof(b *testing.B) {
 				b.ReportMetric(float64(hashes)/float64(len(from)), "hashes/proof")
 			}
 			b.Run("verify-client", func(b *testing.B) {
-				verify(b, func(j int) error { return client.VerifyConsistency(proofs[j], olders[j], cp) })
+				loop(b, func(j int) error { return verify.CheckConsistency(proofs[j], olders[j], cp) })
 			})
 			b.Run("verify-x-mod-tlog", func(b *testing.B) {
-				verify(b, func(j int) error {
+				loop(b, func(j int) error {
 					return tlog.CheckTree(tlogProofs[j], int64(size), cp.Root, int64(from[j]), olders[j].Root)
 				})
 			})
 			b.Run("verify-transparency-dev-merkle", func(b *testing.B) {
-				verify(b, func(j int) error {
+				loop(b, func(j int) error {
 					return proof.VerifyConsistency(rfc6962.DefaultHasher, from[j], size, merkleProofs[j], olders[j].Root[:], cp.Root[:])
 				})
 			})
@@ -286,7 +288,7 @@ func BenchmarkConsistencyProof(b *testing.B) {
 // it.
 type cosigned struct {
 	note []byte
-	vs   *client.ValidatorSet
+	vs   *verify.ValidatorSet
 }
 
 var (
@@ -332,14 +334,14 @@ func cosignedCheckpoint(b *testing.B, n int) cosigned {
 	// extensions of the precommits its proposer holds when it proposes:
 	// with no commit timeout, often only the first three. Take a checkpoint signed
 	// by all n if one comes within 10 s, else the most signed one seen.
-	var raw *client.Checkpoint
+	var raw *verify.Checkpoint
 	best := 0
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && best < n; {
 		r, err := cl.Checkpoint(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		cp, err := client.VerifyCheckpoint(r.Note, vs)
+		cp, err := verify.OpenCheckpoint(r.Note, vs)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -357,11 +359,11 @@ func cosignedCheckpoint(b *testing.B, n int) cosigned {
 }
 
 // BenchmarkCheckpointVerify: checking a real cosigned checkpoint note
-// against a pinned validator set of 1 or 4 validators, with ledger/client
-// (what Verify does: parse, build verifiers from the pinned keys, check
-// every signature, count power), with package ledger's VerifyCheckpoint,
-// and, as the floor, x/mod/sumdb/note.Open with verifiers built
-// beforehand (signature checks only).
+// against a pinned validator set of 1 or 4 validators with
+// verify.OpenCheckpoint (what the client, the state machine and the CLI
+// all use: parse, build verifiers from the pinned keys, check every
+// signature, count power), and, as the floor, x/mod/sumdb/note.Open with
+// verifiers built beforehand (signature checks only).
 func BenchmarkCheckpointVerify(b *testing.B) {
 	for _, n := range []int{1, 4} {
 		b.Run(fmt.Sprintf("validators=%d", n), func(b *testing.B) {
@@ -369,10 +371,8 @@ func BenchmarkCheckpointVerify(b *testing.B) {
 				b.Skip("starts a testnet; skipped under -short")
 			}
 			c := cosignedCheckpoint(b, n)
-			infos := make([]ledger.ValidatorInfo, len(c.vs.Validators))
 			var vl []note.Verifier
-			for i, v := range c.vs.Validators {
-				infos[i] = ledger.ValidatorInfo{Name: v.Name, Key: v.Key, Power: v.Power, Address: v.Address}
+			for _, v := range c.vs.Validators {
 				nv, err := note.NewVerifier(v.Key)
 				if err != nil {
 					b.Fatal(err)
@@ -380,22 +380,14 @@ func BenchmarkCheckpointVerify(b *testing.B) {
 				vl = append(vl, nv)
 			}
 			verifiers := note.VerifierList(vl...)
-			cp, err := client.VerifyCheckpoint(c.note, c.vs)
+			cp, err := verify.OpenCheckpoint(c.note, c.vs)
 			if err != nil {
 				b.Fatal(err)
 			}
 			sigs := float64(len(cp.Signers))
-			b.Run("client", func(b *testing.B) {
+			b.Run("verify", func(b *testing.B) {
 				for b.Loop() {
-					if _, err := client.VerifyCheckpoint(c.note, c.vs); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(sigs, "signatures")
-			})
-			b.Run("ledger", func(b *testing.B) {
-				for b.Loop() {
-					if _, err := ledger.VerifyCheckpoint(c.note, c.vs.Origin, infos); err != nil {
+					if _, err := verify.OpenCheckpoint(c.note, c.vs); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -26,6 +26,7 @@ import (
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/node"
 	"github.com/cloisterhq/cloister/policy"
 )
@@ -316,7 +317,7 @@ func demoVerifyLedger(ctx context.Context, pr *demoPrinter, lg *ledger.Embedded,
 	for {
 		res, err = lc.Verify(ctx, statePath, &idx)
 		var apiErr *lclient.APIError
-		if err == nil || !(errors.Is(err, lclient.ErrNotIncluded) || errors.As(err, &apiErr) && apiErr.Code == "not_checkpointed") || time.Now().After(deadline) {
+		if err == nil || !(errors.Is(err, verify.ErrNotIncluded) || errors.As(err, &apiErr) && apiErr.Code == "not_checkpointed") || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

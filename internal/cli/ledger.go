@@ -20,9 +20,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/jcs"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 func newLedgerCmd() *cobra.Command {
@@ -44,7 +46,7 @@ the base URL of any validator's API. The guide is docs/ledger.md.`,
   cloister ledger verify --ledger http://127.0.0.1:26680 --index 0`,
 	}
 	cmd.AddCommand(newLedgerTestnetCmd(), newLedgerStartCmd(), newLedgerAppendCmd(), newLedgerGetCmd(),
-		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd(), newLedgerMemberCmd())
+		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd(), newLedgerMemberCmd(), newLedgerRulesCmd())
 	return cmd
 }
 
@@ -276,7 +278,7 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 		if keyFile == "" {
 			return usageError("ledger append: --key FILE is required")
 		}
-		if !slices.Contains(ledger.Kinds, ledger.Kind(kind)) {
+		if !slices.Contains(ledger.Kinds, verify.Kind(kind)) {
 			return usageError("ledger append: --kind %q: want one of %s", kind, kindList())
 		}
 		raw, err := readBody(body, cmd.InOrStdin())
@@ -290,7 +292,7 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 			}
 			return usageError("ledger append: %v", err)
 		}
-		se, err := ledger.NewEntry(k.Signer(), ledger.Kind(kind), json.RawMessage(raw))
+		se, err := verify.NewEntry(k.Signer(), verify.Kind(kind), json.RawMessage(raw))
 		if err != nil {
 			return usageError("ledger append: --body: %v", err)
 		}
@@ -298,7 +300,7 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 		defer stop()
 		rc, err := c.Append(ctx, se)
 		if err != nil {
-			if errors.Is(err, ledger.ErrUnavailable) {
+			if errors.Is(err, verify.ErrUnavailable) {
 				err = fmt.Errorf("%w — look with 'cloister ledger tail' before appending it again", err)
 			}
 			return ledgerFailure("ledger append", err)
@@ -353,7 +355,7 @@ func readBody(body string, stdin io.Reader) ([]byte, error) {
 		}
 		raw = b
 	}
-	canon, err := ledger.Canonicalize(raw)
+	canon, err := jcs.Canonicalize(raw)
 	if err != nil {
 		return nil, usageError("ledger append: --body is not valid JSON: %v", err)
 	}
@@ -552,7 +554,7 @@ lead to the root, or the ledger could not be reached; 2 bad usage.`,
 		if err != nil {
 			return ledgerFailure("ledger proof", err)
 		}
-		if err := client.VerifyInclusion(p, cp, index, ledger.LeafHash(e.Tx)); err != nil {
+		if err := verify.CheckInclusion(p, cp, index, verify.LeafHash(e.Tx)); err != nil {
 			return ledgerFailure("ledger proof", err)
 		}
 		hashes := make([]string, len(p.Hashes))
@@ -647,7 +649,7 @@ file that cannot be read or trusted.`,
 			if asJSON {
 				printJSON(w, failedJSON{Verified: false, Error: err.Error()})
 			}
-			var ve *client.VerificationError
+			var ve *verify.VerificationError
 			if errors.As(err, &ve) {
 				return failure(fmt.Errorf("ledger verification failed: %w", err))
 			}
@@ -733,7 +735,7 @@ Exit status: 0 stopped by a signal; 1 the ledger sent something malformed;
 				return nil
 			}
 			switch {
-			case errors.Is(err, client.ErrMalformed):
+			case errors.Is(err, verify.ErrMalformed):
 				return ledgerFailure("ledger tail", err)
 			case err != nil:
 				if !failing {

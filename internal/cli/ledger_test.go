@@ -17,8 +17,8 @@ import (
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/keys"
-	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // lockedBuffer collects log output written from the validator's goroutines.
@@ -45,6 +45,14 @@ func (l *lockedBuffer) String() string {
 // the validator stops, and the start command must return cleanly, at the
 // end of the test.
 func ledgerTestnet(t *testing.T, chainID string) string {
+	t.Helper()
+	_, url := ledgerTestnetHome(t, chainID)
+	return url
+}
+
+// ledgerTestnetHome is ledgerTestnet that also returns the validator's
+// home.
+func ledgerTestnetHome(t *testing.T, chainID string) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	code, out, errOut := runCLI(t, "ledger", "testnet", "--validators", "1", "--out", dir, "--chain-id", chainID)
@@ -99,7 +107,7 @@ func ledgerTestnet(t *testing.T, chainID string) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return url
+	return home, url
 }
 
 func TestLedgerCommandsEndToEnd(t *testing.T) {
@@ -148,11 +156,11 @@ func TestLedgerCommandsEndToEnd(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil {
 		t.Fatalf("get --json: exit %d, %q", code, out)
 	}
-	se, err := ledger.DecodeEntry(got.Entry)
+	se, err := verify.DecodeEntry(got.Entry)
 	if err != nil || se.VerifySignature() != nil || string(se.Entry.Body) != `{"text":"from a file"}` {
 		t.Fatalf("get --json entry %s: %v", got.Entry, err)
 	}
-	if lh := ledger.LeafHash(got.Entry); got.LeafHash != base64.StdEncoding.EncodeToString(lh[:]) || got.LeafHash != rc.LeafHash {
+	if lh := verify.LeafHash(got.Entry); got.LeafHash != base64.StdEncoding.EncodeToString(lh[:]) || got.LeafHash != rc.LeafHash {
 		t.Fatalf("get --json leaf hash %s, receipt said %s", got.LeafHash, rc.LeafHash)
 	}
 
@@ -178,7 +186,7 @@ func TestLedgerCommandsEndToEnd(t *testing.T) {
 		proof = append(proof, hh)
 	}
 	root, _ := tlog.ParseHash(pr.Root)
-	if err := tlog.CheckRecord(proof, pr.Size, root, 1, ledger.LeafHash(pr.Entry)); err != nil || pr.Size < 2 {
+	if err := tlog.CheckRecord(proof, pr.Size, root, 1, verify.LeafHash(pr.Entry)); err != nil || pr.Size < 2 {
 		t.Fatalf("proof bundle does not check: %v (size %d)", err, pr.Size)
 	}
 	if !strings.HasPrefix(pr.Checkpoint, "cloister.ledger/cli-e2e\n"+strconv.FormatInt(pr.Size, 10)+"\n"+pr.Root+"\n\n— cli-e2e/validator-") {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/ledger/verify"
 
 	"github.com/spf13/cobra"
 
@@ -67,7 +68,7 @@ key is already in that state) or the ledger is unreachable; 2 bad usage.`, verb,
 		if admit && name != "" {
 			body["name"] = name
 		}
-		se, err := ledger.NewEntry(vk, kind, body)
+		se, err := verify.NewEntry(vk, kind, body)
 		if err != nil {
 			return usageError("ledger member %s: %v", verb, err)
 		}

@@ -228,3 +228,17 @@ func TestSelfContained(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifiersLinkNoConsensus: the packages a sceptic imports to check
+// the ledger — the verifier, and the HTTP client built on it — link no
+// consensus engine and not the ledger's state machine.
+func TestVerifiersLinkNoConsensus(t *testing.T) {
+	t.Parallel()
+	for _, pkg := range []string{"ledger/verify", "ledger/client"} {
+		for _, d := range deps(t, module+"/"+pkg) {
+			if strings.Contains(d, "cometbft") || d == module+"/ledger" {
+				t.Errorf("%s depends on %s", pkg, d)
+			}
+		}
+	}
+}

@@ -8,18 +8,18 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // Append submits one signed entry and waits until it is committed (the
 // server waits up to 30 s). A refusal by the state machine is returned as
-// a *ledger.RejectedError carrying the server's code and reason. The
+// a *verify.RejectedError carrying the server's code and reason. The
 // receipt's leaf hash is checked against the entry sent.
-func (c *Client) Append(ctx context.Context, e *ledger.SignedEntry) (ledger.Receipt, error) {
+func (c *Client) Append(ctx context.Context, e *verify.SignedEntry) (verify.Receipt, error) {
 	tx := e.Encode()
 	b, err := c.do(ctx, "POST", "/v1/entries", nil, tx, maxSmallResponse, true)
 	if err != nil {
-		return ledger.Receipt{}, err
+		return verify.Receipt{}, err
 	}
 	return parseReceipt(b, tx)
 }
@@ -31,7 +31,7 @@ const maxBatch = 1000
 // the order of entries. With wait, each admitted entry's result carries
 // its receipt once committed; without, the server answers after mempool
 // admission and results carry only Admitted or a refusal.
-func (c *Client) AppendBatch(ctx context.Context, entries []*ledger.SignedEntry, wait bool) ([]BatchResult, error) {
+func (c *Client) AppendBatch(ctx context.Context, entries []*verify.SignedEntry, wait bool) ([]BatchResult, error) {
 	if len(entries) == 0 || len(entries) > maxBatch {
 		return nil, fmt.Errorf("ledger batch: %d entries, want 1 to %d", len(entries), maxBatch)
 	}
@@ -82,19 +82,20 @@ func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*Page, er
 }
 
 // Checkpoint fetches the latest cosigned checkpoint and parses it. Its
-// signatures are NOT checked: pass Note to VerifyCheckpoint, or use Verify.
-func (c *Client) Checkpoint(ctx context.Context) (*Checkpoint, error) {
+// signatures are NOT checked: pass Note to verify.OpenCheckpoint, or use
+// Verify.
+func (c *Client) Checkpoint(ctx context.Context) (*verify.Checkpoint, error) {
 	b, err := c.do(ctx, "GET", "/v1/checkpoint", nil, nil, maxCheckpointText, false)
 	if err != nil {
 		return nil, err
 	}
-	return ParseCheckpoint(b)
+	return verify.ParseCheckpointNote(b)
 }
 
 // Validators fetches the validator set and checks its internal
 // consistency (not whether it is the right one: that is what pinning in
 // the state file is for).
-func (c *Client) Validators(ctx context.Context) (*ValidatorSet, error) {
+func (c *Client) Validators(ctx context.Context) (*verify.ValidatorSet, error) {
 	b, err := c.do(ctx, "GET", "/v1/validators", nil, nil, maxValidatorsJSON, false)
 	if err != nil {
 		return nil, err
@@ -104,7 +105,7 @@ func (c *Client) Validators(ctx context.Context) (*ValidatorSet, error) {
 
 // InclusionProof fetches the audit path of entry index in the tree of size
 // leaves.
-func (c *Client) InclusionProof(ctx context.Context, index, size uint64) (*InclusionProof, error) {
+func (c *Client) InclusionProof(ctx context.Context, index, size uint64) (*verify.InclusionProof, error) {
 	if index >= size || size > maxTreeSize {
 		return nil, fmt.Errorf("ledger inclusion proof: index %d not below size %d", index, size)
 	}
@@ -118,7 +119,7 @@ func (c *Client) InclusionProof(ctx context.Context, index, size uint64) (*Inclu
 
 // ConsistencyProof fetches the proof that the tree of size from is a
 // prefix of the tree of size to (0 < from ≤ to).
-func (c *Client) ConsistencyProof(ctx context.Context, from, to uint64) (*ConsistencyProof, error) {
+func (c *Client) ConsistencyProof(ctx context.Context, from, to uint64) (*verify.ConsistencyProof, error) {
 	if from == 0 || from > to || to > maxTreeSize {
 		return nil, fmt.Errorf("ledger consistency proof: sizes %d to %d, want 0 < from ≤ to", from, to)
 	}
@@ -141,8 +142,8 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 
 // IsRejected reports whether err is a refusal by the state machine and
 // returns it.
-func IsRejected(err error) (*ledger.RejectedError, bool) {
-	var r *ledger.RejectedError
+func IsRejected(err error) (*verify.RejectedError, bool) {
+	var r *verify.RejectedError
 	ok := errors.As(err, &r)
 	return r, ok
 }

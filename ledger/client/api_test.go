@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 func TestAppendGetEntriesStatus(t *testing.T) {
@@ -24,7 +25,7 @@ func TestAppendGetEntriesStatus(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rc.Index != uint64(i) || rc.LeafHash != ledger.LeafHash(e.Encode()) || rc.Height < 1 {
+		if rc.Index != uint64(i) || rc.LeafHash != verify.LeafHash(e.Encode()) || rc.Height < 1 {
 			t.Fatalf("receipt %+v", rc)
 		}
 		sent = append(sent, e.Encode())
@@ -68,7 +69,7 @@ func TestAppendRefusalIsRejectedError(t *testing.T) {
 	_, err := c.Append(context.Background(), e)
 	r, ok := IsRejected(err)
 	if !ok || r.Code != "replay" {
-		t.Fatalf("replayed entry: %v, want a *ledger.RejectedError with code replay", err)
+		t.Fatalf("replayed entry: %v, want a *verify.RejectedError with code replay", err)
 	}
 	if strings.ContainsRune(r.Reason, 0x1b) || !strings.HasPrefix(r.Reason, "entry nonce already used") {
 		t.Fatalf("reason %q not sanitised", r.Reason)
@@ -87,7 +88,7 @@ func TestAppendRefusalIsRejectedError(t *testing.T) {
 func TestMalformedResponses(t *testing.T) {
 	e := newTestLedger(t).entry("x")
 	tx := e.Encode()
-	leaf := b64h(ledger.LeafHash(tx))
+	leaf := b64h(verify.LeafHash(tx))
 	entryOK := fmt.Sprintf(`{"index":0,"height":1,"leaf_hash":%q,"entry":%s}`, leaf, tx)
 	cases := []struct {
 		name, path, body, want string
@@ -100,7 +101,7 @@ func TestMalformedResponses(t *testing.T) {
 		{"wrong index", "/v1/entries/0", strings.Replace(entryOK, `"index":0`, `"index":5`, 1), "asked for entry 0, got entry 5",
 			func(c *Client) error { _, err := c.Get(context.Background(), 0); return err }},
 		{"non-canonical entry", "/v1/entries/0", fmt.Sprintf(`{"index":0,"height":1,"leaf_hash":%q,"entry":%s}`,
-			b64h(ledger.LeafHash(bytes.Replace(tx, []byte(`{"entry":`), []byte(`{"entry": `), 1))),
+			b64h(verify.LeafHash(bytes.Replace(tx, []byte(`{"entry":`), []byte(`{"entry": `), 1))),
 			bytes.Replace(tx, []byte(`{"entry":`), []byte(`{"entry": `), 1)), "not in canonical JSON form",
 			func(c *Client) error { _, err := c.Get(context.Background(), 0); return err }},
 		{"trailing data", "/v1/entries/0", entryOK + "{}", "trailing data",
@@ -137,8 +138,8 @@ func TestMalformedResponses(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = tc.call(c)
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v, want ErrMalformed", err)
+			if !errors.Is(err, verify.ErrMalformed) {
+				t.Fatalf("error %v, want verify.ErrMalformed", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q lacks %q", err, tc.want)
@@ -172,12 +173,12 @@ func TestAppendBatch(t *testing.T) {
 		tx := bytes.TrimSuffix(bytes.TrimPrefix(buf.Bytes(), []byte(`{"entries":[`)), []byte(`]}`))
 		first := tx[:bytes.Index(tx, []byte(`"},{"entry"`))+2]
 		fmt.Fprintf(w, `{"results":[{"index":4,"height":9,"leaf_hash":%q},{"error":"no\u0007pe","code":"unauthorized"},{"error":"later","code":"unavailable"}]}`,
-			b64h(ledger.LeafHash(first)))
+			b64h(verify.LeafHash(first)))
 	}))
 	defer srv.Close()
 	c, _ := New(srv.URL)
 	tl := newTestLedger(t)
-	res, err := c.AppendBatch(context.Background(), []*ledger.SignedEntry{tl.entry("1"), tl.entry("2"), tl.entry("3")}, true)
+	res, err := c.AppendBatch(context.Background(), []*verify.SignedEntry{tl.entry("1"), tl.entry("2"), tl.entry("3")}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,13 +189,13 @@ func TestAppendBatch(t *testing.T) {
 		t.Fatalf("result 1 %+v", res[1])
 	}
 	var ae *APIError
-	if !errors.As(res[2].Err, &ae) || ae.Code != "unavailable" || !errors.Is(res[2].Err, ledger.ErrUnavailable) {
+	if !errors.As(res[2].Err, &ae) || ae.Code != "unavailable" || !errors.Is(res[2].Err, verify.ErrUnavailable) {
 		t.Fatalf("result 2 %+v", res[2])
 	}
 	if gotQuery != "" {
 		t.Fatalf("wait=true sent query %q", gotQuery)
 	}
-	if _, err := c.AppendBatch(context.Background(), []*ledger.SignedEntry{tl.entry("1")}, true); !errors.Is(err, ErrMalformed) {
+	if _, err := c.AppendBatch(context.Background(), []*verify.SignedEntry{tl.entry("1")}, true); !errors.Is(err, verify.ErrMalformed) {
 		t.Fatalf("3 results for 1 entry: %v", err)
 	}
 }
@@ -210,7 +211,7 @@ func TestReplayRefusalSaysWhichEntry(t *testing.T) {
 		`{"error":"x","code":"replay","held_by":7}`:                   {func() *uint64 { v := uint64(7); return &v }(), false},
 		`{"error":"x","code":"replay"}`:                               {nil, false},
 	} {
-		var rej *ledger.RejectedError
+		var rej *verify.RejectedError
 		if err := parseErrorResponse("POST /v1/entries", 422, []byte(body), true); !errors.As(err, &rej) {
 			t.Fatalf("%s: %v", body, err)
 		}

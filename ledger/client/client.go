@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // Client is an HTTP client of one ledger API endpoint (a validator's
@@ -56,8 +56,6 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 // URL returns the base URL the client talks to.
 func (c *Client) URL() string { return c.base.String() }
 
-var _ ledger.Appender = (*Client)(nil)
-
 // Response size bounds. Each is well above what an honest server sends for
 // the largest legal answer, so that a hostile one cannot make the client
 // buffer without limit.
@@ -65,13 +63,13 @@ const (
 	maxEntryJSON      = 64<<10*2 + 1024 // one entry (≤ 64 KiB, base64/escapes at most double it) plus framing
 	maxSmallResponse  = 16 << 10        // receipts, proofs, status, errors
 	maxCheckpointText = 64 << 10        // ≤ 100 signature lines
-	maxValidatorsJSON = 256 << 10       // ≤ maxValidators validators
+	maxValidatorsJSON = 256 << 10       // ≤ verify.MaxValidators validators
 	maxPageEntries    = 1000
 )
 
 // do sends one request and returns the body of a 200 response, at most
 // limit bytes. Non-200 responses become an *APIError, or, when refusal is
-// set and the code is a state-machine refusal, a *ledger.RejectedError.
+// set and the code is a state-machine refusal, a *verify.RejectedError.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte, limit int64, refusal bool) ([]byte, error) {
 	u := *c.base
 	u.Path = c.base.Path + path
@@ -128,12 +126,12 @@ func parseErrorResponse(op string, status int, body []byte, refusal bool) error 
 		e.Code = ""
 	}
 	reason := sanitize(e.Error)
-	if refusal && refusalCodes[e.Code] && status >= 400 && status < 500 {
+	if refusal && isRefusal(e.Code) && status >= 400 && status < 500 {
 		if reason == "" {
 			reason = "refused (" + e.Code + ")"
 		}
-		rej := &ledger.RejectedError{Code: e.Code, Reason: reason}
-		if e.Code == ledger.CodeReplay {
+		rej := &verify.RejectedError{Code: e.Code, Reason: reason}
+		if e.Code == verify.CodeReplay {
 			rej.HeldBy, rej.SameEntry = e.HeldBy, e.SameEntry
 		}
 		return rej

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // The client against the real thing: an embedded single-validator ledger
@@ -28,9 +29,9 @@ func TestAgainstEmbeddedLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(nil)
-	var last ledger.Receipt
+	var last verify.Receipt
 	for i := range 3 {
-		se, err := ledger.NewEntry(key, ledger.KindNote, map[string]any{"n": i})
+		se, err := verify.NewEntry(key, ledger.KindNote, map[string]any{"n": i})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,11 +49,11 @@ func TestAgainstEmbeddedLedger(t *testing.T) {
 			}
 		}
 	}
-	res, err := c.AppendBatch(ctx, []*ledger.SignedEntry{mustEntry(t, key, "b1"), mustEntry(t, key, "b2")}, true)
+	res, err := c.AppendBatch(ctx, []*verify.SignedEntry{mustEntry(t, key, "b1"), mustEntry(t, key, "b2")}, true)
 	if err != nil || res[0].Err != nil || res[1].Receipt.Index != 4 {
 		t.Fatalf("batch: %+v %v", res, err)
 	}
-	if res, err = c.AppendBatch(ctx, []*ledger.SignedEntry{mustEntry(t, key, "b3")}, false); err != nil || !res[0].Admitted || res[0].Err != nil {
+	if res, err = c.AppendBatch(ctx, []*verify.SignedEntry{mustEntry(t, key, "b3")}, false); err != nil || !res[0].Admitted || res[0].Err != nil {
 		t.Fatalf("batch without wait: %+v %v", res, err)
 	}
 
@@ -76,7 +77,7 @@ func TestAgainstEmbeddedLedger(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, ErrNotIncluded) || ctx.Err() != nil {
+		if !errors.Is(err, verify.ErrNotIncluded) || ctx.Err() != nil {
 			t.Fatalf("Verify: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -108,9 +109,9 @@ func TestAgainstEmbeddedLedger(t *testing.T) {
 	}
 }
 
-func mustEntry(t *testing.T, key ed25519.PrivateKey, s string) *ledger.SignedEntry {
+func mustEntry(t *testing.T, key ed25519.PrivateKey, s string) *verify.SignedEntry {
 	t.Helper()
-	se, err := ledger.NewEntry(key, ledger.KindNote, map[string]any{"s": s})
+	se, err := verify.NewEntry(key, ledger.KindNote, map[string]any{"s": s})
 	if err != nil {
 		t.Fatal(err)
 	}

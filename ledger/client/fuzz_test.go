@@ -7,7 +7,7 @@ import (
 	"testing"
 	"unicode"
 
-	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // FuzzParseResponses feeds one byte string to every parser of server
@@ -26,14 +26,14 @@ func FuzzParseResponses(f *testing.F) {
 		f.Add(rec.Body.Bytes())
 	}
 	e := tl.entry("receipt")
-	f.Add(append([]byte(`{"index":0,"height":1,"leaf_hash":"`+b64h(ledger.LeafHash(e.Encode()))+`"}`), e.Encode()...))
+	f.Add(append([]byte(`{"index":0,"height":1,"leaf_hash":"`+b64h(verify.LeafHash(e.Encode()))+`"}`), e.Encode()...))
 	f.Add([]byte(`{"results":[{"error":"x","code":"replay"},{"index":1,"height":2,"leaf_hash":"AAAA"}]}`))
 	f.Add([]byte(`{"version":1,"origin":"cloister.ledger/c","validator_set":{},"checkpoint":""}`))
 
 	vs := tl.validatorSet()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if e, err := parseEntry(b, 2); err == nil {
-			if ledger.LeafHash(e.Tx) != e.LeafHash || !bytes.Equal(e.Signed.Encode(), e.Tx) || e.Index != 2 {
+			if verify.LeafHash(e.Tx) != e.LeafHash || !bytes.Equal(e.Signed.Encode(), e.Tx) || e.Index != 2 {
 				t.Fatalf("accepted entry whose bytes do not match its leaf hash or canonical form")
 			}
 		}
@@ -42,23 +42,23 @@ func FuzzParseResponses(f *testing.F) {
 				t.Fatal("page longer than the limit")
 			}
 			for i, e := range p.Entries {
-				if e.Index != uint64(1+i) || e.Index >= p.Size || ledger.LeafHash(e.Tx) != e.LeafHash {
+				if e.Index != uint64(1+i) || e.Index >= p.Size || verify.LeafHash(e.Tx) != e.LeafHash {
 					t.Fatalf("page entry %d inconsistent", i)
 				}
 			}
 		}
-		if c, err := ParseCheckpoint(b); err == nil {
-			if c.Origin == "" || c.Size > maxTreeSize || (c.Size == 0 && c.Root != emptyRoot) {
+		if c, err := verify.ParseCheckpointNote(b); err == nil {
+			if c.Origin == "" || c.Size > maxTreeSize || (c.Size == 0 && c.Root != verify.EmptyRoot) {
 				t.Fatalf("accepted checkpoint %+v", c)
 			}
 		}
-		if c, err := VerifyCheckpoint(b, vs); err == nil {
-			if !quorum(c.SignedPower, c.TotalPower) || c.Origin != vs.Origin {
+		if c, err := verify.OpenCheckpoint(b, vs); err == nil {
+			if !verify.Quorum(c.SignedPower, c.TotalPower) || c.Origin != vs.Origin {
 				t.Fatal("verified a checkpoint without quorum or with another origin")
 			}
 		}
 		if v, err := parseValidators(b); err == nil {
-			if v.Check() != nil || len(v.Validators) == 0 || v.TotalPower() > maxTotalPower {
+			if v.Check() != nil || len(v.Validators) == 0 || v.TotalPower() > verify.MaxTotalPower {
 				t.Fatal("accepted a validator set that does not check")
 			}
 		}

@@ -24,11 +24,12 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 type testValidator struct {
 	priv   ed25519.PrivateKey
-	v      Validator
+	v      verify.Validator
 	signer note.Signer
 }
 
@@ -51,7 +52,7 @@ func newTestValidator(t testing.TB, chainID string, power int64) *testValidator 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testValidator{priv: priv, v: Validator{Name: name, Key: vkey, Power: power, Address: addr}, signer: signer}
+	return &testValidator{priv: priv, v: verify.Validator{Name: name, Key: vkey, Power: power, Address: addr}, signer: signer}
 }
 
 // testLog is an in-memory tlog: the entry txs and the stored hashes.
@@ -144,12 +145,12 @@ func (tl *testLedger) client() *Client {
 }
 
 // entry makes a signed note entry with text s.
-func (tl *testLedger) entry(s string) *ledger.SignedEntry {
+func (tl *testLedger) entry(s string) *verify.SignedEntry {
 	tl.mu.Lock()
 	tl.nonce++
 	n := tl.nonce
 	tl.mu.Unlock()
-	se, err := ledger.NewEntryWithNonce(tl.user, ledger.KindNote, map[string]any{"text": s}, n, time.Now())
+	se, err := verify.NewEntryWithNonce(tl.user, ledger.KindNote, map[string]any{"text": s}, n, time.Now())
 	if err != nil {
 		tl.t.Fatal(err)
 	}
@@ -172,8 +173,8 @@ func (tl *testLedger) set(f func(tl *testLedger)) {
 	f(tl)
 }
 
-func (tl *testLedger) validatorSet() *ValidatorSet {
-	vs := &ValidatorSet{ChainID: tl.chainID, Origin: OriginPrefix + tl.chainID}
+func (tl *testLedger) validatorSet() *verify.ValidatorSet {
+	vs := &verify.ValidatorSet{ChainID: tl.chainID, Origin: verify.OriginPrefix + tl.chainID}
 	for _, v := range tl.vals {
 		vs.Validators = append(vs.Validators, v.v)
 	}
@@ -184,7 +185,7 @@ func (tl *testLedger) validatorSet() *ValidatorSet {
 func (tl *testLedger) checkpoint(n int64) []byte {
 	origin := tl.origin
 	if origin == "" {
-		origin = OriginPrefix + tl.chainID
+		origin = verify.OriginPrefix + tl.chainID
 	}
 	root := tl.log.root(tl.t, n)
 	text := fmt.Sprintf("%s\n%d\n%s\n", origin, n, base64.StdEncoding.EncodeToString(root[:]))
@@ -244,7 +245,7 @@ func b64h(h [32]byte) string { return base64.StdEncoding.EncodeToString(h[:]) }
 
 func (tl *testLedger) entryJSON(i int64) []byte {
 	tx := tl.log.txs[i]
-	return fmt.Appendf(nil, `{"index":%d,"height":%d,"leaf_hash":%q,"entry":%s}`, i, i+2, b64h(ledger.LeafHash(tx)), tx)
+	return fmt.Appendf(nil, `{"index":%d,"height":%d,"leaf_hash":%q,"entry":%s}`, i, i+2, b64h(verify.LeafHash(tx)), tx)
 }
 
 func (tl *testLedger) route(w http.ResponseWriter, r *http.Request) {
@@ -259,7 +260,7 @@ func (tl *testLedger) route(w http.ResponseWriter, r *http.Request) {
 		var buf bytes.Buffer
 		buf.ReadFrom(r.Body)
 		tx := buf.Bytes()
-		se, err := ledger.DecodeEntry(tx)
+		se, err := verify.DecodeEntry(tx)
 		if err != nil {
 			apiErr(w, 422, "malformed", err.Error())
 			return
@@ -275,7 +276,7 @@ func (tl *testLedger) route(w http.ResponseWriter, r *http.Request) {
 		}
 		tl.seenNonces[key] = true
 		tl.log.add(tl.t, tx)
-		fmt.Fprintf(w, `{"index":%d,"height":%d,"leaf_hash":%q}`, size, size+2, b64h(ledger.LeafHash(tx)))
+		fmt.Fprintf(w, `{"index":%d,"height":%d,"leaf_hash":%q}`, size, size+2, b64h(verify.LeafHash(tx)))
 	case r.Method == "GET" && strings.HasPrefix(r.URL.Path, "/v1/entries/"):
 		i, err := strconv.ParseInt(strings.TrimPrefix(r.URL.Path, "/v1/entries/"), 10, 64)
 		if err != nil || i < 0 || i >= size {
@@ -311,7 +312,7 @@ func (tl *testLedger) route(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			tl.t.Fatal(err)
 		}
-		json.NewEncoder(w).Encode(map[string]any{"index": i, "size": n, "leaf_hash": b64h(ledger.LeafHash(tl.log.txs[i])), "hashes": hashList(p)})
+		json.NewEncoder(w).Encode(map[string]any{"index": i, "size": n, "leaf_hash": b64h(verify.LeafHash(tl.log.txs[i])), "hashes": hashList(p)})
 	case r.URL.Path == "/v1/proof/consistency":
 		m, ok1 := num("from")
 		n, ok2 := num("to")

@@ -7,16 +7,22 @@ import (
 	"errors"
 
 	"github.com/cloisterhq/cloister/api/protocol"
-
-	"github.com/cloisterhq/cloister/ledger"
 )
 
-// Member fetches key's consortium membership (ledger.Member: admitted at,
-// removed at); ErrNotFound if the key was never admitted. The answer is
+// Member is a consortium membership as the ledger's API reports it.
+type Member struct {
+	Key      string `json:"member"` // "ed25519:..."
+	Name     string `json:"name,omitempty"`
+	Admitted uint64 `json:"admitted"`          // index of the member.admitted entry
+	Removed  uint64 `json:"removed,omitempty"` // index of the member.removed entry; 0 while a member
+}
+
+// Member fetches key's consortium membership (admitted at, removed at);
+// ErrNotFound if the key was never admitted. The answer is
 // the server's reading of its state: the ledger proves entries, not the
 // state they build, so a node that decides on it trusts its ledger API
 // (its own organisation's validator).
-func (c *Client) Member(ctx context.Context, key ed25519.PublicKey) (*ledger.Member, error) {
+func (c *Client) Member(ctx context.Context, key ed25519.PublicKey) (*Member, error) {
 	if len(key) != ed25519.PublicKeySize {
 		return nil, errors.New("ledger member: want a 32-byte Ed25519 key")
 	}
@@ -24,7 +30,7 @@ func (c *Client) Member(ctx context.Context, key ed25519.PublicKey) (*ledger.Mem
 	if err != nil {
 		return nil, err
 	}
-	var m ledger.Member
+	var m Member
 	if err := decodeStrict(b, &m); err != nil {
 		return nil, malformed("member: %v", err)
 	}

@@ -2,13 +2,12 @@ package client
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
 
-	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // Bounds on what a response may claim. Proof lengths follow from the tree
@@ -19,9 +18,6 @@ const (
 	maxConsistencyHashes = 130
 	maxTreeSize          = math.MaxInt64 // tlog counts in int64
 )
-
-// emptyRoot is the RFC 6962 root of the empty tree, SHA-256 of nothing.
-var emptyRoot = sha256.Sum256(nil)
 
 // hash32 is a 32-byte hash carried in JSON as standard padded base64.
 type hash32 [32]byte
@@ -50,7 +46,7 @@ type Entry struct {
 	// Tx is the transaction: the canonical JSON of the signed entry, the
 	// exact bytes hashed into the log.
 	Tx     []byte
-	Signed *ledger.SignedEntry
+	Signed *verify.SignedEntry
 }
 
 type wireEntry struct {
@@ -78,11 +74,11 @@ func (w *wireEntry) check() (*Entry, error) {
 		return nil, malformed("entry %d: height %d, want ≥ 1", *w.Index, *w.Height)
 	}
 	tx := bytes.Clone(w.Entry)
-	if got := ledger.LeafHash(tx); got != *w.LeafHash {
-		return nil, verr(ErrNotIncluded, "entry %d as served does not hash to the leaf hash the server reports (bytes hash to %s, server says %s): the entry bytes were altered",
+	if got := verify.LeafHash(tx); got != *w.LeafHash {
+		return nil, verr(verify.ErrNotIncluded, "entry %d as served does not hash to the leaf hash the server reports (bytes hash to %s, server says %s): the entry bytes were altered",
 			*w.Index, b64(got[:]), b64(w.LeafHash[:]))
 	}
-	se, err := ledger.DecodeEntry(tx)
+	se, err := verify.DecodeEntry(tx)
 	if err != nil {
 		return nil, malformed("entry %d: %v", *w.Index, err)
 	}
@@ -155,34 +151,34 @@ type wireReceipt struct {
 	LeafHash *hash32 `json:"leaf_hash"`
 }
 
-func (w *wireReceipt) check(tx []byte) (ledger.Receipt, error) {
+func (w *wireReceipt) check(tx []byte) (verify.Receipt, error) {
 	if w.Index == nil || w.Height == nil || w.LeafHash == nil {
-		return ledger.Receipt{}, malformed(`receipt: want "index", "height" and "leaf_hash"`)
+		return verify.Receipt{}, malformed(`receipt: want "index", "height" and "leaf_hash"`)
 	}
 	if *w.Index > maxTreeSize-1 || *w.Height < 1 {
-		return ledger.Receipt{}, malformed("receipt: index %d or height %d out of range", *w.Index, *w.Height)
+		return verify.Receipt{}, malformed("receipt: index %d or height %d out of range", *w.Index, *w.Height)
 	}
-	if want := ledger.LeafHash(tx); want != *w.LeafHash {
-		return ledger.Receipt{}, malformed("receipt: leaf hash %s is not the hash of the entry sent (%s)", b64(w.LeafHash[:]), b64(want[:]))
+	if want := verify.LeafHash(tx); want != *w.LeafHash {
+		return verify.Receipt{}, malformed("receipt: leaf hash %s is not the hash of the entry sent (%s)", b64(w.LeafHash[:]), b64(want[:]))
 	}
-	return ledger.Receipt{Index: *w.Index, Height: *w.Height, LeafHash: *w.LeafHash}, nil
+	return verify.Receipt{Index: *w.Index, Height: *w.Height, LeafHash: *w.LeafHash}, nil
 }
 
 // parseReceipt parses the answer to POST /v1/entries for transaction tx.
-func parseReceipt(b, tx []byte) (ledger.Receipt, error) {
+func parseReceipt(b, tx []byte) (verify.Receipt, error) {
 	var w wireReceipt
 	if err := decodeStrict(b, &w); err != nil {
-		return ledger.Receipt{}, malformed("receipt: %v", err)
+		return verify.Receipt{}, malformed("receipt: %v", err)
 	}
 	return w.check(tx)
 }
 
 // BatchResult is the outcome of one entry of a batch: a receipt, or Err
-// (a *ledger.RejectedError when the state machine refused it). With
+// (a *verify.RejectedError when the state machine refused it). With
 // wait=false an admitted entry has no receipt yet: Admitted is set and
 // Receipt is zero.
 type BatchResult struct {
-	Receipt  ledger.Receipt
+	Receipt  verify.Receipt
 	Admitted bool
 	Err      error
 }
@@ -219,14 +215,14 @@ func parseBatch(b []byte, txs [][]byte, wait bool) ([]BatchResult, error) {
 			if reason == "" {
 				reason = "refused (" + code + ")"
 			}
-			if refusalCodes[code] {
-				out[i].Err = &ledger.RejectedError{Code: code, Reason: reason}
+			if isRefusal(code) {
+				out[i].Err = &verify.RejectedError{Code: code, Reason: reason}
 			} else {
 				out[i].Err = &APIError{Op: fmt.Sprintf("POST /v1/entries/batch (entry %d)", i), Code: code, Message: reason}
 			}
 		case !wait && (r.Pending || r.Index == nil):
 			// Admitted to the mempool, not committed yet: no index.
-			if r.LeafHash != nil && *r.LeafHash != ledger.LeafHash(txs[i]) {
+			if r.LeafHash != nil && *r.LeafHash != verify.LeafHash(txs[i]) {
 				return nil, malformed("batch result %d: leaf hash is not the hash of the entry sent", i)
 			}
 			out[i].Admitted = true
@@ -249,7 +245,7 @@ type InclusionProof struct {
 	Hashes      [][32]byte
 }
 
-func parseInclusion(b []byte, index, size uint64) (*InclusionProof, error) {
+func parseInclusion(b []byte, index, size uint64) (*verify.InclusionProof, error) {
 	var w struct {
 		Index    *uint64  `json:"index"`
 		Size     *uint64  `json:"size"`
@@ -268,7 +264,7 @@ func parseInclusion(b []byte, index, size uint64) (*InclusionProof, error) {
 	if len(w.Hashes) > maxInclusionHashes {
 		return nil, malformed("inclusion proof: %d hashes, at most %d possible", len(w.Hashes), maxInclusionHashes)
 	}
-	p := &InclusionProof{Index: index, Size: size, LeafHash: *w.LeafHash, Hashes: make([][32]byte, len(w.Hashes))}
+	p := &verify.InclusionProof{Index: index, Size: size, LeafHash: *w.LeafHash, Hashes: make([][32]byte, len(w.Hashes))}
 	for i, h := range w.Hashes {
 		p.Hashes[i] = h
 	}
@@ -282,7 +278,7 @@ type ConsistencyProof struct {
 	Hashes   [][32]byte
 }
 
-func parseConsistency(b []byte, from, to uint64) (*ConsistencyProof, error) {
+func parseConsistency(b []byte, from, to uint64) (*verify.ConsistencyProof, error) {
 	var w struct {
 		From   *uint64  `json:"from"`
 		To     *uint64  `json:"to"`
@@ -300,7 +296,7 @@ func parseConsistency(b []byte, from, to uint64) (*ConsistencyProof, error) {
 	if len(w.Hashes) > maxConsistencyHashes {
 		return nil, malformed("consistency proof: %d hashes, at most %d possible", len(w.Hashes), maxConsistencyHashes)
 	}
-	p := &ConsistencyProof{From: from, To: to, Hashes: make([][32]byte, len(w.Hashes))}
+	p := &verify.ConsistencyProof{From: from, To: to, Hashes: make([][32]byte, len(w.Hashes))}
 	for i, h := range w.Hashes {
 		p.Hashes[i] = h
 	}
@@ -318,15 +314,28 @@ type Status struct {
 	// Checkpointed is false while there is none yet.
 	CheckpointSize uint64
 	Checkpointed   bool
+	// RulesVersion is the rule version that judges the next block (0 from
+	// a ledger too old to say); Rules the schedule of versions by height.
+	RulesVersion int
+	Rules        []RuleStep
+}
+
+// RuleStep is one step of a ledger's rule schedule: Version is in force
+// from block Height on.
+type RuleStep struct {
+	Height  int64 `json:"height"`
+	Version int   `json:"version"`
 }
 
 func parseStatus(b []byte) (*Status, error) {
 	var w struct {
-		ChainID        *string `json:"chain_id"`
-		Height         *int64  `json:"height"`
-		Size           *uint64 `json:"size"`
-		Root           *hash32 `json:"root"`
-		CheckpointSize *uint64 `json:"checkpoint_size"`
+		ChainID        *string    `json:"chain_id"`
+		Height         *int64     `json:"height"`
+		Size           *uint64    `json:"size"`
+		Root           *hash32    `json:"root"`
+		CheckpointSize *uint64    `json:"checkpoint_size"`
+		RulesVersion   int        `json:"rules_version"`
+		Rules          []RuleStep `json:"rules"`
 	}
 	if err := decodeStrict(b, &w); err != nil {
 		return nil, malformed("status: %v", err)
@@ -334,10 +343,13 @@ func parseStatus(b []byte) (*Status, error) {
 	if w.ChainID == nil || w.Height == nil || w.Size == nil || w.Root == nil {
 		return nil, malformed(`status: want "chain_id", "height", "size" and "root"`)
 	}
-	if err := checkChainID(*w.ChainID); err != nil {
+	if err := verify.CheckChainID(*w.ChainID); err != nil {
 		return nil, malformed("status: %v", err)
 	}
-	st := &Status{ChainID: *w.ChainID, Height: *w.Height, Size: *w.Size, Root: *w.Root}
+	st := &Status{ChainID: *w.ChainID, Height: *w.Height, Size: *w.Size, Root: *w.Root, RulesVersion: w.RulesVersion, Rules: w.Rules}
+	if len(st.Rules) > 64 || st.RulesVersion < 0 {
+		return nil, malformed("status: %d rule steps, version %d", len(st.Rules), st.RulesVersion)
+	}
 	if w.CheckpointSize != nil { // null until the first checkpoint is cosigned
 		st.CheckpointSize, st.Checkpointed = *w.CheckpointSize, true
 	}
@@ -348,3 +360,16 @@ func parseStatus(b []byte) (*Status, error) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// parseValidators parses GET /v1/validators and checks the set's own
+// consistency (verify.ValidatorSet.Check).
+func parseValidators(b []byte) (*verify.ValidatorSet, error) {
+	var vs verify.ValidatorSet
+	if err := decodeStrict(b, &vs); err != nil {
+		return nil, malformed("validators: %v", err)
+	}
+	if err := vs.Check(); err != nil {
+		return nil, malformed("validators: %v", err)
+	}
+	return &vs, nil
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // State is what a verifying client trusts about one ledger, kept between
@@ -22,7 +23,7 @@ type State struct {
 	Origin  string `json:"origin"`
 	// Validators is the pinned set. A server presenting another set fails
 	// verification; it is never replaced silently.
-	Validators *ValidatorSet `json:"validator_set"`
+	Validators *verify.ValidatorSet `json:"validator_set"`
 	// Checkpoint is the last verified checkpoint, the full signed note.
 	Checkpoint string `json:"checkpoint"`
 }
@@ -104,7 +105,7 @@ func parseState(b []byte) (*State, error) {
 	if s.Origin != s.Validators.Origin {
 		return nil, fmt.Errorf("origin %q does not match the validator set's %q", s.Origin, s.Validators.Origin)
 	}
-	if _, err := VerifyCheckpoint([]byte(s.Checkpoint), s.Validators); err != nil {
+	if _, err := verify.OpenCheckpoint([]byte(s.Checkpoint), s.Validators); err != nil {
 		return nil, fmt.Errorf("checkpoint: %v", err)
 	}
 	return &s, nil
@@ -112,8 +113,8 @@ func parseState(b []byte) (*State, error) {
 
 // TrustedCheckpoint returns the state's checkpoint, verified again against
 // the pinned set.
-func (s *State) TrustedCheckpoint() (*Checkpoint, error) {
-	return VerifyCheckpoint([]byte(s.Checkpoint), s.Validators)
+func (s *State) TrustedCheckpoint() (*verify.Checkpoint, error) {
+	return verify.OpenCheckpoint([]byte(s.Checkpoint), s.Validators)
 }
 
 // Save writes the state atomically and durably (internal/atomicfile) with

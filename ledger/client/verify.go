@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // VerifyResult says what Verify established.
@@ -17,8 +17,8 @@ type VerifyResult struct {
 	FirstUse bool
 	// Previous is the checkpoint trusted before this run (nil on first
 	// use); Checkpoint the one verified now and saved.
-	Previous   *Checkpoint
-	Checkpoint *Checkpoint
+	Previous   *verify.Checkpoint
+	Checkpoint *verify.Checkpoint
 	// Entry is the entry asked for, verified: included in Checkpoint and
 	// signed by its submitter.
 	Entry *Entry
@@ -41,8 +41,8 @@ type VerifyResult struct {
 //  5. save the state (atomically, mode 0600).
 //
 // The state is written only if every step passed. Errors from the checks
-// are *VerificationError (errors.Is against ErrQuorum, ErrRewound,
-// ErrInconsistent, ErrNotIncluded, …); a bad state file is *StateError;
+// are *VerificationError (errors.Is against verify.ErrQuorum, verify.ErrRewound,
+// verify.ErrInconsistent, verify.ErrNotIncluded, …); a bad state file is *StateError;
 // anything else is a transport or server error.
 func (c *Client) Verify(ctx context.Context, statePath string, index *uint64) (*VerifyResult, error) {
 	vs, err := c.Validators(ctx)
@@ -64,11 +64,11 @@ func (c *Client) Verify(ctx context.Context, statePath string, index *uint64) (*
 		res.FirstUse = true
 	} else {
 		if st.Origin != vs.Origin {
-			return nil, verr(ErrOrigin, "server is ledger %q, but state file %s trusts ledger %q (use another --state for another ledger)",
+			return nil, verr(verify.ErrOrigin, "server is ledger %q, but state file %s trusts ledger %q (use another --state for another ledger)",
 				vs.Origin, statePath, st.Origin)
 		}
 		if !st.Validators.Equal(vs) {
-			return nil, verr(ErrValidatorSetChanged, "the server's validator set differs from the one pinned in %s (%s); the set is fixed at genesis, so this is another ledger or a compromised server — move the state file away only if you know the new set is right",
+			return nil, verr(verify.ErrValidatorSetChanged, "the server's validator set differs from the one pinned in %s (%s); the set is fixed at genesis, so this is another ledger or a compromised server — move the state file away only if you know the new set is right",
 				statePath, st.Validators.Diff(vs))
 		}
 		pinned = st.Validators
@@ -81,20 +81,20 @@ func (c *Client) Verify(ctx context.Context, statePath string, index *uint64) (*
 	if err != nil {
 		return nil, err
 	}
-	cp, err := VerifyCheckpoint(raw.Note, pinned)
+	cp, err := verify.OpenCheckpoint(raw.Note, pinned)
 	if err != nil {
 		return nil, err
 	}
 	res.Checkpoint = cp
 
 	if old := res.Previous; old != nil {
-		var proof *ConsistencyProof
+		var proof *verify.ConsistencyProof
 		if cp.Size > old.Size && old.Size > 0 {
 			if proof, err = c.ConsistencyProof(ctx, old.Size, cp.Size); err != nil {
 				return nil, fmt.Errorf("fetching the consistency proof from size %d to %d: %w", old.Size, cp.Size, err)
 			}
 		}
-		if err := VerifyConsistency(proof, old, cp); err != nil {
+		if err := verify.CheckConsistency(proof, old, cp); err != nil {
 			return nil, err
 		}
 	}
@@ -114,9 +114,9 @@ func (c *Client) Verify(ctx context.Context, statePath string, index *uint64) (*
 	return res, nil
 }
 
-func (c *Client) verifyEntry(ctx context.Context, cp *Checkpoint, index uint64) (*Entry, error) {
+func (c *Client) verifyEntry(ctx context.Context, cp *verify.Checkpoint, index uint64) (*Entry, error) {
 	if index >= cp.Size {
-		return nil, verr(ErrNotIncluded, "entry %d is not covered by the latest checkpoint (size %d); checkpoints trail commits by a few blocks — try again shortly", index, cp.Size)
+		return nil, verr(verify.ErrNotIncluded, "entry %d is not covered by the latest checkpoint (size %d); checkpoints trail commits by a few blocks — try again shortly", index, cp.Size)
 	}
 	e, err := c.Get(ctx, index)
 	if err != nil {
@@ -128,14 +128,14 @@ func (c *Client) verifyEntry(ctx context.Context, cp *Checkpoint, index uint64) 
 	}
 	// The leaf hash is computed here from the bytes received, never taken
 	// from the server.
-	if err := VerifyInclusion(proof, cp, index, ledger.LeafHash(e.Tx)); err != nil {
+	if err := verify.CheckInclusion(proof, cp, index, verify.LeafHash(e.Tx)); err != nil {
 		return nil, err
 	}
 	if err := e.Signed.VerifySignature(); err != nil {
-		if errors.Is(err, ledger.ErrBadSignature) {
-			return nil, verr(ErrEntrySignature, "entry %d is in the log, but its signature does not verify under its submitter key %s", index, e.Signed.Entry.Submitter)
+		if errors.Is(err, verify.ErrBadSignature) {
+			return nil, verr(verify.ErrEntrySignature, "entry %d is in the log, but its signature does not verify under its submitter key %s", index, e.Signed.Entry.Submitter)
 		}
-		return nil, verr(ErrEntrySignature, "entry %d: %v", index, err)
+		return nil, verr(verify.ErrEntrySignature, "entry %d: %v", index, err)
 	}
 	return e, nil
 }

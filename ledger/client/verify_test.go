@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 func statePath(t *testing.T) string { return filepath.Join(t.TempDir(), "state", "ledger.json") }
@@ -29,9 +29,9 @@ func verifyFails(t *testing.T, c *Client, path string, index *uint64, kind error
 	if !errors.Is(err, kind) {
 		t.Fatalf("Verify error %q is not %v", err, kind)
 	}
-	var ve *VerificationError
+	var ve *verify.VerificationError
 	if !errors.As(err, &ve) {
-		t.Fatalf("Verify error %T is not a *VerificationError", err)
+		t.Fatalf("Verify error %T is not a *verify.VerificationError", err)
 	}
 	for _, w := range want {
 		if !strings.Contains(err.Error(), w) {
@@ -110,7 +110,7 @@ func TestVerifyEmptyLogThenGrowth(t *testing.T) {
 	if res := mustVerify(t, c, path, nil); res.Checkpoint.Size != 0 {
 		t.Fatalf("size %d", res.Checkpoint.Size)
 	}
-	verifyFails(t, c, path, u64(0), ErrNotIncluded, "entry 0 is not covered by the latest checkpoint (size 0)")
+	verifyFails(t, c, path, u64(0), verify.ErrNotIncluded, "entry 0 is not covered by the latest checkpoint (size 0)")
 	tl.addEntries(3, "x")
 	if res := mustVerify(t, c, path, u64(2)); res.Checkpoint.Size != 3 {
 		t.Fatalf("size %d", res.Checkpoint.Size)
@@ -133,11 +133,11 @@ func TestVerifyDetectsFork(t *testing.T) {
 		fork.add(t, tx)
 	}
 	tl.set(func(tl *testLedger) { tl.log = fork })
-	verifyFails(t, c, path, nil, ErrInconsistent, "checkpoint at size 10 has root", "two different logs were signed", "possible fork or rewrite")
+	verifyFails(t, c, path, nil, verify.ErrInconsistent, "checkpoint at size 10 has root", "two different logs were signed", "possible fork or rewrite")
 
 	tl.set(func(tl *testLedger) { tl.log = fork })
 	tl.addEntries(2, "fork continues")
-	verifyFails(t, c, path, nil, ErrInconsistent,
+	verifyFails(t, c, path, nil, verify.ErrInconsistent,
 		"consistency proof from size 10 to 12 does not verify: the server's log is not an extension of the one trusted at size 10 — possible fork or rewrite")
 
 	// The honest log, extended, still verifies against the same state.
@@ -155,7 +155,7 @@ func TestVerifyDetectsRewoundLog(t *testing.T) {
 	path := statePath(t)
 	mustVerify(t, c, path, nil)
 	tl.set(func(tl *testLedger) { tl.log = tl.log.clone(t, 5) })
-	verifyFails(t, c, path, nil, ErrRewound, "server shows an older/rewound log", "size 5", "size 8 was trusted before")
+	verifyFails(t, c, path, nil, verify.ErrRewound, "server shows an older/rewound log", "size 5", "size 8 was trusted before")
 }
 
 func TestVerifyRejectsTamperedConsistencyProof(t *testing.T) {
@@ -166,7 +166,7 @@ func TestVerifyRejectsTamperedConsistencyProof(t *testing.T) {
 	mustVerify(t, c, path, nil)
 	tl.addEntries(6, "b")
 	tl.set(func(tl *testLedger) { tl.mutate = flipFirstHash(t) })
-	verifyFails(t, c, path, nil, ErrInconsistent, "consistency proof from size 5 to 11 does not verify")
+	verifyFails(t, c, path, nil, verify.ErrInconsistent, "consistency proof from size 5 to 11 does not verify")
 	tl.set(func(tl *testLedger) { tl.mutate = nil })
 	mustVerify(t, c, path, nil)
 }
@@ -177,7 +177,7 @@ func TestVerifyRejectsFlippedInclusionHash(t *testing.T) {
 	c := tl.client()
 	path := statePath(t)
 	tl.set(func(tl *testLedger) { tl.mutate = flipFirstHash(t) })
-	verifyFails(t, c, path, u64(4), ErrNotIncluded, "inclusion proof for entry 4", "does not verify against the checkpoint root")
+	verifyFails(t, c, path, u64(4), verify.ErrNotIncluded, "inclusion proof for entry 4", "does not verify against the checkpoint root")
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a failed first verification wrote the state file (%v)", err)
 	}
@@ -200,7 +200,7 @@ func TestVerifyRejectsTamperedEntry(t *testing.T) {
 			return bytes.Replace(b, []byte(`"text":"a 3"`), []byte(`"text":"a 9"`), 1)
 		}
 	})
-	verifyFails(t, c, path, u64(3), ErrNotIncluded, "entry 3 as served does not hash to the leaf hash the server reports")
+	verifyFails(t, c, path, u64(3), verify.ErrNotIncluded, "entry 3 as served does not hash to the leaf hash the server reports")
 
 	// Another validly signed entry served at index 3, with a matching
 	// leaf hash and inclusion proof of the real leaf: the client's own
@@ -212,11 +212,11 @@ func TestVerifyRejectsTamperedEntry(t *testing.T) {
 				return b
 			}
 			b = bytes.Replace(b, orig, other, 1)
-			lh, nh := ledger.LeafHash(orig), ledger.LeafHash(other)
+			lh, nh := verify.LeafHash(orig), verify.LeafHash(other)
 			return bytes.Replace(b, []byte(b64h(lh)), []byte(b64h(nh)), 1)
 		}
 	})
-	verifyFails(t, c, path, u64(3), ErrNotIncluded, "inclusion proof for entry 3 is for leaf hash", "but the entry hashes to")
+	verifyFails(t, c, path, u64(3), verify.ErrNotIncluded, "inclusion proof for entry 3 is for leaf hash", "but the entry hashes to")
 
 	// Same, and the proof's leaf hash rewritten too: the audit path fails.
 	tl.set(func(tl *testLedger) {
@@ -224,13 +224,13 @@ func TestVerifyRejectsTamperedEntry(t *testing.T) {
 		tl.mutate = func(p string, b []byte) []byte {
 			b = inner(p, b)
 			if p == "/v1/proof/inclusion" {
-				lh, nh := ledger.LeafHash(orig), ledger.LeafHash(other)
+				lh, nh := verify.LeafHash(orig), verify.LeafHash(other)
 				b = bytes.Replace(b, []byte(b64h(lh)), []byte(b64h(nh)), 1)
 			}
 			return b
 		}
 	})
-	verifyFails(t, c, path, u64(3), ErrNotIncluded, "does not verify against the checkpoint root")
+	verifyFails(t, c, path, u64(3), verify.ErrNotIncluded, "does not verify against the checkpoint root")
 }
 
 func TestVerifyRejectsBadEntrySignature(t *testing.T) {
@@ -239,7 +239,7 @@ func TestVerifyRejectsBadEntrySignature(t *testing.T) {
 	se.Signature[5] ^= 1 // a log that contains an entry whose signature is wrong
 	tl.set(func(tl *testLedger) { tl.log.add(t, se.Encode()) })
 	tl.addEntries(2, "b")
-	verifyFails(t, tl.client(), statePath(t), u64(0), ErrEntrySignature, "entry 0 is in the log, but its signature does not verify")
+	verifyFails(t, tl.client(), statePath(t), u64(0), verify.ErrEntrySignature, "entry 0 is in the log, but its signature does not verify")
 }
 
 func TestVerifyQuorumStrictlyMoreThanTwoThirds(t *testing.T) {
@@ -273,7 +273,7 @@ func TestVerifyQuorumStrictlyMoreThanTwoThirds(t *testing.T) {
 			mustVerify(t, c, path, nil)
 			continue
 		}
-		verifyFails(t, c, path, nil, ErrQuorum, "more than 2/3")
+		verifyFails(t, c, path, nil, verify.ErrQuorum, "more than 2/3")
 	}
 }
 
@@ -289,11 +289,11 @@ func TestVerifyCheckpointSignatures(t *testing.T) {
 		tl.signers = []int{0, 1}
 		tl.extraSigs = []note.Signer{outsiders.vals[0].signer, outsiders.vals[1].signer}
 	})
-	verifyFails(t, c, path, nil, ErrQuorum, "power 2 of 3")
+	verifyFails(t, c, path, nil, verify.ErrQuorum, "power 2 of 3")
 
 	// A pinned validator's broken signature fails the checkpoint.
 	tl.set(func(tl *testLedger) { tl.signers, tl.extraSigs, tl.badSigBy = []int{0, 1}, nil, 3 })
-	verifyFails(t, c, path, nil, ErrBadCheckpointSignature, "the signature of validator "+tl.vals[2].v.Name+" does not verify")
+	verifyFails(t, c, path, nil, verify.ErrBadCheckpointSignature, "the signature of validator "+tl.vals[2].v.Name+" does not verify")
 }
 
 func TestVerifyWrongOrigin(t *testing.T) {
@@ -301,7 +301,7 @@ func TestVerifyWrongOrigin(t *testing.T) {
 	tl.addEntries(2, "a")
 	c := tl.client()
 	tl.set(func(tl *testLedger) { tl.origin = "cloister.ledger/other-chain" })
-	verifyFails(t, c, statePath(t), nil, ErrOrigin, `checkpoint origin "cloister.ledger/other-chain" is not the trusted ledger's origin "cloister.ledger/test-chain"`)
+	verifyFails(t, c, statePath(t), nil, verify.ErrOrigin, `checkpoint origin "cloister.ledger/other-chain" is not the trusted ledger's origin "cloister.ledger/test-chain"`)
 
 	// A state file for one ledger does not accept another ledger.
 	path := statePath(t)
@@ -312,7 +312,7 @@ func TestVerifyWrongOrigin(t *testing.T) {
 		o.chainID = "other-chain"
 		o.vals = []*testValidator{newTestValidator(t, "other-chain", 1)}
 	})
-	verifyFails(t, other.client(), path, nil, ErrOrigin, `server is ledger "cloister.ledger/other-chain", but state file`)
+	verifyFails(t, other.client(), path, nil, verify.ErrOrigin, `server is ledger "cloister.ledger/other-chain", but state file`)
 }
 
 func TestVerifyValidatorSetSwapped(t *testing.T) {
@@ -330,7 +330,7 @@ func TestVerifyValidatorSetSwapped(t *testing.T) {
 			tl.vals = append(tl.vals, newTestValidator(t, tl.chainID, 10))
 		}
 	})
-	verifyFails(t, c, path, nil, ErrValidatorSetChanged, "differs from the one pinned in "+path, "new "+tl.vals[0].v.Name, "missing "+pinned[0].v.Name)
+	verifyFails(t, c, path, nil, verify.ErrValidatorSetChanged, "differs from the one pinned in "+path, "new "+tl.vals[0].v.Name, "missing "+pinned[0].v.Name)
 
 	// One validator's power changed.
 	tl.set(func(tl *testLedger) {
@@ -339,7 +339,7 @@ func TestVerifyValidatorSetSwapped(t *testing.T) {
 		v.v.Power = 1000
 		tl.vals[2] = &v
 	})
-	verifyFails(t, c, path, nil, ErrValidatorSetChanged, pinned[2].v.Name+" power 1000 instead of 10")
+	verifyFails(t, c, path, nil, verify.ErrValidatorSetChanged, pinned[2].v.Name+" power 1000 instead of 10")
 
 	tl.set(func(tl *testLedger) { tl.vals = pinned })
 	mustVerify(t, c, path, nil)

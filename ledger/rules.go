@@ -1,0 +1,304 @@
+package ledger
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
+)
+
+// Acceptance rules are versioned. Every change to what validators accept —
+// the entry form, a new kind, a stricter check — is a new rule version
+// that turns on at a block height; blocks below that height are judged by
+// the rules they were first judged by, so a validator replaying the chain
+// from genesis reaches the same state as the ones that ran it live. The
+// schedule (height → version) starts with the version the genesis names
+// and grows by rules.scheduled entries that validators holding more than
+// two thirds of the voting power sign alike. docs/ledger.md ("Rule
+// versions") and docs/decisions/0052-versioned-acceptance-rules.md tell how
+// a later change adds its version.
+
+// Rule versions this binary implements.
+const (
+	// RulesV1 is the first releases' rules: entries in the canonical form
+	// of their own canonicalizer, which took bodies nested at most 32
+	// levels deep (counting the body as level 0); the ten original kinds.
+	// Chains whose genesis names no version run it from height 1.
+	RulesV1 = 1
+	// RulesV2 takes entries in the one canonical form of package verify
+	// (any depth the whole transaction keeps within jcs.MaxDepth), and
+	// adds the consortium kinds member.admitted and member.removed.
+	RulesV2 = 2
+	// LatestRules is the version new chains start with.
+	LatestRules = RulesV2
+)
+
+// ruleSet is what one rule version accepts.
+type ruleSet struct {
+	version int
+	// maxBodyDepth, when not 0, bounds the nesting of entry bodies (as
+	// verify.Depth counts it) beyond what the canonical form allows.
+	maxBodyDepth int
+	kinds        map[verify.Kind]kindRule
+}
+
+// ruleSets holds every version's rules; a package variable initialised by
+// a function, so that other package variables (Kinds) may use it.
+var ruleSets = makeRuleSets()
+
+func makeRuleSets() map[int]*ruleSet {
+	v1 := &ruleSet{version: RulesV1, maxBodyDepth: 32, kinds: map[verify.Kind]kindRule{
+		KindNote:            func(*ruleCtx) ([]write, *verify.RejectedError) { return nil, nil },
+		KindNodeRegistered:  ruleNodeRegistered,
+		KindPolicyPublished: rulePolicyPublished,
+		KindSessionEvent:    ruleSessionEvent,
+		KindResultCommitted: ruleResultCommitted,
+		KindACLGranted:      ruleACLGranted,
+		KindACLRevoked:      ruleACLRevoked,
+		KindModelPublished:  ruleRegisteredNode,
+		KindChallenge:       ruleRegisteredNode,
+		KindVerdict:         ruleRegisteredNode,
+		// The schedule's own kind is in every version, the first one
+		// included: without it a chain could never leave version 1.
+		KindRulesScheduled: ruleRulesScheduled,
+	}}
+	v2 := v1.next(RulesV2)
+	v2.maxBodyDepth = 0
+	v2.kinds[KindMemberAdmitted] = ruleMemberAdmitted
+	v2.kinds[KindMemberRemoved] = ruleMemberRemoved
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2}
+}
+
+// next returns a copy of rs as version v, for the version that changes it.
+func (rs *ruleSet) next(v int) *ruleSet {
+	n := *rs
+	n.version = v
+	n.kinds = make(map[verify.Kind]kindRule, len(rs.kinds)+2)
+	for k, r := range rs.kinds {
+		n.kinds[k] = r
+	}
+	return &n
+}
+
+// rulesFor returns the rules of version v, nil if this binary lacks them.
+func rulesFor(v int) *ruleSet { return ruleSets[v] }
+
+func (rs *ruleSet) kindList() []verify.Kind {
+	out := make([]verify.Kind, 0, len(rs.kinds))
+	for k := range rs.kinds {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// decode checks a transaction's form and signature under rs: the one
+// canonical form and signature rule of package verify, and this version's
+// own limits.
+func (rs *ruleSet) decode(tx []byte) (*verify.SignedEntry, *verify.RejectedError) {
+	if isCheckpointTx(tx) || isTickTx(tx) {
+		return nil, reject(verify.CodeMalformed, "transaction: 0x00 and 0x01 start the ledger's own transactions (checkpoints, ticks), not entries")
+	}
+	if len(tx) > verify.MaxEntryBytes {
+		return nil, reject(verify.CodeTooLarge, "entry is %d bytes, limit %d", len(tx), verify.MaxEntryBytes)
+	}
+	se, err := verify.DecodeEntry(tx)
+	if err != nil {
+		return nil, reject(verify.CodeMalformed, "%v", err)
+	}
+	if rs.maxBodyDepth > 0 {
+		if d, _ := verify.Depth(se.Entry.Body); d > rs.maxBodyDepth {
+			return nil, reject(verify.CodeMalformed, "entry body: nested %d levels deep; rule version %d takes at most %d", d, rs.version, rs.maxBodyDepth)
+		}
+	}
+	if err := se.VerifySignature(); err != nil {
+		return nil, reject(verify.CodeBadSignature, "%v", err)
+	}
+	return se, nil
+}
+
+// RuleStep is one step of a chain's rule schedule: Version is in force
+// from block Height on, until the next step.
+type RuleStep struct {
+	Height  int64 `json:"height"`
+	Version int   `json:"version"`
+}
+
+// ruleSchedule is a chain's steps, by increasing height and version; the
+// first is at height 1.
+type ruleSchedule []RuleStep
+
+// at returns the version in force at height h.
+func (s ruleSchedule) at(h int64) int {
+	v := RulesV1
+	for _, st := range s {
+		if st.Height > h {
+			break
+		}
+		v = st.Version
+	}
+	return v
+}
+
+// last is the latest step.
+func (s ruleSchedule) last() RuleStep {
+	if len(s) == 0 {
+		return RuleStep{Height: 1, Version: RulesV1}
+	}
+	return s[len(s)-1]
+}
+
+// rulesAt returns the rules in force at height h, or an error naming the
+// version this binary lacks: it must not judge blocks by rules it does not
+// know (the operator upgrades it and restarts; CometBFT replays).
+func (s ruleSchedule) rulesAt(h int64) (*ruleSet, error) {
+	v := s.at(h)
+	if rs := rulesFor(v); rs != nil {
+		return rs, nil
+	}
+	return nil, fmt.Errorf("ledger: rule version %d is in force from height %d, and this binary implements versions up to %d: upgrade it", v, s.stepOf(h).Height, LatestRules)
+}
+
+func (s ruleSchedule) stepOf(h int64) RuleStep {
+	st := RuleStep{Height: 1, Version: RulesV1}
+	for _, x := range s {
+		if x.Height <= h {
+			st = x
+		}
+	}
+	return st
+}
+
+// genesisAppState is the part of the genesis app_state the ledger reads.
+type genesisAppState struct {
+	// RulesVersion is the rule version in force from height 1; absent
+	// means RulesV1, the version of chains made before versions existed.
+	RulesVersion int `json:"rules_version"`
+}
+
+// scheduleFromGenesis reads the initial schedule from a genesis app_state
+// (possibly empty).
+func scheduleFromGenesis(appState []byte) (ruleSchedule, error) {
+	v := RulesV1
+	if len(bytes.TrimSpace(appState)) > 0 {
+		var gs genesisAppState
+		dec := json.NewDecoder(bytes.NewReader(appState))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&gs); err != nil {
+			return nil, fmt.Errorf("ledger genesis app_state: %w", err)
+		}
+		if gs.RulesVersion != 0 {
+			v = gs.RulesVersion
+		}
+	}
+	if rulesFor(v) == nil {
+		return nil, fmt.Errorf("ledger genesis: rule version %d; this binary implements 1 to %d", v, LatestRules)
+	}
+	return ruleSchedule{{Height: 1, Version: v}}, nil
+}
+
+// rules.scheduled entries. A validator (its consensus key, as for the
+// member kinds) proposes that version V be in force from height H:
+//
+//	rules.scheduled  {"version":V,"height":H}
+//
+// The proposal takes effect — the step joins the schedule — in the block
+// where the validators that signed that same (V, H) come to hold more than
+// two thirds of the voting power. V must be a version this binary
+// implements and later than the schedule's last; H must lie at least
+// minRulesLead blocks after the block that carries the entry, so that no
+// block is judged by rules that changed while it was being decided.
+//
+//	rule_votes: be32(V) ‖ be64(H) → the voters' 32-byte keys, concatenated
+
+const minRulesLead = 2
+
+func ruleRulesScheduled(c *ruleCtx) ([]write, *verify.RejectedError) {
+	b := c.body
+	if rej := b.only("version", "height"); rej != nil {
+		return nil, rej
+	}
+	version, rej := b.uint("version")
+	if rej != nil {
+		return nil, rej
+	}
+	height, rej := b.uint("height")
+	if rej != nil {
+		return nil, rej
+	}
+	if rej := c.requireValidator(); rej != nil {
+		return nil, rej
+	}
+	sched, err := readSchedule(c.v)
+	if err != nil {
+		return nil, reject(verify.CodeUnavailable, "rules.scheduled: %v", err)
+	}
+	last := sched.last()
+	switch {
+	case version > LatestRules:
+		return nil, reject(verify.CodeMalformed, "rules.scheduled: version %d is not one this validator implements (up to %d); upgrade first", version, LatestRules)
+	case int(version) <= last.Version:
+		return nil, reject(verify.CodeReplay, "rules.scheduled: version %d is not later than version %d, scheduled from height %d", version, last.Version, last.Height)
+	case int64(height) < c.height+minRulesLead:
+		return nil, reject(verify.CodeMalformed, "rules.scheduled: height %d is too soon; this block is %d and a version turns on at least %d blocks later", height, c.height, minRulesLead)
+	}
+	key := binary.BigEndian.AppendUint32(nil, uint32(version))
+	key = binary.BigEndian.AppendUint64(key, height)
+	voters := c.v.get(bucketRuleVotes, key)
+	for i := 0; i+32 <= len(voters); i += 32 {
+		if bytes.Equal(voters[i:i+32], c.pub) {
+			return nil, reject(verify.CodeReplay, "rules.scheduled: this validator already proposed version %d from height %d", version, height)
+		}
+	}
+	voters = append(bytes.Clone(voters), c.pub...)
+	ws := []write{{bucketRuleVotes, key, voters}}
+	vals, err := readValidators(c.v)
+	if err != nil {
+		return nil, reject(verify.CodeUnavailable, "rules.scheduled: %v", err)
+	}
+	var signed, total int64
+	for _, v := range vals {
+		total += v.Power
+		for i := 0; i+32 <= len(voters); i += 32 {
+			if bytes.Equal(voters[i:i+32], v.PubKey) {
+				signed += v.Power
+			}
+		}
+	}
+	if verify.Quorum(signed, total) {
+		next := append(slices.Clone(sched), RuleStep{Height: int64(height), Version: int(version)})
+		b, _ := json.Marshal(next)
+		ws = append(ws, write{bucketMeta, metaRules, b})
+	}
+	return ws, nil
+}
+
+// readSchedule reads the schedule through the block's view.
+func readSchedule(v blockView) (ruleSchedule, error) {
+	return parseSchedule(v.get(bucketMeta, metaRules))
+}
+
+func parseSchedule(raw []byte) (ruleSchedule, error) {
+	if raw == nil {
+		return ruleSchedule{{Height: 1, Version: RulesV1}}, nil
+	}
+	var s ruleSchedule
+	if err := json.Unmarshal(raw, &s); err != nil || len(s) == 0 || s[0].Height != 1 {
+		return nil, errors.New("the stored rule schedule is corrupt")
+	}
+	return s, nil
+}
+
+// readValidators reads the chain's validators through the block's view.
+func readValidators(v blockView) ([]storedValidator, error) {
+	var vals []storedValidator
+	raw := v.get(bucketMeta, metaValidators)
+	if raw == nil || json.Unmarshal(raw, &vals) != nil {
+		return nil, errors.New("the chain's validators are not known yet")
+	}
+	return vals, nil
+}

@@ -1,0 +1,325 @@
+package verify
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/jcs"
+)
+
+// Kind names the type of an entry. The verifier treats it as an opaque
+// non-empty string; the ledger's rules give each kind its meaning.
+type Kind string
+
+const (
+	// MaxEntryBytes bounds an entry's transaction.
+	MaxEntryBytes = 64 << 10
+	// MaxNonce is the largest nonce: 2^53-1, exactly representable as a
+	// JSON number everywhere (JavaScript included).
+	MaxNonce = 1<<53 - 1
+	// TimeLayout is the one form of an entry's time: UTC, milliseconds.
+	TimeLayout = "2006-01-02T15:04:05.000Z"
+
+	entrySigningDomain = "cloister/ledger/entry/v1\n"
+)
+
+// Entry is the signed content of one log entry.
+type Entry struct {
+	Kind Kind `json:"kind"`
+	// Body is the kind-specific payload: a JSON object, in canonical form.
+	Body json.RawMessage `json:"body"`
+	// Submitter is the signer's public key, "ed25519:<base64>".
+	Submitter string `json:"submitter"`
+	// Nonce makes (Submitter, Nonce) unique; the ledger refuses a second
+	// entry with the same pair, so a captured entry cannot be replayed.
+	Nonce uint64 `json:"nonce"`
+	// Time is the submitter's clock, in TimeLayout.
+	Time string `json:"time"`
+}
+
+// SignedEntry is an Entry with the submitter's Ed25519 signature over
+// SigningMessage. Encode is its transaction: the bytes the log holds.
+type SignedEntry struct {
+	Entry     Entry  `json:"entry"`
+	Signature []byte `json:"sig"`
+}
+
+// canonical renders e in canonical JSON: members in sorted order, written
+// by hand; the body is canonical already (NewEntry and DecodeEntry make it
+// so).
+func (e *Entry) canonical() []byte {
+	b := make([]byte, 0, len(e.Body)+len(e.Submitter)+len(e.Kind)+96)
+	b = append(b, `{"body":`...)
+	b = append(b, e.Body...)
+	b = append(b, `,"kind":`...)
+	b = jcs.AppendString(b, string(e.Kind))
+	b = append(b, `,"nonce":`...)
+	b = strconv.AppendUint(b, e.Nonce, 10)
+	b = append(b, `,"submitter":`...)
+	b = jcs.AppendString(b, e.Submitter)
+	b = append(b, `,"time":`...)
+	b = jcs.AppendString(b, e.Time)
+	return append(b, '}')
+}
+
+// SigningMessage is the exact byte string the submitter signs: a domain
+// label, then the canonical entry.
+func (e *Entry) SigningMessage() []byte {
+	return append([]byte(entrySigningDomain), e.canonical()...)
+}
+
+// ParsedTime returns the entry's time (zero if it is not in TimeLayout,
+// which DecodeEntry never lets through).
+func (e *Entry) ParsedTime() time.Time {
+	t, _ := time.Parse(TimeLayout, e.Time)
+	return t
+}
+
+// Encode returns the entry's transaction: its canonical JSON.
+func (s *SignedEntry) Encode() []byte {
+	c := s.Entry.canonical()
+	b := make([]byte, 0, len(c)+base64.StdEncoding.EncodedLen(len(s.Signature))+20)
+	b = append(b, `{"entry":`...)
+	b = append(b, c...)
+	b = append(b, `,"sig":"`...)
+	b = base64.StdEncoding.AppendEncode(b, s.Signature)
+	return append(b, `"}`...)
+}
+
+// LeafHash is the RFC 6962 leaf hash of a transaction: SHA-256(0x00 ‖ tx).
+func LeafHash(tx []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte{0})
+	h.Write(tx)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// VerifySignature checks the submitter's signature over the entry by the
+// signature rule (Signature). It returns ErrBadSignature, or an error
+// about the submitter key's form.
+func (s *SignedEntry) VerifySignature() error {
+	pub, err := protocol.ParseEd25519Key(s.Entry.Submitter)
+	if err != nil {
+		return err
+	}
+	if !Signature(pub, s.Entry.SigningMessage(), s.Signature) {
+		return ErrBadSignature
+	}
+	return nil
+}
+
+// NewEntry builds and signs an entry of the given kind with a random nonce
+// and the current time. body is a JSON object: a Go value to marshal, or
+// JSON text ([]byte, json.RawMessage) in any spelling, which is put in
+// canonical form.
+func NewEntry(key ed25519.PrivateKey, kind Kind, body any) (*SignedEntry, error) {
+	var nb [8]byte
+	if _, err := rand.Read(nb[:]); err != nil {
+		return nil, err
+	}
+	return NewEntryWithNonce(key, kind, body, binary.BigEndian.Uint64(nb[:])&MaxNonce, time.Now())
+}
+
+// NewEntryWithNonce is NewEntry with the caller choosing nonce and time (a
+// node that numbers its own entries, tests, replays that must fail). The
+// entry it returns is one DecodeEntry accepts, or it returns an error.
+func NewEntryWithNonce(key ed25519.PrivateKey, kind Kind, body any, nonce uint64, at time.Time) (*SignedEntry, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("ledger entry: signing key is not an Ed25519 private key")
+	}
+	if kind == "" {
+		return nil, errors.New("ledger entry: empty kind")
+	}
+	if nonce > MaxNonce {
+		return nil, fmt.Errorf("ledger entry nonce %d exceeds 2^53-1", nonce)
+	}
+	var raw []byte
+	switch b := body.(type) {
+	case json.RawMessage:
+		raw = b
+	case []byte:
+		raw = b
+	default:
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			return nil, fmt.Errorf("ledger entry body: %w", err)
+		}
+	}
+	v, err := jcs.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("ledger entry body: %w", err)
+	}
+	if v.Kind != jcs.Object {
+		return nil, fmt.Errorf("ledger entry body: a JSON %s, want an object", v.Kind)
+	}
+	e := Entry{
+		Kind:      kind,
+		Body:      v.Canonical(),
+		Submitter: protocol.FormatEd25519Key(key.Public().(ed25519.PublicKey)),
+		Nonce:     nonce,
+		Time:      FormatTime(at),
+	}
+	se := &SignedEntry{Entry: e, Signature: ed25519.Sign(key, e.SigningMessage())}
+	tx := se.Encode()
+	if len(tx) > MaxEntryBytes {
+		return nil, fmt.Errorf("ledger entry is %d bytes, limit %d", len(tx), MaxEntryBytes)
+	}
+	// The body may be valid and yet make the whole entry too deep for the
+	// canonical form; refuse here rather than at the ledger.
+	if _, err := DecodeEntry(tx); err != nil {
+		return nil, err
+	}
+	return se, nil
+}
+
+// FormatTime writes t in TimeLayout (UTC, truncated to milliseconds).
+func FormatTime(t time.Time) string { return t.UTC().Truncate(time.Millisecond).Format(TimeLayout) }
+
+// DecodeEntry parses a transaction into a signed entry. It checks the form
+// only — the one canonical form, field formats, sizes — not the signature
+// (VerifySignature) nor anything the ledger's state decides. The
+// transaction must be a strict JSON text (package jcs: no duplicate keys,
+// even spelled with escapes; no lone surrogates; depth at most
+// jcs.MaxDepth) equal byte for byte to its RFC 8785 form, holding exactly
+// the members of SignedEntry. Errors wrap ErrMalformedEntry.
+func DecodeEntry(tx []byte) (*SignedEntry, error) {
+	se, err := decodeEntry(tx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
+	}
+	return se, nil
+}
+
+func decodeEntry(tx []byte) (*SignedEntry, error) {
+	if len(tx) > MaxEntryBytes {
+		return nil, fmt.Errorf("entry is %d bytes, limit %d", len(tx), MaxEntryBytes)
+	}
+	v, err := jcs.Parse(tx)
+	if err != nil {
+		return nil, fmt.Errorf("entry is not strict JSON: %v", err)
+	}
+	if err := only(v, "", "entry", "sig"); err != nil {
+		return nil, err
+	}
+	ev := v.Get("entry")
+	if err := only(ev, "entry", "body", "kind", "nonce", "submitter", "time"); err != nil {
+		return nil, err
+	}
+	body := ev.Get("body")
+	if body.Kind != jcs.Object {
+		return nil, fmt.Errorf("entry body: a JSON %s, want an object", body.Kind)
+	}
+	kind, err := str(ev, "kind")
+	if err != nil {
+		return nil, err
+	}
+	if kind == "" {
+		return nil, errors.New(`entry: empty "kind"`)
+	}
+	sub, err := str(ev, "submitter")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := protocol.ParseEd25519Key(sub); err != nil {
+		return nil, fmt.Errorf("entry submitter: %v", err)
+	}
+	at, err := str(ev, "time")
+	if err != nil {
+		return nil, err
+	}
+	if ts, err := time.Parse(TimeLayout, at); err != nil || FormatTime(ts) != at {
+		return nil, fmt.Errorf("entry time %.40q: want UTC with milliseconds, like 2026-01-02T15:04:05.000Z", at)
+	}
+	nv := ev.Get("nonce")
+	if nv.Kind != jcs.Number {
+		return nil, fmt.Errorf(`entry: "nonce" is a JSON %s, want a number`, nv.Kind)
+	}
+	nonce, err := strconv.ParseUint(nv.Num, 10, 64)
+	if err != nil || nonce > MaxNonce {
+		return nil, fmt.Errorf("entry: nonce %.30s is not an integer from 0 to 2^53-1", nv.Num)
+	}
+	sigText, err := str(v, "sig")
+	if err != nil {
+		return nil, err
+	}
+	sig, err := base64.StdEncoding.Strict().DecodeString(sigText)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return nil, fmt.Errorf("entry sig: not standard base64 of a %d-byte Ed25519 signature", ed25519.SignatureSize)
+	}
+	se := &SignedEntry{
+		Entry:     Entry{Kind: Kind(kind), Body: body.Canonical(), Submitter: sub, Nonce: nonce, Time: at},
+		Signature: sig,
+	}
+	if string(se.Encode()) != string(tx) {
+		return nil, errors.New("entry is not in canonical JSON form (RFC 8785: sorted keys, no whitespace, minimal escapes, shortest numbers)")
+	}
+	return se, nil
+}
+
+// only checks that v is an object with exactly the members names.
+func only(v *jcs.Value, where string, names ...string) error {
+	if where == "" {
+		where = "entry transaction"
+	}
+	if v.Kind != jcs.Object {
+		return fmt.Errorf("%s: a JSON %s, want an object", where, v.Kind)
+	}
+	for _, n := range names {
+		if v.Get(n) == nil {
+			return fmt.Errorf("%s: missing %q", where, n)
+		}
+	}
+	if len(v.Members) != len(names) {
+		for _, m := range v.Members {
+			known := false
+			for _, n := range names {
+				known = known || m.Key == n
+			}
+			if !known {
+				return fmt.Errorf("%s: unknown member %.40q", where, m.Key)
+			}
+		}
+	}
+	return nil
+}
+
+func str(v *jcs.Value, name string) (string, error) {
+	m := v.Get(name)
+	if m.Kind != jcs.String {
+		return "", fmt.Errorf("entry: %q is a JSON %s, want a string", name, m.Kind)
+	}
+	return m.Str, nil
+}
+
+// Depth is the nesting depth of a canonical JSON value: 0 for a scalar or
+// an empty array or object, one more than its deepest member otherwise.
+// The ledger's first rule version bounds entry bodies by it.
+func Depth(doc []byte) (int, error) {
+	v, err := jcs.Parse(doc)
+	if err != nil {
+		return 0, err
+	}
+	return depth(v), nil
+}
+
+func depth(v *jcs.Value) int {
+	d := 0
+	for _, e := range v.Elems {
+		d = max(d, 1+depth(e))
+	}
+	for _, m := range v.Members {
+		d = max(d, 1+depth(m.Value))
+	}
+	return d
+}
