@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"os"
 	"testing"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // TestCheckpointVectorSigningSide: the validators' side (keys, validator
@@ -19,12 +21,12 @@ func TestCheckpointVectorSigningSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v struct {
-		ChainID    string            `json:"chain_id"`
-		Seeds      []string          `json:"validator_seeds_hex"`
-		Validators []json.RawMessage `json:"validators"`
-		Size       uint64            `json:"size"`
-		Root       []byte            `json:"root"`
-		Note       string            `json:"note"`
+		ChainID    string             `json:"chain_id"`
+		Seeds      []string           `json:"validator_seeds_hex"`
+		Validators []verify.Validator `json:"validators"`
+		Size       uint64             `json:"size"`
+		Root       []byte             `json:"root"`
+		Note       string             `json:"note"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		t.Fatal(err)
@@ -40,10 +42,9 @@ func TestCheckpointVectorSigningSide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, raw := range v.Validators {
-		got, _ := json.Marshal(vs.public.Validators[i])
-		if !bytes.Equal(got, raw) {
-			t.Errorf("validator %d: the ledger publishes %s, the vector says %s", i, got, raw)
+	for i, want := range v.Validators {
+		if got := vs.public.Validators[i]; got != want {
+			t.Errorf("validator %d: the ledger publishes %+v, the vector says %+v", i, got, want)
 		}
 	}
 	c := logHead{Origin: Origin(v.ChainID), Size: v.Size}
