@@ -8,7 +8,8 @@
 // and hash to the leaf hash the server reports.
 //
 // Verify is the part a sceptical party relies on. It checks, itself, with
-// golang.org/x/mod/sumdb/tlog and golang.org/x/mod/sumdb/note, that the
+// package ledger/verify (the ledger's own verifier, built on
+// golang.org/x/mod/sumdb/tlog and golang.org/x/mod/sumdb/note), that the
 // latest checkpoint is cosigned by validators holding more than two thirds
 // of the voting power, that the log it describes extends the one trusted
 // before (a consistency proof), and optionally that one entry is in it (an
@@ -18,6 +19,9 @@
 // validator set or another ledger's origin fails verification with an
 // error that says which check failed.
 //
-// It is not a ledger: the state machine, store and validators are in
-// package ledger.
+// It is not a ledger and does not import one: the state machine, store and
+// validators are in package ledger, and a program that only checks links
+// no consensus engine. Errors of the checks are *verify.VerificationError
+// (errors.Is against verify.ErrQuorum, verify.ErrRewound, …); refusals are
+// *verify.RejectedError.
 package client
