@@ -1,7 +1,8 @@
-// Command sha256sum hashes every input with SHA-256. It writes
-// /output/sha256.json, a list of {"name", "bytes", "sha256"} sorted by
-// name, and prints one "HEX  NAME" line per input, the format sha256sum(1)
-// prints and `sha256sum -c` checks.
+// Command sha256sum hashes every input with SHA-256, and every file of a
+// directory input (a pinned directory, /input/DIR/FILE) as "DIR/FILE". It
+// writes /output/sha256.json, a list of {"name", "bytes", "sha256"} sorted
+// by name, and prints one "HEX  NAME" line per file, the format
+// sha256sum(1) prints and `sha256sum -c` checks.
 //
 //	cloister run --input a=a.bin --input b=b.bin --output-dir out examples/sha256sum/sha256sum.wasm
 package main
@@ -12,6 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"sort"
 
 	"github.com/cloisterhq/cloister/guest"
 )
@@ -30,7 +34,7 @@ func main() {
 }
 
 func run() error {
-	names, err := guest.Inputs()
+	names, err := inputFiles()
 	if err != nil {
 		return err
 	}
@@ -56,10 +60,43 @@ func run() error {
 	return nil
 }
 
+// inputFiles lists the inputs, sorted: each file, and each file of a
+// directory input as DIR/FILE.
+func inputFiles() ([]string, error) {
+	dir, err := guest.InputDir()
+	if err != nil {
+		return nil, err
+	}
+	top, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing inputs: %w", err)
+	}
+	var names []string
+	for _, e := range top {
+		if !e.IsDir() {
+			names = append(names, e.Name())
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("listing directory input %q: %w", e.Name(), err)
+		}
+		for _, f := range files {
+			names = append(names, e.Name()+"/"+f.Name())
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
 func hashInput(name string) (Digest, error) {
-	f, err := guest.OpenInput(name)
+	dir, err := guest.InputDir()
 	if err != nil {
 		return Digest{}, err
+	}
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return Digest{}, fmt.Errorf("input %q: %w", name, err)
 	}
 	defer f.Close()
 	d, err := Hash(name, f)

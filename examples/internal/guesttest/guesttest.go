@@ -12,7 +12,8 @@ import (
 	"github.com/cloisterhq/cloister/guest"
 )
 
-// Root creates a guest root holding inputs, points CLOISTER_GUEST_ROOT at
+// Root creates a guest root holding inputs (a name DIR/FILE in a
+// directory), points CLOISTER_GUEST_ROOT at
 // it for the rest of the test and returns its path.
 func Root(t testing.TB, inputs map[string][]byte) string {
 	t.Helper()
@@ -23,7 +24,12 @@ func Root(t testing.TB, inputs map[string][]byte) string {
 		}
 	}
 	for n, c := range inputs {
-		if err := os.WriteFile(filepath.Join(r, "input", n), c, 0o444); err != nil {
+		// A name DIR/FILE is a file of a directory input.
+		p := filepath.Join(r, "input", n)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, c, 0o444); err != nil {
 			t.Fatal(err)
 		}
 	}
