@@ -26,7 +26,9 @@ const (
 // guest took over 2 minutes in a loaded CI machine's -race tests).
 var CompileTimeout = 2 * time.Minute * raceSlowdown
 
-// Input is one file the guest sees read-only at /input/Name. Exactly one of
+// Input is one file the guest sees read-only at /input/Name. A Name of the
+// form DIR/FILE puts the file in the read-only directory /input/DIR, which
+// holds exactly the inputs named DIR/… (vfs_dir.go). Exactly one of
 // Data, Path and Reader is set. The guest reads it through a descriptor
 // the host side opens and hands to the jailed worker (which opens nothing
 // itself), so an input is never copied into the worker's memory:

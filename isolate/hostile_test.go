@@ -505,8 +505,8 @@ func TestBadInputsAndEnv(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{Inputs: []Input{{Name: "../x", Data: []byte("1")}}}, "plain file name"},
-		{Config{Inputs: []Input{{Name: "a/b", Data: []byte("1")}}}, "plain file name"},
+		{Config{Inputs: []Input{{Name: "../x", Data: []byte("1")}}}, "not a file name"},
+		{Config{Inputs: []Input{{Name: "a/b/c", Data: []byte("1")}}}, "plain file name"}, // a/b is a directory's file
 		{Config{Inputs: []Input{{Name: "", Data: []byte("1")}}}, "empty"},
 		{Config{Inputs: []Input{{Name: "..", Data: []byte("1")}}}, "not a file name"},
 		{Config{Inputs: []Input{{Name: "a", Data: []byte("1")}, {Name: "a", Data: []byte("2")}}}, "given twice"},

@@ -440,7 +440,7 @@ func resolve(cfg *Config) (*job, *Report, error) {
 	}
 	seen := map[string]bool{}
 	for _, in := range cfg.Inputs {
-		if err := ValidateInputName(in.Name); err != nil {
+		if err := validateInputPath(in.Name); err != nil {
 			return bad("%v", err)
 		}
 		if seen[in.Name] {
@@ -464,6 +464,9 @@ func resolve(cfg *Config) (*job, *Report, error) {
 			}
 			j.keys[secretInput(in.Name)] = in.Key
 		}
+	}
+	if _, err := inputDirs(j.InputNames); err != nil {
+		return bad("%v", err)
 	}
 	return j, nil, nil
 }

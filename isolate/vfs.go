@@ -43,8 +43,9 @@ func (r refusal) errno() uint32 {
 
 // guestFS is the whole file system the guest sees, mounted at "/":
 //
-//	/input/NAME   read-only, the bytes the host supplied
-//	/output/NAME  writable, flat, bounded in total bytes and file count
+//	/input/NAME       read-only, the bytes the host supplied
+//	/input/DIR/NAME   read-only, a file of a directory input (vfs_dir.go)
+//	/output/NAME      writable, flat, bounded in total bytes and file count
 //
 // Nothing else exists. No host file is opened on the guest's behalf while
 // it runs; output bytes live in an output area (outputarea.go) and are
@@ -65,8 +66,9 @@ type guestFS struct {
 	experimentalsys.UnimplementedFS
 
 	mu       sync.Mutex
-	inputs   map[string]*inputSource
-	outputs  map[string]*outNode // the named files
+	inputs   map[string]*inputSource // by name, "DIR/FILE" in a directory
+	dirs     map[string][]string     // directory inputs: their files, sorted; read-only
+	outputs  map[string]*outNode     // the named files
 	area     *outputArea
 	used     int64 // bytes of the held files
 	held     int   // held files: named, or open after losing their name
@@ -121,9 +123,17 @@ func newGuestFS(inputs map[string]*inputSource, area *outputArea, maxBytes int64
 		nextIno:  inoFirstFile,
 		inoOf:    map[string]sys.Inode{},
 	}
+	// The parent checked the names (inputDirs); a name that is both a
+	// file and a directory would only hide the file.
+	g.dirs, _ = inputDirs(sortedKeys(inputs))
 	// Inode numbers are assigned in name order so that they are the same on
 	// every run (determinism).
-	for _, n := range sortedKeys(inputs) {
+	names := sortedKeys(inputs)
+	for d := range g.dirs {
+		names = append(names, d)
+	}
+	sort.Strings(names)
+	for _, n := range names {
 		g.inoOf["input/"+n] = g.nextIno
 		g.nextIno++
 	}
@@ -149,12 +159,14 @@ const (
 	kOutputDir
 	kInput
 	kOutput
-	kNotDir // a path continuing below a file
+	kNotDir      // a path continuing below a file
+	kInputSubdir // /input/DIR of a directory input
 )
 
 // resolve walks p under the guest root and says what it names. ".." never
 // climbs above "/", and a path that continues below a file (even with "..",
-// as in "input/data/..") names nothing: kNotDir.
+// as in "input/data/..") names nothing: kNotDir. A file of a directory
+// input is kInput named "DIR/FILE".
 func (g *guestFS) resolve(p string) (kind, string) {
 	var stack []string
 	for _, c := range strings.Split(p, "/") {
@@ -162,8 +174,9 @@ func (g *guestFS) resolve(p string) (kind, string) {
 			continue
 		}
 		switch {
-		case len(stack) == 2:
-			// Below /input/NAME or /output/NAME: those are files.
+		case len(stack) == 3 || len(stack) == 2 && !g.isInputDir(stack):
+			// Below /input/NAME, /input/DIR/NAME or /output/NAME:
+			// those are files.
 			return kNotDir, ""
 		case c == "..":
 			if len(stack) > 0 {
@@ -186,14 +199,27 @@ func (g *guestFS) resolve(p string) (kind, string) {
 			return kOutputDir, ""
 		}
 	case 2:
-		switch stack[0] {
-		case "input":
+		switch {
+		case g.isInputDir(stack):
+			return kInputSubdir, stack[1]
+		case stack[0] == "input":
 			return kInput, stack[1]
-		case "output":
+		case stack[0] == "output":
 			return kOutput, stack[1]
 		}
+	case 3:
+		return kInput, stack[1] + "/" + stack[2]
 	}
 	return kNone, ""
+}
+
+// isInputDir reports whether the path components name a directory input.
+func (g *guestFS) isInputDir(stack []string) bool {
+	if len(stack) != 2 || stack[0] != "input" {
+		return false
+	}
+	_, ok := g.dirs[stack[1]]
+	return ok
 }
 
 func isWrite(flag experimentalsys.Oflag) bool {
@@ -218,14 +244,14 @@ func (g *guestFS) openLocked(p string, flag experimentalsys.Oflag) (experimental
 		return nil, g.refuse(refusedHandles)
 	}
 	switch k {
-	case kRoot, kInputDir, kOutputDir:
+	case kRoot, kInputDir, kOutputDir, kInputSubdir:
 		if flag&(experimentalsys.O_WRONLY|experimentalsys.O_RDWR|experimentalsys.O_TRUNC) != 0 {
 			return nil, experimentalsys.EISDIR
 		}
 		if flag&experimentalsys.O_CREAT != 0 && flag&experimentalsys.O_EXCL != 0 {
 			return nil, experimentalsys.EEXIST
 		}
-		return &dirFile{g: g, k: k}, 0
+		return &dirFile{g: g, k: k, name: name}, 0
 	case kInput:
 		src, ok := g.inputs[name]
 		if !ok {
@@ -375,7 +401,12 @@ func (g *guestFS) statLocked(k kind, name string) (sys.Stat_t, experimentalsys.E
 	case kRoot:
 		return sys.Stat_t{Ino: inoRoot, Mode: fs.ModeDir | 0o555, Nlink: 4, Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
 	case kInputDir:
-		return sys.Stat_t{Ino: inoInput, Mode: fs.ModeDir | 0o555, Nlink: 2, Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
+		return sys.Stat_t{Ino: inoInput, Mode: fs.ModeDir | 0o555, Nlink: 2 + uint64(len(g.dirs)), Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
+	case kInputSubdir:
+		if _, ok := g.dirs[name]; !ok {
+			return sys.Stat_t{}, experimentalsys.ENOENT
+		}
+		return sys.Stat_t{Ino: g.inoOf["input/"+name], Mode: fs.ModeDir | 0o555, Nlink: 2, Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
 	case kOutputDir:
 		return sys.Stat_t{Ino: inoOutput, Mode: fs.ModeDir | 0o755, Nlink: 2, Size: 4096, Atim: now, Mtim: now, Ctim: now}, 0
 	case kInput:
@@ -413,7 +444,7 @@ func (g *guestFS) Mkdir(p string, _ fs.FileMode) experimentalsys.Errno {
 	defer g.mu.Unlock()
 	k, name := g.resolve(p)
 	switch k {
-	case kRoot, kInputDir, kOutputDir:
+	case kRoot, kInputDir, kOutputDir, kInputSubdir:
 		return experimentalsys.EEXIST
 	case kOutput:
 		if _, ok := g.outputs[name]; ok {
@@ -470,7 +501,7 @@ func (g *guestFS) Rmdir(p string) experimentalsys.Errno {
 	defer g.mu.Unlock()
 	k, name := g.resolve(p)
 	switch k {
-	case kRoot, kInputDir:
+	case kRoot, kInputDir, kInputSubdir:
 		return experimentalsys.EROFS
 	case kOutputDir:
 		return experimentalsys.EPERM
@@ -504,7 +535,7 @@ func (g *guestFS) Unlink(p string) experimentalsys.Errno {
 			return experimentalsys.ENOENT
 		}
 		return experimentalsys.EROFS
-	case kRoot, kInputDir, kOutputDir:
+	case kRoot, kInputDir, kOutputDir, kInputSubdir:
 		return experimentalsys.EISDIR
 	}
 	return experimentalsys.ENOENT
@@ -599,13 +630,15 @@ func (g *guestFS) collect() ([]outputLayout, []string, error) {
 	return outs, hit, nil
 }
 
-// dirFile is an open directory: "/", "/input" or "/output".
+// dirFile is an open directory: "/", "/input", "/output" or a directory
+// input "/input/name".
 type dirFile struct {
 	experimentalsys.UnimplementedFile
 	experimentalsys.DirFile
 	g      *guestFS
 	k      kind
-	read   bool // entries already returned (reset by Seek(0))
+	name   string // of a directory input
+	read   bool   // entries already returned (reset by Seek(0))
 	closed bool
 }
 
@@ -646,7 +679,7 @@ func (d *dirFile) Close() experimentalsys.Errno {
 func (d *dirFile) Stat() (sys.Stat_t, experimentalsys.Errno) {
 	d.g.mu.Lock()
 	defer d.g.mu.Unlock()
-	return d.g.statLocked(d.k, "")
+	return d.g.statLocked(d.k, d.name)
 }
 
 func (d *dirFile) Seek(offset fileOffset, whence int) (fileOffset, experimentalsys.Errno) {
@@ -675,7 +708,19 @@ func (d *dirFile) Readdir(n int) ([]experimentalsys.Dirent, experimentalsys.Errn
 	case kInputDir:
 		var ds []experimentalsys.Dirent
 		for _, name := range sortedKeys(d.g.inputs) {
-			ds = append(ds, experimentalsys.Dirent{Ino: d.g.inoOf["input/"+name], Name: name})
+			if !strings.Contains(name, "/") {
+				ds = append(ds, experimentalsys.Dirent{Ino: d.g.inoOf["input/"+name], Name: name})
+			}
+		}
+		for dir := range d.g.dirs {
+			ds = append(ds, experimentalsys.Dirent{Ino: d.g.inoOf["input/"+dir], Name: dir, Type: fs.ModeDir})
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i].Name < ds[j].Name })
+		return ds, 0
+	case kInputSubdir:
+		var ds []experimentalsys.Dirent
+		for _, file := range d.g.dirs[d.name] {
+			ds = append(ds, experimentalsys.Dirent{Ino: d.g.inoOf["input/"+d.name+"/"+file], Name: file})
 		}
 		return ds, 0
 	case kOutputDir:

@@ -103,7 +103,8 @@ const fsInput = "in"
 var fsInputData = []byte("the input's bytes, read-only")
 
 func newFSHarness(t testing.TB, maxBytes int64, maxFiles int) *fsHarness {
-	g := newGuestFS(map[string]*inputSource{fsInput: bytesInput(fsInputData)}, newTestArea(t, maxBytes, maxFiles), maxBytes, maxFiles, func() int64 { return 7 })
+	// The input also lies in a directory input, whose handles count too.
+	g := newGuestFS(map[string]*inputSource{fsInput: bytesInput(fsInputData), "d/" + fsInput: bytesInput(fsInputData)}, newTestArea(t, maxBytes, maxFiles), maxBytes, maxFiles, func() int64 { return 7 })
 	return &fsHarness{t: t, g: g,
 		m:      &fsModel{names: map[string]*mFile{}, max: maxBytes, maxFiles: maxFiles},
 		nodeOf: map[*mFile]*outNode{}}
@@ -237,9 +238,9 @@ func (h *fsHarness) apply(r *opReader) {
 	case 2: // open the input or a directory
 		var p string
 		if r.u8()%2 == 0 {
-			p = "input/" + fsInput
+			p = []string{"input/" + fsInput, "input/d/" + fsInput}[int(r.u8())%2]
 		} else {
-			p = []string{"/", "input", "output"}[int(r.u8())%3]
+			p = []string{"/", "input", "output", "input/d"}[int(r.u8())%4]
 		}
 		desc = fmt.Sprintf("open(%s)", p)
 		f, errno := g.OpenFile(p, experimentalsys.O_RDONLY, 0)
@@ -247,7 +248,7 @@ func (h *fsHarness) apply(r *opReader) {
 		want = fsResult{}
 		if errno == 0 {
 			k := kRoot
-			if p == "input/"+fsInput {
+			if p == "input/"+fsInput || p == "input/d/"+fsInput {
 				k = kInput
 			}
 			h.gh = append(h.gh, f)
