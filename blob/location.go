@@ -85,7 +85,8 @@ func (e *FetchError) Is(target error) bool {
 // Fetch copies blob d, at most max bytes (max <= 0: no limit), from the
 // first store that serves bytes hashing to d, into a sink newSink makes
 // for each attempt, told the size the store announced (so that the caller
-// can make room before a byte arrives; the copy never exceeds it). It
+// can make room before a byte arrives; the copy never exceeds it). An
+// error making or committing a sink ends the fetch with that error. It
 // commits the sink only for a matching copy and
 // returns the store that served it and its size; a store that fails,
 // lacks the blob or serves other bytes is skipped. The error is a
@@ -104,6 +105,12 @@ func (l Location) Fetch(ctx context.Context, d Digest, max int64, newSink func(s
 		if err == nil {
 			return s, n, nil
 		}
+		var le *localError
+		if errors.As(err, &le) {
+			// The sink, not the store, failed: another store would not
+			// do better.
+			return nil, 0, le.err
+		}
 		fe.Attempts = append(fe.Attempts, Attempt{Store: s.url, Err: err})
 	}
 	return nil, 0, fe
@@ -117,7 +124,7 @@ func fetchOne(ctx context.Context, s *Store, d Digest, max int64, newSink func(s
 	defer rc.Close()
 	sink, err := newSink(size)
 	if err != nil {
-		return 0, err
+		return 0, &localError{err}
 	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(sink, h), io.LimitReader(rc, size))
@@ -138,10 +145,15 @@ func fetchOne(ctx context.Context, s *Store, d Digest, max int64, newSink func(s
 		return 0, fmt.Errorf("%s: served %d bytes hashing to %s for %s: %w", s.url, n, FromSum(got), d, ErrMismatch)
 	}
 	if err := sink.Commit(); err != nil {
-		return 0, fmt.Errorf("keeping %s: %w", d, err)
+		return 0, &localError{fmt.Errorf("keeping %s: %w", d, err)}
 	}
 	return n, nil
 }
+
+// localError is a failure of the caller's sink, which ends a fetch.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
 
 // memSink keeps a small blob in memory.
 type memSink struct {
