@@ -97,8 +97,12 @@ type Input struct {
 // Source is where a stored input is fetched: the blob's digest and the
 // stores that may hold a copy, tried in order (docs/storage.md).
 type Source struct {
-	Digest string   `json:"digest"`
-	Stores []string `json:"stores"`
+	Digest string `json:"digest"`
+	// Directory says the digest names a directory manifest (files, each
+	// by name, digest and size): the program reads its files at
+	// /input/<name>/<file>. The input's sha256 pins the manifest.
+	Directory bool     `json:"directory,omitempty"`
+	Stores    []string `json:"stores"`
 }
 
 // Output is a file the program writes at /output/<name>.

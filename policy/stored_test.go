@@ -77,3 +77,28 @@ func TestStoredInputRules(t *testing.T) {
 		}
 	}
 }
+
+// TestStoredDirectory: a stored input may be a pinned directory (its
+// sha256 pins the directory manifest); the flag is part of the hash.
+func TestStoredDirectory(t *testing.T) {
+	d := storedDoc(t)
+	ins := d["inputs"].([]any)
+	ins[len(ins)-1].(map[string]any)["from"].(map[string]any)["directory"] = true
+	p := mustParse(t, d)
+	w, _ := p.Input("weights.bin")
+	if !w.From.Directory {
+		t.Fatal("directory flag lost")
+	}
+	q := *p
+	q.canonical = nil
+	if q.HashHex() != p.HashHex() {
+		t.Fatal("hash of the built form differs")
+	}
+	if plain := mustParse(t, storedDoc(t)); plain.HashHex() == p.HashHex() {
+		t.Fatal("a directory and a file with the same pin hash alike")
+	}
+	ins[len(ins)-1].(map[string]any)["from"].(map[string]any)["directory"] = "yes"
+	if ps := problemsOf(t, encode(t, d)); !hasProblem(ps, "inputs[2].from.directory", "") {
+		t.Fatalf("a non-boolean directory flag: %v", ps)
+	}
+}
