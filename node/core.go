@@ -293,6 +293,8 @@ type runSpec struct {
 	maxOutput       int64
 	deterministic   bool
 	hostCalls       map[string]isolate.HostCall
+	// lease holds the stored inputs in the cache until the run ends.
+	lease *lease
 }
 
 // sealedItem is an uploaded input (its envelope) or a stored one (the path

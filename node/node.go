@@ -86,6 +86,10 @@ type Options struct {
 	// Admission says who may create sessions and bounds what they hold
 	// (zero: open mode, default quotas).
 	Admission Admission
+	// BlobCache bounds the bytes of stored inputs kept in DataDir/blobs
+	// (0: DefaultBlobCache); the least recently used go first, never one
+	// a running session holds.
+	BlobCache int64
 }
 
 // Node hosts sessions behind one TLS listener.
@@ -208,7 +212,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	if n.store, err = openStore(filepath.Join(opts.DataDir, "sessions"), skey, !opts.NoSync); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	if n.blobs, err = newBlobCache(opts.DataDir); err != nil {
+	if n.blobs, err = newBlobCache(opts.DataDir, opts.BlobCache, !opts.NoSync, n.log); err != nil {
 		n.store.close()
 		return nil, fmt.Errorf("node: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -487,6 +488,7 @@ func (s *session) execute(ctx context.Context) {
 	defer s.core.wipe()
 	start := time.Now()
 	spec, err := s.runSpec(ctx)
+	defer spec.lease.release()
 	var out *runOutcome
 	if err == nil {
 		select {
@@ -620,8 +622,11 @@ func (s *session) stageRunEnd(out *runOutcome) *stagedEntry {
 	})
 }
 
-// runSpec gathers the sealed program and inputs from the store. Callers do
-// not hold s.mu: the slots are immutable once the session is running.
+// runSpec gathers the sealed program and inputs from the store, and the
+// stored inputs from the cache (fetching what it lacks), held in the
+// cache until the returned spec's lease is released — also on error.
+// Callers do not hold s.mu: the slots are immutable once the session is
+// running.
 func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 	s.mu.Lock()
 	rec := s.rec
@@ -630,39 +635,45 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 	if err != nil {
 		return runSpec{}, err
 	}
-	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic, hostCalls: s.n.runHostCalls(s.pol)}
+	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic, hostCalls: s.n.runHostCalls(s.pol),
+		lease: &lease{c: s.n.blobs}}
 	prog := s.pol.Programs[0]
 	spec.programName = prog.Name
 	ps := rec.Programs[prog.Name]
 	if spec.programEnvelope, err = s.n.store.getEnvelope(s.id, ps.EnvelopeSHA256, ps.Inline); err != nil {
-		return runSpec{}, err
+		return spec, err
 	}
 	for _, in := range s.pol.Inputs {
 		if in.Stored() {
-			path, err := s.n.blobs.fetchInput(ctx, &in)
+			files, err := s.n.blobs.fetchInput(ctx, &in, spec.lease)
 			if err != nil {
-				return runSpec{}, fmt.Errorf("input %q: %w", in.Name, err)
+				return spec, fmt.Errorf("input %q: %w", in.Name, err)
 			}
-			spec.inputs = append(spec.inputs, sealedItem{name: in.Name, path: path})
+			for _, f := range files {
+				spec.inputs = append(spec.inputs, sealedItem{name: f.name, path: f.path})
+			}
 			continue
 		}
 		is := rec.Inputs[in.Name]
 		env, err := s.n.store.getEnvelope(s.id, is.EnvelopeSHA256, is.Inline)
 		if err != nil {
-			return runSpec{}, err
+			return spec, err
 		}
 		spec.inputs = append(spec.inputs, sealedItem{name: in.Name, envelope: env})
+	}
+	if len(spec.inputs) > isolate.MaxInputFiles {
+		return spec, fmt.Errorf("%d input files, directories' files included; a run takes at most %d", len(spec.inputs), isolate.MaxInputFiles)
 	}
 	for _, o := range s.pol.Outputs {
 		os := outputSpec{name: o.Name}
 		for _, rid := range o.Readers {
 			p := principalOf(s.pol, rid)
 			if p == nil {
-				return runSpec{}, fmt.Errorf("output %q: reader %q is not a principal", o.Name, rid)
+				return spec, fmt.Errorf("output %q: reader %q is not a principal", o.Name, rid)
 			}
 			key, err := s.view.sealingKey(p)
 			if err != nil {
-				return runSpec{}, fmt.Errorf("output %q: reader %q: %w", o.Name, rid, err)
+				return spec, fmt.Errorf("output %q: reader %q: %w", o.Name, rid, err)
 			}
 			os.readers = append(os.readers, reader{id: rid, key: key})
 		}

@@ -1,8 +1,10 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,12 +15,26 @@ import (
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/server"
+	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/keys"
 )
 
 // blobStore starts a Cloister blob store holding data and returns its
 // repository URL and its directory.
 func blobStore(t *testing.T, data []byte) (string, string) {
+	t.Helper()
+	repo, dir, s := newBlobStore(t)
+	p := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(p, data, 0o600)
+	if _, _, err := s.PushFile(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return repo, dir
+}
+
+// newBlobStore starts an empty Cloister blob store and returns its
+// repository URL, its directory and a client allowed to push to it.
+func newBlobStore(t *testing.T) (string, string, *blob.Store) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(nil)
 	dir := t.TempDir()
@@ -37,12 +53,7 @@ func blobStore(t *testing.T, data []byte) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "f")
-	os.WriteFile(p, data, 0o600)
-	if _, _, err := s.PushFile(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	return repo, dir
+	return repo, dir, s
 }
 
 // storedPolicy makes carol's purchases.csv a stored input fetched from
@@ -131,5 +142,72 @@ func TestPinnedUpload(t *testing.T) {
 	}
 	if _, err := as.UploadInput(ctx, s.bob.key, "customers.csv", []byte("the agreed customer list")); err != nil {
 		t.Fatalf("upload of the pinned bytes: %v", err)
+	}
+}
+
+// TestStoredDirectory: a policy pins a directory (its manifest's digest);
+// the node fetches the manifest and each file from a store, and the guest
+// (the sha256sum example) lists /input/model and reads every file in it.
+func TestStoredDirectory(t *testing.T) {
+	s := newScenario(t)
+	weights := bytes.Repeat([]byte("0123456789abcdef"), 40_000)
+	cfg := []byte(`{"layers": 12}`)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "weights.bin"), weights, 0o644)
+	os.WriteFile(filepath.Join(src, "config.json"), cfg, 0o644)
+	repo, _, st := newBlobStore(t)
+	md, err := st.PushDir(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
+	c := dial(t, tn)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	prog := examples.SHA256Sum()
+	doc := s.policyDoc(t, tn.platformKey(), func(d map[string]any) {
+		d["name"] = "model-digests"
+		d["programs"] = []any{map[string]any{"name": "sha256sum.wasm", "sha256": sha256hex(prog), "provider": "alice"}}
+		d["inputs"] = []any{
+			map[string]any{"name": "model", "sha256": md.Hex(), "from": map[string]any{"digest": string(md), "directory": true, "stores": []string{repo}}},
+			map[string]any{"name": "notes.txt", "provider": "bob"},
+		}
+		d["outputs"] = []any{map[string]any{"name": "sha256.json", "readers": []string{"dave"}}}
+	})
+	as := createAttested(ctx, t, c, doc)
+	if _, err := as.UploadProgram(ctx, s.alice.key, "sha256sum.wasm", prog); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.UploadInput(ctx, s.bob.key, "notes.txt", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	status, err := as.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status.State != cloisterv1.SessionState_SESSION_STATE_FINISHED {
+		t.Fatalf("state %v: %s", status.State, status.Reason)
+	}
+	got, err := as.Result(ctx, s.dave.key, "sha256.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds []struct {
+		Name   string `json:"name"`
+		Bytes  int    `json:"bytes"`
+		SHA256 string `json:"sha256"`
+	}
+	if err := json.Unmarshal(got, &ds); err != nil {
+		t.Fatalf("sha256.json: %v: %s", err, got)
+	}
+	want := []string{"model/config.json " + sha256hex(cfg), "model/weights.bin " + sha256hex(weights), "notes.txt " + sha256hex([]byte("v2"))}
+	if len(ds) != len(want) {
+		t.Fatalf("the guest hashed %+v, want %q", ds, want)
+	}
+	for i, d := range ds {
+		if d.Name+" "+d.SHA256 != want[i] {
+			t.Fatalf("the guest hashed %+v, want %q", ds, want)
+		}
 	}
 }
