@@ -210,11 +210,9 @@ each within its quota. docs/storage.md lists the endpoints and limits.`,
 }
 
 // serveNodeBlobStore serves the node's embedded blob store on addr.
-func serveNodeBlobStore(addr, dir string, pushKeys []string, lim *storeLimitFlags, log *slog.Logger) (*http.Server, error) {
-	opts, err := lim.options(dir, pushKeys)
-	if err != nil {
-		return nil, usageError("node: %v", err)
-	}
+// serveNodeBlobStore serves the node's embedded blob store on addr until
+// the returned function stops it.
+func serveNodeBlobStore(addr string, opts server.Options, log *slog.Logger) (stop func(), err error) {
 	opts.Logger = log
 	srv, err := server.New(opts)
 	if err != nil {
@@ -226,8 +224,8 @@ func serveNodeBlobStore(addr, dir string, pushKeys []string, lim *storeLimitFlag
 		return nil, failure(fmt.Errorf("node: blob store: %w", err))
 	}
 	hs, _ := srv.Serve(ln)
-	log.Info("blob store listening", "url", "http://"+ln.Addr().String(), "pushers", len(pushKeys), "data", dir)
-	return hs, nil
+	log.Info("blob store listening", "url", "http://"+ln.Addr().String(), "pushers", len(opts.Pushers), "data", opts.Dir)
+	return func() { hs.Close(); srv.Close() }, nil
 }
 
 // storeLimitFlags are the store's limits as flags, shared by blob serve

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/tpm"
+	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/bytesize"
 	"github.com/cloisterhq/cloister/internal/httpguard"
@@ -30,7 +31,7 @@ func newNodeCmd() *cobra.Command {
 	var (
 		listen, dataDir, class, logLevel, tpmSpec string
 		ledgerURL, ledgerListen                   string
-		blobListen                                string
+		blobListen, blobCache                     string
 		pushKeys                                  []string
 		blobLim                                   storeLimitFlags
 		noLedger                                  bool
@@ -157,12 +158,26 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			} else if err := node.CheckListen(addr, admission); err != nil {
 				return usageError("%v", err)
 			}
+			cacheBytes, err := bytesize.Parse(blobCache)
+			if err != nil || cacheBytes <= 0 {
+				return usageError("node: --blob-cache %q: want a size such as 16GiB", blobCache)
+			}
+			var blobStore *server.Options
+			if blobListen != "" {
+				o, err := blobLim.options(filepath.Join(dataDir, "blobstore"), pushKeys)
+				if err != nil {
+					return usageError("node: %v", err)
+				}
+				blobStore = &o
+			} else if len(pushKeys) > 0 {
+				return usageError("node: --push-key needs --blob-listen")
+			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			log.Info("garbage collector", "setting", node.ConfigureGC())
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits,
-				Admission: admission}
+				Admission: admission, BlobCache: cacheBytes}
 			if !noLedger {
 				nl, err := openNodeLedger(ctx, dataDir, ledgerURL, ledgerListen, log)
 				if err != nil {
@@ -195,12 +210,12 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				"platform_key", keys.FormatSigningKey(n.PlatformKey()), "data", dataDir)
 			errc := make(chan error, 1)
 			go func() { errc <- n.Serve(ln) }()
-			if blobListen != "" {
-				hs, err := serveNodeBlobStore(blobListen, filepath.Join(dataDir, "blobstore"), pushKeys, &blobLim, log)
+			if blobStore != nil {
+				stopStore, err := serveNodeBlobStore(blobListen, *blobStore, log)
 				if err != nil {
 					return err
 				}
-				defer hs.Close()
+				defer stopStore()
 			}
 			select {
 			case err := <-errc:
@@ -220,6 +235,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.StringVar(&blobListen, "blob-listen", "", "also serve the node's blob store (plain HTTP, signed writes; docs/storage.md) on this address, e.g. 127.0.0.1:7444")
 	f.StringArrayVar(&pushKeys, "push-key", nil, "with --blob-listen: signing key allowed to write blobs, ed25519:… or ed25519:…=QUOTA (repeatable)")
 	blobLim.register(cmd)
+	f.StringVar(&blobCache, "blob-cache", "16GiB", "bytes of stored inputs (fetched by digest for policies' from) kept in DIR/blobs; the least recently used go first, never one a running session reads")
 	f.StringVar(&listen, "listen", "127.0.0.1:7443", "TCP address to serve TLS on")
 	f.StringVar(&dataDir, "data", "", "data directory (platform key, sessions, compilation cache)")
 	f.StringVar(&class, "isolate-class", "software", "isolate class to attest as")
