@@ -294,30 +294,38 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		ociError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
 		return
 	}
-	// /v2/<name>/{blobs/<digest>, blobs/uploads/[<id>], manifests/<ref>}
-	if i := strings.LastIndex(rest, "/blobs/uploads"); i > 0 {
-		repo, tail := rest[:i], strings.TrimPrefix(rest[i+len("/blobs/uploads"):], "/")
+	// /v2/<name>/{blobs/<digest>, blobs/uploads/[<id>], manifests/<ref>},
+	// read from the end: a repository name may itself hold "blobs" or
+	// "manifests" as a component, a reference never holds "/".
+	head, last := rest, ""
+	if i := strings.LastIndexByte(rest, '/'); i >= 0 {
+		head, last = rest[:i], rest[i+1:]
+	}
+	var repo, route string
+	switch {
+	case strings.HasSuffix(head, "/blobs/uploads"):
+		repo, route = strings.TrimSuffix(head, "/blobs/uploads"), "upload"
+	case strings.HasSuffix(head, "/blobs") && last == "uploads" && r.Method == http.MethodPost:
+		repo, route, last = strings.TrimSuffix(head, "/blobs"), "upload", ""
+	case strings.HasSuffix(head, "/blobs"):
+		repo, route = strings.TrimSuffix(head, "/blobs"), "blob"
+	case strings.HasSuffix(head, "/manifests"):
+		repo, route = strings.TrimSuffix(head, "/manifests"), "manifest"
+	}
+	if route != "" {
 		if !addr.ValidRepository(repo) {
 			ociError(w, http.StatusBadRequest, "NAME_INVALID", "repository name %q is invalid", trunc(repo))
 			return
 		}
-		s.serveUpload(w, r, repo, tail)
-		return
-	}
-	for _, kind := range []string{"/blobs/", "/manifests/"} {
-		if i := strings.LastIndex(rest, kind); i > 0 {
-			repo, ref := rest[:i], rest[i+len(kind):]
-			if !addr.ValidRepository(repo) {
-				ociError(w, http.StatusBadRequest, "NAME_INVALID", "repository name %q is invalid", trunc(repo))
-				return
-			}
-			if kind == "/blobs/" {
-				s.serveBlob(w, r, ref)
-			} else {
-				s.serveManifest(w, r, repo, ref)
-			}
-			return
+		switch route {
+		case "upload":
+			s.serveUpload(w, r, repo, last)
+		case "blob":
+			s.serveBlob(w, r, last)
+		default:
+			s.serveManifest(w, r, repo, last)
 		}
+		return
 	}
 	ociError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint (this store serves blobs, blob uploads and manifests only)")
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"crypto/ed25519"
 	"errors"
 	"io"
@@ -303,6 +304,34 @@ func TestProtocolErrors(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != c.want {
 			t.Errorf("%s %s: %d %s, want %d", c.method, c.path, resp.StatusCode, body, c.want)
+		}
+	}
+}
+
+// TestRepositoryNamesLikeRoutes: a repository whose name holds "blobs",
+// "manifests" or "uploads" as a component is routed by the end of the
+// path, like any other (a push to "bench/blobs" once ended at a 405).
+func TestRepositoryNamesLikeRoutes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, server.Limits{})
+	ctx := context.Background()
+	dir := t.TempDir()
+	for i, repo := range []string{"bench/blobs", "a/manifests/b", "blobs/uploads", "x/blobs/uploads/y", "manifests"} {
+		s, err := blob.OpenStore(f.ts.URL+"/"+repo, blob.Options{Key: f.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := []byte(fmt.Sprintf("blob of %s", repo))
+		d, _, err := s.PushFile(ctx, writeFile(t, dir, fmt.Sprint(i), data))
+		if err != nil {
+			t.Fatalf("%s: push: %v", repo, err)
+		}
+		if got, _, err := fetchTo(t, blob.Location{s}, d, 1<<20); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: fetch: %v", repo, err)
+		}
+		m := blob.BlobManifest(d, int64(len(data)), blob.MediaTypeFile)
+		if got, err := s.FetchManifest(ctx, blob.FromBytes(m)); err != nil || !bytes.Equal(got, m) {
+			t.Fatalf("%s: manifest: %v", repo, err)
 		}
 	}
 }
