@@ -19,10 +19,22 @@ import (
 // docker-registry (scripts/test installs it).
 const Binary = "docker-registry"
 
+// Registry is a running registry.
+type Registry struct {
+	URL string // "http://127.0.0.1:PORT"
+	Pid int    // its process, for benchmarks that count its CPU time
+}
+
 // Start runs a registry with filesystem storage in a temporary directory
 // and returns its base URL ("http://127.0.0.1:PORT"). It skips the test if
 // the registry is not installed.
 func Start(tb testing.TB) string {
+	tb.Helper()
+	return Run(tb).URL
+}
+
+// Run is Start, returning the process too.
+func Run(tb testing.TB) *Registry {
 	tb.Helper()
 	bin, err := exec.LookPath(Binary)
 	if err != nil {
@@ -75,7 +87,7 @@ http:
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return url
+				return &Registry{URL: url, Pid: cmd.Process.Pid}
 			}
 		}
 		select {
