@@ -383,7 +383,11 @@ func TestSetupCapsFailureDropsAtOnce(t *testing.T) {
 	if os.Geteuid() != 0 || selfNoCgo() {
 		t.Skip("needs root and a cgo test binary")
 	}
-	j, err := newJailer(context.Background(), filepath.Join(testDataDir, "wazero-cache"), 0, &workerBinary{path: "/proc/self/exe", noCgo: true})
+	cache, err := openEntryCache(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := newJailer(context.Background(), cache, 0, &workerBinary{path: "/proc/self/exe", noCgo: true})
 	if err != nil {
 		t.Fatal(err)
 	}

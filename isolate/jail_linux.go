@@ -48,7 +48,7 @@ var namespaces = []struct {
 
 // jailer starts jailed workers and drives them through one job each.
 type jailer struct {
-	cacheDir string
+	cache    *entryCache // nil: workers compile without a cache
 	bin      *workerBinary
 	// netns is the node's shared empty network namespace (nil: each
 	// worker gets a new one); see sharedNetns.
@@ -109,10 +109,16 @@ type worker struct {
 	// id is the host uid and gid the worker switches to (0: none of
 	// this Runtime's, the worker keeps the node's own uid).
 	id int
+	// staging is the worker's own cache directory; cacheSum the module
+	// whose entry it may leave there (cacheKeep: to be kept; not for a
+	// sealed module).
+	staging   string
+	cacheSum  [32]byte
+	cacheKeep bool
 }
 
-func newJailer(ctx context.Context, cacheDir string, warm int, bin *workerBinary) (*jailer, error) {
-	j := &jailer{cacheDir: cacheDir, bin: bin, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{},
+func newJailer(ctx context.Context, cache *entryCache, warm int, bin *workerBinary) (*jailer, error) {
+	j := &jailer{cache: cache, bin: bin, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{},
 		exitWait: workerExitWait, writeTimeout: jobWriteTimeout}
 	for _, ns := range namespaces {
 		j.nsFlags |= ns.flag
@@ -272,6 +278,7 @@ func (j *jailer) spawn(preload *moduleHint) (*worker, error) {
 			}
 			if preload != nil {
 				w.preload = preload
+				j.stage(w, preload.sum, true)
 				w.preloadSent = make(chan error, 1)
 				go func() { w.preloadSent <- writeFrame(w.jobW, &workerInput{Preload: preload.module}) }()
 			}
@@ -353,8 +360,19 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		// of the lock-down cheaper, on large machines most of all.
 		"GOMAXPROCS=1",
 	}
-	if j.cacheDir != "" {
-		cmd.Env = append(cmd.Env, workerCacheEnv+"="+j.cacheDir)
+	var staging string
+	if j.cache != nil {
+		// A cache directory of the worker's own (cache_linux.go).
+		if staging, err = j.cache.newStaging(); err != nil {
+			jobR.Close()
+			jobW.Close()
+			resR.Close()
+			resW.Close()
+			errR.Close()
+			errW.Close()
+			return nil, err
+		}
+		cmd.Env = append(cmd.Env, workerCacheEnv+"="+staging)
 	}
 	cmd.Env = append(cmd.Env, j.testEnv...)
 	if netns != nil {
@@ -404,7 +422,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", workerUIDEnv, id))
 		attr.Credential = &syscall.Credential{Uid: 0, Gid: uint32(id), Groups: []uint32{}} // as above
 	}
-	w := &worker{cmd: cmd, jobW: jobW, resR: resR, stderr: &limitedBuffer{max: 64 << 10},
+	w := &worker{cmd: cmd, jobW: jobW, resR: resR, stderr: &limitedBuffer{max: 64 << 10}, staging: staging,
 		done: make(chan struct{}), ready: make(chan struct{}), started: time.Now(),
 		missing: map[string]string{}}
 	if j.ids != nil {
@@ -436,6 +454,9 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		jobW.Close()
 		resR.Close()
 		errR.Close()
+		if staging != "" {
+			os.RemoveAll(staging)
+		}
 		if j.ids != nil {
 			j.ids.put(id)
 		}
@@ -519,14 +540,26 @@ func (w *worker) kill() {
 	}
 }
 
-// cleanup releases the pipes and the cgroup of a worker that has been
-// reaped.
-func (w *worker) cleanup() {
+// cleanup releases the pipes, the cgroup and the cache directory of a
+// worker that has been reaped, keeping the cache entry it compiled.
+func (w *worker) cleanup(cache *entryCache) {
 	w.jobW.Close()
 	w.resR.Close()
 	waitBounded(&w.stderrWG, stderrWait)
 	if w.cg != nil {
 		w.cg.remove()
+	}
+	if w.staging != "" && cache != nil {
+		cache.harvest(w.staging, w.cacheSum, w.cacheKeep)
+	}
+}
+
+// stage gives w the cache entries of module sum (a sealed one has none,
+// and leaves none: keep false).
+func (j *jailer) stage(w *worker, sum [32]byte, keep bool) {
+	w.cacheSum, w.cacheKeep = sum, keep
+	if j.cache != nil && w.staging != "" && keep {
+		j.cache.stage(w.staging, sum)
 	}
 }
 
@@ -594,13 +627,13 @@ func (j *jailer) run(ctx context.Context, jb *job, calls *callDispatcher) (*Resu
 func (j *jailer) reap(w *worker) bool {
 	w.kill()
 	if w.exited(j.exitWait) {
-		w.cleanup()
+		w.cleanup(j.cache)
 		j.forget(w)
 		return true
 	}
 	go func() {
 		<-w.done
-		w.cleanup()
+		w.cleanup(j.cache)
 		j.forget(w)
 	}()
 	return false
@@ -689,6 +722,8 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job, calls *callDispa
 		c := *jb
 		c.Module = nil
 		send = &c
+	} else {
+		j.stage(w, jb.ModuleSHA256, !jb.Sealed)
 	}
 	// Written here, not in another goroutine (one wake-up fewer on the
 	// run's path). A worker that dies makes the write fail (EPIPE); one

@@ -36,6 +36,10 @@ type Options struct {
 	// waiting for a job (0: each run starts its own worker, cold). A worker
 	// serves one job and exits; the pool is refilled in the background.
 	WarmWorkers int
+	// CacheKey authenticates the compilation cache's entries (at least 32
+	// bytes; a node derives it from its own key). Nil: a random key kept in
+	// DataDir/isolate-cache/key.
+	CacheKey []byte
 	// MaxConcurrentCalls bounds the host-call handlers running at once
 	// across all runs (0: DefaultMaxConcurrentCalls).
 	MaxConcurrentCalls int
@@ -103,7 +107,14 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 			return nil, err
 		}
 		r.bin = bin
-		j, err := newJailer(ctx, r.cacheDir, opts.WarmWorkers, bin)
+		var entries *entryCache
+		if opts.DataDir != "" {
+			if entries, err = openEntryCache(opts.DataDir, opts.CacheKey); err != nil {
+				r.Close()
+				return nil, err
+			}
+		}
+		j, err := newJailer(ctx, entries, opts.WarmWorkers, bin)
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -132,6 +143,9 @@ func (r *Runtime) Close() error {
 			release = err == nil
 			if release {
 				r.jail.netns.close()
+				if r.jail.cache != nil {
+					r.jail.cache.close()
+				}
 			}
 		}
 		if r.cache != nil {

@@ -5,7 +5,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -218,7 +220,13 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n.runner = opts.Runner
 	if n.runner == nil {
-		rt, err := isolate.New(ctx, isolate.Options{DataDir: opts.DataDir, WarmWorkers: opts.WarmWorkers})
+		// The compilation cache's entries are authenticated under a key
+		// of this node's (decision 0073).
+		ck, err := hkdf.Key(sha256.New, pk.Signer().Seed(), nil, cacheKeyLbl, 32)
+		if err != nil {
+			return nil, err
+		}
+		rt, err := isolate.New(ctx, isolate.Options{DataDir: opts.DataDir, WarmWorkers: opts.WarmWorkers, CacheKey: ck})
 		if err != nil {
 			n.store.close()
 			return nil, fmt.Errorf("node: isolate runtime: %w", err)

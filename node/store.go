@@ -77,7 +77,9 @@ const (
 	closedLog     = "closed.log"
 	legacyClosed  = ".closed"
 	storageKeyLbl = "cloister/v1/node-storage-key"
-	stateVersion  = 1
+	// cacheKeyLbl derives the key of the isolate's compilation cache.
+	cacheKeyLbl  = "cloister/v1/node-isolate-cache-key"
+	stateVersion = 1
 	// Kinds of version-2 frames: the first byte of the plaintext.
 	frameRecord   = 'R'
 	frameEnvelope = 'E'

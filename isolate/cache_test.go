@@ -1,0 +1,120 @@
+package isolate
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// entryFiles lists the cache's entries of module mod.
+func entryFiles(t *testing.T, r *Runtime, mod []byte) []string {
+	t.Helper()
+	sum := sha256.Sum256(mod)
+	m, err := filepath.Glob(filepath.Join(r.jail.cache.entries(), hex.EncodeToString(sum[:])+".*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// waitEntry waits for the worker of the last run to be reaped and its
+// entry kept (that happens after Run returns).
+func waitEntry(t *testing.T, r *Runtime, mod []byte) string {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if m := entryFiles(t, r, mod); len(m) == 1 {
+			return m[0]
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no cache entry for the module after its run")
+	return ""
+}
+
+// TestCacheEntryAuthenticated: a worker's compiled code is kept by the
+// parent, authenticated, for its own module only; an entry changed on
+// disk — a flipped byte, or another module's entry put in its place — is
+// refused (dropped and counted) and the worker compiles afresh, so the
+// run is right; the entry comes back whole.
+func TestCacheEntryAuthenticated(t *testing.T) {
+	r := newRuntime(t, Options{DataDir: t.TempDir()})
+	a, b := wasmExit(5), wasmExit(6)
+	for _, m := range [][]byte{a, b} {
+		res := mustRun(t, r, &Config{Module: m, Timeout: time.Minute})
+		res.Close()
+	}
+	pa, pb := waitEntry(t, r, a), waitEntry(t, r, b)
+	orig, err := os.ReadFile(pa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, tamper func()) {
+		t.Helper()
+		before := r.jail.cache.Refused()
+		tamper()
+		res := mustRun(t, r, &Config{Module: a, Timeout: time.Minute})
+		wantOutcome(t, res, OutcomeExited, 5)
+		if got := r.jail.cache.Refused(); got != before+1 {
+			t.Errorf("%s: %d entries refused, want %d", what, got, before+1)
+		}
+		p := waitEntry(t, r, a)
+		if _, _, err := r.jail.cache.verify(p, sha256.Sum256(a)); err != nil {
+			t.Errorf("%s: the entry kept again does not verify: %v", what, err)
+		}
+	}
+	check("a flipped byte", func() {
+		c := append([]byte(nil), orig...)
+		c[len(c)-10] ^= 1
+		if err := os.WriteFile(pa, c, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	check("another module's entry", func() {
+		other, err := os.ReadFile(pb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(pa, other, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// An untouched entry is used as it is: nothing refused, nothing
+	// rewritten.
+	st0, _ := os.Stat(pa)
+	before := r.jail.cache.Refused()
+	res := mustRun(t, r, &Config{Module: a, Timeout: time.Minute})
+	wantOutcome(t, res, OutcomeExited, 5)
+	time.Sleep(200 * time.Millisecond)
+	st1, _ := os.Stat(pa)
+	if r.jail.cache.Refused() != before || !st1.ModTime().Equal(st0.ModTime()) {
+		t.Errorf("an intact entry was refused or rewritten")
+	}
+	// Workers never see the cache's entries, only their own directory.
+	if ents, _ := os.ReadDir(r.jail.cache.stagingRoot()); len(ents) > 1 {
+		t.Logf("%d staging directories left (workers still being reaped)", len(ents))
+	}
+}
+
+// TestCacheEntryUsed: the entry kept from one worker's compilation is what
+// the next worker of the same module loads: a 4 MB Go module that takes
+// seconds to compile starts in a fraction of that the second time.
+func TestCacheEntryUsed(t *testing.T) {
+	mod := hostileGuest(t)
+	r := newRuntime(t, Options{DataDir: t.TempDir()})
+	run := func() time.Duration {
+		start := time.Now()
+		res := mustRun(t, r, &Config{Module: mod, Name: "inputs", Args: []string{"-skip"}, Timeout: time.Minute})
+		wantOutcome(t, res, OutcomeExited, 0)
+		return time.Since(start)
+	}
+	cold := run()
+	waitEntry(t, r, mod)
+	warm := run()
+	t.Logf("first run %v (compiles), second %v (loads the kept entry)", cold, warm)
+	if warm > cold/2 {
+		t.Errorf("the second run took %v, the first %v: the kept entry was not used", warm, cold)
+	}
+}
