@@ -48,8 +48,8 @@ var namespaces = []struct {
 
 // jailer starts jailed workers and drives them through one job each.
 type jailer struct {
-	cache    *entryCache // nil: workers compile without a cache
-	bin      *workerBinary
+	cache *entryCache // nil: workers compile without a cache
+	bin   *workerBinary
 	// netns is the node's shared empty network namespace (nil: each
 	// worker gets a new one); see sharedNetns.
 	netns  *sharedNetns
