@@ -3,7 +3,6 @@ package node_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"net"
 	"os"
@@ -16,7 +15,7 @@ import (
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/examples"
-	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/internal/registrytest"
 )
 
 // blobStore starts a Cloister blob store holding data and returns its
@@ -36,24 +35,13 @@ func blobStore(t *testing.T, data []byte) (string, string) {
 // repository URL, its directory and a client allowed to push to it.
 func newBlobStore(t *testing.T) (string, string, *blob.Store) {
 	t.Helper()
-	_, key, _ := ed25519.GenerateKey(nil)
-	dir := t.TempDir()
-	srv, err := server.New(server.Options{Dir: dir, Pushers: map[string]int64{keys.FormatSigningKey(key.Public().(ed25519.PublicKey)): 0}})
+	st := registrytest.StartStore(t, server.Options{})
+	repo := st.URL + "/data"
+	s, err := blob.OpenStore(repo, blob.Options{Key: st.Key})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs, _ := srv.Serve(ln)
-	t.Cleanup(func() { hs.Close(); srv.Close() })
-	repo := "http://" + ln.Addr().String() + "/data"
-	s, err := blob.OpenStore(repo, blob.Options{Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return repo, dir, s
+	return repo, st.Dir, s
 }
 
 // storedPolicy makes carol's purchases.csv a stored input fetched from

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -13,9 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +29,6 @@ import (
 	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/registrytest"
-	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/sealed"
 )
 
@@ -300,22 +296,11 @@ type target struct {
 // store served on loopback as `cloister node --blob-listen` serves it.
 func targets(b *testing.B) []target {
 	reg := registrytest.Run(b)
-	_, key, _ := ed25519.GenerateKey(nil)
 	big := int64(1) << 40
-	srv, err := server.New(server.Options{Dir: b.TempDir(), Pushers: map[string]int64{keys.FormatSigningKey(key.Public().(ed25519.PublicKey)): big},
-		Limits: server.Limits{MaxBlob: big, MaxTotal: big}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs, _ := srv.Serve(ln)
-	b.Cleanup(func() { hs.Close(); srv.Close() })
+	st := registrytest.StartStore(b, server.Options{Limits: server.Limits{MaxBlob: big, MaxTotal: big, DefaultQuota: big}})
 	return []target{
 		{name: "registry", repo: reg.URL + "/bench/blobs", pids: []int{reg.Pid}},
-		{name: "cloister-store", repo: "http://" + ln.Addr().String() + "/bench/blobs", opts: blob.Options{Key: key}},
+		{name: "cloister-store", repo: st.URL + "/bench/blobs", opts: blob.Options{Key: st.Key}},
 	}
 }
 

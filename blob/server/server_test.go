@@ -3,9 +3,9 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,7 +18,7 @@ import (
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
-	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/internal/registrytest"
 )
 
 type fixture struct {
@@ -31,21 +31,9 @@ type fixture struct {
 
 func newFixture(t *testing.T, lim server.Limits) *fixture {
 	t.Helper()
-	_, key, _ := ed25519.GenerateKey(nil)
-	dir := t.TempDir()
-	srv, err := server.New(server.Options{Dir: dir, Limits: lim,
-		Pushers: map[string]int64{keys.FormatSigningKey(key.Public().(ed25519.PublicKey)): 0}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs, _ := srv.Serve(ln)
-	t.Cleanup(func() { hs.Close(); srv.Close() })
-	f := &fixture{srv: srv, dir: dir, key: key}
-	f.ts.URL = "http://" + ln.Addr().String()
+	st := registrytest.StartStore(t, server.Options{Limits: lim})
+	f := &fixture{srv: st.Server, dir: st.Dir, key: st.Key}
+	f.ts.URL = st.URL
 	f.repo = f.ts.URL + "/cloister/programs"
 	return f
 }

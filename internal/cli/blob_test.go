@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,12 +19,7 @@ func TestBlobPutGet(t *testing.T) {
 		t.Fatal(stderr)
 	}
 	k, _ := keys.Load(keyFile)
-	srv, err := server.New(server.Options{Dir: filepath.Join(dir, "store"), Pushers: map[string]int64{k.Public().SigningString(): 0}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
+	ts := registrytest.StartStore(t, server.Options{Pushers: map[string]int64{k.Public().SigningString(): 0}})
 	ours := ts.URL + "/models"
 	real := registrytest.Start(t) + "/models"
 

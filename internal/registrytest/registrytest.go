@@ -1,10 +1,15 @@
-// Package registrytest starts a real OCI registry — Debian's
-// docker-registry (distribution 2.8) — as a process on loopback for tests
-// and benchmarks, and stops it when the test ends.
+// Package registrytest starts, for tests and benchmarks, the two kinds of
+// store blobs live in, on loopback until the test ends: a real OCI
+// registry — Debian's docker-registry (distribution 2.8) — as a process,
+// and a Cloister store (package blob/server) in the test's process.
 package registrytest
 
 import (
+	"crypto/ed25519"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/internal/loopback"
+	"github.com/cloisterhq/cloister/keys"
 )
 
 // Binary is the registry's executable, from the Debian package
@@ -102,4 +109,47 @@ http:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Store is a Cloister blob store (package blob/server) served on loopback.
+type Store struct {
+	URL    string             // "http://127.0.0.1:PORT"
+	Dir    string             // its data directory
+	Key    ed25519.PrivateKey // a key allowed to push
+	Server *server.Server
+}
+
+// StartStore serves a Cloister store on loopback, through the connection
+// bounds of package httpguard as `cloister node --blob-listen` serves it,
+// until the test ends. opts.Dir defaults to a temporary directory, and a
+// fresh key (Store.Key) is added to opts.Pushers with the default quota.
+func StartStore(tb testing.TB, opts server.Options) *Store {
+	tb.Helper()
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if opts.Dir == "" {
+		opts.Dir = tb.TempDir()
+	}
+	pushers := map[string]int64{keys.FormatSigningKey(key.Public().(ed25519.PublicKey)): 0}
+	for k, q := range opts.Pushers {
+		pushers[k] = q
+	}
+	opts.Pushers = pushers
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := server.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		tb.Fatal(err)
+	}
+	hs, _ := srv.Serve(ln)
+	tb.Cleanup(func() { hs.Close(); srv.Close() })
+	return &Store{URL: "http://" + ln.Addr().String(), Dir: opts.Dir, Key: key, Server: srv}
 }
