@@ -135,7 +135,7 @@ func newJailer(ctx context.Context, cache *entryCache, warm int, bin *workerBina
 		// CLONE_NEWUSER, Go starts the worker with vfork instead of copying
 		// this process's whole address space (decision 0002).
 		j.nsFlags &^= unix.CLONE_NEWUSER
-		j.nsMiss["userns"] = "not created: the node runs as root and the worker, built without cgo, limits itself to CAP_SETUID and CAP_SETGID until the lock-down (setupcaps) and then switches to an unprivileged uid of its own; a user namespace would make every start copy the node's address space (decision 0002)"
+		j.nsMiss["userns"] = "not created, by design: cloister runs as root and the worker, built without cgo, limits itself to CAP_SETUID and CAP_SETGID until the lock-down (setupcaps) and then switches to an unprivileged uid of its own; a user namespace would make every start copy the parent's address space (decision 0002)"
 		// Such a worker can also join one empty network namespace made
 		// once, instead of the kernel making and tearing down one per run.
 		j.netns = newSharedNetns()

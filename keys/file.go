@@ -126,18 +126,35 @@ func Load(path string) (*PrivateKey, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("key file %s: %w: not a regular file (%s)", path, ErrFormat, fi.Mode().Type())
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s: %w: mode %04o lets other users access it; run: chmod 600 %s", path, ErrPermissions, perm, path)
-	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("key file %s: %w", path, err)
 	}
+	// The contents are judged first: a file that is no key file at all
+	// (a public key, say) is told so, not to chmod 600 first.
 	k, err := Parse(data)
 	if err != nil {
+		if publicOnly(data) {
+			return nil, fmt.Errorf("key file %s: %w: it holds public keys only; give the private key file made by 'cloister key new' (%s looks like the output of 'cloister key public' or of --pub-out)", path, ErrFormat, path)
+		}
 		return nil, fmt.Errorf("key file %s: %w", path, err)
 	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("key file %s: %w: mode %04o lets other users access it; run: chmod 600 %s", path, ErrPermissions, perm, path)
+	}
 	return k, nil
+}
+
+// publicOnly reports whether data looks like public keys: what 'cloister
+// key public' prints (with or without --json), an "ed25519:" line, or a
+// PEM public key.
+func publicOnly(data []byte) bool {
+	s := strings.TrimSpace(string(data))
+	if strings.Contains(s, FileHeader) {
+		return false
+	}
+	return strings.Contains(s, "signing_key") || strings.HasPrefix(s, "ed25519:") ||
+		strings.HasPrefix(s, "-----BEGIN PUBLIC KEY-----")
 }
 
 // Save writes the key file at path with mode 0600, durably. It never

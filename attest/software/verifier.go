@@ -46,6 +46,9 @@ func (Verifier) Verify(ctx context.Context, ev *attest.Evidence, opts attest.Ver
 		}
 	}
 	if !trusted {
+		if len(opts.TrustedKeys) == 0 {
+			return nil, fmt.Errorf("%w: software evidence is signed by platform key %s, and no platform key is pinned to compare it with", attest.ErrUntrustedSigner, protocol.FormatEd25519Key(ps.PlatformKey))
+		}
 		return nil, fmt.Errorf("%w: software evidence is signed by platform key %s, which is not among the %d pinned keys", attest.ErrUntrustedSigner, protocol.FormatEd25519Key(ps.PlatformKey), len(opts.TrustedKeys))
 	}
 	if !ed25519.Verify(ps.PlatformKey, signedMessage(env.Statement), env.Signature) {

@@ -275,6 +275,9 @@ func runAttestVerify(cmd *cobra.Command, f *verifyFlags, file string) error {
 		if errors.Is(err, attest.ErrUnknownClass) {
 			return fail(ExitUsage, fmt.Errorf("%s: %w", file, err))
 		}
+		if errors.Is(err, attest.ErrUntrustedSigner) && len(f.trustRoots) == 0 {
+			err = fmt.Errorf("%w; pin the key you expect with --trust-root FILE (the --pub-out file of 'cloister attest quote', or a file with the platform's ed25519:… key on a line of its own)", err)
+		}
 		return fail(ExitFailure, fmt.Errorf("%s: %s evidence not verified: %w", file, ev.Class, err))
 	}
 	if earSigner != nil {

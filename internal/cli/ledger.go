@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unicode"
@@ -54,7 +55,7 @@ the base URL of any validator's API. The guide is docs/ledger.md.`,
 // it (or a usage error).
 func ledgerURLFlag(cmd *cobra.Command) func() (*client.Client, error) {
 	var u string
-	cmd.Flags().StringVar(&u, "ledger", "", "base URL of a ledger validator's API (default $CLOISTER_LEDGER)")
+	cmd.Flags().StringVar(&u, "ledger", "", "base URL of a ledger validator's API, or HOST:PORT for http (default $CLOISTER_LEDGER)")
 	return func() (*client.Client, error) {
 		if u == "" {
 			u = os.Getenv("CLOISTER_LEDGER")
@@ -62,7 +63,7 @@ func ledgerURLFlag(cmd *cobra.Command) func() (*client.Client, error) {
 		if u == "" {
 			return nil, usageError("%s: --ledger URL is required (or set CLOISTER_LEDGER)", cmd.CommandPath())
 		}
-		c, err := client.New(u)
+		c, err := newLedgerClient(u)
 		if err != nil {
 			return nil, usageError("%s: --ledger: %v", cmd.CommandPath(), err)
 		}
@@ -127,7 +128,8 @@ func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 // ledgerFailure turns a client error into the exit status it deserves:
 // refusals and verification failures are failures of the operation (1);
 // a state file that cannot be read or trusted is unreadable input (2).
-func ledgerFailure(what string, err error) error {
+func ledgerFailure(what string, c *client.Client, err error) error {
+	err = explainLedgerError(c, err)
 	var se *client.StateError
 	if errors.As(err, &se) && !se.Write {
 		return usageError("%s: %v (fix it, or move it away to trust the ledger anew)", what, err)
@@ -249,6 +251,7 @@ func newLedgerAppendCmd() *cobra.Command {
 	var (
 		keyFile, kind, body string
 		asJSON              bool
+		wait                time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "append --ledger URL --key FILE --kind KIND --body JSON",
@@ -296,14 +299,14 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 		if err != nil {
 			return usageError("ledger append: --body: %v", err)
 		}
+		if wait <= 0 {
+			return usageError("ledger append: --wait must be positive")
+		}
 		ctx, stop := signalContext(cmd)
 		defer stop()
-		rc, err := c.Append(ctx, se)
+		rc, err := appendWatched(ctx, cmd, c, se, wait)
 		if err != nil {
-			if errors.Is(err, verify.ErrUnavailable) {
-				err = fmt.Errorf("%w — look with 'cloister ledger tail' before appending it again", err)
-			}
-			return ledgerFailure("ledger append", err)
+			return ledgerFailure("ledger append", c, err)
 		}
 		if asJSON {
 			return printJSON(cmd.OutOrStdout(), receiptJSON{Index: rc.Index, Height: rc.Height, LeafHash: b64(rc.LeafHash[:])})
@@ -316,7 +319,84 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 	f.StringVar(&kind, "kind", "note", "entry kind")
 	f.StringVar(&body, "body", "", "entry body: a JSON object, or @FILE (@- for standard input)")
 	f.BoolVar(&asJSON, "json", false, `print {"index":N,"height":H,"leaf_hash":"…"}`)
+	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the commit (the ledger itself gives up after 30s)")
 	return cmd
+}
+
+// stallAfter is how long a ledger may make no block before an append
+// blames missing validators: a live ledger makes an empty block every
+// 5 s, and a block at once for an entry.
+const stallAfter = 6 * time.Second
+
+// appendWatched appends se and waits up to wait for its commit. While it
+// waits it reports the wait and watches the ledger's height, so that an
+// entry left uncommitted because the ledger makes no block says that too
+// few validators are up.
+func appendWatched(ctx context.Context, cmd *cobra.Command, c *client.Client, se *verify.SignedEntry, wait time.Duration) (verify.Receipt, error) {
+	actx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	p := startProgress(cmd, "the ledger to commit the entry", wait)
+	defer p.done()
+	hw := &heightWatch{since: time.Now()}
+	wctx, wcancel := context.WithCancel(actx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); hw.run(wctx, c, p) }()
+	rc, err := c.Append(actx, se)
+	wcancel()
+	<-watched
+	if err == nil || !errIsUnavailable(err) {
+		return rc, err
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		err = fmt.Errorf("%w: the entry was not committed within %s (--wait)", verify.ErrUnavailable, roundSeconds(wait))
+	}
+	if stalled := hw.stalled(); stalled >= stallAfter {
+		vctx, vcancel := context.WithTimeout(ctx, 5*time.Second)
+		vs, _ := c.Validators(vctx)
+		vcancel()
+		return rc, noQuorum(err, stalled, vs)
+	}
+	return rc, fmt.Errorf("%w — look with 'cloister ledger tail' before appending it again", err)
+}
+
+// heightWatch follows the ledger's block height while an append waits.
+type heightWatch struct {
+	mu     sync.Mutex
+	height int64
+	since  time.Time // when height last changed (or the watch began)
+}
+
+func (h *heightWatch) run(ctx context.Context, c *client.Client, p *progress) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := c.Status(sctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		h.mu.Lock()
+		if st.Height != h.height {
+			h.height, h.since = st.Height, time.Now()
+		}
+		h.mu.Unlock()
+		if d := h.stalled(); d >= stallAfter {
+			p.set(fmt.Sprintf("no block for %s: too few validators may be up", roundSeconds(d)))
+		} else {
+			p.set("")
+		}
+	}
+}
+
+// stalled is how long the height has not changed.
+func (h *heightWatch) stalled() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return time.Since(h.since)
 }
 
 func kindList() string {
@@ -396,7 +476,7 @@ or the entry's signature does not verify; 2 bad usage.`,
 		defer stop()
 		e, err := c.Get(ctx, index)
 		if err != nil {
-			return ledgerFailure("ledger get", err)
+			return ledgerFailure("ledger get", c, err)
 		}
 		sigErr := e.Signed.VerifySignature()
 		w := cmd.OutOrStdout()
@@ -484,25 +564,57 @@ type verifyEntryJSON struct {
 }
 
 // waitCheckpoint polls the ledger's status, for at most wait, until it has
-// a cosigned checkpoint of at least size entries. The status only times
-// the real checks; nothing in it is trusted.
-func waitCheckpoint(ctx context.Context, c *client.Client, size uint64, wait time.Duration) {
-	if wait <= 0 {
-		return
+// a cosigned checkpoint covering entry *index (or any checkpoint, if index
+// is nil), reporting the wait. The status only times the real checks;
+// nothing in it is trusted. An index the log does not hold yet is refused
+// at once: waiting would not make it appear.
+func waitCheckpoint(ctx context.Context, cmd *cobra.Command, c *client.Client, index *uint64, wait time.Duration) error {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil // reported by the checks that follow
+	}
+	if index != nil && *index >= st.Size {
+		return failure(noSuchEntry(cmd.CommandPath(), *index, st.Size))
+	}
+	need := uint64(0) // a new ledger has no checkpoint for its first blocks
+	what := "the ledger's first checkpoint"
+	if index != nil {
+		need = *index + 1
+		what = fmt.Sprintf("a checkpoint covering entry %d", *index)
+	}
+	if wait <= 0 || st.Checkpointed && st.CheckpointSize >= need {
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	p := startProgress(cmd, what, wait)
+	defer p.done()
 	for {
-		st, err := c.Status(ctx)
-		if err != nil || st.Checkpointed && st.CheckpointSize >= size {
-			return // an error is reported by the checks that follow
+		if st.Checkpointed {
+			p.set(fmt.Sprintf("the latest covers %d of %d entries", st.CheckpointSize, st.Size))
+		} else {
+			p.set("no checkpoint yet")
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(250 * time.Millisecond):
 		}
+		if st, err = c.Status(ctx); err != nil || st.Checkpointed && st.CheckpointSize >= need {
+			return nil
+		}
 	}
+}
+
+// noSuchEntry says that the log does not hold entry index (yet).
+func noSuchEntry(what string, index, size uint64) error {
+	switch size {
+	case 0:
+		return fmt.Errorf("%s: there is no entry %d: the log is empty", what, index)
+	case 1:
+		return fmt.Errorf("%s: there is no entry %d: the log holds 1 entry (index 0)", what, index)
+	}
+	return fmt.Errorf("%s: there is no entry %d: the log holds %d entries (indexes 0 to %d)", what, index, size, size-1)
 }
 
 func newLedgerProofCmd() *cobra.Command {
@@ -538,24 +650,26 @@ lead to the root, or the ledger could not be reached; 2 bad usage.`,
 		}
 		ctx, stop := signalContext(cmd)
 		defer stop()
-		waitCheckpoint(ctx, c, index+1, wait)
+		if err := waitCheckpoint(ctx, cmd, c, &index, wait); err != nil {
+			return err
+		}
 		cp, err := c.Checkpoint(ctx)
 		if err != nil {
-			return ledgerFailure("ledger proof", err)
+			return ledgerFailure("ledger proof", c, err)
 		}
 		if index >= cp.Size {
 			return failure(fmt.Errorf("ledger proof: entry %d is not covered by the latest checkpoint (size %d) yet; try again shortly, or with a longer --wait", index, cp.Size))
 		}
 		e, err := c.Get(ctx, index)
 		if err != nil {
-			return ledgerFailure("ledger proof", err)
+			return ledgerFailure("ledger proof", c, err)
 		}
 		p, err := c.InclusionProof(ctx, index, cp.Size)
 		if err != nil {
-			return ledgerFailure("ledger proof", err)
+			return ledgerFailure("ledger proof", c, err)
 		}
 		if err := verify.CheckInclusion(p, cp, index, verify.LeafHash(e.Tx)); err != nil {
-			return ledgerFailure("ledger proof", err)
+			return ledgerFailure("ledger proof", c, err)
 		}
 		hashes := make([]string, len(p.Hashes))
 		for i, h := range p.Hashes {
@@ -638,11 +752,12 @@ file that cannot be read or trusted.`,
 		}
 		ctx, stop := signalContext(cmd)
 		defer stop()
-		need := uint64(0) // a new ledger has no checkpoint for its first blocks
-		if ip != nil {
-			need = index + 1
+		if err := waitCheckpoint(ctx, cmd, c, ip, wait); err != nil {
+			if asJSON {
+				printJSON(cmd.OutOrStdout(), failedJSON{Verified: false, Error: err.Error()})
+			}
+			return err
 		}
-		waitCheckpoint(ctx, c, need, wait)
 		res, err := c.Verify(ctx, statePath, ip)
 		w := cmd.OutOrStdout()
 		if err != nil {
@@ -653,7 +768,7 @@ file that cannot be read or trusted.`,
 			if errors.As(err, &ve) {
 				return failure(fmt.Errorf("ledger verification failed: %w", err))
 			}
-			return ledgerFailure("ledger verify", err)
+			return ledgerFailure("ledger verify", c, err)
 		}
 		cp := res.Checkpoint
 		if asJSON {
@@ -736,7 +851,7 @@ Exit status: 0 stopped by a signal; 1 the ledger sent something malformed;
 			}
 			switch {
 			case errors.Is(err, verify.ErrMalformed):
-				return ledgerFailure("ledger tail", err)
+				return ledgerFailure("ledger tail", c, err)
 			case err != nil:
 				if !failing {
 					fmt.Fprintf(cmd.ErrOrStderr(), "cloister: ledger tail: %v (retrying)\n", err)

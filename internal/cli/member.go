@@ -76,7 +76,7 @@ key is already in that state) or the ledger is unreachable; 2 bad usage.`, verb,
 		defer stop()
 		rc, err := c.Append(ctx, se)
 		if err != nil {
-			return ledgerFailure("ledger member "+verb, err)
+			return ledgerFailure("ledger member "+verb, c, err)
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
 		return nil
@@ -120,7 +120,7 @@ the ledger is unreachable; 2 bad usage.`,
 		defer stop()
 		m, err := c.Member(ctx, pub)
 		if err != nil {
-			return ledgerFailure("ledger member show", err)
+			return ledgerFailure("ledger member show", c, err)
 		}
 		if asJSON {
 			if err := printJSON(cmd.OutOrStdout(), m); err != nil {

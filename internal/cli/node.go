@@ -23,7 +23,6 @@ import (
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
-	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/node"
 )
 
@@ -176,6 +175,13 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			log.Info("garbage collector", "setting", node.ConfigureGC())
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// Bind first: a port in use must fail before anything is
+			// created in the data directory.
+			ln, err := listenTCP(listen, "--listen")
+			if err != nil {
+				return failure(fmt.Errorf("node: %w", err))
+			}
+			defer ln.Close()
 			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits,
 				Admission: admission, BlobCache: cacheBytes}
 			if !noLedger {
@@ -202,10 +208,6 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				return failure(err)
 			}
 			defer n.Close()
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return failure(fmt.Errorf("node: listening on %s: %w", listen, err))
-			}
 			log.Info("node listening", "url", "https://"+ln.Addr().String(), "isolate_class", string(n.Class()),
 				"platform_key", keys.FormatSigningKey(n.PlatformKey()), "data", dataDir)
 			errc := make(chan error, 1)
@@ -284,20 +286,30 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if url != "" {
-		lc, err := lclient.New(url)
+		lc, err := newLedgerClient(url)
 		if err != nil {
 			return nil, fmt.Errorf("node: --ledger: %w", err)
 		}
 		vs, err := lc.Validators(octx)
 		if err != nil {
-			return nil, fmt.Errorf("node: ledger %s: %w", url, err)
+			return nil, fmt.Errorf("node: %w", explainLedgerError(lc, err))
 		}
 		log.Info("recording on an external ledger", "url", lc.URL(), "origin", vs.Origin, "validators", len(vs.Validators))
 		return &nodeLedger{app: lc, members: lc, name: vs.Origin, close: func() {}}, nil
 	}
+	var ln net.Listener
+	if listen != "" {
+		var err error
+		if ln, err = listenTCP(listen, "--ledger-listen"); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	dir := filepath.Join(dataDir, "ledger")
 	e, err := ledger.OpenEmbedded(octx, dir, ledger.EmbeddedOptions{Logger: log})
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	origin := ledger.Origin(e.ChainID())
@@ -309,11 +321,6 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 	log.Info("embedded ledger open", "dir", dir, "origin", origin)
 	if listen == "" {
 		return nl, nil
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		nl.close()
-		return nil, fmt.Errorf("node: --ledger-listen: %w", err)
 	}
 	srv := httpguard.NewServer(e.Handler(), httpguard.Limits{}, nil, slog.NewLogLogger(log.Handler(), slog.LevelDebug))
 	go srv.Serve(httpguard.Listen(ln, httpguard.Limits{}, nil))
@@ -375,4 +382,16 @@ func nodeTPMAttester(spec, dataDir string, log *slog.Logger) (*tpm.Attester, fun
 	}
 	log.Info("TPM attestation key ready", "tpm", spec, "ak_public_key", path)
 	return a, func() { a.Close(); rwc.Close() }, nil
+}
+
+// listenTCP listens on addr; a port in use is told with what to do.
+func listenTCP(addr, flag string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("listening on %s: the address is in use, by another node or a local network of 'cloister up' perhaps: stop it ('cloister down'), or choose another %s", addr, flag)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	return ln, nil
 }

@@ -70,6 +70,7 @@ what on a verifiable ledger.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
 	})
+	root.PersistentFlags().BoolP(quietFlag, "q", false, "no progress reports on standard error (they are off anyway when it is not a terminal)")
 	root.AddCommand(
 		newRunCmd(),
 		newAttestCmd(),

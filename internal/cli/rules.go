@@ -61,7 +61,7 @@ Exit status: 0 shown; 1 the ledger is unreachable; 2 bad usage.`,
 		defer stop()
 		st, err := c.Status(ctx)
 		if err != nil {
-			return ledgerFailure("ledger rules show", err)
+			return ledgerFailure("ledger rules show", c, err)
 		}
 		out := rulesJSON{Height: st.Height, Version: st.RulesVersion, Latest: ledger.LatestRules, Steps: st.Rules}
 		if out.Version == 0 {
@@ -122,7 +122,7 @@ unreachable; 2 bad usage.`,
 		defer stop()
 		rc, err := c.Append(ctx, se)
 		if err != nil {
-			return ledgerFailure("ledger rules schedule", err)
+			return ledgerFailure("ledger rules schedule", c, err)
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
 		return nil

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -247,13 +248,8 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	stdout.Write(res.Stdout)
 	stderr.Write(res.Stderr)
 	rep := &res.Report
-	if len(rep.Missing) > 0 {
-		names := make([]string, 0, len(rep.Missing))
-		for k := range rep.Missing {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		fmt.Fprintf(stderr, "cloister: warning: weaker isolation on this machine, not in force: %s (see --report)\n", strings.Join(names, ", "))
+	if w := weakerIsolation(rep); w != "" {
+		fmt.Fprintln(stderr, w)
 	}
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(stderr, "cloister: warning: %s\n", w)
@@ -302,4 +298,23 @@ func writeReport(stderr io.Writer, dest string, rep *isolate.Report) error {
 		return fmt.Errorf("writing the report: %w", err)
 	}
 	return nil
+}
+
+// weakerIsolation is the warning for protections not in force, or "". A
+// user namespace that a root parent leaves out on purpose, because the
+// worker holds only its set-up capabilities (setupcaps) until it drops to
+// a uid of its own, is no weakness and is left to the report.
+func weakerIsolation(rep *isolate.Report) string {
+	var names []string
+	for k := range rep.Missing {
+		if k == "userns" && slices.Contains(rep.Protections, "setupcaps") {
+			continue
+		}
+		names = append(names, k)
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	sort.Strings(names)
+	return fmt.Sprintf("cloister: warning: weaker isolation on this machine, not in force: %s (--report FILE says why)", strings.Join(names, ", "))
 }

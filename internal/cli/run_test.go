@@ -72,8 +72,11 @@ func TestRunExitStatusAndReport(t *testing.T) {
 			t.Errorf("report lacks %s", field)
 		}
 	}
-	if len(rep.Missing) > 0 && !strings.Contains(stderr, "cloister: warning: weaker isolation") {
-		t.Errorf("missing protections %v without a warning on stderr %q", rep.Missing, stderr)
+	if w := weakerIsolation(&rep); w != "" && !strings.Contains(stderr, w) {
+		t.Errorf("missing protections %v without the warning %q on stderr %q", rep.Missing, w, stderr)
+	}
+	if strings.Contains(stderr, "node") {
+		t.Errorf("cloister run, with no node involved, speaks of a node: %q", stderr)
 	}
 }
 

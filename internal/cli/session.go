@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -176,7 +177,7 @@ func attestSession(ctx context.Context, f *sessionFlags) (*client.AttestedSessio
 	}
 	as, err := c.Attest(ctx, f.session, pol)
 	if err != nil {
-		return nil, nil, failure(err)
+		return nil, nil, failure(explainNodeError(ctx, nodeURL(f.node), pol, err))
 	}
 	return as, pol, nil
 }
@@ -241,7 +242,7 @@ Exit status: 0 created; 1 refused by the node or node not authenticated;
 			defer c.Close()
 			id, err := c.CreateSession(ctx, doc)
 			if err != nil {
-				return failure(err)
+				return failure(explainNodeError(ctx, nodeURL(f.node), pol, err))
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), id)
 			return nil
@@ -441,18 +442,9 @@ finished in time; 2 bad usage or unreadable files.`,
 				return err
 			}
 			defer as.CloseIdleConnections()
-			rctx := ctx
-			if wait > 0 {
-				var cancel context.CancelFunc
-				rctx, cancel = context.WithTimeout(ctx, wait)
-				defer cancel()
-			}
-			data, err := as.Result(rctx, key, output)
+			data, err := awaitResult(ctx, cmd, as, key, output, wait)
 			if err != nil {
-				if connect.CodeOf(err) == connect.CodeUnavailable || errors.Is(err, context.DeadlineExceeded) {
-					return failure(fmt.Errorf("%w (the run has not finished; try --wait)", err))
-				}
-				return failure(err)
+				return err
 			}
 			if err := atomicfile.WriteFile(out, data, 0o600); err != nil {
 				return usageError("--out: %v", err)
@@ -646,7 +638,7 @@ Exit status: 0 printed; 1 no such session or node unreachable; 2 bad usage.`,
 			defer c.Close()
 			st, err := c.Status(ctx, f.session, 0)
 			if err != nil {
-				return failure(err)
+				return failure(explainNodeError(ctx, nodeURL(f.node), pol, err))
 			}
 			out := toStatusJSON(st)
 			if f.asJSON {
@@ -700,4 +692,106 @@ unreadable files.`,
 	f.addPolicy(cmd)
 	f.addKey(cmd)
 	return cmd
+}
+
+// awaitResult fetches output, waiting up to wait for the run to end. While
+// it waits it reports what the session still lacks (uploads, or the run
+// itself); if the run has not ended in time, it says so and why.
+func awaitResult(ctx context.Context, cmd *cobra.Command, as *client.AttestedSession, key *keys.PrivateKey, output string, wait time.Duration) ([]byte, error) {
+	rctx := ctx
+	var watched chan struct{}
+	last := &lastStatus{}
+	if wait > 0 {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+		p := startProgress(cmd, fmt.Sprintf("the result of session %s", as.ID()), wait)
+		defer p.done()
+		wctx, wcancel := context.WithCancel(rctx)
+		defer wcancel()
+		watched = make(chan struct{})
+		go func() {
+			defer close(watched)
+			for {
+				if st, err := as.Status(wctx); err == nil {
+					last.set(st)
+					p.set(sessionLacks(st))
+				}
+				select {
+				case <-wctx.Done():
+					return
+				case <-time.After(2 * time.Second):
+				}
+			}
+		}()
+	}
+	data, err := as.Result(rctx, key, output)
+	if err == nil {
+		return data, nil
+	}
+	if connect.CodeOf(err) != connect.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return nil, failure(err)
+	}
+	st := last.get()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if fresh, serr := as.Status(sctx); serr == nil {
+		st = fresh
+	}
+	cancel()
+	return nil, failure(resultNotReady(output, wait, st))
+}
+
+// lastStatus is the latest status the result wait saw.
+type lastStatus struct {
+	mu sync.Mutex
+	st *client.Status
+}
+
+func (l *lastStatus) set(st *client.Status) { l.mu.Lock(); l.st = st; l.mu.Unlock() }
+func (l *lastStatus) get() *client.Status   { l.mu.Lock(); defer l.mu.Unlock(); return l.st }
+
+// sessionLacks says what a session waits for: the uploads still missing,
+// with who owes them, or the run.
+func sessionLacks(st *client.Status) string {
+	if st == nil {
+		return ""
+	}
+	var missing []string
+	for _, sl := range st.Programs {
+		if !sl.Present {
+			missing = append(missing, fmt.Sprintf("program %s from %s", sl.Name, sl.Provider))
+		}
+	}
+	for _, sl := range st.Inputs {
+		if !sl.Present {
+			from := "from " + sl.Provider
+			if sl.Provider == "" {
+				from = "fetched from storage"
+			}
+			missing = append(missing, fmt.Sprintf("input %s %s", sl.Name, from))
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return "missing " + strings.Join(missing, ", ")
+	case st.State == cloisterv1.SessionState_SESSION_STATE_RUNNING:
+		return "the program is running"
+	case st.State == cloisterv1.SessionState_SESSION_STATE_PROVISIONING:
+		return "every upload is in; the run is starting"
+	}
+	return "session is " + stateName(st.State)
+}
+
+// resultNotReady is the error of a result that was not ready in time.
+func resultNotReady(output string, wait time.Duration, st *client.Status) error {
+	why := "the run has not finished"
+	if lacks := sessionLacks(st); strings.HasPrefix(lacks, "missing ") {
+		why = "the run has not started: " + lacks
+	} else if lacks == "the program is running" {
+		why = "the program is still running"
+	}
+	if wait > 0 {
+		return fmt.Errorf("result %q: not ready after --wait %s: %s. Run the command again (or with a longer --wait) once it is done; 'cloister session status' shows where the session is", output, roundSeconds(wait), why)
+	}
+	return fmt.Errorf("result %q: not ready: %s. Give --wait 1m to wait for it; 'cloister session status' shows where the session is", output, why)
 }
