@@ -16,6 +16,9 @@ import (
 type TestnetOptions struct {
 	// ChainID of the new chain (default "cloister-testnet").
 	ChainID string
+	// APIAddrs, if set, are the HOST:PORT addresses of the validators'
+	// APIs, one per validator, in order (default: free 127.0.0.1 ports).
+	APIAddrs []string
 }
 
 // TestnetValidator is one generated validator home and the URL its HTTP
@@ -39,6 +42,9 @@ func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValida
 	}
 	if err := verify.CheckChainID(chainID); err != nil {
 		return nil, fmt.Errorf("testnet: %w", err)
+	}
+	if opts.APIAddrs != nil && len(opts.APIAddrs) != n {
+		return nil, fmt.Errorf("testnet: %d API addresses for %d validators", len(opts.APIAddrs), n)
 	}
 	homes := make([]string, n)
 	for i := range homes {
@@ -78,7 +84,11 @@ func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValida
 	for i := range homes {
 		var err1, err2 error
 		p2p[i], err1 = addr()
-		api[i], err2 = addr()
+		if opts.APIAddrs != nil {
+			api[i] = opts.APIAddrs[i]
+		} else {
+			api[i], err2 = addr()
+		}
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, fmt.Errorf("testnet: %w", err)
 		}

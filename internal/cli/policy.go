@@ -28,11 +28,12 @@ and who may read them, the isolate classes accepted and what each must prove,
 limits and expiry. Its hash (SHA-256 of the RFC 8785 canonical form) is bound
 into every attestation, so every party can check they signed up to the same
 contract. The format is described in docs/policy.md.`,
-		Example: `  cloister policy validate psi.json
+		Example: `  cloister policy new --interactive --out psi.json
+  cloister policy validate psi.json
   cloister policy hash psi.json
   cloister policy show psi.json`,
 	}
-	cmd.AddCommand(newPolicyValidateCmd(), newPolicyHashCmd(), newPolicyShowCmd())
+	cmd.AddCommand(newPolicyNewCmd(), newPolicyValidateCmd(), newPolicyHashCmd(), newPolicyShowCmd())
 	return cmd
 }
 

@@ -84,6 +84,8 @@ what on a verifiable ledger.`,
 		newProgramCmd(),
 		newBlobCmd(),
 		newAdmissionCmd(),
+		newUpCmd(),
+		newDownCmd(),
 	)
 	return root
 }

@@ -1,0 +1,1084 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/ledger"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
+)
+
+// 'cloister up' runs a local network under one directory: a node with its
+// embedded ledger, or with --validators N a node recording on a ledger of
+// N validators. Each component is a process of its own (this binary, as
+// 'cloister node' or 'cloister ledger start'), watched by the 'up' process,
+// its supervisor. The directory holds:
+//
+//	up.json        what the network is (written once, when it is created)
+//	running.json   what runs now, while a supervisor runs
+//	up.sock        the supervisor's control socket, while it runs
+//	node/          the node's data directory
+//	ledger/vI      the validators' homes (with --validators)
+//	logs/NAME.log  each component's standard error (and up.log, detached)
+//
+// The supervisor holds a lock on the directory itself, so that one runs at
+// a time; when it stops (Ctrl-C, SIGTERM, 'cloister down') it stops the
+// node first, then the validators, and removes running.json and up.sock:
+// what is left is the network's state, which the next 'up' resumes.
+// A component is a name, the arguments it runs with and how to tell it is
+// ready: a new one (a console, say) is one more entry in components().
+
+const (
+	defaultUpDir  = "cloister-local"
+	upConfigFile  = "up.json"
+	upRunningFile = "running.json"
+	upSocketFile  = "up.sock"
+	upLogDir      = "logs"
+
+	defaultUpListen       = "127.0.0.1:7443"
+	defaultUpLedgerListen = "127.0.0.1:7480"
+)
+
+// upConfig is DIR/up.json: what the network is, fixed when it is created.
+type upConfig struct {
+	Version      int    `json:"version"`
+	Validators   int    `json:"validators"` // 0: the node's embedded ledger
+	Listen       string `json:"listen"`
+	LedgerListen string `json:"ledger_listen"` // the embedded ledger's API, or validator 0's
+	BlobListen   string `json:"blob_listen,omitempty"`
+	IsolateClass string `json:"isolate_class"`
+	TPM          string `json:"tpm,omitempty"`
+	// Origin is the ledger's, learnt at the first start; 'down --purge'
+	// removes the client state kept for it.
+	Origin string `json:"origin,omitempty"`
+}
+
+// upRunning is DIR/running.json and the answer to a status request.
+type upRunning struct {
+	PID         int           `json:"pid"`
+	Dir         string        `json:"dir"`
+	Ready       bool          `json:"ready"`
+	PlatformKey string        `json:"platform_key,omitempty"`
+	NodeURL     string        `json:"node_url"`
+	LedgerURL   string        `json:"ledger_url"`
+	BlobURL     string        `json:"blob_url,omitempty"`
+	Origin      string        `json:"origin,omitempty"`
+	Components  []upCompState `json:"components"`
+}
+
+type upCompState struct {
+	Name    string `json:"name"`
+	URL     string `json:"url,omitempty"`
+	PID     int    `json:"pid,omitempty"`
+	Running bool   `json:"running"`
+	Log     string `json:"log"`
+	Exit    string `json:"exit,omitempty"` // how it ended, if it did
+}
+
+// upRequest and upReply are the control socket's protocol: one JSON line
+// each way.
+type upRequest struct {
+	Op    string   `json:"op"` // status, start, stop
+	Names []string `json:"names,omitempty"`
+}
+
+type upReply struct {
+	OK      bool      `json:"ok"`
+	Error   string    `json:"error,omitempty"`
+	Running upRunning `json:"running"`
+}
+
+type upFlags struct {
+	dir          string
+	validators   int
+	listen       string
+	ledgerListen string
+	blobListen   string
+	class        string
+	tpm          string
+	detach       bool
+	child        bool // the detached supervisor itself
+}
+
+func newUpCmd() *cobra.Command {
+	var f upFlags
+	cmd := &cobra.Command{
+		Use:   "up [--dir DIR] [--validators N] [--detach]",
+		Short: "Run a local network: a node with its ledger, all state under one directory",
+		Long: `up starts, on this machine, a node (https://127.0.0.1:7443) with its embedded
+ledger, whose API it serves on http://127.0.0.1:7480; with --validators N, a
+ledger of N validators instead (their APIs on 7480, 7481, …; the node
+records on the first). Everything lives under DIR (default ./cloister-local):
+the node's data and platform key, the validators' homes, and each
+component's log in DIR/logs. It prints the URLs, the node's platform key and
+the commands to go on with, and runs until Ctrl-C or SIGTERM, which stop
+every component cleanly (the node first) and leave only the state, which the
+next 'up' resumes as it was.
+
+With --detach it starts everything in the background, waits until it is
+ready, prints the same and returns; 'cloister down' stops it.
+
+Run again while the network runs, up starts whatever was stopped (by
+'cloister down NAME', or a crash) and prints the summary again.
+
+The node admits anyone who can reach it to create sessions (admission
+"open"), which it allows only on loopback addresses: this is a network for
+one machine. Listening addresses are fixed when DIR is created; to change
+them, or to start over, 'cloister down --purge' first.
+
+Exit status: 0 stopped by a signal or by 'cloister down' (or, with
+--detach, running); 1 a component could not start (the end of its log is
+printed); 2 bad usage.`,
+		Example: `  cloister up
+  cloister up --detach && cloister down
+  cloister up --validators 4 --dir ./net
+  cloister down --purge          # stop and remove everything: start over`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runUp(cmd, &f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.dir, "dir", defaultUpDir, "directory holding the network's state and logs")
+	fl.IntVar(&f.validators, "validators", 0, "run a ledger of N validators (0: the node's embedded ledger)")
+	fl.StringVar(&f.listen, "listen", defaultUpListen, "the node's address (loopback)")
+	fl.StringVar(&f.ledgerListen, "ledger-listen", defaultUpLedgerListen, "the ledger API's address (loopback); validator I listens on its port + I")
+	fl.StringVar(&f.blobListen, "blob-listen", "", "also serve the node's blob store on this loopback address (docs/storage.md)")
+	fl.StringVar(&f.class, "isolate-class", "software", "the node's isolate class: software or tpm")
+	fl.StringVar(&f.tpm, "tpm", "", "with --isolate-class tpm: the TPM device or tcp:HOST:PORT of a swtpm server")
+	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background; 'cloister down' stops it")
+	fl.BoolVar(&f.child, "supervise", false, "run as the detached supervisor (internal)")
+	fl.MarkHidden("supervise")
+	return cmd
+}
+
+func newDownCmd() *cobra.Command {
+	var (
+		dir   string
+		purge bool
+	)
+	cmd := &cobra.Command{
+		Use:   "down [NAME...] [--dir DIR] [--purge]",
+		Short: "Stop the local network of 'cloister up' (or some of its components), and optionally remove it",
+		Long: `down stops what 'cloister up' runs from DIR (default ./cloister-local) and waits
+until it has stopped: the node first, then the validators. The state stays
+in DIR, and 'cloister up' starts it again as it was.
+
+With names (node, v0, v1, …) it stops only those components and the rest
+keeps running; 'cloister up' starts them again.
+
+--purge also removes DIR — keys, ledger, sessions, logs — and the ledger
+state 'cloister ledger verify' kept for the network's ledger in the user
+config directory: the next 'cloister up' starts a new network. It refuses
+a directory that 'cloister up' did not make.
+
+Exit status: 0 stopped (or nothing was running); 1 it could not be stopped
+or removed; 2 bad usage.`,
+		Example: `  cloister down
+  cloister down v3                # stop one validator of 'cloister up --validators 4'
+  cloister down --purge           # stop and remove everything: start over`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if purge && len(args) > 0 {
+				return usageError("down: --purge removes everything; it takes no component names")
+			}
+			return runDown(cmd, dir, args, purge)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", defaultUpDir, "directory of the network ('cloister up --dir')")
+	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the directory and the ledger state kept for it")
+	return cmd
+}
+
+// selfName is how the printed commands name this program: as it was
+// invoked when that was a path ("./cloister"), else "cloister".
+func selfName() string {
+	a := os.Args[0]
+	if strings.Contains(a, "/") && !strings.Contains(a, "go-build") {
+		return a
+	}
+	return "cloister"
+}
+
+// dirFlag is " --dir DIR" for printed commands, or "" for the default.
+func dirFlag(dir string) string {
+	if dir == defaultUpDir {
+		return ""
+	}
+	return " --dir " + dir
+}
+
+// lockDir takes the supervisor's lock on dir (the directory itself), or
+// reports that another process holds it.
+func lockDir(dir string) (*os.File, bool, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		d.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return d, true, nil
+}
+
+// ask sends one request to the supervisor of dir.
+func askSupervisor(ctx context.Context, dir string, req upRequest) (*upReply, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", filepath.Join(dir, upSocketFile))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return nil, err
+	}
+	var rep upReply
+	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&rep); err != nil {
+		return nil, fmt.Errorf("the supervisor of %s did not answer: %w", dir, err)
+	}
+	if !rep.OK {
+		return &rep, errors.New(rep.Error)
+	}
+	return &rep, nil
+}
+
+func runUp(cmd *cobra.Command, f *upFlags) error {
+	if f.validators < 0 || f.validators > 16 {
+		return usageError("up: --validators %d: want 0 (the node's embedded ledger) to 16", f.validators)
+	}
+	if f.class != "software" && f.class != "tpm" {
+		return usageError("up: --isolate-class %q: want software or tpm", f.class)
+	}
+	if f.class == "tpm" && f.tpm == "" {
+		return usageError("up: --isolate-class tpm needs --tpm DEVICE or --tpm tcp:HOST:PORT")
+	}
+	for _, a := range []struct{ flag, addr string }{{"--listen", f.listen}, {"--ledger-listen", f.ledgerListen}, {"--blob-listen", f.blobListen}} {
+		if a.addr == "" && a.flag == "--blob-listen" {
+			continue
+		}
+		if err := checkLoopback(a.addr); err != nil {
+			return usageError("up: %s %q: %v; 'cloister up' is a network for this machine ('cloister node' serves others)", a.flag, a.addr, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(f.dir, upLogDir), 0o700); err != nil {
+		return failure(fmt.Errorf("up: %w", err))
+	}
+	cfg, err := upConfigFor(cmd, f)
+	if err != nil {
+		return err
+	}
+	lock, ok, err := lockDir(f.dir)
+	if err != nil {
+		return failure(fmt.Errorf("up: %w", err))
+	}
+	if !ok {
+		// A supervisor runs: have it start whatever is stopped.
+		ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Minute)
+		defer cancel()
+		p := startProgress(cmd, "the stopped components to start", 0)
+		rep, err := askSupervisor(ctx, f.dir, upRequest{Op: "start"})
+		p.done()
+		if err != nil {
+			return failure(fmt.Errorf("up: %s is in use by another 'cloister up', which could not start its components: %w", f.dir, err))
+		}
+		printUpSummary(cmd.OutOrStdout(), f.dir, cfg, &rep.Running, true)
+		return nil
+	}
+	if f.detach {
+		lock.Close()
+		return detachUp(cmd, f, cfg)
+	}
+	defer lock.Close()
+	return supervise(cmd, f, cfg)
+}
+
+// upConfigFor reads DIR/up.json, or writes it for a new network from the
+// flags. Flags given explicitly must agree with an existing network.
+func upConfigFor(cmd *cobra.Command, f *upFlags) (*upConfig, error) {
+	path := filepath.Join(f.dir, upConfigFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var cfg upConfig
+		if err := json.Unmarshal(b, &cfg); err != nil || cfg.Version != 1 {
+			return nil, failure(fmt.Errorf("up: %s is damaged (%v); move %s away, or remove it with 'cloister down --purge%s'", path, err, f.dir, dirFlag(f.dir)))
+		}
+		for _, c := range []struct {
+			flag, got, have string
+		}{
+			{"validators", strconv.Itoa(f.validators), strconv.Itoa(cfg.Validators)},
+			{"listen", f.listen, cfg.Listen},
+			{"ledger-listen", f.ledgerListen, cfg.LedgerListen},
+			{"blob-listen", f.blobListen, cfg.BlobListen},
+			{"isolate-class", f.class, cfg.IsolateClass},
+			{"tpm", f.tpm, cfg.TPM},
+		} {
+			if cmd.Flags().Changed(c.flag) && c.got != c.have {
+				return nil, usageError("up: %s holds a network made with --%s %s; start it as it is (without --%s), or remove it first with 'cloister down --purge%s'",
+					f.dir, c.flag, c.have, c.flag, dirFlag(f.dir))
+			}
+		}
+		return &cfg, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, failure(fmt.Errorf("up: %w", err))
+	}
+	entries, _ := os.ReadDir(f.dir)
+	for _, e := range entries {
+		if e.Name() != upLogDir {
+			return nil, usageError("up: %s is not empty and was not made by 'cloister up'; choose another --dir", f.dir)
+		}
+	}
+	cfg := &upConfig{Version: 1, Validators: f.validators, Listen: f.listen, LedgerListen: f.ledgerListen,
+		BlobListen: f.blobListen, IsolateClass: f.class, TPM: f.tpm}
+	return cfg, nil
+}
+
+func saveUpConfig(dir string, cfg *upConfig) error {
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	return atomicfile.WriteFile(filepath.Join(dir, upConfigFile), append(b, '\n'), 0o600)
+}
+
+// upComponent is one process of the network.
+type upComponent struct {
+	name  string
+	args  []string // arguments of this binary
+	url   string
+	binds []string // the addresses it listens on, checked free before it starts
+	probe func(ctx context.Context) error // nil: ready once started
+}
+
+// portPlus is addr with its port increased by i.
+func portPlus(addr string, i int) string {
+	host, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	return net.JoinHostPort(host, strconv.Itoa(n+i))
+}
+
+// components lists the network's processes in start order; stopping goes
+// in the reverse order.
+func components(dir string, cfg *upConfig) []upComponent {
+	var out []upComponent
+	nodeArgs := []string{"node", "--data", filepath.Join(dir, "node"), "--listen", cfg.Listen, "--isolate-class", cfg.IsolateClass}
+	if cfg.TPM != "" {
+		nodeArgs = append(nodeArgs, "--tpm", cfg.TPM)
+	}
+	if cfg.Validators == 0 {
+		nodeArgs = append(nodeArgs, "--ledger-listen", cfg.LedgerListen)
+	} else {
+		for i := range cfg.Validators {
+			u := "http://" + portPlus(cfg.LedgerListen, i)
+			out = append(out, upComponent{
+				name:  fmt.Sprintf("v%d", i),
+				args:  []string{"ledger", "start", "--home", filepath.Join(dir, "ledger", fmt.Sprintf("v%d", i))},
+				url:   u,
+				binds: []string{portPlus(cfg.LedgerListen, i)},
+				probe: ledgerProbe(u),
+			})
+		}
+		nodeArgs = append(nodeArgs, "--ledger", "http://"+cfg.LedgerListen)
+	}
+	if cfg.BlobListen != "" {
+		nodeArgs = append(nodeArgs, "--blob-listen", cfg.BlobListen)
+	}
+	nodeURL := "https://" + cfg.Listen
+	ledgerURL := "http://" + cfg.LedgerListen
+	binds := []string{cfg.Listen}
+	if cfg.Validators == 0 {
+		binds = append(binds, cfg.LedgerListen)
+	}
+	if cfg.BlobListen != "" {
+		binds = append(binds, cfg.BlobListen)
+	}
+	out = append(out, upComponent{name: "node", args: nodeArgs, url: nodeURL, binds: binds, probe: func(ctx context.Context) error {
+		c, err := client.Dial(ctx, nodeURL)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.NodeInfo(ctx); err != nil {
+			return err
+		}
+		if cfg.Validators == 0 {
+			return ledgerProbe(ledgerURL)(ctx)
+		}
+		return nil
+	}})
+	return out
+}
+
+func ledgerProbe(u string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		c, err := lclient.New(u)
+		if err != nil {
+			return err
+		}
+		_, err = c.Status(ctx)
+		return err
+	}
+}
+
+// running is a started component.
+type running struct {
+	spec     upComponent
+	log      string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	exitErr  error
+	stopping bool
+}
+
+// supervisor runs the components of one network.
+type supervisor struct {
+	dir  string
+	cfg  *upConfig
+	self string
+	out  io.Writer // where events are told (the terminal, or up.log)
+
+	mu    sync.Mutex
+	comps map[string]*running
+	info  upRunning
+}
+
+// supervise runs the network in this process until a signal or a stop
+// request, then stops it.
+func supervise(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
+	self, err := os.Executable()
+	if err != nil {
+		return failure(fmt.Errorf("up: %w", err))
+	}
+	abs, err := filepath.Abs(f.dir)
+	if err != nil {
+		return failure(fmt.Errorf("up: %w", err))
+	}
+	sv := &supervisor{dir: f.dir, cfg: cfg, self: self, out: cmd.ErrOrStderr(), comps: map[string]*running{}}
+	sv.info = upRunning{PID: os.Getpid(), Dir: abs, NodeURL: "https://" + cfg.Listen, LedgerURL: "http://" + cfg.LedgerListen}
+	if cfg.BlobListen != "" {
+		sv.info.BlobURL = "http://" + cfg.BlobListen
+	}
+	// Leftovers of a supervisor that was killed.
+	os.Remove(filepath.Join(f.dir, upSocketFile))
+	os.Remove(filepath.Join(f.dir, upRunningFile))
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := os.Stat(filepath.Join(f.dir, upConfigFile)); errors.Is(err, fs.ErrNotExist) {
+		if err := sv.create(); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("unix", filepath.Join(f.dir, upSocketFile))
+	if err != nil {
+		return failure(fmt.Errorf("up: control socket: %w", err))
+	}
+	defer os.Remove(filepath.Join(f.dir, upSocketFile))
+	defer ln.Close()
+	os.Chmod(filepath.Join(f.dir, upSocketFile), 0o600)
+	defer os.Remove(filepath.Join(f.dir, upRunningFile))
+	defer sv.stopAll()
+
+	p := startProgress(cmd, "the local network to start", 0)
+	err = sv.startStopped(ctx, p)
+	p.done()
+	if err != nil {
+		return err
+	}
+	if err := sv.learn(ctx); err != nil {
+		return failure(err)
+	}
+	sv.writeRunning()
+	printUpSummary(cmd.OutOrStdout(), f.dir, cfg, sv.snapshot(), f.child)
+
+	stopReq := make(chan struct{})
+	var once sync.Once
+	go sv.serve(ctx, ln, func() { once.Do(func() { close(stopReq) }) })
+	select {
+	case <-ctx.Done():
+		fmt.Fprintf(sv.out, "\ncloister up: stopping (the node first)…\n")
+	case <-stopReq:
+		fmt.Fprintf(sv.out, "cloister up: stopping, as 'cloister down' asked (the node first)…\n")
+	}
+	sv.stopAll()
+	fmt.Fprintf(sv.out, "cloister up: stopped. The state is kept in %s: '%s up%s' starts it again as it was; '%s down --purge%s' removes it.\n",
+		f.dir, selfName(), dirFlag(f.dir), selfName(), dirFlag(f.dir))
+	return nil
+}
+
+// create makes a new network's directory: the validators' homes, then
+// up.json (last, so that a failure leaves no half-made network).
+func (sv *supervisor) create() error {
+	cfg := sv.cfg
+	for _, c := range components(sv.dir, cfg) {
+		if err := portsFree(c.binds); err != nil {
+			return failure(fmt.Errorf("up: %v", err))
+		}
+	}
+	if cfg.Validators > 0 {
+		addrs := make([]string, cfg.Validators)
+		for i := range addrs {
+			addrs[i] = portPlus(cfg.LedgerListen, i)
+		}
+		if _, err := ledger.GenerateTestnet(filepath.Join(sv.dir, "ledger"), cfg.Validators, ledger.TestnetOptions{APIAddrs: addrs}); err != nil {
+			return failure(fmt.Errorf("up: %w", err))
+		}
+	}
+	if err := saveUpConfig(sv.dir, cfg); err != nil {
+		return failure(fmt.Errorf("up: %w", err))
+	}
+	return nil
+}
+
+// portsFree checks that nothing listens on these addresses yet.
+func portsFree(addrs []string) error {
+	for _, a := range addrs {
+		l, err := net.Listen("tcp", a)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("%s is in use, by another node or 'cloister up' perhaps: stop it, or choose other addresses for a new network (--listen, --ledger-listen, --blob-listen)", a)
+		}
+		if err != nil {
+			return err
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// startStopped starts, in order, every component that is not running and
+// waits until each is ready. A component that fails to start stops the
+// start; the end of its log says why.
+func (sv *supervisor) startStopped(ctx context.Context, p *progress) error {
+	specs := components(sv.dir, sv.cfg)
+	// The validators start together (none is live before the others
+	// are); the node after them.
+	var group []*running
+	flush := func() error {
+		for _, r := range group {
+			if err := sv.awaitReady(ctx, r, p); err != nil {
+				return err
+			}
+		}
+		group = nil
+		return nil
+	}
+	for _, c := range specs {
+		sv.mu.Lock()
+		r := sv.comps[c.name]
+		alive := r != nil && !exited(r)
+		sv.mu.Unlock()
+		if alive {
+			continue
+		}
+		if c.name == "node" {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if err := portsFree(c.binds); err != nil {
+			return failure(fmt.Errorf("up: %s: %v", c.name, err))
+		}
+		r, err := sv.start(c)
+		if err != nil {
+			return failure(fmt.Errorf("up: starting %s: %w", c.name, err))
+		}
+		group = append(group, r)
+	}
+	return flush()
+}
+
+func exited(r *running) bool {
+	select {
+	case <-r.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// start starts one component, its output appended to its log.
+func (sv *supervisor) start(c upComponent) (*running, error) {
+	logPath := filepath.Join(sv.dir, upLogDir, c.name+".log")
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	fmt.Fprintf(lf, "--- cloister up: %s starting at %s\n", c.name, time.Now().UTC().Format(time.RFC3339))
+	cmd := exec.Command(sv.self, c.args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	// A process group of its own: Ctrl-C at the terminal reaches only the
+	// supervisor, which stops the components in order; and if the
+	// supervisor dies, they are told to stop.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &running{spec: c, log: logPath, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		r.exitErr = cmd.Wait()
+		close(r.exited)
+		sv.mu.Lock()
+		stopping := r.stopping
+		sv.mu.Unlock()
+		if !stopping {
+			fmt.Fprintf(sv.out, "cloister up: %s stopped unexpectedly (%v); the end of %s:\n%s", c.name, r.exitErr, logPath, logTail(logPath, 8))
+			fmt.Fprintf(sv.out, "cloister up: '%s up%s' starts it again\n", selfName(), dirFlag(sv.dir))
+		}
+		sv.writeRunning()
+	}()
+	sv.mu.Lock()
+	sv.comps[c.name] = r
+	sv.mu.Unlock()
+	return r, nil
+}
+
+// awaitReady waits until r answers, fails, or a bound passes.
+func (sv *supervisor) awaitReady(ctx context.Context, r *running, p *progress) error {
+	const bound = 3 * time.Minute
+	deadline := time.Now().Add(bound)
+	for {
+		p.set(fmt.Sprintf("%s (%s)", r.spec.name, r.spec.url))
+		if r.spec.probe == nil {
+			return nil
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := r.spec.probe(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return failure(fmt.Errorf("up: interrupted while %s was starting", r.spec.name))
+		case <-r.exited:
+			return failure(fmt.Errorf("up: %s did not start (%v); the end of %s:\n%s", r.spec.name, r.exitErr, r.log, logTail(r.log, 12)))
+		case <-time.After(250 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return failure(fmt.Errorf("up: %s did not answer at %s within %s (%v); see %s", r.spec.name, r.spec.url, bound, err, r.log))
+		}
+	}
+}
+
+// learn asks the running network what the summary shows: the node's
+// platform key and the ledger's origin.
+func (sv *supervisor) learn(ctx context.Context) error {
+	c, err := client.Dial(ctx, sv.info.NodeURL)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	info, err := c.NodeInfo(ctx)
+	if err != nil {
+		return fmt.Errorf("up: the node: %w", err)
+	}
+	lc, err := lclient.New(sv.info.LedgerURL)
+	if err != nil {
+		return err
+	}
+	st, err := lc.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("up: the ledger: %w", err)
+	}
+	sv.mu.Lock()
+	sv.info.PlatformKey = info.PlatformKey
+	sv.info.Origin = ledger.Origin(st.ChainID)
+	sv.info.Ready = true
+	sv.mu.Unlock()
+	if sv.cfg.Origin != sv.info.Origin {
+		sv.cfg.Origin = sv.info.Origin
+		return saveUpConfig(sv.dir, sv.cfg)
+	}
+	return nil
+}
+
+func (sv *supervisor) snapshot() *upRunning {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	info := sv.info
+	info.Components = nil
+	for _, c := range components(sv.dir, sv.cfg) {
+		st := upCompState{Name: c.name, URL: c.url, Log: filepath.Join(sv.dir, upLogDir, c.name+".log")}
+		if r := sv.comps[c.name]; r != nil {
+			st.PID = r.cmd.Process.Pid
+			st.Running = !exited(r)
+			if !st.Running && r.exitErr != nil {
+				st.Exit = r.exitErr.Error()
+			} else if !st.Running {
+				st.Exit = "stopped"
+			}
+		}
+		info.Components = append(info.Components, st)
+	}
+	return &info
+}
+
+func (sv *supervisor) writeRunning() {
+	b, _ := json.MarshalIndent(sv.snapshot(), "", "  ")
+	atomicfile.WriteFile(filepath.Join(sv.dir, upRunningFile), append(b, '\n'), 0o600, atomicfile.NoSync())
+}
+
+// stop stops one component: SIGTERM, and SIGKILL to its process group if
+// it has not ended after a while.
+func (sv *supervisor) stop(r *running) {
+	sv.mu.Lock()
+	r.stopping = true
+	sv.mu.Unlock()
+	if exited(r) {
+		return
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.exited:
+	case <-time.After(30 * time.Second):
+		fmt.Fprintf(sv.out, "cloister up: %s did not stop within 30s of SIGTERM; killing it\n", r.spec.name)
+		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+		<-r.exited
+	}
+}
+
+// stopNames stops the named components (all, if names is empty): the
+// node first, then the validators together.
+func (sv *supervisor) stopNames(names []string) {
+	specs := components(sv.dir, sv.cfg)
+	slices.Reverse(specs)
+	var wg sync.WaitGroup
+	for _, c := range specs {
+		if len(names) > 0 && !slices.Contains(names, c.name) {
+			continue
+		}
+		sv.mu.Lock()
+		r := sv.comps[c.name]
+		sv.mu.Unlock()
+		if r == nil {
+			continue
+		}
+		if c.name == "node" {
+			sv.stop(r)
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); sv.stop(r) }()
+	}
+	wg.Wait()
+	sv.writeRunning()
+}
+
+func (sv *supervisor) stopAll() { sv.stopNames(nil) }
+
+// serve answers control requests until ctx ends; shutdown is called on a
+// request to stop everything.
+func (sv *supervisor) serve(ctx context.Context, ln net.Listener, shutdown func()) {
+	go func() { <-ctx.Done(); ln.Close() }()
+	var startMu sync.Mutex // one start at a time
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer conn.Close()
+			var req upRequest
+			if err := json.NewDecoder(io.LimitReader(conn, 64<<10)).Decode(&req); err != nil {
+				return
+			}
+			rep := upReply{OK: true}
+			switch req.Op {
+			case "status":
+			case "start":
+				startMu.Lock()
+				err := sv.startStopped(ctx, nil)
+				startMu.Unlock()
+				if err != nil {
+					rep = upReply{Error: unwrapExit(err).Error()}
+				}
+				sv.writeRunning()
+			case "stop":
+				if len(req.Names) == 0 {
+					rep.Running = *sv.snapshot()
+					json.NewEncoder(conn).Encode(rep)
+					shutdown()
+					return
+				}
+				known := map[string]bool{}
+				for _, c := range components(sv.dir, sv.cfg) {
+					known[c.name] = true
+				}
+				for _, n := range req.Names {
+					if !known[n] {
+						rep = upReply{Error: fmt.Sprintf("no component %q here; the components are %s", n, strings.Join(slices.Sorted(mapKeys(known)), ", "))}
+					}
+				}
+				if rep.OK {
+					sv.stopNames(req.Names)
+				}
+			default:
+				rep = upReply{Error: fmt.Sprintf("unknown request %q", req.Op)}
+			}
+			rep.Running = *sv.snapshot()
+			json.NewEncoder(conn).Encode(rep)
+		}()
+	}
+}
+
+func mapKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// detachUp starts the supervisor in the background (a session of its
+// own, its output in DIR/logs/up.log), waits until the network is ready or
+// the supervisor fails, and prints the summary.
+func detachUp(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
+	self, err := os.Executable()
+	if err != nil {
+		return failure(fmt.Errorf("up: %w", err))
+	}
+	logPath := filepath.Join(f.dir, upLogDir, "up.log")
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return failure(fmt.Errorf("up: %w", err))
+	}
+	defer lf.Close()
+	args := []string{"up", "--supervise", "--dir", f.dir, "--validators", strconv.Itoa(f.validators), "--listen", f.listen,
+		"--ledger-listen", f.ledgerListen, "--isolate-class", f.class}
+	if f.blobListen != "" {
+		args = append(args, "--blob-listen", f.blobListen)
+	}
+	if f.tpm != "" {
+		args = append(args, "--tpm", f.tpm)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, upConfigFile)); err == nil {
+		args = []string{"up", "--supervise", "--dir", f.dir} // as it was made
+	}
+	child := exec.Command(self, args...)
+	child.Stdout, child.Stderr = lf, lf
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := child.Start(); err != nil {
+		return failure(fmt.Errorf("up: %w", err))
+	}
+	done := make(chan error, 1)
+	go func() { done <- child.Wait() }()
+	p := startProgress(cmd, "the local network to start", 3*time.Minute)
+	defer p.done()
+	deadline := time.After(3*time.Minute + 10*time.Second)
+	for {
+		select {
+		case err := <-done:
+			p.done()
+			return failure(fmt.Errorf("up: the network did not start (%v); the end of %s:\n%s", err, logPath, logTail(logPath, 15)))
+		case <-deadline:
+			return failure(fmt.Errorf("up: the network did not start within 3 minutes; see %s", logPath))
+		case <-cmd.Context().Done():
+			return failure(errors.New("up: interrupted"))
+		case <-time.After(200 * time.Millisecond):
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+		rep, err := askSupervisor(ctx, f.dir, upRequest{Op: "status"})
+		cancel()
+		if err == nil && rep.Running.Ready {
+			p.done()
+			child.Process.Release()
+			printUpSummary(cmd.OutOrStdout(), f.dir, cfg, &rep.Running, true)
+			return nil
+		}
+		if err == nil {
+			for _, c := range rep.Running.Components {
+				if !c.Running {
+					p.set("waiting for " + c.Name)
+					break
+				}
+			}
+		}
+	}
+}
+
+// printUpSummary prints what runs and the commands to go on with.
+func printUpSummary(w io.Writer, dir string, cfg *upConfig, r *upRunning, detached bool) {
+	me := selfName()
+	df := dirFlag(dir)
+	ledgerWhat := "the node's embedded ledger, 1 validator"
+	if cfg.Validators > 0 {
+		ledgerWhat = fmt.Sprintf("%d validators; the node records through v0", cfg.Validators)
+	}
+	fmt.Fprintf(w, "cloister up: a local network is running from %s/\n", strings.TrimSuffix(dir, "/"))
+	fmt.Fprintf(w, "  node          %s   %s isolates; admission open: anyone who can reach 127.0.0.1 may create sessions\n", r.NodeURL, cfg.IsolateClass)
+	fmt.Fprintf(w, "  platform key  %s\n", r.PlatformKey)
+	fmt.Fprintf(w, "  ledger        %s    %s (%s)\n", r.LedgerURL, r.Origin, ledgerWhat)
+	for _, c := range r.Components {
+		if strings.HasPrefix(c.Name, "v") && c.Name != "v0" {
+			fmt.Fprintf(w, "    %-11s %s\n", c.Name, c.URL)
+		}
+	}
+	if r.BlobURL != "" {
+		fmt.Fprintf(w, "  blob store    %s\n", r.BlobURL)
+	}
+	for _, c := range r.Components {
+		if !c.Running {
+			fmt.Fprintf(w, "  %-13s not running (%s); '%s up%s' starts it\n", c.Name, c.Exit, me, df)
+		}
+	}
+	fmt.Fprintf(w, "  logs          %s\n", filepath.Join(dir, upLogDir)+"/")
+	prog := "examples/psi-sum/psi-sum.wasm"
+	if _, err := os.Stat(prog); err != nil {
+		prog = "PROGRAM.wasm"
+	}
+	fmt.Fprintf(w, "next (README.md, \"Delegated computation\", goes on from here with four parties):\n")
+	fmt.Fprintf(w, "  %s key new --out alice.key\n", me)
+	fmt.Fprintf(w, "  %s policy new --out alice.json --node-data %s --principal alice.key \\\n", me, dir)
+	fmt.Fprintf(w, "      --program alice:%s=%s --input alice:customers.csv --input alice:purchases.csv --output alice:result.json\n", filepath.Base(prog), prog)
+	fmt.Fprintf(w, "  %s session create --node %s --policy alice.json\n", me, r.NodeURL)
+	fmt.Fprintf(w, "  %s ledger verify --ledger %s\n", me, r.LedgerURL)
+	if detached {
+		fmt.Fprintf(w, "stop it with '%s down%s' (the state stays in %s; add --purge to remove it)\n", me, df, dir)
+	} else {
+		fmt.Fprintf(w, "stop it with Ctrl-C, or '%s down%s' from another terminal (the state stays in %s)\n", me, df, dir)
+	}
+}
+
+// logTail is the last n lines of a log file, indented.
+func logTail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
+		f.Seek(-64<<10, io.SeekEnd)
+	}
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&b, "    %s\n", l)
+	}
+	return b.String()
+}
+
+func runDown(cmd *cobra.Command, dir string, names []string, purge bool) error {
+	out := cmd.ErrOrStderr()
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(out, "cloister down: nothing to stop: there is no %s\n", dir)
+		return nil
+	}
+	cfgBytes, err := os.ReadFile(filepath.Join(dir, upConfigFile))
+	if err != nil && !isEmptyUpDir(dir) {
+		return failure(fmt.Errorf("down: %s was not made by 'cloister up' (it has no %s); leaving it alone", dir, upConfigFile))
+	}
+	var cfg upConfig
+	json.Unmarshal(cfgBytes, &cfg)
+	lock, free, err := lockDir(dir)
+	if err != nil {
+		return failure(fmt.Errorf("down: %w", err))
+	}
+	if free {
+		lock.Close()
+		if len(names) > 0 {
+			return failure(fmt.Errorf("down: nothing runs from %s", dir))
+		}
+		if !purge {
+			fmt.Fprintf(out, "cloister down: nothing runs from %s\n", dir)
+			return nil
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+		defer cancel()
+		what := "the local network to stop"
+		if len(names) > 0 {
+			what = strings.Join(names, ", ") + " to stop"
+		}
+		p := startProgress(cmd, what, 2*time.Minute)
+		_, err := askSupervisor(ctx, dir, upRequest{Op: "stop", Names: names})
+		if err != nil {
+			p.done()
+			return failure(fmt.Errorf("down: %w", err))
+		}
+		if len(names) > 0 {
+			p.done()
+			fmt.Fprintf(out, "cloister down: stopped %s; '%s up%s' starts %s again\n", strings.Join(names, ", "), selfName(), dirFlag(dir), map[bool]string{true: "it", false: "them"}[len(names) == 1])
+			return nil
+		}
+		// Stopped once the supervisor lets go of the directory.
+		for {
+			l, free, err := lockDir(dir)
+			if err == nil && free {
+				l.Close()
+				break
+			}
+			select {
+			case <-ctx.Done():
+				p.done()
+				return failure(fmt.Errorf("down: %s is still running after 2 minutes; see %s", dir, filepath.Join(dir, upLogDir)))
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		p.done()
+		fmt.Fprintf(out, "cloister down: stopped the network of %s\n", dir)
+	}
+	if !purge {
+		fmt.Fprintf(out, "cloister down: its state stays in %s: '%s up%s' starts it again; '%s down --purge%s' removes it\n", dir, selfName(), dirFlag(dir), selfName(), dirFlag(dir))
+		return nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return failure(fmt.Errorf("down: removing %s: %w", dir, err))
+	}
+	fmt.Fprintf(out, "cloister down: removed %s\n", dir)
+	if cfg.Origin != "" {
+		if p, err := lclient.DefaultStatePath(cfg.Origin); err == nil {
+			if err := os.Remove(p); err == nil {
+				fmt.Fprintf(out, "cloister down: removed the ledger state kept for %s (%s)\n", cfg.Origin, p)
+			}
+		}
+	}
+	return nil
+}
+
+// isEmptyUpDir reports a directory 'up' made but never got to configure
+// (only logs in it).
+func isEmptyUpDir(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Name() != upLogDir {
+			return false
+		}
+	}
+	return true
+}
