@@ -574,7 +574,7 @@ func waitCheckpoint(ctx context.Context, cmd *cobra.Command, c *client.Client, i
 		return nil // reported by the checks that follow
 	}
 	if index != nil && *index >= st.Size {
-		return failure(noSuchEntry(cmd.CommandPath(), *index, st.Size))
+		return failure(noSuchEntry(strings.TrimPrefix(cmd.CommandPath(), "cloister "), *index, st.Size))
 	}
 	need := uint64(0) // a new ledger has no checkpoint for its first blocks
 	what := "the ledger's first checkpoint"

@@ -13,9 +13,14 @@ import (
 
 // TestMain lets the isolate runtime re-execute this test binary as its
 // jailed worker (cloister run uses the worker, as in production).
+// With CLOISTER_TEST_CLI=1 the test binary is the cloister command line
+// itself, for tests of commands that start other processes of it ('up').
 func TestMain(m *testing.M) {
 	if isolate.IsWorker() {
 		os.Exit(isolate.WorkerMain())
+	}
+	if os.Getenv("CLOISTER_TEST_CLI") == "1" {
+		os.Exit(Execute())
 	}
 	os.Exit(m.Run())
 }

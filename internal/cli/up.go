@@ -285,12 +285,12 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 			return usageError("up: %s %q: %v; 'cloister up' is a network for this machine ('cloister node' serves others)", a.flag, a.addr, err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(f.dir, upLogDir), 0o700); err != nil {
-		return failure(fmt.Errorf("up: %w", err))
-	}
 	cfg, err := upConfigFor(cmd, f)
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(filepath.Join(f.dir, upLogDir), 0o700); err != nil {
+		return failure(fmt.Errorf("up: %w", err))
 	}
 	lock, ok, err := lockDir(f.dir)
 	if err != nil {
