@@ -368,7 +368,7 @@ type upComponent struct {
 	name  string
 	args  []string // arguments of this binary
 	url   string
-	binds []string // the addresses it listens on, checked free before it starts
+	binds []string                        // the addresses it listens on, checked free before it starts
 	probe func(ctx context.Context) error // nil: ready once started
 }
 
