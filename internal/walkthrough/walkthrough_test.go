@@ -25,7 +25,7 @@ var guides = []struct {
 	prelude bool
 }{
 	{"README.md", false},
-	{"docs/local.md", true},
+	{"docs/local.md", false},
 	{"docs/sessions.md", false},
 	{"docs/policy.md", true},
 	{"docs/ledger.md", false},
