@@ -326,8 +326,8 @@ func TestLedgerVerifyFailuresAndUsage(t *testing.T) {
 
 	t.Setenv("CLOISTER_LEDGER", "")
 	for _, args := range [][]string{
-		{"ledger", "verify"},                                       // no --ledger
-		{"ledger", "verify", "--ledger", "127.0.0.1:80"},           // not a URL
+		{"ledger", "verify"}, // no --ledger
+		{"ledger", "verify", "--ledger", "ftp://127.0.0.1:80"},     // not an http(s) URL (a bare HOST:PORT is http)
 		{"ledger", "verify", "--ledger", url, "--index", "-1"},     // bad index
 		{"ledger", "get", "--ledger", url, "x"},                    // bad INDEX
 		{"ledger", "get", "--ledger", url},                         // missing INDEX
