@@ -151,21 +151,45 @@ func TestFillScript(t *testing.T) {
 		t.Fatalf("building cloister: %v\n%s", err, out)
 	}
 	keyDir := filepath.Join(dir, "keys")
+	nodeData := filepath.Join(dir, "node-data")
 	os.Mkdir(keyDir, 0o700)
+	os.Mkdir(nodeData, 0o700)
 	loaded := map[string]*keys.PrivateKey{}
 	for _, n := range []string{"alice", "bob", "carol", "dave", "node"} {
 		k, err := keys.Generate()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := k.Save(filepath.Join(keyDir, n+".key")); err != nil {
+		path := filepath.Join(keyDir, n+".key")
+		if n == "node" {
+			path = filepath.Join(nodeData, "platform.key")
+		}
+		if err := k.Save(path); err != nil {
 			t.Fatal(err)
 		}
 		loaded[n] = k
 	}
-	cmd := exec.CommandContext(ctx, "sh", filepath.Join(root, "examples", "policies", "fill.sh"),
-		filepath.Join(root, "examples", "policies", "psi-sum.template.json"), keyDir)
-	cmd.Env = append(os.Environ(), "CLOISTER="+bin)
+	fill := func(env string, args ...string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, "sh", append([]string{filepath.Join(root, "examples", "policies", "fill.sh"),
+			filepath.Join(root, "examples", "policies", "psi-sum.template.json")}, args...)...)
+		cmd.Env = append(os.Environ(), env)
+		return cmd
+	}
+	// The node's key comes only from a node data directory, and the
+	// script says so, and says when it cannot run cloister at all.
+	for _, c := range []struct {
+		env  string
+		args []string
+		want string
+	}{
+		{"CLOISTER=" + bin, []string{keyDir}, "names the node's platform key: give the node's data directory"},
+		{"CLOISTER=" + filepath.Join(dir, "nosuch"), []string{keyDir, nodeData}, "cannot run"},
+	} {
+		if msg, err := fill(c.env, c.args...).CombinedOutput(); err == nil || !strings.Contains(string(msg), c.want) {
+			t.Errorf("fill.sh %v: %v\n%s", c.args, err, msg)
+		}
+	}
+	cmd := fill("CLOISTER="+bin, keyDir, nodeData)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -202,10 +226,7 @@ func TestFillScript(t *testing.T) {
 
 	// A missing key file is reported with the command that creates it.
 	os.Remove(filepath.Join(keyDir, "carol.key"))
-	cmd = exec.CommandContext(ctx, "sh", filepath.Join(root, "examples", "policies", "fill.sh"),
-		filepath.Join(root, "examples", "policies", "psi-sum.template.json"), keyDir)
-	cmd.Env = append(os.Environ(), "CLOISTER="+bin)
-	msg, err := cmd.CombinedOutput()
+	msg, err := fill("CLOISTER="+bin, keyDir, nodeData).CombinedOutput()
 	if err == nil || !strings.Contains(string(msg), "key new --out "+keyDir+"/carol.key") {
 		t.Fatalf("missing key: %v\n%s", err, msg)
 	}
