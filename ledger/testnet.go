@@ -2,8 +2,6 @@ package ledger
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -16,8 +14,7 @@ import (
 
 // TestnetOptions configure GenerateTestnet.
 type TestnetOptions struct {
-	// ChainID of the new chain (default "cloister-testnet-<8 random hex>",
-	// so that each testnet is a ledger of its own to clients).
+	// ChainID of the new chain (default "cloister-testnet").
 	ChainID string
 	// APIAddrs, if set, are the HOST:PORT addresses of the validators'
 	// APIs, one per validator, in order (default: free 127.0.0.1 ports).
@@ -41,14 +38,7 @@ func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValida
 	}
 	chainID := opts.ChainID
 	if chainID == "" {
-		// A new chain, a new name: clients keep what they verified per
-		// ledger origin, and a throwaway testnet must not look like
-		// the last one with another validator set.
-		var b [4]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("testnet: %w", err)
-		}
-		chainID = "cloister-testnet-" + hex.EncodeToString(b[:])
+		chainID = "cloister-testnet"
 	}
 	if err := verify.CheckChainID(chainID); err != nil {
 		return nil, fmt.Errorf("testnet: %w", err)

@@ -263,3 +263,21 @@ func TestGoldenProgressLine(t *testing.T) {
 	}
 	golden(t, "progress-lines", 0, b.String())
 }
+
+// TestGoldenNodePortInUse: a node whose port is taken says so before it
+// makes anything in its data directory.
+func TestGoldenNodePortInUse(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dir := filepath.Join(t.TempDir(), "node-data")
+	code, _, stderr := runCLI(t, "node", "--listen", l.Addr().String(), "--data", dir, "--no-ledger")
+	stderr = regexp.MustCompile(`(?m)^time=.*\n`).ReplaceAllString(stderr, "") // the node's log
+	golden(t, "node-port-in-use", code, stderr, dir)
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("%s was made by a node that could not listen", dir)
+	}
+}

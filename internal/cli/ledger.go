@@ -181,7 +181,7 @@ Exit status: 0 created; 1 the homes could not be created; 2 bad usage.`,
 	}
 	cmd.Flags().IntVar(&n, "validators", 4, "number of validators (1 to 100; 3f+1 tolerate f faulty)")
 	cmd.Flags().StringVar(&out, "out", "", "directory to create the validator homes in")
-	cmd.Flags().StringVar(&chainID, "chain-id", "", `chain id (default "cloister-testnet-" and 8 random hex digits: a new ledger each time); the ledger's origin is cloister.ledger/<chain id>`)
+	cmd.Flags().StringVar(&chainID, "chain-id", "", `chain id (default "cloister-testnet"); the ledger's origin is cloister.ledger/<chain id>`)
 	return cmd
 }
 

@@ -240,7 +240,9 @@ Exit status: 0 created; 1 refused by the node or node not authenticated;
 				return err
 			}
 			defer c.Close()
+			p := startProgress(cmd, "the node to create the session", 0)
 			id, err := c.CreateSession(ctx, doc)
+			p.done()
 			if err != nil {
 				return failure(explainNodeError(ctx, nodeURL(f.node), pol, err))
 			}
@@ -384,12 +386,14 @@ names the rule and principal); 2 bad usage or unreadable files.`,
 				return err
 			}
 			defer as.CloseIdleConnections()
+			p := startProgress(cmd, fmt.Sprintf("the node to take %s %s (%d bytes, sealed to the session)", flag, name, len(data)), 0)
 			var up *client.Upload
 			if program != "" {
 				up, err = as.UploadProgram(ctx, key, name, data)
 			} else {
 				up, err = as.UploadInput(ctx, key, name, data)
 			}
+			p.done()
 			if err != nil {
 				return failure(err)
 			}
@@ -636,7 +640,10 @@ Exit status: 0 printed; 1 no such session or node unreachable; 2 bad usage.`,
 				return err
 			}
 			defer c.Close()
+			p := startProgress(cmd, "the node's account of session "+f.session, 0)
+			p.set("it answers once the session's steps are on its ledger")
 			st, err := c.Status(ctx, f.session, 0)
+			p.done()
 			if err != nil {
 				return failure(explainNodeError(ctx, nodeURL(f.node), pol, err))
 			}
@@ -795,3 +802,4 @@ func resultNotReady(output string, wait time.Duration, st *client.Status) error 
 	}
 	return fmt.Errorf("result %q: not ready: %s. Give --wait 1m to wait for it; 'cloister session status' shows where the session is", output, why)
 }
+

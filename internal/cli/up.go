@@ -3,6 +3,8 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -542,7 +544,12 @@ func (sv *supervisor) create() error {
 		for i := range addrs {
 			addrs[i] = portPlus(cfg.LedgerListen, i)
 		}
-		if _, err := ledger.GenerateTestnet(filepath.Join(sv.dir, "ledger"), cfg.Validators, ledger.TestnetOptions{APIAddrs: addrs}); err != nil {
+		// A chain id of its own: to clients, which keep what they verified
+		// per ledger origin, a new network is a new ledger.
+		var b [4]byte
+		rand.Read(b[:])
+		opts := ledger.TestnetOptions{ChainID: "cloister-testnet-" + hex.EncodeToString(b[:]), APIAddrs: addrs}
+		if _, err := ledger.GenerateTestnet(filepath.Join(sv.dir, "ledger"), cfg.Validators, opts); err != nil {
 			return failure(fmt.Errorf("up: %w", err))
 		}
 	}

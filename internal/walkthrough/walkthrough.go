@@ -169,7 +169,11 @@ func Script(blocks []Block) string {
 			continue
 		}
 		for _, c := range bl.Commands {
-			fmt.Fprintf(&b, "\n# %s:%d\n{ %s\n} >\"$WALK_OUT/%d.out\" 2>&1 </dev/null\n", c.Doc, c.Line, c.Text, n)
+			fmt.Fprintf(&b, "\n# %s:%d\n", c.Doc, c.Line)
+			for _, e := range c.Expect {
+				fmt.Fprintf(&b, "#> %s\n", e) // checked by Match after the run
+			}
+			fmt.Fprintf(&b, "{ %s\n} >\"$WALK_OUT/%d.out\" 2>&1 </dev/null\n", c.Text, n)
 			fmt.Fprintf(&b, "__rc=$?; echo $__rc >\"$WALK_OUT/%d.rc\"\n", n)
 			if c.ExpectsFailure() {
 				fmt.Fprintf(&b, "if [ $__rc = 0 ]; then echo \"walkthrough: %s:%d succeeded; the guide shows it failing\" >&2; exit 1; fi\n", c.Doc, c.Line)
@@ -217,7 +221,6 @@ func Match(expect []string, output []byte) error {
 	if match(pats, got) {
 		return nil
 	}
-	// Say where it went wrong: the first expected line not found in order.
 	var b strings.Builder
 	b.WriteString("the output does not match the guide.\n--- the guide shows\n")
 	for _, e := range expect {

@@ -34,7 +34,10 @@ var guides = []struct {
 
 const prelude = "go build -o cloister ./cmd/cloister && CGO_ENABLED=0 go build -o cloister-isolate ./cmd/cloister-isolate"
 
-var only = flag.String("guide", "", "run only the guide with this path (e.g. docs/ledger.md)")
+var (
+	only      = flag.String("guide", "", "run only the guide with this path (e.g. docs/ledger.md)")
+	printOnly = flag.Bool("print", false, "print the script made from each guide, and run nothing")
+)
 
 // TestMain: inside the namespaces the test made for a guide (see run),
 // the test binary brings up the loopback interface and becomes bash.
@@ -78,10 +81,10 @@ func loopbackUp() error {
 // default ports (7443, 7480), which nothing else on the machine then
 // contends for, and whatever a guide leaves running ends with it.
 func TestGuides(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() && !*printOnly {
 		t.Skip("runs the guides: builds cloister and starts nodes and validators")
 	}
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 && !*printOnly {
 		t.Skip("each guide runs in network and PID namespaces of its own, which takes root")
 	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
@@ -111,6 +114,10 @@ func TestGuides(t *testing.T) {
 			}
 			if g.prelude {
 				blocks = append([]Block{{Doc: "prelude", Line: 1, Commands: []Command{{Doc: "prelude", Line: 1, Text: prelude}}}}, blocks...)
+			}
+			if *printOnly {
+				fmt.Print(Script(blocks))
+				return
 			}
 			run(t, root, goEnv, blocks)
 		})
