@@ -802,4 +802,3 @@ func resultNotReady(output string, wait time.Duration, st *client.Status) error 
 	}
 	return fmt.Errorf("result %q: not ready: %s. Give --wait 1m to wait for it; 'cloister session status' shows where the session is", output, why)
 }
-
