@@ -71,6 +71,10 @@ type Claims struct {
 	// node operator's honesty (software).
 	HardwareProtected bool `json:"hardware_protected"`
 	Debug             bool `json:"debug"`
+	// VMPL is the SEV-SNP virtual machine privilege level that asked for
+	// the report (0 is the most privileged software in the VM, 1–3 run
+	// under it and may be watched by it); nil for other classes.
+	VMPL *uint32 `json:"vmpl,omitempty"`
 
 	// TCBStatus is the platform's TCB standing as the format reports it
 	// ("UpToDate", "OutOfDate", "ConfigurationAndSWHardeningNeeded", ...),

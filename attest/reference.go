@@ -2,9 +2,12 @@ package attest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -32,6 +35,16 @@ type ReferenceValues struct {
 	MaxAge time.Duration
 	// RequireHardware refuses classes without hardware protection.
 	RequireHardware bool
+	// MaxVMPL, if set, refuses SEV-SNP reports asked for at a higher
+	// (less privileged) VMPL, and evidence that carries no VMPL at all:
+	// 0 means the report must come from the most privileged software in
+	// the VM, with nothing beneath it that could watch or alter it.
+	MaxVMPL *uint32
+	// PCRs, if set, are accepted sets of TPM PCR values (index → digest in
+	// the quoted bank): the evidence's PCRs must equal every value of at
+	// least one set. PCRs 0–7 pinned this way judge the boot chain —
+	// firmware, its configuration, the boot loader (PC Client profile).
+	PCRs []map[int][]byte
 }
 
 // Validate judges verified claims against reference values as of now.
@@ -46,6 +59,19 @@ func Validate(c *Claims, ref ReferenceValues, now time.Time) error {
 	}
 	if ref.RequireHardware && !c.HardwareProtected {
 		return fmt.Errorf("%w: class %s has no hardware protection and the reference values require it", ErrTCB, c.Class)
+	}
+	if ref.MaxVMPL != nil {
+		if c.VMPL == nil {
+			return fmt.Errorf("%w: %s evidence carries no VMPL and the reference values require VMPL %d or lower", ErrTCB, c.Class, *ref.MaxVMPL)
+		}
+		if *c.VMPL > *ref.MaxVMPL {
+			return fmt.Errorf("%w: the report was asked for at VMPL %d; at most VMPL %d is accepted (software at a lower VMPL could watch or alter this one)", ErrTCB, *c.VMPL, *ref.MaxVMPL)
+		}
+	}
+	if len(ref.PCRs) > 0 {
+		if err := pcrsMatch(c, ref.PCRs); err != nil {
+			return err
+		}
 	}
 	if len(ref.Measurements) > 0 && !slices.ContainsFunc(ref.Measurements, func(m []byte) bool { return bytes.Equal(m, c.Measurement) }) {
 		return fmt.Errorf("%w: %s is not in the allow-list", ErrMeasurement, hex.EncodeToString(c.Measurement))
@@ -81,6 +107,38 @@ func Validate(c *Claims, ref ReferenceValues, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// pcrsMatch accepts claims whose PCRs equal one of the sets, and otherwise
+// names the first difference from the set that came closest.
+func pcrsMatch(c *Claims, sets []map[int][]byte) error {
+	best, bestErr := -1, error(nil)
+	for _, set := range sets {
+		idx := slices.Sorted(maps.Keys(set))
+		matched := 0
+		var firstErr error
+		for _, i := range idx {
+			got, ok := c.Measurements["pcr"+strconv.Itoa(i)]
+			switch {
+			case !ok:
+				firstErr = cmp.Or(firstErr, fmt.Errorf("%w: the %s evidence does not cover PCR %d, which the reference values pin", ErrMeasurement, c.Class, i))
+			case !bytes.Equal(got, set[i]):
+				firstErr = cmp.Or(firstErr, fmt.Errorf("%w: PCR %d is %s, the reference values pin %s", ErrMeasurement, i, shortHex(got), shortHex(set[i])))
+			default:
+				matched++
+			}
+		}
+		if firstErr == nil {
+			return nil
+		}
+		if matched > best {
+			best, bestErr = matched, firstErr
+		}
+	}
+	if len(sets) > 1 {
+		return fmt.Errorf("%w (no set of the %d accepted matches; this is the closest)", bestErr, len(sets))
+	}
+	return bestErr
 }
 
 func reportDataMatches(got, want []byte) bool {

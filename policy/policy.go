@@ -140,6 +140,17 @@ type Isolate struct {
 	// AllowDebug accepts debug-enabled isolates, whose memory the host can
 	// read. Only for testing.
 	AllowDebug bool `json:"allow_debug,omitempty"`
+	// MaxVMPL ("sev-snp" only) is the highest VM privilege level a report
+	// may be asked for at; absent means 0: the report must come from the
+	// most privileged software in the VM, with nothing under it (a
+	// paravisor, an SVSM) that could watch or alter the isolate.
+	MaxVMPL *uint64 `json:"max_vmpl,omitempty"`
+	// PCRs ("tpm" only) are the accepted sets of PCR values, index (0–22,
+	// decimal) → SHA-256 bank value (64 lowercase hex digits); a quote must
+	// match every value of one set. Pinning PCRs 0–7 judges the boot chain
+	// (firmware, its configuration, the boot loader); without them a tpm
+	// quote proves only which TPM signed it.
+	PCRs []map[string]string `json:"pcrs,omitempty"`
 }
 
 // Limits bound one execution. Empty fields take the defaults below.

@@ -458,7 +458,8 @@ func TestReferenceValues(t *testing.T) {
 	}
 	// A measurement from the policy is accepted by attest.Validate and
 	// another is refused: the mapping is what the verifier sees.
-	claims := &attest.Claims{Class: attest.ClassSEVSNP, HardwareProtected: true, Measurement: ref.Measurements[0], SVN: map[string]uint64{"snp": 8, "microcode": 115}, TCBStatus: "UpToDate"}
+	vmpl0 := uint32(0)
+	claims := &attest.Claims{Class: attest.ClassSEVSNP, HardwareProtected: true, Measurement: ref.Measurements[0], SVN: map[string]uint64{"snp": 8, "microcode": 115}, TCBStatus: "UpToDate", VMPL: &vmpl0}
 	if err := attest.Validate(claims, ref, time.Now()); err != nil {
 		t.Fatalf("matching claims refused: %v", err)
 	}

@@ -44,6 +44,26 @@ func (p *Policy) ReferenceValues(class attest.Class) (attest.ReferenceValues, at
 		}
 		ref.Measurements = append(ref.Measurements, b)
 	}
+	if iso.Class == string(attest.ClassSEVSNP) {
+		v := uint32(0)
+		if iso.MaxVMPL != nil {
+			v = uint32(*iso.MaxVMPL)
+		}
+		ref.MaxVMPL = &v
+	}
+	for _, set := range iso.PCRs {
+		m := make(map[int][]byte, len(set))
+		for k, v := range set {
+			i, err := pcrIndex(k)
+			if err != nil {
+				return attest.ReferenceValues{}, attest.VerifyOptions{}, fmt.Errorf("policy isolate %s: pcrs: %v", class, err)
+			}
+			if m[i], err = hex.DecodeString(v); err != nil {
+				return attest.ReferenceValues{}, attest.VerifyOptions{}, fmt.Errorf("policy isolate %s: pcrs: PCR %d: %v", class, i, err)
+			}
+		}
+		ref.PCRs = append(ref.PCRs, m)
+	}
 	opts := attest.VerifyOptions{AllowDebug: iso.AllowDebug}
 	for _, k := range iso.PlatformKeys {
 		pub, err := parsePlatformKey(iso.Class, k)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -334,6 +335,31 @@ func (p *Policy) validateIsolates(ps *problems) {
 				ps.add(f+".min_svn", "component names must be short non-empty text, got %q", truncate(comp))
 			}
 		}
+		if iso.MaxVMPL != nil {
+			switch {
+			case iso.Class != "sev-snp":
+				ps.add(f+".max_vmpl", "only the sev-snp class has VM privilege levels")
+			case *iso.MaxVMPL > 3:
+				ps.add(f+".max_vmpl", "SEV-SNP has VMPLs 0 to 3, got %d", *iso.MaxVMPL)
+			}
+		}
+		if len(iso.PCRs) > 0 && iso.Class != "tpm" {
+			ps.add(f+".pcrs", "only the tpm class has PCRs")
+		}
+		for j, set := range iso.PCRs {
+			sf := fmt.Sprintf("%s.pcrs[%d]", f, j)
+			if len(set) == 0 {
+				ps.add(sf, "an empty set would accept any quote; list the PCRs to pin")
+			}
+			for k, v := range set {
+				if _, err := pcrIndex(k); err != nil {
+					ps.add(sf+"."+k, "%v", err)
+				}
+				if !isLowerHex(v, 32) {
+					ps.add(sf+"."+k, "a SHA-256 PCR value is 64 lowercase hex digits, got %q", truncate(v))
+				}
+			}
+		}
 		st := map[string]bool{}
 		for j, s := range iso.AcceptTCBStatus {
 			sf := fmt.Sprintf("%s.accept_tcb_status[%d]", f, j)
@@ -345,6 +371,16 @@ func (p *Policy) validateIsolates(ps *problems) {
 			st[s] = true
 		}
 	}
+}
+
+// pcrIndex reads a PCR index of a pcrs set: 0 to 22 in decimal. PCR 23
+// holds the runtime measurement, which "measurements" judges.
+func pcrIndex(k string) (int, error) {
+	n, err := strconv.Atoi(k)
+	if err != nil || strconv.Itoa(n) != k || n < 0 || n > 22 {
+		return 0, fmt.Errorf("%q is not a PCR index from 0 to 22 (PCR 23, the runtime, is judged by measurements)", truncate(k))
+	}
+	return n, nil
 }
 
 func hexLens(sizes []int) string {

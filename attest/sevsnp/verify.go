@@ -285,6 +285,7 @@ func checkCRLs(crls []*x509.RevocationList, arks []*x509.Certificate, ek, ask *x
 
 func claimsOf(r *spb.Report, policy abi.SnpPolicy, ek *x509.Certificate, warnings []string) *attest.Claims {
 	svn := svnOf(r)
+	vmpl := r.GetVmpl()
 	if policy.SMT {
 		warnings = append(warnings, "guest policy allows SMT (simultaneous multithreading)")
 	}
@@ -308,6 +309,7 @@ func claimsOf(r *spb.Report, policy abi.SnpPolicy, ek *x509.Certificate, warning
 		ReportData:        r.GetReportData(),
 		HardwareProtected: true,
 		Debug:             policy.Debug,
+		VMPL:              &vmpl,
 		Advisories:        []string{},
 		SVN:               svn,
 		Signer:            ek.Subject.CommonName + " " + hex.EncodeToString(r.GetChipId()[:8]),
