@@ -56,20 +56,34 @@ type rawSession struct {
 	id   string
 	hash [32]byte
 	svc  cloisterv1connect.SessionServiceClient
+	hc   *http.Client
 }
 
 func newRawSession(t *testing.T, tn *testNode, id string, hash [32]byte) *rawSession {
 	t.Helper()
+	r := rawSessionAt(tn.url, id, hash)
+	t.Cleanup(r.close)
+	return r
+}
+
+// rawSessionAt is a raw session client of the node at url (close it).
+func rawSessionAt(url, id string, hash [32]byte) *rawSession {
 	hc := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{ServerName: protocol.ServerName(id), InsecureSkipVerify: true, NextProtos: []string{"h2"}},
 		ForceAttemptHTTP2: true,
 	}}
-	t.Cleanup(hc.CloseIdleConnections)
-	return &rawSession{id: id, hash: hash, svc: cloisterv1connect.NewSessionServiceClient(hc, tn.url)}
+	return &rawSession{id: id, hash: hash, svc: cloisterv1connect.NewSessionServiceClient(hc, url), hc: hc}
 }
+
+func (r *rawSession) close() { r.hc.CloseIdleConnections() }
 
 func (r *rawSession) sign(t *testing.T, k *keys.PrivateKey, principal, op, name string, payload []byte) *cloisterv1.SignedRequest {
 	t.Helper()
+	return r.signWith(k, principal, op, name, payload)
+}
+
+// signWith signs a request to the session as principal with key k.
+func (r *rawSession) signWith(k *keys.PrivateKey, principal, op, name string, payload []byte) *cloisterv1.SignedRequest {
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	var ph [32]byte

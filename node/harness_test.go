@@ -42,6 +42,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	runtime.Close()
 	os.RemoveAll(dir)
+	for _, d := range binDirs {
+		os.RemoveAll(d)
+	}
 	os.Exit(code)
 }
 

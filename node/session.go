@@ -824,7 +824,7 @@ func (s *session) eraseLocked(now time.Time, by string, closing map[string]any) 
 // returns), anything else is internal.
 func storeError(err error) error {
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return refused(connect.CodeResourceExhausted, ruleDiskReserve, "the node's data directory is full (%v); it refuses new work until space is freed", err)
+		return refused(connect.CodeResourceExhausted, ruleDiskReserve, "the node's data directory is full (%v); this step is refused until space is freed", err)
 	}
 	return connect.NewError(connect.CodeInternal, err)
 }
