@@ -133,6 +133,7 @@ func startNodeProcess(t *testing.T, bin, dir string) *nodeProcess {
 	urls := make(chan [2]string, 1)
 	go func() {
 		var nu, lu string
+		sent := false
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			line := sc.Text()
@@ -143,9 +144,9 @@ func startNodeProcess(t *testing.T, bin, dir string) *nodeProcess {
 			if m := ledgerURLRe.FindStringSubmatch(line); m != nil {
 				lu = m[1]
 			}
-			if nu != "" && lu != "" && urls != nil {
+			if nu != "" && lu != "" && !sent {
 				urls <- [2]string{nu, lu}
-				urls = nil
+				sent = true
 			}
 		}
 		io.Copy(io.Discard, pr)
