@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -9,17 +8,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +22,7 @@ import (
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/internal/testbin"
 	"github.com/cloisterhq/cloister/keys"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/node"
@@ -46,129 +41,28 @@ import (
 // half-written is served), not durability across a power loss, which
 // rests on the fsyncs the store makes before it acknowledges.
 
-var (
-	cloisterBinOnce sync.Once
-	cloisterBin     string
-	cloisterBinErr  error
-)
-
 // buildCloister builds cmd/cloister (without -race) once per test binary.
 func buildCloister(t *testing.T) string {
 	t.Helper()
-	cloisterBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cloister-crash-bin-")
-		if err != nil {
-			cloisterBinErr = err
-			return
-		}
-		goTool := filepath.Join(goruntime.GOROOT(), "bin", "go")
-		out := filepath.Join(dir, "cloister")
-		cmd := exec.Command(goTool, "build", "-o", out, "github.com/cloisterhq/cloister/cmd/cloister")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			cloisterBinErr = fmt.Errorf("building cloister: %v\n%s", err, b)
-			return
-		}
-		cloisterBin = out
-		binDirs = append(binDirs, dir)
-	})
-	if cloisterBinErr != nil {
-		t.Fatal(cloisterBinErr)
+	bin, err := testbin.Cloister()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return cloisterBin
+	return bin
 }
-
-// binDirs are removed when the test binary ends (TestMain).
-var binDirs []string
-
-// nodeProcess is one 'cloister node' process.
-type nodeProcess struct {
-	cmd       *exec.Cmd
-	url       string
-	ledgerURL string
-	done      chan struct{}
-	log       *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-var (
-	nodeURLRe   = regexp.MustCompile(`msg="node listening" url=(\S+)`)
-	ledgerURLRe = regexp.MustCompile(`msg="ledger API listening" url=(\S+)`)
-)
 
 // startNodeProcess starts the node over dir and waits until it serves.
-func startNodeProcess(t *testing.T, bin, dir string) *nodeProcess {
+func startNodeProcess(t *testing.T, bin, dir string) *testbin.Node {
 	t.Helper()
 	// One address creates every session here: its creation rate is not
 	// what this test is about.
-	cmd := exec.Command(bin, "node", "--data", dir, "--listen", "127.0.0.1:0", "--ledger-listen", "127.0.0.1:0",
+	np, err := testbin.StartNode(bin, 2*time.Minute, "--data", dir, "--listen", "127.0.0.1:0", "--ledger-listen", "127.0.0.1:0",
 		"--warm-workers", "1", "--log-level", "info", "--create-rate-per-creator", "1000", "--create-rate", "1000")
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	np := &nodeProcess{cmd: cmd, done: make(chan struct{}), log: &syncBuffer{}}
-	if err := cmd.Start(); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		cmd.Wait()
-		pw.Close()
-		close(np.done)
-	}()
-	t.Cleanup(np.kill)
-	urls := make(chan [2]string, 1)
-	go func() {
-		var nu, lu string
-		sent := false
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := sc.Text()
-			np.log.Write([]byte(line + "\n"))
-			if m := nodeURLRe.FindStringSubmatch(line); m != nil {
-				nu = m[1]
-			}
-			if m := ledgerURLRe.FindStringSubmatch(line); m != nil {
-				lu = m[1]
-			}
-			if nu != "" && lu != "" && !sent {
-				urls <- [2]string{nu, lu}
-				sent = true
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	select {
-	case u := <-urls:
-		np.url, np.ledgerURL = u[0], u[1]
-	case <-np.done:
-		t.Fatalf("the node exited at start:\n%s", np.log.String())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("the node did not start within 2 minutes:\n%s", np.log.String())
-	}
+	t.Cleanup(np.Kill)
 	return np
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (np *nodeProcess) kill() {
-	np.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-np.done:
-	case <-time.After(30 * time.Second):
-	}
 }
 
 // acked is what the node acknowledged to the clients, per session.
@@ -427,7 +321,7 @@ func TestCrashRecovery(t *testing.T) {
 	cr := &crashRun{s: newScenario(t), wasm: readTestdata(t, "sum.wasm"), ack: &acked{sessions: map[string]*ackedSession{}}}
 	start := time.Now()
 	const iterations = 8
-	var np *nodeProcess
+	var np *testbin.Node
 	var platform ed25519.PublicKey
 	for i := 0; i < iterations; i++ {
 		np = startNodeProcess(t, bin, dir)
@@ -440,9 +334,9 @@ func TestCrashRecovery(t *testing.T) {
 			cr.doc = cr.s.sumPolicy(t, keys.FormatSigningKey(pk), "sum.wasm", cr.wasm)
 			cr.pol = mustParse(t, cr.doc)
 		}
-		cr.verify(t, np.url, platform)
+		cr.verify(t, np.URL, platform)
 		if t.Failed() {
-			t.Fatalf("after kill %d:\n%s", i, np.log.String())
+			t.Fatalf("after kill %d:\n%s", i, np.Log())
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -451,12 +345,12 @@ func TestCrashRecovery(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cr.flow(ctx, np.url, platform, wrng)
+				cr.flow(ctx, np.URL, platform, wrng)
 			}()
 		}
 		after := time.Duration(200+rng.IntN(1800)) * time.Millisecond
 		time.Sleep(after)
-		np.kill()
+		np.Kill()
 		cancel()
 		wg.Wait()
 		cr.ack.mu.Lock()
@@ -471,10 +365,10 @@ func TestCrashRecovery(t *testing.T) {
 		cr.ack.mu.Unlock()
 	}
 	np = startNodeProcess(t, bin, dir)
-	cr.verify(t, np.url, platform)
-	cr.checkLedger(t, np.ledgerURL)
+	cr.verify(t, np.URL, platform)
+	cr.checkLedger(t, np.LedgerURL)
 	if t.Failed() {
-		t.Logf("node log after the last restart:\n%s", np.log.String())
+		t.Logf("node log after the last restart:\n%s", np.Log())
 	}
 	// Every session the node holds was asked for: nothing duplicated.
 	held := sessionsHeld(t, dir)

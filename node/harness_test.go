@@ -17,6 +17,7 @@ import (
 
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/examples"
+	"github.com/cloisterhq/cloister/internal/testbin"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/node"
@@ -42,9 +43,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	runtime.Close()
 	os.RemoveAll(dir)
-	for _, d := range binDirs {
-		os.RemoveAll(d)
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 
