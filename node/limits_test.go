@@ -319,3 +319,45 @@ func scrapeMetricsFrom(t *testing.T, tn *testNode, src string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// Many large requests at once cannot ask for more memory than the
+// in-flight budget: while one upload's declared bytes are held, another
+// that would pass the budget is refused at once, naming the budget.
+func TestAttackInflightBudget(t *testing.T) {
+	lim := node.Limits{MaxUploadBytes: 4 << 20, MaxInflightBytes: 6 << 20}
+	tn := startServedNode(t, filepath.Join(t.TempDir(), "node"), lim)
+	sid := strings.Repeat("b", 32)
+	hold := rawHTTP(t, protocol.ServerName(sid), false)
+	stop := make(chan struct{})
+	defer close(stop)
+	started := make(chan struct{})
+	go func() {
+		// 4 MiB declared, arriving at 2 bytes/s: held until the body
+		// deadline cuts it off.
+		req, _ := http.NewRequest("POST", tn.url+cloisterv1connect.SessionServiceUploadInputProcedure,
+			io.MultiReader(bytes.NewReader([]byte{0x0a}), &slowReader{every: 500 * time.Millisecond, stop: stop}))
+		req.ContentLength = 4 << 20
+		req.Header.Set("Content-Type", "application/proto")
+		close(started)
+		if resp, err := hold.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(scrapeMetrics(t, tn), "cloister_requests_inflight_bytes 4.194304e+06") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first upload is not counted in flight:\n%s", scrapeMetrics(t, tn))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	status, ce := postRaw(t, rawHTTP(t, protocol.ServerName(sid), true), tn.url, cloisterv1connect.SessionServiceUploadInputProcedure,
+		io.LimitReader(zeroReader{}, 3<<20), 3<<20, "")
+	if ce.Code != "resource_exhausted" || !strings.Contains(ce.Message, `rule "requests-in-flight"`) || !strings.Contains(ce.Message, "--max-inflight") {
+		t.Fatalf("second upload: %d %s %q; want a refusal by rule requests-in-flight", status, ce.Code, ce.Message)
+	}
+	// Small requests still fit.
+	if _, err := dial(t, tn).NodeInfo(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

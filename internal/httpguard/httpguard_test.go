@@ -245,3 +245,39 @@ func TestNewServerHTTP2Streams(t *testing.T) {
 		t.Fatalf("MaxConcurrentStreams %d, want 7", got)
 	}
 }
+
+// A client that stops reading its response cannot hold the handler: the
+// write fails at WriteTimeout.
+func TestSlowReaderIsCutOff(t *testing.T) {
+	t.Parallel()
+	done := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := bytes.Repeat([]byte("z"), 64<<10)
+		for i := 0; i < 1024; i++ { // 64 MiB: far beyond the socket buffers
+			if _, err := w.Write(chunk); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	})
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Config = NewServer(h, Limits{WriteTimeout: time.Second}, nil, nil)
+	ts.Listener = Listen(ts.Listener, Limits{}, nil)
+	ts.Start()
+	defer ts.Close()
+	c, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("64 MiB were written to a client that read nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler was still writing to a client that reads nothing after 10 s")
+	}
+}
