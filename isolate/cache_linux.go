@@ -67,6 +67,11 @@ type entryCache struct {
 	// file looked like then: any change to a file changes its ctime.
 	verified map[string]fileStamp
 	refused  int
+	// staged remembers the inode of each entry copied into a staging
+	// directory: wazero replaces a file it writes (a new inode), so a
+	// file still on that inode when the worker is gone is one it loaded.
+	staged map[string]uint64
+	loaded int
 }
 
 type fileStamp struct {
@@ -82,7 +87,7 @@ func stampOf(st *unix.Stat_t) fileStamp {
 // openEntryCache opens (creating) the cache under dataDir, with key or the
 // key file it keeps there.
 func openEntryCache(dataDir string, key []byte) (*entryCache, error) {
-	c := &entryCache{dir: filepath.Join(dataDir, "isolate-cache"), verified: map[string]fileStamp{}}
+	c := &entryCache{dir: filepath.Join(dataDir, "isolate-cache"), verified: map[string]fileStamp{}, staged: map[string]uint64{}}
 	for _, d := range []string{c.dir, c.stagingRoot()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("isolate: creating the compilation cache: %w", err)
@@ -198,7 +203,37 @@ func (c *entryCache) stage(staging string, sum [32]byte) {
 		if err := os.MkdirAll(filepath.Join(staging, vdir), 0o700); err != nil {
 			continue
 		}
-		c.copyOut(p, off, filepath.Join(staging, vdir, file))
+		dst := filepath.Join(staging, vdir, file)
+		if ino, ok := c.copyOut(p, off, dst); ok {
+			c.mu.Lock()
+			c.staged[dst] = ino
+			c.mu.Unlock()
+		}
+	}
+}
+
+// Loaded says how many entries given to workers were loaded as given
+// (not compiled afresh and rewritten).
+func (c *entryCache) Loaded() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loaded
+}
+
+// settle counts the entries staged for a worker that it left as given,
+// and forgets them.
+func (c *entryCache) settle(staging string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for dst, ino := range c.staged {
+		if filepath.Dir(filepath.Dir(dst)) != staging {
+			continue
+		}
+		delete(c.staged, dst)
+		var st unix.Stat_t
+		if unix.Lstat(dst, &st) == nil && st.Ino == ino {
+			c.loaded++
+		}
 	}
 }
 
@@ -265,25 +300,29 @@ func (c *entryCache) verify(p string, sum [32]byte) (string, int64, error) {
 
 // copyOut writes the bytes of entry p from off to dst, in the kernel
 // (copy_file_range) where it can.
-func (c *entryCache) copyOut(p string, off int64, dst string) {
+func (c *entryCache) copyOut(p string, off int64, dst string) (ino uint64, ok bool) {
 	src, err := os.Open(p)
 	if err != nil {
-		return
+		return 0, false
 	}
 	defer src.Close()
 	if _, err := src.Seek(off, io.SeekStart); err != nil {
-		return
+		return 0, false
 	}
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return
+		return 0, false
 	}
+	defer out.Close()
 	if _, err := io.Copy(out, src); err != nil {
-		out.Close()
 		os.Remove(dst)
-		return
+		return 0, false
 	}
-	out.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(out.Fd()), &st); err != nil {
+		return 0, false
+	}
+	return st.Ino, true
 }
 
 // harvest takes from a worker's staging directory, once the worker is
@@ -291,6 +330,7 @@ func (c *entryCache) copyOut(p string, off int64, dst string) {
 // authenticated, and removes the directory.
 func (c *entryCache) harvest(staging string, sum [32]byte, keep bool) {
 	defer os.RemoveAll(staging)
+	c.settle(staging)
 	if !keep {
 		return
 	}

@@ -99,8 +99,9 @@ func TestCacheEntryAuthenticated(t *testing.T) {
 }
 
 // TestCacheEntryUsed: the entry kept from one worker's compilation is what
-// the next worker of the same module loads: a 4 MB Go module that takes
-// seconds to compile starts in a fraction of that the second time.
+// the next worker of the same module loads: the file it was given is still
+// the one in its cache when it is gone (wazero replaces a file it writes).
+// The times are logged; the benchmarks, not this test, judge speed.
 func TestCacheEntryUsed(t *testing.T) {
 	mod := hostileGuest(t)
 	r := newRuntime(t, Options{DataDir: t.TempDir()})
@@ -112,9 +113,15 @@ func TestCacheEntryUsed(t *testing.T) {
 	}
 	cold := run()
 	waitEntry(t, r, mod)
+	if n := r.jail.cache.Loaded(); n != 0 {
+		t.Fatalf("%d entries loaded before any was kept", n)
+	}
 	warm := run()
 	t.Logf("first run %v (compiles), second %v (loads the kept entry)", cold, warm)
-	if warm > cold/2 {
-		t.Errorf("the second run took %v, the first %v: the kept entry was not used", warm, cold)
+	for i := 0; r.jail.cache.Loaded() == 0 && i < 200; i++ {
+		time.Sleep(50 * time.Millisecond) // the worker's directory is settled after it is reaped
+	}
+	if n := r.jail.cache.Loaded(); n != 1 {
+		t.Errorf("the second worker loaded %d kept entries, want 1: it compiled the module afresh", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/seal"
 )
@@ -153,7 +154,7 @@ func publicOnly(data []byte) bool {
 	if strings.Contains(s, FileHeader) {
 		return false
 	}
-	return strings.Contains(s, "signing_key") || strings.HasPrefix(s, "ed25519:") ||
+	return strings.Contains(s, "signing_key") || strings.HasPrefix(s, protocol.Ed25519KeyPrefix) ||
 		strings.HasPrefix(s, "-----BEGIN PUBLIC KEY-----")
 }
 

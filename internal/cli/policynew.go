@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/keys"
@@ -394,7 +395,7 @@ func parseInput(v string) (policy.Input, error) {
 }
 
 var (
-	ed25519Token = regexp.MustCompile(`ed25519:[A-Za-z0-9+/]+=*`)
+	ed25519Token = regexp.MustCompile(regexp.QuoteMeta(protocol.Ed25519KeyPrefix) + `[A-Za-z0-9+/]+=*`)
 	hpkeToken    = regexp.MustCompile(`hpke:[A-Za-z0-9+/]+=*`)
 )
 
@@ -410,7 +411,7 @@ func parsePrincipal(v string) (id, signing, sealing string, err error) {
 	if id == "" || src == "" {
 		return "", "", "", usageError("--principal %q: want KEYFILE, ID=KEYFILE or ID=ed25519:…", v)
 	}
-	if strings.HasPrefix(src, "ed25519:") {
+	if strings.HasPrefix(src, protocol.Ed25519KeyPrefix) {
 		signing, sealing, _ = strings.Cut(src, ",")
 	} else {
 		if signing, sealing, err = publicKeysOf(src); err != nil {
@@ -548,7 +549,7 @@ func platformKeyFromData(dir, class string) (string, error) {
 // platformKeyOf reads one --platform-key: ed25519:… inline, a key or
 // public key file, or a PEM file (tpm).
 func platformKeyOf(v, class string) (string, error) {
-	if strings.HasPrefix(v, "ed25519:") {
+	if strings.HasPrefix(v, protocol.Ed25519KeyPrefix) {
 		if _, err := keys.ParseSigningKey(v); err != nil {
 			return "", usageError("--platform-key: %v", err)
 		}
@@ -699,7 +700,7 @@ func askPolicy(ctx context.Context, r io.Reader, w io.Writer, s *policySpec) ([]
 		switch {
 		case strings.HasPrefix(a, "https://"):
 			s.nodeURL = a
-		case strings.HasPrefix(a, "ed25519:"):
+		case strings.HasPrefix(a, protocol.Ed25519KeyPrefix):
 			s.platformKeys = []string{a}
 		case a != "":
 			if fi, err := os.Stat(a); err == nil && fi.IsDir() {
