@@ -12,6 +12,7 @@ func conformanceFile(t testing.TB, rel string) []byte {
 }
 
 func TestDetectConformance(t *testing.T) {
+	t.Parallel()
 	cases := map[string]Class{
 		"sev-snp/attestation.bin":                          ClassSEVSNP,
 		"tdx/tdx_prod_quote_SPR_E4.dat":                    ClassTDX,
@@ -56,6 +57,7 @@ func TestDetectConformance(t *testing.T) {
 }
 
 func TestDecodeInput(t *testing.T) {
+	t.Parallel()
 	if _, err := DecodeInput(nil); !errors.Is(err, ErrMalformed) {
 		t.Fatal("empty input accepted")
 	}

@@ -8,6 +8,7 @@ import (
 )
 
 func TestParseTrustAnchors(t *testing.T) {
+	t.Parallel()
 	ta, err := ParseTrustAnchors("jwk", conformanceFile(t, "ear/ear_es256_pub.jwk.json"))
 	if err != nil || len(ta.Keys) != 1 {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 // that pass every rule, so a failure can only come from the rule under
 // test; and that the error names what was wrong.
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	rd := make([]byte, ReportDataSize)
 	copy(rd, []byte{1, 2, 3})

@@ -14,6 +14,7 @@ import (
 )
 
 func TestDialValidatesURL(t *testing.T) {
+	t.Parallel()
 	for _, bad := range []string{"http://127.0.0.1:1", "127.0.0.1:1", "https://", "https://h:1/path", "https://h:1?q=1", "::"} {
 		if _, err := Dial(context.Background(), bad); err == nil {
 			t.Errorf("Dial(%q) accepted", bad)
@@ -26,6 +27,7 @@ func TestDialValidatesURL(t *testing.T) {
 
 // The pin accepts the first session key and refuses any other after it.
 func TestSPKIPin(t *testing.T) {
+	t.Parallel()
 	cert := func(spki string) tls.ConnectionState {
 		return tls.ConnectionState{PeerCertificates: []*x509.Certificate{{RawSubjectPublicKeyInfo: []byte(spki)}}}
 	}
@@ -50,6 +52,7 @@ func TestSPKIPin(t *testing.T) {
 // Without pinned platform keys the node is not authenticated; with them a
 // certificate signed by another key is refused.
 func TestVerifyNode(t *testing.T) {
+	t.Parallel()
 	c := &Client{now: time.Now}
 	if err := c.verifyNode(tls.ConnectionState{}); err != nil {
 		t.Fatalf("no platform keys: %v", err)
@@ -65,6 +68,7 @@ func TestVerifyNode(t *testing.T) {
 }
 
 func TestTerminal(t *testing.T) {
+	t.Parallel()
 	for s, want := range map[cloisterv1.SessionState]bool{
 		cloisterv1.SessionState_SESSION_STATE_PROVISIONING: false,
 		cloisterv1.SessionState_SESSION_STATE_RUNNING:      false,

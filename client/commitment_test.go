@@ -32,6 +32,7 @@ func signedCommitment(t testing.TB) ([]byte, []byte) {
 }
 
 func TestResultCommitment(t *testing.T) {
+	t.Parallel()
 	body, spki := signedCommitment(t)
 	rc, err := ParseResultCommitment(body)
 	if err != nil {

@@ -24,6 +24,7 @@ func seq(start byte) []byte {
 }
 
 func TestSaveLoadRoundTrip(t *testing.T) {
+	t.Parallel()
 	k, err := Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +67,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 }
 
 func TestSaveRefusesOverwrite(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "k")
 	if err := os.WriteFile(path, []byte("precious"), 0o600); err != nil {
@@ -91,6 +93,7 @@ func TestSaveRefusesOverwrite(t *testing.T) {
 }
 
 func TestLoadRefusesOpenPermissions(t *testing.T) {
+	t.Parallel()
 	k, _ := Generate()
 	path := filepath.Join(t.TempDir(), "k")
 	if err := k.Save(path); err != nil {
@@ -116,6 +119,7 @@ func TestLoadRefusesOpenPermissions(t *testing.T) {
 }
 
 func TestFileFormat(t *testing.T) {
+	t.Parallel()
 	k, err := FromSeeds(seq(0), seq(0x40))
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +157,7 @@ func TestFileFormat(t *testing.T) {
 }
 
 func TestParseRejects(t *testing.T) {
+	t.Parallel()
 	k, _ := FromSeeds(seq(0), seq(0x40))
 	good, _ := k.Marshal()
 	g := string(good)
@@ -180,6 +185,7 @@ func TestParseRejects(t *testing.T) {
 }
 
 func TestPublicStrings(t *testing.T) {
+	t.Parallel()
 	k, _ := Generate()
 	p := k.Public()
 	sig, err := ParseSigningKey(p.SigningString())
@@ -214,6 +220,7 @@ func TestPublicStrings(t *testing.T) {
 }
 
 func TestLoadOrCreate(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "platform.key")
 	k1, created, err := LoadOrCreate(path)
 	if err != nil || !created {

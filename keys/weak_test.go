@@ -45,6 +45,7 @@ func smallOrderKeyStrings(t *testing.T) []string {
 // The list above is what it claims: eight distinct points, each of which
 // the cofactor maps to the identity.
 func TestSmallOrderPointList(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	for _, h := range smallOrderPoints {
 		b, _ := hex.DecodeString(h)
@@ -66,6 +67,7 @@ func TestSmallOrderPointList(t *testing.T) {
 }
 
 func TestParseSigningKeyRefusesSmallOrder(t *testing.T) {
+	t.Parallel()
 	for i, s := range smallOrderKeyStrings(t) {
 		_, err := ParseSigningKey(s)
 		if !errors.Is(err, ErrWeakKey) || !strings.Contains(err.Error(), "small-order") {
@@ -77,6 +79,7 @@ func TestParseSigningKeyRefusesSmallOrder(t *testing.T) {
 // Why they are refused: under the identity key, one signature that no
 // one made verifies for every message.
 func TestIdentityKeyVerifiesAnything(t *testing.T) {
+	t.Parallel()
 	id, _ := hex.DecodeString(smallOrderPoints[0])
 	sig := make([]byte, 64)
 	copy(sig, id) // R = identity, S = 0
@@ -88,6 +91,7 @@ func TestIdentityKeyVerifiesAnything(t *testing.T) {
 }
 
 func TestParseSigningKeyRefusesNonCanonical(t *testing.T) {
+	t.Parallel()
 	p := func(h string) string {
 		b, _ := hex.DecodeString(h)
 		return protocol.Ed25519KeyPrefix + base64.StdEncoding.EncodeToString(b)
@@ -115,6 +119,7 @@ func TestParseSigningKeyRefusesNonCanonical(t *testing.T) {
 
 // Generated keys, and a large sample of derived ones, always pass.
 func TestGeneratedKeysPass(t *testing.T) {
+	t.Parallel()
 	for i := range 200 {
 		seed := make([]byte, 32)
 		seed[0], seed[1] = byte(i), byte(i>>8)

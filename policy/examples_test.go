@@ -67,6 +67,7 @@ func exampleKey(t *testing.T, name string) *keys.PrivateKey {
 // templates filled with the example keys, and their templates validate when
 // filled with anyone's fresh keys.
 func TestExamplePolicies(t *testing.T) {
+	t.Parallel()
 	root := repoRoot(t)
 	dir := filepath.Join(root, "examples", "policies")
 	tmpls, err := filepath.Glob(filepath.Join(dir, "*.template.json"))
@@ -132,6 +133,7 @@ func TestExamplePolicies(t *testing.T) {
 // users to, with the real cloister binary and fresh key files, and checks
 // the policy it writes validates and names those keys.
 func TestFillScript(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the cloister binary; skipped with -short")
 	}

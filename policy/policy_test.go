@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,11 +22,17 @@ import (
 	"github.com/cloisterhq/cloister/keys"
 )
 
-// testKeys are fixed, so that documents and their hashes are reproducible.
-var testKeys = map[string]*keys.PrivateKey{}
+// testKeys are fixed, so that documents and their hashes are reproducible;
+// tests run in parallel, hence the lock.
+var (
+	testKeysMu sync.Mutex
+	testKeys   = map[string]*keys.PrivateKey{}
+)
 
 func key(t testing.TB, name string) *keys.PrivateKey {
 	t.Helper()
+	testKeysMu.Lock()
+	defer testKeysMu.Unlock()
 	if k, ok := testKeys[name]; ok {
 		return k
 	}
@@ -89,6 +96,7 @@ func mustParse(t testing.TB, doc any) *Policy {
 }
 
 func TestParseValid(t *testing.T) {
+	t.Parallel()
 	p := mustParse(t, psiDoc(t))
 	if p.Name != "psi-sum" || len(p.Principals) != 3 || !p.Deterministic || p.Replicas != 1 {
 		t.Fatalf("parsed %+v", p)
@@ -131,6 +139,7 @@ func TestParseValid(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
+	t.Parallel()
 	d := psiDoc(t)
 	delete(d, "replicas")
 	delete(d, "limits")
@@ -169,6 +178,7 @@ func hasProblem(ps []Problem, field, fragment string) bool {
 // Each case breaks one rule; the problem must name the field and say what
 // is wrong.
 func TestValidationRules(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name     string
 		mutate   func(d map[string]any)
@@ -270,6 +280,7 @@ func lim(d map[string]any) map[string]any       { return d["limits"].(map[string
 
 // A document with several faults reports all of them, each once.
 func TestEveryProblemListed(t *testing.T) {
+	t.Parallel()
 	d := psiDoc(t)
 	d["version"] = 3
 	pr(d, 1)["signing_key"] = "nope"
@@ -290,6 +301,7 @@ func TestEveryProblemListed(t *testing.T) {
 }
 
 func TestSyntaxErrors(t *testing.T) {
+	t.Parallel()
 	good := encode(t, psiDoc(t))
 	for name, data := range map[string][]byte{
 		"trailing data": append(bytes.Clone(good), []byte(" {}")...),
@@ -313,6 +325,7 @@ func TestSyntaxErrors(t *testing.T) {
 }
 
 func TestHashIgnoresFormatting(t *testing.T) {
+	t.Parallel()
 	d := psiDoc(t)
 	a := mustParse(t, d)
 	compact, _ := json.Marshal(d)
@@ -360,6 +373,7 @@ func reverseTopLevel(t *testing.T, compact []byte) string {
 
 // Any one-field change of meaning changes the hash.
 func TestHashChangesWithMeaning(t *testing.T) {
+	t.Parallel()
 	base := mustParse(t, psiDoc(t)).HashHex()
 	changes := map[string]func(d map[string]any){
 		"name":          func(d map[string]any) { d["name"] = "psi-sum2" },
@@ -395,6 +409,7 @@ func TestHashChangesWithMeaning(t *testing.T) {
 // canonicalization (which would break every deployed policy) fails here.
 // Keys come from fixed seeds, so the document is the same on every run.
 func TestHashPinned(t *testing.T) {
+	t.Parallel()
 	p := mustParse(t, psiDoc(t))
 	const want = "6dabf804a5a8e4b0bf70c7cc2075ad028710da0bdcc3e97dc6ce37bd4c8e3a67"
 	if got := p.HashHex(); got != want {
@@ -407,6 +422,7 @@ func TestHashPinned(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "p.json")
 	os.WriteFile(path, encode(t, psiDoc(t)), 0o644)
@@ -428,6 +444,7 @@ func TestLoad(t *testing.T) {
 }
 
 func TestReferenceValues(t *testing.T) {
+	t.Parallel()
 	d := psiDoc(t)
 	snpM := strings.Repeat("a1", 48)
 	d["isolates"] = append(d["isolates"].([]any), map[string]any{
@@ -470,6 +487,7 @@ func TestReferenceValues(t *testing.T) {
 }
 
 func TestTPMIsolate(t *testing.T) {
+	t.Parallel()
 	ak, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -520,6 +538,7 @@ func TestTPMIsolate(t *testing.T) {
 }
 
 func TestBuiltPolicyCanonical(t *testing.T) {
+	t.Parallel()
 	p := mustParse(t, psiDoc(t))
 	q := *p
 	q.canonical = nil
@@ -541,6 +560,7 @@ func TestBuiltPolicyCanonical(t *testing.T) {
 // principal, replicas unset) serializes to a document that parses back to
 // the same hash.
 func TestMinimalBuiltPolicyRoundTrip(t *testing.T) {
+	t.Parallel()
 	p := &Policy{
 		Version: 1,
 		Name:    "built",

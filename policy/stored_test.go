@@ -17,6 +17,7 @@ func storedDoc(t *testing.T) map[string]any {
 }
 
 func TestStoredInput(t *testing.T) {
+	t.Parallel()
 	p := mustParse(t, storedDoc(t))
 	w, ok := p.Input("weights.bin")
 	if !ok || !w.Stored() || w.From.Stores[1] != "https://registry.example/mirror/models" {
@@ -43,6 +44,7 @@ func TestStoredInput(t *testing.T) {
 }
 
 func TestStoredInputRules(t *testing.T) {
+	t.Parallel()
 	last := func(d map[string]any) map[string]any {
 		ins := d["inputs"].([]any)
 		return ins[len(ins)-1].(map[string]any)
@@ -81,6 +83,7 @@ func TestStoredInputRules(t *testing.T) {
 // TestStoredDirectory: a stored input may be a pinned directory (its
 // sha256 pins the directory manifest); the flag is part of the hash.
 func TestStoredDirectory(t *testing.T) {
+	t.Parallel()
 	d := storedDoc(t)
 	ins := d["inputs"].([]any)
 	ins[len(ins)-1].(map[string]any)["from"].(map[string]any)["directory"] = true

@@ -34,6 +34,7 @@ func ed25519String(t *testing.T, h string) string {
 // small-order point is refused, naming the field: signatures under such a
 // key can be forged without any private key.
 func TestSmallOrderKeysRefused(t *testing.T) {
+	t.Parallel()
 	for i, h := range smallOrderPoints {
 		k := ed25519String(t, h)
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
@@ -61,6 +62,7 @@ func TestSmallOrderKeysRefused(t *testing.T) {
 // A non-canonical spelling of a key is refused too: each key has one
 // spelling, so a policy has one hash.
 func TestNonCanonicalKeyRefused(t *testing.T) {
+	t.Parallel()
 	d := psiDoc(t)
 	// y = 2^255-19+1, an unreduced spelling of the identity's y.
 	pr(d, 2)["signing_key"] = ed25519String(t, "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")

@@ -11,6 +11,7 @@ import (
 
 // The report data is the documented construction, byte for byte.
 func TestReportDataConstruction(t *testing.T) {
+	t.Parallel()
 	var ph [32]byte
 	copy(ph[:], bytes.Repeat([]byte{1}, 32))
 	spki, hk, nonce := []byte("spki"), []byte("hpke"), bytes.Repeat([]byte{7}, NonceSize)
@@ -43,6 +44,7 @@ func TestReportDataConstruction(t *testing.T) {
 
 // Moving bytes between length-prefixed fields changes the signed message.
 func TestRequestMessageUnambiguous(t *testing.T) {
+	t.Parallel()
 	var z [32]byte
 	a := RequestMessage("s", "upload-input", "ab", z, z, 1, []byte("n"))
 	b := RequestMessage("s", "upload-inputa", "b", z, z, 1, []byte("n"))
@@ -56,6 +58,7 @@ func TestRequestMessageUnambiguous(t *testing.T) {
 }
 
 func TestSealInfoAndSeed(t *testing.T) {
+	t.Parallel()
 	if bytes.Equal(SealInfo(KindInput, "s", "a", ""), SealInfo(KindProgram, "s", "a", "")) {
 		t.Fatal("input and program envelopes share info")
 	}
@@ -69,6 +72,7 @@ func TestSealInfoAndSeed(t *testing.T) {
 }
 
 func TestServerNames(t *testing.T) {
+	t.Parallel()
 	id := hex.EncodeToString(bytes.Repeat([]byte{0xab}, SessionIDSize))
 	if got := SessionFromServerName(ServerName(id)); got != id {
 		t.Fatalf("round trip: %q", got)

@@ -45,6 +45,7 @@ func (s sample) evidence() *attest.Evidence {
 var at2024 = time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 
 func TestConformanceMilanReport(t *testing.T) {
+	t.Parallel()
 	s := loadSample(t)
 	c, err := attest.Verify(context.Background(), s.evidence(), attest.VerifyOptions{Now: at2024, AllowDebug: true})
 	if err != nil {
@@ -87,6 +88,7 @@ func TestConformanceMilanReport(t *testing.T) {
 }
 
 func TestDebugPolicyRefused(t *testing.T) {
+	t.Parallel()
 	s := loadSample(t)
 	_, err := attest.Verify(context.Background(), s.evidence(), attest.VerifyOptions{Now: at2024})
 	if !errors.Is(err, attest.ErrDebug) {
@@ -95,6 +97,7 @@ func TestDebugPolicyRefused(t *testing.T) {
 }
 
 func TestTamperedAndOutOfWindow(t *testing.T) {
+	t.Parallel()
 	s := loadSample(t)
 	opts := attest.VerifyOptions{Now: at2024, AllowDebug: true}
 	flip := func(b []byte, i int) []byte { b = bytes.Clone(b); b[i] ^= 0x01; return b }
@@ -138,6 +141,7 @@ func TestTamperedAndOutOfWindow(t *testing.T) {
 }
 
 func TestGenoaRootDoesNotVouchForMilanVCEK(t *testing.T) {
+	t.Parallel()
 	s := loadSample(t)
 	ev := s.evidence()
 	ev.Collateral[1] = read(t, "attestation/sev-snp/ask_ark_genoa.pem")
@@ -151,6 +155,7 @@ func TestGenoaRootDoesNotVouchForMilanVCEK(t *testing.T) {
 }
 
 func TestSniff(t *testing.T) {
+	t.Parallel()
 	s := loadSample(t)
 	if !Sniff(s.report) {
 		t.Error("Sniff(real report) = false")
@@ -172,6 +177,7 @@ func BenchmarkVerifyMilan(b *testing.B) {
 }
 
 func TestTurinTCBLayout(t *testing.T) {
+	t.Parallel()
 	// Turin: FMC, bootloader, TEE, SNP in bytes 0-3, microcode in byte 7.
 	r := &spb.Report{ReportedTcb: 0x4800000004030201, Cpuid1EaxFms: abi.FmsToCpuid1Eax(0x1a, 0x02, 0x01), GuestSvn: 3}
 	want := map[string]uint64{"fmc": 1, "bootloader": 2, "tee": 3, "snp": 4, "microcode": 0x48, "guest_svn": 3}

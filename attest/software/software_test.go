@@ -42,6 +42,7 @@ func newTestAttester(t testing.TB) *Attester {
 }
 
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	a := newTestAttester(t)
 	ev, err := a.Attest(context.Background(), rd(1))
 	if err != nil {
@@ -74,6 +75,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestRuntimeMeasurementIsExecutableHash(t *testing.T) {
+	t.Parallel()
 	a, err := NewAttester(testKey(t, 1))
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +95,7 @@ func TestRuntimeMeasurementIsExecutableHash(t *testing.T) {
 }
 
 func TestAttacks(t *testing.T) {
+	t.Parallel()
 	a := newTestAttester(t)
 	ev, err := a.Attest(context.Background(), rd(1))
 	if err != nil {
@@ -168,6 +171,7 @@ func TestAttacks(t *testing.T) {
 }
 
 func TestPlatformKeyMatches(t *testing.T) {
+	t.Parallel()
 	pub := testKey(t, 3).Public().(ed25519.PublicKey)
 	s := protocol.FormatEd25519Key(pub)
 	if !PlatformKeyMatches(s, pub) || PlatformKeyMatches(s, testKey(t, 4).Public().(ed25519.PublicKey)) {

@@ -66,6 +66,7 @@ func newSWAttester(t testing.TB, rwc io.ReadWriter) (*Attester, [32]byte) {
 }
 
 func TestSWTPMRoundTrip(t *testing.T) {
+	t.Parallel()
 	rwc := openSW(t, startTPM(t))
 	a, m := newSWAttester(t, rwc)
 	var rd [attest.ReportDataSize]byte
@@ -171,6 +172,7 @@ func TestSWTPMRoundTrip(t *testing.T) {
 }
 
 func TestOpenMissingDevice(t *testing.T) {
+	t.Parallel()
 	if _, err := Open("/nonexistent/tpmrm0"); err == nil {
 		t.Fatal("opened a missing device")
 	}
@@ -180,6 +182,7 @@ func TestOpenMissingDevice(t *testing.T) {
 }
 
 func TestAKCertificateTrust(t *testing.T) {
+	t.Parallel()
 	rwc := openSW(t, startTPM(t))
 	m := sha256.Sum256([]byte("runtime"))
 	probe, err := NewAttester(rwc, WithMeasurement(m))

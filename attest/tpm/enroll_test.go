@@ -37,6 +37,7 @@ func readPEMCert(t *testing.T, path string) *x509.Certificate {
 // certificate under a local CA, enrols its AK by credential activation,
 // and verifies a quote through the resulting AK certificate.
 func TestEnrollmentByEKCertificate(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_localca"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (Debian packages swtpm, swtpm-tools; scripts/test installs them)", tool)

@@ -43,6 +43,7 @@ func verifyTPM(data []byte, opts attest.VerifyOptions, coll ...[]byte) (*attest.
 }
 
 func TestGCPShieldedVM(t *testing.T) {
+	t.Parallel()
 	data, akKey := loadGCP(t)
 	if c, err := attest.Detect(data); err != nil || c != attest.ClassTPM {
 		t.Fatalf("detect: %v %v", c, err)
@@ -94,6 +95,7 @@ func flipB64(t *testing.T, s string, i int) string {
 }
 
 func TestGCPTampered(t *testing.T) {
+	t.Parallel()
 	data, akKey := loadGCP(t)
 	opts := attest.VerifyOptions{TrustedKeys: []crypto.PublicKey{akKey}}
 	sub := func(g map[string]any, k string) map[string]any { return g[k].(map[string]any) }
@@ -149,6 +151,7 @@ func loadRecorded(t testing.TB) ([]byte, crypto.PublicKey) {
 // for a quote (tampered body, signature, AK, report data; evidence
 // replayed to a verifier expecting a fresh nonce), each with its error.
 func TestRecordedSwtpmBundle(t *testing.T) {
+	t.Parallel()
 	data, ak := loadRecorded(t)
 	opts := attest.VerifyOptions{TrustedKeys: []crypto.PublicKey{ak}}
 	c, err := verifyTPM(data, opts)

@@ -163,6 +163,7 @@ func goAttestationDoc(t *testing.T, k *quotingKey, nonce, quote, sig []byte, pcr
 // replays to. The verifier must judge the log against the signed values
 // only, and refuse it.
 func TestEventLogReplaysOnlySignedBank(t *testing.T) {
+	t.Parallel()
 	k := newQuotingKey(t)
 	ak, err := ParseAK(k.public)
 	if err != nil {

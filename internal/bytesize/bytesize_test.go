@@ -7,6 +7,7 @@ import (
 )
 
 func TestParse(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]int64{
 		"0": 0, "1000": 1000, "1000B": 1000, "1B": 1, "512KiB": 512 << 10, "64MiB": 64 << 20,
 		"1GiB": 1 << 30, "4GiB": 4 << 30, "2TiB": 2 << 40, "10MB": 10_000_000, "16MB": 16e6,

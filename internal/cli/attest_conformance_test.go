@@ -135,6 +135,7 @@ func checkEveryFile(t *testing.T, base string, folders []string, cases map[strin
 // of the nitro, tpm, ear and cca conformance folders and checks the
 // documented outcome, exit status included.
 func TestAttestVerifyConformance(t *testing.T) {
+	t.Parallel()
 	base := conformanceDir(t)
 	dir := t.TempDir()
 
@@ -229,6 +230,7 @@ func TestAttestVerifyConformance(t *testing.T) {
 // TestAttestVerifyIssuesEAR verifies a real Nitro document, issues an EAR
 // for it, and verifies that EAR with the verifier's public key.
 func TestAttestVerifyIssuesEAR(t *testing.T) {
+	t.Parallel()
 	base := conformanceDir(t)
 	out := filepath.Join(t.TempDir(), "result.jwt")
 	code, _, stderr := runCLI(t, "attest", "verify", filepath.Join(base, "nitro/nitrite/nitro_attestation.b64"), "--at", "2024-09-07T14:37:39.545Z",
@@ -253,6 +255,7 @@ func TestAttestVerifyIssuesEAR(t *testing.T) {
 }
 
 func TestAttestVerifyStdin(t *testing.T) {
+	t.Parallel()
 	base := conformanceDir(t)
 	f, err := os.Open(filepath.Join(base, "ear/ear_verify_pass.jwt"))
 	if err != nil {
@@ -273,6 +276,7 @@ func TestAttestVerifyStdin(t *testing.T) {
 // window, roots that do not vouch for the chain), and exit 2 for files
 // that are not evidence. docs/attestation-hw.md lists the same outcomes.
 func TestAttestVerifyHardwareConformance(t *testing.T) {
+	t.Parallel()
 	base := conformanceDir(t)
 	c := func(args ...string) []string { return args }
 	snpCol := c("--collateral", filepath.Join(base, "sev-snp/vcek.testcer"), "--collateral", filepath.Join(base, "sev-snp/ask_ark_milan.pem"))
@@ -407,6 +411,7 @@ func moduleRoot(t *testing.T) string {
 // the command line: a byte in the signed body, in the signature and in a
 // certificate, each refused with exit 1 and the reason.
 func TestAttestVerifyTampered(t *testing.T) {
+	t.Parallel()
 	base := conformanceDir(t)
 	dir := t.TempDir()
 	n := 0
@@ -464,6 +469,7 @@ func mustRead(t *testing.T, path string) []byte {
 // verifier that expects a fresh nonce or other report data, or verified
 // without the AK pinned, it is refused.
 func TestAttestVerifyRecordedTPM(t *testing.T) {
+	t.Parallel()
 	td := filepath.Join(moduleRoot(t), "attest", "tpm", "testdata")
 	ak := filepath.Join(td, "swtpm_ak.pem")
 	var b struct {

@@ -56,6 +56,7 @@ func writePlatformKey(t *testing.T, dir string) ed25519.PublicKey {
 }
 
 func TestAttestSoftwareKeyFile(t *testing.T) {
+	t.Parallel()
 	// The node's own key file format (DATA_DIR/platform.key).
 	dir := t.TempDir()
 	k, err := keys.Generate()
@@ -79,6 +80,7 @@ func TestAttestSoftwareKeyFile(t *testing.T) {
 }
 
 func TestAttestSoftwareRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	keyDir := t.TempDir()
 	writePlatformKey(t, keyDir)
@@ -133,6 +135,7 @@ func TestAttestSoftwareRoundTrip(t *testing.T) {
 }
 
 func TestAttestTPMRoundTrip(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("swtpm"); err != nil {
 		t.Skip("swtpm not installed (Debian package swtpm; scripts/test installs it)")
 	}

@@ -11,6 +11,7 @@ import (
 )
 
 func TestKeyNewAndPublic(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "alice.key")
 	code, _, stderr := runCLI(t, "key", "new", "--out", path)
@@ -56,6 +57,7 @@ func TestKeyNewAndPublic(t *testing.T) {
 }
 
 func TestKeyErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if code, _, _ := runCLI(t, "key", "new"); code != ExitUsage {
 		t.Fatalf("key new without --out: exit %d", code)

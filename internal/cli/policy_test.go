@@ -18,6 +18,7 @@ func examplePolicy(t *testing.T, name string) string {
 }
 
 func TestPolicyValidateAndHash(t *testing.T) {
+	t.Parallel()
 	path := examplePolicy(t, "psi-sum.json")
 	p, err := policy.Load(path)
 	if err != nil {
@@ -44,6 +45,7 @@ func TestPolicyValidateAndHash(t *testing.T) {
 }
 
 func TestPolicyValidateListsEveryProblem(t *testing.T) {
+	t.Parallel()
 	data, _ := os.ReadFile(examplePolicy(t, "psi-sum.json"))
 	s := strings.Replace(string(data), `"version": 1`, `"version": 2`, 1)
 	s = strings.Replace(s, `"64MiB"`, `"64 MiB"`, 1)
@@ -73,6 +75,7 @@ func TestPolicyValidateListsEveryProblem(t *testing.T) {
 }
 
 func TestPolicyUnreadable(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	notJSON := filepath.Join(dir, "p.yaml")
 	os.WriteFile(notJSON, []byte("version: 1\n"), 0o644)
@@ -90,6 +93,7 @@ func TestPolicyUnreadable(t *testing.T) {
 }
 
 func TestPolicyShow(t *testing.T) {
+	t.Parallel()
 	code, stdout, stderr := runCLI(t, "policy", "show", examplePolicy(t, "psi-sum-tee.json"))
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -116,6 +120,7 @@ func TestPolicyShow(t *testing.T) {
 }
 
 func TestPolicyExpired(t *testing.T) {
+	t.Parallel()
 	data, _ := os.ReadFile(examplePolicy(t, "psi-sum.json"))
 	s := strings.Replace(string(data), `"2030-01-01T00:00:00Z"`, `"2001-01-01T00:00:00Z"`, 1)
 	path := filepath.Join(t.TempDir(), "old.json")

@@ -15,6 +15,7 @@ import (
 )
 
 func TestAppendGetEntriesStatus(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	c := tl.client()
 	ctx := context.Background()
@@ -60,6 +61,7 @@ func TestAppendGetEntriesStatus(t *testing.T) {
 }
 
 func TestAppendRefusalIsRejectedError(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	c := tl.client()
 	e := tl.entry("once")
@@ -86,6 +88,7 @@ func TestAppendRefusalIsRejectedError(t *testing.T) {
 // A server that answers with something other than what the API promises
 // is caught before anything is returned.
 func TestMalformedResponses(t *testing.T) {
+	t.Parallel()
 	e := newTestLedger(t).entry("x")
 	tx := e.Encode()
 	leaf := b64h(verify.LeafHash(tx))
@@ -149,6 +152,7 @@ func TestMalformedResponses(t *testing.T) {
 }
 
 func TestNewRejectsBadURLs(t *testing.T) {
+	t.Parallel()
 	for _, u := range []string{"", "127.0.0.1:8080", "ftp://x", "http://", "http://h/?a=b", "http://u:p@h"} {
 		if _, err := New(u); err == nil {
 			t.Errorf("New(%q) accepted", u)
@@ -161,6 +165,7 @@ func TestNewRejectsBadURLs(t *testing.T) {
 }
 
 func TestAppendBatch(t *testing.T) {
+	t.Parallel()
 	var gotQuery string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotQuery = r.URL.RawQuery
@@ -203,6 +208,7 @@ func TestAppendBatch(t *testing.T) {
 // TestReplayRefusalSaysWhichEntry: a replay refusal carries the entry that
 // holds the nonce (index 0 included) and whether it is the same entry.
 func TestReplayRefusalSaysWhichEntry(t *testing.T) {
+	t.Parallel()
 	for body, want := range map[string]struct {
 		held *uint64
 		same bool

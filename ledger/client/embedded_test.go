@@ -15,6 +15,7 @@ import (
 // The client against the real thing: an embedded single-validator ledger
 // (CometBFT, vote-extension cosigning) serving its HTTP API.
 func TestAgainstEmbeddedLedger(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	e, err := ledger.OpenEmbedded(ctx, t.TempDir(), ledger.EmbeddedOptions{ChainID: "client-test"})

@@ -54,6 +54,7 @@ func mustVerify(t *testing.T, c *Client, path string, index *uint64) *VerifyResu
 }
 
 func TestVerifyTrustOnFirstUseThenExtension(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	tl.addEntries(5, "first")
 	c := tl.client()
@@ -104,6 +105,7 @@ func TestVerifyTrustOnFirstUseThenExtension(t *testing.T) {
 }
 
 func TestVerifyEmptyLogThenGrowth(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t, 1)
 	c := tl.client()
 	path := statePath(t)
@@ -120,6 +122,7 @@ func TestVerifyEmptyLogThenGrowth(t *testing.T) {
 // A fork: the validators signed two different logs. The client that saw
 // one must reject the other, whether it is the same size or longer.
 func TestVerifyDetectsFork(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	tl.addEntries(10, "a")
 	c := tl.client()
@@ -149,6 +152,7 @@ func TestVerifyDetectsFork(t *testing.T) {
 }
 
 func TestVerifyDetectsRewoundLog(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	tl.addEntries(8, "a")
 	c := tl.client()
@@ -159,6 +163,7 @@ func TestVerifyDetectsRewoundLog(t *testing.T) {
 }
 
 func TestVerifyRejectsTamperedConsistencyProof(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	tl.addEntries(5, "a")
 	c := tl.client()
@@ -172,6 +177,7 @@ func TestVerifyRejectsTamperedConsistencyProof(t *testing.T) {
 }
 
 func TestVerifyRejectsFlippedInclusionHash(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	tl.addEntries(9, "a")
 	c := tl.client()
@@ -184,6 +190,7 @@ func TestVerifyRejectsFlippedInclusionHash(t *testing.T) {
 }
 
 func TestVerifyRejectsTamperedEntry(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	tl.addEntries(6, "a")
 	c := tl.client()
@@ -234,6 +241,7 @@ func TestVerifyRejectsTamperedEntry(t *testing.T) {
 }
 
 func TestVerifyRejectsBadEntrySignature(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	se := tl.entry("signed")
 	se.Signature[5] ^= 1 // a log that contains an entry whose signature is wrong
@@ -243,6 +251,7 @@ func TestVerifyRejectsBadEntrySignature(t *testing.T) {
 }
 
 func TestVerifyQuorumStrictlyMoreThanTwoThirds(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		powers  []int64
 		signers []int
@@ -278,6 +287,7 @@ func TestVerifyQuorumStrictlyMoreThanTwoThirds(t *testing.T) {
 }
 
 func TestVerifyCheckpointSignatures(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t, 1, 1, 1)
 	tl.addEntries(2, "a")
 	c := tl.client()
@@ -297,6 +307,7 @@ func TestVerifyCheckpointSignatures(t *testing.T) {
 }
 
 func TestVerifyWrongOrigin(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	tl.addEntries(2, "a")
 	c := tl.client()
@@ -316,6 +327,7 @@ func TestVerifyWrongOrigin(t *testing.T) {
 }
 
 func TestVerifyValidatorSetSwapped(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t)
 	tl.addEntries(3, "a")
 	c := tl.client()
@@ -346,6 +358,7 @@ func TestVerifyValidatorSetSwapped(t *testing.T) {
 }
 
 func TestStateFileChecks(t *testing.T) {
+	t.Parallel()
 	tl := newTestLedger(t, 1, 1)
 	tl.addEntries(1, "a")
 	c := tl.client()
