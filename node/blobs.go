@@ -159,6 +159,18 @@ func (c *blobCache) evictLocked(n int64) bool {
 	return c.used+n <= c.max
 }
 
+// freeableLocked is the bytes eviction could free: blobs no run holds.
+// The rest of c.used is held blobs and fetches in progress. c.mu is held.
+func (c *blobCache) freeableLocked() int64 {
+	var n int64
+	for _, e := range c.entries {
+		if e.refs == 0 {
+			n += e.size
+		}
+	}
+	return n
+}
+
 // heldLocked is the bytes running sessions hold. c.mu is held.
 func (c *blobCache) heldLocked() int64 {
 	var n int64
@@ -255,8 +267,9 @@ func (c *blobCache) newSink(d blob.Digest, size int64, l *lease) (blob.Sink, err
 		return nil, fmt.Errorf("blob cache: negative size %d", size)
 	}
 	c.mu.Lock()
-	if !c.evictLocked(size) {
-		held := c.heldLocked()
+	// What cannot fit beside the held blobs is refused before anything
+	// is evicted for it.
+	if held := c.heldLocked(); size > c.max-(c.used-c.freeableLocked()) || !c.evictLocked(size) {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s of %d bytes does not fit beside the %d bytes running sessions hold (limit %d bytes, --blob-cache)", ErrBlobCacheFull, d, size, held, c.max)
 	}

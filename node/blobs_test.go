@@ -270,3 +270,23 @@ func TestBlobCacheDirectory(t *testing.T) {
 		t.Fatalf("a directory larger than the cache: %v", err)
 	}
 }
+
+// TestBlobCacheRefusalEvictsNothing: a blob that cannot fit beside the
+// held ones is refused before any unheld blob is evicted for it.
+func TestBlobCacheRefusalEvictsNothing(t *testing.T) {
+	cs := newCacheStore(t)
+	a := cs.put(t, bytes.Repeat([]byte{'a'}, 1000))
+	b := cs.put(t, bytes.Repeat([]byte{'b'}, 1000))
+	big := cs.put(t, bytes.Repeat([]byte{'z'}, 2500))
+	c := newTestCache(t, t.TempDir(), 3000)
+	la := fetch(t, c, cs, a)
+	defer la.release()
+	fetch(t, c, cs, b).release()
+	_, err := c.fetchInput(context.Background(), cs.input("big", big), &lease{c: c})
+	if !errors.Is(err, ErrBlobCacheFull) {
+		t.Fatalf("2500 bytes beside 1000 held in a 3000-byte cache: %v", err)
+	}
+	if got := cached(c, a, b, big); got != "AB" || c.used != 2000 {
+		t.Fatalf("after the refusal the cache holds %s (%d bytes), want AB", got, c.used)
+	}
+}
