@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -14,7 +16,8 @@ import (
 
 // TestnetOptions configure GenerateTestnet.
 type TestnetOptions struct {
-	// ChainID of the new chain (default "cloister-testnet").
+	// ChainID of the new chain (default "cloister-testnet-<8 random hex>":
+	// each testnet is a ledger of its own to clients).
 	ChainID string
 	// APIAddrs, if set, are the HOST:PORT addresses of the validators'
 	// APIs, one per validator, in order (default: free 127.0.0.1 ports).
@@ -38,7 +41,14 @@ func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValida
 	}
 	chainID := opts.ChainID
 	if chainID == "" {
-		chainID = "cloister-testnet"
+		// A new chain, a new name: clients keep what they verified per
+		// ledger origin, so a throwaway testnet must not pass for the
+		// last one with another validator set (decision 0172).
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("testnet: %w", err)
+		}
+		chainID = "cloister-testnet-" + hex.EncodeToString(b[:])
 	}
 	if err := verify.CheckChainID(chainID); err != nil {
 		return nil, fmt.Errorf("testnet: %w", err)

@@ -181,7 +181,7 @@ Exit status: 0 created; 1 the homes could not be created; 2 bad usage.`,
 	}
 	cmd.Flags().IntVar(&n, "validators", 4, "number of validators (1 to 100; 3f+1 tolerate f faulty)")
 	cmd.Flags().StringVar(&out, "out", "", "directory to create the validator homes in")
-	cmd.Flags().StringVar(&chainID, "chain-id", "", `chain id (default "cloister-testnet"); the ledger's origin is cloister.ledger/<chain id>`)
+	cmd.Flags().StringVar(&chainID, "chain-id", "", `chain id (default "cloister-testnet-" and 8 random hex digits: a ledger of its own); the ledger's origin is cloister.ledger/<chain id>`)
 	return cmd
 }
 
@@ -766,6 +766,11 @@ file that cannot be read or trusted.`,
 			}
 			var ve *verify.VerificationError
 			if errors.As(err, &ve) {
+				if errors.Is(err, verify.ErrValidatorSetChanged) {
+					// The alarm stands; one innocent cause is a test
+					// ledger made again under a name given by hand.
+					err = fmt.Errorf("%w. (A test ledger made again with the same --chain-id is another ledger too: verify it with a --state of its own; 'cloister ledger testnet' without --chain-id names each new ledger anew.)", err)
+				}
 				return failure(fmt.Errorf("ledger verification failed: %w", err))
 			}
 			return ledgerFailure("ledger verify", c, err)

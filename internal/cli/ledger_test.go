@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// ledgerTestnet runs 'cloister ledger testnet --validators 1' and then
+// ledgerTestnet runs 'cloister ledger testnet --validators 1' (with
+// --chain-id chainID unless it is "") and then
 // 'cloister ledger start' for its one validator in-process (on its own
 // command tree, so runCLI can be used meanwhile). It returns the API URL;
 // the validator stops, and the start command must return cleanly, at the
@@ -55,7 +57,11 @@ func ledgerTestnet(t *testing.T, chainID string) string {
 func ledgerTestnetHome(t *testing.T, chainID string) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
-	code, out, errOut := runCLI(t, "ledger", "testnet", "--validators", "1", "--out", dir, "--chain-id", chainID)
+	args := []string{"ledger", "testnet", "--validators", "1", "--out", dir}
+	if chainID != "" {
+		args = append(args, "--chain-id", chainID)
+	}
+	code, out, errOut := runCLI(t, args...)
 	if code != 0 {
 		t.Fatalf("testnet: exit %d: %s", code, errOut)
 	}
@@ -351,4 +357,45 @@ func TestLedgerVerifyFailuresAndUsage(t *testing.T) {
 	if code, out, _ := runCLI(t, "ledger", "verify", "--help"); code != 0 || !strings.Contains(out, "Exit status: 0 verified; 1 verification failed") {
 		t.Errorf("verify --help: exit %d\n%s", code, out)
 	}
+}
+
+// TestNewTestnetsMeetNoOldState: two testnets made with the default chain
+// id are two ledgers to a client keeping its state by origin, so the
+// second never trips the "validator set differs" alarm of the first;
+// while a ledger that keeps its name — a consortium's — and is then shown
+// with another validator set still does. (Not parallel: the state lives
+// in the user config directory, which the test sets.)
+func TestNewTestnetsMeetNoOldState(t *testing.T) {
+	config := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", config)
+	a, b := ledgerTestnet(t, ""), ledgerTestnet(t, "")
+	states := map[string]bool{}
+	for _, u := range []string{a, b} {
+		code, out, errOut := runCLI(t, "ledger", "verify", "--ledger", u)
+		if code != 0 || !strings.Contains(out, "first use: pinned") || !strings.Contains(out, "verified cloister.ledger/cloister-testnet-") {
+			t.Fatalf("verify %s: exit %d\n%s%s", u, code, out, errOut)
+		}
+		_, st, _ := strings.Cut(out, "state: ")
+		states[strings.TrimSpace(st)] = true
+	}
+	if len(states) != 2 {
+		t.Errorf("two testnets share a state file: %v", states)
+	}
+	for p := range states {
+		if !strings.HasPrefix(p, filepath.Join(config, "cloister")) {
+			t.Errorf("state file %s is not in the user config directory %s", p, config)
+		}
+	}
+
+	// A consortium's ledger keeps its chain id; another set under that
+	// name — another genesis, or a compromised server — is refused.
+	real, impostor := ledgerTestnet(t, "acme-consortium"), ledgerTestnet(t, "acme-consortium")
+	mustCLI(t, "ledger", "verify", "--ledger", real)
+	code, _, errOut := runCLI(t, "ledger", "verify", "--ledger", impostor)
+	if code != 1 || !strings.Contains(errOut, "the server's validator set differs from the one pinned in") ||
+		!strings.Contains(errOut, "another ledger or a compromised server") {
+		t.Errorf("another validator set under the consortium's name: exit %d %q", code, errOut)
+	}
+	golden(t, "validator-set-alarm", code, regexp.MustCompile(`validator-[0-9a-f]{8}`).ReplaceAllString(errOut, "validator-HEX"), config)
+	mustCLI(t, "ledger", "verify", "--ledger", real) // the real one still verifies
 }

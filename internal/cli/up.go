@@ -3,8 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -544,12 +542,10 @@ func (sv *supervisor) create() error {
 		for i := range addrs {
 			addrs[i] = portPlus(cfg.LedgerListen, i)
 		}
-		// A chain id of its own: to clients, which keep what they verified
-		// per ledger origin, a new network is a new ledger.
-		var b [4]byte
-		rand.Read(b[:])
-		opts := ledger.TestnetOptions{ChainID: "cloister-testnet-" + hex.EncodeToString(b[:]), APIAddrs: addrs}
-		if _, err := ledger.GenerateTestnet(filepath.Join(sv.dir, "ledger"), cfg.Validators, opts); err != nil {
+		// The default chain id is one of its own: to clients, which keep
+		// what they verified per ledger origin, a new network is a new
+		// ledger.
+		if _, err := ledger.GenerateTestnet(filepath.Join(sv.dir, "ledger"), cfg.Validators, ledger.TestnetOptions{APIAddrs: addrs}); err != nil {
 			return failure(fmt.Errorf("up: %w", err))
 		}
 	}
