@@ -242,3 +242,90 @@ func TestVerifiersLinkNoConsensus(t *testing.T) {
 		}
 	}
 }
+
+// importsOf returns the import paths of f.
+func importsOf(f goFile) []string {
+	var out []string
+	for _, im := range f.ast.Imports {
+		if p, err := strconv.Unquote(im.Path.Value); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestOneCanonicalJSON: RFC 8785 is implemented once, in jcs. An
+// implementation orders object members by their UTF-16 code units, so a
+// package outside jcs that imports unicode/utf16, or declares a function
+// named canonicalize, is a second canonical form in the making (the
+// ledger once had one that disagreed with the policy's on lone
+// surrogates). The packages whose bytes are signed or hashed use jcs.
+func TestOneCanonicalJSON(t *testing.T) {
+	t.Parallel()
+	users := map[string]bool{}
+	for _, f := range goFiles(t) {
+		if f.test || strings.HasPrefix(f.rel, "jcs/") {
+			continue
+		}
+		for _, p := range importsOf(f) {
+			if p == "unicode/utf16" {
+				t.Errorf("%s imports unicode/utf16: canonical JSON is jcs's alone", f.rel)
+			}
+			if p == module+"/jcs" {
+				users[pathDir(f.rel)] = true
+			}
+		}
+		for _, d := range f.ast.Decls {
+			if fd, ok := d.(*ast.FuncDecl); ok && strings.Contains(strings.ToLower(fd.Name.Name), "canonicali") {
+				t.Errorf("%s declares %s: canonicalise with jcs.Canonicalize", f.rel, fd.Name.Name)
+			}
+		}
+	}
+	// Policies (their hash), ledger entries (their signatures), result
+	// commitments and admission tokens: each is one form, jcs's.
+	for _, dir := range []string{"policy", "ledger/verify", "api/protocol", "node"} {
+		if !users[dir] {
+			t.Errorf("%s does not use jcs: where does its canonical form come from?", dir)
+		}
+	}
+}
+
+// TestOneCheckpointVerifier: signed checkpoints are opened, and their
+// quorum judged, by ledger/verify alone. Outside it, no code opens a
+// signed note (note.Open) or declares a quorum rule; the state machine,
+// the ledger client and the command line import ledger/verify.
+func TestOneCheckpointVerifier(t *testing.T) {
+	t.Parallel()
+	users := map[string]bool{}
+	for _, f := range goFiles(t) {
+		if f.test || strings.HasPrefix(f.rel, "ledger/verify/") {
+			continue
+		}
+		if n := len(calls(nil, f.ast)["golang.org/x/mod/sumdb/note.Open"]); n > 0 {
+			t.Errorf("%s calls note.Open: verify checkpoints with verify.OpenCheckpoint", f.rel)
+		}
+		for _, d := range f.ast.Decls {
+			if fd, ok := d.(*ast.FuncDecl); ok && strings.EqualFold(fd.Name.Name, "quorum") {
+				t.Errorf("%s declares %s: the quorum rule is verify.Quorum", f.rel, fd.Name.Name)
+			}
+		}
+		for _, p := range importsOf(f) {
+			if p == module+"/ledger/verify" {
+				users[pathDir(f.rel)] = true
+			}
+		}
+	}
+	for _, dir := range []string{"ledger", "ledger/client", "internal/cli"} {
+		if !users[dir] {
+			t.Errorf("%s does not import ledger/verify", dir)
+		}
+	}
+}
+
+// pathDir is the slash-separated directory of a module-relative path.
+func pathDir(rel string) string {
+	if i := strings.LastIndex(rel, "/"); i >= 0 {
+		return rel[:i]
+	}
+	return "."
+}
