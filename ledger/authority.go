@@ -112,7 +112,7 @@ func validateEntry(v blockView, rs *ruleSet, se *verify.SignedEntry, index uint6
 			return nil, reject(verify.CodeMalformed, "%s body: %v", e.Kind, err)
 		}
 	}
-	ws, rej := rule(&ruleCtx{v: v, pub: pub, index: index, height: height, body: &b})
+	ws, rej := rule(&ruleCtx{v: v, pub: pub, index: index, height: height, now: now, body: &b})
 	if rej != nil {
 		return nil, rej
 	}
@@ -139,7 +139,10 @@ type ruleCtx struct {
 	pub    ed25519.PublicKey
 	index  uint64
 	height int64
-	body   *body
+	// now is the block time (the local time in CheckTx): rules that judge
+	// a window (grants, delegations) use it, never an entry's own time.
+	now  time.Time
+	body *body
 }
 
 // kindRule judges one entry of a kind and returns its writes.

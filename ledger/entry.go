@@ -1,6 +1,9 @@
 package ledger
 
-import "github.com/cloisterhq/cloister/ledger/verify"
+import (
+	"github.com/cloisterhq/cloister/ledger/acl"
+	"github.com/cloisterhq/cloister/ledger/verify"
+)
 
 // Entry kinds: what each means and who may submit it is the state
 // machine's rules (authority.go, members.go), by rule version (rules.go).
@@ -20,6 +23,11 @@ const (
 	KindMemberAdmitted  verify.Kind = "member.admitted"
 	KindMemberRemoved   verify.Kind = "member.removed"
 	KindRulesScheduled  verify.Kind = "rules.scheduled"
+	// The key broker's kinds (rule version 3): package acl gives their
+	// bodies.
+	KindArtifactRegistered verify.Kind = acl.KindArtifactRegistered
+	KindACLDelegated       verify.Kind = acl.KindDelegated
+	KindKeyReleased        verify.Kind = acl.KindKeyReleased
 )
 
 // Kinds lists every kind the state machine accepts under the latest rule

@@ -33,8 +33,14 @@ const (
 	// (any depth the whole transaction keeps within jcs.MaxDepth), and
 	// adds the consortium kinds member.admitted and member.removed.
 	RulesV2 = 2
+	// RulesV3 adds the key broker's kinds (aclrules.go): artifact.registered,
+	// acl.delegated and key.released, and replaces acl.granted and
+	// acl.revoked: a grant names an artifact its owner registered (no
+	// longer whoever granted first on a resource), an isolate, a window
+	// judged at block time and a number of uses (decision 0100).
+	RulesV3 = 3
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV2
+	LatestRules = RulesV3
 )
 
 // ruleSet is what one rule version accepts.
@@ -70,7 +76,13 @@ func makeRuleSets() map[int]*ruleSet {
 	v2.maxBodyDepth = 0
 	v2.kinds[KindMemberAdmitted] = ruleMemberAdmitted
 	v2.kinds[KindMemberRemoved] = ruleMemberRemoved
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2}
+	v3 := v2.next(RulesV3)
+	v3.kinds[KindArtifactRegistered] = ruleArtifactRegistered
+	v3.kinds[KindACLGranted] = ruleACLGrantedV3
+	v3.kinds[KindACLRevoked] = ruleACLRevokedV3
+	v3.kinds[KindACLDelegated] = ruleACLDelegated
+	v3.kinds[KindKeyReleased] = ruleKeyReleased
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

@@ -234,7 +234,7 @@ func TestRulesScheduled(t *testing.T) {
 		}
 	}
 	const on = 6
-	fb := c.block(deep(), member(), schedule(keys[0], 2, on), schedule(user, 2, on), schedule(keys[1], 3, on), schedule(keys[2], 2, 2))
+	fb := c.block(deep(), member(), schedule(keys[0], 2, on), schedule(user, 2, on), schedule(keys[1], LatestRules+1, on), schedule(keys[2], 2, 2))
 	want(fb, 0, verify.CodeMalformed, verify.CodeMalformed, "ok", verify.CodeUnauthorized, verify.CodeMalformed, verify.CodeMalformed)
 	fb = c.block(schedule(keys[0], 2, on), schedule(keys[1], 2, on)) // a repeat; 2 of 3 is not more than 2/3
 	want(fb, 1, verify.CodeReplay, "ok")

@@ -32,6 +32,7 @@ import (
 //	grants       index -> owner key (32) || revoked-by index (0: live) || resource
 //	acl_owners   resource -> owner key (32)
 //	checkpoints  size -> cosigned checkpoint note
+//	artifacts, acl_grants, acl_delegations, acl_uses: see aclrules.go
 //	members      see members.go
 //	rule_votes   see rules.go
 var (
@@ -46,8 +47,13 @@ var (
 	bucketCheckpoints = []byte("checkpoints")
 	bucketMembers     = []byte("members")
 	bucketRuleVotes   = []byte("rule_votes")
+	bucketArtifacts   = []byte("artifacts")
+	bucketACLGrants   = []byte("acl_grants")
+	bucketDelegations = []byte("acl_delegations")
+	bucketACLUses     = []byte("acl_uses")
 	allBuckets        = [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketNonces, bucketNodes,
-		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers, bucketRuleVotes}
+		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers, bucketRuleVotes,
+		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}

@@ -2,8 +2,11 @@ package cli
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cloisterhq/cloister/ledger"
 )
 
 // TestLedgerRulesCommands: a new chain runs the latest rule version from
@@ -19,17 +22,18 @@ func TestLedgerRulesCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Version != 2 || len(got.Steps) != 1 || got.Steps[0].Height != 1 || got.Steps[0].Version != 2 || got.Latest != 2 {
-		t.Fatalf("rules show: %+v, want version 2 from height 1", got)
+	if got.Version != ledger.LatestRules || len(got.Steps) != 1 || got.Steps[0].Height != 1 || got.Steps[0].Version != ledger.LatestRules || got.Latest != ledger.LatestRules {
+		t.Fatalf("rules show: %+v, want version %d from height 1", got, ledger.LatestRules)
 	}
+	latest, next := strconv.Itoa(ledger.LatestRules), strconv.Itoa(ledger.LatestRules+1)
 	for _, c := range []struct {
 		args []string
 		code int
 		want string
 	}{
-		{[]string{"--version", "2", "--height", "1000"}, 1, "not later than version 2"},
-		{[]string{"--version", "3", "--height", "1000"}, 1, "not one this validator implements"},
-		{[]string{"--version", "3"}, 2, "required"},
+		{[]string{"--version", latest, "--height", "1000"}, 1, "not later than version " + latest},
+		{[]string{"--version", next, "--height", "1000"}, 1, "not one this validator implements"},
+		{[]string{"--version", next}, 2, "required"},
 	} {
 		args := append([]string{"ledger", "rules", "schedule", "--ledger", url, "--validator-home", home}, c.args...)
 		code, _, errOut := runCLI(t, args...)
