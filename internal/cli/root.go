@@ -86,6 +86,9 @@ what on a verifiable ledger.`,
 		newAdmissionCmd(),
 		newUpCmd(),
 		newDownCmd(),
+		newBrokerCmd(),
+		newArtifactCmd(),
+		newACLCmd(),
 	)
 	return root
 }
