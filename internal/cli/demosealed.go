@@ -260,7 +260,9 @@ func runSealedDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, 
 		return err
 	}
 	iso := &broker.Isolate{Node: nodeText, Session: session, PolicyHash: policyHash, SessionKey: sk,
-		Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) { return att.Attest(ctx, rd) }}
+		Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) {
+			return att.Attest(ctx, rd)
+		}}
 	pr.step("node %s… registered and opened session %s… (session.created)", nodeText[:20], session[:8])
 
 	grant := acl.Grant{Artifact: sum.Digest, Owner: ownerText, Grantee: acl.Grantee{Node: nodeText, Session: session},
