@@ -276,7 +276,14 @@ func runAttestVerify(cmd *cobra.Command, f *verifyFlags, file string) error {
 			return fail(ExitUsage, fmt.Errorf("%s: %w", file, err))
 		}
 		if errors.Is(err, attest.ErrUntrustedSigner) && len(f.trustRoots) == 0 {
-			err = fmt.Errorf("%w; pin the key you expect with --trust-root FILE (the --pub-out file of 'cloister attest quote', or a file with the platform's ed25519:… key on a line of its own)", err)
+			what := "a file with the platform's ed25519:… key on a line of its own"
+			switch ev.Class {
+			case attest.ClassTPM:
+				what = "a PEM file of the TPM's attestation key"
+			case attest.ClassEAR, attest.ClassCCA:
+				what = "the verifier's or platform's public key, PEM or JWK"
+			}
+			err = fmt.Errorf("%w; pin the key you expect with --trust-root FILE (the --pub-out file of 'cloister attest quote', or %s)", err, what)
 		}
 		return fail(ExitFailure, fmt.Errorf("%s: %s evidence not verified: %w", file, ev.Class, err))
 	}

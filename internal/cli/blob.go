@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
@@ -164,10 +165,13 @@ func newBlobServeCmd() *cobra.Command {
 		Long: `serve runs the on-disk blob store that a node also embeds (cloister node
 --blob-listen): plain HTTP on ADDR, blobs under DIR. Reads are open (blobs are
 ciphertexts or public data, checked by digest by every reader); writes must
-be signed by one of the --push-key keys (ed25519:…, "cloister key public"),
-each within its quota. docs/storage.md lists the endpoints and limits.`,
-		Example: `  cloister blob serve --listen 127.0.0.1:7444 --data ./blobs --push-key $(cloister key public alice.key --json | jq -r .signing_key)`,
-		Args:    cobra.NoArgs,
+be signed by one of the --push-key keys (ed25519:…, or a file holding one,
+such as what "cloister key public" prints), each within its quota.
+docs/storage.md lists the endpoints and limits.`,
+		Example: `  cloister key public alice.key > alice.pub
+  cloister blob serve --listen 127.0.0.1:7444 --data ./blobs --push-key alice.pub
+  cloister blob serve --listen 127.0.0.1:7444 --data ./blobs --push-key ed25519:…=1GiB`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if listen == "" || dataDir == "" {
 				return usageError("blob serve: --listen ADDR and --data DIR are required")
@@ -204,12 +208,11 @@ each within its quota. docs/storage.md lists the endpoints and limits.`,
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "TCP address to serve on, e.g. 127.0.0.1:7444")
 	cmd.Flags().StringVar(&dataDir, "data", "", "directory holding the blobs")
-	cmd.Flags().StringArrayVar(&pushKeys, "push-key", nil, "signing key allowed to write, ed25519:… or ed25519:…=QUOTA (repeatable)")
+	cmd.Flags().StringArrayVar(&pushKeys, "push-key", nil, "signing key allowed to write: ed25519:… or a public-key FILE, optionally =QUOTA (repeatable)")
 	lim.register(cmd)
 	return cmd
 }
 
-// serveNodeBlobStore serves the node's embedded blob store on addr.
 // serveNodeBlobStore serves the node's embedded blob store on addr until
 // the returned function stops it.
 func serveNodeBlobStore(addr string, opts server.Options, log *slog.Logger) (stop func(), err error) {
@@ -262,7 +265,15 @@ func (l *storeLimitFlags) options(dir string, pushKeys []string) (server.Options
 			}
 		}
 		if _, err := keys.ParseSigningKey(k); err != nil {
-			return o, fmt.Errorf("--push-key %q: %v", pk, err)
+			if strings.HasPrefix(k, protocol.Ed25519KeyPrefix) {
+				return o, fmt.Errorf("--push-key %q: %v", pk, err)
+			}
+			// A file: what 'cloister key public' printed, or a key file.
+			signing, _, ferr := publicKeysOf(k)
+			if ferr != nil {
+				return o, fmt.Errorf("--push-key %q: neither a signing key (ed25519:…) nor a file holding one: %v", pk, ferr)
+			}
+			k = signing
 		}
 		o.Pushers[k] = q
 	}

@@ -75,3 +75,45 @@ func TestBlobPutGet(t *testing.T) {
 		t.Fatalf("put dir printed %q, want the manifest digest %s", stdout, blob.FromBytes(m))
 	}
 }
+
+// TestPushKeyForms: --push-key takes the key itself, a file holding it
+// (what 'cloister key public' prints, or the key file), each with an
+// optional =QUOTA; anything else is refused naming the flag.
+func TestPushKeyForms(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "alice.key")
+	if code, _, stderr := runCLI(t, "key", "new", "--out", keyFile); code != ExitOK {
+		t.Fatalf("key new: %s", stderr)
+	}
+	k, err := keys.Load(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := k.Public().SigningString()
+	_, pub, _ := runCLI(t, "key", "public", keyFile)
+	pubFile := filepath.Join(dir, "alice.pub")
+	if err := os.WriteFile(pubFile, []byte(pub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var l storeLimitFlags
+	l.maxBlob, l.maxTotal, l.quota = "1MiB", "2MiB", "1MiB"
+	for _, c := range []struct {
+		arg   string
+		quota int64
+	}{{want, 0}, {want + "=64KiB", 64 << 10}, {pubFile, 0}, {pubFile + "=2KiB", 2 << 10}, {keyFile, 0}} {
+		o, err := l.options(dir, []string{c.arg})
+		if err != nil {
+			t.Errorf("--push-key %s: %v", c.arg, err)
+			continue
+		}
+		if q, ok := o.Pushers[want]; !ok || q != c.quota || len(o.Pushers) != 1 {
+			t.Errorf("--push-key %s: pushers %v, want %s with quota %d", c.arg, o.Pushers, want, c.quota)
+		}
+	}
+	for _, bad := range []string{"ed25519:AAAA", filepath.Join(dir, "missing.pub"), filepath.Join(dir, "alice.key") + "=lots"} {
+		if _, err := l.options(dir, []string{bad}); err == nil || !strings.Contains(err.Error(), "--push-key") {
+			t.Errorf("--push-key %s: %v, want a refusal naming the flag", bad, err)
+		}
+	}
+}

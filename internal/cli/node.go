@@ -235,7 +235,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	}
 	f := cmd.Flags()
 	f.StringVar(&blobListen, "blob-listen", "", "also serve the node's blob store (plain HTTP, signed writes; docs/storage.md) on this address, e.g. 127.0.0.1:7444")
-	f.StringArrayVar(&pushKeys, "push-key", nil, "with --blob-listen: signing key allowed to write blobs, ed25519:… or ed25519:…=QUOTA (repeatable)")
+	f.StringArrayVar(&pushKeys, "push-key", nil, "with --blob-listen: signing key allowed to write blobs: ed25519:… or a public-key FILE, optionally =QUOTA (repeatable)")
 	blobLim.register(cmd)
 	f.StringVar(&blobCache, "blob-cache", "16GiB", "bytes of stored inputs (fetched by digest for policies' from) kept in DIR/blobs; the least recently used go first, never one a running session reads")
 	f.StringVar(&listen, "listen", "127.0.0.1:7443", "TCP address to serve TLS on")

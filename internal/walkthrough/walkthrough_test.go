@@ -30,6 +30,11 @@ var guides = []struct {
 	{"docs/policy.md", true},
 	{"docs/ledger.md", false},
 	{"examples/policies/README.md", true},
+	{"docs/keys.md", true},
+	{"docs/attestation.md", true},
+	{"docs/guest.md", true},
+	{"docs/storage.md", true},
+	{"examples/README.md", false},
 }
 
 const prelude = "go build -o cloister ./cmd/cloister && CGO_ENABLED=0 go build -o cloister-isolate ./cmd/cloister-isolate"
