@@ -503,6 +503,7 @@ func (ln *ledgerNode) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	_, vs := ln.app.state()
 	ln.read(w, func(w http.ResponseWriter, r reader, st committedState) error {
 		s := statusJSON{Height: st.Height, Size: st.Size, Root: st.Root[:]}
+		s.Peers, s.CatchingUp = ln.liveness()
 		if vs != nil {
 			s.ChainID = vs.chainID
 		}

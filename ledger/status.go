@@ -10,6 +10,12 @@ type statusJSON struct {
 	// the whole schedule, including versions scheduled for later heights.
 	RulesVersion int          `json:"rules_version,omitempty"`
 	Rules        ruleSchedule `json:"rules,omitempty"`
+	// Peers is the number of validators' connections this one holds;
+	// CatchingUp is true while it is still fetching blocks others have
+	// committed (its state is behind theirs). Both are the serving
+	// validator's own, unverified, view.
+	Peers      int  `json:"peers"`
+	CatchingUp bool `json:"catching_up"`
 }
 
 // withRules adds the rule schedule to a status of committed height h.
@@ -17,5 +23,37 @@ func (s statusJSON) withRules(sched ruleSchedule, h int64) statusJSON {
 	if sched != nil {
 		s.Rules, s.RulesVersion = sched, sched.at(h+1)
 	}
+	return s
+}
+
+// liveness is the CometBFT node's view of its peers and of its sync.
+func (ln *ledgerNode) liveness() (peers int, catchingUp bool) {
+	if sw := ln.node.Switch(); sw != nil {
+		peers = sw.Peers().Size()
+	}
+	if r := ln.node.ConsensusReactor(); r != nil {
+		catchingUp = r.WaitSync()
+	}
+	return peers, catchingUp
+}
+
+// Status is a ledger's view of itself, as GET /v1/status serves it.
+type Status struct {
+	ChainID    string
+	Height     int64
+	Size       uint64
+	Peers      int
+	CatchingUp bool
+}
+
+// Status returns the embedded ledger's committed height and size. Its one
+// validator has no peers and is never catching up once open.
+func (e *Embedded) Status() Status {
+	st, vs := e.ln.app.state()
+	s := Status{Height: st.Height, Size: st.Size}
+	if vs != nil {
+		s.ChainID = vs.chainID
+	}
+	s.Peers, s.CatchingUp = e.ln.liveness()
 	return s
 }

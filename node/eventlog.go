@@ -59,6 +59,7 @@ const (
 	EventSessionCreated  = "session.created"
 	EventProgramUploaded = "session.program_uploaded"
 	EventInputUploaded   = "session.input_uploaded"
+	EventRunInterrupted  = "session.run_interrupted"
 	EventRunRestarted    = "session.run_restarted"
 	EventRunFinished     = "session.run_finished"
 	EventResultFetched   = "session.result_fetched"

@@ -528,7 +528,7 @@ func TestEntriesKeepStepOrder(t *testing.T) {
 
 // TestRestartedRunReplaysEntries: a run cut short by a stop while its
 // entries were unconfirmed is run again, and those entries, then the
-// restart's, are sent in order (under -race: without a race between the
+// interruption's and the restart's, are sent in order (under -race: without a race between the
 // recorder and the restart's own step).
 func TestRestartedRunReplaysEntries(t *testing.T) {
 	dir := t.TempDir()
@@ -546,7 +546,7 @@ func TestRestartedRunReplaysEntries(t *testing.T) {
 		t.Fatal("entries still pending after the restart")
 	}
 	id := is.s.id[:8]
-	want := []string{id + " " + EventSessionCreated, id + " " + EventProgramUploaded, id + " " + EventInputUploaded, id + " " + EventInputUploaded, id + " " + EventRunRestarted}
+	want := []string{id + " " + EventSessionCreated, id + " " + EventProgramUploaded, id + " " + EventInputUploaded, id + " " + EventInputUploaded, id + " " + EventRunInterrupted, id + " " + EventRunRestarted}
 	log.mu.Lock()
 	got := slices.Clone(log.order)
 	log.mu.Unlock()

@@ -60,6 +60,7 @@ func (n *Node) Handler() http.Handler {
 		mux.Handle(rt.proc, n.bounded(name, lim, rt.handler(append(opts, rpcOptions(lim)...)...)))
 	}
 	mux.Handle("GET /metrics", n.metricsHandler())
+	n.opsHandlers(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sni := ""
 		if r.TLS != nil {

@@ -23,6 +23,9 @@ import (
 // form, whatever padding the document came with. peer is the client's
 // address ("host:port"), which counts unsigned creates in open mode.
 func (n *Node) createSession(ctx context.Context, req *cloisterv1.CreateSessionRequest, peer string) (*session, error) {
+	if n.draining.Load() {
+		return nil, errDraining("new sessions")
+	}
 	doc := req.Policy
 	if len(doc) > policy.MaxFileSize {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy is %d bytes, at most %d accepted", len(doc), policy.MaxFileSize))

@@ -69,6 +69,13 @@ type Options struct {
 	// LedgerName identifies Ledger (its checkpoint origin, say): a
 	// registration remembered for another name is made again.
 	LedgerName string
+	// LedgerURL is an external Ledger's API URL, shown by the status;
+	// empty for an embedded one.
+	LedgerURL string
+	// LedgerStatus, when set, reports the ledger's height, peers and
+	// sync: the node is not ready while it fails or the ledger is
+	// catching up (/readyz).
+	LedgerStatus func(context.Context) (LedgerState, error)
 	// EventLog records session events on something other than a ledger
 	// (tests); it may not be set together with Ledger. Nil with no Ledger
 	// means events are kept in the session's state only.
@@ -136,6 +143,11 @@ type Node struct {
 	inflight inflight
 	conns    httpguard.Stats // of the listener Serve guards
 	metrics  *metrics
+
+	started  time.Time
+	draining atomic.Bool // Drain called: no new sessions or uploads
+	ready    readiness
+	errs     errorRing // latest warnings and errors logged
 }
 
 // New opens (or, on first start, initialises) a node over opts.DataDir:
@@ -163,6 +175,8 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	if n.log == nil {
 		n.log = slog.Default()
 	}
+	n.log = slog.New(&ringHandler{next: n.log.Handler(), ring: &n.errs})
+	n.started = time.Now()
 	pk, created, err := keys.LoadOrCreate(filepath.Join(opts.DataDir, PlatformKeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("node: platform key: %w", err)

@@ -184,6 +184,9 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	if program {
 		kind, op, role = "program", protocol.OpUploadProgram, roleProgramProvider
 	}
+	if s.n.draining.Load() {
+		return nil, errDraining("uploads")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.rec.State != stateProvisioning {
@@ -505,12 +508,24 @@ func (s *session) execute(ctx context.Context) {
 	if s.rec.State != stateRunning {
 		return // closed meanwhile
 	}
+	now := s.n.now()
 	if ctx.Err() != nil && s.n.baseCtx.Err() != nil {
-		// The node is shutting down: leave the record "running" so that
-		// the next start runs it again.
+		// The node stopped before the run ended (Close after Drain's
+		// grace): the run is recorded as interrupted and the record
+		// stays "running", so that the next start runs it again.
+		s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventRunInterrupted, Time: now})
+		entry := s.n.stage(s.rec, len(s.rec.Events)-1, LedgerKindSessionEvent, map[string]any{"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:])})
+		if err := s.n.store.save(s.rec, true); err != nil {
+			// Still "running" on disk: the next start runs it again all the same.
+			s.rec.Events = s.rec.Events[:len(s.rec.Events)-1]
+			s.n.log.Error("saving an interrupted run", "session", s.id, "err", err)
+			return
+		}
+		s.queue(len(s.rec.Events)-1, entry, false)
+		s.n.metrics.runEnded("interrupted", runOutcomeOf(out))
+		s.n.log.Warn("run interrupted by the node's stop; it runs again at the next start", "session", s.id, "ms", time.Since(start).Milliseconds())
 		return
 	}
-	now := s.n.now()
 	reason := ""
 	switch {
 	case err != nil:

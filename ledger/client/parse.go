@@ -318,6 +318,11 @@ type Status struct {
 	// a ledger too old to say); Rules the schedule of versions by height.
 	RulesVersion int
 	Rules        []RuleStep
+	// Peers and CatchingUp are the serving validator's view of its
+	// connections and of its sync (0 and false from a ledger too old to
+	// say).
+	Peers      int
+	CatchingUp bool
 }
 
 // RuleStep is one step of a ledger's rule schedule: Version is in force
@@ -336,6 +341,8 @@ func parseStatus(b []byte) (*Status, error) {
 		CheckpointSize *uint64    `json:"checkpoint_size"`
 		RulesVersion   int        `json:"rules_version"`
 		Rules          []RuleStep `json:"rules"`
+		Peers          int        `json:"peers"`
+		CatchingUp     bool       `json:"catching_up"`
 	}
 	if err := decodeStrict(b, &w); err != nil {
 		return nil, malformed("status: %v", err)
@@ -346,8 +353,9 @@ func parseStatus(b []byte) (*Status, error) {
 	if err := verify.CheckChainID(*w.ChainID); err != nil {
 		return nil, malformed("status: %v", err)
 	}
-	st := &Status{ChainID: *w.ChainID, Height: *w.Height, Size: *w.Size, Root: *w.Root, RulesVersion: w.RulesVersion, Rules: w.Rules}
-	if len(st.Rules) > 64 || st.RulesVersion < 0 {
+	st := &Status{ChainID: *w.ChainID, Height: *w.Height, Size: *w.Size, Root: *w.Root, RulesVersion: w.RulesVersion, Rules: w.Rules,
+		Peers: w.Peers, CatchingUp: w.CatchingUp}
+	if len(st.Rules) > 64 || st.RulesVersion < 0 || st.Peers < 0 {
 		return nil, malformed("status: %d rule steps, version %d", len(st.Rules), st.RulesVersion)
 	}
 	if w.CheckpointSize != nil { // null until the first checkpoint is cosigned
