@@ -69,6 +69,8 @@ func (ln *ledgerNode) handler() http.Handler {
 	mux.HandleFunc("GET /v1/validators", ln.handleValidators)
 	mux.HandleFunc("GET /v1/status", ln.handleStatus)
 	mux.HandleFunc("GET /v1/members/{key}", ln.handleMember)
+	mux.HandleFunc("GET /healthz", ln.handleHealthz)
+	mux.HandleFunc("GET /readyz", ln.handleReadyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, verify.CodeNotFound, "no endpoint %s %s; see GET /v1/status, /v1/entries, /v1/checkpoint, /v1/proof/..., /v1/validators", r.Method, r.URL.Path)
 	})

@@ -65,6 +65,15 @@ func TestAPI(t *testing.T) {
 	if st.Size != 4 || st.Height < 1 || st.CheckpointSize == nil || st.ChainID != e.ChainID() || len(st.Root) != 32 {
 		t.Fatalf("status %+v", st)
 	}
+	if status, b := c.do("GET", "/readyz", nil); status != 200 || string(b) != "ok\n" {
+		t.Fatalf("readyz: %d %s", status, b)
+	}
+	if status, b := c.do("GET", "/healthz", nil); status != 200 || string(b) != "ok\n" {
+		t.Fatalf("healthz: %d %s", status, b)
+	}
+	if es := e.Status(); es.Height != st.Height || es.Size != 4 || es.Peers != 0 || es.CatchingUp || es.ChainID != e.ChainID() {
+		t.Fatalf("Status() = %+v, API %+v", es, st)
+	}
 	status, b = c.do("GET", "/v1/checkpoint", nil)
 	if status != 200 || !strings.HasPrefix(string(b), Origin(e.ChainID())+"\n") {
 		t.Fatalf("checkpoint: %d %s", status, b)

@@ -1,5 +1,10 @@
 package ledger
 
+import (
+	"fmt"
+	"net/http"
+)
+
 type statusJSON struct {
 	ChainID        string  `json:"chain_id"`
 	Height         int64   `json:"height"`
@@ -56,4 +61,28 @@ func (e *Embedded) Status() Status {
 	}
 	s.Peers, s.CatchingUp = e.ln.liveness()
 	return s
+}
+
+// handleHealthz answers probes: the process serves its API.
+func (ln *ledgerNode) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+// handleReadyz answers 200 once the validator has committed a block and is
+// not catching up with its peers (its reads would be stale), 503 otherwise.
+func (ln *ledgerNode) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	st, _ := ln.app.state()
+	_, catchingUp := ln.liveness()
+	switch {
+	case catchingUp:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "catching up: at height %d\n", st.Height)
+	case st.Height < 1:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "no block committed yet")
+	default:
+		fmt.Fprintln(w, "ok")
+	}
 }

@@ -86,6 +86,16 @@ func TestFourValidators(t *testing.T) {
 				t.Fatalf("validator %d entry %d: %v", vi, i, err)
 			}
 		}
+		// Each is connected (to one peer at least: the testnet's peers are
+		// not a full mesh) and has caught up.
+		var st statusJSON
+		c.getJSON("/v1/status", &st)
+		if st.Peers < 1 || st.CatchingUp {
+			t.Errorf("validator %d status: %d peers, catching up %v; want some, false", vi, st.Peers, st.CatchingUp)
+		}
+		if status, b := c.do("GET", "/readyz", nil); status != 200 {
+			t.Errorf("validator %d readyz: %d %s", vi, status, b)
+		}
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"slices"
@@ -187,9 +186,9 @@ Exit status: 0 created; 1 the homes could not be created; 2 bad usage.`,
 
 func newLedgerStartCmd() *cobra.Command {
 	var (
-		home     string
-		verbose  bool
-		logLevel string
+		home    string
+		verbose bool
+		logs    logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "start --home DIR",
@@ -201,8 +200,10 @@ recorded in the home. It resumes where it stopped: blocks it missed are
 replayed from its peers.
 
 A ledger makes progress once validators holding more than 2/3 of the power
-are running, so start them all. Logs go to standard error. SIGINT or
-SIGTERM stops the validator cleanly.
+are running, so start them all. Logs go to standard error, as text or, with
+--log-format json, one JSON object a line. The API serves /healthz (the
+process answers) and /readyz (the validator has committed a block and is
+not catching up). SIGINT or SIGTERM stops the validator cleanly.
 
 Exit status: 0 stopped by a signal; 1 the validator could not start;
 2 bad usage.`,
@@ -213,14 +214,13 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 			if home == "" {
 				return usageError("ledger start: --home DIR is required")
 			}
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return usageError("ledger start: --log-level %q: want debug, info, warn or error", logLevel)
+			log, err := logs.logger("ledger start", cmd.ErrOrStderr())
+			if err != nil {
+				return err
 			}
 			if _, err := os.Stat(home); err != nil {
 				return usageError("ledger start: --home %s: %v", home, err)
 			}
-			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -240,7 +240,7 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 	}
 	cmd.Flags().StringVar(&home, "home", "", "validator home directory (from 'cloister ledger testnet')")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log CometBFT's own info and debug lines too")
-	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	logs.add(cmd.Flags())
 	return cmd
 }
 
