@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -256,6 +258,41 @@ func (c *Client) NodeInfo(ctx context.Context) (*cloisterv1.GetNodeInfoResponse,
 		return nil, err
 	}
 	return resp.Msg, nil
+}
+
+// maxNodeStatus bounds the node's status document.
+const maxNodeStatus = 1 << 20
+
+// NodeStatus fetches the node's status document (node.StatusPath, JSON)
+// and decodes it strictly into v (a *node.Status). It is the node's own,
+// unverified, account of itself; with WithPlatformKeys the connection is
+// at least to a node holding one of those keys.
+func (c *Client) NodeStatus(ctx context.Context, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/node/status", nil)
+	if err != nil {
+		return err
+	}
+	res, err := c.nodeHTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxNodeStatus+1))
+	if err != nil {
+		return fmt.Errorf("node status: %w", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("node status: %s: %.200s", res.Status, b)
+	}
+	if len(b) > maxNodeStatus {
+		return fmt.Errorf("node status: more than %d bytes", maxNodeStatus)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("node status: %w", err)
+	}
+	return nil
 }
 
 // Close releases idle connections.

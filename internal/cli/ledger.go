@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/internal/backup"
 	"github.com/cloisterhq/cloister/jcs"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
@@ -221,6 +222,11 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 			if _, err := os.Stat(home); err != nil {
 				return usageError("ledger start: --home %s: %v", home, err)
 			}
+			unlock, err := backup.Lock(home)
+			if err != nil {
+				return failure(fmt.Errorf("ledger start: %w", err))
+			}
+			defer unlock()
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)

@@ -19,6 +19,7 @@ import (
 	"github.com/cloisterhq/cloister/attest/tpm"
 	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/internal/backup"
 	"github.com/cloisterhq/cloister/internal/bytesize"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/keys"
@@ -28,16 +29,18 @@ import (
 
 func newNodeCmd() *cobra.Command {
 	var (
-		listen, dataDir, class, logLevel, tpmSpec string
-		ledgerURL, ledgerListen                   string
-		blobListen, blobCache                     string
-		pushKeys                                  []string
-		blobLim                                   storeLimitFlags
-		noLedger                                  bool
-		warm                                      int
-		maxUpload, maxInflight                    string
-		maxConns, maxConnsPerAddr                 int
-		adm                                       admissionFlags
+		listen, dataDir, class, tpmSpec string
+		ledgerURL, ledgerListen         string
+		logs                            logFlags
+		grace                           time.Duration
+		blobListen, blobCache           string
+		pushKeys                        []string
+		blobLim                         storeLimitFlags
+		noLedger                        bool
+		warm                            int
+		maxUpload, maxInflight          string
+		maxConns, maxConnsPerAddr       int
+		adm                             admissionFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -107,7 +110,17 @@ total by --max-inflight; at most --max-conns connections are open, at most
 flag that raises it. /metrics serves Prometheus metrics (requests,
 refusals by rule, sessions, runs, connections).
 
-Logs go to standard error. SIGINT or SIGTERM stops the node cleanly.
+Logs go to standard error, as text or, with --log-format json, one JSON
+object a line. On the same port the node serves /healthz (the process
+answers), /readyz (200 only when its attester produces evidence, the ledger
+answers and is not catching up, and it is not stopping; 503 and the reasons
+otherwise) and /v1/node/status (what 'cloister status' shows).
+
+SIGINT or SIGTERM stops the node gracefully: it admits no new session or
+upload and waits up to --shutdown-grace for runs in progress, then stops;
+runs still going are recorded as interrupted (an event on the ledger) and
+run again at the next start. Finished results and every session's state
+survive the stop. A second signal stops at once.
 
 Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 2 bad usage.`,
@@ -123,9 +136,12 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			if dataDir == "" {
 				return usageError("node: --data DIR is required")
 			}
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return usageError("node: --log-level %q: want debug, info, warn or error", logLevel)
+			log, err := logs.logger("node", cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if grace < 0 || grace > time.Hour {
+				return usageError("node: --shutdown-grace %s: want 0 to 1h", grace)
 			}
 			if c := attest.Class(class); c != attest.ClassSoftware && c != attest.ClassTPM {
 				return usageError("node: --isolate-class %q: want software or tpm", class)
@@ -171,7 +187,6 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			} else if len(pushKeys) > 0 {
 				return usageError("node: --push-key needs --blob-listen")
 			}
-			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			log.Info("garbage collector", "setting", node.ConfigureGC())
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -182,6 +197,16 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				return failure(fmt.Errorf("node: %w", err))
 			}
 			defer ln.Close()
+			// One process at a time in a data directory; 'backup create'
+			// waits for it to stop.
+			if err := os.MkdirAll(dataDir, 0o700); err != nil {
+				return failure(fmt.Errorf("node: data directory: %w", err))
+			}
+			unlock, err := backup.Lock(dataDir)
+			if err != nil {
+				return failure(fmt.Errorf("node: %w", err))
+			}
+			defer unlock()
 			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits,
 				Admission: admission, BlobCache: cacheBytes}
 			if !noLedger {
@@ -190,7 +215,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 					return failure(err)
 				}
 				defer nl.close()
-				opts.Ledger, opts.LedgerName = nl.app, nl.name
+				opts.Ledger, opts.LedgerName, opts.LedgerURL, opts.LedgerStatus = nl.app, nl.name, ledgerURL, nl.status
 				if admission.Mode == node.AdmitConsortium {
 					opts.Admission.Members = nl.members
 				}
@@ -225,10 +250,11 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 					return failure(fmt.Errorf("node: %w", err))
 				}
 			case <-ctx.Done():
+				drainNode(n, grace, log)
 				// The deferred Close ends long polls, waits up to 5 s
-				// for requests in flight and leaves running sessions to
-				// be run again at the next start.
-				log.Info("stopping")
+				// for requests in flight and records the runs still in
+				// progress as interrupted, to be run again at the next
+				// start.
 			}
 			return nil
 		},
@@ -246,7 +272,8 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.StringVar(&ledgerURL, "ledger", "", "record on the external ledger at this API URL instead of the embedded one")
 	f.StringVar(&ledgerListen, "ledger-listen", "", "serve the embedded ledger's public HTTP API on this loopback address (plain HTTP; clients verify what it serves)")
 	f.BoolVar(&noLedger, "no-ledger", false, "run without a ledger: nothing is registered or recorded")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	logs.add(f)
+	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "at SIGTERM or SIGINT, how long runs in progress may take to finish while no new work is admitted; the rest are recorded as interrupted and run again at the next start (a second signal stops at once)")
 	f.StringVar(&maxUpload, "max-upload", "64MiB", "largest sealed program or input accepted in one upload")
 	f.StringVar(&maxInflight, "max-inflight", "512MiB", "request bodies read and handled at once, in total; more are refused until some finish")
 	f.IntVar(&maxConns, "max-conns", httpguard.DefaultLimits.MaxConns, "connections open at once; more are closed at accept")
@@ -272,11 +299,28 @@ func nodeLimits(maxUpload, maxInflight string, maxConns, maxConnsPerAddr int) (n
 	return l, nil
 }
 
+// drainNode stops admitting work and waits, at most grace, for the runs in
+// progress; a second signal cuts the wait short.
+func drainNode(n *node.Node, grace time.Duration, log *slog.Logger) {
+	log.Info("draining: no new sessions or uploads; runs in progress may finish", "shutdown_grace", grace.String())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	start := time.Now()
+	if left := n.Drain(ctx); left > 0 {
+		log.Warn("stopping with runs in progress: they are recorded as interrupted and run again at the next start", "runs", left, "waited", time.Since(start).Round(time.Millisecond).String())
+		return
+	}
+	log.Info("stopping: no run in progress", "waited", time.Since(start).Round(time.Millisecond).String())
+}
+
 // nodeLedger is the ledger a node records on.
 type nodeLedger struct {
 	app     ledger.Appender
 	members node.Members // consortium membership, as that ledger's state says
 	name    string
+	status  func(context.Context) (node.LedgerState, error)
 	close   func()
 }
 
@@ -295,7 +339,14 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 			return nil, fmt.Errorf("node: %w", explainLedgerError(lc, err))
 		}
 		log.Info("recording on an external ledger", "url", lc.URL(), "origin", vs.Origin, "validators", len(vs.Validators))
-		return &nodeLedger{app: lc, members: lc, name: vs.Origin, close: func() {}}, nil
+		status := func(ctx context.Context) (node.LedgerState, error) {
+			st, err := lc.Status(ctx)
+			if err != nil {
+				return node.LedgerState{}, err
+			}
+			return node.LedgerState{Origin: vs.Origin, Height: st.Height, Size: st.Size, Peers: st.Peers, CatchingUp: st.CatchingUp}, nil
+		}
+		return &nodeLedger{app: lc, members: lc, name: vs.Origin, status: status, close: func() {}}, nil
 	}
 	var ln net.Listener
 	if listen != "" {
@@ -313,7 +364,11 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	origin := ledger.Origin(e.ChainID())
-	nl := &nodeLedger{app: e, members: e, name: origin, close: func() {
+	status := func(context.Context) (node.LedgerState, error) {
+		st := e.Status()
+		return node.LedgerState{Origin: origin, Height: st.Height, Size: st.Size, Peers: st.Peers, CatchingUp: st.CatchingUp}, nil
+	}
+	nl := &nodeLedger{app: e, members: e, name: origin, status: status, close: func() {
 		if err := e.Close(); err != nil {
 			log.Error("closing the embedded ledger", "err", err)
 		}
