@@ -185,8 +185,8 @@ func (w *workerCgroup) closeFD() {
 	}
 }
 
-func (w *workerCgroup) kill() {
-	_ = os.WriteFile(filepath.Join(w.dir, "cgroup.kill"), []byte("1"), 0)
+func (w *workerCgroup) kill() error {
+	return os.WriteFile(filepath.Join(w.dir, "cgroup.kill"), []byte("1"), 0)
 }
 
 func (w *workerCgroup) oomKilled() bool {

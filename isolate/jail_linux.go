@@ -96,7 +96,11 @@ type worker struct {
 	done     chan struct{} // closed when the process has been reaped
 	waitErr  error
 	cg       *workerCgroup
-	nsMiss   map[string]string
+	// killRefused: a kill found the worker alive but every way of ending
+	// it was refused (no cgroup.kill, EPERM from the signals: a node
+	// without CAP_KILL over a worker of another uid).
+	killRefused atomic.Bool
+	nsMiss      map[string]string
 	applied  []string // from the parent (namespaces, cgroup) and the ready message
 	missing  map[string]string
 	readyErr error
@@ -531,13 +535,26 @@ func (w *worker) kill() {
 	// A pending write to the worker ends now rather than when the
 	// kernel gets round to the process.
 	_ = w.jobW.SetWriteDeadline(time.Now())
+	cgKilled := false
 	if w.cg != nil {
-		w.cg.kill()
+		cgKilled = w.cg.kill() == nil
 	}
 	if w.cmd.Process != nil {
-		_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
-		_ = w.cmd.Process.Kill()
+		errGroup := syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
+		errProc := w.cmd.Process.Kill()
+		if !cgKilled && errors.Is(errGroup, syscall.EPERM) && errors.Is(errProc, syscall.EPERM) {
+			w.killRefused.Store(true)
+		}
 	}
+}
+
+// killedText says how a worker ended after kill: killed, or, when the
+// kill was refused, by itself (at its own CPU-time limit, usually).
+func (w *worker) killedText() string {
+	if w.killRefused.Load() {
+		return fmt.Sprintf("killing the worker was refused (operation not permitted: the node lacks CAP_KILL over the worker's uid), so it ran on until it ended by itself (%v)", w.cmd.ProcessState)
+	}
+	return "the worker was killed"
 }
 
 // cleanup releases the pipes, the cgroup and the cache directory of a
@@ -836,11 +853,11 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job, calls *callDispa
 	switch {
 	case didTimeout.Load():
 		base.Report.Outcome, base.Report.ExitCode = OutcomeTimeout, ExitTimeout
-		base.Report.Error = fmt.Sprintf("wall-clock limit of %v reached; the worker was killed", jb.Timeout)
+		base.Report.Error = fmt.Sprintf("wall-clock limit of %v reached; %s", jb.Timeout, w.killedText())
 		return finish(&base), nil
 	case didCompileTimeout.Load():
 		base.Report.Outcome, base.Report.ExitCode = OutcomeTimeout, ExitTimeout
-		base.Report.Error = fmt.Sprintf("compiling the module took longer than %v; the worker was killed", CompileTimeout)
+		base.Report.Error = fmt.Sprintf("compiling the module took longer than %v; %s", CompileTimeout, w.killedText())
 		return finish(&base), nil
 	case didCancel.Load():
 		return nil, ctx.Err()

@@ -386,7 +386,16 @@ func TestValidatorInContainer(t *testing.T) {
 			resp.Body.Close()
 			last = fmt.Sprintf("%s height %d", st.ChainID, st.Height)
 			if st.Height >= 2 && st.ChainID == "cloister-consortium" {
-				t.Logf("validator in the container answers: %s", last)
+				// The chart's readiness probe.
+				r, err := http.Get("http://" + api + "/readyz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Body.Close()
+				if r.StatusCode != http.StatusOK {
+					t.Fatalf("validator in the container: /readyz answers %s at %s", r.Status, last)
+				}
+				t.Logf("validator in the container answers and is ready: %s", last)
 				return
 			}
 		} else {
@@ -406,7 +415,7 @@ var wasmLoop, _ = hex.DecodeString("0061736d010000000104016000000302010005030100
 // TestDeadlineInContainer: at the deadline the node kills its worker,
 // which runs under a uid of its own; that signal is what CAP_KILL is for.
 // Without it the kill is refused and only the worker's CPU-time rlimit
-// (compile time + timeout + 1 s) ends the guest.
+// (compile time + timeout + 1 s) ends the guest; the report says so.
 func TestDeadlineInContainer(t *testing.T) {
 	runc := needRunc(t)
 	rootfs := unpackedRootfs(t)
@@ -429,8 +438,17 @@ func TestDeadlineInContainer(t *testing.T) {
 			if code != 124 {
 				t.Errorf("exit %d, want 124 (timeout)", code)
 			}
-			if tc.caps != nil && len(tc.caps) == len(nodeCaps) && took > 30*time.Second {
+			withKill := tc.caps != nil && len(tc.caps) == len(nodeCaps)
+			if withKill && took > 30*time.Second {
 				t.Errorf("with CAP_KILL the deadline took %s", took)
+			}
+			// The report says what happened: killed, or the kill refused.
+			want := "the worker was killed"
+			if !withKill {
+				want = "killing the worker was refused"
+			}
+			if !bytes.Contains(rep, []byte(want)) {
+				t.Errorf("report %s does not say %q", rep, want)
 			}
 		})
 	}
