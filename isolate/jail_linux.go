@@ -101,11 +101,11 @@ type worker struct {
 	// without CAP_KILL over a worker of another uid).
 	killRefused atomic.Bool
 	nsMiss      map[string]string
-	applied  []string // from the parent (namespaces, cgroup) and the ready message
-	missing  map[string]string
-	readyErr error
-	ready    chan struct{} // closed when the ready message was read (or failed)
-	started  time.Time
+	applied     []string // from the parent (namespaces, cgroup) and the ready message
+	missing     map[string]string
+	readyErr    error
+	ready       chan struct{} // closed when the ready message was read (or failed)
+	started     time.Time
 	// preload, when set, is the module sent to this warm worker ahead
 	// of its job; preloadSent delivers the result of that write.
 	preload     *moduleHint
