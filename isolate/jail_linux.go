@@ -96,16 +96,12 @@ type worker struct {
 	done     chan struct{} // closed when the process has been reaped
 	waitErr  error
 	cg       *workerCgroup
-	// killRefused: a kill found the worker alive but every way of ending
-	// it was refused (no cgroup.kill, EPERM from the signals: a node
-	// without CAP_KILL over a worker of another uid).
-	killRefused atomic.Bool
-	nsMiss      map[string]string
-	applied     []string // from the parent (namespaces, cgroup) and the ready message
-	missing     map[string]string
-	readyErr    error
-	ready       chan struct{} // closed when the ready message was read (or failed)
-	started     time.Time
+	nsMiss   map[string]string
+	applied  []string // from the parent (namespaces, cgroup) and the ready message
+	missing  map[string]string
+	readyErr error
+	ready    chan struct{} // closed when the ready message was read (or failed)
+	started  time.Time
 	// preload, when set, is the module sent to this warm worker ahead
 	// of its job; preloadSent delivers the result of that write.
 	preload     *moduleHint
@@ -119,6 +115,10 @@ type worker struct {
 	staging   string
 	cacheSum  [32]byte
 	cacheKeep bool
+	// killRefused: a kill found the worker alive but every way of ending
+	// it was refused (no cgroup.kill, EPERM from the signals: a node
+	// without CAP_KILL over a worker of another uid).
+	killRefused atomic.Bool
 }
 
 func newJailer(ctx context.Context, cache *entryCache, warm int, bin *workerBinary) (*jailer, error) {
