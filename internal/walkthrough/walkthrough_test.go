@@ -29,6 +29,7 @@ var guides = []struct {
 	{"docs/sessions.md", false},
 	{"docs/policy.md", true},
 	{"docs/ledger.md", false},
+	{"docs/operations.md", false},
 	{"examples/policies/README.md", true},
 	{"docs/keys.md", true},
 	{"docs/attestation.md", true},

@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -155,6 +158,66 @@ func runContainer(t *testing.T, runc, rootfs, data string, s runSpec, timeout ti
 		t.Fatalf("runc run: %v\n%s", err, out.String())
 	}
 	return out.String(), code
+}
+
+// container is a long-running container started by startContainer.
+type container struct {
+	runc, state, id string
+	exited          chan error // receives runc run's end once (put back by who reads it)
+	out             *lockedOutput
+}
+
+// lockedOutput collects a container's output while it runs.
+type lockedOutput struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedOutput) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedOutput) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startContainer runs s in the background; stop ends it (SIGTERM, then
+// SIGKILL after 20 s) and returns runc's exit error.
+func startContainer(t *testing.T, runc, rootfs, data string, s runSpec) *container {
+	t.Helper()
+	dir := t.TempDir()
+	b, _ := json.Marshal(s.config(rootfs, data))
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &container{runc: runc, state: filepath.Join(dir, "state"), id: containerID(), exited: make(chan error, 1), out: &lockedOutput{}}
+	cmd := exec.Command(runc, "--root", c.state, "run", "--bundle", dir, c.id)
+	cmd.Stdout, cmd.Stderr = c.out, c.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.exited <- cmd.Wait() }()
+	return c
+}
+
+func (c *container) stop(t *testing.T) error {
+	exec.Command(c.runc, "--root", c.state, "kill", c.id, "TERM").Run()
+	var err error
+	select {
+	case err = <-c.exited:
+	case <-time.After(20 * time.Second):
+		t.Errorf("container %s did not stop within 20 s of SIGTERM", c.id)
+		exec.Command(c.runc, "--root", c.state, "kill", c.id, "KILL").Run()
+		err = <-c.exited
+	}
+	c.exited <- err // for a second stop
+	exec.Command(c.runc, "--root", c.state, "delete", "--force", c.id).Run()
+	return err
 }
 
 func containerID() string {
@@ -341,32 +404,11 @@ func TestValidatorInContainer(t *testing.T) {
 		t.Fatalf("validator-home in the container: exit %d\n%s", code, out)
 	}
 
-	dir := t.TempDir()
 	spec := runSpec{uid: UID, noNewPrivs: true, hostNetwork: true,
 		args: []string{"/usr/local/bin/cloister", "ledger", "start", "--home=/var/lib/cloister/validator"}}
-	b, _ := json.Marshal(spec.config(rootfs, data))
-	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
-	id := containerID()
-	state := filepath.Join(dir, "state")
-	var out bytes.Buffer
-	cmd := exec.Command(runc, "--root", state, "run", "--bundle", dir, id)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		exec.Command(runc, "--root", state, "kill", id, "TERM").Run()
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			exec.Command(runc, "--root", state, "kill", id, "KILL").Run()
-			<-exited
-		}
-		exec.Command(runc, "--root", state, "delete", "--force", id).Run()
-	}()
+	c := startContainer(t, runc, rootfs, data, spec)
+	defer c.stop(t)
+	exited, out := c.exited, c.out
 	deadline := time.Now().Add(90 * time.Second)
 	var last string
 	for {
@@ -405,6 +447,79 @@ func TestValidatorInContainer(t *testing.T) {
 			t.Fatalf("validator API never answered with blocks: %s\n%s", last, out.String())
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// TestNodeInContainer: a node runs from the image as the chart's node pod
+// with the root jail (uid 0, exactly the five capabilities, read-only
+// root) and its embedded ledger; the chart's probes answer (/healthz,
+// then /readyz once the attester and the ledger work), its status says
+// so, and SIGTERM stops it cleanly within the pod's grace.
+func TestNodeInContainer(t *testing.T) {
+	runc := needRunc(t)
+	rootfs := unpackedRootfs(t)
+	addrs, err := loopback.Addrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "https://" + addrs[0]
+	spec := runSpec{uid: 0, caps: nodeCaps, hostNetwork: true, args: []string{"/usr/local/bin/cloister", "node",
+		"--listen=" + addrs[0], "--data=/var/lib/cloister/node", "--log-format=json", "--shutdown-grace=10s", "--warm-workers=1"}}
+	c := startContainer(t, runc, rootfs, dataDir(t, 0), spec)
+	defer c.stop(t)
+	// The kubelet probes without verifying the certificate, as here.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer hc.CloseIdleConnections()
+	get := func(path string) (int, string) {
+		res, err := hc.Get(url + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		return res.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		select {
+		case err := <-c.exited:
+			c.exited <- err
+			t.Fatalf("node container exited: %v\n%s", err, c.out.String())
+		default:
+		}
+		code, body := get("/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never answered 200: %d %s\n%s", code, body, c.out.String())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz: %d", code)
+	}
+	code, body := get("/v1/node/status")
+	var st struct {
+		Ready        bool   `json:"ready"`
+		IsolateClass string `json:"isolate_class"`
+		Ledger       struct {
+			Mode string `json:"mode"`
+		} `json:"ledger"`
+		Workers struct {
+			Binary string `json:"binary"`
+		} `json:"workers"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil || !st.Ready || st.IsolateClass != "software" ||
+		st.Ledger.Mode != "embedded" || st.Workers.Binary != "/usr/local/bin/cloister-isolate" {
+		t.Fatalf("status: %d %v %s", code, err, body)
+	}
+	t.Logf("node in the container is ready: %s", strings.TrimSpace(body))
+	if err := c.stop(t); err != nil {
+		t.Fatalf("the node did not stop cleanly at SIGTERM: %v\n%s", err, c.out.String())
+	}
+	if out := c.out.String(); !strings.Contains(out, `"msg":"stopping: no run in progress"`) {
+		t.Fatalf("no clean drain in the JSON log:\n%s", out)
 	}
 }
 
