@@ -549,10 +549,10 @@ func (w *worker) kill() {
 }
 
 // killedText says how a worker ended after kill: killed, or, when the
-// kill was refused, by itself (at its own CPU-time limit, usually).
+// kill was refused, on its own (at its CPU-time rlimit at the latest).
 func (w *worker) killedText() string {
 	if w.killRefused.Load() {
-		return fmt.Sprintf("killing the worker was refused (operation not permitted: the node lacks CAP_KILL over the worker's uid), so it ran on until it ended by itself (%v)", w.cmd.ProcessState)
+		return fmt.Sprintf("killing the worker was refused (operation not permitted: the node lacks CAP_KILL over the worker's uid), so it ran on until it ended (%v; its own CPU-time limit ends it at the latest)", w.cmd.ProcessState)
 	}
 	return "the worker was killed"
 }
