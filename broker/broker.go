@@ -51,13 +51,20 @@ const (
 	keysDir = "keys"
 )
 
+// Ledger is what a broker needs of the ledger: grants read by index,
+// releases appended and waited for until committed (*client.Client).
+type Ledger interface {
+	Get(ctx context.Context, index uint64) (*client.Entry, error)
+	Append(ctx context.Context, e *verify.SignedEntry) (verify.Receipt, error)
+}
+
 // Options configure a Broker.
 type Options struct {
 	// Dir holds the broker's key and the shares registered with it.
 	Dir string
 	// Ledger is where releases are recorded and grants read; required
 	// for releases.
-	Ledger *client.Client
+	Ledger Ledger
 	// Attester produces the broker's own evidence; default: software
 	// evidence signed by the broker's signing key.
 	Attester attest.Attester

@@ -59,7 +59,11 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 			lc, ledgerName = c, c.URL()
 		}
 		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-		b, err := broker.New(broker.Options{Dir: dataDir, Ledger: lc, Logger: log})
+		opts := broker.Options{Dir: dataDir, Logger: log}
+		if lc != nil {
+			opts.Ledger = lc
+		}
+		b, err := broker.New(opts)
 		if err != nil {
 			return failure(err)
 		}
