@@ -94,7 +94,9 @@ func setup(b *testing.B, commit bool) *fixture {
 		Grantee: acl.Grantee{Node: nodeText, Session: "bench"}, NotAfter: acl.FormatTime(time.Now().Add(time.Hour)), MaxUses: 1})
 	sk, _ := seal.GenerateKey()
 	iso := &broker.Isolate{Node: nodeText, Session: "bench", PolicyHash: strings.Repeat("ef", 32), SessionKey: sk,
-		Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) { return att.Attest(ctx, rd) }}
+		Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) {
+			return att.Attest(ctx, rd)
+		}}
 	return &fixture{url: bs.URL, art: art, own: owner.Public().SigningString(), gi: gi, iso: iso,
 		stop: func() { bs.Close(); ls.Close(); lg.Close() }}
 }
