@@ -419,6 +419,64 @@ func TestKeyBrokerProcesses(t *testing.T) {
 		_, _, err = w.obtain(g, other)
 		wantRefused(t, err, "is not among the grant's")
 	})
+	t.Run("grant_for_another_node", func(t *testing.T) {
+		// Node 2 has a session of the same id; the grant names node 1's.
+		_, node2, _ := ed25519.GenerateKey(nil)
+		n2 := protocol.FormatEd25519Key(node2.Public().(ed25519.PublicKey))
+		w.append(node2, ledger.KindNodeRegistered, map[string]any{"platform_key": n2, "class": "software",
+			"evidence": base64.StdEncoding.EncodeToString([]byte("{}")), "measurement": w.meas})
+		w.append(node2, ledger.KindSessionEvent, map[string]any{"session": "s-node", "event": "session.created", "policy_hash": w.ph})
+		w.session("s-node")
+		g := w.grant("--node", w.nodeText(), "--session", "s-node", "--not-after", "+2m")
+		att2, _ := software.NewAttester(node2, software.WithMeasurement([32]byte{2}))
+		sk, _ := seal.GenerateKey()
+		iso := &broker.Isolate{Node: n2, Session: "s-node", PolicyHash: w.ph, SessionKey: sk,
+			Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) { return att2.Attest(ctx, rd) }}
+		_, _, err := w.obtain(g, iso)
+		wantRefused(t, err, "not session s-node of node "+n2)
+	})
+	t.Run("delegate_within_and_beyond_limits", func(t *testing.T) {
+		dk := filepath.Join(w.dir, "dispatcher.key")
+		d, _ := keys.Generate()
+		d.Save(dk)
+		out := mustRun(t, w.bin, "acl", "delegate", "--ledger", w.ledgerURL, "--key", w.ownerFile, "--artifact", w.art.Digest,
+			"--delegate", d.Public().SigningString(), "--not-after", "+1h", "--max-duration", "1m", "--max-uses", "1", "--class", "software")
+		w.session("s-del")
+		base := []string{"acl", "grant", "--ledger", w.ledgerURL, "--key", dk, "--owner", w.owner.Public().SigningString(),
+			"--delegation", out, "--artifact", w.art.Digest}
+		for _, c := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--node", w.nodeText(), "--session", "s-del", "--not-after", "+10m"}, "the delegation allows at most 1m0s"},
+			{[]string{"--node", w.nodeText(), "--session", "s-del", "--not-after", "+30s", "--uses", "2"}, "the delegation at most 1"},
+			{[]string{"--class", "sev-snp", "--measurement", w.meas, "--not-after", "+30s"}, `class "sev-snp" is not among`},
+		} {
+			code, _, errOut := run(t, w.bin, append(base, c.args...)...)
+			if code != 1 || !strings.Contains(errOut, c.want) {
+				t.Errorf("delegate grant %v: exit %d %s", c.args, code, errOut)
+			}
+		}
+		gi := mustRun(t, w.bin, append(base, "--node", w.nodeText(), "--session", "s-del", "--not-after", "+30s")...)
+		if _, err := strconv.ParseUint(gi, 10, 64); err != nil {
+			t.Fatalf("a grant within the limits: %q", gi)
+		}
+	})
+	t.Run("tampered_ciphertext", func(t *testing.T) {
+		iso := w.session("s-tamper")
+		g := w.grant("--node", w.nodeText(), "--session", "s-tamper", "--not-after", "+2m")
+		k, _, err := w.obtain(g, iso)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, _ := os.ReadFile(w.sealedF)
+		ct[len(ct)-20] ^= 1
+		var out bytes.Buffer
+		want := sha256.Sum256(w.plain)
+		if _, _, err := sealed.Open(&out, bytes.NewReader(ct), k, &want); err == nil || out.Len() >= len(w.plain) {
+			t.Fatalf("a tampered ciphertext opened: %v, %d bytes out", err, out.Len())
+		}
+	})
 	t.Run("grant_by_neither_owner_nor_delegate", func(t *testing.T) {
 		stranger := filepath.Join(w.dir, "stranger.key")
 		sk, _ := keys.Generate()
