@@ -431,7 +431,9 @@ func TestKeyBrokerProcesses(t *testing.T) {
 		att2, _ := software.NewAttester(node2, software.WithMeasurement([32]byte{2}))
 		sk, _ := seal.GenerateKey()
 		iso := &broker.Isolate{Node: n2, Session: "s-node", PolicyHash: w.ph, SessionKey: sk,
-			Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) { return att2.Attest(ctx, rd) }}
+			Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) {
+				return att2.Attest(ctx, rd)
+			}}
 		_, _, err := w.obtain(g, iso)
 		wantRefused(t, err, "not session s-node of node "+n2)
 	})
