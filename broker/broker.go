@@ -390,7 +390,7 @@ func (b *Broker) Release(ctx context.Context, req *ReleaseRequest) (*ReleaseResp
 	evj, _ := json.Marshal(req.Evidence)
 	evSum := sha256.Sum256(evj)
 	se, err := verify.NewEntry(b.key.Signer(), acl.KindKeyReleased, acl.Release{
-		Artifact: req.Artifact, Owner: req.Owner, Grant: req.Grant, Node: req.Node, Session: req.Session,
+		Artifact: req.Artifact, Owner: req.Owner, Grant: req.Grant, Node: req.Node, Session: req.Session, PolicyHash: req.PolicyHash,
 		Class: string(claims.Class), Measurement: measurement, EvidenceSHA256: hex.EncodeToString(evSum[:]), Share: reg.Share,
 	})
 	if err != nil {

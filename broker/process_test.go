@@ -514,6 +514,13 @@ func TestKeyBrokerProcesses(t *testing.T) {
 		err := rawRelease(t, w, g, iso, keys.FormatSealingKey(other.PublicKey()), nil)
 		wantRefused(t, err, "report data mismatch")
 	})
+	t.Run("evidence_for_another_policy", func(t *testing.T) {
+		iso := w.session("s-policy")
+		g := w.grant("--node", w.nodeText(), "--session", "s-policy", "--not-after", "+2m")
+		iso.PolicyHash = strings.Repeat("00", 32)
+		_, _, err := w.obtain(g, iso)
+		wantRefused(t, err, "was created for policy "+w.ph)
+	})
 	t.Run("stale_or_replayed_nonce", func(t *testing.T) {
 		iso := w.session("s-nonce")
 		g := w.grant("--node", w.nodeText(), "--session", "s-nonce", "--not-after", "+2m", "--uses", "3")

@@ -270,8 +270,12 @@ func ruleKeyReleased(c *ruleCtx) ([]write, *verify.RejectedError) {
 	if c.v.get(bucketNodes, node) == nil {
 		return nil, reject(verify.CodeMissingReference, "key.released: node %s has no node.registered entry", r.Node)
 	}
-	if ref := c.v.get(bucketSessions, sessionKey(node, r.Session)); len(ref) != 40 {
+	ref := c.v.get(bucketSessions, sessionKey(node, r.Session))
+	if len(ref) != 40 {
 		return nil, reject(verify.CodeMissingReference, "key.released: node %s has no session.created entry for session %q", r.Node, r.Session)
+	}
+	if ph := hex.EncodeToString(ref[8:]); ph != r.PolicyHash {
+		return nil, reject(verify.CodeUnauthorized, "key.released: the isolate's evidence binds policy %s; session %q of node %s was created for policy %s", r.PolicyHash, r.Session, r.Node, ph)
 	}
 	useKey := append(append(be64(r.Grant), node...), r.Session...)
 	if c.v.get(bucketACLUses, useKey) != nil {

@@ -115,7 +115,7 @@ func (w *aclWorld) grant(session string, uses uint64, notAfter time.Time) acl.Gr
 
 func (w *aclWorld) release(broker int, grant uint64, session string) []byte {
 	return w.c.entry(w.brokers[broker], KindKeyReleased, acl.Release{Artifact: w.digest, Owner: pubText(w.owner), Grant: grant,
-		Node: pubText(w.node), Session: session, Class: "software", Measurement: w.measurement,
+		Node: pubText(w.node), Session: session, PolicyHash: w.ph, Class: "software", Measurement: w.measurement,
 		EvidenceSHA256: strings.Repeat("ee", 32), Share: broker + 1})
 }
 
@@ -155,10 +155,12 @@ func TestACLReleasesJudgedAtBlockTime(t *testing.T) {
 	c.want([][]byte{w.release(0, gi, "s2")}, "unauthorized: not session s2")
 	// Not a broker of the artifact, or the other broker's share number.
 	bad := c.entry(w.other, KindKeyReleased, acl.Release{Artifact: w.digest, Owner: pubText(w.owner), Grant: gi, Node: pubText(w.node),
-		Session: "s1", Class: "software", Measurement: w.measurement, EvidenceSHA256: strings.Repeat("ee", 32), Share: 1})
+		Session: "s1", PolicyHash: w.ph, Class: "software", Measurement: w.measurement, EvidenceSHA256: strings.Repeat("ee", 32), Share: 1})
 	swapped := c.entry(w.brokers[1], KindKeyReleased, acl.Release{Artifact: w.digest, Owner: pubText(w.owner), Grant: gi, Node: pubText(w.node),
-		Session: "s1", Class: "software", Measurement: w.measurement, EvidenceSHA256: strings.Repeat("ee", 32), Share: 1})
-	c.want([][]byte{bad, swapped}, "unauthorized: not broker 1", "unauthorized: not broker 1")
+		Session: "s1", PolicyHash: w.ph, Class: "software", Measurement: w.measurement, EvidenceSHA256: strings.Repeat("ee", 32), Share: 1})
+	otherPolicy := c.entry(w.brokers[0], KindKeyReleased, acl.Release{Artifact: w.digest, Owner: pubText(w.owner), Grant: gi, Node: pubText(w.node),
+		Session: "s1", PolicyHash: strings.Repeat("00", 32), Class: "software", Measurement: w.measurement, EvidenceSHA256: strings.Repeat("ee", 32), Share: 1})
+	c.want([][]byte{bad, swapped, otherPolicy}, "unauthorized: not broker 1", "unauthorized: not broker 1", "unauthorized: was created for policy")
 	// Block time passes the window; the entries' own times are not
 	// what counts.
 	for range 6 {

@@ -127,14 +127,16 @@ type Revocation struct {
 }
 
 // Release is the body of key.released: broker Share of the artifact
-// released its share of the key on Grant to the isolate (Node, Session),
-// whose evidence (SHA-256 of its JSON) showed Class and Measurement.
+// released its share of the key on Grant to the isolate (Node, Session,
+// running PolicyHash), whose evidence (SHA-256 of its JSON) showed Class
+// and Measurement and bound that policy hash.
 type Release struct {
 	Artifact       string `json:"artifact"`
 	Owner          string `json:"owner"`
 	Grant          uint64 `json:"grant"`
 	Node           string `json:"node"`
 	Session        string `json:"session"`
+	PolicyHash     string `json:"policy_hash"`
 	Class          string `json:"class"`
 	Measurement    string `json:"measurement"`
 	EvidenceSHA256 string `json:"evidence_sha256"`
@@ -453,6 +455,9 @@ func (r *Release) Check() error {
 	}
 	if err := checkID(r.Session); err != nil {
 		return fmt.Errorf("release session: %v", err)
+	}
+	if !isHex(r.PolicyHash, 64) {
+		return errors.New("release policy_hash: want 64 lower-case hex digits")
 	}
 	if !isToken(r.Class) {
 		return fmt.Errorf("release class %.40q: want lower-case letters, digits and '-'", r.Class)
