@@ -131,6 +131,7 @@ func (b *Broker) SealingKey() string { return b.key.Public().SealingString() }
 //	POST /v1/keys             Registration → 204
 //	POST /v1/nonce            {"nonce": bytes} for a release
 //	POST /v1/release          ReleaseRequest → ReleaseResponse
+//	GET  /healthz, /readyz    probes (health.go)
 //
 // Refusals are {"error": reason, "code": code} with 400 (malformed), 403
 // (refused: evidence, grant, ledger), 404 (no such key), 429 (a limit),
@@ -141,6 +142,9 @@ func (b *Broker) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/keys", b.handleRegister)
 	mux.HandleFunc("POST /v1/nonce", b.handleNonce)
 	mux.HandleFunc("POST /v1/release", b.handleRelease)
+	h := &health{b: b}
+	mux.HandleFunc("GET /healthz", h.healthz)
+	mux.HandleFunc("GET /readyz", h.readyz)
 	return mux
 }
 

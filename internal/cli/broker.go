@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 func newBrokerCmd() *cobra.Command {
 	var listen, dataDir string
+	var logs logFlags
 	cmd := &cobra.Command{
 		Use:   "broker --listen ADDR --data DIR [--ledger URL]",
 		Short: "Run a key broker: release content keys only to attested isolates under ledger grants",
@@ -36,7 +36,10 @@ session's key. docs/broker.md tells the protocol and the trust argument.
 
 DIR holds the broker's key (broker.key) and the registered shares, still
 sealed to that key. The broker prints its URL and keys on standard output,
-one "key value" line each (url, signing_key, sealing_key), then logs.
+one "key value" line each (url, signing_key, sealing_key), then logs
+(text, or one JSON object a line with --log-format json). It serves
+/healthz (it answers) and /readyz (its attester produces evidence and its
+ledger answers and is not catching up; 503 and the reasons otherwise).
 
 Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 		Example: `  cloister broker --listen 127.0.0.1:7500 --data broker1 --ledger http://127.0.0.1:26680`,
@@ -58,7 +61,10 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 			}
 			lc, ledgerName = c, c.URL()
 		}
-		log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+		log, err := logs.logger("broker", cmd.ErrOrStderr())
+		if err != nil {
+			return err
+		}
 		opts := broker.Options{Dir: dataDir, Logger: log}
 		if lc != nil {
 			opts.Ledger = lc
@@ -93,6 +99,7 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "", "address to serve the broker API on (HOST:PORT; port 0 picks one)")
 	f.StringVar(&dataDir, "data", "", "data directory (broker key, registered shares)")
+	logs.add(f)
 	cmd.AddCommand(newBrokerRegisterCmd())
 	return cmd
 }
