@@ -35,8 +35,10 @@ const (
 	// MaxRequestBytes bounds a request body (evidence with its
 	// collateral is the largest part).
 	MaxRequestBytes = 256 << 10
-	// MaxKeys bounds the shares one broker holds.
-	MaxKeys = 100_000
+	// MaxKeys bounds the shares one broker holds; MaxKeysPerOwner those
+	// of one owner.
+	MaxKeys         = 100_000
+	MaxKeysPerOwner = 10_000
 	// MaxNonces bounds the nonces outstanding at once; NonceTTL is how
 	// long one stays usable.
 	MaxNonces = 4096
@@ -82,9 +84,10 @@ type Broker struct {
 	att  attest.Attester
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	nonces map[string]time.Time
-	nkeys  int
+	mu      sync.Mutex
+	nonces  map[string]time.Time
+	nkeys   int
+	byOwner map[string]int
 }
 
 // New opens (creating on first use) the broker in opts.Dir.
@@ -105,7 +108,7 @@ func New(opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{opts: opts, key: k, att: opts.Attester, log: opts.Logger, nonces: map[string]time.Time{}}
+	b := &Broker{opts: opts, key: k, att: opts.Attester, log: opts.Logger, nonces: map[string]time.Time{}, byOwner: map[string]int{}}
 	if b.att == nil {
 		if b.att, err = software.NewAttester(k.Signer()); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
@@ -115,7 +118,18 @@ func New(opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b.nkeys = len(ents)
+	for _, e := range ents {
+		raw, err := os.ReadFile(filepath.Join(opts.Dir, keysDir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		var reg Registration
+		if err := json.Unmarshal(raw, &reg); err != nil {
+			return nil, fmt.Errorf("broker: stored share %s: %w", e.Name(), err)
+		}
+		b.nkeys++
+		b.byOwner[reg.Owner]++
+	}
 	return b, nil
 }
 
@@ -272,11 +286,15 @@ func (b *Broker) register(reg *Registration) error {
 	if statErr != nil && b.nkeys >= MaxKeys {
 		return refused(http.StatusTooManyRequests, CodeLimit, "the broker holds %d keys, its limit", MaxKeys)
 	}
+	if statErr != nil && b.byOwner[reg.Owner] >= MaxKeysPerOwner {
+		return refused(http.StatusTooManyRequests, CodeLimit, "owner %s has %d keys registered here, the limit per owner", reg.Owner, MaxKeysPerOwner)
+	}
 	if err := atomicfile.WriteFile(path, raw, 0o600); err != nil {
 		return fmt.Errorf("broker: storing the share: %w", err)
 	}
 	if statErr != nil {
 		b.nkeys++
+		b.byOwner[reg.Owner]++
 	}
 	b.log.Info("key share registered", "owner", reg.Owner, "artifact", reg.Artifact, "share", reg.Share)
 	return nil
