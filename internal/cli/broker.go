@@ -120,15 +120,17 @@ func newBrokerRegisterCmd() *cobra.Command {
 		shares, threshold                     int
 	)
 	cmd := &cobra.Command{
-		Use:   "register --broker URL --broker-key KEY --key OWNER.key --artifact DIGEST --content-key FILE [--shares N --threshold K --broker URL...]",
+		Use:   "register --broker URL [--broker-key KEY] --key OWNER.key --artifact DIGEST --content-key FILE [--shares N --threshold K --broker URL...]",
 		Short: "Share a content key among attested brokers",
 		Long: `register splits the content key of a sealed file into --shares shares, any
 --threshold of which recover it (Shamir over ristretto255 with a Feldman
 commitment; one share is the key itself), and registers share i with the
 i-th --broker — but only after verifying that broker's evidence: fresh
-(over a nonce of this command), binding the broker's keys, signed by the
---broker-key pinned for it (software brokers sign with that key), and,
-with --measurement, from an allowed runtime. A broker that fails is not
+(over a nonce of this command), binding the broker's keys, signed by its
+vendor's chain (hardware brokers) or by the --broker-key pinned for it
+(software brokers sign with their own key, so without a pin their evidence
+proves nothing and is refused), and, with --measurement, from an allowed
+runtime. A broker that fails is not
 given anything, and nothing is registered anywhere unless every broker
 passes.
 
@@ -155,8 +157,8 @@ Exit status: 0 registered; 1 a broker's evidence failed or a broker refused;
 			if threshold == 0 {
 				threshold = shares
 			}
-			if len(urls) != shares || len(pins) != len(urls) {
-				return usageError("broker register: %d --broker and %d --broker-key for %d shares: give one broker and one pinned key per share", len(urls), len(pins), shares)
+			if len(urls) != shares || len(pins) != 0 && len(pins) != len(urls) {
+				return usageError("broker register: %d --broker and %d --broker-key for %d shares: give one broker per share, and one pinned key per broker or none", len(urls), len(pins), shares)
 			}
 			owner, err := loadKey(keyFile)
 			if err != nil {
@@ -181,15 +183,19 @@ Exit status: 0 registered; 1 a broker's evidence failed or a broker refused;
 			defer stop()
 			var vbs []*broker.VerifiedBroker
 			for i, u := range urls {
-				pk, err := protocol.ParseEd25519Key(pins[i])
-				if err != nil {
-					return usageError("broker register: --broker-key %d: %v", i+1, err)
+				var pk ed25519.PublicKey
+				p := broker.Pins{Measurements: ms}
+				if len(pins) > 0 {
+					if pk, err = protocol.ParseEd25519Key(pins[i]); err != nil {
+						return usageError("broker register: --broker-key %d: %v", i+1, err)
+					}
+					p.Keys = []ed25519.PublicKey{pk}
 				}
-				vb, err := broker.Verify(ctx, u, broker.Pins{Keys: []ed25519.PublicKey{pk}, Measurements: ms})
+				vb, err := broker.Verify(ctx, u, p)
 				if err != nil {
 					return failure(fmt.Errorf("broker register: refusing to register with %s: %w", u, err))
 				}
-				if !vb.Signing.Equal(pk) {
+				if pk != nil && !vb.Signing.Equal(pk) {
 					return failure(fmt.Errorf("broker register: %s has signing key %s, not the pinned %s", u, vb.Info.SigningKey, pins[i]))
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "broker %d %s: evidence verified (%s, measurement %s)\n", i+1, u, vb.Claims.Class, hex.EncodeToString(vb.Claims.Measurement))
@@ -217,7 +223,7 @@ Exit status: 0 registered; 1 a broker's evidence failed or a broker refused;
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&urls, "broker", nil, "broker URL; repeat, in share order")
-	f.StringArrayVar(&pins, "broker-key", nil, "the signing key pinned for each --broker, in order (ed25519:…)")
+	f.StringArrayVar(&pins, "broker-key", nil, "the signing key pinned for each --broker, in order (ed25519:…); required for software brokers")
 	f.StringArrayVar(&measurements, "measurement", nil, "allowed broker runtime measurement (hex); repeat; default any")
 	f.StringVar(&keyFile, "key", "", "the owner's principal key file")
 	f.StringVar(&artifact, "artifact", "", "ciphertext digest of the sealed file (sha256:…)")
