@@ -284,8 +284,9 @@ func (c *core) checkInput(name string, envelope []byte, want [32]byte) error {
 
 // runSpec is everything a run needs, all of it still sealed.
 type runSpec struct {
-	programName     string
-	programEnvelope []byte
+	programName   string
+	program       sealedItem
+	programSHA256 [32]byte // what the policy pins
 	inputs          []sealedItem
 	outputs         []outputSpec
 	memory          uint64
@@ -302,7 +303,8 @@ type runSpec struct {
 type sealedItem struct {
 	name     string
 	envelope []byte
-	path     string
+	path     string // a plain file (a stored input), or with stream the sealed file
+	stream   *streamRecord
 }
 
 type outputSpec struct {
@@ -338,13 +340,7 @@ const (
 // copied them).
 func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, error) {
 	defer c.wipe() // nothing kept from the uploads outlives the run
-	prog, err := c.take(protocol.KindProgram, spec.programName, spec.programEnvelope)
-	if err != nil {
-		return nil, fmt.Errorf("program %q: %w", spec.programName, err)
-	}
-	defer clear(prog)
 	cfg := &isolate.Config{
-		Module:        prog,
 		Name:          spec.programName,
 		Memory:        spec.memory,
 		Timeout:       spec.timeout,
@@ -353,7 +349,32 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		Seed:          protocol.Seed(c.policyHash, c.id),
 		HostCalls:     spec.hostCalls,
 	}
+	if p := spec.program; p.stream != nil {
+		// Streamed: the worker opens it (isolate, decision 0072).
+		key, err := c.streamKey(true, spec.programName, p.stream.KeyEnvelope)
+		if err != nil {
+			return nil, fmt.Errorf("program %q: %w", spec.programName, err)
+		}
+		defer clear(key[:])
+		cfg.SealedModule, cfg.ModuleKey, cfg.ModuleSHA256 = &isolate.Input{Path: p.path}, key, spec.programSHA256
+	} else {
+		prog, err := c.take(protocol.KindProgram, spec.programName, p.envelope)
+		if err != nil {
+			return nil, fmt.Errorf("program %q: %w", spec.programName, err)
+		}
+		defer clear(prog)
+		cfg.Module = prog
+	}
 	for _, in := range spec.inputs {
+		if in.stream != nil {
+			key, err := c.streamKey(false, in.name, in.stream.KeyEnvelope)
+			if err != nil {
+				return nil, fmt.Errorf("input %q: %w", in.name, err)
+			}
+			defer clear(key[:])
+			cfg.Inputs = append(cfg.Inputs, isolate.Input{Name: in.name, Path: in.path, Key: key})
+			continue
+		}
 		if in.path != "" {
 			cfg.Inputs = append(cfg.Inputs, isolate.Input{Name: in.name, Path: in.path})
 			continue

@@ -42,6 +42,9 @@ func (n *Node) Handler() http.Handler {
 		route(cloisterv1connect.SessionServiceAttestProcedure, sa.Attest),
 		route(cloisterv1connect.SessionServiceUploadProgramProcedure, sa.UploadProgram),
 		route(cloisterv1connect.SessionServiceUploadInputProcedure, sa.UploadInput),
+		route(cloisterv1connect.SessionServiceBeginUploadProcedure, sa.BeginUpload),
+		route(cloisterv1connect.SessionServicePutChunkProcedure, sa.PutChunk),
+		route(cloisterv1connect.SessionServiceCommitUploadProcedure, sa.CommitUpload),
 		route(cloisterv1connect.SessionServiceGetResultProcedure, sa.GetResult),
 		route(cloisterv1connect.SessionServiceCloseSessionProcedure, sa.CloseSession),
 	} {

@@ -22,6 +22,12 @@ type Limits struct {
 	// MaxUploadBytes bounds one sealed program or input (the envelope).
 	// Default 64 MiB; larger data belongs in a blob store.
 	MaxUploadBytes int64
+	// MaxChunkBytes bounds one chunk of a streamed upload (PutChunk).
+	// Default 4 MiB.
+	MaxChunkBytes int64
+	// MaxStreamBytes bounds one streamed upload (BeginUpload's size).
+	// Default 64 GiB; the creator's stored-bytes quota applies too.
+	MaxStreamBytes int64
 	// MaxInflightBytes bounds the request bodies being read and handled
 	// at once, counted at their declared (or, undeclared, largest
 	// allowed) size: many large uploads at once wait for none of the
@@ -32,6 +38,8 @@ type Limits struct {
 // Defaults of Limits.
 const (
 	DefaultMaxUploadBytes   = 64 << 20
+	DefaultMaxChunkBytes    = 4 << 20
+	DefaultMaxStreamBytes   = 64 << 30
 	DefaultMaxInflightBytes = 512 << 20
 )
 
@@ -42,6 +50,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxInflightBytes <= 0 {
 		l.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	if l.MaxChunkBytes <= 0 {
+		l.MaxChunkBytes = DefaultMaxChunkBytes
+	}
+	if l.MaxStreamBytes <= 0 {
+		l.MaxStreamBytes = DefaultMaxStreamBytes
 	}
 	return l
 }
@@ -95,6 +109,10 @@ func rpcLimits(l Limits) map[string]rpcLimit {
 		"UploadInput":   upload,
 		"GetResult":     small,
 		"CloseSession":  small,
+		// Streamed uploads: a signed request, a chunk, a key envelope.
+		"BeginUpload":  {message: smallMessage + authOverhead},
+		"PutChunk":     {message: l.MaxChunkBytes + smallMessage, flag: "--max-chunk (Limits.MaxChunkBytes)"},
+		"CommitUpload": {message: smallMessage + authOverhead},
 	}
 }
 

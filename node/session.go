@@ -55,6 +55,10 @@ type session struct {
 	recQueue   []recordJob
 	recDrained chan struct{}
 	recFailed  bool // an entry was left to the next start; later ones wait for it
+
+	// uploads are the streamed uploads under way, by id (stream.go;
+	// guarded by mu).
+	uploads map[string]*pendingUpload
 }
 
 // recordJob is one committed step's entry to put on the event log: the
@@ -180,72 +184,27 @@ func (s *session) checkLive(now time.Time) error {
 // upload provisions one program or input.
 func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.UploadRequest) (*cloisterv1.UploadResponse, error) {
 	now := s.n.now()
-	kind, op, role := "input", protocol.OpUploadInput, roleDataProvider
-	if program {
-		kind, op, role = "program", protocol.OpUploadProgram, roleProgramProvider
-	}
-	if s.n.draining.Load() {
-		return nil, errDraining("uploads")
-	}
+	kind, op, _ := uploadKind(program)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.rec.State != stateProvisioning {
-		return nil, refused(connect.CodeFailedPrecondition, ruleState, "session %s is %s; uploads are accepted only while provisioning", s.id, s.rec.State)
-	}
-	if err := s.checkLive(now); err != nil {
+	if err := s.uploadable(now); err != nil {
 		return nil, err
 	}
 	p, err := s.authorize(req.Auth, op, req.Name, req.Envelope, now)
 	if err != nil {
 		return nil, err
 	}
-	var provider string
-	var wantHash [32]byte
-	if program {
-		prog := findProgram(s.pol, req.Name)
-		if prog == nil {
-			return nil, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no program named %q (principal %q)", policyName(s.pol), req.Name, p.ID)
-		}
-		provider = prog.Provider
-		if wantHash, err = programHash(s.pol, prog.Name); err != nil {
-			return nil, connect.NewError(connect.CodeInternal, err)
-		}
-	} else {
-		in := findInput(s.pol, req.Name)
-		if in == nil {
-			return nil, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no input named %q (principal %q)", policyName(s.pol), req.Name, p.ID)
-		}
-		if in.Stored() {
-			return nil, refused(connect.CodePermissionDenied, ruleProvider, "input %q is fetched by the node from %s, not uploaded (principal %q)", req.Name, in.From.Digest, p.ID)
-		}
-		provider = in.Provider
-		if h, ok := in.PinnedSHA256(); ok {
-			wantHash = h
-		}
-	}
-	if p.ID != provider || !hasRole(p, role) {
-		return nil, refused(connect.CodePermissionDenied, ruleProvider, "principal %q may not upload %s %q: its provider is %q (role %s)", p.ID, kind, req.Name, provider, role)
-	}
-	slots := s.rec.Inputs
-	if program {
-		slots = s.rec.Programs
-	}
-	if prev := slots[req.Name]; prev != nil {
-		return nil, refused(connect.CodeAlreadyExists, ruleOnce, "%s %q was already uploaded by %q at %s; principal %q may not replace it", kind, req.Name, prev.Principal, prev.Uploaded.UTC().Format(time.RFC3339), p.ID)
+	wantHash, err := s.checkUploader(p, program, req.Name)
+	if err != nil {
+		return nil, err
 	}
 	if program {
 		err = s.core.checkProgram(req.Name, req.Envelope, wantHash)
 	} else {
 		err = s.core.checkInput(req.Name, req.Envelope, wantHash)
 	}
-	var hm *hashMismatchError
-	switch {
-	case errors.As(err, &hm):
-		return nil, refused(connect.CodePermissionDenied, ruleProgramHash, "%v (uploaded by %q)", err, p.ID)
-	case errors.Is(err, errSealed):
-		return nil, refused(connect.CodeInvalidArgument, ruleSealed, "%s %q from %q: %v", kind, req.Name, p.ID, err)
-	case err != nil:
-		return nil, connect.NewError(connect.CodeInternal, err)
+	if err := uploadRefusal(err, kind, req.Name, p.ID); err != nil {
+		return nil, err
 	}
 	kept := protocol.KindInput
 	if program {
@@ -266,24 +225,119 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 		s.n.admit.release(s.creator, 0, size)
 		return nil, storeError(err)
 	}
-	slots[req.Name] = &slotRecord{Principal: p.ID, EnvelopeSHA256: sha, Inline: inline, Uploaded: now, Signature: req.Auth.Signature}
+	slot := &slotRecord{Principal: p.ID, EnvelopeSHA256: sha, Inline: inline, Uploaded: now, Signature: req.Auth.Signature}
+	resp, err := s.accept(program, req.Name, slot, req.Auth, size, now)
+	if err != nil {
+		s.core.drop(kept, req.Name)
+		return nil, err
+	}
+	return resp, nil
+}
+
+// uploadKind names an upload's kind, operation and role.
+func uploadKind(program bool) (kind, op string, role policy.Role) {
+	if program {
+		return "program", protocol.OpUploadProgram, roleProgramProvider
+	}
+	return "input", protocol.OpUploadInput, roleDataProvider
+}
+
+// uploadable refuses uploads to a session that no longer takes them; s.mu
+// is held.
+func (s *session) uploadable(now time.Time) error {
+	if s.n.draining.Load() {
+		return errDraining("uploads")
+	}
+	if s.rec.State != stateProvisioning {
+		return refused(connect.CodeFailedPrecondition, ruleState, "session %s is %s; uploads are accepted only while provisioning", s.id, s.rec.State)
+	}
+	return s.checkLive(now)
+}
+
+// checkUploader checks that principal p may upload the program or input
+// name now (it is in the policy, p is its provider, it was not uploaded
+// yet) and returns the SHA-256 its plaintext must have (zero: any).
+// s.mu is held.
+func (s *session) checkUploader(p *policy.Principal, program bool, name string) ([32]byte, error) {
+	kind, _, role := uploadKind(program)
+	var provider string
+	var wantHash [32]byte
+	var err error
+	if program {
+		prog := findProgram(s.pol, name)
+		if prog == nil {
+			return wantHash, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no program named %q (principal %q)", policyName(s.pol), name, p.ID)
+		}
+		provider = prog.Provider
+		if wantHash, err = programHash(s.pol, prog.Name); err != nil {
+			return wantHash, connect.NewError(connect.CodeInternal, err)
+		}
+	} else {
+		in := findInput(s.pol, name)
+		if in == nil {
+			return wantHash, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no input named %q (principal %q)", policyName(s.pol), name, p.ID)
+		}
+		if in.Stored() {
+			return wantHash, refused(connect.CodePermissionDenied, ruleProvider, "input %q is fetched by the node from %s, not uploaded (principal %q)", name, in.From.Digest, p.ID)
+		}
+		provider = in.Provider
+		if h, ok := in.PinnedSHA256(); ok {
+			wantHash = h
+		}
+	}
+	if p.ID != provider || !hasRole(p, role) {
+		return wantHash, refused(connect.CodePermissionDenied, ruleProvider, "principal %q may not upload %s %q: its provider is %q (role %s)", p.ID, kind, name, provider, role)
+	}
+	slots := s.rec.Inputs
+	if program {
+		slots = s.rec.Programs
+	}
+	if prev := slots[name]; prev != nil {
+		return wantHash, refused(connect.CodeAlreadyExists, ruleOnce, "%s %q was already uploaded by %q at %s; principal %q may not replace it", kind, name, prev.Principal, prev.Uploaded.UTC().Format(time.RFC3339), p.ID)
+	}
+	return wantHash, nil
+}
+
+// uploadRefusal turns the core's verdict on an upload into the refusal the
+// uploader gets (nil: accepted).
+func uploadRefusal(err error, kind, name, principal string) error {
+	var hm *hashMismatchError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &hm):
+		return refused(connect.CodePermissionDenied, ruleProgramHash, "%v (uploaded by %q)", err, principal)
+	case errors.Is(err, errSealed):
+		return refused(connect.CodeInvalidArgument, ruleSealed, "%s %q from %q: %v", kind, name, principal, err)
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}
+
+// accept records an upload that was checked and stored (size bytes, taken
+// from the creator's quota already): its slot, its event and ledger entry,
+// and the run if it was the last. On an error nothing is recorded and the
+// quota is given back. s.mu is held.
+func (s *session) accept(program bool, name string, slot *slotRecord, auth *cloisterv1.SignedRequest, size int64, now time.Time) (*cloisterv1.UploadResponse, error) {
+	kind, _, _ := uploadKind(program)
+	slots := s.rec.Inputs
 	evKind := EventInputUploaded
 	if program {
-		evKind = EventProgramUploaded
+		slots, evKind = s.rec.Programs, EventProgramUploaded
 	}
-	s.rec.Events = append(s.rec.Events, eventRecord{Kind: evKind, Principal: p.ID, Name: req.Name, Time: now})
+	slots[name] = slot
+	s.rec.Events = append(s.rec.Events, eventRecord{Kind: evKind, Principal: slot.Principal, Name: name, Time: now})
 	entry := s.n.stage(s.rec, len(s.rec.Events)-1, LedgerKindSessionEvent, map[string]any{
-		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": p.ID,
-		"name": req.Name, "envelope_sha256": sha, "signature": req.Auth.Signature,
-		"unix_ms": req.Auth.UnixMs, "nonce": req.Auth.Nonce,
+		"session": s.id, "policy_hash": hex.EncodeToString(s.hash[:]), "principal": slot.Principal,
+		"name": name, "envelope_sha256": slot.EnvelopeSHA256, "signature": auth.Signature,
+		"unix_ms": auth.UnixMs, "nonce": auth.Nonce,
 	})
 	ready := s.complete()
 	if ready {
 		s.rec.State = stateRunning
+		s.abandonAll() // nothing more can be uploaded
 	}
 	if err := s.n.store.save(s.rec, true); err != nil {
-		s.core.drop(kept, req.Name)
-		delete(slots, req.Name)
+		delete(slots, name)
 		s.rec.Events = s.rec.Events[:len(s.rec.Events)-1]
 		s.rec.State = stateProvisioning
 		s.n.admit.release(s.creator, 0, size)
@@ -291,12 +345,12 @@ func (s *session) upload(ctx context.Context, program bool, req *cloisterv1.Uplo
 	}
 	s.stored += size
 	s.queue(len(s.rec.Events)-1, entry, false)
-	s.n.log.Info("upload accepted", "session", s.id, "kind", kind, "name", req.Name, "principal", p.ID, "envelope_sha256", sha)
+	s.n.log.Info("upload accepted", "session", s.id, "kind", kind, "name", name, "principal", slot.Principal, "envelope_sha256", slot.EnvelopeSHA256)
 	if ready {
 		s.startRun()
 	}
 	// The ledger index is not known yet (status shows it): 0.
-	return &cloisterv1.UploadResponse{EnvelopeSha256: sha, State: apiState(s.rec.State)}, nil
+	return &cloisterv1.UploadResponse{EnvelopeSha256: slot.EnvelopeSHA256, State: apiState(s.rec.State)}, nil
 }
 
 // complete reports whether every program and input is present.
@@ -654,8 +708,10 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 		lease: &lease{c: s.n.blobs}}
 	prog := s.pol.Programs[0]
 	spec.programName = prog.Name
-	ps := rec.Programs[prog.Name]
-	if spec.programEnvelope, err = s.n.store.getEnvelope(s.id, ps.EnvelopeSHA256, ps.Inline); err != nil {
+	if spec.programSHA256, err = programHash(s.pol, prog.Name); err != nil {
+		return spec, err
+	}
+	if spec.program, err = s.storedItem(prog.Name, rec.Programs[prog.Name]); err != nil {
 		return spec, err
 	}
 	for _, in := range s.pol.Inputs {
@@ -669,12 +725,11 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 			}
 			continue
 		}
-		is := rec.Inputs[in.Name]
-		env, err := s.n.store.getEnvelope(s.id, is.EnvelopeSHA256, is.Inline)
+		item, err := s.storedItem(in.Name, rec.Inputs[in.Name])
 		if err != nil {
 			return spec, err
 		}
-		spec.inputs = append(spec.inputs, sealedItem{name: in.Name, envelope: env})
+		spec.inputs = append(spec.inputs, item)
 	}
 	if len(spec.inputs) > isolate.MaxInputFiles {
 		return spec, fmt.Errorf("%d input files, directories' files included; a run takes at most %d", len(spec.inputs), isolate.MaxInputFiles)
@@ -695,6 +750,19 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 		spec.outputs = append(spec.outputs, os)
 	}
 	return spec, nil
+}
+
+// storedItem is an uploaded program or input as the run gets it: its
+// envelope, or its streamed sealed file.
+func (s *session) storedItem(name string, slot *slotRecord) (sealedItem, error) {
+	if slot.Stream != nil {
+		return sealedItem{name: name, path: s.n.store.streamFile(s.id, slot.Stream.SHA256), stream: slot.Stream}, nil
+	}
+	env, err := s.n.store.getEnvelope(s.id, slot.EnvelopeSHA256, slot.Inline)
+	if err != nil {
+		return sealedItem{}, err
+	}
+	return sealedItem{name: name, envelope: env}, nil
 }
 
 // result returns one output sealed to the requesting reader.
@@ -809,6 +877,7 @@ func (s *session) eraseLocked(now time.Time, by string, closing map[string]any) 
 		s.cancel()
 	}
 	s.core.wipe()
+	s.abandonAll()
 	// The session's state is erased: the entries the log has not confirmed
 	// yet, and the close's own, go in the tombstone.
 	ts := tombstone{ID: s.id, Closed: now, By: by}

@@ -125,6 +125,9 @@ type slotRecord struct {
 	Inline         []byte    `json:"inline,omitempty"` // the envelope, when small enough to live in the state
 	Uploaded       time.Time `json:"uploaded"`
 	Signature      []byte    `json:"signature"`
+	// Stream is set for a streamed upload (stream.go): a sealed file in
+	// the session's directory instead of an envelope.
+	Stream *streamRecord `json:"stream,omitempty"`
 }
 
 type outputRecord struct {
@@ -855,6 +858,10 @@ func (s *store) sizeOf(rec *record) int64 {
 	n := int64(len(rec.Policy))
 	for _, slots := range []map[string]*slotRecord{rec.Programs, rec.Inputs} {
 		for _, sr := range slots {
+			if sr.Stream != nil {
+				n += sr.Stream.Size
+				continue
+			}
 			n += s.envelopeSize(rec.ID, sr.EnvelopeSHA256, sr.Inline)
 		}
 	}

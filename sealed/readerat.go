@@ -1,9 +1,11 @@
 package sealed
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"filippo.io/age"
 )
@@ -68,4 +70,24 @@ func (t *tamperReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		return n, fmt.Errorf("%w: %v", ErrTampered, err)
 	}
 	return n, err
+}
+
+// chunkSize is age's STREAM chunk; each sealed chunk adds a 16-byte tag.
+const chunkSize = 64 << 10
+
+// headerSize is the size of a sealed file's header and nonce: the same for
+// every sealed file (one stanza with no arguments and no body).
+var headerSize = sync.OnceValue(func() int64 {
+	var b bytes.Buffer
+	if _, _, err := Seal(&b, bytes.NewReader(nil)); err != nil {
+		panic("sealed: sealing nothing: " + err.Error())
+	}
+	return int64(b.Len()) - 16 // one empty chunk's tag
+})
+
+// CiphertextSize is the size of the sealed file of a plaintext of n bytes,
+// known before sealing (a streamed upload declares it first).
+func CiphertextSize(n int64) int64 {
+	chunks := max(1, (n+chunkSize-1)/chunkSize)
+	return headerSize() + n + 16*chunks
 }

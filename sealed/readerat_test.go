@@ -55,3 +55,12 @@ func TestReaderAt(t *testing.T) {
 		t.Errorf("not a sealed file: %v, want ErrFormat", err)
 	}
 }
+
+func TestCiphertextSize(t *testing.T) {
+	for _, n := range []int{0, 1, chunk - 1, chunk, chunk + 1, 3 * chunk, 3*chunk + 100} {
+		ct, _, _ := sealBytes(t, pseudoRandom(n, uint64(n)))
+		if got := CiphertextSize(int64(n)); got != int64(len(ct)) {
+			t.Errorf("CiphertextSize(%d) = %d, sealing gives %d", n, got, len(ct))
+		}
+	}
+}

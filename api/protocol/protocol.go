@@ -27,6 +27,10 @@ const (
 	KindProgram = "cloister/v1/program"
 	KindInput   = "cloister/v1/input"
 	KindOutput  = "cloister/v1/output"
+	// The content key of a streamed program or input (a sealed file),
+	// sealed to the session key.
+	KindProgramKey = "cloister/v1/program-key"
+	KindInputKey   = "cloister/v1/input-key"
 )
 
 // Operations a principal signs (the operation field of RequestMessage).
@@ -35,6 +39,11 @@ const (
 	OpUploadInput   = "upload-input"
 	OpGetResult     = "get-result"
 	OpClose         = "close"
+	// Beginning a streamed upload: payload the sealed file's size, 8
+	// big-endian bytes. Its commit is signed with OpUploadProgram or
+	// OpUploadInput over StreamManifest.
+	OpBeginUploadProgram = "begin-upload-program"
+	OpBeginUploadInput   = "begin-upload-input"
 	// OpCreateSession is signed by a session's creator: session id empty,
 	// payload hash SHA-256 of the policy document as sent, policy hash
 	// zero (the node has not parsed the policy yet when it checks).
@@ -143,6 +152,19 @@ func RequestMessage(sessionID, op, name string, payloadHash, policyHash [32]byte
 func appendField(m, f []byte) []byte {
 	m = binary.BigEndian.AppendUint32(m, uint32(len(f)))
 	return append(m, f...)
+}
+
+// StreamManifestLabel starts StreamManifest.
+const StreamManifestLabel = "cloister/v1/stream-manifest\x00"
+
+// StreamManifest is what a provider signs to commit a streamed upload, in
+// place of an envelope: the sealed file's size and SHA-256, and the
+// envelope of its content key. Its SHA-256 stands for the upload where an
+// envelope's would (the upload's event, the receipt).
+func StreamManifest(size int64, ciphertextSHA256 [32]byte, keyEnvelope []byte) []byte {
+	m := append([]byte(StreamManifestLabel), binary.BigEndian.AppendUint64(nil, uint64(size))...)
+	m = append(m, ciphertextSHA256[:]...)
+	return appendField(m, keyEnvelope)
 }
 
 // SealInfo is the HPKE info of an envelope of the given kind (KindProgram,

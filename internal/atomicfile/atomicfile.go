@@ -111,6 +111,14 @@ func (f *File) ReadFrom(r io.Reader) (int64, error) {
 	return f.f.ReadFrom(r)
 }
 
+// ReadAt reads back what was written (to check it before Commit).
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	if f.done {
+		return 0, pathError(f.path, os.ErrClosed)
+	}
+	return f.f.ReadAt(p, off)
+}
+
 // Commit syncs the bytes written and puts the file at its path.
 func (f *File) Commit() error { return f.commit(f.path) }
 

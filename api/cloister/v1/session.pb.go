@@ -1228,6 +1228,329 @@ func (x *UploadResponse) GetEventIndex() uint64 {
 	return 0
 }
 
+type BeginUploadRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Program   bool                   `protobuf:"varint,3,opt,name=program,proto3" json:"program,omitempty"`
+	// size is the sealed file's exact size in bytes.
+	Size          int64          `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Auth          *SignedRequest `protobuf:"bytes,5,opt,name=auth,proto3" json:"auth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginUploadRequest) Reset() {
+	*x = BeginUploadRequest{}
+	mi := &file_cloister_v1_session_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginUploadRequest) ProtoMessage() {}
+
+func (x *BeginUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginUploadRequest.ProtoReflect.Descriptor instead.
+func (*BeginUploadRequest) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BeginUploadRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *BeginUploadRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BeginUploadRequest) GetProgram() bool {
+	if x != nil {
+		return x.Program
+	}
+	return false
+}
+
+func (x *BeginUploadRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BeginUploadRequest) GetAuth() *SignedRequest {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+type BeginUploadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// upload_id names the upload in PutChunk and CommitUpload (32 bytes).
+	UploadId []byte `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	// max_chunk is the largest data a PutChunk may carry.
+	MaxChunk      int64 `protobuf:"varint,2,opt,name=max_chunk,json=maxChunk,proto3" json:"max_chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginUploadResponse) Reset() {
+	*x = BeginUploadResponse{}
+	mi := &file_cloister_v1_session_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginUploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginUploadResponse) ProtoMessage() {}
+
+func (x *BeginUploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginUploadResponse.ProtoReflect.Descriptor instead.
+func (*BeginUploadResponse) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BeginUploadResponse) GetUploadId() []byte {
+	if x != nil {
+		return x.UploadId
+	}
+	return nil
+}
+
+func (x *BeginUploadResponse) GetMaxChunk() int64 {
+	if x != nil {
+		return x.MaxChunk
+	}
+	return 0
+}
+
+type PutChunkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	UploadId      []byte                 `protobuf:"bytes,2,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutChunkRequest) Reset() {
+	*x = PutChunkRequest{}
+	mi := &file_cloister_v1_session_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutChunkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutChunkRequest) ProtoMessage() {}
+
+func (x *PutChunkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutChunkRequest.ProtoReflect.Descriptor instead.
+func (*PutChunkRequest) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PutChunkRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *PutChunkRequest) GetUploadId() []byte {
+	if x != nil {
+		return x.UploadId
+	}
+	return nil
+}
+
+func (x *PutChunkRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *PutChunkRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type PutChunkResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// received is how many bytes of the upload the node holds.
+	Received      int64 `protobuf:"varint,1,opt,name=received,proto3" json:"received,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutChunkResponse) Reset() {
+	*x = PutChunkResponse{}
+	mi := &file_cloister_v1_session_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutChunkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutChunkResponse) ProtoMessage() {}
+
+func (x *PutChunkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutChunkResponse.ProtoReflect.Descriptor instead.
+func (*PutChunkResponse) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PutChunkResponse) GetReceived() int64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+type CommitUploadRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	UploadId  []byte                 `protobuf:"bytes,2,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	// key_envelope is the sealed file's content key, HPKE-sealed to the
+	// session key (info protocol.KindProgramKey or KindInputKey).
+	KeyEnvelope []byte `protobuf:"bytes,3,opt,name=key_envelope,json=keyEnvelope,proto3" json:"key_envelope,omitempty"`
+	// ciphertext_sha256 is the SHA-256 of the whole sealed file.
+	CiphertextSha256 []byte         `protobuf:"bytes,4,opt,name=ciphertext_sha256,json=ciphertextSha256,proto3" json:"ciphertext_sha256,omitempty"`
+	Auth             *SignedRequest `protobuf:"bytes,5,opt,name=auth,proto3" json:"auth,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CommitUploadRequest) Reset() {
+	*x = CommitUploadRequest{}
+	mi := &file_cloister_v1_session_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitUploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitUploadRequest) ProtoMessage() {}
+
+func (x *CommitUploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitUploadRequest.ProtoReflect.Descriptor instead.
+func (*CommitUploadRequest) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CommitUploadRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CommitUploadRequest) GetUploadId() []byte {
+	if x != nil {
+		return x.UploadId
+	}
+	return nil
+}
+
+func (x *CommitUploadRequest) GetKeyEnvelope() []byte {
+	if x != nil {
+		return x.KeyEnvelope
+	}
+	return nil
+}
+
+func (x *CommitUploadRequest) GetCiphertextSha256() []byte {
+	if x != nil {
+		return x.CiphertextSha256
+	}
+	return nil
+}
+
+func (x *CommitUploadRequest) GetAuth() *SignedRequest {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
 type GetResultRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -1240,7 +1563,7 @@ type GetResultRequest struct {
 
 func (x *GetResultRequest) Reset() {
 	*x = GetResultRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[16]
+	mi := &file_cloister_v1_session_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1575,7 @@ func (x *GetResultRequest) String() string {
 func (*GetResultRequest) ProtoMessage() {}
 
 func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[16]
+	mi := &file_cloister_v1_session_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1588,7 @@ func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultRequest.ProtoReflect.Descriptor instead.
 func (*GetResultRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{16}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetResultRequest) GetSessionId() string {
@@ -1307,7 +1630,7 @@ type GetResultResponse struct {
 
 func (x *GetResultResponse) Reset() {
 	*x = GetResultResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[17]
+	mi := &file_cloister_v1_session_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1642,7 @@ func (x *GetResultResponse) String() string {
 func (*GetResultResponse) ProtoMessage() {}
 
 func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[17]
+	mi := &file_cloister_v1_session_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1655,7 @@ func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultResponse.ProtoReflect.Descriptor instead.
 func (*GetResultResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{17}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetResultResponse) GetEnvelope() []byte {
@@ -1359,7 +1682,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[18]
+	mi := &file_cloister_v1_session_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1694,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[18]
+	mi := &file_cloister_v1_session_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1707,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{18}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CloseSessionRequest) GetSessionId() string {
@@ -1410,7 +1733,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[19]
+	mi := &file_cloister_v1_session_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1745,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[19]
+	mi := &file_cloister_v1_session_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1758,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{19}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CloseSessionResponse) GetState() SessionState {
@@ -1554,7 +1877,32 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"\x0fenvelope_sha256\x18\x01 \x01(\tR\x0eenvelopeSha256\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.cloister.v1.SessionStateR\x05state\x12\x1f\n" +
 	"\vevent_index\x18\x03 \x01(\x04R\n" +
-	"eventIndex\"\x92\x01\n" +
+	"eventIndex\"\xa5\x01\n" +
+	"\x12BeginUploadRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aprogram\x18\x03 \x01(\bR\aprogram\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12.\n" +
+	"\x04auth\x18\x05 \x01(\v2\x1a.cloister.v1.SignedRequestR\x04auth\"O\n" +
+	"\x13BeginUploadResponse\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\fR\buploadId\x12\x1b\n" +
+	"\tmax_chunk\x18\x02 \x01(\x03R\bmaxChunk\"y\n" +
+	"\x0fPutChunkRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\tupload_id\x18\x02 \x01(\fR\buploadId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\".\n" +
+	"\x10PutChunkResponse\x12\x1a\n" +
+	"\breceived\x18\x01 \x01(\x03R\breceived\"\xd1\x01\n" +
+	"\x13CommitUploadRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\tupload_id\x18\x02 \x01(\fR\buploadId\x12!\n" +
+	"\fkey_envelope\x18\x03 \x01(\fR\vkeyEnvelope\x12+\n" +
+	"\x11ciphertext_sha256\x18\x04 \x01(\fR\x10ciphertextSha256\x12.\n" +
+	"\x04auth\x18\x05 \x01(\v2\x1a.cloister.v1.SignedRequestR\x04auth\"\x92\x01\n" +
 	"\x10GetResultRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
@@ -1580,11 +1928,14 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"\vNodeService\x12V\n" +
 	"\rCreateSession\x12!.cloister.v1.CreateSessionRequest\x1a\".cloister.v1.CreateSessionResponse\x12J\n" +
 	"\tGetStatus\x12\x1d.cloister.v1.GetStatusRequest\x1a\x1e.cloister.v1.GetStatusResponse\x12P\n" +
-	"\vGetNodeInfo\x12\x1f.cloister.v1.GetNodeInfoRequest\x1a .cloister.v1.GetNodeInfoResponse2\x86\x03\n" +
+	"\vGetNodeInfo\x12\x1f.cloister.v1.GetNodeInfoRequest\x1a .cloister.v1.GetNodeInfoResponse2\xf0\x04\n" +
 	"\x0eSessionService\x12A\n" +
 	"\x06Attest\x12\x1a.cloister.v1.AttestRequest\x1a\x1b.cloister.v1.AttestResponse\x12H\n" +
 	"\rUploadProgram\x12\x1a.cloister.v1.UploadRequest\x1a\x1b.cloister.v1.UploadResponse\x12F\n" +
-	"\vUploadInput\x12\x1a.cloister.v1.UploadRequest\x1a\x1b.cloister.v1.UploadResponse\x12J\n" +
+	"\vUploadInput\x12\x1a.cloister.v1.UploadRequest\x1a\x1b.cloister.v1.UploadResponse\x12P\n" +
+	"\vBeginUpload\x12\x1f.cloister.v1.BeginUploadRequest\x1a .cloister.v1.BeginUploadResponse\x12G\n" +
+	"\bPutChunk\x12\x1c.cloister.v1.PutChunkRequest\x1a\x1d.cloister.v1.PutChunkResponse\x12M\n" +
+	"\fCommitUpload\x12 .cloister.v1.CommitUploadRequest\x1a\x1b.cloister.v1.UploadResponse\x12J\n" +
 	"\tGetResult\x12\x1d.cloister.v1.GetResultRequest\x1a\x1e.cloister.v1.GetResultResponse\x12S\n" +
 	"\fCloseSession\x12 .cloister.v1.CloseSessionRequest\x1a!.cloister.v1.CloseSessionResponseB;Z9github.com/cloisterhq/cloister/api/cloister/v1;cloisterv1b\x06proto3"
 
@@ -1601,7 +1952,7 @@ func file_cloister_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_cloister_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cloister_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_cloister_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_cloister_v1_session_proto_goTypes = []any{
 	(SessionState)(0),             // 0: cloister.v1.SessionState
 	(*CreateSessionRequest)(nil),  // 1: cloister.v1.CreateSessionRequest
@@ -1620,15 +1971,20 @@ var file_cloister_v1_session_proto_goTypes = []any{
 	(*SignedRequest)(nil),         // 14: cloister.v1.SignedRequest
 	(*UploadRequest)(nil),         // 15: cloister.v1.UploadRequest
 	(*UploadResponse)(nil),        // 16: cloister.v1.UploadResponse
-	(*GetResultRequest)(nil),      // 17: cloister.v1.GetResultRequest
-	(*GetResultResponse)(nil),     // 18: cloister.v1.GetResultResponse
-	(*CloseSessionRequest)(nil),   // 19: cloister.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),  // 20: cloister.v1.CloseSessionResponse
-	nil,                           // 21: cloister.v1.RunReport.MissingProtectionsEntry
+	(*BeginUploadRequest)(nil),    // 17: cloister.v1.BeginUploadRequest
+	(*BeginUploadResponse)(nil),   // 18: cloister.v1.BeginUploadResponse
+	(*PutChunkRequest)(nil),       // 19: cloister.v1.PutChunkRequest
+	(*PutChunkResponse)(nil),      // 20: cloister.v1.PutChunkResponse
+	(*CommitUploadRequest)(nil),   // 21: cloister.v1.CommitUploadRequest
+	(*GetResultRequest)(nil),      // 22: cloister.v1.GetResultRequest
+	(*GetResultResponse)(nil),     // 23: cloister.v1.GetResultResponse
+	(*CloseSessionRequest)(nil),   // 24: cloister.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),  // 25: cloister.v1.CloseSessionResponse
+	nil,                           // 26: cloister.v1.RunReport.MissingProtectionsEntry
 }
 var file_cloister_v1_session_proto_depIdxs = []int32{
 	14, // 0: cloister.v1.CreateSessionRequest.auth:type_name -> cloister.v1.SignedRequest
-	21, // 1: cloister.v1.RunReport.missing_protections:type_name -> cloister.v1.RunReport.MissingProtectionsEntry
+	26, // 1: cloister.v1.RunReport.missing_protections:type_name -> cloister.v1.RunReport.MissingProtectionsEntry
 	0,  // 2: cloister.v1.GetStatusResponse.state:type_name -> cloister.v1.SessionState
 	4,  // 3: cloister.v1.GetStatusResponse.programs:type_name -> cloister.v1.Slot
 	4,  // 4: cloister.v1.GetStatusResponse.inputs:type_name -> cloister.v1.Slot
@@ -1638,31 +1994,39 @@ var file_cloister_v1_session_proto_depIdxs = []int32{
 	12, // 8: cloister.v1.AttestResponse.evidence:type_name -> cloister.v1.Evidence
 	14, // 9: cloister.v1.UploadRequest.auth:type_name -> cloister.v1.SignedRequest
 	0,  // 10: cloister.v1.UploadResponse.state:type_name -> cloister.v1.SessionState
-	14, // 11: cloister.v1.GetResultRequest.auth:type_name -> cloister.v1.SignedRequest
-	6,  // 12: cloister.v1.GetResultResponse.report:type_name -> cloister.v1.RunReport
-	14, // 13: cloister.v1.CloseSessionRequest.auth:type_name -> cloister.v1.SignedRequest
-	0,  // 14: cloister.v1.CloseSessionResponse.state:type_name -> cloister.v1.SessionState
-	1,  // 15: cloister.v1.NodeService.CreateSession:input_type -> cloister.v1.CreateSessionRequest
-	3,  // 16: cloister.v1.NodeService.GetStatus:input_type -> cloister.v1.GetStatusRequest
-	9,  // 17: cloister.v1.NodeService.GetNodeInfo:input_type -> cloister.v1.GetNodeInfoRequest
-	11, // 18: cloister.v1.SessionService.Attest:input_type -> cloister.v1.AttestRequest
-	15, // 19: cloister.v1.SessionService.UploadProgram:input_type -> cloister.v1.UploadRequest
-	15, // 20: cloister.v1.SessionService.UploadInput:input_type -> cloister.v1.UploadRequest
-	17, // 21: cloister.v1.SessionService.GetResult:input_type -> cloister.v1.GetResultRequest
-	19, // 22: cloister.v1.SessionService.CloseSession:input_type -> cloister.v1.CloseSessionRequest
-	2,  // 23: cloister.v1.NodeService.CreateSession:output_type -> cloister.v1.CreateSessionResponse
-	8,  // 24: cloister.v1.NodeService.GetStatus:output_type -> cloister.v1.GetStatusResponse
-	10, // 25: cloister.v1.NodeService.GetNodeInfo:output_type -> cloister.v1.GetNodeInfoResponse
-	13, // 26: cloister.v1.SessionService.Attest:output_type -> cloister.v1.AttestResponse
-	16, // 27: cloister.v1.SessionService.UploadProgram:output_type -> cloister.v1.UploadResponse
-	16, // 28: cloister.v1.SessionService.UploadInput:output_type -> cloister.v1.UploadResponse
-	18, // 29: cloister.v1.SessionService.GetResult:output_type -> cloister.v1.GetResultResponse
-	20, // 30: cloister.v1.SessionService.CloseSession:output_type -> cloister.v1.CloseSessionResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	14, // 11: cloister.v1.BeginUploadRequest.auth:type_name -> cloister.v1.SignedRequest
+	14, // 12: cloister.v1.CommitUploadRequest.auth:type_name -> cloister.v1.SignedRequest
+	14, // 13: cloister.v1.GetResultRequest.auth:type_name -> cloister.v1.SignedRequest
+	6,  // 14: cloister.v1.GetResultResponse.report:type_name -> cloister.v1.RunReport
+	14, // 15: cloister.v1.CloseSessionRequest.auth:type_name -> cloister.v1.SignedRequest
+	0,  // 16: cloister.v1.CloseSessionResponse.state:type_name -> cloister.v1.SessionState
+	1,  // 17: cloister.v1.NodeService.CreateSession:input_type -> cloister.v1.CreateSessionRequest
+	3,  // 18: cloister.v1.NodeService.GetStatus:input_type -> cloister.v1.GetStatusRequest
+	9,  // 19: cloister.v1.NodeService.GetNodeInfo:input_type -> cloister.v1.GetNodeInfoRequest
+	11, // 20: cloister.v1.SessionService.Attest:input_type -> cloister.v1.AttestRequest
+	15, // 21: cloister.v1.SessionService.UploadProgram:input_type -> cloister.v1.UploadRequest
+	15, // 22: cloister.v1.SessionService.UploadInput:input_type -> cloister.v1.UploadRequest
+	17, // 23: cloister.v1.SessionService.BeginUpload:input_type -> cloister.v1.BeginUploadRequest
+	19, // 24: cloister.v1.SessionService.PutChunk:input_type -> cloister.v1.PutChunkRequest
+	21, // 25: cloister.v1.SessionService.CommitUpload:input_type -> cloister.v1.CommitUploadRequest
+	22, // 26: cloister.v1.SessionService.GetResult:input_type -> cloister.v1.GetResultRequest
+	24, // 27: cloister.v1.SessionService.CloseSession:input_type -> cloister.v1.CloseSessionRequest
+	2,  // 28: cloister.v1.NodeService.CreateSession:output_type -> cloister.v1.CreateSessionResponse
+	8,  // 29: cloister.v1.NodeService.GetStatus:output_type -> cloister.v1.GetStatusResponse
+	10, // 30: cloister.v1.NodeService.GetNodeInfo:output_type -> cloister.v1.GetNodeInfoResponse
+	13, // 31: cloister.v1.SessionService.Attest:output_type -> cloister.v1.AttestResponse
+	16, // 32: cloister.v1.SessionService.UploadProgram:output_type -> cloister.v1.UploadResponse
+	16, // 33: cloister.v1.SessionService.UploadInput:output_type -> cloister.v1.UploadResponse
+	18, // 34: cloister.v1.SessionService.BeginUpload:output_type -> cloister.v1.BeginUploadResponse
+	20, // 35: cloister.v1.SessionService.PutChunk:output_type -> cloister.v1.PutChunkResponse
+	16, // 36: cloister.v1.SessionService.CommitUpload:output_type -> cloister.v1.UploadResponse
+	23, // 37: cloister.v1.SessionService.GetResult:output_type -> cloister.v1.GetResultResponse
+	25, // 38: cloister.v1.SessionService.CloseSession:output_type -> cloister.v1.CloseSessionResponse
+	28, // [28:39] is the sub-list for method output_type
+	17, // [17:28] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_cloister_v1_session_proto_init() }
@@ -1676,7 +2040,7 @@ func file_cloister_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cloister_v1_session_proto_rawDesc), len(file_cloister_v1_session_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -54,6 +54,14 @@ const (
 	// SessionServiceUploadInputProcedure is the fully-qualified name of the SessionService's
 	// UploadInput RPC.
 	SessionServiceUploadInputProcedure = "/cloister.v1.SessionService/UploadInput"
+	// SessionServiceBeginUploadProcedure is the fully-qualified name of the SessionService's
+	// BeginUpload RPC.
+	SessionServiceBeginUploadProcedure = "/cloister.v1.SessionService/BeginUpload"
+	// SessionServicePutChunkProcedure is the fully-qualified name of the SessionService's PutChunk RPC.
+	SessionServicePutChunkProcedure = "/cloister.v1.SessionService/PutChunk"
+	// SessionServiceCommitUploadProcedure is the fully-qualified name of the SessionService's
+	// CommitUpload RPC.
+	SessionServiceCommitUploadProcedure = "/cloister.v1.SessionService/CommitUpload"
 	// SessionServiceGetResultProcedure is the fully-qualified name of the SessionService's GetResult
 	// RPC.
 	SessionServiceGetResultProcedure = "/cloister.v1.SessionService/GetResult"
@@ -209,6 +217,29 @@ type SessionServiceClient interface {
 	// UploadInput provisions one input, HPKE-sealed to the session key, in a
 	// request signed by its listed provider.
 	UploadInput(context.Context, *connect.Request[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error)
+	// BeginUpload starts a streamed upload of one program or input too
+	// large for UploadProgram/UploadInput: a sealed file (package sealed,
+	// docs/storage.md) of exactly size bytes, sent in chunks, whose content
+	// key travels sealed to the session key at the end. Signed by the item's
+	// provider (operation "begin-upload-program" or "begin-upload-input",
+	// payload the size as 8 big-endian bytes). The node reserves the size
+	// against its quotas now. Beginning again for the same name abandons
+	// the earlier upload.
+	BeginUpload(context.Context, *connect.Request[v1.BeginUploadRequest]) (*connect.Response[v1.BeginUploadResponse], error)
+	// PutChunk appends data at offset, which must be the number of bytes the
+	// node holds; the response says that number, so a client whose
+	// connection dropped resumes from it (a PutChunk without data only asks).
+	// The upload id, returned to the signed BeginUpload over the attested
+	// connection, is what authorises a chunk; the commit's signature covers
+	// every byte.
+	PutChunk(context.Context, *connect.Request[v1.PutChunkRequest]) (*connect.Response[v1.PutChunkResponse], error)
+	// CommitUpload ends a streamed upload: signed by the provider with the
+	// operation of UploadProgram/UploadInput over the stream manifest
+	// (protocol.StreamManifest: the size, the ciphertext's SHA-256 and the
+	// key envelope). The node checks the size and digest of what it holds,
+	// opens the key and authenticates the whole file (a program's plaintext
+	// must have the policy's SHA-256) before it keeps it.
+	CommitUpload(context.Context, *connect.Request[v1.CommitUploadRequest]) (*connect.Response[v1.UploadResponse], error)
 	// GetResult returns one output sealed to the signing reader's HPKE key,
 	// waiting up to wait_ms for the run to finish.
 	GetResult(context.Context, *connect.Request[v1.GetResultRequest]) (*connect.Response[v1.GetResultResponse], error)
@@ -246,6 +277,24 @@ func NewSessionServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(sessionServiceMethods.ByName("UploadInput")),
 			connect.WithClientOptions(opts...),
 		),
+		beginUpload: connect.NewClient[v1.BeginUploadRequest, v1.BeginUploadResponse](
+			httpClient,
+			baseURL+SessionServiceBeginUploadProcedure,
+			connect.WithSchema(sessionServiceMethods.ByName("BeginUpload")),
+			connect.WithClientOptions(opts...),
+		),
+		putChunk: connect.NewClient[v1.PutChunkRequest, v1.PutChunkResponse](
+			httpClient,
+			baseURL+SessionServicePutChunkProcedure,
+			connect.WithSchema(sessionServiceMethods.ByName("PutChunk")),
+			connect.WithClientOptions(opts...),
+		),
+		commitUpload: connect.NewClient[v1.CommitUploadRequest, v1.UploadResponse](
+			httpClient,
+			baseURL+SessionServiceCommitUploadProcedure,
+			connect.WithSchema(sessionServiceMethods.ByName("CommitUpload")),
+			connect.WithClientOptions(opts...),
+		),
 		getResult: connect.NewClient[v1.GetResultRequest, v1.GetResultResponse](
 			httpClient,
 			baseURL+SessionServiceGetResultProcedure,
@@ -266,6 +315,9 @@ type sessionServiceClient struct {
 	attest        *connect.Client[v1.AttestRequest, v1.AttestResponse]
 	uploadProgram *connect.Client[v1.UploadRequest, v1.UploadResponse]
 	uploadInput   *connect.Client[v1.UploadRequest, v1.UploadResponse]
+	beginUpload   *connect.Client[v1.BeginUploadRequest, v1.BeginUploadResponse]
+	putChunk      *connect.Client[v1.PutChunkRequest, v1.PutChunkResponse]
+	commitUpload  *connect.Client[v1.CommitUploadRequest, v1.UploadResponse]
 	getResult     *connect.Client[v1.GetResultRequest, v1.GetResultResponse]
 	closeSession  *connect.Client[v1.CloseSessionRequest, v1.CloseSessionResponse]
 }
@@ -283,6 +335,21 @@ func (c *sessionServiceClient) UploadProgram(ctx context.Context, req *connect.R
 // UploadInput calls cloister.v1.SessionService.UploadInput.
 func (c *sessionServiceClient) UploadInput(ctx context.Context, req *connect.Request[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error) {
 	return c.uploadInput.CallUnary(ctx, req)
+}
+
+// BeginUpload calls cloister.v1.SessionService.BeginUpload.
+func (c *sessionServiceClient) BeginUpload(ctx context.Context, req *connect.Request[v1.BeginUploadRequest]) (*connect.Response[v1.BeginUploadResponse], error) {
+	return c.beginUpload.CallUnary(ctx, req)
+}
+
+// PutChunk calls cloister.v1.SessionService.PutChunk.
+func (c *sessionServiceClient) PutChunk(ctx context.Context, req *connect.Request[v1.PutChunkRequest]) (*connect.Response[v1.PutChunkResponse], error) {
+	return c.putChunk.CallUnary(ctx, req)
+}
+
+// CommitUpload calls cloister.v1.SessionService.CommitUpload.
+func (c *sessionServiceClient) CommitUpload(ctx context.Context, req *connect.Request[v1.CommitUploadRequest]) (*connect.Response[v1.UploadResponse], error) {
+	return c.commitUpload.CallUnary(ctx, req)
 }
 
 // GetResult calls cloister.v1.SessionService.GetResult.
@@ -306,6 +373,29 @@ type SessionServiceHandler interface {
 	// UploadInput provisions one input, HPKE-sealed to the session key, in a
 	// request signed by its listed provider.
 	UploadInput(context.Context, *connect.Request[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error)
+	// BeginUpload starts a streamed upload of one program or input too
+	// large for UploadProgram/UploadInput: a sealed file (package sealed,
+	// docs/storage.md) of exactly size bytes, sent in chunks, whose content
+	// key travels sealed to the session key at the end. Signed by the item's
+	// provider (operation "begin-upload-program" or "begin-upload-input",
+	// payload the size as 8 big-endian bytes). The node reserves the size
+	// against its quotas now. Beginning again for the same name abandons
+	// the earlier upload.
+	BeginUpload(context.Context, *connect.Request[v1.BeginUploadRequest]) (*connect.Response[v1.BeginUploadResponse], error)
+	// PutChunk appends data at offset, which must be the number of bytes the
+	// node holds; the response says that number, so a client whose
+	// connection dropped resumes from it (a PutChunk without data only asks).
+	// The upload id, returned to the signed BeginUpload over the attested
+	// connection, is what authorises a chunk; the commit's signature covers
+	// every byte.
+	PutChunk(context.Context, *connect.Request[v1.PutChunkRequest]) (*connect.Response[v1.PutChunkResponse], error)
+	// CommitUpload ends a streamed upload: signed by the provider with the
+	// operation of UploadProgram/UploadInput over the stream manifest
+	// (protocol.StreamManifest: the size, the ciphertext's SHA-256 and the
+	// key envelope). The node checks the size and digest of what it holds,
+	// opens the key and authenticates the whole file (a program's plaintext
+	// must have the policy's SHA-256) before it keeps it.
+	CommitUpload(context.Context, *connect.Request[v1.CommitUploadRequest]) (*connect.Response[v1.UploadResponse], error)
 	// GetResult returns one output sealed to the signing reader's HPKE key,
 	// waiting up to wait_ms for the run to finish.
 	GetResult(context.Context, *connect.Request[v1.GetResultRequest]) (*connect.Response[v1.GetResultResponse], error)
@@ -339,6 +429,24 @@ func NewSessionServiceHandler(svc SessionServiceHandler, opts ...connect.Handler
 		connect.WithSchema(sessionServiceMethods.ByName("UploadInput")),
 		connect.WithHandlerOptions(opts...),
 	)
+	sessionServiceBeginUploadHandler := connect.NewUnaryHandler(
+		SessionServiceBeginUploadProcedure,
+		svc.BeginUpload,
+		connect.WithSchema(sessionServiceMethods.ByName("BeginUpload")),
+		connect.WithHandlerOptions(opts...),
+	)
+	sessionServicePutChunkHandler := connect.NewUnaryHandler(
+		SessionServicePutChunkProcedure,
+		svc.PutChunk,
+		connect.WithSchema(sessionServiceMethods.ByName("PutChunk")),
+		connect.WithHandlerOptions(opts...),
+	)
+	sessionServiceCommitUploadHandler := connect.NewUnaryHandler(
+		SessionServiceCommitUploadProcedure,
+		svc.CommitUpload,
+		connect.WithSchema(sessionServiceMethods.ByName("CommitUpload")),
+		connect.WithHandlerOptions(opts...),
+	)
 	sessionServiceGetResultHandler := connect.NewUnaryHandler(
 		SessionServiceGetResultProcedure,
 		svc.GetResult,
@@ -359,6 +467,12 @@ func NewSessionServiceHandler(svc SessionServiceHandler, opts ...connect.Handler
 			sessionServiceUploadProgramHandler.ServeHTTP(w, r)
 		case SessionServiceUploadInputProcedure:
 			sessionServiceUploadInputHandler.ServeHTTP(w, r)
+		case SessionServiceBeginUploadProcedure:
+			sessionServiceBeginUploadHandler.ServeHTTP(w, r)
+		case SessionServicePutChunkProcedure:
+			sessionServicePutChunkHandler.ServeHTTP(w, r)
+		case SessionServiceCommitUploadProcedure:
+			sessionServiceCommitUploadHandler.ServeHTTP(w, r)
 		case SessionServiceGetResultProcedure:
 			sessionServiceGetResultHandler.ServeHTTP(w, r)
 		case SessionServiceCloseSessionProcedure:
@@ -382,6 +496,18 @@ func (UnimplementedSessionServiceHandler) UploadProgram(context.Context, *connec
 
 func (UnimplementedSessionServiceHandler) UploadInput(context.Context, *connect.Request[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cloister.v1.SessionService.UploadInput is not implemented"))
+}
+
+func (UnimplementedSessionServiceHandler) BeginUpload(context.Context, *connect.Request[v1.BeginUploadRequest]) (*connect.Response[v1.BeginUploadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cloister.v1.SessionService.BeginUpload is not implemented"))
+}
+
+func (UnimplementedSessionServiceHandler) PutChunk(context.Context, *connect.Request[v1.PutChunkRequest]) (*connect.Response[v1.PutChunkResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cloister.v1.SessionService.PutChunk is not implemented"))
+}
+
+func (UnimplementedSessionServiceHandler) CommitUpload(context.Context, *connect.Request[v1.CommitUploadRequest]) (*connect.Response[v1.UploadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cloister.v1.SessionService.CommitUpload is not implemented"))
 }
 
 func (UnimplementedSessionServiceHandler) GetResult(context.Context, *connect.Request[v1.GetResultRequest]) (*connect.Response[v1.GetResultResponse], error) {

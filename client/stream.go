@@ -1,0 +1,207 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/seal"
+	"github.com/cloisterhq/cloister/sealed"
+)
+
+// Streamed uploads: for programs and inputs too large to send in one
+// request (or to hold in memory), UploadInputStream and
+// UploadProgramStream seal the bytes as they read them (package sealed:
+// age's STREAM, 64 KiB chunks, a fresh content key) and send the sealed
+// file in chunks; the content key goes last, sealed to the session's key,
+// in a commit signed over the file's size and SHA-256. Memory stays at one
+// chunk whatever the size. A chunk whose connection drops is sent again
+// from where the node says it stopped (the client keeps the chunk until
+// the node has it), so a dropped connection costs a chunk, not the upload.
+
+// streamRetries bounds the attempts at one chunk after a dropped
+// connection; streamBackoff is the first wait between them (doubling).
+const (
+	streamRetries = 6
+	streamBackoff = 100 * time.Millisecond
+)
+
+// UploadInputStream seals size bytes read from r to the session and sends
+// them as input name, signed by key. r must give exactly size bytes.
+func (a *AttestedSession) UploadInputStream(ctx context.Context, key *keys.PrivateKey, name string, r io.Reader, size int64) (*Upload, error) {
+	return a.uploadStream(ctx, key, false, name, r, size)
+}
+
+// UploadProgramStream is UploadInputStream for a program: the node checks
+// its plaintext SHA-256 against the policy before keeping it, and only
+// the isolate's worker ever opens it.
+func (a *AttestedSession) UploadProgramStream(ctx context.Context, key *keys.PrivateKey, name string, r io.Reader, size int64) (*Upload, error) {
+	return a.uploadStream(ctx, key, true, name, r, size)
+}
+
+func (a *AttestedSession) uploadStream(ctx context.Context, key *keys.PrivateKey, program bool, name string, r io.Reader, size int64) (*Upload, error) {
+	p, err := a.principal(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.live(); err != nil {
+		return nil, fmt.Errorf("upload %q as %q: %w", name, p.ID, err)
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("upload %q: negative size", name)
+	}
+	fail := func(err error) (*Upload, error) { return nil, fmt.Errorf("upload %q as %q: %w", name, p.ID, err) }
+	beginOp, op, keyKind := protocol.OpBeginUploadInput, protocol.OpUploadInput, protocol.KindInputKey
+	if program {
+		beginOp, op, keyKind = protocol.OpBeginUploadProgram, protocol.OpUploadProgram, protocol.KindProgramKey
+	}
+	ctSize := sealed.CiphertextSize(size)
+	auth, err := a.sign(key, p.ID, beginOp, name, binary.BigEndian.AppendUint64(nil, uint64(ctSize)))
+	if err != nil {
+		return nil, err
+	}
+	begun, err := a.session.BeginUpload(ctx, connect.NewRequest(&cloisterv1.BeginUploadRequest{
+		SessionId: a.id, Name: name, Program: program, Size: ctSize, Auth: auth}))
+	if err != nil {
+		return fail(err)
+	}
+	chunk := begun.Msg.MaxChunk
+	if chunk <= 0 || chunk > 4<<20 {
+		chunk = 4 << 20
+	}
+	cw := &chunkWriter{ctx: ctx, a: a, id: begun.Msg.UploadId, buf: make([]byte, 0, chunk)}
+	w, err := sealed.NewWriter(cw)
+	if err != nil {
+		return nil, err
+	}
+	ck := w.Key()
+	defer clear(ck[:])
+	n, err := io.Copy(w, io.LimitReader(r, size))
+	if err == nil && n != size {
+		err = fmt.Errorf("read %d bytes of the %d declared", n, size)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	sum, err := w.Close()
+	if err == nil {
+		err = cw.flush()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if sum.Size != ctSize {
+		return fail(fmt.Errorf("sealed %d bytes, %d expected", sum.Size, ctSize))
+	}
+	ctSHA, err := hex.DecodeString(strings.TrimPrefix(sum.Digest, "sha256:"))
+	if err != nil || len(ctSHA) != 32 {
+		return fail(fmt.Errorf("bad ciphertext digest %q", sum.Digest))
+	}
+	keyEnv, err := seal.Seal(a.hpke, ck[:], protocol.SealInfo(keyKind, a.id, name, ""), protocol.SealAAD(a.hash))
+	if err != nil {
+		return nil, err
+	}
+	manifest := protocol.StreamManifest(ctSize, [32]byte(ctSHA), keyEnv)
+	if auth, err = a.sign(key, p.ID, op, name, manifest); err != nil {
+		return nil, err
+	}
+	resp, err := a.session.CommitUpload(ctx, connect.NewRequest(&cloisterv1.CommitUploadRequest{
+		SessionId: a.id, UploadId: begun.Msg.UploadId, KeyEnvelope: keyEnv, CiphertextSha256: ctSHA, Auth: auth}))
+	if err != nil {
+		return fail(err)
+	}
+	return &Upload{EnvelopeSHA256: resp.Msg.EnvelopeSha256, State: resp.Msg.State, EventIndex: resp.Msg.EventIndex}, nil
+}
+
+// chunkWriter sends what is written to it in chunks of cap(buf) bytes,
+// keeping each chunk until the node has it.
+type chunkWriter struct {
+	ctx  context.Context
+	a    *AttestedSession
+	id   []byte
+	buf  []byte
+	sent int64 // bytes the node holds
+}
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), cap(c.buf)-len(c.buf))
+		c.buf = append(c.buf, p[:k]...)
+		p = p[k:]
+		if len(c.buf) == cap(c.buf) {
+			if err := c.flush(); err != nil {
+				return n - len(p), err
+			}
+		}
+	}
+	return n, nil
+}
+
+// flush sends the buffered chunk; after a dropped connection it asks the
+// node how much it holds and sends the rest of the chunk from there.
+func (c *chunkWriter) flush() error {
+	data := c.buf
+	backoff := streamBackoff
+	for attempt := 0; len(data) > 0; attempt++ {
+		resp, err := c.a.session.PutChunk(c.ctx, connect.NewRequest(&cloisterv1.PutChunkRequest{
+			SessionId: c.a.id, UploadId: c.id, Offset: c.sent, Data: data}))
+		if err == nil {
+			if resp.Msg.Received != c.sent+int64(len(data)) {
+				return fmt.Errorf("the node holds %d bytes after a chunk that ends at %d", resp.Msg.Received, c.sent+int64(len(data)))
+			}
+			c.sent = resp.Msg.Received
+			break
+		}
+		if !retriable(err) || attempt >= streamRetries || c.ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		}
+		backoff *= 2
+		// Where did the node stop? It may have the chunk already.
+		resp, qerr := c.a.session.PutChunk(c.ctx, connect.NewRequest(&cloisterv1.PutChunkRequest{
+			SessionId: c.a.id, UploadId: c.id}))
+		if qerr != nil {
+			if !retriable(qerr) {
+				return qerr
+			}
+			continue
+		}
+		got := resp.Msg.Received
+		if got < c.sent || got > c.sent+int64(len(data)) {
+			return fmt.Errorf("the node holds %d bytes; this client sent %d and holds %d more", got, c.sent, len(data))
+		}
+		data = data[got-c.sent:]
+		c.sent = got
+	}
+	c.buf = c.buf[:0]
+	return nil
+}
+
+// retriable: the request may not have reached the node, or its answer not
+// come back (a dropped connection, a restart of the listener).
+func retriable(err error) bool {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		switch ce.Code() {
+		case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeDeadlineExceeded, connect.CodeAborted:
+			return true
+		}
+		return false
+	}
+	return true
+}

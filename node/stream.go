@@ -1,0 +1,342 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/seal"
+	"github.com/cloisterhq/cloister/sealed"
+)
+
+// Streamed uploads (decision 0074): a program or input too large for one
+// request is a sealed file (package sealed) sent in chunks — BeginUpload,
+// PutChunk…, CommitUpload — straight to a file in the session's
+// directory, never whole in the node's memory. Its content key arrives at
+// the commit, sealed to the session key; the node then authenticates every
+// chunk (and checks a program's or pinned input's plaintext SHA-256)
+// before it keeps the file. The run hands the worker the file and the key
+// (the worker decrypts as the guest reads: isolate, decision 0072).
+
+// streamRecord is a streamed item as its slot keeps it: the sealed file
+// (in the session's directory, named by its SHA-256) and its key's
+// envelope. The slot's EnvelopeSHA256 is the SHA-256 of the manifest the
+// provider signed.
+type streamRecord struct {
+	Size        int64  `json:"size"`
+	SHA256      string `json:"sha256"`
+	KeyEnvelope []byte `json:"key_envelope"`
+}
+
+// streamFile is where a kept streamed item lives.
+func (s *store) streamFile(id, sha string) string {
+	return filepath.Join(s.sessionDir(id), "stream-"+sha)
+}
+
+// pendingUpload is a streamed upload between BeginUpload and its commit.
+type pendingUpload struct {
+	name      string
+	program   bool
+	principal string
+	size      int64
+
+	mu       sync.Mutex
+	f        *atomicfile.File // in the session's directory, under a temporary name
+	received int64
+	hash     hash.Hash
+	last     time.Time
+	done     bool
+}
+
+// uploadIdle is how long an upload may go without a chunk before it is
+// abandoned (its file removed, its quota given back).
+const uploadIdle = 10 * time.Minute
+
+func (s *session) beginUpload(req *cloisterv1.BeginUploadRequest) (*cloisterv1.BeginUploadResponse, error) {
+	now := s.n.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.uploadable(now); err != nil {
+		return nil, err
+	}
+	op := protocol.OpBeginUploadInput
+	if req.Program {
+		op = protocol.OpBeginUploadProgram
+	}
+	p, err := s.authorize(req.Auth, op, req.Name, binary.BigEndian.AppendUint64(nil, uint64(req.Size)), now)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.checkUploader(p, req.Program, req.Name); err != nil {
+		return nil, err
+	}
+	if req.Size <= 0 || req.Size > s.n.limits.MaxStreamBytes {
+		return nil, refused(connect.CodeInvalidArgument, ruleRequestSize, "a streamed upload of %d bytes: at most %d (raise with --max-stream)", req.Size, s.n.limits.MaxStreamBytes)
+	}
+	s.expireUploads(now)
+	// One upload per name: beginning again abandons the earlier one.
+	for id, u := range s.uploads {
+		if u.name == req.Name && u.program == req.Program {
+			s.abandon(id)
+		}
+	}
+	if err := s.n.admit.checkDisk(req.Size); err != nil {
+		return nil, err
+	}
+	if err := s.n.admit.addBytes(s.creator, req.Size, false, now); err != nil {
+		return nil, err
+	}
+	dir := s.n.store.sessionDir(s.id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		s.n.admit.release(s.creator, 0, req.Size)
+		return nil, storeError(err)
+	}
+	var opts []atomicfile.Option
+	if !s.n.store.sync {
+		opts = append(opts, atomicfile.NoSync())
+	}
+	f, err := atomicfile.Create(filepath.Join(dir, "stream-pending"), 0o600, opts...)
+	if err != nil {
+		s.n.admit.release(s.creator, 0, req.Size)
+		return nil, storeError(err)
+	}
+	var raw [32]byte
+	rand.Read(raw[:])
+	id := hex.EncodeToString(raw[:])
+	if s.uploads == nil {
+		s.uploads = map[string]*pendingUpload{}
+	}
+	s.uploads[id] = &pendingUpload{name: req.Name, program: req.Program, principal: p.ID, size: req.Size, f: f, hash: sha256.New(), last: now}
+	return &cloisterv1.BeginUploadResponse{UploadId: raw[:], MaxChunk: s.n.limits.MaxChunkBytes}, nil
+}
+
+// expireUploads abandons uploads idle for uploadIdle; s.mu is held.
+func (s *session) expireUploads(now time.Time) {
+	for id, u := range s.uploads {
+		u.mu.Lock()
+		idle := now.Sub(u.last) > uploadIdle
+		u.mu.Unlock()
+		if idle {
+			s.abandon(id)
+		}
+	}
+}
+
+// abandon drops a pending upload: its file and its quota; s.mu is held.
+func (s *session) abandon(id string) {
+	u := s.uploads[id]
+	delete(s.uploads, id)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.done {
+		u.done = true
+		u.f.Abort()
+		s.n.admit.release(s.creator, 0, u.size)
+	}
+}
+
+// abandonAll drops every pending upload (the session closed or started
+// its run); s.mu is held.
+func (s *session) abandonAll() {
+	for id := range s.uploads {
+		s.abandon(id)
+	}
+}
+
+// pending finds an upload by its id; s.mu is not held.
+func (s *session) pending(raw []byte) (*pendingUpload, string, error) {
+	id := hex.EncodeToString(raw)
+	s.mu.Lock()
+	u := s.uploads[id]
+	s.mu.Unlock()
+	if u == nil {
+		return nil, id, connect.NewError(connect.CodeNotFound, fmt.Errorf("no upload %.12s… in session %s (abandoned after %v idle, or committed)", id, s.id, uploadIdle))
+	}
+	return u, id, nil
+}
+
+func (s *session) putChunk(req *cloisterv1.PutChunkRequest) (*cloisterv1.PutChunkResponse, error) {
+	u, _, err := s.pending(req.UploadId)
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.done {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q is over", u.name))
+	}
+	u.last = s.n.now()
+	if len(req.Data) == 0 {
+		return &cloisterv1.PutChunkResponse{Received: u.received}, nil
+	}
+	switch {
+	case req.Offset != u.received:
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("chunk at %d: the node holds %d bytes of %q; send from there", req.Offset, u.received, u.name))
+	case int64(len(req.Data)) > u.size-u.received:
+		return nil, refused(connect.CodeInvalidArgument, ruleRequestSize, "chunk of %d bytes at %d goes past the declared %d bytes of %q", len(req.Data), req.Offset, u.size, u.name)
+	}
+	if _, err := u.f.Write(req.Data); err != nil {
+		return nil, storeError(err)
+	}
+	u.hash.Write(req.Data)
+	u.received += int64(len(req.Data))
+	return &cloisterv1.PutChunkResponse{Received: u.received}, nil
+}
+
+func (s *session) commitUpload(req *cloisterv1.CommitUploadRequest) (*cloisterv1.UploadResponse, error) {
+	u, id, err := s.pending(req.UploadId)
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	if u.done {
+		u.mu.Unlock()
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q is over", u.name))
+	}
+	received, size := u.received, u.size
+	var sum [32]byte
+	copy(sum[:], u.hash.Sum(nil))
+	u.mu.Unlock()
+
+	now := s.n.now()
+	kind, op, _ := uploadKind(u.program)
+	manifest := protocol.StreamManifest(size, sum, req.KeyEnvelope)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.uploadable(now); err != nil {
+		return nil, err
+	}
+	p, err := s.authorize(req.Auth, op, u.name, manifest, now)
+	if err != nil {
+		return nil, err
+	}
+	if p.ID != u.principal {
+		return nil, refused(connect.CodePermissionDenied, ruleProvider, "upload of %s %q was begun by %q, not %q", kind, u.name, u.principal, p.ID)
+	}
+	switch {
+	case received != size:
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s %q: the node holds %d of the %d bytes declared; send the rest first", kind, u.name, received, size))
+	case !bytes.Equal(req.CiphertextSha256, sum[:]):
+		return nil, refused(connect.CodeInvalidArgument, ruleSealed, "%s %q: the node received bytes with SHA-256 %x, the provider says %x", kind, u.name, sum, req.CiphertextSha256)
+	}
+	wantHash, err := s.checkUploader(p, u.program, u.name)
+	if err != nil {
+		return nil, err
+	}
+	// Authenticate the whole file now (and check the plaintext's hash
+	// where the policy pins one), so that a bad upload is refused here
+	// rather than failing the run.
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.done {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q is over", u.name))
+	}
+	err = s.core.checkStream(u.program, u.name, req.KeyEnvelope, u.f, size, wantHash)
+	if err := uploadRefusal(err, kind, u.name, p.ID); err != nil {
+		return nil, err
+	}
+	hexSum := hex.EncodeToString(sum[:])
+	if err := u.f.CommitTo(s.n.store.streamFile(s.id, hexSum)); err != nil {
+		return nil, storeError(err)
+	}
+	u.done = true
+	delete(s.uploads, id)
+	msum := sha256.Sum256(manifest)
+	slot := &slotRecord{Principal: p.ID, EnvelopeSHA256: hex.EncodeToString(msum[:]), Uploaded: now, Signature: req.Auth.Signature,
+		Stream: &streamRecord{Size: size, SHA256: hexSum, KeyEnvelope: bytes.Clone(req.KeyEnvelope)}}
+	return s.accept(u.program, u.name, slot, req.Auth, size, now)
+}
+
+// checkStream opens a streamed item's key and authenticates every chunk
+// of its sealed file, checking the plaintext's SHA-256 against want if it
+// is not zero. Nothing of the plaintext is kept.
+func (c *core) checkStream(program bool, name string, keyEnvelope []byte, file io.ReaderAt, size int64, want [32]byte) error {
+	key, err := c.streamKey(program, name, keyEnvelope)
+	if err != nil {
+		return err
+	}
+	defer clear(key[:])
+	var wantp *[32]byte
+	if want != ([32]byte{}) {
+		wantp = &want
+	}
+	got, _, err := sealed.Open(io.Discard, io.NewSectionReader(file, 0, size), key, wantp)
+	switch {
+	case errors.Is(err, sealed.ErrPlaintextHash):
+		return &hashMismatchError{name: name, got: got, want: want}
+	case err != nil:
+		return fmt.Errorf("%w (%v)", errSealed, err)
+	}
+	return nil
+}
+
+// streamKey opens the envelope of a streamed item's content key.
+func (c *core) streamKey(program bool, name string, keyEnvelope []byte) (*sealed.Key, error) {
+	kind := protocol.KindInputKey
+	if program {
+		kind = protocol.KindProgramKey
+	}
+	pt, err := seal.Open(c.hpkeKey, keyEnvelope, protocol.SealInfo(kind, c.id, name, ""), protocol.SealAAD(c.policyHash))
+	if err != nil {
+		return nil, fmt.Errorf("%w (the content key's envelope: %v)", errSealed, err)
+	}
+	defer clear(pt)
+	if len(pt) != sealed.KeySize {
+		return nil, fmt.Errorf("%w (a content key of %d bytes, want %d)", errSealed, len(pt), sealed.KeySize)
+	}
+	var k sealed.Key
+	copy(k[:], pt)
+	return &k, nil
+}
+
+func (a sessionAPI) BeginUpload(ctx context.Context, req *connect.Request[cloisterv1.BeginUploadRequest]) (*connect.Response[cloisterv1.BeginUploadResponse], error) {
+	s, err := a.onSessionConn(ctx, req.Msg.SessionId)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.beginUpload(req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (a sessionAPI) PutChunk(ctx context.Context, req *connect.Request[cloisterv1.PutChunkRequest]) (*connect.Response[cloisterv1.PutChunkResponse], error) {
+	s, err := a.onSessionConn(ctx, req.Msg.SessionId)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.putChunk(req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (a sessionAPI) CommitUpload(ctx context.Context, req *connect.Request[cloisterv1.CommitUploadRequest]) (*connect.Response[cloisterv1.UploadResponse], error) {
+	s, err := a.onSessionConn(ctx, req.Msg.SessionId)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.commitUpload(req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
