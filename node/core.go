@@ -287,13 +287,13 @@ type runSpec struct {
 	programName   string
 	program       sealedItem
 	programSHA256 [32]byte // what the policy pins
-	inputs          []sealedItem
-	outputs         []outputSpec
-	memory          uint64
-	timeout         time.Duration
-	maxOutput       int64
-	deterministic   bool
-	hostCalls       map[string]isolate.HostCall
+	inputs        []sealedItem
+	outputs       []outputSpec
+	memory        uint64
+	timeout       time.Duration
+	maxOutput     int64
+	deterministic bool
+	hostCalls     map[string]isolate.HostCall
 	// lease holds the stored inputs in the cache until the run ends.
 	lease *lease
 }
