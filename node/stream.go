@@ -64,6 +64,15 @@ type pendingUpload struct {
 	done     bool
 }
 
+// over refuses a chunk or commit of an upload that ended (abandoned or
+// committed); u.mu is held.
+func (u *pendingUpload) over() error {
+	if u.done {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q is over", u.name))
+	}
+	return nil
+}
+
 // uploadIdle is how long an upload may go without a chunk before it is
 // abandoned (its file removed, its quota given back).
 const uploadIdle = 10 * time.Minute
@@ -178,8 +187,8 @@ func (s *session) putChunk(req *cloisterv1.PutChunkRequest) (*cloisterv1.PutChun
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.done {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q is over", u.name))
+	if err := u.over(); err != nil {
+		return nil, err
 	}
 	u.last = s.n.now()
 	if len(req.Data) == 0 {
@@ -205,9 +214,9 @@ func (s *session) commitUpload(req *cloisterv1.CommitUploadRequest) (*cloisterv1
 		return nil, err
 	}
 	u.mu.Lock()
-	if u.done {
+	if err := u.over(); err != nil {
 		u.mu.Unlock()
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q is over", u.name))
+		return nil, err
 	}
 	received, size := u.received, u.size
 	var sum [32]byte
@@ -244,8 +253,8 @@ func (s *session) commitUpload(req *cloisterv1.CommitUploadRequest) (*cloisterv1
 	// rather than failing the run.
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.done {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q is over", u.name))
+	if err := u.over(); err != nil {
+		return nil, err
 	}
 	err = s.core.checkStream(u.program, u.name, req.KeyEnvelope, u.f, size, wantHash)
 	if err := uploadRefusal(err, kind, u.name, p.ID); err != nil {
@@ -306,35 +315,25 @@ func (c *core) streamKey(program bool, name string, keyEnvelope []byte) (*sealed
 }
 
 func (a sessionAPI) BeginUpload(ctx context.Context, req *connect.Request[cloisterv1.BeginUploadRequest]) (*connect.Response[cloisterv1.BeginUploadResponse], error) {
-	s, err := a.onSessionConn(ctx, req.Msg.SessionId)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := s.beginUpload(req.Msg)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(resp), nil
+	return onSession(ctx, a, req.Msg.SessionId, req.Msg, (*session).beginUpload)
 }
 
 func (a sessionAPI) PutChunk(ctx context.Context, req *connect.Request[cloisterv1.PutChunkRequest]) (*connect.Response[cloisterv1.PutChunkResponse], error) {
-	s, err := a.onSessionConn(ctx, req.Msg.SessionId)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := s.putChunk(req.Msg)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(resp), nil
+	return onSession(ctx, a, req.Msg.SessionId, req.Msg, (*session).putChunk)
 }
 
 func (a sessionAPI) CommitUpload(ctx context.Context, req *connect.Request[cloisterv1.CommitUploadRequest]) (*connect.Response[cloisterv1.UploadResponse], error) {
-	s, err := a.onSessionConn(ctx, req.Msg.SessionId)
+	return onSession(ctx, a, req.Msg.SessionId, req.Msg, (*session).commitUpload)
+}
+
+// onSession finds the session a request names on this connection and
+// calls fn on it.
+func onSession[Req, Res any](ctx context.Context, a sessionAPI, id string, msg *Req, fn func(*session, *Req) (*Res, error)) (*connect.Response[Res], error) {
+	s, err := a.onSessionConn(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.commitUpload(req.Msg)
+	resp, err := fn(s, msg)
 	if err != nil {
 		return nil, err
 	}
