@@ -355,6 +355,9 @@ func newSessionUploadCmd() *cobra.Command {
 signed with your key. The node accepts it only from the provider the policy
 lists for NAME, only once, and for a program only if its SHA-256 is the
 policy's. The run starts by itself when every program and input is present.
+A file larger than 16 MiB is streamed instead: sealed as it is read and sent
+in chunks, resuming after a dropped connection, never held whole in memory
+(docs/sessions.md, "Large programs and inputs").
 
 Exit status: 0 uploaded; 1 attestation failed or the node refused (the reason
 names the rule and principal); 2 bad usage or unreadable files.`,
@@ -376,9 +379,14 @@ names the rule and principal); 2 bad usage or unreadable files.`,
 			if err != nil {
 				return err
 			}
-			data, err := os.ReadFile(path)
+			file, err := os.Open(path)
 			if err != nil {
 				return usageError("--%s: %v", flag, err)
+			}
+			defer file.Close()
+			st, err := file.Stat()
+			if err != nil || !st.Mode().IsRegular() {
+				return usageError("--%s: %s is not a regular file", flag, path)
 			}
 			ctx := cmd.Context()
 			as, key, err := attestWithKey(ctx, f)
@@ -386,19 +394,34 @@ names the rule and principal); 2 bad usage or unreadable files.`,
 				return err
 			}
 			defer as.CloseIdleConnections()
-			p := startProgress(cmd, fmt.Sprintf("the node to take %s %s (%d bytes, sealed to the session)", flag, name, len(data)), 0)
+			how := "sealed to the session"
+			if st.Size() > streamAbove {
+				how = "sealed and streamed in chunks"
+			}
+			p := startProgress(cmd, fmt.Sprintf("the node to take %s %s (%d bytes, %s)", flag, name, st.Size(), how), 0)
 			var up *client.Upload
-			if program != "" {
-				up, err = as.UploadProgram(ctx, key, name, data)
-			} else {
-				up, err = as.UploadInput(ctx, key, name, data)
+			switch {
+			case st.Size() > streamAbove && program != "":
+				up, err = as.UploadProgramStream(ctx, key, name, file, st.Size())
+			case st.Size() > streamAbove:
+				up, err = as.UploadInputStream(ctx, key, name, file, st.Size())
+			default:
+				var data []byte
+				if data, err = io.ReadAll(file); err != nil {
+					break
+				}
+				if program != "" {
+					up, err = as.UploadProgram(ctx, key, name, data)
+				} else {
+					up, err = as.UploadInput(ctx, key, name, data)
+				}
 			}
 			p.done()
 			if err != nil {
 				return failure(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "uploaded %s %s (%d bytes sealed, envelope sha256:%s); session is %s\n",
-				flag, name, len(data), up.EnvelopeSHA256, stateName(up.State))
+			fmt.Fprintf(cmd.OutOrStdout(), "uploaded %s %s (%d bytes %s, sha256:%s); session is %s\n",
+				flag, name, st.Size(), how, up.EnvelopeSHA256, stateName(up.State))
 			return nil
 		},
 	}
@@ -410,6 +433,10 @@ names the rule and principal); 2 bad usage or unreadable files.`,
 	cmd.Flags().StringVar(&input, "input", "", "input to upload, NAME=PATH (NAME as in the policy)")
 	return cmd
 }
+
+// streamAbove is the size above which `session upload` streams a file
+// rather than sending it as one envelope.
+const streamAbove = 16 << 20
 
 func newSessionResultCmd() *cobra.Command {
 	f := &sessionFlags{}
