@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -320,11 +321,49 @@ func (a *AttestedSession) Wait(ctx context.Context) (*Status, error) {
 
 // Result fetches output as the reader holding key and opens it. If ctx has
 // a deadline it waits for the run to end until then; otherwise it asks once
-// and fails with connect.CodeUnavailable if the run has not finished.
+// and fails with connect.CodeUnavailable if the run has not finished. A
+// streamed output (ResultTo) is read whole into memory.
 func (a *AttestedSession) Result(ctx context.Context, key *keys.PrivateKey, output string) ([]byte, error) {
-	p, err := a.principal(key)
+	p, resp, err := a.getResult(ctx, key, output)
 	if err != nil {
 		return nil, err
+	}
+	if resp.Stream == nil {
+		return a.openResult(key, p.ID, output, resp)
+	}
+	var b bytes.Buffer
+	if _, err := a.readStream(ctx, key, p.ID, output, resp.Stream, &b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// ResultTo is Result writing the plaintext to w. A large output, kept by
+// the node as a sealed file, is fetched in chunks and opened as it
+// arrives (never whole in memory), resuming after a dropped connection;
+// on an error w may hold a prefix of the plaintext (write to a temporary
+// file and keep it only on success).
+func (a *AttestedSession) ResultTo(ctx context.Context, key *keys.PrivateKey, output string, w io.Writer) (int64, error) {
+	p, resp, err := a.getResult(ctx, key, output)
+	if err != nil {
+		return 0, err
+	}
+	if resp.Stream != nil {
+		return a.readStream(ctx, key, p.ID, output, resp.Stream, w)
+	}
+	pt, err := a.openResult(key, p.ID, output, resp)
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.Write(pt)
+	return int64(n), err
+}
+
+// getResult asks for output, signed by key, waiting as Result says.
+func (a *AttestedSession) getResult(ctx context.Context, key *keys.PrivateKey, output string) (*policy.Principal, *cloisterv1.GetResultResponse, error) {
+	p, err := a.principal(key)
+	if err != nil {
+		return nil, nil, err
 	}
 	for {
 		var wait time.Duration
@@ -333,21 +372,26 @@ func (a *AttestedSession) Result(ctx context.Context, key *keys.PrivateKey, outp
 		}
 		auth, err := a.sign(key, p.ID, protocol.OpGetResult, output, nil)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		resp, err := a.session.GetResult(ctx, connect.NewRequest(&cloisterv1.GetResultRequest{SessionId: a.id, Output: output, WaitMs: wait.Milliseconds(), Auth: auth}))
 		if err != nil {
 			if connect.CodeOf(err) == connect.CodeUnavailable && wait > 0 && ctx.Err() == nil && time.Until(deadline(ctx)) > 0 {
 				continue
 			}
-			return nil, fmt.Errorf("result %q for %q: %w", output, p.ID, err)
+			return nil, nil, fmt.Errorf("result %q for %q: %w", output, p.ID, err)
 		}
-		pt, err := key.Open(resp.Msg.Envelope, protocol.SealInfo(protocol.KindOutput, a.id, output, p.ID), protocol.SealAAD(a.hash))
-		if err != nil {
-			return nil, fmt.Errorf("result %q for %q: opening: %w", output, p.ID, err)
-		}
-		return pt, nil
+		return p, resp.Msg, nil
 	}
+}
+
+// openResult opens an output's envelope.
+func (a *AttestedSession) openResult(key *keys.PrivateKey, reader, output string, resp *cloisterv1.GetResultResponse) ([]byte, error) {
+	pt, err := key.Open(resp.Envelope, protocol.SealInfo(protocol.KindOutput, a.id, output, reader), protocol.SealAAD(a.hash))
+	if err != nil {
+		return nil, fmt.Errorf("result %q for %q: opening: %w", output, reader, err)
+	}
+	return pt, nil
 }
 
 func deadline(ctx context.Context) time.Time {

@@ -1,11 +1,14 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strings"
 	"time"
@@ -204,4 +207,112 @@ func retriable(err error) bool {
 		return false
 	}
 	return true
+}
+
+// readStream fetches a streamed output's sealed file in chunks and writes
+// its plaintext to w as each chunk authenticates. The sealed file must be
+// the one GetResult described (its SHA-256, which the result commitment
+// binds through the stream manifest); a dropped connection costs the
+// chunk in flight, a forgotten read id (the node restarted) a signed
+// GetResult.
+func (a *AttestedSession) readStream(ctx context.Context, key *keys.PrivateKey, reader, output string, st *cloisterv1.ResultStream, w io.Writer) (int64, error) {
+	fail := func(err error) (int64, error) { return 0, fmt.Errorf("result %q for %q: %w", output, reader, err) }
+	if len(st.CiphertextSha256) != sha256.Size || st.Size <= 0 {
+		return fail(fmt.Errorf("the node describes a stream of %d bytes with a %d-byte digest", st.Size, len(st.CiphertextSha256)))
+	}
+	raw, err := key.Open(st.KeyEnvelope, protocol.SealInfo(protocol.KindOutputKey, a.id, output, reader), protocol.SealAAD(a.hash))
+	if err != nil {
+		return fail(fmt.Errorf("opening the content key: %w", err))
+	}
+	defer clear(raw)
+	if len(raw) != sealed.KeySize {
+		return fail(fmt.Errorf("a content key of %d bytes", len(raw)))
+	}
+	var ck sealed.Key
+	copy(ck[:], raw)
+	defer clear(ck[:])
+	rr := &rangeReader{ctx: ctx, a: a, key: key, output: output, st: st, h: sha256.New()}
+	_, n, err := sealed.Open(w, rr, &ck, nil)
+	if err != nil {
+		return n, fmt.Errorf("result %q for %q: %w", output, reader, err)
+	}
+	if got := rr.h.Sum(nil); rr.off != st.Size || !bytes.Equal(got, st.CiphertextSha256) {
+		return n, fmt.Errorf("result %q for %q: read %d bytes with SHA-256 %x; the node committed to %d bytes with %x", output, reader, rr.off, got, st.Size, st.CiphertextSha256)
+	}
+	return n, nil
+}
+
+// rangeReader reads a streamed output's sealed file from the node, one
+// ReadResult at a time, hashing what it reads.
+type rangeReader struct {
+	ctx    context.Context
+	a      *AttestedSession
+	key    *keys.PrivateKey
+	output string
+	st     *cloisterv1.ResultStream
+	h      hash.Hash
+	off    int64
+	buf    []byte // read, not yet returned
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	if len(r.buf) == 0 {
+		if r.off >= r.st.Size {
+			return 0, io.EOF
+		}
+		data, err := r.fetch()
+		if err != nil {
+			return 0, err
+		}
+		r.h.Write(data)
+		r.off += int64(len(data))
+		r.buf = data
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// fetch reads the next chunk, retrying after a dropped connection.
+func (r *rangeReader) fetch() ([]byte, error) {
+	chunk := r.st.MaxChunk
+	if chunk <= 0 || chunk > 4<<20 {
+		chunk = 4 << 20
+	}
+	backoff := streamBackoff
+	for attempt := 0; ; attempt++ {
+		resp, err := r.a.session.ReadResult(r.ctx, connect.NewRequest(&cloisterv1.ReadResultRequest{
+			SessionId: r.a.id, ReadId: r.st.ReadId, Offset: r.off, Length: chunk}))
+		if err == nil {
+			if len(resp.Msg.Data) == 0 || int64(len(resp.Msg.Data)) > min(chunk, r.st.Size-r.off) {
+				return nil, fmt.Errorf("the node returned %d bytes at %d of %d", len(resp.Msg.Data), r.off, r.st.Size)
+			}
+			return resp.Msg.Data, nil
+		}
+		if attempt >= streamRetries || r.ctx.Err() != nil {
+			return nil, err
+		}
+		switch {
+		case connect.CodeOf(err) == connect.CodeNotFound:
+			// The node no longer knows the read id (it restarted): ask
+			// again, signed; the file must be the same.
+			_, resp, gerr := r.a.getResult(r.ctx, r.key, r.output)
+			if gerr != nil {
+				return nil, gerr
+			}
+			if resp.Stream == nil || resp.Stream.Size != r.st.Size || !bytes.Equal(resp.Stream.CiphertextSha256, r.st.CiphertextSha256) {
+				return nil, fmt.Errorf("the node now describes another output than the one being read")
+			}
+			r.st.ReadId = resp.Stream.ReadId
+			continue
+		case !retriable(err):
+			return nil, err
+		}
+		select {
+		case <-time.After(backoff):
+		case <-r.ctx.Done():
+			return nil, r.ctx.Err()
+		}
+		backoff *= 2
+	}
 }

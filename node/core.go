@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -294,6 +295,8 @@ type runSpec struct {
 	maxOutput     int64
 	deterministic bool
 	hostCalls     map[string]isolate.HostCall
+	// sink keeps the large outputs (nil: none is streamed).
+	sink *outputSink
 	// lease holds the stored inputs in the cache until the run ends.
 	lease *lease
 }
@@ -323,6 +326,8 @@ type runOutcome struct {
 	report isolate.Report
 	// sealed[output][reader] is the envelope for that reader.
 	sealed map[string]map[string][]byte
+	// streamed[output] is an output kept as a sealed file.
+	streamed map[string]*outputStream
 	// missing lists outputs the policy names that the program did not write.
 	missing []string
 	// dropped counts files the program wrote that the policy does not name.
@@ -395,7 +400,7 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		clear(res.Stdout)
 		clear(res.Stderr)
 	}()
-	out := &runOutcome{report: res.Report, sealed: map[string]map[string][]byte{}}
+	out := &runOutcome{report: res.Report, sealed: map[string]map[string][]byte{}, streamed: map[string]*outputStream{}}
 	// Output hashes in the report would let anyone who sees the status
 	// confirm a guess of a result; the report keeps only names and sizes.
 	for i := range out.report.Outputs {
@@ -414,8 +419,17 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		var data []byte
 		po, ok := produced[o.name]
 		switch {
+		case ok && spec.sink != nil && po.Size >= spec.sink.above:
+			so, err := c.sealOutput(spec.sink, o.name, po.Open(), o.readers)
+			if err != nil {
+				out.removeStreamed(spec.sink)
+				return nil, err
+			}
+			out.streamed[o.name] = so
+			continue
 		case ok:
 			if data, err = po.Bytes(); err != nil {
+				out.removeStreamed(spec.sink)
 				return nil, err
 			}
 			defer clear(data)
@@ -434,6 +448,7 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		for _, rd := range o.readers {
 			env, err := seal.Seal(rd.key, data, protocol.SealInfo(protocol.KindOutput, c.id, o.name, rd.id), protocol.SealAAD(c.policyHash))
 			if err != nil {
+				out.removeStreamed(spec.sink)
 				return nil, fmt.Errorf("sealing output %q to reader %q: %w", o.name, rd.id, err)
 			}
 			out.sealed[o.name][rd.id] = env
@@ -445,4 +460,12 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		}
 	}
 	return out, nil
+}
+
+// removeStreamed removes the files of the outputs a run kept as sealed
+// files (the run's outcome is not kept).
+func (out *runOutcome) removeStreamed(sink *outputSink) {
+	for _, so := range out.streamed {
+		os.Remove(sink.path(so.SHA256))
+	}
 }

@@ -46,6 +46,7 @@ func (n *Node) Handler() http.Handler {
 		route(cloisterv1connect.SessionServicePutChunkProcedure, sa.PutChunk),
 		route(cloisterv1connect.SessionServiceCommitUploadProcedure, sa.CommitUpload),
 		route(cloisterv1connect.SessionServiceGetResultProcedure, sa.GetResult),
+		route(cloisterv1connect.SessionServiceReadResultProcedure, sa.ReadResult),
 		route(cloisterv1connect.SessionServiceCloseSessionProcedure, sa.CloseSession),
 	} {
 		// "/cloister.v1.NodeService/CreateSession"

@@ -168,6 +168,13 @@ func startNodeClock(t testing.TB, dir string, wrap func(http.Handler) http.Handl
 	t.Helper()
 	opts := testOptions(t, dir)
 	opts.Now = now
+	return startNodeOpts(t, opts, wrap)
+}
+
+// startNodeOpts is startNode with the node's options.
+func startNodeOpts(t testing.TB, opts node.Options, wrap func(http.Handler) http.Handler) *testNode {
+	t.Helper()
+	dir := opts.DataDir
 	n, err := node.New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,10 @@ type Limits struct {
 	// MaxStreamBytes bounds one streamed upload (BeginUpload's size).
 	// Default 64 GiB; the creator's stored-bytes quota applies too.
 	MaxStreamBytes int64
+	// StreamOutputAbove: an output of at least this many bytes is kept as
+	// a sealed file that readers fetch by range (ReadResult), not as an
+	// envelope per reader. Default 16 MiB.
+	StreamOutputAbove int64
 	// MaxInflightBytes bounds the request bodies being read and handled
 	// at once, counted at their declared (or, undeclared, largest
 	// allowed) size: many large uploads at once wait for none of the
@@ -37,9 +41,13 @@ type Limits struct {
 
 // Defaults of Limits.
 const (
-	DefaultMaxUploadBytes   = 64 << 20
-	DefaultMaxChunkBytes    = 4 << 20
-	DefaultMaxStreamBytes   = 64 << 30
+	DefaultMaxUploadBytes    = 64 << 20
+	DefaultMaxChunkBytes     = 4 << 20
+	DefaultMaxStreamBytes    = 64 << 30
+	DefaultStreamOutputAbove = 16 << 20
+	// maxReadsInFlight bounds the ReadResult answers being built at once
+	// (each at most MaxChunkBytes).
+	maxReadsInFlight        = 16
 	DefaultMaxInflightBytes = 512 << 20
 )
 
@@ -56,6 +64,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxStreamBytes <= 0 {
 		l.MaxStreamBytes = DefaultMaxStreamBytes
+	}
+	if l.StreamOutputAbove <= 0 {
+		l.StreamOutputAbove = DefaultStreamOutputAbove
 	}
 	return l
 }
@@ -113,6 +124,7 @@ func rpcLimits(l Limits) map[string]rpcLimit {
 		"BeginUpload":  {message: smallMessage + authOverhead},
 		"PutChunk":     {message: l.MaxChunkBytes + smallMessage, flag: "--max-chunk (Limits.MaxChunkBytes)"},
 		"CommitUpload": {message: smallMessage + authOverhead},
+		"ReadResult":   {message: smallMessage},
 	}
 }
 

@@ -122,8 +122,10 @@ type Node struct {
 	registered uint64
 
 	runSlots chan struct{}
-	baseCtx  context.Context
-	stop     context.CancelFunc
+	// readSlots bounds the ReadResult buffers in flight (stream.go).
+	readSlots chan struct{}
+	baseCtx   context.Context
+	stop      context.CancelFunc
 	// recCtx bounds ledger appends: it ends after baseCtx, once Close has
 	// given pending entries their chance.
 	recCtx    context.Context
@@ -257,6 +259,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		runs = runtime.NumCPU()
 	}
 	n.runSlots = make(chan struct{}, runs)
+	n.readSlots = make(chan struct{}, maxReadsInFlight)
 	n.baseCtx, n.stop = context.WithCancel(context.Background())
 	n.recCtx, n.recStop = context.WithCancel(context.Background())
 	if err := n.restore(); err != nil {

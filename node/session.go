@@ -59,6 +59,9 @@ type session struct {
 	// uploads are the streamed uploads under way, by id (stream.go;
 	// guarded by mu).
 	uploads map[string]*pendingUpload
+	// reads are the read ids of streamed outputs handed to readers, by id
+	// (stream.go; guarded by mu).
+	reads map[string]*readGrant
 }
 
 // recordJob is one committed step's entry to put on the event log: the
@@ -560,7 +563,10 @@ func (s *session) execute(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.rec.State != stateRunning {
-		return // closed meanwhile
+		if out != nil {
+			out.removeStreamed(spec.sink) // closed meanwhile: nothing is kept
+		}
+		return
 	}
 	now := s.n.now()
 	if ctx.Err() != nil && s.n.baseCtx.Err() != nil {
@@ -611,10 +617,21 @@ func (s *session) execute(ctx context.Context) {
 			}
 			s.rec.Outputs[name] = or
 		}
+		for name, so := range out.streamed {
+			or := &outputRecord{Envelopes: map[string]string{}, Stream: so}
+			for rd := range so.KeyEnvelopes {
+				or.Envelopes[rd] = so.manifestSHA256(rd)
+			}
+			outBytes += so.Size
+			s.rec.Outputs[name] = or
+		}
 	}
 	if reason != "" {
 		s.rec.State, s.rec.Reason = stateFailed, reason
 		s.rec.Outputs = map[string]*outputRecord{}
+		if out != nil {
+			out.removeStreamed(spec.sink)
+		}
 	} else {
 		s.rec.State = stateFinished
 		if len(out.missing) > 0 {
@@ -749,6 +766,8 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 		}
 		spec.outputs = append(spec.outputs, os)
 	}
+	spec.sink = &outputSink{above: s.n.limits.StreamOutputAbove, dir: s.n.store.sessionDir(s.id), sync: s.n.store.sync,
+		path: func(sha string) string { return s.n.store.streamFile(s.id, sha) }}
 	return spec, nil
 }
 
@@ -812,8 +831,12 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 	if or == nil || or.Envelopes[p.ID] == "" {
 		return nil, refused(connect.CodeNotFound, ruleOutputExists, "the program did not write output %q", req.Output)
 	}
-	env, err := s.n.store.getEnvelope(s.id, or.Envelopes[p.ID], or.Inline[p.ID])
-	if err != nil {
+	resp := &cloisterv1.GetResultResponse{Report: apiReport(s.rec.Report)}
+	if so := or.Stream; so != nil {
+		ct, _ := hex.DecodeString(so.SHA256)
+		resp.Stream = &cloisterv1.ResultStream{ReadId: s.grantRead(req.Output, p.ID, so), Size: so.Size,
+			CiphertextSha256: ct, KeyEnvelope: so.KeyEnvelopes[p.ID], MaxChunk: s.n.limits.MaxChunkBytes}
+	} else if resp.Envelope, err = s.n.store.getEnvelope(s.id, or.Envelopes[p.ID], or.Inline[p.ID]); err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	first := true
@@ -837,7 +860,7 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 		}
 		s.queue(len(s.rec.Events)-1, entry, false)
 	}
-	return &cloisterv1.GetResultResponse{Envelope: env, Report: apiReport(s.rec.Report)}, nil
+	return resp, nil
 }
 
 // close erases the session. Any principal of the policy may close, even

@@ -136,6 +136,9 @@ type outputRecord struct {
 	// Inline maps reader id to the envelope itself when it is small.
 	Inline  map[string][]byte `json:"inline,omitempty"`
 	Fetched []string          `json:"fetched,omitempty"`
+	// Stream is set for an output kept as a sealed file (stream.go);
+	// Envelopes then holds each reader's stream manifest hash.
+	Stream *outputStream `json:"stream,omitempty"`
 }
 
 type eventRecord struct {
@@ -866,6 +869,10 @@ func (s *store) sizeOf(rec *record) int64 {
 		}
 	}
 	for _, or := range rec.Outputs {
+		if or.Stream != nil {
+			n += or.Stream.Size
+			continue
+		}
 		for rd, sha := range or.Envelopes {
 			n += s.envelopeSize(rec.ID, sha, or.Inline[rd])
 		}

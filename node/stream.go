@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -225,7 +226,12 @@ func (s *session) commitUpload(req *cloisterv1.CommitUploadRequest) (*cloisterv1
 
 	now := s.n.now()
 	kind, op, _ := uploadKind(u.program)
-	manifest := protocol.StreamManifest(size, sum, req.KeyEnvelope)
+	if len(req.CiphertextSha256) != sha256.Size {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s %q: a ciphertext SHA-256 of %d bytes", kind, u.name, len(req.CiphertextSha256)))
+	}
+	// The signature covers what the provider says it sent; what arrived is
+	// compared with it below, so that a mismatch is named as one.
+	manifest := protocol.StreamManifest(size, [32]byte(req.CiphertextSha256), req.KeyEnvelope)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.uploadable(now); err != nil {
@@ -281,11 +287,20 @@ func (c *core) checkStream(program bool, name string, keyEnvelope []byte, file i
 		return err
 	}
 	defer clear(key[:])
-	var wantp *[32]byte
-	if want != ([32]byte{}) {
-		wantp = &want
+	src := io.NewSectionReader(file, 0, size)
+	if want == ([32]byte{}) {
+		// Nothing pinned: authenticating every chunk is enough, no hash
+		// of the plaintext is needed.
+		r, err := sealed.NewReader(src, key)
+		if err == nil {
+			_, err = io.Copy(io.Discard, r)
+		}
+		if err != nil {
+			return fmt.Errorf("%w (%v)", errSealed, err)
+		}
+		return nil
 	}
-	got, _, err := sealed.Open(io.Discard, io.NewSectionReader(file, 0, size), key, wantp)
+	got, _, err := sealed.Open(io.Discard, src, key, &want)
 	switch {
 	case errors.Is(err, sealed.ErrPlaintextHash):
 		return &hashMismatchError{name: name, got: got, want: want}
@@ -338,4 +353,144 @@ func onSession[Req, Res any](ctx context.Context, a sessionAPI, id string, msg *
 		return nil, err
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// Streamed outputs: an output of at least Limits.StreamOutputAbove bytes
+// is sealed once into a file in the session's directory (package sealed,
+// as uploads are), its content key sealed to each reader; GetResult hands
+// a reader its key envelope and a read id, and ReadResult serves the file
+// by range. The result commitment's envelope hash for such a reader is the
+// SHA-256 of protocol.StreamManifest(size, ciphertext SHA-256, the
+// reader's key envelope), so the commitment binds every byte as it binds
+// an envelope.
+
+// outputStream is an output kept as a sealed file.
+type outputStream struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"` // of the sealed file, which it names
+	// KeyEnvelopes maps reader id to the content key sealed to it.
+	KeyEnvelopes map[string][]byte `json:"key_envelopes"`
+}
+
+// manifestSHA256 is the hex SHA-256 of the stream manifest for reader rd:
+// the output's "envelope hash" for rd.
+func (o *outputStream) manifestSHA256(rd string) string {
+	var ct [32]byte
+	hex.Decode(ct[:], []byte(o.SHA256))
+	sum := sha256.Sum256(protocol.StreamManifest(o.Size, ct, o.KeyEnvelopes[rd]))
+	return hex.EncodeToString(sum[:])
+}
+
+// outputSink is where a run keeps its large outputs.
+type outputSink struct {
+	above int64 // outputs of at least this many bytes are streamed
+	dir   string
+	path  func(sha string) string
+	sync  bool
+}
+
+// sealOutput seals src (size bytes) into a file of sink and its content
+// key to each reader, reading src once, holding none of it.
+func (c *core) sealOutput(sink *outputSink, name string, src io.Reader, readers []reader) (*outputStream, error) {
+	if err := os.MkdirAll(sink.dir, 0o700); err != nil {
+		return nil, err
+	}
+	var opts []atomicfile.Option
+	if !sink.sync {
+		opts = append(opts, atomicfile.NoSync())
+	}
+	f, err := atomicfile.Create(filepath.Join(sink.dir, "output-pending"), 0o600, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Abort() // after a commit, nothing
+	w, err := sealed.NewWriter(f)
+	if err != nil {
+		return nil, err
+	}
+	key := w.Key()
+	defer clear(key[:])
+	if _, err := io.Copy(w, src); err != nil {
+		return nil, fmt.Errorf("sealing output %q: %w", name, err)
+	}
+	sum, err := w.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sealing output %q: %w", name, err)
+	}
+	o := &outputStream{Size: sum.Size, SHA256: strings.TrimPrefix(sum.Digest, "sha256:"), KeyEnvelopes: map[string][]byte{}}
+	for _, rd := range readers {
+		env, err := seal.Seal(rd.key, key[:], protocol.SealInfo(protocol.KindOutputKey, c.id, name, rd.id), protocol.SealAAD(c.policyHash))
+		if err != nil {
+			return nil, fmt.Errorf("sealing output %q's key to reader %q: %w", name, rd.id, err)
+		}
+		o.KeyEnvelopes[rd.id] = env
+	}
+	if err := f.CommitTo(sink.path(o.SHA256)); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// readGrant is what a read id lets its holder read: one streamed output,
+// for the reader whose signed GetResult obtained it.
+type readGrant struct {
+	output, reader string
+	path           string
+	size           int64
+}
+
+// grantRead returns the read id of reader rd for output name (the same
+// one on every GetResult: at most one per output and reader); s.mu is
+// held.
+func (s *session) grantRead(name, rd string, o *outputStream) []byte {
+	for id, g := range s.reads {
+		if g.output == name && g.reader == rd {
+			raw, _ := hex.DecodeString(id)
+			return raw
+		}
+	}
+	var raw [32]byte
+	rand.Read(raw[:])
+	if s.reads == nil {
+		s.reads = map[string]*readGrant{}
+	}
+	s.reads[hex.EncodeToString(raw[:])] = &readGrant{output: name, reader: rd, path: s.n.store.streamFile(s.id, o.SHA256), size: o.Size}
+	return raw[:]
+}
+
+func (s *session) readResult(ctx context.Context, req *cloisterv1.ReadResultRequest) (*cloisterv1.ReadResultResponse, error) {
+	s.mu.Lock()
+	g := s.reads[hex.EncodeToString(req.ReadId)]
+	state := s.rec.State
+	s.mu.Unlock()
+	switch {
+	case g == nil || state != stateFinished:
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no read %.12x… in session %s: ask GetResult again", req.ReadId, s.id))
+	case req.Offset < 0 || req.Offset > g.size || req.Length < 0:
+		return nil, refused(connect.CodeInvalidArgument, ruleRequestSize, "read of %d bytes at %d: output %q is %d bytes", req.Length, req.Offset, g.output, g.size)
+	}
+	n := min(req.Length, s.n.limits.MaxChunkBytes, g.size-req.Offset)
+	// The buffers of reads in flight are bounded in total.
+	select {
+	case s.n.readSlots <- struct{}{}:
+		defer func() { <-s.n.readSlots }()
+	case <-ctx.Done():
+		return nil, connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+	}
+	f, err := os.Open(g.path)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, req.Offset); err != nil {
+		return nil, storeError(err)
+	}
+	return &cloisterv1.ReadResultResponse{Data: buf}, nil
+}
+
+func (a sessionAPI) ReadResult(ctx context.Context, req *connect.Request[cloisterv1.ReadResultRequest]) (*connect.Response[cloisterv1.ReadResultResponse], error) {
+	return onSession(ctx, a, req.Msg.SessionId, req.Msg, func(s *session, r *cloisterv1.ReadResultRequest) (*cloisterv1.ReadResultResponse, error) {
+		return s.readResult(ctx, r)
+	})
 }

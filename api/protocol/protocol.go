@@ -31,6 +31,9 @@ const (
 	// sealed to the session key.
 	KindProgramKey = "cloister/v1/program-key"
 	KindInputKey   = "cloister/v1/input-key"
+	// The content key of a streamed output (a sealed file), sealed to
+	// one reader.
+	KindOutputKey = "cloister/v1/output-key"
 )
 
 // Operations a principal signs (the operation field of RequestMessage).

@@ -448,9 +448,11 @@ func newSessionResultCmd() *cobra.Command {
 		Long: `result attests the session, asks for output NAME in a request signed with
 your key, opens the envelope (sealed by the session to your sealing key) and
 writes the plaintext to PATH (mode 0600, replaced atomically). The node
-answers only the readers the policy lists for NAME. With --wait it waits up
-to DURATION for the run to finish; without it, it fails at once if the
-result is not ready.
+answers only the readers the policy lists for NAME. A large output (one the
+node keeps as a sealed file) is fetched in chunks and opened as it arrives,
+resuming after a dropped connection, never whole in memory. With --wait it
+waits up to DURATION for the run to finish and the output to arrive;
+without it, it fails at once if the result is not ready.
 
 Exit status: 0 written; 1 attestation failed, refused, run failed or not
 finished in time; 2 bad usage or unreadable files.`,
@@ -473,14 +475,19 @@ finished in time; 2 bad usage or unreadable files.`,
 				return err
 			}
 			defer as.CloseIdleConnections()
-			data, err := awaitResult(ctx, cmd, as, key, output, wait)
+			file, err := atomicfile.Create(out, 0o600)
+			if err != nil {
+				return usageError("--out: %v", err)
+			}
+			defer file.Abort() // after Commit, nothing
+			n, err := awaitResult(ctx, cmd, as, key, output, wait, file)
 			if err != nil {
 				return err
 			}
-			if err := atomicfile.WriteFile(out, data, 0o600); err != nil {
+			if err := file.Commit(); err != nil {
 				return usageError("--out: %v", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes)\n", out, len(data))
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%d bytes)\n", out, n)
 			return nil
 		},
 	}
@@ -731,7 +738,7 @@ unreadable files.`,
 // awaitResult fetches output, waiting up to wait for the run to end. While
 // it waits it reports what the session still lacks (uploads, or the run
 // itself); if the run has not ended in time, it says so and why.
-func awaitResult(ctx context.Context, cmd *cobra.Command, as *client.AttestedSession, key *keys.PrivateKey, output string, wait time.Duration) ([]byte, error) {
+func awaitResult(ctx context.Context, cmd *cobra.Command, as *client.AttestedSession, key *keys.PrivateKey, output string, wait time.Duration, w io.Writer) (int64, error) {
 	rctx := ctx
 	var watched chan struct{}
 	last := &lastStatus{}
@@ -759,12 +766,12 @@ func awaitResult(ctx context.Context, cmd *cobra.Command, as *client.AttestedSes
 			}
 		}()
 	}
-	data, err := as.Result(rctx, key, output)
+	n, err := as.ResultTo(rctx, key, output, w)
 	if err == nil {
-		return data, nil
+		return n, nil
 	}
-	if connect.CodeOf(err) != connect.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-		return nil, failure(err)
+	if n > 0 || connect.CodeOf(err) != connect.CodeUnavailable && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		return 0, failure(err)
 	}
 	st := last.get()
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -772,7 +779,7 @@ func awaitResult(ctx context.Context, cmd *cobra.Command, as *client.AttestedSes
 		st = fresh
 	}
 	cancel()
-	return nil, failure(resultNotReady(output, wait, st))
+	return 0, failure(resultNotReady(output, wait, st))
 }
 
 // lastStatus is the latest status the result wait saw.

@@ -1621,9 +1621,13 @@ func (x *GetResultRequest) GetAuth() *SignedRequest {
 
 type GetResultResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// envelope is the output sealed to the requesting reader's HPKE key.
-	Envelope      []byte     `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
-	Report        *RunReport `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// envelope is the output sealed to the requesting reader's HPKE key
+	// (empty when stream is set).
+	Envelope []byte     `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	Report   *RunReport `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// stream is set, instead of envelope, for an output kept as a sealed
+	// file (one larger than the node's --stream-output).
+	Stream        *ResultStream `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1672,6 +1676,210 @@ func (x *GetResultResponse) GetReport() *RunReport {
 	return nil
 }
 
+func (x *GetResultResponse) GetStream() *ResultStream {
+	if x != nil {
+		return x.Stream
+	}
+	return nil
+}
+
+// ResultStream describes an output kept as a sealed file (package sealed).
+// protocol.StreamManifest(size, ciphertext_sha256, key_envelope) is what
+// the result commitment's envelope hash for this reader is the SHA-256 of.
+type ResultStream struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// read_id names this reader's reads of the output in ReadResult (32
+	// bytes).
+	ReadId []byte `protobuf:"bytes,1,opt,name=read_id,json=readId,proto3" json:"read_id,omitempty"`
+	// size is the sealed file's size in bytes.
+	Size             int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	CiphertextSha256 []byte `protobuf:"bytes,3,opt,name=ciphertext_sha256,json=ciphertextSha256,proto3" json:"ciphertext_sha256,omitempty"`
+	// key_envelope is the file's content key, HPKE-sealed to the reader
+	// (info protocol.KindOutputKey).
+	KeyEnvelope []byte `protobuf:"bytes,4,opt,name=key_envelope,json=keyEnvelope,proto3" json:"key_envelope,omitempty"`
+	// max_chunk is the most a ReadResult returns at once.
+	MaxChunk      int64 `protobuf:"varint,5,opt,name=max_chunk,json=maxChunk,proto3" json:"max_chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResultStream) Reset() {
+	*x = ResultStream{}
+	mi := &file_cloister_v1_session_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResultStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResultStream) ProtoMessage() {}
+
+func (x *ResultStream) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResultStream.ProtoReflect.Descriptor instead.
+func (*ResultStream) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ResultStream) GetReadId() []byte {
+	if x != nil {
+		return x.ReadId
+	}
+	return nil
+}
+
+func (x *ResultStream) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ResultStream) GetCiphertextSha256() []byte {
+	if x != nil {
+		return x.CiphertextSha256
+	}
+	return nil
+}
+
+func (x *ResultStream) GetKeyEnvelope() []byte {
+	if x != nil {
+		return x.KeyEnvelope
+	}
+	return nil
+}
+
+func (x *ResultStream) GetMaxChunk() int64 {
+	if x != nil {
+		return x.MaxChunk
+	}
+	return 0
+}
+
+type ReadResultRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	ReadId        []byte                 `protobuf:"bytes,2,opt,name=read_id,json=readId,proto3" json:"read_id,omitempty"`
+	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadResultRequest) Reset() {
+	*x = ReadResultRequest{}
+	mi := &file_cloister_v1_session_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadResultRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadResultRequest) ProtoMessage() {}
+
+func (x *ReadResultRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadResultRequest.ProtoReflect.Descriptor instead.
+func (*ReadResultRequest) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReadResultRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ReadResultRequest) GetReadId() []byte {
+	if x != nil {
+		return x.ReadId
+	}
+	return nil
+}
+
+func (x *ReadResultRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadResultRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type ReadResultResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadResultResponse) Reset() {
+	*x = ReadResultResponse{}
+	mi := &file_cloister_v1_session_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadResultResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadResultResponse) ProtoMessage() {}
+
+func (x *ReadResultResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadResultResponse.ProtoReflect.Descriptor instead.
+func (*ReadResultResponse) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReadResultResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type CloseSessionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -1682,7 +1890,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[23]
+	mi := &file_cloister_v1_session_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1902,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[23]
+	mi := &file_cloister_v1_session_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1915,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{23}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CloseSessionRequest) GetSessionId() string {
@@ -1733,7 +1941,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[24]
+	mi := &file_cloister_v1_session_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1953,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[24]
+	mi := &file_cloister_v1_session_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1966,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{24}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CloseSessionResponse) GetState() SessionState {
@@ -1908,10 +2116,25 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12\x17\n" +
 	"\await_ms\x18\x03 \x01(\x03R\x06waitMs\x12.\n" +
-	"\x04auth\x18\x04 \x01(\v2\x1a.cloister.v1.SignedRequestR\x04auth\"_\n" +
+	"\x04auth\x18\x04 \x01(\v2\x1a.cloister.v1.SignedRequestR\x04auth\"\x92\x01\n" +
 	"\x11GetResultResponse\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\x12.\n" +
-	"\x06report\x18\x02 \x01(\v2\x16.cloister.v1.RunReportR\x06report\"d\n" +
+	"\x06report\x18\x02 \x01(\v2\x16.cloister.v1.RunReportR\x06report\x121\n" +
+	"\x06stream\x18\x03 \x01(\v2\x19.cloister.v1.ResultStreamR\x06stream\"\xa8\x01\n" +
+	"\fResultStream\x12\x17\n" +
+	"\aread_id\x18\x01 \x01(\fR\x06readId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12+\n" +
+	"\x11ciphertext_sha256\x18\x03 \x01(\fR\x10ciphertextSha256\x12!\n" +
+	"\fkey_envelope\x18\x04 \x01(\fR\vkeyEnvelope\x12\x1b\n" +
+	"\tmax_chunk\x18\x05 \x01(\x03R\bmaxChunk\"{\n" +
+	"\x11ReadResultRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
+	"\aread_id\x18\x02 \x01(\fR\x06readId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x04 \x01(\x03R\x06length\"(\n" +
+	"\x12ReadResultResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"d\n" +
 	"\x13CloseSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
@@ -1928,7 +2151,7 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"\vNodeService\x12V\n" +
 	"\rCreateSession\x12!.cloister.v1.CreateSessionRequest\x1a\".cloister.v1.CreateSessionResponse\x12J\n" +
 	"\tGetStatus\x12\x1d.cloister.v1.GetStatusRequest\x1a\x1e.cloister.v1.GetStatusResponse\x12P\n" +
-	"\vGetNodeInfo\x12\x1f.cloister.v1.GetNodeInfoRequest\x1a .cloister.v1.GetNodeInfoResponse2\xf0\x04\n" +
+	"\vGetNodeInfo\x12\x1f.cloister.v1.GetNodeInfoRequest\x1a .cloister.v1.GetNodeInfoResponse2\xbf\x05\n" +
 	"\x0eSessionService\x12A\n" +
 	"\x06Attest\x12\x1a.cloister.v1.AttestRequest\x1a\x1b.cloister.v1.AttestResponse\x12H\n" +
 	"\rUploadProgram\x12\x1a.cloister.v1.UploadRequest\x1a\x1b.cloister.v1.UploadResponse\x12F\n" +
@@ -1936,7 +2159,9 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"\vBeginUpload\x12\x1f.cloister.v1.BeginUploadRequest\x1a .cloister.v1.BeginUploadResponse\x12G\n" +
 	"\bPutChunk\x12\x1c.cloister.v1.PutChunkRequest\x1a\x1d.cloister.v1.PutChunkResponse\x12M\n" +
 	"\fCommitUpload\x12 .cloister.v1.CommitUploadRequest\x1a\x1b.cloister.v1.UploadResponse\x12J\n" +
-	"\tGetResult\x12\x1d.cloister.v1.GetResultRequest\x1a\x1e.cloister.v1.GetResultResponse\x12S\n" +
+	"\tGetResult\x12\x1d.cloister.v1.GetResultRequest\x1a\x1e.cloister.v1.GetResultResponse\x12M\n" +
+	"\n" +
+	"ReadResult\x12\x1e.cloister.v1.ReadResultRequest\x1a\x1f.cloister.v1.ReadResultResponse\x12S\n" +
 	"\fCloseSession\x12 .cloister.v1.CloseSessionRequest\x1a!.cloister.v1.CloseSessionResponseB;Z9github.com/cloisterhq/cloister/api/cloister/v1;cloisterv1b\x06proto3"
 
 var (
@@ -1952,7 +2177,7 @@ func file_cloister_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_cloister_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cloister_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_cloister_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_cloister_v1_session_proto_goTypes = []any{
 	(SessionState)(0),             // 0: cloister.v1.SessionState
 	(*CreateSessionRequest)(nil),  // 1: cloister.v1.CreateSessionRequest
@@ -1978,13 +2203,16 @@ var file_cloister_v1_session_proto_goTypes = []any{
 	(*CommitUploadRequest)(nil),   // 21: cloister.v1.CommitUploadRequest
 	(*GetResultRequest)(nil),      // 22: cloister.v1.GetResultRequest
 	(*GetResultResponse)(nil),     // 23: cloister.v1.GetResultResponse
-	(*CloseSessionRequest)(nil),   // 24: cloister.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),  // 25: cloister.v1.CloseSessionResponse
-	nil,                           // 26: cloister.v1.RunReport.MissingProtectionsEntry
+	(*ResultStream)(nil),          // 24: cloister.v1.ResultStream
+	(*ReadResultRequest)(nil),     // 25: cloister.v1.ReadResultRequest
+	(*ReadResultResponse)(nil),    // 26: cloister.v1.ReadResultResponse
+	(*CloseSessionRequest)(nil),   // 27: cloister.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),  // 28: cloister.v1.CloseSessionResponse
+	nil,                           // 29: cloister.v1.RunReport.MissingProtectionsEntry
 }
 var file_cloister_v1_session_proto_depIdxs = []int32{
 	14, // 0: cloister.v1.CreateSessionRequest.auth:type_name -> cloister.v1.SignedRequest
-	26, // 1: cloister.v1.RunReport.missing_protections:type_name -> cloister.v1.RunReport.MissingProtectionsEntry
+	29, // 1: cloister.v1.RunReport.missing_protections:type_name -> cloister.v1.RunReport.MissingProtectionsEntry
 	0,  // 2: cloister.v1.GetStatusResponse.state:type_name -> cloister.v1.SessionState
 	4,  // 3: cloister.v1.GetStatusResponse.programs:type_name -> cloister.v1.Slot
 	4,  // 4: cloister.v1.GetStatusResponse.inputs:type_name -> cloister.v1.Slot
@@ -1998,35 +2226,38 @@ var file_cloister_v1_session_proto_depIdxs = []int32{
 	14, // 12: cloister.v1.CommitUploadRequest.auth:type_name -> cloister.v1.SignedRequest
 	14, // 13: cloister.v1.GetResultRequest.auth:type_name -> cloister.v1.SignedRequest
 	6,  // 14: cloister.v1.GetResultResponse.report:type_name -> cloister.v1.RunReport
-	14, // 15: cloister.v1.CloseSessionRequest.auth:type_name -> cloister.v1.SignedRequest
-	0,  // 16: cloister.v1.CloseSessionResponse.state:type_name -> cloister.v1.SessionState
-	1,  // 17: cloister.v1.NodeService.CreateSession:input_type -> cloister.v1.CreateSessionRequest
-	3,  // 18: cloister.v1.NodeService.GetStatus:input_type -> cloister.v1.GetStatusRequest
-	9,  // 19: cloister.v1.NodeService.GetNodeInfo:input_type -> cloister.v1.GetNodeInfoRequest
-	11, // 20: cloister.v1.SessionService.Attest:input_type -> cloister.v1.AttestRequest
-	15, // 21: cloister.v1.SessionService.UploadProgram:input_type -> cloister.v1.UploadRequest
-	15, // 22: cloister.v1.SessionService.UploadInput:input_type -> cloister.v1.UploadRequest
-	17, // 23: cloister.v1.SessionService.BeginUpload:input_type -> cloister.v1.BeginUploadRequest
-	19, // 24: cloister.v1.SessionService.PutChunk:input_type -> cloister.v1.PutChunkRequest
-	21, // 25: cloister.v1.SessionService.CommitUpload:input_type -> cloister.v1.CommitUploadRequest
-	22, // 26: cloister.v1.SessionService.GetResult:input_type -> cloister.v1.GetResultRequest
-	24, // 27: cloister.v1.SessionService.CloseSession:input_type -> cloister.v1.CloseSessionRequest
-	2,  // 28: cloister.v1.NodeService.CreateSession:output_type -> cloister.v1.CreateSessionResponse
-	8,  // 29: cloister.v1.NodeService.GetStatus:output_type -> cloister.v1.GetStatusResponse
-	10, // 30: cloister.v1.NodeService.GetNodeInfo:output_type -> cloister.v1.GetNodeInfoResponse
-	13, // 31: cloister.v1.SessionService.Attest:output_type -> cloister.v1.AttestResponse
-	16, // 32: cloister.v1.SessionService.UploadProgram:output_type -> cloister.v1.UploadResponse
-	16, // 33: cloister.v1.SessionService.UploadInput:output_type -> cloister.v1.UploadResponse
-	18, // 34: cloister.v1.SessionService.BeginUpload:output_type -> cloister.v1.BeginUploadResponse
-	20, // 35: cloister.v1.SessionService.PutChunk:output_type -> cloister.v1.PutChunkResponse
-	16, // 36: cloister.v1.SessionService.CommitUpload:output_type -> cloister.v1.UploadResponse
-	23, // 37: cloister.v1.SessionService.GetResult:output_type -> cloister.v1.GetResultResponse
-	25, // 38: cloister.v1.SessionService.CloseSession:output_type -> cloister.v1.CloseSessionResponse
-	28, // [28:39] is the sub-list for method output_type
-	17, // [17:28] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	24, // 15: cloister.v1.GetResultResponse.stream:type_name -> cloister.v1.ResultStream
+	14, // 16: cloister.v1.CloseSessionRequest.auth:type_name -> cloister.v1.SignedRequest
+	0,  // 17: cloister.v1.CloseSessionResponse.state:type_name -> cloister.v1.SessionState
+	1,  // 18: cloister.v1.NodeService.CreateSession:input_type -> cloister.v1.CreateSessionRequest
+	3,  // 19: cloister.v1.NodeService.GetStatus:input_type -> cloister.v1.GetStatusRequest
+	9,  // 20: cloister.v1.NodeService.GetNodeInfo:input_type -> cloister.v1.GetNodeInfoRequest
+	11, // 21: cloister.v1.SessionService.Attest:input_type -> cloister.v1.AttestRequest
+	15, // 22: cloister.v1.SessionService.UploadProgram:input_type -> cloister.v1.UploadRequest
+	15, // 23: cloister.v1.SessionService.UploadInput:input_type -> cloister.v1.UploadRequest
+	17, // 24: cloister.v1.SessionService.BeginUpload:input_type -> cloister.v1.BeginUploadRequest
+	19, // 25: cloister.v1.SessionService.PutChunk:input_type -> cloister.v1.PutChunkRequest
+	21, // 26: cloister.v1.SessionService.CommitUpload:input_type -> cloister.v1.CommitUploadRequest
+	22, // 27: cloister.v1.SessionService.GetResult:input_type -> cloister.v1.GetResultRequest
+	25, // 28: cloister.v1.SessionService.ReadResult:input_type -> cloister.v1.ReadResultRequest
+	27, // 29: cloister.v1.SessionService.CloseSession:input_type -> cloister.v1.CloseSessionRequest
+	2,  // 30: cloister.v1.NodeService.CreateSession:output_type -> cloister.v1.CreateSessionResponse
+	8,  // 31: cloister.v1.NodeService.GetStatus:output_type -> cloister.v1.GetStatusResponse
+	10, // 32: cloister.v1.NodeService.GetNodeInfo:output_type -> cloister.v1.GetNodeInfoResponse
+	13, // 33: cloister.v1.SessionService.Attest:output_type -> cloister.v1.AttestResponse
+	16, // 34: cloister.v1.SessionService.UploadProgram:output_type -> cloister.v1.UploadResponse
+	16, // 35: cloister.v1.SessionService.UploadInput:output_type -> cloister.v1.UploadResponse
+	18, // 36: cloister.v1.SessionService.BeginUpload:output_type -> cloister.v1.BeginUploadResponse
+	20, // 37: cloister.v1.SessionService.PutChunk:output_type -> cloister.v1.PutChunkResponse
+	16, // 38: cloister.v1.SessionService.CommitUpload:output_type -> cloister.v1.UploadResponse
+	23, // 39: cloister.v1.SessionService.GetResult:output_type -> cloister.v1.GetResultResponse
+	26, // 40: cloister.v1.SessionService.ReadResult:output_type -> cloister.v1.ReadResultResponse
+	28, // 41: cloister.v1.SessionService.CloseSession:output_type -> cloister.v1.CloseSessionResponse
+	30, // [30:42] is the sub-list for method output_type
+	18, // [18:30] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_cloister_v1_session_proto_init() }
@@ -2040,7 +2271,7 @@ func file_cloister_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cloister_v1_session_proto_rawDesc), len(file_cloister_v1_session_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -65,6 +65,9 @@ const (
 	// SessionServiceGetResultProcedure is the fully-qualified name of the SessionService's GetResult
 	// RPC.
 	SessionServiceGetResultProcedure = "/cloister.v1.SessionService/GetResult"
+	// SessionServiceReadResultProcedure is the fully-qualified name of the SessionService's ReadResult
+	// RPC.
+	SessionServiceReadResultProcedure = "/cloister.v1.SessionService/ReadResult"
 	// SessionServiceCloseSessionProcedure is the fully-qualified name of the SessionService's
 	// CloseSession RPC.
 	SessionServiceCloseSessionProcedure = "/cloister.v1.SessionService/CloseSession"
@@ -241,8 +244,17 @@ type SessionServiceClient interface {
 	// must have the policy's SHA-256) before it keeps it.
 	CommitUpload(context.Context, *connect.Request[v1.CommitUploadRequest]) (*connect.Response[v1.UploadResponse], error)
 	// GetResult returns one output sealed to the signing reader's HPKE key,
-	// waiting up to wait_ms for the run to finish.
+	// waiting up to wait_ms for the run to finish. A large output comes as
+	// a stream instead: a sealed file the reader reads by range with
+	// ReadResult, whose content key is sealed to the reader.
 	GetResult(context.Context, *connect.Request[v1.GetResultRequest]) (*connect.Response[v1.GetResultResponse], error)
+	// ReadResult reads a streamed output's sealed file: up to length bytes
+	// (at most the stream's max_chunk) from offset. The read id, returned to
+	// the reader's signed GetResult over the attested connection, is what
+	// authorises it; the key envelope and the ciphertext's SHA-256, which the
+	// result commitment covers, authenticate every byte. A reader whose
+	// connection dropped reads again from where it stopped.
+	ReadResult(context.Context, *connect.Request[v1.ReadResultRequest]) (*connect.Response[v1.ReadResultResponse], error)
 	// CloseSession erases the session's data; any principal of the policy
 	// may call it.
 	CloseSession(context.Context, *connect.Request[v1.CloseSessionRequest]) (*connect.Response[v1.CloseSessionResponse], error)
@@ -301,6 +313,12 @@ func NewSessionServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(sessionServiceMethods.ByName("GetResult")),
 			connect.WithClientOptions(opts...),
 		),
+		readResult: connect.NewClient[v1.ReadResultRequest, v1.ReadResultResponse](
+			httpClient,
+			baseURL+SessionServiceReadResultProcedure,
+			connect.WithSchema(sessionServiceMethods.ByName("ReadResult")),
+			connect.WithClientOptions(opts...),
+		),
 		closeSession: connect.NewClient[v1.CloseSessionRequest, v1.CloseSessionResponse](
 			httpClient,
 			baseURL+SessionServiceCloseSessionProcedure,
@@ -319,6 +337,7 @@ type sessionServiceClient struct {
 	putChunk      *connect.Client[v1.PutChunkRequest, v1.PutChunkResponse]
 	commitUpload  *connect.Client[v1.CommitUploadRequest, v1.UploadResponse]
 	getResult     *connect.Client[v1.GetResultRequest, v1.GetResultResponse]
+	readResult    *connect.Client[v1.ReadResultRequest, v1.ReadResultResponse]
 	closeSession  *connect.Client[v1.CloseSessionRequest, v1.CloseSessionResponse]
 }
 
@@ -355,6 +374,11 @@ func (c *sessionServiceClient) CommitUpload(ctx context.Context, req *connect.Re
 // GetResult calls cloister.v1.SessionService.GetResult.
 func (c *sessionServiceClient) GetResult(ctx context.Context, req *connect.Request[v1.GetResultRequest]) (*connect.Response[v1.GetResultResponse], error) {
 	return c.getResult.CallUnary(ctx, req)
+}
+
+// ReadResult calls cloister.v1.SessionService.ReadResult.
+func (c *sessionServiceClient) ReadResult(ctx context.Context, req *connect.Request[v1.ReadResultRequest]) (*connect.Response[v1.ReadResultResponse], error) {
+	return c.readResult.CallUnary(ctx, req)
 }
 
 // CloseSession calls cloister.v1.SessionService.CloseSession.
@@ -397,8 +421,17 @@ type SessionServiceHandler interface {
 	// must have the policy's SHA-256) before it keeps it.
 	CommitUpload(context.Context, *connect.Request[v1.CommitUploadRequest]) (*connect.Response[v1.UploadResponse], error)
 	// GetResult returns one output sealed to the signing reader's HPKE key,
-	// waiting up to wait_ms for the run to finish.
+	// waiting up to wait_ms for the run to finish. A large output comes as
+	// a stream instead: a sealed file the reader reads by range with
+	// ReadResult, whose content key is sealed to the reader.
 	GetResult(context.Context, *connect.Request[v1.GetResultRequest]) (*connect.Response[v1.GetResultResponse], error)
+	// ReadResult reads a streamed output's sealed file: up to length bytes
+	// (at most the stream's max_chunk) from offset. The read id, returned to
+	// the reader's signed GetResult over the attested connection, is what
+	// authorises it; the key envelope and the ciphertext's SHA-256, which the
+	// result commitment covers, authenticate every byte. A reader whose
+	// connection dropped reads again from where it stopped.
+	ReadResult(context.Context, *connect.Request[v1.ReadResultRequest]) (*connect.Response[v1.ReadResultResponse], error)
 	// CloseSession erases the session's data; any principal of the policy
 	// may call it.
 	CloseSession(context.Context, *connect.Request[v1.CloseSessionRequest]) (*connect.Response[v1.CloseSessionResponse], error)
@@ -453,6 +486,12 @@ func NewSessionServiceHandler(svc SessionServiceHandler, opts ...connect.Handler
 		connect.WithSchema(sessionServiceMethods.ByName("GetResult")),
 		connect.WithHandlerOptions(opts...),
 	)
+	sessionServiceReadResultHandler := connect.NewUnaryHandler(
+		SessionServiceReadResultProcedure,
+		svc.ReadResult,
+		connect.WithSchema(sessionServiceMethods.ByName("ReadResult")),
+		connect.WithHandlerOptions(opts...),
+	)
 	sessionServiceCloseSessionHandler := connect.NewUnaryHandler(
 		SessionServiceCloseSessionProcedure,
 		svc.CloseSession,
@@ -475,6 +514,8 @@ func NewSessionServiceHandler(svc SessionServiceHandler, opts ...connect.Handler
 			sessionServiceCommitUploadHandler.ServeHTTP(w, r)
 		case SessionServiceGetResultProcedure:
 			sessionServiceGetResultHandler.ServeHTTP(w, r)
+		case SessionServiceReadResultProcedure:
+			sessionServiceReadResultHandler.ServeHTTP(w, r)
 		case SessionServiceCloseSessionProcedure:
 			sessionServiceCloseSessionHandler.ServeHTTP(w, r)
 		default:
@@ -512,6 +553,10 @@ func (UnimplementedSessionServiceHandler) CommitUpload(context.Context, *connect
 
 func (UnimplementedSessionServiceHandler) GetResult(context.Context, *connect.Request[v1.GetResultRequest]) (*connect.Response[v1.GetResultResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cloister.v1.SessionService.GetResult is not implemented"))
+}
+
+func (UnimplementedSessionServiceHandler) ReadResult(context.Context, *connect.Request[v1.ReadResultRequest]) (*connect.Response[v1.ReadResultResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("cloister.v1.SessionService.ReadResult is not implemented"))
 }
 
 func (UnimplementedSessionServiceHandler) CloseSession(context.Context, *connect.Request[v1.CloseSessionRequest]) (*connect.Response[v1.CloseSessionResponse], error) {
