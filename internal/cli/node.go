@@ -29,18 +29,19 @@ import (
 
 func newNodeCmd() *cobra.Command {
 	var (
-		listen, dataDir, class, tpmSpec string
-		ledgerURL, ledgerListen         string
-		logs                            logFlags
-		grace                           time.Duration
-		blobListen, blobCache           string
-		pushKeys                        []string
-		blobLim                         storeLimitFlags
-		noLedger                        bool
-		warm                            int
-		maxUpload, maxInflight          string
-		maxConns, maxConnsPerAddr       int
-		adm                             admissionFlags
+		listen, dataDir, class, tpmSpec   string
+		ledgerURL, ledgerListen           string
+		logs                              logFlags
+		grace                             time.Duration
+		blobListen, blobCache             string
+		pushKeys                          []string
+		blobLim                           storeLimitFlags
+		noLedger                          bool
+		warm                              int
+		maxUpload, maxInflight            string
+		maxChunk, maxStream, streamOutput string
+		maxConns, maxConnsPerAddr         int
+		adm                               admissionFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -160,7 +161,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 					return usageError("node: --ledger-listen %q: %v", ledgerListen, err)
 				}
 			}
-			limits, err := nodeLimits(maxUpload, maxInflight, maxConns, maxConnsPerAddr)
+			limits, err := nodeLimits(maxUpload, maxInflight, maxChunk, maxStream, streamOutput, maxConns, maxConnsPerAddr)
 			if err != nil {
 				return err
 			}
@@ -275,6 +276,9 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	logs.add(f)
 	f.DurationVar(&grace, "shutdown-grace", 30*time.Second, "at SIGTERM or SIGINT, how long runs in progress may take to finish while no new work is admitted; the rest are recorded as interrupted and run again at the next start (a second signal stops at once)")
 	f.StringVar(&maxUpload, "max-upload", "64MiB", "largest sealed program or input accepted in one upload")
+	f.StringVar(&maxChunk, "max-chunk", "4MiB", "largest chunk of a streamed upload accepted in one request")
+	f.StringVar(&maxStream, "max-stream", "64GiB", "largest sealed program or input accepted as a streamed upload (the creator's stored-bytes quota applies too)")
+	f.StringVar(&streamOutput, "stream-output", "16MiB", "outputs of at least this size are kept as one sealed file that readers fetch in chunks, not as an envelope per reader")
 	f.StringVar(&maxInflight, "max-inflight", "512MiB", "request bodies read and handled at once, in total; more are refused until some finish")
 	f.IntVar(&maxConns, "max-conns", httpguard.DefaultLimits.MaxConns, "connections open at once; more are closed at accept")
 	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", httpguard.DefaultLimits.MaxConnsPerAddr, "connections open at once from one IP address (raise it behind a proxy or NAT)")
@@ -283,14 +287,23 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 }
 
 // nodeLimits reads the node's request-limit flags.
-func nodeLimits(maxUpload, maxInflight string, maxConns, maxConnsPerAddr int) (node.Limits, error) {
+func nodeLimits(maxUpload, maxInflight, maxChunk, maxStream, streamOutput string, maxConns, maxConnsPerAddr int) (node.Limits, error) {
 	var l node.Limits
 	var err error
 	if l.MaxUploadBytes, err = bytesize.Parse(maxUpload); err != nil || l.MaxUploadBytes <= 0 {
 		return l, usageError("node: --max-upload %q: want a size such as 64MiB", maxUpload)
 	}
-	if l.MaxInflightBytes, err = bytesize.Parse(maxInflight); err != nil || l.MaxInflightBytes < l.MaxUploadBytes {
-		return l, usageError("node: --max-inflight %q: want a size of at least --max-upload (%s)", maxInflight, maxUpload)
+	if l.MaxChunkBytes, err = bytesize.Parse(maxChunk); err != nil || l.MaxChunkBytes <= 0 {
+		return l, usageError("node: --max-chunk %q: want a size such as 4MiB", maxChunk)
+	}
+	if l.MaxStreamBytes, err = bytesize.Parse(maxStream); err != nil || l.MaxStreamBytes <= 0 {
+		return l, usageError("node: --max-stream %q: want a size such as 64GiB", maxStream)
+	}
+	if l.StreamOutputAbove, err = bytesize.Parse(streamOutput); err != nil || l.StreamOutputAbove <= 0 {
+		return l, usageError("node: --stream-output %q: want a size such as 16MiB", streamOutput)
+	}
+	if l.MaxInflightBytes, err = bytesize.Parse(maxInflight); err != nil || l.MaxInflightBytes < max(l.MaxUploadBytes, l.MaxChunkBytes) {
+		return l, usageError("node: --max-inflight %q: want a size of at least --max-upload (%s) and --max-chunk (%s)", maxInflight, maxUpload, maxChunk)
 	}
 	if maxConns < 1 || maxConnsPerAddr < 1 {
 		return l, usageError("node: --max-conns and --max-conns-per-addr must be at least 1")
