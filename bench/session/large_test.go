@@ -115,7 +115,7 @@ func BenchmarkLargeSession(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				s := measure.StartRSS(os.Getpid(), 100*time.Millisecond)
-				cpu0, wcpu0 := measure.SelfCPU(), measure.ChildCPU()
+				cpu0 := measure.SelfCPU()
 				id, err := cl.CreateSession(ctx, doc)
 				if err != nil {
 					b.Fatal(err)
@@ -149,8 +149,9 @@ func BenchmarkLargeSession(b *testing.B) {
 				}
 				t3 := time.Now()
 				self += measure.SelfCPU() - cpu0
-				worker += measure.ChildCPU() - wcpu0
-				ps, pw := measure.Of(s.Stop(), os.Getpid())
+				peaks := s.Stop()
+				worker += measure.ChildrenCPU(peaks, os.Getpid())
+				ps, pw := measure.Of(peaks, os.Getpid())
 				peakSelf, peakWorker = max(peakSelf, ps), max(peakWorker, pw)
 				in := hex.EncodeToString(h.Sum(nil))
 				if c.output == "out" {

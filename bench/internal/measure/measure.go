@@ -22,14 +22,6 @@ import (
 	"time"
 )
 
-// ChildCPU is the CPU time (user and system) of this process's reaped
-// children.
-func ChildCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // SelfCPU is this process's CPU time (user and system).
 func SelfCPU() time.Duration {
 	var ru syscall.Rusage
@@ -69,11 +61,13 @@ type Sampler struct {
 	done chan struct{}
 }
 
-// Peak is one process's highest VmHWM seen.
+// Peak is one process's highest VmHWM seen, and the CPU time (user and
+// system) it had used at the last sample.
 type Peak struct {
 	PID   int
 	Name  string // comm
 	Bytes int64
+	CPU   time.Duration
 }
 
 // StartRSS samples root and its children every interval until Stop.
@@ -122,6 +116,42 @@ func Of(peaks []Peak, root int) (self, children int64) {
 	return self, children
 }
 
+// ChildrenCPU is the CPU time root's children had used at their last
+// sample (a lower bound by at most one interval each).
+func ChildrenCPU(peaks []Peak, root int) time.Duration {
+	var d time.Duration
+	for _, p := range peaks {
+		if p.PID != root {
+			d += p.CPU
+		}
+	}
+	return d
+}
+
+// clockTick is the unit of /proc/PID/stat's times (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// cpuOf reads a process's user and system time from /proc/PID/stat.
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid … utime stime: fields 14 and 15; comm may
+	// hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * clockTick
+}
+
 func (s *Sampler) sample(root int) {
 	pids := append([]int{root}, children(root)...)
 	for _, pid := range pids {
@@ -129,10 +159,10 @@ func (s *Sampler) sample(root int) {
 		if hwm == 0 {
 			continue
 		}
+		cpu := cpuOf(pid)
 		s.mu.Lock()
-		if p := s.peak[pid]; hwm > p.Bytes {
-			s.peak[pid] = Peak{PID: pid, Name: name, Bytes: hwm}
-		}
+		p := s.peak[pid]
+		s.peak[pid] = Peak{PID: pid, Name: name, Bytes: max(p.Bytes, hwm), CPU: max(p.CPU, cpu)}
 		s.mu.Unlock()
 	}
 }
