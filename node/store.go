@@ -956,7 +956,10 @@ func (s *store) removeSession(id string) error {
 		return nil
 	}
 	for _, e := range entries {
-		if e.Type().IsRegular() {
+		// A streamed item's file is ciphertext whose key exists only
+		// sealed to the session's key, erased with the log: removing it
+		// is enough (zeroing gigabytes would only cost the disk).
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), "stream-") {
 			zeroFile(filepath.Join(dir, e.Name()))
 		}
 	}
