@@ -205,3 +205,15 @@ func SyncDir(dir string) error {
 	}
 	return err
 }
+
+// RenameDir moves the directory tmp, whose contents the caller has made
+// durable (SyncDir on each directory in it), to dir — which must be
+// missing or empty — and fsyncs dir's parent, so that after a crash either
+// no dir or the whole of it is there. It is how a directory, rather than
+// a file, is put in place (a restored backup).
+func RenameDir(tmp, dir string) error {
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(dir))
+}

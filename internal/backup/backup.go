@@ -241,11 +241,11 @@ func Restore(r io.Reader, dir string) (*Manifest, error) {
 		return nil, err
 	}
 	// Onto a missing or empty directory: rename(2) replaces an empty one.
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := atomicfile.RenameDir(tmp, dir); err != nil {
 		return nil, fmt.Errorf("moving the restored directory into place: %w", err)
 	}
 	done = true
-	return m, atomicfile.SyncDir(filepath.Dir(dir))
+	return m, nil
 }
 
 // unpack writes the archive's entries under tmp and checks them against
