@@ -69,6 +69,7 @@ func (ln *ledgerNode) handler() http.Handler {
 	mux.HandleFunc("GET /v1/validators", ln.handleValidators)
 	mux.HandleFunc("GET /v1/status", ln.handleStatus)
 	mux.HandleFunc("GET /v1/members/{key}", ln.handleMember)
+	mux.HandleFunc("GET /v1/offers", ln.handleOffers)
 	mux.HandleFunc("GET /healthz", ln.handleHealthz)
 	mux.HandleFunc("GET /readyz", ln.handleReadyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

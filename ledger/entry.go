@@ -23,6 +23,8 @@ const (
 	KindMemberAdmitted  verify.Kind = "member.admitted"
 	KindMemberRemoved   verify.Kind = "member.removed"
 	KindRulesScheduled  verify.Kind = "rules.scheduled"
+	KindNodeEndpoint    verify.Kind = "node.endpoint"
+	KindOffer           verify.Kind = "offer"
 	// The key broker's kinds (rule version 3): package acl gives their
 	// bodies.
 	KindArtifactRegistered verify.Kind = acl.KindArtifactRegistered

@@ -39,8 +39,13 @@ const (
 	// longer whoever granted first on a resource), an isolate, a window
 	// judged at block time and a number of uses (decision 0100).
 	RulesV3 = 3
+	// RulesV4 makes nodes findable and lets them offer capacity
+	// (offers.go): node.registered may carry an endpoint and an
+	// organisation, node.endpoint moves a node, offer publishes and renews
+	// a node's offer until its expiry (decision 0110).
+	RulesV4 = 4
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV3
+	LatestRules = RulesV4
 )
 
 // ruleSet is what one rule version accepts.
@@ -82,7 +87,11 @@ func makeRuleSets() map[int]*ruleSet {
 	v3.kinds[KindACLRevoked] = ruleACLRevokedV3
 	v3.kinds[KindACLDelegated] = ruleACLDelegated
 	v3.kinds[KindKeyReleased] = ruleKeyReleased
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3}
+	v4 := v3.next(RulesV4)
+	v4.kinds[KindNodeRegistered] = ruleNodeRegisteredV4
+	v4.kinds[KindNodeEndpoint] = ruleNodeEndpoint
+	v4.kinds[KindOffer] = ruleOffer
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

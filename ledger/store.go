@@ -34,6 +34,7 @@ import (
 //	checkpoints  size -> cosigned checkpoint note
 //	artifacts, acl_grants, acl_delegations, acl_uses: see aclrules.go
 //	members      see members.go
+//	node_info, offers: see offers.go
 //	rule_votes   see rules.go
 var (
 	bucketMeta        = []byte("meta")
@@ -53,7 +54,7 @@ var (
 	bucketACLUses     = []byte("acl_uses")
 	allBuckets        = [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketNonces, bucketNodes,
 		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers, bucketRuleVotes,
-		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses}
+		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses, bucketNodeInfo, bucketOffers}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}

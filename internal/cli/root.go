@@ -91,6 +91,7 @@ what on a verifiable ledger.`,
 		newBrokerCmd(),
 		newArtifactCmd(),
 		newACLCmd(),
+		newOfferCmd(),
 	)
 	return root
 }

@@ -1,0 +1,211 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cloisterhq/cloister/internal/bytesize"
+	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/verify"
+)
+
+// newOfferCmd is 'offer': providers' offers of capacity on the ledger.
+func newOfferCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "offer",
+		Short: "List or publish providers' offers of attested capacity",
+		Long: `A provider node publishes an offer on the ledger — its isolate classes, the
+digest of the evidence and the measurements it attests to, memory, cores,
+concurrent runs, an optional price per CPU-second and region labels — that
+lives for --ttl from the block that takes it, and renews it (a heartbeat)
+before it expires. Everything in an offer is the provider's claim; a
+dispatcher checks fresh evidence before trusting it. See docs/marketplace.md.`,
+		Example: `  cloister offer list --ledger http://127.0.0.1:7480 --json`,
+	}
+	cmd.AddCommand(newOfferListCmd(), newOfferPublishCmd())
+	return cmd
+}
+
+// offerRow is one line of 'offer list --json'.
+type offerRow struct {
+	client.LiveOffer
+	AgeSeconds float64 `json:"age_seconds"` // since the offer entry's time, as of the answer
+}
+
+type offerListing struct {
+	AsOf   time.Time  `json:"as_of"`
+	Height int64      `json:"height"`
+	Offers []offerRow `json:"offers"`
+}
+
+func newOfferListCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list --ledger URL",
+		Short: "List the live offers with the age of each",
+		Long: `list shows every node's latest offer that has not expired, with its age (time
+since the node signed it: a node that renews its offer keeps it young), the
+node's endpoint and organisation. Each offer entry's signature is checked
+here; which offers are live is the ledger API's reading of its state.
+
+Exit status: 0 listed (possibly none); 1 the ledger is unreachable or its
+answer is malformed; 2 bad usage.`,
+		Example: `  cloister offer list --ledger http://127.0.0.1:7480
+  cloister offer list --ledger http://127.0.0.1:7480 --json`,
+		Args: cobra.NoArgs,
+	}
+	newClient := ledgerURLFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		l, err := c.Offers(ctx)
+		if err != nil {
+			return ledgerFailure("offer list", c, err)
+		}
+		out := offerListing{AsOf: l.AsOf, Height: l.Height, Offers: make([]offerRow, 0, len(l.Offers))}
+		for _, o := range l.Offers {
+			// The entry's time is the node's clock, within the ledger's
+			// allowed skew of the ledger's: a node a little ahead shows 0.
+			age := max(l.AsOf.Sub(o.Published), 0).Round(time.Second)
+			out.Offers = append(out.Offers, offerRow{LiveOffer: o, AgeSeconds: age.Seconds()})
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), out)
+		}
+		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tAGE\tEXPIRES IN\tCLASSES\tMEMORY\tCORES\tRUNS\tPRICE\tREGIONS\tENDPOINT")
+		for _, o := range out.Offers {
+			price := o.Offer.Price
+			if price == "" {
+				price = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", printable(o.Node), time.Duration(o.AgeSeconds)*time.Second,
+				o.Expires.Sub(l.AsOf).Round(time.Second), printable(strings.Join(o.Offer.Classes, ",")), offerMemory(o.Offer.Memory),
+				o.Offer.Cores, o.Offer.Concurrency, printable(price), printable(strings.Join(o.Offer.Regions, ",")), printable(o.Endpoint))
+		}
+		return tw.Flush()
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the offers as JSON")
+	return cmd
+}
+
+func newOfferPublishCmd() *cobra.Command {
+	var keyFile, evidenceFile, memory, price string
+	var classes, measurements, regions []string
+	var cores, concurrency uint64
+	var ttl, every time.Duration
+	cmd := &cobra.Command{
+		Use:   "publish --ledger URL --key NODE.key --class C --evidence FILE --memory SIZE --cores N --concurrency N",
+		Short: "Publish a node's offer, once or renewed on a heartbeat",
+		Long: `publish signs an offer entry with the node's platform key (the node must be
+registered on the ledger) and appends it. With --every it renews the offer
+at that interval until interrupted; --every must be shorter than --ttl, or
+the offer lapses between heartbeats.
+
+Exit status: 0 published (or, with --every, stopped by a signal); 1 the
+ledger refused the offer or is unreachable; 2 bad usage.`,
+		Example: `  cloister offer publish --ledger http://127.0.0.1:7480 --key node.key --class software \
+    --evidence node.evidence --memory 4GiB --cores 2 --concurrency 4 --price 0.001 --region eu-west --ttl 60s --every 20s`,
+		Args: cobra.NoArgs,
+	}
+	newClient := ledgerURLFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if keyFile == "" || evidenceFile == "" || len(classes) == 0 || memory == "" || cores == 0 || concurrency == 0 {
+			return usageError("offer publish: --key, --class, --evidence, --memory, --cores and --concurrency are required")
+		}
+		if ttl < time.Second || ttl > 600*time.Second {
+			return usageError("offer publish: --ttl must be 1s to 10m")
+		}
+		if every != 0 && every >= ttl {
+			return usageError("offer publish: --every %s must be shorter than --ttl %s", every, ttl)
+		}
+		mem, err := bytesize.Parse(memory)
+		if err != nil || mem <= 0 {
+			return usageError("offer publish: --memory %q: want a size such as 4GiB", memory)
+		}
+		k, err := keys.Load(keyFile)
+		if err != nil {
+			return usageError("offer publish: --key: %v", err)
+		}
+		ev, err := os.ReadFile(evidenceFile)
+		if err != nil {
+			return usageError("offer publish: --evidence: %v", err)
+		}
+		sum := sha256.Sum256(ev)
+		offer := client.Offer{Classes: classes, EvidenceDigest: hex.EncodeToString(sum[:]), Measurements: measurements,
+			Memory: uint64(mem), Cores: cores, Concurrency: concurrency, Price: price, Regions: regions,
+			TTL: uint64(ttl / time.Second)}
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		publish := func(ctx context.Context) error {
+			se, err := verify.NewEntry(k.Signer(), ledger.KindOffer, offer)
+			if err != nil {
+				return usageError("offer publish: %v", err)
+			}
+			rc, err := c.Append(ctx, se)
+			if err != nil {
+				return ledgerFailure("offer publish", c, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
+			return nil
+		}
+		if err := publish(ctx); err != nil || every == 0 {
+			return err
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				if err := publish(ctx); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "offer publish: renewal failed, retrying at the next heartbeat: %v\n", err)
+				}
+			}
+		}
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyFile, "key", "", "the node's platform key file (signs the offer)")
+	f.StringVar(&evidenceFile, "evidence", "", "the evidence the node attests with (its sha256 goes in the offer)")
+	f.StringSliceVar(&classes, "class", nil, "isolate class offered (repeatable)")
+	f.StringSliceVar(&measurements, "measurement", nil, "measurement attested to, lower-case hex (repeatable)")
+	f.StringSliceVar(&regions, "region", nil, "region label (repeatable)")
+	f.StringVar(&memory, "memory", "", "memory offered, e.g. 4GiB")
+	f.Uint64Var(&cores, "cores", 0, "cores offered")
+	f.Uint64Var(&concurrency, "concurrency", 0, "concurrent runs offered")
+	f.StringVar(&price, "price", "", "price per CPU-second, a decimal such as 0.001")
+	f.DurationVar(&ttl, "ttl", 60*time.Second, "how long the offer lives after the block that takes it (at most 10m)")
+	f.DurationVar(&every, "every", 0, "renew the offer at this interval until interrupted (0: publish once)")
+	return cmd
+}
+
+// offerMemory renders an offer's memory for people: whole GiB when it is,
+// else MiB.
+func offerMemory(n uint64) string {
+	if n%(1<<30) == 0 {
+		return fmt.Sprintf("%dGiB", n>>30)
+	}
+	return fmt.Sprintf("%.0fMiB", float64(n)/(1<<20))
+}
