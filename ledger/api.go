@@ -78,15 +78,20 @@ func (ln *ledgerNode) handler() http.Handler {
 	return mux
 }
 
+// writeJSON writes v without HTML escaping: entries are served as raw
+// JSON (their exact signed bytes), which json.Marshal would rewrite
+// (<, >, & and U+2028/U+2029 as \u escapes), breaking their leaf hash.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		writeError(w, http.StatusInternalServerError, verify.CodeUnavailable, "encoding the response: %v", err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(buf.Bytes())
 }
 
 func writeError(w http.ResponseWriter, status int, code, format string, args ...any) {

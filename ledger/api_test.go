@@ -29,7 +29,9 @@ func TestAPI(t *testing.T) {
 	}
 
 	// A batch: two good, one malformed, one bad signature, in order.
-	good1, good2 := signEntry(t, key, KindNote, map[string]any{"n": 1}), signEntry(t, key, KindNote, map[string]any{"n": 2})
+	// good1 holds what an HTML-escaping encoder would rewrite (<, >, &,
+	// U+2028): it must be served byte for byte, or no client accepts it.
+	good1, good2 := signEntry(t, key, KindNote, map[string]any{"n": 1, "markup": "<b>&\u2028</b>"}), signEntry(t, key, KindNote, map[string]any{"n": 2})
 	badSig := signEntry(t, key, KindNote, map[string]any{"n": 3})
 	badSig.Signature[0] ^= 1
 	body := `{"entries":[` + string(good1.Encode()) + `,{"entry":{}},` + string(badSig.Encode()) + `,` + string(good2.Encode()) + `]}`

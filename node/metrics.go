@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,13 +22,14 @@ type metrics struct {
 	workerStart prometheus.Counter
 	runs        *prometheus.CounterVec // state, outcome
 	swept       *prometheus.CounterVec // reason
+	log         *refusalLog            // the latest refusals, for an observer (view.go)
 }
 
 // newMetrics registers the node's metrics; the gauges read n's state when
 // scraped.
 func newMetrics(n *Node) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg: prometheus.NewRegistry(), log: &n.refusals,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cloister_requests_total",
 			Help: "API calls by method and outcome (ok, or the error code)."}, []string{"method", "outcome"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cloister_refusals_total",
@@ -91,6 +93,9 @@ func (m *metrics) observe(method string, err error) {
 	var r *refusal
 	if errors.As(err, &r) {
 		m.refusals.WithLabelValues(r.rule).Inc()
+		if m.log != nil {
+			m.log.add(r.rule, method, time.Now())
+		}
 	}
 	m.requests.WithLabelValues(method, connect.CodeOf(err).String()).Inc()
 }

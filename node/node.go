@@ -150,6 +150,10 @@ type Node struct {
 	draining atomic.Bool // Drain called: no new sessions or uploads
 	ready    readiness
 	errs     errorRing // latest warnings and errors logged
+	// What an observer sees (view.go): the refusals the node made,
+	// closed sessions' receipt material.
+	refusals refusalLog
+	receipts *receiptArchive
 }
 
 // New opens (or, on first start, initialises) a node over opts.DataDir:
@@ -231,6 +235,10 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	if n.blobs, err = newBlobCache(opts.DataDir, opts.BlobCache, !opts.NoSync, n.log); err != nil {
+		n.store.close()
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	if n.receipts, err = openReceiptArchive(opts.DataDir, !opts.NoSync, n.log); err != nil {
 		n.store.close()
 		return nil, fmt.Errorf("node: %w", err)
 	}

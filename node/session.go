@@ -916,6 +916,7 @@ func (s *session) eraseLocked(now time.Time, by string, closing map[string]any) 
 	if err := s.n.store.erase(s.id, ts); err != nil {
 		return storeError(err)
 	}
+	s.archive(now)
 	s.rec.State, s.rec.Reason = stateClosed, fmt.Sprintf("closed by %q", by)
 	s.rec.Outputs = map[string]*outputRecord{}
 	s.markDone()

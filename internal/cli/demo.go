@@ -20,6 +20,7 @@ import (
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/console"
 	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/isolate"
@@ -32,7 +33,7 @@ import (
 )
 
 func newDemoCmd() *cobra.Command {
-	var cacheDir string
+	var cacheDir, consoleAddr string
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -55,20 +56,39 @@ answer against the expected one. The node's data lives in a temporary
 directory erased at exit; compiled programs are cached in --cache so that
 later runs start faster.
 
+With --console the node stays up after the demo, serving its web console
+(docs/console.md) on a loopback port until Ctrl-C: the session, its steps on
+the ledger, and its receipt, which the page verifies in the browser against
+the ledger state dave verified (its path is printed: paste the file's
+content as the trust root).
+
 Exit status: 0 the answer is correct; 1 any step failed or the answer is wrong.`,
 		Example: `  cloister demo
-  cloister demo --verbose      # also show the node's log`,
+  cloister demo --verbose      # also show the node's log
+  cloister demo --console      # then open the printed URL; Ctrl-C stops`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cacheDir == "" {
 				cacheDir = defaultDemoCache()
 			}
-			if err := runDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), cacheDir, verbose); err != nil {
+			var con *demoConsole
+			if consoleAddr != "" {
+				if err := checkConsoleAddr(consoleAddr, false); err != nil {
+					return usageError("demo: %v", err)
+				}
+				ctx, stop := signalContext(cmd)
+				defer stop()
+				cmd.SetContext(ctx)
+				con = &demoConsole{addr: consoleAddr}
+			}
+			if err := runDemoWith(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), cacheDir, verbose, con); err != nil {
 				return failure(err)
 			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&consoleAddr, "console", "", "afterwards keep the node up and serve its console on this loopback address until Ctrl-C")
+	cmd.Flags().Lookup("console").NoOptDefVal = "127.0.0.1:0"
 	cmd.Flags().StringVar(&cacheDir, "cache", "", "directory for the compilation cache (default: the user cache directory)")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "show the node's log on standard error")
 	cmd.AddCommand(newDemoSealedCmd())
@@ -105,8 +125,29 @@ func (p *demoPrinter) note(format string, args ...any) {
 	fmt.Fprintf(p.w, "            %s\n", fmt.Sprintf(format, args...))
 }
 
+// demoConsole asks the demo to serve the node's console afterwards, on
+// addr, until ctx ends; ready, if set, is called once it serves.
+type demoConsole struct {
+	addr  string
+	ready func(demoConsoleInfo)
+}
+
+// demoConsoleInfo is where the demo's console is and what to look at.
+type demoConsoleInfo struct {
+	URL, NodeURL, Session, LedgerState string
+	PlatformKey                        string
+	// Ledger appends to the demo's ledger (the tests write hostile
+	// entries for the console to show).
+	Ledger ledger.Appender
+}
+
 // runDemo plays the scenario.
 func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbose bool) error {
+	return runDemoWith(ctx, out, errOut, cacheDir, verbose, nil)
+}
+
+// runDemoWith plays the scenario and, with con, serves the console after.
+func runDemoWith(ctx context.Context, out, errOut io.Writer, cacheDir string, verbose bool, con *demoConsole) error {
 	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
 	ex, err := examples.Lookup("psi-sum")
 	if err != nil {
@@ -277,6 +318,27 @@ func runDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbos
 	}
 	pr.step("close: dave erased the session")
 	fmt.Fprintf(out, "total %.2f s\n", time.Since(pr.start).Seconds())
+	if con == nil {
+		return nil
+	}
+	lc, err := console.LedgerClient(lg.Handler())
+	if err != nil {
+		return err
+	}
+	curl, stop, err := serveConsole(ctx, con.addr, n, lc, nil, logger)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	state := filepath.Join(dataDir, "ledger-client-state.json")
+	fmt.Fprintf(out, "console:    %s/ui/sessions/%s/receipt\n", curl, id)
+	fmt.Fprintf(out, "trust root: %s (the ledger state dave verified: paste its content on the receipt page)\n", state)
+	fmt.Fprintf(out, "the node and its console run until Ctrl-C\n")
+	if con.ready != nil {
+		con.ready(demoConsoleInfo{URL: curl, NodeURL: url, Session: id, LedgerState: state, PlatformKey: keys.FormatSigningKey(n.PlatformKey()), Ledger: lg})
+	}
+	<-ctx.Done()
+	fmt.Fprintln(out, "stopping")
 	return nil
 }
 

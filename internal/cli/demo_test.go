@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +43,24 @@ func warmDemoCache(ctx context.Context, t *testing.T, cacheDir string) {
 	t.Logf("psi-sum compiled and run once in %s", time.Since(start).Round(time.Millisecond))
 }
 
+// syncBuilder is a strings.Builder safe for the demo's writers.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func deadlineOf(ctx context.Context) time.Time {
 	dl, ok := ctx.Deadline()
 	if !ok {
@@ -61,10 +80,23 @@ func TestDemo(t *testing.T) {
 	defer cancel()
 	cache := t.TempDir()
 	warmDemoCache(ctx, t, cache)
-	var out, errOut strings.Builder
+	var out, errOut syncBuilder
 	start := time.Now()
-	if err := runDemo(ctx, &out, &errOut, cache, false); err != nil {
+	// With its console: once the flow is done, the node stays up for the
+	// console's checks (console_test.go), then the demo stops.
+	dctx, stop := context.WithCancel(ctx)
+	defer stop()
+	served := false
+	con := &demoConsole{addr: "127.0.0.1:0", ready: func(info demoConsoleInfo) {
+		served = true
+		defer stop()
+		checkConsole(ctx, t, info)
+	}}
+	if err := runDemoWith(dctx, &out, &errOut, cache, false, con); err != nil {
 		t.Fatalf("demo: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	if !served {
+		t.Fatalf("demo --console did not serve its console:\n%s", out.String())
 	}
 	t.Logf("demo took %s:\n%s", time.Since(start).Round(time.Millisecond), out.String())
 	for _, want := range []string{"create: session", "attest: 4 parties verified", "provision: carol", "run: exited, exit 0",

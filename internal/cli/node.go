@@ -18,12 +18,14 @@ import (
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/tpm"
 	"github.com/cloisterhq/cloister/blob/server"
+	"github.com/cloisterhq/cloister/console"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/backup"
 	"github.com/cloisterhq/cloister/internal/bytesize"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/node"
 )
 
@@ -42,6 +44,9 @@ func newNodeCmd() *cobra.Command {
 		maxChunk, maxStream, streamOutput string
 		maxConns, maxConnsPerAddr         int
 		adm                               admissionFlags
+		consoleAddr                       string
+		consolePublic                     bool
+		consoleHosts                      []string
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -111,6 +116,13 @@ total by --max-inflight; at most --max-conns connections are open, at most
 flag that raises it. /metrics serves Prometheus metrics (requests,
 refusals by rule, sessions, runs, connections).
 
+--console ADDR serves the node's web console (docs/console.md) on ADDR over
+plain HTTP: pages under /ui/, the same data as JSON under /ui/api/. It is
+off by default and read-only; it shows no secret and no data, but it does
+show sessions, their policies and the ledger, so it binds only to loopback
+unless --console-public; --console-host adds the host names it answers to
+(it refuses others, against DNS rebinding).
+
 Logs go to standard error, as text or, with --log-format json, one JSON
 object a line. On the same port the node serves /healthz (the process
 answers), /readyz (200 only when its attester produces evidence, the ledger
@@ -129,6 +141,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
   cloister node --listen 0.0.0.0:7443 --data ./node-data --admission allow-list --admit-key ed25519:AAAA...
   cloister node --listen 0.0.0.0:7443 --data ./node-data --admission token --token-issuer ed25519:BBBB...
   cloister node --data ./node-data --ledger-listen 127.0.0.1:7480
+  cloister node --data ./node-data --console 127.0.0.1:7490
   cloister node --data ./node-data --ledger http://10.0.0.5:26680
   cloister node --data ./node-data --isolate-class tpm --tpm tcp:127.0.0.1:2321
   cloister key public ./node-data/platform.key --json`,
@@ -160,6 +173,13 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				if err := checkLoopback(ledgerListen); err != nil {
 					return usageError("node: --ledger-listen %q: %v", ledgerListen, err)
 				}
+			}
+			if consoleAddr != "" {
+				if err := checkConsoleAddr(consoleAddr, consolePublic); err != nil {
+					return usageError("node: %v", err)
+				}
+			} else if consolePublic || len(consoleHosts) > 0 {
+				return usageError("node: --console-public and --console-host need --console ADDR")
 			}
 			limits, err := nodeLimits(maxUpload, maxInflight, maxChunk, maxStream, streamOutput, maxConns, maxConnsPerAddr)
 			if err != nil {
@@ -208,6 +228,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				return failure(fmt.Errorf("node: %w", err))
 			}
 			defer unlock()
+			var nodeLedgerReader *lclient.Client
 			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits,
 				Admission: admission, BlobCache: cacheBytes}
 			if !noLedger {
@@ -217,6 +238,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				}
 				defer nl.close()
 				opts.Ledger, opts.LedgerName, opts.LedgerURL, opts.LedgerStatus = nl.app, nl.name, ledgerURL, nl.status
+				nodeLedgerReader = nl.read
 				if admission.Mode == node.AdmitConsortium {
 					opts.Admission.Members = nl.members
 				}
@@ -238,6 +260,17 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				"platform_key", keys.FormatSigningKey(n.PlatformKey()), "data", dataDir)
 			errc := make(chan error, 1)
 			go func() { errc <- n.Serve(ln) }()
+			if consoleAddr != "" {
+				var lc *lclient.Client
+				if opts.Ledger != nil {
+					lc = nodeLedgerReader
+				}
+				_, stopConsole, err := serveConsole(ctx, consoleAddr, n, lc, consoleHosts, log)
+				if err != nil {
+					return failure(fmt.Errorf("node: %w", err))
+				}
+				defer stopConsole()
+			}
 			if blobStore != nil {
 				stopStore, err := serveNodeBlobStore(blobListen, *blobStore, log)
 				if err != nil {
@@ -282,6 +315,9 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.StringVar(&maxInflight, "max-inflight", "512MiB", "request bodies read and handled at once, in total; more are refused until some finish")
 	f.IntVar(&maxConns, "max-conns", httpguard.DefaultLimits.MaxConns, "connections open at once; more are closed at accept")
 	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", httpguard.DefaultLimits.MaxConnsPerAddr, "connections open at once from one IP address (raise it behind a proxy or NAT)")
+	f.StringVar(&consoleAddr, "console", "", "serve the web console (read-only, plain HTTP) on this address, e.g. 127.0.0.1:7490; off by default")
+	f.BoolVar(&consolePublic, "console-public", false, "allow --console on an address beyond loopback (whoever reaches it sees sessions, policies and the ledger)")
+	f.StringArrayVar(&consoleHosts, "console-host", nil, "host name the console answers to besides loopback and its address (repeatable)")
 	adm.add(f)
 	return cmd
 }
@@ -331,7 +367,8 @@ func drainNode(n *node.Node, grace time.Duration, log *slog.Logger) {
 // nodeLedger is the ledger a node records on.
 type nodeLedger struct {
 	app     ledger.Appender
-	members node.Members // consortium membership, as that ledger's state says
+	read    *lclient.Client // reads the same ledger (the console's explorer)
+	members node.Members    // consortium membership, as that ledger's state says
 	name    string
 	status  func(context.Context) (node.LedgerState, error)
 	close   func()
@@ -359,7 +396,7 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 			}
 			return node.LedgerState{Origin: vs.Origin, Height: st.Height, Size: st.Size, Peers: st.Peers, CatchingUp: st.CatchingUp}, nil
 		}
-		return &nodeLedger{app: lc, members: lc, name: vs.Origin, status: status, close: func() {}}, nil
+		return &nodeLedger{app: lc, read: lc, members: lc, name: vs.Origin, status: status, close: func() {}}, nil
 	}
 	var ln net.Listener
 	if listen != "" {
@@ -377,11 +414,16 @@ func openNodeLedger(ctx context.Context, dataDir, url, listen string, log *slog.
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	origin := ledger.Origin(e.ChainID())
+	read, err := console.LedgerClient(e.Handler())
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	status := func(context.Context) (node.LedgerState, error) {
 		st := e.Status()
 		return node.LedgerState{Origin: origin, Height: st.Height, Size: st.Size, Peers: st.Peers, CatchingUp: st.CatchingUp}, nil
 	}
-	nl := &nodeLedger{app: e, members: e, name: origin, status: status, close: func() {
+	nl := &nodeLedger{app: e, read: read, members: e, name: origin, status: status, close: func() {
 		if err := e.Close(); err != nil {
 			log.Error("closing the embedded ledger", "err", err)
 		}

@@ -92,6 +92,7 @@ what on a verifiable ledger.`,
 		newArtifactCmd(),
 		newACLCmd(),
 		newOfferCmd(),
+		newReceiptCmd(),
 	)
 	return root
 }
