@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 )
 
@@ -158,7 +159,7 @@ func collectTokens(v any, toks map[string]bool, depth int) {
 // nothing.
 func tokenOf(s string) string {
 	switch {
-	case strings.HasPrefix(s, "ed25519:") && len(s) < 100:
+	case strings.HasPrefix(s, protocol.Ed25519KeyPrefix) && len(s) < 100:
 		return tokKey + s
 	case isHex(s, 64):
 		return tokDigest + strings.ToLower(s)

@@ -204,7 +204,7 @@ func searchToken(q string) (tok, match string, err error) {
 		return "", "entry index", nil
 	case protocol.ValidSessionID(q) == nil:
 		return tokSession + q, "session id", nil
-	case strings.HasPrefix(q, "ed25519:"):
+	case strings.HasPrefix(q, protocol.Ed25519KeyPrefix):
 		return tokKey + q, "key", nil
 	case isHex(q, 64):
 		return tokDigest + strings.ToLower(q), "digest", nil
