@@ -30,6 +30,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -91,21 +93,81 @@ func (m *Manifest) Bytes() int64 {
 var ErrInUse = errors.New("the directory is in use by a running node or validator")
 
 // Lock takes dir's lock (creating dir/.cloister.lock), without waiting:
-// ErrInUse if another process holds it. The lock lasts until release is
-// called or the process ends.
+// ErrInUse if another process, or this one, holds it. The lock lasts until
+// release is called or the process ends.
+//
+// It is a POSIX record lock (fcntl F_SETLK), owned by the process, not a
+// flock on the open file: a child forked by the holder (an isolate worker
+// between fork and exec, say) shares the open file but never the lock, so
+// when the holder dies — SIGKILL included — the lock is free at once for
+// the next process, whatever its children are still doing. Such a lock is
+// dropped when the process closes any descriptor of the file, so nothing
+// else here opens it (Create skips it), and a second Lock in this process
+// is refused from the table below before the file is opened.
 func Lock(dir string) (release func(), err error) {
-	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	path := filepath.Join(dir, LockFile)
+	if st, err := os.Stat(path); err == nil {
+		if id, ok := fileID(st); ok {
+			heldMu.Lock()
+			inUse := held[id]
+			heldMu.Unlock()
+			if inUse {
+				return nil, fmt.Errorf("%s: %w (%s is held by this process): stop it first", dir, ErrInUse, LockFile)
+			}
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	st, err := f.Stat()
+	if err != nil {
 		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	id, _ := fileID(st)
+	heldMu.Lock()
+	defer heldMu.Unlock()
+	if held[id] {
+		// Taken by this process since the check above: the descriptor
+		// must stay open (closing it would drop that lock).
+		parked = append(parked, f)
+		return nil, fmt.Errorf("%s: %w (%s is held by this process): stop it first", dir, ErrInUse, LockFile)
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &lk); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 			return nil, fmt.Errorf("%s: %w (%s is held): stop it first", dir, ErrInUse, LockFile)
 		}
 		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
-	return func() { f.Close() }, nil
+	held[id] = true
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			heldMu.Lock()
+			defer heldMu.Unlock()
+			delete(held, id)
+			f.Close()
+		})
+	}, nil
+}
+
+// The locks this process holds, by file: POSIX locks do not conflict
+// within one process.
+var (
+	heldMu sync.Mutex
+	held   = map[[2]uint64]bool{}
+	parked []*os.File
+)
+
+func fileID(st fs.FileInfo) ([2]uint64, bool) {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return [2]uint64{}, false
+	}
+	return [2]uint64{uint64(sys.Dev), sys.Ino}, true
 }
 
 // KindOf tells a node's data directory from a validator's home.

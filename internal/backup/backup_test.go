@@ -4,10 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -142,4 +146,86 @@ func TestRestoreRefuses(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "escape")); !os.IsNotExist(err) {
 		t.Fatal("escaped")
 	}
+}
+
+// lockHelperEnv makes the test binary the holder of TestLockDiesWithHolder.
+const lockHelperEnv = "CLOISTER_BACKUP_LOCK_HOLDER"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(lockHelperEnv); dir != "" {
+		os.Exit(holdLock(dir))
+	}
+	os.Exit(m.Run())
+}
+
+// holdLock takes dir's lock, starts a child that shares the lock's open
+// file (as a child between fork and exec does), prints its pid and dies
+// without releasing anything.
+func holdLock(dir string) int {
+	if _, err := Lock(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var lockFile *os.File
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		if target, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); target == filepath.Join(dir, LockFile) {
+			fd, _ := strconv.Atoi(e.Name())
+			lockFile = os.NewFile(uintptr(fd), target)
+		}
+	}
+	if lockFile == nil {
+		fmt.Fprintln(os.Stderr, "the lock's descriptor is not in /proc/self/fd")
+		return 1
+	}
+	child := exec.Command("sleep", "120")
+	child.ExtraFiles = []*os.File{lockFile}
+	if err := child.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(child.Process.Pid)
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	return 1
+}
+
+// TestLockDiesWithHolder: when the process holding a directory's lock is
+// killed, the lock is free for the next one even while a child of the
+// holder still has the lock file open (a node's worker caught between
+// fork and exec) — a flock would stay held by that child.
+func TestLockDiesWithHolder(t *testing.T) {
+	if _, err := exec.LookPath("sleep"); err != nil {
+		t.Skip("no sleep command")
+	}
+	dir := nodeDir(t)
+	holder := exec.Command(os.Args[0], "-test.run=^$")
+	holder.Env = append(os.Environ(), lockHelperEnv+"="+dir)
+	var stderr bytes.Buffer
+	holder.Stderr = &stderr
+	out, err := holder.Output()
+	if ws, ok := holder.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		t.Fatalf("the holder did not die by its signal: %v %s", err, stderr.Bytes())
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("the holder's child: %q %s", out, stderr.Bytes())
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("the holder's child is gone already: %v", err)
+	}
+	release, err := Lock(dir)
+	if err != nil {
+		t.Fatalf("the killed holder's child keeps the lock: %v", err)
+	}
+	// And within one process, a second Lock is refused.
+	if _, err := Lock(dir); !errors.Is(err, ErrInUse) {
+		t.Fatalf("a second lock in one process: %v", err)
+	}
+	release()
+	release, err = Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
 }
