@@ -462,6 +462,12 @@ type supervisor struct {
 	mu    sync.Mutex
 	comps map[string]*running
 	info  upRunning
+
+	// writeMu orders the writes of running.json with its removal at the
+	// end: a component's exit watcher, which writes it, may run after
+	// the supervisor has stopped everything and removed it.
+	writeMu  sync.Mutex
+	finished bool
 }
 
 // supervise runs the network in this process until a signal or a stop
@@ -498,7 +504,7 @@ func supervise(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
 	defer os.Remove(filepath.Join(f.dir, upSocketFile))
 	defer ln.Close()
 	os.Chmod(filepath.Join(f.dir, upSocketFile), 0o600)
-	defer os.Remove(filepath.Join(f.dir, upRunningFile))
+	defer sv.removeRunning()
 	defer sv.stopAll()
 
 	p := startProgress(cmd, "the local network to start", 0)
@@ -740,8 +746,22 @@ func (sv *supervisor) snapshot() *upRunning {
 }
 
 func (sv *supervisor) writeRunning() {
+	sv.writeMu.Lock()
+	defer sv.writeMu.Unlock()
+	if sv.finished {
+		return
+	}
 	b, _ := json.MarshalIndent(sv.snapshot(), "", "  ")
 	atomicfile.WriteFile(filepath.Join(sv.dir, upRunningFile), append(b, '\n'), 0o600, atomicfile.NoSync())
+}
+
+// removeRunning removes running.json for good: no later writeRunning
+// puts it back.
+func (sv *supervisor) removeRunning() {
+	sv.writeMu.Lock()
+	defer sv.writeMu.Unlock()
+	sv.finished = true
+	os.Remove(filepath.Join(sv.dir, upRunningFile))
 }
 
 // stop stops one component: SIGTERM, and SIGKILL to its process group if

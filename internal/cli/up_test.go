@@ -280,3 +280,22 @@ func TestUpPortInUse(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestUpRunningRemovedForGood: once the supervisor has stopped everything
+// and removed running.json, a component's exit watcher running late (it
+// writes running.json when its process ends) does not put it back.
+func TestUpRunningRemovedForGood(t *testing.T) {
+	dir := t.TempDir()
+	sv := &supervisor{dir: dir, cfg: &upConfig{Version: 1, Listen: "127.0.0.1:1", LedgerListen: "127.0.0.1:2", IsolateClass: "software"},
+		comps: map[string]*running{}}
+	path := filepath.Join(dir, upRunningFile)
+	sv.writeRunning()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	sv.removeRunning()
+	sv.writeRunning() // the late watcher
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("running.json after the supervisor removed it: %v", err)
+	}
+}
