@@ -71,23 +71,24 @@ func TestCloseIsPrompt(t *testing.T) {
 	mustRun(t, r, &Config{Module: wasmEmpty})
 	runErr := make(chan error, 1)
 	go func() {
-		_, err := r.Run(context.Background(), &Config{Module: wasmLoop, Timeout: time.Minute})
+		_, err := r.Run(context.Background(), &Config{Module: wasmLoop, Timeout: time.Hour})
 		runErr <- err
 	}()
 	time.Sleep(300 * time.Millisecond) // the loop is starting or running
-	start := time.Now()
+	// The run's limit is an hour: a Close that waited for it would not
+	// return within the guard, however loaded the machine.
 	var closeErr error
-	returnsWithin(t, 10*time.Second, "Close", func() { closeErr = r.Close() })
-	if took := time.Since(start); took > time.Second || closeErr != nil {
-		t.Errorf("Close took %v (want well under 1s), error %v", took, closeErr)
+	returnsWithin(t, time.Minute, "Close", func() { closeErr = r.Close() })
+	if closeErr != nil {
+		t.Errorf("Close: %v", closeErr)
 	}
 	select {
 	case err := <-runErr:
 		if !errors.Is(err, ErrClosed) {
 			t.Errorf("the run in flight ended with %v, want ErrClosed", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("the run in flight did not end within 5s of Close")
+	case <-time.After(time.Minute):
+		t.Fatalf("the run in flight (limit an hour) did not end within a minute of Close")
 	}
 	if _, err := r.Run(context.Background(), &Config{Module: wasmEmpty}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Run after Close: %v, want ErrClosed", err)

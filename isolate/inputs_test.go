@@ -70,13 +70,12 @@ func TestStreamInputNeverRead(t *testing.T) {
 	hostileGuest(t)
 	before := openFDs(t)
 	src := &endless{}
-	start := time.Now()
+	// Exited, not timed out: the host did not keep the run waiting on
+	// the stream (mustRun bounds the wait; no wall-clock bound, the
+	// compile is part of the run).
 	res := mustRun(t, r, &Config{Module: hostileGuest(t), Name: "inputs", Args: []string{"-skip"},
 		Inputs: []Input{{Name: "stream", Reader: src}}, Timeout: time.Minute})
 	wantOutcome(t, res, OutcomeExited, 0)
-	if took := time.Since(start); took > 20*time.Second {
-		t.Errorf("the run took %v", took)
-	}
 	res.Close()
 	// The copy ends with the run: the reads stop.
 	deadline := time.Now().Add(10 * time.Second)

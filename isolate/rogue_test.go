@@ -160,9 +160,6 @@ func TestRogueWorkerFrames(t *testing.T) {
 			if tc.answers >= 0 && handled.Load() != tc.answers {
 				t.Errorf("%d calls answered, want %d", handled.Load(), tc.answers)
 			}
-			if took > 30*time.Second {
-				t.Errorf("the run took %v", took)
-			}
 		})
 	}
 }
