@@ -143,8 +143,9 @@ func cometConfig(home string, hc homeConfig) *cfg.Config {
 // block. Checkpoints do not wait for it (ticks ask for the blocks that
 // publish them, tick.go); it keeps block times, which entries' times are
 // judged against, within seconds of the clock, and costs an idle chain
-// one small block per interval.
-const emptyBlockInterval = 5 * time.Second
+// one small block per interval. A variable only so that a test can show
+// that checkpoints do not wait for it.
+var emptyBlockInterval = 5 * time.Second
 
 // initHome creates the directories and keys of a validator home, keeping
 // keys that already exist.

@@ -174,14 +174,12 @@ func TestAttackOversizedRequest(t *testing.T) {
 		t.Cleanup(func() { pw.Close() })
 		return pr
 	}
+	// Refused by rule request-size: a node that waited for the body
+	// would end this one (which never comes) as a slow body instead.
 	pr := pipe()
-	start := time.Now()
 	status, ce := postRaw(t, hc, tn.url, cloisterv1connect.NodeServiceGetNodeInfoProcedure, pr, 100<<20, "")
 	if status != http.StatusTooManyRequests && ce.Code != "resource_exhausted" || !strings.Contains(ce.Message, `rule "request-size"`) {
 		t.Fatalf("declared 100 MiB: %d %s %q; want resource_exhausted by rule request-size", status, ce.Code, ce.Message)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Fatalf("refused after %s: the node waited for the body", d)
 	}
 	// Undeclared length (chunked), 2 MiB sent to GetStatus: cut at the limit.
 	status, ce = postRaw(t, rawHTTP(t, node.NodeServerName, false), tn.url, cloisterv1connect.NodeServiceGetStatusProcedure,
