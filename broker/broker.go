@@ -23,6 +23,8 @@ import (
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/internal/httpguard"
+	"github.com/cloisterhq/cloister/internal/httpmetrics"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger/acl"
 	"github.com/cloisterhq/cloister/ledger/client"
@@ -88,6 +90,9 @@ type Broker struct {
 	nonces  map[string]time.Time
 	nkeys   int
 	byOwner map[string]int
+
+	conns   httpguard.Stats // of the listener serving Handler (ConnStats)
+	metrics *httpmetrics.Metrics
 }
 
 // New opens (creating on first use) the broker in opts.Dir.
@@ -130,8 +135,22 @@ func New(opts Options) (*Broker, error) {
 		b.nkeys++
 		b.byOwner[reg.Owner]++
 	}
+	b.metrics = httpmetrics.New(&b.conns)
+	count := func(f func() int) func() float64 {
+		return func() float64 {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return float64(f())
+		}
+	}
+	b.metrics.Gauge("cloister_broker_keys", "Key shares held.", count(func() int { return b.nkeys }))
+	b.metrics.Gauge("cloister_broker_nonces", "Release nonces issued and not yet used or expired.", count(func() int { return len(b.nonces) }))
 	return b, nil
 }
+
+// ConnStats are the counters to give the listener serving Handler
+// (httpguard.Listen, NewServer): /metrics exports them.
+func (b *Broker) ConnStats() *httpguard.Stats { return &b.conns }
 
 // SigningKey is the key the broker's ledger entries are signed with.
 func (b *Broker) SigningKey() ed25519.PublicKey { return b.key.Public().Signing }
@@ -146,6 +165,7 @@ func (b *Broker) SealingKey() string { return b.key.Public().SealingString() }
 //	POST /v1/nonce            {"nonce": bytes} for a release
 //	POST /v1/release          ReleaseRequest → ReleaseResponse
 //	GET  /healthz, /readyz    probes (health.go)
+//	GET  /metrics             Prometheus metrics (package httpmetrics)
 //
 // Refusals are {"error": reason, "code": code} with 400 (malformed), 403
 // (refused: evidence, grant, ledger), 404 (no such key), 429 (a limit),
@@ -159,7 +179,7 @@ func (b *Broker) Handler() http.Handler {
 	h := &health{b: b}
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /readyz", h.readyz)
-	return mux
+	return b.metrics.Serve(mux)
 }
 
 // Error is a refusal with its HTTP status.

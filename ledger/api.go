@@ -57,7 +57,7 @@ type entryJSON struct {
 	Entry    json.RawMessage `json:"entry"`
 }
 
-func (ln *ledgerNode) handler() http.Handler {
+func (ln *ledgerNode) handler() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/entries", ln.handleAppend)
 	mux.HandleFunc("POST /v1/entries/batch", ln.handleBatch)

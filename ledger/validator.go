@@ -58,7 +58,8 @@ func StartValidator(ctx context.Context, home string, opts StartOptions) (*Valid
 		lis.Close()
 		return nil, err
 	}
-	v := &Validator{ln: ln, h: ln.handler(), url: hc.APIURL}
+	v := &Validator{ln: ln, url: hc.APIURL}
+	v.h = validatorMetrics(ln, &v.conns).Serve(ln.handler())
 	if v.url == "" {
 		v.url = "http://" + lis.Addr().String()
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/cloisterhq/cloister/internal/httpguard"
+	"github.com/cloisterhq/cloister/internal/httpmetrics"
 )
 
 // metrics are the node's Prometheus metrics, served on /metrics from a
@@ -63,24 +63,8 @@ func newMetrics(n *Node) *metrics {
 			Help: "Bytes of request bodies being read or handled (limit: --max-inflight)."},
 			func() float64 { return float64(n.inflight.cur.Load()) }),
 	)
-	registerConnStats(m.reg, &n.conns)
+	httpmetrics.RegisterConnStats(m.reg, &n.conns)
 	return m
-}
-
-// registerConnStats exports a listener's httpguard counters.
-func registerConnStats(reg *prometheus.Registry, st *httpguard.Stats) {
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cloister_connections_open", Help: "TLS connections open on the API listener."},
-			func() float64 { return float64(st.Open.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cloister_connections_accepted_total", Help: "Connections accepted on the API listener."},
-			func() float64 { return float64(st.Accepted.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cloister_connections_refused_total", Help: "Connections closed at accept: too many open.",
-			ConstLabels: prometheus.Labels{"limit": "max-conns"}}, func() float64 { return float64(st.RefusedTotal.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cloister_connections_refused_total", Help: "Connections closed at accept: too many open.",
-			ConstLabels: prometheus.Labels{"limit": "max-conns-per-addr"}}, func() float64 { return float64(st.RefusedAddr.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cloister_slow_bodies_total", Help: "Request bodies cut off for arriving below the minimum rate."},
-			func() float64 { return float64(st.SlowBodies.Load()) }),
-	)
 }
 
 // observe counts one API call's outcome: refusals by rule, other errors by

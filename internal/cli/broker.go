@@ -77,14 +77,14 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 		if err != nil {
 			return failure(fmt.Errorf("broker: %w", err))
 		}
-		srv := httpguard.NewServer(b.Handler(), httpguard.Limits{}, nil, nil)
+		srv := httpguard.NewServer(b.Handler(), httpguard.Limits{}, b.ConnStats(), nil)
 		ctx, stop := signalContext(cmd)
 		defer stop()
 		w := cmd.OutOrStdout()
 		fmt.Fprintf(w, "url http://%s\nsigning_key %s\nsealing_key %s\n", ln.Addr(), protocol.FormatEd25519Key(b.SigningKey()), b.SealingKey())
 		log.Info("key broker running", "url", "http://"+ln.Addr().String(), "ledger", ledgerName)
 		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(httpguard.Listen(ln, httpguard.Limits{}, nil)) }()
+		go func() { errc <- srv.Serve(httpguard.Listen(ln, httpguard.Limits{}, b.ConnStats())) }()
 		select {
 		case <-ctx.Done():
 			log.Info("key broker stopping")
