@@ -331,6 +331,29 @@ func (s *cacheSink) Abort() {
 	s.c.unreserve(s.size)
 }
 
+// fetchSealedProgram returns the path of a sealed program's ciphertext
+// in the cache, fetched by its digest from the program's stores if the
+// cache lacks it, held by l until l.release. Only ciphertext reaches the
+// cache: the key goes to the worker alone.
+func (c *blobCache) fetchSealedProgram(ctx context.Context, sp *policy.SealedProgram, l *lease) (string, error) {
+	d, err := blob.ParseDigest(sp.Digest)
+	if err != nil {
+		return "", err
+	}
+	loc, err := blob.OpenLocation(sp.Stores, c.opts)
+	if err != nil {
+		return "", err
+	}
+	err = c.acquire(d, l, func(newSink func(int64) (blob.Sink, error)) error {
+		_, _, err := loc.Fetch(ctx, d, MaxStoredInput, newSink)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return c.path(d), nil
+}
+
 // inputFile is one file a stored input puts under /input.
 type inputFile struct {
 	name, path string

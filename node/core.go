@@ -19,8 +19,11 @@ import (
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/ratls"
+	"github.com/cloisterhq/cloister/broker"
 	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/policy"
 	"github.com/cloisterhq/cloister/seal"
+	"github.com/cloisterhq/cloister/sealed"
 )
 
 // Runner runs one program in an isolate; *isolate.Runtime satisfies it.
@@ -165,6 +168,16 @@ func newCore(ctx context.Context, id string, policyHash [32]byte, a attest.Attes
 
 // sign signs msg with the session TLS key (ECDSA P-256, SHA-256, ASN.1):
 // what the session key says is said by the key principals attested.
+// releaseIsolate is the session as a key broker sees it: the node, the
+// session and its policy, the session's HPKE key (shares are sealed to
+// it) and evidence binding the broker's report data.
+func (c *core) releaseIsolate(node string) *broker.Isolate {
+	return &broker.Isolate{Node: node, Session: c.id, PolicyHash: hex.EncodeToString(c.policyHash[:]), SessionKey: c.hpkeKey,
+		Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) {
+			return c.attester.Attest(ctx, rd)
+		}}
+}
+
 func (c *core) sign(msg []byte) ([]byte, error) {
 	h := sha256.Sum256(msg)
 	return ecdsa.SignASN1(rand.Reader, c.tlsKey, h[:])
@@ -299,6 +312,12 @@ type runSpec struct {
 	sink *outputSink
 	// lease holds the stored inputs in the cache until the run ends.
 	lease *lease
+	// sealedProgram, when set, is the policy's sealed program: program
+	// is its fetched ciphertext and obtainKey asks the brokers for its
+	// key on behalf of the isolate (node is the node's platform key).
+	sealedProgram *policy.Program
+	obtainKey     func(ctx context.Context, prog *policy.Program, iso *broker.Isolate) (*sealed.Key, error)
+	node          string
 }
 
 // sealedItem is an uploaded input (its envelope) or a stored one (the path
@@ -354,7 +373,17 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		Seed:          protocol.Seed(c.policyHash, c.id),
 		HostCalls:     spec.hostCalls,
 	}
-	if p := spec.program; p.stream != nil {
+	if p := spec.program; spec.sealedProgram != nil {
+		// Sealed: the brokers release the key to this session's HPKE
+		// key, bound in fresh evidence; it goes to the worker only in
+		// the secret-material frame (decision 0072) and is zeroed after.
+		key, err := spec.obtainKey(ctx, spec.sealedProgram, c.releaseIsolate(spec.node))
+		if err != nil {
+			return nil, fmt.Errorf("program %q: the key of the sealed program: %w", spec.programName, err)
+		}
+		defer clear(key[:])
+		cfg.SealedModule, cfg.ModuleKey, cfg.ModuleSHA256 = &isolate.Input{Path: p.path}, key, spec.programSHA256
+	} else if p.stream != nil {
 		// Streamed: the worker opens it (isolate, decision 0072).
 		key, err := c.streamKey(true, spec.programName, p.stream.KeyEnvelope)
 		if err != nil {

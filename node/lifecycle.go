@@ -128,6 +128,9 @@ func (n *Node) accepts(view *policyView) error {
 	if err := n.acceptsHostCalls(pol); err != nil {
 		return err
 	}
+	if err := n.acceptsSealed(pol); err != nil {
+		return err
+	}
 	if pol.ReplicaCount() > 1 {
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q asks for %d replicas; a single node runs one, replicated runs need the scheduler", pol.Name, pol.ReplicaCount()))
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/software"
+	"github.com/cloisterhq/cloister/broker"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
@@ -76,6 +77,10 @@ type Options struct {
 	// sync: the node is not ready while it fails or the ledger is
 	// catching up (/readyz).
 	LedgerStatus func(context.Context) (LedgerState, error)
+	// Grants reads the ledger's artifacts and grants, for sessions whose
+	// policy names a sealed program (docs/broker.md); nil: this node
+	// refuses such policies.
+	Grants broker.EntryLister
 	// EventLog records session events on something other than a ledger
 	// (tests); it may not be set together with Ledger. Nil with no Ledger
 	// means events are kept in the session's state only.

@@ -271,6 +271,9 @@ func (s *session) checkUploader(p *policy.Principal, program bool, name string) 
 		if prog == nil {
 			return wantHash, refused(connect.CodeNotFound, ruleKnownName, "policy %q lists no program named %q (principal %q)", policyName(s.pol), name, p.ID)
 		}
+		if prog.Sealed != nil {
+			return wantHash, refused(connect.CodePermissionDenied, ruleProvider, "program %q is sealed: the node fetches it from %s and obtains its key from brokers; nobody uploads it (principal %q)", name, prog.Sealed.Digest, p.ID)
+		}
 		provider = prog.Provider
 		if wantHash, err = programHash(s.pol, prog.Name); err != nil {
 			return wantHash, connect.NewError(connect.CodeInternal, err)
@@ -359,7 +362,7 @@ func (s *session) accept(program bool, name string, slot *slotRecord, auth *cloi
 // complete reports whether every program and input is present.
 func (s *session) complete() bool {
 	for _, p := range s.pol.Programs {
-		if s.rec.Programs[p.Name] == nil {
+		if s.rec.Programs[p.Name] == nil && p.Sealed == nil { // sealed programs are fetched at the run
 			return false
 		}
 	}
@@ -728,7 +731,16 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 	if spec.programSHA256, err = programHash(s.pol, prog.Name); err != nil {
 		return spec, err
 	}
-	if spec.program, err = s.storedItem(prog.Name, rec.Programs[prog.Name]); err != nil {
+	if prog.Sealed != nil {
+		path, err := s.n.blobs.fetchSealedProgram(ctx, prog.Sealed, spec.lease)
+		if err != nil {
+			return spec, fmt.Errorf("sealed program %q: %w", prog.Name, err)
+		}
+		spec.program = sealedItem{name: prog.Name, path: path}
+		spec.sealedProgram = &prog
+		spec.obtainKey = s.n.obtainProgramKey
+		spec.node = s.n.platform.Public().SigningString()
+	} else if spec.program, err = s.storedItem(prog.Name, rec.Programs[prog.Name]); err != nil {
 		return spec, err
 	}
 	for _, in := range s.pol.Inputs {

@@ -83,13 +83,15 @@ func (d *decoder) covers(field string) bool {
 
 // required lists, per struct type, the fields a document must spell out.
 var required = map[reflect.Type][]string{
-	reflect.TypeFor[Policy]():    {"version", "name", "principals", "programs", "outputs", "isolates", "expires"},
-	reflect.TypeFor[Principal](): {"id", "signing_key", "roles"},
-	reflect.TypeFor[Program]():   {"name", "sha256", "provider"},
-	reflect.TypeFor[Input]():     {"name"},
-	reflect.TypeFor[Source]():    {"digest", "stores"},
-	reflect.TypeFor[Output]():    {"name", "readers"},
-	reflect.TypeFor[Isolate]():   {"class"},
+	reflect.TypeFor[Policy]():        {"version", "name", "principals", "programs", "outputs", "isolates", "expires"},
+	reflect.TypeFor[Principal]():     {"id", "signing_key", "roles"},
+	reflect.TypeFor[Program]():       {"name", "sha256"},
+	reflect.TypeFor[SealedProgram](): {"digest", "owner", "stores", "brokers", "threshold"},
+	reflect.TypeFor[SealedBroker]():  {"url", "key"},
+	reflect.TypeFor[Input]():         {"name"},
+	reflect.TypeFor[Source]():        {"digest", "stores"},
+	reflect.TypeFor[Output]():        {"name", "readers"},
+	reflect.TypeFor[Isolate]():       {"class"},
 }
 
 var timeType = reflect.TypeFor[time.Time]()

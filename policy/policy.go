@@ -72,11 +72,40 @@ type Principal struct {
 }
 
 // Program is a WebAssembly module the session runs, named by file name and
-// pinned by its SHA-256.
+// pinned by its SHA-256. Either a program provider uploads it (Provider),
+// or it is a sealed program the node fetches and obtains the key of from
+// key brokers (Sealed; docs/broker.md).
 type Program struct {
 	Name     string `json:"name"`
 	SHA256   string `json:"sha256"`
-	Provider string `json:"provider"`
+	Provider string `json:"provider,omitempty"`
+	// Sealed names a sealed program: nobody uploads it.
+	Sealed *SealedProgram `json:"sealed,omitempty"`
+}
+
+// SealedProgram is an artifact on the ledger (owner, ciphertext digest)
+// whose ciphertext the stores hold and whose content key the brokers
+// share, Threshold of them needed. The node fetches the ciphertext,
+// asks the brokers for their shares under a grant the ledger holds for
+// its session, and its worker decrypts and checks the program against
+// the program's sha256.
+type SealedProgram struct {
+	// Digest is the ciphertext's digest ("sha256:…"), the artifact's.
+	Digest string `json:"digest"`
+	// Owner is the artifact's owner ("ed25519:…"): an artifact is
+	// (owner, digest), and only its owner's registration counts.
+	Owner  string   `json:"owner"`
+	Stores []string `json:"stores"`
+	// Brokers pins each broker's signing key beside its URL; the
+	// artifact's brokers on the ledger must be exactly these keys.
+	Brokers   []SealedBroker `json:"brokers"`
+	Threshold int            `json:"threshold"`
+}
+
+// SealedBroker is one key broker of a sealed program.
+type SealedBroker struct {
+	URL string `json:"url"`
+	Key string `json:"key"`
 }
 
 // Input is a file the program reads at /input/<name>. Either a data
@@ -356,6 +385,17 @@ func (p *Policy) InputProvider(name string) (string, bool) {
 		return "", false
 	}
 	return in.Provider, true
+}
+
+// BrokerURL returns the URL of the broker whose signing key is key, and
+// false if the program pins no such broker.
+func (sp *SealedProgram) BrokerURL(key string) (string, bool) {
+	for _, b := range sp.Brokers {
+		if b.Key == key {
+			return b.URL, true
+		}
+	}
+	return "", false
 }
 
 // Stored reports whether the node fetches this input rather than a

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -174,7 +175,45 @@ func (p *Policy) validatePrograms(ps *problems, byID map[string]*Principal) {
 		if !isLowerHex(pg.SHA256, 32) {
 			ps.add(f+".sha256", "must be 64 lowercase hex digits (the SHA-256 of the module), got %q", truncate(pg.SHA256))
 		}
-		provider(ps, f+".provider", pg.Provider, RoleProgramProvider, byID)
+		if pg.Sealed == nil {
+			provider(ps, f+".provider", pg.Provider, RoleProgramProvider, byID)
+			continue
+		}
+		if pg.Provider != "" {
+			ps.add(f+".provider", "a program is either uploaded by a provider or sealed (fetched by the node, its key from brokers), not both")
+		}
+		validateSealed(ps, f+".sealed", pg.Sealed)
+	}
+}
+
+// MaxBrokers bounds the brokers a sealed program names.
+const MaxBrokers = 16
+
+func validateSealed(ps *problems, f string, sp *SealedProgram) {
+	validateSource(ps, f, &Source{Digest: sp.Digest, Stores: sp.Stores})
+	if _, err := keys.ParseSigningKey(sp.Owner); err != nil {
+		ps.add(f+".owner", "%v", err)
+	}
+	if len(sp.Brokers) == 0 || len(sp.Brokers) > MaxBrokers {
+		ps.add(f+".brokers", "1 to %d brokers, got %d", MaxBrokers, len(sp.Brokers))
+	}
+	if sp.Threshold < 1 || sp.Threshold > len(sp.Brokers) {
+		ps.add(f+".threshold", "must be 1 to the number of brokers (%d), got %d", len(sp.Brokers), sp.Threshold)
+	}
+	seen := map[string]bool{}
+	for j, b := range sp.Brokers {
+		bf := fmt.Sprintf("%s.brokers[%d]", f, j)
+		u, err := url.Parse(b.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			ps.add(bf+".url", "must be an http or https URL with a host and no query, got %q", truncate(b.URL))
+		}
+		if _, err := keys.ParseSigningKey(b.Key); err != nil {
+			ps.add(bf+".key", "%v", err)
+		}
+		if seen[b.Key] {
+			ps.add(bf+".key", "%q listed twice", truncate(b.Key))
+		}
+		seen[b.Key] = true
 	}
 }
 

@@ -1,11 +1,10 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,74 +14,74 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cloisterhq/cloister/api/protocol"
-	"github.com/cloisterhq/cloister/attest"
-	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/broker"
+	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/internal/httpguard"
-	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/acl"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/verify"
-	"github.com/cloisterhq/cloister/seal"
+	"github.com/cloisterhq/cloister/node"
+	"github.com/cloisterhq/cloister/policy"
 	"github.com/cloisterhq/cloister/sealed"
 )
 
 func newDemoSealedCmd() *cobra.Command {
-	var cacheDir string
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "sealed-program",
 		Short: "Run a sealed program whose key three brokers release, 2 of 3, only to an attested isolate under a ledger grant",
 		Long: `sealed-program plays the marketplace's key path on one machine, each service
 on its own loopback port: an embedded ledger validator (its HTTP API), a
-Cloister blob store, three key brokers, and the jailed isolate runtime.
+Cloister blob store, three key brokers, and a "cloister node" process.
 
   owner    seals wordcount.wasm under a fresh content key, pushes the
            ciphertext to the store, verifies each broker's evidence and
            shares the key 2-of-3 among them, registers the artifact on the
-           ledger, and grants the key to one session of one node for two
-           minutes and one use
-  node     records the session, fetches the ciphertext, asks every broker
-           for its share with evidence binding the session's HPKE key and
-           the broker's nonce; each broker records key.released and answers
-           only once it is committed; the node checks each share against
-           the artifact's commitment, combines two, and the jailed worker
-           decrypts and runs the program
+           ledger
+  parties  create a session whose policy names the sealed program (digest,
+           owner, store, brokers with pinned keys, threshold) and verify
+           its evidence; the owner grants the key to software isolates of
+           the measurement they saw, for two minutes and two sessions
+  node     when bob's input arrives: fetches the ciphertext, finds the
+           grant on the ledger, asks every broker for its share with
+           evidence binding the session's HPKE key and the broker's nonce;
+           each broker records key.released and answers only once it is
+           committed; the node checks each share against the artifact's
+           commitment, combines two, and its jailed worker gets the key in
+           the secret-material frame, decrypts, checks and runs the program
   anyone   checks a key.released entry's inclusion in a cosigned checkpoint
-  owner    revokes the grant; the node's next request is refused
-
-The node here is played by the demo: its platform key signs its ledger
-entries and its software evidence, and it runs the program in the same
-jailed isolate runtime a node uses; "cloister node" does not yet run
-policies naming sealed programs (docs/broker.md).
+  owner    revokes the grant; a second session's run is refused
 
 Exit status: 0 every step behaved (the answer is right, the revoked grant is
 refused); 1 otherwise.`,
 		Example: `  cloister demo sealed-program`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cacheDir == "" {
-				cacheDir = defaultDemoCache()
+			self, err := os.Executable()
+			if err != nil {
+				return failure(err)
 			}
-			if err := runSealedDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), cacheDir, verbose); err != nil {
+			if err := runSealedDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), self, verbose); err != nil {
 				return failure(err)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&cacheDir, "cache", "", "directory for the isolate runtime's cache (default: the user cache directory)")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "show the services' logs on standard error")
 	return cmd
 }
@@ -99,7 +98,7 @@ func serveLoopback(h http.Handler) (string, func(), error) {
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
-func runSealedDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, verbose bool) error {
+func runSealedDemo(ctx context.Context, out, errOut io.Writer, self string, verbose bool) error {
 	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
 	// A sealed program is compiled afresh each run, never cached
 	// (decision 0072): a few seconds for this 3 MiB module, far more
@@ -126,9 +125,6 @@ func runSealedDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
-		return fmt.Errorf("demo: cache directory: %w", err)
-	}
 	logw := io.Discard
 	if verbose {
 		logw = errOut
@@ -180,11 +176,6 @@ func runSealedDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, 
 		brokerURLs = append(brokerURLs, u)
 		pins = append(pins, b.SigningKey())
 	}
-	rt, err := isolate.New(ctx, isolate.Options{DataDir: cacheDir})
-	if err != nil {
-		return fmt.Errorf("demo: isolate runtime: %w", err)
-	}
-	defer rt.Close()
 	pr.step("ledger %s, blob store %s, brokers %s", ledgerURL, storeURL, strings.Join(brokerURLs, " "))
 
 	// The owner: seal, store, share the key among verified brokers,
@@ -236,92 +227,139 @@ func runSealedDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, 
 	}
 	pr.step("owner registered the artifact: artifact.registered #%d", ai)
 
-	// The node and its session.
-	_, nodeKey, _ := ed25519.GenerateKey(nil)
-	nodeText := protocol.FormatEd25519Key(nodeKey.Public().(ed25519.PublicKey))
-	att, err := software.NewAttester(nodeKey)
+	// The node: a "cloister node" process of its own, recording on the
+	// demo's ledger, reading grants from it.
+	nodeDir := filepath.Join(dir, "node")
+	if err := os.MkdirAll(nodeDir, 0o700); err != nil {
+		return err
+	}
+	pk, _, err := keys.LoadOrCreate(filepath.Join(nodeDir, node.PlatformKeyFile))
 	if err != nil {
 		return err
 	}
-	m, _ := software.RuntimeMeasurement()
-	if _, err := sealedDemoAppend(ctx, lc, nodeKey, string(ledger.KindNodeRegistered), map[string]any{"platform_key": nodeText, "class": "software",
-		"evidence": base64.StdEncoding.EncodeToString([]byte("{}")), "measurement": hex.EncodeToString(m[:])}); err != nil {
-		return err
-	}
-	sid := make([]byte, protocol.SessionIDSize)
-	rand.Read(sid)
-	session := hex.EncodeToString(sid)
-	policyHash := sha256hex([]byte("wordcount over a sealed program"))
-	if _, err := sealedDemoAppend(ctx, lc, nodeKey, string(ledger.KindSessionEvent), map[string]any{"session": session, "event": "session.created", "policy_hash": policyHash}); err != nil {
-		return err
-	}
-	sk, err := seal.GenerateKey()
+	nodeText := pk.Public().SigningString()
+	nodeURL, stopNode, err := startDemoNode(ctx, self, nodeDir, ledgerURL, logw)
 	if err != nil {
 		return err
 	}
-	iso := &broker.Isolate{Node: nodeText, Session: session, PolicyHash: policyHash, SessionKey: sk,
-		Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) {
-			return att.Attest(ctx, rd)
-		}}
-	pr.step("node %s… registered and opened session %s… (session.created)", nodeText[:20], session[:8])
+	defer stopNode()
+	pr.step("node %s… started: cloister node --ledger %s, listening on %s", nodeText[:20], ledgerURL, nodeURL)
 
-	grant := acl.Grant{Artifact: sum.Digest, Owner: ownerText, Grantee: acl.Grantee{Node: nodeText, Session: session},
-		NotAfter: acl.FormatTime(time.Now().Add(2 * time.Minute)), MaxUses: 1}
+	// The parties' policy names the sealed program: its digest and owner,
+	// the store, the brokers with their pinned keys, the threshold.
+	bob, err := keys.Generate()
+	if err != nil {
+		return err
+	}
+	dave, err := keys.Generate()
+	if err != nil {
+		return err
+	}
+	sp := &policy.SealedProgram{Digest: sum.Digest, Owner: ownerText, Stores: []string{storeURL + "/programs"}, Threshold: 2}
+	for i, u := range brokerURLs {
+		sp.Brokers = append(sp.Brokers, policy.SealedBroker{URL: u, Key: protocol.FormatEd25519Key(pins[i])})
+	}
+	doc, err := json.MarshalIndent(&policy.Policy{
+		Version: policy.Version,
+		Name:    "wordcount-sealed",
+		Principals: []policy.Principal{
+			{ID: "bob", SigningKey: bob.Public().SigningString(), Roles: []policy.Role{policy.RoleDataProvider}},
+			{ID: "dave", SigningKey: dave.Public().SigningString(), SealingKey: dave.Public().SealingString(), Roles: []policy.Role{policy.RoleResultReader}},
+		},
+		Programs: []policy.Program{{Name: "wordcount.wasm", SHA256: sum.SHA256, Sealed: sp}},
+		Inputs:   []policy.Input{{Name: "text", Provider: "bob"}},
+		Outputs:  []policy.Output{{Name: "count.json", Readers: []string{"dave"}}},
+		Isolates: []policy.Isolate{{Class: "software", PlatformKeys: []string{nodeText}}},
+		Limits:   policy.Limits{Memory: "256MiB", Timeout: "2m", MaxOutput: "1MiB"},
+		Expires:  time.Now().Add(time.Hour).UTC().Truncate(time.Second),
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	pol, err := policy.Parse(doc)
+	if err != nil {
+		return fmt.Errorf("demo: policy: %w", err)
+	}
+	c, err := client.Dial(ctx, nodeURL, client.WithPlatformKeys(pk.Public().Signing))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	session := func() (*client.AttestedSession, error) {
+		id, err := c.CreateSession(ctx, doc)
+		if err != nil {
+			return nil, fmt.Errorf("demo: creating a session: %w", err)
+		}
+		as, err := c.Attest(ctx, id, pol)
+		if err != nil {
+			return nil, fmt.Errorf("demo: attesting session %s: %w", id, err)
+		}
+		return as, nil
+	}
+	as1, err := session()
+	if err != nil {
+		return err
+	}
+	defer as1.CloseIdleConnections()
+	measurement := hex.EncodeToString(as1.Claims().Measurement)
+	pr.step("parties created session %s… (policy %s…, sealed program %s…) and verified its evidence (class %s, runtime %s…)",
+		as1.ID()[:8], pol.HashHex()[:16], sum.Digest[:23], as1.Claims().Class, measurement[:16])
+
+	grant := acl.Grant{Artifact: sum.Digest, Owner: ownerText, Grantee: acl.Grantee{Class: "software", Measurements: []string{measurement}},
+		NotAfter: acl.FormatTime(time.Now().Add(2 * time.Minute)), MaxUses: 2}
 	gi, err := sealedDemoAppend(ctx, lc, owner.Signer(), acl.KindGranted, grant)
 	if err != nil {
 		return err
 	}
-	pr.step("owner granted the key to that session until %s, 1 use: acl.granted #%d", grant.NotAfter, gi)
+	pr.step("owner granted the key to software isolates of that measurement until %s, 2 sessions: acl.granted #%d", grant.NotAfter, gi)
 
-	// The node runs the sealed program.
-	loc, err := blob.OpenLocation([]string{storeURL + "/programs"}, blob.Options{})
+	// The run: the node fetches the ciphertext, obtains the key from
+	// the brokers (each after its key.released is committed), and its
+	// jailed worker decrypts, checks and runs the program.
+	run := func(as *client.AttestedSession) (*client.Status, error) {
+		if _, err := as.UploadInput(ctx, bob, "text", text); err != nil {
+			return nil, fmt.Errorf("demo: uploading text: %w", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		defer cancel()
+		return as.Wait(wctx)
+	}
+	st1, err := run(as1)
 	if err != nil {
 		return err
 	}
-	ciphertext, _, err := loc.FetchBytes(ctx, blob.Digest(sum.Digest), 64<<20)
+	if st1.Reason != "" || st1.Report == nil {
+		return fmt.Errorf("demo: the run: session is %s: %s", stateName(st1.State), st1.Reason)
+	}
+	got, err := as1.Result(ctx, dave, "count.json")
 	if err != nil {
-		return fmt.Errorf("demo: fetching the sealed program: %w", err)
-	}
-	pr.step("node fetched the ciphertext by digest (%d bytes)", len(ciphertext))
-	ck, rel, err := broker.Obtain(ctx, ownerText, &art, gi, brokerURLs, iso)
-	if err != nil {
-		return fmt.Errorf("demo: obtaining the key: %w", err)
-	}
-	var entries []string
-	for _, r := range rel {
-		if r.Err != nil {
-			return fmt.Errorf("demo: broker %d: %w", r.Share, r.Err)
-		}
-		entries = append(entries, fmt.Sprintf("#%d", r.Entry))
-	}
-	pr.step("node obtained the key: 3 brokers released their shares, each after its key.released entry (%s) was committed; shares checked against the commitment", strings.Join(entries, " "))
-	var pt [32]byte
-	hb, _ := hex.DecodeString(sum.SHA256)
-	copy(pt[:], hb)
-	res, err := rt.Run(ctx, &isolate.Config{Timeout: time.Minute, SealedModule: &isolate.Input{Data: ciphertext}, ModuleKey: ck, ModuleSHA256: pt,
-		Name: "wordcount.wasm", Inputs: []isolate.Input{{Name: "text", Data: text}}})
-	clear(ck[:])
-	if err != nil {
-		return fmt.Errorf("demo: isolate: %w", err)
-	}
-	defer res.Close()
-	if res.Report.Outcome != isolate.OutcomeExited || res.Report.ExitCode != 0 {
-		return fmt.Errorf("demo: the program ended %s (exit %d): %s", res.Report.Outcome, res.Report.ExitCode, res.Stderr)
-	}
-	var got []byte
-	for i := range res.Outputs {
-		if res.Outputs[i].Name == "count.json" {
-			got, _ = res.Outputs[i].Bytes()
-		}
+		return fmt.Errorf("demo: result: %w", err)
 	}
 	if !jsonEqual(got, want) {
 		return fmt.Errorf("demo: count.json is %s, want %s", got, want)
 	}
-	pr.step("the jailed worker decrypted the program, checked its sha256, compiled and ran it: count.json %s (expected)", compactJSON(got))
-	pr.note("isolation: %v", res.Report.Protections)
+	pr.step("bob uploaded the text; the node fetched the ciphertext, obtained the key, its jailed worker decrypted the program, checked its sha256 and ran it (%d ms); dave opened count.json %s (expected)",
+		st1.Report.WallMs, compactJSON(got))
+	if len(st1.Report.Protections) > 0 {
+		pr.note("isolation: %v", st1.Report.Protections)
+	}
+	list, err := listACL(ctx, lc, sum.Digest, ownerText)
+	if err != nil {
+		return err
+	}
+	var rel []uint64
+	for _, r := range list.Releases {
+		if r.Release.Session == as1.ID() && r.Release.Node == nodeText {
+			rel = append(rel, r.Index)
+		}
+	}
+	if len(rel) < 2 {
+		return fmt.Errorf("demo: the ledger holds %d key.released entries for the session, want at least 2", len(rel))
+	}
+	pr.step("the ledger holds %d key.released entries for that session (%v), each committed before its broker answered", len(rel), rel)
 
 	// Anyone: the release is on the record.
-	idx := rel[0].Entry
+	idx := rel[0]
 	var vr *lclient.VerifyResult
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -348,13 +386,79 @@ func runSealedDemo(ctx context.Context, out, errOut io.Writer, cacheDir string, 
 		return err
 	}
 	pr.step("owner revoked the grant: acl.revoked #%d", ri)
-	_, _, err = broker.Obtain(ctx, ownerText, &art, gi, brokerURLs, iso)
-	if err == nil || !strings.Contains(err.Error(), "revoked") {
-		return fmt.Errorf("demo: a request after the revocation: %v, want a refusal", err)
+	as2, err := session()
+	if err != nil {
+		return err
 	}
-	pr.step("the node's next request is refused by every broker: the ledger refused their key.released entries (grant %d was revoked by entry %d)", gi, ri)
+	defer as2.CloseIdleConnections()
+	st2, err := run(as2)
+	if err != nil {
+		return err
+	}
+	if st2.Report != nil || !strings.Contains(st2.Reason, "revoked") {
+		return fmt.Errorf("demo: a run after the revocation: session %s (%s), want its key refused", stateName(st2.State), st2.Reason)
+	}
+	pr.step("a second session's run is refused: every broker's key.released was refused by the ledger (grant %d was revoked by entry %d)", gi, ri)
+	pr.note("%s", st2.Reason)
 	fmt.Fprintf(out, "all steps behaved in %.1f s\n", time.Since(pr.start).Seconds())
 	return nil
+}
+
+// startDemoNode starts "cloister node" (self) on a free loopback port
+// with its data in dir, recording on ledgerURL, and returns its URL once
+// it listens; stop ends it.
+func startDemoNode(ctx context.Context, self, dir, ledgerURL string, logw io.Writer) (string, func(), error) {
+	cmd := exec.Command(self, "node", "--data", dir, "--listen", "127.0.0.1:0", "--ledger", ledgerURL, "--warm-workers", "0")
+	cmd.Env = append(os.Environ(), "CLOISTER_TEST_CLI=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("demo: starting the node: %w", err)
+	}
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	urlc := make(chan string, 1)
+	var tail strings.Builder
+	go func() {
+		re := regexp.MustCompile(`msg="node listening" url=(https://127\.0\.0\.1:[0-9]+)`)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			fmt.Fprintln(logw, sc.Text())
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case urlc <- m[1]:
+				default:
+				}
+			} else if tail.Len() < 4096 {
+				tail.WriteString(sc.Text() + "\n")
+			}
+		}
+		close(urlc)
+	}()
+	select {
+	case u, ok := <-urlc:
+		if ok {
+			return u, stop, nil
+		}
+		stop()
+		return "", nil, fmt.Errorf("demo: the node exited before listening")
+	case <-time.After(2 * time.Minute):
+	case <-ctx.Done():
+	}
+	stop()
+	return "", nil, fmt.Errorf("demo: the node did not listen within 2 minutes")
 }
 
 func sealedDemoAppend(ctx context.Context, lc *lclient.Client, k ed25519.PrivateKey, kind string, body any) (uint64, error) {

@@ -238,6 +238,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				}
 				defer nl.close()
 				opts.Ledger, opts.LedgerName, opts.LedgerURL, opts.LedgerStatus = nl.app, nl.name, ledgerURL, nl.status
+				opts.Grants = nl.read // grants and artifacts of sealed programs
 				nodeLedgerReader = nl.read
 				if admission.Mode == node.AdmitConsortium {
 					opts.Admission.Members = nl.members
@@ -505,3 +506,4 @@ func listenTCP(addr, flag string) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
