@@ -506,4 +506,3 @@ func listenTCP(addr, flag string) (net.Listener, error) {
 	}
 	return ln, nil
 }
-
