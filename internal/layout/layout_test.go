@@ -182,16 +182,19 @@ func deps(t *testing.T, pkgs ...string) []string {
 	return strings.Fields(string(out))
 }
 
-// TestImportDirections: a server never imports a client package (the byte
-// strings both compute live in api/protocol), and policy, which clients
-// import, does not pull in the isolate runtime.
+// TestImportDirections: a server never imports the session client (the
+// byte strings both compute live in api/protocol), the ledger never
+// imports its own client, and policy, which clients import, does not pull
+// in the isolate runtime. A node does read other parties' ledgers as a
+// client — the grants of a sealed program, through the broker package — and
+// does so through ledger/client, which checks what it reads (decision 0103).
 func TestImportDirections(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		pkg       string
 		forbidden []string
 	}{
-		{"node", []string{"client", "ledger/client"}},
+		{"node", []string{"client"}},
 		{"ledger", []string{"client", "ledger/client"}},
 		{"policy", []string{"isolate", "node", "ledger"}},
 		{"api/protocol", []string{"client", "node", "ledger", "policy", "keys", "attest"}},
