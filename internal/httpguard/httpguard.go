@@ -94,6 +94,11 @@ type Stats struct {
 // The TLS handshake is bounded by HeaderTimeout too (net/http uses the
 // smallest of its timeouts). Serve it on a listener from Listen. st may
 // be nil.
+//
+// There is deliberately no ReadTimeout: streamed uploads may take minutes.
+// A client that trickles its body is cut off by Bodies' minimum rate per
+// request (SlowBodies; node.TestAttackSlowBody), its headers by
+// HeaderTimeout, and the connections it may hold by Listen's caps.
 func NewServer(h http.Handler, l Limits, st *Stats, errorLog *log.Logger) *http.Server {
 	l = l.WithDefaults()
 	return &http.Server{
