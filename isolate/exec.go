@@ -482,6 +482,11 @@ func classify(rep *Report, err error, memoryRefused bool, ctxErr error) {
 		(exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled):
 		rep.Outcome, rep.ExitCode, rep.Error = OutcomeTimeout, ExitTimeout, "wall-clock limit reached"
 		return
+	case errors.Is(err, errRunEnded):
+		// A host call was still waiting when the run's deadline passed
+		// (directCalls): the guest never got an answer.
+		rep.Outcome, rep.ExitCode, rep.Error = OutcomeTimeout, ExitTimeout, "wall-clock limit reached while a host call waited"
+		return
 	case errors.As(err, &exit):
 		code := int(exit.ExitCode())
 		if code != 0 && memoryRefused {

@@ -171,37 +171,43 @@ func (d *callDispatcher) stop() { d.cancel() }
 var errRunEnded = errors.New("the run ended")
 
 // dispatch answers one call: a status and the response (or the message
-// of a failure).
-func (d *callDispatcher) dispatch(name string, req []byte) (uint32, []byte) {
+// of a failure). ended says the run's deadline passed (or Run's context
+// ended) while the call waited or ran: the guest must get no answer then,
+// for an answer would let it go on (and perhaps exit cleanly) in the
+// moment before it is stopped; the run ends as a timeout instead.
+func (d *callDispatcher) dispatch(name string, req []byte) (status uint32, resp []byte, ended bool) {
 	c, ok := findCall(d.calls, name)
 	if !ok {
-		return HostCallNotAllowed, nil
+		return HostCallNotAllowed, nil, false
 	}
 	if int64(len(req)) > c.MaxRequest {
-		return HostCallTooLarge, nil
+		return HostCallTooLarge, nil, false
 	}
 	if err := d.limiter.Wait(d.ctx); err != nil {
-		return HostCallFailed, []byte(errRunEnded.Error())
+		return HostCallFailed, []byte(errRunEnded.Error()), d.ctx.Err() != nil
 	}
 	select {
 	case d.slots <- struct{}{}:
 		defer func() { <-d.slots }()
 	case <-d.ctx.Done():
-		return HostCallFailed, []byte(errRunEnded.Error())
+		return HostCallFailed, []byte(errRunEnded.Error()), true
 	}
 	d.answered.Add(1)
 	resp, err := d.handlers[name].Handle(d.ctx, req)
+	if d.ctx.Err() != nil {
+		return HostCallFailed, []byte(errRunEnded.Error()), true
+	}
 	switch {
 	case err != nil:
 		msg := err.Error()
 		if len(msg) > maxCallMessage {
 			msg = msg[:maxCallMessage]
 		}
-		return HostCallFailed, []byte(msg)
+		return HostCallFailed, []byte(msg), false
 	case int64(len(resp)) > c.MaxResponse:
-		return HostCallFailed, fmt.Appendf(nil, "the response of %d bytes exceeds the %d bytes %s may return", len(resp), c.MaxResponse, name)
+		return HostCallFailed, fmt.Appendf(nil, "the response of %d bytes exceeds the %d bytes %s may return", len(resp), c.MaxResponse, name), false
 	}
-	return HostCallOK, resp
+	return HostCallOK, resp, false
 }
 
 // callTransport carries a guest's call to whoever answers it: the parent,
@@ -216,7 +222,13 @@ type callTransport interface {
 type directCalls struct{ d *callDispatcher }
 
 func (c directCalls) roundTrip(name string, req []byte) (uint32, []byte) {
-	return c.d.dispatch(name, bytes.Clone(req))
+	status, resp, ended := c.d.dispatch(name, bytes.Clone(req))
+	if ended {
+		// The guest stops in the call, never with an answer; classify
+		// makes the run a timeout.
+		panic(errRunEnded)
+	}
+	return status, resp
 }
 
 // hostFunctions are the functions of HostModule and their signatures

@@ -71,16 +71,25 @@ func TestHostCalls(t *testing.T) {
 // context ended. No wall-clock bound: building and compiling the guest
 // (done first here, outside the run) take what a loaded machine gives them.
 func TestHostCallDeadline(t *testing.T) {
-	var blocked atomic.Int64
-	r := newRuntime(t, Options{})
-	guest := hostileGuest(t)
-	mustRun(t, r, &Config{Module: guest, Name: "hostcall", Args: []string{"echo", "1"},
-		HostCalls: testCalls(&blocked), Timeout: time.Minute})
-	res := mustRun(t, r, &Config{Module: guest, Name: "hostcall", Args: []string{"block"},
-		HostCalls: testCalls(&blocked), Timeout: 2 * time.Second})
-	wantOutcome(t, res, OutcomeTimeout, ExitTimeout)
-	if blocked.Load() != 1 {
-		t.Errorf("%d handlers saw their context end, want 1", blocked.Load())
+	// In process without the engine's own cancellation only the call's
+	// deadline ends the run: a guest answered with a failure would exit 0.
+	for _, inproc := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inprocess=%v", inproc), func(t *testing.T) {
+			var blocked atomic.Int64
+			r := newRuntime(t, Options{InProcess: inproc, InProcessNoCancel: inproc})
+			guest := hostileGuest(t)
+			mustRun(t, r, &Config{Module: guest, Name: "hostcall", Args: []string{"echo", "1"},
+				HostCalls: testCalls(&blocked), Timeout: time.Minute})
+			res := mustRun(t, r, &Config{Module: guest, Name: "hostcall", Args: []string{"block"},
+				HostCalls: testCalls(&blocked), Timeout: 2 * time.Second})
+			wantOutcome(t, res, OutcomeTimeout, ExitTimeout)
+			if len(res.Stdout) != 0 {
+				t.Errorf("the guest went on after the deadline: %q", res.Stdout)
+			}
+			if blocked.Load() != 1 {
+				t.Errorf("%d handlers saw their context end, want 1", blocked.Load())
+			}
+		})
 	}
 }
 

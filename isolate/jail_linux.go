@@ -934,7 +934,13 @@ func (j *jailer) serve(w *worker, jb *job, calls *callDispatcher, wr *wireResult
 		if err != nil {
 			return err, err
 		}
-		status, resp := calls.dispatch(c.Name, c.req)
+		status, resp, ended := calls.dispatch(c.Name, c.req)
+		if ended {
+			// The run is over: the guest gets no answer and is killed
+			// (by the deadline's timer or Run's context) where it waits;
+			// the frame read below ends when it is gone.
+			continue
+		}
 		_ = w.jobW.SetWriteDeadline(time.Now().Add(j.writeTimeout))
 		if err := sendFrame(w.jobW, &replyMsg{Seq: c.Seq, Status: status, resp: resp}, nil); err != nil {
 			// The worker stopped reading: reading its result fails
