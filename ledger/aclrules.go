@@ -187,10 +187,17 @@ func ruleACLGrantedV3(c *ruleCtx) ([]write, *verify.RejectedError) {
 	return append(ws, putRecord(bucketACLGrants, be64(c.index), rec)), nil
 }
 
-func ruleACLDelegated(c *ruleCtx) ([]write, *verify.RejectedError) {
+func ruleACLDelegated(c *ruleCtx) ([]write, *verify.RejectedError) { return aclDelegated(c, false) }
+
+// aclDelegated judges acl.delegated; orgs says whether the rule version
+// knows the organisations limit (5 on).
+func aclDelegated(c *ruleCtx, orgs bool) ([]write, *verify.RejectedError) {
 	d, err := acl.DecodeDelegation(c.raw())
 	if err != nil {
 		return nil, refuse(verify.CodeMalformed, c.body.kind, err)
+	}
+	if !orgs && len(d.Limits.Organisations) > 0 {
+		return nil, reject(verify.CodeMalformed, "acl.delegated body limits: unknown field \"organisations\" (rule version 5 adds it)")
 	}
 	owner := protocol.FormatEd25519Key(c.pub)
 	if _, rej := c.artifact(owner, d.Artifact); rej != nil {

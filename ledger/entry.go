@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"github.com/cloisterhq/cloister/ledger/acl"
+	"github.com/cloisterhq/cloister/ledger/deal"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
@@ -30,6 +31,12 @@ const (
 	KindArtifactRegistered verify.Kind = acl.KindArtifactRegistered
 	KindACLDelegated       verify.Kind = acl.KindDelegated
 	KindKeyReleased        verify.Kind = acl.KindKeyReleased
+	// The marketplace's kinds (rule version 5): package deal gives their
+	// bodies.
+	KindMarketRequest   verify.Kind = deal.KindRequest
+	KindMarketAssigned  verify.Kind = deal.KindAssigned
+	KindMarketFailed    verify.Kind = deal.KindFailed
+	KindMarketAccounted verify.Kind = deal.KindAccounted
 )
 
 // Kinds lists every kind the state machine accepts under the latest rule

@@ -44,8 +44,13 @@ const (
 	// organisation, node.endpoint moves a node, offer publishes and renews
 	// a node's offer until its expiry (decision 0110).
 	RulesV4 = 4
+	// RulesV5 adds the marketplace's kinds (market.go): market.request,
+	// market.assigned under a fencing token, market.failed and
+	// market.accounted; and delegations limited to nodes of listed
+	// organisations (decisions 0111, 0112).
+	RulesV5 = 5
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV4
+	LatestRules = RulesV5
 )
 
 // ruleSet is what one rule version accepts.
@@ -91,7 +96,14 @@ func makeRuleSets() map[int]*ruleSet {
 	v4.kinds[KindNodeRegistered] = ruleNodeRegisteredV4
 	v4.kinds[KindNodeEndpoint] = ruleNodeEndpoint
 	v4.kinds[KindOffer] = ruleOffer
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4}
+	v5 := v4.next(RulesV5)
+	v5.kinds[KindMarketRequest] = ruleMarketRequest
+	v5.kinds[KindMarketAssigned] = ruleMarketAssigned
+	v5.kinds[KindMarketFailed] = ruleMarketFailed
+	v5.kinds[KindMarketAccounted] = ruleMarketAccounted
+	v5.kinds[KindACLDelegated] = ruleACLDelegatedV5
+	v5.kinds[KindACLGranted] = ruleACLGrantedV5
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

@@ -35,6 +35,7 @@ import (
 //	artifacts, acl_grants, acl_delegations, acl_uses: see aclrules.go
 //	members      see members.go
 //	node_info, offers: see offers.go
+//	market_requests, market_records: see market.go
 //	rule_votes   see rules.go
 var (
 	bucketMeta        = []byte("meta")
@@ -54,7 +55,8 @@ var (
 	bucketACLUses     = []byte("acl_uses")
 	allBuckets        = [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketNonces, bucketNodes,
 		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers, bucketRuleVotes,
-		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses, bucketNodeInfo, bucketOffers}
+		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses, bucketNodeInfo, bucketOffers,
+		bucketMarketRequests, bucketMarketRecords}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}

@@ -102,9 +102,13 @@ type Grant struct {
 // open; zero numbers too, except MaxUses and MaxDurationSeconds, which a
 // delegation must set.
 type Limits struct {
-	Classes            []string `json:"classes,omitempty"`
-	Measurements       []string `json:"measurements,omitempty"`
-	Nodes              []string `json:"nodes,omitempty"`
+	Classes      []string `json:"classes,omitempty"`
+	Measurements []string `json:"measurements,omitempty"`
+	Nodes        []string `json:"nodes,omitempty"`
+	// Organisations (rule version 5 on) are consortium members' keys: a
+	// grant under the delegation must name a specific isolate whose node
+	// the ledger records as run by one of them.
+	Organisations      []string `json:"organisations,omitempty"`
 	MaxDurationSeconds uint64   `json:"max_duration_seconds"`
 	MaxUses            uint64   `json:"max_uses"`
 	MaxGrants          uint64   `json:"max_grants,omitempty"`
@@ -359,6 +363,14 @@ func (d *Delegation) Check() error {
 			return fmt.Errorf("delegation limits node: %v", err)
 		}
 	}
+	if len(l.Organisations) > MaxNodes {
+		return fmt.Errorf("delegation limits organisations: at most %d", MaxNodes)
+	}
+	for _, o := range l.Organisations {
+		if _, err := protocol.ParseEd25519Key(o); err != nil {
+			return fmt.Errorf("delegation limits organisation: %v", err)
+		}
+	}
 	if l.MaxDurationSeconds < 1 || l.MaxDurationSeconds > uint64(MaxWindow/time.Second) {
 		return fmt.Errorf("delegation limits max_duration_seconds %d: want 1 to %d", l.MaxDurationSeconds, uint64(MaxWindow/time.Second))
 	}
@@ -418,6 +430,25 @@ func (d *Delegation) Permits(g *Grant, now time.Time, nodeClass, nodeMeasurement
 				return fmt.Errorf("%w: measurement %s is not among the delegation's", ErrExceeds, m)
 			}
 		}
+	}
+	return nil
+}
+
+// PermitsOrganisation judges the organisation limit of d for a grant g
+// whose grantee node the ledger records as run by nodeOrg ("" if it names
+// none): with organisations listed, only a specific isolate of a node of
+// one of them.
+func (d *Delegation) PermitsOrganisation(g *Grant, nodeOrg string) error {
+	orgs := d.Limits.Organisations
+	switch {
+	case len(orgs) == 0:
+		return nil
+	case !g.Grantee.Specific():
+		return fmt.Errorf("%w: the delegation names organisations, so a grant must name a node and session, not a class", ErrExceeds)
+	case nodeOrg == "":
+		return fmt.Errorf("%w: node %s names no organisation; the delegation allows only nodes of %d organisations", ErrExceeds, g.Grantee.Node, len(orgs))
+	case !slices.Contains(orgs, nodeOrg):
+		return fmt.Errorf("%w: node %s is run by %s, not by one of the delegation's %d organisations", ErrExceeds, g.Grantee.Node, nodeOrg, len(orgs))
 	}
 	return nil
 }
