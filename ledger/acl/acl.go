@@ -147,6 +147,11 @@ type Release struct {
 	Share          int    `json:"share"`
 }
 
+// Decode reads an entry body of kind into v: known fields only, one
+// value, nothing after. The marketplace's bodies (package deal) are read
+// the same way.
+func Decode(kind string, body []byte, v any) error { return decode(kind, body, v) }
+
 // decode reads body into v: known fields only, one value, nothing after.
 func decode(kind string, body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))

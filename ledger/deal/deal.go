@@ -7,7 +7,6 @@
 package deal
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -133,17 +132,7 @@ type Account struct {
 	Price              string `json:"price,omitempty"`
 }
 
-func decode(kind string, body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%s body: %v", kind, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%s body: data after the object", kind)
-	}
-	return nil
-}
+func decode(kind string, body []byte, v any) error { return acl.Decode(kind, body, v) }
 
 // DecodeRequest reads and checks a market.request body.
 func DecodeRequest(body []byte) (*Request, error) {
