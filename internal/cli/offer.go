@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/verify"
+	"github.com/cloisterhq/cloister/market"
 )
 
 // newOfferCmd is 'offer': providers' offers of capacity on the ledger.
@@ -32,7 +34,7 @@ before it expires. Everything in an offer is the provider's claim; a
 dispatcher checks fresh evidence before trusting it. See docs/marketplace.md.`,
 		Example: `  cloister offer list --ledger http://127.0.0.1:7480 --json`,
 	}
-	cmd.AddCommand(newOfferListCmd(), newOfferPublishCmd())
+	cmd.AddCommand(newOfferListCmd(), newOfferPublishCmd(), newOfferStatsCmd())
 	return cmd
 }
 
@@ -104,7 +106,7 @@ answer is malformed; 2 bad usage.`,
 }
 
 func newOfferPublishCmd() *cobra.Command {
-	var keyFile, evidenceFile, memory, price string
+	var keyFile, evidenceFile, memory, price, endpoint string
 	var classes, measurements, regions []string
 	var cores, concurrency uint64
 	var ttl, every time.Duration
@@ -155,6 +157,15 @@ ledger refused the offer or is unreachable; 2 bad usage.`,
 		}
 		ctx, stop := signalContext(cmd)
 		defer stop()
+		if endpoint != "" {
+			se, err := verify.NewEntry(k.Signer(), ledger.KindNodeEndpoint, map[string]string{"endpoint": endpoint})
+			if err != nil {
+				return usageError("offer publish: %v", err)
+			}
+			if _, err := c.Append(ctx, se); err != nil {
+				return ledgerFailure("offer publish: node.endpoint", c, err)
+			}
+		}
 		publish := func(ctx context.Context) error {
 			se, err := verify.NewEntry(k.Signer(), ledger.KindOffer, offer)
 			if err != nil {
@@ -196,6 +207,7 @@ ledger refused the offer or is unreachable; 2 bad usage.`,
 	f.Uint64Var(&cores, "cores", 0, "cores offered")
 	f.Uint64Var(&concurrency, "concurrency", 0, "concurrent runs offered")
 	f.StringVar(&price, "price", "", "price per CPU-second, a decimal such as 0.001")
+	f.StringVar(&endpoint, "endpoint", "", "first move the node to this URL (a node.endpoint entry): where dispatchers and consumers reach it")
 	f.DurationVar(&ttl, "ttl", 60*time.Second, "how long the offer lives after the block that takes it (at most 10m)")
 	f.DurationVar(&every, "every", 0, "renew the offer at this interval until interrupted (0: publish once)")
 	return cmd
@@ -208,4 +220,78 @@ func offerMemory(n uint64) string {
 		return fmt.Sprintf("%dGiB", n>>30)
 	}
 	return fmt.Sprintf("%.0fMiB", float64(n)/(1<<20))
+}
+
+// statsRow is one provider in 'offer stats --json'.
+type statsRow struct {
+	Node            string  `json:"node"`
+	Runs            uint64  `json:"runs"`
+	Failures        uint64  `json:"failures"`
+	RecentFailures  int     `json:"recent_failures"` // among the last market.RecordWindow runs: the rank's input
+	MedianLatencyMs *uint64 `json:"median_latency_ms"`
+	Samples         int     `json:"latency_samples"`
+}
+
+func newOfferStatsCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "stats --ledger URL",
+		Short: "Summarise each provider's marketplace runs: runs, failures, median latency",
+		Long: `stats reads every provider's record from the ledger — kept by the state
+machine from market.failed entries (a failure) and market.accounted entries
+(a finished run, with the wall time the provider reported) — and shows its
+runs, failures, failures among its last 10 runs (what the dispatcher's
+ranking counts) and the median wall time of its latest 100 finished runs.
+
+Exit status: 0 shown; 1 the ledger is unreachable or its answer is
+malformed; 2 bad usage.`,
+		Example: `  cloister offer stats --ledger http://127.0.0.1:7480 --json`,
+		Args:    cobra.NoArgs,
+	}
+	newClient := ledgerURLFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		recs, err := c.MarketRecords(ctx)
+		if err != nil {
+			return ledgerFailure("offer stats", c, err)
+		}
+		rows := make([]statsRow, 0, len(recs.Records))
+		for _, r := range recs.Records {
+			row := statsRow{Node: r.Node, Runs: r.Runs, Failures: r.Failures, Samples: len(r.LatencyMs),
+				RecentFailures: market.Candidate{Recent: r.Recent}.Failures()}
+			if len(r.LatencyMs) > 0 {
+				l := slices.Clone(r.LatencyMs)
+				slices.Sort(l)
+				m := l[len(l)/2]
+				if len(l)%2 == 0 {
+					m = (l[len(l)/2-1] + l[len(l)/2]) / 2
+				}
+				row.MedianLatencyMs = &m
+			}
+			rows = append(rows, row)
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), struct {
+				Height    int64      `json:"height"`
+				Providers []statsRow `json:"providers"`
+			}{recs.Height, rows})
+		}
+		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tRUNS\tFAILURES\tRECENT FAILURES\tMEDIAN LATENCY")
+		for _, r := range rows {
+			lat := "-"
+			if r.MedianLatencyMs != nil {
+				lat = (time.Duration(*r.MedianLatencyMs) * time.Millisecond).String()
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d/%d\t%s\n", printable(r.Node), r.Runs, r.Failures, r.RecentFailures, min(r.Runs, market.RecordWindow), lat)
+		}
+		return tw.Flush()
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as JSON")
+	return cmd
 }

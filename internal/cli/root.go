@@ -92,6 +92,8 @@ what on a verifiable ledger.`,
 		newArtifactCmd(),
 		newACLCmd(),
 		newOfferCmd(),
+		newDispatchCmd(),
+		newRequestCmd(),
 		newReceiptCmd(),
 	)
 	return root

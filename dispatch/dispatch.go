@@ -1,0 +1,794 @@
+// Package dispatch is the marketplace's dispatcher: it matches consumers'
+// requests (market.request entries) to providers' live offers on
+// evidence it fetches and verifies itself, records each assignment on the
+// ledger under a fencing token, asks the chosen node to open a session
+// for a policy it writes from the request, grants that session the sealed
+// program's key for a short time under the innovator's delegation, and
+// fails a provider over to the next when it does not attest, dies or
+// misses the run's deadline. It keeps no secret and no plaintext, and no
+// state of its own: everything it knows it reads back from the ledger, so
+// a restarted dispatcher resumes where it stopped and two dispatchers on
+// one ledger never assign one request twice (docs/marketplace.md).
+package dispatch
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/ledger/acl"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/deal"
+	"github.com/cloisterhq/cloister/ledger/verify"
+	"github.com/cloisterhq/cloister/market"
+	"github.com/cloisterhq/cloister/policy"
+)
+
+// Listing is a sealed program the dispatcher may run: what its innovator
+// gives the dispatcher (cloister dispatch --program FILE). Delegation is
+// the index of the innovator's acl.delegated entry naming the dispatcher.
+type Listing struct {
+	Name       string               `json:"name"`
+	SHA256     string               `json:"sha256"`
+	Sealed     policy.SealedProgram `json:"sealed"`
+	Outputs    []string             `json:"outputs"`
+	Limits     policy.Limits        `json:"limits"`
+	Delegation uint64               `json:"delegation"`
+}
+
+// Options configure a Dispatcher.
+type Options struct {
+	Ledger    *lclient.Client
+	LedgerURL string // told to consumers, who may check the ledger themselves
+	Key       ed25519.PrivateKey
+	Programs  []Listing
+	Logger    *slog.Logger
+	// Poll is how often live assignments are checked (default 500 ms).
+	Poll time.Duration
+	// DeadAfter is how long a node may stay unreachable before its
+	// assignment fails (default 3 s).
+	DeadAfter time.Duration
+	// RunShare is the share of the time left before the request's
+	// deadline one assignment may take (default 0.5), so that a failover
+	// still has time.
+	RunShare float64
+	// MaxCandidates bounds the candidates ranked per assignment (default 16).
+	MaxCandidates int
+}
+
+// Dispatcher drives requests. Create with New, serve Handler, call Run.
+type Dispatcher struct {
+	o   Options
+	pub string
+	log *slog.Logger
+
+	mu      sync.Mutex
+	driving map[string]bool
+	tickets map[string]*Ticket
+	grants  map[string]uint64 // request id ‖ token -> acl.granted index
+	wake    chan string
+}
+
+// Failover is one failed assignment as a consumer sees it.
+type Failover struct {
+	Token  uint64 `json:"token"`
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Ticket is what GET /v1/requests/{id} answers: the request's current
+// assignment (node, endpoint, session, policy written for it) and the
+// ledger it is recorded on. The consumer checks all of it itself.
+type Ticket struct {
+	ID        string          `json:"id"`
+	Ledger    string          `json:"ledger,omitempty"`
+	State     string          `json:"state"` // pending, assigned, finished, expired
+	Token     uint64          `json:"token,omitempty"`
+	Entry     uint64          `json:"entry,omitempty"` // the market.assigned entry
+	Node      string          `json:"node,omitempty"`
+	Endpoint  string          `json:"endpoint,omitempty"`
+	Session   string          `json:"session,omitempty"`
+	Class     string          `json:"class,omitempty"`
+	Policy    json.RawMessage `json:"policy,omitempty"`
+	Failovers []Failover      `json:"failovers,omitempty"`
+	Reason    string          `json:"reason,omitempty"` // why it is still pending
+}
+
+// New checks opts and makes a Dispatcher.
+func New(o Options) (*Dispatcher, error) {
+	if o.Ledger == nil || len(o.Key) != ed25519.PrivateKeySize {
+		return nil, errors.New("dispatch: a ledger and a signing key are required")
+	}
+	for i, l := range o.Programs {
+		if len(l.SHA256) != 64 || l.Sealed.Digest == "" || len(l.Outputs) == 0 {
+			return nil, fmt.Errorf("dispatch: program %d: want sha256, sealed and outputs", i)
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Poll <= 0 {
+		o.Poll = 500 * time.Millisecond
+	}
+	if o.DeadAfter <= 0 {
+		o.DeadAfter = 3 * time.Second
+	}
+	if o.RunShare <= 0 || o.RunShare > 1 {
+		o.RunShare = 0.5
+	}
+	if o.MaxCandidates <= 0 {
+		o.MaxCandidates = 16
+	}
+	return &Dispatcher{o: o, pub: protocol.FormatEd25519Key(o.Key.Public().(ed25519.PublicKey)), log: o.Logger,
+		driving: map[string]bool{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, wake: make(chan string, 64)}, nil
+}
+
+// Key returns the dispatcher's signing key, as delegations name it.
+func (d *Dispatcher) Key() string { return d.pub }
+
+// maxRequestBody bounds POST /v1/requests: one signed entry.
+const maxRequestBody = verify.MaxEntryBytes
+
+// Handler serves the dispatcher's API:
+//
+//	POST /v1/requests        a consumer-signed market.request entry → {"id"}
+//	GET  /v1/requests/{id}   the request's Ticket
+//	GET  /v1/info            {"key","ledger"}
+func (d *Dispatcher) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/requests", d.handleSubmit)
+	mux.HandleFunc("GET /v1/requests/{id}", d.handleTicket)
+	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"key": d.pub, "ledger": d.o.LedgerURL})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func (d *Dispatcher) handleSubmit(w http.ResponseWriter, r *http.Request) {
+	b, err := readBody(r, maxRequestBody)
+	if err != nil {
+		writeErr(w, http.StatusRequestEntityTooLarge, "%v", err)
+		return
+	}
+	se, err := verify.DecodeEntry(b)
+	if err == nil {
+		err = se.VerifySignature()
+	}
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "request entry: %v", err)
+		return
+	}
+	if se.Entry.Kind != deal.KindRequest {
+		writeErr(w, http.StatusBadRequest, "request entry: a %s entry, want %s", se.Entry.Kind, deal.KindRequest)
+		return
+	}
+	req, err := deal.DecodeRequest(se.Entry.Body)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if _, err := market.Compile(req.Requirement); err != nil {
+		writeErr(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if _, ok := d.listing(req); !ok {
+		writeErr(w, http.StatusNotFound, "this dispatcher lists no sealed program %s with sha256 %s", req.Sealed, req.ProgramSHA256)
+		return
+	}
+	// Authenticated by the consumer's signature, bounded by the ledger's
+	// own admission: the dispatcher only relays it.
+	if _, err := d.o.Ledger.Append(r.Context(), se); err != nil {
+		var rej *verify.RejectedError
+		if !errors.As(err, &rej) || rej.Code != verify.CodeReplay || rej.SameEntry != true {
+			writeErr(w, http.StatusBadRequest, "the ledger refused the request: %v", err)
+			return
+		}
+	}
+	d.drive(req.ID)
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": req.ID})
+}
+
+func (d *Dispatcher) handleTicket(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	mr, err := d.o.Ledger.MarketRequest(r.Context(), id)
+	if errors.Is(err, lclient.ErrNotFound) {
+		writeErr(w, http.StatusNotFound, "no request %.80s on the ledger", id)
+		return
+	}
+	if err != nil {
+		writeErr(w, http.StatusBadGateway, "reading the ledger: %v", err)
+		return
+	}
+	t, err := d.ticketOf(r.Context(), mr)
+	if err != nil {
+		writeErr(w, http.StatusBadGateway, "%v", err)
+		return
+	}
+	d.mu.Lock()
+	if p := d.tickets[id]; p != nil && t.State == "pending" {
+		t.Reason = p.Reason
+	}
+	d.mu.Unlock()
+	writeJSON(w, http.StatusOK, t)
+}
+
+// ticketOf builds a request's ticket from its ledger entries alone, so
+// that any dispatcher (a restarted one included) answers the same.
+func (d *Dispatcher) ticketOf(ctx context.Context, mr *lclient.MarketRequest) (*Ticket, error) {
+	st := mr.State
+	t := &Ticket{ID: st.ID, Ledger: d.o.LedgerURL, State: "pending", Token: st.Token}
+	byToken, fos := history(mr)
+	t.Failovers = fos
+	switch {
+	case st.Finished != 0:
+		t.State = "finished"
+	case !time.Now().Before(parseTime(st.Deadline)):
+		t.State = "expired"
+	case st.Live != 0:
+		t.State = "assigned"
+	}
+	if a := byToken[st.Token]; a != nil && st.Live != 0 {
+		t.Entry, t.Node, t.Session, t.Class, t.Policy = st.Live, a.Node, a.Session, a.Class, a.Policy
+		t.Endpoint = d.endpointOf(ctx, a.Node)
+	}
+	return t, nil
+}
+
+// history reads a request's assignments by token and its failovers from
+// its ledger entries.
+func history(mr *lclient.MarketRequest) (map[uint64]*deal.Assignment, []Failover) {
+	byToken := map[uint64]*deal.Assignment{}
+	fos := []Failover{}
+	for _, se := range mr.Entries {
+		switch se.Entry.Kind {
+		case deal.KindAssigned:
+			if a, err := deal.DecodeAssignment(se.Entry.Body); err == nil {
+				byToken[a.Token] = a
+			}
+		case deal.KindFailed:
+			if f, err := deal.DecodeFailure(se.Entry.Body); err == nil {
+				fo := Failover{Token: f.Token, Reason: f.Reason, Detail: f.Detail}
+				if a := byToken[f.Token]; a != nil {
+					fo.Node = a.Node
+				}
+				fos = append(fos, fo)
+			}
+		}
+	}
+	return byToken, fos
+}
+
+func parseTime(s string) time.Time { t, _ := acl.ParseTime(s); return t }
+
+func (d *Dispatcher) endpointOf(ctx context.Context, node string) string {
+	l, err := d.o.Ledger.Offers(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, o := range l.Offers {
+		if o.Node == node {
+			return o.Endpoint
+		}
+	}
+	return ""
+}
+
+func (d *Dispatcher) listing(r *deal.Request) (Listing, bool) {
+	for _, l := range d.o.Programs {
+		if l.SHA256 == r.ProgramSHA256 && l.Sealed.Digest == r.Sealed {
+			return l, true
+		}
+	}
+	return Listing{}, false
+}
+
+// Run resumes every open request the ledger holds, then keeps looking
+// for new ones (submitted here or to another dispatcher) until ctx ends.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		if open, err := d.o.Ledger.MarketOpen(ctx); err == nil {
+			for _, r := range open.Requests {
+				d.drive(r.ID)
+			}
+		} else if ctx.Err() == nil {
+			d.log.Warn("listing open requests", "err", err)
+		}
+		d.mu.Lock()
+		ids := make([]string, 0, len(d.driving))
+		for id := range d.driving {
+			ids = append(ids, id)
+		}
+		d.mu.Unlock()
+		for _, id := range ids {
+			d.startDriver(ctx, id)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		case id := <-d.wake:
+			d.startDriver(ctx, id)
+		}
+	}
+}
+
+// drive marks request id to be driven.
+func (d *Dispatcher) drive(id string) {
+	d.mu.Lock()
+	_, known := d.driving[id]
+	if !known {
+		d.driving[id] = false
+	}
+	d.mu.Unlock()
+	if !known {
+		select {
+		case d.wake <- id:
+		default:
+		}
+	}
+}
+
+func (d *Dispatcher) startDriver(ctx context.Context, id string) {
+	d.mu.Lock()
+	running, known := d.driving[id]
+	if !known || running {
+		d.mu.Unlock()
+		return
+	}
+	d.driving[id] = true
+	d.mu.Unlock()
+	go func() {
+		done := d.driveOne(ctx, id)
+		d.mu.Lock()
+		if done {
+			d.driving[id] = true // finished or expired: never again
+		} else {
+			d.driving[id] = false
+		}
+		d.mu.Unlock()
+	}()
+}
+
+func (d *Dispatcher) setReason(id, reason string) {
+	d.mu.Lock()
+	d.tickets[id] = &Ticket{ID: id, Reason: reason}
+	d.mu.Unlock()
+}
+
+// driveOne drives request id until it is finished or past its deadline
+// (true), or ctx ends (false).
+func (d *Dispatcher) driveOne(ctx context.Context, id string) bool {
+	var unreachableSince time.Time
+	for ctx.Err() == nil {
+		mr, err := d.o.Ledger.MarketRequest(ctx, id)
+		if err != nil {
+			d.log.Warn("reading request", "id", id, "err", err)
+			sleep(ctx, d.o.Poll)
+			continue
+		}
+		st := mr.State
+		now := time.Now()
+		if st.Finished != 0 || !now.Before(parseTime(st.Deadline)) {
+			if st.Live != 0 && st.Finished == 0 && st.Dispatcher == d.pub {
+				d.revokeGrant(ctx, id, st.Token)
+			}
+			return true
+		}
+		req := requestOf(mr)
+		if req == nil {
+			return true
+		}
+		if st.Live == 0 {
+			unreachableSince = time.Time{}
+			if err := d.assign(ctx, req, &st); err != nil {
+				d.setReason(id, err.Error())
+				d.log.Info("request not assigned yet", "id", id, "err", err)
+				sleep(ctx, 4*d.o.Poll)
+			}
+			continue
+		}
+		// A live assignment: its run deadline binds whoever made it.
+		if !now.Before(parseTime(st.RunDeadline)) {
+			d.fail(ctx, st, deal.ReasonDeadline, "the run passed its deadline "+st.RunDeadline)
+			continue
+		}
+		if st.Dispatcher != d.pub {
+			sleep(ctx, d.o.Poll)
+			continue
+		}
+		reason, detail := d.check(ctx, st)
+		switch {
+		case reason == "":
+			unreachableSince = time.Time{}
+		case reason == deal.ReasonUnreachable:
+			if unreachableSince.IsZero() {
+				unreachableSince = now
+			} else if now.Sub(unreachableSince) >= d.o.DeadAfter {
+				d.fail(ctx, st, reason, detail)
+				unreachableSince = time.Time{}
+				continue
+			}
+		default:
+			d.fail(ctx, st, reason, detail)
+			continue
+		}
+		sleep(ctx, d.o.Poll)
+	}
+	return false
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func requestOf(mr *lclient.MarketRequest) *deal.Request {
+	for _, se := range mr.Entries {
+		if se.Entry.Kind == deal.KindRequest {
+			if r, err := deal.DecodeRequest(se.Entry.Body); err == nil && r.ID == mr.State.ID && se.Entry.Submitter == mr.State.Consumer {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// check looks at the live assignment's session on its node: "" while it
+// provisions or runs or after it finished; unreachable when the node does
+// not answer; refused when the session failed there.
+func (d *Dispatcher) check(ctx context.Context, st lclient.RequestState) (reason, detail string) {
+	ep := d.endpointOf(ctx, st.Node)
+	if ep == "" {
+		return deal.ReasonUnreachable, "the node has no live offer"
+	}
+	pk, err := protocol.ParseEd25519Key(st.Node)
+	if err != nil {
+		return deal.ReasonRefused, err.Error()
+	}
+	c, err := client.Dial(ctx, ep, client.WithPlatformKeys(pk))
+	if err != nil {
+		return deal.ReasonUnreachable, err.Error()
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := c.Status(cctx, st.Session, 0)
+	if err != nil {
+		return deal.ReasonUnreachable, err.Error()
+	}
+	if s.State.String() == "SESSION_STATE_FAILED" || s.State.String() == "SESSION_STATE_CLOSED" {
+		return deal.ReasonRefused, "the session " + strings.ToLower(strings.TrimPrefix(s.State.String(), "SESSION_STATE_")) + ": " + s.Reason
+	}
+	return "", ""
+}
+
+// fail records the live assignment's failure and revokes its grant.
+func (d *Dispatcher) fail(ctx context.Context, st lclient.RequestState, reason, detail string) {
+	if len(detail) > deal.MaxReason {
+		detail = detail[:deal.MaxReason]
+	}
+	f := deal.Failure{Request: st.ID, Token: st.Token, Reason: reason, Detail: detail}
+	if _, err := d.append(ctx, deal.KindFailed, f); err != nil {
+		d.log.Warn("failing an assignment", "id", st.ID, "token", st.Token, "err", err)
+		return
+	}
+	d.log.Info("assignment failed over", "id", st.ID, "token", st.Token, "node", st.Node, "reason", reason, "detail", detail)
+	if st.Dispatcher == d.pub {
+		d.revokeGrant(ctx, st.ID, st.Token)
+	}
+}
+
+func (d *Dispatcher) revokeGrant(ctx context.Context, id string, token uint64) {
+	d.mu.Lock()
+	gi, ok := d.grants[fmt.Sprint(id, token)]
+	delete(d.grants, fmt.Sprint(id, token))
+	d.mu.Unlock()
+	if !ok {
+		return
+	}
+	if _, err := d.append(ctx, acl.KindRevoked, acl.Revocation{Grant: &gi}); err != nil {
+		d.log.Warn("revoking a grant", "grant", gi, "err", err)
+		return
+	}
+	d.log.Info("grant revoked", "id", id, "token", token, "grant", gi)
+}
+
+func (d *Dispatcher) append(ctx context.Context, kind string, body any) (uint64, error) {
+	se, err := verify.NewEntry(d.o.Key, verify.Kind(kind), body)
+	if err != nil {
+		return 0, err
+	}
+	rc, err := d.o.Ledger.Append(ctx, se)
+	if err != nil {
+		return 0, err
+	}
+	return rc.Index, nil
+}
+
+// appendRetry appends, retrying while the ledger has not yet taken an
+// entry this one refers to (a node's session.created is appended by the
+// node as the session is created).
+func (d *Dispatcher) appendRetry(ctx context.Context, kind string, body any) (uint64, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		i, err := d.append(ctx, kind, body)
+		var rej *verify.RejectedError
+		if err == nil || !errors.As(err, &rej) || rej.Code != verify.CodeMissingReference || time.Now().After(deadline) {
+			return i, err
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+}
+
+// Rank is the dispatcher's order of candidates for a request: the pure
+// market.Rank over the offers' prices and the ledger's records.
+func rankInputs(offers []lclient.LiveOffer, records map[string][]bool) []market.Candidate {
+	out := make([]market.Candidate, 0, len(offers))
+	for _, o := range offers {
+		p, err := market.Price(&o.Offer)
+		if err != nil {
+			continue
+		}
+		out = append(out, market.Candidate{Node: o.Node, Price: p, Recent: records[o.Node]})
+	}
+	return out
+}
+
+// assign picks the best candidate whose fresh evidence satisfies the
+// request, records the assignment and grants the key.
+func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.RequestState) error {
+	lst, ok := d.listing(req)
+	if !ok {
+		return fmt.Errorf("no listing for sealed program %s", req.Sealed)
+	}
+	reqm, err := market.Compile(req.Requirement)
+	if err != nil {
+		return err
+	}
+	offers, err := d.o.Ledger.Offers(ctx)
+	if err != nil {
+		return fmt.Errorf("reading offers: %w", err)
+	}
+	recs, err := d.o.Ledger.MarketRecords(ctx)
+	if err != nil {
+		return fmt.Errorf("reading records: %w", err)
+	}
+	records := map[string][]bool{}
+	for _, r := range recs.Records {
+		records[r.Node] = r.Recent
+	}
+	byNode := map[string]lclient.LiveOffer{}
+	var pool []lclient.LiveOffer
+	for _, o := range offers.Offers {
+		if o.Endpoint == "" || slices.Contains(st.Failed, o.Node) || !strings.HasPrefix(o.Endpoint, "https://") {
+			continue
+		}
+		if req.MaxPrice != "" && o.Offer.Price != "" && deal.DecimalLess(req.MaxPrice, o.Offer.Price) {
+			continue
+		}
+		byNode[o.Node] = o
+		pool = append(pool, o)
+	}
+	ranked := market.Rank(req.ID, rankInputs(pool, records))
+	if len(ranked) > d.o.MaxCandidates {
+		ranked = ranked[:d.o.MaxCandidates]
+	}
+	if len(ranked) == 0 {
+		return errors.New("no live offer within the request's price from a node not yet failed")
+	}
+	cands := make([]deal.Candidate, len(ranked))
+	for i, c := range ranked {
+		o := byNode[c.Node]
+		cands[i] = deal.Candidate{Node: c.Node, Offer: o.Index, Price: o.Offer.Price, Failures: c.Failures()}
+	}
+	now := time.Now()
+	dl := req.DeadlineTime()
+	runDeadline := now.Add(time.Duration(float64(dl.Sub(now)) * d.o.RunShare)).Truncate(time.Second)
+	if dl.Sub(now) < 10*time.Second {
+		runDeadline = dl
+	}
+	var skipped []deal.Skipped
+	var reasons []string
+	for _, c := range ranked {
+		o := byNode[c.Node]
+		pick, err := d.probe(ctx, req, st.Consumer, lst, reqm, o, runDeadline)
+		if err != nil {
+			skipped = append(skipped, deal.Skipped{Node: c.Node, Reason: trim(err.Error())})
+			reasons = append(reasons, fmt.Sprintf("%s: %v", c.Node, err))
+			continue
+		}
+		a := deal.Assignment{Request: req.ID, Token: st.Token + 1, Node: c.Node, Session: pick.session.ID(),
+			PolicyHash: pick.pol.HashHex(), Policy: pick.doc, Class: pick.class, Measurement: pick.measurement,
+			ClaimsSHA256: pick.evidence, Candidates: cands, Skipped: skipped, RunDeadline: acl.FormatTime(runDeadline)}
+		ai, err := d.appendRetry(ctx, deal.KindAssigned, a)
+		if err != nil {
+			pick.close()
+			return fmt.Errorf("recording the assignment: %w", err)
+		}
+		d.log.Info("assigned", "id", req.ID, "token", a.Token, "node", c.Node, "session", a.Session, "entry", ai, "class", pick.class)
+		// The grant: that session only, until the run's deadline, one use,
+		// under the innovator's delegation (the ledger judges its limits).
+		gi, err := d.appendRetry(ctx, acl.KindGranted, acl.Grant{Artifact: lst.Sealed.Digest, Owner: lst.Sealed.Owner,
+			Grantee: acl.Grantee{Node: c.Node, Session: a.Session}, NotAfter: acl.FormatTime(runDeadline), MaxUses: 1,
+			Delegation: &lst.Delegation})
+		if err != nil {
+			d.fail(ctx, lclient.RequestState{ID: req.ID, Token: a.Token, Node: c.Node, Dispatcher: d.pub}, deal.ReasonRefused, trim("the grant was refused: "+err.Error()))
+			pick.close()
+			return fmt.Errorf("granting the key: %w", err)
+		}
+		d.mu.Lock()
+		d.grants[fmt.Sprint(req.ID, a.Token)] = gi
+		delete(d.tickets, req.ID)
+		d.mu.Unlock()
+		pick.session.CloseIdleConnections()
+		pick.c.Close()
+		return nil
+	}
+	return fmt.Errorf("no candidate's evidence satisfied the requirement: %s", strings.Join(reasons, "; "))
+}
+
+func trim(s string) string {
+	if len(s) > deal.MaxReason {
+		return s[:deal.MaxReason]
+	}
+	return s
+}
+
+type probed struct {
+	c                            *client.Client
+	session                      *client.AttestedSession
+	pol                          *policy.Policy
+	doc                          json.RawMessage
+	class, measurement, evidence string
+}
+
+func (p *probed) close() {
+	p.session.CloseIdleConnections()
+	p.c.Close()
+}
+
+// probe opens a session on the node for the policy written for it and
+// verifies the session's fresh evidence (client.Attest: the node's
+// pinned key or the class's roots, the policy hash, a fresh nonce); then
+// judges the requirement on the verified claims.
+func (d *Dispatcher) probe(ctx context.Context, req *deal.Request, consumer string, lst Listing, reqm *market.Requirement, o lclient.LiveOffer, runDeadline time.Time) (*probed, error) {
+	doc, err := WritePolicy(req, reqm, consumer, lst, o, runDeadline)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.Parse(doc)
+	if err != nil {
+		return nil, fmt.Errorf("the policy written for it: %w", err)
+	}
+	pk, err := protocol.ParseEd25519Key(o.Node)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(pctx, o.Endpoint, client.WithPlatformKeys(pk))
+	if err != nil {
+		return nil, err
+	}
+	id, err := c.CreateSession(pctx, doc)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("opening a session: %w", err)
+	}
+	as, err := c.Attest(pctx, id, pol)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("its evidence: %w", err)
+	}
+	cl := as.Claims()
+	v := market.Verified{Class: string(cl.Class), Measurement: hex.EncodeToString(cl.Measurement), Debug: cl.Debug}
+	ok, err := reqm.Satisfied(&o.Offer, v)
+	if err != nil || !ok {
+		as.CloseIdleConnections()
+		c.Close()
+		if err == nil {
+			err = fmt.Errorf("its verified claims (class %s, debug %v) and offer do not satisfy the requirement", v.Class, v.Debug)
+		}
+		return nil, err
+	}
+	cj, _ := json.Marshal(cl)
+	sum := sha256.Sum256(cj)
+	return &probed{c: c, session: as, pol: pol, doc: doc, class: v.Class, measurement: v.Measurement, evidence: hex.EncodeToString(sum[:])}, nil
+}
+
+// WritePolicy writes the policy of one run from the request: the
+// consumer is the only principal — it provides every input and is the
+// only reader of every output; the program is the innovator's sealed
+// program, by reference; the isolate classes are the ones the node
+// offers that may satisfy the requirement, its platform key pinned; the policy expires at the run's
+// deadline. The consumer checks every one of these (CheckPolicy).
+func WritePolicy(req *deal.Request, reqm *market.Requirement, consumer string, lst Listing, o lclient.LiveOffer, runDeadline time.Time) (json.RawMessage, error) {
+	p := policy.Policy{
+		Version: policy.Version,
+		Name:    "market-" + req.ID[:16],
+		Principals: []policy.Principal{{ID: "consumer", SigningKey: consumer, SealingKey: req.SealingKey,
+			Roles: []policy.Role{policy.RoleDataProvider, policy.RoleResultReader}}},
+		Programs: []policy.Program{{Name: lst.Name, SHA256: lst.SHA256, Sealed: &lst.Sealed}},
+		Limits:   lst.Limits,
+		Expires:  runDeadline.UTC(),
+	}
+	for _, in := range req.Inputs {
+		p.Inputs = append(p.Inputs, policy.Input{Name: in, Provider: "consumer"})
+	}
+	for _, out := range lst.Outputs {
+		p.Outputs = append(p.Outputs, policy.Output{Name: out, Readers: []string{"consumer"}})
+	}
+	for _, c := range o.Offer.Classes {
+		if !classMaySatisfy(reqm, &o.Offer, c) {
+			continue
+		}
+		iso := policy.Isolate{Class: c}
+		if c == "software" {
+			iso.PlatformKeys = []string{o.Node}
+		}
+		p.Isolates = append(p.Isolates, iso)
+	}
+	if len(p.Isolates) == 0 {
+		return nil, fmt.Errorf("none of the classes it offers (%v) can satisfy the requirement", o.Offer.Classes)
+	}
+	b, err := json.Marshal(&p)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := policy.Parse(b); err != nil {
+		return nil, fmt.Errorf("the policy written for the request: %w", err)
+	}
+	return b, nil
+}
+
+// readBody reads at most max bytes of r's body, refusing more.
+func readBody(r *http.Request, max int) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > max {
+		return nil, fmt.Errorf("request body: more than %d bytes", max)
+	}
+	return b, nil
+}
+
+// classMaySatisfy reports whether an isolate of class c, with one of the
+// measurements the offer names (or none), could satisfy the requirement:
+// the classes a policy may admit. The evidence decides in the end.
+func classMaySatisfy(reqm *market.Requirement, o *lclient.Offer, c string) bool {
+	for _, m := range append([]string{""}, o.Measurements...) {
+		if ok, _ := reqm.Satisfied(o, market.Verified{Class: c, Measurement: m}); ok {
+			return true
+		}
+	}
+	return false
+}
