@@ -276,9 +276,9 @@ func runAssignment(ctx context.Context, lc *lclient.Client, o RequestOptions, re
 // consumer is the only principal, provides exactly the request's inputs
 // and is the only reader of every output; no isolate entry allows debug;
 // the policy expires by the request's deadline; the node is the first of
-// market.Rank over the assignment's candidates, less the skipped ones.
-// The classes are judged against the requirement once the isolate's
-// evidence is verified.
+// market.Rank over the assignment's candidates, less the skipped ones;
+// every isolate class it admits could satisfy the requirement (and the
+// class the isolate proves is judged again once its evidence is verified).
 func CheckPolicy(a *deal.Assignment, req *deal.Request, key keys.PublicKey, reqm *market.Requirement, offer *lclient.Offer) (*policy.Policy, error) {
 	pol, err := policy.Parse(a.Policy)
 	if err != nil {
@@ -315,6 +315,9 @@ func CheckPolicy(a *deal.Assignment, req *deal.Request, key keys.PublicKey, reqm
 	for _, iso := range pol.Isolates {
 		if iso.AllowDebug {
 			return nil, fmt.Errorf("isolate class %s allows debug", iso.Class)
+		}
+		if !classMaySatisfy(reqm, offer, iso.Class) {
+			return nil, fmt.Errorf("the policy admits isolate class %s, outside the requirement", iso.Class)
 		}
 	}
 	if pol.Expires.After(req.DeadlineTime()) {

@@ -753,6 +753,10 @@ func WritePolicy(req *deal.Request, reqm *market.Requirement, consumer string, l
 		iso := policy.Isolate{Class: c}
 		if c == "software" {
 			iso.PlatformKeys = []string{o.Node}
+		} else {
+			// Hardware classes chain to their vendors' roots; the
+			// measurements the node attests to bound what runs.
+			iso.Measurements = o.Offer.Measurements
 		}
 		p.Isolates = append(p.Isolates, iso)
 	}
