@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/interpreter"
 
 	"github.com/cloisterhq/cloister/ledger/client"
 )
@@ -101,11 +102,7 @@ func (r *Requirement) Satisfied(o *client.Offer, v Verified) (bool, error) {
 	if regions == nil {
 		regions = []string{}
 	}
-	out, _, err := r.prg.Eval(map[string]any{
-		"class": v.Class, "measurement": v.Measurement, "debug": v.Debug,
-		"memory": int64(min(o.Memory, 1<<62)), "cores": int64(min(o.Cores, 1<<62)), "concurrency": int64(min(o.Concurrency, 1<<62)),
-		"price": price, "regions": regions,
-	})
+	out, _, err := r.prg.Eval(&activation{o: o, v: v, price: price, regions: regions})
 	if err != nil {
 		return false, fmt.Errorf("requirement: %w", err)
 	}
@@ -127,3 +124,36 @@ func Price(o *client.Offer) (float64, error) {
 	}
 	return p, nil
 }
+
+// activation binds the requirement's names to one offer and its verified
+// claims without building a map per evaluation.
+type activation struct {
+	o       *client.Offer
+	v       Verified
+	price   float64
+	regions []string
+}
+
+func (a *activation) ResolveName(name string) (any, bool) {
+	switch name {
+	case "class":
+		return a.v.Class, true
+	case "measurement":
+		return a.v.Measurement, true
+	case "debug":
+		return a.v.Debug, true
+	case "memory":
+		return int64(min(a.o.Memory, 1<<62)), true
+	case "cores":
+		return int64(min(a.o.Cores, 1<<62)), true
+	case "concurrency":
+		return int64(min(a.o.Concurrency, 1<<62)), true
+	case "price":
+		return a.price, true
+	case "regions":
+		return a.regions, true
+	}
+	return nil, false
+}
+
+func (a *activation) Parent() interpreter.Activation { return nil }

@@ -37,22 +37,31 @@ func (c Candidate) Failures() int {
 // tie-break no party chooses: sha256(requestID ‖ 0x00 ‖ node), lower
 // first. It is a pure function of its inputs and does not modify cs.
 func Rank(requestID string, cs []Candidate) []Candidate {
-	out := slices.Clone(cs)
-	tie := func(c Candidate) [32]byte {
-		return sha256.Sum256([]byte(requestID + "\x00" + c.Node))
+	// Each candidate's keys are computed once, not in every comparison.
+	type keyed struct {
+		c        Candidate
+		failures int
+		tie      [32]byte
 	}
-	slices.SortStableFunc(out, func(a, b Candidate) int {
+	ks := make([]keyed, len(cs))
+	for i, c := range cs {
+		ks[i] = keyed{c: c, failures: c.Failures(), tie: sha256.Sum256([]byte(requestID + "\x00" + c.Node))}
+	}
+	slices.SortStableFunc(ks, func(a, b keyed) int {
 		switch {
-		case a.Price < b.Price:
+		case a.c.Price < b.c.Price:
 			return -1
-		case a.Price > b.Price:
+		case a.c.Price > b.c.Price:
 			return 1
 		}
-		if fa, fb := a.Failures(), b.Failures(); fa != fb {
-			return fa - fb
+		if a.failures != b.failures {
+			return a.failures - b.failures
 		}
-		ta, tb := tie(a), tie(b)
-		return bytes.Compare(ta[:], tb[:])
+		return bytes.Compare(a.tie[:], b.tie[:])
 	})
+	out := make([]Candidate, len(ks))
+	for i, k := range ks {
+		out[i] = k.c
+	}
 	return out
 }
