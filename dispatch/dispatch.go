@@ -78,7 +78,7 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	driving map[string]bool
 	tickets map[string]*Ticket
-	grants  map[string]uint64 // request id ‖ token -> acl.granted index
+	grants  map[string]uint64 // request id ‖ token -> acl.granted index (a cache: findGrant reads the ledger)
 	wake    chan string
 }
 
@@ -396,7 +396,7 @@ func (d *Dispatcher) driveOne(ctx context.Context, id string) bool {
 		now := time.Now()
 		if st.Finished != 0 || !now.Before(parseTime(st.Deadline)) {
 			if st.Live != 0 && st.Finished == 0 && st.Dispatcher == d.pub {
-				d.revokeGrant(ctx, id, st.Token)
+				d.revokeGrant(ctx, st)
 			}
 			return true
 		}
@@ -502,23 +502,57 @@ func (d *Dispatcher) fail(ctx context.Context, st lclient.RequestState, reason, 
 	}
 	d.log.Info("assignment failed over", "id", st.ID, "token", st.Token, "node", st.Node, "reason", reason, "detail", detail)
 	if st.Dispatcher == d.pub {
-		d.revokeGrant(ctx, st.ID, st.Token)
+		d.revokeGrant(ctx, st)
 	}
 }
 
-func (d *Dispatcher) revokeGrant(ctx context.Context, id string, token uint64) {
+// revokeGrant revokes the grant this dispatcher made for the live
+// assignment of st: the index it kept, or, after a restart, the one it
+// finds on the ledger after the assignment entry.
+func (d *Dispatcher) revokeGrant(ctx context.Context, st lclient.RequestState) {
+	key := fmt.Sprint(st.ID, st.Token)
 	d.mu.Lock()
-	gi, ok := d.grants[fmt.Sprint(id, token)]
-	delete(d.grants, fmt.Sprint(id, token))
+	gi, ok := d.grants[key]
+	delete(d.grants, key)
 	d.mu.Unlock()
 	if !ok {
-		return
+		if gi, ok = d.findGrant(ctx, st); !ok {
+			return
+		}
 	}
 	if _, err := d.append(ctx, acl.KindRevoked, acl.Revocation{Grant: &gi}); err != nil {
 		d.log.Warn("revoking a grant", "grant", gi, "err", err)
 		return
 	}
-	d.log.Info("grant revoked", "id", id, "token", token, "grant", gi)
+	d.log.Info("grant revoked", "id", st.ID, "token", st.Token, "grant", gi)
+}
+
+// grantSearch bounds how far after an assignment its grant is looked for.
+const grantSearch = 5000
+
+// findGrant looks for this dispatcher's acl.granted entry naming the
+// assignment's node and session, in the entries after the assignment.
+func (d *Dispatcher) findGrant(ctx context.Context, st lclient.RequestState) (uint64, bool) {
+	if st.Live == 0 || st.Session == "" {
+		return 0, false
+	}
+	for from := st.Live + 1; from <= st.Live+grantSearch; {
+		page, err := d.o.Ledger.Entries(ctx, from, 200)
+		if err != nil || len(page.Entries) == 0 {
+			return 0, false
+		}
+		for _, e := range page.Entries {
+			se := e.Signed
+			if se.Entry.Kind != acl.KindGranted || se.Entry.Submitter != d.pub {
+				continue
+			}
+			if g, err := acl.DecodeGrant(se.Entry.Body); err == nil && g.Grantee.Node == st.Node && g.Grantee.Session == st.Session {
+				return e.Index, true
+			}
+		}
+		from = page.Entries[len(page.Entries)-1].Index + 1
+	}
+	return 0, false
 }
 
 func (d *Dispatcher) append(ctx context.Context, kind string, body any) (uint64, error) {
