@@ -205,15 +205,3 @@ func TestDelegationOrganisations(t *testing.T) {
 	c4.want([][]byte{c4.entry(w.consumer, KindMarketRequest, w.request(strings.Repeat("ab", 32), time.Now().Add(time.Hour)))},
 		"malformed: not one of the ledger's kinds")
 }
-
-func TestDecimalLess(t *testing.T) {
-	for _, c := range []struct {
-		a, b string
-		want bool
-	}{{"0.001", "0.01", true}, {"0.01", "0.001", false}, {"1", "1.0", false}, {"1.0", "1", false}, {"009", "10", true},
-		{"10", "9.999", false}, {"0.1", "0.10001", true}, {"2", "2", false}} {
-		if got := deal.DecimalLess(c.a, c.b); got != c.want {
-			t.Errorf("%s < %s: %v", c.a, c.b, got)
-		}
-	}
-}
