@@ -67,6 +67,10 @@ type Options struct {
 	RunShare float64
 	// MaxCandidates bounds the candidates ranked per assignment (default 16).
 	MaxCandidates int
+	// MaxOpen bounds the requests driven at once (default 1024), and
+	// MaxPerConsumer those of one consumer (default 16); more are refused
+	// with the limit named, or left on the ledger for later.
+	MaxOpen, MaxPerConsumer int
 }
 
 // Dispatcher drives requests. Create with New, serve Handler, call Run.
@@ -76,7 +80,7 @@ type Dispatcher struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	driving map[string]bool
+	driving map[string]*driveState
 	tickets map[string]*Ticket
 	grants  map[string]uint64 // request id ‖ token -> acl.granted index (a cache: findGrant reads the ledger)
 	wake    chan string
@@ -133,8 +137,14 @@ func New(o Options) (*Dispatcher, error) {
 	if o.MaxCandidates <= 0 {
 		o.MaxCandidates = 16
 	}
+	if o.MaxOpen <= 0 {
+		o.MaxOpen = 1024
+	}
+	if o.MaxPerConsumer <= 0 {
+		o.MaxPerConsumer = 16
+	}
 	return &Dispatcher{o: o, pub: protocol.FormatEd25519Key(o.Key.Public().(ed25519.PublicKey)), log: o.Logger,
-		driving: map[string]bool{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, wake: make(chan string, 64)}, nil
+		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, wake: make(chan string, 64)}, nil
 }
 
 // Key returns the dispatcher's signing key, as delegations name it.
@@ -199,6 +209,13 @@ func (d *Dispatcher) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "this dispatcher lists no sealed program %s with sha256 %s", req.Sealed, req.ProgramSHA256)
 		return
 	}
+	d.mu.Lock()
+	why := d.admit(req.ID, se.Entry.Submitter)
+	d.mu.Unlock()
+	if why != "" {
+		writeErr(w, http.StatusTooManyRequests, "%s", why)
+		return
+	}
 	// Authenticated by the consumer's signature, bounded by the ledger's
 	// own admission: the dispatcher only relays it.
 	if _, err := d.o.Ledger.Append(r.Context(), se); err != nil {
@@ -208,7 +225,7 @@ func (d *Dispatcher) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	d.drive(req.ID)
+	d.drive(req.ID, se.Entry.Submitter)
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": req.ID})
 }
 
@@ -314,7 +331,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for {
 		if open, err := d.o.Ledger.MarketOpen(ctx); err == nil {
 			for _, r := range open.Requests {
-				d.drive(r.ID)
+				d.drive(r.ID, r.Consumer)
 			}
 		} else if ctx.Err() == nil {
 			d.log.Warn("listing open requests", "err", err)
@@ -338,12 +355,44 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-// drive marks request id to be driven.
-func (d *Dispatcher) drive(id string) {
+// driveState is one request this dispatcher drives.
+type driveState struct {
+	consumer string
+	running  bool
+}
+
+// admit reports why request id of consumer may not be driven now (the
+// limits on requests driven in total and per consumer), or "" if it may.
+// Call with d.mu held.
+func (d *Dispatcher) admit(id, consumer string) string {
+	if _, ok := d.driving[id]; ok {
+		return ""
+	}
+	if len(d.driving) >= d.o.MaxOpen {
+		return fmt.Sprintf("this dispatcher drives %d requests, its limit (--max-open); try later", d.o.MaxOpen)
+	}
+	n := 0
+	for _, s := range d.driving {
+		if s.consumer == consumer {
+			n++
+		}
+	}
+	if n >= d.o.MaxPerConsumer {
+		return fmt.Sprintf("consumer %s has %d open requests here, the limit per consumer", consumer, d.o.MaxPerConsumer)
+	}
+	return ""
+}
+
+// drive marks request id of consumer to be driven, if the limits allow.
+func (d *Dispatcher) drive(id, consumer string) bool {
 	d.mu.Lock()
 	_, known := d.driving[id]
 	if !known {
-		d.driving[id] = false
+		if d.admit(id, consumer) != "" {
+			d.mu.Unlock()
+			return false
+		}
+		d.driving[id] = &driveState{consumer: consumer}
 	}
 	d.mu.Unlock()
 	if !known {
@@ -352,24 +401,28 @@ func (d *Dispatcher) drive(id string) {
 		default:
 		}
 	}
+	return true
 }
 
 func (d *Dispatcher) startDriver(ctx context.Context, id string) {
 	d.mu.Lock()
-	running, known := d.driving[id]
-	if !known || running {
+	s, known := d.driving[id]
+	if !known || s.running {
 		d.mu.Unlock()
 		return
 	}
-	d.driving[id] = true
+	s.running = true
 	d.mu.Unlock()
 	go func() {
 		done := d.driveOne(ctx, id)
 		d.mu.Lock()
 		if done {
-			d.driving[id] = true // finished or expired: never again
+			// Finished or past its deadline: the ledger no longer lists
+			// it as open, so it is not driven again.
+			delete(d.driving, id)
+			delete(d.tickets, id)
 		} else {
-			d.driving[id] = false
+			s.running = false
 		}
 		d.mu.Unlock()
 	}()

@@ -19,6 +19,7 @@ import (
 func newDispatchCmd() *cobra.Command {
 	var listen, keyFile string
 	var programs []string
+	var maxOpen, maxPerConsumer int
 	var logs logFlags
 	cmd := &cobra.Command{
 		Use:   "dispatch --listen ADDR --ledger URL --key FILE --program LISTING.json",
@@ -80,7 +81,8 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 		if err != nil {
 			return err
 		}
-		d, err := dispatch.New(dispatch.Options{Ledger: lc, LedgerURL: lc.URL(), Key: k.Signer(), Programs: listings, Logger: log})
+		d, err := dispatch.New(dispatch.Options{Ledger: lc, LedgerURL: lc.URL(), Key: k.Signer(), Programs: listings, Logger: log,
+			MaxOpen: maxOpen, MaxPerConsumer: maxPerConsumer})
 		if err != nil {
 			return usageError("%v", err)
 		}
@@ -114,6 +116,8 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 	f.StringVar(&listen, "listen", "", "address to serve the dispatcher API on (HOST:PORT; port 0 picks one)")
 	f.StringVar(&keyFile, "key", "", "the dispatcher's key file (signs assignments, grants, failovers; delegations name it)")
 	f.StringArrayVar(&programs, "program", nil, "a sealed program's listing (JSON; repeatable)")
+	f.IntVar(&maxOpen, "max-open", 1024, "requests driven at once; more are refused (429) or left on the ledger for later")
+	f.IntVar(&maxPerConsumer, "max-per-consumer", 16, "open requests one consumer may have with this dispatcher")
 	logs.add(f)
 	return cmd
 }
