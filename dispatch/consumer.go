@@ -262,9 +262,23 @@ func runAssignment(ctx context.Context, lc *lclient.Client, o RequestOptions, re
 	}
 	// The result counts only if the ledger takes the accounting under
 	// this token: a result of an assignment failed meanwhile is dropped.
-	rc, err := lc.Append(ctx, se)
-	if err != nil {
-		return nil, fmt.Errorf("the ledger did not take the accounting of assignment %d, so its result is not delivered: %w", token, err)
+	var rc verify.Receipt
+	for try := 0; ; try++ {
+		if rc, err = lc.Append(ctx, se); err == nil {
+			break
+		}
+		// A refusal is final (the token is no longer live); a ledger
+		// that did not answer is asked again with the same entry.
+		var rej *verify.RejectedError
+		if errors.As(err, &rej) && rej.Code == verify.CodeReplay && rej.SameEntry && rej.HeldBy != nil {
+			err = nil
+			rc.Index = *rej.HeldBy
+			break
+		}
+		if errors.As(err, &rej) || try == 2 || ctx.Err() != nil {
+			return nil, fmt.Errorf("the ledger did not take the accounting of assignment %d, so its result is not delivered: %w", token, err)
+		}
+		time.Sleep(time.Second)
 	}
 	return &Outcome{Request: req.ID, Provider: a.Node, Class: v.Class, Measurement: v.Measurement, Session: a.Session, Token: token,
 		WallMillis: acct.WallMillis, ObservedMillis: acct.ObservedWallMillis, Price: chosen.Price, Accounted: rc.Index, Outputs: outs}, nil
