@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
@@ -125,6 +126,16 @@ func Submit(ctx context.Context, o RequestOptions) (*Outcome, error) {
 	logf("request %s… submitted to %s (deadline %s), recorded on %s", req.ID[:12], o.Dispatcher, req.Deadline, ledgerURL)
 	tried := map[uint64]bool{}
 	var last error
+	var failed []string // what went wrong with each assignment tried
+	fail := func() error {
+		if last == nil {
+			last = ctx.Err()
+		}
+		if len(failed) > 0 {
+			return fmt.Errorf("%w before its deadline %s: %v; assignments tried: %s", ErrNoProvider, req.Deadline, last, strings.Join(failed, "; "))
+		}
+		return fmt.Errorf("%w before its deadline %s: %v", ErrNoProvider, req.Deadline, last)
+	}
 	for {
 		var t Ticket
 		if err := getJSON(ctx, hc, o.Dispatcher+"/v1/requests/"+req.ID, &t); err != nil {
@@ -145,6 +156,7 @@ func Submit(ctx context.Context, o RequestOptions) (*Outcome, error) {
 				return out, nil
 			}
 			last = err
+			failed = append(failed, fmt.Sprintf("%d: %v", t.Token, err))
 			logf("assignment %d: %v", t.Token, err)
 			if errors.Is(err, ErrRefused) {
 				// The consumer may fail the assignment itself; the
@@ -159,14 +171,11 @@ func Submit(ctx context.Context, o RequestOptions) (*Outcome, error) {
 		}
 		select {
 		case <-ctx.Done():
-			if last == nil {
-				last = ctx.Err()
-			}
-			return nil, fmt.Errorf("%w before its deadline %s: %v", ErrNoProvider, req.Deadline, last)
+			return nil, fail()
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
-	return nil, fmt.Errorf("%w before its deadline %s: %v", ErrNoProvider, req.Deadline, last)
+	return nil, fail()
 }
 
 // runAssignment checks assignment token of req on the ledger and runs it.

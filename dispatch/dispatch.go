@@ -84,6 +84,9 @@ type Dispatcher struct {
 	tickets map[string]*Ticket
 	grants  map[string]uint64 // request id ‖ token -> acl.granted index (a cache: findGrant reads the ledger)
 	wake    chan string
+	// vouchAll, set only by tests, makes a lying dispatcher: it assigns
+	// the best candidate whatever its verified claims are.
+	vouchAll bool
 }
 
 // Failover is one failed assignment as a consumer sees it.
@@ -798,6 +801,9 @@ func (d *Dispatcher) probe(ctx context.Context, req *deal.Request, consumer stri
 	cl := as.Claims()
 	v := market.Verified{Class: string(cl.Class), Measurement: hex.EncodeToString(cl.Measurement), Debug: cl.Debug}
 	ok, err := reqm.Satisfied(&o.Offer, v)
+	if d.vouchAll {
+		ok, err = true, nil
+	}
 	if err != nil || !ok {
 		as.CloseIdleConnections()
 		c.Close()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +23,6 @@ import (
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger/acl"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
-	"github.com/cloisterhq/cloister/ledger/deal"
 	"github.com/cloisterhq/cloister/node"
 	"github.com/cloisterhq/cloister/policy"
 	"github.com/cloisterhq/cloister/sealed"
@@ -459,7 +459,41 @@ func TestMarketplaceProcesses(t *testing.T) {
 	if len(stats.Providers) != 2 {
 		t.Fatalf("offer stats: %+v", stats)
 	}
-	_ = deal.KindRequest
+
+	// 4. A lying dispatcher vouches for b, whose offer claims a
+	// measurement its isolate does not have. The consumer attests b
+	// itself, refuses it before sending anything, and records the
+	// failure; no honest dispatcher assigns b either.
+	b.publish(m, "0.002", []string{"software"}, "--region", "late", "--measurement", "00")
+	lk := m.newKey("lying-dispatcher")
+	lkey, _ := keys.Load(lk)
+	l := m.listing
+	fmt.Sscan(mustRun(t, m.bin, "acl", "delegate", "--ledger", m.ledger, "--key", m.innovatorKey, "--artifact", m.sum.Digest,
+		"--delegate", lkey.Public().SigningString(), "--not-after", "+1h", "--max-duration", "10m", "--max-uses", "1", "--class", "software"), &l.Delegation)
+	lying, err := dispatch.New(dispatch.Options{Ledger: m.lc, LedgerURL: m.ledger, Key: lkey.Signer(), Programs: []dispatch.Listing{l}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispatch.VouchForAll(lying)
+	srv := httptest.NewServer(lying.Handler())
+	defer srv.Close()
+	lctx, lcancel := context.WithCancel(context.Background())
+	defer lcancel()
+	go lying.Run(lctx)
+	res, _ = m.request(srv.URL, "class == 'software' && measurement == '00'", 20*time.Second)
+	r = <-res
+	if r[0].(int) != 1 || !strings.Contains(r[2].(string), "do not satisfy the requirement") {
+		t.Fatalf("a request a lying dispatcher vouched for: exit %v\n%s%s", r[0], r[1], r[2])
+	}
+	recs, err = m.lc.MarketRecords(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs.Records {
+		if rec.Node == b.publicKey && (rec.Runs != 3 || rec.Failures != 1 || len(rec.LatencyMs) != 2) {
+			t.Fatalf("b's record after the consumer refused it: %+v", rec)
+		}
+	}
 }
 
 func keyOf(p *proc) string {
