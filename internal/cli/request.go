@@ -15,6 +15,7 @@ import (
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger/deal"
+	"github.com/cloisterhq/cloister/market"
 )
 
 func newRequestCmd() *cobra.Command {
@@ -67,6 +68,16 @@ request before its deadline (reason on standard error); 2 bad usage.`,
 		k, err := keys.Load(keyFile)
 		if err != nil {
 			return usageError("request: --key: %v", err)
+		}
+		// The request's form is checked here, so that a mistake is bad
+		// usage (exit 2), not a provider that could not serve it.
+		probe := deal.Request{ID: strings.Repeat("00", 32), ProgramSHA256: program, Sealed: sealedDigest, Requirement: require,
+			Inputs: []string{"x"}, Deadline: "2000-01-01T00:00:00Z", MaxPrice: maxPrice, SealingKey: k.Public().SealingString()}
+		if err := probe.Check(); err != nil {
+			return usageError("request: %v", err)
+		}
+		if _, err := market.Compile(require); err != nil {
+			return usageError("request: --require: %v", err)
 		}
 		var ins []dispatch.Input
 		for _, s := range inputs {
