@@ -79,11 +79,13 @@ type Dispatcher struct {
 	pub string
 	log *slog.Logger
 
-	mu      sync.Mutex
-	driving map[string]*driveState
-	tickets map[string]*Ticket
-	grants  map[string]uint64 // request id ‖ token -> acl.granted index (a cache: findGrant reads the ledger)
-	wake    chan string
+	mu       sync.Mutex
+	driving  map[string]*driveState
+	tickets  map[string]*Ticket
+	grants   map[string]uint64 // request id ‖ token -> acl.granted index (a cache: findGrant reads the ledger)
+	wake     chan string
+	offersAt time.Time
+	offers   *lclient.OfferList
 	// vouchAll, set only by tests, makes a lying dispatcher: it assigns
 	// the best candidate whatever its verified claims are.
 	vouchAll bool
@@ -304,8 +306,29 @@ func history(mr *lclient.MarketRequest) (map[uint64]*deal.Assignment, []Failover
 
 func parseTime(s string) time.Time { t, _ := acl.ParseTime(s); return t }
 
-func (d *Dispatcher) endpointOf(ctx context.Context, node string) string {
+// liveOffers reads the live offers, at most once a second: every
+// consumer's poll and every watched run needs an endpoint, and the list
+// may hold thousands of offers.
+func (d *Dispatcher) liveOffers(ctx context.Context) (*lclient.OfferList, error) {
+	d.mu.Lock()
+	if d.offers != nil && time.Since(d.offersAt) < time.Second {
+		l := d.offers
+		d.mu.Unlock()
+		return l, nil
+	}
+	d.mu.Unlock()
 	l, err := d.o.Ledger.Offers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.offers, d.offersAt = l, time.Now()
+	d.mu.Unlock()
+	return l, nil
+}
+
+func (d *Dispatcher) endpointOf(ctx context.Context, node string) string {
+	l, err := d.liveOffers(ctx)
 	if err != nil {
 		return ""
 	}
@@ -663,7 +686,7 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	if err != nil {
 		return err
 	}
-	offers, err := d.o.Ledger.Offers(ctx)
+	offers, err := d.liveOffers(ctx)
 	if err != nil {
 		return fmt.Errorf("reading offers: %w", err)
 	}
