@@ -392,9 +392,7 @@ func TestMarketplaceProcesses(t *testing.T) {
 	if !bytes.Equal(compact(got), compact(m.want)) {
 		t.Fatalf("count.json %s, want %s", got, m.want)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	mr, err := m.lc.MarketRequest(ctx, id)
+	mr, err := m.lc.MarketRequest(bounded(t), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +434,7 @@ func TestMarketplaceProcesses(t *testing.T) {
 	}
 
 	// The record: a failed once; b ran twice.
-	recs, err := m.lc.MarketRecords(ctx)
+	recs, err := m.lc.MarketRecords(bounded(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +483,7 @@ func TestMarketplaceProcesses(t *testing.T) {
 	if r[0].(int) != 1 || !strings.Contains(r[2].(string), "do not satisfy the requirement") {
 		t.Fatalf("a request a lying dispatcher vouched for: exit %v\n%s%s", r[0], r[1], r[2])
 	}
-	recs, err = m.lc.MarketRecords(ctx)
+	recs, err = m.lc.MarketRecords(bounded(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,6 +492,13 @@ func TestMarketplaceProcesses(t *testing.T) {
 			t.Fatalf("b's record after the consumer refused it: %+v", rec)
 		}
 	}
+}
+
+// bounded is a context for one ledger call, ended with the test.
+func bounded(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func keyOf(p *proc) string {
