@@ -174,8 +174,10 @@ type Released struct {
 // with each broker's outcome.
 func Obtain(ctx context.Context, owner string, art *acl.Artifact, grant uint64, urls []string, iso *Isolate) (*sealed.Key, []Released, error) {
 	sessionKey := keys.FormatSealingKey(iso.SessionKey.PublicKey())
+	// Shares travel by pointer and are zeroed once combined: no copy of
+	// one is left in a goroutine's stack, a channel or a grown slice.
 	type got struct {
-		share Share
+		share *Share
 		rel   Released
 	}
 	ch := make(chan got, len(urls))
@@ -191,16 +193,21 @@ func Obtain(ctx context.Context, owner string, art *acl.Artifact, grant uint64, 
 			if err == nil {
 				err = VerifyShare(s, art.Commitment)
 			}
+			if err != nil && s != nil {
+				clear(s.Value[:])
+				s = nil
+			}
 			ch <- got{s, Released{URL: u, Share: i + 1, Entry: entry, Err: err}}
 		}()
 	}
 	go func() { wg.Wait(); close(ch) }()
-	var shares []Share
+	shares := make([]Share, 0, len(urls))
 	var out []Released
 	for g := range ch {
 		out = append(out, g.rel)
-		if g.rel.Err == nil {
-			shares = append(shares, g.share)
+		if g.share != nil {
+			shares = append(shares, *g.share)
+			clear(g.share.Value[:])
 		}
 	}
 	defer func() {
@@ -221,31 +228,31 @@ func Obtain(ctx context.Context, owner string, art *acl.Artifact, grant uint64, 
 	return key, out, err
 }
 
-func obtainOne(ctx context.Context, url, owner string, art *acl.Artifact, grant uint64, sessionKey string, iso *Isolate) (Share, uint64, error) {
+func obtainOne(ctx context.Context, url, owner string, art *acl.Artifact, grant uint64, sessionKey string, iso *Isolate) (*Share, uint64, error) {
 	var n struct {
 		Nonce []byte `json:"nonce"`
 	}
 	if err := call(ctx, "POST", url+"/v1/nonce", struct{}{}, &n); err != nil {
-		return Share{}, 0, fmt.Errorf("broker %s: %w", url, err)
+		return nil, 0, fmt.Errorf("broker %s: %w", url, err)
 	}
 	req := &ReleaseRequest{Owner: owner, Artifact: art.Digest, Grant: grant, Node: iso.Node, Session: iso.Session,
 		PolicyHash: iso.PolicyHash, SessionKey: sessionKey, Nonce: n.Nonce}
 	rd := ReleaseReportData(req)
 	ev, err := iso.Attest(ctx, rd)
 	if err != nil {
-		return Share{}, 0, fmt.Errorf("evidence for broker %s: %w", url, err)
+		return nil, 0, fmt.Errorf("evidence for broker %s: %w", url, err)
 	}
 	req.Evidence = ev
 	var resp ReleaseResponse
 	if err := call(ctx, "POST", url+"/v1/release", req, &resp); err != nil {
-		return Share{}, 0, fmt.Errorf("broker %s: %w", url, err)
+		return nil, 0, fmt.Errorf("broker %s: %w", url, err)
 	}
 	v, err := seal.Open(iso.SessionKey, resp.Envelope, shareInfo(ShareToSession, owner, art.Digest, iso.Session, resp.Share), rd[:])
+	defer clear(v)
 	if err != nil || len(v) != ShareSize {
-		return Share{}, resp.Entry, fmt.Errorf("broker %s: its share does not open with the session key", url)
+		return nil, resp.Entry, fmt.Errorf("broker %s: its share does not open with the session key", url)
 	}
-	s := Share{Index: resp.Share}
+	s := &Share{Index: resp.Share}
 	copy(s.Value[:], v)
-	clear(v)
 	return s, resp.Entry, nil
 }

@@ -189,26 +189,8 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w := &world{t: t, bin: bin, dir: t.TempDir()}
-	out := mustRun(t, bin, "ledger", "testnet", "--validators", "1", "--out", filepath.Join(w.dir, "ledger"))
-	home, url, _ := strings.Cut(out, " ")
-	w.ledgerURL = url
-	start(t, bin, "ledger", "start", "--home", home)
-	if w.lc, err = client.New(url); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := w.lc.Status(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ledger not up in 60s: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	w.ledgerURL, w.lc = startLedger(t, bin, w.dir)
+	url := w.ledgerURL
 	for i := range 3 {
 		w.brokers = append(w.brokers, startBroker(t, bin, filepath.Join(w.dir, fmt.Sprintf("broker%d", i+1)), url))
 	}
@@ -257,6 +239,33 @@ func newWorld(t *testing.T) *world {
 	w.append(w.node, ledger.KindNodeRegistered, map[string]any{"platform_key": w.nodeText(), "class": "software",
 		"evidence": base64.StdEncoding.EncodeToString([]byte("{}")), "measurement": w.meas})
 	return w
+}
+
+// startLedger starts a one-validator ledger ("cloister ledger start", a
+// process of its own) with its home under dir, and waits (at most a
+// minute) until its API answers.
+func startLedger(t *testing.T, bin, dir string) (string, *client.Client) {
+	t.Helper()
+	out := mustRun(t, bin, "ledger", "testnet", "--validators", "1", "--out", filepath.Join(dir, "ledger"))
+	home, url, _ := strings.Cut(out, " ")
+	start(t, bin, "ledger", "start", "--home", home)
+	lc, err := client.New(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := lc.Status(ctx)
+		cancel()
+		if err == nil {
+			return url, lc
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger not up in 60s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func (w *world) nodeText() string {
@@ -546,7 +555,7 @@ func TestKeyBrokerProcesses(t *testing.T) {
 		n := fetchNonce(t, w.brokers[0].url)
 		s := releaseShare(t, w, g, iso, n)
 		s.Value[3] ^= 1
-		wantRefused(t, broker.VerifyShare(s, w.art.Commitment), "does not match the artifact's commitment")
+		wantRefused(t, broker.VerifyShare(&s, w.art.Commitment), "does not match the artifact's commitment")
 	})
 	t.Run("restart_and_one_down", func(t *testing.T) {
 		// Broker 1 restarts on its data directory: its share and its

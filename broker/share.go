@@ -67,17 +67,25 @@ func Split(key *sealed.Key, n, k int) ([]Share, []string, error) {
 	return out, com, nil
 }
 
-func (s Share) circl() (secretsharing.Share, error) {
+// scalar sets sc to the share's value. Callers zero sc (zeroScalars)
+// once done: it holds the share.
+func (s *Share) scalar(sc group.Scalar) error {
 	if s.Index < 1 || s.Index > acl.MaxBrokers {
-		return secretsharing.Share{}, fmt.Errorf("share index %d: want 1 to %d", s.Index, acl.MaxBrokers)
+		return fmt.Errorf("share index %d: want 1 to %d", s.Index, acl.MaxBrokers)
 	}
-	id := shareGroup.NewScalar()
-	id.SetUint64(uint64(s.Index))
-	v := shareGroup.NewScalar()
-	if err := v.UnmarshalBinary(s.Value[:]); err != nil {
-		return secretsharing.Share{}, fmt.Errorf("share %d: not a scalar: %v", s.Index, err)
+	if err := sc.UnmarshalBinary(s.Value[:]); err != nil {
+		return fmt.Errorf("share %d: not a scalar: %v", s.Index, err)
 	}
-	return secretsharing.Share{ID: id, Value: v}, nil
+	return nil
+}
+
+// zeroScalars overwrites scalars that held secret material: a share, the
+// key, a term of their sum. The node runs no program of its own, but its
+// memory outlives every run (docs/broker.md, "What is left after a run").
+func zeroScalars(scs ...group.Scalar) {
+	for _, sc := range scs {
+		sc.SetUint64(0)
+	}
 }
 
 func parseCommitment(com []string) (secretsharing.SecretCommitment, error) {
@@ -102,31 +110,41 @@ var ErrWrongShare = errors.New("share does not match the artifact's commitment")
 
 // VerifyShare checks s against the commitment the artifact's
 // registration carries (threshold len(com)).
-func VerifyShare(s Share, com []string) error {
+func VerifyShare(s *Share, com []string) error {
 	c, err := parseCommitment(com)
 	if err != nil {
 		return err
 	}
-	cs, err := s.circl()
-	if err != nil {
+	if len(c) == 0 {
+		return errors.New("key shares: an empty commitment")
+	}
+	id, v := shareGroup.NewScalar(), shareGroup.NewScalar()
+	defer zeroScalars(v)
+	if err := s.scalar(v); err != nil {
 		return err
 	}
-	if !secretsharing.Verify(uint(len(c)-1), cs, c) {
+	id.SetUint64(uint64(s.Index))
+	if !secretsharing.Verify(uint(len(c)-1), secretsharing.Share{ID: id, Value: v}, c) {
 		return fmt.Errorf("%w (share %d)", ErrWrongShare, s.Index)
 	}
 	return nil
 }
 
 // Combine recovers the content key from k or more shares of distinct
-// indexes, each checked against the commitment first.
+// indexes, each checked against the commitment first. The interpolation
+// at zero is written here rather than taken from secretsharing.Recover,
+// which keeps copies of the shares in scalars it does not hand back: the
+// Lagrange coefficients depend only on the public share numbers, and
+// every scalar that holds a share, a term or the sum is zeroed before
+// Combine returns.
 func Combine(shares []Share, com []string) (*sealed.Key, error) {
 	k := len(com)
 	if k < 1 || len(shares) < k {
 		return nil, fmt.Errorf("key shares: %d of the %d needed", len(shares), k)
 	}
-	var cs []secretsharing.Share
 	seen := map[int]bool{}
-	for _, s := range shares {
+	for i := range shares {
+		s := &shares[i]
 		if seen[s.Index] {
 			return nil, fmt.Errorf("key shares: share %d twice", s.Index)
 		}
@@ -134,14 +152,31 @@ func Combine(shares []Share, com []string) (*sealed.Key, error) {
 		if err := VerifyShare(s, com); err != nil {
 			return nil, err
 		}
-		c, _ := s.circl()
-		cs = append(cs, c)
 	}
-	secret, err := secretsharing.Recover(uint(k-1), cs)
-	if err != nil {
-		return nil, fmt.Errorf("key shares: %v", err)
+	// key = Σ_i y_i · λ_i, λ_i = Π_{j≠i} x_j / (x_j − x_i), over the
+	// first k shares.
+	sum, term, y := shareGroup.NewScalar(), shareGroup.NewScalar(), shareGroup.NewScalar()
+	defer zeroScalars(sum, term, y)
+	lambda, den, xi, xj, t := shareGroup.NewScalar(), shareGroup.NewScalar(), shareGroup.NewScalar(), shareGroup.NewScalar(), shareGroup.NewScalar()
+	for i := range k {
+		xi.SetUint64(uint64(shares[i].Index))
+		lambda.SetUint64(1)
+		den.SetUint64(1)
+		for j := range k {
+			if j == i {
+				continue
+			}
+			xj.SetUint64(uint64(shares[j].Index))
+			lambda.Mul(lambda, xj)
+			den.Mul(den, t.Sub(xj, xi))
+		}
+		lambda.Mul(lambda, den.Inv(den))
+		if err := shares[i].scalar(y); err != nil {
+			return nil, err
+		}
+		sum.Add(sum, term.Mul(y, lambda))
 	}
-	b, err := secret.MarshalBinary()
+	b, err := sum.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +186,7 @@ func Combine(shares []Share, com []string) (*sealed.Key, error) {
 			return nil, errors.New("key shares: the recovered secret is not a content key")
 		}
 	}
-	var key sealed.Key
+	key := new(sealed.Key)
 	copy(key[:], b)
-	return &key, nil
+	return key, nil
 }
