@@ -55,6 +55,7 @@ type session struct {
 	recQueue   []recordJob
 	recDrained chan struct{}
 	recFailed  bool // an entry was left to the next start; later ones wait for it
+	recBusy    int  // 1 + the event whose entry recordLoop appends or notes; 0: none
 
 	// uploads are the streamed uploads under way, by id (stream.go;
 	// guarded by mu).
@@ -411,6 +412,7 @@ func (s *session) recordLoop() {
 	for {
 		s.recMu.Lock()
 		if len(s.recQueue) == 0 {
+			s.recBusy = 0 // the last job's index is noted
 			close(s.recDrained)
 			s.recDrained = nil
 			s.recMu.Unlock()
@@ -419,6 +421,7 @@ func (s *session) recordLoop() {
 		job := s.recQueue[0]
 		s.recQueue = s.recQueue[1:]
 		stalled := s.recFailed && job.entry.Number != 0
+		s.recBusy = job.event + 1
 		s.recMu.Unlock()
 		if stalled {
 			// An earlier entry is left to the next start: this one (saved
@@ -531,6 +534,49 @@ func (s *session) awaitRecords(ctx context.Context) {
 	case <-ctx.Done():
 	case <-s.n.baseCtx.Done():
 	}
+}
+
+// awaitRecorded waits, at most recordTimeout, until the entry of event i
+// and those before it have left the queue: appended to the event log, or
+// failed (logged). It reports whether event i's entry is on the log (or
+// the session has no event log, or the entry was there already).
+func (s *session) awaitRecorded(ctx context.Context, i int) (bool, error) {
+	t := time.NewTimer(recordTimeout)
+	defer t.Stop()
+	for {
+		s.recMu.Lock()
+		pending := s.recBusy > 0 && s.recBusy-1 <= i
+		for _, j := range s.recQueue {
+			pending = pending || j.event >= 0 && j.event <= i
+		}
+		s.recMu.Unlock()
+		if !pending {
+			break
+		}
+		select {
+		case <-time.After(2 * time.Millisecond):
+		case <-t.C:
+			return false, fmt.Errorf("the ledger entry of the session's %s was not appended within %s", s.eventKind(i), recordTimeout)
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n.events == nil || i >= len(s.rec.Events) {
+		return true, nil
+	}
+	ev := s.rec.Events[i]
+	return ev.LedgerIndex != 0 || ev.Entry == nil, nil
+}
+
+func (s *session) eventKind(i int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < len(s.rec.Events) {
+		return s.rec.Events[i].Kind
+	}
+	return fmt.Sprintf("event %d", i)
 }
 
 // startRun runs the session in the background. Callers hold s.mu and have
@@ -735,6 +781,16 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 		path, err := s.n.blobs.fetchSealedProgram(ctx, prog.Sealed, spec.lease)
 		if err != nil {
 			return spec, fmt.Errorf("sealed program %q: %w", prog.Name, err)
+		}
+		// The brokers' ledger judges the release against the session's
+		// session.created entry, which the node appends in the
+		// background: a run that starts right after the session was
+		// created waits for it, lest the ledger refuse a session it does
+		// not know yet.
+		if ok, err := s.awaitRecorded(ctx, 0); err != nil {
+			return spec, fmt.Errorf("sealed program %q: %w", prog.Name, err)
+		} else if !ok {
+			return spec, fmt.Errorf("sealed program %q: the session's %s entry is not on the ledger (see the node's log), so no broker can release its key", prog.Name, EventSessionCreated)
 		}
 		spec.program = sealedItem{name: prog.Name, path: path}
 		spec.sealedProgram = &prog
