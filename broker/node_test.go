@@ -214,17 +214,7 @@ func (p *proc) logMatch(t *testing.T, re *regexp.Regexp) string {
 
 func (s *sealedNet) appendEntry(k ed25519.PrivateKey, kind string, body any) uint64 {
 	s.t.Helper()
-	se, err := verify.NewEntry(k, verify.Kind(kind), body)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	rc, err := s.lc.Append(ctx, se)
-	if err != nil {
-		s.t.Fatalf("%s: %v", kind, err)
-	}
-	return rc.Index
+	return appendEntry(s.t, s.lc, k, verify.Kind(kind), body)
 }
 
 // session creates and attests a session whose policy names the sealed

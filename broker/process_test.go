@@ -274,15 +274,22 @@ func (w *world) nodeText() string {
 
 func (w *world) append(k ed25519.PrivateKey, kind verify.Kind, body any) uint64 {
 	w.t.Helper()
+	return appendEntry(w.t, w.lc, k, kind, body)
+}
+
+// appendEntry signs an entry with k, appends it and waits (at most 40 s)
+// for its commit.
+func appendEntry(t *testing.T, lc *client.Client, k ed25519.PrivateKey, kind verify.Kind, body any) uint64 {
+	t.Helper()
 	se, err := verify.NewEntry(k, kind, body)
 	if err != nil {
-		w.t.Fatal(err)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	rc, err := w.lc.Append(ctx, se)
+	rc, err := lc.Append(ctx, se)
 	if err != nil {
-		w.t.Fatalf("%s: %v", kind, err)
+		t.Fatalf("%s: %v", kind, err)
 	}
 	return rc.Index
 }
