@@ -170,8 +170,9 @@ type Released struct {
 // Obtain asks the brokers (URLs in share order: urls[i] holds share i+1
 // of art) for their shares on grant, checks each against the artifact's
 // commitment and combines Threshold of them into the content key. Every
-// broker is asked at once; the key is returned once enough shares are in,
-// with each broker's outcome.
+// broker is asked at once; the key is returned as soon as Threshold good
+// shares are in, with the outcome of each broker that had answered by
+// then.
 func Obtain(ctx context.Context, owner string, art *acl.Artifact, grant uint64, urls []string, iso *Isolate) (*sealed.Key, []Released, error) {
 	sessionKey := keys.FormatSealingKey(iso.SessionKey.PublicKey())
 	// Shares travel by pointer and are zeroed once combined: no copy of
@@ -209,7 +210,20 @@ func Obtain(ctx context.Context, owner string, art *acl.Artifact, grant uint64, 
 			shares = append(shares, *g.share)
 			clear(g.share.Value[:])
 		}
+		if len(shares) == art.Threshold {
+			break
+		}
 	}
+	// The key does not wait for the brokers still answering (each of
+	// their releases is committed all the same): their shares, when they
+	// come, are zeroed and dropped.
+	go func() {
+		for g := range ch {
+			if g.share != nil {
+				clear(g.share.Value[:])
+			}
+		}
+	}()
 	defer func() {
 		for i := range shares {
 			clear(shares[i].Value[:])
