@@ -119,10 +119,13 @@ type Node struct {
 	hostCalls map[string]isolate.HostCall
 	store     *store
 	blobs     *blobCache // stored inputs fetched by digest
-	policies  policyCache
-	events    EventLog
-	numbers   *entryNumbers // with a NumberedEventLog
-	nodeCert  tls.Certificate
+	// grants folds the ledger's artifacts and grants for sealed programs
+	// (nil without Options.Grants).
+	grants   *broker.Grants
+	policies policyCache
+	events   EventLog
+	numbers  *entryNumbers // with a NumberedEventLog
+	nodeCert tls.Certificate
 	// registered is the ledger index of the node's node.registered entry.
 	registered uint64
 
@@ -220,6 +223,9 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 			return nil, err
 		}
 		n.events = &ledgerLog{app: opts.Ledger, key: pk.Signer()}
+	}
+	if opts.Grants != nil {
+		n.grants = broker.NewGrants(opts.Grants, pk.Public().SigningString())
 	}
 	if _, ok := n.events.(NumberedEventLog); ok {
 		if n.numbers, err = openEntryNumbers(opts.DataDir); err != nil {

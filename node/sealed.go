@@ -16,7 +16,7 @@ import (
 // programs: it must read grants from a ledger.
 func (n *Node) acceptsSealed(pol *policy.Policy) error {
 	for _, p := range pol.Programs {
-		if p.Sealed != nil && n.opts.Grants == nil {
+		if p.Sealed != nil && n.grants == nil {
 			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q names sealed program %q; this node reads no ledger, so it cannot find the grant its key is released under", pol.Name, p.Name))
 		}
 	}
@@ -29,7 +29,7 @@ func (n *Node) acceptsSealed(pol *policy.Policy) error {
 // share is checked against the artifact's commitment before the key is
 // combined.
 func (n *Node) obtainProgramKey(ctx context.Context, prog *policy.Program, iso *broker.Isolate) (*sealed.Key, error) {
-	key, rel, grant, err := broker.ObtainSealed(ctx, n.opts.Grants, prog, iso, string(n.class))
+	key, rel, grant, err := broker.ObtainSealed(ctx, n.grants, prog, iso, string(n.class))
 	var entries []uint64
 	var errs []error
 	for _, r := range rel {
