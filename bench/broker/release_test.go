@@ -37,6 +37,7 @@ func (noCommit) Append(context.Context, *verify.SignedEntry) (verify.Receipt, er
 }
 
 type fixture struct {
+	lc   *client.Client
 	url  string
 	art  acl.Artifact
 	own  string
@@ -97,8 +98,43 @@ func setup(b *testing.B, commit bool) *fixture {
 		Attest: func(ctx context.Context, rd [attest.ReportDataSize]byte) (*attest.Evidence, error) {
 			return att.Attest(ctx, rd)
 		}}
-	return &fixture{url: bs.URL, art: art, own: owner.Public().SigningString(), gi: gi, iso: iso,
+	return &fixture{lc: lc, url: bs.URL, art: art, own: owner.Public().SigningString(), gi: gi, iso: iso,
 		stop: func() { bs.Close(); ls.Close(); lg.Close() }}
+}
+
+// latencies reports the p50 and p99 of lat.
+func latencies(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkAppend is the commit alone, in the release benchmark's
+// setting: one entry appended over HTTP to the same embedded ledger and
+// waited for, one after the other. Release's commit minus no-commit is
+// this, if the broker adds nothing around its entry.
+//
+//	go test ./bench/broker -run - -bench 'Release|Append' -benchtime 200x
+func BenchmarkAppend(b *testing.B) {
+	f := setup(b, true)
+	defer f.stop()
+	_, k, _ := ed25519.GenerateKey(nil)
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		se, err := verify.NewEntry(k, ledger.KindNote, map[string]any{"i": i})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		if _, err := f.lc.Append(ctx, se); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	latencies(b, lat)
 }
 
 // BenchmarkRelease is one release from the isolate's side, over HTTP on
@@ -129,9 +165,7 @@ func BenchmarkRelease(b *testing.B) {
 				lat = append(lat, time.Since(t0))
 			}
 			b.StopTimer()
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			latencies(b, lat)
 		})
 		b.Run(name+"-parallel", func(b *testing.B) {
 			f := setup(b, commit)
