@@ -34,10 +34,11 @@ type app struct {
 	logger   *slog.Logger
 	now      func() time.Time
 
-	mu    sync.RWMutex
-	st    committedState
-	vals  *validatorSet // nil before InitChain
-	rules ruleSchedule  // nil before InitChain
+	mu     sync.RWMutex
+	st     committedState
+	epochs validatorEpochs // the set signing each height; nil before InitChain
+	origin string
+	rules  ruleSchedule // nil before InitChain
 
 	// ticks carries the heights after which a tick is wanted (tick.go).
 	ticks chan int64
@@ -60,7 +61,8 @@ type pendingBlock struct {
 	batch    *blockBatch
 	state    committedState
 	outcomes []txOutcome
-	rules    ruleSchedule // the schedule after the block, if the block changed it
+	rules    ruleSchedule    // the schedule after the block, if the block changed it
+	epochs   validatorEpochs // the signing schedule after the block, if the block changed the set
 }
 
 // txOutcome is what became of one transaction of a committed block.
@@ -87,18 +89,28 @@ func newApp(s *store, privKey ed25519.PrivateKey, logger *slog.Logger) (*app, er
 		return nil, fmt.Errorf("ledger store: chain info: %w", err)
 	}
 	if ok {
-		if a.vals, err = newValidatorSet(ci.ChainID, ci.keys()); err != nil {
+		if a.epochs, err = newValidatorEpochs(ci.ChainID, ci.Epochs); err != nil {
 			return nil, fmt.Errorf("ledger store: %w", err)
 		}
-		a.rules = ci.Rules
+		a.rules, a.origin = ci.Rules, verify.Origin(ci.ChainID)
 	}
 	return a, nil
 }
 
+// state returns the committed state and the validator set that signs the
+// next block (nil before InitChain).
 func (a *app) state() (committedState, *validatorSet) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	return a.st, a.vals
+	return a.st, a.epochs.at(a.st.Height + 1)
+}
+
+// setAt returns the validator set that signs blocks, votes and vote
+// extensions at height h.
+func (a *app) setAt(h int64) *validatorSet {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.epochs.at(h)
 }
 
 // schedule returns the committed rule schedule.
@@ -125,18 +137,18 @@ func (a *app) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.In
 		cp.Feature.VoteExtensionsEnableHeight.Value != 1 {
 		return nil, errors.New("ledger: genesis must enable vote extensions at height 1 (they carry checkpoint signatures)")
 	}
-	rules, err := scheduleFromGenesis(req.AppStateBytes)
+	rules, thr, err := readGenesisAppState(req.AppStateBytes)
 	if err != nil {
 		return nil, err
 	}
-	ci := chainInfo{ChainID: req.ChainId, Rules: rules}
+	ci := chainInfo{ChainID: req.ChainId, Rules: rules, Threshold: thr, GenesisTime: verify.FormatTime(req.Time)}
 	for _, v := range req.Validators {
 		if v.PubKeyType != "ed25519" || len(v.PubKeyBytes) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("ledger: genesis validator key type %q: checkpoints need Ed25519 validator keys", v.PubKeyType)
 		}
 		ci.Validators = append(ci.Validators, storedValidator{PubKey: v.PubKeyBytes, Power: v.Power})
 	}
-	vs, err := newValidatorSet(ci.ChainID, ci.keys())
+	eps, err := newValidatorEpochs(ci.ChainID, []epoch{{From: 1, Validators: ci.Validators}})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: genesis: %w", err)
 	}
@@ -144,7 +156,7 @@ func (a *app) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.In
 		return nil, err
 	}
 	a.mu.Lock()
-	a.vals, a.rules = vs, rules
+	a.epochs, a.rules, a.origin = eps, rules, verify.Origin(ci.ChainID)
 	a.mu.Unlock()
 	return &abci.InitChainResponse{AppHash: emptyRoot[:]}, nil
 }
@@ -198,11 +210,14 @@ func (a *app) decodeVerified(tx []byte, h [32]byte, rs *ruleSet) (*verify.Signed
 }
 
 func (a *app) checkpointOf(size uint64, root tlog.Hash) logHead {
-	return logHead{Origin: a.vals.origin, Size: size, Root: root}
+	return logHead{Origin: a.origin, Size: size, Root: root}
 }
 
 func (a *app) PrepareProposal(_ context.Context, req *abci.PrepareProposalRequest) (*abci.PrepareProposalResponse, error) {
-	st, vs := a.state()
+	st, _ := a.state()
+	// The last commit's votes (and extensions) are the previous height's
+	// validators'.
+	vs := a.setAt(req.Height - 1)
 	budget := req.MaxTxBytes
 	var out [][]byte
 	if req.Height > 1 {
@@ -253,7 +268,8 @@ func protoTxSize(tx []byte) int64 {
 }
 
 func (a *app) ProcessProposal(_ context.Context, req *abci.ProcessProposalRequest) (*abci.ProcessProposalResponse, error) {
-	st, vs := a.state()
+	st, _ := a.state()
+	vs := a.setAt(req.Height - 1)
 	refuse := func(format string, args ...any) (*abci.ProcessProposalResponse, error) {
 		a.logger.Error("ledger: refusing proposal", "height", req.Height, "reason", fmt.Sprintf(format, args...))
 		return &abci.ProcessProposalResponse{Status: abci.PROCESS_PROPOSAL_STATUS_REJECT}, nil
@@ -293,8 +309,8 @@ func (a *app) ExtendVote(_ context.Context, req *abci.ExtendVoteRequest) (*abci.
 }
 
 func (a *app) VerifyVoteExtension(_ context.Context, req *abci.VerifyVoteExtensionRequest) (*abci.VerifyVoteExtensionResponse, error) {
-	st, vs := a.state()
-	m := vs.byAddress(req.ValidatorAddress)
+	st, _ := a.state()
+	m := a.setAt(req.Height).byAddress(req.ValidatorAddress)
 	ok := m != nil && req.Height == st.Height+1 && len(req.VoteExtension) == ed25519.SignatureSize &&
 		verify.Signature(m.pub, []byte(a.checkpointOf(st.Size, st.Root).Text()), req.VoteExtension)
 	if !ok {
@@ -305,7 +321,8 @@ func (a *app) VerifyVoteExtension(_ context.Context, req *abci.VerifyVoteExtensi
 }
 
 func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (*abci.FinalizeBlockResponse, error) {
-	st, vs := a.state()
+	st, _ := a.state()
+	vs := a.setAt(req.Height - 1) // signed the checkpoint the block carries
 	if req.Height != st.Height+1 {
 		return nil, fmt.Errorf("ledger: FinalizeBlock at height %d, but the last committed height is %d", req.Height, st.Height)
 	}
@@ -365,9 +382,40 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 		}
 		a.logger.Info("ledger: rule version scheduled", "height", req.Height, "schedule", b.rules)
 	}
+	res := &abci.FinalizeBlockResponse{TxResults: results, AppHash: next.Root[:]}
+	if raw, ok := b.batch.puts[string(bucketMeta)][string(metaValidators)]; ok {
+		if res.ValidatorUpdates, b.epochs, err = a.setChange(raw, b.batch.puts[string(bucketMeta)][string(metaEpochs)]); err != nil {
+			return nil, fmt.Errorf("ledger: block %d: %w", req.Height, err)
+		}
+		a.logger.Info("ledger: validator set change decided", "height", req.Height, "effective", req.Height+validatorUpdateDelay, "updates", len(res.ValidatorUpdates))
+	}
 	b.state = next
 	a.block = b
-	return &abci.FinalizeBlockResponse{TxResults: results, AppHash: next.Root[:]}, nil
+	return res, nil
+}
+
+// setChange turns a block's new decided set (raw, JSON) and signing
+// schedule into consensus's validator updates and the app's epochs.
+func (a *app) setChange(raw, epochsRaw []byte) ([]abci.ValidatorUpdate, validatorEpochs, error) {
+	var next []storedValidator
+	if err := json.Unmarshal(raw, &next); err != nil {
+		return nil, nil, fmt.Errorf("new validator set: %w", err)
+	}
+	ci, _, err := a.store.loadChain()
+	if err != nil {
+		return nil, nil, err
+	}
+	eps, err := parseEpochs(epochsRaw, func() ([]storedValidator, error) {
+		return nil, errors.New("a validator set change without its signing schedule")
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ve, err := newValidatorEpochs(ci.ChainID, eps)
+	if err != nil {
+		return nil, nil, err
+	}
+	return validatorUpdates(ci.Validators, next), ve, nil
 }
 
 // finalizeCheckpoint checks a block's checkpoint transaction and stages
@@ -456,6 +504,9 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	a.st = b.state
 	if b.rules != nil {
 		a.rules = b.rules
+	}
+	if b.epochs != nil {
+		a.epochs = b.epochs
 	}
 	a.mu.Unlock()
 	a.block = nil

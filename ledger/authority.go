@@ -112,7 +112,7 @@ func validateEntry(v blockView, rs *ruleSet, se *verify.SignedEntry, index uint6
 			return nil, reject(verify.CodeMalformed, "%s body: %v", e.Kind, err)
 		}
 	}
-	ws, rej := rule(&ruleCtx{v: v, pub: pub, index: index, height: height, now: now, body: &b})
+	ws, rej := rule(&ruleCtx{v: v, pub: pub, index: index, height: height, now: now, body: &b, se: se})
 	if rej != nil {
 		return nil, rej
 	}
@@ -143,6 +143,7 @@ type ruleCtx struct {
 	// a window (grants, delegations) use it, never an entry's own time.
 	now  time.Time
 	body *body
+	se   *verify.SignedEntry
 }
 
 // kindRule judges one entry of a kind and returns its writes.

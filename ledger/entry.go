@@ -26,6 +26,9 @@ const (
 	KindRulesScheduled  verify.Kind = "rules.scheduled"
 	KindNodeEndpoint    verify.Kind = "node.endpoint"
 	KindOffer           verify.Kind = "offer"
+	// Membership by governance (rule version 5, governance.go).
+	KindValidatorProposed verify.Kind = verify.KindValidatorProposed
+	KindValidatorApproved verify.Kind = verify.KindValidatorApproved
 	// The key broker's kinds (rule version 3): package acl gives their
 	// bodies.
 	KindArtifactRegistered verify.Kind = acl.KindArtifactRegistered

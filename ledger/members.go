@@ -200,3 +200,13 @@ func readPVKey(path string) (privval.FilePVKey, error) {
 	}
 	return key, nil
 }
+
+// ReadValidatorPublicKey reads the public key of a CometBFT validator key
+// file (priv_validator_key.json), for naming a validator in a proposal.
+func ReadValidatorPublicKey(path string) (ed25519.PublicKey, error) {
+	key, err := readPVKey(path)
+	if err != nil {
+		return nil, err
+	}
+	return ed25519.PublicKey(key.PubKey.Bytes()), nil
+}

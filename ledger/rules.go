@@ -49,8 +49,14 @@ const (
 	// market.accounted; and delegations limited to nodes of listed
 	// organisations (decisions 0111, 0112).
 	RulesV5 = 5
+	// RulesV6 makes the validator set a matter of governance
+	// (governance.go): validator.proposed and validator.approved change
+	// it once members holding more than the genesis threshold of power
+	// signed, and validator keys rotate by the old key's proposal
+	// (decision 0150).
+	RulesV6 = 6
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV5
+	LatestRules = RulesV6
 )
 
 // ruleSet is what one rule version accepts.
@@ -103,7 +109,10 @@ func makeRuleSets() map[int]*ruleSet {
 	v5.kinds[KindMarketAccounted] = ruleMarketAccounted
 	v5.kinds[KindACLDelegated] = ruleACLDelegatedV5
 	v5.kinds[KindACLGranted] = ruleACLGrantedV5
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5}
+	v6 := v5.next(RulesV6)
+	v6.kinds[KindValidatorProposed] = ruleValidatorProposed
+	v6.kinds[KindValidatorApproved] = ruleValidatorApproved
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.
@@ -211,27 +220,44 @@ type genesisAppState struct {
 	// RulesVersion is the rule version in force from height 1; absent
 	// means RulesV1, the version of chains made before versions existed.
 	RulesVersion int `json:"rules_version"`
+	// MembershipThreshold is the share of the validators' power that
+	// decides a validator-set change (absent: more than 2/3).
+	MembershipThreshold *verify.Threshold `json:"membership_threshold,omitempty"`
 }
 
 // scheduleFromGenesis reads the initial schedule from a genesis app_state
 // (possibly empty).
 func scheduleFromGenesis(appState []byte) (ruleSchedule, error) {
+	s, _, err := readGenesisAppState(appState)
+	return s, err
+}
+
+// readGenesisAppState reads the rule schedule and the membership
+// threshold from a genesis app_state (possibly empty).
+func readGenesisAppState(appState []byte) (ruleSchedule, verify.Threshold, error) {
 	v := RulesV1
+	thr := verify.DefaultThreshold
 	if len(bytes.TrimSpace(appState)) > 0 {
 		var gs genesisAppState
 		dec := json.NewDecoder(bytes.NewReader(appState))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&gs); err != nil {
-			return nil, fmt.Errorf("ledger genesis app_state: %w", err)
+			return nil, thr, fmt.Errorf("ledger genesis app_state: %w", err)
 		}
 		if gs.RulesVersion != 0 {
 			v = gs.RulesVersion
 		}
+		if gs.MembershipThreshold != nil {
+			if err := gs.MembershipThreshold.Check(); err != nil {
+				return nil, thr, fmt.Errorf("ledger genesis: %w", err)
+			}
+			thr = *gs.MembershipThreshold
+		}
 	}
 	if rulesFor(v) == nil {
-		return nil, fmt.Errorf("ledger genesis: rule version %d; this binary implements 1 to %d", v, LatestRules)
+		return nil, thr, fmt.Errorf("ledger genesis: rule version %d; this binary implements 1 to %d", v, LatestRules)
 	}
-	return ruleSchedule{{Height: 1, Version: v}}, nil
+	return ruleSchedule{{Height: 1, Version: v}}, thr, nil
 }
 
 // rules.scheduled entries. A validator (its consensus key, as for the

@@ -12,6 +12,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // The store keeps the application's state in one bbolt file. Every block
@@ -37,6 +39,7 @@ import (
 //	node_info, offers: see offers.go
 //	market_requests, market_records: see market.go
 //	rule_votes   see rules.go
+//	validator_proposals, validator_changes: see governance.go
 var (
 	bucketMeta        = []byte("meta")
 	bucketEntries     = []byte("entries")
@@ -56,7 +59,7 @@ var (
 	allBuckets        = [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketNonces, bucketNodes,
 		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers, bucketRuleVotes,
 		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses, bucketNodeInfo, bucketOffers,
-		bucketMarketRequests, bucketMarketRecords}
+		bucketMarketRequests, bucketMarketRecords, bucketValProposals, bucketValChanges}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}
@@ -214,6 +217,11 @@ type chainInfo struct {
 	ChainID    string            `json:"chain_id"`
 	Validators []storedValidator `json:"validators"`
 	Rules      ruleSchedule      `json:"rules"`
+	Threshold  verify.Threshold  `json:"threshold"`
+	// GenesisTime is the genesis time in verify.TimeLayout.
+	GenesisTime string `json:"genesis_time"`
+	// Epochs is the signing schedule (governance.go), loaded only.
+	Epochs []epoch `json:"-"`
 }
 
 type storedValidator struct {
@@ -238,6 +246,17 @@ func (s *store) saveChain(ci chainInfo) error {
 		if err := m.Put(metaRules, rules); err != nil {
 			return err
 		}
+		thr, _ := json.Marshal(ci.Threshold)
+		if err := m.Put(metaThreshold, thr); err != nil {
+			return err
+		}
+		if err := m.Put(metaGenesisTime, []byte(ci.GenesisTime)); err != nil {
+			return err
+		}
+		// The decided set and the signing schedule start as the genesis set.
+		if err := m.Put(metaGenesisValidators, b); err != nil {
+			return err
+		}
 		return m.Put(metaValidators, b)
 	})
 }
@@ -255,7 +274,13 @@ func (s *store) loadChain() (ci chainInfo, ok bool, err error) {
 		if ci.Rules, err = parseSchedule(m.Get(metaRules)); err != nil {
 			return err
 		}
-		return json.Unmarshal(vals, &ci.Validators)
+		ci.Threshold = readThreshold(func(b, k []byte) []byte { return r.get(b, k) })
+		ci.GenesisTime = string(m.Get(metaGenesisTime))
+		if err := json.Unmarshal(vals, &ci.Validators); err != nil {
+			return err
+		}
+		ci.Epochs, err = parseEpochs(m.Get(metaEpochs), func() ([]storedValidator, error) { return ci.Validators, nil })
+		return err
 	})
 	return ci, ok, err
 }

@@ -10,6 +10,10 @@ import (
 	"os"
 	"path/filepath"
 
+	cfg "github.com/cometbft/cometbft/config"
+	"github.com/cometbft/cometbft/p2p"
+
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/loopback"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
@@ -120,4 +124,70 @@ func GenerateTestnet(outDir string, n int, opts TestnetOptions) ([]TestnetValida
 		out[i] = TestnetValidator{Home: h, APIURL: hc.APIURL}
 	}
 	return out, nil
+}
+
+// JoinTestnet prepares a home at home for a validator that is to join the
+// testnet whose validators are peers (homes GenerateTestnet made): its own
+// keys, the chain's genesis, free 127.0.0.1 ports, and the peers to dial.
+// It returns the home and its consensus key, which becomes a validator
+// once the current set decides so ('cloister ledger propose add'); until
+// then the node follows the chain without voting.
+func JoinTestnet(home string, peers []TestnetValidator) (TestnetValidator, ed25519.PublicKey, error) {
+	if len(peers) == 0 {
+		return TestnetValidator{}, nil, errors.New("testnet join: no peers")
+	}
+	if _, err := os.Stat(filepath.Join(home, homeConfigFile)); err == nil {
+		return TestnetValidator{}, nil, fmt.Errorf("testnet join: %s already holds a validator", home)
+	}
+	hc0, err := readHomeConfig(peers[0].Home)
+	if err != nil {
+		return TestnetValidator{}, nil, err
+	}
+	pub, _, err := initHome(home)
+	if err != nil {
+		return TestnetValidator{}, nil, fmt.Errorf("testnet join: %w", err)
+	}
+	c := cfg.DefaultConfig()
+	c.SetRoot(peers[0].Home)
+	gen, err := os.ReadFile(c.GenesisFile())
+	if err != nil {
+		return TestnetValidator{}, nil, fmt.Errorf("testnet join: %w", err)
+	}
+	c.SetRoot(home)
+	if err := atomicfile.WriteFile(c.GenesisFile(), gen, 0o600); err != nil {
+		return TestnetValidator{}, nil, err
+	}
+	hc := homeConfig{ChainID: hc0.ChainID, Validators: len(peers) + 1}
+	for _, p := range peers {
+		phc, err := readHomeConfig(p.Home)
+		if err != nil {
+			return TestnetValidator{}, nil, err
+		}
+		pc := cfg.DefaultConfig()
+		pc.SetRoot(p.Home)
+		nk, err := p2p.LoadNodeKey(pc.NodeKeyFile())
+		if err != nil {
+			return TestnetValidator{}, nil, fmt.Errorf("testnet join: peer %s: %w", p.Home, err)
+		}
+		hc.PersistentPeers = append(hc.PersistentPeers, string(nk.ID())+"@"+phc.P2PListen)
+	}
+	var lis []net.Listener
+	defer func() {
+		for _, l := range lis {
+			l.Close()
+		}
+	}()
+	for _, dst := range []*string{&hc.P2PListen, &hc.APIListen} {
+		l, err := loopback.Listen()
+		if err != nil {
+			return TestnetValidator{}, nil, fmt.Errorf("testnet join: %w", err)
+		}
+		lis = append(lis, l)
+		*dst = l.Addr().String()
+	}
+	hc.APIURL = "http://" + hc.APIListen
+	if err := writeHomeConfig(home, hc); err != nil {
+		return TestnetValidator{}, nil, err
+	}
+	return TestnetValidator{Home: home, APIURL: hc.APIURL}, pub, nil
 }

@@ -47,7 +47,8 @@ the base URL of any validator's API. The guide is docs/ledger.md.`,
   cloister ledger verify --ledger http://127.0.0.1:26680 --index 0`,
 	}
 	cmd.AddCommand(newLedgerTestnetCmd(), newLedgerStartCmd(), newLedgerAppendCmd(), newLedgerGetCmd(),
-		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd(), newLedgerMemberCmd(), newLedgerRulesCmd())
+		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd(), newLedgerMemberCmd(), newLedgerRulesCmd(),
+		newLedgerProposeCmd(), newLedgerApproveCmd(), newLedgerMembersCmd())
 	return cmd
 }
 
@@ -707,6 +708,7 @@ func newLedgerVerifyCmd() *cobra.Command {
 	var (
 		index     uint64
 		statePath string
+		genesis   string
 		asJSON    bool
 		wait      time.Duration
 	)
@@ -715,14 +717,18 @@ func newLedgerVerifyCmd() *cobra.Command {
 		Short: "Verify the ledger's latest checkpoint, its consistency with the last one trusted, and optionally one entry",
 		Long: `verify checks, itself, what the ledger claims:
 
-  1. the validator set: pinned on first use in the state file; afterwards
-     it must be the same set, or verification fails;
-  2. the latest checkpoint: its origin is this ledger's, and validators
-     holding more than 2/3 of the voting power signed it;
-  3. consistency: the log of the checkpoint extends the one trusted at the
+  1. the genesis: with --genesis HASH it must have that hash; without, it
+     is pinned on first use in the state file; afterwards it must be the
+     same genesis, or verification fails;
+  2. the validator set: followed from the genesis through every change the
+     ledger decided, each signed by members of the set before it holding
+     more than the genesis threshold of its power;
+  3. the latest checkpoint: its origin is this ledger's, and validators
+     holding more than 2/3 of the followed set's voting power signed it;
+  4. consistency: the log of the checkpoint extends the one trusted at the
      last verification (a consistency proof); a smaller log is a rewound
      log, a different root at the same size a fork;
-  4. with --index N: entry N is included in that checkpoint (an inclusion
+  5. with --index N: entry N is included in that checkpoint (an inclusion
      proof of the hash of the entry's own bytes) and its submitter's
      signature verifies;
 
@@ -730,9 +736,9 @@ and then records the checkpoint as trusted. The state file is written only
 when every check passed (atomically, mode 0600). Its default is
 <user config dir>/cloister/ledger-<16 hex of SHA-256(origin)>.json (on Linux
 ~/.config/cloister/...); --state FILE keeps it elsewhere, e.g. one per
-ledger you audit. The first verification trusts the validator set it is
-shown (trust on first use): compare it out of band, or pre-seed the state
-file, if that matters to you.
+ledger you audit. Without --genesis, the first verification trusts the
+genesis it is shown (trust on first use): get the hash from the ledger's
+operators ('cloister ledger members' prints it) and pass --genesis.
 
 verify first waits up to --wait for a checkpoint to exist and, with
 --index, to cover the entry (new entries are covered a few blocks after
@@ -748,9 +754,17 @@ file that cannot be read or trusted.`,
 	}
 	newClient := ledgerURLFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := checkGenesisHash(genesis); err != nil {
+			return usageError("ledger verify: --genesis: %v", err)
+		}
 		c, err := newClient()
 		if err != nil {
 			return err
+		}
+		if genesis != "" {
+			if c, err = client.New(c.URL(), client.WithGenesis(genesis)); err != nil {
+				return usageError("ledger verify: %v", err)
+			}
 		}
 		var ip *uint64
 		if cmd.Flags().Changed("index") {
@@ -797,11 +811,14 @@ file that cannot be read or trusted.`,
 		fmt.Fprintf(w, "  signed by %d validators holding power %d of %d (more than 2/3 needed)\n", len(cp.Signers), cp.SignedPower, cp.TotalPower)
 		switch {
 		case res.FirstUse:
-			fmt.Fprintf(w, "  first use: pinned this ledger's validator set (trust on first use)\n")
+			fmt.Fprintf(w, "  first use: pinned this ledger's genesis (trust on first use; pass --genesis HASH to check it)\n")
 		case res.Previous.Size == cp.Size:
 			fmt.Fprintf(w, "  same log as trusted before (size %d)\n", cp.Size)
 		default:
 			fmt.Fprintf(w, "  extends the log trusted before at size %d (consistency proof checked)\n", res.Previous.Size)
+		}
+		if res.SetChanges > 0 {
+			fmt.Fprintf(w, "  followed %d validator set changes to set version %d\n", res.SetChanges, res.SetVersion)
 		}
 		if e := res.Entry; e != nil {
 			fmt.Fprintf(w, "  entry %d (%s) is included, signed by %s\n", e.Index, printable(string(e.Signed.Entry.Kind)), e.Signed.Entry.Submitter)
@@ -812,6 +829,7 @@ file that cannot be read or trusted.`,
 	f := cmd.Flags()
 	f.Uint64Var(&index, "index", 0, "also verify that entry N is included and signed")
 	f.StringVar(&statePath, "state", "", "state file (default: per ledger, under the user config directory)")
+	f.StringVar(&genesis, "genesis", "", "the ledger's genesis hash (64 hex digits): trust no other ledger, even on first use")
 	f.BoolVar(&asJSON, "json", false, `print {"verified":…, "size":…, "root":…, …} on standard output`)
 	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for a checkpoint (covering the entry, with --index)")
 	return cmd

@@ -19,8 +19,9 @@ import (
 // `cloister ledger start`, or an embedded ledger's handler). It is safe for
 // concurrent use.
 type Client struct {
-	base *url.URL
-	hc   *http.Client
+	base    *url.URL
+	hc      *http.Client
+	genesis string // the genesis hash Verify pins, if given
 }
 
 // Option configures a Client.
@@ -30,6 +31,10 @@ type Option func(*Client)
 // timeouts). The default has a 2-minute overall timeout per request,
 // longer than the server's 30 s commit wait.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithGenesis makes Verify trust only the ledger whose genesis has this
+// hash (verify.Genesis.Hash, lower-case hex): no trust on first use.
+func WithGenesis(hash string) Option { return func(c *Client) { c.genesis = hash } }
 
 // New returns a client of the ledger API at baseURL (http or https, e.g.
 // "http://127.0.0.1:26680"). It does not contact the server.

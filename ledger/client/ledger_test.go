@@ -119,6 +119,9 @@ type testLedger struct {
 	nonce      uint64
 	seenNonces map[string]bool
 	srv        *httptest.Server
+	// genesis is the set first served under the current chain id: a
+	// genesis is fixed, later changes to vals make the server lie.
+	genesis *verify.Genesis
 }
 
 func newTestLedger(t testing.TB, powers ...int64) *testLedger {
@@ -301,6 +304,13 @@ func (tl *testLedger) route(w http.ResponseWriter, r *http.Request) {
 		w.Write(tl.checkpoint(size))
 	case r.URL.Path == "/v1/validators":
 		json.NewEncoder(w).Encode(tl.validatorSet())
+	case r.URL.Path == "/v1/genesis":
+		if tl.genesis == nil || tl.genesis.ChainID != tl.chainID {
+			tl.genesis = &verify.Genesis{ChainID: tl.chainID, Time: "2026-01-02T03:04:05.000Z", Validators: tl.validatorSet().Validators, Threshold: verify.DefaultThreshold}
+		}
+		json.NewEncoder(w).Encode(tl.genesis)
+	case r.URL.Path == "/v1/validators/changes":
+		fmt.Fprint(w, `{"version":0,"changes":[]}`)
 	case r.URL.Path == "/v1/proof/inclusion":
 		i, ok1 := num("index")
 		n, ok2 := num("size")

@@ -16,14 +16,25 @@ import (
 )
 
 // State is what a verifying client trusts about one ledger, kept between
-// runs in a JSON file: the validator set pinned on first use and the last
-// checkpoint verified.
+// runs in a JSON file: the pinned genesis, the validator set followed from
+// it, and the last checkpoint verified. (Files written before sets could
+// change hold a set pinned on first use and no genesis; Verify upgrades
+// them when the server's genesis set is that set.)
 type State struct {
 	Version int    `json:"version"`
 	Origin  string `json:"origin"`
-	// Validators is the pinned set. A server presenting another set fails
-	// verification; it is never replaced silently.
+	// Genesis is the pinned genesis; its hash is what an operator hands
+	// out (--genesis).
+	Genesis *verify.Genesis `json:"genesis,omitempty"`
+	// SetVersion is the number of validator-set changes followed;
+	// Validators the set they made. A server presenting another set
+	// without a chain of approved changes to it fails verification; the
+	// set is never replaced silently.
+	SetVersion uint64               `json:"set_version,omitempty"`
 	Validators *verify.ValidatorSet `json:"validator_set"`
+	// PreviousSet is the set before the last change, which signed the
+	// checkpoints made before the change took effect.
+	PreviousSet *verify.ValidatorSet `json:"previous_set,omitempty"`
 	// Checkpoint is the last verified checkpoint, the full signed note.
 	Checkpoint string `json:"checkpoint"`
 }
@@ -105,16 +116,35 @@ func parseState(b []byte) (*State, error) {
 	if s.Origin != s.Validators.Origin {
 		return nil, fmt.Errorf("origin %q does not match the validator set's %q", s.Origin, s.Validators.Origin)
 	}
-	if _, err := verify.OpenCheckpoint([]byte(s.Checkpoint), s.Validators); err != nil {
+	if s.Genesis != nil {
+		if err := s.Genesis.Check(); err != nil {
+			return nil, fmt.Errorf("genesis: %v", err)
+		}
+		if verify.Origin(s.Genesis.ChainID) != s.Origin {
+			return nil, fmt.Errorf("genesis is of chain %q, the state of origin %q", s.Genesis.ChainID, s.Origin)
+		}
+	}
+	if s.PreviousSet != nil {
+		if err := s.PreviousSet.Check(); err != nil {
+			return nil, fmt.Errorf("previous_set: %v", err)
+		}
+	}
+	if _, err := s.TrustedCheckpoint(); err != nil {
 		return nil, fmt.Errorf("checkpoint: %v", err)
 	}
 	return &s, nil
 }
 
+// membership is the state's followed set (nil Genesis: a set pinned on
+// first use, before sets could change).
+func (s *State) membership() *Membership {
+	return &Membership{Genesis: s.Genesis, Version: s.SetVersion, Set: s.Validators, Previous: s.PreviousSet}
+}
+
 // TrustedCheckpoint returns the state's checkpoint, verified again against
-// the pinned set.
+// the followed set (or the one before it).
 func (s *State) TrustedCheckpoint() (*verify.Checkpoint, error) {
-	return verify.OpenCheckpoint([]byte(s.Checkpoint), s.Validators)
+	return openUnder([]byte(s.Checkpoint), s.membership())
 }
 
 // Save writes the state atomically and durably (internal/atomicfile) with
