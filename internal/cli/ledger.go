@@ -754,17 +754,9 @@ file that cannot be read or trusted.`,
 	}
 	newClient := ledgerURLFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkGenesisHash(genesis); err != nil {
-			return usageError("ledger verify: --genesis: %v", err)
-		}
-		c, err := newClient()
+		c, err := pinnedClient("ledger verify", newClient, genesis)
 		if err != nil {
 			return err
-		}
-		if genesis != "" {
-			if c, err = client.New(c.URL(), client.WithGenesis(genesis)); err != nil {
-				return usageError("ledger verify: %v", err)
-			}
 		}
 		var ip *uint64
 		if cmd.Flags().Changed("index") {
@@ -786,7 +778,7 @@ file that cannot be read or trusted.`,
 			}
 			var ve *verify.VerificationError
 			if errors.As(err, &ve) {
-				if errors.Is(err, verify.ErrValidatorSetChanged) {
+				if errors.Is(err, verify.ErrValidatorSetChanged) || errors.Is(err, client.ErrGenesis) {
 					// The alarm stands; one innocent cause is a test
 					// ledger made again under a name given by hand.
 					err = fmt.Errorf("%w. (A test ledger made again with the same --chain-id is another ledger too: verify it with a --state of its own; 'cloister ledger testnet' without --chain-id names each new ledger anew.)", err)
@@ -812,6 +804,8 @@ file that cannot be read or trusted.`,
 		switch {
 		case res.FirstUse:
 			fmt.Fprintf(w, "  first use: pinned this ledger's genesis (trust on first use; pass --genesis HASH to check it)\n")
+		case res.Previous == nil:
+			fmt.Fprintf(w, "  first use: pinned the genesis given with --genesis\n")
 		case res.Previous.Size == cp.Size:
 			fmt.Fprintf(w, "  same log as trusted before (size %d)\n", cp.Size)
 		default:

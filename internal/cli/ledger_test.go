@@ -293,7 +293,7 @@ func TestLedgerVerifyFailuresAndUsage(t *testing.T) {
 	// same chain id (a different genesis, other keys) fails verification.
 	other := ledgerTestnet(t, "cli-fail")
 	code, _, errOut := runCLI(t, "ledger", "verify", "--ledger", other, "--state", state)
-	if code != 1 || !strings.Contains(errOut, "ledger verification failed: the server's validator set differs from the one pinned in "+state) {
+	if code != 1 || !strings.Contains(errOut, "ledger verification failed: the server's genesis differs from the one pinned in "+state) {
 		t.Fatalf("verify against another ledger: exit %d, stderr %s", code, errOut)
 	}
 	// … and the state still trusts the first.
@@ -310,7 +310,8 @@ func TestLedgerVerifyFailuresAndUsage(t *testing.T) {
 	if code, _, errOut := runCLI(t, "ledger", "verify", "--ledger", url, "--state", edited); code != 2 || !strings.Contains(errOut, "ledger state file "+edited) {
 		t.Fatalf("verify with a truncated state: exit %d, %s", code, errOut)
 	}
-	os.WriteFile(edited, bytes.Replace(b, []byte(`"power": 1`), []byte(`"power": 2`), 1), 0o600)
+	at := bytes.Index(b, []byte(`"validator_set"`))
+	os.WriteFile(edited, append(bytes.Clone(b[:at]), bytes.Replace(b[at:], []byte(`"power": 1`), []byte(`"power": 2`), 1)...), 0o600)
 	if code, _, errOut := runCLI(t, "ledger", "verify", "--ledger", url, "--state", edited); code != 1 || !strings.Contains(errOut, "power 1 instead of 2") {
 		t.Fatalf("verify with other pinned powers: exit %d, %s", code, errOut)
 	}
@@ -392,7 +393,7 @@ func TestNewTestnetsMeetNoOldState(t *testing.T) {
 	real, impostor := ledgerTestnet(t, "acme-consortium"), ledgerTestnet(t, "acme-consortium")
 	mustCLI(t, "ledger", "verify", "--ledger", real)
 	code, _, errOut := runCLI(t, "ledger", "verify", "--ledger", impostor)
-	if code != 1 || !strings.Contains(errOut, "the server's validator set differs from the one pinned in") ||
+	if code != 1 || !strings.Contains(errOut, "the server's genesis differs from the one pinned in") ||
 		!strings.Contains(errOut, "another ledger or a compromised server") {
 		t.Errorf("another validator set under the consortium's name: exit %d %q", code, errOut)
 	}

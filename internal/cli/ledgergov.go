@@ -55,7 +55,7 @@ version) or the ledger is unreachable; 2 bad usage.`,
 
 // validatorKeyArg reads a validator key given as ed25519:... or as a key file.
 func validatorKeyArg(s string) (string, error) {
-	if strings.HasPrefix(s, "ed25519:") {
+	if strings.HasPrefix(s, protocol.Ed25519KeyPrefix) {
 		pub, err := keys.ParseSigningKey(s)
 		if err != nil {
 			return "", err
@@ -284,10 +284,7 @@ HASH, or the ledger is unreachable; 2 bad usage.`,
 	}
 	newClient := ledgerURLFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := checkGenesisHash(genesis); err != nil {
-			return usageError("ledger members: --genesis: %v", err)
-		}
-		c, err := newClient()
+		c, err := pinnedClient("ledger members", newClient, genesis)
 		if err != nil {
 			return err
 		}
@@ -327,6 +324,22 @@ HASH, or the ledger is unreachable; 2 bad usage.`,
 	cmd.Flags().StringVar(&genesis, "genesis", "", "the genesis hash to require (64 hex digits)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the followed set as JSON")
 	return cmd
+}
+
+// pinnedClient is the --ledger client, held to the genesis hash given
+// with --genesis (if any).
+func pinnedClient(what string, newClient func() (*lclient.Client, error), genesis string) (*lclient.Client, error) {
+	if err := checkGenesisHash(genesis); err != nil {
+		return nil, usageError("%s: --genesis: %v", what, err)
+	}
+	c, err := newClient()
+	if err != nil || genesis == "" {
+		return c, err
+	}
+	if c, err = lclient.New(c.URL(), lclient.WithGenesis(genesis)); err != nil {
+		return nil, usageError("%s: %v", what, err)
+	}
+	return c, nil
 }
 
 func checkGenesisHash(s string) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
@@ -100,7 +101,8 @@ func (c *Client) Verify(ctx context.Context, statePath string, index *uint64) (*
 		m = &Membership{Genesis: g, Set: st.Validators}
 	default:
 		if st.Genesis.Hash() != g.Hash() {
-			return nil, verr(ErrGenesis, "the server's genesis hashes to %s, and state file %s pins %s: another ledger or a compromised server", g.Hash(), statePath, st.Genesis.Hash())
+			return nil, verr(ErrGenesis, "the server's genesis differs from the one pinned in %s (%s); this is another ledger or a compromised server — move the state file away only if you know the new genesis is right",
+				statePath, genesisDiff(st.Genesis, g))
 		}
 		m = st.membership()
 	}
@@ -187,4 +189,21 @@ func (c *Client) verifyEntry(ctx context.Context, cp *verify.Checkpoint, index u
 		return nil, verr(verify.ErrEntrySignature, "entry %d: %v", index, err)
 	}
 	return e, nil
+}
+
+// genesisDiff says how genesis b differs from a, for error messages.
+func genesisDiff(a, b *verify.Genesis) string {
+	var parts []string
+	if sa, err := a.Set(); err == nil {
+		if sb, err := b.Set(); err == nil && !sa.Equal(sb) {
+			parts = append(parts, "validators: "+sa.Diff(sb))
+		}
+	}
+	if a.Time != b.Time && len(parts) == 0 {
+		parts = append(parts, fmt.Sprintf("genesis time %s instead of %s", b.Time, a.Time))
+	}
+	if a.Threshold != b.Threshold {
+		parts = append(parts, fmt.Sprintf("threshold %s instead of %s", b.Threshold, a.Threshold))
+	}
+	return strings.Join(parts, "; ")
 }
