@@ -48,7 +48,7 @@ the base URL of any validator's API. The guide is docs/ledger.md.`,
 	}
 	cmd.AddCommand(newLedgerTestnetCmd(), newLedgerStartCmd(), newLedgerAppendCmd(), newLedgerGetCmd(),
 		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd(), newLedgerMemberCmd(), newLedgerRulesCmd(),
-		newLedgerProposeCmd(), newLedgerApproveCmd(), newLedgerMembersCmd())
+		newLedgerProposeCmd(), newLedgerApproveCmd(), newLedgerMembersCmd(), newLedgerWitnessCmd())
 	return cmd
 }
 
@@ -706,11 +706,12 @@ lead to the root, or the ledger could not be reached; 2 bad usage.`,
 
 func newLedgerVerifyCmd() *cobra.Command {
 	var (
-		index     uint64
-		statePath string
-		genesis   string
-		asJSON    bool
-		wait      time.Duration
+		index                  uint64
+		statePath              string
+		genesis                string
+		witnessURL, witnessKey string
+		asJSON                 bool
+		wait                   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "verify --ledger URL [--index N] [--state FILE]",
@@ -757,6 +758,18 @@ file that cannot be read or trusted.`,
 		c, err := pinnedClient("ledger verify", newClient, genesis)
 		if err != nil {
 			return err
+		}
+		if (witnessURL == "") != (witnessKey == "") {
+			return usageError("ledger verify: --witness URL and --witness-key VKEY go together")
+		}
+		if witnessURL != "" {
+			opts := []client.Option{client.WithWitness(witnessURL, witnessKey)}
+			if genesis != "" {
+				opts = append(opts, client.WithGenesis(genesis))
+			}
+			if c, err = client.New(c.URL(), opts...); err != nil {
+				return usageError("ledger verify: %v", err)
+			}
 		}
 		var ip *uint64
 		if cmd.Flags().Changed("index") {
@@ -811,6 +824,9 @@ file that cannot be read or trusted.`,
 		default:
 			fmt.Fprintf(w, "  extends the log trusted before at size %d (consistency proof checked)\n", res.Previous.Size)
 		}
+		if res.Witness != "" {
+			fmt.Fprintf(w, "  cosigned by witness %s\n", res.Witness)
+		}
 		if res.SetChanges > 0 {
 			fmt.Fprintf(w, "  followed %d validator set changes to set version %d\n", res.SetChanges, res.SetVersion)
 		}
@@ -824,6 +840,8 @@ file that cannot be read or trusted.`,
 	f.Uint64Var(&index, "index", 0, "also verify that entry N is included and signed")
 	f.StringVar(&statePath, "state", "", "state file (default: per ledger, under the user config directory)")
 	f.StringVar(&genesis, "genesis", "", "the ledger's genesis hash (64 hex digits): trust no other ledger, even on first use")
+	f.StringVar(&witnessURL, "witness", "", "require the cosignature of the witness at this URL ('cloister ledger witness')")
+	f.StringVar(&witnessKey, "witness-key", "", "the witness's verifier key, as it prints it at start")
 	f.BoolVar(&asJSON, "json", false, `print {"verified":…, "size":…, "root":…, …} on standard output`)
 	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for a checkpoint (covering the entry, with --index)")
 	return cmd

@@ -21,7 +21,9 @@ import (
 type Client struct {
 	base    *url.URL
 	hc      *http.Client
-	genesis string // the genesis hash Verify pins, if given
+	genesis string   // the genesis hash Verify pins, if given
+	witness *witness // a witness Verify requires, if given
+	optErr  error
 }
 
 // Option configures a Client.
@@ -54,6 +56,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	c := &Client{base: u, hc: &http.Client{Timeout: 2 * time.Minute}}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.optErr != nil {
+		return nil, c.optErr
 	}
 	return c, nil
 }

@@ -165,3 +165,9 @@ func (s *State) Save(path string) error {
 	}
 	return nil
 }
+
+// OpenCheckpoint verifies a signed checkpoint against the state's
+// followed validator set (or the set before its last change).
+func (s *State) OpenCheckpoint(signed []byte) (*verify.Checkpoint, error) {
+	return openUnder(signed, s.membership())
+}

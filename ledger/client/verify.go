@@ -24,6 +24,9 @@ type VerifyResult struct {
 	// how many changes this run followed.
 	SetVersion uint64
 	SetChanges int
+	// Witness names the witness that cosigned (or vouched for) the
+	// checkpoint, when one is required (WithWitness).
+	Witness string
 	// Entry is the entry asked for, verified: included in Checkpoint and
 	// signed by its submitter.
 	Entry *Entry
@@ -147,6 +150,14 @@ func (c *Client) Verify(ctx context.Context, statePath string, index *uint64) (*
 		if err := verify.CheckConsistency(proof, old, cp); err != nil {
 			return nil, err
 		}
+	}
+
+	if c.witness != nil {
+		note, err := c.witnessCosign(ctx, cp, m)
+		if err != nil {
+			return nil, err
+		}
+		cp.Note, res.Witness = note, c.witness.id.Name
 	}
 
 	if index != nil {
