@@ -213,10 +213,16 @@ func (ln *ledgerNode) handleBatch(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	// Submit in order (the mempool keeps it, so a block keeps it too:
+	// Check the signatures first, on every CPU; then submit in order
+	// (the mempool keeps it, so a block keeps it too:
 	// an entry may depend on the one before it in the batch).
 	// CheckTx decodes each entry; a malformed one comes back as a
 	// refusal with code malformed.
+	raws := make([][]byte, len(txs))
+	for i, raw := range txs {
+		raws[i] = raw
+	}
+	ln.app.preverify(raws)
 	for i, raw := range txs {
 		p, err := ln.enqueue(bytes.Clone(raw), wait)
 		if err != nil {

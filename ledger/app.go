@@ -458,6 +458,26 @@ func (a *app) rememberCheckpoint(tx, signed []byte, want logHead) {
 	a.checkedCheckpoint.want = want
 }
 
+// preverify decodes and verifies a batch of transactions under the rules
+// of the next block, spread over the CPUs, and remembers those that pass:
+// CheckTx, which takes a batch's entries one at a time and in order, then
+// finds their signatures checked and does only the state's checks, so a
+// batch reaches the mempool at once and fills blocks. Nothing is decided
+// here; a transaction that fails is judged again (and refused) by CheckTx.
+func (a *app) preverify(txs [][]byte) {
+	st, _ := a.state()
+	rs, err := a.schedule().rulesAt(st.Height + 1)
+	if err != nil {
+		return
+	}
+	hashes, entries, _ := a.decodeBlock(txs, rs)
+	for i, se := range entries {
+		if se != nil {
+			a.verified.add(hashes[i], se, rs.version)
+		}
+	}
+}
+
 // decodeBlock decodes and verifies a block's entry transactions, using the
 // CheckTx cache and spreading cache misses over the CPUs.
 func (a *app) decodeBlock(txs [][]byte, rs *ruleSet) ([][32]byte, []*verify.SignedEntry, []*verify.RejectedError) {
