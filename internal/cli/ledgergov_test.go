@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLedgerGovernanceCommands: on a one-validator testnet, a power
@@ -63,5 +65,61 @@ func TestLedgerGovernanceCommands(t *testing.T) {
 		if code, _, errOut := runCLI(t, args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2: %s", args, code, errOut)
 		}
+	}
+}
+
+// TestLedgerWitnessCommand: 'ledger witness' follows a testnet and prints
+// its key; 'ledger verify --witness' then accepts the ledger's checkpoint
+// only with the witness's cosignature, and refuses a wrong witness key.
+func TestLedgerWitnessCommand(t *testing.T) {
+	_, url := ledgerTestnetHome(t, "")
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "w.key")
+	if code, _, errOut := runCLI(t, "key", "new", "--out", keyFile); code != 0 {
+		t.Fatalf("key new: %s", errOut)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &lockedBuffer{}
+	cmd := newRoot()
+	cmd.SetArgs([]string{"ledger", "witness", "--ledger", url, "--key", keyFile, "--dir", filepath.Join(dir, "w"), "--listen", "127.0.0.1:0", "--interval", "200ms"})
+	cmd.SetOut(out)
+	cmd.SetErr(out)
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("ledger witness did not stop")
+		}
+	}()
+	var vkey, wurl string
+	for deadline := time.Now().Add(30 * time.Second); vkey == ""; time.Sleep(50 * time.Millisecond) {
+		if f := strings.Fields(out.String()); len(f) >= 4 && f[0] == "witness" {
+			vkey, wurl = f[1], f[3]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("witness printed %q", out.String())
+		}
+	}
+	state := filepath.Join(dir, "state.json")
+	var code int
+	var o, errOut string
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		code, o, errOut = runCLI(t, "ledger", "verify", "--ledger", url, "--state", state, "--witness", wurl, "--witness-key", vkey)
+		if code == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != 0 || !strings.Contains(o, "cosigned by witness witness-") {
+		t.Fatalf("verify with the witness: exit %d: %s %s", code, o, errOut)
+	}
+	other := strings.Replace(vkey, "witness-", "witnesz-", 1)
+	if code, _, errOut := runCLI(t, "ledger", "verify", "--ledger", url, "--state", filepath.Join(dir, "s2.json"), "--witness", wurl, "--witness-key", other); code == 0 {
+		t.Fatalf("verify with a wrong witness key succeeded: %s", errOut)
+	}
+	if code, _, _ := runCLI(t, "ledger", "verify", "--ledger", url, "--witness", wurl); code != 2 {
+		t.Fatalf("--witness without --witness-key: exit %d", code)
 	}
 }
