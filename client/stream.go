@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -82,8 +83,12 @@ func (a *AttestedSession) uploadStream(ctx context.Context, key *keys.PrivateKey
 	if chunk <= 0 || chunk > 4<<20 {
 		chunk = 4 << 20
 	}
-	cw := &chunkWriter{ctx: ctx, a: a, id: begun.Msg.UploadId, buf: make([]byte, 0, chunk)}
-	w, err := sealed.NewWriter(cw)
+	cw := newChunkWriter(ctx, a, begun.Msg.UploadId, int(chunk))
+	defer cw.stop()
+	// The commit binds the file by its ciphertext's SHA-256; the node
+	// checks a pinned plaintext hash itself (decision 0076), so the
+	// client does not hash the plaintext.
+	w, err := sealed.NewWriter(cw, sealed.NoPlaintextHash())
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +103,7 @@ func (a *AttestedSession) uploadStream(ctx context.Context, key *keys.PrivateKey
 	}
 	sum, err := w.Close()
 	if err == nil {
-		err = cw.flush()
+		err = cw.finish()
 	}
 	if err != nil {
 		return fail(err)
@@ -126,14 +131,53 @@ func (a *AttestedSession) uploadStream(ctx context.Context, key *keys.PrivateKey
 	return &Upload{EnvelopeSHA256: resp.Msg.EnvelopeSha256, State: resp.Msg.State, EventIndex: resp.Msg.EventIndex}, nil
 }
 
-// chunkWriter sends what is written to it in chunks of cap(buf) bytes,
-// keeping each chunk until the node has it.
+// chunkWriter sends what is written to it in chunks of a fixed size, one
+// request at a time and in order, keeping each chunk until the node has
+// it. A sender goroutine sends one chunk while the next is being sealed
+// (two buffers), so that the client's sealing and hashing overlap the
+// request and the node's work on it.
 type chunkWriter struct {
 	ctx  context.Context
 	a    *AttestedSession
 	id   []byte
-	buf  []byte
-	sent int64 // bytes the node holds
+	buf  []byte      // being filled
+	full chan []byte // to the sender
+	free chan []byte // back from it, emptied
+	done chan struct{}
+	once sync.Once
+	mu   sync.Mutex
+	err  error // the sender's first error
+	sent int64 // bytes the node holds; the sender's
+}
+
+func newChunkWriter(ctx context.Context, a *AttestedSession, id []byte, size int) *chunkWriter {
+	c := &chunkWriter{ctx: ctx, a: a, id: id, full: make(chan []byte), free: make(chan []byte, 2), done: make(chan struct{})}
+	c.free <- make([]byte, 0, size)
+	c.buf = make([]byte, 0, size)
+	go c.sender()
+	return c
+}
+
+// sender sends the chunks handed to it in order; after an error it only
+// gives the buffers back.
+func (c *chunkWriter) sender() {
+	defer close(c.done)
+	for b := range c.full {
+		if c.failed() == nil {
+			if err := c.send(b); err != nil {
+				c.mu.Lock()
+				c.err = err
+				c.mu.Unlock()
+			}
+		}
+		c.free <- b[:0]
+	}
+}
+
+func (c *chunkWriter) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
@@ -143,7 +187,7 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 		c.buf = append(c.buf, p[:k]...)
 		p = p[k:]
 		if len(c.buf) == cap(c.buf) {
-			if err := c.flush(); err != nil {
+			if err := c.hand(); err != nil {
 				return n - len(p), err
 			}
 		}
@@ -151,10 +195,36 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// flush sends the buffered chunk; after a dropped connection it asks the
-// node how much it holds and sends the rest of the chunk from there.
-func (c *chunkWriter) flush() error {
-	data := c.buf
+// hand gives the filled buffer to the sender and takes an empty one.
+func (c *chunkWriter) hand() error {
+	if err := c.failed(); err != nil {
+		return err
+	}
+	c.full <- c.buf
+	c.buf = <-c.free
+	return c.failed()
+}
+
+// finish sends what is buffered and waits until the node holds all of it.
+func (c *chunkWriter) finish() error {
+	if len(c.buf) > 0 {
+		if err := c.hand(); err != nil {
+			return err
+		}
+	}
+	c.stop()
+	return c.failed()
+}
+
+// stop ends the sender (after the chunk it holds) and waits for it.
+func (c *chunkWriter) stop() {
+	c.once.Do(func() { close(c.full) })
+	<-c.done
+}
+
+// send sends one chunk; after a dropped connection it asks the node how
+// much it holds and sends the rest of the chunk from there.
+func (c *chunkWriter) send(data []byte) error {
 	backoff := streamBackoff
 	for attempt := 0; len(data) > 0; attempt++ {
 		resp, err := c.a.session.PutChunk(c.ctx, connect.NewRequest(&cloisterv1.PutChunkRequest{
@@ -164,7 +234,7 @@ func (c *chunkWriter) flush() error {
 				return fmt.Errorf("the node holds %d bytes after a chunk that ends at %d", resp.Msg.Received, c.sent+int64(len(data)))
 			}
 			c.sent = resp.Msg.Received
-			break
+			return nil
 		}
 		if !retriable(err) || attempt >= streamRetries || c.ctx.Err() != nil {
 			return err
@@ -191,7 +261,6 @@ func (c *chunkWriter) flush() error {
 		data = data[got-c.sent:]
 		c.sent = got
 	}
-	c.buf = c.buf[:0]
 	return nil
 }
 

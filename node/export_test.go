@@ -23,3 +23,10 @@ func OpenTestLedger(t testing.TB) *ledger.Embedded {
 	t.Cleanup(func() { e.Close() })
 	return e
 }
+
+// SetCommitHook has f run while a streamed upload's commit checks its
+// file (holding no lock); the returned function removes it.
+func SetCommitHook(f func()) (restore func()) {
+	commitHook = f
+	return func() { commitHook = nil }
+}

@@ -22,6 +22,7 @@ import (
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/policy"
 	"github.com/cloisterhq/cloister/seal"
 	"github.com/cloisterhq/cloister/sealed"
 )
@@ -63,13 +64,21 @@ type pendingUpload struct {
 	hash     hash.Hash
 	last     time.Time
 	done     bool
+	// committing: the commit is checking the file, holding neither the
+	// session's lock nor u.mu; chunks and other commits are refused, and
+	// an abandon only marks the upload done, leaving its file and quota
+	// to the commit.
+	committing bool
 }
 
 // over refuses a chunk or commit of an upload that ended (abandoned or
-// committed); u.mu is held.
+// committed) or is being committed; u.mu is held.
 func (u *pendingUpload) over() error {
 	if u.done {
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q is over", u.name))
+	}
+	if u.committing {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("upload of %q is being committed", u.name))
 	}
 	return nil
 }
@@ -140,7 +149,7 @@ func (s *session) beginUpload(req *cloisterv1.BeginUploadRequest) (*cloisterv1.B
 func (s *session) expireUploads(now time.Time) {
 	for id, u := range s.uploads {
 		u.mu.Lock()
-		idle := now.Sub(u.last) > uploadIdle
+		idle := !u.committing && now.Sub(u.last) > uploadIdle
 		u.mu.Unlock()
 		if idle {
 			s.abandon(id)
@@ -156,9 +165,16 @@ func (s *session) abandon(id string) {
 	defer u.mu.Unlock()
 	if !u.done {
 		u.done = true
-		u.f.Abort()
-		s.n.admit.release(s.creator, 0, u.size)
+		if !u.committing {
+			u.drop(s)
+		}
 	}
+}
+
+// drop removes the upload's file and gives its quota back; u.mu is held.
+func (u *pendingUpload) drop(s *session) {
+	u.f.Abort()
+	s.n.admit.release(s.creator, 0, u.size)
 }
 
 // abandonAll drops every pending upload (the session closed or started
@@ -225,50 +241,57 @@ func (s *session) commitUpload(req *cloisterv1.CommitUploadRequest) (*cloisterv1
 	u.mu.Unlock()
 
 	now := s.n.now()
-	kind, op, _ := uploadKind(u.program)
+	kind, _, _ := uploadKind(u.program)
 	if len(req.CiphertextSha256) != sha256.Size {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s %q: a ciphertext SHA-256 of %d bytes", kind, u.name, len(req.CiphertextSha256)))
 	}
 	// The signature covers what the provider says it sent; what arrived is
 	// compared with it below, so that a mismatch is named as one.
 	manifest := protocol.StreamManifest(size, [32]byte(req.CiphertextSha256), req.KeyEnvelope)
+	p, key, wantHash, err := s.beginCommit(u, req, manifest, received, sum, now)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key[:])
+	// Check the file (decision 0076) and make it durable holding neither
+	// the session's lock nor the upload's: a pass over gigabytes and an
+	// fsync of them must not stop the session's other requests (status,
+	// other uploads) meanwhile.
+	if commitHook != nil {
+		commitHook()
+	}
+	err = verifyStream(u.name, key, u.f, size, wantHash)
+	if err == nil {
+		err = u.f.Sync()
+		if err != nil {
+			err = storeError(err)
+		}
+	} else {
+		err = uploadRefusal(err, kind, u.name, p.ID)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.uploadable(now); err != nil {
-		return nil, err
-	}
-	p, err := s.authorize(req.Auth, op, u.name, manifest, now)
-	if err != nil {
-		return nil, err
-	}
-	if p.ID != u.principal {
-		return nil, refused(connect.CodePermissionDenied, ruleProvider, "upload of %s %q was begun by %q, not %q", kind, u.name, u.principal, p.ID)
-	}
-	switch {
-	case received != size:
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s %q: the node holds %d of the %d bytes declared; send the rest first", kind, u.name, received, size))
-	case !bytes.Equal(req.CiphertextSha256, sum[:]):
-		return nil, refused(connect.CodeInvalidArgument, ruleSealed, "%s %q: the node received bytes with SHA-256 %x, the provider says %x", kind, u.name, sum, req.CiphertextSha256)
-	}
-	wantHash, err := s.checkUploader(p, u.program, u.name)
-	if err != nil {
-		return nil, err
-	}
-	// Authenticate the whole file now (and check the plaintext's hash
-	// where the policy pins one), so that a bad upload is refused here
-	// rather than failing the run.
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if err := u.over(); err != nil {
-		return nil, err
+	u.committing = false
+	if err == nil && u.done {
+		err = connect.NewError(connect.CodeNotFound, fmt.Errorf("upload of %q was abandoned while it was committed", u.name))
 	}
-	err = s.core.checkStream(u.program, u.name, req.KeyEnvelope, u.f, size, wantHash)
-	if err := uploadRefusal(err, kind, u.name, p.ID); err != nil {
-		return nil, err
+	if err == nil {
+		err = s.uploadable(s.n.now())
 	}
 	hexSum := hex.EncodeToString(sum[:])
-	if err := u.f.CommitTo(s.n.store.streamFile(s.id, hexSum)); err != nil {
-		return nil, storeError(err)
+	if err == nil {
+		if cerr := u.f.CommitTo(s.n.store.streamFile(s.id, hexSum)); cerr != nil {
+			err = storeError(cerr)
+		}
+	}
+	if err != nil {
+		// The upload is over either way: a refused file is not kept.
+		u.done = true
+		u.drop(s)
+		delete(s.uploads, id)
+		return nil, err
 	}
 	u.done = true
 	delete(s.uploads, id)
@@ -278,15 +301,56 @@ func (s *session) commitUpload(req *cloisterv1.CommitUploadRequest) (*cloisterv1
 	return s.accept(u.program, u.name, slot, req.Auth, size, now)
 }
 
-// checkStream opens a streamed item's key and authenticates every chunk
-// of its sealed file, checking the plaintext's SHA-256 against want if it
-// is not zero. Nothing of the plaintext is kept.
-func (c *core) checkStream(program bool, name string, keyEnvelope []byte, file io.ReaderAt, size int64, want [32]byte) error {
-	key, err := c.streamKey(program, name, keyEnvelope)
-	if err != nil {
-		return err
+// commitHook, set only by tests, runs while a commit checks its file.
+var commitHook func()
+
+// beginCommit checks a commit under the session's lock — signature,
+// provider, size, the ciphertext's SHA-256, the content key's envelope —
+// and marks the upload as committing. It returns the principal, the
+// content key and the plaintext SHA-256 the policy pins (zero: none).
+func (s *session) beginCommit(u *pendingUpload, req *cloisterv1.CommitUploadRequest, manifest []byte, received int64, sum [32]byte, now time.Time) (*policy.Principal, *sealed.Key, [32]byte, error) {
+	var none [32]byte
+	kind, op, _ := uploadKind(u.program)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.uploadable(now); err != nil {
+		return nil, nil, none, err
 	}
-	defer clear(key[:])
+	p, err := s.authorize(req.Auth, op, u.name, manifest, now)
+	if err != nil {
+		return nil, nil, none, err
+	}
+	if p.ID != u.principal {
+		return nil, nil, none, refused(connect.CodePermissionDenied, ruleProvider, "upload of %s %q was begun by %q, not %q", kind, u.name, u.principal, p.ID)
+	}
+	switch {
+	case received != u.size:
+		return nil, nil, none, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s %q: the node holds %d of the %d bytes declared; send the rest first", kind, u.name, received, u.size))
+	case !bytes.Equal(req.CiphertextSha256, sum[:]):
+		return nil, nil, none, refused(connect.CodeInvalidArgument, ruleSealed, "%s %q: the node received bytes with SHA-256 %x, the provider says %x", kind, u.name, sum, req.CiphertextSha256)
+	}
+	wantHash, err := s.checkUploader(p, u.program, u.name)
+	if err != nil {
+		return nil, nil, none, err
+	}
+	key, err := s.core.streamKey(u.program, u.name, req.KeyEnvelope)
+	if err := uploadRefusal(err, kind, u.name, p.ID); err != nil {
+		return nil, nil, none, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.over(); err != nil {
+		clear(key[:])
+		return nil, nil, none, err
+	}
+	u.committing = true
+	u.last = now
+	return p, key, wantHash, nil
+}
+
+// verifyStream authenticates every chunk of a sealed file under key,
+// checking the plaintext's SHA-256 against want if it is not zero.
+func verifyStream(name string, key *sealed.Key, file io.ReaderAt, size int64, want [32]byte) error {
 	src := io.NewSectionReader(file, 0, size)
 	if want == ([32]byte{}) {
 		// Nothing pinned: authenticating every chunk is enough, no hash
@@ -404,7 +468,9 @@ func (c *core) sealOutput(sink *outputSink, name string, src io.Reader, readers 
 		return nil, err
 	}
 	defer f.Abort() // after a commit, nothing
-	w, err := sealed.NewWriter(f)
+	// Readers check the file by its ciphertext's SHA-256 (the manifest);
+	// nobody pins an output's plaintext hash.
+	w, err := sealed.NewWriter(f, sealed.NoPlaintextHash())
 	if err != nil {
 		return nil, err
 	}

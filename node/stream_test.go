@@ -151,6 +151,41 @@ func TestStreamedUploadRefusals(t *testing.T) {
 	}
 }
 
+// TestStreamCommitLeavesSessionFree: while a streamed upload's commit
+// authenticates its file (a pass over the whole file, then an fsync), the
+// session answers its other requests; the upload's own chunks are refused
+// until the commit ends. On a commit that held the session's lock, the
+// status request below would wait for the commit, which waits for it.
+func TestStreamCommitLeavesSessionFree(t *testing.T) {
+	s := newScenario(t)
+	tn := startNode(t, t.TempDir(), nil)
+	c := dial(t, tn)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	as := createAttested(ctx, t, c, s.policyDoc(t, tn.platformKey(), nil))
+	answered := make(chan error, 1)
+	defer node.SetCommitHook(func() {
+		// Bounded only against a hang: the status must come back while
+		// the commit waits here.
+		sctx, scancel := context.WithTimeout(ctx, time.Minute)
+		defer scancel()
+		_, err := as.Status(sctx)
+		answered <- err
+	})()
+	in := s.input(t, "customers.csv")
+	if _, err := as.UploadInputStream(ctx, s.bob.key, "customers.csv", bytes.NewReader(in), int64(len(in))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("status during the commit: %v", err)
+		}
+	default:
+		t.Fatal("the commit never checked its file")
+	}
+}
+
 // TestStreamedOutput: an output kept as a sealed file (here every output,
 // with a 64-byte chunk) is fetched by range over a connection that drops
 // once mid-way, resumes, authenticates and is the program's output; a

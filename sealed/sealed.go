@@ -84,10 +84,19 @@ type Writer struct {
 	w   io.WriteCloser
 }
 
+// WriterOption changes what a Writer computes.
+type WriterOption func(*Writer)
+
+// NoPlaintextHash makes the Writer skip the SHA-256 of the plaintext (its
+// Summary's SHA256 is then empty): for a caller that binds the file by
+// its ciphertext's digest alone, as streamed uploads and outputs do, it
+// saves a hash pass over every byte.
+func NoPlaintextHash() WriterOption { return func(w *Writer) { w.pt = nil } }
+
 // NewWriter starts a sealed file on dst under a fresh content key, which
 // Key returns at once (so that a reader can be opened concurrently, say).
 // The caller must Close the Writer for the last chunk to be written.
-func NewWriter(dst io.Writer) (*Writer, error) {
+func NewWriter(dst io.Writer, opts ...WriterOption) (*Writer, error) {
 	key := new(Key)
 	ct := &countingHash{w: dst, h: sha256.New()}
 	w, err := age.Encrypt(ct, recipient{key})
@@ -97,7 +106,11 @@ func NewWriter(dst io.Writer) (*Writer, error) {
 	if *key == (Key{}) {
 		return nil, errors.New("sealed: no content key was produced")
 	}
-	return &Writer{key: key, ct: ct, pt: sha256.New(), w: w}, nil
+	sw := &Writer{key: key, ct: ct, pt: sha256.New(), w: w}
+	for _, o := range opts {
+		o(sw)
+	}
+	return sw, nil
 }
 
 // Key returns the content key of the file being written.
@@ -105,7 +118,9 @@ func (w *Writer) Key() *Key { return w.key }
 
 // Write seals p.
 func (w *Writer) Write(p []byte) (int, error) {
-	w.pt.Write(p)
+	if w.pt != nil {
+		w.pt.Write(p)
+	}
 	return w.w.Write(p)
 }
 
@@ -114,11 +129,11 @@ func (w *Writer) Close() (Summary, error) {
 	if err := w.w.Close(); err != nil {
 		return Summary{}, fmt.Errorf("sealed: %w", err)
 	}
-	return Summary{
-		SHA256: hex.EncodeToString(w.pt.Sum(nil)),
-		Digest: "sha256:" + hex.EncodeToString(w.ct.h.Sum(nil)),
-		Size:   w.ct.n,
-	}, nil
+	s := Summary{Digest: "sha256:" + hex.EncodeToString(w.ct.h.Sum(nil)), Size: w.ct.n}
+	if w.pt != nil {
+		s.SHA256 = hex.EncodeToString(w.pt.Sum(nil))
+	}
+	return s, nil
 }
 
 // Seal reads plaintext from src until EOF and writes the sealed file to

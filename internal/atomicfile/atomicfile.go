@@ -119,6 +119,19 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	return f.f.ReadAt(p, off)
 }
 
+// Sync makes the bytes written so far durable now (nothing with NoSync),
+// so that a caller can pay a long fsync without holding its own locks;
+// Commit's fsync then has little left to do.
+func (f *File) Sync() error {
+	if f.done {
+		return pathError(f.path, os.ErrClosed)
+	}
+	if f.o.noSync {
+		return nil
+	}
+	return f.f.Sync()
+}
+
 // Commit syncs the bytes written and puts the file at its path.
 func (f *File) Commit() error { return f.commit(f.path) }
 

@@ -182,6 +182,12 @@ func TestCreateStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = append(want, "tail"...)
+	if err := f.Sync(); err != nil { // early, as a caller paying the fsync outside its locks does
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "old" {
+		t.Fatalf("the destination changed at Sync: %d bytes", len(got))
+	}
 	if err := f.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +204,9 @@ func TestCreateStreams(t *testing.T) {
 	}
 	if err := f.Commit(); err == nil {
 		t.Error("second Commit succeeded")
+	}
+	if err := f.Sync(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Sync after Commit: %v", err)
 	}
 
 	// Aborted: the destination keeps its content, no temporary file stays.
