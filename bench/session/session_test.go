@@ -40,8 +40,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(clientsEnv) != "" {
 		os.Exit(clientsMain(os.Getenv(clientsEnv)))
 	}
-	// The GC target `cloister node` runs with.
-	node.ConfigureGC()
+	// The GC target and memory limit `cloister node` runs with.
+	node.ConfigureGC(node.DefaultMemoryLimit)
 	var err error
 	if workerBinary, err = workerbuild.Build(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
