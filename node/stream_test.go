@@ -19,6 +19,7 @@ import (
 
 	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/node"
@@ -125,16 +126,22 @@ func TestStreamedInputSession(t *testing.T) {
 	}
 }
 
-// TestStreamedUploadRefusals: a streamed upload is refused when its
-// commit does not match what arrived, when it comes from someone else than
-// the item's provider, and when a program's plaintext is not the policy's.
-func TestStreamedUploadRefusals(t *testing.T) {
+// attestedOnNewNode starts a node with the scenario's policy and returns
+// an attested session on it and a context bounding the test.
+func attestedOnNewNode(t *testing.T) (*scenario, context.Context, *client.AttestedSession) {
 	s := newScenario(t)
 	tn := startNode(t, t.TempDir(), nil)
 	c := dial(t, tn)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	as := createAttested(ctx, t, c, s.policyDoc(t, tn.platformKey(), nil))
+	t.Cleanup(cancel)
+	return s, ctx, createAttested(ctx, t, c, s.policyDoc(t, tn.platformKey(), nil))
+}
+
+// TestStreamedUploadRefusals: a streamed upload is refused when its
+// commit does not match what arrived, when it comes from someone else than
+// the item's provider, and when a program's plaintext is not the policy's.
+func TestStreamedUploadRefusals(t *testing.T) {
+	s, ctx, as := attestedOnNewNode(t)
 	if _, err := as.UploadInputStream(ctx, s.carol.key, "customers.csv", strings.NewReader("x"), 1); err == nil || !strings.Contains(err.Error(), "provider") {
 		t.Errorf("an upload by another principal than the provider: %v", err)
 	}
@@ -153,16 +160,11 @@ func TestStreamedUploadRefusals(t *testing.T) {
 
 // TestStreamCommitLeavesSessionFree: while a streamed upload's commit
 // authenticates its file (a pass over the whole file, then an fsync), the
-// session answers its other requests; the upload's own chunks are refused
-// until the commit ends. On a commit that held the session's lock, the
-// status request below would wait for the commit, which waits for it.
+// session answers its other requests. On a commit that held the
+// session's lock, the status request below would wait for the commit,
+// which waits for it.
 func TestStreamCommitLeavesSessionFree(t *testing.T) {
-	s := newScenario(t)
-	tn := startNode(t, t.TempDir(), nil)
-	c := dial(t, tn)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	as := createAttested(ctx, t, c, s.policyDoc(t, tn.platformKey(), nil))
+	s, ctx, as := attestedOnNewNode(t)
 	answered := make(chan error, 1)
 	defer node.SetCommitHook(func() {
 		// Bounded only against a hang: the status must come back while
