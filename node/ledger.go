@@ -88,6 +88,9 @@ type registration struct {
 	Height      int64     `json:"height"`
 	LeafHash    string    `json:"leaf_hash"`
 	Time        time.Time `json:"time"`
+	// Endpoint is the node's endpoint on the ledger, as registered or
+	// last moved by a node.endpoint entry.
+	Endpoint string `json:"endpoint,omitempty"`
 }
 
 // register puts the node's node.registered entry on the ledger, unless
@@ -106,6 +109,9 @@ func (n *Node) register(ctx context.Context) error {
 		}
 		if r.Ledger == n.opts.LedgerName && r.PlatformKey == pk {
 			n.registered = r.Index
+			if n.opts.Endpoint != "" && n.opts.Endpoint != r.Endpoint {
+				return n.moveEndpoint(ctx, path, r)
+			}
 			return nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -121,9 +127,14 @@ func (n *Node) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	se, err := verify.NewEntry(n.platform.Signer(), ledger.KindNodeRegistered, map[string]any{
-		"platform_key": pk, "class": string(n.class), "evidence": base64.StdEncoding.EncodeToString(evj),
-	})
+	body := map[string]any{"platform_key": pk, "class": string(n.class), "evidence": base64.StdEncoding.EncodeToString(evj)}
+	if n.opts.Endpoint != "" {
+		body["endpoint"] = n.opts.Endpoint
+	}
+	if n.opts.Organisation != nil {
+		body["organisation"] = protocol.FormatEd25519Key(n.opts.Organisation)
+	}
+	se, err := verify.NewEntry(n.platform.Signer(), ledger.KindNodeRegistered, body)
 	if err != nil {
 		return fmt.Errorf("node: registration entry: %w", err)
 	}
@@ -132,7 +143,7 @@ func (n *Node) register(ctx context.Context) error {
 		return fmt.Errorf("node: registering on the ledger: %w", err)
 	}
 	r := registration{Ledger: n.opts.LedgerName, PlatformKey: pk, Index: rc.Index, Height: rc.Height,
-		LeafHash: hex.EncodeToString(rc.LeafHash[:]), Time: time.Now().UTC()}
+		LeafHash: hex.EncodeToString(rc.LeafHash[:]), Time: time.Now().UTC(), Endpoint: n.opts.Endpoint}
 	b, _ := json.MarshalIndent(r, "", "  ")
 	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -146,4 +157,27 @@ func (n *Node) register(ctx context.Context) error {
 // entry, and false when the node runs without a ledger.
 func (n *Node) RegistrationIndex() (uint64, bool) {
 	return n.registered, n.opts.Ledger != nil
+}
+
+// moveEndpoint records the node's new endpoint with a node.endpoint entry
+// and remembers it in RegistrationFile. The organisation a node registered
+// with stays: the ledger has no entry that changes it.
+func (n *Node) moveEndpoint(ctx context.Context, path string, r registration) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	se, err := verify.NewEntry(n.platform.Signer(), ledger.KindNodeEndpoint, map[string]any{"endpoint": n.opts.Endpoint})
+	if err != nil {
+		return fmt.Errorf("node: endpoint entry: %w", err)
+	}
+	rc, err := n.opts.Ledger.Append(ctx, se)
+	if err != nil {
+		return fmt.Errorf("node: moving the node's endpoint on the ledger: %w", err)
+	}
+	r.Endpoint = n.opts.Endpoint
+	b, _ := json.MarshalIndent(r, "", "  ")
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.log.Info("endpoint moved on the ledger", "endpoint", n.opts.Endpoint, "index", rc.Index)
+	return nil
 }

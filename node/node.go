@@ -104,6 +104,18 @@ type Options struct {
 	// (0: DefaultBlobCache); the least recently used go first, never one
 	// a running session holds.
 	BlobCache int64
+	// Endpoint, with a Ledger, is the URL others reach the node at, named
+	// in its node.registered entry; a later start that names another
+	// moves the node with a node.endpoint entry (rule version 4).
+	Endpoint string
+	// Organisation, with a Ledger, is the consortium member key of the
+	// organisation that runs the node, named in its node.registered entry:
+	// the ledger refuses a key that is not a current member, and it is
+	// fixed once the node is registered.
+	Organisation ed25519.PublicKey
+	// Offer, with a Ledger, is the capacity the node offers on the ledger,
+	// published at start and renewed while it runs (offer.go).
+	Offer *OfferSpec
 }
 
 // Node hosts sessions behind one TLS listener.
@@ -287,6 +299,12 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.sweepLoop()
+	if opts.Offer != nil && opts.Ledger != nil {
+		if err := n.startOffer(ctx); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	return n, nil
 }
 

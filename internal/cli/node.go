@@ -2,18 +2,22 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/tpm"
@@ -48,6 +52,7 @@ func newNodeCmd() *cobra.Command {
 		consoleAddr                       string
 		consolePublic                     bool
 		consoleHosts                      []string
+		prov                              providerFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -76,6 +81,14 @@ validators, 'cloister ledger start') instead; --no-ledger records nothing.
 A step's entry is saved with the step until the ledger confirms it, so a
 restart sends again, once, whatever a crash or an outage kept off the
 ledger (entry numbers are reserved in DIR/ledger-numbers).
+
+A provider node is findable on the ledger (docs/marketplace.md):
+--endpoint names the URL others reach it at and --organisation the
+consortium member that runs it, both in its node.registered entry (a later
+start with another --endpoint moves it; the organisation stays). With
+--offer-ttl it offers its capacity: an offer entry with its class, the
+digest of its evidence and --offer-memory/-cores/-concurrency/-price/-region,
+renewed every third of the TTL while it runs, no longer once it drains.
 
 --ledger-listen ADDR serves the embedded ledger's HTTP API on a loopback
 address, over plain HTTP: everything it serves is public, and clients
@@ -148,6 +161,8 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
   cloister node --data ./node-data --console 127.0.0.1:7490
   cloister node --data ./node-data --ledger http://10.0.0.5:26680
   cloister node --data ./node-data --isolate-class tpm --tpm tcp:127.0.0.1:2321
+  cloister node --data ./node-data --ledger http://127.0.0.1:7480 --endpoint https://127.0.0.1:7443 \
+    --organisation ed25519:CCCC... --offer-ttl 60s --offer-memory 4GiB --offer-cores 2 --offer-concurrency 4
   cloister key public ./node-data/platform.key --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -184,6 +199,10 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				}
 			} else if consolePublic || len(consoleHosts) > 0 {
 				return usageError("node: --console-public and --console-host need --console ADDR")
+			}
+			offer, err := prov.parse(noLedger)
+			if err != nil {
+				return err
 			}
 			limits, err := nodeLimits(maxUpload, maxInflight, maxChunk, maxStream, streamOutput, maxConns, maxConnsPerAddr)
 			if err != nil {
@@ -238,7 +257,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			defer unlock()
 			var nodeLedgerReader *lclient.Client
 			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits,
-				Admission: admission, BlobCache: cacheBytes}
+				Admission: admission, BlobCache: cacheBytes, Endpoint: prov.endpoint, Organisation: prov.org, Offer: offer}
 			if !noLedger {
 				nl, err := openNodeLedger(ctx, dataDir, ledgerURL, ledgerListen, log)
 				if err != nil {
@@ -325,6 +344,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.StringVar(&maxInflight, "max-inflight", "512MiB", "request bodies read and handled at once, in total; more are refused until some finish")
 	f.IntVar(&maxConns, "max-conns", httpguard.DefaultLimits.MaxConns, "connections open at once; more are closed at accept")
 	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", httpguard.DefaultLimits.MaxConnsPerAddr, "connections open at once from one IP address (raise it behind a proxy or NAT)")
+	prov.register(f)
 	f.StringVar(&consoleAddr, "console", "", "serve the web console (read-only, plain HTTP) on this address, e.g. 127.0.0.1:7490; off by default")
 	f.BoolVar(&consolePublic, "console-public", false, "allow --console on an address beyond loopback (whoever reaches it sees sessions, policies and the ledger)")
 	f.StringArrayVar(&consoleHosts, "console-host", nil, "host name the console answers to besides loopback and its address (repeatable)")
@@ -514,4 +534,61 @@ func listenTCP(addr, flag string) (net.Listener, error) {
 		return nil, fmt.Errorf("listening on %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// providerFlags make a node findable on the ledger and let it offer its
+// capacity (rule version 4, decision 0110).
+type providerFlags struct {
+	endpoint, organisation string
+	org                    ed25519.PublicKey
+	ttl                    time.Duration
+	memory, price          string
+	cores, concurrency     uint64
+	regions                []string
+}
+
+func (p *providerFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&p.endpoint, "endpoint", "", "the URL others reach this node at, recorded in its node.registered entry (e.g. https://node1.example:7443)")
+	f.StringVar(&p.organisation, "organisation", "", "the consortium member key (ed25519:…) of the organisation running this node, recorded in its node.registered entry")
+	f.DurationVar(&p.ttl, "offer-ttl", 0, "offer capacity on the ledger, each offer living this long (1s to 10m) and renewed every third of it (0: no offer)")
+	f.StringVar(&p.memory, "offer-memory", "", "with --offer-ttl: memory offered, e.g. 4GiB")
+	f.Uint64Var(&p.cores, "offer-cores", uint64(runtime.NumCPU()), "with --offer-ttl: cores offered")
+	f.Uint64Var(&p.concurrency, "offer-concurrency", uint64(runtime.NumCPU()), "with --offer-ttl: concurrent runs offered")
+	f.StringVar(&p.price, "offer-price", "", "with --offer-ttl: price per CPU-second, a decimal such as 0.001")
+	f.StringSliceVar(&p.regions, "offer-region", nil, "with --offer-ttl: region label (repeatable)")
+}
+
+// parse checks the flags and returns the offer, nil without --offer-ttl.
+func (p *providerFlags) parse(noLedger bool) (*node.OfferSpec, error) {
+	if noLedger && (p.endpoint != "" || p.organisation != "" || p.ttl != 0) {
+		return nil, usageError("node: --endpoint, --organisation and --offer-ttl are recorded on a ledger; --no-ledger excludes them")
+	}
+	if p.endpoint != "" {
+		u, err := url.Parse(p.endpoint)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, usageError("node: --endpoint %q: want an http(s) URL with a host and no user, query or fragment", p.endpoint)
+		}
+	}
+	if p.organisation != "" {
+		k, err := keys.ParseSigningKey(p.organisation)
+		if err != nil {
+			return nil, usageError("node: --organisation: %v", err)
+		}
+		p.org = k
+	}
+	if p.ttl == 0 {
+		return nil, nil
+	}
+	if p.ttl < time.Second || p.ttl > 600*time.Second {
+		return nil, usageError("node: --offer-ttl %s: want 1s to 10m", p.ttl)
+	}
+	mem, err := bytesize.Parse(p.memory)
+	if err != nil || mem <= 0 {
+		return nil, usageError("node: --offer-memory %q: want a size such as 4GiB (required with --offer-ttl)", p.memory)
+	}
+	if p.cores == 0 || p.concurrency == 0 {
+		return nil, usageError("node: --offer-cores and --offer-concurrency must be at least 1")
+	}
+	return &node.OfferSpec{Memory: uint64(mem), Cores: p.cores, Concurrency: p.concurrency, Price: p.price,
+		Regions: p.regions, TTL: p.ttl}, nil
 }
