@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,10 +20,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/internal/supervise"
 	"github.com/cloisterhq/cloister/ledger"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 )
@@ -226,40 +225,11 @@ func dirFlag(dir string) string {
 	return " --dir " + dir
 }
 
-// lockDir takes the supervisor's lock on dir (the directory itself), or
-// reports that another process holds it.
-func lockDir(dir string) (*os.File, bool, error) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		d.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return d, true, nil
-}
-
-// ask sends one request to the supervisor of dir.
+// askSupervisor sends one request to the supervisor of dir.
 func askSupervisor(ctx context.Context, dir string, req upRequest) (*upReply, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", filepath.Join(dir, upSocketFile))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, err
-	}
 	var rep upReply
-	if err := json.NewDecoder(io.LimitReader(conn, 1<<20)).Decode(&rep); err != nil {
-		return nil, fmt.Errorf("the supervisor of %s did not answer: %w", dir, err)
+	if err := supervise.Ask(ctx, filepath.Join(dir, upSocketFile), req, &rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	if !rep.OK {
 		return &rep, errors.New(rep.Error)
@@ -292,7 +262,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	if err := os.MkdirAll(filepath.Join(f.dir, upLogDir), 0o700); err != nil {
 		return failure(fmt.Errorf("up: %w", err))
 	}
-	lock, ok, err := lockDir(f.dir)
+	lock, ok, err := supervise.LockDir(f.dir)
 	if err != nil {
 		return failure(fmt.Errorf("up: %w", err))
 	}
@@ -314,7 +284,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		return detachUp(cmd, f, cfg)
 	}
 	defer lock.Close()
-	return supervise(cmd, f, cfg)
+	return superviseUp(cmd, f, cfg)
 }
 
 // upConfigFor reads DIR/up.json, or writes it for a new network from the
@@ -363,15 +333,6 @@ func saveUpConfig(dir string, cfg *upConfig) error {
 	return atomicfile.WriteFile(filepath.Join(dir, upConfigFile), append(b, '\n'), 0o600)
 }
 
-// upComponent is one process of the network.
-type upComponent struct {
-	name  string
-	args  []string // arguments of this binary
-	url   string
-	binds []string                        // the addresses it listens on, checked free before it starts
-	probe func(ctx context.Context) error // nil: ready once started
-}
-
 // portPlus is addr with its port increased by i.
 func portPlus(addr string, i int) string {
 	host, port, _ := net.SplitHostPort(addr)
@@ -381,8 +342,8 @@ func portPlus(addr string, i int) string {
 
 // components lists the network's processes in start order; stopping goes
 // in the reverse order.
-func components(dir string, cfg *upConfig) []upComponent {
-	var out []upComponent
+func components(dir string, cfg *upConfig) []supervise.Component {
+	var out []supervise.Component
 	nodeArgs := []string{"node", "--data", filepath.Join(dir, "node"), "--listen", cfg.Listen, "--isolate-class", cfg.IsolateClass}
 	if cfg.TPM != "" {
 		nodeArgs = append(nodeArgs, "--tpm", cfg.TPM)
@@ -392,12 +353,12 @@ func components(dir string, cfg *upConfig) []upComponent {
 	} else {
 		for i := range cfg.Validators {
 			u := "http://" + portPlus(cfg.LedgerListen, i)
-			out = append(out, upComponent{
-				name:  fmt.Sprintf("v%d", i),
-				args:  []string{"ledger", "start", "--home", filepath.Join(dir, "ledger", fmt.Sprintf("v%d", i))},
-				url:   u,
-				binds: []string{portPlus(cfg.LedgerListen, i)},
-				probe: ledgerProbe(u),
+			out = append(out, supervise.Component{
+				Name:  fmt.Sprintf("v%d", i),
+				Args:  []string{"ledger", "start", "--home", filepath.Join(dir, "ledger", fmt.Sprintf("v%d", i))},
+				URL:   u,
+				Binds: []string{portPlus(cfg.LedgerListen, i)},
+				Probe: ledgerProbe(u),
 			})
 		}
 		nodeArgs = append(nodeArgs, "--ledger", "http://"+cfg.LedgerListen)
@@ -414,7 +375,7 @@ func components(dir string, cfg *upConfig) []upComponent {
 	if cfg.BlobListen != "" {
 		binds = append(binds, cfg.BlobListen)
 	}
-	out = append(out, upComponent{name: "node", args: nodeArgs, url: nodeURL, binds: binds, probe: func(ctx context.Context) error {
+	out = append(out, supervise.Component{Name: "node", Args: nodeArgs, URL: nodeURL, Binds: binds, Probe: func(ctx context.Context) error {
 		c, err := client.Dial(ctx, nodeURL)
 		if err != nil {
 			return err
@@ -442,26 +403,15 @@ func ledgerProbe(u string) func(ctx context.Context) error {
 	}
 }
 
-// running is a started component.
-type running struct {
-	spec     upComponent
-	log      string
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	exitErr  error
-	stopping bool
-}
-
 // supervisor runs the components of one network.
 type supervisor struct {
-	dir  string
-	cfg  *upConfig
-	self string
-	out  io.Writer // where events are told (the terminal, or up.log)
+	dir   string
+	cfg   *upConfig
+	out   io.Writer // where events are told (the terminal, or up.log)
+	procs *supervise.Supervisor
 
-	mu    sync.Mutex
-	comps map[string]*running
-	info  upRunning
+	mu   sync.Mutex
+	info upRunning
 
 	// writeMu orders the writes of running.json with its removal at the
 	// end: a component's exit watcher, which writes it, may run after
@@ -470,9 +420,23 @@ type supervisor struct {
 	finished bool
 }
 
-// supervise runs the network in this process until a signal or a stop
+// newSupervisor makes the supervisor of dir's network; self is this
+// binary, which every component runs.
+func newSupervisor(dir string, cfg *upConfig, self string, out io.Writer) *supervisor {
+	sv := &supervisor{dir: dir, cfg: cfg, out: out}
+	sv.procs = &supervise.Supervisor{Self: self, LogDir: filepath.Join(dir, upLogDir), Label: "cloister up", Out: out,
+		OnExit: func(p *supervise.Proc, unexpected bool) {
+			if unexpected {
+				fmt.Fprintf(out, "cloister up: '%s up%s' starts it again\n", selfName(), dirFlag(dir))
+			}
+			sv.writeRunning()
+		}}
+	return sv
+}
+
+// superviseUp runs the network in this process until a signal or a stop
 // request, then stops it.
-func supervise(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
+func superviseUp(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
 	self, err := os.Executable()
 	if err != nil {
 		return failure(fmt.Errorf("up: %w", err))
@@ -481,13 +445,12 @@ func supervise(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
 	if err != nil {
 		return failure(fmt.Errorf("up: %w", err))
 	}
-	sv := &supervisor{dir: f.dir, cfg: cfg, self: self, out: cmd.ErrOrStderr(), comps: map[string]*running{}}
+	sv := newSupervisor(f.dir, cfg, self, cmd.ErrOrStderr())
 	sv.info = upRunning{PID: os.Getpid(), Dir: abs, NodeURL: "https://" + cfg.Listen, LedgerURL: "http://" + cfg.LedgerListen}
 	if cfg.BlobListen != "" {
 		sv.info.BlobURL = "http://" + cfg.BlobListen
 	}
 	// Leftovers of a supervisor that was killed.
-	os.Remove(filepath.Join(f.dir, upSocketFile))
 	os.Remove(filepath.Join(f.dir, upRunningFile))
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -497,13 +460,12 @@ func supervise(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
 			return err
 		}
 	}
-	ln, err := net.Listen("unix", filepath.Join(f.dir, upSocketFile))
+	ln, err := supervise.Listen(filepath.Join(f.dir, upSocketFile))
 	if err != nil {
 		return failure(fmt.Errorf("up: control socket: %w", err))
 	}
 	defer os.Remove(filepath.Join(f.dir, upSocketFile))
 	defer ln.Close()
-	os.Chmod(filepath.Join(f.dir, upSocketFile), 0o600)
 	defer sv.removeRunning()
 	defer sv.stopAll()
 
@@ -539,7 +501,7 @@ func supervise(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
 func (sv *supervisor) create() error {
 	cfg := sv.cfg
 	for _, c := range components(sv.dir, cfg) {
-		if err := portsFree(c.binds); err != nil {
+		if err := portsFree(c.Binds); err != nil {
 			return failure(fmt.Errorf("up: %v", err))
 		}
 	}
@@ -563,17 +525,12 @@ func (sv *supervisor) create() error {
 
 // portsFree checks that nothing listens on these addresses yet.
 func portsFree(addrs []string) error {
-	for _, a := range addrs {
-		l, err := net.Listen("tcp", a)
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("%s is in use, by another node or 'cloister up' perhaps: stop it, or choose other addresses for a new network (--listen, --ledger-listen, --blob-listen)", a)
-		}
-		if err != nil {
-			return err
-		}
-		l.Close()
+	err := supervise.PortsFree(addrs)
+	var inUse *supervise.PortInUseError
+	if errors.As(err, &inUse) {
+		return fmt.Errorf("%s is in use, by another node or 'cloister up' perhaps: stop it, or choose other addresses for a new network (--listen, --ledger-listen, --blob-listen)", inUse.Addr)
 	}
-	return nil
+	return err
 }
 
 // startStopped starts, in order, every component that is not running and
@@ -583,113 +540,35 @@ func (sv *supervisor) startStopped(ctx context.Context, p *progress) error {
 	specs := components(sv.dir, sv.cfg)
 	// The validators start together (none is live before the others
 	// are); the node after them.
-	var group []*running
+	var group []*supervise.Proc
 	flush := func() error {
 		for _, r := range group {
-			if err := sv.awaitReady(ctx, r, p); err != nil {
-				return err
+			if err := sv.procs.AwaitReady(ctx, r, 3*time.Minute, p.set); err != nil {
+				return failure(fmt.Errorf("up: %w", err))
 			}
 		}
 		group = nil
 		return nil
 	}
 	for _, c := range specs {
-		sv.mu.Lock()
-		r := sv.comps[c.name]
-		alive := r != nil && !exited(r)
-		sv.mu.Unlock()
-		if alive {
+		if sv.procs.Alive(c.Name) {
 			continue
 		}
-		if c.name == "node" {
+		if c.Name == "node" {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
-		if err := portsFree(c.binds); err != nil {
-			return failure(fmt.Errorf("up: %s: %v", c.name, err))
+		if err := portsFree(c.Binds); err != nil {
+			return failure(fmt.Errorf("up: %s: %v", c.Name, err))
 		}
-		r, err := sv.start(c)
+		r, err := sv.procs.Start(c)
 		if err != nil {
-			return failure(fmt.Errorf("up: starting %s: %w", c.name, err))
+			return failure(fmt.Errorf("up: starting %s: %w", c.Name, err))
 		}
 		group = append(group, r)
 	}
 	return flush()
-}
-
-func exited(r *running) bool {
-	select {
-	case <-r.exited:
-		return true
-	default:
-		return false
-	}
-}
-
-// start starts one component, its output appended to its log.
-func (sv *supervisor) start(c upComponent) (*running, error) {
-	logPath := filepath.Join(sv.dir, upLogDir, c.name+".log")
-	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer lf.Close()
-	fmt.Fprintf(lf, "--- cloister up: %s starting at %s\n", c.name, time.Now().UTC().Format(time.RFC3339))
-	cmd := exec.Command(sv.self, c.args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	// A process group of its own: Ctrl-C at the terminal reaches only the
-	// supervisor, which stops the components in order; and if the
-	// supervisor dies, they are told to stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	r := &running{spec: c, log: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		r.exitErr = cmd.Wait()
-		close(r.exited)
-		sv.mu.Lock()
-		stopping := r.stopping
-		sv.mu.Unlock()
-		if !stopping {
-			fmt.Fprintf(sv.out, "cloister up: %s stopped unexpectedly (%v); the end of %s:\n%s", c.name, r.exitErr, logPath, logTail(logPath, 8))
-			fmt.Fprintf(sv.out, "cloister up: '%s up%s' starts it again\n", selfName(), dirFlag(sv.dir))
-		}
-		sv.writeRunning()
-	}()
-	sv.mu.Lock()
-	sv.comps[c.name] = r
-	sv.mu.Unlock()
-	return r, nil
-}
-
-// awaitReady waits until r answers, fails, or a bound passes.
-func (sv *supervisor) awaitReady(ctx context.Context, r *running, p *progress) error {
-	const bound = 3 * time.Minute
-	deadline := time.Now().Add(bound)
-	for {
-		p.set(fmt.Sprintf("%s (%s)", r.spec.name, r.spec.url))
-		if r.spec.probe == nil {
-			return nil
-		}
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := r.spec.probe(pctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return failure(fmt.Errorf("up: interrupted while %s was starting", r.spec.name))
-		case <-r.exited:
-			return failure(fmt.Errorf("up: %s did not start (%v); the end of %s:\n%s", r.spec.name, r.exitErr, r.log, logTail(r.log, 12)))
-		case <-time.After(250 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return failure(fmt.Errorf("up: %s did not answer at %s within %s (%v); see %s", r.spec.name, r.spec.url, bound, err, r.log))
-		}
-	}
 }
 
 // learn asks the running network what the summary shows: the node's
@@ -730,15 +609,10 @@ func (sv *supervisor) snapshot() *upRunning {
 	info := sv.info
 	info.Components = nil
 	for _, c := range components(sv.dir, sv.cfg) {
-		st := upCompState{Name: c.name, URL: c.url, Log: filepath.Join(sv.dir, upLogDir, c.name+".log")}
-		if r := sv.comps[c.name]; r != nil {
-			st.PID = r.cmd.Process.Pid
-			st.Running = !exited(r)
-			if !st.Running && r.exitErr != nil {
-				st.Exit = r.exitErr.Error()
-			} else if !st.Running {
-				st.Exit = "stopped"
-			}
+		st := upCompState{Name: c.Name, URL: c.URL, Log: filepath.Join(sv.dir, upLogDir, c.Name+".log")}
+		if r := sv.procs.Get(c.Name); r != nil {
+			st.PID = r.PID()
+			st.Running, st.Exit = r.State()
 		}
 		info.Components = append(info.Components, st)
 	}
@@ -764,49 +638,21 @@ func (sv *supervisor) removeRunning() {
 	os.Remove(filepath.Join(sv.dir, upRunningFile))
 }
 
-// stop stops one component: SIGTERM, and SIGKILL to its process group if
-// it has not ended after a while.
-func (sv *supervisor) stop(r *running) {
-	sv.mu.Lock()
-	r.stopping = true
-	sv.mu.Unlock()
-	if exited(r) {
-		return
-	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-r.exited:
-	case <-time.After(30 * time.Second):
-		fmt.Fprintf(sv.out, "cloister up: %s did not stop within 30s of SIGTERM; killing it\n", r.spec.name)
-		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-		<-r.exited
-	}
-}
-
 // stopNames stops the named components (all, if names is empty): the
 // node first, then the validators together.
 func (sv *supervisor) stopNames(names []string) {
-	specs := components(sv.dir, sv.cfg)
-	slices.Reverse(specs)
-	var wg sync.WaitGroup
-	for _, c := range specs {
-		if len(names) > 0 && !slices.Contains(names, c.name) {
+	var first, then []string
+	for _, c := range components(sv.dir, sv.cfg) {
+		if len(names) > 0 && !slices.Contains(names, c.Name) {
 			continue
 		}
-		sv.mu.Lock()
-		r := sv.comps[c.name]
-		sv.mu.Unlock()
-		if r == nil {
-			continue
+		if c.Name == "node" {
+			first = append(first, c.Name)
+		} else {
+			then = append(then, c.Name)
 		}
-		if c.name == "node" {
-			sv.stop(r)
-			continue
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); sv.stop(r) }()
 	}
-	wg.Wait()
+	sv.procs.StopGroups(30*time.Second, first, then)
 	sv.writeRunning()
 }
 
@@ -815,56 +661,46 @@ func (sv *supervisor) stopAll() { sv.stopNames(nil) }
 // serve answers control requests until ctx ends; shutdown is called on a
 // request to stop everything.
 func (sv *supervisor) serve(ctx context.Context, ln net.Listener, shutdown func()) {
-	go func() { <-ctx.Done(); ln.Close() }()
 	var startMu sync.Mutex // one start at a time
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
+	supervise.Serve(ctx, ln, func(raw json.RawMessage) (any, func()) {
+		var req upRequest
+		if err := json.Unmarshal(raw, &req); err != nil {
+			return upReply{Error: "malformed request"}, nil
 		}
-		go func() {
-			defer conn.Close()
-			var req upRequest
-			if err := json.NewDecoder(io.LimitReader(conn, 64<<10)).Decode(&req); err != nil {
-				return
+		rep := upReply{OK: true}
+		switch req.Op {
+		case "status":
+		case "start":
+			startMu.Lock()
+			err := sv.startStopped(ctx, nil)
+			startMu.Unlock()
+			if err != nil {
+				rep = upReply{Error: unwrapExit(err).Error()}
 			}
-			rep := upReply{OK: true}
-			switch req.Op {
-			case "status":
-			case "start":
-				startMu.Lock()
-				err := sv.startStopped(ctx, nil)
-				startMu.Unlock()
-				if err != nil {
-					rep = upReply{Error: unwrapExit(err).Error()}
-				}
-				sv.writeRunning()
-			case "stop":
-				if len(req.Names) == 0 {
-					rep.Running = *sv.snapshot()
-					json.NewEncoder(conn).Encode(rep)
-					shutdown()
-					return
-				}
-				known := map[string]bool{}
-				for _, c := range components(sv.dir, sv.cfg) {
-					known[c.name] = true
-				}
-				for _, n := range req.Names {
-					if !known[n] {
-						rep = upReply{Error: fmt.Sprintf("no component %q here; the components are %s", n, strings.Join(slices.Sorted(mapKeys(known)), ", "))}
-					}
-				}
-				if rep.OK {
-					sv.stopNames(req.Names)
-				}
-			default:
-				rep = upReply{Error: fmt.Sprintf("unknown request %q", req.Op)}
+			sv.writeRunning()
+		case "stop":
+			if len(req.Names) == 0 {
+				rep.Running = *sv.snapshot()
+				return rep, shutdown
 			}
-			rep.Running = *sv.snapshot()
-			json.NewEncoder(conn).Encode(rep)
-		}()
-	}
+			known := map[string]bool{}
+			for _, c := range components(sv.dir, sv.cfg) {
+				known[c.Name] = true
+			}
+			for _, n := range req.Names {
+				if !known[n] {
+					rep = upReply{Error: fmt.Sprintf("no component %q here; the components are %s", n, strings.Join(slices.Sorted(mapKeys(known)), ", "))}
+				}
+			}
+			if rep.OK {
+				sv.stopNames(req.Names)
+			}
+		default:
+			rep = upReply{Error: fmt.Sprintf("unknown request %q", req.Op)}
+		}
+		rep.Running = *sv.snapshot()
+		return rep, nil
+	})
 }
 
 func mapKeys(m map[string]bool) func(func(string) bool) {
@@ -917,7 +753,7 @@ func detachUp(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
 		select {
 		case err := <-done:
 			p.done()
-			return failure(fmt.Errorf("up: the network did not start (%v); the end of %s:\n%s", err, logPath, logTail(logPath, 15)))
+			return failure(fmt.Errorf("up: the network did not start (%v); the end of %s:\n%s", err, logPath, supervise.LogTail(logPath, 15)))
 		case <-deadline:
 			return failure(fmt.Errorf("up: the network did not start within 3 minutes; see %s", logPath))
 		case <-cmd.Context().Done():
@@ -987,32 +823,6 @@ func printUpSummary(w io.Writer, dir string, cfg *upConfig, r *upRunning, detach
 	}
 }
 
-// logTail is the last n lines of a log file, indented.
-func logTail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
-		f.Seek(-64<<10, io.SeekEnd)
-	}
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 64<<10)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	var b strings.Builder
-	for _, l := range lines {
-		fmt.Fprintf(&b, "    %s\n", l)
-	}
-	return b.String()
-}
-
 func runDown(cmd *cobra.Command, dir string, names []string, purge bool) error {
 	out := cmd.ErrOrStderr()
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -1025,7 +835,7 @@ func runDown(cmd *cobra.Command, dir string, names []string, purge bool) error {
 	}
 	var cfg upConfig
 	json.Unmarshal(cfgBytes, &cfg)
-	lock, free, err := lockDir(dir)
+	lock, free, err := supervise.LockDir(dir)
 	if err != nil {
 		return failure(fmt.Errorf("down: %w", err))
 	}
@@ -1057,18 +867,9 @@ func runDown(cmd *cobra.Command, dir string, names []string, purge bool) error {
 			return nil
 		}
 		// Stopped once the supervisor lets go of the directory.
-		for {
-			l, free, err := lockDir(dir)
-			if err == nil && free {
-				l.Close()
-				break
-			}
-			select {
-			case <-ctx.Done():
-				p.done()
-				return failure(fmt.Errorf("down: %s is still running after 2 minutes; see %s", dir, filepath.Join(dir, upLogDir)))
-			case <-time.After(200 * time.Millisecond):
-			}
+		if err := supervise.WaitUnlocked(ctx, dir); err != nil {
+			p.done()
+			return failure(fmt.Errorf("down: %s is still running after 2 minutes; see %s", dir, filepath.Join(dir, upLogDir)))
 		}
 		p.done()
 		fmt.Fprintf(out, "cloister down: stopped the network of %s\n", dir)

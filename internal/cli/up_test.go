@@ -286,8 +286,7 @@ func TestUpPortInUse(t *testing.T) {
 // writes running.json when its process ends) does not put it back.
 func TestUpRunningRemovedForGood(t *testing.T) {
 	dir := t.TempDir()
-	sv := &supervisor{dir: dir, cfg: &upConfig{Version: 1, Listen: "127.0.0.1:1", LedgerListen: "127.0.0.1:2", IsolateClass: "software"},
-		comps: map[string]*running{}}
+	sv := newSupervisor(dir, &upConfig{Version: 1, Listen: "127.0.0.1:1", LedgerListen: "127.0.0.1:2", IsolateClass: "software"}, "cloister", io.Discard)
 	path := filepath.Join(dir, upRunningFile)
 	sv.writeRunning()
 	if _, err := os.Stat(path); err != nil {
