@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/supervise"
+	"github.com/cloisterhq/cloister/internal/testnet"
 	"github.com/cloisterhq/cloister/ledger"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 )
@@ -376,12 +376,7 @@ func components(dir string, cfg *upConfig) []supervise.Component {
 		binds = append(binds, cfg.BlobListen)
 	}
 	out = append(out, supervise.Component{Name: "node", Args: nodeArgs, URL: nodeURL, Binds: binds, Probe: func(ctx context.Context) error {
-		c, err := client.Dial(ctx, nodeURL)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if _, err := c.NodeInfo(ctx); err != nil {
+		if err := testnet.NodeProbe(nodeURL)(ctx); err != nil {
 			return err
 		}
 		if cfg.Validators == 0 {
@@ -392,16 +387,8 @@ func components(dir string, cfg *upConfig) []supervise.Component {
 	return out
 }
 
-func ledgerProbe(u string) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
-		c, err := lclient.New(u)
-		if err != nil {
-			return err
-		}
-		_, err = c.Status(ctx)
-		return err
-	}
-}
+// ledgerProbe passes once the ledger API at u answers its status.
+var ledgerProbe = testnet.LedgerProbe
 
 // supervisor runs the components of one network.
 type supervisor struct {
@@ -722,11 +709,6 @@ func detachUp(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
 		return failure(fmt.Errorf("up: %w", err))
 	}
 	logPath := filepath.Join(f.dir, upLogDir, "up.log")
-	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return failure(fmt.Errorf("up: %w", err))
-	}
-	defer lf.Close()
 	args := []string{"up", "--supervise", "--dir", f.dir, "--validators", strconv.Itoa(f.validators), "--listen", f.listen,
 		"--ledger-listen", f.ledgerListen, "--isolate-class", f.class}
 	if f.blobListen != "" {
@@ -738,46 +720,42 @@ func detachUp(cmd *cobra.Command, f *upFlags, cfg *upConfig) error {
 	if _, err := os.Stat(filepath.Join(f.dir, upConfigFile)); err == nil {
 		args = []string{"up", "--supervise", "--dir", f.dir} // as it was made
 	}
-	child := exec.Command(self, args...)
-	child.Stdout, child.Stderr = lf, lf
-	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := child.Start(); err != nil {
+	child, err := supervise.StartDetached(self, args, logPath)
+	if err != nil {
 		return failure(fmt.Errorf("up: %w", err))
 	}
-	done := make(chan error, 1)
-	go func() { done <- child.Wait() }()
 	p := startProgress(cmd, "the local network to start", 3*time.Minute)
 	defer p.done()
-	deadline := time.After(3*time.Minute + 10*time.Second)
-	for {
-		select {
-		case err := <-done:
-			p.done()
-			return failure(fmt.Errorf("up: the network did not start (%v); the end of %s:\n%s", err, logPath, supervise.LogTail(logPath, 15)))
-		case <-deadline:
-			return failure(fmt.Errorf("up: the network did not start within 3 minutes; see %s", logPath))
-		case <-cmd.Context().Done():
-			return failure(errors.New("up: interrupted"))
-		case <-time.After(200 * time.Millisecond):
-		}
-		ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+	var running *upRunning
+	err = child.Await(cmd.Context(), 3*time.Minute+10*time.Second, func(ctx context.Context) bool {
 		rep, err := askSupervisor(ctx, f.dir, upRequest{Op: "status"})
-		cancel()
-		if err == nil && rep.Running.Ready {
-			p.done()
-			child.Process.Release()
-			printUpSummary(cmd.OutOrStdout(), f.dir, cfg, &rep.Running, true)
-			return nil
+		if err != nil {
+			return false
 		}
-		if err == nil {
-			for _, c := range rep.Running.Components {
-				if !c.Running {
-					p.set("waiting for " + c.Name)
-					break
-				}
+		if rep.Running.Ready {
+			running = &rep.Running
+			return true
+		}
+		for _, c := range rep.Running.Components {
+			if !c.Running {
+				p.set("waiting for " + c.Name)
+				break
 			}
 		}
+		return false
+	})
+	p.done()
+	var exited *supervise.ExitedError
+	switch {
+	case errors.As(err, &exited):
+		return failure(fmt.Errorf("up: the network did not start (%v); the end of %s:\n%s", exited.Err, logPath, supervise.LogTail(logPath, 15)))
+	case errors.Is(err, supervise.ErrNotReady):
+		return failure(fmt.Errorf("up: the network did not start within 3 minutes; see %s", logPath))
+	case err != nil:
+		return failure(errors.New("up: interrupted"))
 	}
+	printUpSummary(cmd.OutOrStdout(), f.dir, cfg, running, true)
+	return nil
 }
 
 // printUpSummary prints what runs and the commands to go on with.
@@ -878,14 +856,21 @@ func runDown(cmd *cobra.Command, dir string, names []string, purge bool) error {
 		fmt.Fprintf(out, "cloister down: its state stays in %s: '%s up%s' starts it again; '%s down --purge%s' removes it\n", dir, selfName(), dirFlag(dir), selfName(), dirFlag(dir))
 		return nil
 	}
+	return removeNetworkDir(out, "down", dir, cfg.Origin)
+}
+
+// removeNetworkDir removes a local network's directory and the ledger
+// state 'cloister ledger verify' kept for its ledger (origin), saying so
+// on out.
+func removeNetworkDir(out io.Writer, cmdName, dir, origin string) error {
 	if err := os.RemoveAll(dir); err != nil {
-		return failure(fmt.Errorf("down: removing %s: %w", dir, err))
+		return failure(fmt.Errorf("%s: removing %s: %w", cmdName, dir, err))
 	}
-	fmt.Fprintf(out, "cloister down: removed %s\n", dir)
-	if cfg.Origin != "" {
-		if p, err := lclient.DefaultStatePath(cfg.Origin); err == nil {
+	fmt.Fprintf(out, "cloister %s: removed %s\n", cmdName, dir)
+	if origin != "" {
+		if p, err := lclient.DefaultStatePath(origin); err == nil {
 			if err := os.Remove(p); err == nil {
-				fmt.Fprintf(out, "cloister down: removed the ledger state kept for %s (%s)\n", cfg.Origin, p)
+				fmt.Fprintf(out, "cloister %s: removed the ledger state kept for %s (%s)\n", cmdName, origin, p)
 			}
 		}
 	}

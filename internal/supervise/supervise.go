@@ -403,3 +403,63 @@ func LogTail(path string, n int) string {
 	}
 	return b.String()
 }
+
+// Detached is a supervisor started in the background by StartDetached.
+type Detached struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// StartDetached starts prog with args as a supervisor in the background:
+// in a session of its own (a terminal's Ctrl-C and hang-up do not reach
+// it), its output appended to logPath.
+func StartDetached(prog string, args []string, logPath string) (*Detached, error) {
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	cmd := exec.Command(prog, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d := &Detached{cmd: cmd, done: make(chan error, 1)}
+	go func() { d.done <- cmd.Wait() }()
+	return d, nil
+}
+
+// ExitedError is Await's answer when the background supervisor ended
+// before it was ready.
+type ExitedError struct{ Err error }
+
+func (e *ExitedError) Error() string { return fmt.Sprintf("it ended (%v)", e.Err) }
+
+// ErrNotReady is Await's answer when bound passed first.
+var ErrNotReady = errors.New("not ready in time")
+
+// Await polls ready until it reports true (then the supervisor is left to
+// run on its own), the supervisor ends (*ExitedError), bound passes
+// (ErrNotReady) or ctx ends (its error).
+func (d *Detached) Await(ctx context.Context, bound time.Duration, ready func(context.Context) bool) error {
+	deadline := time.After(bound)
+	for {
+		select {
+		case err := <-d.done:
+			return &ExitedError{Err: err}
+		case <-deadline:
+			return ErrNotReady
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ok := ready(pctx)
+		cancel()
+		if ok {
+			d.cmd.Process.Release()
+			return nil
+		}
+	}
+}

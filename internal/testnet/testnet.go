@@ -122,10 +122,21 @@ func DefaultNodes() []NodeSpec {
 	if SwtpmInstalled() {
 		second = "tpm"
 	}
-	return []NodeSpec{
-		{Class: "software", Memory: "2GiB", Cores: 2, Concurrency: 4, Price: "0.001", Regions: []string{"eu-west"}},
-		{Class: second, Memory: "1GiB", Cores: 1, Concurrency: 2, Price: "0.002", Regions: []string{"us-east"}},
+	return Nodes(2, []string{"software", second})
+}
+
+// Nodes is m nodes whose classes cycle through classes, of organisations
+// org1 … orgm, with limits and prices that differ from one to the next;
+// the first two are DefaultNodes' when their classes agree.
+func Nodes(m int, classes []string) []NodeSpec {
+	mem := []string{"2GiB", "1GiB", "4GiB"}
+	regions := []string{"eu-west", "us-east", "ap-south"}
+	out := make([]NodeSpec, m)
+	for i := range out {
+		out[i] = NodeSpec{Class: classes[i%len(classes)], Memory: mem[i%3], Cores: uint64(2 - i%2), Concurrency: uint64(4 - 2*(i%2)),
+			Price: fmt.Sprintf("0.00%d", i+1), Regions: []string{regions[i%3]}}
 	}
+	return out
 }
 
 // Info is what runs: URLs, keys' paths, data directories and PIDs. It is
@@ -261,8 +272,12 @@ func Start(ctx context.Context, opts Options) (*Network, error) {
 		return nil, err
 	}
 	opts.Nodes = specs
-	if entries, err := os.ReadDir(opts.Dir); err == nil && len(entries) > 0 {
-		return nil, fmt.Errorf("testnet: %s is not empty; a test network starts in a new directory", opts.Dir)
+	if entries, err := os.ReadDir(opts.Dir); err == nil {
+		for _, e := range entries {
+			if e.Name() != "logs" {
+				return nil, fmt.Errorf("testnet: %s is not empty; a test network starts in a new directory", opts.Dir)
+			}
+		}
 	}
 	abs, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -394,7 +409,7 @@ func (n *Network) start(ctx context.Context) error {
 	var group []*supervise.Proc
 	for i, v := range vals {
 		name := fmt.Sprintf("v%d", i)
-		c := supervise.Component{Name: name, Args: []string{"ledger", "start", "--home", v.Home}, URL: v.APIURL, Probe: ledgerProbe(v.APIURL)}
+		c := supervise.Component{Name: name, Args: []string{"ledger", "start", "--home", v.Home}, URL: v.APIURL, Probe: LedgerProbe(v.APIURL)}
 		p, err := n.procs.Start(c)
 		if err != nil {
 			return fmt.Errorf("testnet: starting %s: %w", name, err)
@@ -533,7 +548,7 @@ func (n *Network) start(ctx context.Context) error {
 			args = append(args, "--tpm", tpmSpec[s.Name])
 		}
 		args = append(args, s.Args...)
-		p, err := n.procs.Start(supervise.Component{Name: s.Name, Args: args, URL: u, Binds: []string{addr}, Probe: nodeProbe(u)})
+		p, err := n.procs.Start(supervise.Component{Name: s.Name, Args: args, URL: u, Binds: []string{addr}, Probe: NodeProbe(u)})
 		if err != nil {
 			return fmt.Errorf("testnet: starting %s: %w", s.Name, err)
 		}
@@ -716,7 +731,8 @@ func port(addr string) string {
 	return p
 }
 
-func ledgerProbe(u string) func(context.Context) error {
+// LedgerProbe passes once the ledger API at u answers its status.
+func LedgerProbe(u string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		c, err := lclient.New(u)
 		if err != nil {
@@ -747,8 +763,8 @@ func httpProbe(url string) func(context.Context) error {
 	}
 }
 
-// nodeProbe passes when the node answers its info over its API.
-func nodeProbe(u string) func(context.Context) error {
+// NodeProbe passes once the node at u answers its info over its API.
+func NodeProbe(u string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		c, err := client.Dial(ctx, u)
 		if err != nil {

@@ -35,6 +35,7 @@ var guides = []struct {
 	{"docs/attestation.md", true},
 	{"docs/guest.md", true},
 	{"docs/storage.md", true},
+	{"docs/testnet.md", false},
 	{"examples/README.md", false},
 }
 
