@@ -39,6 +39,8 @@ type testnetFlags struct {
 	classes     []string
 	brokers     int
 	noBlobStore bool
+	noDispatch  bool
+	listings    []string
 	offerTTL    time.Duration
 	asJSON      bool
 	detach      bool
@@ -81,13 +83,16 @@ must be new or empty):
     and offers its capacity there, renewed every third of --offer-ttl;
   - K key brokers (--brokers, default 1) recording on the ledger;
   - a blob store that the organisations and DIR/keys/innovator.key may
-    push to.
+    push to;
+  - a dispatcher ('cloister dispatch', decision 0113) signing with
+    DIR/keys/dispatcher.key, serving the program listings given with
+    --listing (an innovator's delegation names that key).
 
 It returns control once every component answers and every node's offer is
 live on the ledger, and prints what it started: URLs, keys' paths, data
 directories and PIDs (--json: as JSON, the same as DIR/testnet.json). Then it
-runs until Ctrl-C or SIGTERM, which stop every component cleanly: the nodes
-first, the validators last. With --detach it runs in the background (its
+runs until Ctrl-C or SIGTERM, which stop every component cleanly: dispatchers
+and nodes first, the validators last. With --detach it runs in the background (its
 own output in DIR/logs/testnet.log) and 'cloister testnet down' stops it.
 
 A test network is throwaway: every start makes a new one (a ledger with a
@@ -110,6 +115,8 @@ running); 1 a component could not start (the end of its log is printed);
 	fl.StringSliceVar(&f.classes, "classes", strings.Split(defaultClasses, ","), "isolate classes the nodes cycle through: software, tpm (tpm needs swtpm)")
 	fl.IntVar(&f.brokers, "brokers", 1, "number of key brokers (0 to 16)")
 	fl.BoolVar(&f.noBlobStore, "no-blob-store", false, "run no blob store")
+	fl.BoolVar(&f.noDispatch, "no-dispatcher", false, "run no dispatcher")
+	fl.StringArrayVar(&f.listings, "listing", nil, "a sealed program's listing for the dispatcher (JSON, as 'cloister dispatch --program' takes; repeatable)")
 	fl.DurationVar(&f.offerTTL, "offer-ttl", 30*time.Second, "how long each node's offer lives (3s to 10m); nodes renew it every third of that")
 	fl.BoolVar(&f.asJSON, "json", false, "print what was started as JSON")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background; 'cloister testnet down' stops it")
@@ -148,7 +155,7 @@ func (f *testnetFlags) options(self string, out io.Writer) (testnet.Options, err
 	}
 	nodes := testnet.Nodes(f.nodes, f.classes)
 	return testnet.Options{Dir: f.dir, Bin: self, Validators: f.validators, Nodes: nodes, Brokers: f.brokers, NoBroker: f.brokers == 0,
-		NoBlobStore: f.noBlobStore, OfferTTL: f.offerTTL, Out: out}, nil
+		NoBlobStore: f.noBlobStore, NoDispatcher: f.noDispatch, Listings: f.listings, OfferTTL: f.offerTTL, Out: out}, nil
 }
 
 func runTestnet(cmd *cobra.Command, f *testnetFlags) error {
@@ -274,9 +281,9 @@ func superviseTestnet(cmd *cobra.Command, f *testnetFlags, opts testnet.Options)
 	}
 	select {
 	case <-ctx.Done():
-		fmt.Fprintf(cmd.ErrOrStderr(), "\ncloister testnet: stopping (the nodes first)…\n")
+		fmt.Fprintf(cmd.ErrOrStderr(), "\ncloister testnet: stopping (dispatchers and nodes first)…\n")
 	case <-stopReq:
-		fmt.Fprintf(cmd.ErrOrStderr(), "cloister testnet: stopping, as 'cloister testnet down' asked (the nodes first)…\n")
+		fmt.Fprintf(cmd.ErrOrStderr(), "cloister testnet: stopping, as 'cloister testnet down' asked (dispatchers and nodes first)…\n")
 	}
 	nw.Stop()
 	fmt.Fprintf(cmd.ErrOrStderr(), "cloister testnet: stopped. Its state stays in %s; 'cloister testnet down --purge%s' removes it.\n", f.dir, testnetDirFlag(f.dir))
@@ -296,6 +303,12 @@ func detachTestnet(cmd *cobra.Command, f *testnetFlags) error {
 		"--offer-ttl", f.offerTTL.String()}
 	if f.noBlobStore {
 		args = append(args, "--no-blob-store")
+	}
+	if f.noDispatch {
+		args = append(args, "--no-dispatcher")
+	}
+	for _, l := range f.listings {
+		args = append(args, "--listing", l)
 	}
 	child, err := supervise.StartDetached(self, args, logPath)
 	if err != nil {
@@ -370,7 +383,10 @@ func printTestnetSummary(w io.Writer, dir string, info *testnet.Info, detached b
 	if info.BlobStore != nil {
 		fmt.Fprintf(w, "  blob store    %-28s pid %-7d data %s\n", info.BlobStore.URL, info.BlobStore.PID, info.BlobStore.Data)
 	}
-	fmt.Fprintf(w, "  keys          innovator %s, consumer %s\n", info.Keys["innovator"], info.Keys["consumer"])
+	for _, d := range info.Dispatchers {
+		fmt.Fprintf(w, "  dispatcher %-2s %-28s pid %-7d %s   %d listing%s\n", d.Name, d.URL, d.PID, d.Key, len(d.Listings), plural(len(d.Listings)))
+	}
+	fmt.Fprintf(w, "  keys          innovator %s, consumer %s, dispatcher %s\n", info.Keys["innovator"], info.Keys["consumer"], info.Keys["dispatcher"])
 	fmt.Fprintf(w, "  logs          %s/\n", filepath.Join(info.Dir, "logs"))
 	fmt.Fprintf(w, "next (docs/testnet.md):\n")
 	fmt.Fprintf(w, "  %s offer list --ledger %s\n", me, info.LedgerURL)
@@ -427,7 +443,7 @@ func newTestnetDownCmd() *cobra.Command {
 		Use:   "down [DIR] [--purge]",
 		Short: "Stop a test network, and optionally remove it",
 		Long: `down asks the supervisor of the test network in DIR (default
-./cloister-testnet; also --dir) to stop every component — the nodes first,
+./cloister-testnet; also --dir) to stop every component — dispatchers and nodes first,
 the validators last — and waits until it has. --purge then removes DIR and
 the ledger state 'cloister ledger verify' kept for its ledger; it refuses a
 directory that 'cloister testnet' did not make.

@@ -26,10 +26,11 @@ func TestTestnetDetachStatusDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &info); err != nil {
 		t.Fatalf("testnet --json: %v\n%s", err, out)
 	}
-	if len(info.Validators) != 1 || len(info.Nodes) != 1 || info.Nodes[0].Class != "software" || len(info.Brokers) != 0 || info.BlobStore != nil {
+	if len(info.Validators) != 1 || len(info.Nodes) != 1 || info.Nodes[0].Class != "software" || len(info.Brokers) != 0 || info.BlobStore != nil ||
+		len(info.Dispatchers) != 1 {
 		t.Fatalf("info: %+v", info)
 	}
-	pids := []int{info.Supervisor, info.Validators[0].PID, info.Nodes[0].PID}
+	pids := []int{info.Supervisor, info.Validators[0].PID, info.Nodes[0].PID, info.Dispatchers[0].PID}
 	if _, err := os.Stat(filepath.Join(dir, testnet.InfoFile)); err != nil {
 		t.Error(err)
 	}
@@ -38,7 +39,7 @@ func TestTestnetDetachStatusDown(t *testing.T) {
 	}
 	code, out, errOut = runCLIProcess(t, "testnet", "status", "--dir", dir, "--json")
 	var st testnetReply
-	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || !slices.Contains(st.Running, "n1") || !slices.Contains(st.Running, "v0") {
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || !slices.Contains(st.Running, "n1") || !slices.Contains(st.Running, "v0") || !slices.Contains(st.Running, "d1") {
 		t.Fatalf("status: exit %d %q %q", code, out, errOut)
 	}
 	if code, _, errOut := runCLIProcess(t, "testnet", "down", dir, "--purge"); code != 0 || !strings.Contains(errOut, "stopped the test network") {

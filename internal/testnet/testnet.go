@@ -15,7 +15,7 @@
 // the race detector with internal/testbin), listens on a free loopback
 // port, and is waited for, within a bound, until it answers its readiness
 // probe; nodes count as started once their offers are live on the
-// ledger. Stop stops the components in order (nodes first, validators
+// ledger. Stop stops the components in order (dispatchers, nodes, …, validators
 // last), each with SIGTERM and, after a grace period, SIGKILL; the
 // children have the parent-death signal set, so a test process that dies
 // leaves none behind. The processes are supervised by package
@@ -75,6 +75,12 @@ type Options struct {
 	NoBroker bool
 	// NoBlobStore runs no blob store.
 	NoBlobStore bool
+	// NoDispatcher runs no dispatcher; otherwise one, "d1", starts last,
+	// with the dispatcher key DIR/keys/dispatcher.key and the program
+	// listings Listings (files; see 'cloister dispatch'). StartDispatcher
+	// starts it again with other listings.
+	NoDispatcher bool
+	Listings     []string
 	// OfferTTL is how long each node's offer lives (default 30 s); nodes
 	// renew it every third of that.
 	OfferTTL time.Duration
@@ -151,8 +157,10 @@ type Info struct {
 	Nodes         []Node         `json:"nodes"`
 	Brokers       []Broker       `json:"brokers"`
 	BlobStore     *BlobStore     `json:"blob_store,omitempty"`
+	Dispatchers   []Dispatcher   `json:"dispatchers,omitempty"`
 	// Keys are principal key files made for the network: "innovator"
-	// (may push to the blob store) and "consumer".
+	// (may push to the blob store), "consumer" and "dispatcher" (the
+	// dispatchers' signing key, which innovators' delegations name).
 	Keys       map[string]string `json:"keys"`
 	Supervisor int               `json:"supervisor_pid"`
 }
@@ -211,6 +219,14 @@ type BlobStore struct {
 	Process
 	Data     string   `json:"data"`
 	PushKeys []string `json:"push_keys"` // who may write
+}
+
+// Dispatcher is a marketplace dispatcher.
+type Dispatcher struct {
+	Process
+	Key      string   `json:"key"` // ed25519:…
+	KeyFile  string   `json:"key_file"`
+	Listings []string `json:"listings,omitempty"`
 }
 
 // Network is a running test network.
@@ -370,7 +386,7 @@ func (n *Network) start(ctx context.Context) error {
 		n.info.Organisations = append(n.info.Organisations, Organisation{Name: s.Organisation, Key: k.Public().SigningString(), KeyFile: path})
 	}
 	var pushKeys []string
-	for _, name := range []string{"innovator", "consumer"} {
+	for _, name := range []string{"innovator", "consumer", "dispatcher"} {
 		path := filepath.Join(o.Dir, "keys", name+".key")
 		k, _, err := keys.LoadOrCreate(path)
 		if err != nil {
@@ -579,7 +595,67 @@ func (n *Network) start(ctx context.Context) error {
 	if err := n.awaitOffers(ctx); err != nil {
 		return err
 	}
+	if !o.NoDispatcher {
+		if _, err := n.StartDispatcher(ctx, "d1", o.Listings); err != nil {
+			return err
+		}
+	}
 	return n.writeInfo()
+}
+
+// StartDispatcher starts a dispatcher ('cloister dispatch') named name,
+// signing with DIR/keys/dispatcher.key and serving the program listings
+// given, and waits until it answers. A dispatcher of that name that runs
+// is stopped first: a dispatcher keeps no state, and the new one resumes
+// every open request from the ledger. The dispatchers stop before
+// everything else.
+func (n *Network) StartDispatcher(ctx context.Context, name string, listings []string) (Dispatcher, error) {
+	if !isLabel(name) {
+		return Dispatcher{}, fmt.Errorf("testnet: dispatcher %q: want a DNS label", name)
+	}
+	n.mu.Lock()
+	i := slices.IndexFunc(n.info.Dispatchers, func(d Dispatcher) bool { return d.Name == name })
+	n.mu.Unlock()
+	if p := n.procs.Get(name); p != nil {
+		if i < 0 {
+			return Dispatcher{}, fmt.Errorf("testnet: %s is another component's name", name)
+		}
+		n.procs.Stop(p, 30*time.Second)
+	}
+	addrs, err := loopback.Addrs(1)
+	if err != nil {
+		return Dispatcher{}, fmt.Errorf("testnet: %w", err)
+	}
+	u := "http://" + addrs[0]
+	keyFile := n.info.Keys["dispatcher"]
+	k, err := keys.Load(keyFile)
+	if err != nil {
+		return Dispatcher{}, fmt.Errorf("testnet: %w", err)
+	}
+	args := []string{"dispatch", "--listen", addrs[0], "--ledger", n.info.LedgerURL, "--key", keyFile}
+	for _, l := range listings {
+		args = append(args, "--program", l)
+	}
+	p, err := n.procs.Start(supervise.Component{Name: name, Args: args, URL: u, Binds: addrs, Probe: httpProbe(u + "/v1/info")})
+	if err != nil {
+		return Dispatcher{}, fmt.Errorf("testnet: starting %s: %w", name, err)
+	}
+	d := Dispatcher{Process: process(p), Key: k.Public().SigningString(), KeyFile: keyFile, Listings: slices.Clone(listings)}
+	n.mu.Lock()
+	if i < 0 {
+		n.info.Dispatchers = append(n.info.Dispatchers, d)
+		if len(n.order) == 0 || !slices.Contains(n.order[0], n.info.Dispatchers[0].Name) {
+			n.order = append([][]string{{}}, n.order...)
+		}
+		n.order[0] = append(n.order[0], name)
+	} else {
+		n.info.Dispatchers[i] = d
+	}
+	n.mu.Unlock()
+	if err := n.await(ctx, []*supervise.Proc{p}); err != nil {
+		return Dispatcher{}, err
+	}
+	return d, n.writeInfo()
 }
 
 // ledgerFor is the validator API the i-th node or broker records
@@ -657,6 +733,7 @@ func (n *Network) Info() Info {
 	info.Nodes = slices.Clone(info.Nodes)
 	info.Brokers = slices.Clone(info.Brokers)
 	info.Organisations = slices.Clone(info.Organisations)
+	info.Dispatchers = slices.Clone(info.Dispatchers)
 	return info
 }
 
@@ -668,6 +745,8 @@ func (n *Network) Dir() string { return n.opts.Dir }
 
 // Names lists the components in start order.
 func (n *Network) Names() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	var out []string
 	for i := len(n.order) - 1; i >= 0; i-- {
 		out = append(out, n.order[i]...)
@@ -708,7 +787,7 @@ func (n *Network) StopComponent(name string) error {
 	return nil
 }
 
-// Stop stops every component: the nodes first (they finish recording on
+// Stop stops every component: the dispatchers, the nodes (they finish recording on
 // the ledger), then brokers, blob store and swtpms, then the validators.
 // It returns once every process has ended; calling it again does nothing.
 func (n *Network) Stop() {
@@ -718,8 +797,9 @@ func (n *Network) Stop() {
 		return
 	}
 	n.stopped = true
+	order := slices.Clone(n.order)
 	n.mu.Unlock()
-	n.procs.StopGroups(30*time.Second, n.order...)
+	n.procs.StopGroups(30*time.Second, order...)
 }
 
 func process(p *supervise.Proc) Process {

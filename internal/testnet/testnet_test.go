@@ -30,7 +30,8 @@ func TestMain(m *testing.M) {
 
 // TestNetwork starts a network of one validator, two nodes of two
 // organisations with different classes (software and, where swtpm is
-// installed, tpm) and limits, a broker and a blob store, each a process;
+// installed, tpm) and limits, a broker, a blob store and a dispatcher,
+// each a process;
 // checks that each answers, that the organisations are consortium
 // members and the nodes are on the ledger with their endpoints,
 // organisations and live offers (through the API and 'cloister offer
@@ -62,7 +63,7 @@ func TestNetwork(t *testing.T) {
 	}()
 
 	// The layout: what was asked for, and testnet.json saying the same.
-	if len(info.Validators) != 1 || len(info.Nodes) != 2 || len(info.Brokers) != 1 || info.BlobStore == nil {
+	if len(info.Validators) != 1 || len(info.Nodes) != 2 || len(info.Brokers) != 1 || info.BlobStore == nil || len(info.Dispatchers) != 1 {
 		t.Fatalf("info: %+v", info)
 	}
 	var saved testnet.Info
@@ -94,6 +95,10 @@ func TestNetwork(t *testing.T) {
 		}
 	}
 	get(t, info.BlobStore.URL+"/v2/")
+	if len(info.Dispatchers) != 1 {
+		t.Fatalf("dispatchers: %+v", info.Dispatchers)
+	}
+	get(t, info.Dispatchers[0].URL+"/v1/info")
 	for _, nd := range info.Nodes {
 		c, err := client.Dial(ctx, nd.URL)
 		if err != nil {
