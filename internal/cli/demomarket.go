@@ -86,20 +86,9 @@ func runMarketDemo(ctx context.Context, out, errOut io.Writer, self string, verb
 	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
-	ex, err := examples.Lookup("wordcount")
+	ex, text, want, err := wordcountExample()
 	if err != nil {
 		return err
-	}
-	var text, want []byte
-	for _, f := range ex.Inputs {
-		if f.Name == "text" {
-			text = f.Data
-		}
-	}
-	for _, f := range ex.Outputs {
-		if f.Name == "count.json" {
-			want = f.Data
-		}
 	}
 	dir, err := os.MkdirTemp("", "cloister-demo-market-")
 	if err != nil {
@@ -332,4 +321,23 @@ func checkMarketLedger(ctx context.Context, lc *lclient.Client, artifact, dead s
 	}
 	pr.step("ledger: the broker released the content key to session %.8s… on %s only after recording key.released", oc.Session, nameOf[oc.Provider])
 	return nil
+}
+
+// wordcountExample is the wordcount example the sealed-program demos run:
+// the program, its input "text" and the expected "count.json".
+func wordcountExample() (ex *examples.Program, text, want []byte, err error) {
+	if ex, err = examples.Lookup("wordcount"); err != nil {
+		return nil, nil, nil, err
+	}
+	for _, f := range ex.Inputs {
+		if f.Name == "text" {
+			text = f.Data
+		}
+	}
+	for _, f := range ex.Outputs {
+		if f.Name == "count.json" {
+			want = f.Data
+		}
+	}
+	return ex, text, want, nil
 }

@@ -28,7 +28,6 @@ import (
 	"github.com/cloisterhq/cloister/blob/server"
 	"github.com/cloisterhq/cloister/broker"
 	"github.com/cloisterhq/cloister/client"
-	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
@@ -105,20 +104,9 @@ func runSealedDemo(ctx context.Context, out, errOut io.Writer, self string, verb
 	// under a race-detector build on a loaded machine.
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
-	ex, err := examples.Lookup("wordcount")
+	ex, text, want, err := wordcountExample()
 	if err != nil {
 		return err
-	}
-	var text, want []byte
-	for _, f := range ex.Inputs {
-		if f.Name == "text" {
-			text = f.Data
-		}
-	}
-	for _, f := range ex.Outputs {
-		if f.Name == "count.json" {
-			want = f.Data
-		}
 	}
 	dir, err := os.MkdirTemp("", "cloister-demo-sealed-")
 	if err != nil {
