@@ -54,7 +54,14 @@ func TestStartStopKill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a := start("a", "echo hello from a; exec sleep 60", nil)
+	logDir := s.LogDir
+	a := start("a", "echo hello from a; exec sleep 60", func(context.Context) error {
+		// Ready once it has said hello.
+		if b, _ := os.ReadFile(filepath.Join(logDir, "a.log")); !strings.Contains(string(b), "hello from a") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 	b := start("b", "exec sleep 60", nil)
 	c := start("c", "exec sleep 60", nil)
 	if err := s.AwaitReady(ctx, a, time.Minute, nil); err != nil {
@@ -79,9 +86,6 @@ func TestStartStopKill(t *testing.T) {
 	if log, _ := os.ReadFile(filepath.Join(s.LogDir, "a.log")); !strings.Contains(string(log), "hello from a") {
 		t.Errorf("a.log: %q", log)
 	}
-	if !strings.Contains(out.String(), "b stopped unexpectedly") || strings.Contains(out.String(), "a stopped unexpectedly") {
-		t.Errorf("events: %q", out.String())
-	}
 	// OnExit runs after the process is reaped: wait for the watchers.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		mu.Lock()
@@ -96,6 +100,9 @@ func TestStartStopKill(t *testing.T) {
 	mu.Unlock()
 	if !strings.Contains(got, "b!") || strings.Contains(got, "a!") || strings.Contains(got, "c!") {
 		t.Errorf("exits told: %q", got)
+	}
+	if !strings.Contains(out.String(), "b stopped unexpectedly") || strings.Contains(out.String(), "a stopped unexpectedly") {
+		t.Errorf("events: %q", out.String())
 	}
 
 	// A component that fails at start: the wait says so, with its log.
