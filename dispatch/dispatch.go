@@ -29,6 +29,8 @@ import (
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/client"
+	"github.com/cloisterhq/cloister/internal/httpguard"
+	"github.com/cloisterhq/cloister/internal/httpmetrics"
 	"github.com/cloisterhq/cloister/ledger/acl"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/deal"
@@ -86,6 +88,9 @@ type Dispatcher struct {
 	wake     chan string
 	offersAt time.Time
 	offers   *lclient.OfferList
+	conns    httpguard.Stats
+	metrics  *httpmetrics.Metrics
+
 	// vouchAll, set only by tests, makes a lying dispatcher: it assigns
 	// the best candidate whatever its verified claims are.
 	vouchAll bool
@@ -148,8 +153,10 @@ func New(o Options) (*Dispatcher, error) {
 	if o.MaxPerConsumer <= 0 {
 		o.MaxPerConsumer = 16
 	}
-	return &Dispatcher{o: o, pub: protocol.FormatEd25519Key(o.Key.Public().(ed25519.PublicKey)), log: o.Logger,
-		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, wake: make(chan string, 64)}, nil
+	d := &Dispatcher{o: o, pub: protocol.FormatEd25519Key(o.Key.Public().(ed25519.PublicKey)), log: o.Logger,
+		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, wake: make(chan string, 64)}
+	d.metrics = d.newMetrics()
+	return d, nil
 }
 
 // Key returns the dispatcher's signing key, as delegations name it.
@@ -163,6 +170,8 @@ const maxRequestBody = verify.MaxEntryBytes
 //	POST /v1/requests        a consumer-signed market.request entry → {"id"}
 //	GET  /v1/requests/{id}   the request's Ticket
 //	GET  /v1/info            {"key","ledger"}
+//	GET  /healthz, /readyz   probes (health.go)
+//	GET  /metrics            Prometheus metrics (package httpmetrics)
 func (d *Dispatcher) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/requests", d.handleSubmit)
@@ -170,7 +179,10 @@ func (d *Dispatcher) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"key": d.pub, "ledger": d.o.LedgerURL})
 	})
-	return mux
+	h := &health{d: d}
+	mux.HandleFunc("GET /healthz", h.healthz)
+	mux.HandleFunc("GET /readyz", h.readyz)
+	return d.metrics.Serve(mux)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

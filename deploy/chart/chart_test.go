@@ -210,6 +210,13 @@ func checkWorkloads(t *testing.T, set string, objs []object) {
 		if len(pods) != 5 {
 			t.Errorf("%d workloads, want validator, node, broker, dispatcher, blob store", len(pods))
 		}
+		d := findPod(t, pods, "dispatcher")
+		if args := strings.Join(d.Spec.Containers[0].Args, " "); !strings.Contains(args, "--program=/programs/wordcount.json") {
+			t.Errorf("dispatcher: the listing is not a --program: %s", args)
+		}
+		if p := d.Spec.Containers[0].ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
+			t.Errorf("dispatcher: readiness is not its /readyz: %+v", p)
+		}
 		v := findPod(t, pods, "validator")
 		args := strings.Join(v.Spec.InitContainers[0].Args, " ")
 		for _, want := range []string{"--peer=0123456789abcdef0123456789abcdef01234567@validator.org2.example:26656", "--validators=3", "--external-address=validator.org1.example:26656"} {

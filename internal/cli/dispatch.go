@@ -90,13 +90,13 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 		if err != nil {
 			return failure(fmt.Errorf("dispatch: %w", err))
 		}
-		srv := httpguard.NewServer(d.Handler(), httpguard.Limits{}, nil, nil)
+		srv := httpguard.NewServer(d.Handler(), httpguard.Limits{}, d.ConnStats(), nil)
 		ctx, stop := signalContext(cmd)
 		defer stop()
 		fmt.Fprintf(cmd.OutOrStdout(), "url http://%s\nkey %s\n", ln.Addr(), d.Key())
 		log.Info("dispatcher running", "url", "http://"+ln.Addr().String(), "ledger", lc.URL(), "programs", len(listings))
 		errc := make(chan error, 2)
-		go func() { errc <- srv.Serve(httpguard.Listen(ln, httpguard.Limits{}, nil)) }()
+		go func() { errc <- srv.Serve(httpguard.Listen(ln, httpguard.Limits{}, d.ConnStats())) }()
 		go func() { errc <- d.Run(ctx) }()
 		select {
 		case <-ctx.Done():
