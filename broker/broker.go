@@ -25,6 +25,7 @@ import (
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/internal/httpmetrics"
+	"github.com/cloisterhq/cloister/internal/probe"
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger/acl"
 	"github.com/cloisterhq/cloister/ledger/client"
@@ -164,7 +165,7 @@ func (b *Broker) SealingKey() string { return b.key.Public().SealingString() }
 //	POST /v1/keys             Registration → 204
 //	POST /v1/nonce            {"nonce": bytes} for a release
 //	POST /v1/release          ReleaseRequest → ReleaseResponse
-//	GET  /healthz, /readyz    probes (health.go)
+//	GET  /healthz, /readyz    probes (package probe; readiness: health.go)
 //	GET  /metrics             Prometheus metrics (package httpmetrics)
 //
 // Refusals are {"error": reason, "code": code} with 400 (malformed), 403
@@ -176,9 +177,8 @@ func (b *Broker) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/keys", b.handleRegister)
 	mux.HandleFunc("POST /v1/nonce", b.handleNonce)
 	mux.HandleFunc("POST /v1/release", b.handleRelease)
-	h := &health{b: b}
-	mux.HandleFunc("GET /healthz", h.healthz)
-	mux.HandleFunc("GET /readyz", h.readyz)
+	mux.HandleFunc("GET /healthz", probe.Healthz)
+	mux.HandleFunc("GET /readyz", (&probe.Ready{Check: b.ready}).Readyz)
 	return b.metrics.Serve(mux)
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/internal/httpmetrics"
+	"github.com/cloisterhq/cloister/internal/probe"
 	"github.com/cloisterhq/cloister/ledger/acl"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/deal"
@@ -170,7 +171,7 @@ const maxRequestBody = verify.MaxEntryBytes
 //	POST /v1/requests        a consumer-signed market.request entry → {"id"}
 //	GET  /v1/requests/{id}   the request's Ticket
 //	GET  /v1/info            {"key","ledger"}
-//	GET  /healthz, /readyz   probes (health.go)
+//	GET  /healthz, /readyz   probes (package probe)
 //	GET  /metrics            Prometheus metrics (package httpmetrics)
 func (d *Dispatcher) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -179,9 +180,10 @@ func (d *Dispatcher) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"key": d.pub, "ledger": d.o.LedgerURL})
 	})
-	h := &health{d: d}
-	mux.HandleFunc("GET /healthz", h.healthz)
-	mux.HandleFunc("GET /readyz", h.readyz)
+	mux.HandleFunc("GET /healthz", probe.Healthz)
+	// Ready when its ledger answers and is caught up: every decision it
+	// makes is read from, and recorded on, that ledger.
+	mux.HandleFunc("GET /readyz", (&probe.Ready{Check: func(ctx context.Context) []string { return probe.Ledger(ctx, d.o.Ledger) }}).Readyz)
 	return d.metrics.Serve(mux)
 }
 
