@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,4 +245,38 @@ func hasString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestForeignProc starts this test binary in a PID namespace of its own
+// without a proc file system for it (as `unshare -p` without --mount-proc
+// does) and runs a job with workers that are the binary re-executed: the
+// child's user-namespace id maps would go to another process's /proc
+// entry, so the jail must start workers without a user namespace and say
+// why, rather than fail every run (as `go run ./cmd/cloister` did there).
+func TestForeignProc(t *testing.T) {
+	if os.Getenv("CLOISTER_TEST_FOREIGN_PROC") == "1" {
+		r := newRuntime(t, Options{WorkerBinary: WorkerBinarySelf})
+		res := mustRun(t, r, &Config{Module: wasmEmpty, Timeout: 10 * time.Second})
+		wantOutcome(t, res, OutcomeExited, 0)
+		fmt.Printf("userns: %s\n", res.Report.Missing["userns"])
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("a PID namespace of its own takes root")
+	}
+	if selfNoCgo() {
+		t.Skip("this test binary has no cgo: a root node's workers need no user namespace anyway")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestForeignProc$", "-test.v")
+	cmd.Env = append(os.Environ(), "CLOISTER_TEST_FOREIGN_PROC=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the run in a PID namespace without its own /proc failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "userns: not created: /proc belongs to another PID namespace") {
+		t.Fatalf("the report does not say why there is no user namespace:\n%s", out)
+	}
 }

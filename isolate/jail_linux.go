@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,6 +144,25 @@ func newJailer(ctx context.Context, cache *entryCache, warm int, bin *workerBina
 		// Such a worker can also join one empty network namespace made
 		// once, instead of the kernel making and tearing down one per run.
 		j.netns = newSharedNetns()
+	}
+	if j.nsFlags&unix.CLONE_NEWUSER != 0 {
+		if why := foreignProc(); why != "" {
+			// Starting a child in a user namespace writes its id maps to
+			// /proc/PID/uid_map, PID as this namespace numbers it: with
+			// another namespace's /proc that is some other process's file
+			// (EPERM) or none (ENOENT), and every start would fail.
+			j.nsFlags &^= unix.CLONE_NEWUSER
+			j.nsMiss["userns"] = "not created: " + why
+			if os.Geteuid() != 0 {
+				// Unprivileged, the other namespaces need the user one.
+				for _, ns := range namespaces {
+					j.nsFlags &^= ns.flag
+					if _, ok := j.nsMiss[ns.name]; !ok {
+						j.nsMiss[ns.name] = "not created: it needs a user namespace for an unprivileged node, and " + why
+					}
+				}
+			}
+		}
 	}
 	j.cg, j.cgMiss = newCgroupManager()
 	for i := 0; i < j.warm; i++ {
@@ -1026,4 +1046,19 @@ func socketPair() (worker, parent *os.File, err error) {
 		return nil, nil, err
 	}
 	return os.NewFile(uintptr(fds[0]), "worker socket"), os.NewFile(uintptr(fds[1]), "worker socket (parent)"), nil
+}
+
+// foreignProc says why /proc cannot serve this process's children, or "":
+// a /proc mounted for another PID namespace (a process started in a new
+// PID namespace without a proc file system of its own, as `unshare -p`
+// without --mount-proc does) numbers processes differently from fork.
+func foreignProc() string {
+	self, err := os.Readlink("/proc/self")
+	if err != nil {
+		return "" // no /proc at all: exec of /proc/self/exe says so itself
+	}
+	if pid := strconv.Itoa(os.Getpid()); self != pid {
+		return fmt.Sprintf("/proc belongs to another PID namespace (this process is %s here but %s in /proc), so a child's user-namespace id maps cannot be written; mount a proc file system for this namespace (unshare --mount-proc)", pid, self)
+	}
+	return ""
 }

@@ -50,6 +50,10 @@ var (
 // the test binary brings up the loopback interface and becomes bash.
 func TestMain(m *testing.M) {
 	if os.Getenv("WALKTHROUGH_NS") == "1" {
+		if err := procMount(); err != nil {
+			fmt.Fprintln(os.Stderr, "walkthrough: /proc:", err)
+			os.Exit(111)
+		}
 		if err := loopbackUp(); err != nil {
 			fmt.Fprintln(os.Stderr, "walkthrough: loopback:", err)
 			os.Exit(111)
@@ -62,6 +66,17 @@ func TestMain(m *testing.M) {
 		os.Exit(111)
 	}
 	os.Exit(m.Run())
+}
+
+// procMount gives this PID namespace a /proc of its own, in a mount
+// namespace of its own, as a container or `unshare --pid --mount-proc`
+// has: with the host's /proc, process numbers inside mean other processes
+// there.
+func procMount() error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return err
+	}
+	return unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 }
 
 // loopbackUp sets the "lo" interface of this network namespace up.
@@ -84,9 +99,10 @@ func loopbackUp() error {
 
 // TestGuides runs every shell block of each guide, verbatim, in a fresh
 // directory, and checks each documented output and exit status. Each guide
-// runs in network and PID namespaces of its own: the guides use the
-// default ports (7443, 7480), which nothing else on the machine then
-// contends for, and whatever a guide leaves running ends with it.
+// runs in network, PID and mount namespaces of its own, with its own
+// /proc: the guides use the default ports (7443, 7480), which nothing else
+// on the machine then contends for, and whatever a guide leaves running
+// ends with it.
 func TestGuides(t *testing.T) {
 	if testing.Short() && !*printOnly {
 		t.Skip("runs the guides: builds cloister and starts nodes and validators")
@@ -167,7 +183,7 @@ func run(t *testing.T, root string, goEnv map[string]string, blocks []Block) {
 		// cache although each guide builds in a directory of its own.
 		"GOFLAGS=-trimpath", "GOPROXY=off", "GOTOOLCHAIN=local",
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWPID}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	start := time.Now()
