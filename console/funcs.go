@@ -29,6 +29,7 @@ func (s *Server) funcs() template.FuncMap {
 			return time.Since(t).Round(time.Second).String()
 		},
 		"unixms": func(t time.Time) int64 { return t.UnixMilli() },
+		"int64":  func(n uint64) int64 { return int64(min(n, 1<<63-1)) },
 		"join":   strings.Join,
 		"dict": func(kv ...any) map[string]any {
 			m := map[string]any{}

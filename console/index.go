@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/ledger/acl"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 )
 
@@ -29,7 +30,11 @@ type index struct {
 	tokens  map[string][]uint64
 	full    bool
 	err     string // the last error reading the ledger, "" once it reads again
-	changed chan struct{}
+	// artifactAt names the artifact of each grant and delegation entry,
+	// so that a revocation (which names only the entry it ends) is
+	// found under its artifact too.
+	artifactAt map[uint64]string
+	changed    chan struct{}
 }
 
 // entryMeta is what the index keeps of one entry.
@@ -47,10 +52,14 @@ const (
 	tokSession = "s:"
 	tokKey     = "k:"
 	tokDigest  = "d:"
+	// tokArtifact: the entries about a sealed artifact (its digest,
+	// "sha256:…"): registration, delegations, grants, their revocations
+	// and the key releases.
+	tokArtifact = "a:"
 )
 
 func newIndex(lc *lclient.Client, max int, log *slog.Logger) *index {
-	return &index{lc: lc, log: log, max: max, tokens: map[string][]uint64{}, changed: make(chan struct{})}
+	return &index{lc: lc, log: log, max: max, tokens: map[string][]uint64{}, artifactAt: map[uint64]string{}, changed: make(chan struct{})}
 }
 
 // run reads entries as the ledger commits them until ctx ends.
@@ -121,6 +130,9 @@ func (ix *index) add(from uint64, es []*lclient.Entry) {
 			toks[tokSession+m.Session] = true
 		}
 		collectTokens(body, toks, 0)
+		if a := ix.artifactOf(e.Index, m.Kind, body); a != "" {
+			toks[tokArtifact+a] = true
+		}
 		for t := range toks {
 			ix.tokens[t] = append(ix.tokens[t], e.Index)
 		}
@@ -130,6 +142,43 @@ func (ix *index) add(from uint64, es []*lclient.Entry) {
 		close(ix.changed)
 		ix.changed = make(chan struct{})
 	}
+}
+
+// artifactOf returns the artifact digest an entry is about ("" if none),
+// remembering it for grants and delegations.
+func (ix *index) artifactOf(i uint64, kind string, body map[string]any) string {
+	var a string
+	switch kind {
+	case acl.KindArtifactRegistered:
+		a, _ = body["digest"].(string)
+		if validArtifact(a) {
+			ix.artifactAt[i] = a
+		}
+	case acl.KindGranted, acl.KindDelegated:
+		a, _ = body["artifact"].(string)
+		if validArtifact(a) {
+			ix.artifactAt[i] = a
+		}
+	case acl.KindKeyReleased:
+		a, _ = body["artifact"].(string)
+	case acl.KindRevoked:
+		for _, f := range []string{"grant", "delegation"} {
+			if n, ok := body[f].(float64); ok && n >= 0 && n < 1<<53 {
+				a = ix.artifactAt[uint64(n)]
+			}
+		}
+	}
+	if !validArtifact(a) {
+		return ""
+	}
+	return a
+}
+
+// validArtifact reports whether a is an artifact digest, sha256: and 64
+// lower-case hex digits.
+func validArtifact(a string) bool {
+	h, ok := strings.CutPrefix(a, "sha256:")
+	return ok && isHex(h, 64) && strings.ToLower(h) == h
 }
 
 // collectTokens adds the keys and digests a body names, at any depth
@@ -163,6 +212,8 @@ func tokenOf(s string) string {
 		return tokKey + s
 	case isHex(s, 64):
 		return tokDigest + strings.ToLower(s)
+	case validArtifact(s):
+		return tokDigest + s[len("sha256:"):]
 	}
 	return ""
 }
@@ -196,6 +247,17 @@ func (ix *index) meta(i uint64) (entryMeta, bool) {
 	return ix.entries[i], true
 }
 
+// artifactAtRegistration returns the digest an artifact.registered
+// entry registered ("" if i is no such entry).
+func (ix *index) artifactAtRegistration(i uint64) string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if i >= uint64(len(ix.entries)) || ix.entries[i].Kind != acl.KindArtifactRegistered {
+		return ""
+	}
+	return ix.artifactAt[i]
+}
+
 // lookup returns the indices of the entries with token t, ascending.
 func (ix *index) lookup(t string) []uint64 {
 	ix.mu.RLock()
@@ -217,6 +279,11 @@ func (ix *index) kinds() map[string]int {
 // list returns up to limit entries below before (newest first) matching
 // kind ("" any), and the index to continue from (0: no more).
 func (ix *index) list(kind string, before uint64, limit int) ([]uint64, uint64) {
+	return ix.listMatch(func(k string) bool { return kind == "" || k == kind }, before, limit)
+}
+
+// listMatch is list for the kinds match accepts.
+func (ix *index) listMatch(match func(kind string) bool, before uint64, limit int) ([]uint64, uint64) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if before > uint64(len(ix.entries)) {
@@ -224,7 +291,7 @@ func (ix *index) list(kind string, before uint64, limit int) ([]uint64, uint64) 
 	}
 	var out []uint64
 	for i := before; i > 0; i-- {
-		if kind != "" && ix.entries[i-1].Kind != kind {
+		if !match(ix.entries[i-1].Kind) {
 			continue
 		}
 		if len(out) == limit {

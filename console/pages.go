@@ -208,8 +208,10 @@ func searchToken(q string) (tok, match string, err error) {
 		return tokKey + q, "key", nil
 	case isHex(q, 64):
 		return tokDigest + strings.ToLower(q), "digest", nil
+	case validArtifact(q):
+		return tokDigest + q[len("sha256:"):], "digest", nil
 	}
-	return "", "", badRequest("search by an entry index, a session id (32 hex digits), a key (ed25519:…) or a digest (64 hex digits: policy, program, envelope or evidence SHA-256)")
+	return "", "", badRequest("search by an entry index, a session id (32 hex digits), a key (ed25519:…) or a digest (64 hex digits: policy, program, envelope or evidence SHA-256; sha256:… for an artifact)")
 }
 
 // searchSessions finds the sessions (held or kept) whose id is q or

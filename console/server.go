@@ -218,6 +218,9 @@ func (s *Server) Handler() http.Handler {
 	page("/sessions", "sessions", s.loadSessions)
 	page("/sessions/{id}", "session", s.loadSession)
 	page("/sessions/{id}/receipt", "receipt", s.loadReceiptPage)
+	page("/market", "market", s.loadMarket)
+	page("/keys", "keys", s.loadKeys)
+	page("/keys/{digest}", "artifact", s.loadArtifact)
 	for _, sec := range s.opts.Sections {
 		page("/"+sec.Path, sec.Template, sec.Load)
 	}
@@ -366,7 +369,8 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, loa
 	for f, sf := range s.static {
 		pd.Scripts[f] = "sha256-" + sf.sum
 	}
-	pd.Nav = []navItem{{"/ui/", "Overview", false}, {"/ui/ledger", "Ledger", false}, {"/ui/sessions", "Sessions", false}}
+	pd.Nav = []navItem{{"/ui/", "Overview", false}, {"/ui/ledger", "Ledger", false}, {"/ui/sessions", "Sessions", false},
+		{"/ui/market", "Market", false}, {"/ui/keys", "Key releases", false}}
 	for _, sec := range s.opts.Sections {
 		pd.Nav = append(pd.Nav, navItem{"/ui/" + sec.Path, sec.Title, false})
 	}

@@ -26,7 +26,9 @@ import (
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/keys"
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/acl"
 	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/policy"
 	"github.com/cloisterhq/cloister/receipt"
@@ -39,6 +41,7 @@ import (
 // 375 px, no CSS), with one Chromium for all.
 func checkConsole(ctx context.Context, t *testing.T, info demoConsoleInfo) {
 	hostile := appendHostileNote(ctx, t, info)
+	artifact := appendArtifact(ctx, t, info)
 	checkConsoleHTTP(t, info)
 	checkHostileRequests(t, info)
 	checkReceiptCommands(t, info)
@@ -50,7 +53,42 @@ func checkConsole(ctx context.Context, t *testing.T, info demoConsoleInfo) {
 		t.Log("chromium not found: the console's browser checks are skipped (scripts/test installs it)")
 		return
 	}
-	checkConsoleBrowser(ctx, t, chrome, info, hostile)
+	checkConsoleBrowser(ctx, t, chrome, info, hostile, artifact)
+}
+
+// appendArtifact registers a sealed artifact on the demo's ledger, grants
+// its key to a class of isolates for an hour and revokes the grant, each
+// entry by its owner, for the key-release pages to show; it returns the
+// artifact's digest. (No broker holds this key: the market demo's test
+// checks a real release on its console.)
+func appendArtifact(ctx context.Context, t *testing.T, info demoConsoleInfo) string {
+	_, owner, _ := ed25519.GenerateKey(rand.Reader)
+	broker, _, _ := ed25519.GenerateKey(rand.Reader)
+	hex := func() string {
+		b := make([]byte, 32)
+		rand.Read(b)
+		return fmt.Sprintf("%x", b)
+	}
+	digest := "sha256:" + hex()
+	appendEntry := func(kind verify.Kind, body any) uint64 {
+		t.Helper()
+		se, err := verify.NewEntry(owner, kind, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := info.Ledger.Append(ctx, se)
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		return rc.Index
+	}
+	appendEntry(acl.KindArtifactRegistered, acl.Artifact{Digest: digest, PlaintextSHA256: hex(),
+		Brokers: []string{protocol.FormatEd25519Key(broker)}, Threshold: 1, Commitment: []string{hex()}})
+	ownerKey := protocol.FormatEd25519Key(owner.Public().(ed25519.PublicKey))
+	g := appendEntry(acl.KindGranted, acl.Grant{Artifact: digest, Owner: ownerKey, Grantee: acl.Grantee{Class: "software", Measurements: []string{hex()}},
+		NotAfter: acl.FormatTime(time.Now().Add(time.Hour)), MaxUses: 3})
+	appendEntry(acl.KindRevoked, acl.Revocation{Grant: &g})
+	return digest
 }
 
 // hostileText is markup a ledger note may carry: anyone may write a note,
@@ -161,7 +199,7 @@ func checkConsoleHTTP(t *testing.T, info demoConsoleInfo) {
 	}
 	// JSON behind every page.
 	for _, p := range []string{"/ui/api/overview", "/ui/api/ledger", "/ui/api/sessions", "/ui/api/sessions/" + info.Session,
-		"/ui/api/sessions/" + info.Session + "/receipt", "/ui/api/ledger/entry/0", "/ui/api/ledger?q=" + info.Session} {
+		"/ui/api/sessions/" + info.Session + "/receipt", "/ui/api/ledger/entry/0", "/ui/api/ledger?q=" + info.Session, "/ui/api/market", "/ui/api/keys"} {
 		resp, body := get(t, info.URL+p, nil)
 		var v map[string]any
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &v) != nil {
@@ -224,7 +262,7 @@ func checkReceiptCommands(t *testing.T, info demoConsoleInfo) {
 	}
 }
 
-func checkConsoleBrowser(ctx context.Context, t *testing.T, chrome string, info demoConsoleInfo, hostile uint64) {
+func checkConsoleBrowser(ctx context.Context, t *testing.T, chrome string, info demoConsoleInfo, hostile uint64, artifact string) {
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
@@ -284,6 +322,9 @@ func checkConsoleBrowser(ctx context.Context, t *testing.T, chrome string, info 
 		{"/ui/sessions", "", []string{s, "closed"}},
 		{"/ui/sessions/" + s, "session", []string{"demo-psi-sum", "session.program_uploaded", "alice", "program-provider", "dave", "result-reader", "closed"}},
 		{"/ui/sessions/" + s + "/receipt", "", []string{"Checked by the node", "proves nothing", "result commitment", "Download the receipt"}},
+		{"/ui/market", "", []string{"Live offers", "No live offer.", "Providers' records", "Dispatch history"}},
+		{"/ui/keys", "", []string{"Registered artifacts", artifact[:16]}},
+		{"/ui/keys/" + artifact, "", []string{"Registered", "1 broker, 1 of them needed", "class software", "No key was released."}},
 	}
 	for _, p := range pages {
 		open(1000, p.path)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -262,6 +263,16 @@ func runMarketDemo(ctx context.Context, out, errOut io.Writer, self string, verb
 	if err := checkMarketLedger(ctx, lc, sum.Digest, k, oc, pr, nameOf); err != nil {
 		return err
 	}
+	consoleURL := ""
+	for _, nd := range info.Nodes {
+		if nd.PlatformKey == oc.Provider {
+			consoleURL = nd.Console
+		}
+	}
+	if err := checkMarketConsole(ctx, consoleURL, sum.Digest, k, oc); err != nil {
+		return err
+	}
+	pr.step("console of %s shows the failover and the release: %smarket, %skeys/%s", nameOf[oc.Provider], consoleURL, consoleURL, sum.Digest)
 	pr.step("all steps behaved; stopping the test network")
 	return nil
 }
@@ -320,6 +331,111 @@ func checkMarketLedger(ctx context.Context, lc *lclient.Client, artifact, dead s
 		return fmt.Errorf("demo: no key.released entry for the session that answered")
 	}
 	pr.step("ledger: the broker released the content key to session %.8s… on %s only after recording key.released", oc.Session, nameOf[oc.Provider])
+	return nil
+}
+
+// checkMarketConsole reads the console of the node that answered, as a
+// viewer would: its market page counts the dead provider's failure and its
+// key-release page for the artifact shows the dead provider's grant
+// revoked and the release to the session that answered. The console's
+// explorer follows the ledger, so this waits (bounded) for it to catch up.
+func checkMarketConsole(ctx context.Context, base, artifact, dead string, oc *dispatch.Outcome) error {
+	if base == "" {
+		return errors.New("demo: the provider that answered has no console")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var last error
+	for {
+		if last = marketConsoleShows(ctx, base, artifact, dead, oc); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("demo: console %s: %w", base, last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func marketConsoleShows(ctx context.Context, base, artifact, dead string, oc *dispatch.Outcome) error {
+	get := func(p string, v any) error {
+		req, err := http.NewRequestWithContext(ctx, "GET", base+p, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s: %.300s", p, resp.Status, b)
+		}
+		if v == nil {
+			return nil
+		}
+		return json.Unmarshal(b, v)
+	}
+	var keys struct {
+		Grants []struct {
+			Grantee   acl.Grantee `json:"grantee"`
+			RevokedBy uint64      `json:"revoked_by"`
+			Releases  int         `json:"releases"`
+		} `json:"grants"`
+		Releases []acl.Release `json:"releases"`
+	}
+	if err := get("api/keys/"+artifact, &keys); err != nil {
+		return err
+	}
+	var deadRevoked, released bool
+	for _, g := range keys.Grants {
+		if g.Grantee.Node == dead && g.RevokedBy != 0 {
+			deadRevoked = true
+		}
+	}
+	for _, r := range keys.Releases {
+		if r.Node == oc.Provider && r.Session == oc.Session {
+			released = true
+		}
+	}
+	if !deadRevoked || !released {
+		return fmt.Errorf("the key-release page shows the dead provider's grant revoked: %v, the release to the session that answered: %v", deadRevoked, released)
+	}
+	var market struct {
+		Records *struct {
+			Records []struct {
+				Node     string `json:"node"`
+				Runs     uint64 `json:"runs"`
+				Failures uint64 `json:"failures"`
+			} `json:"records"`
+		} `json:"provider_records"`
+		RecordsError string `json:"provider_records_error"`
+	}
+	if err := get("api/market", &market); err != nil {
+		return err
+	}
+	if market.Records == nil {
+		return fmt.Errorf("the market page has no providers' records: %s", market.RecordsError)
+	}
+	var deadFailed, liveRan bool
+	for _, r := range market.Records.Records {
+		deadFailed = deadFailed || r.Node == dead && r.Failures > 0
+		liveRan = liveRan || r.Node == oc.Provider && r.Runs > 0
+	}
+	if !deadFailed || !liveRan {
+		return fmt.Errorf("the market page counts the dead provider's failure: %v, the run of the one that answered: %v", deadFailed, liveRan)
+	}
+	// The pages themselves render (the browser tests check their markup).
+	for _, p := range []string{"market", "keys", "keys/" + artifact} {
+		if err := get(p, nil); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -31,7 +31,7 @@ func TestDemoMarketplace(t *testing.T) {
 	}
 	for _, want := range []string{"test network up", "innovator delegated short grants to the dispatcher", "demo: killed provider n1",
 		"consumer: assignment 2: attested the isolate myself", `consumer opened count.json {"bytes":114,"lines":4,"words":21} (expected)`,
-		"the run completed on n2 after one failover from n1", "the grant to n1 is revoked", "key.released", "all steps behaved"} {
+		"the run completed on n2 after one failover from n1", "the grant to n1 is revoked", "key.released", "shows the failover and the release", "all steps behaved"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}

@@ -376,6 +376,9 @@ func printTestnetSummary(w io.Writer, dir string, info *testnet.Info, detached b
 		fmt.Fprintf(w, "  node %-8s %-28s pid %-7d %s, %s; offers %s, cores %d, runs %d, price %s, %s\n", n.Name, n.URL, n.PID, n.Class, n.Organisation,
 			n.Memory, n.Cores, n.Concurrency, price, strings.Join(n.Regions, ","))
 		fmt.Fprintf(w, "    %-11s %s   data %s\n", "", n.PlatformKey, n.Data)
+		if n.Console != "" {
+			fmt.Fprintf(w, "    %-11s console %s\n", "", n.Console)
+		}
 	}
 	for _, b := range info.Brokers {
 		fmt.Fprintf(w, "  broker %-6s %-28s pid %-7d %s   data %s\n", b.Name, b.URL, b.PID, b.SigningKey, b.Data)

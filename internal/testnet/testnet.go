@@ -195,7 +195,8 @@ type Node struct {
 	PlatformKey  string   `json:"platform_key"`
 	KeyFile      string   `json:"key_file"`
 	Data         string   `json:"data"`
-	Ledger       string   `json:"ledger"` // the validator API it records through
+	Ledger       string   `json:"ledger"`  // the validator API it records through
+	Console      string   `json:"console"` // its web console, read-only
 	TPM          string   `json:"tpm,omitempty"`
 	TPMAK        string   `json:"tpm_ak,omitempty"` // the TPM attestation key's PEM, for policies
 	Memory       string   `json:"memory"`
@@ -401,15 +402,15 @@ func (n *Network) start(ctx context.Context) error {
 		pushKeys = append(pushKeys, org.Key)
 	}
 
-	// Addresses: the validators' APIs, then each node, swtpm, broker and
-	// the blob store.
+	// Addresses: the validators' APIs, then each node (its API and its
+	// console), swtpm, broker and the blob store.
 	tpms := 0
 	for _, s := range o.Nodes {
 		if s.Class == "tpm" {
 			tpms++
 		}
 	}
-	addrs, err := loopback.Addrs(o.Validators + len(o.Nodes) + 2*tpms + o.Brokers + 1)
+	addrs, err := loopback.Addrs(o.Validators + 2*len(o.Nodes) + 2*tpms + o.Brokers + 1)
 	if err != nil {
 		return fmt.Errorf("testnet: %w", err)
 	}
@@ -547,10 +548,10 @@ func (n *Network) start(ctx context.Context) error {
 		orgKey[org.Name] = org.Key
 	}
 	for i, s := range o.Nodes {
-		addr, data := take(), filepath.Join(o.Dir, "nodes", s.Name)
+		addr, consoleAddr, data := take(), take(), filepath.Join(o.Dir, "nodes", s.Name)
 		u := "https://" + addr
 		lu := n.ledgerFor(vals, i)
-		args := []string{"node", "--listen", addr, "--data", data, "--ledger", lu, "--isolate-class", s.Class,
+		args := []string{"node", "--listen", addr, "--console", consoleAddr, "--data", data, "--ledger", lu, "--isolate-class", s.Class,
 			"--warm-workers", "1", "--endpoint", u, "--organisation", orgKey[s.Organisation],
 			"--offer-ttl", o.OfferTTL.String(), "--offer-memory", s.Memory,
 			"--offer-cores", strconv.FormatUint(s.Cores, 10), "--offer-concurrency", strconv.FormatUint(s.Concurrency, 10)}
@@ -564,13 +565,13 @@ func (n *Network) start(ctx context.Context) error {
 			args = append(args, "--tpm", tpmSpec[s.Name])
 		}
 		args = append(args, s.Args...)
-		p, err := n.procs.Start(supervise.Component{Name: s.Name, Args: args, URL: u, Binds: []string{addr}, Probe: NodeProbe(u)})
+		p, err := n.procs.Start(supervise.Component{Name: s.Name, Args: args, URL: u, Binds: []string{addr, consoleAddr}, Probe: NodeProbe(u)})
 		if err != nil {
 			return fmt.Errorf("testnet: starting %s: %w", s.Name, err)
 		}
 		group = append(group, p)
 		nodeNames = append(nodeNames, s.Name)
-		nd := Node{Process: process(p), Class: s.Class, Organisation: s.Organisation, Data: data, Ledger: lu,
+		nd := Node{Process: process(p), Class: s.Class, Organisation: s.Organisation, Data: data, Ledger: lu, Console: "http://" + consoleAddr + "/ui/",
 			KeyFile: filepath.Join(data, "platform.key"), TPM: tpmSpec[s.Name],
 			Memory: s.Memory, Cores: s.Cores, Concurrency: s.Concurrency, Price: s.Price, Regions: s.Regions}
 		if s.Class == "tpm" {
