@@ -75,6 +75,7 @@ func (ln *ledgerNode) handler() *http.ServeMux {
 	mux.HandleFunc("GET /v1/market/requests/{id}", ln.handleMarketRequest)
 	mux.HandleFunc("GET /v1/market/records", ln.handleMarketRecords)
 	mux.HandleFunc("GET /v1/market/open", ln.handleMarketOpen)
+	mux.HandleFunc("GET /v1/models", ln.handleModels)
 	mux.HandleFunc("GET /healthz", ln.handleHealthz)
 	mux.HandleFunc("GET /readyz", ln.handleReadyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -44,7 +44,8 @@ import (
 //	                   from the owner.
 //	acl.revoked        {"grant":<index of an acl.granted entry>, ...}; by the owner,
 //	                   once.
-//	model.published, challenge, verdict: registered node (bodies reserved).
+//	model.published, challenge, verdict: registered node (bodies reserved;
+//	                   model.published has its own rule from version 7, models.go).
 //	member.admitted    {"member":"ed25519:..","name":"..."?}; a validator of the chain
 //	                   makes the key a consortium member (members.go).
 //	member.removed     {"member":"ed25519:.."}; a validator ends a membership.

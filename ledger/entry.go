@@ -3,6 +3,7 @@ package ledger
 import (
 	"github.com/cloisterhq/cloister/ledger/acl"
 	"github.com/cloisterhq/cloister/ledger/deal"
+	"github.com/cloisterhq/cloister/ledger/model"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
@@ -40,6 +41,10 @@ const (
 	KindMarketAssigned  verify.Kind = deal.KindAssigned
 	KindMarketFailed    verify.Kind = deal.KindFailed
 	KindMarketAccounted verify.Kind = deal.KindAccounted
+	// Federation's kinds (rule version 7): package model gives their
+	// bodies (model.published's own name is reserved since version 1).
+	KindModelRevoked verify.Kind = model.KindRevoked
+	KindModelCalled  verify.Kind = model.KindCalled
 )
 
 // Kinds lists every kind the state machine accepts under the latest rule

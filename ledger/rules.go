@@ -55,8 +55,13 @@ const (
 	// signed, and validator keys rotate by the old key's proposal
 	// (decision 0150).
 	RulesV6 = 6
+	// RulesV7 adds federation's kinds (models.go): model.published by an
+	// organisation for nodes registered for it (replacing version 1's
+	// reserved form), model.revoked, and model.called, the receipt of
+	// each sub-task a holder's node answered (decision 0120).
+	RulesV7 = 7
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV6
+	LatestRules = RulesV7
 )
 
 // ruleSet is what one rule version accepts.
@@ -112,7 +117,11 @@ func makeRuleSets() map[int]*ruleSet {
 	v6 := v5.next(RulesV6)
 	v6.kinds[KindValidatorProposed] = ruleValidatorProposed
 	v6.kinds[KindValidatorApproved] = ruleValidatorApproved
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6}
+	v7 := v6.next(RulesV7)
+	v7.kinds[KindModelPublished] = ruleModelPublished
+	v7.kinds[KindModelRevoked] = ruleModelRevoked
+	v7.kinds[KindModelCalled] = ruleModelCalled
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

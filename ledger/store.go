@@ -38,6 +38,7 @@ import (
 //	members      see members.go
 //	node_info, offers: see offers.go
 //	market_requests, market_records: see market.go
+//	models, model_calls, model_budget: see models.go
 //	rule_votes   see rules.go
 //	validator_proposals, validator_changes: see governance.go
 var (
@@ -59,7 +60,8 @@ var (
 	allBuckets        = [][]byte{bucketMeta, bucketEntries, bucketHashes, bucketNonces, bucketNodes,
 		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers, bucketRuleVotes,
 		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses, bucketNodeInfo, bucketOffers,
-		bucketMarketRequests, bucketMarketRecords, bucketValProposals, bucketValChanges}
+		bucketMarketRequests, bucketMarketRecords, bucketValProposals, bucketValChanges,
+		bucketModels, bucketModelCalls, bucketModelBudget}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}

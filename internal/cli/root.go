@@ -96,6 +96,7 @@ what on a verifiable ledger.`,
 		newDispatchCmd(),
 		newRequestCmd(),
 		newReceiptCmd(),
+		newModelCmd(),
 	)
 	return root
 }
