@@ -21,6 +21,7 @@ import (
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
+	_ "github.com/cloisterhq/cloister/attest/all" // isolates of any class ask for keys
 	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/internal/httpguard"
@@ -411,8 +412,24 @@ func (b *Broker) Release(ctx context.Context, req *ReleaseRequest) (*ReleaseResp
 	if g.Artifact != req.Artifact || g.Owner != req.Owner {
 		return nil, refused(http.StatusForbidden, CodeGrant, "grant %d is for artifact %s of %s", req.Grant, g.Artifact, g.Owner)
 	}
+	// A grant a delegate made carries its delegation's limits; the TCB
+	// floor is judged here on the release evidence (and again by the
+	// state machine on the versions the release entry reports).
+	var limits acl.Limits
+	if g.Delegation != nil {
+		de, err := b.opts.Ledger.Get(ctx, *g.Delegation)
+		if err != nil {
+			return nil, refused(http.StatusServiceUnavailable, CodeLedger, "reading delegation %d from the ledger: %v", *g.Delegation, err)
+		}
+		d, err := acl.DecodeDelegation(de.Signed.Entry.Body)
+		if err != nil || de.Signed.Entry.Kind != acl.KindDelegated {
+			return nil, refused(http.StatusForbidden, CodeGrant, "grant %d names entry %d, not a delegation", req.Grant, *g.Delegation)
+		}
+		limits = d.Limits
+	}
 	// The evidence: signed (for software isolates, by the node's
-	// platform key), fresh, not debug, and binding this request.
+	// platform key), not debug, within the delegation's TCB floor, fresh
+	// and binding this request.
 	if req.Evidence == nil {
 		return nil, refused(http.StatusForbidden, CodeEvidence, "no evidence")
 	}
@@ -421,9 +438,19 @@ func (b *Broker) Release(ctx context.Context, req *ReleaseRequest) (*ReleaseResp
 	if err != nil {
 		return nil, refused(http.StatusForbidden, CodeEvidence, "evidence: %v", err)
 	}
+	if err := limits.CheckTCB(string(claims.Class), claims.SVN); err != nil {
+		return nil, refused(http.StatusForbidden, CodeEvidence, "evidence: grant %d was made under delegation %d: %v", req.Grant, *g.Delegation, err)
+	}
 	rd := ReleaseReportData(req)
 	if err := attest.Validate(claims, attest.ReferenceValues{ReportData: rd[:], MaxAge: MaxEvidenceAge}, now); err != nil {
 		return nil, refused(http.StatusForbidden, CodeEvidence, "evidence: %v", err)
+	}
+	var svn map[string]uint64
+	for comp := range limits.MinTCB[string(claims.Class)] {
+		if svn == nil {
+			svn = map[string]uint64{}
+		}
+		svn[comp] = claims.SVN[comp]
 	}
 	measurement := hex.EncodeToString(claims.Measurement)
 	if err := g.Grantee.Matches(req.Node, req.Session, string(claims.Class), measurement); err != nil {
@@ -433,7 +460,7 @@ func (b *Broker) Release(ctx context.Context, req *ReleaseRequest) (*ReleaseResp
 	evSum := sha256.Sum256(evj)
 	se, err := verify.NewEntry(b.key.Signer(), acl.KindKeyReleased, acl.Release{
 		Artifact: req.Artifact, Owner: req.Owner, Grant: req.Grant, Node: req.Node, Session: req.Session, PolicyHash: req.PolicyHash,
-		Class: string(claims.Class), Measurement: measurement, EvidenceSHA256: hex.EncodeToString(evSum[:]), Share: reg.Share,
+		Class: string(claims.Class), Measurement: measurement, EvidenceSHA256: hex.EncodeToString(evSum[:]), Share: reg.Share, SVN: svn,
 	})
 	if err != nil {
 		return nil, refused(http.StatusBadRequest, CodeMalformed, "release entry: %v", err)

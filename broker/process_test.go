@@ -485,6 +485,62 @@ func TestKeyBrokerProcesses(t *testing.T) {
 			t.Fatalf("a grant within the limits: %q", gi)
 		}
 	})
+	t.Run("delegate_rate_and_tcb_floor", func(t *testing.T) {
+		dk := filepath.Join(w.dir, "dispatcher2.key")
+		d, _ := keys.Generate()
+		d.Save(dk)
+		delegate := func(extra ...string) string {
+			return mustRun(t, w.bin, append([]string{"acl", "delegate", "--ledger", w.ledgerURL, "--key", w.ownerFile, "--artifact", w.art.Digest,
+				"--delegate", d.Public().SigningString(), "--not-after", "+1h", "--max-duration", "1m", "--max-uses", "1"}, extra...)...)
+		}
+		grant := func(delegation string) (int, string) {
+			code, _, errOut := run(t, w.bin, "acl", "grant", "--ledger", w.ledgerURL, "--key", dk, "--owner", w.owner.Public().SigningString(),
+				"--delegation", delegation, "--artifact", w.art.Digest, "--node", w.nodeText(), "--session", "s-del", "--not-after", "+30s")
+			return code, errOut
+		}
+		rated := delegate("--rate", "1/1h")
+		if code, errOut := grant(rated); code != 0 {
+			t.Fatalf("first grant within the rate: exit %d %s", code, errOut)
+		}
+		if code, errOut := grant(rated); code != 1 || !strings.Contains(errOut, "allows 1 grants in any 1h0m0s of block time") {
+			t.Errorf("second grant within the hour: exit %d %s", code, errOut)
+		}
+		// This world's node recorded no verifiable evidence, so no floor
+		// can be shown to hold for it.
+		floored := delegate("--min-tcb", "software:svn=1", "--min-tcb", "tdx:tee_tcb_svn0=3,pce_svn=11")
+		if code, errOut := grant(floored); code != 1 || !strings.Contains(errOut, "does not verify at block time") {
+			t.Errorf("grant under a TCB floor to a node without verifiable evidence: exit %d %s", code, errOut)
+		}
+		var l struct {
+			Delegations []struct {
+				Index      uint64         `json:"index"`
+				Delegation acl.Delegation `json:"delegation"`
+			} `json:"delegations"`
+		}
+		json.Unmarshal([]byte(mustRun(t, w.bin, "acl", "list", "--ledger", w.ledgerURL, "--artifact", w.art.Digest, "--json")), &l)
+		seen := 0
+		for _, x := range l.Delegations {
+			switch strconv.FormatUint(x.Index, 10) {
+			case rated:
+				if r := x.Delegation.Limits.Rate; r == nil || r.Grants != 1 || r.WindowSeconds != 3600 {
+					t.Errorf("acl list: rate of delegation %s: %+v", rated, r)
+				}
+				seen++
+			case floored:
+				if m := x.Delegation.Limits.MinTCB; m["software"]["svn"] != 1 || m["tdx"]["tee_tcb_svn0"] != 3 || m["tdx"]["pce_svn"] != 11 {
+					t.Errorf("acl list: min_tcb of delegation %s: %v", floored, m)
+				}
+				seen++
+			}
+		}
+		if seen != 2 {
+			t.Errorf("acl list shows %d of the 2 delegations: %+v", seen, l)
+		}
+		if code, _, errOut := run(t, w.bin, "acl", "delegate", "--ledger", w.ledgerURL, "--key", w.ownerFile, "--artifact", w.art.Digest,
+			"--delegate", d.Public().SigningString(), "--not-after", "+1h", "--max-duration", "1m", "--max-uses", "1", "--rate", "5/90ms"); code != 2 || !strings.Contains(errOut, "--rate") {
+			t.Errorf("--rate 5/90ms: exit %d %s", code, errOut)
+		}
+	})
 	t.Run("tampered_ciphertext", func(t *testing.T) {
 		iso := w.session("s-tamper")
 		g := w.grant("--node", w.nodeText(), "--session", "s-tamper", "--not-after", "+2m")

@@ -45,6 +45,9 @@ type delegationRecord struct {
 	Delegation acl.Delegation `json:"delegation"`
 	Grants     uint64         `json:"grants"`
 	RevokedBy  uint64         `json:"revoked_by,omitempty"`
+	// Recent holds the block times (Unix seconds) of the grants made
+	// within the last window of the delegation's rate (rule version 8).
+	Recent []int64 `json:"recent,omitempty"`
 }
 
 func getRecord[T any](v blockView, bucket, key []byte) (*T, bool) {
@@ -102,28 +105,44 @@ func ruleArtifactRegistered(c *ruleCtx) ([]write, *verify.RejectedError) {
 // nodeFacts returns what the ledger knows of a registered node: its
 // class and measurement (from its latest node.registered entry).
 func nodeFacts(v blockView, node ed25519.PublicKey) (class, measurement string, ok bool) {
-	ref := v.get(bucketNodes, node)
-	if ref == nil {
-		return "", "", false
-	}
-	i, _ := getU64(ref)
-	raw := v.get(bucketEntries, be64(i))
-	if len(raw) <= 8 {
-		return "", "", true
-	}
-	se, err := verify.DecodeEntry(raw[8:])
-	if err != nil {
-		return "", "", true
-	}
+	body, ok := registeredBody(v, node)
 	var b struct {
 		Class       string `json:"class"`
 		Measurement string `json:"measurement"`
 	}
-	json.Unmarshal(se.Entry.Body, &b)
-	return b.Class, b.Measurement, true
+	json.Unmarshal(body, &b)
+	return b.Class, b.Measurement, ok
 }
 
-func ruleACLGrantedV3(c *ruleCtx) ([]write, *verify.RejectedError) {
+// registeredBody returns the body of node's latest node.registered entry
+// (nil if unreadable) and whether the node is registered.
+func registeredBody(v blockView, node ed25519.PublicKey) (json.RawMessage, bool) {
+	ref := v.get(bucketNodes, node)
+	if ref == nil {
+		return nil, false
+	}
+	i, _ := getU64(ref)
+	raw := v.get(bucketEntries, be64(i))
+	if len(raw) <= 8 {
+		return nil, true
+	}
+	se, err := verify.DecodeEntry(raw[8:])
+	if err != nil {
+		return nil, true
+	}
+	return se.Entry.Body, true
+}
+
+func ruleACLGrantedV3(c *ruleCtx) ([]write, *verify.RejectedError) { return aclGranted(c, nil) }
+
+// delegatedCheck judges what a later rule version adds to a delegate's
+// grant g under delegation record d (which it may update), given the
+// grantee node's declared class ("" for class grants).
+type delegatedCheck func(c *ruleCtx, d *delegationRecord, g *acl.Grant, nodeClass string) *verify.RejectedError
+
+// aclGranted judges acl.granted as version 3 does, and more's checks of a
+// delegate's grant (nil: none).
+func aclGranted(c *ruleCtx, more delegatedCheck) ([]write, *verify.RejectedError) {
 	g, err := acl.DecodeGrant(c.raw())
 	if err != nil {
 		return nil, refuse(verify.CodeMalformed, c.body.kind, err)
@@ -181,23 +200,32 @@ func ruleACLGrantedV3(c *ruleCtx) ([]write, *verify.RejectedError) {
 		if err := d.Delegation.Permits(g, c.now, nodeClass, nodeMeasurement); err != nil {
 			return nil, reject(verify.CodeUnauthorized, "acl.granted under delegation %d: %v", *g.Delegation, err)
 		}
+		if more != nil {
+			if rej := more(c, d, g, nodeClass); rej != nil {
+				return nil, rej
+			}
+		}
 		d.Grants++
 		ws = append(ws, putRecord(bucketDelegations, be64(d.Index), d))
 	}
 	return append(ws, putRecord(bucketACLGrants, be64(c.index), rec)), nil
 }
 
-func ruleACLDelegated(c *ruleCtx) ([]write, *verify.RejectedError) { return aclDelegated(c, false) }
+func ruleACLDelegated(c *ruleCtx) ([]write, *verify.RejectedError) { return aclDelegated(c, RulesV3) }
 
-// aclDelegated judges acl.delegated; orgs says whether the rule version
-// knows the organisations limit (5 on).
-func aclDelegated(c *ruleCtx, orgs bool) ([]write, *verify.RejectedError) {
+// aclDelegated judges acl.delegated under rule version v: the
+// organisations limit is known from version 5 on, the TCB floor and the
+// rate from version 8 on.
+func aclDelegated(c *ruleCtx, v int) ([]write, *verify.RejectedError) {
 	d, err := acl.DecodeDelegation(c.raw())
 	if err != nil {
 		return nil, refuse(verify.CodeMalformed, c.body.kind, err)
 	}
-	if !orgs && len(d.Limits.Organisations) > 0 {
+	if v < RulesV5 && len(d.Limits.Organisations) > 0 {
 		return nil, reject(verify.CodeMalformed, "acl.delegated body limits: unknown field \"organisations\" (rule version 5 adds it)")
+	}
+	if v < RulesV8 && d.Limits.HasV8() {
+		return nil, reject(verify.CodeMalformed, "acl.delegated body limits: unknown field \"min_tcb\" or \"rate\" (rule version 8 adds them)")
 	}
 	owner := protocol.FormatEd25519Key(c.pub)
 	if _, rej := c.artifact(owner, d.Artifact); rej != nil {
@@ -247,6 +275,15 @@ func ruleKeyReleased(c *ruleCtx) ([]write, *verify.RejectedError) {
 	if err != nil {
 		return nil, refuse(verify.CodeMalformed, c.body.kind, err)
 	}
+	if r.SVN != nil {
+		return nil, reject(verify.CodeMalformed, "key.released body: unknown field \"svn\" (rule version 8 adds it)")
+	}
+	return keyReleased(c, r, nil)
+}
+
+// keyReleased judges release r as version 3 does, and more's checks of a
+// release on a grant made under a delegation (nil: none).
+func keyReleased(c *ruleCtx, r *acl.Release, more func(d *delegationRecord) *verify.RejectedError) ([]write, *verify.RejectedError) {
 	a, rej := c.artifact(r.Owner, r.Artifact)
 	if rej != nil {
 		return nil, rej
@@ -265,6 +302,11 @@ func ruleKeyReleased(c *ruleCtx) ([]write, *verify.RejectedError) {
 		d, ok := getRecord[delegationRecord](c.v, bucketDelegations, be64(*g.Grant.Delegation))
 		if !ok || d.RevokedBy != 0 {
 			return nil, reject(verify.CodeUnauthorized, "key.released: grant %d was made under delegation %d, since revoked", r.Grant, *g.Grant.Delegation)
+		}
+		if more != nil {
+			if rej := more(d); rej != nil {
+				return nil, rej
+			}
 		}
 	}
 	if err := g.Grant.CheckWindow(c.now); err != nil {

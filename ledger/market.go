@@ -280,7 +280,7 @@ func ruleMarketAccounted(c *ruleCtx) ([]write, *verify.RejectedError) {
 }
 
 // ruleACLDelegatedV5 takes the organisations limit, which version 3 refuses.
-func ruleACLDelegatedV5(c *ruleCtx) ([]write, *verify.RejectedError) { return aclDelegated(c, true) }
+func ruleACLDelegatedV5(c *ruleCtx) ([]write, *verify.RejectedError) { return aclDelegated(c, RulesV5) }
 
 // ruleACLGrantedV5 is version 3's grant rule plus the organisations limit
 // of the delegation it is made under.
@@ -289,6 +289,12 @@ func ruleACLGrantedV5(c *ruleCtx) ([]write, *verify.RejectedError) {
 	if rej != nil {
 		return nil, rej
 	}
+	return organisationsLimit(c, ws)
+}
+
+// organisationsLimit judges the organisations limit of the delegation a
+// grant accepted by the earlier checks (writes ws) was made under.
+func organisationsLimit(c *ruleCtx, ws []write) ([]write, *verify.RejectedError) {
 	g, _ := acl.DecodeGrant(c.raw())
 	if g.Delegation == nil {
 		return ws, nil

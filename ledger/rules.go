@@ -60,8 +60,14 @@ const (
 	// reserved form), model.revoked, and model.called, the receipt of
 	// each sub-task a holder's node answered (decision 0120).
 	RulesV7 = 7
+	// RulesV8 adds to delegations a minimum TCB per isolate class, judged
+	// on the grantee node's recorded evidence verified at block time and
+	// on the security versions a broker's key.released reports, and a
+	// rate of grants per window of block time (aclrules8.go, decision
+	// 0106).
+	RulesV8 = 8
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV7
+	LatestRules = RulesV8
 )
 
 // ruleSet is what one rule version accepts.
@@ -121,7 +127,11 @@ func makeRuleSets() map[int]*ruleSet {
 	v7.kinds[KindModelPublished] = ruleModelPublished
 	v7.kinds[KindModelRevoked] = ruleModelRevoked
 	v7.kinds[KindModelCalled] = ruleModelCalled
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7}
+	v8 := v7.next(RulesV8)
+	v8.kinds[KindACLDelegated] = ruleACLDelegatedV8
+	v8.kinds[KindACLGranted] = ruleACLGrantedV8
+	v8.kinds[KindKeyReleased] = ruleKeyReleasedV8
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -199,13 +201,14 @@ Exit status: 0 revoked; 1 refused by the ledger; 2 bad usage.`,
 func newACLDelegateCmd() *cobra.Command {
 	var (
 		keyFile, artifact, delegate, notAfter string
-		classes, measurements, nodes          []string
+		classes, measurements, nodes, minTCB  []string
+		rate                                  string
 		maxDuration                           time.Duration
 		maxUses, maxGrants                    uint64
 		asJSON                                bool
 	)
 	cmd := &cobra.Command{
-		Use:   "delegate --ledger URL --key OWNER.key --artifact DIGEST --delegate KEY --not-after TIME --max-duration D --max-uses N [--class C...] [--measurement HEX...] [--node KEY...] [--max-grants N]",
+		Use:   "delegate --ledger URL --key OWNER.key --artifact DIGEST --delegate KEY --not-after TIME --max-duration D --max-uses N [--class C...] [--measurement HEX...] [--node KEY...] [--max-grants N] [--min-tcb CLASS:COMP=N,...] [--rate N/DURATION]",
 		Short: "Let a principal (a dispatcher) grant an artifact's key within limits",
 		Long: `delegate appends an acl.delegated entry: until --not-after, --delegate may
 grant this artifact's key, each grant lasting at most --max-duration and
@@ -214,9 +217,18 @@ measurements and nodes only (a list left out is open), and at most
 --max-grants grants in all. The ledger refuses any grant beyond these, and
 a release on a grant of a revoked delegation.
 
+--min-tcb sets a floor on the security versions of one isolate class's
+evidence (components as "cloister attest verify" shows them under svn:
+snp, microcode, tee_tcb_svn0, pce_svn, ...): a grant under the delegation
+must name a node and session, and the node's recorded evidence, verified
+by the ledger at block time, must meet the floor of its class; brokers
+release only on evidence that meets it. --rate N/DURATION allows at most N
+grants in any DURATION of the ledger's block time.
+
 Exit status: 0 delegated; 1 refused by the ledger; 2 bad usage.`,
 		Example: `  cloister acl delegate --ledger "$L" --key alice.key --artifact sha256:… --delegate ed25519:… \
-      --not-after +24h --max-duration 10m --max-uses 1 --class software --measurement ab…`,
+      --not-after +24h --max-duration 10m --max-uses 1 --class software --measurement ab… \
+      --min-tcb sev-snp:snp=8,microcode=209 --rate 100/1h`,
 		Args: cobra.NoArgs,
 	}
 	newClient := ledgerURLFlag(cmd)
@@ -234,6 +246,12 @@ Exit status: 0 delegated; 1 refused by the ledger; 2 bad usage.`,
 		}
 		d := acl.Delegation{Artifact: artifact, Delegate: delegate, Limits: acl.Limits{Classes: classes, Measurements: measurements,
 			Nodes: nodes, MaxDurationSeconds: uint64(maxDuration / time.Second), MaxUses: maxUses, MaxGrants: maxGrants}}
+		if d.Limits.MinTCB, err = parseMinTCB(minTCB); err != nil {
+			return err
+		}
+		if d.Limits.Rate, err = parseRate(rate); err != nil {
+			return err
+		}
 		if d.NotAfter, err = aclTime("--not-after", notAfter); err != nil {
 			return err
 		}
@@ -253,8 +271,52 @@ Exit status: 0 delegated; 1 refused by the ledger; 2 bad usage.`,
 	f.DurationVar(&maxDuration, "max-duration", 0, "longest grant the delegate may make")
 	f.Uint64Var(&maxUses, "max-uses", 0, "most uses one grant may allow")
 	f.Uint64Var(&maxGrants, "max-grants", 0, "most grants in all (0: no limit)")
+	f.StringArrayVar(&minTCB, "min-tcb", nil, "minimum security versions of a class's evidence, CLASS:COMP=N[,COMP=N]; repeat per class")
+	f.StringVar(&rate, "rate", "", "most grants per window of block time, N/DURATION (e.g. 100/1h)")
 	f.BoolVar(&asJSON, "json", false, `print {"index":N,"height":H,"leaf_hash":"…"}`)
 	return cmd
+}
+
+// parseMinTCB reads --min-tcb values, CLASS:COMP=N[,COMP=N], one per
+// class.
+func parseMinTCB(vals []string) (map[string]map[string]uint64, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	out := map[string]map[string]uint64{}
+	for _, v := range vals {
+		class, comps, ok := strings.Cut(v, ":")
+		if !ok || class == "" || comps == "" {
+			return nil, usageError("acl delegate: --min-tcb %q: want CLASS:COMP=N[,COMP=N]", v)
+		}
+		if out[class] != nil {
+			return nil, usageError("acl delegate: --min-tcb names class %s twice", class)
+		}
+		out[class] = map[string]uint64{}
+		for _, kv := range strings.Split(comps, ",") {
+			comp, n, ok := strings.Cut(kv, "=")
+			min, err := strconv.ParseUint(n, 0, 64)
+			if !ok || err != nil {
+				return nil, usageError("acl delegate: --min-tcb %q: %q is not COMP=N", v, kv)
+			}
+			out[class][comp] = min
+		}
+	}
+	return out, nil
+}
+
+// parseRate reads --rate N/DURATION.
+func parseRate(v string) (*acl.Rate, error) {
+	if v == "" {
+		return nil, nil
+	}
+	n, d, ok := strings.Cut(v, "/")
+	grants, err := strconv.ParseUint(n, 10, 64)
+	window, err2 := time.ParseDuration(d)
+	if !ok || err != nil || err2 != nil || window%time.Second != 0 {
+		return nil, usageError("acl delegate: --rate %q: want N/DURATION in whole seconds, e.g. 100/1h", v)
+	}
+	return &acl.Rate{Grants: grants, WindowSeconds: uint64(window / time.Second)}, nil
 }
 
 // aclListJSON is what "acl list --json" prints.
@@ -335,7 +397,7 @@ Exit status: 0 listed; 1 the ledger could not be read; 2 bad usage.`,
 			fmt.Fprintf(tw, "grant %d\t%s\tuntil %s\tuses %d/%d\t%s\n", g.Index, printable(who), g.Grant.NotAfter, len(g.Sessions), g.Grant.MaxUses, state)
 		}
 		for _, d := range out.Delegations {
-			fmt.Fprintf(tw, "delegation %d\t%s\tuntil %s\n", d.Index, d.Delegation.Delegate, d.Delegation.NotAfter)
+			fmt.Fprintf(tw, "delegation %d\t%s\tuntil %s%s\n", d.Index, d.Delegation.Delegate, d.Delegation.NotAfter, delegationExtras(d.Delegation.Limits))
 		}
 		for _, r := range out.Releases {
 			fmt.Fprintf(tw, "released %d\tshare %d\tgrant %d\tsession %s\n", r.Index, r.Release.Share, r.Release.Grant, printable(r.Release.Session))
@@ -347,6 +409,22 @@ Exit status: 0 listed; 1 the ledger could not be read; 2 bad usage.`,
 	f.StringVar(&owner, "owner", "", "the artifact's owner, when several keys registered the digest (default: the first)")
 	f.BoolVar(&asJSON, "json", false, "print the listing as JSON")
 	return cmd
+}
+
+// delegationExtras shows a delegation's TCB floors and rate in the table.
+func delegationExtras(l acl.Limits) string {
+	var b strings.Builder
+	for _, class := range slices.Sorted(maps.Keys(l.MinTCB)) {
+		var cs []string
+		for _, comp := range slices.Sorted(maps.Keys(l.MinTCB[class])) {
+			cs = append(cs, fmt.Sprintf("%s>=%d", comp, l.MinTCB[class][comp]))
+		}
+		fmt.Fprintf(&b, "\tmin tcb %s %s", class, strings.Join(cs, ","))
+	}
+	if l.Rate != nil {
+		fmt.Fprintf(&b, "\trate %d/%s", l.Rate.Grants, time.Duration(l.Rate.WindowSeconds)*time.Second)
+	}
+	return b.String()
 }
 
 // listACL folds the ledger's entries about one artifact.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -34,7 +35,12 @@ const (
 	MaxWindow = 366 * 24 * time.Hour
 	// MaxUses bounds a grant's uses.
 	MaxUses = 1 << 20
-	maxID   = 128
+	// MaxRateGrants bounds a rate's grants per window: the state machine
+	// keeps the time of each grant inside the window.
+	MaxRateGrants = 1024
+	// MaxSVNComponents bounds the components of one class's TCB floor.
+	MaxSVNComponents = 32
+	maxID            = 128
 )
 
 // TimeLayout is the one spelling of the times these entries carry: UTC,
@@ -112,6 +118,65 @@ type Limits struct {
 	MaxDurationSeconds uint64   `json:"max_duration_seconds"`
 	MaxUses            uint64   `json:"max_uses"`
 	MaxGrants          uint64   `json:"max_grants,omitempty"`
+	// MinTCB (rule version 8 on) sets, per isolate class, a floor for
+	// security-version components of the isolate's verified evidence (the
+	// components attest.Claims.SVN names: "snp", "microcode",
+	// "tee_tcb_svn0", "pce_svn", ...). A grant under the delegation must
+	// name a specific isolate; if its node's class has a floor, the
+	// node's recorded evidence, verified at block time, must meet every
+	// component of it, and so must the evidence a broker releases on.
+	// A class without an entry has no floor.
+	MinTCB map[string]map[string]uint64 `json:"min_tcb,omitempty"`
+	// Rate (rule version 8 on) bounds the grants made under the
+	// delegation within any window of block time.
+	Rate *Rate `json:"rate,omitempty"`
+}
+
+// Rate is at most Grants grants in any WindowSeconds of block time.
+type Rate struct {
+	Grants        uint64 `json:"grants"`
+	WindowSeconds uint64 `json:"window_seconds"`
+}
+
+// HasV8 reports whether l uses limits that rule version 8 introduced.
+func (l Limits) HasV8() bool { return len(l.MinTCB) > 0 || l.Rate != nil }
+
+// CheckTCB judges security versions svn (verified from an isolate's
+// evidence of class) against the floor l sets for that class: nil when
+// the class has no floor or every floored component is at or above it.
+func (l Limits) CheckTCB(class string, svn map[string]uint64) error {
+	floor := l.MinTCB[class]
+	for _, comp := range slices.Sorted(maps.Keys(floor)) {
+		got, ok := svn[comp]
+		if !ok {
+			return fmt.Errorf("%w: the delegation sets a %s floor on TCB component %q (at least %d) and the isolate's evidence reports no such component", ErrExceeds, class, comp, floor[comp])
+		}
+		if got < floor[comp] {
+			return fmt.Errorf("%w: TCB component %q of the isolate's %s evidence is %d, below the delegation's minimum %d", ErrExceeds, comp, class, got, floor[comp])
+		}
+	}
+	return nil
+}
+
+// Allows reports whether a grant at now is within r, given the block
+// times (Unix seconds) of the grants made so far; it returns the times
+// still inside the window, to which the caller appends now on success.
+func (r *Rate) Allows(recent []int64, now time.Time) ([]int64, error) {
+	if r == nil {
+		return nil, nil
+	}
+	from := now.Unix() - int64(r.WindowSeconds)
+	var keep []int64
+	for _, t := range recent {
+		if t > from {
+			keep = append(keep, t)
+		}
+	}
+	if uint64(len(keep)) >= r.Grants {
+		return keep, fmt.Errorf("%w: the delegation allows %d grants in any %s of block time, and %d were made since %s", ErrExceeds,
+			r.Grants, time.Duration(r.WindowSeconds)*time.Second, len(keep), FormatTime(time.Unix(keep[0], 0)))
+	}
+	return keep, nil
 }
 
 // Delegation is the body of acl.delegated: the owner of an artifact lets
@@ -145,6 +210,10 @@ type Release struct {
 	Measurement    string `json:"measurement"`
 	EvidenceSHA256 string `json:"evidence_sha256"`
 	Share          int    `json:"share"`
+	// SVN (rule version 8 on) are the security versions the broker
+	// verified in the evidence, for the components the floor of the
+	// grant's delegation names (none when it names none).
+	SVN map[string]uint64 `json:"svn,omitempty"`
 }
 
 // Decode reads an entry body of kind into v: known fields only, one
@@ -382,7 +451,49 @@ func (d *Delegation) Check() error {
 	if l.MaxUses < 1 || l.MaxUses > MaxUses {
 		return fmt.Errorf("delegation limits max_uses %d: want 1 to %d", l.MaxUses, MaxUses)
 	}
+	if len(l.MinTCB) > MaxClasses {
+		return fmt.Errorf("delegation limits min_tcb: at most %d classes", MaxClasses)
+	}
+	for class, floor := range l.MinTCB {
+		if !isToken(class) {
+			return fmt.Errorf("delegation limits min_tcb class %.40q: want lower-case letters, digits and '-'", class)
+		}
+		if err := checkSVN(floor); err != nil {
+			return fmt.Errorf("delegation limits min_tcb %s: %v", class, err)
+		}
+	}
+	if r := l.Rate; r != nil {
+		if r.Grants < 1 || r.Grants > MaxRateGrants {
+			return fmt.Errorf("delegation limits rate grants %d: want 1 to %d", r.Grants, MaxRateGrants)
+		}
+		if r.WindowSeconds < 1 || r.WindowSeconds > uint64(MaxWindow/time.Second) {
+			return fmt.Errorf("delegation limits rate window_seconds %d: want 1 to %d", r.WindowSeconds, uint64(MaxWindow/time.Second))
+		}
+	}
 	return nil
+}
+
+// checkSVN checks a map of security-version components: 1 to
+// MaxSVNComponents names of lower-case letters, digits and '_'.
+func checkSVN(m map[string]uint64) error {
+	if len(m) == 0 || len(m) > MaxSVNComponents {
+		return fmt.Errorf("want 1 to %d components", MaxSVNComponents)
+	}
+	for comp := range m {
+		if !isComponent(comp) {
+			return fmt.Errorf("component %.40q: want 1 to 32 lower-case letters, digits and '_'", comp)
+		}
+	}
+	return nil
+}
+
+func isComponent(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return s != "" && len(s) <= 32
 }
 
 // Permits judges a grant a delegate makes under d at time now (block
@@ -506,6 +617,11 @@ func (r *Release) Check() error {
 	}
 	if r.Share < 1 || r.Share > MaxBrokers {
 		return fmt.Errorf("release share %d: want 1 to %d", r.Share, MaxBrokers)
+	}
+	if r.SVN != nil {
+		if err := checkSVN(r.SVN); err != nil {
+			return fmt.Errorf("release svn: %v", err)
+		}
 	}
 	return nil
 }
