@@ -64,17 +64,17 @@ func (s *Server) loadMarket(r *http.Request) (any, error) {
 	d := marketData{Ledger: s.ledgerInfo(ctx), Recent: []entryRow{}, Nodes: map[string]providerInfo{}}
 	var err error
 	if d.Offers, err = s.opts.Ledger.Offers(ctx); err != nil {
-		d.OffersError = ruleHint(err)
+		d.OffersError = ruleHint(err, 5, "no marketplace")
 	} else {
 		for _, o := range d.Offers.Offers {
 			d.Nodes[o.Node] = providerInfo{o.Endpoint, o.Organisation}
 		}
 	}
 	if d.Open, err = s.opts.Ledger.MarketOpen(ctx); err != nil {
-		d.OpenError = ruleHint(err)
+		d.OpenError = ruleHint(err, 5, "no marketplace")
 	}
 	if d.Records, err = s.opts.Ledger.MarketRecords(ctx); err != nil {
-		d.RecordsError = ruleHint(err)
+		d.RecordsError = ruleHint(err, 5, "no marketplace")
 	} else {
 		for _, rec := range d.Records.Records {
 			row := providerRow{ProviderRecord: rec, Endpoint: d.Nodes[rec.Node].Endpoint, Organisation: d.Nodes[rec.Node].Organisation}
@@ -100,12 +100,12 @@ func (s *Server) loadMarket(r *http.Request) (any, error) {
 	return d, nil
 }
 
-// ruleHint is a ledger error as the market page says it: a ledger whose
-// rules predate the marketplace has no such API.
-func ruleHint(err error) string {
+// ruleHint is a ledger error as a page says it: a ledger whose rules
+// predate a capability has no API for it.
+func ruleHint(err error, version int, what string) string {
 	var apiErr *lclient.APIError
 	if errors.As(err, &apiErr) && apiErr.Code == "not_found" {
-		return err.Error() + " (a ledger running rules older than version 5 has no marketplace)"
+		return fmt.Sprintf("%v (a ledger running rules older than version %d has %s)", err, version, what)
 	}
 	return err.Error()
 }

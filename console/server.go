@@ -221,6 +221,7 @@ func (s *Server) Handler() http.Handler {
 	page("/market", "market", s.loadMarket)
 	page("/keys", "keys", s.loadKeys)
 	page("/keys/{digest}", "artifact", s.loadArtifact)
+	page("/models", "models", s.loadModels)
 	for _, sec := range s.opts.Sections {
 		page("/"+sec.Path, sec.Template, sec.Load)
 	}
@@ -370,7 +371,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, loa
 		pd.Scripts[f] = "sha256-" + sf.sum
 	}
 	pd.Nav = []navItem{{"/ui/", "Overview", false}, {"/ui/ledger", "Ledger", false}, {"/ui/sessions", "Sessions", false},
-		{"/ui/market", "Market", false}, {"/ui/keys", "Key releases", false}}
+		{"/ui/market", "Market", false}, {"/ui/keys", "Key releases", false}, {"/ui/models", "Models", false}}
 	for _, sec := range s.opts.Sections {
 		pd.Nav = append(pd.Nav, navItem{"/ui/" + sec.Path, sec.Title, false})
 	}
