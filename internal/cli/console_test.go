@@ -23,10 +23,10 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/keys"
-	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/acl"
 	"github.com/cloisterhq/cloister/ledger/verify"

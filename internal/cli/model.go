@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/model"
 )
@@ -84,7 +85,7 @@ func modelState(m *client.PublishedModel) string {
 }
 
 func short(key string) string {
-	k := strings.TrimPrefix(key, "ed25519:")
+	k := strings.TrimPrefix(key, protocol.Ed25519KeyPrefix)
 	if len(k) > 10 {
 		k = k[:10] + "…"
 	}
