@@ -10,7 +10,7 @@
 # the linker records in the build info is pinned.
 set -euo pipefail
 cd "$(dirname "$0")"
-examples=(wordcount sha256sum linreg psi-sum shamir hostcall)
+examples=(wordcount sha256sum linreg psi-sum shamir hostcall hospital fedlogreg)
 out="${1:-}"
 if [ -n "$out" ]; then
 	mkdir -p "$out"

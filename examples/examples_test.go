@@ -180,6 +180,9 @@ func TestExamplesInJailedIsolate(t *testing.T) {
 	rt := newRuntime(t)
 	for _, name := range Names {
 		t.Run(name, func(t *testing.T) {
+			if name == "fedlogreg" {
+				t.Skip("fedlogreg calls sub-models on other nodes: federation's tests and 'cloister demo federation' run it")
+			}
 			p, err := Lookup(name)
 			if err != nil {
 				t.Fatal(err)

@@ -64,6 +64,9 @@ func (n *Node) Handler() http.Handler {
 		mux.Handle(rt.proc, n.bounded(name, lim, rt.handler(append(opts, rpcOptions(lim)...)...)))
 	}
 	mux.Handle("GET /metrics", n.metricsHandler())
+	for _, m := range n.mounted {
+		mux.Handle(m.pattern, m.h)
+	}
 	n.opsHandlers(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sni := ""

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"sort"
 
@@ -51,14 +52,20 @@ func (n *Node) acceptsHostCalls(pol *policy.Policy) error {
 	return nil
 }
 
-// runHostCalls returns the calls a run of pol may make.
-func (n *Node) runHostCalls(pol *policy.Policy) map[string]isolate.HostCall {
+// runHostCalls returns the calls a run of session id under pol may make;
+// their handlers find the run in their context (RunInfoFrom).
+func (n *Node) runHostCalls(id string, pol *policy.Policy) map[string]isolate.HostCall {
 	if len(pol.HostCalls) == 0 {
 		return nil
 	}
+	info := RunInfo{Session: id, Policy: pol, PolicyHash: pol.Hash()}
 	calls := make(map[string]isolate.HostCall, len(pol.HostCalls))
 	for _, c := range pol.HostCalls {
 		if hc, ok := n.hostCalls[c.Name]; ok {
+			handle := hc.Handle
+			hc.Handle = func(ctx context.Context, req []byte) ([]byte, error) {
+				return handle(context.WithValue(ctx, runInfoKey{}, info), req)
+			}
 			calls[c.Name] = hc
 		}
 	}

@@ -129,8 +129,10 @@ type Node struct {
 	ownsRun  *isolate.Runtime
 	// hostCalls are the calls this node offers programs.
 	hostCalls map[string]isolate.HostCall
-	store     *store
-	blobs     *blobCache // stored inputs fetched by digest
+	// mounted are the services served beside the node's API (services.go).
+	mounted []mounted
+	store   *store
+	blobs   *blobCache // stored inputs fetched by digest
 	// grants folds the ledger's artifacts and grants for sealed programs
 	// (nil without Options.Grants).
 	grants   *broker.Grants

@@ -770,7 +770,7 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 	if err != nil {
 		return runSpec{}, err
 	}
-	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic, hostCalls: s.n.runHostCalls(s.pol),
+	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic, hostCalls: s.n.runHostCalls(s.id, s.pol),
 		lease: &lease{c: s.n.blobs}}
 	prog := s.pol.Programs[0]
 	spec.programName = prog.Name

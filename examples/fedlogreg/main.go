@@ -1,0 +1,117 @@
+// Command fedlogreg is the initiator's total model in the federated
+// example (docs/federation.md): it trains a logistic regression over the
+// patients of several hospitals without seeing one row. Each hospital
+// publishes the sub-model examples/hospital; this program calls it on
+// every hospital's node through the host call cloister.model.call/v1
+// (guest.Call), adds the gradients and Hessians they return, and takes
+// Newton steps — the same arithmetic a centralised fit does on the pooled
+// rows (package internal/fedexample).
+//
+// Input /input/plan.json: {"models": ["org/model", …], "rounds": N,
+// "histogram": {"column","edges"}}. Output /output/result.json: the
+// coefficients, the accuracy over all hospitals' rows, the row and
+// positive-case counts, the pooled histogram, and the ledger index of
+// every call's receipt.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/cloisterhq/cloister/guest"
+	"github.com/cloisterhq/cloister/internal/fedexample"
+)
+
+type plan struct {
+	Models    []string `json:"models"`
+	Rounds    int      `json:"rounds"`
+	Histogram struct {
+		Column string    `json:"column"`
+		Edges  []float64 `json:"edges"`
+	} `json:"histogram"`
+}
+
+type result struct {
+	Coefficients []float64 `json:"coefficients"`
+	Accuracy     float64   `json:"accuracy"`
+	Rounds       int       `json:"rounds"`
+	Rows         int       `json:"rows"`
+	Positives    int       `json:"positives"`
+	Histogram    []int     `json:"histogram"`
+	Receipts     []uint64  `json:"receipts"`
+}
+
+func main() {
+	var p plan
+	if err := guest.ReadJSON("plan.json", &p); err != nil {
+		guest.Fail("plan.json: %v", err)
+	}
+	if len(p.Models) == 0 || p.Rounds < 1 {
+		guest.Fail("plan.json: want models and rounds ≥ 1")
+	}
+	ctx := context.Background()
+	var r result
+	call := func(model, fn string, args, into any) {
+		a, err := guest.Call(ctx, model, fn, args)
+		if err != nil {
+			guest.Fail("%s.%s: %v", model, fn, err)
+		}
+		if err := json.Unmarshal(a.Result, into); err != nil {
+			guest.Fail("%s.%s: result: %v", model, fn, err)
+		}
+		r.Receipts = append(r.Receipts, a.Receipt)
+	}
+	r.Histogram = make([]int, len(p.Histogram.Edges)-1)
+	for _, m := range p.Models {
+		var c struct {
+			Count int `json:"count"`
+		}
+		call(m, "count", map[string]any{"column": "outcome", "op": "==", "value": 1}, &c)
+		r.Positives += c.Count
+		var h struct {
+			Counts []int `json:"counts"`
+		}
+		call(m, "histogram", p.Histogram, &h)
+		for i := range h.Counts {
+			if i < len(r.Histogram) {
+				r.Histogram[i] += h.Counts[i]
+			}
+		}
+	}
+	w := make([]float64, fedexample.Features)
+	for round := 0; round < p.Rounds; round++ {
+		var pooled fedexample.Sums
+		for _, m := range p.Models {
+			var s fedexample.Sums
+			call(m, "gradient", map[string]any{"weights": w}, &s)
+			if err := pooled.Add(s); err != nil {
+				guest.Fail("%s.gradient: %v", m, err)
+			}
+		}
+		next, err := fedexample.Step(w, pooled)
+		if err != nil {
+			guest.Fail("round %d: %v", round+1, err)
+		}
+		w = next
+		r.Rows = pooled.N
+	}
+	correct, n := 0, 0
+	for _, m := range p.Models {
+		var e struct {
+			Correct int `json:"correct"`
+			N       int `json:"n"`
+		}
+		call(m, "evaluate", map[string]any{"weights": w}, &e)
+		correct += e.Correct
+		n += e.N
+	}
+	r.Coefficients, r.Rounds = w, p.Rounds
+	if n > 0 {
+		r.Accuracy = float64(correct) / float64(n)
+	}
+	if err := guest.WriteJSON("result.json", r); err != nil {
+		guest.Fail("%v", err)
+	}
+	fmt.Printf("fedlogreg: %d hospitals, %d rows, %d rounds, accuracy %.4f, %d calls\n", len(p.Models), r.Rows, r.Rounds, r.Accuracy, len(r.Receipts))
+}

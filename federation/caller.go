@@ -1,0 +1,350 @@
+package federation
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/jcs"
+	"github.com/cloisterhq/cloister/ledger/model"
+	"github.com/cloisterhq/cloister/ledger/verify"
+	"github.com/cloisterhq/cloister/node"
+	"github.com/cloisterhq/cloister/policy"
+	"github.com/cloisterhq/cloister/seal"
+)
+
+// Signer signs messages with the calling node's platform key (a
+// *node.Node).
+type Signer interface {
+	PlatformKey() ed25519.PublicKey
+	SignEntry(kind verify.Kind, body any) (*verify.SignedEntry, error)
+}
+
+// Caller answers a total model's sub-model calls (the host call
+// CallName) on the initiator's node.
+type Caller struct {
+	// Signer is the node; set it before the first call (a node is made
+	// with its host calls, so this is set once the node exists).
+	Signer Signer
+	Ledger Ledger
+	// Dial, when set, replaces how TCP connections are made (tests).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+
+	mu    sync.Mutex
+	peers map[string]*peer // by endpoint and platform key
+}
+
+// peer is a connection pool to one holder, pinned to its platform key.
+type peer struct {
+	hc   *http.Client
+	mu   sync.Mutex
+	cert []byte // the holder's TLS certificate, as verified
+}
+
+// HostCall is the host call to give a node (node.Options.HostCalls) under
+// CallName. It may be made only from a node's session: the initiator is
+// the session policy's one result reader.
+func (c *Caller) HostCall() isolate.HostCall {
+	return isolate.HostCall{MaxRequest: MaxArgs + 4096, MaxResponse: maxAnswer, Handle: c.handle}
+}
+
+func (c *Caller) handle(ctx context.Context, req []byte) ([]byte, error) {
+	ri, ok := node.RunInfoFrom(ctx)
+	if !ok {
+		return nil, errors.New("federation: calls are made from a node's session")
+	}
+	initiator, err := Initiator(ri.Policy)
+	if err != nil {
+		return nil, err
+	}
+	var r Request
+	dec := json.NewDecoder(bytes.NewReader(req))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("federation: request: want {\"model\",\"function\",\"args\"}: %v", err)
+	}
+	a, err := c.Call(ctx, initiator, ri.Session, &r)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(a)
+}
+
+// Initiator returns the initiator of a session's calls: the one result
+// reader of its policy.
+func Initiator(p *policy.Policy) (string, error) {
+	var found []string
+	for _, pr := range p.Principals {
+		for _, role := range pr.Roles {
+			if role == policy.RoleResultReader {
+				found = append(found, pr.SigningKey)
+			}
+		}
+	}
+	if len(found) != 1 {
+		return "", errNoInitiator
+	}
+	pk, err := protocol.ParseEd25519Key(found[0])
+	if err != nil {
+		return "", fmt.Errorf("federation: initiator: %w", err)
+	}
+	return protocol.FormatEd25519Key(pk), nil
+}
+
+// Call makes one call on behalf of initiator (a principal key) from the
+// run workflow (a session id, or ""), and returns the checked answer.
+func (c *Caller) Call(ctx context.Context, initiator, workflow string, r *Request) (*Answer, error) {
+	if err := model.CheckName(r.Model); err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	if err := model.CheckFunctionName(r.Function); err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	if len(r.Args) == 0 {
+		r.Args = json.RawMessage("{}")
+	}
+	// The arguments in canonical form: the signed call carries them so,
+	// and both sides hash those bytes.
+	args, err := jcs.Canonicalize(r.Args)
+	if err != nil || len(args) > MaxArgs {
+		return nil, fmt.Errorf("federation: arguments: want JSON of at most %d bytes", MaxArgs)
+	}
+	l, err := c.Ledger.Models(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("federation: reading the ledger: %w", err)
+	}
+	m, err := l.Model(r.Model)
+	if err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	if _, ok := m.Function(r.Function); !ok {
+		return nil, fmt.Errorf("federation: model %s publishes no function %q", r.Model, r.Function)
+	}
+	var errs []error
+	for i, holder := range m.Nodes {
+		ep := m.Endpoints[i]
+		if ep == "" {
+			errs = append(errs, fmt.Errorf("node %s names no endpoint", holder))
+			continue
+		}
+		a, err := c.callHolder(ctx, ep, holder, initiator, workflow, m.Version, r.Model, r.Function, args)
+		var re *RefusedError
+		if err == nil || errors.As(err, &re) || ctx.Err() != nil {
+			// A holder's refusal is the owner's answer: another node of
+			// the same owner would give the same one.
+			return a, err
+		}
+		errs = append(errs, fmt.Errorf("node %s at %s: %w", holder, ep, err))
+	}
+	return nil, fmt.Errorf("federation: no node serving %s answered: %w", r.Model, errors.Join(errs...))
+}
+
+func (c *Caller) callHolder(ctx context.Context, endpoint, holder, initiator, workflow string, version uint64, name, fn string, args []byte) (*Answer, error) {
+	p, err := c.peer(endpoint, holder)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := p.certificate(ctx, endpoint)
+	if err != nil {
+		return nil, err
+	}
+	priv, err := seal.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	var id [32]byte
+	rand.Read(id[:])
+	call := Call{ID: hex.EncodeToString(id[:]), Model: name, Version: version, Function: fn, Args: args, ArgsSHA256: digest(args),
+		Initiator: initiator, Workflow: workflow, Holder: holder, HolderCert: digest(cert), ReplyKey: seal.MarshalPublicKey(priv.PublicKey())}
+	se, err := c.Signer.SignEntry(KindCall, call)
+	if err != nil {
+		return nil, fmt.Errorf("federation: signing the call: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", endpoint+PathCall, bytes.NewReader(frame(se)))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSealedJSON+verify.MaxEntryBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var eb errorBody
+		if json.Unmarshal(b, &eb) != nil || eb.Code == "" {
+			return nil, fmt.Errorf("holder answered %s", resp.Status)
+		}
+		return nil, &RefusedError{Code: eb.Code, Message: fmt.Sprintf("federation: node %s refused %s.%s: %s", holder, name, fn, eb.Error)}
+	}
+	var rep Reply
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return nil, fmt.Errorf("holder's reply: %w", err)
+	}
+	rcpt, err := checkReceipt(&rep, &call, holder, protocol.FormatEd25519Key(c.Signer.PlatformKey()))
+	if err != nil {
+		return nil, fmt.Errorf("federation: node %s's receipt: %w", holder, err)
+	}
+	plain, err := seal.Open(priv, rep.Sealed, resultInfo, []byte(call.ID))
+	if err != nil {
+		return nil, fmt.Errorf("federation: node %s's result does not open: %w", holder, err)
+	}
+	var sr sealedResult
+	if err := json.Unmarshal(plain, &sr); err != nil {
+		return nil, fmt.Errorf("federation: node %s's result: %w", holder, err)
+	}
+	if sr.Rows != rcpt.Rows {
+		return nil, fmt.Errorf("federation: node %s's result says %d rows, its receipt %d", holder, sr.Rows, rcpt.Rows)
+	}
+	return &Answer{Result: sr.Result, Rows: sr.Rows, Receipt: rep.Receipt, Holder: holder}, nil
+}
+
+// checkReceipt checks that the reply's receipt is a model.called entry
+// signed by holder for exactly this call and this sealed result.
+func checkReceipt(rep *Reply, call *Call, holder, caller string) (*model.Call, error) {
+	se, err := verify.DecodeEntry(rep.Entry)
+	if err != nil {
+		return nil, err
+	}
+	if err := se.VerifySignature(); err != nil {
+		return nil, err
+	}
+	if se.Entry.Kind != model.KindCalled || se.Entry.Submitter != holder {
+		return nil, fmt.Errorf("a %s entry by %s, not a model.called by the holder", se.Entry.Kind, se.Entry.Submitter)
+	}
+	rc, err := model.DecodeCall(se.Entry.Body)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case rc.ID != call.ID, rc.Model != call.Model, rc.Version != call.Version, rc.Function != call.Function:
+		return nil, errors.New("it names another call")
+	case rc.ArgsSHA256 != call.ArgsSHA256:
+		return nil, errors.New("it names other arguments")
+	case rc.ResultSHA256 != digest(rep.Sealed):
+		return nil, errors.New("it names another result")
+	case rc.Caller != caller, rc.Initiator != call.Initiator, rc.Workflow != call.Workflow:
+		return nil, errors.New("it names another caller, initiator or workflow")
+	}
+	return rc, nil
+}
+
+// peer returns the pool for endpoint, pinned to holder's platform key.
+func (c *Caller) peer(endpoint, holder string) (*peer, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("endpoint %q: want https://HOST:PORT", endpoint)
+	}
+	pk, err := protocol.ParseEd25519Key(holder)
+	if err != nil {
+		return nil, err
+	}
+	key := endpoint + " " + holder
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.peers[key]; ok {
+		return p, nil
+	}
+	p := newPeer(pk, c.Dial, c.Now)
+	if c.peers == nil {
+		c.peers = map[string]*peer{}
+	}
+	c.peers[key] = p
+	return p, nil
+}
+
+// newPeer makes a connection pool whose TLS certificates must be
+// certified by pk.
+func newPeer(pk ed25519.PublicKey, dial func(ctx context.Context, network, addr string) (net.Conn, error), now func() time.Time) *peer {
+	if now == nil {
+		now = time.Now
+	}
+	p := &peer{}
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS13, ServerName: node.NodeServerName,
+		InsecureSkipVerify: true, // replaced by VerifyConnection: the certificate must be certified by the platform key
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := pinned(cs, pk, now()); err != nil {
+				return err
+			}
+			p.mu.Lock()
+			p.cert = cs.PeerCertificates[0].Raw
+			p.mu.Unlock()
+			return nil
+		},
+	}
+	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 5 * time.Minute}
+	if dial != nil {
+		tr.DialContext = dial
+	} else {
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		tr.DialContext = d.DialContext
+	}
+	p.hc = &http.Client{Transport: tr}
+	return p
+}
+
+// certificate returns the holder's verified TLS certificate, connecting
+// (GET PathInfo) if no connection was made yet.
+func (p *peer) certificate(ctx context.Context, endpoint string) ([]byte, error) {
+	p.mu.Lock()
+	cert := p.cert
+	p.mu.Unlock()
+	if cert != nil {
+		return cert, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", endpoint+PathInfo, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cert == nil {
+		return nil, errors.New("no verified certificate")
+	}
+	return p.cert, nil
+}
+
+// ErrHolderIdentity: the node reached is not the one the ledger lists.
+var ErrHolderIdentity = errors.New("federation: the node's TLS certificate is not certified by the platform key the ledger lists for it")
+
+func pinned(cs tls.ConnectionState, pk ed25519.PublicKey, now time.Time) error {
+	if len(cs.PeerCertificates) == 0 {
+		return ErrHolderIdentity
+	}
+	leaf := cs.PeerCertificates[0]
+	if leaf.SignatureAlgorithm != x509.PureEd25519 || !ed25519.Verify(pk, leaf.RawTBSCertificate, leaf.Signature) {
+		return ErrHolderIdentity
+	}
+	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return fmt.Errorf("%w: outside its validity window", ErrHolderIdentity)
+	}
+	return nil
+}

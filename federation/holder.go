@@ -1,0 +1,431 @@
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/model"
+	"github.com/cloisterhq/cloister/ledger/verify"
+	"github.com/cloisterhq/cloister/seal"
+)
+
+// Host is what a holder needs of its node (package node's *Node): its
+// identity, the TLS certificate callers verify, ledger entries signed by
+// its platform key, and runs in its isolates.
+type Host interface {
+	PlatformKey() ed25519.PublicKey
+	Certificate() *x509.Certificate
+	SignEntry(kind verify.Kind, body any) (*verify.SignedEntry, error)
+	RunProgram(ctx context.Context, cfg *isolate.Config) (*isolate.Result, error)
+}
+
+// Ledger is what federation reads and writes on the ledger (a
+// *client.Client).
+type Ledger interface {
+	Models(ctx context.Context) (*client.ModelList, error)
+	Append(ctx context.Context, se *verify.SignedEntry) (verify.Receipt, error)
+}
+
+// HolderOptions configures a Holder.
+type HolderOptions struct {
+	// Dir keeps the published programs and the local datasets.
+	Dir    string
+	Host   Host
+	Ledger Ledger
+	// Organisation is the consortium member key of the node's
+	// organisation: only it publishes models and adds datasets here.
+	Organisation ed25519.PublicKey
+	// MaxConcurrent bounds the calls answered at once (0: 4); more are
+	// refused as unavailable.
+	MaxConcurrent int
+	// RunTimeout bounds one sub-model's run (0: 30 s).
+	RunTimeout time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Holder keeps an organisation's programs and local datasets on its node
+// and answers calls of its published models.
+type Holder struct {
+	o    HolderOptions
+	me   string
+	slot chan struct{}
+}
+
+// NewHolder prepares a holder over opts.Dir.
+func NewHolder(o HolderOptions) (*Holder, error) {
+	if o.Host == nil || o.Ledger == nil || len(o.Organisation) != ed25519.PublicKeySize {
+		return nil, errors.New("federation: a holder needs its node, a ledger and the node's organisation")
+	}
+	for _, d := range []string{"programs", "datasets"} {
+		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("federation: %w", err)
+		}
+	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 4
+	}
+	if o.RunTimeout <= 0 {
+		o.RunTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Holder{o: o, me: protocol.FormatEd25519Key(o.Host.PlatformKey()), slot: make(chan struct{}, o.MaxConcurrent)}, nil
+}
+
+// Mounter is where a holder's handlers are served (a *node.Node).
+type Mounter interface {
+	Mount(pattern string, h http.Handler)
+}
+
+// Mount serves the holder's paths on m.
+func (h *Holder) Mount(m Mounter) {
+	m.Mount("GET "+PathInfo, http.HandlerFunc(h.handleInfo))
+	m.Mount("POST "+PathModels, http.HandlerFunc(h.handlePublish))
+	m.Mount("POST "+PathDataset, http.HandlerFunc(h.handleDataset))
+	m.Mount("POST "+PathCall, http.HandlerFunc(h.handleCall))
+}
+
+func (h *Holder) handleInfo(w http.ResponseWriter, r *http.Request) {
+	info := Info{PlatformKey: h.me, Organisation: protocol.FormatEd25519Key(h.o.Organisation)}
+	if name := r.URL.Query().Get("model"); name != "" {
+		if err := model.CheckName(name); err != nil {
+			refuse(w, CodeBadRequest, "info: %v", err)
+			return
+		}
+		l, err := h.o.Ledger.Models(r.Context())
+		if err != nil {
+			refuse(w, CodeUnavailable, "info: reading the ledger: %v", err)
+			return
+		}
+		if m, _ := l.Model(name); m != nil {
+			info.ModelVersion = m.Version
+		}
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// handlePublish takes a model.published entry signed by the node's
+// organisation, naming this node, and the program it publishes; it keeps
+// the program and appends the entry to the ledger.
+func (h *Holder) handlePublish(w http.ResponseWriter, r *http.Request) {
+	body := http.MaxBytesReader(w, r.Body, verify.MaxEntryBytes+4+MaxProgram)
+	var m model.Model
+	se, err := readSigned(body, model.KindPublished, &m, h.o.Now())
+	if err != nil {
+		refuse(w, CodeBadRequest, "publish: %v", err)
+		return
+	}
+	if err := h.fromOrganisation(se); err != nil {
+		refuse(w, CodeNotAllowed, "publish: %v", err)
+		return
+	}
+	if err := m.Check(); err != nil {
+		refuse(w, CodeBadRequest, "publish: %v", err)
+		return
+	}
+	if !m.Serves(h.me) {
+		refuse(w, CodeBadRequest, "publish: model %s does not name this node (%s) among its nodes", m.Name, h.me)
+		return
+	}
+	if err := CheckSchemas(&m); err != nil {
+		refuse(w, CodeSchema, "publish: %v", err)
+		return
+	}
+	path := filepath.Join(h.o.Dir, "programs", m.ProgramSHA256+".wasm")
+	if err := receiveFile(body, path, m.ProgramSHA256, MaxProgram); err != nil {
+		refuse(w, CodeBadRequest, "publish: program: %v", err)
+		return
+	}
+	rc, err := h.o.Ledger.Append(r.Context(), se)
+	if err != nil {
+		refuse(w, CodeNotAllowed, "publish: the ledger refused the model: %v", err)
+		return
+	}
+	h.o.Logger.Info("federation: model published", "model", m.Name, "version", m.Version, "index", rc.Index)
+	writeJSON(w, http.StatusOK, map[string]any{"index": rc.Index, "height": rc.Height})
+}
+
+// CheckSchemas compiles every schema of m.
+func CheckSchemas(m *model.Model) error {
+	for _, f := range m.Functions {
+		if _, err := CompileSchema(f.Params); err != nil {
+			return fmt.Errorf("function %s params: %w", f.Name, err)
+		}
+		if _, err := CompileSchema(f.Result); err != nil {
+			return fmt.Errorf("function %s result: %w", f.Name, err)
+		}
+	}
+	for _, d := range m.Datasets {
+		if _, err := CompileSchema(d.Schema); err != nil {
+			return fmt.Errorf("dataset %s: %w", d.Name, err)
+		}
+	}
+	return nil
+}
+
+// handleDataset takes a federation.dataset message signed by the node's
+// organisation and the dataset's bytes, and keeps them as a local dataset.
+func (h *Holder) handleDataset(w http.ResponseWriter, r *http.Request) {
+	body := http.MaxBytesReader(w, r.Body, verify.MaxEntryBytes+4+MaxDataset)
+	var d Dataset
+	se, err := readSigned(body, KindDataset, &d, h.o.Now())
+	if err != nil {
+		refuse(w, CodeBadRequest, "dataset: %v", err)
+		return
+	}
+	if err := h.fromOrganisation(se); err != nil {
+		refuse(w, CodeNotAllowed, "dataset: %v", err)
+		return
+	}
+	if err := model.CheckDatasetName(d.Name); err != nil {
+		refuse(w, CodeBadRequest, "dataset: %v", err)
+		return
+	}
+	if d.Size < 0 || d.Size > MaxDataset || len(d.SHA256) != 64 {
+		refuse(w, CodeBadRequest, "dataset: size 0 to %d bytes and a sha256 of 64 hex digits", int64(MaxDataset))
+		return
+	}
+	if err := receiveFile(io.LimitReader(body, d.Size+1), filepath.Join(h.o.Dir, "datasets", d.Name), d.SHA256, d.Size); err != nil {
+		refuse(w, CodeBadRequest, "dataset: %v", err)
+		return
+	}
+	h.o.Logger.Info("federation: dataset added", "dataset", d.Name, "bytes", d.Size)
+	writeJSON(w, http.StatusOK, map[string]any{"name": d.Name, "sha256": d.SHA256, "size": d.Size})
+}
+
+func (h *Holder) fromOrganisation(se *verify.SignedEntry) error {
+	if se.Entry.Submitter != protocol.FormatEd25519Key(h.o.Organisation) {
+		return fmt.Errorf("signed by %s; this node's organisation is %s", se.Entry.Submitter, protocol.FormatEd25519Key(h.o.Organisation))
+	}
+	return nil
+}
+
+// receiveFile writes r's bytes (at most limit) to path atomically if
+// their SHA-256 is want.
+func receiveFile(r io.Reader, path, want string, limit int64) error {
+	f, err := atomicfile.Create(path, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	hs := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, hs), io.LimitReader(r, limit+1))
+	if err != nil {
+		return err
+	}
+	if n > limit {
+		return fmt.Errorf("more than %d bytes", limit)
+	}
+	if got := hex.EncodeToString(hs.Sum(nil)); got != want {
+		return fmt.Errorf("the bytes received have SHA-256 %s, not %s", got, want)
+	}
+	return f.Commit()
+}
+
+// handleCall answers one call (see the package comment).
+func (h *Holder) handleCall(w http.ResponseWriter, r *http.Request) {
+	select {
+	case h.slot <- struct{}{}:
+		defer func() { <-h.slot }()
+	default:
+		refuse(w, CodeUnavailable, "call: this node answers %d calls at once; try again", cap(h.slot))
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, verify.MaxEntryBytes+4)
+	var c Call
+	se, err := readSigned(body, KindCall, &c, h.o.Now())
+	if err != nil {
+		refuse(w, CodeBadRequest, "call: %v", err)
+		return
+	}
+	rep, rerr := h.answer(r.Context(), se, &c)
+	if rerr != nil {
+		h.o.Logger.Info("federation: call refused", "model", c.Model, "function", c.Function, "caller", se.Entry.Submitter, "code", rerr.Code, "reason", rerr.Message)
+		refuse(w, rerr.Code, "%s", rerr.Message)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func refused(code, format string, args ...any) *RefusedError {
+	return &RefusedError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*Reply, *RefusedError) {
+	// The call is meant for this node, over the connection the caller
+	// verified.
+	if c.Holder != h.me {
+		return nil, refused(CodeBadRequest, "call: meant for node %s, not this node (%s)", c.Holder, h.me)
+	}
+	if cert := h.o.Host.Certificate(); cert == nil || c.HolderCert != digest(cert.Raw) {
+		return nil, refused(CodeBadRequest, "call: bound to another TLS certificate than this node's")
+	}
+	if len(c.ID) != 64 || len(c.Args) > MaxArgs || c.ArgsSHA256 != digest(c.Args) {
+		return nil, refused(CodeBadRequest, "call: id, arguments (at most %d bytes) or their digest malformed", MaxArgs)
+	}
+	reply, err := seal.ParsePublicKey(c.ReplyKey)
+	if err != nil {
+		return nil, refused(CodeBadRequest, "call: reply key: %v", err)
+	}
+	// What the ledger says of the model, now: published, live, this
+	// version, served here, this function, this initiator.
+	l, err := h.o.Ledger.Models(ctx)
+	if err != nil {
+		return nil, refused(CodeUnavailable, "call: reading the ledger: %v", err)
+	}
+	m, err := l.Model(c.Model)
+	if err != nil {
+		return nil, refused(CodeNotServed, "call: %v", err)
+	}
+	switch {
+	case m.Version != c.Version:
+		return nil, refused(CodeNotServed, "call: model %s is at version %d, not %d", c.Model, m.Version, c.Version)
+	case !m.Serves(h.me):
+		return nil, refused(CodeNotServed, "call: this node does not serve model %s", c.Model)
+	case !m.Allows(c.Initiator):
+		return nil, refused(CodeNotAllowed, "call: initiator %s is not on model %s's allow-list", c.Initiator, c.Model)
+	}
+	fn, ok := m.Function(c.Function)
+	if !ok {
+		return nil, refused(CodeNotServed, "call: model %s publishes no function %q", c.Model, c.Function)
+	}
+	params, err := CompileSchema(fn.Params)
+	if err != nil {
+		return nil, refused(CodeSchema, "call: the published params schema of %s: %v", c.Function, err)
+	}
+	if err := validate(params, c.Args); err != nil {
+		return nil, refused(CodeSchema, "call: arguments of %s.%s %v", c.Model, c.Function, err)
+	}
+	res, rows, rerr := h.run(ctx, &m.Model, fn, c)
+	if rerr != nil {
+		return nil, rerr
+	}
+	if rows < m.Output.MinRows {
+		return nil, refused(CodeOutputRule, "call: output rule of %s: the result aggregates %d rows, fewer than %d", c.Model, rows, m.Output.MinRows)
+	}
+	plain, _ := json.Marshal(sealedResult{Result: res, Rows: rows})
+	sealed, err := seal.Seal(reply, plain, resultInfo, []byte(c.ID))
+	if err != nil {
+		return nil, refused(CodeFailed, "call: sealing the result: %v", err)
+	}
+	// The receipt first: no result leaves without it, and the ledger
+	// refuses a replayed id, a revoked model and a spent budget.
+	receipt := model.Call{ID: c.ID, Model: c.Model, Version: c.Version, Function: c.Function, ArgsSHA256: c.ArgsSHA256,
+		ResultSHA256: digest(sealed), Rows: rows, Caller: se.Entry.Submitter, Initiator: c.Initiator, Workflow: c.Workflow}
+	rse, err := h.o.Host.SignEntry(model.KindCalled, receipt)
+	if err != nil {
+		return nil, refused(CodeFailed, "call: signing the receipt: %v", err)
+	}
+	rc, err := h.o.Ledger.Append(ctx, rse)
+	if err != nil {
+		return nil, refused(CodeNotAllowed, "call: the ledger refused the call's receipt: %v", err)
+	}
+	return &Reply{Sealed: sealed, Receipt: rc.Index, Entry: rse.Encode()}, nil
+}
+
+// run runs the model's program on the function's datasets: /input/call.json
+// holds {"function","args"}; the program writes /output/result.json,
+// {"rows":N,"result":…}, which must satisfy the function's result schema.
+func (h *Holder) run(ctx context.Context, m *model.Model, fn *model.Function, c *Call) (json.RawMessage, uint64, *RefusedError) {
+	prog, err := os.ReadFile(filepath.Join(h.o.Dir, "programs", m.ProgramSHA256+".wasm"))
+	if err != nil {
+		return nil, 0, refused(CodeNotServed, "call: this node does not hold model %s's program", m.Name)
+	}
+	if digest(prog) != m.ProgramSHA256 {
+		return nil, 0, refused(CodeFailed, "call: the program this node holds for %s is not the published one", m.Name)
+	}
+	callJSON, _ := json.Marshal(map[string]any{"function": c.Function, "args": c.Args})
+	cfg := &isolate.Config{Module: prog, Name: m.Name, Timeout: h.o.RunTimeout, MaxOutput: MaxResult, MaxOutputFiles: 1,
+		Inputs: []isolate.Input{{Name: "call.json", Data: callJSON}}}
+	for _, d := range fn.Datasets {
+		p := filepath.Join(h.o.Dir, "datasets", d)
+		if _, err := os.Stat(p); err != nil {
+			return nil, 0, refused(CodeFailed, "call: dataset %s of %s is not on this node", d, m.Name)
+		}
+		cfg.Inputs = append(cfg.Inputs, isolate.Input{Name: d, Path: p})
+	}
+	rctx, cancel := context.WithTimeout(ctx, h.o.RunTimeout+time.Minute)
+	defer cancel()
+	res, err := h.o.Host.RunProgram(rctx, cfg)
+	if err != nil {
+		return nil, 0, refused(CodeFailed, "call: running %s: %v", m.Name, err)
+	}
+	defer res.Close()
+	if res.Report.Outcome != isolate.OutcomeExited || res.Report.ExitCode != 0 {
+		return nil, 0, refused(CodeFailed, "call: %s.%s ended %s with status %d: %s", m.Name, c.Function, res.Report.Outcome, res.Report.ExitCode, lastLine(res.Stderr))
+	}
+	var out []byte
+	for _, o := range res.Outputs {
+		if o.Name == "result.json" {
+			if out, err = o.Bytes(); err != nil {
+				return nil, 0, refused(CodeFailed, "call: reading the result: %v", err)
+			}
+		}
+	}
+	var r struct {
+		Rows   *uint64         `json:"rows"`
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || r.Rows == nil || len(r.Result) == 0 {
+		return nil, 0, refused(CodeFailed, "call: %s.%s wrote no /output/result.json of the form {\"rows\":N,\"result\":…}", m.Name, c.Function)
+	}
+	rs, err := CompileSchema(fn.Result)
+	if err != nil {
+		return nil, 0, refused(CodeSchema, "call: the published result schema of %s: %v", c.Function, err)
+	}
+	if err := validate(rs, r.Result); err != nil {
+		return nil, 0, refused(CodeSchema, "call: the result of %s.%s %v; it is not released", m.Name, c.Function, err)
+	}
+	return r.Result, *r.Rows, nil
+}
+
+func lastLine(b []byte) string {
+	s := string(b)
+	if len(s) > 300 {
+		s = s[len(s)-300:]
+	}
+	return s
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func refuse(w http.ResponseWriter, code, format string, args ...any) {
+	status := http.StatusForbidden
+	switch code {
+	case CodeBadRequest, CodeSchema:
+		status = http.StatusBadRequest
+	case CodeNotServed:
+		status = http.StatusNotFound
+	case CodeFailed:
+		status = http.StatusUnprocessableEntity
+	case CodeUnavailable:
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, errorBody{Error: fmt.Sprintf(format, args...), Code: code})
+}
