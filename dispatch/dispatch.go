@@ -713,23 +713,16 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 		records[r.Node] = r.Recent
 	}
 	byNode := map[string]lclient.LiveOffer{}
-	var pool []lclient.LiveOffer
-	for _, o := range offers.Offers {
-		if o.Endpoint == "" || slices.Contains(st.Failed, o.Node) || !strings.HasPrefix(o.Endpoint, "https://") {
-			continue
-		}
-		if req.MaxPrice != "" && o.Offer.Price != "" && deal.DecimalLess(req.MaxPrice, o.Offer.Price) {
-			continue
-		}
+	pool := candidatePool(offers.Offers, req, reqm, st.Failed)
+	for _, o := range pool {
 		byNode[o.Node] = o
-		pool = append(pool, o)
 	}
 	ranked := market.Rank(req.ID, rankInputs(pool, records))
 	if len(ranked) > d.o.MaxCandidates {
 		ranked = ranked[:d.o.MaxCandidates]
 	}
 	if len(ranked) == 0 {
-		return errors.New("no live offer within the request's price from a node not yet failed")
+		return errors.New("no live offer within the request's price, from a node not yet failed, offers a class that could satisfy the requirement")
 	}
 	cands := make([]deal.Candidate, len(ranked))
 	for i, c := range ranked {
@@ -780,6 +773,30 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 		return nil
 	}
 	return fmt.Errorf("no candidate's evidence satisfied the requirement: %s", strings.Join(reasons, "; "))
+}
+
+// candidatePool is what one assignment ranks: the live offers with an
+// https endpoint, of nodes not yet failed for this request, within the
+// request's price, that offer a class which could satisfy the requirement
+// on the offer's own fields (classMaySatisfy). The ranking is cut to
+// MaxCandidates after this filter, not before: otherwise cheap offers
+// that can never match would fill every candidate slot and starve a
+// request that dearer providers could serve.
+func candidatePool(offers []lclient.LiveOffer, req *deal.Request, reqm *market.Requirement, failed []string) []lclient.LiveOffer {
+	var pool []lclient.LiveOffer
+	for _, o := range offers {
+		if o.Endpoint == "" || slices.Contains(failed, o.Node) || !strings.HasPrefix(o.Endpoint, "https://") {
+			continue
+		}
+		if req.MaxPrice != "" && o.Offer.Price != "" && deal.DecimalLess(req.MaxPrice, o.Offer.Price) {
+			continue
+		}
+		if !slices.ContainsFunc(o.Offer.Classes, func(c string) bool { return classMaySatisfy(reqm, &o.Offer, c) }) {
+			continue
+		}
+		pool = append(pool, o)
+	}
+	return pool
 }
 
 func trim(s string) string {
