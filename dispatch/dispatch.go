@@ -499,7 +499,11 @@ func (d *Dispatcher) driveOne(ctx context.Context, id string) bool {
 		}
 		if st.Live == 0 {
 			unreachableSince = time.Time{}
-			if err := d.assign(ctx, req, &st); err != nil {
+			if err := d.assign(ctx, req, &st); errors.Is(err, errStaleOffers) {
+				// Decide again at once, on offers read afresh.
+				d.log.Info("deciding again: a candidate renewed its offer", "id", id)
+				continue
+			} else if err != nil {
 				d.setReason(id, err.Error())
 				d.log.Info("request not assigned yet", "id", id, "err", err)
 				sleep(ctx, 4*d.o.Poll)
@@ -662,8 +666,9 @@ func (d *Dispatcher) append(ctx context.Context, kind string, body any) (uint64,
 
 // appendRetry appends, retrying while the ledger has not yet taken an
 // entry this one refers to (a node's session.created is appended by the
-// node as the session is created).
-func (d *Dispatcher) appendRetry(ctx context.Context, kind string, body any) (uint64, error) {
+// node as the session is created) and, if current is not nil, while
+// current reports that the entry's other references still hold.
+func (d *Dispatcher) appendRetry(ctx context.Context, kind string, body any, current func(context.Context) error) (uint64, error) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		i, err := d.append(ctx, kind, body)
@@ -671,8 +676,44 @@ func (d *Dispatcher) appendRetry(ctx context.Context, kind string, body any) (ui
 		if err == nil || !errors.As(err, &rej) || rej.Code != verify.CodeMissingReference || time.Now().After(deadline) {
 			return i, err
 		}
+		if current != nil {
+			if cerr := current(ctx); cerr != nil {
+				return 0, fmt.Errorf("%w (%v)", cerr, err)
+			}
+		}
 		sleep(ctx, 100*time.Millisecond)
 	}
+}
+
+// errStaleOffers says an assignment names a candidate's offer that is no
+// longer its latest: the node renewed it after the offers were read.
+var errStaleOffers = errors.New("a candidate renewed its offer since the offers were read")
+
+// offersCurrent reports errStaleOffers if a candidate's latest offer on
+// the ledger is not the one cands names (the state machine refuses such
+// an assignment for good, so retrying it is useless), and then drops the
+// cached offers so that the next decision reads them afresh.
+func (d *Dispatcher) offersCurrent(ctx context.Context, cands []deal.Candidate) error {
+	l, err := d.o.Ledger.Offers(ctx)
+	if err != nil {
+		return nil // unknown: let the append be retried
+	}
+	latest := make(map[string]uint64, len(l.Offers))
+	for _, o := range l.Offers {
+		latest[o.Node] = o.Index
+	}
+	for _, c := range cands {
+		if latest[c.Node] != c.Offer {
+			d.mu.Lock()
+			d.offers = nil
+			d.mu.Unlock()
+			return errStaleOffers
+		}
+	}
+	d.mu.Lock()
+	d.offers, d.offersAt = l, time.Now()
+	d.mu.Unlock()
+	return nil
 }
 
 // Rank is the dispatcher's order of candidates for a request: the pure
@@ -748,7 +789,7 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 		a := deal.Assignment{Request: req.ID, Token: st.Token + 1, Node: c.Node, Session: pick.session.ID(),
 			PolicyHash: pick.pol.HashHex(), Policy: pick.doc, Class: pick.class, Measurement: pick.measurement,
 			ClaimsSHA256: pick.evidence, Candidates: cands, Skipped: skipped, RunDeadline: acl.FormatTime(runDeadline)}
-		ai, err := d.appendRetry(ctx, deal.KindAssigned, a)
+		ai, err := d.appendRetry(ctx, deal.KindAssigned, a, func(ctx context.Context) error { return d.offersCurrent(ctx, cands) })
 		if err != nil {
 			pick.close()
 			return fmt.Errorf("recording the assignment: %w", err)
@@ -758,7 +799,7 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 		// under the innovator's delegation (the ledger judges its limits).
 		gi, err := d.appendRetry(ctx, acl.KindGranted, acl.Grant{Artifact: lst.Sealed.Digest, Owner: lst.Sealed.Owner,
 			Grantee: acl.Grantee{Node: c.Node, Session: a.Session}, NotAfter: acl.FormatTime(runDeadline), MaxUses: 1,
-			Delegation: &lst.Delegation})
+			Delegation: &lst.Delegation}, nil)
 		if err != nil {
 			d.fail(ctx, lclient.RequestState{ID: req.ID, Token: a.Token, Node: c.Node, Dispatcher: d.pub}, deal.ReasonRefused, trim("the grant was refused: "+err.Error()))
 			pick.close()
