@@ -1,8 +1,9 @@
 // Package market holds benchmarks of the marketplace's decisions: the
 // matching of a requirement against live offers and their ranking
-// (package market), and the dispatcher's decision with one candidate's
-// evidence verified. Figures are in docs/marketplace.md. It contains no
-// production code.
+// (package market), the dispatcher's decision with one candidate's
+// evidence verified, and the whole marketplace on the loopback test
+// network against a direct session (BenchmarkTestnet). Figures are in
+// docs/marketplace.md. It contains no production code.
 package market
 
 import (
