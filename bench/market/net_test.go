@@ -97,7 +97,7 @@ type program struct {
 // it (a sealed module is never taken from the compilation cache,
 // decision 0072).
 func benchPrograms() ([]*program, error) {
-	wasm, err := os.ReadFile(filepath.Join("testdata", "sum.wasm"))
+	wasm, err := os.ReadFile(filepath.Join("..", "session", "testdata", "sum.wasm")) // bench/session's program
 	if err != nil {
 		return nil, err
 	}
