@@ -67,6 +67,7 @@ type Outcome struct {
 	Token          uint64            `json:"token"`
 	Ledger         string            `json:"ledger"`
 	Failovers      []Failover        `json:"failovers"`
+	CPUMillis      uint64            `json:"cpu_ms"`           // the provider's report (0: not measured)
 	WallMillis     uint64            `json:"wall_ms"`          // the provider's report
 	ObservedMillis uint64            `json:"observed_wall_ms"` // from the first input sent to the results held
 	Price          string            `json:"price,omitempty"`
@@ -264,7 +265,7 @@ func runAssignment(ctx context.Context, lc *lclient.Client, o RequestOptions, re
 	observed := time.Since(start)
 	chosen, _ := a.Chosen()
 	acct := deal.Account{Request: req.ID, Token: token, Provider: a.Node, Class: v.Class,
-		WallMillis: uint64(max(st.Report.WallMs, 0)), ObservedWallMillis: uint64(observed.Milliseconds()), Price: chosen.Price}
+		CPUMillis: uint64(max(st.Report.GetCpuMs(), 0)), WallMillis: uint64(max(st.Report.WallMs, 0)), ObservedWallMillis: uint64(observed.Milliseconds()), Price: chosen.Price}
 	se, err := verify.NewEntry(o.Key.Signer(), deal.KindAccounted, acct)
 	if err != nil {
 		return nil, err
@@ -290,7 +291,7 @@ func runAssignment(ctx context.Context, lc *lclient.Client, o RequestOptions, re
 		time.Sleep(time.Second)
 	}
 	return &Outcome{Request: req.ID, Provider: a.Node, Class: v.Class, Measurement: v.Measurement, Session: a.Session, Token: token,
-		WallMillis: acct.WallMillis, ObservedMillis: acct.ObservedWallMillis, Price: chosen.Price, Accounted: rc.Index, Outputs: outs}, nil
+		CPUMillis: acct.CPUMillis, WallMillis: acct.WallMillis, ObservedMillis: acct.ObservedWallMillis, Price: chosen.Price, Accounted: rc.Index, Outputs: outs}, nil
 }
 
 // CheckPolicy checks the policy a dispatcher wrote for assignment a of

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -451,11 +452,21 @@ func TestMarketplaceProcesses(t *testing.T) {
 			Runs     uint64  `json:"runs"`
 			Failures uint64  `json:"failures"`
 			Median   *uint64 `json:"median_latency_ms"`
+			CPU      uint64  `json:"cpu_ms"`
+			Measured int     `json:"cpu_measured_runs"`
 		} `json:"providers"`
 	}
 	json.Unmarshal([]byte(mustRun(t, m.bin, "offer", "stats", "--ledger", m.ledger, "--json")), &stats)
 	if len(stats.Providers) != 2 {
 		t.Fatalf("offer stats: %+v", stats)
+	}
+	// b's node measured the CPU time of both its runs' workers; the
+	// accounting carries it, within the wall time on every core.
+	rb := byNode[b.publicKey]
+	for _, p := range stats.Providers {
+		if p.Node == b.publicKey && (p.Measured != 2 || p.CPU == 0 || p.CPU > (rb.LatencyMs[0]+rb.LatencyMs[1])*uint64(runtime.NumCPU())+20) {
+			t.Errorf("offer stats: b's CPU time %d ms in %d runs, wall times %v ms", p.CPU, p.Measured, rb.LatencyMs)
+		}
 	}
 
 	// 4. A lying dispatcher vouches for b, whose offer claims a

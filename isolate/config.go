@@ -127,9 +127,14 @@ type OutputInfo struct {
 
 // Report is the JSON run report (`cloister run --report`).
 type Report struct {
-	Outcome       Outcome      `json:"outcome"`
-	ExitCode      int          `json:"exit_code"`
-	WallMS        int64        `json:"wall_ms"`
+	Outcome  Outcome `json:"outcome"`
+	ExitCode int     `json:"exit_code"`
+	WallMS   int64   `json:"wall_ms"`
+	// CPUMS is the CPU time (user and system, all threads) the worker
+	// process used from the job's dispatch to its result, read by the
+	// host (the worker's cgroup, /proc, or the rusage of its reaping);
+	// nil when not measured — runs without a worker process.
+	CPUMS         *int64       `json:"cpu_ms,omitempty"`
 	ProgramSHA256 string       `json:"program_sha256"`
 	Outputs       []OutputInfo `json:"outputs"`
 	// Protections lists the isolation mechanisms that were in force for

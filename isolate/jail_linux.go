@@ -772,6 +772,9 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job, calls *callDispa
 			w.kill()
 		}
 	}
+	// The run's CPU time is counted from here: the worker is set up
+	// (and a warm one idle) before.
+	cpu0, cpuOK := w.cpuTime()
 	in := &workerInput{Job: send}
 	if err := sendFrame(w.jobW, in, in.files()); err != nil {
 		// Reading the lock-down message fails next; the worker's exit
@@ -843,6 +846,11 @@ func (j *jailer) runOn(ctx context.Context, w *worker, jb *job, calls *callDispa
 		}
 		r.Report.WallMS = time.Since(start).Milliseconds()
 		r.Report.HostCalls = calls.answered.Load()
+		r.Report.CPUMS = nil
+		if cpu1, ok := w.cpuTime(); ok && cpuOK && cpu1 >= cpu0 {
+			ms := (cpu1 - cpu0).Milliseconds()
+			r.Report.CPUMS = &ms
+		}
 		return r
 	}
 	if protoErr != nil {

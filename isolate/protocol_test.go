@@ -232,6 +232,9 @@ func TestWireEveryField(t *testing.T) {
 	var wr wireResult
 	fillEvery(reflect.ValueOf(&wr).Elem(), &n)
 	wr.stdout, wr.stderr, wr.layouts = []byte("o"), []byte("e"), [][]byte{[]byte("1"), nil}
+	// The run's CPU time is the host's measurement of the worker, never
+	// the worker's word: the wire does not carry it.
+	wr.Report.CPUMS = nil
 	empty := wireResult{Report: Report{Outputs: []OutputInfo{}, Protections: []string{}, Missing: map[string]string{}}}
 	var call callMsg
 	fillEvery(reflect.ValueOf(&call).Elem(), &n)

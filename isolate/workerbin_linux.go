@@ -231,7 +231,7 @@ var workerFeatures = []string{
 // worker sends it and computing it by reflection cost each one ~0.1 ms;
 // TestWorkerProtocolIDIsCurrent fails, giving the new value, as soon as a
 // feature or a message type changes without it.
-const workerProtocolID = "cloister-isolate/4+77d9cea0b37f3a9e"
+const workerProtocolID = "cloister-isolate/4+439918b47d3a2d1f"
 
 // workerProtocol returns the identifier (a variable so that tests can play
 // a worker from another build).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,11 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if st.Report == nil || st.Report.Outcome != "exited" || !st.Report.Deterministic {
 		t.Fatalf("report %v", st.Report)
+	}
+	// The node measured its worker's CPU time, within the wall time on
+	// every core (and /proc's 10 ms resolution).
+	if cpu := st.Report.CpuMs; cpu == nil || *cpu < 0 || *cpu > st.Report.WallMs*int64(goruntime.NumCPU())+10 {
+		t.Fatalf("report cpu_ms %v for a wall time of %d ms", cpu, st.Report.WallMs)
 	}
 	if err := as.Close(ctx, s.bob.key); err != nil {
 		t.Fatal(err)

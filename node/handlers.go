@@ -218,7 +218,7 @@ func apiReport(r *isolate.Report) *cloisterv1.RunReport {
 	}
 	return &cloisterv1.RunReport{
 		Outcome: string(r.Outcome), ExitCode: int32(r.ExitCode), WallMs: r.WallMS, ProgramSha256: r.ProgramSHA256,
-		Protections: r.Protections, MissingProtections: r.Missing, Error: r.Error, Deterministic: r.Deterministic,
+		Protections: r.Protections, MissingProtections: r.Missing, Error: r.Error, Deterministic: r.Deterministic, CpuMs: r.CPUMS,
 	}
 }
 

@@ -247,8 +247,8 @@ func runMarketDemo(ctx context.Context, out, errOut io.Writer, self string, verb
 	if k == "" {
 		return errors.New("demo: no provider was killed: the run finished before the consumer attested it")
 	}
-	pr.step("consumer: result from %s (class %s, session %.8s…, token %d); run %d ms by the provider's report, %d ms observed; accounted in entry %d",
-		nameOf[oc.Provider], oc.Class, oc.Session, oc.Token, oc.WallMillis, oc.ObservedMillis, oc.Accounted)
+	pr.step("consumer: result from %s (class %s, session %.8s…, token %d); run %d ms, CPU %d ms by the provider's report, %d ms observed; accounted in entry %d",
+		nameOf[oc.Provider], oc.Class, oc.Session, oc.Token, oc.WallMillis, oc.CPUMillis, oc.ObservedMillis, oc.Accounted)
 
 	// The checks.
 	got := oc.Outputs["count.json"]

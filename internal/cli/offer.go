@@ -17,6 +17,7 @@ import (
 	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/deal"
 	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/market"
 )
@@ -230,18 +231,53 @@ type statsRow struct {
 	RecentFailures  int     `json:"recent_failures"` // among the last market.RecordWindow runs: the rank's input
 	MedianLatencyMs *uint64 `json:"median_latency_ms"`
 	Samples         int     `json:"latency_samples"`
+	// CPU time of its accounted runs, as the provider's node reported it
+	// (market.accounted cpu_ms): the total, and the runs that reported
+	// any (0 is "not measured").
+	CPUMillis   uint64 `json:"cpu_ms"`
+	CPUMeasured int    `json:"cpu_measured_runs"`
+}
+
+// cpuByProvider folds the log's market.accounted entries into each
+// provider's total CPU time and the number of runs that reported one.
+func cpuByProvider(ctx context.Context, c *client.Client) (map[string][2]uint64, error) {
+	out := map[string][2]uint64{}
+	for from := uint64(0); ; {
+		page, err := c.Entries(ctx, from, 1000)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range page.Entries {
+			if string(e.Signed.Entry.Kind) != deal.KindAccounted {
+				continue
+			}
+			a, err := deal.DecodeAccount(e.Signed.Entry.Body)
+			if err != nil || a.CPUMillis == 0 {
+				continue
+			}
+			t := out[a.Provider]
+			out[a.Provider] = [2]uint64{t[0] + a.CPUMillis, t[1] + 1}
+		}
+		from += uint64(len(page.Entries))
+		if len(page.Entries) == 0 || from >= page.Size {
+			return out, nil
+		}
+	}
 }
 
 func newOfferStatsCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "stats --ledger URL",
-		Short: "Summarise each provider's marketplace runs: runs, failures, median latency",
+		Short: "Summarise each provider's marketplace runs: runs, failures, median latency, CPU time",
 		Long: `stats reads every provider's record from the ledger — kept by the state
 machine from market.failed entries (a failure) and market.accounted entries
 (a finished run, with the wall time the provider reported) — and shows its
 runs, failures, failures among its last 10 runs (what the dispatcher's
-ranking counts) and the median wall time of its latest 100 finished runs.
+ranking counts) and the median wall time of its latest 100 finished runs;
+and, folded from the log's market.accounted entries, the CPU time of its
+accounted runs as its node reported it (the provider's claim: the consumer
+countersigns the wall time it observed, not the CPU time).
 
 Exit status: 0 shown; 1 the ledger is unreachable or its answer is
 malformed; 2 bad usage.`,
@@ -260,10 +296,14 @@ malformed; 2 bad usage.`,
 		if err != nil {
 			return ledgerFailure("offer stats", c, err)
 		}
+		cpu, err := cpuByProvider(ctx, c)
+		if err != nil {
+			return ledgerFailure("offer stats", c, err)
+		}
 		rows := make([]statsRow, 0, len(recs.Records))
 		for _, r := range recs.Records {
 			row := statsRow{Node: r.Node, Runs: r.Runs, Failures: r.Failures, Samples: len(r.LatencyMs),
-				RecentFailures: market.Candidate{Recent: r.Recent}.Failures()}
+				RecentFailures: market.Candidate{Recent: r.Recent}.Failures(), CPUMillis: cpu[r.Node][0], CPUMeasured: int(cpu[r.Node][1])}
 			if len(r.LatencyMs) > 0 {
 				l := slices.Clone(r.LatencyMs)
 				slices.Sort(l)
@@ -282,13 +322,17 @@ malformed; 2 bad usage.`,
 			}{recs.Height, rows})
 		}
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tRUNS\tFAILURES\tRECENT FAILURES\tMEDIAN LATENCY")
+		fmt.Fprintln(tw, "NODE\tRUNS\tFAILURES\tRECENT FAILURES\tMEDIAN LATENCY\tCPU (REPORTED)")
 		for _, r := range rows {
 			lat := "-"
 			if r.MedianLatencyMs != nil {
 				lat = (time.Duration(*r.MedianLatencyMs) * time.Millisecond).String()
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d/%d\t%s\n", printable(r.Node), r.Runs, r.Failures, r.RecentFailures, min(r.Runs, market.RecordWindow), lat)
+			cpu := "-"
+			if r.CPUMeasured > 0 {
+				cpu = fmt.Sprintf("%s in %d runs", time.Duration(r.CPUMillis)*time.Millisecond, r.CPUMeasured)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d/%d\t%s\t%s\n", printable(r.Node), r.Runs, r.Failures, r.RecentFailures, min(r.Runs, market.RecordWindow), lat, cpu)
 		}
 		return tw.Flush()
 	}

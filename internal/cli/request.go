@@ -129,8 +129,8 @@ request before its deadline (reason on standard error); 2 bad usage.`,
 		for _, f := range out.Failovers {
 			fmt.Fprintf(w, "failover: token %d, node %s: %s %s\n", f.Token, f.Node, f.Reason, f.Detail)
 		}
-		fmt.Fprintf(w, "run %d ms (provider's report), %d ms observed; accounted in entry %d; outputs %s in %s\n",
-			out.WallMillis, out.ObservedMillis, out.Accounted, strings.Join(names, ", "), outDir)
+		fmt.Fprintf(w, "run %d ms, CPU %d ms (provider's report), %d ms observed; accounted in entry %d; outputs %s in %s\n",
+			out.WallMillis, out.CPUMillis, out.ObservedMillis, out.Accounted, strings.Join(names, ", "), outDir)
 		return nil
 	}
 	f := cmd.Flags()

@@ -539,6 +539,7 @@ type reportJSON struct {
 	Outcome     string   `json:"outcome"`
 	ExitCode    int32    `json:"exit_code"`
 	WallMS      int64    `json:"wall_ms"`
+	CPUMS       *int64   `json:"cpu_ms,omitempty"` // left out when the node did not measure it
 	Program     string   `json:"program_sha256"`
 	Protections []string `json:"protections"`
 	Error       string   `json:"error,omitempty"`
@@ -573,7 +574,7 @@ func toStatusJSON(st *client.Status) statusJSON {
 		out.Outputs = append(out.Outputs, outputJSON{Name: o.Name, Readers: o.Readers, Available: o.Available, FetchedBy: append([]string{}, o.FetchedBy...)})
 	}
 	if r := st.Report; r != nil {
-		out.Report = &reportJSON{Outcome: r.Outcome, ExitCode: r.ExitCode, WallMS: r.WallMs, Program: r.ProgramSha256, Protections: r.Protections, Error: r.Error}
+		out.Report = &reportJSON{Outcome: r.Outcome, ExitCode: r.ExitCode, WallMS: r.WallMs, CPUMS: r.CpuMs, Program: r.ProgramSha256, Protections: r.Protections, Error: r.Error}
 	}
 	for _, e := range st.Events {
 		out.Events = append(out.Events, eventJSON{Kind: e.Kind, Principal: e.Principal, Name: e.Name,

@@ -440,8 +440,11 @@ type RunReport struct {
 	MissingProtections map[string]string      `protobuf:"bytes,6,rep,name=missing_protections,json=missingProtections,proto3" json:"missing_protections,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Error              string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
 	Deterministic      bool                   `protobuf:"varint,8,opt,name=deterministic,proto3" json:"deterministic,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// CPU time (user and system) of the run's worker process, read by the
+	// node; absent when not measured (runs without a worker process).
+	CpuMs         *int64 `protobuf:"varint,9,opt,name=cpu_ms,json=cpuMs,proto3,oneof" json:"cpu_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunReport) Reset() {
@@ -528,6 +531,13 @@ func (x *RunReport) GetDeterministic() bool {
 		return x.Deterministic
 	}
 	return false
+}
+
+func (x *RunReport) GetCpuMs() int64 {
+	if x != nil && x.CpuMs != nil {
+		return *x.CpuMs
+	}
+	return 0
 }
 
 type Event struct {
@@ -2010,7 +2020,7 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"\areaders\x18\x02 \x03(\tR\areaders\x12\x1c\n" +
 	"\tavailable\x18\x03 \x01(\bR\tavailable\x12\x1d\n" +
 	"\n" +
-	"fetched_by\x18\x04 \x03(\tR\tfetchedBy\"\x88\x03\n" +
+	"fetched_by\x18\x04 \x03(\tR\tfetchedBy\"\xaf\x03\n" +
 	"\tRunReport\x12\x18\n" +
 	"\aoutcome\x18\x01 \x01(\tR\aoutcome\x12\x1b\n" +
 	"\texit_code\x18\x02 \x01(\x05R\bexitCode\x12\x17\n" +
@@ -2019,10 +2029,12 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"\vprotections\x18\x05 \x03(\tR\vprotections\x12_\n" +
 	"\x13missing_protections\x18\x06 \x03(\v2..cloister.v1.RunReport.MissingProtectionsEntryR\x12missingProtections\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12$\n" +
-	"\rdeterministic\x18\b \x01(\bR\rdeterministic\x1aE\n" +
+	"\rdeterministic\x18\b \x01(\bR\rdeterministic\x12\x1a\n" +
+	"\x06cpu_ms\x18\t \x01(\x03H\x00R\x05cpuMs\x88\x01\x01\x1aE\n" +
 	"\x17MissingProtectionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x89\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
+	"\a_cpu_ms\"\x89\x01\n" +
 	"\x05Event\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
@@ -2265,6 +2277,7 @@ func file_cloister_v1_session_proto_init() {
 	if File_cloister_v1_session_proto != nil {
 		return
 	}
+	file_cloister_v1_session_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
