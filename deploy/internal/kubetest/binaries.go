@@ -18,7 +18,7 @@ import (
 )
 
 // Components are the commands deploy/kube builds, one directory each.
-var Components = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+var Components = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"}
 
 // Binaries returns the directory holding the Kubernetes binaries built from
 // kubeModule (deploy/kube), building them first if the cache lacks them.

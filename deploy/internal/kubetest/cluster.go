@@ -36,6 +36,11 @@ type Options struct {
 	Etcd string
 	// Controllers also starts kube-controller-manager and kube-scheduler.
 	Controllers bool
+	// Kubelets says real kubelets will heartbeat their nodes (StartNode):
+	// the node lifecycle controller runs (it lifts a new node's not-ready
+	// taint once the node reports Ready). Without it the controller is
+	// off, so that a Node registered by hand is not tainted unreachable.
+	Kubelets bool
 	// Log receives every process's output.
 	Log io.Writer
 	// Timeout bounds the start (default 3 minutes).
@@ -55,6 +60,12 @@ type Cluster struct {
 	// Config is a client configuration for that administrator.
 	Config *rest.Config
 
+	group
+}
+
+// group is a set of processes started together and stopped in reverse
+// order.
+type group struct {
 	mu    sync.Mutex
 	procs []*proc
 }
@@ -86,10 +97,14 @@ func Start(ctx context.Context, dir string, opts Options) (c *Cluster, err error
 	defer cancel()
 	token := make([]byte, 16)
 	rand.Read(token)
-	c = &Cluster{Dir: dir, Token: hex.EncodeToString(token)}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	started := &Cluster{Dir: dir, Token: hex.EncodeToString(token)}
+	c = started
 	defer func() {
 		if err != nil {
-			c.Stop()
+			started.Stop()
 		}
 	}()
 	ports, err := freePorts(5)
@@ -147,14 +162,17 @@ current-context: kubetest
 	if !opts.Controllers {
 		return c, nil
 	}
+	// Without kubelets no one heartbeats a registered node: the lifecycle
+	// controller would taint it unreachable after 40 s.
+	controllers := "--controllers=*,-node-lifecycle-controller"
+	if opts.Kubelets {
+		controllers = "--controllers=*"
+	}
 	if err := c.start(opts.Log, "kube-controller-manager", filepath.Join(opts.Bin, "kube-controller-manager"),
 		"--kubeconfig="+c.Kubeconfig, "--leader-elect=false",
 		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(ports[3]),
 		"--service-account-private-key-file="+saKey, "--root-ca-file="+filepath.Join(certs, "apiserver.crt"),
-		"--use-service-account-credentials=false",
-		// No kubelet heartbeats a registered node: the lifecycle
-		// controller would taint it unreachable after 40 s.
-		"--controllers=*,-node-lifecycle-controller",
+		"--use-service-account-credentials=false", controllers,
 		"--v=0"); err != nil {
 		return nil, err
 	}
@@ -187,8 +205,12 @@ func freePorts(n int) ([]int, error) {
 }
 
 func (c *Cluster) start(log io.Writer, name, bin string, args ...string) error {
+	return c.group.start(c.Dir, log, name, bin, args...)
+}
+
+func (g *group) start(dir string, log io.Writer, name, bin string, args ...string) error {
 	cmd := exec.Command(bin, args...)
-	cmd.Dir = c.Dir
+	cmd.Dir = dir
 	w := &prefixWriter{w: log, prefix: name + ": "}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -197,9 +219,9 @@ func (c *Cluster) start(log io.Writer, name, bin string, args ...string) error {
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	c.mu.Lock()
-	c.procs = append(c.procs, p)
-	c.mu.Unlock()
+	g.mu.Lock()
+	g.procs = append(g.procs, p)
+	g.mu.Unlock()
 	return nil
 }
 
@@ -236,11 +258,11 @@ func (c *Cluster) waitReady(ctx context.Context, name, url string, auth bool) er
 	}
 }
 
-// exited reports a process of the cluster that has ended.
-func (c *Cluster) exited() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, p := range c.procs {
+// exited reports a process of the group that has ended.
+func (g *group) exited() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range g.procs {
 		select {
 		case <-p.done:
 			return fmt.Errorf("%s exited: %v", p.name, p.err)
@@ -255,11 +277,13 @@ func (c *Cluster) Check() error { return c.exited() }
 
 // Stop ends every process in reverse order of start, each by its own id,
 // and waits for it.
-func (c *Cluster) Stop() {
-	c.mu.Lock()
-	procs := c.procs
-	c.procs = nil
-	c.mu.Unlock()
+func (c *Cluster) Stop() { c.group.stop() }
+
+func (g *group) stop() {
+	g.mu.Lock()
+	procs := g.procs
+	g.procs = nil
+	g.mu.Unlock()
 	for i := len(procs) - 1; i >= 0; i-- {
 		p := procs[i]
 		p.cmd.Process.Signal(syscall.SIGTERM)

@@ -1,0 +1,386 @@
+package chart
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/cloisterhq/cloister/deploy/internal/image"
+	"github.com/cloisterhq/cloister/deploy/internal/kubetest"
+)
+
+// pauseRef names the pod sandbox image the test builds (containerd's
+// sandbox_image): no registry is reachable to pull one.
+const pauseRef = "cloisterhq/kubetest-pause:1"
+
+// TestValidatorPodRuns installs the chart's validator into a control plane
+// of its own with a real kubelet (v1.37.2, cgroup v1 allowed) and Debian's
+// containerd, runc and CNI plugins, the image imported from the archive
+// ./deploy/build-image writes; the pod must run, pass its readiness probe
+// (the kubelet's), and answer /readyz at its pod address. Then everything
+// is torn down and the test checks nothing is left on the host: no
+// process, cgroup, interface or changed kernel tunable.
+func TestValidatorPodRuns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a kubelet and containerd need root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	bin, err := kubetest.Binaries(ctx, filepath.Join("..", "kube"), os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	os.Chmod(work, 0o755)
+	start := time.Now()
+	cloisterTar, digest, pauseTar, cloisterBin := buildImages(ctx, t, work)
+	t.Logf("images built in %s: cloister %s", time.Since(start).Round(time.Millisecond), digest)
+
+	before := hostState(t)
+	log := &lineLog{}
+	var logw io.Writer = log
+	if p := os.Getenv("CLOISTER_KUBETEST_LOG"); p != "" {
+		// Every line of every process, for debugging the node.
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		logw = io.MultiWriter(log, f)
+	}
+	defer func() {
+		if t.Failed() {
+			tail := log.buf[max(0, len(log.buf)-24<<10):]
+			t.Logf("--- control plane, containerd and kubelet output (last 24 KiB) ---\n%s", tail)
+		}
+	}()
+	start = time.Now()
+	c, err := kubetest.Start(ctx, filepath.Join(work, "cluster"), kubetest.Options{Bin: bin, Controllers: true, Kubelets: true, Log: logw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	t.Logf("control plane ready in %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	node, err := kubetest.StartNode(ctx, c, filepath.Join(work, "node"), kubetest.NodeOptions{
+		Bin: bin, Images: []string{cloisterTar, pauseTar}, SandboxImage: "docker.io/" + pauseRef, Log: logw, Debug: os.Getenv("CLOISTER_KUBETEST_LOG") != ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			if err := node.Stop(); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	t.Logf("containerd and kubelet ready in %s (node %s, cgroup root %s)", time.Since(start).Round(time.Millisecond), node.Name, node.CgroupRoot)
+
+	// A one-organisation consortium: its keys and values, as
+	// docs/deploy.md's rehearsal makes them.
+	cons := filepath.Join(work, "consortium")
+	if out, err := exec.CommandContext(ctx, cloisterBin, "consortium", "init", "--orgs", "1", "--out", cons, "--chain-id", "kubelet-test").CombinedOutput(); err != nil {
+		t.Fatalf("consortium init: %v\n%s", err, out)
+	}
+	vals := map[string]any{}
+	b, err := os.ReadFile(filepath.Join(cons, "values-org1.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(b, &vals); err != nil {
+		t.Fatal(err)
+	}
+	vals["image"] = map[string]any{"repository": image.Repository, "digest": digest}
+	// No cluster DNS runs here, so the p2p Service's name the rehearsal
+	// advertises cannot be resolved; a one-validator consortium has no
+	// peers to advertise to.
+	vals["validator"].(map[string]any)["externalAddress"] = ""
+	vals["node"] = map[string]any{"enabled": false}
+
+	cl := newClients(t, c)
+	const ns = "org1"
+	cl.namespace(ctx, t, ns)
+	keys := map[string][]byte{}
+	for _, f := range []string{"node_key.json", "priv_validator_key.json"} {
+		if keys[f], err = os.ReadFile(filepath.Join(cons, "orgs", "org1", "keys", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cl.kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "cloister-validator-keys"}, Data: keys}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The validator's volume: a directory of the node's (no provisioner).
+	pvDir := filepath.Join(work, "node", "volumes", "validator")
+	if err := os.MkdirAll(pvDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(pvDir, image.UID, image.GID)
+	if _, err := cl.kube.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "validator-data"},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("100Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: pvDir}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := render(loadChart(t), ns, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sts string
+	for _, o := range decodeAll(t, out) {
+		if err := cl.apply(ctx, ns, o, false); err != nil {
+			t.Fatalf("%s %s: %v", o.gvk.Kind, o.name, err)
+		}
+		if o.gvk.Kind == "StatefulSet" {
+			sts = o.name
+		}
+	}
+	if !strings.HasSuffix(sts, "-validator") {
+		t.Fatalf("the chart rendered StatefulSet %q, want only the validator's", sts)
+	}
+
+	// The pod runs, the kubelet's probes pass, and its API answers at the
+	// pod's address.
+	start = time.Now()
+	podName := sts + "-0"
+	var pod *corev1.Pod
+	var last string
+	waitCtx, waitCancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer waitCancel()
+	lastLogged := ""
+	for {
+		if err := c.Check(); err != nil {
+			t.Fatal(err)
+		}
+		p, err := cl.kube.CoreV1().Pods(ns).Get(waitCtx, podName, metav1.GetOptions{})
+		if err == nil {
+			last = podSummary(p)
+			if last != lastLogged {
+				t.Logf("%6.1fs %s", time.Since(start).Seconds(), last)
+				lastLogged = last
+			}
+			if p.Status.Phase == corev1.PodRunning && podReady(p) {
+				pod = p
+				break
+			}
+			for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+				if cs.RestartCount >= 2 {
+					t.Fatalf("container %s restarted %d times: %s\n%s", cs.Name, cs.RestartCount, last, podLogs(filepath.Join(work, "node")))
+				}
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-waitCtx.Done():
+			evs, _ := cl.kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+			var lines []string
+			for _, e := range evs.Items {
+				lines = append(lines, fmt.Sprintf("%s %s: %s", e.InvolvedObject.Name, e.Reason, e.Message))
+			}
+			t.Fatalf("validator pod not running and ready: %s\nevents:\n%s\n%s", last, strings.Join(lines, "\n"), podLogs(filepath.Join(work, "node")))
+		case <-time.After(time.Second):
+		}
+	}
+	t.Logf("validator pod running and ready in %s: %s", time.Since(start).Round(time.Millisecond), last)
+	if pod.Spec.NodeName != node.Name {
+		t.Errorf("pod on node %q, want %q", pod.Spec.NodeName, node.Name)
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if !strings.HasSuffix(cs.ImageID, digest) {
+			t.Errorf("container %s runs image %s, want the built digest %s", cs.Name, cs.ImageID, digest)
+		}
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: node.DialContext}}
+	api := "http://" + net.JoinHostPort(pod.Status.PodIP, "26680")
+	for _, path := range []string{"/readyz", "/v1/status"} {
+		resp, err := hc.Get(api + path)
+		if err != nil {
+			t.Fatalf("GET %s%s: %v", api, path, err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s%s: %s %s", api, path, resp.Status, body)
+		}
+		t.Logf("GET %s%s: %s %s", api, path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	hc.CloseIdleConnections()
+
+	// Teardown leaves nothing behind.
+	stopped = true
+	if err := node.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if after := hostState(t); after != before {
+		t.Errorf("the host changed:\nbefore: %s\nafter:  %s", before, after)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", node.CgroupRoot)); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s left behind: %v", node.CgroupRoot, err)
+	}
+	if leftovers := mountsUnder(t, work); len(leftovers) > 0 {
+		t.Errorf("mounts left under the test's directory: %v", leftovers)
+	}
+}
+
+// buildImages writes the cloister image (as ./deploy/build-image does) and
+// the pause image into dir, and returns their archives, the cloister
+// image's digest and its cloister binary (for the consortium's keys).
+func buildImages(ctx context.Context, t *testing.T, dir string) (cloisterTar, digest, pauseTar, cloisterBin string) {
+	t.Helper()
+	src, err := image.DescribeSource(ctx, filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloisterTar = filepath.Join(dir, "cloister.tar")
+	res, err := image.Build(ctx, cloisterTar, image.Options{Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pauseBin := filepath.Join(dir, "pause")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", pauseBin, "../internal/kubetest/pause")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the pause program: %v\n%s", err, out)
+	}
+	prog, err := os.ReadFile(pauseBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pauseTar = filepath.Join(dir, "pause.tar")
+	if _, err := image.WriteProgram(prog, "pause", "65535:65535", pauseRef, src.Epoch, pauseTar); err != nil {
+		t.Fatal(err)
+	}
+	img, err := image.Open(cloisterTar, filepath.Join(dir, "layout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := image.Unpack(img, rootfs); err != nil {
+		t.Fatal(err)
+	}
+	return cloisterTar, res.Digest, pauseTar, filepath.Join(rootfs, image.BinDir, "cloister")
+}
+
+// podLogs is the tail of every container log the kubelet wrote under the
+// node's directory (the API server cannot fetch logs: it does not reach
+// the kubelet, which listens in the node's network namespace).
+func podLogs(nodeDir string) string {
+	var b strings.Builder
+	files, _ := filepath.Glob(filepath.Join(nodeDir, "pod-logs", "*", "*", "*.log"))
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		rel, _ := filepath.Rel(nodeDir, f)
+		fmt.Fprintf(&b, "--- %s ---\n%s\n", rel, data[max(0, len(data)-4096):])
+	}
+	return b.String()
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func podSummary(p *corev1.Pod) string {
+	s := fmt.Sprintf("phase %s on %q, ip %s", p.Status.Phase, p.Spec.NodeName, p.Status.PodIP)
+	for _, c := range p.Status.Conditions {
+		if c.Status != corev1.ConditionTrue && c.Message != "" {
+			s += fmt.Sprintf("; %s: %s", c.Type, c.Message)
+		}
+	}
+	for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+		switch {
+		case cs.State.Waiting != nil:
+			s += fmt.Sprintf("; %s waiting: %s %s", cs.Name, cs.State.Waiting.Reason, cs.State.Waiting.Message)
+		case cs.State.Terminated != nil:
+			s += fmt.Sprintf("; %s terminated: %s (exit %d) %s", cs.Name, cs.State.Terminated.Reason, cs.State.Terminated.ExitCode, cs.State.Terminated.Message)
+		case cs.State.Running != nil:
+			s += fmt.Sprintf("; %s running (ready %v, restarts %d)", cs.Name, cs.Ready, cs.RestartCount)
+		}
+	}
+	return s
+}
+
+// hostState is what the kubelet test must not change on the host: the
+// kernel tunables a kubelet sets, the node's bridge, the kubelet's and
+// CNI's iptables chains, and containerd's and CNI's mounts in the host's
+// own mount namespace.
+func hostState(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, f := range []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"} {
+		v, err := os.ReadFile("/proc/sys/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s=%s ", f, strings.TrimSpace(string(v)))
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		if strings.HasPrefix(i.Name, "kubetest") {
+			fmt.Fprintf(&b, "interface %s ", i.Name)
+		}
+	}
+	// The kubelet makes KUBE-* chains and the bridge plugin CNI-* ones
+	// where iptables exists (here: in the node's namespace only).
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		if p, err := exec.LookPath(save); err == nil {
+			out, _ := exec.Command(p).Output()
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.Contains(line, "KUBE-") || strings.Contains(line, "CNI-") {
+					fmt.Fprintf(&b, "%s: %s ", save, line)
+				}
+			}
+		}
+	}
+	for _, m := range mountsUnder(t, "/run") {
+		if strings.HasPrefix(m, "/run/containerd") || strings.HasPrefix(m, "/run/netns/cni-") {
+			fmt.Fprintf(&b, "mount %s ", m)
+		}
+	}
+	return b.String()
+}
+
+// mountsUnder lists the host mount namespace's mount points under dir.
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
