@@ -82,10 +82,15 @@ type Dispatcher struct {
 	pub string
 	log *slog.Logger
 
-	mu       sync.Mutex
-	driving  map[string]*driveState
-	tickets  map[string]*Ticket
-	grants   map[string]uint64 // request id ‖ token -> acl.granted index (a cache: findGrant reads the ledger)
+	mu      sync.Mutex
+	driving map[string]*driveState
+	tickets map[string]*Ticket
+	grants  map[string]uint64 // request id ‖ token -> acl.granted index (a cache: findGrant reads the ledger)
+	// granted holds, per delegation, the times (Unix seconds) of this
+	// dispatcher's grants under it since it started: its own guard of
+	// the delegation's rate, so that it does not assign a run whose
+	// grant the ledger would refuse.
+	granted  map[uint64][]int64
 	wake     chan string
 	offersAt time.Time
 	offers   *lclient.OfferList
@@ -155,7 +160,7 @@ func New(o Options) (*Dispatcher, error) {
 		o.MaxPerConsumer = 16
 	}
 	d := &Dispatcher{o: o, pub: protocol.FormatEd25519Key(o.Key.Public().(ed25519.PublicKey)), log: o.Logger,
-		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, wake: make(chan string, 64)}
+		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, granted: map[uint64][]int64{}, wake: make(chan string, 64)}
 	d.metrics = d.newMetrics()
 	return d, nil
 }
@@ -716,6 +721,39 @@ func (d *Dispatcher) offersCurrent(ctx context.Context, cands []deal.Candidate) 
 	return nil
 }
 
+// delegationLimits reads the limits of the delegation a listing grants
+// under from the ledger.
+func (d *Dispatcher) delegationLimits(ctx context.Context, lst Listing) (acl.Limits, error) {
+	e, err := d.o.Ledger.Get(ctx, lst.Delegation)
+	if err != nil {
+		return acl.Limits{}, fmt.Errorf("reading delegation %d: %w", lst.Delegation, err)
+	}
+	del, err := acl.DecodeDelegation(e.Signed.Entry.Body)
+	if err != nil || e.Signed.Entry.Kind != acl.KindDelegated {
+		return acl.Limits{}, fmt.Errorf("entry %d is not a delegation", lst.Delegation)
+	}
+	return del.Limits, nil
+}
+
+// rateAllows judges one more grant under delegation deleg at now against
+// its rate r, by this dispatcher's own grants since it started (after a
+// restart, the ledger's refusal is the guard until the window has
+// passed).
+func (d *Dispatcher) rateAllows(deleg uint64, r *acl.Rate, now time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keep, err := r.Allows(d.granted[deleg], now)
+	d.granted[deleg] = keep
+	return err
+}
+
+// noteGrant remembers a grant made under delegation deleg at now.
+func (d *Dispatcher) noteGrant(deleg uint64, now time.Time) {
+	d.mu.Lock()
+	d.granted[deleg] = append(d.granted[deleg], now.Unix())
+	d.mu.Unlock()
+}
+
 // Rank is the dispatcher's order of candidates for a request: the pure
 // market.Rank over the offers' prices and the ledger's records.
 func rankInputs(offers []lclient.LiveOffer, records map[string][]bool) []market.Candidate {
@@ -740,6 +778,16 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	reqm, err := market.Compile(req.Requirement)
 	if err != nil {
 		return err
+	}
+	// The delegation's TCB floor and rate are the ledger's to enforce; the
+	// dispatcher judges them first so that no provider is assigned (and
+	// failed) a run whose grant the ledger would refuse.
+	limits, err := d.delegationLimits(ctx, lst)
+	if err != nil {
+		return err
+	}
+	if err := d.rateAllows(lst.Delegation, limits.Rate, time.Now()); err != nil {
+		return fmt.Errorf("delegation %d: %w", lst.Delegation, err)
 	}
 	offers, err := d.liveOffers(ctx)
 	if err != nil {
@@ -781,6 +829,12 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	for _, c := range ranked {
 		o := byNode[c.Node]
 		pick, err := d.probe(ctx, req, st.Consumer, lst, reqm, o, runDeadline)
+		if err == nil {
+			if err = limits.CheckTCB(pick.class, pick.svn); err != nil {
+				pick.close()
+				err = fmt.Errorf("delegation %d: %w", lst.Delegation, err)
+			}
+		}
 		if err != nil {
 			skipped = append(skipped, deal.Skipped{Node: c.Node, Reason: trim(err.Error())})
 			reasons = append(reasons, fmt.Sprintf("%s: %v", c.Node, err))
@@ -805,6 +859,7 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 			pick.close()
 			return fmt.Errorf("granting the key: %w", err)
 		}
+		d.noteGrant(lst.Delegation, time.Now())
 		d.mu.Lock()
 		d.grants[fmt.Sprint(req.ID, a.Token)] = gi
 		delete(d.tickets, req.ID)
@@ -853,6 +908,7 @@ type probed struct {
 	pol                          *policy.Policy
 	doc                          json.RawMessage
 	class, measurement, evidence string
+	svn                          map[string]uint64
 }
 
 func (p *probed) close() {
@@ -909,7 +965,7 @@ func (d *Dispatcher) probe(ctx context.Context, req *deal.Request, consumer stri
 	}
 	cj, _ := json.Marshal(cl)
 	sum := sha256.Sum256(cj)
-	return &probed{c: c, session: as, pol: pol, doc: doc, class: v.Class, measurement: v.Measurement, evidence: hex.EncodeToString(sum[:])}, nil
+	return &probed{c: c, session: as, pol: pol, doc: doc, class: v.Class, measurement: v.Measurement, evidence: hex.EncodeToString(sum[:]), svn: cl.SVN}, nil
 }
 
 // WritePolicy writes the policy of one run from the request: the
