@@ -11,13 +11,16 @@
 // "histogram": {"column","edges"}}. Output /output/result.json: the
 // coefficients, the accuracy over all hospitals' rows, the row and
 // positive-case counts, the pooled histogram, and the ledger index of
-// every call's receipt.
+// every call's receipt. When a call fails — the owner's node refused it,
+// the model was revoked, no serving node answered — result.json holds
+// only {"error": REASON}: no partial answer is reported as complete.
 package main
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"github.com/cloisterhq/cloister/guest"
 	"github.com/cloisterhq/cloister/internal/fedexample"
@@ -42,6 +45,17 @@ type result struct {
 	Receipts     []uint64  `json:"receipts"`
 }
 
+// failed reports a failed call to the initiator in result.json, and
+// ends the program.
+func failed(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if err := guest.WriteJSON("result.json", map[string]string{"error": msg}); err != nil {
+		guest.Fail("%s (and writing it: %v)", msg, err)
+	}
+	fmt.Println("fedlogreg: failed:", msg)
+	os.Exit(0)
+}
+
 func main() {
 	var p plan
 	if err := guest.ReadJSON("plan.json", &p); err != nil {
@@ -55,7 +69,7 @@ func main() {
 	call := func(model, fn string, args, into any) {
 		a, err := guest.Call(ctx, model, fn, args)
 		if err != nil {
-			guest.Fail("%s.%s: %v", model, fn, err)
+			failed("%s.%s: %v", model, fn, err)
 		}
 		if err := json.Unmarshal(a.Result, into); err != nil {
 			guest.Fail("%s.%s: result: %v", model, fn, err)

@@ -50,7 +50,7 @@ func newNodeCmd() *cobra.Command {
 		maxConns, maxConnsPerAddr         int
 		adm                               admissionFlags
 		consoleAddr                       string
-		consolePublic                     bool
+		consolePublic, federate           bool
 		consoleHosts                      []string
 		prov                              providerFlags
 	)
@@ -271,6 +271,13 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 					opts.Admission.Members = nl.members
 				}
 			}
+			var fed *nodeFederation
+			if federate {
+				if fed, err = newNodeFederation(noLedger, prov.org, nodeLedgerReader); err != nil {
+					return usageError("node: %v", err)
+				}
+				opts.HostCalls = fed.hostCalls()
+			}
 			if attest.Class(class) == attest.ClassTPM {
 				a, closeTPM, err := nodeTPMAttester(tpmSpec, dataDir, log)
 				if err != nil {
@@ -284,6 +291,11 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				return failure(err)
 			}
 			defer n.Close()
+			if fed != nil {
+				if err := fed.mount(n, dataDir, log); err != nil {
+					return failure(fmt.Errorf("node: %w", err))
+				}
+			}
 			log.Info("node listening", "url", "https://"+ln.Addr().String(), "isolate_class", string(n.Class()),
 				"platform_key", keys.FormatSigningKey(n.PlatformKey()), "data", dataDir)
 			errc := make(chan error, 1)
@@ -345,6 +357,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.IntVar(&maxConns, "max-conns", httpguard.DefaultLimits.MaxConns, "connections open at once; more are closed at accept")
 	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", httpguard.DefaultLimits.MaxConnsPerAddr, "connections open at once from one IP address (raise it behind a proxy or NAT)")
 	prov.register(f)
+	f.BoolVar(&federate, "federation", false, "answer calls of the organisation's published models on its local datasets, and let sessions' programs call models (host call cloister.model.call/v1); needs a ledger and --organisation (docs/federation.md)")
 	f.StringVar(&consoleAddr, "console", "", "serve the web console (read-only, plain HTTP) on this address, e.g. 127.0.0.1:7490; off by default")
 	f.BoolVar(&consolePublic, "console-public", false, "allow --console on an address beyond loopback (whoever reaches it sees sessions, policies and the ledger)")
 	f.StringArrayVar(&consoleHosts, "console-host", nil, "host name the console answers to besides loopback and its address (repeatable)")

@@ -97,6 +97,8 @@ what on a verifiable ledger.`,
 		newRequestCmd(),
 		newReceiptCmd(),
 		newModelCmd(),
+		newDatasetCmd(),
+		newWorkflowCmd(),
 	)
 	return root
 }

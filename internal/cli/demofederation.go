@@ -1,0 +1,397 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cloisterhq/cloister/examples"
+	"github.com/cloisterhq/cloister/internal/fedexample"
+	"github.com/cloisterhq/cloister/internal/fedexample/fedmodel"
+	"github.com/cloisterhq/cloister/internal/testnet"
+	"github.com/cloisterhq/cloister/keys"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/model"
+)
+
+func newDemoFederationCmd() *cobra.Command {
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "federation",
+		Short: "Play seed 001's federated computation: three hospitals, one initiator, a logistic regression on data that never moves",
+		Long: `federation plays seed 001's flow on a test network of separate processes
+('cloister testnet': a validator, and four nodes started with --federation,
+one per organisation: hospital-a, hospital-b, hospital-c and research),
+printing each step with its time:
+
+  hospitals   each registers its synthetic patients (generated here, one
+              canary row planted in each) with its own node ('cloister
+              dataset add') and publishes the model examples/hospital on
+              the ledger ('cloister model publish'): count, histogram, one
+              round of logistic-regression gradient and Hessian, evaluate;
+              aggregates over at least 5 patients only; callable by the
+              research initiator
+  research    runs its total model examples/fedlogreg on its own node
+              ('cloister workflow run'): 10 Newton rounds over the three
+              hospitals, every call audited and answered by the hospital's
+              node, with a receipt on the ledger; the answer comes back
+              sealed to the initiator
+  demo        checks the coefficients against a centralised fit on the
+              pooled rows (each within 1e-3) and the accuracy (within 0.5
+              points), that every receipt rests on at least 5 rows and
+              names the workflow, that no canary appears in the answer, on
+              the ledger or anywhere in the research node's data
+  attacks     a histogram with a bin of fewer than 5 patients is refused
+              by the hospital's output rule; after hospital-a revokes its
+              model, the workflow fails with a clear error
+
+Exit status: 0 every step behaved; 1 otherwise.`,
+		Example: `  cloister demo federation`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return failure(err)
+			}
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			if err := runFederationDemo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), self, verbose); err != nil {
+				return failure(err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&verbose, "verbose", false, "tell the test network's events on standard error")
+	return cmd
+}
+
+var demoHospitals = []string{"hospital-a", "hospital-b", "hospital-c"}
+
+const demoPatients = 200
+
+// runFederationDemo plays the federation demo with self as every
+// component's binary.
+func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, verbose bool) error {
+	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "cloister-demo-federation-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	events := io.Discard
+	if verbose {
+		events = errOut
+	}
+	var nodes []testnet.NodeSpec
+	for _, h := range append(append([]string{}, demoHospitals...), "research") {
+		nodes = append(nodes, testnet.NodeSpec{Name: h, Organisation: h, Args: []string{"--federation"}})
+	}
+	nw, err := testnet.Start(ctx, testnet.Options{Dir: filepath.Join(dir, "net"), Bin: self, Nodes: nodes, NoBroker: true,
+		NoBlobStore: true, NoDispatcher: true, Out: events, Label: "cloister demo"})
+	if err != nil {
+		return err
+	}
+	defer nw.Stop()
+	info := nw.Info()
+	lc := nw.Ledger()
+	url, orgKey, data := map[string]string{}, map[string]string{}, map[string]string{}
+	for _, n := range info.Nodes {
+		url[n.Name], data[n.Name] = n.URL, n.Data
+	}
+	for _, o := range info.Organisations {
+		orgKey[o.Name] = o.KeyFile
+	}
+	pr.step("test network up, each component a process: validator %s, nodes %s %s %s %s, each run by its own organisation",
+		info.LedgerURL, url["hospital-a"], url["hospital-b"], url["hospital-c"], url["research"])
+
+	run := func(args ...string) (string, error) {
+		c := exec.CommandContext(ctx, self, args...)
+		var o, e bytes.Buffer
+		c.Stdout, c.Stderr = &o, &e
+		if err := c.Run(); err != nil {
+			return "", fmt.Errorf("cloister %s %s: %v: %s", args[0], args[1], err, strings.TrimSpace(e.String()))
+		}
+		return strings.TrimSpace(o.String()), nil
+	}
+	initiatorFile := filepath.Join(dir, "research-initiator.key")
+	if _, err := run("key", "new", "--out", initiatorFile); err != nil {
+		return err
+	}
+	ik, err := keys.Load(initiatorFile)
+	if err != nil {
+		return err
+	}
+	initiator := ik.Public().SigningString()
+	pr.step("research: a principal key for the initiator, %s", initiator)
+
+	hosp, err := examples.Lookup("hospital")
+	if err != nil {
+		return err
+	}
+	hospWasm := filepath.Join(dir, "hospital.wasm")
+	if err := os.WriteFile(hospWasm, hosp.Wasm, 0o600); err != nil {
+		return err
+	}
+	var pooled []fedexample.Patient
+	for i, h := range demoHospitals {
+		csv := fedexample.Generate(h, uint64(i+1), demoPatients)
+		rows, err := fedexample.Parse(bytes.NewReader(csv))
+		if err != nil {
+			return err
+		}
+		pooled = append(pooled, rows...)
+		path := filepath.Join(dir, h+"-patients.csv")
+		if err := os.WriteFile(path, csv, 0o600); err != nil {
+			return err
+		}
+		if _, err := run("dataset", "add", "--node", url[h], "--key", orgKey[h], "patients.csv", path); err != nil {
+			return err
+		}
+		os.Remove(path) // from here on, only the hospital's node holds it
+		m := fedmodel.Hospital(h+"/stats", 0, hosp.Wasm, nil, initiator)
+		m.Output.Budget = 100
+		spec, _ := json.MarshalIndent(m, "", "  ")
+		specPath := filepath.Join(dir, h+"-model.json")
+		if err := os.WriteFile(specPath, spec, 0o600); err != nil {
+			return err
+		}
+		o, err := run("model", "publish", "--node", url[h], "--key", orgKey[h], "--spec", specPath, "--program", hospWasm)
+		if err != nil {
+			return err
+		}
+		pr.step("%s: %d patients (one canary row) registered with its own node; %s", h, demoPatients, o)
+	}
+	o, err := run("model", "list", "--ledger", info.LedgerURL, "--json")
+	if err != nil {
+		return err
+	}
+	var ml lclient.ModelList
+	if err := json.Unmarshal([]byte(o), &ml); err != nil || len(ml.Models) != len(demoHospitals) {
+		return fmt.Errorf("model list: %d models, want %d: %v", len(ml.Models), len(demoHospitals), err)
+	}
+	pr.step("ledger: %d models published — functions count, histogram, gradient, evaluate; min_rows %d; program %s…",
+		len(ml.Models), fedmodel.MinRows, ml.Models[0].ProgramSHA256[:16])
+
+	fl, err := examples.Lookup("fedlogreg")
+	if err != nil {
+		return err
+	}
+	total := filepath.Join(dir, "fedlogreg.wasm")
+	if err := os.WriteFile(total, fl.Wasm, 0o600); err != nil {
+		return err
+	}
+	const rounds = 10
+	planPath := filepath.Join(dir, "plan.json")
+	writePlan := func(edges []float64) error {
+		var models []string
+		for _, h := range demoHospitals {
+			models = append(models, h+"/stats")
+		}
+		b, _ := json.Marshal(map[string]any{"models": models, "rounds": rounds, "histogram": map[string]any{"column": "age", "edges": edges}})
+		return os.WriteFile(planPath, b, 0o600)
+	}
+	if err := writePlan([]float64{18, 40, 50, 60, 96}); err != nil {
+		return err
+	}
+	outDir := filepath.Join(dir, "out")
+	workflow := []string{"workflow", "run", "--node", url["research"], "--key", initiatorFile, "--input", "plan.json=" + planPath,
+		"--output-dir", outDir, "--json", total}
+	o, err = run(workflow...)
+	if err != nil {
+		return fmt.Errorf("%w\nthe nodes' federation log:\n%s", err, federationLog(info))
+	}
+	var wr workflowRun
+	if err := json.Unmarshal([]byte(o), &wr); err != nil {
+		return fmt.Errorf("workflow run --json: %v", err)
+	}
+	resultJSON, err := os.ReadFile(filepath.Join(outDir, "result.json"))
+	if err != nil {
+		return err
+	}
+	var res struct {
+		Coefficients []float64 `json:"coefficients"`
+		Accuracy     float64   `json:"accuracy"`
+		Rows         int       `json:"rows"`
+		Positives    int       `json:"positives"`
+		Histogram    []int     `json:"histogram"`
+		Receipts     []uint64  `json:"receipts"`
+	}
+	if err := json.Unmarshal(resultJSON, &res); err != nil {
+		return fmt.Errorf("result.json: %v", err)
+	}
+	calls := len(demoHospitals) * (2 + rounds + 1)
+	pr.step("research: workflow %s ran on its node in %d ms: %d sub-model calls, answer sealed to the initiator and opened",
+		wr.Session, wr.WallMS, len(res.Receipts))
+	pr.note("coefficients %s, accuracy %.4f over %d patients (%d positive)", fmtFloats(res.Coefficients), res.Accuracy, res.Rows, res.Positives)
+
+	// The answer, against a centralised fit on the pooled rows.
+	central, err := fedexample.Fit(pooled, 25)
+	if err != nil {
+		return err
+	}
+	worst := 0.0
+	for i := range central {
+		if i >= len(res.Coefficients) {
+			return fmt.Errorf("result: %d coefficients, want %d", len(res.Coefficients), len(central))
+		}
+		worst = math.Max(worst, math.Abs(res.Coefficients[i]-central[i]))
+	}
+	cacc := float64(fedexample.Correct(pooled, central)) / float64(len(pooled))
+	if worst > 1e-3 || math.Abs(res.Accuracy-cacc) > 0.005 || res.Rows != len(pooled) || len(res.Receipts) != calls {
+		return fmt.Errorf("answer: coefficients %v vs centralised %v (worst %.2g), accuracy %.4f vs %.4f, %d rows, %d receipts (want %d)",
+			res.Coefficients, central, worst, res.Accuracy, cacc, res.Rows, len(res.Receipts), calls)
+	}
+	pr.step("check: every coefficient within %.1g of the centralised fit %s; accuracy %.4f vs %.4f", worst, fmtFloats(central), res.Accuracy, cacc)
+
+	// Every receipt: a model.called by a hospital's node, for this
+	// workflow, resting on at least min_rows rows, with no canary.
+	for _, idx := range res.Receipts {
+		e, err := lc.Get(ctx, idx)
+		if err != nil {
+			return fmt.Errorf("receipt %d: %w", idx, err)
+		}
+		c, err := model.DecodeCall(e.Signed.Entry.Body)
+		if err != nil || e.Signed.Entry.Kind != model.KindCalled || c.Workflow != wr.Session || c.Rows < fedmodel.MinRows || c.Initiator != initiator {
+			return fmt.Errorf("receipt %d: %s %+v %v", idx, e.Signed.Entry.Kind, c, err)
+		}
+		if bytes.Contains(e.Tx, []byte("CANARY")) {
+			return fmt.Errorf("receipt %d carries a canary", idx)
+		}
+	}
+	pr.step("check: %d model.called receipts on the ledger, each signed by the hospital's node, naming workflow %s…, every one over ≥ %d rows",
+		len(res.Receipts), wr.Session[:12], fedmodel.MinRows)
+	if bytes.Contains(resultJSON, []byte("CANARY")) {
+		return errors.New("the answer carries a canary row")
+	}
+	if f, err := findIn(data["research"], []byte("CANARY")); err != nil || f != "" {
+		return fmt.Errorf("the research node's data holds a canary (%s) or could not be read: %v", f, err)
+	}
+	if f, err := findIn(outDir, []byte("CANARY")); err != nil || f != "" {
+		return fmt.Errorf("the initiator's outputs hold a canary (%s): %v", f, err)
+	}
+	pr.step("check: no hospital's canary row in the answer, in any receipt, or anywhere in the research node's data directory")
+
+	// Attack: a histogram one of whose bins holds fewer than 5 patients.
+	edge := narrowEdge(pooled[:demoPatients])
+	if err := writePlan([]float64{18, edge, 96}); err != nil {
+		return err
+	}
+	if msg, err := workflowError(run, workflow, outDir); err != nil || !strings.Contains(msg, "output rule") {
+		return fmt.Errorf("a histogram with a bin under %d patients: want the output rule's refusal, got %q, %v", fedmodel.MinRows, msg, err)
+	}
+	pr.step("attack: a histogram of age with a bin [18, %g) of fewer than %d patients — refused by hospital-a's output rule, the workflow failed", edge, fedmodel.MinRows)
+
+	// Attack: hospital-a revokes its model; the workflow fails clearly.
+	if _, err := run("model", "revoke", "--ledger", info.LedgerURL, "--key", orgKey["hospital-a"], "--version", "1", "hospital-a/stats"); err != nil {
+		return err
+	}
+	if err := writePlan([]float64{18, 40, 50, 60, 96}); err != nil {
+		return err
+	}
+	if msg, err := workflowError(run, workflow, outDir); err != nil || !strings.Contains(msg, "revoked") {
+		return fmt.Errorf("after revocation: want a failure naming the revocation, got %q, %v", msg, err)
+	}
+	pr.step("attack: hospital-a revoked its model on the ledger — the next workflow failed: its model was revoked by its owner")
+	pr.step("all steps behaved")
+	fmt.Fprintf(out, "total %.2f s\n", time.Since(pr.start).Seconds())
+	return nil
+}
+
+// workflowError runs the workflow and returns the error its total model
+// reported in result.json (fedlogreg reports a failed call so, with no
+// coefficients).
+func workflowError(run func(...string) (string, error), workflow []string, outDir string) (string, error) {
+	if _, err := run(workflow...); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(filepath.Join(outDir, "result.json"))
+	if err != nil {
+		return "", err
+	}
+	var r struct {
+		Error        string    `json:"error"`
+		Coefficients []float64 `json:"coefficients"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return "", err
+	}
+	if r.Coefficients != nil {
+		return "", errors.New("the failed workflow reported coefficients")
+	}
+	return r.Error, nil
+}
+
+// federationLog returns the nodes' log lines about federation.
+func federationLog(info testnet.Info) string {
+	var b strings.Builder
+	for _, n := range info.Nodes {
+		raw, _ := os.ReadFile(n.Log)
+		for _, l := range strings.Split(string(raw), "\n") {
+			if strings.Contains(l, "federation") || strings.Contains(l, "level=ERROR") {
+				fmt.Fprintf(&b, "  %s: %s\n", n.Name, l)
+			}
+		}
+	}
+	return b.String()
+}
+
+// narrowEdge returns an age e such that between 1 and MinRows-1 of rows
+// have age in [18, e).
+func narrowEdge(rows []fedexample.Patient) float64 {
+	for e := 19.0; e < 60; e++ {
+		n := 0
+		for i := range rows {
+			if rows[i].Age >= 18 && rows[i].Age < e {
+				n++
+			}
+		}
+		if n >= 1 && n < fedmodel.MinRows {
+			return e
+		}
+	}
+	return 19
+}
+
+// findIn returns the first file under dir that contains needle.
+func findIn(dir string, needle []byte) (string, error) {
+	found := ""
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || found != "" {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, needle) {
+			found = p
+		}
+		return nil
+	})
+	return found, err
+}
+
+func fmtFloats(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.4f", x)
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}

@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/internal/testbin"
+)
+
+// The federation demo on a test network of separate processes: three
+// hospitals' nodes and the initiator's, the logistic regression checked
+// against a centralised fit, canaries absent, the output rule and a
+// revocation refusing what they should.
+func TestDemoFederation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a test network of four nodes and compiles two 3 MiB modules")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	bin, err := testbin.Cloister()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	if err := runFederationDemo(ctx, &out, &errOut, bin, false); err != nil {
+		t.Fatalf("demo: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	for _, want := range []string{"test network up", "3 models published", "sub-model calls, answer sealed to the initiator",
+		"of the centralised fit", "model.called receipts on the ledger", "no hospital's canary row",
+		"refused by hospital-a's output rule", "its model was revoked by its owner", "all steps behaved"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
