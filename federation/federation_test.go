@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +32,7 @@ import (
 	"github.com/cloisterhq/cloister/ledger/model"
 	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/node"
+	"github.com/cloisterhq/cloister/seal"
 )
 
 var runtime *isolate.Runtime
@@ -64,6 +69,8 @@ type world struct {
 	initiator  string
 	holderNode *node.Node
 	holderURL  string
+	callerNode *node.Node
+	callerAddr string
 	caller     *federation.Caller
 	admin      *federation.Admin
 	model      model.Model
@@ -138,6 +145,13 @@ func newWorld(t *testing.T, rows int) *world {
 	}
 	t.Cleanup(func() { in.Close() })
 	w.caller.Signer = in
+	w.callerNode = in
+	cln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.callerAddr = cln.Addr().String()
+	go in.Serve(cln)
 
 	// The hospital's data and model.
 	p, err := examples.Lookup("hospital")
@@ -283,5 +297,62 @@ func TestBudgetAndHolderDown(t *testing.T) {
 	_, err = w.call("count", map[string]any{"column": "age", "op": ">=", "value": 0})
 	if err == nil || !strings.Contains(err.Error(), "no node serving hospital-a/stats answered") {
 		t.Fatalf("holder down: %v", err)
+	}
+}
+
+// A replayed call — the exact signed message sent again — is refused:
+// the ledger takes no second receipt for its id, so the holder releases
+// nothing. A network or scheduler that sends the caller to another node
+// than the one the ledger lists fails the TLS pin.
+func TestReplayAndSwappedDestination(t *testing.T) {
+	w := newWorld(t, 30)
+	priv, err := seal.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []byte(`{"column":"age","op":">=","value":0}`)
+	var id [32]byte
+	rand.Read(id[:])
+	call := federation.Call{ID: hex.EncodeToString(id[:]), Model: "hospital-a/stats", Version: 1, Function: "count", Args: args,
+		ArgsSHA256: federation.Digest(args), Initiator: w.initiator, Holder: protocol.FormatEd25519Key(w.holderNode.PlatformKey()),
+		HolderCert: federation.Digest(w.holderNode.Certificate().Raw), ReplyKey: seal.MarshalPublicKey(priv.PublicKey())}
+	se, err := w.callerNode.SignEntry(federation.KindCall, call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	send := func() (int, string) {
+		resp, err := hc.Post(w.holderURL+federation.PathCall, "application/octet-stream", bytes.NewReader(federation.Frame(se)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := send(); code != http.StatusOK {
+		t.Fatalf("first call: %d %s", code, body)
+	}
+	if code, body := send(); code != http.StatusForbidden || !strings.Contains(body, "has its receipt") {
+		t.Fatalf("replayed call: %d %s", code, body)
+	}
+	// The same call bound to another certificate (captured on another
+	// connection): refused before anything runs.
+	call.ID, call.HolderCert = strings.Repeat("ab", 32), strings.Repeat("00", 32)
+	if se, err = w.callerNode.SignEntry(federation.KindCall, call); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := send(); code != http.StatusBadRequest || !strings.Contains(body, "another TLS certificate") {
+		t.Fatalf("call bound to another certificate: %d %s", code, body)
+	}
+
+	// Every connection to the holder's endpoint lands on another node.
+	swapped := &federation.Caller{Signer: w.callerNode, Ledger: w.lc, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, w.callerAddr)
+	}}
+	_, err = swapped.Call(context.Background(), w.initiator, "", &federation.Request{Model: "hospital-a/stats", Function: "count", Args: args})
+	if !errors.Is(err, federation.ErrHolderIdentity) {
+		t.Fatalf("swapped destination: %v", err)
 	}
 }
