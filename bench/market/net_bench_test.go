@@ -60,7 +60,6 @@ import (
 //	go test ./bench/market -run - -bench Testnet -benchtime 30x -timeout 60m
 func BenchmarkTestnet(b *testing.B) {
 	f := network(b)
-	b.Cleanup(func() { f.stop() })
 	b.Run("decision-steps", func(b *testing.B) { f.decisionSteps(b, f.programs[0]) })
 	for _, p := range f.programs {
 		b.Run(p.name, func(b *testing.B) {

@@ -126,25 +126,19 @@ func benchPrograms() ([]*program, error) {
 	return []*program{sum, wc}, nil
 }
 
-var (
-	fixOnce sync.Once
-	fix     *netFixture
-	fixErr  error
-)
-
-// network starts the benchmark network once per process; it stops when
-// the parent benchmark ends.
+// network starts the benchmark network; it stops when the calling
+// (parent) benchmark ends. A benchmark that runs sub-benchmarks runs once
+// per -count, so each count has a network of its own.
 func network(b *testing.B) *netFixture {
 	b.Helper()
-	fixOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), setupBound)
-		defer cancel()
-		fix, fixErr = startNetwork(ctx, b)
-	})
-	if fixErr != nil {
-		b.Fatal(fixErr)
+	ctx, cancel := context.WithTimeout(context.Background(), setupBound)
+	defer cancel()
+	f, err := startNetwork(ctx, b)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return fix
+	b.Cleanup(f.stop)
+	return f
 }
 
 func startNetwork(ctx context.Context, b *testing.B) (f *netFixture, err error) {
