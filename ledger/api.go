@@ -76,6 +76,9 @@ func (ln *ledgerNode) handler() *http.ServeMux {
 	mux.HandleFunc("GET /v1/market/records", ln.handleMarketRecords)
 	mux.HandleFunc("GET /v1/market/open", ln.handleMarketOpen)
 	mux.HandleFunc("GET /v1/models", ln.handleModels)
+	mux.HandleFunc("GET /v1/piee/operators", ln.handlePieeOperators)
+	mux.HandleFunc("GET /v1/piee/epochs/{n}", ln.handlePieeEpoch)
+	mux.HandleFunc("GET /v1/piee/scores", ln.handlePieeScores)
 	mux.HandleFunc("GET /healthz", ln.handleHealthz)
 	mux.HandleFunc("GET /readyz", ln.handleReadyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"github.com/cloisterhq/cloister/ledger/acl"
+	"github.com/cloisterhq/cloister/ledger/challenge"
 	"github.com/cloisterhq/cloister/ledger/deal"
 	"github.com/cloisterhq/cloister/ledger/model"
 	"github.com/cloisterhq/cloister/ledger/verify"
@@ -45,6 +46,13 @@ const (
 	// bodies (model.published's own name is reserved since version 1).
 	KindModelRevoked verify.Kind = model.KindRevoked
 	KindModelCalled  verify.Kind = model.KindCalled
+	// Proof of isolated execution (rule version 9): package challenge
+	// gives their bodies.
+	KindPieeOperator verify.Kind = challenge.KindOperator
+	KindPieeEpoch    verify.Kind = challenge.KindEpoch
+	KindPieeCommit   verify.Kind = challenge.KindCommit
+	KindPieeReveal   verify.Kind = challenge.KindReveal
+	KindPieeVerdict  verify.Kind = challenge.KindVerdict
 )
 
 // Kinds lists every kind the state machine accepts under the latest rule

@@ -66,8 +66,13 @@ const (
 	// rate of grants per window of block time (aclrules8.go, decision
 	// 0106).
 	RulesV8 = 8
+	// RulesV9 adds proof of isolated execution (piee.go): piee.operator,
+	// piee.epoch, piee.commit, piee.reveal and piee.verdict — challenges
+	// drawn from a beacon no node can predict, commit–reveal, verdicts the
+	// ledger recomputes (decisions 0130–0134).
+	RulesV9 = 9
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV8
+	LatestRules = RulesV9
 )
 
 // ruleSet is what one rule version accepts.
@@ -131,7 +136,13 @@ func makeRuleSets() map[int]*ruleSet {
 	v8.kinds[KindACLDelegated] = ruleACLDelegatedV8
 	v8.kinds[KindACLGranted] = ruleACLGrantedV8
 	v8.kinds[KindKeyReleased] = ruleKeyReleasedV8
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8}
+	v9 := v8.next(RulesV9)
+	v9.kinds[KindPieeOperator] = rulePieeOperator
+	v9.kinds[KindPieeEpoch] = rulePieeEpoch
+	v9.kinds[KindPieeCommit] = rulePieeCommit
+	v9.kinds[KindPieeReveal] = rulePieeReveal
+	v9.kinds[KindPieeVerdict] = rulePieeVerdict
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

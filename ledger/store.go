@@ -41,6 +41,7 @@ import (
 //	models, model_calls, model_budget: see models.go
 //	rule_votes   see rules.go
 //	validator_proposals, validator_changes: see governance.go
+//	piee_operators, piee_epochs, piee_rounds, piee_verdicts, piee_scores: see piee.go
 var (
 	bucketMeta        = []byte("meta")
 	bucketEntries     = []byte("entries")
@@ -61,7 +62,8 @@ var (
 		bucketSessions, bucketGrants, bucketACLOwners, bucketCheckpoints, bucketMembers, bucketRuleVotes,
 		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses, bucketNodeInfo, bucketOffers,
 		bucketMarketRequests, bucketMarketRecords, bucketValProposals, bucketValChanges,
-		bucketModels, bucketModelCalls, bucketModelBudget}
+		bucketModels, bucketModelCalls, bucketModelBudget,
+		bucketPieeOperators, bucketPieeEpochs, bucketPieeRounds, bucketPieeVerdicts, bucketPieeScores}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}
