@@ -324,6 +324,13 @@ func (n *Node) PlatformKey() ed25519.PublicKey { return n.platform.Public().Sign
 // Class returns the isolate class the node attests as.
 func (n *Node) Class() attest.Class { return n.class }
 
+// PlatformSigner returns the platform signing key, for a part of this
+// node that speaks for it on the ledger (its PIEE agent, package piee).
+func (n *Node) PlatformSigner() ed25519.PrivateKey { return n.platform.Signer() }
+
+// Runner returns what runs the node's programs: its isolate runtime.
+func (n *Node) Runner() Runner { return n.runner }
+
 // nodeCertificate makes the node's TLS certificate: a fresh P-256 key
 // certified by the Ed25519 platform key. A client holding a policy checks
 // the signature against the policy's platform keys, so the node is

@@ -53,6 +53,7 @@ func newNodeCmd() *cobra.Command {
 		consolePublic, federate           bool
 		consoleHosts                      []string
 		prov                              providerFlags
+		pf                                pieeNodeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -204,6 +205,9 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			if err != nil {
 				return err
 			}
+			if err := pf.check(noLedger); err != nil {
+				return err
+			}
 			limits, err := nodeLimits(maxUpload, maxInflight, maxChunk, maxStream, streamOutput, maxConns, maxConnsPerAddr)
 			if err != nil {
 				return err
@@ -296,6 +300,9 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 					return failure(fmt.Errorf("node: %w", err))
 				}
 			}
+			if err := pf.start(ctx, n, nodeLedgerReader, log); err != nil {
+				return failure(err)
+			}
 			log.Info("node listening", "url", "https://"+ln.Addr().String(), "isolate_class", string(n.Class()),
 				"platform_key", keys.FormatSigningKey(n.PlatformKey()), "data", dataDir)
 			errc := make(chan error, 1)
@@ -358,6 +365,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", httpguard.DefaultLimits.MaxConnsPerAddr, "connections open at once from one IP address (raise it behind a proxy or NAT)")
 	prov.register(f)
 	f.BoolVar(&federate, "federation", false, "answer calls of the organisation's published models on its local datasets, and let sessions' programs call models (host call cloister.model.call/v1); needs a ledger and --organisation (docs/federation.md)")
+	pf.register(f)
 	f.StringVar(&consoleAddr, "console", "", "serve the web console (read-only, plain HTTP) on this address, e.g. 127.0.0.1:7490; off by default")
 	f.BoolVar(&consolePublic, "console-public", false, "allow --console on an address beyond loopback (whoever reaches it sees sessions, policies and the ledger)")
 	f.StringArrayVar(&consoleHosts, "console-host", nil, "host name the console answers to besides loopback and its address (repeatable)")

@@ -223,15 +223,20 @@ func DecodeEpoch(body []byte) (*Epoch, error) {
 	if err := Decode(KindEpoch, body, &e); err != nil {
 		return nil, err
 	}
+	return &e, e.Check()
+}
+
+// Check checks e's shape.
+func (e *Epoch) Check() error {
 	for _, w := range []uint64{e.CommitSeconds, e.RevealSeconds} {
 		if w < MinWindow || w > MaxWindow {
-			return nil, fmt.Errorf("epoch windows: want %d to %d seconds each", MinWindow, MaxWindow)
+			return fmt.Errorf("epoch windows: want %d to %d seconds each", MinWindow, MaxWindow)
 		}
 	}
 	if e.Verifiers > MaxVerifiers {
-		return nil, fmt.Errorf("epoch verifiers: at most %d", MaxVerifiers)
+		return fmt.Errorf("epoch verifiers: at most %d", MaxVerifiers)
 	}
-	return &e, nil
+	return nil
 }
 
 // K is the number of verifiers the epoch asks for.
