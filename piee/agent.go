@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,8 +86,18 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	return &Agent{cfg: cfg, me: me, log: cfg.Log.With("piee_node", me), work: map[roundID]*round{}, done: map[roundID]bool{}}, nil
 }
 
-// Run takes part in epochs until ctx ends.
+// Run takes part in epochs until ctx ends. It first runs the operator
+// program once on nothing that counts, so that its compiled code is in
+// the node's compilation cache before a commit window starts.
 func (a *Agent) Run(ctx context.Context) {
+	warm := challenge.Operator{Name: "hashchain", ProgramSHA256: ProgramSHA256, Args: []string{"hashchain", "1"},
+		Class: challenge.ClassArith, Memory: 32 << 20, TimeoutMS: 120_000}
+	start := time.Now()
+	if _, err := Execute(ctx, a.cfg.Runner, warm, strings.Repeat("00", 32), a.cfg.Class); err != nil {
+		a.log.Warn("piee: warming the operator program failed", "err", err)
+	} else {
+		a.log.Info("piee: operator program compiled and cached", "took", time.Since(start).Round(time.Millisecond))
+	}
 	t := time.NewTicker(a.cfg.Poll)
 	defer t.Stop()
 	for {
@@ -112,7 +123,10 @@ func (a *Agent) step(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now().Unix()
+	// Block times lag the clock a little: a node acts on a deadline a
+	// margin after it has passed, so the block that judges the entry has
+	// passed it too.
+	now := time.Now().Add(-deadlineMargin).Unix()
 	e := &ep.Epoch
 	if now >= e.RevealBy {
 		a.verdicts(ctx, ep)
@@ -124,10 +138,24 @@ func (a *Agent) step(ctx context.Context) error {
 	if ep.Draw == nil || !slices.Contains(e.Participants, a.me) {
 		return nil
 	}
-	if now < e.CommitBy {
+	if time.Now().Unix() < e.CommitBy {
 		return a.commit(ctx, ep)
 	}
+	if now < e.CommitBy {
+		return nil
+	}
 	return a.reveal(ctx, ep)
+}
+
+// deadlineMargin is how long after a deadline by its own clock a node
+// acts on it having passed.
+const deadlineMargin = 2 * time.Second
+
+// final says whether err is a refusal that trying again cannot change
+// (anything but a deadline not reached yet, or the ledger unavailable).
+func final(err error) bool {
+	var rej *verify.RejectedError
+	return errors.As(err, &rej) && rej.Code != verify.CodeStaleTime && rej.Code != verify.CodeUnavailable
 }
 
 // OpenEpoch submits a piee.epoch entry signed by key (a member's or a
@@ -167,7 +195,19 @@ func (a *Agent) commit(ctx context.Context, ep *lclient.PieeEpoch) error {
 	for _, o := range ops.Operators {
 		byName[o.Name] = o.Operator
 	}
-	for _, ch := range ep.Draw {
+	// Its own challenge first: a late verification costs a vote, a late
+	// answer costs the node its round.
+	draw := slices.Clone(ep.Draw)
+	slices.SortStableFunc(draw, func(x, y challenge.Challenge) int {
+		switch {
+		case x.Node == a.me:
+			return -1
+		case y.Node == a.me:
+			return 1
+		}
+		return 0
+	})
+	for _, ch := range draw {
 		if ch.Node != a.me && !slices.Contains(ch.Verifiers, a.me) {
 			continue
 		}
@@ -231,8 +271,7 @@ func (a *Agent) reveal(ctx context.Context, ep *lclient.PieeEpoch) error {
 		s := challenge.Statement{Epoch: ep.Epoch.Number, Node: r.ch.Node, Challenge: r.ch.ID, Operator: r.ch.Operator,
 			Program: r.op.ProgramSHA256, Seed: r.ch.Seed, Result: challenge.ResultDigest(r.run), Run: r.run}
 		if _, err := a.append(ctx, challenge.KindReveal, challenge.Sign(a.cfg.Key, s)); err != nil {
-			var rej *verify.RejectedError
-			if errors.As(err, &rej) {
+			if final(err) {
 				r.revealed = true // refused for good: do not try again
 			}
 			a.log.Warn("piee: reveal refused", "epoch", ep.Epoch.Number, "node", r.ch.Node, "err", err)
@@ -261,7 +300,7 @@ func (a *Agent) verdicts(ctx context.Context, ep *lclient.PieeEpoch) {
 		a.log.Warn("piee: epoch's reveals do not check", "epoch", ep.Epoch.Number, "err", err)
 		return
 	}
-	late := time.Since(time.Unix(ep.Epoch.RevealBy, 0))
+	late := time.Since(time.Unix(ep.Epoch.RevealBy, 0)) - deadlineMargin
 	for _, ch := range ep.Draw {
 		id := roundID{ep.Epoch.Number, ch.Node}
 		parties := append([]string{ch.Node}, ch.Verifiers...)
@@ -270,11 +309,12 @@ func (a *Agent) verdicts(ctx context.Context, ep *lclient.PieeEpoch) {
 			continue
 		}
 		v := challenge.Tally(id.epoch, ch, results[ch.Node], ep.Epoch.Class(ch.Node))
-		a.done[id] = true
 		if _, err := a.append(ctx, challenge.KindVerdict, v); err != nil {
+			a.done[id] = final(err)
 			a.log.Debug("piee: verdict not recorded", "epoch", id.epoch, "node", ch.Node, "err", err)
 			continue
 		}
+		a.done[id] = true
 		a.log.Info("piee: verdict", "epoch", id.epoch, "node", ch.Node, "outcome", v.Outcome)
 	}
 	// Forget old epochs' work.
