@@ -315,19 +315,23 @@ func organisationsLimit(c *ruleCtx, ws []write) ([]write, *verify.RejectedError)
 
 // offerPrice reads the price of the offer entry at index i ("" if none).
 func offerPrice(v blockView, i uint64) string {
-	raw := v.get(bucketEntries, be64(i))
-	if len(raw) <= 8 {
-		return ""
-	}
-	se, err := verify.DecodeEntry(raw[8:])
-	if err != nil {
-		return ""
-	}
 	var b struct {
 		Price string `json:"price"`
 	}
-	json.Unmarshal(se.Entry.Body, &b)
+	readEntryBody(v, i, &b)
 	return b.Price
+}
+
+// readEntryBody decodes the body of the stored entry at index i into b,
+// leaving b as it is if there is none.
+func readEntryBody(v blockView, i uint64, b any) {
+	raw := v.get(bucketEntries, be64(i))
+	if len(raw) <= 8 {
+		return
+	}
+	if se, err := verify.DecodeEntry(raw[8:]); err == nil {
+		json.Unmarshal(se.Entry.Body, b)
+	}
 }
 
 // MarketRequest is GET /v1/market/requests/{id}'s answer: the request's

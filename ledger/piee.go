@@ -181,18 +181,10 @@ func nodeClass(v blockView, node ed25519.PublicKey) string {
 	if !ok {
 		return ""
 	}
-	raw := v.get(bucketEntries, be64(idx))
-	if len(raw) <= 8 {
-		return ""
-	}
-	se, err := verify.DecodeEntry(raw[8:])
-	if err != nil {
-		return ""
-	}
 	var b struct {
 		Class string `json:"class"`
 	}
-	json.Unmarshal(se.Entry.Body, &b)
+	readEntryBody(v, idx, &b)
 	return b.Class
 }
 

@@ -4,7 +4,7 @@
 // (answers its challenge, re-executes its peers', commits, reveals,
 // states verdicts), and an audit that recomputes an epoch's verdicts from
 // the ledger alone. The entries and the rules the ledger applies are
-// package challenge's and the ledger's (rule version 7).
+// package challenge's and the ledger's (rule version 9).
 package piee
 
 import (
