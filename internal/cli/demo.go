@@ -91,7 +91,7 @@ Exit status: 0 the answer is correct; 1 any step failed or the answer is wrong.`
 	cmd.Flags().Lookup("console").NoOptDefVal = "127.0.0.1:0"
 	cmd.Flags().StringVar(&cacheDir, "cache", "", "directory for the compilation cache (default: the user cache directory)")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "show the node's log on standard error")
-	cmd.AddCommand(newDemoSealedCmd(), newDemoMarketCmd(), newDemoFederationCmd())
+	cmd.AddCommand(newDemoSealedCmd(), newDemoMarketCmd(), newDemoFederationCmd(), newDemoPieeCmd())
 	return cmd
 }
 

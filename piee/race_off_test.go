@@ -1,0 +1,5 @@
+//go:build !race
+
+package piee
+
+const raceBuild = false
