@@ -109,7 +109,7 @@ func TestPieeEpoch(t *testing.T) {
 	}, "missing_reference: no operator", "unauthorized: consortium members", "ok", "replay: published already", "ok")
 	c.want([][]byte{
 		c.entry(outsider, KindPieeEpoch, challenge.Epoch{CommitSeconds: 12, RevealSeconds: 12}),
-		c.entry(w.nodes[w.keys[0]], KindPieeEpoch, challenge.Epoch{CommitSeconds: 1, RevealSeconds: 4}),
+		c.entry(w.nodes[w.keys[0]], KindPieeEpoch, challenge.Epoch{CommitSeconds: 5, RevealSeconds: 12}),
 		c.entry(w.nodes[w.keys[0]], KindPieeEpoch, challenge.Epoch{CommitSeconds: 12, RevealSeconds: 12}),
 		c.entry(w.nodes[w.keys[1]], KindPieeEpoch, challenge.Epoch{CommitSeconds: 12, RevealSeconds: 12}),
 	}, "unauthorized: members and registered nodes", "malformed: windows", "ok", "replay: one epoch at a time")

@@ -190,8 +190,8 @@ not agreeing; 2 bad usage.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&keyFile, "key", "", "a consortium member's or a registered node's key file")
-	f.DurationVar(&commit, "commit", 60*time.Second, "the commit window (2s to 1h)")
-	f.DurationVar(&reveal, "reveal", 30*time.Second, "the reveal window after it (2s to 1h)")
+	f.DurationVar(&commit, "commit", 60*time.Second, "the commit window (10s to 1h)")
+	f.DurationVar(&reveal, "reveal", 30*time.Second, "the reveal window after it (10s to 1h)")
 	f.Uint64Var(&verifiers, "verifiers", challenge.DefaultVerifiers, "verifiers drawn per challenged node (1 to 5)")
 	f.BoolVar(&wait, "wait", false, "wait for the verdicts and print them")
 	f.BoolVar(&asJSON, "json", false, "with --wait: print the verdicts as JSON")

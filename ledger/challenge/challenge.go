@@ -64,7 +64,7 @@ const (
 	// DefaultVerifiers is k when an epoch names none: with the node, four
 	// votes, of which one liar and one silent party still leave a decision.
 	DefaultVerifiers = 3
-	MinWindow        = 2    // seconds
+	MinWindow        = 10   // seconds: short enough for tests, long enough that an epoch cannot be opened only to find nodes unavailable
 	MaxWindow        = 3600 // seconds
 	MaxProtections   = 32
 	maxName          = 64
