@@ -225,6 +225,9 @@ func checkWorkloads(t *testing.T, set string, objs []object) {
 			}
 		}
 		n := findPod(t, pods, "node")
+		if !slices.Contains(n.Spec.Containers[0].Args, "--admission=consortium") {
+			t.Errorf("node does not admit the consortium's members by default (it refuses to serve beyond loopback openly): %v", n.Spec.Containers[0].Args)
+		}
 		if !slices.Contains(n.Spec.Containers[0].Args, "--ledger=http://cl-cloister-validator-api:26680") {
 			t.Errorf("node does not record on the release's validator: %v", n.Spec.Containers[0].Args)
 		}

@@ -2,6 +2,7 @@ package chart
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -162,47 +163,8 @@ func TestValidatorPodRuns(t *testing.T) {
 	// The pod runs, the kubelet's probes pass, and its API answers at the
 	// pod's address.
 	start = time.Now()
-	podName := sts + "-0"
-	var pod *corev1.Pod
-	var last string
-	waitCtx, waitCancel := context.WithTimeout(ctx, 4*time.Minute)
-	defer waitCancel()
-	lastLogged := ""
-	for {
-		if err := c.Check(); err != nil {
-			t.Fatal(err)
-		}
-		p, err := cl.kube.CoreV1().Pods(ns).Get(waitCtx, podName, metav1.GetOptions{})
-		if err == nil {
-			last = podSummary(p)
-			if last != lastLogged {
-				t.Logf("%6.1fs %s", time.Since(start).Seconds(), last)
-				lastLogged = last
-			}
-			if p.Status.Phase == corev1.PodRunning && podReady(p) {
-				pod = p
-				break
-			}
-			for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-				if cs.RestartCount >= 2 {
-					t.Fatalf("container %s restarted %d times: %s\n%s", cs.Name, cs.RestartCount, last, podLogs(filepath.Join(work, "node")))
-				}
-			}
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-waitCtx.Done():
-			evs, _ := cl.kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
-			var lines []string
-			for _, e := range evs.Items {
-				lines = append(lines, fmt.Sprintf("%s %s: %s", e.InvolvedObject.Name, e.Reason, e.Message))
-			}
-			t.Fatalf("validator pod not running and ready: %s\nevents:\n%s\n%s", last, strings.Join(lines, "\n"), podLogs(filepath.Join(work, "node")))
-		case <-time.After(time.Second):
-		}
-	}
-	t.Logf("validator pod running and ready in %s: %s", time.Since(start).Round(time.Millisecond), last)
+	pod := waitPodReady(ctx, t, cl, c, ns, sts+"-0", filepath.Join(work, "node"))
+	t.Logf("validator pod running and ready in %s: %s", time.Since(start).Round(time.Millisecond), podSummary(pod))
 	if pod.Spec.NodeName != node.Name {
 		t.Errorf("pod on node %q, want %q", pod.Spec.NodeName, node.Name)
 	}
@@ -224,6 +186,63 @@ func TestValidatorPodRuns(t *testing.T) {
 			t.Fatalf("GET %s%s: %s %s", api, path, resp.Status, body)
 		}
 		t.Logf("GET %s%s: %s %s", api, path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	hc.CloseIdleConnections()
+
+	// A node joins, with the validator pod as its ledger (no cluster DNS
+	// resolves the validator's Service): the chart's root jail, as
+	// TestNodeInContainer runs it under runc, now in a pod the kubelet
+	// makes from the chart's securityContext.
+	nodePV := filepath.Join(work, "node", "volumes", "node")
+	// Owned by root: the root jail has no CAP_DAC_OVERRIDE, and fsGroup
+	// does not apply to hostPath volumes.
+	if err := os.MkdirAll(nodePV, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.kube.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-data"},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("100Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: nodePV}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	vals["node"] = map[string]any{"enabled": true, "replicas": 1, "jail": "root"}
+	vals["ledger"] = map[string]any{"url": "http://" + net.JoinHostPort(pod.Status.PodIP, "26680")}
+	if out, err = render(loadChart(t), ns, vals); err != nil {
+		t.Fatal(err)
+	}
+	var nodeSts string
+	for _, o := range decodeAll(t, out) {
+		if err := cl.apply(ctx, ns, o, false); err != nil {
+			t.Fatalf("%s %s: %v", o.gvk.Kind, o.name, err)
+		}
+		if o.gvk.Kind == "StatefulSet" && strings.HasSuffix(o.name, "-node") {
+			nodeSts = o.name
+		}
+	}
+	start = time.Now()
+	npod := waitPodReady(ctx, t, cl, c, ns, nodeSts+"-0", filepath.Join(work, "node"))
+	t.Logf("node pod running and ready in %s: %s", time.Since(start).Round(time.Millisecond), podSummary(npod))
+	hc = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: node.DialContext,
+		// The node's certificate is its own, self-signed; the chart's
+		// probes do not verify it either.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for _, path := range []string{"/readyz", "/v1/node/status"} {
+		u := "https://" + net.JoinHostPort(npod.Status.PodIP, "7443") + path
+		resp, err := hc.Get(u)
+		if err != nil {
+			t.Fatalf("GET %s: %v", u, err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s %s", u, resp.Status, body)
+		}
+		t.Logf("GET %s: %s %.300s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	hc.CloseIdleConnections()
 
@@ -280,6 +299,49 @@ func buildImages(ctx context.Context, t *testing.T, dir string) (cloisterTar, di
 		t.Fatal(err)
 	}
 	return cloisterTar, res.Digest, pauseTar, filepath.Join(rootfs, image.BinDir, "cloister")
+}
+
+// waitPodReady waits (bounded) until the pod runs and the kubelet finds it
+// ready, failing early when a container keeps restarting.
+func waitPodReady(ctx context.Context, t *testing.T, cl *clients, c *kubetest.Cluster, ns, name, nodeDir string) *corev1.Pod {
+	t.Helper()
+	start := time.Now()
+	var last, lastLogged string
+	waitCtx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	for {
+		if err := c.Check(); err != nil {
+			t.Fatal(err)
+		}
+		p, err := cl.kube.CoreV1().Pods(ns).Get(waitCtx, name, metav1.GetOptions{})
+		if err == nil {
+			last = podSummary(p)
+			if last != lastLogged {
+				t.Logf("%6.1fs %s", time.Since(start).Seconds(), last)
+				lastLogged = last
+			}
+			if p.Status.Phase == corev1.PodRunning && podReady(p) {
+				return p
+			}
+			for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+				if cs.RestartCount >= 2 {
+					t.Fatalf("%s: container %s restarted %d times: %s\n%s", name, cs.Name, cs.RestartCount, last, podLogs(nodeDir))
+				}
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-waitCtx.Done():
+			evs, _ := cl.kube.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+			var lines []string
+			for _, e := range evs.Items {
+				lines = append(lines, fmt.Sprintf("%s %s: %s", e.InvolvedObject.Name, e.Reason, e.Message))
+			}
+			t.Fatalf("pod %s not running and ready: %s\nevents:\n%s\n%s", name, last, strings.Join(lines, "\n"), podLogs(nodeDir))
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // podLogs is the tail of every container log the kubelet wrote under the
