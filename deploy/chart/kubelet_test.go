@@ -125,23 +125,9 @@ func TestValidatorPodRuns(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "cloister-validator-keys"}, Data: keys}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The validator's volume: a directory of the node's (no provisioner).
-	pvDir := filepath.Join(work, "node", "volumes", "validator")
-	if err := os.MkdirAll(pvDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	os.Chown(pvDir, image.UID, image.GID)
-	if _, err := cl.kube.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: "validator-data"},
-		Spec: corev1.PersistentVolumeSpec{
-			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("100Gi")},
-			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: pvDir}},
-		},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// The validator's volume: a directory of the node's (no provisioner),
+	// owned by the validator's uid (fsGroup does not apply to hostPath).
+	hostPathVolume(ctx, t, cl, "validator-data", filepath.Join(work, "node", "volumes", "validator"), image.UID)
 
 	out, err := render(loadChart(t), ns, vals)
 	if err != nil {
@@ -193,23 +179,8 @@ func TestValidatorPodRuns(t *testing.T) {
 	// resolves the validator's Service): the chart's root jail, as
 	// TestNodeInContainer runs it under runc, now in a pod the kubelet
 	// makes from the chart's securityContext.
-	nodePV := filepath.Join(work, "node", "volumes", "node")
-	// Owned by root: the root jail has no CAP_DAC_OVERRIDE, and fsGroup
-	// does not apply to hostPath volumes.
-	if err := os.MkdirAll(nodePV, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.kube.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: "node-data"},
-		Spec: corev1.PersistentVolumeSpec{
-			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("100Gi")},
-			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: nodePV}},
-		},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// Owned by root: the root jail has no CAP_DAC_OVERRIDE.
+	hostPathVolume(ctx, t, cl, "node-data", filepath.Join(work, "node", "volumes", "node"), 0)
 	vals["node"] = map[string]any{"enabled": true, "replicas": 1, "jail": "root"}
 	vals["ledger"] = map[string]any{"url": "http://" + net.JoinHostPort(pod.Status.PodIP, "26680")}
 	if out, err = render(loadChart(t), ns, vals); err != nil {
@@ -259,6 +230,29 @@ func TestValidatorPodRuns(t *testing.T) {
 	}
 	if leftovers := mountsUnder(t, work); len(leftovers) > 0 {
 		t.Errorf("mounts left under the test's directory: %v", leftovers)
+	}
+}
+
+// hostPathVolume makes dir (mode 0700, owned by uid) and a
+// PersistentVolume of it named name, for one claim of the chart's.
+func hostPathVolume(ctx context.Context, t *testing.T, cl *clients, name, dir string, uid int) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.kube.CoreV1().PersistentVolumes().Create(ctx, &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("100Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 
