@@ -72,6 +72,30 @@ func (a *Admin) Version(ctx context.Context, name string) (uint64, error) {
 	return info.ModelVersion, nil
 }
 
+// Workflow returns the receipts of the calls workflow (a session id on
+// this node) made, each entry checked: a model.called signed by the
+// holder it names, for this workflow.
+func (a *Admin) Workflow(ctx context.Context, id string) (*Workflow, error) {
+	var wf Workflow
+	if err := getJSON(ctx, a.p.hc, a.URL+PathWorkflows+url.PathEscape(id), &wf); err != nil {
+		return nil, err
+	}
+	for _, c := range wf.Calls {
+		se, err := verify.DecodeEntry(c.Entry)
+		if err != nil {
+			return nil, fmt.Errorf("receipt %d: %w", c.Receipt, err)
+		}
+		if err := se.VerifySignature(); err != nil {
+			return nil, fmt.Errorf("receipt %d: %w", c.Receipt, err)
+		}
+		mc, err := model.DecodeCall(se.Entry.Body)
+		if err != nil || se.Entry.Kind != model.KindCalled || se.Entry.Submitter != c.Holder || mc.Workflow != id || mc.Model != c.Model || mc.Function != c.Function || mc.Rows != c.Rows {
+			return nil, fmt.Errorf("receipt %d: not a model.called by %s for workflow %s as listed", c.Receipt, c.Holder, id)
+		}
+	}
+	return &wf, nil
+}
+
 // Publish signs m with the owner's key and sends it with its program to
 // the node, which keeps the program and appends the entry to its ledger;
 // it returns the entry's index.

@@ -49,6 +49,76 @@ type Caller struct {
 
 	mu    sync.Mutex
 	peers map[string]*peer // by endpoint and platform key
+	// calls are the receipts of the latest workflows' calls (in memory:
+	// the ledger keeps them all), workflows their order, oldest first.
+	calls     map[string][]WorkflowCall
+	workflows []string
+}
+
+// Bounds of the receipts a caller keeps for 'workflow status'.
+const (
+	keptWorkflows = 256
+	keptCalls     = 4096
+)
+
+// WorkflowCall is one answered call of a workflow: the receipt's index
+// and signed entry, and what it says.
+type WorkflowCall struct {
+	Receipt  uint64          `json:"receipt"`
+	Model    string          `json:"model"`
+	Function string          `json:"function"`
+	Holder   string          `json:"holder"`
+	Rows     uint64          `json:"rows"`
+	Entry    json.RawMessage `json:"entry"`
+}
+
+// Workflow is what PathWorkflows serves: a workflow's answered calls.
+type Workflow struct {
+	Workflow string         `json:"workflow"`
+	Calls    []WorkflowCall `json:"calls"`
+}
+
+func (c *Caller) remember(workflow string, wc WorkflowCall) {
+	if workflow == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.calls == nil {
+		c.calls = map[string][]WorkflowCall{}
+	}
+	cs, ok := c.calls[workflow]
+	if !ok {
+		if len(c.workflows) >= keptWorkflows {
+			delete(c.calls, c.workflows[0])
+			c.workflows = c.workflows[1:]
+		}
+		c.workflows = append(c.workflows, workflow)
+	}
+	if len(cs) < keptCalls {
+		c.calls[workflow] = append(cs, wc)
+	}
+}
+
+// Mount serves the receipts of the latest workflows' calls on m (GET
+// PathWorkflows+ID).
+func (c *Caller) Mount(m Mounter) {
+	m.Mount("GET "+PathWorkflows+"{id}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if protocol.ValidSessionID(id) != nil {
+			refuse(w, CodeBadRequest, "workflow: want a session id")
+			return
+		}
+		c.mu.Lock()
+		cs, ok := c.calls[id]
+		out := Workflow{Workflow: id, Calls: append([]WorkflowCall{}, cs...)}
+		c.mu.Unlock()
+		if !ok {
+			refuse(w, CodeNotServed, "workflow %s: this node made no call for it since it started (its receipts are on the ledger)", id)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	}))
 }
 
 // peer is a connection pool to one holder, pinned to its platform key.
@@ -216,6 +286,7 @@ func (c *Caller) callHolder(ctx context.Context, endpoint, holder, initiator, wo
 	if sr.Rows != rcpt.Rows {
 		return nil, fmt.Errorf("federation: node %s's result says %d rows, its receipt %d", holder, sr.Rows, rcpt.Rows)
 	}
+	c.remember(workflow, WorkflowCall{Receipt: rep.Receipt, Model: name, Function: fn, Holder: holder, Rows: rcpt.Rows, Entry: rep.Entry})
 	return &Answer{Result: sr.Result, Rows: sr.Rows, Receipt: rep.Receipt, Holder: holder}, nil
 }
 

@@ -24,6 +24,9 @@ const (
 	PathModels  = "/v1/federation/models"
 	PathDataset = "/v1/federation/datasets"
 	PathInfo    = "/v1/federation/info"
+	// PathWorkflows+ID: the receipts of a workflow's calls, on the
+	// initiator's node.
+	PathWorkflows = "/v1/federation/workflows/"
 )
 
 // Kinds of the signed messages exchanged off the ledger, in the ledger's

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cloisterhq/cloister/examples"
+	"github.com/cloisterhq/cloister/federation"
 	"github.com/cloisterhq/cloister/internal/fedexample"
 	"github.com/cloisterhq/cloister/internal/fedexample/fedmodel"
 	"github.com/cloisterhq/cloister/internal/testnet"
@@ -274,6 +275,20 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	}
 	pr.step("check: %d model.called receipts on the ledger, each signed by the hospital's node, naming workflow %s…, every one over ≥ %d rows",
 		len(res.Receipts), wr.Session[:12], fedmodel.MinRows)
+	o, err = run("workflow", "status", "--node", url["research"], "--json", wr.Session)
+	if err != nil {
+		return err
+	}
+	var wf federation.Workflow
+	if err := json.Unmarshal([]byte(o), &wf); err != nil || len(wf.Calls) != calls {
+		return fmt.Errorf("workflow status: %d calls, want %d: %v", len(wf.Calls), calls, err)
+	}
+	for i, c := range wf.Calls {
+		if c.Receipt != res.Receipts[i] {
+			return fmt.Errorf("workflow status: call %d has receipt %d, the total model saw %d", i, c.Receipt, res.Receipts[i])
+		}
+	}
+	pr.step("workflow status: the research node lists the same %d calls, each receipt checked", len(wf.Calls))
 	if bytes.Contains(resultJSON, []byte("CANARY")) {
 		return errors.New("the answer carries a canary row")
 	}

@@ -45,5 +45,6 @@ func (f *nodeFederation) mount(n *node.Node, dataDir string, log *slog.Logger) e
 		return err
 	}
 	h.Mount(n)
+	f.caller.Mount(n)
 	return nil
 }

@@ -26,7 +26,7 @@ func newWorkflowCmd() *cobra.Command {
 		Example: `  cloister workflow run --node https://127.0.0.1:7443 --key initiator.key --input plan.json=plan.json \
       --output-dir out examples/fedlogreg/fedlogreg.wasm`,
 	}
-	cmd.AddCommand(newWorkflowRunCmd())
+	cmd.AddCommand(newWorkflowRunCmd(), newWorkflowStatusCmd())
 	return cmd
 }
 
@@ -218,4 +218,51 @@ func runWorkflow(ctx context.Context, url string, k *keys.PrivateKey, progName s
 	}
 	as.Close(ctx, k)
 	return r, got, nil
+}
+
+func newWorkflowStatusCmd() *cobra.Command {
+	var nodeU string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status --node URL ID",
+		Short: "List the sub-model calls a workflow made, with their receipts on the ledger",
+		Long: `status asks the initiator's node for the calls workflow ID (the session id
+'workflow run' printed) made: for each, the model, function, holder node,
+rows and the index of its model.called receipt. Each receipt is checked
+here: signed by the holder listed, for this workflow. The node keeps the
+latest workflows' lists in memory; the receipts themselves are on the
+ledger for good ('cloister ledger verify --index N' proves one is in the
+log).
+
+Exit status: 0 listed; 1 the node does not know the workflow or a receipt
+does not check; 2 bad usage.`,
+		Example: `  cloister workflow status --node https://127.0.0.1:7443 748d790ca7bbf6c1eff600eb9cc598cd`,
+		Args:    cobra.ExactArgs(1),
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if nodeU == "" {
+			return usageError("workflow status: --node is required")
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		a, err := federation.DialAdmin(ctx, nodeURL(nodeU), nil)
+		if err != nil {
+			return failure(fmt.Errorf("workflow status: %w", err))
+		}
+		wf, err := a.Workflow(ctx, args[0])
+		if err != nil {
+			return failure(fmt.Errorf("workflow status: %w", err))
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), wf)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "workflow %s: %d calls\n", wf.Workflow, len(wf.Calls))
+		for _, c := range wf.Calls {
+			fmt.Fprintf(cmd.OutOrStdout(), "  #%d  %s.%s  rows %d  holder %s\n", c.Receipt, c.Model, c.Function, c.Rows, c.Holder)
+		}
+		return nil
+	}
+	cmd.Flags().StringVar(&nodeU, "node", "", "the initiator's node (https://HOST:PORT)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the calls as JSON")
+	return cmd
 }
