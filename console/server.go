@@ -222,6 +222,7 @@ func (s *Server) Handler() http.Handler {
 	page("/keys", "keys", s.loadKeys)
 	page("/keys/{digest}", "artifact", s.loadArtifact)
 	page("/models", "models", s.loadModels)
+	page("/piee", "piee", s.loadPiee)
 	for _, sec := range s.opts.Sections {
 		page("/"+sec.Path, sec.Template, sec.Load)
 	}
@@ -371,7 +372,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, loa
 		pd.Scripts[f] = "sha256-" + sf.sum
 	}
 	pd.Nav = []navItem{{"/ui/", "Overview", false}, {"/ui/ledger", "Ledger", false}, {"/ui/sessions", "Sessions", false},
-		{"/ui/market", "Market", false}, {"/ui/keys", "Key releases", false}, {"/ui/models", "Models", false}}
+		{"/ui/market", "Market", false}, {"/ui/keys", "Key releases", false}, {"/ui/models", "Models", false}, {"/ui/piee", "PIEE", false}}
 	for _, sec := range s.opts.Sections {
 		pd.Nav = append(pd.Nav, navItem{"/ui/" + sec.Path, sec.Title, false})
 	}

@@ -199,7 +199,7 @@ func checkConsoleHTTP(t *testing.T, info demoConsoleInfo) {
 	}
 	// JSON behind every page.
 	for _, p := range []string{"/ui/api/overview", "/ui/api/ledger", "/ui/api/sessions", "/ui/api/sessions/" + info.Session,
-		"/ui/api/sessions/" + info.Session + "/receipt", "/ui/api/ledger/entry/0", "/ui/api/ledger?q=" + info.Session, "/ui/api/market", "/ui/api/keys", "/ui/api/models"} {
+		"/ui/api/sessions/" + info.Session + "/receipt", "/ui/api/ledger/entry/0", "/ui/api/ledger?q=" + info.Session, "/ui/api/market", "/ui/api/keys", "/ui/api/models", "/ui/api/piee"} {
 		resp, body := get(t, info.URL+p, nil)
 		var v map[string]any
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &v) != nil {
@@ -326,6 +326,7 @@ func checkConsoleBrowser(ctx context.Context, t *testing.T, chrome string, info 
 		{"/ui/keys", "", []string{"Registered artifacts", artifact[:16]}},
 		{"/ui/keys/" + artifact, "", []string{"Registered", "1 broker, 1 of them needed", "class software", "No key was released."}},
 		{"/ui/models", "", []string{"Models", "No model is published.", "Calls and publications"}},
+		{"/ui/piee", "", []string{"Proof of isolated execution", "No node has been challenged yet.", "No verdict yet.", "Challenge operators"}},
 	}
 	for _, p := range pages {
 		open(1000, p.path)

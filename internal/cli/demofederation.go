@@ -321,9 +321,74 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		return fmt.Errorf("after revocation: want a failure naming the revocation, got %q, %v", msg, err)
 	}
 	pr.step("attack: hospital-a revoked its model on the ledger — the next workflow failed: its model was revoked by its owner")
+
+	// The research node's console, as a viewer reads it.
+	consoleURL := ""
+	for _, n := range info.Nodes {
+		if n.Name == "research" {
+			consoleURL = n.Console
+		}
+	}
+	if err := federationConsoleShows(ctx, consoleURL, "hospital-a/stats", calls); err != nil {
+		return err
+	}
+	pr.step("console of research shows the published models with their schemas, the revocation and the call receipts, and no canary: %smodels", consoleURL)
 	pr.step("all steps behaved")
 	fmt.Fprintf(out, "total %.2f s\n", time.Since(pr.start).Seconds())
 	return nil
+}
+
+// federationConsoleShows checks a node's console models page: revoked is
+// shown revoked, the models' calls add up to at least calls, and neither
+// the page nor its JSON carries a hospital's canary row. The console's
+// explorer follows the ledger, so this waits (bounded) for it.
+func federationConsoleShows(ctx context.Context, base, revoked string, calls int) error {
+	if base == "" {
+		return errors.New("console: the research node has no console")
+	}
+	return awaitConsole(ctx, base, func(ctx context.Context) error {
+		var d struct {
+			Models []struct {
+				Name    string `json:"name"`
+				Revoked uint64 `json:"revoked"`
+				Calls   uint64 `json:"calls"`
+			} `json:"models"`
+			Recent []struct {
+				Kind string `json:"kind"`
+			} `json:"recent_entries"`
+		}
+		raw, err := consoleGet(ctx, base, "api/models", &d)
+		if err != nil {
+			return err
+		}
+		page, err := consoleGet(ctx, base, "models", nil)
+		if err != nil {
+			return err
+		}
+		var total uint64
+		isRevoked := false
+		for _, m := range d.Models {
+			total += m.Calls
+			isRevoked = isRevoked || m.Name == revoked && m.Revoked != 0
+		}
+		receipts := 0
+		for _, e := range d.Recent {
+			if e.Kind == model.KindCalled {
+				receipts++
+			}
+		}
+		switch {
+		case !isRevoked:
+			return fmt.Errorf("the models page does not show %s revoked", revoked)
+		case total < uint64(calls) || receipts == 0:
+			return fmt.Errorf("the models page counts %d calls and lists %d receipts, want at least %d calls", total, receipts, calls)
+		case bytes.Contains(raw, []byte("CANARY")) || bytes.Contains(page, []byte("CANARY")):
+			return errors.New("the models page carries a canary row")
+		case !bytes.Contains(page, []byte("revoked")) || !bytes.Contains(page, []byte("JSON Schema")):
+			return errors.New("the models page does not show the revocation or the functions' schemas")
+		}
+		return nil
+	})
 }
 
 // workflowError runs the workflow and returns the error its total model

@@ -27,7 +27,7 @@ func TestDemoFederation(t *testing.T) {
 	if err := runFederationDemo(ctx, &out, &errOut, bin, false); err != nil {
 		t.Fatalf("demo: %v\n%s%s", err, out.String(), errOut.String())
 	}
-	for _, want := range []string{"test network up", "3 models published", "sub-model calls, answer sealed to the initiator",
+	for _, want := range []string{"test network up", "3 models published", "console of research shows the published models", "sub-model calls, answer sealed to the initiator",
 		"of the centralised fit", "model.called receipts on the ledger", "no hospital's canary row",
 		"workflow status: the research node lists the same", "refused by hospital-a's output rule", "its model was revoked by its owner", "all steps behaved"} {
 		if !strings.Contains(out.String(), want) {

@@ -343,44 +343,29 @@ func checkMarketConsole(ctx context.Context, base, artifact, dead string, oc *di
 	if base == "" {
 		return errors.New("demo: the provider that answered has no console")
 	}
+	return awaitConsole(ctx, base, func(ctx context.Context) error { return marketConsoleShows(ctx, base, artifact, dead, oc) })
+}
+
+// awaitConsole calls check until it passes, for up to 30 s: a console's
+// explorer follows the ledger, a moment behind it.
+func awaitConsole(ctx context.Context, base string, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var last error
 	for {
-		if last = marketConsoleShows(ctx, base, artifact, dead, oc); last == nil {
+		err := check(ctx)
+		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("demo: console %s: %w", base, last)
+			return fmt.Errorf("demo: console %s: %w", base, err)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
 
 func marketConsoleShows(ctx context.Context, base, artifact, dead string, oc *dispatch.Outcome) error {
-	get := func(p string, v any) error {
-		req, err := http.NewRequestWithContext(ctx, "GET", base+p, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s: %.300s", p, resp.Status, b)
-		}
-		if v == nil {
-			return nil
-		}
-		return json.Unmarshal(b, v)
-	}
+	get := func(p string, v any) error { _, err := consoleGet(ctx, base, p, v); return err }
 	var keys struct {
 		Grants []struct {
 			Grantee   acl.Grantee `json:"grantee"`
@@ -437,6 +422,31 @@ func marketConsoleShows(ctx context.Context, base, artifact, dead string, oc *di
 		}
 	}
 	return nil
+}
+
+// consoleGet reads base+p from a node's console: into v as JSON when v
+// is not nil; the body is returned either way.
+func consoleGet(ctx context.Context, base, p string, v any) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", base+p, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %.300s", p, resp.Status, b)
+	}
+	if v != nil {
+		return b, json.Unmarshal(b, v)
+	}
+	return b, nil
 }
 
 // wordcountExample is the wordcount example the sealed-program demos run:

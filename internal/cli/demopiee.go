@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -243,6 +244,18 @@ func runPieeDemo(ctx context.Context, out, errOut io.Writer, self string, verbos
 	if len(bad) > 0 {
 		return fmt.Errorf("not judged as they behaved: %s", strings.Join(bad, ", "))
 	}
+	// The console of an honest node shows the same verdicts and scores.
+	viewer := info.Nodes[0]
+	for i, n := range info.Nodes {
+		if i != rigged && i != stopped {
+			viewer = n
+			break
+		}
+	}
+	if err := pieeConsoleShows(ctx, viewer.Console, info.Nodes[rigged].PlatformKey, want); err != nil {
+		return err
+	}
+	pr.step("console of %s shows the scores and the verdicts: %spiee", viewer.Name, viewer.Console)
 	pr.step("all steps behaved: the honest nodes passed, %s failed and was outvoted as a verifier, %s was unavailable (not failed)",
 		info.Nodes[rigged].Name, info.Nodes[stopped].Name)
 	return nil
@@ -256,4 +269,57 @@ func mapValues(m map[string]string) func(func(string) bool) {
 			}
 		}
 	}
+}
+
+// pieeConsoleShows checks a node's PIEE console page: every node's latest
+// verdict is the outcome want names, and the rigged node is counted as
+// failed. The console's explorer follows the ledger, so this waits
+// (bounded) for it.
+func pieeConsoleShows(ctx context.Context, base, rigged string, want map[string]string) error {
+	if base == "" {
+		return errors.New("console: the node has no console")
+	}
+	return awaitConsole(ctx, base, func(ctx context.Context) error {
+		var d struct {
+			Scores *struct {
+				Scores []struct {
+					Node   string `json:"node"`
+					Failed uint64 `json:"failed"`
+				} `json:"scores"`
+			} `json:"scores"`
+			ScoresError string `json:"scores_error"`
+			Verdicts    []struct {
+				Node    string `json:"node"`
+				Outcome string `json:"outcome"`
+			} `json:"verdicts"`
+		}
+		if _, err := consoleGet(ctx, base, "api/piee", &d); err != nil {
+			return err
+		}
+		if _, err := consoleGet(ctx, base, "piee", nil); err != nil {
+			return err
+		}
+		if d.Scores == nil {
+			return fmt.Errorf("no scores: %s", d.ScoresError)
+		}
+		failed := false
+		for _, s := range d.Scores.Scores {
+			failed = failed || s.Node == rigged && s.Failed > 0
+		}
+		seen := map[string]string{}
+		for _, v := range d.Verdicts { // newest first
+			if _, ok := seen[v.Node]; !ok {
+				seen[v.Node] = v.Outcome
+			}
+		}
+		for node, outcome := range want {
+			if seen[node] != outcome {
+				return fmt.Errorf("the PIEE page shows %s's latest verdict as %q, want %q", node, seen[node], outcome)
+			}
+		}
+		if !failed {
+			return errors.New("the PIEE page does not count the rigged node's failure")
+		}
+		return nil
+	})
 }

@@ -28,7 +28,7 @@ func TestDemoPiee(t *testing.T) {
 		t.Fatalf("demo: %v\n%s%s", err, out.String(), errOut.String())
 	}
 	for _, want := range []string{"test network up", "published 8 operators", "demo: stopped n3", "the draw (checked here from the note)",
-		"committed H(", "revealed Q = ", "verdict on n2: FAIL", "verdict on n3: UNAVAILABLE", "recomputed here from the signed reveals", "all steps behaved"} {
+		"committed H(", "revealed Q = ", "verdict on n2: FAIL", "verdict on n3: UNAVAILABLE", "recomputed here from the signed reveals", "console of", "all steps behaved"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
