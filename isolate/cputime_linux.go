@@ -27,6 +27,9 @@ func (w *worker) cpuTime() (time.Duration, bool) {
 			return d, true
 		}
 	}
+	if w.cmd == nil || w.cmd.Process == nil {
+		return 0, false // never started
+	}
 	select {
 	case <-w.done:
 		return reapedCPUTime(w)
