@@ -60,7 +60,8 @@ func WriteFile(path string, data []byte, perm fs.FileMode, opts ...Option) error
 // content or the complete new one, plus at worst a TempGlob file.
 //
 // Call Abort when giving up (it is safe at any time, also after Commit);
-// a File is not safe for concurrent use.
+// a File is not safe for concurrent use, except that ReadAt and Sync may
+// run at the same time (a check of what was written beside its fsync).
 type File struct {
 	f    *os.File
 	path string
