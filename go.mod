@@ -34,7 +34,11 @@ require (
 	oras.land/oras-go/v2 v2.7.0
 )
 
-require github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
+require (
+	filippo.io/mostly-harmless/vrf-r255 v0.0.0-20260605095812-d3620d7874c5 // indirect
+	github.com/gtank/ristretto255 v0.2.0 // indirect
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
+)
 
 require (
 	cel.dev/expr v0.25.1 // indirect

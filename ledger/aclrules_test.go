@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ type aclChain struct {
 
 func newACLChain(t *testing.T, version int) *aclChain {
 	t.Helper()
-	c, err := newABCIChain(t, "acl-test", []byte(`{"rules_version":`+string(rune('0'+version))+`}`), []ed25519.PrivateKey{seedKey(0x51)}, time.Now().UTC().Truncate(time.Second))
+	c, err := newABCIChain(t, "acl-test", []byte(`{"rules_version":`+strconv.Itoa(version)+`}`), []ed25519.PrivateKey{seedKey(0x51)}, time.Now().UTC().Truncate(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

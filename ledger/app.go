@@ -223,10 +223,13 @@ func (a *app) PrepareProposal(_ context.Context, req *abci.PrepareProposalReques
 	if req.Height > 1 {
 		// The extensions of the last commit signed the log as of the
 		// block before it: this node's "previous" state.
-		sigs := map[string][]byte{}
+		sigs, shares := map[string][]byte{}, map[string][]byte{}
 		for _, v := range req.LocalLastCommit.Votes {
-			if len(v.VoteExtension) == ed25519.SignatureSize {
-				sigs[string(v.Validator.Address)] = v.VoteExtension
+			if sig, share, ok := splitExtension(v.VoteExtension); ok {
+				sigs[string(v.Validator.Address)] = sig
+				if share != nil {
+					shares[string(v.Validator.Address)] = share
+				}
 			}
 		}
 		signed, err := vs.assembleCheckpoint(a.checkpointOf(st.PrevSize, st.PrevRoot), sigs)
@@ -238,6 +241,10 @@ func (a *app) PrepareProposal(_ context.Context, req *abci.PrepareProposalReques
 			budget -= protoTxSize(tx)
 			out = append(out, tx)
 			a.rememberCheckpoint(tx, signed, a.checkpointOf(st.PrevSize, st.PrevRoot))
+		}
+		if tx := a.beaconTx(vs, shares, req.Time); tx != nil && protoTxSize(tx) <= budget {
+			budget -= protoTxSize(tx)
+			out = append(out, tx)
 		}
 	}
 	tick := false
@@ -304,17 +311,18 @@ func (a *app) ExtendVote(_ context.Context, req *abci.ExtendVoteRequest) (*abci.
 	if a.privKey == nil {
 		return &abci.ExtendVoteResponse{}, nil
 	}
-	sig := ed25519.Sign(a.privKey, []byte(a.checkpointOf(st.Size, st.Root).Text()))
-	return &abci.ExtendVoteResponse{VoteExtension: sig}, nil
+	return &abci.ExtendVoteResponse{VoteExtension: a.extend(a.privKey)}, nil
 }
 
 func (a *app) VerifyVoteExtension(_ context.Context, req *abci.VerifyVoteExtensionRequest) (*abci.VerifyVoteExtensionResponse, error) {
 	st, _ := a.state()
 	m := a.setAt(req.Height).byAddress(req.ValidatorAddress)
-	ok := m != nil && req.Height == st.Height+1 && len(req.VoteExtension) == ed25519.SignatureSize &&
-		verify.Signature(m.pub, []byte(a.checkpointOf(st.Size, st.Root).Text()), req.VoteExtension)
-	if !ok {
-		a.logger.Error("ledger: refusing a vote extension", "height", req.Height, "validator", fmt.Sprintf("%X", req.ValidatorAddress))
+	err := errors.New("not a validator at this height, or not the next height")
+	if m != nil && req.Height == st.Height+1 {
+		err = a.checkExtension(m.pub, req.VoteExtension)
+	}
+	if err != nil {
+		a.logger.Error("ledger: refusing a vote extension", "height", req.Height, "validator", fmt.Sprintf("%X", req.ValidatorAddress), "reason", err)
 		return &abci.VerifyVoteExtensionResponse{Status: abci.VERIFY_VOTE_EXTENSION_STATUS_REJECT}, nil
 	}
 	return &abci.VerifyVoteExtensionResponse{Status: abci.VERIFY_VOTE_EXTENSION_STATUS_ACCEPT}, nil

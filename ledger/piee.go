@@ -71,6 +71,10 @@ type EpochRecord struct {
 	Participants []string `json:"participants"` // sorted
 	Classes      []string `json:"classes"`      // each participant's isolate class
 	Operators    []string `json:"operators"`    // sorted names
+	// Beacon is challenge.BeaconVRF for epochs opened under rule version
+	// 10 on (the draw follows from the validators' VRF shares, in a
+	// piee.beacon entry); empty for the checkpoint-note beacon.
+	Beacon string `json:"beacon,omitempty"`
 }
 
 // roundRecord is one submitter's part in one challenge.
@@ -127,7 +131,9 @@ func latestEpoch(v blockView) (*EpochRecord, bool) {
 	return getRecord[EpochRecord](v, bucketPieeEpochs, raw)
 }
 
-func rulePieeEpoch(c *ruleCtx) ([]write, *verify.RejectedError) {
+func rulePieeEpoch(c *ruleCtx) ([]write, *verify.RejectedError) { return pieeEpoch(c, "") }
+
+func pieeEpoch(c *ruleCtx, beacon string) ([]write, *verify.RejectedError) {
 	e, err := challenge.DecodeEpoch(c.raw())
 	if err != nil {
 		return nil, refuse(verify.CodeMalformed, c.body.kind, err)
@@ -143,7 +149,7 @@ func rulePieeEpoch(c *ruleCtx) ([]write, *verify.RejectedError) {
 		n = last.Number + 1
 	}
 	rec := EpochRecord{Number: n, Index: c.index, Opener: protocol.FormatEd25519Key(c.pub), K: e.K(),
-		CommitBy: c.now.Unix() + int64(e.CommitSeconds)}
+		CommitBy: c.now.Unix() + int64(e.CommitSeconds), Beacon: beacon}
 	rec.RevealBy = rec.CommitBy + int64(e.RevealSeconds)
 	for _, k := range c.v.keys(bucketPieeOperators) {
 		rec.Operators = append(rec.Operators, string(k))
@@ -213,6 +219,13 @@ func (c *ruleCtx) epochDraw(n uint64) (*EpochRecord, []challenge.Challenge, *ver
 	ep, ok := getRecord[EpochRecord](c.v, bucketPieeEpochs, be64(n))
 	if !ok {
 		return nil, nil, reject(verify.CodeMissingReference, "%s: no epoch %d", c.body.kind, n)
+	}
+	if ep.Beacon == challenge.BeaconVRF {
+		b, ok := vrfBeacon(c.v, n)
+		if !ok {
+			return nil, nil, reject(verify.CodeUnavailable, "%s: epoch %d's beacon (the VRF shares of validators holding more than 2/3 of the power) is not on the ledger yet; try after the next blocks", c.body.kind, n)
+		}
+		return ep, challenge.Draw(b, n, ep.Participants, ep.Operators, ep.K), nil
 	}
 	note, _, ok := beaconNote(c.v, ep.Index)
 	if !ok {
@@ -483,23 +496,28 @@ func (ln *ledgerNode) handlePieeEpoch(w http.ResponseWriter, r *http.Request) {
 		}
 		out := PieeEpoch{Height: st.Height, Epoch: *ep, Entries: []json.RawMessage{}}
 		var idx []uint64
-		if note, size, ok := beaconNote(v, ep.Index); ok {
+		if ep.Beacon == challenge.BeaconVRF {
+			if rec, ok := getRecord[vrfBeaconRecord](v, bucketPieeBeacons, be64(n)); ok {
+				out.Draw = challenge.Draw(rec.value(), ep.Number, ep.Participants, ep.Operators, ep.K)
+				idx = append(idx, rec.Index)
+			}
+		} else if note, size, ok := beaconNote(v, ep.Index); ok {
 			out.BeaconNote, out.BeaconSize = note, size
 			out.Draw = challenge.Draw(challenge.Beacon(note), ep.Number, ep.Participants, ep.Operators, ep.K)
-			for _, ch := range out.Draw {
-				node, _ := protocol.ParseEd25519Key(ch.Node)
-				for _, who := range append([]string{ch.Node}, ch.Verifiers...) {
-					pk, _ := protocol.ParseEd25519Key(who)
-					if rr, ok := getRecord[roundRecord](v, bucketPieeRounds, roundKey(n, node, pk)); ok {
-						idx = append(idx, rr.Commit)
-						if rr.Reveal != 0 {
-							idx = append(idx, rr.Reveal)
-						}
+		}
+		for _, ch := range out.Draw {
+			node, _ := protocol.ParseEd25519Key(ch.Node)
+			for _, who := range append([]string{ch.Node}, ch.Verifiers...) {
+				pk, _ := protocol.ParseEd25519Key(who)
+				if rr, ok := getRecord[roundRecord](v, bucketPieeRounds, roundKey(n, node, pk)); ok {
+					idx = append(idx, rr.Commit)
+					if rr.Reveal != 0 {
+						idx = append(idx, rr.Reveal)
 					}
 				}
-				if i, ok := getU64(rd.get(bucketPieeVerdicts, append(be64(n), node...))); ok {
-					idx = append(idx, i)
-				}
+			}
+			if i, ok := getU64(rd.get(bucketPieeVerdicts, append(be64(n), node...))); ok {
+				idx = append(idx, i)
 			}
 		}
 		idx = append(idx, ep.Index)

@@ -17,10 +17,13 @@ type pieeWorld struct {
 	keys  []string                      // sorted
 }
 
-func newPieeWorld(t *testing.T) *pieeWorld {
-	w := &pieeWorld{c: newACLChain(t, RulesV9), org: seedKey(0x91), nodes: map[string]ed25519.PrivateKey{}}
-	c := w.c
-	c.want([][]byte{c.entry(seedKey(0x51), KindMemberAdmitted, map[string]any{"member": pubText(w.org)})}, "ok")
+func newPieeWorld(t *testing.T) *pieeWorld { return newPieeWorldOn(newACLChain(t, RulesV9)) }
+
+// newPieeWorldOn builds the world on chain c, whose first validator
+// admits the organisation.
+func newPieeWorldOn(c *aclChain) *pieeWorld {
+	w := &pieeWorld{c: c, org: seedKey(0x91), nodes: map[string]ed25519.PrivateKey{}}
+	c.want([][]byte{c.entry(c.keys[0], KindMemberAdmitted, map[string]any{"member": pubText(w.org)})}, "ok")
 	var regs, offers [][]byte
 	for i := range 4 {
 		k := seedKey(byte(0x92 + i))

@@ -71,8 +71,13 @@ const (
 	// drawn from a beacon no node can predict, commit–reveal, verdicts the
 	// ledger recomputes (decisions 0130–0134).
 	RulesV9 = 9
+	// RulesV10 draws PIEE epochs from the validators' VRF shares
+	// (piee_beacon.go): piee.epoch opens VRF epochs, vote extensions carry
+	// each validator's share of the epoch's input, and piee.beacon puts a
+	// quorum's shares on the ledger (decision 0137).
+	RulesV10 = 10
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV9
+	LatestRules = RulesV10
 )
 
 // ruleSet is what one rule version accepts.
@@ -142,7 +147,10 @@ func makeRuleSets() map[int]*ruleSet {
 	v9.kinds[KindPieeCommit] = rulePieeCommit
 	v9.kinds[KindPieeReveal] = rulePieeReveal
 	v9.kinds[KindPieeVerdict] = rulePieeVerdict
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9}
+	v10 := v9.next(RulesV10)
+	v10.kinds[KindPieeEpoch] = rulePieeEpochV10
+	v10.kinds[KindPieeBeacon] = rulePieeBeacon
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

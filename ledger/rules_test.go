@@ -26,12 +26,13 @@ import (
 // (checkpoint signatures), FinalizeBlock and Commit, with no network and
 // no consensus engine, so that a test can replay blocks exactly.
 type abciChain struct {
-	t      *testing.T
-	a      *app
-	keys   []ed25519.PrivateKey
-	height int64
-	t0     time.Time
-	exts   []abci.ExtendedVoteInfo // the last height's vote extensions
+	t        *testing.T
+	a        *app
+	keys     []ed25519.PrivateKey
+	height   int64
+	t0       time.Time
+	exts     []abci.ExtendedVoteInfo // the last height's vote extensions
+	withhold map[string]bool         // validators (by private key) whose extensions carry no VRF share
 }
 
 func newABCIChain(t *testing.T, chainID string, appState []byte, keys []ed25519.PrivateKey, t0 time.Time) (*abciChain, error) {
@@ -75,12 +76,19 @@ func (c *abciChain) block(txs ...[]byte) *abci.FinalizeBlockResponse {
 	if pr, err := c.a.ProcessProposal(ctx, &abci.ProcessProposalRequest{Height: h, Time: c.at(h), Txs: pp.Txs}); err != nil || pr.Status != abci.PROCESS_PROPOSAL_STATUS_ACCEPT {
 		c.t.Fatalf("height %d: proposal refused (%v)", h, err)
 	}
-	st, _ := c.a.state()
-	text := []byte(c.a.checkpointOf(st.Size, st.Root).Text())
 	c.exts = nil
 	for _, k := range c.keys {
+		// Each validator's vote extension as ExtendVote makes it, checked
+		// as VerifyVoteExtension checks it.
+		ext := c.a.extend(k)
+		if err := c.a.checkExtension(k.Public().(ed25519.PublicKey), ext); err != nil {
+			c.t.Fatalf("height %d: own vote extension refused: %v", h, err)
+		}
+		if c.withhold[string(k)] {
+			ext = ext[:ed25519.SignatureSize]
+		}
 		c.exts = append(c.exts, abci.ExtendedVoteInfo{Validator: abci.Validator{Address: verify.ValidatorAddress(k.Public().(ed25519.PublicKey)), Power: 1},
-			VoteExtension: ed25519.Sign(k, text), BlockIdFlag: cmtproto.BlockIDFlagCommit})
+			VoteExtension: ext, BlockIdFlag: cmtproto.BlockIDFlagCommit})
 	}
 	return c.finalize(h, c.at(h), pp.Txs)
 }

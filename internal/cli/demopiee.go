@@ -34,9 +34,9 @@ time:
               network and file probes) by hash
   demo        stops n3, as an outage would, after its offer went live;
               n2 runs with --piee-corrupt: it reveals wrong results
-  org1        opens an epoch; the draw follows from the beacon (the first
-              cosigned checkpoint after it): each node's operator θ, input
-              seed and three verifiers
+  org1        opens an epoch; the draw follows from the beacon (the
+              validators' VRF shares of the epoch's input, carried in their
+              votes): each node's operator θ, input seed and three verifiers
   nodes       compute Q = ξ(U) in their isolates and commit to it, then
               reveal Q signed by their registered keys (equation 1); the
               verifiers re-execute and do the same (equation 2)
@@ -150,7 +150,11 @@ func runPieeDemo(ctx context.Context, out, errOut io.Writer, self string, verbos
 		}
 		if ep.Draw != nil && !drawn {
 			drawn = true
-			pr.step("beacon: the checkpoint of size %d, cosigned after the epoch entry; the draw (checked here from the note):", ep.BeaconSize)
+			if ep.BeaconNote != nil {
+				pr.step("beacon: the checkpoint of size %d, cosigned after the epoch entry; the draw (checked here from the note):", ep.BeaconSize)
+			} else {
+				pr.step("beacon: the validators' VRF shares of the epoch's input, a quorum's on the ledger; the draw (checked here from the shares):")
+			}
 			for _, ch := range ep.Draw {
 				vs := make([]string, len(ch.Verifiers))
 				for i, v := range ch.Verifiers {

@@ -27,7 +27,7 @@ func newPieeCmd() *cobra.Command {
 		Short: "Proof of isolated execution: challenge operators, epochs, verdicts and scores",
 		Long: `Nodes that run with --piee take part in challenge epochs on the ledger: each
 is given an operator and an input seed it cannot predict (drawn from a
-beacon, the first cosigned checkpoint after the epoch opened), computes Q in
+beacon, the validators' VRF shares of the epoch's input), computes Q in
 a deterministic isolate, commits to it, and reveals it signed by its
 registered key; peers drawn at random re-execute, commit and reveal too; a
 verdict (pass, fail, unavailable or inconclusive) that the ledger itself
@@ -246,7 +246,7 @@ func newPieeVerdictsCmd() *cobra.Command {
 		Use:   "verdicts --ledger URL --node ID",
 		Short: "Print a node's verdicts, each recomputed here from the signed reveals",
 		Long: `verdicts fetches the latest epochs (--last, default 20), checks each one —
-every entry's signature, the beacon's cosignatures, the draw — and, for the
+every entry's signature, the beacon's VRF shares, the draw — and, for the
 node's challenge in each, recomputes the verdict from the signed reveals and
 sets it beside the verdict the ledger recorded. --node is the node's
 platform key (ed25519:…).

@@ -36,6 +36,7 @@ type PieeEpochRecord struct {
 	Participants []string `json:"participants"`
 	Classes      []string `json:"classes"`
 	Operators    []string `json:"operators"`
+	Beacon       string   `json:"beacon,omitempty"` // challenge.BeaconVRF: drawn from the validators' VRF shares
 }
 
 // Class is participant node's isolate class in the epoch ("" if none).
@@ -138,11 +139,14 @@ func (c *Client) PieeEpoch(ctx context.Context, n uint64, vs *verify.ValidatorSe
 			return nil, malformed("piee epoch entry %d: %v", i, err)
 		}
 		switch se.Entry.Kind {
-		case challenge.KindEpoch, challenge.KindCommit, challenge.KindReveal, challenge.KindVerdict:
+		case challenge.KindEpoch, challenge.KindCommit, challenge.KindReveal, challenge.KindVerdict, challenge.KindBeacon:
 		default:
 			return nil, malformed("piee epoch entry %d: a %s entry", i, se.Entry.Kind)
 		}
 		out.Entries = append(out.Entries, se)
+	}
+	if out.Epoch.Beacon == challenge.BeaconVRF {
+		return &out, c.checkVRFDraw(ctx, &out, vs)
 	}
 	if out.BeaconNote == nil {
 		if out.Draw != nil {
@@ -168,6 +172,62 @@ func (c *Client) PieeEpoch(ctx context.Context, n uint64, vs *verify.ValidatorSe
 		return nil, malformed("piee epoch %d: the served draw is not the one its beacon gives", e.Number)
 	}
 	return &out, nil
+}
+
+// checkVRFDraw checks the draw of an epoch drawn from VRF shares: the
+// piee.beacon entry's shares each verified against vs (nil: the ledger's
+// current validators) for the epoch's input, holding more than 2/3 of
+// the power, and the draw the one challenge.Draw gives for their beacon.
+func (c *Client) checkVRFDraw(ctx context.Context, ep *PieeEpoch, vs *verify.ValidatorSet) error {
+	var opened, shares *verify.SignedEntry
+	for _, se := range ep.Entries {
+		switch se.Entry.Kind {
+		case challenge.KindEpoch:
+			opened = se
+		case challenge.KindBeacon:
+			shares = se
+		}
+	}
+	n := ep.Epoch.Number
+	if shares == nil {
+		if ep.Draw != nil {
+			return malformed("piee epoch %d: a draw without its piee.beacon entry", n)
+		}
+		return nil
+	}
+	if opened == nil {
+		return malformed("piee epoch %d: the answer lacks the entry that opened it", n)
+	}
+	b, err := challenge.DecodeBeacon(shares.Entry.Body)
+	if err != nil {
+		return malformed("piee epoch %d: %v", n, err)
+	}
+	if b.Epoch != n {
+		return malformed("piee epoch %d: the piee.beacon entry is epoch %d's", n, b.Epoch)
+	}
+	if vs == nil {
+		if vs, err = c.Validators(ctx); err != nil {
+			return err
+		}
+	}
+	voters := make([]challenge.Voter, 0, len(vs.Validators))
+	for _, v := range vs.Validators {
+		pub, err := v.PublicKey()
+		if err != nil {
+			return malformed("validator set: %v", err)
+		}
+		voters = append(voters, challenge.Voter{Key: pub, Power: v.Power})
+	}
+	alpha := challenge.Alpha(vs.ChainID, n, verify.LeafHash(opened.Encode()))
+	beacon, err := challenge.CombineShares(b, alpha, voters)
+	if err != nil {
+		return malformed("piee epoch %d beacon: %v", n, err)
+	}
+	e := &ep.Epoch
+	if !reflect.DeepEqual(challenge.Draw(beacon, n, e.Participants, e.Operators, e.K), ep.Draw) {
+		return malformed("piee epoch %d: the served draw is not the one its VRF shares give", n)
+	}
+	return nil
 }
 
 // PieeResults returns, for each challenged node of an epoch, each
