@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -39,6 +40,10 @@ type app struct {
 	epochs validatorEpochs // the set signing each height; nil before InitChain
 	origin string
 	rules  ruleSchedule // nil before InitChain
+
+	// withholdVRF makes this validator vote without its VRF shares, as a
+	// validator biasing the PIEE beacon would (set only by tests).
+	withholdVRF atomic.Bool
 
 	// ticks carries the heights after which a tick is wanted (tick.go).
 	ticks chan int64

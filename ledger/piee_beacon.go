@@ -149,7 +149,7 @@ func (a *app) pendingVRF(h int64) (uint64, []byte, bool) {
 func (a *app) extend(key ed25519.PrivateKey) []byte {
 	st, _ := a.state()
 	ext := ed25519.Sign(key, []byte(a.checkpointOf(st.Size, st.Root).Text()))
-	if _, alpha, ok := a.pendingVRF(st.Height + 1); ok {
+	if _, alpha, ok := a.pendingVRF(st.Height + 1); ok && !a.withholdVRF.Load() {
 		ext = append(ext, challenge.Prove(key, alpha)...)
 	}
 	return ext

@@ -1,0 +1,92 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/ledger/challenge"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/verify"
+)
+
+// TestFourValidatorsVRFBeacon: under CometBFT with four validators, one
+// of which withholds its VRF share, an epoch still gets its beacon from
+// the other three's shares in their vote extensions, and a client checks
+// every share and recomputes the draw from what the ledger serves.
+func TestFourValidatorsVRFBeacon(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs four validators; skipped with -short")
+	}
+	homes, vs := startTestnet(t, 4)
+	withheld := vs[3].ln.app.privKey.Public().(ed25519.PublicKey)
+	vs[3].ln.app.withholdVRF.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	org := newTestKey(t)
+	must := func(v *Validator, key ed25519.PrivateKey, kind verify.Kind, body any) {
+		t.Helper()
+		if _, err := v.Append(ctx, signEntry(t, key, kind, body)); err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+	}
+	must(vs[0], vs[0].ln.app.privKey, KindMemberAdmitted, map[string]any{"member": pubText(org)})
+	for i := range 2 {
+		k := newTestKey(t)
+		b := nodeBody(k.Public().(ed25519.PublicKey))
+		b["organisation"], b["endpoint"] = pubText(org), "https://127.0.0.1:1"
+		must(vs[i], k, KindNodeRegistered, b)
+		must(vs[i], k, KindOffer, offerBody(600))
+	}
+	must(vs[1], org, KindPieeOperator, testOperator("matmul"))
+	must(vs[2], org, KindPieeEpoch, challenge.Epoch{CommitSeconds: 30, RevealSeconds: 30})
+
+	lc, err := lclient.New(homes[2].APIURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ep *lclient.PieeEpoch
+	for {
+		if ep, err = lc.PieeEpoch(ctx, 1, nil); err != nil {
+			t.Fatalf("epoch 1 as a client checks it: %v", err)
+		}
+		if ep.Draw != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no beacon for epoch 1 within the test's time")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if ep.Epoch.Beacon != challenge.BeaconVRF || ep.BeaconNote != nil || len(ep.Draw) != 2 {
+		t.Fatalf("epoch 1: beacon %q, note %d bytes, %d challenges", ep.Epoch.Beacon, len(ep.BeaconNote), len(ep.Draw))
+	}
+	var shares *challenge.BeaconShares
+	for _, se := range ep.Entries {
+		if se.Entry.Kind == challenge.KindBeacon {
+			if shares, err = challenge.DecodeBeacon(se.Entry.Body); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if shares == nil || len(shares.Shares) != 3 {
+		t.Fatalf("beacon shares: %+v, want the three validators that did not withhold", shares)
+	}
+	for _, s := range shares.Shares {
+		if s.Validator == protocol.FormatEd25519Key(withheld) {
+			t.Fatal("the withholding validator's share is on the ledger")
+		}
+	}
+	// Every validator serves the same draw.
+	for _, h := range homes {
+		c, _ := lclient.New(h.APIURL)
+		other, err := c.PieeEpoch(ctx, 1, nil)
+		if err != nil || len(other.Draw) != 2 || other.Draw[0].Seed != ep.Draw[0].Seed {
+			t.Fatalf("%s: %v", h.APIURL, errors.Join(err, errors.New("another draw")))
+		}
+	}
+}
