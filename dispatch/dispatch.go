@@ -826,7 +826,8 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	}
 	var skipped []deal.Skipped
 	var reasons []string
-	for _, c := range ranked {
+	faults := d.pieeFaults(ctx)
+	for _, c := range pieeOrder(ranked, faults) {
 		o := byNode[c.Node]
 		pick, err := d.probe(ctx, req, st.Consumer, lst, reqm, o, runDeadline)
 		if err == nil {
@@ -840,6 +841,7 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 			reasons = append(reasons, fmt.Sprintf("%s: %v", c.Node, err))
 			continue
 		}
+		skipped = append(skipped, pieeSkips(ranked, c.Node, faults, skipped)...)
 		a := deal.Assignment{Request: req.ID, Token: st.Token + 1, Node: c.Node, Session: pick.session.ID(),
 			PolicyHash: pick.pol.HashHex(), Policy: pick.doc, Class: pick.class, Measurement: pick.measurement,
 			ClaimsSHA256: pick.evidence, Candidates: cands, Skipped: skipped, RunDeadline: acl.FormatTime(runDeadline)}

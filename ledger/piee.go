@@ -75,6 +75,9 @@ type EpochRecord struct {
 	// 10 on (the draw follows from the validators' VRF shares, in a
 	// piee.beacon entry); empty for the checkpoint-note beacon.
 	Beacon string `json:"beacon,omitempty"`
+	// Opened is the block time (unix seconds) of the epoch entry, from
+	// rule version 10 on, which spaces epochs challenge.EpochSpacing apart.
+	Opened int64 `json:"opened,omitempty"`
 }
 
 // roundRecord is one submitter's part in one challenge.
@@ -131,9 +134,12 @@ func latestEpoch(v blockView) (*EpochRecord, bool) {
 	return getRecord[EpochRecord](v, bucketPieeEpochs, raw)
 }
 
-func rulePieeEpoch(c *ruleCtx) ([]write, *verify.RejectedError) { return pieeEpoch(c, "") }
+func rulePieeEpoch(c *ruleCtx) ([]write, *verify.RejectedError) { return pieeEpoch(c, "", 0) }
 
-func pieeEpoch(c *ruleCtx, beacon string) ([]write, *verify.RejectedError) {
+// pieeEpoch opens an epoch drawn from beacon ("" for the checkpoint
+// note), at least spacing seconds of block time after the previous one
+// opened (0: as soon as the previous one's reveals closed).
+func pieeEpoch(c *ruleCtx, beacon string, spacing int64) ([]write, *verify.RejectedError) {
 	e, err := challenge.DecodeEpoch(c.raw())
 	if err != nil {
 		return nil, refuse(verify.CodeMalformed, c.body.kind, err)
@@ -146,10 +152,17 @@ func pieeEpoch(c *ruleCtx, beacon string) ([]write, *verify.RejectedError) {
 		if c.now.Unix() < last.RevealBy {
 			return nil, reject(verify.CodeReplay, "piee.epoch: epoch %d runs until %s; one epoch at a time", last.Number, time.Unix(last.RevealBy, 0).UTC().Format(time.RFC3339))
 		}
+		if spacing > 0 && last.Opened > 0 && c.now.Unix() < last.Opened+spacing {
+			return nil, reject(verify.CodeReplay, "piee.epoch: epoch %d opened at %s; the ledger opens at most one epoch per %s, whoever asks: the next from %s",
+				last.Number, time.Unix(last.Opened, 0).UTC().Format(time.RFC3339), time.Duration(spacing)*time.Second, time.Unix(last.Opened+spacing, 0).UTC().Format(time.RFC3339))
+		}
 		n = last.Number + 1
 	}
 	rec := EpochRecord{Number: n, Index: c.index, Opener: protocol.FormatEd25519Key(c.pub), K: e.K(),
 		CommitBy: c.now.Unix() + int64(e.CommitSeconds), Beacon: beacon}
+	if spacing > 0 {
+		rec.Opened = c.now.Unix()
+	}
 	rec.RevealBy = rec.CommitBy + int64(e.RevealSeconds)
 	for _, k := range c.v.keys(bucketPieeOperators) {
 		rec.Operators = append(rec.Operators, string(k))

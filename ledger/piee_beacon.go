@@ -17,7 +17,9 @@ import (
 // (decision 0137, docs/piee.md "Randomness").
 //
 //   - piee.epoch opens epochs whose draw follows from a VRF beacon
-//     (EpochRecord.Beacon = "vrf"), no longer from a checkpoint note.
+//     (EpochRecord.Beacon = "vrf"), no longer from a checkpoint note, and
+//     at most one per challenge.EpochSpacing of block time, whoever opens
+//     them (decision 0138).
 //   - While the latest such epoch has no beacon, every validator's vote
 //     extension carries, after its checkpoint signature, its VRF proof of
 //     the epoch's input challenge.Alpha (chain id, epoch number, the
@@ -59,7 +61,7 @@ func vrfBeacon(v blockView, n uint64) ([32]byte, bool) {
 }
 
 func rulePieeEpochV10(c *ruleCtx) ([]write, *verify.RejectedError) {
-	return pieeEpoch(c, challenge.BeaconVRF)
+	return pieeEpoch(c, challenge.BeaconVRF, challenge.EpochSpacing)
 }
 
 // epochAlpha is the VRF input of epoch ep.

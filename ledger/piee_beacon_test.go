@@ -183,3 +183,28 @@ func TestPieeVRFBeaconRefusals(t *testing.T) {
 		c.entry(c.keys[1], KindPieeBeacon, challenge.SharesFrom(1, shares(c.keys[1], c.keys[2], c.keys[3]))),
 	}, "bad_signature: need more than 2/3", "bad_signature: does not verify", "missing_reference: no epoch 2", "ok")
 }
+
+// TestPieeEpochSpacing: from rule version 10 the ledger opens at most one
+// epoch per challenge.EpochSpacing of block time, whoever asks — the
+// previous epoch's reveals having closed is no longer enough.
+func TestPieeEpochSpacing(t *testing.T) {
+	t.Parallel()
+	w := newVRFWorld(t)
+	c := w.c
+	c.want([][]byte{c.entry(w.org, KindPieeEpoch, challenge.Epoch{CommitSeconds: 10, RevealSeconds: 10})}, "ok")
+	// Past epoch 1's reveal deadline, well inside the spacing: refused,
+	// to a member and to a node alike.
+	c.t0 = c.t0.Add(2 * time.Minute)
+	c.want([][]byte{
+		c.entry(w.org, KindPieeEpoch, challenge.Epoch{CommitSeconds: 10, RevealSeconds: 10}),
+		c.entry(w.nodes[w.keys[0]], KindPieeEpoch, challenge.Epoch{CommitSeconds: 10, RevealSeconds: 10}),
+	}, "replay: at most one epoch per 10m0s", "replay: at most one epoch per 10m0s")
+	// After the spacing (offers renewed, as live nodes do): accepted.
+	c.t0 = c.t0.Add(challenge.EpochSpacing * time.Second)
+	var offers [][]byte
+	for _, k := range w.keys {
+		offers = append(offers, c.entry(w.nodes[k], KindOffer, offerBody(600)))
+	}
+	c.want(offers, "ok", "ok", "ok", "ok")
+	c.want([][]byte{c.entry(w.nodes[w.keys[0]], KindPieeEpoch, challenge.Epoch{CommitSeconds: 10, RevealSeconds: 10})}, "ok")
+}

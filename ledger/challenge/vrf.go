@@ -55,6 +55,12 @@ const (
 // (EpochRecord.Beacon); epochs without it use the checkpoint note.
 const BeaconVRF = "vrf"
 
+// EpochSpacing is the least block time, in seconds, between the
+// openings of two epochs from rule version 10 on (decision 0138): the
+// ledger, not whoever opens epochs, bounds how often every node spends
+// CPU on being challenged and on verifying — at most six epochs an hour.
+const EpochSpacing = 600
+
 // Alpha is the VRF input of an epoch: the chain, the epoch's number and
 // the leaf hash of the entry that opened it. It is fixed when the epoch
 // entry is, before any validator can have computed a share of it.

@@ -37,6 +37,7 @@ type PieeEpochRecord struct {
 	Classes      []string `json:"classes"`
 	Operators    []string `json:"operators"`
 	Beacon       string   `json:"beacon,omitempty"` // challenge.BeaconVRF: drawn from the validators' VRF shares
+	Opened       int64    `json:"opened,omitempty"` // block time of the epoch entry (rule version 10 on)
 }
 
 // Class is participant node's isolate class in the epoch ("" if none).
