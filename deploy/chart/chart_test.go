@@ -37,6 +37,7 @@ func TestBadValuesRefused(t *testing.T) {
 		"no-ledger":     "ledger.url is required",
 		"no-image":      "image.tag or image.digest is required",
 		"port":          "port",
+		"offer-ttl":     "ttl",
 	}
 	ch := loadChart(t)
 	entries, err := os.ReadDir(filepath.Join("testdata", "bad"))
@@ -227,6 +228,11 @@ func checkWorkloads(t *testing.T, set string, objs []object) {
 		n := findPod(t, pods, "node")
 		if !slices.Contains(n.Spec.Containers[0].Args, "--admission=consortium") {
 			t.Errorf("node does not admit the consortium's members by default (it refuses to serve beyond loopback openly): %v", n.Spec.Containers[0].Args)
+		}
+		for _, want := range []string{"--piee", "--offer-ttl=5m", "--offer-memory=2GiB"} {
+			if !slices.Contains(n.Spec.Containers[0].Args, want) {
+				t.Errorf("node takes no part in PIEE epochs with an offer (%s): %v", want, n.Spec.Containers[0].Args)
+			}
 		}
 		if !slices.Contains(n.Spec.Containers[0].Args, "--ledger=http://cl-cloister-validator-api:26680") {
 			t.Errorf("node does not record on the release's validator: %v", n.Spec.Containers[0].Args)
