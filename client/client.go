@@ -183,6 +183,10 @@ func (c *Client) verifyNode(cs tls.ConnectionState) error {
 // and returns its id. The node's view of the policy hash must equal the
 // caller's, or the session is not used.
 func (c *Client) CreateSession(ctx context.Context, policyDoc []byte) (string, error) {
+	return c.createSession(ctx, policyDoc, nil)
+}
+
+func (c *Client) createSession(ctx context.Context, policyDoc []byte, replica *cloisterv1.ReplicaSet) (string, error) {
 	pd, err := c.parseDoc(policyDoc)
 	if err != nil {
 		return "", fmt.Errorf("policy: %w", err)
@@ -191,7 +195,7 @@ func (c *Client) CreateSession(ctx context.Context, policyDoc []byte) (string, e
 		return "", fmt.Errorf("%w: policy %q expired at %s; no session was created", ErrPolicyExpired, pd.name, pd.expires.UTC().Format(time.RFC3339))
 	}
 	want := pd.hash
-	req := &cloisterv1.CreateSessionRequest{Policy: policyDoc, AdmissionToken: c.token}
+	req := &cloisterv1.CreateSessionRequest{Policy: policyDoc, AdmissionToken: c.token, Replica: replica}
 	if c.creator != nil {
 		if req.Auth, err = signRequest(c.creator, c.creator.Public().SigningString(), "", protocol.OpCreateSession, "", policyDoc, [32]byte{}, c.now()); err != nil {
 			return "", err

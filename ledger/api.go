@@ -79,6 +79,7 @@ func (ln *ledgerNode) handler() *http.ServeMux {
 	mux.HandleFunc("GET /v1/piee/operators", ln.handlePieeOperators)
 	mux.HandleFunc("GET /v1/piee/epochs/{n}", ln.handlePieeEpoch)
 	mux.HandleFunc("GET /v1/piee/scores", ln.handlePieeScores)
+	mux.HandleFunc("GET /v1/replicas/{set}", ln.handleReplicaSet)
 	mux.HandleFunc("GET /healthz", ln.handleHealthz)
 	mux.HandleFunc("GET /readyz", ln.handleReadyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

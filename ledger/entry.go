@@ -53,6 +53,9 @@ const (
 	KindPieeCommit   verify.Kind = challenge.KindCommit
 	KindPieeReveal   verify.Kind = challenge.KindReveal
 	KindPieeVerdict  verify.Kind = challenge.KindVerdict
+	// Replicated sessions (rule version 10, replicas.go).
+	KindReplicaResult      verify.Kind = "replica.result"
+	KindReplicaDiscrepancy verify.Kind = "replica.discrepancy"
 )
 
 // Kinds lists every kind the state machine accepts under the latest rule

@@ -76,8 +76,14 @@ const (
 	// each validator's share of the epoch's input, and piee.beacon puts a
 	// quorum's shares on the ledger (decision 0137).
 	RulesV10 = 10
+	// RulesV11 adds replicated sessions (replicas.go): session.created
+	// may name a replica set of nodes of distinct organisations,
+	// replica.result commits each replica's result digest signed by its
+	// session key, replica.discrepancy records results that disagree
+	// (decision 0134).
+	RulesV11 = 11
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV10
+	LatestRules = RulesV11
 )
 
 // ruleSet is what one rule version accepts.
@@ -150,7 +156,11 @@ func makeRuleSets() map[int]*ruleSet {
 	v10 := v9.next(RulesV10)
 	v10.kinds[KindPieeEpoch] = rulePieeEpochV10
 	v10.kinds[KindPieeBeacon] = rulePieeBeacon
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10}
+	v11 := v10.next(RulesV11)
+	v11.kinds[KindSessionEvent] = ruleSessionEventV11
+	v11.kinds[KindReplicaResult] = ruleReplicaResult
+	v11.kinds[KindReplicaDiscrepancy] = ruleReplicaDiscrepancy
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

@@ -63,7 +63,8 @@ var (
 		bucketArtifacts, bucketACLGrants, bucketDelegations, bucketACLUses, bucketNodeInfo, bucketOffers,
 		bucketMarketRequests, bucketMarketRecords, bucketValProposals, bucketValChanges,
 		bucketModels, bucketModelCalls, bucketModelBudget,
-		bucketPieeOperators, bucketPieeEpochs, bucketPieeRounds, bucketPieeVerdicts, bucketPieeScores, bucketPieeBeacons}
+		bucketPieeOperators, bucketPieeEpochs, bucketPieeRounds, bucketPieeVerdicts, bucketPieeScores, bucketPieeBeacons,
+		bucketReplicaSets}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}

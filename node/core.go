@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -318,6 +319,12 @@ type runSpec struct {
 	sealedProgram *policy.Program
 	obtainKey     func(ctx context.Context, prog *policy.Program, iso *broker.Isolate) (*sealed.Key, error)
 	node          string
+	// replicaSet, for a replica of a replica set, is the set's id: it
+	// seeds the run instead of the session id, and the run's result
+	// digest is computed (runOutcome.replicaDigest).
+	replicaSet string
+	// inputOrder lists the policy's inputs, for the digest's key.
+	inputOrder []string
 }
 
 // sealedItem is an uploaded input (its envelope) or a stored one (the path
@@ -351,6 +358,8 @@ type runOutcome struct {
 	missing []string
 	// dropped counts files the program wrote that the policy does not name.
 	dropped int
+	// replicaDigest is a replica's result digest (protocol.ReplicaDigest).
+	replicaDigest string
 }
 
 // Special output names that capture the guest's standard streams.
@@ -370,7 +379,7 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		Timeout:       spec.timeout,
 		MaxOutput:     spec.maxOutput,
 		Deterministic: spec.deterministic,
-		Seed:          protocol.Seed(c.policyHash, c.id),
+		Seed:          protocol.Seed(c.policyHash, cmp.Or(spec.replicaSet, c.id)),
 		HostCalls:     spec.hostCalls,
 	}
 	if p := spec.program; spec.sealedProgram != nil {
@@ -399,6 +408,7 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		defer clear(prog)
 		cfg.Module = prog
 	}
+	inputDigests := map[string]string{}
 	for _, in := range spec.inputs {
 		if in.stream != nil {
 			key, err := c.streamKey(false, in.name, in.stream.KeyEnvelope)
@@ -418,6 +428,10 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 			return nil, fmt.Errorf("input %q: %w", in.name, err)
 		}
 		defer clear(pt)
+		if spec.replicaSet != "" {
+			sum := sha256.Sum256(pt)
+			inputDigests[in.name] = hex.EncodeToString(sum[:])
+		}
 		cfg.Inputs = append(cfg.Inputs, isolate.Input{Name: in.name, Data: pt})
 	}
 	res, err := r.Run(ctx, cfg)
@@ -430,6 +444,11 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		clear(res.Stderr)
 	}()
 	out := &runOutcome{report: res.Report, sealed: map[string]map[string][]byte{}, streamed: map[string]*outputStream{}}
+	if spec.replicaSet != "" {
+		if out.replicaDigest, err = replicaDigest(spec, inputDigests, res); err != nil {
+			return nil, err
+		}
+	}
 	// Output hashes in the report would let anyone who sees the status
 	// confirm a guess of a result; the report keeps only names and sizes.
 	for i := range out.report.Outputs {

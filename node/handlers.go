@@ -113,6 +113,7 @@ func (a nodeAPI) CreateSession(ctx context.Context, req *connect.Request[cloiste
 func (a nodeAPI) GetNodeInfo(ctx context.Context, req *connect.Request[cloisterv1.GetNodeInfoRequest]) (*connect.Response[cloisterv1.GetNodeInfoResponse], error) {
 	return connect.NewResponse(&cloisterv1.GetNodeInfoResponse{
 		IsolateClass: string(a.n.class), PlatformKey: a.n.platform.Public().SigningString(), Version: Version,
+		LedgerUrl: a.n.opts.LedgerURL,
 	}), nil
 }
 
@@ -162,6 +163,9 @@ func (s *session) status() *cloisterv1.GetStatusResponse {
 		SessionId: s.id, PolicyHash: s.hash[:], PolicyName: s.pol.Name, State: apiState(r.State), Reason: r.Reason,
 		Report: apiReport(r.Report), IsolateClass: string(s.n.class), CreatedUnixMs: r.Created.UnixMilli(),
 		ServerName: protocol.ServerName(s.id),
+	}
+	if r.Replica != nil {
+		st.ReplicaSet = r.Replica.Set
 	}
 	for _, p := range s.pol.Programs {
 		st.Programs = append(st.Programs, apiSlot(p.Name, p.Provider, r.Programs[p.Name], r.Events, EventProgramUploaded))

@@ -43,7 +43,7 @@ func (n *Node) createSession(ctx context.Context, req *cloisterv1.CreateSessionR
 	if err := n.admit.reserveSession(who, int64(len(doc)), now); err != nil {
 		return nil, err
 	}
-	s, err := n.startSession(ctx, who, doc, now)
+	s, err := n.startSession(ctx, who, doc, req.Replica, now)
 	if err != nil {
 		n.admit.release(who, 1, int64(len(doc)))
 		return nil, err
@@ -52,7 +52,7 @@ func (n *Node) createSession(ctx context.Context, req *cloisterv1.CreateSessionR
 	return s, nil
 }
 
-func (n *Node) startSession(ctx context.Context, who creator, doc []byte, now time.Time) (*session, error) {
+func (n *Node) startSession(ctx context.Context, who creator, doc []byte, replica *cloisterv1.ReplicaSet, now time.Time) (*session, error) {
 	view, err := n.policies.get(doc)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("policy: %w", err))
@@ -62,6 +62,10 @@ func (n *Node) startSession(ctx context.Context, who creator, doc []byte, now ti
 		return nil, refused(connect.CodeFailedPrecondition, ruleExpired, "policy %q expired at %s", pol.Name, pol.Expires.UTC().Format(time.RFC3339))
 	}
 	if err := n.accepts(view); err != nil {
+		return nil, err
+	}
+	rep, err := n.checkReplica(pol, replica)
+	if err != nil {
 		return nil, err
 	}
 	var raw [protocol.SessionIDSize]byte
@@ -81,13 +85,17 @@ func (n *Node) startSession(ctx context.Context, who creator, doc []byte, now ti
 	rec := &record{
 		Version: stateVersion, ID: id, Policy: pol.Canonical(), Creator: string(who), Created: now, Keys: ck,
 		State: stateProvisioning, Programs: map[string]*slotRecord{}, Inputs: map[string]*slotRecord{},
-		Outputs: map[string]*outputRecord{},
+		Outputs: map[string]*outputRecord{}, Replica: rep,
 	}
 	rec.Events = append(rec.Events, eventRecord{Kind: EventSessionCreated, Time: now})
-	entry := n.stage(rec, 0, LedgerKindSessionEvent, map[string]any{
+	created := map[string]any{
 		"session": id, "policy_hash": hex.EncodeToString(hash[:]), "isolate_class": string(n.class),
 		"platform_key": n.platform.Public().SigningString(), "evidence_sha256": hex.EncodeToString(c.evidenceSHA256[:]),
-	})
+	}
+	if rep != nil {
+		created["replica_set"], created["replica_members"] = rep.Set, rep.Members
+	}
+	entry := n.stage(rec, 0, LedgerKindSessionEvent, created)
 	if err := n.store.save(rec, true); err != nil {
 		return nil, storeError(err)
 	}
@@ -130,9 +138,6 @@ func (n *Node) accepts(view *policyView) error {
 	}
 	if err := n.acceptsSealed(pol); err != nil {
 		return err
-	}
-	if pol.ReplicaCount() > 1 {
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("policy %q asks for %d replicas; a single node runs one, replicated runs need the scheduler", pol.Name, pol.ReplicaCount()))
 	}
 	for _, o := range pol.Outputs {
 		for _, r := range o.Readers {

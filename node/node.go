@@ -113,6 +113,11 @@ type Options struct {
 	// the ledger refuses a key that is not a current member, and it is
 	// fixed once the node is registered.
 	Organisation ed25519.PublicKey
+	// Replicas reads replica sets on the Ledger; without it the node
+	// refuses policies with more than one replica.
+	Replicas ReplicaReader
+	// ReplicaFaults inject faults (tests, demos only).
+	ReplicaFaults ReplicaFaults
 	// Offer, with a Ledger, is the capacity the node offers on the ledger,
 	// published at start and renewed while it runs (offer.go).
 	Offer *OfferSpec
@@ -589,7 +594,7 @@ func (n *Node) replayClosed(ts tombstone) {
 		var b struct {
 			Session string `json:"session"`
 		}
-		if (e.Kind != LedgerKindSessionEvent && e.Kind != LedgerKindResultCommitted) || json.Unmarshal(e.Body, &b) != nil || b.Session != ts.ID {
+		if (e.Kind != LedgerKindSessionEvent && e.Kind != LedgerKindResultCommitted && e.Kind != LedgerKindReplicaResult) || json.Unmarshal(e.Body, &b) != nil || b.Session != ts.ID {
 			// Sealed by this node for this session, so never expected.
 			n.log.Error("a closed session's tombstone holds an entry that is not one of its events; not replayed", "session", ts.ID, "kind", e.Kind)
 			continue

@@ -688,13 +688,18 @@ func (s *session) execute(ctx context.Context) {
 		}
 	}
 	s.rec.Events = append(s.rec.Events, eventRecord{Kind: EventRunFinished, Time: now})
+	endEvent := len(s.rec.Events) - 1
 	entry := s.stageRunEnd(out)
+	var replicaEntry *stagedEntry
+	if s.rec.Replica != nil && out != nil && out.replicaDigest != "" {
+		replicaEntry = s.stageReplicaResult(out.replicaDigest)
+	}
 	if err := s.n.store.save(s.rec, true); err != nil {
 		// A result is served only once it is on disk: served first, it
 		// could be replaced after a crash by another run's (the state on
 		// disk still says running, so the next start runs it again).
 		s.n.log.Error("saving finished session", "session", s.id, "err", err)
-		s.rec.Events = s.rec.Events[:len(s.rec.Events)-1]
+		s.rec.Events = s.rec.Events[:endEvent]
 		s.rec.State = stateFailed
 		s.rec.Reason = fmt.Sprintf("the run ended but its outcome could not be stored (%v); it runs again at the node's next start", err)
 		s.rec.Outputs = map[string]*outputRecord{}
@@ -708,7 +713,11 @@ func (s *session) execute(ctx context.Context) {
 		s.n.admit.addBytes(s.creator, outBytes, true, now)
 		s.stored += outBytes
 	}
-	s.queue(len(s.rec.Events)-1, entry, false)
+	s.queue(endEvent, entry, false)
+	if replicaEntry != nil {
+		s.queue(len(s.rec.Events)-1, replicaEntry, false)
+		s.watchReplicas(s.rec.Replica.Set)
+	}
 	s.n.metrics.runEnded(s.rec.State, runOutcomeOf(out))
 	s.n.log.Info("run ended", "session", s.id, "state", s.rec.State, "reason", s.rec.Reason, "ms", time.Since(start).Milliseconds())
 	s.markDone()
@@ -772,6 +781,12 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 	}
 	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic, hostCalls: s.n.runHostCalls(s.id, s.pol),
 		lease: &lease{c: s.n.blobs}}
+	if rec.Replica != nil {
+		spec.replicaSet = rec.Replica.Set
+		for _, in := range s.pol.Inputs {
+			spec.inputOrder = append(spec.inputOrder, in.Name)
+		}
+	}
 	prog := s.pol.Programs[0]
 	spec.programName = prog.Name
 	if spec.programSHA256, err = programHash(s.pol, prog.Name); err != nil {
@@ -894,6 +909,20 @@ func (s *session) result(ctx context.Context, req *cloisterv1.GetResultRequest) 
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("session %s is %s: no result yet", s.id, s.rec.State))
 	case stateFailed:
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("session %s failed: %s", s.id, s.rec.Reason))
+	}
+	if rep := s.rec.Replica; rep != nil {
+		// Nothing leaves a replica before the set agrees on the ledger;
+		// the ledger is read without the session's lock.
+		r := *rep
+		s.mu.Unlock()
+		err := s.replicaGate(ctx, r)
+		s.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+		if s.rec.State != stateFinished {
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("session %s is %s", s.id, s.rec.State))
+		}
 	}
 	or := s.rec.Outputs[req.Output]
 	if or == nil || or.Envelopes[p.ID] == "" {

@@ -117,6 +117,8 @@ type record struct {
 	Report    *isolate.Report          `json:"report,omitempty"`
 	Events    []eventRecord            `json:"events"`
 	Restarted int                      `json:"restarted,omitempty"` // runs restarted after a node restart
+	// Replica is the replica set of a replicated session (replicas.go).
+	Replica *replicaRecord `json:"replica,omitempty"`
 }
 
 type slotRecord struct {

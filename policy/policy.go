@@ -53,6 +53,10 @@ type Policy struct {
 	// Replicas is how many independent isolates run the computation and
 	// must agree; absent means 1.
 	Replicas int `json:"replicas,omitempty"`
+	// ReplicaClasses, with Replicas > 1, is "distinct" when every replica
+	// must run in an isolate of another class (sev-snp, tpm, software…);
+	// absent: any class the policy accepts.
+	ReplicaClasses string `json:"replica_classes,omitempty"`
 	// HostCalls are the calls the program may make to its node while it
 	// runs (docs/isolate.md, "Host calls"); absent: none.
 	HostCalls []HostCall `json:"host_calls,omitempty"`

@@ -63,6 +63,7 @@ func (p *Policy) Validate() error {
 	} else if p.Replicas > MaxReplicas {
 		ps.add("replicas", "at most %d, got %d", MaxReplicas, p.Replicas)
 	}
+	p.validateReplicas(&ps)
 
 	byID := p.validatePrincipals(&ps)
 	p.validatePrograms(&ps, byID)
@@ -72,6 +73,37 @@ func (p *Policy) Validate() error {
 	p.validateHostCalls(&ps)
 	p.Limits.validate(&ps)
 	return ps.err()
+}
+
+// ReplicaClassesDistinct is the one value of replica_classes: every
+// replica in an isolate of another class.
+const ReplicaClassesDistinct = "distinct"
+
+// validateReplicas: replicated runs must be bit-exact (deterministic),
+// may not reach outside the isolate (host calls would be made once per
+// replica), and distinct classes need as many accepted classes as
+// replicas.
+func (p *Policy) validateReplicas(ps *problems) {
+	switch p.ReplicaClasses {
+	case "":
+	case ReplicaClassesDistinct:
+		if p.Replicas < 2 {
+			ps.add("replica_classes", "applies to replicated runs only (replicas of at least 2)")
+		} else if len(p.Isolates) < p.Replicas {
+			ps.add("replica_classes", "%q needs an isolate class per replica: %d replicas, %d classes accepted", ReplicaClassesDistinct, p.Replicas, len(p.Isolates))
+		}
+	default:
+		ps.add("replica_classes", "must be %q or absent, got %q", ReplicaClassesDistinct, p.ReplicaClasses)
+	}
+	if p.Replicas < 2 {
+		return
+	}
+	if !p.Deterministic {
+		ps.add("replicas", "%d replicas must agree bit for bit: set \"deterministic\": true", p.Replicas)
+	}
+	if len(p.HostCalls) > 0 {
+		ps.add("replicas", "a replicated run may not make host calls (each replica would make them again)")
+	}
 }
 
 // MaxHostCalls bounds the host calls a policy may allow.

@@ -54,6 +54,7 @@ func newNodeCmd() *cobra.Command {
 		consoleHosts                      []string
 		prov                              providerFlags
 		pf                                pieeNodeFlags
+		replicaFaults                     node.ReplicaFaults
 	)
 	cmd := &cobra.Command{
 		Use:   "node --listen ADDR --data DIR",
@@ -261,7 +262,8 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			defer unlock()
 			var nodeLedgerReader *lclient.Client
 			opts := node.Options{DataDir: dataDir, IsolateClass: attest.Class(class), WarmWorkers: warm, Logger: log, Limits: limits,
-				Admission: admission, BlobCache: cacheBytes, Endpoint: prov.endpoint, Organisation: prov.org, Offer: offer}
+				Admission: admission, BlobCache: cacheBytes, Endpoint: prov.endpoint, Organisation: prov.org, Offer: offer,
+				ReplicaFaults: replicaFaults}
 			if !noLedger {
 				nl, err := openNodeLedger(ctx, dataDir, ledgerURL, ledgerListen, log)
 				if err != nil {
@@ -269,6 +271,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				}
 				defer nl.close()
 				opts.Ledger, opts.LedgerName, opts.LedgerURL, opts.LedgerStatus = nl.app, nl.name, ledgerURL, nl.status
+				opts.Replicas = nl.read
 				opts.Grants = nl.read // grants and artifacts of sealed programs
 				nodeLedgerReader = nl.read
 				if admission.Mode == node.AdmitConsortium {
@@ -366,6 +369,10 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	prov.register(f)
 	f.BoolVar(&federate, "federation", false, "answer calls of the organisation's published models on its local datasets, and let sessions' programs call models (host call cloister.model.call/v1); needs a ledger and --organisation (docs/federation.md)")
 	pf.register(f)
+	f.BoolVar(&replicaFaults.Corrupt, "replica-corrupt", false, "FAULT INJECTION: commit a wrong result digest for replicated sessions, to show that readers refuse it")
+	f.BoolVar(&replicaFaults.ReleaseEarly, "replica-release-early", false, "FAULT INJECTION: release replicated sessions' results before the replicas agree, to show that readers refuse them")
+	f.MarkHidden("replica-corrupt")
+	f.MarkHidden("replica-release-early")
 	f.StringVar(&consoleAddr, "console", "", "serve the web console (read-only, plain HTTP) on this address, e.g. 127.0.0.1:7490; off by default")
 	f.BoolVar(&consolePublic, "console-public", false, "allow --console on an address beyond loopback (whoever reaches it sees sessions, policies and the ledger)")
 	f.StringArrayVar(&consoleHosts, "console-host", nil, "host name the console answers to besides loopback and its address (repeatable)")

@@ -240,6 +240,9 @@ Exit status: 0 created; 1 refused by the node or node not authenticated;
 				return err
 			}
 			defer c.Close()
+			if replicated(pol) {
+				return createReplicated(cmd, f, c, doc, pol, append(opts, client.WithPlatformKeys(softwarePlatformKeys(pol)...)))
+			}
 			p := startProgress(cmd, "the node to create the session", 0)
 			id, err := c.CreateSession(ctx, doc)
 			p.done()
@@ -291,6 +294,9 @@ sent); 2 bad usage or unreadable policy.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := f.require("attest", "node", "session", "policy"); err != nil {
 				return err
+			}
+			if pol, err := loadPolicy(f.policyPath); err == nil && replicated(pol) {
+				return attestReplicated(cmd, f, pol)
 			}
 			as, _, err := attestSession(cmd.Context(), f)
 			if err != nil {
@@ -389,6 +395,13 @@ names the rule and principal); 2 bad usage or unreadable files.`,
 				return usageError("--%s: %s is not a regular file", flag, path)
 			}
 			ctx := cmd.Context()
+			if pol, err := loadPolicy(f.policyPath); err == nil && replicated(pol) {
+				key, err := loadKey(f.keyPath)
+				if err != nil {
+					return err
+				}
+				return uploadReplicated(cmd, f, pol, key, program != "", name, file, st.Size())
+			}
 			as, key, err := attestWithKey(ctx, f)
 			if err != nil {
 				return err
@@ -470,17 +483,27 @@ finished in time; 2 bad usage or unreadable files.`,
 				return usageError("session result: --wait must not be negative")
 			}
 			ctx := cmd.Context()
-			as, key, err := attestWithKey(ctx, f)
-			if err != nil {
-				return err
+			var fetch func(io.Writer) (int64, error)
+			if pol, err := loadPolicy(f.policyPath); err == nil && replicated(pol) {
+				key, err := loadKey(f.keyPath)
+				if err != nil {
+					return err
+				}
+				fetch = func(w io.Writer) (int64, error) { return resultReplicated(cmd, f, pol, key, output, wait, w) }
+			} else {
+				as, key, err := attestWithKey(ctx, f)
+				if err != nil {
+					return err
+				}
+				defer as.CloseIdleConnections()
+				fetch = func(w io.Writer) (int64, error) { return awaitResult(ctx, cmd, as, key, output, wait, w) }
 			}
-			defer as.CloseIdleConnections()
 			file, err := atomicfile.Create(out, 0o600)
 			if err != nil {
 				return usageError("--out: %v", err)
 			}
 			defer file.Abort() // after Commit, nothing
-			n, err := awaitResult(ctx, cmd, as, key, output, wait, file)
+			n, err := fetch(file)
 			if err != nil {
 				return err
 			}
@@ -670,6 +693,9 @@ Exit status: 0 printed; 1 no such session or node unreachable; 2 bad usage.`,
 				}
 			}
 			ctx := cmd.Context()
+			if replicated(pol) {
+				return statusReplicated(cmd, f, pol)
+			}
 			c, err := dialFor(ctx, f, pol)
 			if err != nil {
 				return err
@@ -717,6 +743,13 @@ unreadable files.`,
 				return err
 			}
 			ctx := cmd.Context()
+			if pol, err := loadPolicy(f.policyPath); err == nil && replicated(pol) {
+				key, err := loadKey(f.keyPath)
+				if err != nil {
+					return err
+				}
+				return closeReplicated(cmd, f, pol, key)
+			}
 			as, key, err := attestWithKey(ctx, f)
 			if err != nil {
 				return err

@@ -103,8 +103,11 @@ type CreateSessionRequest struct {
 	// admission_token is an operator-signed token admitting the creator's
 	// key, for nodes in token mode (cloister admission issue).
 	AdmissionToken string `protobuf:"bytes,3,opt,name=admission_token,json=admissionToken,proto3" json:"admission_token,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// replica makes the session one replica of a replica set, for policies
+	// with "replicas" above 1 (docs/piee.md, "Replicated sessions").
+	Replica       *ReplicaSet `protobuf:"bytes,4,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSessionRequest) Reset() {
@@ -158,6 +161,69 @@ func (x *CreateSessionRequest) GetAdmissionToken() string {
 	return ""
 }
 
+func (x *CreateSessionRequest) GetReplica() *ReplicaSet {
+	if x != nil {
+		return x.Replica
+	}
+	return nil
+}
+
+// ReplicaSet names the replica set a session joins: its id (a session
+// id's form; it seeds the deterministic run, so every replica computes
+// the same bytes) and the platform keys of its member nodes, in the
+// order the ledger records them.
+type ReplicaSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Members       []string               `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaSet) Reset() {
+	*x = ReplicaSet{}
+	mi := &file_cloister_v1_session_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaSet) ProtoMessage() {}
+
+func (x *ReplicaSet) ProtoReflect() protoreflect.Message {
+	mi := &file_cloister_v1_session_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaSet.ProtoReflect.Descriptor instead.
+func (*ReplicaSet) Descriptor() ([]byte, []int) {
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReplicaSet) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReplicaSet) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 type CreateSessionResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -171,7 +237,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[1]
+	mi := &file_cloister_v1_session_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -183,7 +249,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[1]
+	mi := &file_cloister_v1_session_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -196,7 +262,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{1}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateSessionResponse) GetSessionId() string {
@@ -232,7 +298,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[2]
+	mi := &file_cloister_v1_session_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +310,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[2]
+	mi := &file_cloister_v1_session_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +323,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{2}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetStatusRequest) GetSessionId() string {
@@ -291,7 +357,7 @@ type Slot struct {
 
 func (x *Slot) Reset() {
 	*x = Slot{}
-	mi := &file_cloister_v1_session_proto_msgTypes[3]
+	mi := &file_cloister_v1_session_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +369,7 @@ func (x *Slot) String() string {
 func (*Slot) ProtoMessage() {}
 
 func (x *Slot) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[3]
+	mi := &file_cloister_v1_session_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +382,7 @@ func (x *Slot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Slot.ProtoReflect.Descriptor instead.
 func (*Slot) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{3}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Slot) GetName() string {
@@ -374,7 +440,7 @@ type OutputInfo struct {
 
 func (x *OutputInfo) Reset() {
 	*x = OutputInfo{}
-	mi := &file_cloister_v1_session_proto_msgTypes[4]
+	mi := &file_cloister_v1_session_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +452,7 @@ func (x *OutputInfo) String() string {
 func (*OutputInfo) ProtoMessage() {}
 
 func (x *OutputInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[4]
+	mi := &file_cloister_v1_session_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +465,7 @@ func (x *OutputInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputInfo.ProtoReflect.Descriptor instead.
 func (*OutputInfo) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{4}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OutputInfo) GetName() string {
@@ -449,7 +515,7 @@ type RunReport struct {
 
 func (x *RunReport) Reset() {
 	*x = RunReport{}
-	mi := &file_cloister_v1_session_proto_msgTypes[5]
+	mi := &file_cloister_v1_session_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +527,7 @@ func (x *RunReport) String() string {
 func (*RunReport) ProtoMessage() {}
 
 func (x *RunReport) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[5]
+	mi := &file_cloister_v1_session_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +540,7 @@ func (x *RunReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunReport.ProtoReflect.Descriptor instead.
 func (*RunReport) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{5}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RunReport) GetOutcome() string {
@@ -553,7 +619,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_cloister_v1_session_proto_msgTypes[6]
+	mi := &file_cloister_v1_session_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +631,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[6]
+	mi := &file_cloister_v1_session_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +644,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{6}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Event) GetKind() string {
@@ -631,13 +697,15 @@ type GetStatusResponse struct {
 	CreatedUnixMs int64                  `protobuf:"varint,11,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
 	Events        []*Event               `protobuf:"bytes,12,rep,name=events,proto3" json:"events,omitempty"`
 	ServerName    string                 `protobuf:"bytes,13,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	// replica_set is the replica set the session belongs to, "" if none.
+	ReplicaSet    string `protobuf:"bytes,14,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[7]
+	mi := &file_cloister_v1_session_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +717,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[7]
+	mi := &file_cloister_v1_session_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +730,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{7}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetStatusResponse) GetSessionId() string {
@@ -756,6 +824,13 @@ func (x *GetStatusResponse) GetServerName() string {
 	return ""
 }
 
+func (x *GetStatusResponse) GetReplicaSet() string {
+	if x != nil {
+		return x.ReplicaSet
+	}
+	return ""
+}
+
 type GetNodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -764,7 +839,7 @@ type GetNodeInfoRequest struct {
 
 func (x *GetNodeInfoRequest) Reset() {
 	*x = GetNodeInfoRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[8]
+	mi := &file_cloister_v1_session_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +851,7 @@ func (x *GetNodeInfoRequest) String() string {
 func (*GetNodeInfoRequest) ProtoMessage() {}
 
 func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[8]
+	mi := &file_cloister_v1_session_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +864,7 @@ func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{8}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{9}
 }
 
 type GetNodeInfoResponse struct {
@@ -797,15 +872,18 @@ type GetNodeInfoResponse struct {
 	IsolateClass string                 `protobuf:"bytes,1,opt,name=isolate_class,json=isolateClass,proto3" json:"isolate_class,omitempty"`
 	// platform_key is the node's signing key as a policy lists it
 	// ("ed25519:...").
-	PlatformKey   string `protobuf:"bytes,2,opt,name=platform_key,json=platformKey,proto3" json:"platform_key,omitempty"`
-	Version       string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	PlatformKey string `protobuf:"bytes,2,opt,name=platform_key,json=platformKey,proto3" json:"platform_key,omitempty"`
+	Version     string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// ledger_url is the ledger the node records to, "" if none: clients of
+	// replicated sessions read replica sets there.
+	LedgerUrl     string `protobuf:"bytes,4,opt,name=ledger_url,json=ledgerUrl,proto3" json:"ledger_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetNodeInfoResponse) Reset() {
 	*x = GetNodeInfoResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[9]
+	mi := &file_cloister_v1_session_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +895,7 @@ func (x *GetNodeInfoResponse) String() string {
 func (*GetNodeInfoResponse) ProtoMessage() {}
 
 func (x *GetNodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[9]
+	mi := &file_cloister_v1_session_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +908,7 @@ func (x *GetNodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{9}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetNodeInfoResponse) GetIsolateClass() string {
@@ -854,6 +932,13 @@ func (x *GetNodeInfoResponse) GetVersion() string {
 	return ""
 }
 
+func (x *GetNodeInfoResponse) GetLedgerUrl() string {
+	if x != nil {
+		return x.LedgerUrl
+	}
+	return ""
+}
+
 type AttestRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -865,7 +950,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[10]
+	mi := &file_cloister_v1_session_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +962,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[10]
+	mi := &file_cloister_v1_session_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +975,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{10}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AttestRequest) GetSessionId() string {
@@ -918,7 +1003,7 @@ type Evidence struct {
 
 func (x *Evidence) Reset() {
 	*x = Evidence{}
-	mi := &file_cloister_v1_session_proto_msgTypes[11]
+	mi := &file_cloister_v1_session_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1015,7 @@ func (x *Evidence) String() string {
 func (*Evidence) ProtoMessage() {}
 
 func (x *Evidence) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[11]
+	mi := &file_cloister_v1_session_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1028,7 @@ func (x *Evidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
 func (*Evidence) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{11}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Evidence) GetClass() string {
@@ -980,7 +1065,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[12]
+	mi := &file_cloister_v1_session_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1077,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[12]
+	mi := &file_cloister_v1_session_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1090,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{12}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AttestResponse) GetSessionId() string {
@@ -1051,7 +1136,7 @@ type SignedRequest struct {
 
 func (x *SignedRequest) Reset() {
 	*x = SignedRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[13]
+	mi := &file_cloister_v1_session_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1148,7 @@ func (x *SignedRequest) String() string {
 func (*SignedRequest) ProtoMessage() {}
 
 func (x *SignedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[13]
+	mi := &file_cloister_v1_session_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1161,7 @@ func (x *SignedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedRequest.ProtoReflect.Descriptor instead.
 func (*SignedRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{13}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SignedRequest) GetPrincipal() string {
@@ -1120,7 +1205,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[14]
+	mi := &file_cloister_v1_session_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1217,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[14]
+	mi := &file_cloister_v1_session_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1230,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{14}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UploadRequest) GetSessionId() string {
@@ -1189,7 +1274,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[15]
+	mi := &file_cloister_v1_session_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1286,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[15]
+	mi := &file_cloister_v1_session_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1299,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{15}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UploadResponse) GetEnvelopeSha256() string {
@@ -1252,7 +1337,7 @@ type BeginUploadRequest struct {
 
 func (x *BeginUploadRequest) Reset() {
 	*x = BeginUploadRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[16]
+	mi := &file_cloister_v1_session_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1349,7 @@ func (x *BeginUploadRequest) String() string {
 func (*BeginUploadRequest) ProtoMessage() {}
 
 func (x *BeginUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[16]
+	mi := &file_cloister_v1_session_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1362,7 @@ func (x *BeginUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginUploadRequest.ProtoReflect.Descriptor instead.
 func (*BeginUploadRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{16}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BeginUploadRequest) GetSessionId() string {
@@ -1327,7 +1412,7 @@ type BeginUploadResponse struct {
 
 func (x *BeginUploadResponse) Reset() {
 	*x = BeginUploadResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[17]
+	mi := &file_cloister_v1_session_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1424,7 @@ func (x *BeginUploadResponse) String() string {
 func (*BeginUploadResponse) ProtoMessage() {}
 
 func (x *BeginUploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[17]
+	mi := &file_cloister_v1_session_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1437,7 @@ func (x *BeginUploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginUploadResponse.ProtoReflect.Descriptor instead.
 func (*BeginUploadResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{17}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BeginUploadResponse) GetUploadId() []byte {
@@ -1381,7 +1466,7 @@ type PutChunkRequest struct {
 
 func (x *PutChunkRequest) Reset() {
 	*x = PutChunkRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[18]
+	mi := &file_cloister_v1_session_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1478,7 @@ func (x *PutChunkRequest) String() string {
 func (*PutChunkRequest) ProtoMessage() {}
 
 func (x *PutChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[18]
+	mi := &file_cloister_v1_session_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1491,7 @@ func (x *PutChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunkRequest.ProtoReflect.Descriptor instead.
 func (*PutChunkRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{18}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutChunkRequest) GetSessionId() string {
@@ -1447,7 +1532,7 @@ type PutChunkResponse struct {
 
 func (x *PutChunkResponse) Reset() {
 	*x = PutChunkResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[19]
+	mi := &file_cloister_v1_session_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1544,7 @@ func (x *PutChunkResponse) String() string {
 func (*PutChunkResponse) ProtoMessage() {}
 
 func (x *PutChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[19]
+	mi := &file_cloister_v1_session_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1557,7 @@ func (x *PutChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutChunkResponse.ProtoReflect.Descriptor instead.
 func (*PutChunkResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{19}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutChunkResponse) GetReceived() int64 {
@@ -1498,7 +1583,7 @@ type CommitUploadRequest struct {
 
 func (x *CommitUploadRequest) Reset() {
 	*x = CommitUploadRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[20]
+	mi := &file_cloister_v1_session_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1595,7 @@ func (x *CommitUploadRequest) String() string {
 func (*CommitUploadRequest) ProtoMessage() {}
 
 func (x *CommitUploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[20]
+	mi := &file_cloister_v1_session_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1608,7 @@ func (x *CommitUploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitUploadRequest.ProtoReflect.Descriptor instead.
 func (*CommitUploadRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{20}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CommitUploadRequest) GetSessionId() string {
@@ -1573,7 +1658,7 @@ type GetResultRequest struct {
 
 func (x *GetResultRequest) Reset() {
 	*x = GetResultRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[21]
+	mi := &file_cloister_v1_session_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1670,7 @@ func (x *GetResultRequest) String() string {
 func (*GetResultRequest) ProtoMessage() {}
 
 func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[21]
+	mi := &file_cloister_v1_session_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1683,7 @@ func (x *GetResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultRequest.ProtoReflect.Descriptor instead.
 func (*GetResultRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{21}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetResultRequest) GetSessionId() string {
@@ -1644,7 +1729,7 @@ type GetResultResponse struct {
 
 func (x *GetResultResponse) Reset() {
 	*x = GetResultResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[22]
+	mi := &file_cloister_v1_session_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1741,7 @@ func (x *GetResultResponse) String() string {
 func (*GetResultResponse) ProtoMessage() {}
 
 func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[22]
+	mi := &file_cloister_v1_session_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1754,7 @@ func (x *GetResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResultResponse.ProtoReflect.Descriptor instead.
 func (*GetResultResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{22}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetResultResponse) GetEnvelope() []byte {
@@ -1715,7 +1800,7 @@ type ResultStream struct {
 
 func (x *ResultStream) Reset() {
 	*x = ResultStream{}
-	mi := &file_cloister_v1_session_proto_msgTypes[23]
+	mi := &file_cloister_v1_session_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +1812,7 @@ func (x *ResultStream) String() string {
 func (*ResultStream) ProtoMessage() {}
 
 func (x *ResultStream) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[23]
+	mi := &file_cloister_v1_session_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +1825,7 @@ func (x *ResultStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultStream.ProtoReflect.Descriptor instead.
 func (*ResultStream) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{23}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResultStream) GetReadId() []byte {
@@ -1790,7 +1875,7 @@ type ReadResultRequest struct {
 
 func (x *ReadResultRequest) Reset() {
 	*x = ReadResultRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[24]
+	mi := &file_cloister_v1_session_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1887,7 @@ func (x *ReadResultRequest) String() string {
 func (*ReadResultRequest) ProtoMessage() {}
 
 func (x *ReadResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[24]
+	mi := &file_cloister_v1_session_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1900,7 @@ func (x *ReadResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResultRequest.ProtoReflect.Descriptor instead.
 func (*ReadResultRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{24}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReadResultRequest) GetSessionId() string {
@@ -1855,7 +1940,7 @@ type ReadResultResponse struct {
 
 func (x *ReadResultResponse) Reset() {
 	*x = ReadResultResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[25]
+	mi := &file_cloister_v1_session_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +1952,7 @@ func (x *ReadResultResponse) String() string {
 func (*ReadResultResponse) ProtoMessage() {}
 
 func (x *ReadResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[25]
+	mi := &file_cloister_v1_session_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +1965,7 @@ func (x *ReadResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResultResponse.ProtoReflect.Descriptor instead.
 func (*ReadResultResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{25}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadResultResponse) GetData() []byte {
@@ -1900,7 +1985,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_cloister_v1_session_proto_msgTypes[26]
+	mi := &file_cloister_v1_session_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +1997,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[26]
+	mi := &file_cloister_v1_session_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2010,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{26}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CloseSessionRequest) GetSessionId() string {
@@ -1951,7 +2036,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_cloister_v1_session_proto_msgTypes[27]
+	mi := &file_cloister_v1_session_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2048,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cloister_v1_session_proto_msgTypes[27]
+	mi := &file_cloister_v1_session_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2061,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_cloister_v1_session_proto_rawDescGZIP(), []int{27}
+	return file_cloister_v1_session_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CloseSessionResponse) GetState() SessionState {
@@ -1990,11 +2075,16 @@ var File_cloister_v1_session_proto protoreflect.FileDescriptor
 
 const file_cloister_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x19cloister/v1/session.proto\x12\vcloister.v1\"\x87\x01\n" +
+	"\x19cloister/v1/session.proto\x12\vcloister.v1\"\xba\x01\n" +
 	"\x14CreateSessionRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\fR\x06policy\x12.\n" +
 	"\x04auth\x18\x02 \x01(\v2\x1a.cloister.v1.SignedRequestR\x04auth\x12'\n" +
-	"\x0fadmission_token\x18\x03 \x01(\tR\x0eadmissionToken\"x\n" +
+	"\x0fadmission_token\x18\x03 \x01(\tR\x0eadmissionToken\x121\n" +
+	"\areplica\x18\x04 \x01(\v2\x17.cloister.v1.ReplicaSetR\areplica\"6\n" +
+	"\n" +
+	"ReplicaSet\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\amembers\x18\x02 \x03(\tR\amembers\"x\n" +
 	"\x15CreateSessionResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
@@ -2040,7 +2130,7 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x17\n" +
 	"\aunix_ms\x18\x04 \x01(\x03R\x06unixMs\x12!\n" +
-	"\fledger_index\x18\x05 \x01(\x04R\vledgerIndex\"\x94\x04\n" +
+	"\fledger_index\x18\x05 \x01(\x04R\vledgerIndex\"\xb5\x04\n" +
 	"\x11GetStatusResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1f\n" +
@@ -2059,12 +2149,16 @@ const file_cloister_v1_session_proto_rawDesc = "" +
 	"\x0fcreated_unix_ms\x18\v \x01(\x03R\rcreatedUnixMs\x12*\n" +
 	"\x06events\x18\f \x03(\v2\x12.cloister.v1.EventR\x06events\x12\x1f\n" +
 	"\vserver_name\x18\r \x01(\tR\n" +
-	"serverName\"\x14\n" +
-	"\x12GetNodeInfoRequest\"w\n" +
+	"serverName\x12\x1f\n" +
+	"\vreplica_set\x18\x0e \x01(\tR\n" +
+	"replicaSet\"\x14\n" +
+	"\x12GetNodeInfoRequest\"\x96\x01\n" +
 	"\x13GetNodeInfoResponse\x12#\n" +
 	"\risolate_class\x18\x01 \x01(\tR\fisolateClass\x12!\n" +
 	"\fplatform_key\x18\x02 \x01(\tR\vplatformKey\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\tR\aversion\"D\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"ledger_url\x18\x04 \x01(\tR\tledgerUrl\"D\n" +
 	"\rAttestRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
@@ -2189,87 +2283,89 @@ func file_cloister_v1_session_proto_rawDescGZIP() []byte {
 }
 
 var file_cloister_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cloister_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_cloister_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_cloister_v1_session_proto_goTypes = []any{
 	(SessionState)(0),             // 0: cloister.v1.SessionState
 	(*CreateSessionRequest)(nil),  // 1: cloister.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil), // 2: cloister.v1.CreateSessionResponse
-	(*GetStatusRequest)(nil),      // 3: cloister.v1.GetStatusRequest
-	(*Slot)(nil),                  // 4: cloister.v1.Slot
-	(*OutputInfo)(nil),            // 5: cloister.v1.OutputInfo
-	(*RunReport)(nil),             // 6: cloister.v1.RunReport
-	(*Event)(nil),                 // 7: cloister.v1.Event
-	(*GetStatusResponse)(nil),     // 8: cloister.v1.GetStatusResponse
-	(*GetNodeInfoRequest)(nil),    // 9: cloister.v1.GetNodeInfoRequest
-	(*GetNodeInfoResponse)(nil),   // 10: cloister.v1.GetNodeInfoResponse
-	(*AttestRequest)(nil),         // 11: cloister.v1.AttestRequest
-	(*Evidence)(nil),              // 12: cloister.v1.Evidence
-	(*AttestResponse)(nil),        // 13: cloister.v1.AttestResponse
-	(*SignedRequest)(nil),         // 14: cloister.v1.SignedRequest
-	(*UploadRequest)(nil),         // 15: cloister.v1.UploadRequest
-	(*UploadResponse)(nil),        // 16: cloister.v1.UploadResponse
-	(*BeginUploadRequest)(nil),    // 17: cloister.v1.BeginUploadRequest
-	(*BeginUploadResponse)(nil),   // 18: cloister.v1.BeginUploadResponse
-	(*PutChunkRequest)(nil),       // 19: cloister.v1.PutChunkRequest
-	(*PutChunkResponse)(nil),      // 20: cloister.v1.PutChunkResponse
-	(*CommitUploadRequest)(nil),   // 21: cloister.v1.CommitUploadRequest
-	(*GetResultRequest)(nil),      // 22: cloister.v1.GetResultRequest
-	(*GetResultResponse)(nil),     // 23: cloister.v1.GetResultResponse
-	(*ResultStream)(nil),          // 24: cloister.v1.ResultStream
-	(*ReadResultRequest)(nil),     // 25: cloister.v1.ReadResultRequest
-	(*ReadResultResponse)(nil),    // 26: cloister.v1.ReadResultResponse
-	(*CloseSessionRequest)(nil),   // 27: cloister.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),  // 28: cloister.v1.CloseSessionResponse
-	nil,                           // 29: cloister.v1.RunReport.MissingProtectionsEntry
+	(*ReplicaSet)(nil),            // 2: cloister.v1.ReplicaSet
+	(*CreateSessionResponse)(nil), // 3: cloister.v1.CreateSessionResponse
+	(*GetStatusRequest)(nil),      // 4: cloister.v1.GetStatusRequest
+	(*Slot)(nil),                  // 5: cloister.v1.Slot
+	(*OutputInfo)(nil),            // 6: cloister.v1.OutputInfo
+	(*RunReport)(nil),             // 7: cloister.v1.RunReport
+	(*Event)(nil),                 // 8: cloister.v1.Event
+	(*GetStatusResponse)(nil),     // 9: cloister.v1.GetStatusResponse
+	(*GetNodeInfoRequest)(nil),    // 10: cloister.v1.GetNodeInfoRequest
+	(*GetNodeInfoResponse)(nil),   // 11: cloister.v1.GetNodeInfoResponse
+	(*AttestRequest)(nil),         // 12: cloister.v1.AttestRequest
+	(*Evidence)(nil),              // 13: cloister.v1.Evidence
+	(*AttestResponse)(nil),        // 14: cloister.v1.AttestResponse
+	(*SignedRequest)(nil),         // 15: cloister.v1.SignedRequest
+	(*UploadRequest)(nil),         // 16: cloister.v1.UploadRequest
+	(*UploadResponse)(nil),        // 17: cloister.v1.UploadResponse
+	(*BeginUploadRequest)(nil),    // 18: cloister.v1.BeginUploadRequest
+	(*BeginUploadResponse)(nil),   // 19: cloister.v1.BeginUploadResponse
+	(*PutChunkRequest)(nil),       // 20: cloister.v1.PutChunkRequest
+	(*PutChunkResponse)(nil),      // 21: cloister.v1.PutChunkResponse
+	(*CommitUploadRequest)(nil),   // 22: cloister.v1.CommitUploadRequest
+	(*GetResultRequest)(nil),      // 23: cloister.v1.GetResultRequest
+	(*GetResultResponse)(nil),     // 24: cloister.v1.GetResultResponse
+	(*ResultStream)(nil),          // 25: cloister.v1.ResultStream
+	(*ReadResultRequest)(nil),     // 26: cloister.v1.ReadResultRequest
+	(*ReadResultResponse)(nil),    // 27: cloister.v1.ReadResultResponse
+	(*CloseSessionRequest)(nil),   // 28: cloister.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),  // 29: cloister.v1.CloseSessionResponse
+	nil,                           // 30: cloister.v1.RunReport.MissingProtectionsEntry
 }
 var file_cloister_v1_session_proto_depIdxs = []int32{
-	14, // 0: cloister.v1.CreateSessionRequest.auth:type_name -> cloister.v1.SignedRequest
-	29, // 1: cloister.v1.RunReport.missing_protections:type_name -> cloister.v1.RunReport.MissingProtectionsEntry
-	0,  // 2: cloister.v1.GetStatusResponse.state:type_name -> cloister.v1.SessionState
-	4,  // 3: cloister.v1.GetStatusResponse.programs:type_name -> cloister.v1.Slot
-	4,  // 4: cloister.v1.GetStatusResponse.inputs:type_name -> cloister.v1.Slot
-	5,  // 5: cloister.v1.GetStatusResponse.outputs:type_name -> cloister.v1.OutputInfo
-	6,  // 6: cloister.v1.GetStatusResponse.report:type_name -> cloister.v1.RunReport
-	7,  // 7: cloister.v1.GetStatusResponse.events:type_name -> cloister.v1.Event
-	12, // 8: cloister.v1.AttestResponse.evidence:type_name -> cloister.v1.Evidence
-	14, // 9: cloister.v1.UploadRequest.auth:type_name -> cloister.v1.SignedRequest
-	0,  // 10: cloister.v1.UploadResponse.state:type_name -> cloister.v1.SessionState
-	14, // 11: cloister.v1.BeginUploadRequest.auth:type_name -> cloister.v1.SignedRequest
-	14, // 12: cloister.v1.CommitUploadRequest.auth:type_name -> cloister.v1.SignedRequest
-	14, // 13: cloister.v1.GetResultRequest.auth:type_name -> cloister.v1.SignedRequest
-	6,  // 14: cloister.v1.GetResultResponse.report:type_name -> cloister.v1.RunReport
-	24, // 15: cloister.v1.GetResultResponse.stream:type_name -> cloister.v1.ResultStream
-	14, // 16: cloister.v1.CloseSessionRequest.auth:type_name -> cloister.v1.SignedRequest
-	0,  // 17: cloister.v1.CloseSessionResponse.state:type_name -> cloister.v1.SessionState
-	1,  // 18: cloister.v1.NodeService.CreateSession:input_type -> cloister.v1.CreateSessionRequest
-	3,  // 19: cloister.v1.NodeService.GetStatus:input_type -> cloister.v1.GetStatusRequest
-	9,  // 20: cloister.v1.NodeService.GetNodeInfo:input_type -> cloister.v1.GetNodeInfoRequest
-	11, // 21: cloister.v1.SessionService.Attest:input_type -> cloister.v1.AttestRequest
-	15, // 22: cloister.v1.SessionService.UploadProgram:input_type -> cloister.v1.UploadRequest
-	15, // 23: cloister.v1.SessionService.UploadInput:input_type -> cloister.v1.UploadRequest
-	17, // 24: cloister.v1.SessionService.BeginUpload:input_type -> cloister.v1.BeginUploadRequest
-	19, // 25: cloister.v1.SessionService.PutChunk:input_type -> cloister.v1.PutChunkRequest
-	21, // 26: cloister.v1.SessionService.CommitUpload:input_type -> cloister.v1.CommitUploadRequest
-	22, // 27: cloister.v1.SessionService.GetResult:input_type -> cloister.v1.GetResultRequest
-	25, // 28: cloister.v1.SessionService.ReadResult:input_type -> cloister.v1.ReadResultRequest
-	27, // 29: cloister.v1.SessionService.CloseSession:input_type -> cloister.v1.CloseSessionRequest
-	2,  // 30: cloister.v1.NodeService.CreateSession:output_type -> cloister.v1.CreateSessionResponse
-	8,  // 31: cloister.v1.NodeService.GetStatus:output_type -> cloister.v1.GetStatusResponse
-	10, // 32: cloister.v1.NodeService.GetNodeInfo:output_type -> cloister.v1.GetNodeInfoResponse
-	13, // 33: cloister.v1.SessionService.Attest:output_type -> cloister.v1.AttestResponse
-	16, // 34: cloister.v1.SessionService.UploadProgram:output_type -> cloister.v1.UploadResponse
-	16, // 35: cloister.v1.SessionService.UploadInput:output_type -> cloister.v1.UploadResponse
-	18, // 36: cloister.v1.SessionService.BeginUpload:output_type -> cloister.v1.BeginUploadResponse
-	20, // 37: cloister.v1.SessionService.PutChunk:output_type -> cloister.v1.PutChunkResponse
-	16, // 38: cloister.v1.SessionService.CommitUpload:output_type -> cloister.v1.UploadResponse
-	23, // 39: cloister.v1.SessionService.GetResult:output_type -> cloister.v1.GetResultResponse
-	26, // 40: cloister.v1.SessionService.ReadResult:output_type -> cloister.v1.ReadResultResponse
-	28, // 41: cloister.v1.SessionService.CloseSession:output_type -> cloister.v1.CloseSessionResponse
-	30, // [30:42] is the sub-list for method output_type
-	18, // [18:30] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	15, // 0: cloister.v1.CreateSessionRequest.auth:type_name -> cloister.v1.SignedRequest
+	2,  // 1: cloister.v1.CreateSessionRequest.replica:type_name -> cloister.v1.ReplicaSet
+	30, // 2: cloister.v1.RunReport.missing_protections:type_name -> cloister.v1.RunReport.MissingProtectionsEntry
+	0,  // 3: cloister.v1.GetStatusResponse.state:type_name -> cloister.v1.SessionState
+	5,  // 4: cloister.v1.GetStatusResponse.programs:type_name -> cloister.v1.Slot
+	5,  // 5: cloister.v1.GetStatusResponse.inputs:type_name -> cloister.v1.Slot
+	6,  // 6: cloister.v1.GetStatusResponse.outputs:type_name -> cloister.v1.OutputInfo
+	7,  // 7: cloister.v1.GetStatusResponse.report:type_name -> cloister.v1.RunReport
+	8,  // 8: cloister.v1.GetStatusResponse.events:type_name -> cloister.v1.Event
+	13, // 9: cloister.v1.AttestResponse.evidence:type_name -> cloister.v1.Evidence
+	15, // 10: cloister.v1.UploadRequest.auth:type_name -> cloister.v1.SignedRequest
+	0,  // 11: cloister.v1.UploadResponse.state:type_name -> cloister.v1.SessionState
+	15, // 12: cloister.v1.BeginUploadRequest.auth:type_name -> cloister.v1.SignedRequest
+	15, // 13: cloister.v1.CommitUploadRequest.auth:type_name -> cloister.v1.SignedRequest
+	15, // 14: cloister.v1.GetResultRequest.auth:type_name -> cloister.v1.SignedRequest
+	7,  // 15: cloister.v1.GetResultResponse.report:type_name -> cloister.v1.RunReport
+	25, // 16: cloister.v1.GetResultResponse.stream:type_name -> cloister.v1.ResultStream
+	15, // 17: cloister.v1.CloseSessionRequest.auth:type_name -> cloister.v1.SignedRequest
+	0,  // 18: cloister.v1.CloseSessionResponse.state:type_name -> cloister.v1.SessionState
+	1,  // 19: cloister.v1.NodeService.CreateSession:input_type -> cloister.v1.CreateSessionRequest
+	4,  // 20: cloister.v1.NodeService.GetStatus:input_type -> cloister.v1.GetStatusRequest
+	10, // 21: cloister.v1.NodeService.GetNodeInfo:input_type -> cloister.v1.GetNodeInfoRequest
+	12, // 22: cloister.v1.SessionService.Attest:input_type -> cloister.v1.AttestRequest
+	16, // 23: cloister.v1.SessionService.UploadProgram:input_type -> cloister.v1.UploadRequest
+	16, // 24: cloister.v1.SessionService.UploadInput:input_type -> cloister.v1.UploadRequest
+	18, // 25: cloister.v1.SessionService.BeginUpload:input_type -> cloister.v1.BeginUploadRequest
+	20, // 26: cloister.v1.SessionService.PutChunk:input_type -> cloister.v1.PutChunkRequest
+	22, // 27: cloister.v1.SessionService.CommitUpload:input_type -> cloister.v1.CommitUploadRequest
+	23, // 28: cloister.v1.SessionService.GetResult:input_type -> cloister.v1.GetResultRequest
+	26, // 29: cloister.v1.SessionService.ReadResult:input_type -> cloister.v1.ReadResultRequest
+	28, // 30: cloister.v1.SessionService.CloseSession:input_type -> cloister.v1.CloseSessionRequest
+	3,  // 31: cloister.v1.NodeService.CreateSession:output_type -> cloister.v1.CreateSessionResponse
+	9,  // 32: cloister.v1.NodeService.GetStatus:output_type -> cloister.v1.GetStatusResponse
+	11, // 33: cloister.v1.NodeService.GetNodeInfo:output_type -> cloister.v1.GetNodeInfoResponse
+	14, // 34: cloister.v1.SessionService.Attest:output_type -> cloister.v1.AttestResponse
+	17, // 35: cloister.v1.SessionService.UploadProgram:output_type -> cloister.v1.UploadResponse
+	17, // 36: cloister.v1.SessionService.UploadInput:output_type -> cloister.v1.UploadResponse
+	19, // 37: cloister.v1.SessionService.BeginUpload:output_type -> cloister.v1.BeginUploadResponse
+	21, // 38: cloister.v1.SessionService.PutChunk:output_type -> cloister.v1.PutChunkResponse
+	17, // 39: cloister.v1.SessionService.CommitUpload:output_type -> cloister.v1.UploadResponse
+	24, // 40: cloister.v1.SessionService.GetResult:output_type -> cloister.v1.GetResultResponse
+	27, // 41: cloister.v1.SessionService.ReadResult:output_type -> cloister.v1.ReadResultResponse
+	29, // 42: cloister.v1.SessionService.CloseSession:output_type -> cloister.v1.CloseSessionResponse
+	31, // [31:43] is the sub-list for method output_type
+	19, // [19:31] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_cloister_v1_session_proto_init() }
@@ -2277,14 +2373,14 @@ func file_cloister_v1_session_proto_init() {
 	if File_cloister_v1_session_proto != nil {
 		return
 	}
-	file_cloister_v1_session_proto_msgTypes[5].OneofWrappers = []any{}
+	file_cloister_v1_session_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cloister_v1_session_proto_rawDesc), len(file_cloister_v1_session_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
