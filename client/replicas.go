@@ -168,6 +168,11 @@ func CreateReplicas(ctx context.Context, first *Client, lc *lclient.Client, doc 
 	if err := r.load(ctx, 60*time.Second); err != nil {
 		return nil, err
 	}
+	for i, m := range r.Members {
+		if len(r.Members) != len(set.Members) || m.Node != set.Members[i] {
+			return nil, fmt.Errorf("%w: the ledger's replica set %s has members other than the nodes chosen (%s, not %s)", ErrReplicas, r.Set, m.Node, set.Members[i])
+		}
+	}
 	return r, nil
 }
 

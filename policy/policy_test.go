@@ -248,6 +248,14 @@ func TestValidationRules(t *testing.T) {
 		{"replicas zero", func(d map[string]any) { d["replicas"] = 0 }, "replicas", "at least 1"},
 		{"replicas negative", func(d map[string]any) { d["replicas"] = -2 }, "replicas", "at least 1"},
 		{"replicas huge", func(d map[string]any) { d["replicas"] = 1000 }, "replicas", "at most"},
+		{"replicas not deterministic", func(d map[string]any) { d["replicas"] = 3; d["deterministic"] = false }, "replicas", "deterministic"},
+		{"replicas with host calls", func(d map[string]any) {
+			d["replicas"] = 2
+			d["host_calls"] = []any{map[string]any{"name": "cloister.model.call/v1"}}
+		}, "replicas", "host calls"},
+		{"replica_classes unknown", func(d map[string]any) { d["replicas"] = 2; d["replica_classes"] = "same" }, "replica_classes", "distinct"},
+		{"replica_classes alone", func(d map[string]any) { d["replica_classes"] = "distinct" }, "replica_classes", "replicated runs only"},
+		{"replica_classes too few", func(d map[string]any) { d["replicas"] = 2; d["replica_classes"] = "distinct" }, "replica_classes", "an isolate class per replica"},
 		{"expires missing", func(d map[string]any) { delete(d, "expires") }, "expires", "required"},
 		{"expires format", func(d map[string]any) { d["expires"] = "2030-01-01" }, "expires", "RFC 3339"},
 		{"svn beyond 2^53", func(d map[string]any) {
