@@ -173,7 +173,7 @@ func CreateReplicas(ctx context.Context, first *Client, lc *lclient.Client, doc 
 			return nil, fmt.Errorf("%w: the ledger's replica set %s has members other than the nodes chosen (%s, not %s)", ErrReplicas, r.Set, m.Node, set.Members[i])
 		}
 	}
-	return r, nil
+	return r, r.dial(ctx, opts)
 }
 
 // OpenReplicas finds replica set id on the ledger, for a principal that
@@ -184,14 +184,20 @@ func OpenReplicas(ctx context.Context, lc *lclient.Client, id string, pol *polic
 	if err := r.load(ctx, 30*time.Second); err != nil {
 		return nil, err
 	}
+	return r, r.dial(ctx, opts)
+}
+
+// dial makes a client of each member's node.
+func (r *Replicas) dial(ctx context.Context, opts []Option) error {
 	for _, m := range r.Members {
 		c, err := Dial(ctx, m.Endpoint, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("replica on node %s: %w", m.Node, err)
+			r.Close()
+			return fmt.Errorf("replica on node %s: %w", m.Node, err)
 		}
 		r.clients = append(r.clients, c)
 	}
-	return r, nil
+	return nil
 }
 
 // load reads the set until every member joined, at most bound.

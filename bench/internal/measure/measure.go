@@ -128,27 +128,43 @@ func ChildrenCPU(peaks []Peak, root int) time.Duration {
 	return d
 }
 
+// TreeCPU is the CPU time (user and system) of process pid, of its
+// children it reaped, and of its live descendants.
+func TreeCPU(pid int) time.Duration {
+	t := statTicks(pid, 13) // cutime, cstime: its reaped children
+	t += cpuOf(pid)
+	for _, c := range children(pid) {
+		t += cpuOf(c)
+	}
+	return t
+}
+
 // clockTick is the unit of /proc/PID/stat's times (USER_HZ, 100 on Linux).
 const clockTick = 10 * time.Millisecond
 
 // cpuOf reads a process's user and system time from /proc/PID/stat.
-func cpuOf(pid int) time.Duration {
+func cpuOf(pid int) time.Duration { return statTicks(pid, 11) }
+
+// statTicks reads two adjacent times of /proc/PID/stat, from field 14+at
+// of the line counting from the state: at 11, utime and stime; at 13,
+// cutime and cstime.
+func statTicks(pid, at int) time.Duration {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return 0
 	}
-	// pid (comm) state ppid … utime stime: fields 14 and 15; comm may
-	// hold spaces and parentheses.
+	// pid (comm) state ppid … utime stime cutime cstime: comm may hold
+	// spaces and parentheses.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
 		return 0
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
+	if len(f) < at+2 {
 		return 0
 	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
+	u, _ := strconv.ParseInt(f[at], 10, 64)
+	st, _ := strconv.ParseInt(f[at+1], 10, 64)
 	return time.Duration(u+st) * clockTick
 }
 
