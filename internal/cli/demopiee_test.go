@@ -27,7 +27,7 @@ func TestDemoPiee(t *testing.T) {
 	if err := runPieeDemo(ctx, &out, &errOut, bin, false); err != nil {
 		t.Fatalf("demo: %v\n%s%s", err, out.String(), errOut.String())
 	}
-	for _, want := range []string{"test network up", "published 8 operators", "demo: stopped n3", "the draw (checked here from the note)",
+	for _, want := range []string{"test network up", "published 8 operators", "demo: stopped n3", "the validators' VRF shares of the epoch's input", "the draw (checked here from the shares)",
 		"committed H(", "revealed Q = ", "verdict on n2: FAIL", "verdict on n3: UNAVAILABLE", "recomputed here from the signed reveals", "console of", "all steps behaved"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
