@@ -3,14 +3,13 @@ package pieebench
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cloisterhq/cloister/bench/internal/measure"
 	"github.com/cloisterhq/cloister/internal/testbin"
 	"github.com/cloisterhq/cloister/internal/testnet"
 	"github.com/cloisterhq/cloister/keys"
@@ -183,66 +182,12 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// treeCPUs is, for each pid, the CPU time of the process, of its live
-// descendants (a node's warm jailed workers) and of its children already
-// waited for.
+// treeCPUs is, for each pid, measure.TreeCPU: the process, its live
+// descendants (a node's warm jailed workers) and its reaped children.
 func treeCPUs(pids []int) []time.Duration {
-	type proc struct {
-		ppid int
-		cpu  time.Duration
-	}
-	all := map[int]proc{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		ppid, own, waited, ok := statCPU(pid)
-		if ok {
-			all[pid] = proc{ppid, own + waited}
-		}
-	}
 	out := make([]time.Duration, len(pids))
-	for i, root := range pids {
-		for pid, p := range all {
-			for q := pid; q > 1; q = all[q].ppid {
-				if q == root {
-					out[i] += p.cpu
-					break
-				}
-				if _, ok := all[q]; !ok {
-					break
-				}
-			}
-		}
+	for i, pid := range pids {
+		out[i] = measure.TreeCPU(pid)
 	}
 	return out
 }
-
-// statCPU reads /proc/PID/stat: the parent, the process's own user+system
-// time, and its waited-for children's.
-func statCPU(pid int) (ppid int, own, waited time.Duration, ok bool) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, 0, false
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 15 {
-		return 0, 0, 0, false
-	}
-	num := func(k int) time.Duration {
-		v, _ := strconv.ParseInt(f[k-3], 10, 64)
-		return time.Duration(v) * time.Second / clockTicks
-	}
-	pp, _ := strconv.Atoi(f[1])
-	return pp, num(14) + num(15), num(16) + num(17), true
-}
-
-// clockTicks is USER_HZ, 100 on Linux.
-const clockTicks = 100

@@ -3,6 +3,7 @@ package chart
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -180,8 +181,13 @@ func TestValidatorPodRuns(t *testing.T) {
 	// TestNodeInContainer runs it under runc, now in a pod the kubelet
 	// makes from the chart's securityContext.
 	// Owned by root: the root jail has no CAP_DAC_OVERRIDE.
+	// Two nodes, each offering capacity and taking part in PIEE epochs.
 	hostPathVolume(ctx, t, cl, "node-data", filepath.Join(work, "node", "volumes", "node"), 0)
-	vals["node"] = map[string]any{"enabled": true, "replicas": 1, "jail": "root"}
+	hostPathVolume(ctx, t, cl, "node-data-1", filepath.Join(work, "node", "volumes", "node-1"), 0)
+	vals["node"] = map[string]any{"enabled": true, "replicas": 2, "jail": "root",
+		"offer": map[string]any{"ttl": "5m"}, "piee": map[string]any{"enabled": true},
+		// Two nodes and the validator on a kubelet with 2 cores.
+		"resources": map[string]any{"requests": map[string]any{"cpu": "200m", "memory": "256Mi"}, "limits": map[string]any{"memory": "4Gi"}}}
 	vals["ledger"] = map[string]any{"url": "http://" + net.JoinHostPort(pod.Status.PodIP, "26680")}
 	if out, err = render(loadChart(t), ns, vals); err != nil {
 		t.Fatal(err)
@@ -198,6 +204,8 @@ func TestValidatorPodRuns(t *testing.T) {
 	start = time.Now()
 	npod := waitPodReady(ctx, t, cl, c, ns, nodeSts+"-0", filepath.Join(work, "node"))
 	t.Logf("node pod running and ready in %s: %s", time.Since(start).Round(time.Millisecond), podSummary(npod))
+	npod1 := waitPodReady(ctx, t, cl, c, ns, nodeSts+"-1", filepath.Join(work, "node"))
+	t.Logf("second node pod running and ready in %s: %s", time.Since(start).Round(time.Millisecond), podSummary(npod1))
 	hc = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: node.DialContext,
 		// The node's certificate is its own, self-signed; the chart's
 		// probes do not verify it either.
@@ -216,6 +224,8 @@ func TestValidatorPodRuns(t *testing.T) {
 		t.Logf("GET %s: %s %.300s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	hc.CloseIdleConnections()
+
+	pieeEpochInPods(ctx, t, node, cloisterBin, work, cons, api)
 
 	// Teardown leaves nothing behind.
 	stopped = true
@@ -439,4 +449,66 @@ func mountsUnder(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+// pieeEpochInPods runs a PIEE epoch with both node pods as its
+// participants: a member (admitted with the validator's consensus key)
+// publishes the operators and opens an epoch, and every verdict must be
+// a pass the CLI recomputes from the signed reveals — the same protocol
+// as on one host, nothing of it depending on where the nodes run. The
+// CLI runs in the node's network namespace, where pod addresses route.
+func pieeEpochInPods(ctx context.Context, t *testing.T, node *kubetest.Node, cloisterBin, work, cons, api string) {
+	t.Helper()
+	start := time.Now()
+	run := func(argv ...string) string {
+		t.Helper()
+		out, err := node.Run(ctx, append([]string{cloisterBin}, argv...)...)
+		if err != nil {
+			t.Fatalf("cloister %s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+		return out
+	}
+	orgKey := filepath.Join(work, "org1.key")
+	run("key", "new", "--out", orgKey)
+	var pk struct {
+		Signing string `json:"signing_key"`
+	}
+	if err := json.Unmarshal([]byte(run("key", "public", orgKey, "--json")), &pk); err != nil {
+		t.Fatal(err)
+	}
+	pub := pk.Signing
+	vhome := filepath.Join(work, "validator-home")
+	if err := os.MkdirAll(filepath.Join(vhome, "config"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pv, err := os.ReadFile(filepath.Join(cons, "orgs", "org1", "keys", "priv_validator_key.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vhome, "config", "priv_validator_key.json"), pv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run("ledger", "member", "admit", "--ledger", api, "--validator-home", vhome, "--member", pub, "--name", "org1")
+	run("piee", "publish", "--ledger", api, "--key", orgKey)
+	out := run("piee", "run-epoch", "--ledger", api, "--key", orgKey, "--commit", "40s", "--reveal", "20s", "--wait", "--json")
+	var fs []struct {
+		Node     string `json:"node"`
+		Operator string `json:"operator"`
+		Recorded *struct {
+			Outcome string `json:"outcome"`
+		} `json:"recorded"`
+		Agrees bool `json:"agrees"`
+	}
+	if err := json.Unmarshal([]byte(out[max(0, strings.Index(out, "[")):]), &fs); err != nil {
+		t.Fatalf("run-epoch --json: %v\n%s", err, out)
+	}
+	if len(fs) != 2 {
+		t.Fatalf("%d verdicts, want one per node pod:\n%s", len(fs), out)
+	}
+	for _, f := range fs {
+		if f.Recorded == nil || f.Recorded.Outcome != "pass" || !f.Agrees {
+			t.Errorf("node %s (%s): %+v, want a pass the CLI recomputes", f.Node, f.Operator, f.Recorded)
+		}
+	}
+	t.Logf("PIEE epoch with both node pods: %d passes in %s", len(fs), time.Since(start).Round(time.Millisecond))
 }

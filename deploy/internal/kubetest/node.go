@@ -467,6 +467,17 @@ func (n *Node) run(ctx context.Context, argv ...string) (string, error) {
 	return string(out), err
 }
 
+// Run runs a command to completion in the node's network and mount
+// namespaces, bounded by ctx only: a client reaching pods at their
+// addresses, as a process on the host could not.
+func (n *Node) Run(ctx context.Context, argv ...string) (string, error) {
+	a := n.nsenter(argv...)
+	cmd := exec.CommandContext(ctx, a[0], a[1:]...)
+	cmd.Dir = n.Dir
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // inNetNS runs f on an OS thread that has entered the node's network
 // namespace: sockets f creates belong to that namespace.
 func (n *Node) inNetNS(f func() error) error {
