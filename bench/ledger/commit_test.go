@@ -120,7 +120,7 @@ func cpuTime() time.Duration {
 
 // BenchmarkLatency measures the commit latency of one entry at a time, from
 // submit to committed receipt, on an idle ledger and under background
-// load: 1000 entries/s offered at a steady rate, or 128 submitters
+// load: 1000 or 4000 entries/s offered at a steady rate, or 128 submitters
 // appending back to back (saturation). Operation = one probe entry; run
 // with -benchtime=300x. bg-entries/s is the load the ledger actually
 // committed meanwhile.
@@ -133,6 +133,11 @@ func BenchmarkLatency(b *testing.B) {
 		b.Run("idle/http", func(b *testing.B) { latency(b, s, e.c, nil) })
 		b.Run("load-1000per-s/append", func(b *testing.B) {
 			latency(b, s, e.l, func() *load { return startLoad(b, e.l, s, 1000, 0) })
+		})
+		// About half the single validator's peak on this machine with
+		// in-process submitters (docs/performance.md).
+		b.Run("load-4000per-s/append", func(b *testing.B) {
+			latency(b, s, e.l, func() *load { return startLoad(b, e.l, s, 4000, 0) })
 		})
 		b.Run("load-saturated-c128/append", func(b *testing.B) {
 			latency(b, s, e.l, func() *load { return startLoad(b, e.l, s, 0, 128) })
