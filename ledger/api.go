@@ -71,6 +71,7 @@ func (ln *ledgerNode) handler() *http.ServeMux {
 	mux.HandleFunc("GET /v1/genesis", ln.handleGenesis)
 	mux.HandleFunc("GET /v1/status", ln.handleStatus)
 	mux.HandleFunc("GET /v1/members/{key}", ln.handleMember)
+	mux.HandleFunc("GET /v1/keys/{key}", ln.handleKeys)
 	mux.HandleFunc("GET /v1/offers", ln.handleOffers)
 	mux.HandleFunc("GET /v1/market/requests/{id}", ln.handleMarketRequest)
 	mux.HandleFunc("GET /v1/market/records", ln.handleMarketRecords)

@@ -113,7 +113,14 @@ func validateEntry(v blockView, rs *ruleSet, se *verify.SignedEntry, index uint6
 			return nil, reject(verify.CodeMalformed, "%s body: %v", e.Kind, err)
 		}
 	}
-	ws, rej := rule(&ruleCtx{v: v, pub: pub, index: index, height: height, now: now, body: &b, se: se})
+	principal := pub
+	if rs.keyRotation {
+		var rej *verify.RejectedError
+		if principal, rej = signingPrincipal(v, pub); rej != nil {
+			return nil, rej
+		}
+	}
+	ws, rej := rule(&ruleCtx{v: v, pub: principal, index: index, height: height, now: now, body: &b, se: se})
 	if rej != nil {
 		return nil, rej
 	}
@@ -136,7 +143,9 @@ func nonceHeld(v blockView, se *verify.SignedEntry, holder []byte) *verify.Rejec
 }
 
 type ruleCtx struct {
-	v      blockView
+	v blockView
+	// pub is the submitter: the principal whose key signed the entry (its
+	// first key, since rule version 12 lets principals rotate keys).
 	pub    ed25519.PublicKey
 	index  uint64
 	height int64

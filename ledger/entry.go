@@ -53,9 +53,11 @@ const (
 	KindPieeCommit   verify.Kind = challenge.KindCommit
 	KindPieeReveal   verify.Kind = challenge.KindReveal
 	KindPieeVerdict  verify.Kind = challenge.KindVerdict
-	// Replicated sessions (rule version 10, replicas.go).
+	// Replicated sessions (rule version 11, replicas.go).
 	KindReplicaResult      verify.Kind = "replica.result"
 	KindReplicaDiscrepancy verify.Kind = "replica.discrepancy"
+	// Principals' key rotation (rule version 12, keyrotation.go).
+	KindKeyRotated verify.Kind = verify.KindKeyRotated
 )
 
 // Kinds lists every kind the state machine accepts under the latest rule

@@ -82,8 +82,13 @@ const (
 	// session key, replica.discrepancy records results that disagree
 	// (decision 0134).
 	RulesV11 = 11
+	// RulesV12 lets principals rotate their keys (keyrotation.go):
+	// key.rotated, signed with the current key and by the next one, after
+	// which the old key is refused and the new one acts as the principal
+	// (decision 0153).
+	RulesV12 = 12
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV11
+	LatestRules = RulesV12
 )
 
 // ruleSet is what one rule version accepts.
@@ -92,7 +97,10 @@ type ruleSet struct {
 	// maxBodyDepth, when not 0, bounds the nesting of entry bodies (as
 	// verify.Depth counts it) beyond what the canonical form allows.
 	maxBodyDepth int
-	kinds        map[verify.Kind]kindRule
+	// keyRotation: entries are judged as their principal's, and keys
+	// rotated away from are refused (keyrotation.go).
+	keyRotation bool
+	kinds       map[verify.Kind]kindRule
 }
 
 // ruleSets holds every version's rules; a package variable initialised by
@@ -160,7 +168,10 @@ func makeRuleSets() map[int]*ruleSet {
 	v11.kinds[KindSessionEvent] = ruleSessionEventV11
 	v11.kinds[KindReplicaResult] = ruleReplicaResult
 	v11.kinds[KindReplicaDiscrepancy] = ruleReplicaDiscrepancy
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11}
+	v12 := v11.next(RulesV12)
+	v12.keyRotation = true
+	v12.kinds[KindKeyRotated] = ruleKeyRotated
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

@@ -48,7 +48,7 @@ the base URL of any validator's API. The guide is docs/ledger.md.`,
 	}
 	cmd.AddCommand(newLedgerTestnetCmd(), newLedgerStartCmd(), newLedgerAppendCmd(), newLedgerGetCmd(),
 		newLedgerProofCmd(), newLedgerVerifyCmd(), newLedgerTailCmd(), newLedgerMemberCmd(), newLedgerRulesCmd(),
-		newLedgerProposeCmd(), newLedgerApproveCmd(), newLedgerMembersCmd(), newLedgerWitnessCmd())
+		newLedgerProposeCmd(), newLedgerApproveCmd(), newLedgerMembersCmd(), newLedgerWitnessCmd(), newLedgerKeyCmd())
 	return cmd
 }
 
