@@ -22,7 +22,6 @@ import (
 
 	"github.com/cloisterhq/cloister/internal/backup"
 	"github.com/cloisterhq/cloister/jcs"
-	"github.com/cloisterhq/cloister/keys"
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/verify"
@@ -295,31 +294,18 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 		if err != nil {
 			return err
 		}
-		k, err := keys.Load(keyFile)
+		k, err := loadPrincipalKey("ledger append", keyFile)
 		if err != nil {
-			if errors.Is(err, keys.ErrPermissions) {
-				return failure(err)
-			}
-			return usageError("ledger append: %v", err)
+			return err
 		}
-		se, err := verify.NewEntry(k.Signer(), verify.Kind(kind), json.RawMessage(raw))
+		se, err := verify.NewEntry(k, verify.Kind(kind), json.RawMessage(raw))
 		if err != nil {
 			return usageError("ledger append: --body: %v", err)
 		}
 		if wait <= 0 {
 			return usageError("ledger append: --wait must be positive")
 		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
-		rc, err := appendWatched(ctx, cmd, c, se, wait)
-		if err != nil {
-			return ledgerFailure("ledger append", c, err)
-		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), receiptJSON{Index: rc.Index, Height: rc.Height, LeafHash: b64(rc.LeafHash[:])})
-		}
-		fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
-		return nil
+		return appendAndPrint(cmd, "ledger append", c, se, wait, asJSON)
 	}
 	f := cmd.Flags()
 	f.StringVar(&keyFile, "key", "", "principal key file whose Ed25519 key signs the entry")
@@ -339,6 +325,22 @@ const stallAfter = 6 * time.Second
 // waits it reports the wait and watches the ledger's height, so that an
 // entry left uncommitted because the ledger makes no block says that too
 // few validators are up.
+// appendAndPrint appends se, waiting up to wait for its commit, and
+// prints its index (with asJSON, its receipt).
+func appendAndPrint(cmd *cobra.Command, what string, c *client.Client, se *verify.SignedEntry, wait time.Duration, asJSON bool) error {
+	ctx, stop := signalContext(cmd)
+	defer stop()
+	rc, err := appendWatched(ctx, cmd, c, se, wait)
+	if err != nil {
+		return ledgerFailure(what, c, err)
+	}
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), receiptJSON{Index: rc.Index, Height: rc.Height, LeafHash: b64(rc.LeafHash[:])})
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
+	return nil
+}
+
 func appendWatched(ctx context.Context, cmd *cobra.Command, c *client.Client, se *verify.SignedEntry, wait time.Duration) (verify.Receipt, error) {
 	actx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()

@@ -85,17 +85,7 @@ ledger is unreachable; 2 bad usage or unreadable key files.`,
 		if err != nil {
 			return usageError("ledger key rotate: %v", err)
 		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
-		rc, err := appendWatched(ctx, cmd, c, se, wait)
-		if err != nil {
-			return ledgerFailure("ledger key rotate", c, err)
-		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), receiptJSON{Index: rc.Index, Height: rc.Height, LeafHash: b64(rc.LeafHash[:])})
-		}
-		fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
-		return nil
+		return appendAndPrint(cmd, "ledger key rotate", c, se, wait, asJSON)
 	}
 	f := cmd.Flags()
 	f.StringVar(&oldFile, "key", "", "principal key file of the current key (signs the rotation)")
