@@ -25,17 +25,7 @@ func appendEntry(cmd *cobra.Command, c *client.Client, key ed25519.PrivateKey, k
 	if err != nil {
 		return usageError("%s: %v", what, err)
 	}
-	ctx, stop := signalContext(cmd)
-	defer stop()
-	rc, err := appendWatched(ctx, cmd, c, se, 30*time.Second)
-	if err != nil {
-		return ledgerFailure(what, c, err)
-	}
-	if asJSON {
-		return printJSON(cmd.OutOrStdout(), receiptJSON{Index: rc.Index, Height: rc.Height, LeafHash: b64(rc.LeafHash[:])})
-	}
-	fmt.Fprintln(cmd.OutOrStdout(), rc.Index)
-	return nil
+	return appendAndPrint(cmd, what, c, se, 30*time.Second, asJSON)
 }
 
 // aclTime reads an RFC 3339 time or +DURATION from now, in the one form
