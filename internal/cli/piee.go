@@ -137,7 +137,8 @@ func newPieeRunEpochCmd() *cobra.Command {
 		Long: `run-epoch appends a piee.epoch entry signed by --key (a consortium member's
 or a registered node's): every registered node with a live offer is
 challenged. The ledger refuses it while the latest epoch still takes
-reveals. With --wait it waits until every challenge has a verdict (at most
+reveals, and (rule version 10 on) within 10 minutes of block time of the
+previous epoch's opening, whoever opened it. With --wait it waits until every challenge has a verdict (at most
 the two windows plus a minute) and prints them, each recomputed here from
 the signed reveals.
 
