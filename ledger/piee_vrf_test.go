@@ -3,7 +3,12 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +93,45 @@ func TestFourValidatorsVRFBeacon(t *testing.T) {
 		if err != nil || len(other.Draw) != 2 || other.Draw[0].Seed != ep.Draw[0].Seed {
 			t.Fatalf("%s: %v", h.APIURL, errors.Join(err, errors.New("another draw")))
 		}
+	}
+	// A server lying about the draw, or serving shares short of the
+	// quorum, is caught by the client.
+	vs0, err := lc.Validators(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lie := func(edit func(map[string]any)) error {
+		resp, err := http.Get(homes[0].APIURL + "/v1/piee/epochs/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var doc map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+			t.Fatal(err)
+		}
+		edit(doc)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { json.NewEncoder(w).Encode(doc) }))
+		defer srv.Close()
+		c, _ := lclient.New(srv.URL)
+		_, err = c.PieeEpoch(ctx, 1, vs0)
+		return err
+	}
+	if err := lie(func(doc map[string]any) {
+		d := doc["draw"].([]any)
+		d[0].(map[string]any)["seed"], d[1].(map[string]any)["seed"] = d[1].(map[string]any)["seed"], d[0].(map[string]any)["seed"]
+	}); err == nil || !strings.Contains(err.Error(), "not the one its VRF shares give") {
+		t.Fatalf("a swapped draw: %v", err)
+	}
+	if err := lie(func(doc map[string]any) {
+		var kept []any
+		for _, e := range doc["entries"].([]any) {
+			if !strings.Contains(fmt.Sprint(e), challenge.KindBeacon) {
+				kept = append(kept, e)
+			}
+		}
+		doc["entries"] = kept
+	}); err == nil || !strings.Contains(err.Error(), "without its piee.beacon entry") {
+		t.Fatalf("a draw without its shares: %v", err)
 	}
 }
