@@ -220,3 +220,36 @@ func BenchmarkShare(b *testing.B) {
 		}
 	})
 }
+
+// TestWithholdingBound: what withholding leaves a coalition, counted. With
+// four validators of equal power every subset of their shares holding
+// more than 2/3 gives a beacon — the full set and the four sets of three,
+// Σ_{j≤1} C(4, j) = 5 distinct values — and every smaller subset gives
+// none: the bound docs/piee.md states.
+func TestWithholdingBound(t *testing.T) {
+	keys := newKeys(t, 4)
+	vs := voters(keys)
+	alpha := Alpha("bound", 3, [32]byte{9})
+	seen := map[[32]byte]bool{}
+	for mask := range 1 << len(keys) {
+		var sub []ed25519.PrivateKey
+		for i, k := range keys {
+			if mask&(1<<i) != 0 {
+				sub = append(sub, k)
+			}
+		}
+		if len(sub) == 0 {
+			continue
+		}
+		b, err := CombineShares(shares(sub, alpha, 3), alpha, vs)
+		if (err == nil) != (len(sub) >= 3) {
+			t.Fatalf("%d of 4 shares: %v", len(sub), err)
+		}
+		if err == nil {
+			seen[b] = true
+		}
+	}
+	if len(seen) != 5 {
+		t.Fatalf("%d distinct beacons from every quorum of shares, want 5", len(seen))
+	}
+}
