@@ -298,6 +298,9 @@ func (r *Replicas) Agreement(ctx context.Context, statePath string, attested []*
 			continue
 		}
 		committed++
+		if cl := attested[i].Claims(); cl.Class == attest.ClassSoftware && cl.Signer != m.Node {
+			return "", fmt.Errorf("%w: the session attested for replica %s was signed by platform key %s", ErrReplicas, m.Node, cl.Signer)
+		}
 		if m.Session != attested[i].ID() || !bytes.Equal(m.SessionKey, attested[i].SessionKey()) {
 			return "", fmt.Errorf("%w: the result of replica %s (organisation %s) is not signed by the session key its attestation pinned", ErrReplicas, m.Node, m.Organisation)
 		}

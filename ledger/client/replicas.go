@@ -191,8 +191,9 @@ func (c *Client) ReplicaSet(ctx context.Context, id string) (*ReplicaSet, map[ui
 // checked as Verify checks an entry: the checkpoint signed by the
 // validator set followed from the pinned genesis (the state file at
 // statePath, "" for the default), each entry's inclusion proof in it.
-// An entry newer than the latest checkpoint is an error wrapping
-// verify.ErrNotIncluded: try again shortly.
+// An entry newer than the latest checkpoint counts as not there yet: its
+// member has not joined or committed, the discrepancy is unknown (try
+// again shortly).
 func (c *Client) VerifiedReplicaSet(ctx context.Context, statePath, id string) (*ReplicaSet, error) {
 	rs, txs, err := c.ReplicaSet(ctx, id)
 	if err != nil {
@@ -202,7 +203,25 @@ func (c *Client) VerifiedReplicaSet(ctx context.Context, statePath, id string) (
 	if err != nil {
 		return nil, err
 	}
+	// What the latest checkpoint does not cover yet counts as not there:
+	// a result is pending, a discrepancy unknown, until it is.
+	size := res.Checkpoint.Size
+	for i := range rs.Members {
+		m := &rs.Members[i]
+		if m.Result >= size {
+			m.Result, m.Digest, m.SessionKey, m.Signature = 0, "", nil, nil
+		}
+		if m.Created >= size {
+			m.Created, m.Session = 0, ""
+		}
+	}
+	if rs.Discrepancy >= size {
+		rs.Discrepancy = 0
+	}
 	for i, tx := range txs {
+		if i >= size {
+			continue
+		}
 		e, err := c.verifyEntry(ctx, res.Checkpoint, i)
 		if err != nil {
 			return nil, err
