@@ -96,6 +96,23 @@ func candidates(offers *lclient.OfferList, pol *policy.Policy) []candidate {
 	return out
 }
 
+// choose takes cands[first], then the others in order, skipping any of an
+// organisation (or, when distinct, an isolate class) already taken, until
+// it holds n; fewer when cands do not allow n.
+func choose(cands []candidate, first, n int, distinct bool) []candidate {
+	chosen := []candidate{cands[first]}
+	for _, c := range cands {
+		if len(chosen) == n {
+			break
+		}
+		if slices.ContainsFunc(chosen, func(x candidate) bool { return x.org == c.org || distinct && x.class == c.class }) {
+			continue
+		}
+		chosen = append(chosen, c)
+	}
+	return chosen
+}
+
 // CreateReplicas starts a replicated session of the policy document doc
 // (whose parsed form is pol, asking for N > 1 replicas): the node first
 // talks to and N−1 others from the ledger's live offers, no two of one
@@ -118,17 +135,8 @@ func CreateReplicas(ctx context.Context, first *Client, lc *lclient.Client, doc 
 	if i < 0 {
 		return nil, fmt.Errorf("%w: node %s (%s) has no live offer the policy accepts on the ledger, with an organisation: replicas are chosen among those", ErrReplicas, first.base, info.PlatformKey)
 	}
-	chosen := []candidate{cands[i]}
 	distinct := pol.ReplicaClasses == policy.ReplicaClassesDistinct
-	for _, c := range cands {
-		if len(chosen) == n {
-			break
-		}
-		if slices.ContainsFunc(chosen, func(x candidate) bool { return x.org == c.org || distinct && x.class == c.class }) {
-			continue
-		}
-		chosen = append(chosen, c)
-	}
+	chosen := choose(cands, i, n, distinct)
 	if len(chosen) < n {
 		byOrg := map[string][]string{}
 		for _, c := range cands {
