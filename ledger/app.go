@@ -42,8 +42,9 @@ type app struct {
 	rules  ruleSchedule // nil before InitChain
 
 	// withholdVRF makes this validator vote without its VRF shares, as a
-	// validator biasing the PIEE beacon would (set only by tests).
-	withholdVRF atomic.Bool
+	// validator biasing the PIEE beacon would; forgeVRF makes it send
+	// shares that do not verify (both set only by tests).
+	withholdVRF, forgeVRF atomic.Bool
 
 	// ticks carries the heights after which a tick is wanted (tick.go).
 	ticks chan int64

@@ -152,7 +152,11 @@ func (a *app) extend(key ed25519.PrivateKey) []byte {
 	st, _ := a.state()
 	ext := ed25519.Sign(key, []byte(a.checkpointOf(st.Size, st.Root).Text()))
 	if _, alpha, ok := a.pendingVRF(st.Height + 1); ok && !a.withholdVRF.Load() {
-		ext = append(ext, challenge.Prove(key, alpha)...)
+		share := challenge.Prove(key, alpha)
+		if a.forgeVRF.Load() {
+			share[40] ^= 1 // inside the proof's challenge
+		}
+		ext = append(ext, share...)
 	}
 	return ext
 }

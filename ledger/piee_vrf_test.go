@@ -19,16 +19,28 @@ import (
 )
 
 // TestFourValidatorsVRFBeacon: under CometBFT with four validators, one
-// of which withholds its VRF share, an epoch still gets its beacon from
-// the other three's shares in their vote extensions, and a client checks
-// every share and recomputes the draw from what the ledger serves.
+// of which withholds its VRF share — or sends one that does not verify,
+// which the others' VerifyVoteExtension refuses, so that its vote counts
+// for nothing — an epoch still gets its beacon from the other three's
+// shares in their vote extensions, and a client checks every share and
+// recomputes the draw from what the ledger serves.
 func TestFourValidatorsVRFBeacon(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs four validators; skipped with -short")
 	}
+	for _, bad := range []string{"withholds", "forges"} {
+		t.Run(bad, func(t *testing.T) { fourValidatorsVRF(t, bad == "forges") })
+	}
+}
+
+func fourValidatorsVRF(t *testing.T, forge bool) {
 	homes, vs := startTestnet(t, 4)
 	withheld := vs[3].ln.app.privKey.Public().(ed25519.PublicKey)
-	vs[3].ln.app.withholdVRF.Store(true)
+	if forge {
+		vs[3].ln.app.forgeVRF.Store(true)
+	} else {
+		vs[3].ln.app.withholdVRF.Store(true)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	org := newTestKey(t)
@@ -79,20 +91,30 @@ func TestFourValidatorsVRFBeacon(t *testing.T) {
 		}
 	}
 	if shares == nil || len(shares.Shares) != 3 {
-		t.Fatalf("beacon shares: %+v, want the three validators that did not withhold", shares)
+		t.Fatalf("beacon shares: %+v, want the three honest validators'", shares)
 	}
 	for _, s := range shares.Shares {
 		if s.Validator == protocol.FormatEd25519Key(withheld) {
-			t.Fatal("the withholding validator's share is on the ledger")
+			t.Fatal("the misbehaving validator's share is on the ledger")
 		}
 	}
-	// Every validator serves the same draw.
+	// Every validator serves the same draw (once it has the block).
 	for _, h := range homes {
 		c, _ := lclient.New(h.APIURL)
-		other, err := c.PieeEpoch(ctx, 1, nil)
-		if err != nil || len(other.Draw) != 2 || other.Draw[0].Seed != ep.Draw[0].Seed {
-			t.Fatalf("%s: %v", h.APIURL, errors.Join(err, errors.New("another draw")))
+		for {
+			other, err := c.PieeEpoch(ctx, 1, nil)
+			if err == nil && other.Draw == nil && ctx.Err() == nil {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if err != nil || len(other.Draw) != 2 || other.Draw[0].Seed != ep.Draw[0].Seed {
+				t.Fatalf("%s: %v", h.APIURL, errors.Join(err, errors.New("another draw")))
+			}
+			break
 		}
+	}
+	if forge {
+		return
 	}
 	// A server lying about the draw, or serving shares short of the
 	// quorum, is caught by the client.
