@@ -49,6 +49,11 @@ type app struct {
 	// ticks carries the heights after which a tick is wanted (tick.go).
 	ticks chan int64
 
+	// retainBlocks and retained: block pruning (pruning.go; consensus
+	// connection only).
+	retainBlocks int64
+	retained     int64
+
 	// block is the block between FinalizeBlock and Commit (consensus
 	// connection only).
 	block *pendingBlock
@@ -549,7 +554,7 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	if b.state.checkpointPending() {
 		a.signalTick(b.state.Height)
 	}
-	return &abci.CommitResponse{}, nil
+	return &abci.CommitResponse{RetainHeight: a.retainHeight(b.state)}, nil
 }
 
 func (a *app) Query(_ context.Context, req *abci.QueryRequest) (*abci.QueryResponse, error) {

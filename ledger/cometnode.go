@@ -274,7 +274,7 @@ type ledgerNode struct {
 	loops chan struct{} // closed when the tick loop has returned
 }
 
-func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *slog.Logger, verbose bool) (*ledgerNode, error) {
+func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *slog.Logger, verbose bool, retainBlocks int64) (*ledgerNode, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -302,6 +302,7 @@ func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *sl
 		st.close()
 		return nil, err
 	}
+	a.retainBlocks = max(retainBlocks, 0)
 	n, err := node.NewNode(ctx, c, pv, nk, clientCreator{a},
 		node.DefaultGenesisDocProviderFunc(c), guardedDBProvider(logger),
 		node.DefaultMetricsProvider(c.Instrumentation), newCometLogger(logger, verbose))

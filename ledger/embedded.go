@@ -25,6 +25,10 @@ type EmbeddedOptions struct {
 	Logger *slog.Logger
 	// Verbose passes CometBFT's info and debug lines to Logger as well.
 	Verbose bool
+	// RetainBlocks, when positive, prunes CometBFT's blocks older than the
+	// last RetainBlocks once a cosigned checkpoint covers their entries
+	// (pruning.go); 0 keeps every block.
+	RetainBlocks int64
 }
 
 // Embedded is a single-validator ledger running inside the calling
@@ -69,7 +73,7 @@ func OpenEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embed
 	// a port the kernel picks as it binds (a port chosen beforehand could
 	// be taken by someone else before CometBFT binds it).
 	hc.P2PListen = ""
-	ln, err := startLedgerNode(ctx, dir, hc, opts.Logger, opts.Verbose)
+	ln, err := startLedgerNode(ctx, dir, hc, opts.Logger, opts.Verbose, opts.RetainBlocks)
 	if err != nil {
 		return nil, fmt.Errorf("embedded ledger: %w", err)
 	}

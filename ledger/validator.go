@@ -22,6 +22,11 @@ type StartOptions struct {
 	Verbose bool
 	// APILimits bound the HTTP API's listener (zero fields: defaults).
 	APILimits httpguard.Limits
+	// RetainBlocks, when positive, prunes CometBFT's blocks older than the
+	// last RetainBlocks once a cosigned checkpoint covers their entries
+	// (pruning.go); 0 keeps every block. A pruning validator cannot give
+	// a validator that joins later the blocks it pruned.
+	RetainBlocks int64
 }
 
 // Validator is one validator of a multi-validator ledger running in this
@@ -53,7 +58,7 @@ func StartValidator(ctx context.Context, home string, opts StartOptions) (*Valid
 	if err != nil {
 		return nil, fmt.Errorf("ledger home %s: API address: %w", home, err)
 	}
-	ln, err := startLedgerNode(ctx, home, hc, opts.Logger, opts.Verbose)
+	ln, err := startLedgerNode(ctx, home, hc, opts.Logger, opts.Verbose, opts.RetainBlocks)
 	if err != nil {
 		lis.Close()
 		return nil, err

@@ -189,6 +189,7 @@ func newLedgerStartCmd() *cobra.Command {
 	var (
 		home    string
 		verbose bool
+		retain  int64
 		logs    logFlags
 	)
 	cmd := &cobra.Command{
@@ -206,12 +207,22 @@ are running, so start them all. Logs go to standard error, as text or, with
 process answers) and /readyz (the validator has committed a block and is
 not catching up). SIGINT or SIGTERM stops the validator cleanly.
 
+--retain-blocks N keeps only the last N blocks of CometBFT's block store
+once a cosigned checkpoint covers their entries (the Merkle log keeps every
+entry; clients see no difference). A pruning validator cannot hand the
+pruned blocks to a validator that joins later: keep at least one validator
+that retains every block (the default, 0).
+
 Exit status: 0 stopped by a signal; 1 the validator could not start;
 2 bad usage.`,
 		Example: `  cloister ledger start --home ./testnet/v0
+  cloister ledger start --home ./testnet/v1 --retain-blocks 100000
   for h in ./testnet/v*; do cloister ledger start --home "$h" & done`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if retain < 0 {
+				return usageError("ledger start: --retain-blocks must not be negative")
+			}
 			if home == "" {
 				return usageError("ledger start: --home DIR is required")
 			}
@@ -230,7 +241,7 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			v, err := ledger.StartValidator(startCtx, home, ledger.StartOptions{Logger: log, Verbose: verbose})
+			v, err := ledger.StartValidator(startCtx, home, ledger.StartOptions{Logger: log, Verbose: verbose, RetainBlocks: retain})
 			cancel()
 			if err != nil {
 				return failure(fmt.Errorf("ledger start: %w", err))
@@ -246,6 +257,7 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 	}
 	cmd.Flags().StringVar(&home, "home", "", "validator home directory (from 'cloister ledger testnet')")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log CometBFT's own info and debug lines too")
+	cmd.Flags().Int64Var(&retain, "retain-blocks", 0, "keep only the last N blocks once a checkpoint covers their entries (0: keep all)")
 	logs.add(cmd.Flags())
 	return cmd
 }
