@@ -136,9 +136,13 @@ type embedded struct {
 // openEmbedded opens a fresh embedded ledger. The caller closes it (close
 // is idempotent); tb's cleanup closes it too.
 func openEmbedded(tb testing.TB, dir string) *embedded {
+	return openEmbeddedWith(tb, dir, ledger.EmbeddedOptions{ChainID: "bench-embedded"})
+}
+
+func openEmbeddedWith(tb testing.TB, dir string, opts ledger.EmbeddedOptions) *embedded {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, err := ledger.OpenEmbedded(ctx, dir, ledger.EmbeddedOptions{ChainID: "bench-embedded"})
+	l, err := ledger.OpenEmbedded(ctx, dir, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -111,13 +111,22 @@ func humanBytes(n int64) string {
 // million entries at the marginal rate. app-B/entry and comet-B/entry split
 // the final size; tx-bytes is the entry size; blocks is how many blocks
 // the entries took.
-func BenchmarkStorage(b *testing.B) {
+func BenchmarkStorage(b *testing.B) { storage(b, 0) }
+
+// BenchmarkStoragePruned is BenchmarkStorage with the ledger retaining
+// only its last 50 blocks of CometBFT's block store once a checkpoint
+// covers their entries (ledger.EmbeddedOptions.RetainBlocks); before
+// closing it waits 12 s, so that CometBFT's pruner (every 10 s) has run
+// after the last block.
+func BenchmarkStoragePruned(b *testing.B) { storage(b, 50) }
+
+func storage(b *testing.B, retain int64) {
 	if testing.Short() {
 		b.Skip("commits many entries; skipped under -short")
 	}
 	const step = 10_000
 	dir := b.TempDir()
-	e := openEmbedded(b, dir)
+	e := openEmbeddedWith(b, dir, ledger.EmbeddedOptions{ChainID: "bench-embedded", RetainBlocks: retain})
 	s := newSigners(b, 64)
 	st0 := waitCheckpoint(b, e.c, 0)
 	var tx float64
@@ -144,6 +153,9 @@ func BenchmarkStorage(b *testing.B) {
 	st := waitCheckpoint(b, e.c, uint64(b.N))
 	if st.Size != uint64(b.N) {
 		b.Fatalf("log size %d after %d entries", st.Size, b.N)
+	}
+	if retain > 0 {
+		time.Sleep(12 * time.Second)
 	}
 	if err := e.close(); err != nil {
 		b.Fatal(err)
