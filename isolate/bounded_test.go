@@ -104,7 +104,7 @@ func TestCloseIsPrompt(t *testing.T) {
 // TestCloseWithStuckWorker: a pooled worker that cannot be reaped does not
 // hang Close, which says what it left behind.
 func TestCloseWithStuckWorker(t *testing.T) {
-	j, err := newJailer(context.Background(), nil, 0, &workerBinary{path: "/proc/self/exe"})
+	j, err := newJailer(context.Background(), nil, 0, &workerBinary{path: "/proc/self/exe"}, EngineWazero)
 	if err != nil {
 		t.Fatal(err)
 	}

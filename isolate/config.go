@@ -162,6 +162,9 @@ type Report struct {
 	// HostCalls counts the host calls the host answered (a call refused
 	// before its handler ran is not counted).
 	HostCalls int64 `json:"host_calls,omitempty"`
+	// Engine names the WebAssembly engine that ran the program and its
+	// version ("wazero 1.12.0", "wasmtime 39.0.1").
+	Engine string `json:"engine,omitempty"`
 }
 
 // Names of the output limits in Report.OutputLimitsHit.

@@ -26,7 +26,7 @@ import (
 func TestWASIConformance(t *testing.T) {
 	root := conformanceDir(t)
 	skips := wazeroSkips(t, filepath.Join(root, "wazero-linux.toml"))
-	r := newRuntime(t, Options{})
+	r := newRuntime(t, Options{InProcess: testEngine == EngineWasmtime}) // wasmtime: in process (the tagged build)
 	var passed, failed, skipped int
 	var failures []string
 	for _, suite := range []string{"c", "assemblyscript", "rust"} {

@@ -123,6 +123,20 @@ func (e *executor) preload(ctx context.Context, module []byte) {
 	e.preloaded = &preloadedModule{sum: sha256.Sum256(module), module: module, compiled: cm}
 }
 
+// prepare makes the runtime ahead of the job (without cancellation checks).
+func (e *executor) prepare(ctx context.Context) {
+	if rt, err := e.newRuntime(ctx, false); err == nil {
+		e.prepared = rt
+	}
+	// The WASI definitions are made once: pay for them now, off the job's
+	// path.
+	_, _ = wasiDefinitions()
+}
+
+func (e *executor) holds(sum [32]byte) bool {
+	return e.preloaded != nil && e.preloaded.sum == sum
+}
+
 // errNotPreloaded: the parent sent a job without its module to a worker that
 // does not hold that module. The parent's pool never does.
 var errNotPreloaded = errors.New("isolate: the job names a module this worker has not preloaded")
@@ -221,36 +235,18 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 		}
 		pre = nil
 	}
-	rep := Report{
-		ProgramSHA256: hex.EncodeToString(j.ModuleSHA256[:]),
-		Deterministic: j.Deterministic,
-		Outputs:       []OutputInfo{},
-		Protections:   []string{},
+	var preModule []byte
+	if pre != nil {
+		preModule = pre.module
 	}
-	finish := func(r *Result) *Result {
-		r.Report.WallMS = time.Since(start).Milliseconds()
-		return r
+	run, r, err := beginRun(j, EngineWazero, start, preModule)
+	if r != nil || err != nil {
+		return r, err
 	}
 	if j.Sealed {
-		// Opened here, inside the worker, and compiled without the
-		// compilation cache (below); zeroed when the run ends.
-		mod, err := openSealedModule(j)
-		if err != nil {
-			return finish(invalid(&rep, "the sealed module: %v", err)), nil
-		}
-		defer clear(mod)
-		j.Module = mod
+		defer clear(j.Module)
 	}
-	if j.Module == nil {
-		if pre == nil {
-			return nil, errNotPreloaded
-		}
-		j.Module = pre.module
-	}
-	if err := checkMinMemory(j.Module, j.Memory); err != nil {
-		rep.Outcome, rep.ExitCode, rep.Error = OutcomeMemory, ExitMemory, err.Error()
-		return finish(&Result{Report: rep}), nil
-	}
+	rep, finish := &run.rep, run.finish
 
 	rt := e.prepared
 	e.prepared = nil
@@ -276,16 +272,16 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 	} else {
 		var err error
 		if compiled, err = compileGuarded(ctx, rt, j.Module); err != nil {
-			return finish(invalid(&rep, "invalid module: %v", err)), nil
+			return finish(invalid(rep, "invalid module: %v", err)), nil
 		}
 	}
 	if f, ok := compiled.ExportedFunctions()["_start"]; !ok {
-		return finish(invalid(&rep, "the module exports no _start function (not a WASI command)")), nil
+		return finish(invalid(rep, "the module exports no _start function (not a WASI command)")), nil
 	} else if len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0 {
-		return finish(invalid(&rep, "the module's _start function takes parameters or returns results")), nil
+		return finish(invalid(rep, "the module's _start function takes parameters or returns results")), nil
 	}
 	if err := checkImports(compiled, calls != nil); err != nil {
-		return finish(invalid(&rep, "%v", err)), nil
+		return finish(invalid(rep, "%v", err)), nil
 	}
 	var imports []string
 	hostCalls := false
@@ -321,47 +317,35 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 	for _, kv := range j.Env {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return finish(invalid(&rep, "environment entry %q is not KEY=VALUE", kv)), nil
+			return finish(invalid(rep, "environment entry %q is not KEY=VALUE", kv)), nil
 		}
 		mc = mc.WithEnv(k, v)
 	}
-	var now func() int64
+	clk := newJobClocks(j)
 	if j.Deterministic {
-		clk := &detClock{}
-		epoch := DeterministicEpoch.UnixNano()
-		now = func() int64 { return epoch }
-		mc = mc.WithWalltime(func() (int64, int32) { return epoch / 1e9, int32(epoch % 1e9) }, sys.ClockResolution(1)).
+		mc = mc.WithWalltime(func() (int64, int32) { e := clk.walltime(); return e / 1e9, int32(e % 1e9) }, sys.ClockResolution(1)).
 			WithNanotime(clk.nanotime, sys.ClockResolution(1)).
-			WithNanosleep(clk.sleep).
+			WithNanosleep(clk.nanosleep).
 			WithOsyield(func() {}).
-			WithRandSource(seededReader(j.Seed))
+			WithRandSource(clk.random)
 	} else {
-		now = func() int64 { return time.Now().UnixNano() }
 		// The source must be named: wazero's default (v1.12) is a fixed
 		// fake source that gives every run the same "random" bytes.
 		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep().
-			WithRandSource(cryptorand.Reader)
+			WithRandSource(clk.random)
 	}
 	var gfs *guestFS
 	if j.ConformanceRoot != "" {
 		mc = mc.WithFSConfig(wazero.NewFSConfig().WithDirMount(j.ConformanceRoot, "/"))
 	} else {
-		area, err := j.outputArea()
-		if err != nil {
-			return nil, err
-		}
-		inputs := make(map[string]*inputSource, len(j.InputNames))
-		for i, name := range j.InputNames {
-			if inputs[name], err = inputFromFile(j.inputs[i]); err != nil {
-				return nil, fmt.Errorf("isolate: input %q: %w", name, err)
+		var r *Result
+		var err error
+		if gfs, r, err = j.guestFS(rep, clk.walltime); r != nil || err != nil {
+			if r != nil {
+				r = finish(r)
 			}
-			if slices.Contains(j.SealedInputs, name) {
-				if err := inputs[name].unseal(j.keys[secretInput(name)]); err != nil {
-					return finish(invalid(&rep, "input %q: %v", name, err)), nil
-				}
-			}
+			return r, err
 		}
-		gfs = newGuestFS(inputs, area, j.MaxOutput, j.MaxOutputFiles, now)
 		mc = mc.WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(gfs, "/"))
 	}
 
@@ -382,15 +366,121 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 
 	res := &Result{Stdout: stdout.buf.Bytes(), Stderr: stderr.buf.Bytes()}
 	rep.StdoutTruncated, rep.StderrTruncated = stdout.truncated, stderr.truncated
-	classify(&rep, err, alloc.refused.Load(), ctx.Err())
+	classify(rep, err, alloc.refused.Load(), ctx.Err())
 	if gfs != nil {
 		if res.layouts, rep.OutputLimitsHit, err = gfs.collect(); err != nil {
 			return nil, err
 		}
 	}
-	setWarnings(&rep, j)
-	res.Report = rep
+	setWarnings(rep, j)
+	res.Report = *rep
 	return finish(res), nil
+}
+
+// runStart is a run under way: its report, and when it started.
+type runStart struct {
+	rep   Report
+	start time.Time
+}
+
+// finish stamps r with the run's wall time.
+func (s *runStart) finish(r *Result) *Result {
+	r.Report.WallMS = time.Since(s.start).Milliseconds()
+	return r
+}
+
+// beginRun starts the report of a run of j by engine and loads its module
+// (loadModule); a Result or an error ends the run there.
+func beginRun(j *job, engine string, start time.Time, preloaded []byte) (*runStart, *Result, error) {
+	s := &runStart{rep: newReport(j, engine), start: start}
+	r, err := j.loadModule(&s.rep, preloaded)
+	if r != nil {
+		r = s.finish(r)
+	}
+	return s, r, err
+}
+
+// newReport starts the report of a run of j by engine.
+func newReport(j *job, engine string) Report {
+	return Report{
+		ProgramSHA256: hex.EncodeToString(j.ModuleSHA256[:]),
+		Deterministic: j.Deterministic,
+		Engine:        engineName(engine),
+		Outputs:       []OutputInfo{},
+		Protections:   []string{},
+	}
+}
+
+// loadModule makes j.Module the bytes to run: the sealed module opened
+// (the caller zeroes it when the run ends), or the preloaded one when the
+// job came without its module. A Result is the guest's problem (invalid,
+// or memory), an error the host's.
+func (j *job) loadModule(rep *Report, preloaded []byte) (*Result, error) {
+	if j.Sealed {
+		// Opened here, inside the worker, and compiled without the
+		// compilation cache; zeroed when the run ends.
+		mod, err := openSealedModule(j)
+		if err != nil {
+			return invalid(rep, "the sealed module: %v", err), nil
+		}
+		j.Module = mod
+	}
+	if j.Module == nil {
+		if preloaded == nil {
+			return nil, errNotPreloaded
+		}
+		j.Module = preloaded
+	}
+	if err := checkMinMemory(j.Module, j.Memory); err != nil {
+		rep.Outcome, rep.ExitCode, rep.Error = OutcomeMemory, ExitMemory, err.Error()
+		return &Result{Report: *rep}, nil
+	}
+	return nil, nil
+}
+
+// jobClocks are a run's clocks and randomness: fixed and seeded for a
+// deterministic run, the system's otherwise.
+type jobClocks struct {
+	walltime  func() int64
+	nanotime  func() int64
+	nanosleep func(int64)
+	random    io.Reader
+}
+
+func newJobClocks(j *job) *jobClocks {
+	if j.Deterministic {
+		clk := &detClock{}
+		epoch := DeterministicEpoch.UnixNano()
+		return &jobClocks{walltime: func() int64 { return epoch }, nanotime: clk.nanotime, nanosleep: clk.sleep, random: seededReader(j.Seed)}
+	}
+	base := time.Now()
+	return &jobClocks{
+		walltime:  func() int64 { return time.Now().UnixNano() },
+		nanotime:  func() int64 { return int64(time.Since(base)) },
+		nanosleep: func(ns int64) { time.Sleep(time.Duration(ns)) },
+		random:    cryptorand.Reader,
+	}
+}
+
+// guestFS makes the job's file system: its inputs (sealed ones opened)
+// and its output area.
+func (j *job) guestFS(rep *Report, now func() int64) (*guestFS, *Result, error) {
+	area, err := j.outputArea()
+	if err != nil {
+		return nil, nil, err
+	}
+	inputs := make(map[string]*inputSource, len(j.InputNames))
+	for i, name := range j.InputNames {
+		if inputs[name], err = inputFromFile(j.inputs[i]); err != nil {
+			return nil, nil, fmt.Errorf("isolate: input %q: %w", name, err)
+		}
+		if slices.Contains(j.SealedInputs, name) {
+			if err := inputs[name].unseal(j.keys[secretInput(name)]); err != nil {
+				return nil, invalid(rep, "input %q: %v", name, err), nil
+			}
+		}
+	}
+	return newGuestFS(inputs, area, j.MaxOutput, j.MaxOutputFiles, now), nil, nil
 }
 
 // openSealedModule reads the job's sealed module and opens it with its

@@ -240,74 +240,96 @@ var hostFunctions = map[string]int{
 	"response": 3,
 }
 
+// hostCalls answers one run's calls to HostModule on a view of the guest's
+// memory, for every engine.
+type hostCalls struct {
+	calls   []jobCall
+	t       callTransport
+	pending []byte // a response longer than the guest's buffer, kept for response
+}
+
+// answer writes resp to the guest's buffer if it fits, and its length.
+func (h *hostCalls) answer(mem []byte, resp []byte, respPtr, respCap, respLenPtr uint64, status uint32) uint32 {
+	if !putU32(mem, respLenPtr, uint32(len(resp))) {
+		return HostCallBadArgument
+	}
+	if uint64(len(resp)) > respCap {
+		if status == HostCallOK {
+			h.pending = resp
+			return HostCallShortBuffer
+		}
+		resp = resp[:respCap] // a failure's message, cut
+	}
+	b, ok := memRange(mem, respPtr, uint64(len(resp)))
+	if !ok {
+		return HostCallBadArgument
+	}
+	copy(b, resp)
+	return status
+}
+
+// call is call(name_ptr, name_len, req_ptr, req_len, resp_ptr, resp_cap, resp_len_ptr).
+func (h *hostCalls) call(mem []byte, a []uint64) uint32 {
+	namePtr, nameLen, reqPtr, reqLen := uint64(uint32(a[0])), uint64(uint32(a[1])), uint64(uint32(a[2])), uint64(uint32(a[3]))
+	respPtr, respCap, respLenPtr := uint64(uint32(a[4])), uint64(uint32(a[5])), uint64(uint32(a[6]))
+	h.pending = nil
+	if mem == nil || nameLen > MaxCallNameLen {
+		return HostCallBadArgument
+	}
+	if _, ok := memRange(mem, respPtr, respCap); !ok {
+		return HostCallBadArgument
+	}
+	name, ok := memRange(mem, namePtr, nameLen)
+	if !ok {
+		return HostCallBadArgument
+	}
+	c, ok := findCall(h.calls, string(name))
+	if !ok {
+		return HostCallNotAllowed
+	}
+	if int64(reqLen) > c.MaxRequest {
+		return HostCallTooLarge
+	}
+	req, ok := memRange(mem, reqPtr, reqLen)
+	if !ok {
+		return HostCallBadArgument
+	}
+	status, resp := h.t.roundTrip(c.Name, req)
+	return h.answer(mem, resp, respPtr, respCap, respLenPtr, status)
+}
+
+// response is response(resp_ptr, resp_cap, resp_len_ptr).
+func (h *hostCalls) response(mem []byte, a []uint64) uint32 {
+	if mem == nil {
+		return HostCallBadArgument
+	}
+	if h.pending == nil {
+		return HostCallNoResponse
+	}
+	resp := h.pending
+	h.pending = nil
+	return h.answer(mem, resp, uint64(uint32(a[0])), uint64(uint32(a[1])), uint64(uint32(a[2])), HostCallOK)
+}
+
 // instantiateHostCalls instantiates HostModule in rt for a job whose calls
 // are calls, answered through t. The guest's memory is read and written
 // only within its bounds (a pointer outside is HostCallBadArgument, never
 // a trap of the host).
 func instantiateHostCalls(ctx context.Context, rt wazero.Runtime, calls []jobCall, t callTransport) error {
-	var pending []byte // a response longer than the guest's buffer, kept for response
-	// answer writes resp to the guest's buffer if it fits, and its length.
-	answer := func(mem api.Memory, resp []byte, respPtr, respCap, respLenPtr uint32, status uint32) uint32 {
-		if !mem.WriteUint32Le(respLenPtr, uint32(len(resp))) {
-			return HostCallBadArgument
+	h := &hostCalls{calls: calls, t: t}
+	view := func(mod api.Module) []byte {
+		mem := mod.Memory()
+		if mem == nil {
+			return nil
 		}
-		if uint32(len(resp)) > respCap {
-			if status == HostCallOK {
-				pending = resp
-				return HostCallShortBuffer
-			}
-			resp = resp[:respCap] // a failure's message, cut
-		}
-		if !mem.Write(respPtr, resp) {
-			return HostCallBadArgument
-		}
-		return status
+		b, _ := mem.Read(0, mem.Size())
+		return b
 	}
 	call := func(_ context.Context, mod api.Module, stack []uint64) {
-		namePtr, nameLen, reqPtr, reqLen := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3])
-		respPtr, respCap, respLenPtr := uint32(stack[4]), uint32(stack[5]), uint32(stack[6])
-		pending = nil
-		stack[0] = func() uint64 {
-			mem := mod.Memory()
-			if mem == nil || nameLen > MaxCallNameLen {
-				return HostCallBadArgument
-			}
-			if _, ok := mem.Read(respPtr, respCap); !ok {
-				return HostCallBadArgument
-			}
-			name, ok := mem.Read(namePtr, nameLen)
-			if !ok {
-				return HostCallBadArgument
-			}
-			c, ok := findCall(calls, string(name))
-			if !ok {
-				return HostCallNotAllowed
-			}
-			if int64(reqLen) > c.MaxRequest {
-				return HostCallTooLarge
-			}
-			req, ok := mem.Read(reqPtr, reqLen)
-			if !ok {
-				return HostCallBadArgument
-			}
-			status, resp := t.roundTrip(c.Name, req)
-			return uint64(answer(mem, resp, respPtr, respCap, respLenPtr, status))
-		}()
+		stack[0] = uint64(h.call(view(mod), stack))
 	}
 	response := func(_ context.Context, mod api.Module, stack []uint64) {
-		respPtr, respCap, respLenPtr := uint32(stack[0]), uint32(stack[1]), uint32(stack[2])
-		stack[0] = func() uint64 {
-			mem := mod.Memory()
-			if mem == nil {
-				return HostCallBadArgument
-			}
-			if pending == nil {
-				return HostCallNoResponse
-			}
-			resp := pending
-			pending = nil
-			return uint64(answer(mem, resp, respPtr, respCap, respLenPtr, HostCallOK))
-		}()
+		stack[0] = uint64(h.response(view(mod), stack))
 	}
 	i32 := api.ValueTypeI32
 	b := rt.NewHostModuleBuilder(HostModule)

@@ -389,7 +389,7 @@ func TestSetupCapsFailureDropsAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := newJailer(context.Background(), cache, 0, &workerBinary{path: "/proc/self/exe", noCgo: true})
+	j, err := newJailer(context.Background(), cache, 0, &workerBinary{path: "/proc/self/exe", noCgo: true}, EngineWazero)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,19 @@ func newRuntime(t testing.TB, opts Options) *Runtime {
 	if opts.DataDir == "" {
 		opts.DataDir = testDataDir
 	}
+	if opts.Engine == "" {
+		opts.Engine = testEngine
+	}
+	if opts.Engine == EngineWasmtime {
+		if opts.InProcess {
+			if _, linked := lookupEngine(EngineWasmtime); !linked {
+				t.Skip("in-process wasmtime runs need a test binary built with -tags cloister_wasmtime")
+			}
+		} else if opts.WorkerBinary == "" || opts.WorkerBinary == leanWorker {
+			// The installed worker of this engine.
+			opts.WorkerBinary = wasmtimeWorker(t)
+		}
+	}
 	if opts.WorkerBinary == "" {
 		opts.WorkerBinary = leanWorker
 	}

@@ -51,6 +51,8 @@ var namespaces = []struct {
 type jailer struct {
 	cache *entryCache // nil: workers compile without a cache
 	bin   *workerBinary
+	// engine is the engine the workers must run (they say so when ready).
+	engine string
 	// netns is the node's shared empty network namespace (nil: each
 	// worker gets a new one); see sharedNetns.
 	netns  *sharedNetns
@@ -122,8 +124,8 @@ type worker struct {
 	killRefused atomic.Bool
 }
 
-func newJailer(ctx context.Context, cache *entryCache, warm int, bin *workerBinary) (*jailer, error) {
-	j := &jailer{cache: cache, bin: bin, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{},
+func newJailer(ctx context.Context, cache *entryCache, warm int, bin *workerBinary, engine string) (*jailer, error) {
+	j := &jailer{cache: cache, bin: bin, engine: engine, warm: max(warm, 0), nsMiss: map[string]string{}, live: map[*worker]struct{}{},
 		exitWait: workerExitWait, writeTimeout: jobWriteTimeout}
 	for _, ns := range namespaces {
 		j.nsFlags |= ns.flag
@@ -383,6 +385,7 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 		// threads make the all-thread uid switch and seccomp TSYNC
 		// of the lock-down cheaper, on large machines most of all.
 		"GOMAXPROCS=1",
+		workerEngineEnv + "=" + j.engine,
 	}
 	var staging string
 	if j.cache != nil {
@@ -529,6 +532,8 @@ func (j *jailer) startWith(flags uintptr, useCgroup bool) (*worker, error) {
 			w.readyErr = err
 		} else if err := checkProtocol(msg.Protocol); err != nil {
 			w.readyErr = err
+		} else if msg.Engine != j.engine {
+			w.readyErr = fmt.Errorf("isolate: the worker runs the %q engine, not %q", msg.Engine, j.engine)
 		} else if netns != nil && !slices.Contains(msg.Applied, "netns") {
 			// Fail closed: a worker that did not join the node's network
 			// namespace is in the host's.

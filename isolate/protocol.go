@@ -235,8 +235,10 @@ type readyMsg struct {
 	// Protocol is the worker's workerProtocol: the parent refuses a
 	// worker binary from another build.
 	Protocol string
-	Applied  []string
-	Missing  map[string]string
+	// Engine is the engine the worker runs jobs with.
+	Engine  string
+	Applied []string
+	Missing map[string]string
 }
 
 // lockedMsg reports the protections applied after the job arrived, just

@@ -22,7 +22,7 @@ const rogueEnv = "CLOISTER_ISOLATE_ROGUE"
 // rogueWorker plays a compromised worker: ready, job, locked, then mode.
 func rogueWorker(mode string) int {
 	in, out := os.Stdin, os.Stdout
-	ready := readyMsg{Protocol: workerProtocol()}
+	ready := readyMsg{Protocol: workerProtocol(), Engine: os.Getenv(workerEngineEnv)}
 	if os.Getenv(workerNetnsEnv) != "" {
 		ready.Applied = append(ready.Applied, "netns")
 	}

@@ -50,6 +50,13 @@ type Options struct {
 	// running binary. A path that is not a cloister-isolate built from the
 	// same module versions makes New fail.
 	WorkerBinary string
+	// Engine is the WebAssembly engine guests run with: EngineWazero
+	// (empty: DefaultEngine) or EngineWasmtime. Jailed runs of wasmtime
+	// need its worker binary (cmd/cloister-isolate-wasmtime, found next
+	// to the running executable like cloister-isolate, or named by
+	// WorkerBinary); in-process runs need a binary built with the
+	// cloister_wasmtime tag.
+	Engine string
 }
 
 // ErrClosed is returned by Run once the Runtime is closed, including for a
@@ -61,7 +68,8 @@ type Runtime struct {
 	opts     Options
 	cacheDir string
 	cache    wazero.CompilationCache // parent side: validates and fills the cache
-	local    *executor
+	local    jobExecutor
+	engine   string
 	jail     *jailer // nil when InProcess
 	bin      *workerBinary
 	// callSlots holds a token per host-call handler running.
@@ -74,7 +82,13 @@ type Runtime struct {
 // New prepares a runtime. With a DataDir it creates DataDir/wazero-cache.
 // Unless opts.InProcess is set it also prepares the jail (cgroup, warm pool).
 func New(ctx context.Context, opts Options) (*Runtime, error) {
-	r := &Runtime{opts: opts, callSlots: make(chan struct{}, orDefault(opts.MaxConcurrentCalls, DefaultMaxConcurrentCalls))}
+	if opts.Engine == "" {
+		opts.Engine = DefaultEngine
+	}
+	if err := knownEngine(opts.Engine); err != nil {
+		return nil, err
+	}
+	r := &Runtime{opts: opts, engine: opts.Engine, callSlots: make(chan struct{}, orDefault(opts.MaxConcurrentCalls, DefaultMaxConcurrentCalls))}
 	if opts.DataDir != "" {
 		r.cacheDir = filepath.Join(opts.DataDir, "wazero-cache")
 		// wazero's cache key does not say whether the code was compiled
@@ -99,9 +113,18 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 		}
 		r.cache = c
 	}
-	r.local = &executor{cache: r.cache}
+	if opts.Engine == EngineWazero {
+		r.local = &executor{cache: r.cache}
+	} else if opts.InProcess {
+		// Other engines keep no cache for in-process runs.
+		var err error
+		if r.local, err = newEngineExecutor(opts.Engine, ""); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
 	if !opts.InProcess {
-		bin, err := resolveWorkerBinary(opts.WorkerBinary)
+		bin, err := resolveWorkerBinary(opts.WorkerBinary, opts.Engine)
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -114,7 +137,11 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 				return nil, err
 			}
 		}
-		j, err := newJailer(ctx, entries, opts.WarmWorkers, bin)
+		if opts.Engine != EngineWazero {
+			// The authenticated cache holds wazero's compiled code.
+			entries = nil
+		}
+		j, err := newJailer(ctx, entries, opts.WarmWorkers, bin, opts.Engine)
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -178,6 +205,10 @@ func (r *Runtime) WorkerBinary() (name, note string) {
 	}
 	return r.bin.name, r.bin.note
 }
+
+// Engine is the engine this runtime runs guests with, and its version
+// when it is linked into this binary.
+func (r *Runtime) Engine() string { return r.engine }
 
 // Run executes one program and reports how it ended. The error is only for
 // failures of the host (a worker that cannot be started, a broken pipe);
@@ -360,7 +391,10 @@ func (r *Runtime) runLocal(ctx context.Context, j *job, calls *callDispatcher) (
 	if !r.opts.InProcess {
 		// A conformance run on a jailed runtime: its cache holds code
 		// without cancellation checks, so compile afresh.
-		ex = &executor{}
+		var err error
+		if ex, err = newEngineExecutor(r.engine, ""); err != nil {
+			return nil, err
+		}
 	}
 	res, err := ex.execute(ctx, j, func() { calls.start(j.Timeout) }, directCalls{calls})
 	calls.stop()

@@ -60,6 +60,12 @@ var workerSyscalls = []uintptr{
 	// futexes, and aborts the process if that fails; it reports fatal
 	// errors with writev.
 	unix.SYS_RSEQ, unix.SYS_SET_ROBUST_LIST, unix.SYS_WRITEV,
+	// glibc's malloc in cgo workers (the wasmtime engine's allocations)
+	// grows its heap with brk; refusing it would not make malloc fall
+	// back to mmap: glibc takes the -1 of a filtered brk for a new break
+	// and the next allocation faults. Memory stays bounded by RLIMIT_AS
+	// and the cgroup.
+	unix.SYS_BRK,
 }
 
 // buildSeccompFilter assembles the BPF program.

@@ -269,6 +269,7 @@ func decodeHeader(b []byte, m wireMessage) error {
 func (m *readyMsg) appendWire(b []byte) []byte {
 	b = append(b, kindReady)
 	b = appendString(b, m.Protocol)
+	b = appendString(b, m.Engine)
 	b = appendStrings(b, m.Applied)
 	return appendStringMap(b, m.Missing)
 }
@@ -276,6 +277,7 @@ func (m *readyMsg) appendWire(b []byte) []byte {
 func (m *readyMsg) readWire(d *wireDecoder) {
 	d.kind(kindReady, "ready message")
 	m.Protocol = d.string()
+	m.Engine = d.string()
 	m.Applied = d.strings()
 	m.Missing = d.stringMap()
 }
@@ -381,6 +383,7 @@ func (m *wireResult) appendWire(b []byte) []byte {
 	b = appendStrings(b, r.OutputLimitsHit)
 	b = appendStrings(b, r.Warnings)
 	b = appendInt(b, r.HostCalls)
+	b = appendString(b, r.Engine)
 	b = appendStrings(b, m.OutputNames)
 	b = appendInts(b, m.OutputSizes)
 	b = appendStringMap(b, m.Probes)
@@ -410,6 +413,7 @@ func (m *wireResult) readWire(d *wireDecoder) {
 	r.OutputLimitsHit = d.strings()
 	r.Warnings = d.strings()
 	r.HostCalls = d.int()
+	r.Engine = d.string()
 	m.OutputNames = d.strings()
 	m.OutputSizes = d.ints()
 	m.Probes = d.stringMap()

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/tetratelabs/wazero"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,7 +53,11 @@ func WorkerMain() int {
 		}
 	}
 	cacheDir := os.Getenv(workerCacheEnv)
-	ready := readyMsg{Protocol: workerProtocol(), Missing: map[string]string{}}
+	engine := os.Getenv(workerEngineEnv)
+	if engine == "" {
+		engine = DefaultEngine
+	}
+	ready := readyMsg{Protocol: workerProtocol(), Engine: engine, Missing: map[string]string{}}
 	if fd := os.Getenv(workerNetnsEnv); fd != "" {
 		// The node's shared empty network namespace, first of all: a
 		// worker that cannot join it must not go on in the host's.
@@ -93,7 +96,7 @@ func WorkerMain() int {
 	if err := setRlimits(map[int]uint64{unix.RLIMIT_NOFILE: workerNoFile, unix.RLIMIT_CORE: 0}); err != nil {
 		ready.Missing["rlimit"] = err.Error()
 	}
-	lock := &lockState{cacheMounted: cacheMounted, capsLimited: capsLimited, groupsErr: dropGroups(),
+	lock := &lockState{engine: engine, cacheMounted: cacheMounted, capsLimited: capsLimited, groupsErr: dropGroups(),
 		msg: lockedMsg{Missing: map[string]string{}}}
 	if dropNow {
 		lock.early()
@@ -106,21 +109,23 @@ func WorkerMain() int {
 	// Everything that does not depend on the job is done while waiting for
 	// it: opening the cache and making the runtime.
 	ctx := context.Background()
-	var cache wazero.CompilationCache
+	var cache string
 	switch {
 	case lock.cacheless:
 	case cacheMounted:
-		cache, _ = wazero.NewCompilationCacheWithDir(cacheMount)
+		cache = cacheMount
 	case cacheDir != "" && !nss["mountns"]:
-		cache, _ = wazero.NewCompilationCacheWithDir(cacheDir)
+		cache = cacheDir
 	}
-	exe := &executor{cache: cache}
-	if rt, err := exe.newRuntime(ctx, false); err == nil {
-		exe.prepared = rt
+	exe, err := newEngineExecutor(engine, cache)
+	if err != nil && cache != "" {
+		exe, err = newEngineExecutor(engine, "")
 	}
-	// The WASI definitions are made once: pay for them now, off the job's
-	// path.
-	_, _ = wasiDefinitions()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return workerExitSetup
+	}
+	exe.prepare(ctx)
 
 	var jb job
 	for preloads := 0; ; {
@@ -171,7 +176,7 @@ func WorkerMain() int {
 			}
 		}()
 	}
-	if lock.earlyDone && !lock.cacheless && (exe.preloaded == nil || exe.preloaded.sum != jb.ModuleSHA256) {
+	if lock.earlyDone && !lock.cacheless && !exe.holds(jb.ModuleSHA256) {
 		// The cache is gone and the uid switched: another module could
 		// not be compiled properly here. The parent never does this.
 		fmt.Fprintln(os.Stderr, "worker: the job is for another module than the one preloaded")
@@ -328,6 +333,7 @@ func setRlimits(limits map[int]uint64) error {
 // compiled and before it runs; a warm worker that preloaded the job's
 // module does the early part while it waits.
 type lockState struct {
+	engine       string // sizes RLIMIT_AS (engineAddressSpace)
 	cacheMounted bool
 	// capsLimited: setupcaps is in force, so the worker cannot unmount the
 	// cache; the uid switch puts it out of reach instead (the cache
@@ -392,7 +398,7 @@ func (l *lockState) finish(jb *job) lockedMsg {
 	if raceEnabled {
 		msg.Missing["rlimit_as"] = "this is a race-detector build, whose shadow memory needs terabytes of address space"
 	} else {
-		limits[unix.RLIMIT_AS] = jb.Memory + workerAddressSpaceOverhead
+		limits[unix.RLIMIT_AS] = jb.Memory + workerAddressSpaceOverhead + engineAddressSpace[l.engine]
 	}
 	if err := setRlimits(limits); err != nil {
 		msg.Missing["rlimit"] = err.Error()

@@ -32,9 +32,6 @@ const WorkerBinaryName = "cloister-isolate"
 // binary re-executed, even where a cloister-isolate lies next to it.
 const WorkerBinarySelf = "self"
 
-// workerPackage is the import path a worker binary's main package must have.
-const workerPackage = "github.com/cloisterhq/cloister/cmd/" + WorkerBinaryName
-
 // workerBinary is the executable workers are started from.
 type workerBinary struct {
 	path string   // what exec is given: /proc/self/exe or /proc/self/fd/N
@@ -63,8 +60,23 @@ func (b *workerBinary) close() {
 // the running executable if there is a compatible one, else the running
 // binary. The chosen file is opened once and executed through its
 // descriptor, so replacing the file later changes nothing.
-func resolveWorkerBinary(explicit string) (*workerBinary, error) {
+func resolveWorkerBinary(explicit, engine string) (*workerBinary, error) {
 	self := &workerBinary{path: "/proc/self/exe", name: "this binary re-executed", noCgo: selfNoCgo()}
+	binName := engineWorkerName(engine)
+	if _, linked := lookupEngine(engine); !linked {
+		// Only the engine's own worker binary can run it.
+		if explicit == "" || explicit == WorkerBinarySelf {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("isolate: the %s engine runs in %s: cannot locate the running executable: %v", engine, binName, err)
+			}
+			explicit = filepath.Join(filepath.Dir(exe), binName)
+			if _, err := os.Stat(explicit); err != nil {
+				return nil, fmt.Errorf("isolate: the %s engine runs in its own worker binary, and there is no %s next to %s (build it: go build -tags cloister_wasmtime -o DIR ./cmd/%s)", engine, binName, exe, binName)
+			}
+		}
+		return openWorkerBinary(explicit, engine)
+	}
 	switch explicit {
 	case WorkerBinarySelf:
 		self.note = "Options.WorkerBinary asks for this binary re-executed"
@@ -75,12 +87,12 @@ func resolveWorkerBinary(explicit string) (*workerBinary, error) {
 			self.note = fmt.Sprintf("cannot locate the running executable: %v", err)
 			return self, nil
 		}
-		candidate := filepath.Join(filepath.Dir(exe), WorkerBinaryName)
+		candidate := filepath.Join(filepath.Dir(exe), binName)
 		if _, err := os.Stat(candidate); err != nil {
-			self.note = fmt.Sprintf("no %s next to %s: workers are this binary re-executed (slower to start)", WorkerBinaryName, exe)
+			self.note = fmt.Sprintf("no %s next to %s: workers are this binary re-executed (slower to start)", binName, exe)
 			return self, nil
 		}
-		b, err := openWorkerBinary(candidate)
+		b, err := openWorkerBinary(candidate, engine)
 		if err != nil {
 			self.note = fmt.Sprintf("%v: workers are this binary re-executed", err)
 			self.refused = err.Error()
@@ -88,14 +100,15 @@ func resolveWorkerBinary(explicit string) (*workerBinary, error) {
 		}
 		return b, nil
 	default:
-		return openWorkerBinary(explicit)
+		return openWorkerBinary(explicit, engine)
 	}
 }
 
 // openWorkerBinary opens path and checks that it is a cloister-isolate
 // built from the same versions of the modules the worker protocol and the
 // compilation cache depend on.
-func openWorkerBinary(path string) (*workerBinary, error) {
+func openWorkerBinary(path, engine string) (*workerBinary, error) {
+	wantPackage := "github.com/cloisterhq/cloister/cmd/" + engineWorkerName(engine)
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("isolate: worker binary %s: %w", path, err)
@@ -125,13 +138,13 @@ func openWorkerBinary(path string) (*workerBinary, error) {
 		f.Close()
 		return nil, fmt.Errorf("isolate: worker binary %s is not a Go program: %v", abs, err)
 	}
-	if info.Path != workerPackage {
+	if info.Path != wantPackage {
 		f.Close()
-		return nil, fmt.Errorf("isolate: worker binary %s is %q, not %s", abs, info.Path, workerPackage)
+		return nil, fmt.Errorf("isolate: worker binary %s is %q, not %s", abs, info.Path, wantPackage)
 	}
 	if err := sameDeps(info); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("isolate: worker binary %s: %v; rebuild it from this source (go build ./cmd/%s)", abs, err, WorkerBinaryName)
+		return nil, fmt.Errorf("isolate: worker binary %s: %v; rebuild it from this source (go build ./cmd/%s)", abs, err, engineWorkerName(engine))
 	}
 	b := &workerBinary{
 		path:  fmt.Sprintf("/proc/self/fd/%d", f.Fd()),
@@ -219,7 +232,7 @@ func selfNoCgo() bool {
 // that predates it is refused (the parent also checks, fail-closed, that a
 // worker reports joining the network namespace it was handed).
 var workerFeatures = []string{
-	workerEnv, workerNSEnv, workerCacheEnv, workerUIDEnv, workerNetnsEnv,
+	workerEnv, workerNSEnv, workerCacheEnv, workerUIDEnv, workerNetnsEnv, workerEngineEnv,
 	"setupcaps:setuid,setgid", "emptyroot:ro", "cache:nosuid,nodev,noexec",
 	"stdin:unix-stream,scm_rights", "fsize:output-area",
 }
@@ -231,7 +244,7 @@ var workerFeatures = []string{
 // worker sends it and computing it by reflection cost each one ~0.1 ms;
 // TestWorkerProtocolIDIsCurrent fails, giving the new value, as soon as a
 // feature or a message type changes without it.
-const workerProtocolID = "cloister-isolate/4+439918b47d3a2d1f"
+const workerProtocolID = "cloister-isolate/4+859fd30bac183b2f"
 
 // workerProtocol returns the identifier (a variable so that tests can play
 // a worker from another build).

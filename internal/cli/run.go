@@ -31,6 +31,7 @@ type runFlags struct {
 	seed          string
 	env           []string
 	report        string
+	engine        string
 }
 
 func newRunCmd() *cobra.Command {
@@ -55,11 +56,18 @@ returns); 124 time limit; 125 memory limit; 126 trap (crash, unreachable,
 stack overflow); 2 bad usage or invalid module/inputs (nothing ran);
 1 the runtime itself failed.
 
+--engine picks the WebAssembly engine: wazero (the default, pure Go, in
+every build) or wasmtime (Cranelift; several times faster on compute-heavy
+programs; its worker, cloister-isolate-wasmtime, must lie next to the
+cloister binary: go build -tags cloister_wasmtime ./cmd/cloister-isolate-wasmtime).
+The report's "engine" names the one that ran.
+
 The compilation cache lives under the data directory: $CLOISTER_DATA, else
 $XDG_DATA_HOME/cloister, else ~/.local/share/cloister.`,
 		Example: `  cloister run examples/wordcount/wordcount.wasm --input text=README.md
   cloister run prog.wasm --memory 64MiB --timeout 5s --output-dir out/ -- --verbose
-  cloister run prog.wasm --deterministic --seed $(head -c32 /dev/urandom | xxd -p -c64) --report -`,
+  cloister run prog.wasm --deterministic --seed $(head -c32 /dev/urandom | xxd -p -c64) --report -
+  cloister run prog.wasm --engine wasmtime --report -`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runRun(cmd, f, args) },
 	}
@@ -73,6 +81,7 @@ $XDG_DATA_HOME/cloister, else ~/.local/share/cloister.`,
 	fl.StringVar(&f.seed, "seed", "", "64 hex digits (32 bytes) seeding randomness with --deterministic (default all zeros)")
 	fl.StringArrayVar(&f.env, "env", nil, "KEY=VALUE in the program's environment (repeatable)")
 	fl.StringVar(&f.report, "report", "", `write the JSON run report to FILE ("-" for stderr)`)
+	fl.StringVar(&f.engine, "engine", isolate.DefaultEngine, "WebAssembly engine: wazero or wasmtime (needs cloister-isolate-wasmtime next to cloister)")
 	return cmd
 }
 
@@ -214,7 +223,10 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	opts := isolate.Options{}
+	if f.engine != isolate.EngineWazero && f.engine != isolate.EngineWasmtime {
+		return usageError("--engine %q: one of %s, %s", f.engine, isolate.EngineWazero, isolate.EngineWasmtime)
+	}
+	opts := isolate.Options{Engine: f.engine}
 	if dir, err := dataDir(); err == nil {
 		opts.DataDir = dir
 	} else {

@@ -43,9 +43,44 @@ func Build() (string, error) {
 	return path, buildErr
 }
 
-// Cleanup removes what Build made.
+var (
+	wtOnce sync.Once
+	wtDir  string
+	wtPath string
+	wtErr  error
+)
+
+// BuildWasmtime compiles cmd/cloister-isolate-wasmtime (the worker of the
+// wasmtime engine: cgo, the cloister_wasmtime tag) into a temporary
+// directory, once per process. The first build on a machine links the
+// engine's static library (about a minute); later ones come from the
+// build cache.
+func BuildWasmtime() (string, error) {
+	wtOnce.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		wtDir, err = os.MkdirTemp("", "cloister-isolate-wasmtime-")
+		if err != nil {
+			wtErr = err
+			return
+		}
+		wtPath = filepath.Join(wtDir, "cloister-isolate-wasmtime")
+		cmd := exec.Command(goTool, "build", "-tags", "cloister_wasmtime", "-o", wtPath, "github.com/cloisterhq/cloister/cmd/cloister-isolate-wasmtime")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			wtErr = fmt.Errorf("building cloister-isolate-wasmtime: %v\n%s", err, out)
+		}
+	})
+	return wtPath, wtErr
+}
+
+// Cleanup removes what Build and BuildWasmtime made.
 func Cleanup() {
-	if dir != "" {
-		os.RemoveAll(dir)
+	for _, d := range []string{dir, wtDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 }
