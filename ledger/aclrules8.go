@@ -87,7 +87,16 @@ func recordedClaims(v blockView, node ed25519.PublicKey, now time.Time) (*attest
 		Evidence string `json:"evidence"`
 	}
 	json.Unmarshal(body, &b)
-	raw, err := base64.StdEncoding.Strict().DecodeString(b.Evidence)
+	return registrationClaims(node, b.Evidence, now)
+}
+
+// registrationClaims verifies a node.registered entry's evidence (its
+// base64 text) as of now (block time): the format's signatures and chains
+// (the node's own key pinned, which software evidence is signed by),
+// bound to the node's key by the registration report data, not from a
+// debug isolate.
+func registrationClaims(node ed25519.PublicKey, evidence string, now time.Time) (*attest.Claims, error) {
+	raw, err := base64.StdEncoding.Strict().DecodeString(evidence)
 	if err != nil {
 		return nil, fmt.Errorf("evidence: not standard base64")
 	}

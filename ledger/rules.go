@@ -87,8 +87,14 @@ const (
 	// which the old key is refused and the new one acts as the principal
 	// (decision 0153).
 	RulesV12 = 12
+	// RulesV13 judges evidence by consensus (evidencerules.go):
+	// reference.values by a validator sets a class's reference values,
+	// against which node.registered evidence, and the recorded evidence
+	// behind offers, of that class are verified at block time
+	// (decision 0155).
+	RulesV13 = 13
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV12
+	LatestRules = RulesV13
 )
 
 // ruleSet is what one rule version accepts.
@@ -171,7 +177,11 @@ func makeRuleSets() map[int]*ruleSet {
 	v12 := v11.next(RulesV12)
 	v12.keyRotation = true
 	v12.kinds[KindKeyRotated] = ruleKeyRotated
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12}
+	v13 := v12.next(RulesV13)
+	v13.kinds[KindReferenceValues] = ruleReferenceValues
+	v13.kinds[KindNodeRegistered] = ruleNodeRegisteredV13
+	v13.kinds[KindOffer] = ruleOfferV13
+	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

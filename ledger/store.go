@@ -43,6 +43,7 @@ import (
 //	validator_proposals, validator_changes: see governance.go
 //	piee_operators, piee_epochs, piee_rounds, piee_verdicts, piee_scores: see piee.go
 //	key_rotations, key_principals: see keyrotation.go
+//	reference_values: see evidencerules.go
 var (
 	bucketMeta        = []byte("meta")
 	bucketEntries     = []byte("entries")
@@ -65,7 +66,7 @@ var (
 		bucketMarketRequests, bucketMarketRecords, bucketValProposals, bucketValChanges,
 		bucketModels, bucketModelCalls, bucketModelBudget,
 		bucketPieeOperators, bucketPieeEpochs, bucketPieeRounds, bucketPieeVerdicts, bucketPieeScores, bucketPieeBeacons,
-		bucketReplicaSets, bucketKeyRotations, bucketKeyPrincipals}
+		bucketReplicaSets, bucketKeyRotations, bucketKeyPrincipals, bucketReferenceValues}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}
