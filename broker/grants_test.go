@@ -3,8 +3,10 @@ package broker
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/ledger/acl"
@@ -93,5 +95,58 @@ func TestGrantsFoldIncrementally(t *testing.T) {
 	}
 	if l.served != len(l.entries) {
 		t.Fatalf("%d entries served for a log of %d: lookups read the log again", l.served, len(l.entries))
+	}
+}
+
+// lateLog is a memLog that appends an entry when it is read for the
+// nth time: a grant that reaches the ledger while a node is looking.
+type lateLog struct {
+	*memLog
+	reads, at int
+	late      func()
+}
+
+func (l *lateLog) Entries(ctx context.Context, from uint64, limit int) (*client.Page, error) {
+	if l.reads++; l.reads == l.at {
+		l.late()
+	}
+	return l.memLog.Entries(ctx, from, limit)
+}
+
+// TestFindGrantWaitsForALateGrant: a node whose session's grant is
+// committed a moment after the run starts (the dispatcher records the
+// assignment, then the grant) waits for it instead of failing the run;
+// a grant that never comes is refused, named, after the grace.
+func TestFindGrantWaitsForALateGrant(t *testing.T) {
+	_, owner, _ := ed25519.GenerateKey(nil)
+	_, nk, _ := ed25519.GenerateKey(nil)
+	text := func(k ed25519.PrivateKey) string { return protocol.FormatEd25519Key(k.Public().(ed25519.PublicKey)) }
+	node := text(nk)
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	var key sealed.Key
+	_, com, err := Split(&key, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &memLog{}
+	m.add(t, owner, acl.KindArtifactRegistered, acl.Artifact{Digest: digest, PlaintextSHA256: strings.Repeat("cd", 32), Brokers: []string{text(owner)}, Threshold: 1, Commitment: com})
+	var want uint64
+	l := &lateLog{memLog: m, at: 3, late: func() {
+		want = m.add(t, owner, acl.KindGranted, acl.Grant{Artifact: digest, Owner: text(owner), Grantee: acl.Grantee{Node: node, Session: "s1"}, NotAfter: "2030-01-01T00:00:00Z", MaxUses: 1})
+	}}
+	ctx := context.Background()
+	_, g, err := findGrant(ctx, NewGrants(l, node), text(owner), digest, "s1", "software")
+	if err != nil || g != want || want == 0 {
+		t.Fatalf("late grant: got %d, %v; want %d", g, err, want)
+	}
+	defer func(d time.Duration) { grantGrace = d }(grantGrace)
+	grantGrace = 3 * grantPoll
+	t0 := time.Now()
+	_, _, err = findGrant(ctx, NewGrants(m, node), text(owner), digest, "s2", "software")
+	if !errors.Is(err, ErrNoGrant) {
+		t.Fatalf("no grant for s2: %v", err)
+	}
+	if d := time.Since(t0); d < grantGrace {
+		t.Fatalf("refused after %v, before the grace of %v", d, grantGrace)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cloisterhq/cloister/ledger/acl"
 	"github.com/cloisterhq/cloister/ledger/client"
@@ -145,6 +146,33 @@ func (g *Grants) Find(ctx context.Context, owner, digest, session, class string)
 	return art, 0, fmt.Errorf("%w on artifact %s of %s for session %s of node %s (nor for class %s)", ErrNoGrant, digest, owner, session, g.node, class)
 }
 
+// grantGrace is how long a node waits for a grant it does not see yet,
+// polling the ledger every grantPoll. A dispatcher records the assignment
+// (which names the session) and then the grant for that session, one
+// block later; a consumer quick enough to attest and upload within that
+// block reaches the run first. Waiting a little is what a user expects;
+// a grant that never comes is still refused, named, after the grace.
+var grantGrace = 5 * time.Second
+
+const grantPoll = 200 * time.Millisecond
+
+// findGrant is grants.Find, waiting up to grantGrace (and ctx) while the
+// ledger holds no live grant.
+func findGrant(ctx context.Context, grants *Grants, owner, digest, session, class string) (*acl.Artifact, uint64, error) {
+	until := time.Now().Add(grantGrace)
+	for {
+		art, grant, err := grants.Find(ctx, owner, digest, session, class)
+		if !errors.Is(err, ErrNoGrant) || !time.Now().Before(until) {
+			return art, grant, err
+		}
+		select {
+		case <-ctx.Done():
+			return art, grant, err
+		case <-time.After(grantPoll):
+		}
+	}
+}
+
 // ObtainSealed obtains the content key of a policy's sealed program for
 // the isolate: it finds the artifact and a grant on the ledger, checks
 // the artifact is the one the policy names (its brokers exactly the
@@ -156,7 +184,7 @@ func ObtainSealed(ctx context.Context, grants *Grants, prog *policy.Program, iso
 	if iso.Node != grants.node {
 		return nil, nil, 0, fmt.Errorf("grants read for node %s, the isolate is on node %s", grants.node, iso.Node)
 	}
-	art, grant, err := grants.Find(ctx, sp.Owner, sp.Digest, iso.Session, class)
+	art, grant, err := findGrant(ctx, grants, sp.Owner, sp.Digest, iso.Session, class)
 	if err != nil {
 		return nil, nil, 0, err
 	}
