@@ -162,6 +162,9 @@ type Report struct {
 	// HostCalls counts the host calls the host answered (a call refused
 	// before its handler ran is not counted).
 	HostCalls int64 `json:"host_calls,omitempty"`
+	// HostPrimitives counts the calls to the host-accelerated primitives
+	// (AccelModule: SHA-256, AES-GCM) the program made.
+	HostPrimitives int64 `json:"host_primitives,omitempty"`
 	// Engine names the WebAssembly engine that ran the program and its
 	// version ("wazero 1.12.0", "wasmtime 39.0.1").
 	Engine string `json:"engine,omitempty"`

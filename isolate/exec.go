@@ -283,15 +283,18 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 	if err := checkImports(compiled, calls != nil); err != nil {
 		return finish(invalid(rep, "%v", err)), nil
 	}
-	var imports []string
+	var imports, accel []string
 	hostCalls := false
 	for _, f := range compiled.ImportedFunctions() {
 		mod, name, _ := f.Import()
-		if mod == HostModule {
+		switch mod {
+		case HostModule:
 			hostCalls = true
-			continue
+		case AccelModule:
+			accel = append(accel, name)
+		default:
+			imports = append(imports, name)
 		}
-		imports = append(imports, name)
 	}
 	if err := instantiateWASI(ctx, rt, imports); err != nil {
 		return nil, fmt.Errorf("isolate: instantiating WASI: %w", err)
@@ -299,6 +302,12 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 	if hostCalls {
 		if err := instantiateHostCalls(ctx, rt, j.Calls, calls); err != nil {
 			return nil, fmt.Errorf("isolate: instantiating %s: %w", HostModule, err)
+		}
+	}
+	primitives := &accelCounter{}
+	if len(accel) > 0 {
+		if err := instantiateAccel(ctx, rt, accel, primitives); err != nil {
+			return nil, fmt.Errorf("isolate: instantiating %s: %w", AccelModule, err)
 		}
 	}
 
@@ -372,6 +381,7 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 			return nil, err
 		}
 	}
+	rep.HostPrimitives = primitives.calls.Load()
 	setWarnings(rep, j)
 	res.Report = *rep
 	return finish(res), nil
@@ -627,6 +637,10 @@ func checkImports(cm wazero.CompiledModule, hostCalls bool) error {
 		case mod == wasi_snapshot_preview1.ModuleName && wasiFunctions[name]:
 		case mod == HostModule && hostCalls && hostFunctions[name] != 0:
 			if !allI32(f.ParamTypes(), hostFunctions[name]) || !allI32(f.ResultTypes(), 1) {
+				bad = append(bad, fmt.Sprintf("%s.%s (wrong signature)", mod, name))
+			}
+		case mod == AccelModule && accelFunctions[name].fn != nil:
+			if !allI32(f.ParamTypes(), accelFunctions[name].params) || !allI32(f.ResultTypes(), 1) {
 				bad = append(bad, fmt.Sprintf("%s.%s (wrong signature)", mod, name))
 			}
 		default:

@@ -240,6 +240,40 @@ var hostFunctions = map[string]int{
 	"response": 3,
 }
 
+// memoryView is the whole of a wazero module's memory as a byte slice (nil
+// without one).
+func memoryView(mod api.Module) []byte {
+	mem := mod.Memory()
+	if mem == nil {
+		return nil
+	}
+	b, _ := mem.Read(0, mem.Size())
+	return b
+}
+
+// instantiateAccel instantiates AccelModule in rt with the primitives in
+// names, counted by c.
+func instantiateAccel(ctx context.Context, rt wazero.Runtime, names []string, c *accelCounter) error {
+	b := rt.NewHostModuleBuilder(AccelModule)
+	seen := map[string]bool{}
+	for _, name := range names {
+		f, ok := accelFunctions[name]
+		if !ok || seen[name] {
+			continue
+		}
+		seen[name] = true
+		params := make([]api.ValueType, f.params)
+		for i := range params {
+			params[i] = api.ValueTypeI32
+		}
+		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(_ context.Context, mod api.Module, stack []uint64) {
+			stack[0] = uint64(c.call(name, memoryView(mod), stack[:f.params]))
+		}), params, []api.ValueType{api.ValueTypeI32}).Export(name)
+	}
+	_, err := b.Instantiate(ctx)
+	return err
+}
+
 // hostCalls answers one run's calls to HostModule on a view of the guest's
 // memory, for every engine.
 type hostCalls struct {
@@ -317,19 +351,11 @@ func (h *hostCalls) response(mem []byte, a []uint64) uint32 {
 // a trap of the host).
 func instantiateHostCalls(ctx context.Context, rt wazero.Runtime, calls []jobCall, t callTransport) error {
 	h := &hostCalls{calls: calls, t: t}
-	view := func(mod api.Module) []byte {
-		mem := mod.Memory()
-		if mem == nil {
-			return nil
-		}
-		b, _ := mem.Read(0, mem.Size())
-		return b
-	}
 	call := func(_ context.Context, mod api.Module, stack []uint64) {
-		stack[0] = uint64(h.call(view(mod), stack))
+		stack[0] = uint64(h.call(memoryView(mod), stack))
 	}
 	response := func(_ context.Context, mod api.Module, stack []uint64) {
-		stack[0] = uint64(h.response(view(mod), stack))
+		stack[0] = uint64(h.response(memoryView(mod), stack))
 	}
 	i32 := api.ValueTypeI32
 	b := rt.NewHostModuleBuilder(HostModule)

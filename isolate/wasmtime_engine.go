@@ -206,6 +206,8 @@ func checkWasmtimeImports(m *wasmtime.Module, hostCalls bool) error {
 			}
 		case mod == HostModule && hostCalls && hostFunctions[name] != 0:
 			want = make([]bool, hostFunctions[name])
+		case mod == AccelModule && accelFunctions[name].fn != nil:
+			want = make([]bool, accelFunctions[name].params)
 		default:
 			bad = append(bad, mod+"."+name)
 			continue
@@ -416,6 +418,7 @@ func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func()
 		return a
 	}
 	hc := &hostCalls{calls: j.Calls, t: calls}
+	primitives := &accelCounter{}
 	defined := map[string]bool{}
 	for _, it := range mod.Imports() {
 		if it.Name() == nil {
@@ -443,6 +446,11 @@ func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func()
 					return nil, nil
 				}
 				return []wasmtime.Val{wasmtime.ValI32(int32(r))}, nil
+			})
+		case AccelModule:
+			f := accelFunctions[fname]
+			err = linker.FuncNew(modName, fname, funcType(make([]bool, f.params), 1), func(c *wasmtime.Caller, vals []wasmtime.Val) ([]wasmtime.Val, *wasmtime.Trap) {
+				return []wasmtime.Val{wasmtime.ValI32(int32(primitives.call(fname, memOf(c), args(vals))))}, nil
 			})
 		case HostModule:
 			fn := hc.call
@@ -510,6 +518,7 @@ func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func()
 			return nil, err
 		}
 	}
+	rep.HostPrimitives = primitives.calls.Load()
 	setWarnings(rep, j)
 	res.Report = *rep
 	return finish(res), nil

@@ -3,8 +3,8 @@
 // Go guest takes seconds to compile, minutes in a -race build). Like
 // busybox, it does what its name (argv[0], Config.Name) says:
 //
-//	determinism  fsescape  flood  hostcall  inputs  manyfiles  membomb
-//	netdial  outputcheat  writeinput
+//	accel  determinism  fixedpoint  fsescape  flood  hostcall  inputs
+//	manyfiles  membomb  netdial  outputcheat  writeinput
 package main
 
 import (
@@ -15,7 +15,9 @@ import (
 
 func main() {
 	progs := map[string]func(){
+		"accel":       accel,
 		"determinism": determinism,
+		"fixedpoint":  fixedpoint,
 		"flood":       flood,
 		"fsescape":    fsescape,
 		"hostcall":    hostcall,

@@ -1,0 +1,51 @@
+/*
+ * cloister_accel.h — host-accelerated primitives for C programs running in
+ * a Cloister isolate (WASI preview 1, wasm32). Build with
+ * clang --target=wasm32-wasi.
+ *
+ * SHA-256 and AES-GCM computed natively by the isolate's worker, with the
+ * CPU's SHA and AES instructions, on the program's own memory: the same
+ * bytes as a portable implementation, many times faster than one compiled
+ * to WebAssembly. The ABI is the WebAssembly import module
+ * "cloister_accel_v1" (docs/isolate.md, "Host primitives"); every argument
+ * and result is an i32. A primitive only reads and writes the ranges it is
+ * given, all within the program's memory, and runs inside the run's
+ * deadline; the run report counts the calls ("host_primitives").
+ *
+ *     uint8_t digest[32];
+ *     cloister_sha256(data, len, digest);
+ *
+ * Rust: declare the same functions in an
+ * #[link(wasm_import_module = "cloister_accel_v1")] extern "C" block, with
+ * u32 for every size and pointer.
+ */
+#ifndef CLOISTER_ACCEL_H
+#define CLOISTER_ACCEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Status codes. */
+#define CLOISTER_ACCEL_OK 0          /* done */
+#define CLOISTER_ACCEL_BAD_ARGUMENT 1 /* a range outside memory, or a wrong key size */
+#define CLOISTER_ACCEL_AUTH_FAILED 2  /* aes_gcm_open: the message is not authentic (out is zeroed) */
+
+/* Writes the 32-byte SHA-256 digest of data[0..len) to out. */
+__attribute__((import_module("cloister_accel_v1"), import_name("sha256")))
+uint32_t cloister_sha256(const void *data, size_t len, uint8_t out[32]);
+
+/*
+ * AES-GCM with a 16-, 24- or 32-byte key and a 12-byte nonce. seal writes
+ * in_len+16 bytes (ciphertext, then the tag) to out; open checks and
+ * decrypts in_len bytes (ciphertext and tag) into in_len-16 bytes at out.
+ * in and out may overlap.
+ */
+__attribute__((import_module("cloister_accel_v1"), import_name("aes_gcm_seal")))
+uint32_t cloister_aes_gcm_seal(const uint8_t *key, size_t key_len, const uint8_t nonce[12],
+                               const void *in, size_t in_len, const void *ad, size_t ad_len, void *out);
+
+__attribute__((import_module("cloister_accel_v1"), import_name("aes_gcm_open")))
+uint32_t cloister_aes_gcm_open(const uint8_t *key, size_t key_len, const uint8_t nonce[12],
+                               const void *in, size_t in_len, const void *ad, size_t ad_len, void *out);
+
+#endif

@@ -1,0 +1,47 @@
+//go:build !wasip1
+
+package crypto
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+)
+
+// Sum256 returns the SHA-256 digest of data (outside an isolate: the
+// standard library's).
+func Sum256(data []byte) [32]byte { return sha256.Sum256(data) }
+
+func gcm(key, nonce []byte) (cipher.AEAD, error) {
+	if err := checkArgs(key, nonce); err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// SealAESGCM encrypts and authenticates plaintext with AES-GCM and
+// returns ciphertext‖tag (16 bytes longer).
+func SealAESGCM(key, nonce, plaintext, ad []byte) ([]byte, error) {
+	g, err := gcm(key, nonce)
+	if err != nil {
+		return nil, err
+	}
+	return g.Seal(nil, nonce, plaintext, ad), nil
+}
+
+// OpenAESGCM checks and decrypts ciphertext‖tag.
+func OpenAESGCM(key, nonce, sealed, ad []byte) ([]byte, error) {
+	g, err := gcm(key, nonce)
+	if err != nil {
+		return nil, err
+	}
+	out, err := g.Open(nil, nonce, sealed, ad)
+	if err != nil {
+		return nil, ErrOpen
+	}
+	return out, nil
+}

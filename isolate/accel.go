@@ -1,0 +1,112 @@
+package isolate
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+	"sync/atomic"
+)
+
+// AccelModule is the import module of the host-accelerated primitives,
+// versioned in its name (the ABI: docs/isolate.md, "Host primitives";
+// Go programs use package guest/crypto, C and Rust the header
+// guest/c/cloister_accel.h). A primitive runs in the worker itself, on the
+// guest's own memory: no round trip to the node, no handler, nothing the
+// guest could not compute itself — only faster, with the CPU's AES and SHA
+// instructions that Wasm lacks. Every primitive is deterministic (there
+// are no floating-point ones), works only within the guest's memory, whose
+// size the memory ceiling bounds, and runs inside the job's deadline; the
+// report counts the calls (Report.HostPrimitives).
+const AccelModule = "cloister_accel_v1"
+
+// Status values of the primitives.
+const (
+	AccelOK         = 0 // done
+	AccelBadArg     = 1 // a range outside the guest's memory, a wrong key or nonce size, an output too small
+	AccelAuthFailed = 2 // aes_gcm_open: the tag does not match
+)
+
+// accelFunctions are the primitives, each taking i32 parameters and
+// returning an i32 status:
+//
+//	sha256(data_ptr, data_len, out_ptr)                       32 bytes at out_ptr
+//	aes_gcm_seal(key_ptr, key_len, nonce_ptr, in_ptr, in_len, ad_ptr, ad_len, out_ptr)
+//	                                                          in_len+16 bytes at out_ptr
+//	aes_gcm_open(key_ptr, key_len, nonce_ptr, in_ptr, in_len, ad_ptr, ad_len, out_ptr)
+//	                                                          in_len-16 bytes at out_ptr
+//
+// AES-GCM takes 16-, 24- or 32-byte keys and 12-byte nonces; in and out
+// may be the same range.
+var accelFunctions = map[string]struct {
+	params int
+	fn     func(mem []byte, a []uint64) uint32
+}{
+	"sha256":       {3, accelSHA256},
+	"aes_gcm_seal": {8, func(mem []byte, a []uint64) uint32 { return accelGCM(mem, a, true) }},
+	"aes_gcm_open": {8, func(mem []byte, a []uint64) uint32 { return accelGCM(mem, a, false) }},
+}
+
+// accelCounter counts one run's primitive calls.
+type accelCounter struct{ calls atomic.Int64 }
+
+// call runs the primitive name on mem (a view of the guest's memory).
+func (c *accelCounter) call(name string, mem []byte, a []uint64) uint32 {
+	c.calls.Add(1)
+	for i := range a {
+		a[i] = uint64(uint32(a[i]))
+	}
+	return accelFunctions[name].fn(mem, a)
+}
+
+func accelSHA256(mem []byte, a []uint64) uint32 {
+	data, ok := memRange(mem, a[0], a[1])
+	out, ok2 := memRange(mem, a[2], sha256.Size)
+	if !ok || !ok2 {
+		return AccelBadArg
+	}
+	sum := sha256.Sum256(data)
+	copy(out, sum[:])
+	return AccelOK
+}
+
+func accelGCM(mem []byte, a []uint64, seal bool) uint32 {
+	key, ok1 := memRange(mem, a[0], a[1])
+	nonce, ok2 := memRange(mem, a[2], 12)
+	in, ok3 := memRange(mem, a[3], a[4])
+	ad, ok4 := memRange(mem, a[5], a[6])
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return AccelBadArg
+	}
+	outLen := a[4] + 16
+	if !seal {
+		if a[4] < 16 {
+			return AccelAuthFailed
+		}
+		outLen = a[4] - 16
+	}
+	out, ok := memRange(mem, a[7], outLen)
+	if !ok {
+		return AccelBadArg
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return AccelBadArg
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return AccelBadArg
+	}
+	// The ranges are the guest's and may overlap in any way (the AEAD
+	// panics on some overlaps): work on copies, then write out.
+	nonce, in, ad = bytes.Clone(nonce), bytes.Clone(in), bytes.Clone(ad)
+	var res []byte
+	if seal {
+		res = gcm.Seal(make([]byte, 0, len(out)), nonce, in, ad)
+	} else if res, err = gcm.Open(make([]byte, 0, len(out)), nonce, in, ad); err != nil {
+		clear(out)
+		return AccelAuthFailed
+	}
+	copy(out, res)
+	return AccelOK
+}
