@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,19 +34,46 @@ var specs = []spec{
 	{"matmul", 400, 40, kernel.MatMul},
 	{"sha256", 64, 2, kernel.SHA256}, // MiB hashed
 	{"sort", 500_000, 5_000, kernel.Sort},
-	{"json", 20_000, 500, nil}, // records; native parses a prepared document
+	{"json", 20_000, 500, nil},       // records; native parses a prepared document
+	{"nn", 500, 5, kernel.NN},        // 28×28 images through conv 3×3×8 + dense 64 + dense 10, float32
+	{"aesgcm", 64, 1, kernel.AESGCM}, // MiB sealed with AES-256-GCM (no C version)
+	{"groupby", 100, 1, nil},         // MB of CSV aggregated by key; native reads a prepared file
 }
+
+// inputFile is the input a kernel reads from /input ("" for none): the
+// benchmark generates it once per size.
+func inputFile(kernelName string) string {
+	switch kernelName {
+	case "json":
+		return "doc.json"
+	case "groupby":
+		return "data.csv"
+	}
+	return ""
+}
+
+// hasHost says whether the kernel has a version with host primitives
+// (bench/kernels/guestaccel).
+func hasHost(kernelName string) bool { return kernelName == "sha256" || kernelName == "aesgcm" }
+
+// hasC says whether the C program implements the kernel.
+func hasC(kernelName string) bool { return kernelName != "aesgcm" }
 
 // env is everything built once per test binary.
 type env struct {
 	dir            string
 	goWasm         []byte
+	goAccelWasm    []byte // bench/kernels/guestaccel: sha256 and aesgcm with host primitives
 	cWasm, cNative string // paths; "" when the compiler is missing
 	cWasmBytes     []byte
+	cAccelWasm     []byte // the C program with -DCLOISTER_ACCEL (sha256 by the host); nil without clang
 	node           string // path of node; "" when missing
 	inproc, jailed *isolate.Runtime
-	docs           map[int]string // JSON records → directory holding doc.json
-	mu             sync.Mutex
+	// wasmtime runs in process when this test binary is built with
+	// -tags cloister_wasmtime; nil otherwise (its rows skip).
+	wasmtime *isolate.Runtime
+	docs     map[string]string // kernel/size → directory holding its input
+	mu       sync.Mutex
 }
 
 var (
@@ -61,6 +89,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared != nil {
 		shared.inproc.Close()
+		if shared.wasmtime != nil {
+			shared.wasmtime.Close()
+		}
 		if shared.jailed != nil {
 			shared.jailed.Close()
 		}
@@ -83,7 +114,7 @@ func build() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir, docs: map[int]string{}}
+	e := &env{dir: dir, docs: map[string]string{}}
 	goOut := filepath.Join(dir, "guest.wasm")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", goOut, "./guest")
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0", "GOFLAGS=")
@@ -91,6 +122,15 @@ func build() (*env, error) {
 		return nil, fmt.Errorf("building the Go guest: %v\n%s", err, out)
 	}
 	if e.goWasm, err = os.ReadFile(goOut); err != nil {
+		return nil, err
+	}
+	accelOut := filepath.Join(dir, "guestaccel.wasm")
+	cmd = exec.Command("go", "build", "-trimpath", "-o", accelOut, "./guestaccel")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building the Go guest with host primitives: %v\n%s", err, out)
+	}
+	if e.goAccelWasm, err = os.ReadFile(accelOut); err != nil {
 		return nil, err
 	}
 	if clang, err := exec.LookPath("clang"); err == nil {
@@ -103,6 +143,14 @@ func build() (*env, error) {
 			return nil, fmt.Errorf("clang for wasm32-wasi (install clang lld wasi-libc libclang-rt-14-dev-wasm32): %v\n%s", err, out)
 		}
 		if e.cWasmBytes, err = os.ReadFile(e.cWasm); err != nil {
+			return nil, err
+		}
+		accel := filepath.Join(dir, "kernels-c-accel.wasm")
+		args = append(args[:len(args)-3:len(args)-3], "-DCLOISTER_ACCEL", "-I", "../../guest/c", "-o", accel, "c/kernels.c")
+		if out, err := exec.Command(clang, args...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("clang -DCLOISTER_ACCEL: %v\n%s", err, out)
+		}
+		if e.cAccelWasm, err = os.ReadFile(accel); err != nil {
 			return nil, err
 		}
 	}
@@ -119,6 +167,13 @@ func build() (*env, error) {
 		DataDir: filepath.Join(dir, "data"), InProcess: true, InProcessNoCancel: true,
 	}); err != nil {
 		return nil, err
+	}
+	if slices.Contains(isolate.Engines(), isolate.EngineWasmtime) {
+		if e.wasmtime, err = isolate.New(context.Background(), isolate.Options{
+			InProcess: true, Engine: isolate.EngineWasmtime,
+		}); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -138,37 +193,54 @@ func (e *env) jailedRuntime(tb testing.TB) *isolate.Runtime {
 	return e.jailed
 }
 
-// doc returns the directory holding doc.json with n records, and the
-// document itself.
-func (e *env) doc(tb testing.TB, n int) (string, []byte) {
+// doc returns the directory holding the kernel's input file for size n,
+// and the input itself.
+func (e *env) doc(tb testing.TB, name string, n int) (string, []byte) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	d := kernel.JSONDoc(n)
-	if dir, ok := e.docs[n]; ok {
+	var d []byte
+	switch name {
+	case "json":
+		d = kernel.JSONDoc(n)
+	case "groupby":
+		d = kernel.CSV(n)
+	default:
+		return "", nil
+	}
+	key := name + "/" + strconv.Itoa(n)
+	if dir, ok := e.docs[key]; ok {
 		return dir, d
 	}
-	dir := filepath.Join(e.dir, "input-"+strconv.Itoa(n))
+	dir := filepath.Join(e.dir, "input-"+name+"-"+strconv.Itoa(n))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		tb.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "doc.json"), d, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, inputFile(name)), d, 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	e.docs[n] = dir
+	e.docs[key] = dir
 	return dir, d
 }
 
 // nativeGo runs the kernel in this process.
 func nativeGo(tb testing.TB, e *env, s spec, n int) uint64 {
-	if s.name == "json" {
-		_, d := e.doc(tb, n)
-		sum, err := kernel.JSONParse(d)
+	if s.native == nil {
+		_, d := e.doc(tb, s.name, n)
+		sum, err := nativeInput(s.name, d)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		return sum
 	}
 	return s.native(n)
+}
+
+// nativeInput runs a kernel that reads its input.
+func nativeInput(name string, d []byte) (uint64, error) {
+	if name == "groupby" {
+		return kernel.GroupBy(bytes.NewReader(d))
+	}
+	return kernel.JSONParse(d)
 }
 
 func parseSum(tb testing.TB, who string, out []byte) uint64 {
@@ -186,9 +258,9 @@ func inIsolate(tb testing.TB, e *env, rt *isolate.Runtime, wasm []byte, s spec, 
 		Module: wasm, Args: []string{s.name, strconv.Itoa(n)},
 		Memory: 1 << 30, Timeout: 10 * time.Minute,
 	}
-	if s.name == "json" {
-		_, d := e.doc(tb, n)
-		cfg.Inputs = []isolate.Input{{Name: "doc.json", Data: d}}
+	if f := inputFile(s.name); f != "" {
+		_, d := e.doc(tb, s.name, n)
+		cfg.Inputs = []isolate.Input{{Name: f, Data: d}}
 	}
 	res, err := rt.Run(context.Background(), cfg)
 	if err != nil {
@@ -210,9 +282,9 @@ func nativeC(tb testing.TB, e *env, s spec, n int) uint64 {
 // nativeCTimed also returns the CPU time (user + system) the process used.
 func nativeCTimed(tb testing.TB, e *env, s spec, n int) (uint64, time.Duration) {
 	args := []string{s.name, strconv.Itoa(n)}
-	if s.name == "json" {
-		dir, _ := e.doc(tb, n)
-		args = append(args, filepath.Join(dir, "doc.json"))
+	if f := inputFile(s.name); f != "" {
+		dir, _ := e.doc(tb, s.name, n)
+		args = append(args, filepath.Join(dir, f))
 	}
 	cmd := exec.Command(e.cNative, args...)
 	out, err := cmd.Output()
@@ -250,8 +322,8 @@ func loop(b *testing.B, who int, body func()) {
 func underNode(tb testing.TB, e *env, wasmPath string, s spec, n, iterations int) (wall, cpu time.Duration, sum uint64) {
 	outFile := filepath.Join(tb.TempDir(), "stdout")
 	input := "-"
-	if s.name == "json" {
-		input, _ = e.doc(tb, n)
+	if inputFile(s.name) != "" {
+		input, _ = e.doc(tb, s.name, n)
 	}
 	cmd := exec.Command(e.node, "--no-warnings", "--expose-gc", "node/run.mjs", wasmPath, strconv.Itoa(iterations), outFile, input, s.name, strconv.Itoa(n))
 	var stderr bytes.Buffer
@@ -307,8 +379,29 @@ func TestKernelsAgree(t *testing.T) {
 			}
 		}
 		check("Go wasm (wazero)", inIsolate(t, e, e.inproc, e.goWasm, s, s.testSize))
+		if e.wasmtime != nil {
+			check("Go wasm (wasmtime)", inIsolate(t, e, e.wasmtime, e.goWasm, s, s.testSize))
+		}
+		if hasHost(s.name) {
+			check("Go wasm, host primitives (wazero)", inIsolate(t, e, e.inproc, e.goAccelWasm, s, s.testSize))
+			if e.wasmtime != nil {
+				check("Go wasm, host primitives (wasmtime)", inIsolate(t, e, e.wasmtime, e.goAccelWasm, s, s.testSize))
+			}
+		}
+		if !hasC(s.name) {
+			continue
+		}
+		if e.cWasm != "" && s.name == "sha256" {
+			check("C wasm, host primitives (wazero)", inIsolate(t, e, e.inproc, e.cAccelWasm, s, s.testSize))
+			if e.wasmtime != nil {
+				check("C wasm, host primitives (wasmtime)", inIsolate(t, e, e.wasmtime, e.cAccelWasm, s, s.testSize))
+			}
+		}
 		if e.cWasm != "" {
 			check("C wasm (wazero)", inIsolate(t, e, e.inproc, e.cWasmBytes, s, s.testSize))
+			if e.wasmtime != nil {
+				check("C wasm (wasmtime)", inIsolate(t, e, e.wasmtime, e.cWasmBytes, s, s.testSize))
+			}
 		}
 		if e.cNative != "" {
 			check("native C", nativeC(t, e, s, s.testSize))
@@ -318,7 +411,7 @@ func TestKernelsAgree(t *testing.T) {
 			// between runs (node v20 crashes otherwise).
 			_, _, got := underNode(t, e, e.goWasmPath(), s, s.testSize, 2)
 			check("Go wasm (node)", got)
-			if e.cWasm != "" {
+			if e.cWasm != "" && hasC(s.name) {
 				_, _, got = underNode(t, e, e.cWasm, s, s.testSize, 2)
 				check("C wasm (node)", got)
 			}
@@ -344,12 +437,12 @@ func BenchmarkKernel(b *testing.B) {
 		}
 		b.Run(s.name+"/native-go", func(b *testing.B) {
 			var d []byte
-			if s.name == "json" {
-				_, d = e.doc(b, s.size)
+			if s.native == nil {
+				_, d = e.doc(b, s.name, s.size)
 			}
 			loop(b, syscall.RUSAGE_SELF, func() {
 				if d != nil {
-					sum, _ := kernel.JSONParse(d)
+					sum, _ := nativeInput(s.name, d)
 					check(b, sum)
 				} else {
 					check(b, s.native(s.size))
@@ -360,6 +453,26 @@ func BenchmarkKernel(b *testing.B) {
 			inIsolate(b, e, e.inproc, e.goWasm, s, 0) // fill the compilation cache
 			loop(b, syscall.RUSAGE_SELF, func() { check(b, inIsolate(b, e, e.inproc, e.goWasm, s, s.size)) })
 		})
+		b.Run(s.name+"/wasm-go-wasmtime", func(b *testing.B) {
+			if e.wasmtime == nil {
+				b.Skip("wasmtime not linked: go test -tags cloister_wasmtime")
+			}
+			inIsolate(b, e, e.wasmtime, e.goWasm, s, 0) // compile once
+			loop(b, syscall.RUSAGE_SELF, func() { check(b, inIsolate(b, e, e.wasmtime, e.goWasm, s, s.size)) })
+		})
+		for _, row := range []struct {
+			name string
+			rt   func() *isolate.Runtime
+		}{{"wasm-go-host", func() *isolate.Runtime { return e.inproc }}, {"wasm-go-wasmtime-host", func() *isolate.Runtime { return e.wasmtime }}} {
+			b.Run(s.name+"/"+row.name, func(b *testing.B) {
+				rt := row.rt()
+				if !hasHost(s.name) || rt == nil {
+					b.Skip("no host-primitive version, or wasmtime not linked (-tags cloister_wasmtime)")
+				}
+				inIsolate(b, e, rt, e.goAccelWasm, s, 0)
+				loop(b, syscall.RUSAGE_SELF, func() { check(b, inIsolate(b, e, rt, e.goAccelWasm, s, s.size)) })
+			})
+		}
 		b.Run(s.name+"/wasm-go-jailed", func(b *testing.B) {
 			rt := e.jailedRuntime(b)
 			inIsolate(b, e, rt, e.goWasm, s, 0)
@@ -380,10 +493,10 @@ func BenchmarkKernel(b *testing.B) {
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 		b.Run(s.name+"/native-c", func(b *testing.B) {
-			if e.cNative == "" {
-				b.Skip("gcc not installed")
+			if e.cNative == "" || !hasC(s.name) {
+				b.Skip("gcc not installed, or no C version")
 			}
-			e.doc(b, s.size)
+			e.doc(b, s.name, s.size)
 			b.ResetTimer()
 			var cpu time.Duration
 			for i := 0; i < b.N; i++ {
@@ -394,14 +507,34 @@ func BenchmarkKernel(b *testing.B) {
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 		b.Run(s.name+"/wasm-c", func(b *testing.B) {
-			if e.cWasm == "" {
-				b.Skip("clang not installed")
+			if e.cWasm == "" || !hasC(s.name) {
+				b.Skip("clang not installed, or no C version")
 			}
 			inIsolate(b, e, e.inproc, e.cWasmBytes, s, 0)
 			loop(b, syscall.RUSAGE_SELF, func() { check(b, inIsolate(b, e, e.inproc, e.cWasmBytes, s, s.size)) })
 		})
+		b.Run(s.name+"/wasm-c-wasmtime", func(b *testing.B) {
+			if e.cWasm == "" || !hasC(s.name) || e.wasmtime == nil {
+				b.Skip("clang not installed, no C version, or wasmtime not linked (-tags cloister_wasmtime)")
+			}
+			inIsolate(b, e, e.wasmtime, e.cWasmBytes, s, 0)
+			loop(b, syscall.RUSAGE_SELF, func() { check(b, inIsolate(b, e, e.wasmtime, e.cWasmBytes, s, s.size)) })
+		})
+		for _, row := range []struct {
+			name string
+			rt   func() *isolate.Runtime
+		}{{"wasm-c-host", func() *isolate.Runtime { return e.inproc }}, {"wasm-c-wasmtime-host", func() *isolate.Runtime { return e.wasmtime }}} {
+			b.Run(s.name+"/"+row.name, func(b *testing.B) {
+				rt := row.rt()
+				if s.name != "sha256" || e.cAccelWasm == nil || rt == nil {
+					b.Skip("no host-primitive version, no clang, or wasmtime not linked (-tags cloister_wasmtime)")
+				}
+				inIsolate(b, e, rt, e.cAccelWasm, s, 0)
+				loop(b, syscall.RUSAGE_SELF, func() { check(b, inIsolate(b, e, rt, e.cAccelWasm, s, s.size)) })
+			})
+		}
 		b.Run(s.name+"/wasm-c-node", func(b *testing.B) {
-			if e.node == "" || e.cWasm == "" {
+			if e.node == "" || e.cWasm == "" || !hasC(s.name) {
 				b.Skip("node or clang not installed")
 			}
 			wall, cpu, got := underNode(b, e, e.cWasm, s, s.size, b.N)

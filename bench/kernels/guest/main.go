@@ -3,30 +3,27 @@
 //	guest KERNEL SIZE
 //
 // runs one kernel of package kernel and prints its checksum. KERNEL is
-// none (nothing: measures start-up), intloop, matmul, sha256, sort or json
-// (which parses /input/doc.json and ignores SIZE). Built for
+// none (nothing: measures start-up), intloop, matmul, sha256, sort, nn,
+// aesgcm, json (which parses /input/doc.json and ignores SIZE) or groupby
+// (which aggregates /input/data.csv and ignores SIZE). Built for
 // GOOS=wasip1 GOARCH=wasm by the benchmark itself.
 package main
 
 import (
 	"fmt"
 	"os"
-	"strconv"
 
 	"github.com/cloisterhq/cloister/bench/kernels/kernel"
 	"github.com/cloisterhq/cloister/guest"
 )
 
 func main() {
-	if len(os.Args) != 3 {
-		guest.Fail("usage: guest KERNEL SIZE")
-	}
-	n, err := strconv.Atoi(os.Args[2])
-	if err != nil || n < 0 {
-		guest.Fail("size %q: not a non-negative integer", os.Args[2])
+	k, n, err := kernel.ParseArgs(os.Args)
+	if err != nil {
+		guest.Fail("%v", err)
 	}
 	var sum uint64
-	switch os.Args[1] {
+	switch k {
 	case "none":
 	case "intloop":
 		sum = kernel.IntLoop(n)
@@ -36,6 +33,18 @@ func main() {
 		sum = kernel.SHA256(n)
 	case "sort":
 		sum = kernel.Sort(n)
+	case "nn":
+		sum = kernel.NN(n)
+	case "aesgcm":
+		sum = kernel.AESGCM(n)
+	case "groupby":
+		f, err := os.Open("/input/data.csv")
+		if err != nil {
+			guest.Fail("%v", err)
+		}
+		if sum, err = kernel.GroupBy(f); err != nil {
+			guest.Fail("data.csv: %v", err)
+		}
 	case "json":
 		doc, err := guest.ReadInput("doc.json")
 		if err != nil {
@@ -45,7 +54,7 @@ func main() {
 			guest.Fail("doc.json: %v", err)
 		}
 	default:
-		guest.Fail("unknown kernel %q", os.Args[1])
+		guest.Fail("unknown kernel %q", k)
 	}
 	fmt.Println(sum)
 }

@@ -11,13 +11,20 @@
 package kernel
 
 import (
+	"bufio"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // splitmix64 is the generator all implementations share (Steele, Lea,
@@ -187,4 +194,211 @@ func JSONParse(doc []byte) (uint64, error) {
 		}
 	}
 	return sum, nil
+}
+
+// NN runs the forward pass of a small convolutional network over n
+// pseudo-random 28×28 single-channel float32 images: a 3×3 convolution
+// with 8 filters and ReLU (8×26×26), a dense layer of 64 units with ReLU,
+// and a dense layer of 10 outputs. It returns the bits of the float32 sum
+// of all outputs. Every implementation does the same operations in the
+// same order, so the bits agree.
+func NN(n int) uint64 {
+	const (
+		side, k, filters = 28, 3, 8
+		conv             = side - k + 1 // 26
+		flat             = filters * conv * conv
+		hidden, outputs  = 64, 10
+	)
+	rng := splitmix64(seed)
+	weight := func() float32 { return float32(int64(rng.next()>>40)-(1<<23)) / (1 << 26) }
+	cw := make([]float32, filters*k*k)
+	for i := range cw {
+		cw[i] = weight()
+	}
+	w1 := make([]float32, hidden*flat)
+	for i := range w1 {
+		w1[i] = weight()
+	}
+	w2 := make([]float32, outputs*hidden)
+	for i := range w2 {
+		w2[i] = weight()
+	}
+	img := make([]float32, side*side)
+	act := make([]float32, flat)
+	h := make([]float32, hidden)
+	var sum float32
+	for im := 0; im < n; im++ {
+		for i := range img {
+			img[i] = float32(rng.next()>>40) / (1 << 24)
+		}
+		for f := 0; f < filters; f++ {
+			for y := 0; y < conv; y++ {
+				for x := 0; x < conv; x++ {
+					var s float32
+					for dy := 0; dy < k; dy++ {
+						for dx := 0; dx < k; dx++ {
+							s += img[(y+dy)*side+x+dx] * cw[f*k*k+dy*k+dx]
+						}
+					}
+					act[(f*conv+y)*conv+x] = max(s, 0)
+				}
+			}
+		}
+		for j := 0; j < hidden; j++ {
+			var s float32
+			row := w1[j*flat : j*flat+flat]
+			for i, a := range act {
+				s += a * row[i]
+			}
+			h[j] = max(s, 0)
+		}
+		for o := 0; o < outputs; o++ {
+			var s float32
+			for j := 0; j < hidden; j++ {
+				s += h[j] * w2[o*hidden+j]
+			}
+			sum += s
+		}
+	}
+	return uint64(math.Float32bits(sum))
+}
+
+// AESGCM seals a 1 MiB pseudo-random buffer mib times with AES-256-GCM
+// (a fresh 96-bit nonce per MiB: the MiB's index) and returns the first 8
+// bytes of the last tag XORed with the count of ciphertext bytes.
+func AESGCM(mib int) uint64 {
+	buf := randomBytes(1 << 20)
+	key := randomBytes(32)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic(err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		panic(err)
+	}
+	out := make([]byte, 0, len(buf)+gcm.Overhead())
+	nonce := make([]byte, gcm.NonceSize())
+	var sum uint64
+	for i := 0; i < mib; i++ {
+		binary.BigEndian.PutUint64(nonce[4:], uint64(i))
+		out = gcm.Seal(out[:0], nonce, buf, nil)
+		sum = binary.BigEndian.Uint64(out[len(out)-16:]) ^ uint64(len(out))
+	}
+	return sum
+}
+
+// CSV returns a table of about mb MB, one "key,amount" row per line
+// after a header: keys k00000–k09999, amounts with two decimals, all from
+// splitmix64.
+func CSV(mb int) []byte {
+	rng := splitmix64(seed)
+	doc := make([]byte, 0, mb<<20+64)
+	doc = append(doc, "key,amount\n"...)
+	for len(doc) < mb<<20 {
+		r := rng.next()
+		doc = append(doc, 'k')
+		key := r % 10000
+		for d := uint64(10000); d > 0; d /= 10 {
+			doc = append(doc, byte('0'+key/d%10))
+		}
+		doc = append(doc, ',')
+		doc = strconv.AppendUint(doc, r>>20%100000, 10)
+		doc = append(doc, '.')
+		cents := r >> 40 % 100
+		doc = append(doc, byte('0'+cents/10), byte('0'+cents%10))
+		doc = append(doc, '\n')
+	}
+	return doc
+}
+
+// GroupBy reads a CSV from CSV with encoding/csv, sums the amounts (in
+// cents) and counts the rows of each key, and folds the groups in key
+// order: Σ (i+1)·(sum_i + count_i) over the sorted keys (wrapping).
+func GroupBy(r io.Reader) (uint64, error) {
+	cr := csv.NewReader(bufio.NewReaderSize(r, 1<<16))
+	cr.ReuseRecord = true
+	type group struct{ sum, count uint64 }
+	groups := map[string]*group{}
+	if _, err := cr.Read(); err != nil { // the header
+		return 0, err
+	}
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		if len(rec) != 2 {
+			return 0, fmt.Errorf("row with %d fields", len(rec))
+		}
+		whole, frac, ok := strings.Cut(rec[1], ".")
+		w, err1 := strconv.ParseUint(whole, 10, 64)
+		f, err2 := strconv.ParseUint(frac, 10, 64)
+		if !ok || err1 != nil || err2 != nil || len(frac) != 2 {
+			return 0, fmt.Errorf("amount %q", rec[1])
+		}
+		g := groups[rec[0]]
+		if g == nil {
+			g = &group{}
+			groups[rec[0]] = g
+		}
+		g.sum += w*100 + f
+		g.count++
+	}
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var sum uint64
+	for i, k := range keys {
+		sum += uint64(i+1) * (groups[k].sum + groups[k].count)
+	}
+	return sum, nil
+}
+
+// SHA256With is SHA256 computed in one call of sum over the whole stream
+// (rounds copies of the same MiB): the shape a one-shot host primitive
+// takes. It returns what SHA256 returns.
+func SHA256With(rounds int, sum func([]byte) [32]byte) uint64 {
+	buf := randomBytes(1 << 20)
+	stream := make([]byte, 0, rounds<<20)
+	for r := 0; r < rounds; r++ {
+		stream = append(stream, buf...)
+	}
+	d := sum(stream)
+	return binary.BigEndian.Uint64(d[:])
+}
+
+// AESGCMWith is AESGCM with the sealing done by seal (key, nonce,
+// plaintext, associated data → ciphertext‖tag). It returns what AESGCM
+// returns.
+func AESGCMWith(mib int, seal func(key, nonce, plaintext, ad []byte) ([]byte, error)) uint64 {
+	buf := randomBytes(1 << 20)
+	key := randomBytes(32)
+	nonce := make([]byte, 12)
+	var sum uint64
+	for i := 0; i < mib; i++ {
+		binary.BigEndian.PutUint64(nonce[4:], uint64(i))
+		out, err := seal(key, nonce, buf, nil)
+		if err != nil {
+			panic(err)
+		}
+		sum = binary.BigEndian.Uint64(out[len(out)-16:]) ^ uint64(len(out))
+	}
+	return sum
+}
+
+// ParseArgs reads a guest's command line, PROGRAM KERNEL SIZE.
+func ParseArgs(args []string) (name string, n int, err error) {
+	if len(args) != 3 {
+		return "", 0, errors.New("usage: guest KERNEL SIZE")
+	}
+	if n, err = strconv.Atoi(args[2]); err != nil || n < 0 {
+		return "", 0, fmt.Errorf("size %q: not a non-negative integer", args[2])
+	}
+	return args[1], n, nil
 }
