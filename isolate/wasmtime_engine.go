@@ -398,7 +398,13 @@ func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func()
 	store.Limiter(int64(j.Memory), -1, -1, -1, 1)
 	linker := wasmtime.NewLinker(engine)
 	defer linker.Close()
+	// The guest's memory, once instantiated: looking it up by name on
+	// every WASI call costs a cgo call and an allocation.
+	var memory *wasmtime.Memory
 	memOf := func(c *wasmtime.Caller) []byte {
+		if memory != nil {
+			return memory.UnsafeData(c)
+		}
 		if ext := c.GetExport("memory"); ext != nil {
 			if m := ext.Memory(); m != nil {
 				return m.UnsafeData(c)
@@ -480,6 +486,9 @@ func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func()
 	} else if f := inst.GetFunc(store, "_start"); f == nil {
 		runErr = errors.New("no _start")
 	} else {
+		if ext := inst.GetExport(store, "memory"); ext != nil {
+			memory = ext.Memory()
+		}
 		_, runErr = f.Call(store)
 	}
 	memSize := uint64(0)
