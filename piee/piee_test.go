@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterhq/cloister/internal/workerbuild"
 	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/ledger/challenge"
 	"github.com/cloisterhq/cloister/piee/operators/ops"
@@ -23,7 +24,9 @@ func TestMain(m *testing.M) {
 	if isolate.IsWorker() {
 		os.Exit(isolate.WorkerMain())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	workerbuild.Cleanup()
+	os.Exit(code)
 }
 
 // The committed operators.wasm is what its source builds to (with the Go
@@ -62,8 +65,8 @@ func TestReproducibleOperators(t *testing.T) {
 // the node's own process, and — for the arithmetic — under a larger
 // memory limit and natively (the same Go source compiled for amd64).
 // The probes' Q is the isolation outcome, the same in every jailed run.
-// Only amd64 is available here; the engine is wazero's compiler on the
-// jailed paths and its interpreter-free in-process path alike.
+// Only amd64 is available here. The engine is wazero's compiler on
+// every path but one: a jailed worker running wasmtime.
 func TestOperatorsDeterministic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -82,6 +85,17 @@ func TestOperatorsDeterministic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer inproc.Close()
+	// The other engine, in its own jailed worker: a node that runs
+	// wasmtime must give every operator's Q bit for bit.
+	wtBin, err := workerbuild.BuildWasmtime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wt, err := isolate.New(ctx, isolate.Options{Engine: isolate.EngineWasmtime, WorkerBinary: wtBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wt.Close()
 	seed := strings.Repeat("5a", 32)
 	for _, op := range Builtin() {
 		if raceBuild && !slices.Contains([]string{"hashchain", "probe-memory"}, op.Name) {
@@ -93,7 +107,7 @@ func TestOperatorsDeterministic(t *testing.T) {
 				r    Runner
 				op   challenge.Operator
 			}
-			vs := []variant{{"cold", cold, op}, {"warm", warm, op}, {"warm-cached", warm, op}}
+			vs := []variant{{"cold", cold, op}, {"warm", warm, op}, {"warm-cached", warm, op}, {"wasmtime", wt, op}}
 			if op.Class == challenge.ClassArith && !raceBuild { // in-process, a race build compiles past any timeout
 				big := op
 				big.Memory = 256 << 20
