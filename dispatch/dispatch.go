@@ -87,10 +87,12 @@ type Dispatcher struct {
 	tickets map[string]*Ticket
 	grants  map[string]uint64 // request id ‖ token -> acl.granted index (a cache: findGrant reads the ledger)
 	// granted holds, per delegation, the times (Unix seconds) of this
-	// dispatcher's grants under it since it started: its own guard of
-	// the delegation's rate, so that it does not assign a run whose
-	// grant the ledger would refuse.
+	// dispatcher's grants under it within the rate's window, rebuilt from
+	// the ledger when it first judges the delegation (rate.go): its own
+	// guard of the delegation's rate, so that it does not assign a run
+	// whose grant the ledger would refuse.
 	granted  map[uint64][]int64
+	counted  map[uint64]bool // delegations whose grants were read back from the ledger
 	wake     chan string
 	offersAt time.Time
 	offers   *lclient.OfferList
@@ -160,7 +162,7 @@ func New(o Options) (*Dispatcher, error) {
 		o.MaxPerConsumer = 16
 	}
 	d := &Dispatcher{o: o, pub: protocol.FormatEd25519Key(o.Key.Public().(ed25519.PublicKey)), log: o.Logger,
-		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, granted: map[uint64][]int64{}, wake: make(chan string, 64)}
+		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, granted: map[uint64][]int64{}, counted: map[uint64]bool{}, wake: make(chan string, 64)}
 	d.metrics = d.newMetrics()
 	return d, nil
 }
@@ -735,25 +737,6 @@ func (d *Dispatcher) delegationLimits(ctx context.Context, lst Listing) (acl.Lim
 	return del.Limits, nil
 }
 
-// rateAllows judges one more grant under delegation deleg at now against
-// its rate r, by this dispatcher's own grants since it started (after a
-// restart, the ledger's refusal is the guard until the window has
-// passed).
-func (d *Dispatcher) rateAllows(deleg uint64, r *acl.Rate, now time.Time) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	keep, err := r.Allows(d.granted[deleg], now)
-	d.granted[deleg] = keep
-	return err
-}
-
-// noteGrant remembers a grant made under delegation deleg at now.
-func (d *Dispatcher) noteGrant(deleg uint64, now time.Time) {
-	d.mu.Lock()
-	d.granted[deleg] = append(d.granted[deleg], now.Unix())
-	d.mu.Unlock()
-}
-
 // Rank is the dispatcher's order of candidates for a request: the pure
 // market.Rank over the offers' prices and the ledger's records.
 func rankInputs(offers []lclient.LiveOffer, records map[string][]bool) []market.Candidate {
@@ -786,7 +769,7 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	if err != nil {
 		return err
 	}
-	if err := d.rateAllows(lst.Delegation, limits.Rate, time.Now()); err != nil {
+	if err := d.rateAllows(ctx, lst.Delegation, limits.Rate, time.Now()); err != nil {
 		return fmt.Errorf("delegation %d: %w", lst.Delegation, err)
 	}
 	offers, err := d.liveOffers(ctx)

@@ -12,11 +12,13 @@ import (
 func VouchForAll(d *Dispatcher) { d.vouchAll = true }
 
 // NewForRate is a dispatcher with only what its rate guard needs.
-func NewForRate() *Dispatcher { return &Dispatcher{granted: map[uint64][]int64{}} }
+func NewForRate() *Dispatcher {
+	return &Dispatcher{granted: map[uint64][]int64{}, counted: map[uint64]bool{}}
+}
 
 // RateAllows and NoteGrant expose the dispatcher's guard of its
-// delegation's rate.
+// delegation's rate, by the grants it counted (no ledger to read back).
 func (d *Dispatcher) RateAllows(deleg uint64, r *acl.Rate, now time.Time) error {
-	return d.rateAllows(deleg, r, now)
+	return d.rateCheck(deleg, r, now)
 }
 func (d *Dispatcher) NoteGrant(deleg uint64, now time.Time) { d.noteGrant(deleg, now) }

@@ -251,8 +251,9 @@ func (m *market) newKey(name string) string {
 }
 
 // dispatcher starts a dispatcher with a fresh key (or keyFile), after the
-// innovator delegated grants of its program to that key.
-func (m *market) dispatcher(keyFile, listen string) (*proc, string) {
+// innovator delegated grants of its program to that key (with limits
+// beyond the usual, if given, as acl delegate arguments).
+func (m *market) dispatcher(keyFile, listen string, limits ...string) (*proc, string) {
 	t := m.t
 	if keyFile == "" {
 		keyFile = m.newKey(fmt.Sprintf("dispatcher%d", len(m.listings)))
@@ -260,8 +261,8 @@ func (m *market) dispatcher(keyFile, listen string) (*proc, string) {
 	lf, ok := m.listings[keyFile]
 	if !ok {
 		k, _ := keys.Load(keyFile)
-		idx := mustRun(t, m.bin, "acl", "delegate", "--ledger", m.ledger, "--key", m.innovatorKey, "--artifact", m.sum.Digest,
-			"--delegate", k.Public().SigningString(), "--not-after", "+1h", "--max-duration", "10m", "--max-uses", "1", "--class", "software")
+		idx := mustRun(t, m.bin, append([]string{"acl", "delegate", "--ledger", m.ledger, "--key", m.innovatorKey, "--artifact", m.sum.Digest,
+			"--delegate", k.Public().SigningString(), "--not-after", "+1h", "--max-duration", "10m", "--max-uses", "1", "--class", "software"}, limits...)...)
 		l := m.listing
 		fmt.Sscan(idx, &l.Delegation)
 		b, _ := json.Marshal(l)
@@ -501,6 +502,45 @@ func TestMarketplaceProcesses(t *testing.T) {
 	for _, rec := range recs.Records {
 		if rec.Node == b.publicKey && (rec.Runs != 3 || rec.Failures != 1 || len(rec.LatencyMs) != 2) {
 			t.Fatalf("b's record after the consumer refused it: %+v", rec)
+		}
+	}
+}
+
+// A dispatcher restarted within its delegation's rate window still keeps
+// the rate: it reads its grants back from the ledger instead of counting
+// from zero, so it leaves a request it may not grant for open (naming the
+// limit) instead of assigning it and failing the provider when the
+// ledger refuses the grant.
+func TestDispatcherRateSurvivesRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a ledger, a store, a broker, a node and a dispatcher twice")
+	}
+	m := newMarket(t)
+	d, dURL := m.dispatcher("", "127.0.0.1:0", "--rate", "1/1h")
+	a := m.provider("a", "0.001", "software")
+	res, _ := m.request(dURL, "class == 'software'", 3*time.Minute)
+	if r := <-res; r[0].(int) != 0 {
+		t.Fatalf("the first request: exit %v\n%s%s\ndispatcher:\n%s", r[0], r[1], r[2], d)
+	}
+	d.kill()
+	d2, _ := m.dispatcher(keyOf(d), strings.TrimPrefix(dURL, "http://"))
+	res, _ = m.request(dURL, "class == 'software'", 15*time.Second)
+	r := <-res
+	if r[0].(int) != 1 || !strings.Contains(r[2].(string), "allows 1 grants in any 1h0m0s") {
+		t.Fatalf("a second request within the hour, after a restart: exit %v\n%s%s\ndispatcher:\n%s", r[0], r[1], r[2], d2)
+	}
+	if !strings.Contains(d2.String(), "rate count read back from the ledger") {
+		t.Errorf("the restarted dispatcher did not say it read its grants back:\n%s", d2)
+	}
+	// Nothing was assigned, so the provider's record is untouched: one
+	// run, no failure.
+	recs, err := m.lc.MarketRecords(bounded(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs.Records {
+		if rec.Node == a.publicKey && (rec.Runs != 1 || rec.Failures != 0) {
+			t.Fatalf("the provider's record: %+v", rec)
 		}
 	}
 }
