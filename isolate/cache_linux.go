@@ -176,9 +176,12 @@ func (c *entryCache) entryPath(sum [32]byte, vdir string) string {
 	return filepath.Join(c.entries(), hex.EncodeToString(sum[:])+"."+vdir)
 }
 
-// validName is what wazero names its cache directories and files.
+// validVersionDir is what the engines name their cache directories:
+// wazero its own ("wazero-" and its version), the wasmtime worker
+// "wasmtime-" and its version and configuration (wasmtime_engine.go).
 func validVersionDir(s string) bool {
-	return strings.HasPrefix(s, "wazero-") && len(s) < 128 && !strings.ContainsAny(s, "/\x00") && s != "." && s != ".."
+	return (strings.HasPrefix(s, "wazero-") || strings.HasPrefix(s, "wasmtime-")) &&
+		len(s) < 128 && !strings.ContainsAny(s, "/\x00") && s != "." && s != ".."
 }
 
 func validEntryName(s string) bool {
@@ -192,14 +195,21 @@ func validEntryName(s string) bool {
 // stage copies the verified entries of module sum into a worker's staging
 // directory. An entry that does not verify is deleted and counted.
 func (c *entryCache) stage(staging string, sum [32]byte) {
-	matches, _ := filepath.Glob(filepath.Join(c.entries(), hex.EncodeToString(sum[:])+".wazero-*"))
+	matches, _ := filepath.Glob(filepath.Join(c.entries(), hex.EncodeToString(sum[:])+".*"))
 	for _, p := range matches {
+		if _, vdir, _ := strings.Cut(filepath.Base(p), "."); !validVersionDir(vdir) {
+			continue // not an entry
+		}
 		name, off, err := c.verify(p, sum)
 		if err != nil {
 			c.refuse(p)
 			continue
 		}
 		vdir, file, _ := strings.Cut(name, "/")
+		if !validVersionDir(vdir) || !validEntryName(file) {
+			c.refuse(p)
+			continue
+		}
 		if err := os.MkdirAll(filepath.Join(staging, vdir), 0o700); err != nil {
 			continue
 		}

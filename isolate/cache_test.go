@@ -1,6 +1,7 @@
 package isolate
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -123,5 +124,86 @@ func TestCacheEntryUsed(t *testing.T) {
 	}
 	if n := r.jail.cache.Loaded(); n != 1 {
 		t.Errorf("the second worker loaded %d kept entries, want 1: it compiled the module afresh", n)
+	}
+}
+
+// TestCacheTamperedEntryNeverStaged: an entry changed on disk is refused
+// by the parent before anything of it reaches a worker's directory, so no
+// engine ever deserialises it — wasmtime, like wazero, trusts the native
+// code it loads completely. Each engine's entry layout is tried: a flipped
+// byte, a truncated entry, another module's entry under this module's
+// name.
+func TestCacheTamperedEntryNeverStaged(t *testing.T) {
+	c, err := openEntryCache(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	a, b := sha256.Sum256([]byte("module a")), sha256.Sum256([]byte("module b"))
+	for _, vdir := range []string{"wazero-v1.12.0", "wasmtime-39.0.1-c1", "wasmtime-39.0.1-c1-det"} {
+		// An entry kept the way the parent keeps a worker's: harvested.
+		keep := func(sum [32]byte, code []byte) string {
+			w, err := c.newStaging()
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.MkdirAll(filepath.Join(w, vdir), 0o700)
+			if err := os.WriteFile(filepath.Join(w, vdir, hex.EncodeToString(sum[:])), code, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c.harvest(w, sum, true)
+			p := c.entryPath(sum, vdir)
+			if _, _, err := c.verify(p, sum); err != nil {
+				t.Fatalf("%s: the kept entry does not verify: %v", vdir, err)
+			}
+			return p
+		}
+		pa := keep(a, bytes.Repeat([]byte("native code of a "), 1000))
+		pb := keep(b, bytes.Repeat([]byte("native code of b "), 1000))
+		orig, _ := os.ReadFile(pa)
+		other, _ := os.ReadFile(pb)
+		staged := func() []string {
+			w, err := c.newStaging()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(w)
+			c.stage(w, a)
+			var got []string
+			filepath.WalkDir(w, func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					got = append(got, p)
+				}
+				return nil
+			})
+			return got
+		}
+		if got := staged(); len(got) != 1 {
+			t.Fatalf("%s: an intact entry staged as %v, want one file", vdir, got)
+		}
+		flipped := bytes.Clone(orig)
+		flipped[len(flipped)-100] ^= 0x40
+		for _, tc := range []struct {
+			name string
+			data []byte
+		}{
+			{"a flipped byte of code", flipped},
+			{"truncated", orig[:len(orig)-17]},
+			{"another module's entry", other},
+		} {
+			before := c.Refused()
+			if err := os.WriteFile(pa, tc.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got := staged(); len(got) != 0 {
+				t.Errorf("%s, %s: staged %v", vdir, tc.name, got)
+			}
+			if c.Refused() != before+1 {
+				t.Errorf("%s, %s: not counted as refused", vdir, tc.name)
+			}
+			if _, err := os.Stat(pa); !os.IsNotExist(err) {
+				t.Errorf("%s, %s: the refused entry is still there", vdir, tc.name)
+			}
+		}
 	}
 }

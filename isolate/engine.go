@@ -32,8 +32,9 @@ type jobExecutor interface {
 	// prepare does what does not depend on the job (a warm worker, while
 	// it waits).
 	prepare(ctx context.Context)
-	// preload compiles module ahead of the job (no guest code runs).
-	preload(ctx context.Context, module []byte)
+	// preload compiles module ahead of the job (no guest code runs),
+	// for a deterministic job with det.
+	preload(ctx context.Context, module []byte, det bool)
 	// holds reports whether the module with this SHA-256 is preloaded.
 	holds(sum [32]byte) bool
 	// execute runs one job (exec.go describes the contract).

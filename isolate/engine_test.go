@@ -64,6 +64,8 @@ func TestEngineWasmtime(t *testing.T) {
 		{"ExitStatusPassThrough", TestExitStatusPassThrough},
 		{"Determinism", TestDeterminism},
 		{"WarmPool", TestWarmPool},
+		{"CacheEntryAuthenticated", TestCacheEntryAuthenticated},
+		{"CacheEntryUsed", TestCacheEntryUsed},
 	} {
 		t.Run(tc.name, tc.f)
 	}

@@ -112,7 +112,8 @@ type preloadedModule struct {
 }
 
 // preload compiles module in the prepared runtime ahead of the job.
-func (e *executor) preload(ctx context.Context, module []byte) {
+// wazero compiles deterministic runs' code the same way: det is ignored.
+func (e *executor) preload(ctx context.Context, module []byte, _ bool) {
 	if e.prepared == nil {
 		return
 	}

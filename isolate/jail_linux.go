@@ -306,7 +306,9 @@ func (j *jailer) spawn(preload *moduleHint) (*worker, error) {
 				w.preload = preload
 				j.stage(w, preload.sum, true)
 				w.preloadSent = make(chan error, 1)
-				go func() { w.preloadSent <- writeFrame(w.jobW, &workerInput{Preload: preload.module}) }()
+				go func() {
+					w.preloadSent <- writeFrame(w.jobW, &workerInput{Preload: preload.module, PreloadDeterministic: preload.det})
+				}()
 			}
 			return w, nil
 		}

@@ -18,6 +18,7 @@ package isolate
 type moduleHint struct {
 	sum    [32]byte
 	module []byte
+	det    bool // the last job was deterministic
 }
 
 // get returns a pooled worker for jb if one fits (warm is true), or starts
@@ -33,8 +34,8 @@ func (j *jailer) get(jb *job) (w *worker, warm bool, err error) {
 	repeat := !jb.Sealed && j.hasLast && j.lastSum == jb.ModuleSHA256
 	if !jb.Sealed {
 		j.lastSum, j.hasLast = jb.ModuleSHA256, true
-		if j.warm > 0 && (j.hint == nil || j.hint.sum != jb.ModuleSHA256) {
-			j.hint = &moduleHint{sum: jb.ModuleSHA256, module: append([]byte(nil), jb.Module...)}
+		if j.warm > 0 && (j.hint == nil || j.hint.sum != jb.ModuleSHA256 || j.hint.det != jb.Deterministic) {
+			j.hint = &moduleHint{sum: jb.ModuleSHA256, module: append([]byte(nil), jb.Module...), det: jb.Deterministic}
 		}
 	}
 	pick, blank := -1, -1

@@ -119,7 +119,7 @@ func TestPreloadedExecutor(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.prepared = rt
-		e.preload(ctx, wasmExit(5))
+		e.preload(ctx, wasmExit(5), false)
 		if e.preloaded == nil || e.preloaded.compiled == nil {
 			t.Fatal("nothing preloaded")
 		}

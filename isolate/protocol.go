@@ -56,7 +56,11 @@ type blobMessage interface {
 // holds another program than the one it runs.
 type workerInput struct {
 	Preload []byte
-	Job     *job
+	// PreloadDeterministic: the job will probably be deterministic (the
+	// last one was), so an engine that compiles those differently
+	// (wasmtime: NaN canonicalisation) prepares that code.
+	PreloadDeterministic bool `json:",omitempty"`
+	Job                  *job
 }
 
 func (m *workerInput) wireBlobs() [][]byte {

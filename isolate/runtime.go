@@ -137,10 +137,6 @@ func New(ctx context.Context, opts Options) (*Runtime, error) {
 				return nil, err
 			}
 		}
-		if opts.Engine != EngineWazero {
-			// The authenticated cache holds wazero's compiled code.
-			entries = nil
-		}
 		j, err := newJailer(ctx, entries, opts.WarmWorkers, bin, opts.Engine)
 		if err != nil {
 			r.Close()

@@ -20,8 +20,11 @@ import "C"
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +34,8 @@ import (
 	"github.com/bytecodealliance/wasmtime-go/v39"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 )
 
 // wasmtimeModule is the module path of the bindings (and of the engine
@@ -60,8 +65,8 @@ func init() {
 	if v == "" {
 		v = wasmtimeVersionFallback
 	}
-	registerEngine(EngineWasmtime, engineFactory{version: v, make: func(string) (jobExecutor, error) {
-		return &wasmtimeExecutor{}, nil
+	registerEngine(EngineWasmtime, engineFactory{version: v, make: func(cacheDir string) (jobExecutor, error) {
+		return &wasmtimeExecutor{cacheDir: cacheDir, version: v}, nil
 	}})
 	engineAddressSpace[EngineWasmtime] = wasmtimeReservation + 2*wasmtimeGuard
 }
@@ -139,23 +144,114 @@ func (c *moduleMemo) put(k compiledKey, m *wasmtime.Module) {
 }
 
 type wasmtimeExecutor struct {
+	// cacheDir is the worker's own staging directory of the compilation
+	// cache (decision 0142): the parent put there the authenticated
+	// entries of the job's module, and keeps, authenticated, what the
+	// worker leaves there. "" for none.
+	cacheDir  string
+	version   string
 	preloaded *wasmtimePreloaded
 }
 
 type wasmtimePreloaded struct {
-	sum      [32]byte
-	module   []byte
-	compiled *wasmtime.Module // nil if it does not compile: the job says why
+	sum    [32]byte
+	module []byte
+	// compiled is the module for ordinary runs (nil if it does not
+	// compile: the job says why); det, for deterministic runs, only when
+	// the cache had it.
+	compiled, det *wasmtime.Module
 }
 
 func (e *wasmtimeExecutor) prepare(context.Context) { wasmtimeEngines() }
 
-func (e *wasmtimeExecutor) preload(_ context.Context, module []byte) {
-	cm, err := compileWasmtime(wasmtimeEngines()[0], module)
-	if err != nil {
-		cm = nil
+// preload prepares the code for the job's kind of run (det: with NaN
+// canonicalisation), compiling it if the cache does not have it, and the
+// other kind's too when the cache has it.
+func (e *wasmtimeExecutor) preload(_ context.Context, module []byte, det bool) {
+	sum := sha256.Sum256(module)
+	pre := &wasmtimePreloaded{sum: sum, module: module}
+	if det {
+		pre.det, _ = e.compile(true, sum, module, true)
+		pre.compiled = e.cached(false, sum)
+	} else {
+		pre.compiled, _ = e.compile(false, sum, module, true)
+		pre.det = e.cached(true, sum)
 	}
-	e.preloaded = &wasmtimePreloaded{sum: sha256.Sum256(module), module: module, compiled: cm}
+	e.preloaded = pre
+}
+
+// cacheVersionDir names the cache directory of the engine's compiled code:
+// the bindings' version and this file's engine configuration (cacheConfig:
+// change it with the configuration), one directory for deterministic
+// runs' code (NaN canonicalisation). wasmtime itself also refuses code of
+// another version or configuration.
+func (e *wasmtimeExecutor) cacheVersionDir(det bool) string {
+	d := "wasmtime-" + strings.TrimPrefix(e.version, "v") + "-" + wasmtimeCacheConfig
+	if det {
+		d += "-det"
+	}
+	return d
+}
+
+// wasmtimeCacheConfig names the engine configuration wasmtimeEngines
+// makes (reservation, guard, optimisation level).
+const wasmtimeCacheConfig = "c1"
+
+// cachePath is where the code of module sum lives in the worker's cache.
+func (e *wasmtimeExecutor) cachePath(det bool, sum [32]byte) string {
+	return filepath.Join(e.cacheDir, e.cacheVersionDir(det), hex.EncodeToString(sum[:]))
+}
+
+// cached deserialises module sum's code from the worker's cache, nil if
+// it is not there. What the cache holds was authenticated by the parent
+// before it was put there (cache_linux.go): wasmtime trusts the native
+// code it deserialises completely.
+func (e *wasmtimeExecutor) cached(det bool, sum [32]byte) *wasmtime.Module {
+	if e.cacheDir == "" {
+		return nil
+	}
+	// Read, not mapped: the cache is mounted noexec, and wasmtime maps
+	// the code of a file it deserialises executable.
+	b, err := readPlainFile(e.cachePath(det, sum))
+	if err != nil {
+		return nil
+	}
+	m, err := wasmtime.NewModuleDeserialize(wasmtimeEngines()[btoi(det)], b)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// compile returns module's compiled code: from the cache, or compiled and
+// (with keep, never for a sealed module) left in the cache for the parent
+// to keep.
+func (e *wasmtimeExecutor) compile(det bool, sum [32]byte, module []byte, keep bool) (*wasmtime.Module, error) {
+	if keep {
+		if m := e.cached(det, sum); m != nil {
+			return m, nil
+		}
+	}
+	m, err := compileWasmtime(wasmtimeEngines()[btoi(det)], module)
+	if err != nil || !keep || e.cacheDir == "" {
+		return m, err
+	}
+	if b, err := m.Serialize(); err == nil && len(b) <= maxCacheEntry {
+		p := e.cachePath(det, sum)
+		if os.MkdirAll(filepath.Dir(p), 0o700) == nil {
+			// A new file (a new inode), so the parent can tell it from
+			// the entry it gave.
+			_ = atomicfile.WriteFile(p, b, 0o600, atomicfile.NoSync())
+		}
+	}
+	return m, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (e *wasmtimeExecutor) holds(sum [32]byte) bool {
@@ -314,21 +410,20 @@ func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func()
 		defer clear(j.Module)
 	}
 	rep, finish := &run.rep, run.finish
-	engines := wasmtimeEngines()
-	engine := engines[0]
-	if j.Deterministic {
-		engine = engines[1]
-	}
+	engine := wasmtimeEngines()[btoi(j.Deterministic)]
 	var mod *wasmtime.Module
 	key := compiledKey{sum: j.ModuleSHA256, det: j.Deterministic}
 	switch {
 	case pre != nil && pre.compiled != nil && !j.Deterministic:
 		mod = pre.compiled
+	case pre != nil && pre.det != nil && j.Deterministic:
+		mod = pre.det
 	case !j.Sealed && compiledModules.get(key) != nil:
 		mod = compiledModules.get(key)
 	default:
 		var err error
-		if mod, err = compileWasmtime(engine, j.Module); err != nil {
+		// A sealed module's native code is never written anywhere.
+		if mod, err = e.compile(j.Deterministic, j.ModuleSHA256, j.Module, !j.Sealed); err != nil {
 			return finish(invalid(rep, "invalid module: %v", err)), nil
 		}
 		if j.Sealed {

@@ -148,7 +148,7 @@ func WorkerMain() int {
 		}
 		// Before the lock-down, with the cache mounted: this runs no
 		// guest code.
-		exe.preload(ctx, msg.Preload)
+		exe.preload(ctx, msg.Preload, msg.PreloadDeterministic)
 		// The job will run this module (the parent sends a job only to a
 		// worker holding its module), so the cache is no longer needed:
 		// the job-independent part of the lock-down is done now, off the

@@ -244,7 +244,7 @@ var workerFeatures = []string{
 // worker sends it and computing it by reflection cost each one ~0.1 ms;
 // TestWorkerProtocolIDIsCurrent fails, giving the new value, as soon as a
 // feature or a message type changes without it.
-const workerProtocolID = "cloister-isolate/4+b439e0114471dbfa"
+const workerProtocolID = "cloister-isolate/4+5e00c5835bf3c6df"
 
 // workerProtocol returns the identifier (a variable so that tests can play
 // a worker from another build).
