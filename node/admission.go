@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -85,8 +84,8 @@ const (
 const memberCacheTTL = 30 * time.Second
 
 // maxCreateNonces bounds the create-request nonces remembered against
-// replay (each is kept for twice protocol.MaxRequestSkew; the create rate
-// bounds how many arrive in that time).
+// replay (each is kept for protocol.ReplayMemory; the create rate bounds
+// how many arrive in that time).
 const maxCreateNonces = 1 << 18
 
 // creator is who creates a session, as quotas count it: "ed25519:<key>"
@@ -101,7 +100,7 @@ type admitter struct {
 	q   Quotas
 
 	mu       sync.Mutex
-	nonces   map[string]time.Time // create nonce → when it may be forgotten
+	nonces   *protocol.ReplayWindow // create requests accepted recently
 	members  map[string]memberAnswer
 	usage    map[creator]*usage
 	sessions int
@@ -135,7 +134,7 @@ func newAdmitter(n *Node, cfg Admission) (*admitter, error) {
 	default:
 		return nil, fmt.Errorf("node: admission mode %q: want one of %v", cfg.Mode, Modes)
 	}
-	a := &admitter{n: n, cfg: cfg, q: cfg.Quotas.withDefaults(), nonces: map[string]time.Time{},
+	a := &admitter{n: n, cfg: cfg, q: cfg.Quotas.withDefaults(), nonces: protocol.NewReplayWindow(maxCreateNonces),
 		members: map[string]memberAnswer{}, usage: map[creator]*usage{}}
 	a.rates = newRateLimits(a.q)
 	return a, nil
@@ -216,23 +215,13 @@ func (a *admitter) checkSignature(key ed25519.PublicKey, auth *cloisterv1.Signed
 		return refused(connect.CodePermissionDenied, ruleAdmission, "create request is dated %s, more than %s from the node's clock %s",
 			t.UTC().Format(time.RFC3339), protocol.MaxRequestSkew, now.UTC().Format(time.RFC3339))
 	}
-	k := hex.EncodeToString(key) + hex.EncodeToString(auth.Nonce)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, dup := a.nonces[k]; dup {
+	var re *protocol.ReplayError
+	if err := a.nonces.Admit(key, auth.Nonce, now); errors.As(err, &re) {
+		if re.Full {
+			return refused(connect.CodeResourceExhausted, ruleCreateRate, "the node remembers %d create requests of the last %s, its limit; retry in a minute", re.Max, protocol.ReplayMemory)
+		}
 		return refused(connect.CodePermissionDenied, ruleAdmission, "create request of %s replays one already seen", auth.Principal)
 	}
-	if len(a.nonces) >= maxCreateNonces/2 {
-		for n, exp := range a.nonces {
-			if now.After(exp) {
-				delete(a.nonces, n)
-			}
-		}
-		if len(a.nonces) >= maxCreateNonces {
-			return refused(connect.CodeResourceExhausted, ruleCreateRate, "the node remembers %d recent create requests, its limit; retry in a minute", len(a.nonces))
-		}
-	}
-	a.nonces[k] = now.Add(2 * protocol.MaxRequestSkew)
 	return nil
 }
 

@@ -99,7 +99,7 @@ func (n *Node) startSession(ctx context.Context, who creator, doc []byte, replic
 	if err := n.store.save(rec, true); err != nil {
 		return nil, storeError(err)
 	}
-	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{},
+	s := &session{n: n, id: id, view: view, pol: pol, hash: hash, core: c, rec: rec, done: make(chan struct{}), seen: protocol.NewReplayWindow(maxSessionNonces),
 		creator: who, stored: int64(len(rec.Policy))}
 	s.queue(0, entry, false)
 	n.mu.Lock()
@@ -214,7 +214,7 @@ func (n *Node) restoreOne(id string) error {
 	if rec.Programs == nil || rec.Inputs == nil || rec.Outputs == nil {
 		return errors.New("stored state is incomplete")
 	}
-	s := &session{n: n, id: id, view: view, pol: pol, hash: view.hash, core: c, rec: rec, done: make(chan struct{}), seen: map[string]time.Time{},
+	s := &session{n: n, id: id, view: view, pol: pol, hash: view.hash, core: c, rec: rec, done: make(chan struct{}), seen: protocol.NewReplayWindow(maxSessionNonces),
 		creator: creator(rec.Creator), stored: n.store.sizeOf(rec)}
 	if s.creator == "" {
 		s.creator = "unknown" // stored by a version that did not record it

@@ -27,6 +27,11 @@ const (
 	roleResultReader    = policy.RoleResultReader
 )
 
+// maxSessionNonces bounds the signed requests one session accepts within
+// protocol.ReplayMemory (about 109 a second sustained), so that its
+// principals cannot grow its replay memory without bound.
+const maxSessionNonces = 1 << 16
+
 // session is the API side of one session: it enforces the policy on
 // signed requests and keeps envelopes; its core holds the keys.
 type session struct {
@@ -46,7 +51,7 @@ type session struct {
 	rec    *record
 	done   chan struct{} // closed when the session reaches a terminal state
 	cancel context.CancelFunc
-	seen   map[string]time.Time // request nonce → when it may be forgotten
+	seen   *protocol.ReplayWindow // signed requests accepted recently
 
 	// Ledger entries of committed steps wait here, in step order, for
 	// recordLoop; recDrained is closed when the queue empties (nil: none
@@ -164,16 +169,13 @@ func (s *session) authorize(auth *cloisterv1.SignedRequest, op, name string, pay
 	if d := now.Sub(t); d > protocol.MaxRequestSkew || d < -protocol.MaxRequestSkew {
 		return nil, refused(connect.CodePermissionDenied, ruleFresh, "%s request of principal %q is dated %s, more than %s from the node's clock %s", op, p.ID, t.UTC().Format(time.RFC3339), protocol.MaxRequestSkew, now.UTC().Format(time.RFC3339))
 	}
-	key := hex.EncodeToString(auth.Nonce)
-	for k, exp := range s.seen {
-		if now.After(exp) {
-			delete(s.seen, k)
+	var re *protocol.ReplayError
+	if err := s.seen.Admit(nil, auth.Nonce, now); errors.As(err, &re) {
+		if re.Full {
+			return nil, refused(connect.CodeResourceExhausted, ruleFresh, "session %s accepted %d signed requests in the last %s, its limit; retry later", s.id, re.Max, protocol.ReplayMemory)
 		}
-	}
-	if _, dup := s.seen[key]; dup {
 		return nil, refused(connect.CodePermissionDenied, ruleFresh, "%s request of principal %q replays a request already seen", op, p.ID)
 	}
-	s.seen[key] = now.Add(2 * protocol.MaxRequestSkew)
 	return p, nil
 }
 

@@ -101,7 +101,7 @@ type Server struct {
 	byCaller  map[string]int // pusher → uploads in progress
 	reads     map[string]int // client IP → reads in flight
 	readsAll  int
-	nonces    map[string]time.Time
+	nonces    *protocol.ReplayWindow
 	stop      chan struct{}
 	closeOnce sync.Once
 }
@@ -120,7 +120,7 @@ type upload struct {
 func New(opts Options) (*Server, error) {
 	s := &Server{dir: opts.Dir, lim: opts.Limits, log: opts.Logger, now: opts.Now, pushers: map[string]int64{},
 		used: map[string]int64{}, uploads: map[string]*upload{}, byCaller: map[string]int{}, reads: map[string]int{},
-		nonces: map[string]time.Time{}, stop: make(chan struct{})}
+		nonces: protocol.NewReplayWindow(1 << 20), stop: make(chan struct{})}
 	s.lim.fill()
 	if s.log == nil {
 		s.log = slog.Default()
@@ -169,7 +169,8 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// sweep drops idle uploads and forgets expired nonces.
+// sweep drops idle uploads (the replay window forgets expired nonces as
+// it admits new ones).
 func (s *Server) sweep() {
 	t := time.NewTicker(min(s.lim.UploadIdle/4, time.Minute))
 	defer t.Stop()
@@ -184,11 +185,6 @@ func (s *Server) sweep() {
 		for id, u := range s.uploads {
 			if !u.busy && now.Sub(u.touched) > s.lim.UploadIdle {
 				s.dropLocked(id, u)
-			}
-		}
-		for n, exp := range s.nonces {
-			if now.After(exp) {
-				delete(s.nonces, n)
 			}
 		}
 		s.mu.Unlock()
@@ -369,17 +365,15 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (string, bool
 		ociError(w, http.StatusForbidden, "DENIED", "key %s may not write to this store", key)
 		return "", false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, dup := s.nonces[sr.Nonce]; dup {
-		ociError(w, http.StatusUnauthorized, "UNAUTHORIZED", "request replays a nonce already seen")
+	var re *protocol.ReplayError
+	if err := s.nonces.Admit(nil, []byte(sr.Nonce), now); errors.As(err, &re) {
+		if re.Full {
+			ociError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "limit: %v", err)
+		} else {
+			ociError(w, http.StatusUnauthorized, "UNAUTHORIZED", "request replays a nonce already seen")
+		}
 		return "", false
 	}
-	if len(s.nonces) >= 1<<20 {
-		ociError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "limit: too many signed requests in the last %s", 2*protocol.MaxRequestSkew)
-		return "", false
-	}
-	s.nonces[sr.Nonce] = now.Add(2 * protocol.MaxRequestSkew)
 	return key, true
 }
 
