@@ -47,6 +47,7 @@ var (
 	soakRate     = flag.Float64("soak.rate", 20, "honest sessions started per second (open loop)")
 	soakHostile  = flag.Int("soak.hostile", 50, "hostile connections, each sending one request after another")
 	soakCreators = flag.Int("soak.creators", 4, "honest creator keys the sessions are spread over")
+	soakLedger   = flag.String("soak.ledger", "embedded", "where the node records: embedded (its own ledger, in its process) or validator (a one-validator ledger, a process of its own, as a consortium's node would use)")
 )
 
 // BenchmarkSoak runs once whatever b.N is; run it with -benchtime 1x.
@@ -63,6 +64,18 @@ func BenchmarkSoak(b *testing.B) {
 	dir := b.TempDir()
 	var creators []*keys.PrivateKey
 	args := []string{"--data", filepath.Join(dir, "node"), "--listen", "127.0.0.1:0", "--admission", "allow-list", "--log-level", "info"}
+	var validator *testbin.Node
+	switch *soakLedger {
+	case "embedded":
+	case "validator":
+		if validator, err = testbin.StartValidator(bin, filepath.Join(dir, "ledger"), 2*time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		defer validator.Stop()
+		args = append(args, "--ledger", validator.URL)
+	default:
+		b.Fatalf("-soak.ledger %q: want embedded or validator", *soakLedger)
+	}
 	for range *soakCreators {
 		k := mustKey(b)
 		creators = append(creators, k)
@@ -94,14 +107,22 @@ func BenchmarkSoak(b *testing.B) {
 		}()
 	}
 	samples := make(chan []rssSample, 1)
-	go func() { samples <- sampleRSS(ctx, np.Cmd.Process.Pid, start, w, b) }()
+	go func() { samples <- sampleRSS(ctx, "node", np.Cmd.Process.Pid, start, w, b) }()
+	vsamples := make(chan []rssSample, 1)
+	if validator != nil {
+		go func() { vsamples <- sampleRSS(ctx, "validator", validator.Cmd.Process.Pid, start, w, b) }()
+	}
 	w.honest(ctx)
 	wg.Wait()
 	elapsed := time.Since(start)
 	series := <-samples
+	var vseries []rssSample
+	if validator != nil {
+		vseries = <-vsamples
+	}
 	load1 := loadAvg()
 	w.clientCPU = selfCPU() - cpu0
-	w.report(b, elapsed, series, load0, load1)
+	w.report(b, elapsed, series, vseries, load0, load1)
 }
 
 // world is the honest parties, their policy, and what happened.
@@ -426,7 +447,7 @@ type rssSample struct {
 }
 
 // sampleRSS reads /proc/PID every 5 s until ctx ends, logging every 30 s.
-func sampleRSS(ctx context.Context, pid int, start time.Time, w *world, b *testing.B) []rssSample {
+func sampleRSS(ctx context.Context, name string, pid int, start time.Time, w *world, b *testing.B) []rssSample {
 	var out []rssSample
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
@@ -441,7 +462,7 @@ func sampleRSS(ctx context.Context, pid int, start time.Time, w *world, b *testi
 		w.mu.Unlock()
 		out = append(out, s)
 		if len(out)%6 == 1 {
-			b.Logf("t=%4.0fs rss=%6.1f MiB (anon %6.1f) cpu=%6.1fs sessions=%d errors=%d", s.at.Seconds(), mib(s.rss), mib(s.anon), s.cpu.Seconds(), s.done, s.fails)
+			b.Logf("t=%4.0fs %s rss=%6.1f MiB (anon %6.1f) cpu=%6.1fs sessions=%d errors=%d", s.at.Seconds(), name, mib(s.rss), mib(s.anon), s.cpu.Seconds(), s.done, s.fails)
 		}
 		select {
 		case <-ctx.Done():
@@ -509,20 +530,9 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-func (w *world) report(b *testing.B, elapsed time.Duration, series []rssSample, load0, load1 string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	slices.Sort(w.latencies)
-	pct := func(p float64) time.Duration {
-		if len(w.latencies) == 0 {
-			return 0
-		}
-		return w.latencies[min(len(w.latencies)-1, int(p*float64(len(w.latencies))))]
-	}
-	rate := float64(w.done.Load()) / elapsed.Seconds()
-	// RSS growth: from the first sample at or after the warm-up to the
-	// last, and the peak after the warm-up.
-	var base, last, peak rssSample
+// afterWarmup returns the first sample at or after the warm-up, the last,
+// and the peak after the warm-up: RSS growth is from the first to the last.
+func afterWarmup(series []rssSample) (base, last, peak rssSample) {
 	for _, s := range series {
 		if s.at < *soakWarmup {
 			continue
@@ -535,17 +545,39 @@ func (w *world) report(b *testing.B, elapsed time.Duration, series []rssSample, 
 			peak = s
 		}
 	}
-	growth := func(a, b int64) float64 {
-		if a == 0 {
+	return base, last, peak
+}
+
+func growth(a, b int64) float64 {
+	if a == 0 {
+		return 0
+	}
+	return 100 * float64(b-a) / float64(a)
+}
+
+func (w *world) report(b *testing.B, elapsed time.Duration, series, vseries []rssSample, load0, load1 string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	slices.Sort(w.latencies)
+	pct := func(p float64) time.Duration {
+		if len(w.latencies) == 0 {
 			return 0
 		}
-		return 100 * float64(b-a) / float64(a)
+		return w.latencies[min(len(w.latencies)-1, int(p*float64(len(w.latencies))))]
 	}
+	rate := float64(w.done.Load()) / elapsed.Seconds()
+	base, last, peak := afterWarmup(series)
 	b.Logf("load average: %s at start, %s at end", load0, load1)
 	b.Logf("honest: %d started, %d whole sessions (%.1f/s), %d starts skipped (256 in flight), p50 %s, p99 %s (after warm-up)",
 		w.started.Load(), w.done.Load(), rate, w.behind.Load(), pct(0.50).Round(time.Millisecond), pct(0.99).Round(time.Millisecond))
 	b.Logf("node RSS after warm-up: %.1f → %.1f MiB (%+.1f%%), peak %.1f MiB; anonymous %.1f → %.1f MiB (%+.1f%%)",
 		mib(base.rss), mib(last.rss), growth(base.rss, last.rss), mib(peak.rss), mib(base.anon), mib(last.anon), growth(base.anon, last.anon))
+	if vseries != nil {
+		vb, vl, vp := afterWarmup(vseries)
+		b.Logf("validator RSS after warm-up: %.1f → %.1f MiB (%+.1f%%), peak %.1f MiB; anonymous %.1f → %.1f MiB (%+.1f%%); CPU %.0f s",
+			mib(vb.rss), mib(vl.rss), growth(vb.rss, vl.rss), mib(vp.rss), mib(vb.anon), mib(vl.anon), growth(vb.anon, vl.anon), vl.cpu.Seconds())
+		b.ReportMetric(growth(vb.rss, vl.rss), "validator-rss-growth-%")
+	}
 	perSession := 0.0
 	if n := w.done.Load(); n > 0 {
 		perSession = float64(last.cpu.Milliseconds()) / float64(n)

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,7 +70,8 @@ func Cleanup() {
 	}
 }
 
-// Node is a 'cloister node' process started by StartNode.
+// Node is a 'cloister node' process started by StartNode, or a validator
+// started by StartValidator (URL is then its ledger API's).
 type Node struct {
 	Cmd       *exec.Cmd
 	URL       string // https://127.0.0.1:PORT
@@ -151,6 +153,49 @@ func StartNode(bin string, timeout time.Duration, args ...string) (*Node, error)
 	case <-time.After(timeout):
 		n.Kill()
 		return nil, fmt.Errorf("the node did not start within %s:\n%s", timeout, n.Log())
+	}
+}
+
+// StartValidator prepares a one-validator ledger under dir ("cloister
+// ledger testnet") and runs it ("cloister ledger start", a process of its
+// own), waiting at most timeout until its API reports ready (/readyz).
+func StartValidator(bin, dir string, timeout time.Duration) (*Node, error) {
+	out, err := exec.Command(bin, "ledger", "testnet", "--validators", "1", "--out", dir).Output()
+	if err != nil {
+		return nil, fmt.Errorf("cloister ledger testnet: %w", err)
+	}
+	home, url, ok := strings.Cut(strings.TrimSpace(string(out)), " ")
+	if !ok {
+		return nil, fmt.Errorf("cloister ledger testnet printed %q, want HOME URL", out)
+	}
+	cmd := exec.Command(bin, "ledger", "start", "--home", home)
+	n := &Node{Cmd: cmd, URL: url, Done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = &n.log, &n.log
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		cmd.Wait()
+		close(n.Done)
+	}()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return n, nil
+			}
+		}
+		select {
+		case <-n.Done:
+			return nil, fmt.Errorf("the validator exited at start:\n%s", n.Log())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			n.Kill()
+			return nil, fmt.Errorf("the validator was not ready within %s:\n%s", timeout, n.Log())
+		}
 	}
 }
 
