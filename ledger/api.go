@@ -69,6 +69,7 @@ func (ln *ledgerNode) handler() *http.ServeMux {
 	mux.HandleFunc("GET /v1/validators", ln.handleValidators)
 	mux.HandleFunc("GET /v1/validators/changes", ln.handleValidatorChanges)
 	mux.HandleFunc("GET /v1/genesis", ln.handleGenesis)
+	mux.HandleFunc("GET /v1/light/{height}", ln.handleLight)
 	mux.HandleFunc("GET /v1/status", ln.handleStatus)
 	mux.HandleFunc("GET /v1/members/{key}", ln.handleMember)
 	mux.HandleFunc("GET /v1/keys/{key}", ln.handleKeys)

@@ -49,6 +49,10 @@ type app struct {
 	// ticks carries the heights after which a tick is wanted (tick.go).
 	ticks chan int64
 
+	// snaps keeps this node's snapshots and restores one (snapshot.go);
+	// nil: none taken, none restored.
+	snaps *snapshots
+
 	// retainBlocks and retained: block pruning (pruning.go; consensus
 	// connection only).
 	retainBlocks int64
@@ -87,25 +91,44 @@ type txOutcome struct {
 func newApp(s *store, privKey ed25519.PrivateKey, logger *slog.Logger) (*app, error) {
 	a := &app{store: s, privKey: privKey, verified: newVerifiedCache(1 << 15), waiters: newWaiters(),
 		logger: logger, now: time.Now, ticks: make(chan int64, 1)}
-	err := s.view(func(r reader) error {
-		var err error
-		a.st, err = r.state()
-		return err
-	})
-	if err != nil {
+	if err := a.load(); err != nil {
 		return nil, err
 	}
-	ci, ok, err := s.loadChain()
-	if err != nil {
-		return nil, fmt.Errorf("ledger store: chain info: %w", err)
-	}
-	if ok {
-		if a.epochs, err = newValidatorEpochs(ci.ChainID, ci.Epochs); err != nil {
-			return nil, fmt.Errorf("ledger store: %w", err)
-		}
-		a.rules, a.origin = ci.Rules, verify.Origin(ci.ChainID)
-	}
 	return a, nil
+}
+
+// load reads the committed state, the signing schedule and the rules
+// from the store (at start, and after restoring a snapshot).
+func (a *app) load() error {
+	var st committedState
+	var ci chainInfo
+	var ok bool
+	err := a.store.view(func(r reader) error {
+		var err error
+		if st, err = r.state(); err != nil {
+			return err
+		}
+		if ci, ok, err = r.chain(); err != nil {
+			return fmt.Errorf("ledger store: chain info: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var eps validatorEpochs
+	if ok {
+		if eps, err = newValidatorEpochs(ci.ChainID, ci.Epochs); err != nil {
+			return fmt.Errorf("ledger store: %w", err)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.st = st
+	if ok {
+		a.epochs, a.rules, a.origin = eps, ci.Rules, verify.Origin(ci.ChainID)
+	}
+	return nil
 }
 
 // state returns the committed state and the validator set that signs the
@@ -553,6 +576,9 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	a.waiters.notify(b.outcomes)
 	if b.state.checkpointPending() {
 		a.signalTick(b.state.Height)
+	}
+	if a.snaps.due(b.state.Height) {
+		a.snaps.take(a.store, b.state.Height, func(err error) { a.logger.Error("ledger: snapshot not taken", "err", err) })
 	}
 	return &abci.CommitResponse{RetainHeight: a.retainHeight(b.state)}, nil
 }

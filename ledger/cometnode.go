@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -270,11 +271,27 @@ type ledgerNode struct {
 	store *store
 	node  *node.Node
 	home  string
+	light *lightSource  // serves GET /v1/light/{height}
 	quit  chan struct{} // closed by stop
 	loops chan struct{} // closed when the tick loop has returned
 }
 
-func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *slog.Logger, verbose bool, retainBlocks int64) (*ledgerNode, error) {
+// nodeOptions are what StartOptions and EmbeddedOptions share.
+type nodeOptions struct {
+	logger       *slog.Logger
+	verbose      bool
+	retainBlocks int64
+	// snapshotInterval, when positive, takes a snapshot every that many
+	// blocks, keeping the last snapshotKeep (snapshot.go).
+	snapshotInterval int64
+	snapshotKeep     int
+	// stateSync, if set, restores a peer's snapshot when the store is
+	// empty (statesync.go).
+	stateSync *StateSync
+}
+
+func startLedgerNode(ctx context.Context, home string, hc homeConfig, o nodeOptions) (*ledgerNode, error) {
+	logger := o.logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -302,10 +319,41 @@ func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *sl
 		st.close()
 		return nil, err
 	}
-	a.retainBlocks = max(retainBlocks, 0)
+	a.retainBlocks = max(o.retainBlocks, 0)
+	if o.snapshotInterval > 0 || o.stateSync != nil {
+		if a.snaps, err = openSnapshots(c.DBDir(), o.snapshotInterval, cmp.Or(o.snapshotKeep, 2)); err != nil {
+			st.close()
+			return nil, err
+		}
+	}
+	cmtLogger := newCometLogger(logger, o.verbose)
+	var opts []node.Option
+	if ss := o.stateSync; ss != nil && a.st.Height == 0 {
+		gen, err := node.DefaultGenesisDocProviderFunc(c)()
+		if err == nil {
+			var sp *ledgerStateProvider
+			if sp, err = newLedgerStateProvider(ctx, gen.GenesisDoc, ss, cmtLogger.With("module", "light")); err == nil {
+				opts = append(opts, node.StateProvider(sp))
+				c.StateSync.Enable = true
+				c.StateSync.RPCServers = ss.Peers
+				c.StateSync.TrustHeight = ss.TrustHeight
+				c.StateSync.TrustHash = fmt.Sprintf("%X", ss.TrustHash)
+				c.StateSync.DiscoveryTime = 5 * time.Second
+			}
+		}
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("ledger home %s: %w", home, err)
+		}
+	}
 	n, err := node.NewNode(ctx, c, pv, nk, clientCreator{a},
 		node.DefaultGenesisDocProviderFunc(c), guardedDBProvider(logger),
-		node.DefaultMetricsProvider(c.Instrumentation), newCometLogger(logger, verbose))
+		node.DefaultMetricsProvider(c.Instrumentation), cmtLogger, opts...)
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("ledger home %s: %w", home, err)
+	}
+	env, err := n.ConfigureRPC()
 	if err != nil {
 		st.close()
 		return nil, fmt.Errorf("ledger home %s: %w", home, err)
@@ -314,7 +362,8 @@ func startLedgerNode(ctx context.Context, home string, hc homeConfig, logger *sl
 		st.close()
 		return nil, fmt.Errorf("ledger home %s: start: %w", home, err)
 	}
-	ln := &ledgerNode{app: a, store: st, node: n, home: home, quit: make(chan struct{}), loops: make(chan struct{})}
+	ln := &ledgerNode{app: a, store: st, node: n, home: home, quit: make(chan struct{}), loops: make(chan struct{}),
+		light: &lightSource{blocks: n.BlockStore(), states: env.StateStore}}
 	go func() {
 		defer close(ln.loops)
 		ln.tickLoop(ln.quit)

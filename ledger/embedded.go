@@ -73,7 +73,7 @@ func OpenEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embed
 	// a port the kernel picks as it binds (a port chosen beforehand could
 	// be taken by someone else before CometBFT binds it).
 	hc.P2PListen = ""
-	ln, err := startLedgerNode(ctx, dir, hc, opts.Logger, opts.Verbose, opts.RetainBlocks)
+	ln, err := startLedgerNode(ctx, dir, hc, nodeOptions{logger: opts.Logger, verbose: opts.Verbose, retainBlocks: opts.RetainBlocks})
 	if err != nil {
 		return nil, fmt.Errorf("embedded ledger: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,7 +27,15 @@ import (
 const (
 	envChildValidator = "CLOISTER_LEDGER_TEST_VALIDATOR" // home to run
 	envChildWriter    = "CLOISTER_LEDGER_TEST_WRITER"    // embedded dir to append to until killed
+	envChildOptions   = "CLOISTER_LEDGER_TEST_OPTIONS"   // the validator's childOptions, JSON
 )
+
+// childOptions are the StartOptions a validator child runs with.
+type childOptions struct {
+	RetainBlocks     int64      `json:"retain_blocks,omitempty"`
+	SnapshotInterval int64      `json:"snapshot_interval,omitempty"`
+	StateSync        *StateSync `json:"state_sync,omitempty"`
+}
 
 func TestMain(m *testing.M) {
 	if home := os.Getenv(envChildValidator); home != "" {
@@ -47,8 +56,16 @@ func childLogger() *slog.Logger {
 func runChildValidator(home string) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	var co childOptions
+	if o := os.Getenv(envChildOptions); o != "" {
+		if err := json.Unmarshal([]byte(o), &co); err != nil {
+			fmt.Fprintln(os.Stderr, "options:", err)
+			return 2
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	v, err := StartValidator(ctx, home, StartOptions{Logger: childLogger()})
+	v, err := StartValidator(ctx, home, StartOptions{Logger: childLogger(), RetainBlocks: co.RetainBlocks,
+		SnapshotInterval: co.SnapshotInterval, StateSync: co.StateSync})
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start:", err)
@@ -112,7 +129,7 @@ type child struct {
 	errLog string
 }
 
-func startChild(t testing.TB, env, value, name string) *child {
+func startChild(t testing.TB, env, value, name string, extraEnv ...string) *child {
 	t.Helper()
 	errLog := filepath.Join(t.TempDir(), name+".stderr")
 	ef, err := os.Create(errLog)
@@ -120,7 +137,7 @@ func startChild(t testing.TB, env, value, name string) *child {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env+"="+value)
+	cmd.Env = append(append(os.Environ(), env+"="+value), extraEnv...)
 	cmd.Stderr = ef
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -28,6 +28,11 @@ func (a *app) retainHeight(st committedState) int64 {
 		return 0
 	}
 	h := min(st.Height-a.retainBlocks, covered+1)
+	if f, ok := a.snaps.floor(st.Height); ok {
+		// Keep the blocks from the oldest kept snapshot on: a node
+		// restoring it follows them from there (snapshot.go).
+		h = min(h, f)
+	}
 	if h <= a.retained {
 		return 0
 	}

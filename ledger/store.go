@@ -271,6 +271,15 @@ func (s *store) saveChain(ci chainInfo) error {
 // loadChain returns the stored chain info, or ok=false before InitChain.
 func (s *store) loadChain() (ci chainInfo, ok bool, err error) {
 	err = s.view(func(r reader) error {
+		ci, ok, err = r.chain()
+		return err
+	})
+	return ci, ok, err
+}
+
+// chain is loadChain inside a transaction.
+func (r reader) chain() (ci chainInfo, ok bool, err error) {
+	err = func() error {
 		m := r.tx.Bucket(bucketMeta)
 		id, vals := m.Get(metaChainID), m.Get(metaValidators)
 		if id == nil || vals == nil {
@@ -288,7 +297,7 @@ func (s *store) loadChain() (ci chainInfo, ok bool, err error) {
 		}
 		ci.Epochs, err = parseEpochs(m.Get(metaEpochs), func() ([]storedValidator, error) { return ci.Validators, nil })
 		return err
-	})
+	}()
 	return ci, ok, err
 }
 

@@ -27,6 +27,15 @@ type StartOptions struct {
 	// (pruning.go); 0 keeps every block. A pruning validator cannot give
 	// a validator that joins later the blocks it pruned.
 	RetainBlocks int64
+	// SnapshotInterval, when positive, takes a snapshot of the ledger's
+	// state every that many blocks and offers it to peers that state
+	// sync; SnapshotKeep snapshots are kept (default 2). Pruning keeps
+	// the blocks from the oldest kept snapshot on.
+	SnapshotInterval int64
+	SnapshotKeep     int
+	// StateSync, if set, makes a validator whose store is empty restore a
+	// peer's snapshot instead of replaying every block (decision 0156).
+	StateSync *StateSync
 }
 
 // Validator is one validator of a multi-validator ledger running in this
@@ -58,7 +67,8 @@ func StartValidator(ctx context.Context, home string, opts StartOptions) (*Valid
 	if err != nil {
 		return nil, fmt.Errorf("ledger home %s: API address: %w", home, err)
 	}
-	ln, err := startLedgerNode(ctx, home, hc, opts.Logger, opts.Verbose, opts.RetainBlocks)
+	ln, err := startLedgerNode(ctx, home, hc, nodeOptions{logger: opts.Logger, verbose: opts.Verbose, retainBlocks: opts.RetainBlocks,
+		snapshotInterval: opts.SnapshotInterval, snapshotKeep: opts.SnapshotKeep, stateSync: opts.StateSync})
 	if err != nil {
 		lis.Close()
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -191,6 +192,10 @@ func newLedgerStartCmd() *cobra.Command {
 		verbose bool
 		retain  int64
 		logs    logFlags
+
+		snapEvery        int64
+		snapKeep         int
+		syncPeers, trust string
 	)
 	cmd := &cobra.Command{
 		Use:   "start --home DIR",
@@ -213,15 +218,38 @@ entry; clients see no difference). A pruning validator cannot hand the
 pruned blocks to a validator that joins later: keep at least one validator
 that retains every block (the default, 0).
 
+--snapshot-interval N takes a snapshot of the ledger's state every N blocks
+(keeping the last --snapshot-keep, default 2) and offers it to peers that
+state sync; a pruning validator then keeps the blocks from its oldest kept
+snapshot on. A validator whose disk is new or lost (its data/ empty but for
+priv_validator_state.json) starts with --state-sync URL,URL[,…] (ledger API
+URLs of at least two validators) and --trust HEIGHT:HASH (a recent block
+height and its header hash, from a validator you trust, such as your own
+organisation's: GET /v1/light/0 there): it verifies the headers from that
+root by the validators' signatures, restores a peer's snapshot only if the
+restored log's root is the verified app hash, and follows the blocks after
+it (docs/decisions/0156-snapshots-and-state-sync.md).
+
 Exit status: 0 stopped by a signal; 1 the validator could not start;
 2 bad usage.`,
 		Example: `  cloister ledger start --home ./testnet/v0
   cloister ledger start --home ./testnet/v1 --retain-blocks 100000
+  cloister ledger start --home ./testnet/v2 --retain-blocks 1000 --snapshot-interval 500
+  cloister ledger start --home ./testnet/v3 --snapshot-interval 500 \
+      --state-sync http://10.0.0.1:26680,http://10.0.0.2:26680 --trust 81234:6F1C…
   for h in ./testnet/v*; do cloister ledger start --home "$h" & done`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if retain < 0 {
-				return usageError("ledger start: --retain-blocks must not be negative")
+			if retain < 0 || snapEvery < 0 || snapKeep < 1 {
+				return usageError("ledger start: --retain-blocks and --snapshot-interval must not be negative, --snapshot-keep at least 1")
+			}
+			opts := ledger.StartOptions{Verbose: verbose, RetainBlocks: retain, SnapshotInterval: snapEvery, SnapshotKeep: snapKeep}
+			if syncPeers != "" || trust != "" {
+				ss, err := parseStateSync(syncPeers, trust)
+				if err != nil {
+					return usageError("ledger start: %v", err)
+				}
+				opts.StateSync = ss
 			}
 			if home == "" {
 				return usageError("ledger start: --home DIR is required")
@@ -241,7 +269,8 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 			ctx, stop := signalContext(cmd)
 			defer stop()
 			startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			v, err := ledger.StartValidator(startCtx, home, ledger.StartOptions{Logger: log, Verbose: verbose, RetainBlocks: retain})
+			opts.Logger = log
+			v, err := ledger.StartValidator(startCtx, home, opts)
 			cancel()
 			if err != nil {
 				return failure(fmt.Errorf("ledger start: %w", err))
@@ -258,8 +287,35 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 	cmd.Flags().StringVar(&home, "home", "", "validator home directory (from 'cloister ledger testnet')")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log CometBFT's own info and debug lines too")
 	cmd.Flags().Int64Var(&retain, "retain-blocks", 0, "keep only the last N blocks once a checkpoint covers their entries (0: keep all)")
+	cmd.Flags().Int64Var(&snapEvery, "snapshot-interval", 0, "take a state snapshot for joining validators every N blocks (0: none)")
+	cmd.Flags().IntVar(&snapKeep, "snapshot-keep", 2, "how many snapshots to keep")
+	cmd.Flags().StringVar(&syncPeers, "state-sync", "", "with an empty store, restore a snapshot: ledger API URLs of at least two validators, comma-separated")
+	cmd.Flags().StringVar(&trust, "trust", "", "state sync's trust root, HEIGHT:HEADER-HASH-HEX")
 	logs.add(cmd.Flags())
 	return cmd
+}
+
+// parseStateSync reads --state-sync and --trust.
+func parseStateSync(peers, trust string) (*ledger.StateSync, error) {
+	h, hash, ok := strings.Cut(trust, ":")
+	height, err := strconv.ParseInt(h, 10, 64)
+	if !ok || err != nil || height <= 0 {
+		return nil, errors.New("--trust: want HEIGHT:HEADER-HASH-HEX")
+	}
+	hb, err := hex.DecodeString(hash)
+	if err != nil || len(hb) != 32 {
+		return nil, errors.New("--trust: the header hash is 64 hex digits")
+	}
+	ss := &ledger.StateSync{TrustHeight: height, TrustHash: hb}
+	for _, p := range strings.Split(peers, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			ss.Peers = append(ss.Peers, p)
+		}
+	}
+	if len(ss.Peers) < 2 {
+		return nil, errors.New("--state-sync: name at least two validators' API URLs (a primary and a witness)")
+	}
+	return ss, nil
 }
 
 // maxBodyFile bounds --body @FILE; an entry is at most 64 KiB anyway.
