@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sort"
@@ -64,6 +65,20 @@ var (
 		}},
 	}
 )
+
+// ErrEngineUnavailable is what New's error wraps (errors.Is) when the
+// engine asked for cannot run on this machine: its worker binary is
+// missing or refused. Nothing else about the runtime (its cache, say) is
+// at fault, so trying again without it would not help.
+var ErrEngineUnavailable = errors.New("isolate: engine unavailable")
+
+type engineUnavailableError struct{ err error }
+
+func (e *engineUnavailableError) Error() string        { return e.err.Error() }
+func (e *engineUnavailableError) Unwrap() error        { return e.err }
+func (e *engineUnavailableError) Is(target error) bool { return target == ErrEngineUnavailable }
+
+func engineUnavailable(err error) error { return &engineUnavailableError{err} }
 
 // engineAddressSpace is the address space an engine reserves beyond the
 // worker's usual overhead (workerAddressSpaceOverhead): the worker's

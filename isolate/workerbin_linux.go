@@ -68,14 +68,18 @@ func resolveWorkerBinary(explicit, engine string) (*workerBinary, error) {
 		if explicit == "" || explicit == WorkerBinarySelf {
 			exe, err := os.Executable()
 			if err != nil {
-				return nil, fmt.Errorf("isolate: the %s engine runs in %s: cannot locate the running executable: %v", engine, binName, err)
+				return nil, engineUnavailable(fmt.Errorf("isolate: the %s engine runs in %s: cannot locate the running executable: %v", engine, binName, err))
 			}
 			explicit = filepath.Join(filepath.Dir(exe), binName)
 			if _, err := os.Stat(explicit); err != nil {
-				return nil, fmt.Errorf("isolate: the %s engine runs in its own worker binary, and there is no %s next to %s (build it: go build -tags cloister_wasmtime -o DIR ./cmd/%s)", engine, binName, exe, binName)
+				return nil, engineUnavailable(fmt.Errorf("isolate: the %s engine runs in its own worker binary, and there is no %s next to %s (build it: go build -tags cloister_wasmtime -o DIR ./cmd/%s)", engine, binName, exe, binName))
 			}
 		}
-		return openWorkerBinary(explicit, engine)
+		b, err := openWorkerBinary(explicit, engine)
+		if err != nil {
+			return nil, engineUnavailable(err)
+		}
+		return b, nil
 	}
 	switch explicit {
 	case WorkerBinarySelf:

@@ -237,7 +237,8 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		ctx = context.Background()
 	}
 	rt, err := isolate.New(ctx, opts)
-	if err != nil && opts.DataDir != "" {
+	if err != nil && opts.DataDir != "" && !errors.Is(err, isolate.ErrEngineUnavailable) {
+		// Only the cache can be done without; a missing engine cannot.
 		fmt.Fprintf(stderr, "cloister: warning: %v; running without the compilation cache\n", err)
 		opts.DataDir = ""
 		rt, err = isolate.New(ctx, opts)

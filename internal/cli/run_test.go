@@ -177,3 +177,15 @@ func FuzzParseEnvFlag(f *testing.F) {
 		}
 	})
 }
+
+// TestRunEngineWithoutWorker: --engine wasmtime with no
+// cloister-isolate-wasmtime next to the binary (none lies next to a test
+// binary) is refused once, saying what is missing: no warning about the
+// compilation cache first, which is not what is at fault.
+func TestRunEngineWithoutWorker(t *testing.T) {
+	prog := writeRunTemp(t, "exit.wasm", exitModule(0))
+	code, _, stderr := runRunCLI(t, "run", "--engine", "wasmtime", prog)
+	if code != 1 || strings.Count(stderr, "cloister-isolate-wasmtime next to") != 1 || strings.Contains(stderr, "warning") {
+		t.Errorf("exit %d, stderr %q; want 1 and one message naming the missing worker binary", code, stderr)
+	}
+}
