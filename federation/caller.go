@@ -150,7 +150,11 @@ func (c *Caller) handle(ctx context.Context, req []byte) ([]byte, error) {
 	if err := dec.Decode(&r); err != nil {
 		return nil, fmt.Errorf("federation: request: want {\"model\",\"function\",\"args\"}: %v", err)
 	}
-	a, err := c.Call(ctx, initiator, ri.Session, &r)
+	o := Origin{Initiator: initiator, Workflow: ri.Session}
+	if len(ri.Policy.Programs) == 1 {
+		o.Total = ri.Policy.Programs[0].SHA256
+	}
+	a, err := c.Call(ctx, o, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -178,9 +182,17 @@ func Initiator(p *policy.Policy) (string, error) {
 	return protocol.FormatEd25519Key(pk), nil
 }
 
-// Call makes one call on behalf of initiator (a principal key) from the
-// run workflow (a session id, or ""), and returns the checked answer.
-func (c *Caller) Call(ctx context.Context, initiator, workflow string, r *Request) (*Answer, error) {
+// Origin is on whose behalf and from which run a call is made: the
+// initiator (a principal key), the workflow (a session id, or "") and the
+// total model (the SHA-256 of the session's program, or "").
+type Origin struct {
+	Initiator string
+	Workflow  string
+	Total     string
+}
+
+// Call makes one call from o and returns the checked answer.
+func (c *Caller) Call(ctx context.Context, o Origin, r *Request) (*Answer, error) {
 	if err := model.CheckName(r.Model); err != nil {
 		return nil, fmt.Errorf("federation: %w", err)
 	}
@@ -214,7 +226,7 @@ func (c *Caller) Call(ctx context.Context, initiator, workflow string, r *Reques
 			errs = append(errs, fmt.Errorf("node %s names no endpoint", holder))
 			continue
 		}
-		a, err := c.callHolder(ctx, ep, holder, initiator, workflow, m.Version, r.Model, r.Function, args)
+		a, err := c.callHolder(ctx, ep, holder, o, m.Version, r.Model, r.Function, args)
 		var re *RefusedError
 		if err == nil || errors.As(err, &re) || ctx.Err() != nil {
 			// A holder's refusal is the owner's answer: another node of
@@ -226,7 +238,7 @@ func (c *Caller) Call(ctx context.Context, initiator, workflow string, r *Reques
 	return nil, fmt.Errorf("federation: no node serving %s answered: %w", r.Model, errors.Join(errs...))
 }
 
-func (c *Caller) callHolder(ctx context.Context, endpoint, holder, initiator, workflow string, version uint64, name, fn string, args []byte) (*Answer, error) {
+func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Origin, version uint64, name, fn string, args []byte) (*Answer, error) {
 	p, err := c.peer(endpoint, holder)
 	if err != nil {
 		return nil, err
@@ -242,7 +254,7 @@ func (c *Caller) callHolder(ctx context.Context, endpoint, holder, initiator, wo
 	var id [32]byte
 	rand.Read(id[:])
 	call := Call{ID: hex.EncodeToString(id[:]), Model: name, Version: version, Function: fn, Args: args, ArgsSHA256: digest(args),
-		Initiator: initiator, Workflow: workflow, Holder: holder, HolderCert: digest(cert), ReplyKey: seal.MarshalPublicKey(priv.PublicKey())}
+		Initiator: o.Initiator, Workflow: o.Workflow, Total: o.Total, Holder: holder, HolderCert: digest(cert), ReplyKey: seal.MarshalPublicKey(priv.PublicKey())}
 	se, err := c.Signer.SignEntry(KindCall, call)
 	if err != nil {
 		return nil, fmt.Errorf("federation: signing the call: %w", err)
@@ -286,7 +298,7 @@ func (c *Caller) callHolder(ctx context.Context, endpoint, holder, initiator, wo
 	if sr.Rows != rcpt.Rows {
 		return nil, fmt.Errorf("federation: node %s's result says %d rows, its receipt %d", holder, sr.Rows, rcpt.Rows)
 	}
-	c.remember(workflow, WorkflowCall{Receipt: rep.Receipt, Model: name, Function: fn, Holder: holder, Rows: rcpt.Rows, Entry: rep.Entry})
+	c.remember(o.Workflow, WorkflowCall{Receipt: rep.Receipt, Model: name, Function: fn, Holder: holder, Rows: rcpt.Rows, Entry: rep.Entry})
 	return &Answer{Result: sr.Result, Rows: sr.Rows, Receipt: rep.Receipt, Holder: holder}, nil
 }
 

@@ -67,6 +67,7 @@ type world struct {
 	lc         *lclient.Client
 	org        ed25519.PrivateKey
 	initiator  string
+	initKey    ed25519.PrivateKey
 	holderNode *node.Node
 	holderURL  string
 	callerNode *node.Node
@@ -94,7 +95,11 @@ func pub(k ed25519.PrivateKey) string {
 // organisation a consortium member and its patients as a local dataset)
 // and an initiator's node (caller), each serving TLS on loopback, and
 // publishes the hospital's model.
-func newWorld(t *testing.T, rows int) *world {
+func newWorld(t *testing.T, rows int) *world { return newWorldWith(t, rows, nil) }
+
+// newWorldWith is newWorld with the model edited by edit before it is
+// published.
+func newWorldWith(t *testing.T, rows int, edit func(*model.Model)) *world {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
@@ -107,7 +112,8 @@ func newWorld(t *testing.T, rows int) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, e: e, lc: lc, org: newKey(t), initiator: pub(newKey(t)), logs: &bytes.Buffer{}}
+	ik := newKey(t)
+	w := &world{t: t, e: e, lc: lc, org: newKey(t), initiator: pub(ik), initKey: ik, logs: &bytes.Buffer{}}
 	val, err := ledger.ValidatorKey(filepath.Join(tmp, "ledger"))
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +177,9 @@ func newWorld(t *testing.T, rows int) *world {
 	}
 	w.model = fedmodel.Hospital("hospital-a/stats", 1, w.program, []string{protocol.FormatEd25519Key(hn.PlatformKey())}, w.initiator)
 	w.model.Output.Budget = 12
+	if edit != nil {
+		edit(&w.model)
+	}
 	if _, err := w.admin.Publish(ctx, w.org, &w.model, w.program); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +202,7 @@ func (w *world) call(fn string, args any) (*federation.Answer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	b, _ := json.Marshal(args)
-	return w.caller.Call(ctx, w.initiator, "", &federation.Request{Model: "hospital-a/stats", Function: fn, Args: b})
+	return w.caller.Call(ctx, federation.Origin{Initiator: w.initiator}, &federation.Request{Model: "hospital-a/stats", Function: fn, Args: b})
 }
 
 func wantRefused(t *testing.T, err error, code, text string) {
@@ -241,11 +250,11 @@ func TestFederatedCalls(t *testing.T) {
 
 	// An initiator not on the allow-list.
 	ctx := context.Background()
-	_, err = w.caller.Call(ctx, pub(newKey(t)), "", &federation.Request{Model: "hospital-a/stats", Function: "count", Args: json.RawMessage(`{"column":"age","op":">=","value":0}`)})
+	_, err = w.caller.Call(ctx, federation.Origin{Initiator: pub(newKey(t))}, &federation.Request{Model: "hospital-a/stats", Function: "count", Args: json.RawMessage(`{"column":"age","op":">=","value":0}`)})
 	wantRefused(t, err, federation.CodeNotAllowed, "allow-list")
 
 	// An unpublished model.
-	_, err = w.caller.Call(ctx, w.initiator, "", &federation.Request{Model: "hospital-z/stats", Function: "count", Args: json.RawMessage(`{}`)})
+	_, err = w.caller.Call(ctx, federation.Origin{Initiator: w.initiator}, &federation.Request{Model: "hospital-z/stats", Function: "count", Args: json.RawMessage(`{}`)})
 	if !errors.Is(err, model.ErrNotPublished) {
 		t.Fatalf("unpublished model: %v", err)
 	}
@@ -274,9 +283,10 @@ func TestFederatedCalls(t *testing.T) {
 	}
 }
 
-// The budget per initiator is counted on the ledger: past it, the holder
-// cannot get a receipt, so it releases nothing. Differencing queries
-// (count(age ≥ x) and count(age ≥ x+1)) run into it.
+// The budget per initiator is counted by the holder's node, persisted
+// before any result leaves (and by the ledger's receipts): past it, the
+// holder releases nothing. Differencing queries (count(age ≥ x) and
+// count(age ≥ x+1)) run into it.
 func TestBudgetAndHolderDown(t *testing.T) {
 	w := newWorld(t, 40)
 	n := 0
@@ -290,7 +300,7 @@ func TestBudgetAndHolderDown(t *testing.T) {
 	if n != 12 {
 		t.Fatalf("%d calls answered before the refusal, want the budget of 12", n)
 	}
-	wantRefused(t, err, federation.CodeNotAllowed, "budget")
+	wantRefused(t, err, federation.CodePlan, "spent its budget of 12")
 
 	// The holder's node down: a clear error, no answer.
 	w.holderNode.Close()
@@ -351,7 +361,7 @@ func TestReplayAndSwappedDestination(t *testing.T) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, w.callerAddr)
 	}}
-	_, err = swapped.Call(context.Background(), w.initiator, "", &federation.Request{Model: "hospital-a/stats", Function: "count", Args: args})
+	_, err = swapped.Call(context.Background(), federation.Origin{Initiator: w.initiator}, &federation.Request{Model: "hospital-a/stats", Function: "count", Args: args})
 	if !errors.Is(err, federation.ErrHolderIdentity) {
 		t.Fatalf("swapped destination: %v", err)
 	}

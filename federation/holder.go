@@ -63,9 +63,10 @@ type HolderOptions struct {
 // Holder keeps an organisation's programs and local datasets on its node
 // and answers calls of its published models.
 type Holder struct {
-	o    HolderOptions
-	me   string
-	slot chan struct{}
+	o     HolderOptions
+	me    string
+	slot  chan struct{}
+	plans *plans
 }
 
 // NewHolder prepares a holder over opts.Dir.
@@ -90,7 +91,11 @@ func NewHolder(o HolderOptions) (*Holder, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Holder{o: o, me: protocol.FormatEd25519Key(o.Host.PlatformKey()), slot: make(chan struct{}, o.MaxConcurrent)}, nil
+	ps, err := openPlans(filepath.Join(o.Dir, "plans"))
+	if err != nil {
+		return nil, fmt.Errorf("federation: plans: %w", err)
+	}
+	return &Holder{o: o, me: protocol.FormatEd25519Key(o.Host.PlatformKey()), slot: make(chan struct{}, o.MaxConcurrent), plans: ps}, nil
 }
 
 // Mounter is where a holder's handlers are served (a *node.Node).
@@ -104,6 +109,9 @@ func (h *Holder) Mount(m Mounter) {
 	m.Mount("POST "+PathModels, http.HandlerFunc(h.handlePublish))
 	m.Mount("POST "+PathDataset, http.HandlerFunc(h.handleDataset))
 	m.Mount("POST "+PathCall, http.HandlerFunc(h.handleCall))
+	m.Mount("POST "+PathPlans, http.HandlerFunc(h.handlePlan))
+	m.Mount("POST "+PathApprovals+"/list", http.HandlerFunc(h.handleApprovals))
+	m.Mount("POST "+PathApprovals, http.HandlerFunc(h.handleDecision))
 }
 
 func (h *Holder) handleInfo(w http.ResponseWriter, r *http.Request) {
@@ -131,13 +139,8 @@ func (h *Holder) handleInfo(w http.ResponseWriter, r *http.Request) {
 func (h *Holder) handlePublish(w http.ResponseWriter, r *http.Request) {
 	body := http.MaxBytesReader(w, r.Body, verify.MaxEntryBytes+4+MaxProgram)
 	var m model.Model
-	se, err := readSigned(body, model.KindPublished, &m, h.o.Now())
-	if err != nil {
-		refuse(w, CodeBadRequest, "publish: %v", err)
-		return
-	}
-	if err := h.fromOrganisation(se); err != nil {
-		refuse(w, CodeNotAllowed, "publish: %v", err)
+	se, ok := h.readOwner(w, body, model.KindPublished, &m, "publish")
+	if !ok {
 		return
 	}
 	if err := m.Check(); err != nil {
@@ -189,13 +192,7 @@ func CheckSchemas(m *model.Model) error {
 func (h *Holder) handleDataset(w http.ResponseWriter, r *http.Request) {
 	body := http.MaxBytesReader(w, r.Body, verify.MaxEntryBytes+4+MaxDataset)
 	var d Dataset
-	se, err := readSigned(body, KindDataset, &d, h.o.Now())
-	if err != nil {
-		refuse(w, CodeBadRequest, "dataset: %v", err)
-		return
-	}
-	if err := h.fromOrganisation(se); err != nil {
-		refuse(w, CodeNotAllowed, "dataset: %v", err)
+	if _, ok := h.readOwner(w, body, KindDataset, &d, "dataset"); !ok {
 		return
 	}
 	if err := model.CheckDatasetName(d.Name); err != nil {
@@ -212,6 +209,22 @@ func (h *Holder) handleDataset(w http.ResponseWriter, r *http.Request) {
 	}
 	h.o.Logger.Info("federation: dataset added", "dataset", d.Name, "bytes", d.Size)
 	writeJSON(w, http.StatusOK, map[string]any{"name": d.Name, "sha256": d.SHA256, "size": d.Size})
+}
+
+// readOwner reads a framed message of kind signed by the node's
+// organisation into v, or refuses the request (what names it) and
+// returns false.
+func (h *Holder) readOwner(w http.ResponseWriter, body io.Reader, kind string, v any, what string) (*verify.SignedEntry, bool) {
+	se, err := readSigned(body, kind, v, h.o.Now())
+	if err != nil {
+		refuse(w, CodeBadRequest, "%s: %v", what, err)
+		return nil, false
+	}
+	if err := h.fromOrganisation(se); err != nil {
+		refuse(w, CodeNotAllowed, "%s: %v", what, err)
+		return nil, false
+	}
+	return se, true
 }
 
 func (h *Holder) fromOrganisation(se *verify.SignedEntry) error {
@@ -289,22 +302,11 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 		return nil, refused(CodeBadRequest, "call: reply key: %v", err)
 	}
 	// What the ledger says of the model, now: published, live, this
-	// version, served here, this function, this initiator.
-	l, err := h.o.Ledger.Models(ctx)
-	if err != nil {
-		return nil, refused(CodeUnavailable, "call: reading the ledger: %v", err)
-	}
-	m, err := l.Model(c.Model)
-	if err != nil {
-		return nil, refused(CodeNotServed, "call: %v", err)
-	}
-	switch {
-	case m.Version != c.Version:
-		return nil, refused(CodeNotServed, "call: model %s is at version %d, not %d", c.Model, m.Version, c.Version)
-	case !m.Serves(h.me):
-		return nil, refused(CodeNotServed, "call: this node does not serve model %s", c.Model)
-	case !m.Allows(c.Initiator):
-		return nil, refused(CodeNotAllowed, "call: initiator %s is not on model %s's allow-list", c.Initiator, c.Model)
+	// version, served here, this initiator.
+	m, rerr := h.liveModel(ctx, c.Model, c.Version, c.Initiator)
+	if rerr != nil {
+		rerr.Message = "call: " + rerr.Message
+		return nil, rerr
 	}
 	fn, ok := m.Function(c.Function)
 	if !ok {
@@ -316,6 +318,12 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 	}
 	if err := validate(params, c.Args); err != nil {
 		return nil, refused(CodeSchema, "call: arguments of %s.%s %v", c.Model, c.Function, err)
+	}
+	// An approved plan the exact call fits; in automatic mode the
+	// allow-list stands for one when none does.
+	plan, perr := h.plans.fit(c, h.o.Now())
+	if perr != nil && m.Approval.Mode == model.ApprovalManual {
+		return nil, refused(CodePlan, "call: %s.%s fits no plan the owner approved: %v", c.Model, c.Function, perr)
 	}
 	res, rows, rerr := h.run(ctx, &m.Model, fn, c)
 	if rerr != nil {
@@ -329,10 +337,15 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 	if err != nil {
 		return nil, refused(CodeFailed, "call: sealing the result: %v", err)
 	}
+	// The call counts against its plan and the initiator's budget
+	// before anything leaves.
+	if err := h.plans.reserve(c, plan, m.Output.Budget); err != nil {
+		return nil, refused(CodePlan, "call: %v", err)
+	}
 	// The receipt first: no result leaves without it, and the ledger
 	// refuses a replayed id, a revoked model and a spent budget.
 	receipt := model.Call{ID: c.ID, Model: c.Model, Version: c.Version, Function: c.Function, ArgsSHA256: c.ArgsSHA256,
-		ResultSHA256: digest(sealed), Rows: rows, Caller: se.Entry.Submitter, Initiator: c.Initiator, Workflow: c.Workflow}
+		ResultSHA256: digest(sealed), Rows: rows, Caller: se.Entry.Submitter, Initiator: c.Initiator, Workflow: c.Workflow, Plan: plan}
 	rse, err := h.o.Host.SignEntry(model.KindCalled, receipt)
 	if err != nil {
 		return nil, refused(CodeFailed, "call: signing the receipt: %v", err)

@@ -82,9 +82,13 @@ type Call struct {
 	ArgsSHA256 string          `json:"args_sha256"`
 	Initiator  string          `json:"initiator"`
 	Workflow   string          `json:"workflow,omitempty"`
-	Holder     string          `json:"holder"`
-	HolderCert string          `json:"holder_cert"`
-	ReplyKey   []byte          `json:"reply_key"`
+	// Total is the SHA-256 of the calling session's program, the total
+	// model (when the session has one program): plans approve calls of
+	// one total model.
+	Total      string `json:"total_sha256,omitempty"`
+	Holder     string `json:"holder"`
+	HolderCert string `json:"holder_cert"`
+	ReplyKey   []byte `json:"reply_key"`
 }
 
 // Reply is the holder's answer to a call: the result sealed to the

@@ -55,13 +55,31 @@ type ModelState struct {
 	Functions []string `json:"functions"`
 	Allow     []string `json:"allow"`
 	Budget    uint64   `json:"budget,omitempty"`
-	Calls     uint64   `json:"calls"` // receipts of all versions
+	// Mode is the approval mode when it is manual (rule version 14).
+	Mode  string `json:"mode,omitempty"`
+	Calls uint64 `json:"calls"` // receipts of all versions
 }
 
-func ruleModelPublished(c *ruleCtx) ([]write, *verify.RejectedError) {
+// Rule version 14 (decision 0124) adds plans: a model may be published in
+// manual approval mode, and a receipt of such a model must name the plan
+// (its id) the owner's node answered it under. Version 7 refuses both.
+func ruleModelPublished(c *ruleCtx) ([]write, *verify.RejectedError) { return modelPublished(c, false) }
+
+func ruleModelPublishedV14(c *ruleCtx) ([]write, *verify.RejectedError) {
+	return modelPublished(c, true)
+}
+
+func ruleModelCalled(c *ruleCtx) ([]write, *verify.RejectedError) { return modelCalled(c, false) }
+
+func ruleModelCalledV14(c *ruleCtx) ([]write, *verify.RejectedError) { return modelCalled(c, true) }
+
+func modelPublished(c *ruleCtx, plans bool) ([]write, *verify.RejectedError) {
 	m, err := model.DecodeModel(c.raw())
 	if err != nil {
 		return nil, refuse(verify.CodeMalformed, c.body.kind, err)
+	}
+	if !plans && m.Approval.Mode != model.ApprovalAutomatic {
+		return nil, reject(verify.CodeMalformed, "model.published: approval mode %q needs rule version %d", m.Approval.Mode, RulesV14)
 	}
 	if !isCurrentMember(c.v, c.pub) {
 		return nil, reject(verify.CodeUnauthorized, "model.published: the submitter is not a consortium member; organisations publish models")
@@ -87,6 +105,9 @@ func ruleModelPublished(c *ruleCtx) ([]write, *verify.RejectedError) {
 	}
 	st := &ModelState{Name: m.Name, Owner: owner, Version: m.Version, Index: c.index, Nodes: m.Nodes,
 		Allow: m.Approval.Allow, Budget: m.Output.Budget}
+	if m.Approval.Mode == model.ApprovalManual {
+		st.Mode = model.ApprovalManual
+	}
 	if had {
 		st.Calls = prev.Calls
 	}
@@ -117,10 +138,13 @@ func ruleModelRevoked(c *ruleCtx) ([]write, *verify.RejectedError) {
 	return []write{putRecord(bucketModels, []byte(r.Name), st)}, nil
 }
 
-func ruleModelCalled(c *ruleCtx) ([]write, *verify.RejectedError) {
+func modelCalled(c *ruleCtx, plans bool) ([]write, *verify.RejectedError) {
 	call, err := model.DecodeCall(c.raw())
 	if err != nil {
 		return nil, refuse(verify.CodeMalformed, c.body.kind, err)
+	}
+	if !plans && call.Plan != "" {
+		return nil, reject(verify.CodeMalformed, "model.called: a receipt naming a plan needs rule version %d", RulesV14)
 	}
 	st, rej := c.model(call.Model)
 	if rej != nil {
@@ -138,6 +162,8 @@ func ruleModelCalled(c *ruleCtx) ([]write, *verify.RejectedError) {
 		return nil, reject(verify.CodeMissingReference, "model.called: model %s publishes no function %q", call.Model, call.Function)
 	case !slices.Contains(st.Allow, call.Initiator):
 		return nil, reject(verify.CodeUnauthorized, "model.called: initiator %s is not on model %s's allow-list", call.Initiator, call.Model)
+	case st.Mode == model.ApprovalManual && call.Plan == "":
+		return nil, reject(verify.CodeUnauthorized, "model.called: model %s is in manual approval mode; its receipts name the approved plan they were answered under", call.Model)
 	}
 	callerKey, _ := protocol.ParseEd25519Key(call.Caller)
 	if c.v.get(bucketNodes, callerKey) == nil {

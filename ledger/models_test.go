@@ -64,7 +64,7 @@ func TestModelsThroughTheStateMachine(t *testing.T) {
 		c.entry(orgA, KindModelPublished, bad),
 		c.entry(orgA, KindModelPublished, testModel("Hospital A/stats", 1, []ed25519.PrivateKey{n1}, initiator)),
 	}, "unauthorized: not a consortium member", "unauthorized: is not registered for organisation",
-		"missing_reference: the first is 1", "malformed: approval mode", "malformed: model name")
+		"missing_reference: the first is 1", "malformed: approval mode \"manual\" needs rule version 14", "malformed: model name")
 	c.want([][]byte{c.entry(orgA, KindModelPublished, testModel("hospital-a/stats", 1, []ed25519.PrivateKey{n1}, initiator))}, "ok")
 	c.want([][]byte{
 		c.entry(orgB, KindModelPublished, testModel("hospital-a/stats", 2, []ed25519.PrivateKey{n2}, initiator)),
@@ -78,14 +78,17 @@ func TestModelsThroughTheStateMachine(t *testing.T) {
 	}
 	notNode := call(9, "count", initiator)
 	notNode.Caller = pubText(stranger)
+	planned := call(10, "count", initiator)
+	planned.Plan = strings.Repeat("0f", 32)
 	c.want([][]byte{
 		c.entry(n2, KindModelCalled, call(1, "count", initiator)),
 		c.entry(n1, KindModelCalled, call(2, "histogram", initiator)),
 		c.entry(n1, KindModelCalled, call(3, "count", stranger)),
 		c.entry(n1, KindModelCalled, notNode),
+		c.entry(n1, KindModelCalled, planned),
 		c.entry(n1, KindModelCalled, call(4, "count", initiator)),
 	}, "unauthorized: does not serve", "missing_reference: publishes no function", "unauthorized: allow-list",
-		"missing_reference: not a registered node", "ok")
+		"missing_reference: not a registered node", "malformed: needs rule version 14", "ok")
 	c.want([][]byte{
 		c.entry(n1, KindModelCalled, call(4, "count", initiator)),
 		c.entry(n1, KindModelCalled, call(5, "count", initiator)),
@@ -128,4 +131,30 @@ func TestModelsBeforeV7(t *testing.T) {
 		c.entry(node, KindModelPublished, map[string]any{"anything": 1}),
 		c.entry(node, KindModelRevoked, model.Revocation{Name: "a/b", Version: 1}),
 	}, "ok", "malformed: not one of the ledger's kinds")
+}
+
+// From version 14 a model may be in manual approval mode, and each of its
+// receipts names the plan it was answered under; version 7 refuses both
+// (TestModelsThroughTheStateMachine), and a receipt of an automatic
+// model may name a plan too.
+func TestModelPlansV14(t *testing.T) {
+	t.Parallel()
+	c := newACLChain(t, RulesV14)
+	val, org, n1, initiator := seedKey(0x51), seedKey(0x62), seedKey(0x63), seedKey(0x64)
+	c.want([][]byte{c.entry(val, KindMemberAdmitted, map[string]any{"member": pubText(org)})}, "ok")
+	b := nodeBody(n1.Public().(ed25519.PublicKey))
+	b["organisation"], b["endpoint"] = pubText(org), "https://127.0.0.1:7001"
+	c.want([][]byte{c.entry(n1, KindNodeRegistered, b)}, "ok")
+	m := testModel("hospital-a/stats", 1, []ed25519.PrivateKey{n1}, initiator)
+	m.Approval.Mode = model.ApprovalManual
+	c.want([][]byte{c.entry(org, KindModelPublished, m)}, "ok")
+	call := model.Call{ID: strings.Repeat("a1", 32), Model: "hospital-a/stats", Version: 1, Function: "count",
+		ArgsSHA256: strings.Repeat("cd", 32), ResultSHA256: strings.Repeat("ef", 32), Rows: 7, Caller: pubText(n1), Initiator: pubText(initiator)}
+	planned := call
+	planned.Plan = strings.Repeat("0f", 32)
+	c.want([][]byte{c.entry(n1, KindModelCalled, call), c.entry(n1, KindModelCalled, planned)},
+		"unauthorized: manual approval mode", "ok")
+	if l := c.models(); l.Models[0].Mode != model.ApprovalManual || l.Models[0].Calls != 1 {
+		t.Fatalf("models: %+v", l.Models[0].ModelState)
+	}
 }

@@ -93,8 +93,12 @@ const (
 	// behind offers, of that class are verified at block time
 	// (decision 0155).
 	RulesV13 = 13
+	// RulesV14 adds plans to federation (models.go): a model may be
+	// published in manual approval mode, and its receipts name the plan
+	// a person of the owner approved (decision 0124).
+	RulesV14 = 14
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV13
+	LatestRules = RulesV14
 )
 
 // ruleSet is what one rule version accepts.
@@ -181,7 +185,10 @@ func makeRuleSets() map[int]*ruleSet {
 	v13.kinds[KindReferenceValues] = ruleReferenceValues
 	v13.kinds[KindNodeRegistered] = ruleNodeRegisteredV13
 	v13.kinds[KindOffer] = ruleOfferV13
-	return map[int]*ruleSet{v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
+	v14 := v13.next(RulesV14)
+	v14.kinds[KindModelPublished] = ruleModelPublishedV14
+	v14.kinds[KindModelCalled] = ruleModelCalledV14
+	return map[int]*ruleSet{v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

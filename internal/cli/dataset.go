@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"crypto/ed25519"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -36,20 +38,12 @@ Exit status: 0 added; 1 refused by the node; 2 bad usage.`,
 		Args:    cobra.ExactArgs(2),
 	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if nodeU == "" || keyFile == "" {
-			return usageError("dataset add: --node and --key are required")
-		}
-		k, err := loadKey(keyFile)
+		ctx, stop, a, k, err := dialOwnNode(cmd, "dataset add", nodeU, keyFile)
 		if err != nil {
 			return err
 		}
-		ctx, stop := signalContext(cmd)
 		defer stop()
-		a, err := federation.DialAdmin(ctx, nodeURL(nodeU), nil)
-		if err != nil {
-			return failure(fmt.Errorf("dataset add: %w", err))
-		}
-		d, err := a.AddDataset(ctx, k.Signer(), args[0], args[1])
+		d, err := a.AddDataset(ctx, k, args[0], args[1])
 		if err != nil {
 			return failure(fmt.Errorf("dataset add: %w", err))
 		}
@@ -64,4 +58,24 @@ Exit status: 0 added; 1 refused by the node; 2 bad usage.`,
 	f.StringVar(&keyFile, "key", "", "the owner organisation's key file")
 	f.BoolVar(&asJSON, "json", false, `print {"name","sha256","size"}`)
 	return cmd
+}
+
+// dialOwnNode checks --node and --key, loads the key and connects to the
+// node at nodeU, for command what; on error it returns the error to give
+// cobra (the context is already released).
+func dialOwnNode(cmd *cobra.Command, what, nodeU, keyFile string) (context.Context, context.CancelFunc, *federation.Admin, ed25519.PrivateKey, error) {
+	if nodeU == "" || keyFile == "" {
+		return nil, nil, nil, nil, usageError("%s: --node and --key are required", what)
+	}
+	k, err := loadKey(keyFile)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ctx, stop := signalContext(cmd)
+	a, err := federation.DialAdmin(ctx, nodeURL(nodeU), nil)
+	if err != nil {
+		stop()
+		return nil, nil, nil, nil, failure(fmt.Errorf("%s: %w", what, err))
+	}
+	return ctx, stop, a, k.Signer(), nil
 }

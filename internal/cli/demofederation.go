@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,7 +44,10 @@ printing each step with its time:
               the ledger ('cloister model publish'): count, histogram, one
               round of logistic-regression gradient and Hessian, evaluate;
               aggregates over at least 5 patients only; callable by the
-              research initiator
+              research initiator; hospital-c's model is in manual
+              approval mode: research requests a plan ('cloister approval
+              request') and a person of hospital-c lists and grants it
+              ('cloister approval list', 'cloister approval grant')
   research    runs its total model examples/fedlogreg on its own node
               ('cloister workflow run'): 10 Newton rounds over the three
               hospitals, every call audited and answered by the hospital's
@@ -79,6 +83,9 @@ Exit status: 0 every step behaved; 1 otherwise.`,
 }
 
 var demoHospitals = []string{"hospital-a", "hospital-b", "hospital-c"}
+
+// demoManual is the hospital whose model is in manual approval mode.
+const demoManual = "hospital-c"
 
 const demoPatients = 200
 
@@ -165,6 +172,10 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		os.Remove(path) // from here on, only the hospital's node holds it
 		m := fedmodel.Hospital(h+"/stats", 0, hosp.Wasm, nil, initiator)
 		m.Output.Budget = 100
+		if h == demoManual {
+			// This hospital wants a person to approve each plan.
+			m.Approval.Mode = model.ApprovalManual
+		}
 		spec, _ := json.MarshalIndent(m, "", "  ")
 		specPath := filepath.Join(dir, h+"-model.json")
 		if err := os.WriteFile(specPath, spec, 0o600); err != nil {
@@ -196,6 +207,33 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		return err
 	}
 	const rounds = 10
+	// hospital-c's model is in manual approval mode: research asks for a
+	// plan — this total model, the four functions, one call each of
+	// count, histogram and evaluate and one gradient per round — and a
+	// person of hospital-c approves it.
+	o, err = run("approval", "request", "--node", url[demoManual], "--key", initiatorFile, "--model", demoManual+"/stats", "--total", total,
+		"--function", "count", "--function", "histogram", "--function", "gradient", "--function", "evaluate",
+		"--calls", strconv.Itoa(rounds+3), "--expires", "1h", "--json")
+	if err != nil {
+		return err
+	}
+	var plan federation.PlanRecord
+	if err := json.Unmarshal([]byte(o), &plan); err != nil || plan.State != federation.PlanPending {
+		return fmt.Errorf("approval request: want a pending plan: %s %v", o, err)
+	}
+	o, err = run("approval", "list", "--node", url[demoManual], "--key", orgKey[demoManual], "--json")
+	if err != nil {
+		return err
+	}
+	var pending []federation.PlanRecord
+	if err := json.Unmarshal([]byte(o), &pending); err != nil || len(pending) != 1 || pending[0].ID != plan.ID {
+		return fmt.Errorf("approval list: want plan %s pending: %s %v", plan.ID, o, err)
+	}
+	if _, err := run("approval", "grant", "--node", url[demoManual], "--key", orgKey[demoManual], plan.ID); err != nil {
+		return err
+	}
+	pr.step("%s approves by hand: research requested plan %s… (fedlogreg.wasm, 4 functions, %d calls, 1 h); a person listed it and granted it",
+		demoManual, plan.ID[:12], rounds+3)
 	planPath := filepath.Join(dir, "plan.json")
 	writePlan := func(edges []float64) error {
 		var models []string

@@ -100,6 +100,7 @@ what on a verifiable ledger.`,
 		newModelCmd(),
 		newDatasetCmd(),
 		newWorkflowCmd(),
+		newApprovalCmd(),
 	)
 	return root
 }

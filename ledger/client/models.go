@@ -52,6 +52,7 @@ func (c *Client) Models(ctx context.Context) (*ModelList, error) {
 			Functions []string        `json:"functions"`
 			Allow     []string        `json:"allow"`
 			Budget    uint64          `json:"budget"`
+			Mode      string          `json:"mode"`
 			Calls     uint64          `json:"calls"`
 			Entry     json.RawMessage `json:"entry"`
 			Endpoints []string        `json:"endpoints"`

@@ -33,6 +33,11 @@ const (
 	// principal on the allow-list that fits the published spec and the
 	// output rules, without a person.
 	ApprovalAutomatic = "automatic"
+	// ApprovalManual (rule version 14 on): a principal on the allow-list
+	// submits a plan to the holder's node, and a person of the owner
+	// approves it (cloister approval grant); the node answers only calls
+	// that fit an approved plan, and each receipt names its plan.
+	ApprovalManual = "manual"
 )
 
 // Errors of a model's lookup.
@@ -97,8 +102,9 @@ type Output struct {
 	Budget  uint64 `json:"budget,omitempty"`
 }
 
-// Approval says who may call: with Mode ApprovalAutomatic, the principals
-// on Allow (their keys).
+// Approval says who may call: the principals on Allow (their keys); with
+// Mode ApprovalAutomatic without a person, with ApprovalManual under a
+// plan a person of the owner approved.
 type Approval struct {
 	Mode  string   `json:"mode"`
 	Allow []string `json:"allow"`
@@ -131,6 +137,10 @@ type Call struct {
 	Caller       string `json:"caller"`
 	Initiator    string `json:"initiator"`
 	Workflow     string `json:"workflow,omitempty"`
+	// Plan (rule version 14 on) is the id of the approved plan the call
+	// was answered under (the SHA-256 of the initiator's signed plan);
+	// required for a model in manual approval mode.
+	Plan string `json:"plan,omitempty"`
 }
 
 // DecodeModel reads and checks a model.published body.
@@ -228,8 +238,8 @@ func (m *Model) Check() error {
 	if m.Output.MinRows == 0 {
 		return errors.New("model output min_rows: want 1 or more (the fewest rows a result may aggregate)")
 	}
-	if m.Approval.Mode != ApprovalAutomatic {
-		return fmt.Errorf("model approval mode %q: want %q (principals on the allow-list)", m.Approval.Mode, ApprovalAutomatic)
+	if m.Approval.Mode != ApprovalAutomatic && m.Approval.Mode != ApprovalManual {
+		return fmt.Errorf("model approval mode %q: want %q (principals on the allow-list) or %q (plans a person approves)", m.Approval.Mode, ApprovalAutomatic, ApprovalManual)
 	}
 	if len(m.Approval.Allow) == 0 || len(m.Approval.Allow) > MaxAllow {
 		return fmt.Errorf("model approval allow: want 1 to %d principal keys", MaxAllow)
@@ -312,6 +322,9 @@ func (c *Call) Check() error {
 	}
 	if c.Workflow != "" && protocol.ValidSessionID(c.Workflow) != nil {
 		return errors.New("call workflow: want a session id")
+	}
+	if c.Plan != "" && !isHex(c.Plan, 64) {
+		return errors.New("call plan: want 64 lower-case hex digits (a plan's id)")
 	}
 	return nil
 }

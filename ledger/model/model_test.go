@@ -38,7 +38,7 @@ func TestModelCheck(t *testing.T) {
 		{func(m *Model) { m.Functions = append(m.Functions, m.Functions[0]) }, "twice"},
 		{func(m *Model) { m.Datasets[0].Name = "../etc" }, "dataset"},
 		{func(m *Model) { m.Output.MinRows = 0 }, "min_rows"},
-		{func(m *Model) { m.Approval.Mode = "manual" }, "approval mode"},
+		{func(m *Model) { m.Approval.Mode = "person" }, "approval mode"},
 		{func(m *Model) { m.Approval.Allow = []string{"bob"} }, "allow"},
 		{func(m *Model) { m.Terms = strings.Repeat("x", MaxTerms+1) }, "terms"},
 	} {
