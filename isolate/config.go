@@ -92,6 +92,13 @@ type Config struct {
 	HostCalls map[string]HostCall
 	CallRate  float64
 
+	// Engine, when set, is the engine this run must use (a policy may
+	// name one): a Runtime of another engine runs it through a runtime
+	// of that engine it makes on first use, with the same options, or
+	// refuses with an error wrapping ErrEngineUnavailable. Empty: the
+	// Runtime's own.
+	Engine string
+
 	// ConformanceRoot, when set, replaces the /input + /output view with a
 	// host directory preopened as "/". It exists for the WASI conformance
 	// tests only, is not reachable from the CLI, and forces an in-process

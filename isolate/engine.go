@@ -126,7 +126,7 @@ func knownEngine(name string) error {
 func newEngineExecutor(engine, cacheDir string) (jobExecutor, error) {
 	f, ok := lookupEngine(engine)
 	if !ok {
-		return nil, fmt.Errorf("isolate: the %s engine is not linked into this binary (it runs in %s)", engine, engineWorkerName(engine))
+		return nil, engineUnavailable(fmt.Errorf("isolate: the %s engine is not linked into this binary (it runs in %s)", engine, engineWorkerName(engine)))
 	}
 	return f.make(cacheDir)
 }

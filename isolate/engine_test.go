@@ -2,9 +2,12 @@ package isolate
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha256"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,3 +177,31 @@ func FuzzAccel(f *testing.F) {
 }
 
 func overlaps(a, an, b, bn uint32) bool { return a < b+bn && b < a+an }
+
+// TestConfigEngine: a run naming another engine than its runtime's
+// (a policy's "engine") runs under that engine, through a runtime of it
+// made on first use with the same options; naming one that cannot run
+// here (no worker binary for it) is an error wrapping
+// ErrEngineUnavailable that names what is missing, every time.
+func TestConfigEngine(t *testing.T) {
+	r := newRuntime(t, Options{Engine: EngineWazero, DataDir: t.TempDir()})
+	for i := 0; i < 2; i++ {
+		_, err := r.Run(t.Context(), &Config{Module: wasmExit(3), Engine: EngineWasmtime})
+		if !errors.Is(err, ErrEngineUnavailable) || !strings.Contains(err.Error(), "cloister-isolate-wasmtime") {
+			t.Fatalf("run %d naming an engine without its worker: %v", i, err)
+		}
+	}
+	r = newRuntime(t, Options{Engine: EngineWazero, DataDir: t.TempDir(),
+		EngineWorkerBinaries: map[string]string{EngineWasmtime: wasmtimeWorker(t)}})
+	for _, engine := range []string{"", EngineWazero, EngineWasmtime} {
+		res := mustRun(t, r, &Config{Module: wasmExit(3), Engine: engine})
+		wantOutcome(t, res, OutcomeExited, 3)
+		want := cmp.Or(engine, EngineWazero)
+		if !strings.HasPrefix(res.Report.Engine, want+" ") {
+			t.Errorf("a run asking for %q ran under %q", engine, res.Report.Engine)
+		}
+	}
+	if _, err := r.Run(t.Context(), &Config{Module: wasmExit(3), Engine: "v8"}); !errors.Is(err, ErrEngineUnavailable) {
+		t.Errorf("an unknown engine: %v", err)
+	}
+}

@@ -57,6 +57,10 @@ type Options struct {
 	// WorkerBinary); in-process runs need a binary built with the
 	// cloister_wasmtime tag.
 	Engine string
+	// EngineWorkerBinaries names the worker binary of another engine than
+	// Engine, for runs that ask for it (Config.Engine); an engine not
+	// listed uses its binary next to the running executable.
+	EngineWorkerBinaries map[string]string
 }
 
 // ErrClosed is returned by Run once the Runtime is closed, including for a
@@ -77,6 +81,54 @@ type Runtime struct {
 
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	// others are the runtimes of other engines that runs naming them
+	// (Config.Engine) go to, made on first use; an engine that could not
+	// be made keeps its error (a worker binary installed later needs a
+	// new Runtime).
+	othersMu sync.Mutex
+	others   map[string]otherEngine
+}
+
+type otherEngine struct {
+	rt  *Runtime
+	err error
+}
+
+// ForEngine returns the runtime that runs engine's jobs for r: r itself
+// for its own engine (or ""), else one with r's options and that engine,
+// made on first use and closed with r. The error, when that engine cannot
+// run here, wraps ErrEngineUnavailable and says why.
+func (r *Runtime) ForEngine(ctx context.Context, engine string) (*Runtime, error) {
+	if engine == "" || engine == r.opts.Engine {
+		return r, nil
+	}
+	if err := knownEngine(engine); err != nil {
+		return nil, engineUnavailable(err)
+	}
+	r.othersMu.Lock()
+	defer r.othersMu.Unlock()
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	o, ok := r.others[engine]
+	if !ok {
+		opts := r.opts
+		opts.Engine = engine
+		// A worker binary named for r's engine is not this engine's:
+		// that one is named apart, or found next to the running
+		// executable.
+		opts.WorkerBinary = r.opts.EngineWorkerBinaries[engine]
+		o.rt, o.err = New(ctx, opts)
+		if o.err != nil {
+			o.err = engineUnavailable(fmt.Errorf("isolate: this runtime cannot run the %s engine: %w", engine, o.err))
+		}
+		if r.others == nil {
+			r.others = map[string]otherEngine{}
+		}
+		r.others[engine] = o
+	}
+	return o.rt, o.err
 }
 
 // New prepares a runtime. With a DataDir it creates DataDir/wazero-cache.
@@ -156,6 +208,15 @@ func (r *Runtime) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
+		var othersErr error
+		r.othersMu.Lock()
+		for _, o := range r.others {
+			if o.rt != nil {
+				othersErr = errors.Join(othersErr, o.rt.Close())
+			}
+		}
+		r.othersMu.Unlock()
+		defer func() { err = errors.Join(err, othersErr) }()
 		// The worker binary and the shared network namespace are held by
 		// descriptor; a worker still starting would exec or join a reused
 		// descriptor number if they were closed under it, so they stay
@@ -214,6 +275,13 @@ func (r *Runtime) Engine() string { return r.engine }
 func (r *Runtime) Run(ctx context.Context, cfg *Config) (*Result, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
+	}
+	if cfg.Engine != "" && cfg.Engine != r.opts.Engine {
+		o, err := r.ForEngine(ctx, cfg.Engine)
+		if err != nil {
+			return nil, err
+		}
+		return o.Run(ctx, cfg)
 	}
 	j, rep, err := resolve(cfg)
 	if err != nil {

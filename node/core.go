@@ -308,6 +308,7 @@ type runSpec struct {
 	timeout       time.Duration
 	maxOutput     int64
 	deterministic bool
+	engine        string // the policy's engine; "": the node's
 	hostCalls     map[string]isolate.HostCall
 	// sink keeps the large outputs (nil: none is streamed).
 	sink *outputSink
@@ -379,6 +380,7 @@ func (c *core) run(ctx context.Context, r Runner, spec runSpec) (*runOutcome, er
 		Timeout:       spec.timeout,
 		MaxOutput:     spec.maxOutput,
 		Deterministic: spec.deterministic,
+		Engine:        spec.engine,
 		Seed:          protocol.Seed(c.policyHash, cmp.Or(spec.replicaSet, c.id)),
 		HostCalls:     spec.hostCalls,
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest"
 	"github.com/cloisterhq/cloister/attest/software"
+	"github.com/cloisterhq/cloister/isolate"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -66,6 +67,9 @@ func (n *Node) startSession(ctx context.Context, who creator, doc []byte, replic
 	}
 	rep, err := n.checkReplica(pol, replica)
 	if err != nil {
+		return nil, err
+	}
+	if err := n.checkEngine(ctx, pol); err != nil {
 		return nil, err
 	}
 	var raw [protocol.SessionIDSize]byte
@@ -272,3 +276,20 @@ func (n *Node) restoreOne(id string) error {
 // maxRestarts bounds how often a run interrupted by node stops is retried,
 // so that a program that brings the node down cannot do so forever.
 const maxRestarts = 3
+
+// checkEngine refuses a session whose policy names an engine this node
+// cannot run (its worker binary is not installed), before anyone uploads
+// anything to it. A runner that is not an isolate runtime leaves the
+// check to its Run.
+func (n *Node) checkEngine(ctx context.Context, pol *policy.Policy) error {
+	er, ok := n.runner.(interface {
+		ForEngine(context.Context, string) (*isolate.Runtime, error)
+	})
+	if pol.Engine == "" || !ok {
+		return nil
+	}
+	if _, err := er.ForEngine(ctx, pol.Engine); err != nil {
+		return refused(connect.CodeFailedPrecondition, ruleEngine, "policy %q asks for the %s engine, which this node cannot run: %v", pol.Name, pol.Engine, err)
+	}
+	return nil
+}

@@ -275,18 +275,9 @@ func TestRestartAfterExpiryDoesNotRerun(t *testing.T) {
 // A policy asking for replicas is refused by a node asked for a single
 // session: its sessions join a replica set the client chooses.
 func TestReplicatedPolicyNeedsASet(t *testing.T) {
-	s := newScenario(t)
-	tn := startNode(t, filepath.Join(t.TempDir(), "node"), nil)
-	wasm := readTestdata(t, "sum.wasm")
-	doc := s.policyDoc(t, tn.platformKey(), func(m map[string]any) {
-		m["name"] = "sum"
-		m["programs"] = []any{map[string]any{"name": "sum.wasm", "sha256": sha256hex(wasm), "provider": "alice"}}
+	createRefused(t, func(m map[string]any) {
 		m["inputs"] = []any{map[string]any{"name": "a", "provider": "bob"}}
 		m["outputs"] = []any{map[string]any{"name": "sum", "readers": []string{"dave"}}}
 		m["deterministic"], m["replicas"] = true, 3
-	})
-	_, err := dial(t, tn).CreateSession(context.Background(), doc)
-	if err == nil || !strings.Contains(err.Error(), "joins a replica set of 3 nodes of distinct organisations") {
-		t.Fatalf("a replicated policy as a single session: %v", err)
-	}
+	}, "joins a replica set of 3 nodes of distinct organisations")
 }

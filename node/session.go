@@ -131,6 +131,7 @@ const (
 	ruleSealed       = "sealed-to-session"
 	ruleReader       = "readers-only"
 	ruleExpired      = "policy-not-expired"
+	ruleEngine       = "engine-available"
 	ruleCloser       = "principals-close"
 	ruleState        = "session-state"
 	ruleFresh        = "fresh-request"
@@ -781,7 +782,7 @@ func (s *session) runSpec(ctx context.Context) (runSpec, error) {
 	if err != nil {
 		return runSpec{}, err
 	}
-	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic, hostCalls: s.n.runHostCalls(s.id, s.pol),
+	spec := runSpec{memory: mem, timeout: timeout, maxOutput: maxOut, deterministic: s.pol.Deterministic, engine: s.pol.Engine, hostCalls: s.n.runHostCalls(s.id, s.pol),
 		lease: &lease{c: s.n.blobs}}
 	if rec.Replica != nil {
 		spec.replicaSet = rec.Replica.Set

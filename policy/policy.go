@@ -60,7 +60,12 @@ type Policy struct {
 	// HostCalls are the calls the program may make to its node while it
 	// runs (docs/isolate.md, "Host calls"); absent: none.
 	HostCalls []HostCall `json:"host_calls,omitempty"`
-	Expires   time.Time  `json:"expires"`
+	// Engine is the WebAssembly engine the session's runs use ("wazero"
+	// or "wasmtime"); absent: the node's own choice. A node that cannot
+	// run it refuses the session. Every run's report names the engine
+	// and version that ran.
+	Engine  string    `json:"engine,omitempty"`
+	Expires time.Time `json:"expires"`
 
 	// canonical is the RFC 8785 form of the parsed document.
 	canonical []byte

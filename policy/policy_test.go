@@ -153,6 +153,15 @@ func TestDefaults(t *testing.T) {
 	if p.Limits.MemoryBytes() != DefaultMemory || p.Limits.TimeoutDuration() != DefaultTimeout || p.Limits.MaxOutputBytes() != DefaultMaxOutput {
 		t.Fatal("default limits")
 	}
+	if p.Engine != "" {
+		t.Fatalf("engine %q, want none (the node's choice)", p.Engine)
+	}
+	for _, e := range Engines {
+		d["engine"] = e
+		if p := mustParse(t, d); p.Engine != e {
+			t.Fatalf("engine %q parsed as %q", e, p.Engine)
+		}
+	}
 }
 
 // problemsOf parses doc and returns its problems as "field: message" lines.
@@ -207,6 +216,7 @@ func TestValidationRules(t *testing.T) {
 		{"roles missing", func(d map[string]any) { delete(pr(d, 0), "roles") }, "principals[0].roles", "required"},
 		{"no principals", func(d map[string]any) { d["principals"] = []any{} }, "principals", "at least one"},
 		{"host call name", func(d map[string]any) { d["host_calls"] = []any{map[string]any{"name": "Echo"}} }, "host_calls[0].name", "dotted lower-case"},
+		{"unknown engine", func(d map[string]any) { d["engine"] = "v8" }, "engine", `"v8" is not an engine`},
 		{"host call twice", func(d map[string]any) {
 			d["host_calls"] = []any{map[string]any{"name": "cloister.echo/v1"}, map[string]any{"name": "cloister.echo/v1"}}
 		}, "host_calls[1].name", "twice"},

@@ -42,6 +42,10 @@ const (
 	maxNameLen    = 255
 )
 
+// Engines are the values of engine: the WebAssembly engines a node may
+// run programs with (package isolate's EngineWazero and EngineWasmtime).
+var Engines = []string{"wazero", "wasmtime"}
+
 // Validate checks every rule of docs/policy.md that does not depend on the
 // clock, and returns a *ValidationError listing all problems, or nil.
 // Expiry is checked by the caller with Expired, at the time that matters.
@@ -64,6 +68,9 @@ func (p *Policy) Validate() error {
 		ps.add("replicas", "at most %d, got %d", MaxReplicas, p.Replicas)
 	}
 	p.validateReplicas(&ps)
+	if p.Engine != "" && !slices.Contains(Engines, p.Engine) {
+		ps.add("engine", "%q is not an engine: one of %s, or absent for the node's choice", p.Engine, strings.Join(Engines, ", "))
+	}
 
 	byID := p.validatePrincipals(&ps)
 	p.validatePrograms(&ps, byID)
