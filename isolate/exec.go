@@ -103,12 +103,39 @@ type executor struct {
 	preloaded *preloadedModule
 }
 
-// preloadedModule is a module a warm worker compiled (in practice: loaded
-// from the compilation cache) while waiting for its job.
-type preloadedModule struct {
-	sum      [32]byte
-	module   []byte
-	compiled wazero.CompiledModule // nil if it does not compile: the job reports why
+// preloaded is a module a warm worker compiled (in practice: loaded from
+// the compilation cache) while waiting for its job, and its engine's code
+// (C) for it.
+type preloaded[C any] struct {
+	sum    [32]byte
+	module []byte
+	code   C
+}
+
+// preloadedModule is wazero's: the compiled module, nil if it does not
+// compile (the job reports why).
+type preloadedModule = preloaded[wazero.CompiledModule]
+
+// startJob takes an executor's preloaded module out of *slot for job j —
+// kept when it is j's module, not sealed and usable, else dropped (drop,
+// when set, releases its code) before any guest code runs — and starts
+// the run of j by engine: its report, and j.Module loaded (beginRun).
+func startJob[C any](j *job, engine string, slot **preloaded[C], usable bool, drop func(C)) (*preloaded[C], *runStart, *Result, error) {
+	start := time.Now()
+	pre := *slot
+	*slot = nil
+	if pre != nil && (pre.sum != j.ModuleSHA256 || j.Sealed || !usable) {
+		if drop != nil {
+			drop(pre.code)
+		}
+		pre = nil
+	}
+	var held []byte
+	if pre != nil {
+		held = pre.module
+	}
+	run, r, err := beginRun(j, engine, start, held)
+	return pre, run, r, err
 }
 
 // preload compiles module in the prepared runtime ahead of the job.
@@ -121,7 +148,7 @@ func (e *executor) preload(ctx context.Context, module []byte, _ bool) {
 	if err != nil {
 		cm = nil
 	}
-	e.preloaded = &preloadedModule{sum: sha256.Sum256(module), module: module, compiled: cm}
+	e.preloaded = &preloadedModule{sum: sha256.Sum256(module), module: module, code: cm}
 }
 
 // prepare makes the runtime ahead of the job (without cancellation checks).
@@ -225,22 +252,13 @@ func invalid(rep *Report, format string, args ...any) *Result {
 // The guest's host calls go through calls (nil: a guest importing them is
 // refused, as a worker without a parent to ask).
 func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls callTransport) (*Result, error) {
-	start := time.Now()
-	pre := e.preloaded
-	e.preloaded = nil
-	if pre != nil && (pre.sum != j.ModuleSHA256 || j.Cancel || j.Sealed) {
-		// Not this job's module (or not this runtime's): drop it before
-		// any guest code runs.
-		if pre.compiled != nil {
-			pre.compiled.Close(ctx)
+	// A module compiled without cancellation checks is not for a run
+	// that needs them (j.Cancel).
+	pre, run, r, err := startJob(j, EngineWazero, &e.preloaded, !j.Cancel, func(cm wazero.CompiledModule) {
+		if cm != nil {
+			cm.Close(ctx)
 		}
-		pre = nil
-	}
-	var preModule []byte
-	if pre != nil {
-		preModule = pre.module
-	}
-	run, r, err := beginRun(j, EngineWazero, start, preModule)
+	})
 	if r != nil || err != nil {
 		return r, err
 	}
@@ -268,8 +286,8 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 	defer rt.Close(context.Background())
 
 	var compiled wazero.CompiledModule
-	if pre != nil && pre.compiled != nil {
-		compiled = pre.compiled
+	if pre != nil && pre.code != nil {
+		compiled = pre.code
 	} else {
 		var err error
 		if compiled, err = compileGuarded(ctx, rt, j.Module); err != nil {

@@ -1043,6 +1043,17 @@ func IsWorker() bool {
 	return v == "1" || v == workerProbe
 }
 
+// WorkerCommand is the whole main of a worker binary: WorkerMain's
+// status when a Runtime started this process, else notWorker printed on
+// stderr and status 2 (the binary is not meant to be run by hand).
+func WorkerCommand(notWorker string) int {
+	if !IsWorker() {
+		fmt.Fprintln(os.Stderr, notWorker)
+		return 2
+	}
+	return WorkerMain()
+}
+
 // workerProbe as the worker marker asks a worker binary only to print its
 // protocol identifier (resolveWorkerBinary checks it before using it).
 const workerProbe = "protocol"

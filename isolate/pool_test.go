@@ -120,7 +120,7 @@ func TestPreloadedExecutor(t *testing.T) {
 		}
 		e.prepared = rt
 		e.preload(ctx, wasmExit(5), false)
-		if e.preloaded == nil || e.preloaded.compiled == nil {
+		if e.preloaded == nil || e.preloaded.code == nil {
 			t.Fatal("nothing preloaded")
 		}
 		return e

@@ -564,13 +564,7 @@ var wasip1Functions = map[string]wasiFunc{
 		}
 		return 0
 	}},
-	"fd_datasync": {sig(p32), false, func(w *wasiHost, mem []byte, a []uint64) uint32 {
-		f, e := w.fd(a[0])
-		if e != 0 || f.file == nil {
-			return e
-		}
-		return w.errno(f.file.Datasync())
-	}},
+	"fd_datasync": {sig(p32), false, syncFD(experimentalsys.File.Datasync)},
 	"fd_fdstat_get": {sig(p32, p32), false, func(w *wasiHost, mem []byte, a []uint64) uint32 {
 		f, e := w.fd(a[0])
 		if e != 0 {
@@ -780,13 +774,7 @@ var wasip1Functions = map[string]wasiFunc{
 		}
 		return okOr(putU64(mem, a[3], uint64(off)))
 	}},
-	"fd_sync": {sig(p32), false, func(w *wasiHost, mem []byte, a []uint64) uint32 {
-		f, e := w.fd(a[0])
-		if e != 0 || f.file == nil {
-			return e
-		}
-		return w.errno(f.file.Sync())
-	}},
+	"fd_sync": {sig(p32), false, syncFD(experimentalsys.File.Sync)},
 	"fd_tell": {sig(p32, p32), false, func(w *wasiHost, mem []byte, a []uint64) uint32 {
 		f, e := w.fd(a[0])
 		if e != 0 {
@@ -1044,4 +1032,16 @@ func (w *wasiHost) pollOneoff(mem []byte, a []uint64) uint32 {
 		}
 	}
 	return okOr(putU32(mem, a[3], uint32(nev)))
+}
+
+// syncFD is fd_sync or fd_datasync: sync on the descriptor's file (stdio
+// has nothing to sync).
+func syncFD(sync func(experimentalsys.File) experimentalsys.Errno) func(*wasiHost, []byte, []uint64) uint32 {
+	return func(w *wasiHost, mem []byte, a []uint64) uint32 {
+		f, e := w.fd(a[0])
+		if e != 0 || f.file == nil {
+			return e
+		}
+		return w.errno(sync(f.file))
+	}
 }

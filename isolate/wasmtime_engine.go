@@ -153,12 +153,12 @@ type wasmtimeExecutor struct {
 	preloaded *wasmtimePreloaded
 }
 
-type wasmtimePreloaded struct {
-	sum    [32]byte
-	module []byte
-	// compiled is the module for ordinary runs (nil if it does not
-	// compile: the job says why); det, for deterministic runs, only when
-	// the cache had it.
+type wasmtimePreloaded = preloaded[wasmtimeCode]
+
+// wasmtimeCode is a preloaded module's code: compiled for ordinary runs
+// (nil if it does not compile: the job says why), det for deterministic
+// runs; the one the job is not likely to need only when the cache had it.
+type wasmtimeCode struct {
 	compiled, det *wasmtime.Module
 }
 
@@ -171,11 +171,11 @@ func (e *wasmtimeExecutor) preload(_ context.Context, module []byte, det bool) {
 	sum := sha256.Sum256(module)
 	pre := &wasmtimePreloaded{sum: sum, module: module}
 	if det {
-		pre.det, _ = e.compile(true, sum, module, true)
-		pre.compiled = e.cached(false, sum)
+		pre.code.det, _ = e.compile(true, sum, module, true)
+		pre.code.compiled = e.cached(false, sum)
 	} else {
-		pre.compiled, _ = e.compile(false, sum, module, true)
-		pre.det = e.cached(true, sum)
+		pre.code.compiled, _ = e.compile(false, sum, module, true)
+		pre.code.det = e.cached(true, sum)
 	}
 	e.preloaded = pre
 }
@@ -392,17 +392,7 @@ func wasmtimeTrapError(t *wasmtime.Trap) error {
 }
 
 func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func(), calls callTransport) (*Result, error) {
-	start := time.Now()
-	pre := e.preloaded
-	e.preloaded = nil
-	if pre != nil && (pre.sum != j.ModuleSHA256 || j.Sealed) {
-		pre = nil
-	}
-	var preModule []byte
-	if pre != nil {
-		preModule = pre.module
-	}
-	run, r, err := beginRun(j, EngineWasmtime, start, preModule)
+	pre, run, r, err := startJob(j, EngineWasmtime, &e.preloaded, true, nil)
 	if r != nil || err != nil {
 		return r, err
 	}
@@ -414,10 +404,10 @@ func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func()
 	var mod *wasmtime.Module
 	key := compiledKey{sum: j.ModuleSHA256, det: j.Deterministic}
 	switch {
-	case pre != nil && pre.compiled != nil && !j.Deterministic:
-		mod = pre.compiled
-	case pre != nil && pre.det != nil && j.Deterministic:
-		mod = pre.det
+	case pre != nil && pre.code.compiled != nil && !j.Deterministic:
+		mod = pre.code.compiled
+	case pre != nil && pre.code.det != nil && j.Deterministic:
+		mod = pre.code.det
 	case !j.Sealed && compiledModules.get(key) != nil:
 		mod = compiledModules.get(key)
 	default:

@@ -14,16 +14,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/cloisterhq/cloister/isolate"
 )
 
 func main() {
-	if !isolate.IsWorker() {
-		fmt.Fprintln(os.Stderr, "cloister-isolate-wasmtime is the isolate worker that cloister starts for each run with --engine wasmtime; it is not run by hand.\nInstall it next to the cloister binary (go build -tags cloister_wasmtime -o DIR ./cmd/cloister-isolate-wasmtime).")
-		os.Exit(2)
-	}
-	os.Exit(isolate.WorkerMain())
+	os.Exit(isolate.WorkerCommand("cloister-isolate-wasmtime is the isolate worker that cloister starts for each run with --engine wasmtime; it is not run by hand.\nInstall it next to the cloister binary (go build -tags cloister_wasmtime -o DIR ./cmd/cloister-isolate-wasmtime)."))
 }

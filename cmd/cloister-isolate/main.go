@@ -13,16 +13,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/cloisterhq/cloister/isolate"
 )
 
 func main() {
-	if !isolate.IsWorker() {
-		fmt.Fprintln(os.Stderr, "cloister-isolate is the isolate worker that cloister starts for each run; it is not run by hand.\nInstall it next to the cloister binary (CGO_ENABLED=0 go build -o DIR ./cmd/cloister-isolate) and cloister uses it.")
-		os.Exit(2)
-	}
-	os.Exit(isolate.WorkerMain())
+	os.Exit(isolate.WorkerCommand("cloister-isolate is the isolate worker that cloister starts for each run; it is not run by hand.\nInstall it next to the cloister binary (CGO_ENABLED=0 go build -o DIR ./cmd/cloister-isolate) and cloister uses it."))
 }

@@ -10,7 +10,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/cloisterhq/cloister/bench/kernels/kernel"
@@ -18,43 +17,26 @@ import (
 )
 
 func main() {
-	k, n, err := kernel.ParseArgs(os.Args)
-	if err != nil {
-		guest.Fail("%v", err)
-	}
-	var sum uint64
-	switch k {
-	case "none":
-	case "intloop":
-		sum = kernel.IntLoop(n)
-	case "matmul":
-		sum = kernel.MatMul(n)
-	case "sha256":
-		sum = kernel.SHA256(n)
-	case "sort":
-		sum = kernel.Sort(n)
-	case "nn":
-		sum = kernel.NN(n)
-	case "aesgcm":
-		sum = kernel.AESGCM(n)
-	case "groupby":
-		f, err := os.Open("/input/data.csv")
-		if err != nil {
-			guest.Fail("%v", err)
-		}
-		if sum, err = kernel.GroupBy(f); err != nil {
-			guest.Fail("data.csv: %v", err)
-		}
-	case "json":
-		doc, err := guest.ReadInput("doc.json")
-		if err != nil {
-			guest.Fail("%v", err)
-		}
-		if sum, err = kernel.JSONParse(doc); err != nil {
-			guest.Fail("doc.json: %v", err)
-		}
-	default:
-		guest.Fail("unknown kernel %q", k)
-	}
-	fmt.Println(sum)
+	kernel.Main(map[string]func(int) (uint64, error){
+		"intloop": kernel.Plain(kernel.IntLoop),
+		"matmul":  kernel.Plain(kernel.MatMul),
+		"sha256":  kernel.Plain(kernel.SHA256),
+		"sort":    kernel.Plain(kernel.Sort),
+		"nn":      kernel.Plain(kernel.NN),
+		"aesgcm":  kernel.Plain(kernel.AESGCM),
+		"groupby": func(int) (uint64, error) {
+			f, err := os.Open("/input/data.csv")
+			if err != nil {
+				return 0, err
+			}
+			return kernel.GroupBy(f)
+		},
+		"json": func(int) (uint64, error) {
+			doc, err := guest.ReadInput("doc.json")
+			if err != nil {
+				return 0, err
+			}
+			return kernel.JSONParse(doc)
+		},
+	})
 }

@@ -9,28 +9,13 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/cloisterhq/cloister/bench/kernels/kernel"
-	"github.com/cloisterhq/cloister/guest"
 	"github.com/cloisterhq/cloister/guest/crypto"
 )
 
 func main() {
-	k, n, err := kernel.ParseArgs(os.Args)
-	if err != nil {
-		guest.Fail("%v", err)
-	}
-	var sum uint64
-	switch k {
-	case "none":
-	case "sha256":
-		sum = kernel.SHA256With(n, crypto.Sum256)
-	case "aesgcm":
-		sum = kernel.AESGCMWith(n, crypto.SealAESGCM)
-	default:
-		guest.Fail("kernel %q has no host-primitive version", k)
-	}
-	fmt.Println(sum)
+	kernel.Main(map[string]func(int) (uint64, error){
+		"sha256": kernel.Plain(func(n int) uint64 { return kernel.SHA256With(n, crypto.Sum256) }),
+		"aesgcm": kernel.Plain(func(n int) uint64 { return kernel.AESGCMWith(n, crypto.SealAESGCM) }),
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -392,13 +393,38 @@ func AESGCMWith(mib int, seal func(key, nonce, plaintext, ad []byte) ([]byte, er
 	return sum
 }
 
-// ParseArgs reads a guest's command line, PROGRAM KERNEL SIZE.
-func ParseArgs(args []string) (name string, n int, err error) {
+// Main is a guest's main: it reads its command line, PROGRAM KERNEL
+// SIZE, runs kernels[KERNEL](SIZE), prints the checksum and exits 0, or
+// says what went wrong on stderr and exits 1. "none" (start-up only) is
+// always there.
+func Main(kernels map[string]func(n int) (uint64, error)) {
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	args := os.Args
 	if len(args) != 3 {
-		return "", 0, errors.New("usage: guest KERNEL SIZE")
+		fail(errors.New("usage: guest KERNEL SIZE"))
 	}
-	if n, err = strconv.Atoi(args[2]); err != nil || n < 0 {
-		return "", 0, fmt.Errorf("size %q: not a non-negative integer", args[2])
+	n, err := strconv.Atoi(args[2])
+	if err != nil || n < 0 {
+		fail(fmt.Errorf("size %q: not a non-negative integer", args[2]))
 	}
-	return args[1], n, nil
+	run, ok := kernels[args[1]]
+	if args[1] == "none" {
+		run, ok = func(int) (uint64, error) { return 0, nil }, true
+	}
+	if !ok {
+		fail(fmt.Errorf("unknown kernel %q (or none in this guest)", args[1]))
+	}
+	sum, err := run(n)
+	if err != nil {
+		fail(err)
+	}
+	fmt.Println(sum)
+}
+
+// Plain makes a kernel that cannot fail one for Main.
+func Plain(k func(n int) uint64) func(int) (uint64, error) {
+	return func(n int) (uint64, error) { return k(n), nil }
 }
