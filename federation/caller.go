@@ -64,12 +64,16 @@ const (
 // WorkflowCall is one answered call of a workflow: the receipt's index
 // and signed entry, and what it says.
 type WorkflowCall struct {
+	Call     string          `json:"call"`
 	Receipt  uint64          `json:"receipt"`
 	Model    string          `json:"model"`
 	Function string          `json:"function"`
 	Holder   string          `json:"holder"`
 	Rows     uint64          `json:"rows"`
 	Entry    json.RawMessage `json:"entry"`
+
+	endpoint string // the holder's, to ask where the receipt stands
+	p        *peer
 }
 
 // Workflow is what PathWorkflows serves: a workflow's answered calls.
@@ -100,6 +104,85 @@ func (c *Caller) remember(workflow string, wc WorkflowCall) {
 	}
 }
 
+// Workflow returns the calls workflow made that this node remembers.
+func (c *Caller) Workflow(id string) (Workflow, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cs, ok := c.calls[id]
+	return Workflow{Workflow: id, Calls: append([]WorkflowCall{}, cs...)}, ok
+}
+
+// settleTimeout bounds how long a run's end waits for its calls'
+// receipts to be on the ledger.
+const settleTimeout = 2 * time.Minute
+
+// Settle waits until every call of workflow has its receipt on the
+// ledger — the holder says where it is, and the entry at that index must
+// be the receipt the holder gave this node — and fails if the ledger
+// refused one or the wait runs out. The node calls it before it releases
+// a run's outputs (node.Options.SettleHostCalls).
+func (c *Caller) Settle(ctx context.Context, workflow string) error {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	c.mu.Lock()
+	calls := append([]WorkflowCall{}, c.calls[workflow]...)
+	c.mu.Unlock()
+	for i := range calls {
+		wc := &calls[i]
+		if wc.Receipt != 0 {
+			continue
+		}
+		idx, err := c.awaitReceipt(ctx, wc)
+		if err != nil {
+			return fmt.Errorf("federation: the receipt of call %s (%s.%s on node %s): %w", wc.Call[:16], wc.Model, wc.Function, wc.Holder, err)
+		}
+		c.mu.Lock()
+		for j := range c.calls[workflow] {
+			if c.calls[workflow][j].Call == wc.Call {
+				c.calls[workflow][j].Receipt = idx
+			}
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// awaitReceipt asks wc's holder where its receipt stands until it is
+// committed, and checks the entry at its index.
+func (c *Caller) awaitReceipt(ctx context.Context, wc *WorkflowCall) (uint64, error) {
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		var st ReceiptStatus
+		err := getJSON(ctx, wc.p.hc, wc.endpoint+PathReceipts+wc.Call, &st)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return 0, fmt.Errorf("not on the ledger after %s: %w", settleTimeout, err)
+		case err != nil:
+			// the holder may be restarting: its receipts are on its disk
+		case st.State == ReceiptRefused:
+			return 0, fmt.Errorf("the ledger refused it: %s", st.Reason)
+		case st.State == ReceiptCommitted:
+			e, err := c.Ledger.Get(ctx, st.Index)
+			if err != nil {
+				return 0, fmt.Errorf("entry %d: %w", st.Index, err)
+			}
+			if !bytes.Equal(e.Tx, wc.Entry) {
+				return 0, fmt.Errorf("entry %d is not the receipt the holder gave", st.Index)
+			}
+			return st.Index, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("not on the ledger after %s", settleTimeout)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// SettleRun is Settle for a node's run (node.Options.SettleHostCalls).
+func (c *Caller) SettleRun(ctx context.Context, ri node.RunInfo) error {
+	return c.Settle(ctx, ri.Session)
+}
+
 // Mount serves the receipts of the latest workflows' calls on m (GET
 // PathWorkflows+ID).
 func (c *Caller) Mount(m Mounter) {
@@ -109,10 +192,7 @@ func (c *Caller) Mount(m Mounter) {
 			refuse(w, CodeBadRequest, "workflow: want a session id")
 			return
 		}
-		c.mu.Lock()
-		cs, ok := c.calls[id]
-		out := Workflow{Workflow: id, Calls: append([]WorkflowCall{}, cs...)}
-		c.mu.Unlock()
+		out, ok := c.Workflow(id)
 		if !ok {
 			refuse(w, CodeNotServed, "workflow %s: this node made no call for it since it started (its receipts are on the ledger)", id)
 			return
@@ -135,30 +215,79 @@ func (c *Caller) HostCall() isolate.HostCall {
 	return isolate.HostCall{MaxRequest: MaxArgs + 4096, MaxResponse: maxAnswer, Handle: c.handle}
 }
 
-func (c *Caller) handle(ctx context.Context, req []byte) ([]byte, error) {
-	ri, ok := node.RunInfoFrom(ctx)
-	if !ok {
-		return nil, errors.New("federation: calls are made from a node's session")
+// HostCalls are the host calls to give a node: CallName and CallsName.
+func (c *Caller) HostCalls() map[string]isolate.HostCall {
+	return map[string]isolate.HostCall{
+		CallName:  c.HostCall(),
+		CallsName: {MaxRequest: MaxBatch * (MaxArgs + 4096), MaxResponse: MaxBatch * maxAnswer, Handle: c.handleBatch},
 	}
-	initiator, err := Initiator(ri.Policy)
+}
+
+func (c *Caller) handle(ctx context.Context, req []byte) ([]byte, error) {
+	o, err := originOf(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var r Request
-	dec := json.NewDecoder(bytes.NewReader(req))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := decodeRequest(req, &r); err != nil {
 		return nil, fmt.Errorf("federation: request: want {\"model\",\"function\",\"args\"}: %v", err)
-	}
-	o := Origin{Initiator: initiator, Workflow: ri.Session}
-	if len(ri.Policy.Programs) == 1 {
-		o.Total = ri.Policy.Programs[0].SHA256
 	}
 	a, err := c.Call(ctx, o, &r)
 	if err != nil {
 		return nil, err
 	}
 	return json.Marshal(a)
+}
+
+// handleBatch makes a Batch's calls concurrently.
+func (c *Caller) handleBatch(ctx context.Context, req []byte) ([]byte, error) {
+	o, err := originOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var b Batch
+	if err := decodeRequest(req, &b); err != nil || len(b.Calls) == 0 || len(b.Calls) > MaxBatch {
+		return nil, fmt.Errorf("federation: request: want {\"calls\":[{\"model\",\"function\",\"args\"}, …]} with 1 to %d calls (%v)", MaxBatch, err)
+	}
+	out := BatchAnswer{Answers: make([]BatchItem, len(b.Calls))}
+	var wg sync.WaitGroup
+	for i := range b.Calls {
+		wg.Go(func() {
+			a, err := c.Call(ctx, o, &b.Calls[i])
+			if err != nil {
+				out.Answers[i].Error = err.Error()
+				return
+			}
+			out.Answers[i].Answer = *a
+		})
+	}
+	wg.Wait()
+	return json.Marshal(out)
+}
+
+func decodeRequest(req []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(req))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// originOf is the origin of a host call made by a node's session: the
+// session's one result reader is the initiator, its one program the
+// total model.
+func originOf(ctx context.Context) (Origin, error) {
+	ri, ok := node.RunInfoFrom(ctx)
+	if !ok {
+		return Origin{}, errors.New("federation: calls are made from a node's session")
+	}
+	initiator, err := Initiator(ri.Policy)
+	if err != nil {
+		return Origin{}, err
+	}
+	o := Origin{Initiator: initiator, Workflow: ri.Session}
+	if len(ri.Policy.Programs) == 1 {
+		o.Total = ri.Policy.Programs[0].SHA256
+	}
+	return o, nil
 }
 
 // Initiator returns the initiator of a session's calls: the one result
@@ -298,8 +427,9 @@ func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Orig
 	if sr.Rows != rcpt.Rows {
 		return nil, fmt.Errorf("federation: node %s's result says %d rows, its receipt %d", holder, sr.Rows, rcpt.Rows)
 	}
-	c.remember(o.Workflow, WorkflowCall{Receipt: rep.Receipt, Model: name, Function: fn, Holder: holder, Rows: rcpt.Rows, Entry: rep.Entry})
-	return &Answer{Result: sr.Result, Rows: sr.Rows, Receipt: rep.Receipt, Holder: holder}, nil
+	c.remember(o.Workflow, WorkflowCall{Call: call.ID, Receipt: rep.Receipt, Model: name, Function: fn, Holder: holder, Rows: rcpt.Rows, Entry: rep.Entry,
+		endpoint: endpoint, p: p})
+	return &Answer{Result: sr.Result, Rows: sr.Rows, Call: call.ID, Receipt: rep.Receipt, Holder: holder}, nil
 }
 
 // checkReceipt checks that the reply's receipt is a model.called entry

@@ -56,8 +56,8 @@ func TestMain(m *testing.M) {
 }
 
 func TestCallNameIsTheGuests(t *testing.T) {
-	if guest.ModelCall != federation.CallName {
-		t.Fatalf("guest.ModelCall %q, federation.CallName %q", guest.ModelCall, federation.CallName)
+	if guest.ModelCall != federation.CallName || guest.ModelCalls != federation.CallsName {
+		t.Fatalf("guest.ModelCall %q, federation.CallName %q; guest.ModelCalls %q, federation.CallsName %q", guest.ModelCall, federation.CallName, guest.ModelCalls, federation.CallsName)
 	}
 }
 
@@ -70,6 +70,8 @@ type world struct {
 	initKey    ed25519.PrivateKey
 	holderNode *node.Node
 	holderURL  string
+	holder     *federation.Holder
+	holderOpts federation.HolderOptions
 	callerNode *node.Node
 	callerAddr string
 	caller     *federation.Caller
@@ -95,11 +97,11 @@ func pub(k ed25519.PrivateKey) string {
 // organisation a consortium member and its patients as a local dataset)
 // and an initiator's node (caller), each serving TLS on loopback, and
 // publishes the hospital's model.
-func newWorld(t *testing.T, rows int) *world { return newWorldWith(t, rows, nil) }
+func newWorld(t *testing.T, rows int) *world { return newWorldWith(t, rows, nil, nil) }
 
 // newWorldWith is newWorld with the model edited by edit before it is
-// published.
-func newWorldWith(t *testing.T, rows int, edit func(*model.Model)) *world {
+// published, and the holder's ledger wrapped by hold.
+func newWorldWith(t *testing.T, rows int, edit func(*model.Model), hold func(*lclient.Client) federation.Ledger) *world {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
@@ -133,19 +135,26 @@ func newWorldWith(t *testing.T, rows int, edit func(*model.Model)) *world {
 		t.Fatal(err)
 	}
 	w.holderNode = hn
-	h, err := federation.NewHolder(federation.HolderOptions{Dir: filepath.Join(tmp, "holder", "federation"), Host: hn, Ledger: lc,
-		Organisation: w.org.Public().(ed25519.PublicKey), Logger: log})
+	w.holderOpts = federation.HolderOptions{Dir: filepath.Join(tmp, "holder", "federation"), Host: hn, Ledger: lc,
+		Organisation: w.org.Public().(ed25519.PublicKey), Logger: log}
+	if hold != nil {
+		w.holderOpts.Ledger = hold(lc)
+	}
+	h, err := federation.NewHolder(w.holderOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.holder = h
 	h.Mount(hn)
+	t.Cleanup(h.Close)
 	go hn.Serve(ln)
 	t.Cleanup(func() { hn.Close() })
 
 	// The initiator's node.
 	w.caller = &federation.Caller{Ledger: lc}
 	in, err := node.New(ctx, node.Options{DataDir: filepath.Join(tmp, "initiator"), Runner: runtime, NoSync: true, Ledger: e,
-		LedgerName: ledger.Origin(e.ChainID()), Logger: log, HostCalls: map[string]isolate.HostCall{federation.CallName: w.caller.HostCall()}})
+		LedgerName: ledger.Origin(e.ChainID()), Logger: log, HostCalls: map[string]isolate.HostCall{federation.CallName: w.caller.HostCall()},
+		SettleHostCalls: w.caller.SettleRun})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +211,33 @@ func (w *world) call(fn string, args any) (*federation.Answer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	b, _ := json.Marshal(args)
-	return w.caller.Call(ctx, federation.Origin{Initiator: w.initiator}, &federation.Request{Model: "hospital-a/stats", Function: fn, Args: b})
+	return w.caller.Call(ctx, federation.Origin{Initiator: w.initiator, Workflow: testWorkflow}, &federation.Request{Model: "hospital-a/stats", Function: fn, Args: b})
+}
+
+// testWorkflow is the workflow the tests' calls name.
+const testWorkflow = "0123456789abcdef0123456789abcdef"
+
+// receipt waits until the call a's receipt is on the ledger and returns
+// its entry.
+func (w *world) receipt(a *federation.Answer, workflow string) *lclient.Entry {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := w.caller.Settle(ctx, workflow); err != nil {
+		w.t.Fatal(err)
+	}
+	wf, _ := w.caller.Workflow(workflow)
+	for _, c := range wf.Calls {
+		if c.Call == a.Call {
+			e, err := w.lc.Get(ctx, c.Receipt)
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			return e
+		}
+	}
+	w.t.Fatalf("call %s is not in workflow %s", a.Call, workflow)
+	return nil
 }
 
 func wantRefused(t *testing.T, err error, code, text string) {
@@ -224,12 +259,12 @@ func TestFederatedCalls(t *testing.T) {
 		t.Fatalf("count: %v\n%s", err, w.logs)
 	}
 	var c struct{ Count int }
-	if json.Unmarshal(a.Result, &c) != nil || c.Count != 60 || a.Rows != 60 || a.Receipt == 0 {
+	if json.Unmarshal(a.Result, &c) != nil || c.Count != 60 || a.Rows != 60 || len(a.Call) != 64 {
 		t.Fatalf("count: %+v", a)
 	}
-	e, err := w.lc.Get(context.Background(), a.Receipt)
-	if err != nil || e.Signed.Entry.Kind != model.KindCalled || e.Signed.Entry.Submitter != protocol.FormatEd25519Key(w.holderNode.PlatformKey()) {
-		t.Fatalf("receipt %d: %v %+v", a.Receipt, err, e)
+	e := w.receipt(a, testWorkflow)
+	if e.Signed.Entry.Kind != model.KindCalled || e.Signed.Entry.Submitter != protocol.FormatEd25519Key(w.holderNode.PlatformKey()) {
+		t.Fatalf("receipt %d: %+v", e.Index, e)
 	}
 	// The canary row never leaves in an answer or a receipt.
 	if bytes.Contains(a.Result, []byte("CANARY")) || bytes.Contains(e.Tx, []byte("CANARY")) {
@@ -311,8 +346,9 @@ func TestBudgetAndHolderDown(t *testing.T) {
 }
 
 // A replayed call — the exact signed message sent again — is refused:
-// the ledger takes no second receipt for its id, so the holder releases
-// nothing. A network or scheduler that sends the caller to another node
+// the holder kept its receipt on disk before it released the first
+// answer, so it releases nothing again (and the ledger would take no
+// second receipt for its id). A network or scheduler that sends the caller to another node
 // than the one the ledger lists fails the TLS pin.
 func TestReplayAndSwappedDestination(t *testing.T) {
 	w := newWorld(t, 30)
@@ -343,7 +379,7 @@ func TestReplayAndSwappedDestination(t *testing.T) {
 	if code, body := send(); code != http.StatusOK {
 		t.Fatalf("first call: %d %s", code, body)
 	}
-	if code, body := send(); code != http.StatusForbidden || !strings.Contains(body, "has its receipt") {
+	if code, body := send(); code != http.StatusForbidden || !strings.Contains(body, "answered before: a replayed call") {
 		t.Fatalf("replayed call: %d %s", code, body)
 	}
 	// The same call bound to another certificate (captured on another

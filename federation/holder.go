@@ -40,6 +40,8 @@ type Host interface {
 type Ledger interface {
 	Models(ctx context.Context) (*client.ModelList, error)
 	Append(ctx context.Context, se *verify.SignedEntry) (verify.Receipt, error)
+	AppendBatch(ctx context.Context, entries []*verify.SignedEntry, wait bool) ([]client.BatchResult, error)
+	Get(ctx context.Context, index uint64) (*client.Entry, error)
 }
 
 // HolderOptions configures a Holder.
@@ -63,10 +65,11 @@ type HolderOptions struct {
 // Holder keeps an organisation's programs and local datasets on its node
 // and answers calls of its published models.
 type Holder struct {
-	o     HolderOptions
-	me    string
-	slot  chan struct{}
-	plans *plans
+	o      HolderOptions
+	me     string
+	slot   chan struct{}
+	plans  *plans
+	outbox *outbox
 }
 
 // NewHolder prepares a holder over opts.Dir.
@@ -95,8 +98,16 @@ func NewHolder(o HolderOptions) (*Holder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("federation: plans: %w", err)
 	}
-	return &Holder{o: o, me: protocol.FormatEd25519Key(o.Host.PlatformKey()), slot: make(chan struct{}, o.MaxConcurrent), plans: ps}, nil
+	ob, err := openOutbox(filepath.Join(o.Dir, "receipts"), o.Ledger, o.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("federation: receipts: %w", err)
+	}
+	return &Holder{o: o, me: protocol.FormatEd25519Key(o.Host.PlatformKey()), slot: make(chan struct{}, o.MaxConcurrent), plans: ps, outbox: ob}, nil
 }
+
+// Close stops committing receipts; those not committed yet are sent when
+// a holder opens the same directory again.
+func (h *Holder) Close() { h.outbox.close() }
 
 // Mounter is where a holder's handlers are served (a *node.Node).
 type Mounter interface {
@@ -110,6 +121,7 @@ func (h *Holder) Mount(m Mounter) {
 	m.Mount("POST "+PathDataset, http.HandlerFunc(h.handleDataset))
 	m.Mount("POST "+PathCall, http.HandlerFunc(h.handleCall))
 	m.Mount("POST "+PathPlans, http.HandlerFunc(h.handlePlan))
+	m.Mount("GET "+PathReceipts+"{id}", http.HandlerFunc(h.handleReceipt))
 	m.Mount("POST "+PathApprovals+"/list", http.HandlerFunc(h.handleApprovals))
 	m.Mount("POST "+PathApprovals, http.HandlerFunc(h.handleDecision))
 }
@@ -297,6 +309,9 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 	if len(c.ID) != 64 || len(c.Args) > MaxArgs || c.ArgsSHA256 != digest(c.Args) {
 		return nil, refused(CodeBadRequest, "call: id, arguments (at most %d bytes) or their digest malformed", MaxArgs)
 	}
+	if h.outbox.seen(c.ID) {
+		return nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
+	}
 	reply, err := seal.ParsePublicKey(c.ReplyKey)
 	if err != nil {
 		return nil, refused(CodeBadRequest, "call: reply key: %v", err)
@@ -342,19 +357,22 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 	if err := h.plans.reserve(c, plan, m.Output.Budget); err != nil {
 		return nil, refused(CodePlan, "call: %v", err)
 	}
-	// The receipt first: no result leaves without it, and the ledger
-	// refuses a replayed id, a revoked model and a spent budget.
+	// The receipt, signed and on this node's disk before the result
+	// leaves (its file is the replay guard); the ledger takes it in the
+	// background (decision 0125).
 	receipt := model.Call{ID: c.ID, Model: c.Model, Version: c.Version, Function: c.Function, ArgsSHA256: c.ArgsSHA256,
 		ResultSHA256: digest(sealed), Rows: rows, Caller: se.Entry.Submitter, Initiator: c.Initiator, Workflow: c.Workflow, Plan: plan}
 	rse, err := h.o.Host.SignEntry(model.KindCalled, receipt)
 	if err != nil {
 		return nil, refused(CodeFailed, "call: signing the receipt: %v", err)
 	}
-	rc, err := h.o.Ledger.Append(ctx, rse)
-	if err != nil {
-		return nil, refused(CodeNotAllowed, "call: the ledger refused the call's receipt: %v", err)
+	if err := h.outbox.put(c.ID, rse); err != nil {
+		if errors.Is(err, errReplayed) {
+			return nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
+		}
+		return nil, refused(CodeUnavailable, "call: keeping the receipt: %v", err)
 	}
-	return &Reply{Sealed: sealed, Receipt: rc.Index, Entry: rse.Encode()}, nil
+	return &Reply{Sealed: sealed, Entry: rse.Encode()}, nil
 }
 
 // run runs the model's program on the function's datasets: /input/call.json

@@ -19,11 +19,11 @@ import (
 // is refused with the reason, and each answered call's receipt names its
 // plan on the ledger.
 func TestPlansApprovedByAPerson(t *testing.T) {
-	w := newWorldWith(t, 40, func(m *model.Model) { m.Approval.Mode = model.ApprovalManual })
+	w := newWorldWith(t, 40, func(m *model.Model) { m.Approval.Mode = model.ApprovalManual }, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	total := strings.Repeat("7a", 32)
-	origin := federation.Origin{Initiator: w.initiator, Total: total}
+	origin := federation.Origin{Initiator: w.initiator, Total: total, Workflow: testWorkflow}
 	call := func(o federation.Origin, fn string, args string) (*federation.Answer, error) {
 		return w.caller.Call(ctx, o, &federation.Request{Model: "hospital-a/stats", Function: fn, Args: json.RawMessage(args)})
 	}
@@ -135,7 +135,7 @@ func TestPlanApprovedByTheAllowList(t *testing.T) {
 	if err != nil || rec.State != federation.PlanApproved || rec.By != federation.ByAllowList {
 		t.Fatalf("plan: %+v %v", rec, err)
 	}
-	a, err := w.caller.Call(ctx, federation.Origin{Initiator: w.initiator, Total: total},
+	a, err := w.caller.Call(ctx, federation.Origin{Initiator: w.initiator, Total: total, Workflow: testWorkflow},
 		&federation.Request{Model: "hospital-a/stats", Function: "count", Args: json.RawMessage(`{"column":"age","op":">=","value":0}`)})
 	if err != nil {
 		t.Fatal(err)
@@ -145,12 +145,9 @@ func TestPlanApprovedByTheAllowList(t *testing.T) {
 
 func (w *world) wantReceiptPlan(a *federation.Answer, plan string) {
 	w.t.Helper()
-	e, err := w.lc.Get(context.Background(), a.Receipt)
-	if err != nil {
-		w.t.Fatal(err)
-	}
+	e := w.receipt(a, testWorkflow)
 	c, err := model.DecodeCall(e.Signed.Entry.Body)
 	if err != nil || c.Plan != plan {
-		w.t.Fatalf("receipt %d names plan %q, want %s (%v)", a.Receipt, c.Plan, plan, err)
+		w.t.Fatalf("receipt %d names plan %q, want %s (%v)", e.Index, c.Plan, plan, err)
 	}
 }

@@ -18,6 +18,31 @@ import (
 // (guest.Call); its request is a Request, its response an Answer.
 const CallName = "cloister.model.call/v1"
 
+// CallsName is the host call a total model makes to call several
+// sub-models at once (guest.CallAll): its request is a Batch, its
+// response a BatchAnswer; the calls run concurrently.
+const CallsName = "cloister.model.calls/v1"
+
+// MaxBatch bounds the calls of one CallsName request.
+const MaxBatch = 16
+
+// Batch is CallsName's request: independent calls, run concurrently.
+type Batch struct {
+	Calls []Request `json:"calls"`
+}
+
+// BatchAnswer is CallsName's response: one item per call, in the
+// request's order, each an Answer or an Error.
+type BatchAnswer struct {
+	Answers []BatchItem `json:"answers"`
+}
+
+// BatchItem is one call's outcome in a BatchAnswer.
+type BatchItem struct {
+	Answer
+	Error string `json:"error,omitempty"`
+}
+
 // Paths of the services a node with federation serves beside its API.
 const (
 	PathCall    = "/v1/federation/call"
@@ -58,12 +83,16 @@ type Request struct {
 }
 
 // Answer is the host call's response: the sub-model's Result (valid under
-// the published result schema), the Rows it aggregates, and the index of
-// the model.called receipt on the ledger with the holder node that signed
-// it.
+// the published result schema), the Rows it aggregates, the Call's id and
+// the holder node that signed its model.called receipt. Receipt is the
+// receipt's index on the ledger when it is known; the holder commits
+// receipts in the background (decision 0125), so it is usually 0 here,
+// and the run's outputs are released only once every receipt is on the
+// ledger ('cloister workflow status' lists their indices).
 type Answer struct {
 	Result  json.RawMessage `json:"result"`
 	Rows    uint64          `json:"rows"`
+	Call    string          `json:"call"`
 	Receipt uint64          `json:"receipt"`
 	Holder  string          `json:"holder"`
 }
@@ -92,8 +121,9 @@ type Call struct {
 }
 
 // Reply is the holder's answer to a call: the result sealed to the
-// call's reply key and the model.called receipt (the signed entry and
-// its index on the ledger).
+// call's reply key and the model.called receipt (the signed entry; its
+// index on the ledger is asked later at PathReceipts, and set here only
+// when known).
 type Reply struct {
 	Sealed  []byte          `json:"sealed"`
 	Receipt uint64          `json:"receipt"`

@@ -61,6 +61,11 @@ type Options struct {
 	// HostCalls adds host calls to the built-in ones (node/hostcalls.go)
 	// that policies may allow their programs.
 	HostCalls map[string]isolate.HostCall
+	// SettleHostCalls, when set, is called after a run whose policy
+	// allows host calls exited 0, before its outputs are kept: an error
+	// fails the run with it, and no output is released (federation: the
+	// receipts of every sub-model call are on the ledger first).
+	SettleHostCalls func(ctx context.Context, ri RunInfo) error
 	// MaxConcurrentRuns bounds simultaneous runs; 0 means the CPU count.
 	MaxConcurrentRuns int
 	// Ledger, when set, is where the node registers itself (once: see
@@ -134,6 +139,7 @@ type Node struct {
 	ownsRun  *isolate.Runtime
 	// hostCalls are the calls this node offers programs.
 	hostCalls map[string]isolate.HostCall
+	settle    func(ctx context.Context, ri RunInfo) error
 	// mounted are the services served beside the node's API (services.go).
 	mounted []mounted
 	store   *store
@@ -255,6 +261,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.settle = opts.SettleHostCalls
 	if n.hostCalls, err = hostCalls(opts.HostCalls); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

@@ -612,6 +612,12 @@ func (s *session) execute(ctx context.Context) {
 			err = ctx.Err()
 		}
 	}
+	if err == nil && s.n.settle != nil && len(s.pol.HostCalls) > 0 && out.report.Outcome == "exited" && out.report.ExitCode == 0 {
+		if serr := s.n.settle(ctx, RunInfo{Session: s.id, Policy: s.pol, PolicyHash: s.pol.Hash()}); serr != nil {
+			out.removeStreamed(spec.sink)
+			err = fmt.Errorf("its host calls did not settle, so no output is released: %w", serr)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.rec.State != stateRunning {

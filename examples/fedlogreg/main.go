@@ -10,8 +10,10 @@
 // Input /input/plan.json: {"models": ["org/model", …], "rounds": N,
 // "histogram": {"column","edges"}}. Output /output/result.json: the
 // coefficients, the accuracy over all hospitals' rows, the row and
-// positive-case counts, the pooled histogram, and the ledger index of
-// every call's receipt. When a call fails — the owner's node refused it,
+// positive-case counts, the pooled histogram, and the id of every call
+// (whose receipts 'cloister workflow status' lists). Each round's
+// gradients, and the final evaluations, are asked of all hospitals at
+// once (guest.CallAll): they run concurrently. When a call fails — the owner's node refused it,
 // the model was revoked, no serving node answered — result.json holds
 // only {"error": REASON}: no partial answer is reported as complete.
 package main
@@ -42,7 +44,7 @@ type result struct {
 	Rows         int       `json:"rows"`
 	Positives    int       `json:"positives"`
 	Histogram    []int     `json:"histogram"`
-	Receipts     []uint64  `json:"receipts"`
+	Calls        []string  `json:"calls"`
 }
 
 // failed reports a failed call to the initiator in result.json, and
@@ -74,7 +76,25 @@ func main() {
 		if err := json.Unmarshal(a.Result, into); err != nil {
 			guest.Fail("%s.%s: result: %v", model, fn, err)
 		}
-		r.Receipts = append(r.Receipts, a.Receipt)
+		r.Calls = append(r.Calls, a.Call)
+	}
+	// callAll asks fn of every model at once, with args; into(i) is where
+	// model i's result goes.
+	callAll := func(fn string, args any, into func(i int) any) {
+		reqs := make([]guest.ModelRequest, len(p.Models))
+		for i, m := range p.Models {
+			reqs[i] = guest.ModelRequest{Model: m, Function: fn, Args: args}
+		}
+		as, err := guest.CallAll(ctx, reqs)
+		if err != nil {
+			failed("%v", err)
+		}
+		for i, a := range as {
+			if err := json.Unmarshal(a.Result, into(i)); err != nil {
+				guest.Fail("%s.%s: result: %v", p.Models[i], fn, err)
+			}
+			r.Calls = append(r.Calls, a.Call)
+		}
 	}
 	r.Histogram = make([]int, len(p.Histogram.Edges)-1)
 	for _, m := range p.Models {
@@ -96,11 +116,11 @@ func main() {
 	w := make([]float64, fedexample.Features)
 	for round := 0; round < p.Rounds; round++ {
 		var pooled fedexample.Sums
-		for _, m := range p.Models {
-			var s fedexample.Sums
-			call(m, "gradient", map[string]any{"weights": w}, &s)
+		sums := make([]fedexample.Sums, len(p.Models))
+		callAll("gradient", map[string]any{"weights": w}, func(i int) any { return &sums[i] })
+		for i, s := range sums {
 			if err := pooled.Add(s); err != nil {
-				guest.Fail("%s.gradient: %v", m, err)
+				guest.Fail("%s.gradient: %v", p.Models[i], err)
 			}
 		}
 		next, err := fedexample.Step(w, pooled)
@@ -111,12 +131,12 @@ func main() {
 		r.Rows = pooled.N
 	}
 	correct, n := 0, 0
-	for _, m := range p.Models {
-		var e struct {
-			Correct int `json:"correct"`
-			N       int `json:"n"`
-		}
-		call(m, "evaluate", map[string]any{"weights": w}, &e)
+	evals := make([]struct {
+		Correct int `json:"correct"`
+		N       int `json:"n"`
+	}, len(p.Models))
+	callAll("evaluate", map[string]any{"weights": w}, func(i int) any { return &evals[i] })
+	for _, e := range evals {
 		correct += e.Correct
 		n += e.N
 	}
@@ -127,5 +147,5 @@ func main() {
 	if err := guest.WriteJSON("result.json", r); err != nil {
 		guest.Fail("%v", err)
 	}
-	fmt.Printf("fedlogreg: %d hospitals, %d rows, %d rounds, accuracy %.4f, %d calls\n", len(p.Models), r.Rows, r.Rounds, r.Accuracy, len(r.Receipts))
+	fmt.Printf("fedlogreg: %d hospitals, %d rows, %d rounds, accuracy %.4f, %d calls\n", len(p.Models), r.Rows, r.Rounds, r.Accuracy, len(r.Calls))
 }

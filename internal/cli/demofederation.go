@@ -267,14 +267,14 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		Rows         int       `json:"rows"`
 		Positives    int       `json:"positives"`
 		Histogram    []int     `json:"histogram"`
-		Receipts     []uint64  `json:"receipts"`
+		Calls        []string  `json:"calls"`
 	}
 	if err := json.Unmarshal(resultJSON, &res); err != nil {
 		return fmt.Errorf("result.json: %v", err)
 	}
 	calls := len(demoHospitals) * (2 + rounds + 1)
 	pr.step("research: workflow %s ran on its node in %d ms: %d sub-model calls, answer sealed to the initiator and opened",
-		wr.Session, wr.WallMS, len(res.Receipts))
+		wr.Session, wr.WallMS, len(res.Calls))
 	pr.note("coefficients %s, accuracy %.4f over %d patients (%d positive)", fmtFloats(res.Coefficients), res.Accuracy, res.Rows, res.Positives)
 
 	// The answer, against a centralised fit on the pooled rows.
@@ -290,29 +290,14 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		worst = math.Max(worst, math.Abs(res.Coefficients[i]-central[i]))
 	}
 	cacc := float64(fedexample.Correct(pooled, central)) / float64(len(pooled))
-	if worst > 1e-3 || math.Abs(res.Accuracy-cacc) > 0.005 || res.Rows != len(pooled) || len(res.Receipts) != calls {
-		return fmt.Errorf("answer: coefficients %v vs centralised %v (worst %.2g), accuracy %.4f vs %.4f, %d rows, %d receipts (want %d)",
-			res.Coefficients, central, worst, res.Accuracy, cacc, res.Rows, len(res.Receipts), calls)
+	if worst > 1e-3 || math.Abs(res.Accuracy-cacc) > 0.005 || res.Rows != len(pooled) || len(res.Calls) != calls {
+		return fmt.Errorf("answer: coefficients %v vs centralised %v (worst %.2g), accuracy %.4f vs %.4f, %d rows, %d calls (want %d)",
+			res.Coefficients, central, worst, res.Accuracy, cacc, res.Rows, len(res.Calls), calls)
 	}
 	pr.step("check: every coefficient within %.1g of the centralised fit %s; accuracy %.4f vs %.4f", worst, fmtFloats(central), res.Accuracy, cacc)
 
-	// Every receipt: a model.called by a hospital's node, for this
-	// workflow, resting on at least min_rows rows, with no canary.
-	for _, idx := range res.Receipts {
-		e, err := lc.Get(ctx, idx)
-		if err != nil {
-			return fmt.Errorf("receipt %d: %w", idx, err)
-		}
-		c, err := model.DecodeCall(e.Signed.Entry.Body)
-		if err != nil || e.Signed.Entry.Kind != model.KindCalled || c.Workflow != wr.Session || c.Rows < fedmodel.MinRows || c.Initiator != initiator {
-			return fmt.Errorf("receipt %d: %s %+v %v", idx, e.Signed.Entry.Kind, c, err)
-		}
-		if bytes.Contains(e.Tx, []byte("CANARY")) {
-			return fmt.Errorf("receipt %d carries a canary", idx)
-		}
-	}
-	pr.step("check: %d model.called receipts on the ledger, each signed by the hospital's node, naming workflow %s…, every one over ≥ %d rows",
-		len(res.Receipts), wr.Session[:12], fedmodel.MinRows)
+	// The workflow's outputs were released only once every call's receipt
+	// was on the ledger: the research node lists them with their indices.
 	o, err = run("workflow", "status", "--node", url["research"], "--json", wr.Session)
 	if err != nil {
 		return err
@@ -321,11 +306,31 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	if err := json.Unmarshal([]byte(o), &wf); err != nil || len(wf.Calls) != calls {
 		return fmt.Errorf("workflow status: %d calls, want %d: %v", len(wf.Calls), calls, err)
 	}
-	for i, c := range wf.Calls {
-		if c.Receipt != res.Receipts[i] {
-			return fmt.Errorf("workflow status: call %d has receipt %d, the total model saw %d", i, c.Receipt, res.Receipts[i])
+	made := map[string]bool{}
+	for _, id := range res.Calls {
+		made[id] = true
+	}
+	// Every receipt: a model.called by a hospital's node, for this
+	// workflow, resting on at least min_rows rows, with no canary.
+	for _, wc := range wf.Calls {
+		if !made[wc.Call] {
+			return fmt.Errorf("workflow status: call %s is not one the total model made", wc.Call)
+		}
+		idx := wc.Receipt
+		e, err := lc.Get(ctx, idx)
+		if err != nil {
+			return fmt.Errorf("receipt %d: %w", idx, err)
+		}
+		c, err := model.DecodeCall(e.Signed.Entry.Body)
+		if err != nil || e.Signed.Entry.Kind != model.KindCalled || c.ID != wc.Call || c.Workflow != wr.Session || c.Rows < fedmodel.MinRows || c.Initiator != initiator {
+			return fmt.Errorf("receipt %d: %s %+v %v", idx, e.Signed.Entry.Kind, c, err)
+		}
+		if bytes.Contains(e.Tx, []byte("CANARY")) {
+			return fmt.Errorf("receipt %d carries a canary", idx)
 		}
 	}
+	pr.step("check: %d model.called receipts on the ledger, each signed by the hospital's node, naming workflow %s…, every one over ≥ %d rows",
+		len(wf.Calls), wr.Session[:12], fedmodel.MinRows)
 	pr.step("workflow status: the research node lists the same %d calls, each receipt checked", len(wf.Calls))
 	if bytes.Contains(resultJSON, []byte("CANARY")) {
 		return errors.New("the answer carries a canary row")

@@ -19,6 +19,7 @@ type nodeFederation struct {
 	org    ed25519.PublicKey
 	ledger *lclient.Client
 	caller *federation.Caller
+	holder *federation.Holder
 }
 
 func newNodeFederation(noLedger bool, org ed25519.PublicKey, lc *lclient.Client) (*nodeFederation, error) {
@@ -32,7 +33,7 @@ func newNodeFederation(noLedger bool, org ed25519.PublicKey, lc *lclient.Client)
 }
 
 func (f *nodeFederation) hostCalls() map[string]isolate.HostCall {
-	return map[string]isolate.HostCall{federation.CallName: f.caller.HostCall()}
+	return f.caller.HostCalls()
 }
 
 // mount gives the caller the node's key and serves the holder on the
@@ -46,5 +47,6 @@ func (f *nodeFederation) mount(n *node.Node, dataDir string, log *slog.Logger) e
 	}
 	h.Mount(n)
 	f.caller.Mount(n)
+	f.holder = h
 	return nil
 }

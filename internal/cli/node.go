@@ -284,6 +284,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 					return usageError("node: %v", err)
 				}
 				opts.HostCalls = fed.hostCalls()
+				opts.SettleHostCalls = fed.caller.SettleRun
 			}
 			if attest.Class(class) == attest.ClassTPM {
 				a, closeTPM, err := nodeTPMAttester(tpmSpec, dataDir, log)
@@ -302,6 +303,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				if err := fed.mount(n, dataDir, log); err != nil {
 					return failure(fmt.Errorf("node: %w", err))
 				}
+				defer fed.holder.Close()
 			}
 			if err := pf.start(ctx, n, nodeLedgerReader, log); err != nil {
 				return failure(err)

@@ -152,7 +152,7 @@ func runWorkflow(ctx context.Context, url string, k *keys.PrivateKey, progName s
 		Principals: []policy.Principal{{ID: "initiator", SigningKey: pub.SigningString(), SealingKey: pub.SealingString(),
 			Roles: []policy.Role{policy.RoleProgramProvider, policy.RoleDataProvider, policy.RoleResultReader}}},
 		Programs:  []policy.Program{{Name: progName, SHA256: hex.EncodeToString(sum[:]), Provider: "initiator"}},
-		HostCalls: []policy.HostCall{{Name: federation.CallName}},
+		HostCalls: []policy.HostCall{{Name: federation.CallName}, {Name: federation.CallsName}},
 		Isolates:  []policy.Isolate{{Class: info.IsolateClass, PlatformKeys: []string{info.PlatformKey}}},
 		Limits:    policy.Limits{Memory: "256MiB", Timeout: timeout.String(), MaxOutput: "16MiB"},
 		Expires:   time.Now().Add(timeout + time.Hour).UTC().Truncate(time.Second),

@@ -1,0 +1,187 @@
+// Package federation holds benchmarks of federated calls: the overhead a
+// cross-node sub-model call adds over the sub-model's own run (the
+// holder's audit, plan and budget, TLS pinned to the ledger's key, the
+// signed call, the sealed result, the receipt kept before release), on
+// loopback, against the same program run directly in the holder node's
+// isolates. Figures are in docs/federation.md and docs/performance.md. It
+// contains no production code.
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/console"
+	"github.com/cloisterhq/cloister/examples"
+	"github.com/cloisterhq/cloister/federation"
+	"github.com/cloisterhq/cloister/internal/fedexample"
+	"github.com/cloisterhq/cloister/internal/fedexample/fedmodel"
+	"github.com/cloisterhq/cloister/isolate"
+	"github.com/cloisterhq/cloister/ledger"
+	"github.com/cloisterhq/cloister/ledger/verify"
+	"github.com/cloisterhq/cloister/node"
+)
+
+var runtime *isolate.Runtime
+
+func TestMain(m *testing.M) {
+	if isolate.IsWorker() {
+		os.Exit(isolate.WorkerMain())
+	}
+	dir, err := os.MkdirTemp("", "cloister-bench-federation-")
+	if err != nil {
+		panic(err)
+	}
+	runtime, err = isolate.New(context.Background(), isolate.Options{DataDir: dir})
+	if err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	runtime.Close()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// rows is the size of the hospital's dataset in the benchmark.
+const rows = 200
+
+// BenchmarkCallOverhead measures, on loopback, a call of hospital-a's
+// count (200 rows) made by the initiator's node — the holder's audit
+// against the ledger, the plan and budget persisted, the sealed result
+// and the receipt kept on disk before release (decision 0125) — and the
+// same program run directly in the holder node's isolates. It reports the
+// p50 and p99 of both and the p50 overhead (call − direct).
+func BenchmarkCallOverhead(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	tmp := b.TempDir()
+	e, err := ledger.OpenEmbedded(ctx, filepath.Join(tmp, "ledger"), ledger.EmbeddedOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	lc, err := console.LedgerClient(e.Handler())
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := func() ed25519.PrivateKey {
+		_, k, _ := ed25519.GenerateKey(rand.Reader)
+		return k
+	}
+	org, init := key(), key()
+	pub := func(k ed25519.PrivateKey) string { return protocol.FormatEd25519Key(k.Public().(ed25519.PublicKey)) }
+	val, err := ledger.ValidatorKey(filepath.Join(tmp, "ledger"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	se, _ := verify.NewEntry(val, ledger.KindMemberAdmitted, map[string]any{"member": pub(org)})
+	if _, err := lc.Append(ctx, se); err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hn, err := node.New(ctx, node.Options{DataDir: filepath.Join(tmp, "holder"), Runner: runtime, Ledger: e,
+		LedgerName: ledger.Origin(e.ChainID()), Endpoint: "https://" + ln.Addr().String(), Organisation: org.Public().(ed25519.PublicKey), Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hn.Close()
+	h, err := federation.NewHolder(federation.HolderOptions{Dir: filepath.Join(tmp, "holder", "federation"), Host: hn, Ledger: lc,
+		Organisation: org.Public().(ed25519.PublicKey), Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	h.Mount(hn)
+	go hn.Serve(ln)
+	caller := &federation.Caller{Ledger: lc}
+	in, err := node.New(ctx, node.Options{DataDir: filepath.Join(tmp, "initiator"), Runner: runtime, Ledger: e,
+		LedgerName: ledger.Origin(e.ChainID()), Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close()
+	caller.Signer = in
+
+	p, err := examples.Lookup("hospital")
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := filepath.Join(tmp, "patients.csv")
+	if err := os.WriteFile(data, fedexample.Generate("a", 1, rows), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	admin, err := federation.DialAdmin(ctx, "https://"+ln.Addr().String(), hn.PlatformKey())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := admin.AddDataset(ctx, org, "patients.csv", data); err != nil {
+		b.Fatal(err)
+	}
+	m := fedmodel.Hospital("hospital-a/stats", 1, p.Wasm, []string{protocol.FormatEd25519Key(hn.PlatformKey())}, pub(init))
+	if _, err := admin.Publish(ctx, org, &m, p.Wasm); err != nil {
+		b.Fatal(err)
+	}
+	args := json.RawMessage(`{"column":"age","op":">=","value":0}`)
+	callJSON, _ := json.Marshal(map[string]any{"function": "count", "args": args})
+	direct := func() time.Duration {
+		t0 := time.Now()
+		res, err := hn.RunProgram(ctx, &isolate.Config{Module: p.Wasm, Name: m.Name, Timeout: 30 * time.Second, MaxOutput: federation.MaxResult, MaxOutputFiles: 1,
+			Inputs: []isolate.Input{{Name: "call.json", Data: callJSON}, {Name: "patients.csv", Path: data}}})
+		if err != nil || res.Report.ExitCode != 0 {
+			b.Fatalf("direct run: %v", err)
+		}
+		res.Close()
+		return time.Since(t0)
+	}
+	workflow := "0123456789abcdef0123456789abcdef"
+	call := func() time.Duration {
+		t0 := time.Now()
+		if _, err := caller.Call(ctx, federation.Origin{Initiator: pub(init), Workflow: workflow}, &federation.Request{Model: m.Name, Function: "count", Args: args}); err != nil {
+			b.Fatalf("call: %v", err)
+		}
+		return time.Since(t0)
+	}
+	// Warm both paths: the compiled module, the pinned connection.
+	for range 3 {
+		direct()
+		call()
+	}
+	var ds, cs []time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		ds = append(ds, direct())
+		cs = append(cs, call())
+	}
+	b.StopTimer()
+	if err := caller.Settle(ctx, workflow); err != nil {
+		b.Fatalf("receipts: %v", err)
+	}
+	q := func(v []time.Duration, p float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return float64(s[min(len(s)-1, int(p*float64(len(s))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(q(ds, 0.5), "direct-p50-ms")
+	b.ReportMetric(q(ds, 0.99), "direct-p99-ms")
+	b.ReportMetric(q(cs, 0.5), "call-p50-ms")
+	b.ReportMetric(q(cs, 0.99), "call-p99-ms")
+	b.ReportMetric(q(cs, 0.5)-q(ds, 0.5), "overhead-p50-ms")
+	b.ReportMetric(0, "ns/op")
+	fmt.Fprintf(os.Stderr, "calls %d: direct p50 %.2f ms p99 %.2f ms; call p50 %.2f ms p99 %.2f ms\n", len(cs), q(ds, 0.5), q(ds, 0.99), q(cs, 0.5), q(cs, 0.99))
+}
