@@ -28,7 +28,8 @@
 /* Status codes. */
 #define CLOISTER_ACCEL_OK 0          /* done */
 #define CLOISTER_ACCEL_BAD_ARGUMENT 1 /* a range outside memory, or a wrong key size */
-#define CLOISTER_ACCEL_AUTH_FAILED 2  /* aes_gcm_open: the message is not authentic (out is zeroed) */
+#define CLOISTER_ACCEL_AUTH_FAILED 2  /* aes_gcm_open: the message is not authentic (out is zeroed);
+                                        ed25519_verify: the signature is not valid */
 
 /* Writes the 32-byte SHA-256 digest of data[0..len) to out. */
 __attribute__((import_module("cloister_accel_v1"), import_name("sha256")))
@@ -47,5 +48,19 @@ uint32_t cloister_aes_gcm_seal(const uint8_t *key, size_t key_len, const uint8_t
 __attribute__((import_module("cloister_accel_v1"), import_name("aes_gcm_open")))
 uint32_t cloister_aes_gcm_open(const uint8_t *key, size_t key_len, const uint8_t nonce[12],
                                const void *in, size_t in_len, const void *ad, size_t ad_len, void *out);
+
+/* Ed25519 (RFC 8032): CLOISTER_ACCEL_OK when sig is a valid signature of
+ * msg[0..msg_len) by the 32-byte public key pub, else
+ * CLOISTER_ACCEL_AUTH_FAILED. */
+__attribute__((import_module("cloister_accel_v1"), import_name("ed25519_verify")))
+uint32_t cloister_ed25519_verify(const uint8_t pub[32], const void *msg, size_t msg_len, const uint8_t sig[64]);
+
+/* Sorts n 64-bit integers at p in place, in increasing order, unsigned
+ * or signed. */
+__attribute__((import_module("cloister_accel_v1"), import_name("sort_u64")))
+uint32_t cloister_sort_u64(uint64_t *p, size_t n);
+
+__attribute__((import_module("cloister_accel_v1"), import_name("sort_i64")))
+uint32_t cloister_sort_i64(int64_t *p, size_t n);
 
 #endif

@@ -1,5 +1,5 @@
-// Package crypto gives guest programs SHA-256 and AES-GCM computed by the
-// host: inside a Cloister isolate the work runs natively, with the CPU's
+// Package crypto gives guest programs SHA-256, AES-GCM and Ed25519
+// signature verification computed by the host: inside a Cloister isolate the work runs natively, with the CPU's
 // SHA and AES instructions (the isolate's host-primitive module
 // cloister_accel_v1), many times faster than the same code compiled to
 // WebAssembly; elsewhere (tests, native builds) it is the standard

@@ -5,8 +5,15 @@ package crypto
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ed25519"
 	"crypto/sha256"
 )
+
+// VerifyEd25519 reports whether sig is a valid Ed25519 signature of msg by
+// pub (outside an isolate: the standard library's).
+func VerifyEd25519(pub, msg, sig []byte) bool {
+	return len(pub) == ed25519.PublicKeySize && ed25519.Verify(ed25519.PublicKey(pub), msg, sig)
+}
 
 // Sum256 returns the SHA-256 digest of data (outside an isolate: the
 // standard library's).

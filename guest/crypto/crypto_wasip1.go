@@ -16,6 +16,19 @@ func hostSeal(key unsafe.Pointer, keyLen uint32, nonce unsafe.Pointer, in unsafe
 //go:noescape
 func hostOpen(key unsafe.Pointer, keyLen uint32, nonce unsafe.Pointer, in unsafe.Pointer, inLen uint32, ad unsafe.Pointer, adLen uint32, out unsafe.Pointer) uint32
 
+//go:wasmimport cloister_accel_v1 ed25519_verify
+//go:noescape
+func hostVerify(pub unsafe.Pointer, msg unsafe.Pointer, msgLen uint32, sig unsafe.Pointer) uint32
+
+// VerifyEd25519 reports whether sig is a valid Ed25519 signature of msg by
+// pub (the standard library's rules), checked by the host.
+func VerifyEd25519(pub, msg, sig []byte) bool {
+	if len(pub) != 32 || len(sig) != 64 {
+		return false
+	}
+	return hostVerify(ptr(pub), ptr(msg), uint32(len(msg)), ptr(sig)) == 0
+}
+
 func ptr(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
 
 // Sum256 returns the SHA-256 digest of data, computed by the host.

@@ -4,18 +4,23 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 
 	"github.com/cloisterhq/cloister/guest/crypto"
+	"github.com/cloisterhq/cloister/guest/hostsort"
 )
 
 // accel checks the host primitives (package guest/crypto) against the
 // standard library compiled into this module, on random inputs of random
 // sizes: every digest, ciphertext and opened plaintext must be the same
-// bytes, and tampered messages must fail to open.
+// bytes, and tampered messages must fail to open; signatures are judged
+// as the standard library judges them, and integers sorted (package
+// guest/hostsort) as slices.Sort sorts them.
 func accel() {
 	rng := rand.New(rand.NewChaCha8([32]byte{'a', 'c', 'c', 'e', 'l'}))
 	fill := func(n int) []byte {
@@ -52,6 +57,32 @@ func accel() {
 		want[rng.IntN(len(want))] ^= 1 << rng.IntN(8)
 		if _, err := crypto.OpenAESGCM(key, nonce, want, ad); err != crypto.ErrOpen {
 			fail("tampered message opened: %v", err)
+		}
+		priv := ed25519.NewKeyFromSeed(fill(32))
+		pub := priv.Public().(ed25519.PublicKey)
+		sig := ed25519.Sign(priv, data)
+		if !crypto.VerifyEd25519(pub, data, sig) {
+			fail("a valid signature of %d bytes refused", n)
+		}
+		sig[rng.IntN(64)] ^= 1 << rng.IntN(8)
+		if crypto.VerifyEd25519(pub, data, sig) != ed25519.Verify(pub, data, sig) {
+			fail("a changed signature judged otherwise than by the standard library")
+		}
+		u := make([]uint64, rng.IntN(1<<12))
+		for i := range u {
+			u[i] = rng.Uint64() >> rng.IntN(64)
+		}
+		s := make([]int64, len(u))
+		for i, x := range u {
+			s[i] = int64(x)
+		}
+		wu, ws := slices.Clone(u), slices.Clone(s)
+		slices.Sort(wu)
+		slices.Sort(ws)
+		hostsort.Uint64s(u)
+		hostsort.Int64s(s)
+		if !slices.Equal(u, wu) || !slices.Equal(s, ws) {
+			fail("sort of %d integers", len(u))
 		}
 	}
 	if _, err := crypto.SealAESGCM(fill(7), fill(12), nil, nil); err == nil {
