@@ -47,7 +47,7 @@ type app struct {
 	withholdVRF, forgeVRF atomic.Bool
 
 	// ticks carries the heights after which a tick is wanted (tick.go).
-	ticks chan int64
+	ticks chan tickRequest
 
 	// snaps keeps this node's snapshots and restores one (snapshot.go);
 	// nil: none taken, none restored.
@@ -90,7 +90,7 @@ type txOutcome struct {
 
 func newApp(s *store, privKey ed25519.PrivateKey, logger *slog.Logger) (*app, error) {
 	a := &app{store: s, privKey: privKey, verified: newVerifiedCache(1 << 15), waiters: newWaiters(),
-		logger: logger, now: time.Now, ticks: make(chan int64, 1)}
+		logger: logger, now: time.Now, ticks: make(chan tickRequest, 1)}
 	if err := a.load(); err != nil {
 		return nil, err
 	}
@@ -198,7 +198,10 @@ func (a *app) InitChain(_ context.Context, req *abci.InitChainRequest) (*abci.In
 func (a *app) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.CheckTxResponse, error) {
 	if isTickTx(req.Tx) {
 		st, _ := a.state()
-		if h, ok := parseTickTx(req.Tx); !ok || h != st.Height || !st.checkpointPending() {
+		if h, ok := parseTickTx(req.Tx); !ok || h != st.Height {
+			return &abci.CheckTxResponse{Code: abciCode(verify.CodeMalformed), Codespace: abciCodespace, Log: "tick not wanted at this height"}, nil
+		}
+		if _, wanted := a.tickWanted(st); !wanted {
 			return &abci.CheckTxResponse{Code: abciCode(verify.CodeMalformed), Codespace: abciCodespace, Log: "tick not wanted at this height"}, nil
 		}
 		return &abci.CheckTxResponse{Code: abci.CodeTypeOK}, nil
@@ -574,8 +577,8 @@ func (a *app) Commit(context.Context, *abci.CommitRequest) (*abci.CommitResponse
 	a.block = nil
 	a.verified.forget(b.outcomes)
 	a.waiters.notify(b.outcomes)
-	if b.state.checkpointPending() {
-		a.signalTick(b.state.Height)
+	if d, ok := a.tickWanted(b.state); ok {
+		a.signalTick(b.state.Height, d)
 	}
 	if a.snaps.due(b.state.Height) {
 		a.snaps.take(a.store, b.state.Height, func(err error) { a.logger.Error("ledger: snapshot not taken", "err", err) })

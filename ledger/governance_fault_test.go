@@ -235,12 +235,15 @@ func TestGovernanceProcesses(t *testing.T) {
 		t.Fatalf("a removal approved by 2 of 4 was decided: set version %d", ch.Version)
 	}
 
-	// Clients that pinned only the genesis hash follow all three changes.
+	// Clients that pinned only the genesis hash follow all three changes
+	// (asking v0 and v4: both must have stored the checkpoint).
 	waitCheckpoint := func(min uint64) {
 		deadline := time.Now().Add(60 * time.Second)
 		for {
-			st, err := pn.status(0)
-			if err == nil && st.CheckpointSize != nil && *st.CheckpointSize >= min {
+			st0, err0 := pn.status(0)
+			st4, err4 := pn.status(4)
+			if err0 == nil && err4 == nil && st0.CheckpointSize != nil && *st0.CheckpointSize >= min &&
+				st4.CheckpointSize != nil && *st4.CheckpointSize >= min {
 				return
 			}
 			if time.Now().After(deadline) {

@@ -47,12 +47,37 @@ func (st committedState) checkpointPending() bool {
 	return !st.HasCheckpoint || st.CheckpointSize != st.Size
 }
 
-// signalTick asks the node's tick loop to submit the tick for height,
-// replacing an older request not yet taken.
-func (a *app) signalTick(height int64) {
+// tickRequest asks for the tick of height after delay.
+type tickRequest struct {
+	height int64
+	delay  time.Duration
+}
+
+// beaconTickDelay spaces the blocks an epoch waiting for its VRF beacon
+// asks for: a beacon needs a proposer holding enough validators' shares,
+// which may take a few blocks (or never come, while too many withhold),
+// and an idle chain makes no other block (decision 0157).
+const beaconTickDelay = time.Second
+
+// tickWanted reports whether a block is wanted after committing st, and
+// after what delay: at once while a checkpoint is pending, spaced while a
+// PIEE epoch waits for its beacon.
+func (a *app) tickWanted(st committedState) (time.Duration, bool) {
+	if st.checkpointPending() {
+		return tickDelay, true
+	}
+	if _, _, ok := a.pendingVRF(st.Height + 1); ok {
+		return beaconTickDelay, true
+	}
+	return 0, false
+}
+
+// signalTick asks the node's tick loop to submit the tick for height
+// after delay, replacing an older request not yet taken.
+func (a *app) signalTick(height int64, delay time.Duration) {
 	for {
 		select {
-		case a.ticks <- height:
+		case a.ticks <- tickRequest{height, delay}:
 			return
 		default:
 		}
@@ -77,8 +102,8 @@ func (ln *ledgerNode) tickLoop(quit <-chan struct{}) {
 	var due <-chan time.Time
 	for {
 		select {
-		case height = <-ln.app.ticks:
-			due = time.After(tickDelay)
+		case req := <-ln.app.ticks:
+			height, due = req.height, time.After(req.delay)
 		case <-due:
 			due = nil
 			if ln.node.IsRunning() && ln.node.Mempool().Size() == 0 {

@@ -385,8 +385,9 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 }
 
 // stallAfter is how long a ledger may make no block before an append
-// blames missing validators: a live ledger makes an empty block every
-// 5 s, and a block at once for an entry.
+// blames missing validators: a live ledger makes a block at once for an
+// entry (and an idle one an empty block every 5 s, or every hour on
+// chains with proposer-based time).
 const stallAfter = 6 * time.Second
 
 // appendWatched appends se and waits up to wait for its commit. While it
