@@ -54,7 +54,9 @@ func inputFile(kernelName string) string {
 
 // hasHost says whether the kernel has a version with host primitives
 // (bench/kernels/guestaccel).
-func hasHost(kernelName string) bool { return kernelName == "sha256" || kernelName == "aesgcm" }
+func hasHost(kernelName string) bool {
+	return kernelName == "sha256" || kernelName == "aesgcm" || kernelName == "sort"
+}
 
 // hasC says whether the C program implements the kernel.
 func hasC(kernelName string) bool { return kernelName != "aesgcm" }
@@ -66,7 +68,7 @@ type env struct {
 	goAccelWasm    []byte // bench/kernels/guestaccel: sha256 and aesgcm with host primitives
 	cWasm, cNative string // paths; "" when the compiler is missing
 	cWasmBytes     []byte
-	cAccelWasm     []byte // the C program with -DCLOISTER_ACCEL (sha256 by the host); nil without clang
+	cAccelWasm     []byte // the C program with -DCLOISTER_ACCEL (sha256 and sort by the host); nil without clang
 	node           string // path of node; "" when missing
 	inproc, jailed *isolate.Runtime
 	// wasmtime runs in process when this test binary is built with
@@ -391,7 +393,7 @@ func TestKernelsAgree(t *testing.T) {
 		if !hasC(s.name) {
 			continue
 		}
-		if e.cWasm != "" && s.name == "sha256" {
+		if e.cWasm != "" && (s.name == "sha256" || s.name == "sort") {
 			check("C wasm, host primitives (wazero)", inIsolate(t, e, e.inproc, e.cAccelWasm, s, s.testSize))
 			if e.wasmtime != nil {
 				check("C wasm, host primitives (wasmtime)", inIsolate(t, e, e.wasmtime, e.cAccelWasm, s, s.testSize))
@@ -526,7 +528,7 @@ func BenchmarkKernel(b *testing.B) {
 		}{{"wasm-c-host", func() *isolate.Runtime { return e.inproc }}, {"wasm-c-wasmtime-host", func() *isolate.Runtime { return e.wasmtime }}} {
 			b.Run(s.name+"/"+row.name, func(b *testing.B) {
 				rt := row.rt()
-				if s.name != "sha256" || e.cAccelWasm == nil || rt == nil {
+				if (s.name != "sha256" && s.name != "sort") || e.cAccelWasm == nil || rt == nil {
 					b.Skip("no host-primitive version, no clang, or wasmtime not linked (-tags cloister_wasmtime)")
 				}
 				inIsolate(b, e, rt, e.cAccelWasm, s, 0)

@@ -8,8 +8,8 @@
  * file DOC, default /input/doc.json, into a tree and folds it) or groupby
  * (which aggregates the CSV file DOC, default /input/data.csv). aesgcm has
  * no C version (C has no AES in its standard library). With
- * -DCLOISTER_ACCEL (and -I guest/c) sha256 is the host primitive of
- * cloister_accel.h. Built by the
+ * -DCLOISTER_ACCEL (and -I guest/c) sha256 and sort use the host primitives
+ * of cloister_accel.h. Built by the
  * benchmark with clang --target=wasm32-wasi -O2 and natively with gcc -O2.
  */
 #include <inttypes.h>
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef CLOISTER_ACCEL
-#include "cloister_accel.h" /* guest/c: SHA-256 by the host */
+#include "cloister_accel.h" /* guest/c: SHA-256 and sort by the host */
 #endif
 
 static uint64_t rng_state;
@@ -134,7 +134,11 @@ static uint64_t sort(long n) {
 	if (!a && n) { fputs("out of memory\n", stderr); exit(1); }
 	rng_state = 42;
 	for (long i = 0; i < n; i++) a[i] = next();
+#ifdef CLOISTER_ACCEL
+	if (cloister_sort_u64(a, n) != CLOISTER_ACCEL_OK) { fputs("sort refused\n", stderr); exit(1); }
+#else
 	qsort(a, n, sizeof *a, cmp_u64);
+#endif
 	uint64_t sum = 0;
 	for (long i = 0; i < n; i++) sum += a[i] * (uint64_t)(i + 1);
 	free(a);

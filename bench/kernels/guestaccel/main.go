@@ -3,19 +3,21 @@
 //
 //	guestaccel KERNEL SIZE
 //
-// runs sha256 or aesgcm of package kernel with the hashing or sealing done
-// by the host and prints the checksum, which must equal the plain guest's.
+// runs sha256, aesgcm or sort of package kernel with the hashing, sealing
+// or sorting done by the host and prints the checksum, which must equal the plain guest's.
 // It imports cloister_accel_v1, so it runs only in a Cloister isolate.
 package main
 
 import (
 	"github.com/cloisterhq/cloister/bench/kernels/kernel"
 	"github.com/cloisterhq/cloister/guest/crypto"
+	"github.com/cloisterhq/cloister/guest/hostsort"
 )
 
 func main() {
 	kernel.Main(map[string]func(int) (uint64, error){
 		"sha256": kernel.Plain(func(n int) uint64 { return kernel.SHA256With(n, crypto.Sum256) }),
 		"aesgcm": kernel.Plain(func(n int) uint64 { return kernel.AESGCMWith(n, crypto.SealAESGCM) }),
+		"sort":   kernel.Plain(func(n int) uint64 { return kernel.SortWith(n, hostsort.Uint64s) }),
 	})
 }

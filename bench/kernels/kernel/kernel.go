@@ -112,13 +112,16 @@ func randomBytes(n int) []byte {
 
 // Sort sorts n pseudo-random uint64 and returns Σ a[i]·(i+1) (wrapping),
 // which depends on the order.
-func Sort(n int) uint64 {
+func Sort(n int) uint64 { return SortWith(n, slices.Sort) }
+
+// SortWith is Sort with the sorting done by sort (a host primitive).
+func SortWith(n int, sort func([]uint64)) uint64 {
 	rng := splitmix64(seed)
 	a := make([]uint64, n)
 	for i := range a {
 		a[i] = rng.next()
 	}
-	slices.Sort(a)
+	sort(a)
 	var sum uint64
 	for i, v := range a {
 		sum += v * uint64(i+1)
