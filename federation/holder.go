@@ -327,7 +327,7 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 	if !ok {
 		return nil, refused(CodeNotServed, "call: model %s publishes no function %q", c.Model, c.Function)
 	}
-	params, err := CompileSchema(fn.Params)
+	params, err := compiledSchema(fn.Params)
 	if err != nil {
 		return nil, refused(CodeSchema, "call: the published params schema of %s: %v", c.Function, err)
 	}
@@ -421,7 +421,7 @@ func (h *Holder) run(ctx context.Context, m *model.Model, fn *model.Function, c 
 	if err := json.Unmarshal(out, &r); err != nil || r.Rows == nil || len(r.Result) == 0 {
 		return nil, 0, refused(CodeFailed, "call: %s.%s wrote no /output/result.json of the form {\"rows\":N,\"result\":…}", m.Name, c.Function)
 	}
-	rs, err := CompileSchema(fn.Result)
+	rs, err := compiledSchema(fn.Result)
 	if err != nil {
 		return nil, 0, refused(CodeSchema, "call: the published result schema of %s: %v", c.Function, err)
 	}

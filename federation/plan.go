@@ -381,7 +381,7 @@ func (r *PlanRecord) fits(c *Call, now time.Time) error {
 		return fmt.Errorf("its budget of %d calls is spent", p.Calls)
 	}
 	if len(f.Args) > 0 {
-		s, err := CompileSchema(f.Args)
+		s, err := compiledSchema(f.Args)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
@@ -15,6 +16,38 @@ type noLoader struct{}
 
 func (noLoader) Load(url string) (any, error) {
 	return nil, fmt.Errorf("schema reference %q: only references within the schema are allowed", url)
+}
+
+// compiled keeps the schemas compiled for calls, by the SHA-256 of their
+// bytes: a holder answers many calls of the same few functions.
+var compiled = struct {
+	sync.Mutex
+	m map[string]*jsonschema.Schema
+}{m: map[string]*jsonschema.Schema{}}
+
+// maxCompiled bounds the schemas kept compiled.
+const maxCompiled = 1024
+
+// compiledSchema is CompileSchema, remembered.
+func compiledSchema(raw json.RawMessage) (*jsonschema.Schema, error) {
+	k := digest(raw)
+	compiled.Lock()
+	s, ok := compiled.m[k]
+	compiled.Unlock()
+	if ok {
+		return s, nil
+	}
+	s, err := CompileSchema(raw)
+	if err != nil {
+		return nil, err
+	}
+	compiled.Lock()
+	if len(compiled.m) >= maxCompiled {
+		clear(compiled.m)
+	}
+	compiled.m[k] = s
+	compiled.Unlock()
+	return s, nil
 }
 
 // CompileSchema compiles a published JSON Schema (draft 2020-12 unless it

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/bench/internal/measure"
 	"github.com/cloisterhq/cloister/console"
 	"github.com/cloisterhq/cloister/examples"
 	"github.com/cloisterhq/cloister/federation"
@@ -163,10 +164,15 @@ func BenchmarkCallOverhead(b *testing.B) {
 		call()
 	}
 	var ds, cs []time.Duration
+	var dcpu, ccpu time.Duration
 	b.ResetTimer()
 	for b.Loop() {
+		c0 := measure.TreeCPU(os.Getpid())
 		ds = append(ds, direct())
+		c1 := measure.TreeCPU(os.Getpid())
 		cs = append(cs, call())
+		c2 := measure.TreeCPU(os.Getpid())
+		dcpu, ccpu = dcpu+c1-c0, ccpu+c2-c1
 	}
 	b.StopTimer()
 	if err := caller.Settle(ctx, workflow); err != nil {
@@ -182,6 +188,9 @@ func BenchmarkCallOverhead(b *testing.B) {
 	b.ReportMetric(q(cs, 0.5), "call-p50-ms")
 	b.ReportMetric(q(cs, 0.99), "call-p99-ms")
 	b.ReportMetric(q(cs, 0.5)-q(ds, 0.5), "overhead-p50-ms")
+	n := float64(len(cs))
+	b.ReportMetric(float64(dcpu.Microseconds())/1000/n, "direct-cpu-ms/op")
+	b.ReportMetric(float64(ccpu.Microseconds())/1000/n, "call-cpu-ms/op")
 	b.ReportMetric(0, "ns/op")
 	fmt.Fprintf(os.Stderr, "calls %d: direct p50 %.2f ms p99 %.2f ms; call p50 %.2f ms p99 %.2f ms\n", len(cs), q(ds, 0.5), q(ds, 0.99), q(cs, 0.5), q(cs, 0.99))
 }
