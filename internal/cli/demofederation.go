@@ -298,11 +298,12 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 
 	// The workflow's outputs were released only once every call's receipt
 	// was on the ledger: the research node lists them with their indices.
-	o, err = run("workflow", "status", "--node", url["research"], "--json", wr.Session)
+	o, err = run("workflow", "status", "--node", url["research"], "--ledger", info.LedgerURL, "--state", filepath.Join(dir, "ledger-state.json"),
+		"--json", wr.Session)
 	if err != nil {
 		return err
 	}
-	var wf federation.Workflow
+	var wf workflowStatus
 	if err := json.Unmarshal([]byte(o), &wf); err != nil || len(wf.Calls) != calls {
 		return fmt.Errorf("workflow status: %d calls, want %d: %v", len(wf.Calls), calls, err)
 	}
@@ -313,8 +314,8 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	// Every receipt: a model.called by a hospital's node, for this
 	// workflow, resting on at least min_rows rows, with no canary.
 	for _, wc := range wf.Calls {
-		if !made[wc.Call] {
-			return fmt.Errorf("workflow status: call %s is not one the total model made", wc.Call)
+		if !made[wc.Call] || wc.IncludedIn == 0 {
+			return fmt.Errorf("workflow status: call %s is not one the total model made, or its receipt is not proved", wc.Call)
 		}
 		idx := wc.Receipt
 		e, err := lc.Get(ctx, idx)
@@ -331,7 +332,7 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	}
 	pr.step("check: %d model.called receipts on the ledger, each signed by the hospital's node, naming workflow %s…, every one over ≥ %d rows",
 		len(wf.Calls), wr.Session[:12], fedmodel.MinRows)
-	pr.step("workflow status: the research node lists the same %d calls, each receipt checked", len(wf.Calls))
+	pr.step("workflow status: the research node lists the same %d calls, each receipt proved included in the verified ledger", len(wf.Calls))
 	if bytes.Contains(resultJSON, []byte("CANARY")) {
 		return errors.New("the answer carries a canary row")
 	}

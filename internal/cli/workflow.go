@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"github.com/cloisterhq/cloister/federation"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/keys"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -220,23 +222,43 @@ func runWorkflow(ctx context.Context, url string, k *keys.PrivateKey, progName s
 	return r, got, nil
 }
 
+// workflowStatus is what 'workflow status' prints: the calls, each with
+// the size of the checkpoint its receipt was proved included in (with
+// --ledger).
+type workflowStatus struct {
+	Workflow string               `json:"workflow"`
+	Calls    []workflowStatusCall `json:"calls"`
+}
+
+type workflowStatusCall struct {
+	federation.WorkflowCall
+	IncludedIn uint64 `json:"included_in,omitempty"`
+}
+
 func newWorkflowStatusCmd() *cobra.Command {
-	var nodeU string
+	var nodeU, ledgerU, statePath string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status --node URL ID",
+		Use:   "status --node URL [--ledger URL [--state FILE]] ID",
 		Short: "List the sub-model calls a workflow made, with their receipts on the ledger",
 		Long: `status asks the initiator's node for the calls workflow ID (the session id
-'workflow run' printed) made: for each, the model, function, holder node,
-rows and the index of its model.called receipt. Each receipt is checked
-here: signed by the holder listed, for this workflow. The node keeps the
-latest workflows' lists in memory; the receipts themselves are on the
-ledger for good ('cloister ledger verify --index N' proves one is in the
-log).
+'workflow run' printed) made: for each, the call id, model, function,
+holder node, rows and the index of its model.called receipt. Each receipt
+is checked here: signed by the holder listed, for this workflow. The run's
+outputs were released only once every receipt was on the ledger.
 
-Exit status: 0 listed; 1 the node does not know the workflow or a receipt
-does not check; 2 bad usage.`,
-		Example: `  cloister workflow status --node https://127.0.0.1:7443 748d790ca7bbf6c1eff600eb9cc598cd`,
+With --ledger, each receipt is also proved: the ledger is verified as
+'cloister ledger verify' does (validators' signatures on the checkpoint,
+consistency with the checkpoint trusted before, kept in --state), and the
+receipt's entry must be included in that checkpoint and be byte for byte
+the receipt the holder gave.
+
+The node keeps the latest workflows' lists in memory; the receipts
+themselves are on the ledger for good.
+
+Exit status: 0 listed (and proved); 1 the node does not know the
+workflow, a receipt does not check or is not proved; 2 bad usage.`,
+		Example: `  cloister workflow status --node https://127.0.0.1:7443 --ledger http://127.0.0.1:26680 748d790ca7bbf6c1eff600eb9cc598cd`,
 		Args:    cobra.ExactArgs(1),
 	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -253,16 +275,47 @@ does not check; 2 bad usage.`,
 		if err != nil {
 			return failure(fmt.Errorf("workflow status: %w", err))
 		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), wf)
+		out := workflowStatus{Workflow: wf.Workflow, Calls: make([]workflowStatusCall, len(wf.Calls))}
+		for i, c := range wf.Calls {
+			out.Calls[i].WorkflowCall = c
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "workflow %s: %d calls\n", wf.Workflow, len(wf.Calls))
-		for _, c := range wf.Calls {
-			fmt.Fprintf(cmd.OutOrStdout(), "  #%d  %s.%s  rows %d  holder %s\n", c.Receipt, c.Model, c.Function, c.Rows, c.Holder)
+		if ledgerU != "" {
+			lc, err := lclient.New(ledgerU)
+			if err != nil {
+				return usageError("workflow status: --ledger: %v", err)
+			}
+			for i := range out.Calls {
+				c := &out.Calls[i]
+				idx := c.Receipt
+				if idx == 0 {
+					return failure(fmt.Errorf("workflow status: call %s has no receipt on the ledger yet", c.Call))
+				}
+				res, err := lc.Verify(ctx, statePath, &idx)
+				if err != nil {
+					return failure(fmt.Errorf("workflow status: receipt %d: %w", idx, err))
+				}
+				if res.Entry == nil || !bytes.Equal(res.Entry.Tx, c.Entry) {
+					return failure(fmt.Errorf("workflow status: entry %d is not the receipt of call %s", idx, c.Call))
+				}
+				c.IncludedIn = res.Checkpoint.Size
+			}
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), out)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "workflow %s: %d calls\n", out.Workflow, len(out.Calls))
+		for _, c := range out.Calls {
+			fmt.Fprintf(cmd.OutOrStdout(), "  #%d  %s.%s  rows %d  holder %s", c.Receipt, c.Model, c.Function, c.Rows, c.Holder)
+			if c.IncludedIn != 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "  included in checkpoint %d", c.IncludedIn)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
 		}
 		return nil
 	}
 	cmd.Flags().StringVar(&nodeU, "node", "", "the initiator's node (https://HOST:PORT)")
+	cmd.Flags().StringVar(&ledgerU, "ledger", "", "prove each receipt included in the ledger at this URL")
+	cmd.Flags().StringVar(&statePath, "state", "", "the ledger trust state to verify against and update (default: the user's, as 'ledger verify')")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the calls as JSON")
 	return cmd
 }
