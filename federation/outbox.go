@@ -206,8 +206,20 @@ func (ob *outbox) commit(ctx context.Context) {
 				}
 				continue
 			}
+			settled := 0
 			for i, r := range res {
-				ob.settle(ids[i], r.Receipt.Index, r.Err)
+				if ob.settle(ids[i], r.Receipt.Index, r.Err) {
+					settled++
+				}
+			}
+			if settled < len(ids) {
+				// Some were not admitted (a full mempool, a timeout):
+				// send them again after a pause, not at once.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
 			}
 		}
 		if time.Since(lastPrune) > keptCommitted {
@@ -217,8 +229,9 @@ func (ob *outbox) commit(ctx context.Context) {
 	}
 }
 
-// settle records the ledger's answer for call id.
-func (ob *outbox) settle(id string, index uint64, err error) {
+// settle records the ledger's answer for call id; false if the receipt
+// stays pending (to be sent again).
+func (ob *outbox) settle(id string, index uint64, err error) bool {
 	var rej *verify.RejectedError
 	switch {
 	case err == nil:
@@ -227,18 +240,19 @@ func (ob *outbox) settle(id string, index uint64, err error) {
 	case errors.As(err, &rej):
 		ob.log.Error("federation: the ledger refused a released call's receipt", "call", id, "code", rej.Code, "reason", rej.Reason)
 		if werr := atomicfile.WriteFile(ob.path(id)+".refused", []byte(rej.Reason), 0o600); werr != nil {
-			return // still pending: sent again
+			return false // still pending: sent again
 		}
 		ob.done1(id)
-		return
+		return true
 	default:
-		return // not admitted: still pending, sent again
+		return false // not admitted: still pending, sent again
 	}
 	if werr := atomicfile.WriteFile(ob.path(id)+".index", []byte(strconv.FormatUint(index, 10)), 0o600); werr != nil {
 		ob.log.Warn("federation: recording a committed receipt", "call", id, "err", werr)
-		return
+		return false
 	}
 	ob.done1(id)
+	return true
 }
 
 func (ob *outbox) done1(id string) {
