@@ -20,6 +20,8 @@ import (
 	cmttypes "github.com/cometbft/cometbft/types"
 	bolt "go.etcd.io/bbolt"
 
+	lclient "github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/trustroot"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
@@ -87,9 +89,27 @@ func TestStateSync(t *testing.T) {
 	}
 	before := pn.waitAgree([]int{0, 1, 2}, uint64(n), 30*time.Second)
 
-	// The trust root: a recent header from v0, as its operator would
-	// take it from its own organisation's validator.
-	th, thash := trustRoot(t, homes[0].APIURL)
+	// The trust root: derived from the pinned genesis hash (the set
+	// followed from it must have signed the latest header) — and it is
+	// the header v0 itself shows.
+	g, err := lclient.New(homes[0].APIURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, err := g.Genesis(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	th, thash, err := trustroot.FromGenesis(context.Background(), homes[1].APIURL, gen.Hash())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h0, hash0 := trustRoot(t, homes[0].APIURL); h0 == th && !bytes.Equal(hash0, thash) {
+		t.Fatalf("trust root at height %d: %x from the genesis, %x from v0", th, thash, hash0)
+	}
+	if _, _, err := trustroot.FromGenesis(context.Background(), homes[1].APIURL, strings.Repeat("ab", 32)); err == nil {
+		t.Fatal("a trust root under another genesis hash")
+	}
 	start(3, opts(childOptions{RetainBlocks: 4, SnapshotInterval: 8, StateSync: &StateSync{
 		Peers: []string{homes[0].APIURL, homes[1].APIURL, homes[2].APIURL}, TrustHeight: th, TrustHash: thash}}))
 	pn.procs[3].waitLine("ready", 60*time.Second)

@@ -63,7 +63,7 @@ func (s *StateSync) check() error {
 	case len(s.Peers) < 2:
 		return errors.New("state sync: give at least two peers (a primary and a witness)")
 	case s.TrustHeight <= 0 || len(s.TrustHash) != 32:
-		return errors.New("state sync: a trust height and a 32-byte header hash are needed")
+		return errors.New("state sync: a trust height and a 32-byte header hash are needed (package ledger/trustroot derives them from the pinned genesis)")
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/cloisterhq/cloister/jcs"
 	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/trustroot"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
@@ -223,10 +224,12 @@ that retains every block (the default, 0).
 state sync; a pruning validator then keeps the blocks from its oldest kept
 snapshot on. A validator whose disk is new or lost (its data/ empty but for
 priv_validator_state.json) starts with --state-sync URL,URL[,…] (ledger API
-URLs of at least two validators) and --trust HEIGHT:HASH (a recent block
-height and its header hash, from a validator you trust, such as your own
-organisation's: GET /v1/light/0 there): it verifies the headers from that
-root by the validators' signatures, restores a peer's snapshot only if the
+URLs of at least two validators) and --trust genesis:HASH (the chain's
+pinned genesis hash: the validator set is followed from it, each change
+verified under the set before, and the first URL's latest header is taken
+only if that set signed it) or --trust HEIGHT:HASH (a recent block height
+and its header hash, from a validator you trust): it verifies the headers
+from that root by the validators' signatures, restores a peer's snapshot only if the
 restored log's root is the verified app hash, and follows the blocks after
 it (docs/decisions/0156-snapshots-and-state-sync.md).
 
@@ -236,7 +239,7 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
   cloister ledger start --home ./testnet/v1 --retain-blocks 100000
   cloister ledger start --home ./testnet/v2 --retain-blocks 1000 --snapshot-interval 500
   cloister ledger start --home ./testnet/v3 --snapshot-interval 500 \
-      --state-sync http://10.0.0.1:26680,http://10.0.0.2:26680 --trust 81234:6F1C…
+      --state-sync http://10.0.0.1:26680,http://10.0.0.2:26680 --trust genesis:9b2f…
   for h in ./testnet/v*; do cloister ledger start --home "$h" & done`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -244,12 +247,13 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 				return usageError("ledger start: --retain-blocks and --snapshot-interval must not be negative, --snapshot-keep at least 1")
 			}
 			opts := ledger.StartOptions{Verbose: verbose, RetainBlocks: retain, SnapshotInterval: snapEvery, SnapshotKeep: snapKeep}
+			var genesis string
 			if syncPeers != "" || trust != "" {
-				ss, err := parseStateSync(syncPeers, trust)
+				ss, g, err := parseStateSync(syncPeers, trust)
 				if err != nil {
 					return usageError("ledger start: %v", err)
 				}
-				opts.StateSync = ss
+				opts.StateSync, genesis = ss, g
 			}
 			if home == "" {
 				return usageError("ledger start: --home DIR is required")
@@ -270,6 +274,14 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 			defer stop()
 			startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			opts.Logger = log
+			if genesis != "" {
+				ss := opts.StateSync
+				if ss.TrustHeight, ss.TrustHash, err = trustroot.FromGenesis(startCtx, ss.Peers[0], genesis); err != nil {
+					cancel()
+					return failure(fmt.Errorf("ledger start: %w", err))
+				}
+				log.Info("state sync trust root from the genesis", "height", ss.TrustHeight, "hash", fmt.Sprintf("%X", ss.TrustHash))
+			}
 			v, err := ledger.StartValidator(startCtx, home, opts)
 			cancel()
 			if err != nil {
@@ -290,32 +302,48 @@ Exit status: 0 stopped by a signal; 1 the validator could not start;
 	cmd.Flags().Int64Var(&snapEvery, "snapshot-interval", 0, "take a state snapshot for joining validators every N blocks (0: none)")
 	cmd.Flags().IntVar(&snapKeep, "snapshot-keep", 2, "how many snapshots to keep")
 	cmd.Flags().StringVar(&syncPeers, "state-sync", "", "with an empty store, restore a snapshot: ledger API URLs of at least two validators, comma-separated")
-	cmd.Flags().StringVar(&trust, "trust", "", "state sync's trust root, HEIGHT:HEADER-HASH-HEX")
+	cmd.Flags().StringVar(&trust, "trust", "", "state sync's trust root: genesis:GENESIS-HASH, or HEIGHT:HEADER-HASH-HEX")
 	logs.add(cmd.Flags())
 	return cmd
 }
 
 // parseStateSync reads --state-sync and --trust.
-func parseStateSync(peers, trust string) (*ledger.StateSync, error) {
-	h, hash, ok := strings.Cut(trust, ":")
-	height, err := strconv.ParseInt(h, 10, 64)
-	if !ok || err != nil || height <= 0 {
-		return nil, errors.New("--trust: want HEIGHT:HEADER-HASH-HEX")
+// With --trust genesis:HASH it returns the genesis hash, the trust root
+// to be derived from it (package ledger/trustroot) once the peers answer.
+func parseStateSync(peers, trust string) (ss *ledger.StateSync, genesis string, err error) {
+	ss = &ledger.StateSync{}
+	if g, ok := strings.CutPrefix(trust, "genesis:"); ok {
+		if b, err := hex.DecodeString(g); err != nil || len(b) != 32 {
+			return nil, "", errors.New("--trust genesis:HASH: the genesis hash is 64 hex digits")
+		}
+		genesis = g
+	} else if err := parseTrustRoot(trust, ss); err != nil {
+		return nil, "", err
 	}
-	hb, err := hex.DecodeString(hash)
-	if err != nil || len(hb) != 32 {
-		return nil, errors.New("--trust: the header hash is 64 hex digits")
-	}
-	ss := &ledger.StateSync{TrustHeight: height, TrustHash: hb}
 	for _, p := range strings.Split(peers, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			ss.Peers = append(ss.Peers, p)
 		}
 	}
 	if len(ss.Peers) < 2 {
-		return nil, errors.New("--state-sync: name at least two validators' API URLs (a primary and a witness)")
+		return nil, "", errors.New("--state-sync: name at least two validators' API URLs (a primary and a witness)")
 	}
-	return ss, nil
+	return ss, genesis, nil
+}
+
+// parseTrustRoot reads --trust HEIGHT:HASH.
+func parseTrustRoot(trust string, ss *ledger.StateSync) error {
+	h, hash, ok := strings.Cut(trust, ":")
+	height, err := strconv.ParseInt(h, 10, 64)
+	if !ok || err != nil || height <= 0 {
+		return errors.New("--trust: want genesis:GENESIS-HASH or HEIGHT:HEADER-HASH-HEX")
+	}
+	hb, err := hex.DecodeString(hash)
+	if err != nil || len(hb) != 32 {
+		return errors.New("--trust: the header hash is 64 hex digits")
+	}
+	ss.TrustHeight, ss.TrustHash = height, hb
+	return nil
 }
 
 // maxBodyFile bounds --body @FILE; an entry is at most 64 KiB anyway.
