@@ -125,6 +125,22 @@ func Submit(ctx context.Context, o RequestOptions) (*Outcome, error) {
 		return nil, fmt.Errorf("%w: the dispatcher took no request: %v", ErrNoProvider, err)
 	}
 	logf("request %s… submitted to %s (deadline %s), recorded on %s", req.ID[:12], o.Dispatcher, req.Deadline, ledgerURL)
+	// The live offers are read while the dispatcher decides: the
+	// assignment names the offer entry of its node that the ledger
+	// checked, and if this read holds that entry it need not be read
+	// again once the assignment is known.
+	pre := make(chan *lclient.OfferList, 1)
+	go func() {
+		l, _ := lc.Offers(ctx)
+		pre <- l
+	}()
+	var offers *lclient.OfferList
+	prefetched := func() *lclient.OfferList {
+		if offers == nil {
+			offers = <-pre
+		}
+		return offers
+	}
 	tried := map[uint64]bool{}
 	var last error
 	var failed []string // what went wrong with each assignment tried
@@ -137,9 +153,15 @@ func Submit(ctx context.Context, o RequestOptions) (*Outcome, error) {
 		}
 		return fmt.Errorf("%w before its deadline %s: %v", ErrNoProvider, req.Deadline, last)
 	}
+	var after uint64 // the latest token tried
 	for {
+		// A long poll: the dispatcher answers as soon as it records an
+		// assignment after the latest one tried (or the request ends),
+		// or after ticketWait with the ticket as it is.
 		var t Ticket
-		if err := getJSON(ctx, hc, o.Dispatcher+"/v1/requests/"+req.ID, &t); err != nil {
+		asked := time.Now()
+		acted := false
+		if err := getJSON(ctx, hc, fmt.Sprintf("%s/v1/requests/%s?wait=%s&after=%d", o.Dispatcher, req.ID, ticketWait, after), &t); err != nil {
 			if ctx.Err() == nil || last == nil {
 				last = err
 			}
@@ -147,7 +169,8 @@ func Submit(ctx context.Context, o RequestOptions) (*Outcome, error) {
 			break
 		} else if t.State == "assigned" && !tried[t.Token] {
 			tried[t.Token] = true
-			out, err := runAssignment(ctx, lc, o, req, reqm, t.Token, logf)
+			after, acted = max(after, t.Token), true
+			out, err := runAssignment(ctx, lc, o, req, reqm, t.Token, prefetched(), logf)
 			if err == nil {
 				out.Ledger = ledgerURL
 				out.Failovers = []Failover{}
@@ -170,6 +193,14 @@ func Submit(ctx context.Context, o RequestOptions) (*Outcome, error) {
 		} else if t.Reason != "" {
 			last = errors.New(t.Reason)
 		}
+		if acted || time.Since(asked) >= ticketWait/2 {
+			if ctx.Err() != nil {
+				return nil, fail()
+			}
+			continue
+		}
+		// An error, or a dispatcher that does not hold the answer back:
+		// ask again shortly.
 		select {
 		case <-ctx.Done():
 			return nil, fail()
@@ -179,8 +210,14 @@ func Submit(ctx context.Context, o RequestOptions) (*Outcome, error) {
 	return nil, fail()
 }
 
+// ticketWait is how long the consumer lets the dispatcher hold a ticket
+// back (a long poll).
+const ticketWait = 5 * time.Second
+
 // runAssignment checks assignment token of req on the ledger and runs it.
-func runAssignment(ctx context.Context, lc *lclient.Client, o RequestOptions, req *deal.Request, reqm *market.Requirement, token uint64, logf func(string, ...any)) (*Outcome, error) {
+// offers, if not nil, is a list of live offers read earlier: the node's
+// offer is taken from it if it is the entry the assignment names.
+func runAssignment(ctx context.Context, lc *lclient.Client, o RequestOptions, req *deal.Request, reqm *market.Requirement, token uint64, offers *lclient.OfferList, logf func(string, ...any)) (*Outcome, error) {
 	mr, err := lc.MarketRequest(ctx, req.ID)
 	if err != nil {
 		return nil, fmt.Errorf("reading the request on the ledger: %w", err)
@@ -196,14 +233,18 @@ func runAssignment(ctx context.Context, lc *lclient.Client, o RequestOptions, re
 	if a == nil || mr.State.Token != token || mr.State.Live == 0 {
 		return nil, fmt.Errorf("assignment %d is not live on the ledger", token)
 	}
-	offers, err := lc.Offers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var offer *lclient.LiveOffer
-	for i := range offers.Offers {
-		if offers.Offers[i].Node == a.Node {
-			offer = &offers.Offers[i]
+	offer := offerOf(offers, a)
+	if offer == nil {
+		l, err := lc.Offers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if offer = offerOf(l, a); offer == nil {
+			for i := range l.Offers {
+				if l.Offers[i].Node == a.Node {
+					offer = &l.Offers[i]
+				}
+			}
 		}
 	}
 	if offer == nil || offer.Endpoint == "" {
@@ -292,6 +333,21 @@ func runAssignment(ctx context.Context, lc *lclient.Client, o RequestOptions, re
 	}
 	return &Outcome{Request: req.ID, Provider: a.Node, Class: v.Class, Measurement: v.Measurement, Session: a.Session, Token: token,
 		CPUMillis: acct.CPUMillis, WallMillis: acct.WallMillis, ObservedMillis: acct.ObservedWallMillis, Price: chosen.Price, Accounted: rc.Index, Outputs: outs}, nil
+}
+
+// offerOf finds in l the offer entry of a's node that a names among its
+// candidates, or nil.
+func offerOf(l *lclient.OfferList, a *deal.Assignment) *lclient.LiveOffer {
+	c, ok := a.Chosen()
+	if l == nil || !ok {
+		return nil
+	}
+	for i := range l.Offers {
+		if o := &l.Offers[i]; o.Node == a.Node && o.Index == c.Offer {
+			return o
+		}
+	}
+	return nil
 }
 
 // CheckPolicy checks the policy a dispatcher wrote for assignment a of

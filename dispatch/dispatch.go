@@ -12,6 +12,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -23,6 +24,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -96,6 +98,10 @@ type Dispatcher struct {
 	wake     chan string
 	offersAt time.Time
 	offers   *lclient.OfferList
+	reading  bool                      // a read of the offers is under way
+	limits   map[uint64]acl.Limits     // delegations' limits (an entry never changes)
+	nodes    map[string]*client.Client // one client (one TLS connection) per node and endpoint
+	changed  map[string]chan struct{}  // closed when a request's assignment changes here
 	conns    httpguard.Stats
 	metrics  *httpmetrics.Metrics
 
@@ -162,7 +168,8 @@ func New(o Options) (*Dispatcher, error) {
 		o.MaxPerConsumer = 16
 	}
 	d := &Dispatcher{o: o, pub: protocol.FormatEd25519Key(o.Key.Public().(ed25519.PublicKey)), log: o.Logger,
-		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, granted: map[uint64][]int64{}, counted: map[uint64]bool{}, wake: make(chan string, 64)}
+		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, granted: map[uint64][]int64{}, counted: map[uint64]bool{}, wake: make(chan string, 64),
+		limits: map[uint64]acl.Limits{}, nodes: map[string]*client.Client{}, changed: map[string]chan struct{}{}}
 	d.metrics = d.newMetrics()
 	return d, nil
 }
@@ -251,32 +258,113 @@ func (d *Dispatcher) handleSubmit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	d.drive(req.ID, se.Entry.Submitter)
+	if d.drive(req.ID, se.Entry.Submitter) {
+		d.mu.Lock()
+		if s := d.driving[req.ID]; s != nil && !s.running {
+			s.fresh = req
+		}
+		d.mu.Unlock()
+	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": req.ID})
 }
 
+// maxTicketWait bounds how long GET /v1/requests/{id}?wait= holds an
+// answer back.
+const maxTicketWait = 10 * time.Second
+
+// handleTicket answers a request's ticket. With ?wait=D (at most
+// maxTicketWait) and ?after=TOKEN it answers once the ticket says
+// something the consumer has not seen — an assignment with a later token
+// than after, or the request finished or expired — or D has passed: a
+// long poll, so the consumer learns of an assignment when this dispatcher
+// records it rather than at its next poll. Changes made by others (another
+// dispatcher, the consumer's own failure entry) are seen by reading the
+// ledger again every ticketRecheck while waiting.
 func (d *Dispatcher) handleTicket(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	mr, err := d.o.Ledger.MarketRequest(r.Context(), id)
+	q := r.URL.Query()
+	after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
+	wait, _ := time.ParseDuration(q.Get("wait"))
+	wait = min(max(wait, 0), maxTicketWait)
+	until := time.Now().Add(wait)
+	for {
+		t, status, err := d.ticket(r.Context(), id)
+		if err != nil {
+			writeErr(w, status, "%v", err)
+			return
+		}
+		left := time.Until(until)
+		if t.State == "finished" || t.State == "expired" {
+			d.notify(id) // nothing more will change: wake and forget its waiters
+		}
+		if left <= 0 || t.State == "finished" || t.State == "expired" || (t.State == "assigned" && t.Token > after) {
+			writeJSON(w, http.StatusOK, t)
+			return
+		}
+		// A change between the reading and here is seen at the recheck.
+		select {
+		case <-d.changes(id):
+		case <-time.After(min(left, ticketRecheck)):
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// ticketRecheck is how often a waiting ticket reads the ledger again;
+// maxWaited bounds the requests whose changes are waited on.
+const (
+	ticketRecheck = 250 * time.Millisecond
+	maxWaited     = 4096
+)
+
+// ticket reads request id's ticket, or the HTTP status and error to
+// answer.
+func (d *Dispatcher) ticket(ctx context.Context, id string) (*Ticket, int, error) {
+	mr, err := d.o.Ledger.MarketRequest(ctx, id)
 	if errors.Is(err, lclient.ErrNotFound) {
-		writeErr(w, http.StatusNotFound, "no request %.80s on the ledger", id)
-		return
+		return nil, http.StatusNotFound, fmt.Errorf("no request %.80s on the ledger", id)
 	}
 	if err != nil {
-		writeErr(w, http.StatusBadGateway, "reading the ledger: %v", err)
-		return
+		return nil, http.StatusBadGateway, fmt.Errorf("reading the ledger: %v", err)
 	}
-	t, err := d.ticketOf(r.Context(), mr)
+	t, err := d.ticketOf(ctx, mr)
 	if err != nil {
-		writeErr(w, http.StatusBadGateway, "%v", err)
-		return
+		return nil, http.StatusBadGateway, err
 	}
 	d.mu.Lock()
 	if p := d.tickets[id]; p != nil && t.State == "pending" {
 		t.Reason = p.Reason
 	}
 	d.mu.Unlock()
-	writeJSON(w, http.StatusOK, t)
+	return t, http.StatusOK, nil
+}
+
+// changes returns a channel closed at request id's next change here
+// (notify); nil (never ready) when maxWaited requests are waited on
+// already, which leaves those tickets to their rechecks.
+func (d *Dispatcher) changes(id string) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ch := d.changed[id]
+	if ch == nil {
+		if len(d.changed) >= maxWaited {
+			return nil
+		}
+		ch = make(chan struct{})
+		d.changed[id] = ch
+	}
+	return ch
+}
+
+// notify wakes the tickets waiting on request id.
+func (d *Dispatcher) notify(id string) {
+	d.mu.Lock()
+	if ch := d.changed[id]; ch != nil {
+		close(ch)
+		delete(d.changed, id)
+	}
+	d.mu.Unlock()
 }
 
 // ticketOf builds a request's ticket from its ledger entries alone, so
@@ -327,25 +415,50 @@ func history(mr *lclient.MarketRequest) (map[uint64]*deal.Assignment, []Failover
 
 func parseTime(s string) time.Time { t, _ := acl.ParseTime(s); return t }
 
-// liveOffers reads the live offers, at most once a second: every
-// consumer's poll and every watched run needs an endpoint, and the list
-// may hold thousands of offers.
+// liveOffers returns the live offers as last read from the ledger. A
+// list older than offersRefresh is read again in the background while the
+// decision goes on with it (a candidate whose offer changed meanwhile
+// makes the ledger refuse the assignment, offersCurrent sees it and the
+// request is decided again on a fresh read); one older than offersMaxAge,
+// or none, is read at once. The client checks only the signatures of
+// entries it has not seen (ledger/client.WithSignatureCache), so a
+// re-read costs the transfer and decoding (decision 0119).
 func (d *Dispatcher) liveOffers(ctx context.Context) (*lclient.OfferList, error) {
 	d.mu.Lock()
-	if d.offers != nil && time.Since(d.offersAt) < time.Second {
-		l := d.offers
+	l, age := d.offers, time.Since(d.offersAt)
+	if l != nil && age < offersMaxAge {
+		if age >= offersRefresh && !d.reading {
+			d.reading = true
+			go func() {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				d.readOffers(rctx)
+			}()
+		}
 		d.mu.Unlock()
 		return l, nil
 	}
 	d.mu.Unlock()
+	return d.readOffers(ctx)
+}
+
+// offersRefresh is the age from which the offers are read again in the
+// background, and offersMaxAge the oldest list a decision starts from.
+const (
+	offersRefresh = 500 * time.Millisecond
+	offersMaxAge  = 2 * time.Second
+)
+
+// readOffers reads the live offers from the ledger and keeps them.
+func (d *Dispatcher) readOffers(ctx context.Context) (*lclient.OfferList, error) {
 	l, err := d.o.Ledger.Offers(ctx)
-	if err != nil {
-		return nil, err
-	}
 	d.mu.Lock()
-	d.offers, d.offersAt = l, time.Now()
+	d.reading = false
+	if err == nil {
+		d.offers, d.offersAt = l, time.Now()
+	}
 	d.mu.Unlock()
-	return l, nil
+	return l, err
 }
 
 func (d *Dispatcher) endpointOf(ctx context.Context, node string) string {
@@ -406,6 +519,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 type driveState struct {
 	consumer string
 	running  bool
+	// fresh is a request this dispatcher has just relayed to the ledger:
+	// its first decision starts from the request as committed (no
+	// assignment, no failure yet) without reading it back. Were it
+	// stale — another dispatcher assigning it meanwhile — the ledger
+	// would refuse the assignment's fencing token.
+	fresh *deal.Request
 }
 
 // admit reports why request id of consumer may not be driven now (the
@@ -468,6 +587,10 @@ func (d *Dispatcher) startDriver(ctx context.Context, id string) {
 			// it as open, so it is not driven again.
 			delete(d.driving, id)
 			delete(d.tickets, id)
+			if ch := d.changed[id]; ch != nil {
+				close(ch)
+				delete(d.changed, id)
+			}
 		} else {
 			s.running = false
 		}
@@ -485,6 +608,19 @@ func (d *Dispatcher) setReason(id, reason string) {
 // (true), or ctx ends (false).
 func (d *Dispatcher) driveOne(ctx context.Context, id string) bool {
 	var unreachableSince time.Time
+	d.mu.Lock()
+	var fresh *deal.Request
+	var consumer string
+	if s := d.driving[id]; s != nil {
+		fresh, s.fresh, consumer = s.fresh, nil, s.consumer
+	}
+	d.mu.Unlock()
+	if fresh != nil {
+		st := lclient.RequestState{ID: id, Consumer: consumer, Deadline: fresh.Deadline, MaxPrice: fresh.MaxPrice}
+		if err := d.assign(ctx, fresh, &st); err != nil {
+			d.log.Info("first decision not made; reading the request back", "id", id, "err", err)
+		}
+	}
 	for ctx.Err() == nil {
 		mr, err := d.o.Ledger.MarketRequest(ctx, id)
 		if err != nil {
@@ -577,15 +713,15 @@ func (d *Dispatcher) check(ctx context.Context, st lclient.RequestState) (reason
 	if err != nil {
 		return deal.ReasonRefused, err.Error()
 	}
-	c, err := client.Dial(ctx, ep, client.WithPlatformKeys(pk))
+	c, err := d.nodeClient(st.Node, ep, pk)
 	if err != nil {
 		return deal.ReasonUnreachable, err.Error()
 	}
-	defer c.Close()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	s, err := c.Status(cctx, st.Session, 0)
 	if err != nil {
+		d.dropNode(st.Node, ep)
 		return deal.ReasonUnreachable, err.Error()
 	}
 	if s.State.String() == "SESSION_STATE_FAILED" || s.State.String() == "SESSION_STATE_CLOSED" {
@@ -605,6 +741,7 @@ func (d *Dispatcher) fail(ctx context.Context, st lclient.RequestState, reason, 
 		return
 	}
 	d.log.Info("assignment failed over", "id", st.ID, "token", st.Token, "node", st.Node, "reason", reason, "detail", detail)
+	d.notify(st.ID)
 	if st.Dispatcher == d.pub {
 		d.revokeGrant(ctx, st)
 	}
@@ -624,11 +761,16 @@ func (d *Dispatcher) revokeGrant(ctx context.Context, st lclient.RequestState) {
 			return
 		}
 	}
+	d.revoke(ctx, st.ID, st.Token, gi)
+}
+
+// revoke revokes grant gi, made for token of request id.
+func (d *Dispatcher) revoke(ctx context.Context, id string, token, gi uint64) {
 	if _, err := d.append(ctx, acl.KindRevoked, acl.Revocation{Grant: &gi}); err != nil {
 		d.log.Warn("revoking a grant", "grant", gi, "err", err)
 		return
 	}
-	d.log.Info("grant revoked", "id", st.ID, "token", st.Token, "grant", gi)
+	d.log.Info("grant revoked", "id", id, "token", token, "grant", gi)
 }
 
 // grantSearch bounds how far after an assignment its grant is looked for.
@@ -671,24 +813,59 @@ func (d *Dispatcher) append(ctx context.Context, kind string, body any) (uint64,
 	return rc.Index, nil
 }
 
-// appendRetry appends, retrying while the ledger has not yet taken an
-// entry this one refers to (a node's session.created is appended by the
-// node as the session is created) and, if current is not nil, while
-// current reports that the entry's other references still hold.
-func (d *Dispatcher) appendRetry(ctx context.Context, kind string, body any, current func(context.Context) error) (uint64, error) {
+// appendRetry appends entries in one batch, so that the ledger commits
+// them in one block, and retries the ones not taken while every refusal
+// is for an entry they refer to that the ledger has not yet taken (a
+// node's session.created is appended by the node as the session is
+// created, a commit after it answers) and, if current is not nil, while
+// current reports that the entries' other references still hold. It
+// returns each entry's index (0 for one not taken) and the refusal that
+// stopped it.
+func (d *Dispatcher) appendRetry(ctx context.Context, entries []*verify.SignedEntry, current func(context.Context) error) ([]uint64, error) {
 	deadline := time.Now().Add(15 * time.Second)
-	for {
-		i, err := d.append(ctx, kind, body)
-		var rej *verify.RejectedError
-		if err == nil || !errors.As(err, &rej) || rej.Code != verify.CodeMissingReference || time.Now().After(deadline) {
-			return i, err
-		}
-		if current != nil {
-			if cerr := current(ctx); cerr != nil {
-				return 0, fmt.Errorf("%w (%v)", cerr, err)
+	idx := make([]uint64, len(entries))
+	pause := 10 * time.Millisecond
+	for try := 0; ; try++ {
+		var todo []int
+		for i := range entries {
+			if idx[i] == 0 {
+				todo = append(todo, i)
 			}
 		}
-		sleep(ctx, 100*time.Millisecond)
+		batch := make([]*verify.SignedEntry, len(todo))
+		for k, i := range todo {
+			batch[k] = entries[i]
+		}
+		res, err := d.o.Ledger.AppendBatch(ctx, batch, true)
+		if err != nil {
+			// Unknown whether the entries were taken: the caller reads the
+			// request back from the ledger and finds out.
+			return idx, err
+		}
+		var refusal error
+		retry := true
+		for k, r := range res {
+			var rej *verify.RejectedError
+			switch {
+			case r.Err == nil:
+				idx[todo[k]] = r.Receipt.Index
+			case errors.As(r.Err, &rej) && rej.Code == verify.CodeReplay && rej.SameEntry && rej.HeldBy != nil:
+				idx[todo[k]] = *rej.HeldBy // taken by an earlier try whose answer was lost
+			default:
+				refusal = cmp.Or(refusal, r.Err)
+				retry = retry && errors.As(r.Err, &rej) && rej.Code == verify.CodeMissingReference
+			}
+		}
+		if refusal == nil || !retry || time.Now().After(deadline) {
+			return idx, refusal
+		}
+		if current != nil && try%10 == 0 {
+			if cerr := current(ctx); cerr != nil {
+				return idx, fmt.Errorf("%w (%v)", cerr, refusal)
+			}
+		}
+		sleep(ctx, pause)
+		pause = min(2*pause, 80*time.Millisecond)
 	}
 }
 
@@ -726,6 +903,12 @@ func (d *Dispatcher) offersCurrent(ctx context.Context, cands []deal.Candidate) 
 // delegationLimits reads the limits of the delegation a listing grants
 // under from the ledger.
 func (d *Dispatcher) delegationLimits(ctx context.Context, lst Listing) (acl.Limits, error) {
+	d.mu.Lock()
+	l, ok := d.limits[lst.Delegation]
+	d.mu.Unlock()
+	if ok {
+		return l, nil // an entry never changes; a revocation is the ledger's to judge
+	}
 	e, err := d.o.Ledger.Get(ctx, lst.Delegation)
 	if err != nil {
 		return acl.Limits{}, fmt.Errorf("reading delegation %d: %w", lst.Delegation, err)
@@ -734,6 +917,9 @@ func (d *Dispatcher) delegationLimits(ctx context.Context, lst Listing) (acl.Lim
 	if err != nil || e.Signed.Entry.Kind != acl.KindDelegated {
 		return acl.Limits{}, fmt.Errorf("entry %d is not a delegation", lst.Delegation)
 	}
+	d.mu.Lock()
+	d.limits[lst.Delegation] = del.Limits
+	d.mu.Unlock()
 	return del.Limits, nil
 }
 
@@ -754,6 +940,7 @@ func rankInputs(offers []lclient.LiveOffer, records map[string][]bool) []market.
 // assign picks the best candidate whose fresh evidence satisfies the
 // request, records the assignment and grants the key.
 func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.RequestState) error {
+	t0 := time.Now()
 	lst, ok := d.listing(req)
 	if !ok {
 		return fmt.Errorf("no listing for sealed program %s", req.Sealed)
@@ -772,14 +959,25 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	if err := d.rateAllows(ctx, lst.Delegation, limits.Rate, time.Now()); err != nil {
 		return fmt.Errorf("delegation %d: %w", lst.Delegation, err)
 	}
+	// The providers' records and PIEE scores are read while the offers
+	// are taken: three reads at once rather than one after another.
+	var (
+		recs    *lclient.MarketRecords
+		recsErr error
+		faults  map[string]uint64
+		wg      sync.WaitGroup
+	)
+	wg.Go(func() { recs, recsErr = d.o.Ledger.MarketRecords(ctx) })
+	wg.Go(func() { faults = d.pieeFaults(ctx) })
 	offers, err := d.liveOffers(ctx)
+	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("reading offers: %w", err)
 	}
-	recs, err := d.o.Ledger.MarketRecords(ctx)
-	if err != nil {
-		return fmt.Errorf("reading records: %w", err)
+	if recsErr != nil {
+		return fmt.Errorf("reading records: %w", recsErr)
 	}
+	read := time.Since(t0)
 	records := map[string][]bool{}
 	for _, r := range recs.Records {
 		records[r.Node] = r.Recent
@@ -809,7 +1007,6 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	}
 	var skipped []deal.Skipped
 	var reasons []string
-	faults := d.pieeFaults(ctx)
 	for _, c := range pieeOrder(ranked, faults) {
 		o := byNode[c.Node]
 		pick, err := d.probe(ctx, req, st.Consumer, lst, reqm, o, runDeadline)
@@ -828,29 +1025,51 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 		a := deal.Assignment{Request: req.ID, Token: st.Token + 1, Node: c.Node, Session: pick.session.ID(),
 			PolicyHash: pick.pol.HashHex(), Policy: pick.doc, Class: pick.class, Measurement: pick.measurement,
 			ClaimsSHA256: pick.evidence, Candidates: cands, Skipped: skipped, RunDeadline: acl.FormatTime(runDeadline)}
-		ai, err := d.appendRetry(ctx, deal.KindAssigned, a, func(ctx context.Context) error { return d.offersCurrent(ctx, cands) })
+		// The grant: that session only, until the run's deadline, one use,
+		// under the innovator's delegation (the ledger judges its limits).
+		// It goes in one batch with the assignment, so both are committed
+		// in one block and the consumer, told of the assignment, finds the
+		// grant there too (decision 0164).
+		g := acl.Grant{Artifact: lst.Sealed.Digest, Owner: lst.Sealed.Owner, Grantee: acl.Grantee{Node: c.Node, Session: a.Session},
+			NotAfter: acl.FormatTime(runDeadline), MaxUses: 1, Delegation: &lst.Delegation}
+		ae, err := verify.NewEntry(d.o.Key, deal.KindAssigned, a)
+		var ge *verify.SignedEntry
+		if err == nil {
+			ge, err = verify.NewEntry(d.o.Key, acl.KindGranted, g)
+		}
 		if err != nil {
+			pick.close()
+			return err
+		}
+		decided := time.Since(t0)
+		idx, err := d.appendRetry(ctx, []*verify.SignedEntry{ae, ge}, func(ctx context.Context) error { return d.offersCurrent(ctx, cands) })
+		ai, gi := idx[0], idx[1]
+		if gi != 0 {
+			d.noteGrant(lst.Delegation, time.Now())
+		}
+		if ai == 0 {
+			// Not assigned (another dispatcher's assignment came first, or
+			// a candidate's offer changed): a grant taken with it is for a
+			// session nobody will use, and is revoked at once.
+			if gi != 0 {
+				d.revoke(ctx, req.ID, a.Token, gi)
+			}
 			pick.close()
 			return fmt.Errorf("recording the assignment: %w", err)
 		}
-		d.log.Info("assigned", "id", req.ID, "token", a.Token, "node", c.Node, "session", a.Session, "entry", ai, "class", pick.class)
-		// The grant: that session only, until the run's deadline, one use,
-		// under the innovator's delegation (the ledger judges its limits).
-		gi, err := d.appendRetry(ctx, acl.KindGranted, acl.Grant{Artifact: lst.Sealed.Digest, Owner: lst.Sealed.Owner,
-			Grantee: acl.Grantee{Node: c.Node, Session: a.Session}, NotAfter: acl.FormatTime(runDeadline), MaxUses: 1,
-			Delegation: &lst.Delegation}, nil)
-		if err != nil {
-			d.fail(ctx, lclient.RequestState{ID: req.ID, Token: a.Token, Node: c.Node, Dispatcher: d.pub}, deal.ReasonRefused, trim("the grant was refused: "+err.Error()))
+		d.log.Info("assigned", "id", req.ID, "token", a.Token, "node", c.Node, "session", a.Session, "entry", ai, "class", pick.class,
+			"decided_ms", ms(decided), "read_ms", ms(read), "session_ms", ms(pick.created), "attest_ms", ms(pick.attested), "committed_ms", ms(time.Since(t0)))
+		if gi == 0 {
+			d.fail(ctx, lclient.RequestState{ID: req.ID, Token: a.Token, Node: c.Node, Dispatcher: d.pub}, deal.ReasonRefused, trim(fmt.Sprint("the grant was refused: ", err)))
 			pick.close()
 			return fmt.Errorf("granting the key: %w", err)
 		}
-		d.noteGrant(lst.Delegation, time.Now())
 		d.mu.Lock()
 		d.grants[fmt.Sprint(req.ID, a.Token)] = gi
 		delete(d.tickets, req.ID)
 		d.mu.Unlock()
-		pick.session.CloseIdleConnections()
-		pick.c.Close()
+		d.notify(req.ID)
+		pick.close()
 		return nil
 	}
 	return fmt.Errorf("no candidate's evidence satisfied the requirement: %s", strings.Join(reasons, "; "))
@@ -880,6 +1099,9 @@ func candidatePool(offers []lclient.LiveOffer, req *deal.Request, reqm *market.R
 	return pool
 }
 
+// ms is d in milliseconds, for logs.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 func trim(s string) string {
 	if len(s) > deal.MaxReason {
 		return s[:deal.MaxReason]
@@ -888,7 +1110,7 @@ func trim(s string) string {
 }
 
 type probed struct {
-	c                            *client.Client
+	created, attested            time.Duration // the session's creation, its evidence fetched and verified
 	session                      *client.AttestedSession
 	pol                          *policy.Policy
 	doc                          json.RawMessage
@@ -896,9 +1118,46 @@ type probed struct {
 	svn                          map[string]uint64
 }
 
-func (p *probed) close() {
-	p.session.CloseIdleConnections()
-	p.c.Close()
+func (p *probed) close() { p.session.CloseIdleConnections() }
+
+// nodeClient is the client of node at endpoint, its platform key pk
+// pinned: one per node, kept, so that its TLS connection (HTTP/2) serves
+// every session opened and every status asked there, instead of a
+// handshake each time.
+func (d *Dispatcher) nodeClient(node, endpoint string, pk ed25519.PublicKey) (*client.Client, error) {
+	key := node + " " + endpoint
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c := d.nodes[key]; c != nil {
+		return c, nil
+	}
+	if len(d.nodes) >= maxNodeClients {
+		for k, c := range d.nodes {
+			c.Close()
+			delete(d.nodes, k)
+		}
+	}
+	c, err := client.Dial(context.Background(), endpoint, client.WithPlatformKeys(pk))
+	if err != nil {
+		return nil, err
+	}
+	d.nodes[key] = c
+	return c, nil
+}
+
+// maxNodeClients bounds the node clients kept; beyond it they are all
+// closed and made again as needed.
+const maxNodeClients = 1024
+
+// dropNode closes and forgets node's client at endpoint (it failed).
+func (d *Dispatcher) dropNode(node, endpoint string) {
+	key := node + " " + endpoint
+	d.mu.Lock()
+	if c := d.nodes[key]; c != nil {
+		c.Close()
+		delete(d.nodes, key)
+	}
+	d.mu.Unlock()
 }
 
 // probe opens a session on the node for the policy written for it and
@@ -920,18 +1179,19 @@ func (d *Dispatcher) probe(ctx context.Context, req *deal.Request, consumer stri
 	}
 	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	c, err := client.Dial(pctx, o.Endpoint, client.WithPlatformKeys(pk))
+	c, err := d.nodeClient(o.Node, o.Endpoint, pk)
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	id, err := c.CreateSession(pctx, doc)
+	created := time.Since(t0)
 	if err != nil {
-		c.Close()
+		d.dropNode(o.Node, o.Endpoint)
 		return nil, fmt.Errorf("opening a session: %w", err)
 	}
 	as, err := c.Attest(pctx, id, pol)
 	if err != nil {
-		c.Close()
 		return nil, fmt.Errorf("its evidence: %w", err)
 	}
 	cl := as.Claims()
@@ -942,7 +1202,6 @@ func (d *Dispatcher) probe(ctx context.Context, req *deal.Request, consumer stri
 	}
 	if err != nil || !ok {
 		as.CloseIdleConnections()
-		c.Close()
 		if err == nil {
 			err = fmt.Errorf("its verified claims (class %s, debug %v) and offer do not satisfy the requirement", v.Class, v.Debug)
 		}
@@ -950,7 +1209,7 @@ func (d *Dispatcher) probe(ctx context.Context, req *deal.Request, consumer stri
 	}
 	cj, _ := json.Marshal(cl)
 	sum := sha256.Sum256(cj)
-	return &probed{c: c, session: as, pol: pol, doc: doc, class: v.Class, measurement: v.Measurement, evidence: hex.EncodeToString(sum[:]), svn: cl.SVN}, nil
+	return &probed{created: created, attested: time.Since(t0) - created, session: as, pol: pol, doc: doc, class: v.Class, measurement: v.Measurement, evidence: hex.EncodeToString(sum[:]), svn: cl.SVN}, nil
 }
 
 // WritePolicy writes the policy of one run from the request: the

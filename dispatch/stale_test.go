@@ -80,7 +80,11 @@ func TestRenewedOfferStopsTheRetry(t *testing.T) {
 	a := deal.Assignment{Request: strings.Repeat("ab", 32), Token: 1, Node: node, Session: strings.Repeat("cd", 16), PolicyHash: strings.Repeat("ef", 32),
 		Policy: []byte(`{}`), Class: "software", ClaimsSHA256: strings.Repeat("01", 32), Candidates: cands, RunDeadline: acl.FormatTime(time.Now().Add(time.Minute))}
 	t0 := time.Now()
-	_, err = d.appendRetry(ctx, deal.KindAssigned, a, func(ctx context.Context) error { return d.offersCurrent(ctx, cands) })
+	ae, err := verify.NewEntry(dk.Signer(), deal.KindAssigned, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.appendRetry(ctx, []*verify.SignedEntry{ae}, func(ctx context.Context) error { return d.offersCurrent(ctx, cands) })
 	if !errors.Is(err, errStaleOffers) || !strings.Contains(err.Error(), "no market.request") {
 		t.Fatalf("appendRetry: %v, want errStaleOffers after a missing-reference refusal", err)
 	}

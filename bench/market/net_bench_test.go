@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -108,6 +109,7 @@ func (f *netFixture) requests(b *testing.B, p *program, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	type sample struct {
+		id         string
 		s          steps
 		ttfb, done time.Duration
 	}
@@ -136,7 +138,7 @@ func (f *netFixture) requests(b *testing.B, p *program, n int) {
 					errs = append(errs, err)
 				} else {
 					s.submitted = t0
-					samples = append(samples, sample{s: s, ttfb: s.resultHeld.Sub(t0), done: done})
+					samples = append(samples, sample{id: id, s: s, ttfb: s.resultHeld.Sub(t0), done: done})
 				}
 				mu.Unlock()
 			}
@@ -170,6 +172,11 @@ func (f *netFixture) requests(b *testing.B, p *program, n int) {
 		failovers += s.s.failovers
 	}
 	report(b, "decide", prepared)
+	ids := map[string]bool{}
+	for _, s := range samples {
+		ids[s.id] = true
+	}
+	f.dispatcherSteps(b, ids)
 	report(b, "decide+commit", committed)
 	report(b, "granted", granted)
 	p50 := report(b, "ttfb", ttfb)
@@ -183,6 +190,34 @@ func (f *netFixture) requests(b *testing.B, p *program, n int) {
 		b.ReportMetric(float64(p50)/float64(d), "ttfb/direct")
 	}
 	f.mu.Unlock()
+}
+
+// dispatcherSteps reports the decision's steps as the dispatcher logged
+// them for the requests ids (its "assigned" lines): the whole decision
+// from its start to the entries signed (dispatcher-decided), the ledger
+// reads before ranking (-read), the node creating the session (-session),
+// its evidence fetched and verified (-attest).
+func (f *netFixture) dispatcherSteps(b *testing.B, ids map[string]bool) {
+	raw, err := os.ReadFile(f.dispLog)
+	if err != nil {
+		b.Fatal(err)
+	}
+	names := []string{"decided_ms", "read_ms", "session_ms", "attest_ms"}
+	lat := make([][]time.Duration, len(names))
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		var l map[string]any
+		if json.Unmarshal(line, &l) != nil || l["msg"] != "assigned" || !ids[fmt.Sprint(l["id"])] {
+			continue
+		}
+		for i, n := range names {
+			if v, ok := l[n].(float64); ok {
+				lat[i] = append(lat[i], time.Duration(v*float64(time.Millisecond)))
+			}
+		}
+	}
+	for i, n := range []string{"dispatcher-decided", "dispatcher-read", "dispatcher-session", "dispatcher-attest"} {
+		report(b, n, lat[i])
+	}
 }
 
 // decisionSteps times, from this process, the steps of one dispatch

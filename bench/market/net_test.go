@@ -70,6 +70,7 @@ type netFixture struct {
 	tap        *ledgerTap
 	tapURL     string
 	dispatcher string // its base URL
+	dispLog    string // its log (JSON lines)
 	consumer   *keys.PrivateKey
 	programs   []*program
 	nodes      []lclient.LiveOffer // the real nodes' live offers
@@ -282,7 +283,8 @@ func startNetwork(ctx context.Context, b *testing.B) (f *netFixture, err error) 
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, append([]string{"dispatch", "--listen", addrs[0], "--ledger", f.tapURL, "--key", info.Keys["dispatcher"]}, listingArgs...)...)
+	f.dispLog = logf.Name()
+	cmd := exec.Command(bin, append([]string{"dispatch", "--listen", addrs[0], "--ledger", f.tapURL, "--key", info.Keys["dispatcher"], "--log-format", "json"}, listingArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -448,25 +450,60 @@ func newLedgerTap(target *url.URL) *ledgerTap {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	keep   bool // keep a copy of the body
+	body   bytes.Buffer
 }
 
 func (w *statusWriter) WriteHeader(s int) { w.status = s; w.ResponseWriter.WriteHeader(s) }
 
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.keep {
+		w.body.Write(b)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
 func (t *ledgerTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || r.URL.Path != "/v1/entries" {
+	batch := r.URL.Path == "/v1/entries/batch"
+	if r.Method != http.MethodPost || r.URL.Path != "/v1/entries" && !batch {
 		t.rp.ServeHTTP(w, r)
 		return
 	}
 	in := time.Now()
-	body, err := io.ReadAll(io.LimitReader(r.Body, verify.MaxEntryBytes+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1000*verify.MaxEntryBytes+1))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	if !batch {
+		t.rp.ServeHTTP(sw, r)
+		t.note(body, in, time.Now(), sw.status)
+		return
+	}
+	// A batch: each entry is noted with its own result.
+	sw.keep = true
 	t.rp.ServeHTTP(sw, r)
-	a := appended{in: in, out: time.Now(), status: sw.status}
+	out := time.Now()
+	var req struct{ Entries []json.RawMessage }
+	var res struct {
+		Results []struct{ Error *string }
+	}
+	json.Unmarshal(body, &req)
+	json.Unmarshal(sw.body.Bytes(), &res)
+	for i, e := range req.Entries {
+		status := sw.status
+		if i < len(res.Results) && res.Results[i].Error != nil {
+			status = http.StatusConflict
+		}
+		t.note(e, in, out, status)
+	}
+}
+
+// note records one entry appended through the tap.
+func (t *ledgerTap) note(body []byte, in, out time.Time, status int) {
+	a := appended{in: in, out: out, status: status}
 	if se, err := verify.DecodeEntry(body); err == nil {
 		var f struct {
 			ID, Request, Session string

@@ -14,6 +14,7 @@ import (
 	"github.com/cloisterhq/cloister/dispatch"
 	"github.com/cloisterhq/cloister/internal/httpguard"
 	"github.com/cloisterhq/cloister/keys"
+	lclient "github.com/cloisterhq/cloister/ledger/client"
 )
 
 func newDispatchCmd() *cobra.Command {
@@ -60,6 +61,11 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 		lc, err := newClient()
 		if err != nil {
 			return err
+		}
+		// The dispatcher reads the same live offers again and again: its
+		// client checks each offer entry's signature once (decision 0119).
+		if lc, err = lclient.New(lc.URL(), lclient.WithSignatureCache(dispatchSignatureCache)); err != nil {
+			return usageError("dispatch: --ledger: %v", err)
 		}
 		k, err := keys.Load(keyFile)
 		if err != nil {
@@ -121,3 +127,7 @@ Exit status: 0 stopped by a signal; 1 could not start; 2 bad usage.`,
 	logs.add(f)
 	return cmd
 }
+
+// dispatchSignatureCache is how many checked entries the dispatcher's
+// ledger client remembers: the live offers of a large market and more.
+const dispatchSignatureCache = 1 << 16

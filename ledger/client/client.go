@@ -21,8 +21,9 @@ import (
 type Client struct {
 	base    *url.URL
 	hc      *http.Client
-	genesis string   // the genesis hash Verify pins, if given
-	witness *witness // a witness Verify requires, if given
+	genesis string    // the genesis hash Verify pins, if given
+	witness *witness  // a witness Verify requires, if given
+	sigs    *sigCache // entries whose signatures verified, if kept (WithSignatureCache)
 	optErr  error
 }
 

@@ -86,7 +86,7 @@ func (c *Client) MarketRequest(ctx context.Context, id string) (*MarketRequest, 
 		if err != nil {
 			return nil, malformed("market request entry %d: %v", i, err)
 		}
-		if err := se.VerifySignature(); err != nil {
+		if err := c.verifySig(raw, se); err != nil {
 			return nil, malformed("market request entry %d: %v", i, err)
 		}
 		switch se.Entry.Kind {

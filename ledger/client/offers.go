@@ -76,7 +76,7 @@ func (c *Client) Offers(ctx context.Context) (*OfferList, error) {
 		if err != nil {
 			return nil, malformed("offer %d: %v", o.Index, err)
 		}
-		if err := se.VerifySignature(); err != nil {
+		if err := c.verifySig(o.Entry, se); err != nil {
 			return nil, malformed("offer %d: %v", o.Index, err)
 		}
 		if se.Entry.Kind != "offer" || se.Entry.Submitter != o.Node {
