@@ -19,25 +19,34 @@ import (
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
+// embeddedLedger is a one-validator ledger in this process, served over
+// HTTP on loopback, and a context bounding the test's calls; both end
+// with the test.
+func embeddedLedger(t *testing.T, chain string) (context.Context, *lclient.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	e, err := ledger.OpenEmbedded(ctx, t.TempDir(), ledger.EmbeddedOptions{ChainID: chain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	srv := httptest.NewServer(e.Handler())
+	t.Cleanup(srv.Close)
+	lc, err := lclient.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, lc
+}
+
 // A candidate that renews its offer between the dispatcher's reading of
 // the offers and its assignment entry makes the state machine refuse the
 // entry for good (missing reference: not the latest offer). The
 // dispatcher sees that at the first refusal, drops its cached offers and
 // decides again, instead of retrying the same entry for 15 seconds.
 func TestRenewedOfferStopsTheRetry(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	e, err := ledger.OpenEmbedded(ctx, t.TempDir(), ledger.EmbeddedOptions{ChainID: "dispatch-stale"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	srv := httptest.NewServer(e.Handler())
-	defer srv.Close()
-	lc, err := lclient.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, lc := embeddedLedger(t, "dispatch-stale")
 	_, nk, _ := ed25519.GenerateKey(nil)
 	node := protocol.FormatEd25519Key(nk.Public().(ed25519.PublicKey))
 	app := func(kind verify.Kind, body any) uint64 {

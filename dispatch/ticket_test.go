@@ -1,7 +1,6 @@
 package dispatch
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -12,9 +11,7 @@ import (
 	"time"
 
 	"github.com/cloisterhq/cloister/keys"
-	"github.com/cloisterhq/cloister/ledger"
 	"github.com/cloisterhq/cloister/ledger/acl"
-	lclient "github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/deal"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
@@ -24,19 +21,7 @@ import (
 // ledger — or the wait ends, and a wait beyond the bound is cut to it;
 // without ?wait= it is answered at once.
 func TestTicketLongPoll(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	e, err := ledger.OpenEmbedded(ctx, t.TempDir(), ledger.EmbeddedOptions{ChainID: "dispatch-ticket"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	srv := httptest.NewServer(e.Handler())
-	defer srv.Close()
-	lc, err := lclient.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, lc := embeddedLedger(t, "dispatch-ticket")
 	ck, _ := keys.Generate()
 	idb := make([]byte, 32)
 	rand.Read(idb)
