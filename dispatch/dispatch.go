@@ -617,7 +617,7 @@ func (d *Dispatcher) driveOne(ctx context.Context, id string) bool {
 	d.mu.Unlock()
 	if fresh != nil {
 		st := lclient.RequestState{ID: id, Consumer: consumer, Deadline: fresh.Deadline, MaxPrice: fresh.MaxPrice}
-		if err := d.assign(ctx, fresh, &st); err != nil {
+		if err := d.assign(ctx, fresh, &st, true); err != nil {
 			d.log.Info("first decision not made; reading the request back", "id", id, "err", err)
 		}
 	}
@@ -642,7 +642,7 @@ func (d *Dispatcher) driveOne(ctx context.Context, id string) bool {
 		}
 		if st.Live == 0 {
 			unreachableSince = time.Time{}
-			if err := d.assign(ctx, req, &st); errors.Is(err, errStaleOffers) {
+			if err := d.assign(ctx, req, &st, false); errors.Is(err, errStaleOffers) {
 				// Decide again at once, on offers read afresh.
 				d.log.Info("deciding again: a candidate renewed its offer", "id", id)
 				continue
@@ -939,7 +939,15 @@ func rankInputs(offers []lclient.LiveOffer, records map[string][]bool) []market.
 
 // assign picks the best candidate whose fresh evidence satisfies the
 // request, records the assignment and grants the key.
-func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.RequestState) error {
+//
+// With together, the assignment and the grant are appended in one batch
+// (decision 0164): for the first decision on a request this dispatcher
+// relayed, which no other dispatcher is likely to be deciding too.
+// Otherwise — a failover, a request found open on the ledger, which every
+// dispatcher watching the ledger may race for — the grant is appended only
+// once the assignment is taken, so a dispatcher that loses the race grants
+// nothing.
+func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.RequestState, together bool) error {
 	t0 := time.Now()
 	lst, ok := d.listing(req)
 	if !ok {
@@ -1042,8 +1050,20 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 			return err
 		}
 		decided := time.Since(t0)
-		idx, err := d.appendRetry(ctx, []*verify.SignedEntry{ae, ge}, func(ctx context.Context) error { return d.offersCurrent(ctx, cands) })
-		ai, gi := idx[0], idx[1]
+		current := func(ctx context.Context) error { return d.offersCurrent(ctx, cands) }
+		var ai, gi uint64
+		if together {
+			var idx []uint64
+			idx, err = d.appendRetry(ctx, []*verify.SignedEntry{ae, ge}, current)
+			ai, gi = idx[0], idx[1]
+		} else {
+			var idx []uint64
+			if idx, err = d.appendRetry(ctx, []*verify.SignedEntry{ae}, current); idx[0] != 0 {
+				ai = idx[0]
+				idx, err = d.appendRetry(ctx, []*verify.SignedEntry{ge}, nil)
+				gi = idx[0]
+			}
+		}
 		if gi != 0 {
 			d.noteGrant(lst.Delegation, time.Now())
 		}
