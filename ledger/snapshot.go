@@ -124,6 +124,15 @@ func openSnapshots(dataDir string, interval int64, keep int) (*snapshots, error)
 		s.list = append(s.list, &snap)
 	}
 	slices.SortFunc(s.list, func(a, b *abci.Snapshot) int { return int(a.Height) - int(b.Height) })
+	// A stream whose metadata was never written (a crash between the
+	// two) is offered to nobody: drop it.
+	for _, de := range des {
+		if h, ok := strings.CutSuffix(de.Name(), ".snap"); ok {
+			if _, err := os.Stat(filepath.Join(s.dir, h+".json")); errors.Is(err, os.ErrNotExist) {
+				os.Remove(filepath.Join(s.dir, de.Name()))
+			}
+		}
+	}
 	return s, nil
 }
 
