@@ -298,6 +298,7 @@ func (m *lockedMsg) readWire(d *wireDecoder) {
 // only blob) or 1 and the job's fields.
 func (m *workerInput) appendWire(b []byte) []byte {
 	b = append(b, kindInput)
+	b = appendBool(b, m.PreloadDeterministic)
 	j := m.Job
 	if j == nil {
 		return append(b, 0)
@@ -330,6 +331,7 @@ func (m *workerInput) appendWire(b []byte) []byte {
 
 func (m *workerInput) readWire(d *wireDecoder) {
 	d.kind(kindInput, "job message")
+	m.PreloadDeterministic = d.bool()
 	if !d.bool() || d.err != nil {
 		return
 	}
