@@ -21,6 +21,7 @@ type Option func(*options)
 type options struct {
 	noSync    bool
 	noReplace bool
+	direct    bool
 }
 
 // NoSync skips both fsyncs: the write stays atomic (old or new content,
@@ -67,6 +68,7 @@ type File struct {
 	path string
 	o    options
 	done bool
+	d    *directState // with Direct, when the file system took O_DIRECT
 }
 
 // Create starts writing path with permission bits perm (applied exactly).
@@ -92,13 +94,20 @@ func Create(path string, perm fs.FileMode, opts ...Option) (*File, error) {
 		os.Remove(tmp.Name())
 		return nil, pathError(path, err)
 	}
-	return &File{f: tmp, path: path, o: o}, nil
+	f := &File{f: tmp, path: path, o: o}
+	if o.direct && setDirect(tmp, true) == nil {
+		f.d = &directState{on: true}
+	}
+	return f, nil
 }
 
 // Write writes to the temporary file.
 func (f *File) Write(p []byte) (int, error) {
 	if f.done {
 		return 0, pathError(f.path, os.ErrClosed)
+	}
+	if f.d != nil {
+		return f.writeDirect(p)
 	}
 	return f.f.Write(p)
 }
@@ -109,6 +118,9 @@ func (f *File) ReadFrom(r io.Reader) (int64, error) {
 	if f.done {
 		return 0, pathError(f.path, os.ErrClosed)
 	}
+	if f.d != nil {
+		return io.Copy(struct{ io.Writer }{f}, r)
+	}
 	return f.f.ReadFrom(r)
 }
 
@@ -116,6 +128,22 @@ func (f *File) ReadFrom(r io.Reader) (int64, error) {
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if f.done {
 		return 0, pathError(f.path, os.ErrClosed)
+	}
+	if f.d != nil {
+		// Reads of any size and offset: the descriptor leaves O_DIRECT
+		// (Reader is the way to read a Direct file back cheaply).
+		if err := f.flush(); err != nil {
+			return 0, err
+		}
+		f.d.mu.Lock()
+		if f.d.on {
+			if err := setDirect(f.f, false); err != nil {
+				f.d.mu.Unlock()
+				return 0, err
+			}
+			f.d.on = false
+		}
+		f.d.mu.Unlock()
 	}
 	return f.f.ReadAt(p, off)
 }
@@ -126,6 +154,9 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 func (f *File) Sync() error {
 	if f.done {
 		return pathError(f.path, os.ErrClosed)
+	}
+	if err := f.flush(); err != nil {
+		return err
 	}
 	if f.o.noSync {
 		return nil
@@ -156,8 +187,9 @@ func (f *File) commit(path string) error {
 			os.Remove(name)
 		}
 	}()
-	var err error
-	if !f.o.noSync {
+	err := f.flush()
+	f.release()
+	if err == nil && !f.o.noSync {
 		err = f.f.Sync()
 	}
 	if cerr := f.f.Close(); err == nil {
@@ -193,6 +225,7 @@ func (f *File) Abort() {
 		return
 	}
 	f.done = true
+	f.release()
 	f.f.Close()
 	os.Remove(f.f.Name())
 }
