@@ -71,4 +71,9 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("metrics lack %s:\n%s", want, m)
 		}
 	}
+	for _, want := range []string{"go_gc_heap_live_bytes", "go_gc_heap_goal_bytes", "go_gc_gomemlimit_bytes", "go_memstats_heap_inuse_bytes", "go_goroutines"} {
+		if !strings.Contains(m, "\n"+want+" ") {
+			t.Errorf("metrics lack the runtime's %s", want)
+		}
+	}
 }

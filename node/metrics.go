@@ -3,10 +3,12 @@ package node
 import (
 	"errors"
 	"net/http"
+	"regexp"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cloisterhq/cloister/internal/httpmetrics"
@@ -64,6 +66,13 @@ func newMetrics(n *Node) *metrics {
 			func() float64 { return float64(n.inflight.cur.Load()) }),
 	)
 	httpmetrics.RegisterConnStats(m.reg, &n.conns)
+	// The process's Go runtime: goroutines and the memory statistics, plus
+	// the heap live after the last collection and the collector's goal for
+	// the next (go_gc_heap_live_bytes, go_gc_heap_goal_bytes), which tell
+	// a growing live heap from a collector letting garbage accumulate up
+	// to its goal. Several nodes in one process report the same figures.
+	m.reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/(heap/(live|goal)|gogc|gomemlimit):`)})))
 	return m
 }
 
