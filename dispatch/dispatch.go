@@ -96,12 +96,13 @@ type Dispatcher struct {
 	granted  map[uint64][]int64
 	counted  map[uint64]bool // delegations whose grants were read back from the ledger
 	wake     chan string
-	offersAt time.Time
-	offers   *lclient.OfferList
-	reading  bool                      // a read of the offers is under way
-	limits   map[uint64]acl.Limits     // delegations' limits (an entry never changes)
-	nodes    map[string]*client.Client // one client (one TLS connection) per node and endpoint
-	changed  map[string]chan struct{}  // closed when a request's assignment changes here
+	viewAt   time.Time
+	view     *marketView                    // the ledger's live offers, records and PIEE faults, as last read
+	reading  bool                           // a read of them is under way
+	limits   map[uint64]acl.Limits          // delegations' limits (an entry never changes)
+	compiled map[string]*market.Requirement // requirements compiled, by source (compile)
+	nodes    map[string]*client.Client      // one client (one TLS connection) per node and endpoint
+	changed  map[string]chan struct{}       // closed when a request's assignment changes here
 	conns    httpguard.Stats
 	metrics  *httpmetrics.Metrics
 
@@ -169,7 +170,7 @@ func New(o Options) (*Dispatcher, error) {
 	}
 	d := &Dispatcher{o: o, pub: protocol.FormatEd25519Key(o.Key.Public().(ed25519.PublicKey)), log: o.Logger,
 		driving: map[string]*driveState{}, tickets: map[string]*Ticket{}, grants: map[string]uint64{}, granted: map[uint64][]int64{}, counted: map[uint64]bool{}, wake: make(chan string, 64),
-		limits: map[uint64]acl.Limits{}, nodes: map[string]*client.Client{}, changed: map[string]chan struct{}{}}
+		limits: map[uint64]acl.Limits{}, compiled: map[string]*market.Requirement{}, nodes: map[string]*client.Client{}, changed: map[string]chan struct{}{}}
 	d.metrics = d.newMetrics()
 	return d, nil
 }
@@ -234,7 +235,7 @@ func (d *Dispatcher) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if _, err := market.Compile(req.Requirement); err != nil {
+	if _, err := d.compile(req.Requirement); err != nil {
 		writeErr(w, http.StatusBadRequest, "%v", err)
 		return
 	}
@@ -415,58 +416,115 @@ func history(mr *lclient.MarketRequest) (map[uint64]*deal.Assignment, []Failover
 
 func parseTime(s string) time.Time { t, _ := acl.ParseTime(s); return t }
 
-// liveOffers returns the live offers as last read from the ledger. A
-// list older than offersRefresh is read again in the background while the
-// decision goes on with it (a candidate whose offer changed meanwhile
-// makes the ledger refuse the assignment, offersCurrent sees it and the
-// request is decided again on a fresh read); one older than offersMaxAge,
-// or none, is read at once. The client checks only the signatures of
-// entries it has not seen (ledger/client.WithSignatureCache), so a
-// re-read costs the transfer and decoding (decision 0119).
-func (d *Dispatcher) liveOffers(ctx context.Context) (*lclient.OfferList, error) {
+// liveView is what a decision ranks on: the live offers, the providers'
+// records and their PIEE faults. One less than offersMaxAge old is taken
+// as it is, and from offersRefresh on it is read again in the background;
+// one older, or none, is read at once. A decision that goes on with a
+// copy the ledger has moved past is refused: a candidate whose offer was
+// renewed, or whose record changed its count of failures, is not what the
+// state machine holds, and it refuses the assignment; offersCurrent or
+// recordsCurrent sees which, drops the copy, and the request is decided
+// again on a fresh read (decisions 0119, 0165). The client checks only
+// the signatures of entries it has not seen (ledger/client.WithSignatureCache),
+// so a re-read costs the transfer and decoding.
+//
+// A decision calls it with refresh false and calls refreshView once its
+// entries are signed, so that the read (the ledger serving it, this
+// process decoding it) runs while the entries are committed rather than
+// while the chosen node creates the session, on the same cores.
+func (d *Dispatcher) liveView(ctx context.Context, refresh bool) (*marketView, error) {
 	d.mu.Lock()
-	l, age := d.offers, time.Since(d.offersAt)
-	if l != nil && age < offersMaxAge {
-		if age >= offersRefresh && !d.reading {
-			d.reading = true
-			go func() {
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				defer cancel()
-				d.readOffers(rctx)
-			}()
-		}
-		d.mu.Unlock()
-		return l, nil
-	}
+	v, age := d.view, time.Since(d.viewAt)
 	d.mu.Unlock()
-	return d.readOffers(ctx)
+	if v == nil || age >= offersMaxAge {
+		return d.readView(ctx)
+	}
+	if refresh {
+		d.refreshView(ctx)
+	}
+	return v, nil
 }
 
-// offersRefresh is the age from which the offers are read again in the
-// background, and offersMaxAge the oldest list a decision starts from.
+// refreshView starts a read of the view in the background if the one held
+// is offersRefresh old or more and no read is under way.
+func (d *Dispatcher) refreshView(ctx context.Context) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.view == nil || time.Since(d.viewAt) < offersRefresh || d.reading {
+		return
+	}
+	d.reading = true
+	go func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		d.readView(rctx)
+	}()
+}
+
+// marketView is one reading of the ledger's market: the live offers, each
+// provider's recent outcomes (true a failure, newest first) and each
+// node's PIEE faults (challenges failed plus verifications outvoted).
+type marketView struct {
+	offers  *lclient.OfferList
+	records map[string][]bool
+	faults  map[string]uint64
+}
+
+// offersRefresh is the age from which the view is read again in the
+// background, and offersMaxAge the oldest a decision starts from.
 const (
 	offersRefresh = 500 * time.Millisecond
 	offersMaxAge  = 2 * time.Second
 )
 
-// readOffers reads the live offers from the ledger and keeps them.
-func (d *Dispatcher) readOffers(ctx context.Context) (*lclient.OfferList, error) {
+// readView reads the live offers, the records and the PIEE scores from
+// the ledger, side by side, and keeps them. Without the PIEE scores the
+// view ranks by the market alone (pieeFaults).
+func (d *Dispatcher) readView(ctx context.Context) (*marketView, error) {
+	var (
+		recs    *lclient.MarketRecords
+		recsErr error
+		faults  map[string]uint64
+		wg      sync.WaitGroup
+	)
+	wg.Go(func() { recs, recsErr = d.o.Ledger.MarketRecords(ctx) })
+	wg.Go(func() { faults = d.pieeFaults(ctx) })
 	l, err := d.o.Ledger.Offers(ctx)
+	wg.Wait()
+	if err != nil {
+		err = fmt.Errorf("reading offers: %w", err)
+	} else if recsErr != nil {
+		err = fmt.Errorf("reading records: %w", recsErr)
+	}
+	var v *marketView
+	if err == nil {
+		v = &marketView{offers: l, records: make(map[string][]bool, len(recs.Records)), faults: faults}
+		for _, r := range recs.Records {
+			v.records[r.Node] = r.Recent
+		}
+	}
 	d.mu.Lock()
 	d.reading = false
-	if err == nil {
-		d.offers, d.offersAt = l, time.Now()
+	if v != nil {
+		d.view, d.viewAt = v, time.Now()
 	}
 	d.mu.Unlock()
-	return l, err
+	return v, err
+}
+
+// dropView forgets the view, so that the next decision reads it afresh.
+func (d *Dispatcher) dropView() {
+	d.mu.Lock()
+	d.view = nil
+	d.mu.Unlock()
 }
 
 func (d *Dispatcher) endpointOf(ctx context.Context, node string) string {
-	l, err := d.liveOffers(ctx)
+	v, err := d.liveView(ctx, true)
 	if err != nil {
 		return ""
 	}
-	for _, o := range l.Offers {
+	for _, o := range v.offers.Offers {
 		if o.Node == node {
 			return o.Endpoint
 		}
@@ -642,9 +700,9 @@ func (d *Dispatcher) driveOne(ctx context.Context, id string) bool {
 		}
 		if st.Live == 0 {
 			unreachableSince = time.Time{}
-			if err := d.assign(ctx, req, &st, false); errors.Is(err, errStaleOffers) {
-				// Decide again at once, on offers read afresh.
-				d.log.Info("deciding again: a candidate renewed its offer", "id", id)
+			if err := d.assign(ctx, req, &st, false); errors.Is(err, errStaleOffers) || errors.Is(err, errStaleRecords) {
+				// Decide again at once, on offers and records read afresh.
+				d.log.Info("deciding again: a candidate's offer or record changed", "id", id, "err", err)
 				continue
 			} else if err != nil {
 				d.setReason(id, err.Error())
@@ -876,7 +934,7 @@ var errStaleOffers = errors.New("a candidate renewed its offer since the offers 
 // offersCurrent reports errStaleOffers if a candidate's latest offer on
 // the ledger is not the one cands names (the state machine refuses such
 // an assignment for good, so retrying it is useless), and then drops the
-// cached offers so that the next decision reads them afresh.
+// cached view so that the next decision reads it afresh.
 func (d *Dispatcher) offersCurrent(ctx context.Context, cands []deal.Candidate) error {
 	l, err := d.o.Ledger.Offers(ctx)
 	if err != nil {
@@ -888,15 +946,63 @@ func (d *Dispatcher) offersCurrent(ctx context.Context, cands []deal.Candidate) 
 	}
 	for _, c := range cands {
 		if latest[c.Node] != c.Offer {
-			d.mu.Lock()
-			d.offers = nil
-			d.mu.Unlock()
+			d.dropView()
 			return errStaleOffers
 		}
 	}
+	return nil
+}
+
+// compile is market.Compile, remembered: a request's requirement is
+// compiled when it is submitted and again at each decision on it, and
+// compiling costs more CPU than judging a hundred offers with it.
+func (d *Dispatcher) compile(src string) (*market.Requirement, error) {
 	d.mu.Lock()
-	d.offers, d.offersAt = l, time.Now()
+	r := d.compiled[src]
 	d.mu.Unlock()
+	if r != nil {
+		return r, nil
+	}
+	r, err := market.Compile(src)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	if len(d.compiled) >= maxCompiled {
+		clear(d.compiled)
+	}
+	d.compiled[src] = r
+	d.mu.Unlock()
+	return r, nil
+}
+
+// maxCompiled bounds the requirements remembered (at most
+// market.MaxRequirementLen bytes each); beyond it they are all forgotten.
+const maxCompiled = 1024
+
+// errStaleRecords says an assignment names a candidate's count of recent
+// failures that is no longer the ledger's: a run of it finished or failed
+// after the records were read.
+var errStaleRecords = errors.New("a candidate's record changed since the records were read")
+
+// recordsCurrent reports errStaleRecords if a candidate's count of recent
+// failures on the ledger is not the one cands names (the state machine
+// refuses such an assignment), and then drops the cached view.
+func (d *Dispatcher) recordsCurrent(ctx context.Context, cands []deal.Candidate) error {
+	recs, err := d.o.Ledger.MarketRecords(ctx)
+	if err != nil {
+		return nil // unknown: the request is read back and decided again
+	}
+	failures := make(map[string]int, len(recs.Records))
+	for _, r := range recs.Records {
+		failures[r.Node] = market.Candidate{Recent: r.Recent}.Failures()
+	}
+	for _, c := range cands {
+		if failures[c.Node] != c.Failures {
+			d.dropView()
+			return errStaleRecords
+		}
+	}
 	return nil
 }
 
@@ -953,7 +1059,7 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	if !ok {
 		return fmt.Errorf("no listing for sealed program %s", req.Sealed)
 	}
-	reqm, err := market.Compile(req.Requirement)
+	reqm, err := d.compile(req.Requirement)
 	if err != nil {
 		return err
 	}
@@ -967,31 +1073,16 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 	if err := d.rateAllows(ctx, lst.Delegation, limits.Rate, time.Now()); err != nil {
 		return fmt.Errorf("delegation %d: %w", lst.Delegation, err)
 	}
-	// The providers' records and PIEE scores are read while the offers
-	// are taken: three reads at once rather than one after another.
-	var (
-		recs    *lclient.MarketRecords
-		recsErr error
-		faults  map[string]uint64
-		wg      sync.WaitGroup
-	)
-	wg.Go(func() { recs, recsErr = d.o.Ledger.MarketRecords(ctx) })
-	wg.Go(func() { faults = d.pieeFaults(ctx) })
-	offers, err := d.liveOffers(ctx)
-	wg.Wait()
+	// The offers, records and PIEE scores as last read, kept warm while
+	// the dispatcher has work (liveView).
+	view, err := d.liveView(ctx, false)
 	if err != nil {
-		return fmt.Errorf("reading offers: %w", err)
-	}
-	if recsErr != nil {
-		return fmt.Errorf("reading records: %w", recsErr)
+		return err
 	}
 	read := time.Since(t0)
-	records := map[string][]bool{}
-	for _, r := range recs.Records {
-		records[r.Node] = r.Recent
-	}
+	records, faults := view.records, view.faults
 	byNode := map[string]lclient.LiveOffer{}
-	pool := candidatePool(offers.Offers, req, reqm, st.Failed)
+	pool := candidatePool(view.offers.Offers, req, reqm, st.Failed)
 	for _, o := range pool {
 		byNode[o.Node] = o
 	}
@@ -1050,6 +1141,7 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 			return err
 		}
 		decided := time.Since(t0)
+		d.refreshView(ctx)
 		current := func(ctx context.Context) error { return d.offersCurrent(ctx, cands) }
 		var ai, gi uint64
 		if together {
@@ -1069,12 +1161,18 @@ func (d *Dispatcher) assign(ctx context.Context, req *deal.Request, st *lclient.
 		}
 		if ai == 0 {
 			// Not assigned (another dispatcher's assignment came first, or
-			// a candidate's offer changed): a grant taken with it is for a
-			// session nobody will use, and is revoked at once.
+			// a candidate's offer or record changed): a grant taken with
+			// it is for a session nobody will use, and is revoked at once.
 			if gi != 0 {
 				d.revoke(ctx, req.ID, a.Token, gi)
 			}
 			pick.close()
+			var rej *verify.RejectedError
+			if errors.As(err, &rej) && rej.Code == verify.CodeMalformed {
+				if cerr := d.recordsCurrent(ctx, cands); cerr != nil {
+					err = fmt.Errorf("%w (%v)", cerr, err)
+				}
+			}
 			return fmt.Errorf("recording the assignment: %w", err)
 		}
 		d.log.Info("assigned", "id", req.ID, "token", a.Token, "node", c.Node, "session", a.Session, "entry", ai, "class", pick.class,
@@ -1185,13 +1283,9 @@ func (d *Dispatcher) dropNode(node, endpoint string) {
 // pinned key or the class's roots, the policy hash, a fresh nonce); then
 // judges the requirement on the verified claims.
 func (d *Dispatcher) probe(ctx context.Context, req *deal.Request, consumer string, lst Listing, reqm *market.Requirement, o lclient.LiveOffer, runDeadline time.Time) (*probed, error) {
-	doc, err := WritePolicy(req, reqm, consumer, lst, o, runDeadline)
+	doc, pol, err := writePolicy(req, reqm, consumer, lst, o, runDeadline)
 	if err != nil {
 		return nil, err
-	}
-	pol, err := policy.Parse(doc)
-	if err != nil {
-		return nil, fmt.Errorf("the policy written for it: %w", err)
 	}
 	pk, err := protocol.ParseEd25519Key(o.Node)
 	if err != nil {
@@ -1239,6 +1333,13 @@ func (d *Dispatcher) probe(ctx context.Context, req *deal.Request, consumer stri
 // offers that may satisfy the requirement, its platform key pinned; the policy expires at the run's
 // deadline. The consumer checks every one of these (CheckPolicy).
 func WritePolicy(req *deal.Request, reqm *market.Requirement, consumer string, lst Listing, o lclient.LiveOffer, runDeadline time.Time) (json.RawMessage, error) {
+	doc, _, err := writePolicy(req, reqm, consumer, lst, o, runDeadline)
+	return doc, err
+}
+
+// writePolicy is WritePolicy, with the policy as parsed from the document
+// (parsing, with its canonical form, is most of the cost).
+func writePolicy(req *deal.Request, reqm *market.Requirement, consumer string, lst Listing, o lclient.LiveOffer, runDeadline time.Time) (json.RawMessage, *policy.Policy, error) {
 	p := policy.Policy{
 		Version: policy.Version,
 		Name:    "market-" + req.ID[:16],
@@ -1269,16 +1370,17 @@ func WritePolicy(req *deal.Request, reqm *market.Requirement, consumer string, l
 		p.Isolates = append(p.Isolates, iso)
 	}
 	if len(p.Isolates) == 0 {
-		return nil, fmt.Errorf("none of the classes it offers (%v) can satisfy the requirement", o.Offer.Classes)
+		return nil, nil, fmt.Errorf("none of the classes it offers (%v) can satisfy the requirement", o.Offer.Classes)
 	}
 	b, err := json.Marshal(&p)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if _, err := policy.Parse(b); err != nil {
-		return nil, fmt.Errorf("the policy written for the request: %w", err)
+	pol, err := policy.Parse(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the policy written for the request: %w", err)
 	}
-	return b, nil
+	return b, pol, nil
 }
 
 // readBody reads at most max bytes of r's body, refusing more.

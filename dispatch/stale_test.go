@@ -44,7 +44,9 @@ func embeddedLedger(t *testing.T, chain string) (context.Context, *lclient.Clien
 // the offers and its assignment entry makes the state machine refuse the
 // entry for good (missing reference: not the latest offer). The
 // dispatcher sees that at the first refusal, drops its cached offers and
-// decides again, instead of retrying the same entry for 15 seconds.
+// decides again, instead of retrying the same entry for 15 seconds. So
+// with a provider's record read before a run of it finished (decision
+// 0165).
 func TestRenewedOfferStopsTheRetry(t *testing.T) {
 	ctx, lc := embeddedLedger(t, "dispatch-stale")
 	_, nk, _ := ed25519.GenerateKey(nil)
@@ -71,18 +73,35 @@ func TestRenewedOfferStopsTheRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	cands := []deal.Candidate{{Node: node, Offer: first}}
+	if v, err := d.liveView(ctx, true); err != nil || len(v.offers.Offers) != 1 {
+		t.Fatalf("reading the view: %v", err)
+	}
 	if err := d.offersCurrent(ctx, cands); err != nil {
 		t.Fatalf("the offer just read: %v", err)
+	}
+	if !d.viewCached() {
+		t.Fatal("a current view was dropped")
 	}
 	app(ledger.KindOffer, offer) // the heartbeat
 	if err := d.offersCurrent(ctx, cands); !errors.Is(err, errStaleOffers) {
 		t.Fatalf("after a renewal: %v, want errStaleOffers", err)
 	}
-	d.mu.Lock()
-	cached := d.offers
-	d.mu.Unlock()
-	if cached != nil {
+	if d.viewCached() {
 		t.Error("the stale offers stay cached")
+	}
+	// The records: a count of failures the ledger does not hold makes the
+	// state machine refuse the assignment, and the view is dropped too.
+	if _, err := d.liveView(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.recordsCurrent(ctx, []deal.Candidate{{Node: node, Failures: 0}}); err != nil {
+		t.Fatalf("the ledger's count of failures: %v", err)
+	}
+	if err := d.recordsCurrent(ctx, []deal.Candidate{{Node: node, Failures: 1}}); !errors.Is(err, errStaleRecords) {
+		t.Fatalf("a count the ledger does not hold: %v, want errStaleRecords", err)
+	}
+	if d.viewCached() {
+		t.Error("the stale records stay cached")
 	}
 	// An entry refused for a missing reference is not retried once the
 	// offers it names are stale.
@@ -100,4 +119,10 @@ func TestRenewedOfferStopsTheRetry(t *testing.T) {
 	if time.Since(t0) > 5*time.Second {
 		t.Fatalf("appendRetry took %s: it retried a refusal that cannot pass", time.Since(t0))
 	}
+}
+
+func (d *Dispatcher) viewCached() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.view != nil
 }
