@@ -26,7 +26,7 @@ import (
 // (checkpoint signatures), FinalizeBlock and Commit, with no network and
 // no consensus engine, so that a test can replay blocks exactly.
 type abciChain struct {
-	t        *testing.T
+	t        testing.TB
 	a        *app
 	keys     []ed25519.PrivateKey
 	height   int64
@@ -35,7 +35,7 @@ type abciChain struct {
 	withhold map[string]bool         // validators (by private key) whose extensions carry no VRF share
 }
 
-func newABCIChain(t *testing.T, chainID string, appState []byte, keys []ed25519.PrivateKey, t0 time.Time) (*abciChain, error) {
+func newABCIChain(t testing.TB, chainID string, appState []byte, keys []ed25519.PrivateKey, t0 time.Time) (*abciChain, error) {
 	t.Helper()
 	st, err := openStore(filepath.Join(t.TempDir(), storeFile))
 	if err != nil {
