@@ -224,14 +224,17 @@ func decodeLayout(tx []byte) *SignedEntry {
 	if end < 0 {
 		return nil
 	}
+	// One copy of the transaction holds the entry's strings, and its tail
+	// the body: one allocation instead of one per member.
+	text := string(tx)
 	body := tx[len(head):end]
-	rest := tx[end:]
+	rest := text[end:]
 	kind, rest, ok := layoutString(rest, `,"kind":"`)
 	if !ok || kind == "" || !utf8.ValidString(kind) {
 		return nil
 	}
 	const nonceLabel = `,"nonce":`
-	if len(rest) < len(nonceLabel) || string(rest[:len(nonceLabel)]) != nonceLabel {
+	if len(rest) < len(nonceLabel) || rest[:len(nonceLabel)] != nonceLabel {
 		return nil
 	}
 	rest = rest[len(nonceLabel):]
@@ -239,7 +242,11 @@ func decodeLayout(tx []byte) *SignedEntry {
 	for n < len(rest) && n < 20 && rest[n] >= '0' && rest[n] <= '9' {
 		n++
 	}
-	nonce, err := strconv.ParseUint(string(rest[:n]), 10, 64)
+	// The shortest form only: no leading zero.
+	if n == 0 || (n > 1 && rest[0] == '0') {
+		return nil
+	}
+	nonce, err := strconv.ParseUint(rest[:n], 10, 64)
 	if err != nil || nonce > MaxNonce {
 		return nil
 	}
@@ -252,17 +259,21 @@ func decodeLayout(tx []byte) *SignedEntry {
 		return nil
 	}
 	sigText, rest, ok := layoutString(rest, `},"sig":"`)
-	if !ok || string(rest) != "}" {
+	if !ok || rest != "}" {
 		return nil
 	}
 	if _, err := protocol.ParseEd25519Key(sub); err != nil {
 		return nil
 	}
-	if ts, err := time.Parse(TimeLayout, at); err != nil || FormatTime(ts) != at {
+	var tb [len(TimeLayout) + 8]byte
+	if ts, err := time.Parse(TimeLayout, at); err != nil || string(ts.UTC().Truncate(time.Millisecond).AppendFormat(tb[:0], TimeLayout)) != at {
 		return nil
 	}
-	sig, err := base64.StdEncoding.Strict().DecodeString(sigText)
-	if err != nil || len(sig) != ed25519.SignatureSize {
+	var sig [ed25519.SignatureSize + 3]byte
+	if len(sigText) != base64.StdEncoding.EncodedLen(ed25519.SignatureSize) {
+		return nil
+	}
+	if k, err := base64.StdEncoding.Strict().Decode(sig[:], []byte(sigText)); err != nil || k != ed25519.SignatureSize {
 		return nil
 	}
 	bv, err := jcs.Parse(body)
@@ -271,15 +282,19 @@ func decodeLayout(tx []byte) *SignedEntry {
 	if err != nil || bv.Kind != jcs.Object || depth(bv)+2 > jcs.MaxDepth {
 		return nil
 	}
-	se := &SignedEntry{
-		Entry:     Entry{Kind: Kind(kind), Body: body, Submitter: sub, Nonce: nonce, Time: at},
-		Signature: sig,
-	}
-	if string(bv.Canonical()) != string(body) || string(se.Encode()) != string(tx) {
+	if string(bv.Canonical()) != string(body) {
 		return nil
 	}
-	se.Entry.Body = bytes.Clone(body)
-	return se
+	// Every other member was read from its fixed place as a string with
+	// no escape or control character (layoutString), which is its
+	// canonical form; the signature's strict base64 of 64 bytes and the
+	// nonce without a leading zero are the only spellings of their
+	// values; so tx is exactly what Encode writes for this entry, and
+	// FuzzDecodeEntry holds this reader to the generic decoder.
+	return &SignedEntry{
+		Entry:     Entry{Kind: Kind(kind), Body: []byte(text[len(head):end]), Submitter: sub, Nonce: nonce, Time: at},
+		Signature: bytes.Clone(sig[:ed25519.SignatureSize]),
+	}
 }
 
 // objectEnd returns the index just past the JSON object starting at
@@ -311,20 +326,20 @@ func objectEnd(tx []byte, start int) int {
 
 // layoutString reads label, then a string without escapes up to its
 // closing quote, from b.
-func layoutString(b []byte, label string) (string, []byte, bool) {
-	if len(b) < len(label) || string(b[:len(label)]) != label {
-		return "", nil, false
+func layoutString(b string, label string) (string, string, bool) {
+	if len(b) < len(label) || b[:len(label)] != label {
+		return "", "", false
 	}
 	b = b[len(label):]
-	for i, c := range b {
-		switch {
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
 		case c == '"':
-			return string(b[:i]), b[i+1:], true
+			return b[:i], b[i+1:], true
 		case c == '\\' || c < 0x20:
-			return "", nil, false
+			return "", "", false
 		}
 	}
-	return "", nil, false
+	return "", "", false
 }
 
 func decodeEntry(tx []byte) (*SignedEntry, error) {
