@@ -95,6 +95,11 @@ func cometConfig(home string, hc homeConfig) *cfg.Config {
 	c.Instrumentation.Prometheus = false
 	c.TxIndex.Indexer = "null"
 	c.Storage.DiscardABCIResponses = true
+	// When blocks are pruned (RetainBlocks), compact the block and state
+	// stores every 100 pruned blocks, so that the space comes back then
+	// rather than whenever pebble next compacts on its own.
+	c.Storage.Compact = true
+	c.Storage.CompactionInterval = 100
 
 	c.P2P.ListenAddress = "tcp://" + hc.P2PListen
 	c.P2P.PersistentPeers = strings.Join(hc.PersistentPeers, ",")
@@ -383,9 +388,15 @@ func startLedgerNode(ctx context.Context, home string, hc homeConfig, o nodeOpti
 	}
 	ln := &ledgerNode{app: a, store: st, node: n, home: home, quit: make(chan struct{}), loops: make(chan struct{}),
 		light: &lightSource{blocks: n.BlockStore(), states: env.StateStore}}
+	walDone := make(chan struct{})
+	go func() {
+		defer close(walDone)
+		ln.walLoop(c.Consensus.WalFile(), ln.quit)
+	}()
 	go func() {
 		defer close(ln.loops)
 		ln.tickLoop(ln.quit)
+		<-walDone
 	}()
 	return ln, nil
 }
