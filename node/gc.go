@@ -22,9 +22,15 @@ const ServerGCPercent = 400
 // collector runs as often as it needs to stay below it (never using more
 // than about half the CPU for that: a live heap above the limit makes the
 // node use more memory, not stop), and the runtime returns freed memory
-// to the system sooner. 192 MiB keeps a node's resident memory, its
-// binary's pages included, under 256 MB (decision 0077).
-const DefaultMemoryLimit = 192 << 20
+// to the system sooner. 128 MiB is about twice the live heap of a node
+// with 256 sessions' requests in flight (about 60 MB, most of it their
+// connections and bodies) and five times that of a node at 20 sessions/s
+// with a few dozen in flight, so at a steady load the heap reaches the
+// limit within its first minute and stays there, rather than creeping up
+// for minutes as the live heap grows by a few MB (closed sessions'
+// tombstones, the replay window's nonces) and GOGC=400 multiplies that
+// five-fold (decisions 0077, 0063).
+const DefaultMemoryLimit = 128 << 20
 
 // ConfigureGC sets the process's GC target to ServerGCPercent unless the
 // operator chose one (GOGC in the environment), and its soft memory limit
