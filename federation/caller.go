@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,20 +50,52 @@ type Caller struct {
 
 	mu    sync.Mutex
 	peers map[string]*peer // by endpoint and platform key
-	// calls are the receipts of the latest workflows' calls (in memory:
-	// the ledger keeps them all), workflows their order, oldest first.
-	calls     map[string][]WorkflowCall
+	// runs are the latest workflows' calls and graphs (in memory: the
+	// ledger keeps their receipts and recorded graphs), workflows their
+	// order, oldest first.
+	runs      map[string]*runState
 	workflows []string
 }
 
-// Bounds of the receipts a caller keeps for 'workflow status'.
-const (
-	keptWorkflows = 256
-	keptCalls     = 4096
-)
+// keptWorkflows bounds the workflows a caller keeps for 'workflow status'.
+const keptWorkflows = 256
+
+// runState is one workflow's calls as its node made them.
+type runState struct {
+	calls    []WorkflowCall
+	last     []int // positions of the calls the latest host call answered
+	inFlight int
+	// Under a declared compute plan: its digest, each done task's
+	// position in calls and each task's state.
+	dag    *DAG
+	dagSum string
+	task   map[string]int
+	state  map[string]taskState
+	record uint64 // the workflow.recorded entry, once settled
+	origin Origin // of its calls
+}
+
+// run returns workflow's state, made if new (c.mu held).
+func (c *Caller) run(workflow string) *runState {
+	if rs, ok := c.runs[workflow]; ok {
+		return rs
+	}
+	if c.runs == nil {
+		c.runs = map[string]*runState{}
+	}
+	if len(c.workflows) >= keptWorkflows {
+		delete(c.runs, c.workflows[0])
+		c.workflows = c.workflows[1:]
+	}
+	c.workflows = append(c.workflows, workflow)
+	rs := &runState{}
+	c.runs[workflow] = rs
+	return rs
+}
 
 // WorkflowCall is one answered call of a workflow: the receipt's index
-// and signed entry, and what it says.
+// and signed entry, what it says, and its place in the graph — the plan's
+// task and the positions of the calls it comes after.
 type WorkflowCall struct {
 	Call     string          `json:"call"`
 	Receipt  uint64          `json:"receipt"`
@@ -70,46 +103,52 @@ type WorkflowCall struct {
 	Function string          `json:"function"`
 	Holder   string          `json:"holder"`
 	Rows     uint64          `json:"rows"`
+	Task     string          `json:"task,omitempty"`
+	After    []int           `json:"after,omitempty"`
 	Entry    json.RawMessage `json:"entry"`
 
 	endpoint string // the holder's, to ask where the receipt stands
 	p        *peer
 }
 
-// Workflow is what PathWorkflows serves: a workflow's answered calls.
+// Workflow is what PathWorkflows serves: a workflow's answered calls, the
+// digest of the compute plan it declared, and the index of its recorded
+// graph once its run settled.
 type Workflow struct {
 	Workflow string         `json:"workflow"`
+	DAG      string         `json:"dag_sha256,omitempty"`
+	Record   uint64         `json:"record,omitempty"`
 	Calls    []WorkflowCall `json:"calls"`
 }
 
-func (c *Caller) remember(workflow string, wc WorkflowCall) {
+// remember adds an answered call to its workflow and returns its position.
+func (c *Caller) remember(o Origin, wc WorkflowCall) int {
+	workflow := o.Workflow
 	if workflow == "" {
-		return
+		return -1
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.calls == nil {
-		c.calls = map[string][]WorkflowCall{}
+	rs := c.run(workflow)
+	rs.origin = o
+	rs.calls = append(rs.calls, wc)
+	pos := len(rs.calls) - 1
+	if wc.Task != "" && rs.state != nil {
+		rs.state[wc.Task] = taskDone
+		rs.task[wc.Task] = pos
 	}
-	cs, ok := c.calls[workflow]
-	if !ok {
-		if len(c.workflows) >= keptWorkflows {
-			delete(c.calls, c.workflows[0])
-			c.workflows = c.workflows[1:]
-		}
-		c.workflows = append(c.workflows, workflow)
-	}
-	if len(cs) < keptCalls {
-		c.calls[workflow] = append(cs, wc)
-	}
+	return pos
 }
 
 // Workflow returns the calls workflow made that this node remembers.
 func (c *Caller) Workflow(id string) (Workflow, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cs, ok := c.calls[id]
-	return Workflow{Workflow: id, Calls: append([]WorkflowCall{}, cs...)}, ok
+	rs, ok := c.runs[id]
+	if !ok {
+		return Workflow{Workflow: id}, false
+	}
+	return Workflow{Workflow: id, DAG: rs.dagSum, Record: rs.record, Calls: append([]WorkflowCall{}, rs.calls...)}, true
 }
 
 // settleTimeout bounds how long a run's end waits for its calls'
@@ -125,7 +164,10 @@ func (c *Caller) Settle(ctx context.Context, workflow string) error {
 	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()
 	c.mu.Lock()
-	calls := append([]WorkflowCall{}, c.calls[workflow]...)
+	var calls []WorkflowCall
+	if rs, ok := c.runs[workflow]; ok {
+		calls = append(calls, rs.calls...)
+	}
 	c.mu.Unlock()
 	for i := range calls {
 		wc := &calls[i]
@@ -136,14 +178,53 @@ func (c *Caller) Settle(ctx context.Context, workflow string) error {
 		if err != nil {
 			return fmt.Errorf("federation: the receipt of call %s (%s.%s on node %s): %w", wc.Call[:16], wc.Model, wc.Function, wc.Holder, err)
 		}
+		wc.Receipt = idx
 		c.mu.Lock()
-		for j := range c.calls[workflow] {
-			if c.calls[workflow][j].Call == wc.Call {
-				c.calls[workflow][j].Receipt = idx
+		for j, cc := range c.runs[workflow].calls {
+			if cc.Call == wc.Call {
+				c.runs[workflow].calls[j].Receipt = idx
 			}
 		}
 		c.mu.Unlock()
 	}
+	return c.record(ctx, workflow, calls)
+}
+
+// record appends the workflow's call graph, workflow.recorded, signed by
+// this node, and waits for its block. A ledger whose rules do not take
+// the kind yet (before rule version 15) records none; the receipts are
+// there all the same.
+func (c *Caller) record(ctx context.Context, workflow string, calls []WorkflowCall) error {
+	c.mu.Lock()
+	rs := c.runs[workflow]
+	if rs == nil || rs.record != 0 || len(calls) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	w := model.Workflow{Workflow: workflow, Initiator: rs.origin.Initiator, Total: rs.origin.Total, DAG: rs.dagSum,
+		Calls: make([]model.RecordedCall, len(calls))}
+	c.mu.Unlock()
+	for i, wc := range calls {
+		w.Calls[i] = model.RecordedCall{Call: wc.Call, Receipt: wc.Receipt, Task: wc.Task, After: wc.After}
+	}
+	if err := w.Check(); err != nil {
+		return fmt.Errorf("federation: the workflow's call graph: %w", err)
+	}
+	se, err := c.Signer.SignEntry(model.KindWorkflow, w)
+	if err != nil {
+		return fmt.Errorf("federation: signing the workflow's call graph: %w", err)
+	}
+	rcpt, err := c.Ledger.Append(ctx, se)
+	var rej *verify.RejectedError
+	if errors.As(err, &rej) && rej.Code == verify.CodeMalformed && strings.Contains(rej.Reason, "is not one of the ledger's kinds") {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("federation: recording the workflow's call graph on the ledger: %w", err)
+	}
+	c.mu.Lock()
+	rs.record = rcpt.Index
+	c.mu.Unlock()
 	return nil
 }
 
@@ -179,8 +260,37 @@ func (c *Caller) awaitReceipt(ctx context.Context, wc *WorkflowCall) (uint64, er
 }
 
 // SettleRun is Settle for a node's run (node.Options.SettleHostCalls).
+// A run given a compute plan settles only if it declared it and made
+// every task: a run that stopped short of its plan does not release a
+// partial answer.
 func (c *Caller) SettleRun(ctx context.Context, ri node.RunInfo) error {
+	o, err := runOrigin(ri)
+	if err == nil && o.DAG != "" {
+		if err := c.planDone(ri.Session); err != nil {
+			return err
+		}
+	}
 	return c.Settle(ctx, ri.Session)
+}
+
+// planDone checks that workflow declared its plan and made every task.
+func (c *Caller) planDone(workflow string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rs, ok := c.runs[workflow]
+	if !ok || rs.dag == nil {
+		return fmt.Errorf("federation: the run was given a compute plan (input %s) and did not declare it", DAGInput)
+	}
+	var open []string
+	for _, t := range rs.dag.Tasks {
+		if rs.state[t.Name] != taskDone {
+			open = append(open, t.Name)
+		}
+	}
+	if len(open) > 0 {
+		return fmt.Errorf("federation: the run made %d of its compute plan's %d tasks; not made: %s", len(rs.dag.Tasks)-len(open), len(rs.dag.Tasks), strings.Join(open[:min(len(open), 8)], ", "))
+	}
+	return nil
 }
 
 // Mount serves the receipts of the latest workflows' calls on m (GET
@@ -215,11 +325,13 @@ func (c *Caller) HostCall() isolate.HostCall {
 	return isolate.HostCall{MaxRequest: MaxArgs + 4096, MaxResponse: maxAnswer, Handle: c.handle}
 }
 
-// HostCalls are the host calls to give a node: CallName and CallsName.
+// HostCalls are the host calls to give a node: CallName, CallsName and
+// DAGName.
 func (c *Caller) HostCalls() map[string]isolate.HostCall {
 	return map[string]isolate.HostCall{
 		CallName:  c.HostCall(),
 		CallsName: {MaxRequest: MaxBatch * (MaxArgs + 4096), MaxResponse: MaxBatch * maxAnswer, Handle: c.handleBatch},
+		DAGName:   {MaxRequest: maxDAGBytes, MaxResponse: 4096, Handle: c.handleDAG},
 	}
 }
 
@@ -232,11 +344,14 @@ func (c *Caller) handle(ctx context.Context, req []byte) ([]byte, error) {
 	if err := decodeRequest(req, &r); err != nil {
 		return nil, fmt.Errorf("federation: request: want {\"model\",\"function\",\"args\"}: %v", err)
 	}
-	a, err := c.Call(ctx, o, &r)
+	as, errs, err := c.calls(ctx, o, []*Request{&r})
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(a)
+	if errs[0] != nil {
+		return nil, errs[0]
+	}
+	return json.Marshal(as[0])
 }
 
 // handleBatch makes a Batch's calls concurrently.
@@ -249,20 +364,52 @@ func (c *Caller) handleBatch(ctx context.Context, req []byte) ([]byte, error) {
 	if err := decodeRequest(req, &b); err != nil || len(b.Calls) == 0 || len(b.Calls) > MaxBatch {
 		return nil, fmt.Errorf("federation: request: want {\"calls\":[{\"model\",\"function\",\"args\"}, …]} with 1 to %d calls (%v)", MaxBatch, err)
 	}
-	out := BatchAnswer{Answers: make([]BatchItem, len(b.Calls))}
-	var wg sync.WaitGroup
+	reqs := make([]*Request, len(b.Calls))
 	for i := range b.Calls {
+		reqs[i] = &b.Calls[i]
+	}
+	as, errs, err := c.calls(ctx, o, reqs)
+	if err != nil {
+		return nil, err
+	}
+	out := BatchAnswer{Answers: make([]BatchItem, len(b.Calls))}
+	for i := range as {
+		if errs[i] != nil {
+			out.Answers[i].Error = errs[i].Error()
+			continue
+		}
+		out.Answers[i].Answer = *as[i]
+	}
+	return json.Marshal(out)
+}
+
+// calls makes one host call's requests concurrently, each placed in its
+// run's graph first (begin) and the graph updated after (end).
+func (c *Caller) calls(ctx context.Context, o Origin, reqs []*Request) ([]*Answer, []error, error) {
+	links, errs, err := c.begin(o, reqs)
+	if err != nil {
+		return nil, nil, err
+	}
+	as := make([]*Answer, len(reqs))
+	pos := make([]int, len(reqs))
+	var wg sync.WaitGroup
+	for i := range reqs {
+		if errs[i] != nil {
+			continue
+		}
 		wg.Go(func() {
-			a, err := c.Call(ctx, o, &b.Calls[i])
-			if err != nil {
-				out.Answers[i].Error = err.Error()
-				return
-			}
-			out.Answers[i].Answer = *a
+			as[i], pos[i], errs[i] = c.call(ctx, o, reqs[i], links[i])
 		})
 	}
 	wg.Wait()
-	return json.Marshal(out)
+	var answered []int
+	for i := range reqs {
+		if errs[i] == nil && pos[i] >= 0 {
+			answered = append(answered, pos[i])
+		}
+	}
+	c.end(o, links, errs, answered)
+	return as, errs, nil
 }
 
 func decodeRequest(req []byte, v any) error {
@@ -279,6 +426,11 @@ func originOf(ctx context.Context) (Origin, error) {
 	if !ok {
 		return Origin{}, errors.New("federation: calls are made from a node's session")
 	}
+	return runOrigin(ri)
+}
+
+// runOrigin is the origin of the calls of run ri.
+func runOrigin(ri node.RunInfo) (Origin, error) {
 	initiator, err := Initiator(ri.Policy)
 	if err != nil {
 		return Origin{}, err
@@ -286,6 +438,14 @@ func originOf(ctx context.Context) (Origin, error) {
 	o := Origin{Initiator: initiator, Workflow: ri.Session}
 	if len(ri.Policy.Programs) == 1 {
 		o.Total = ri.Policy.Programs[0].SHA256
+	}
+	for _, in := range ri.Policy.Inputs {
+		if in.Name == DAGInput {
+			if in.SHA256 == "" {
+				return Origin{}, fmt.Errorf("federation: the run's policy gives input %s without pinning its SHA-256", DAGInput)
+			}
+			o.DAG = in.SHA256
+		}
 	}
 	return o, nil
 }
@@ -312,21 +472,32 @@ func Initiator(p *policy.Policy) (string, error) {
 }
 
 // Origin is on whose behalf and from which run a call is made: the
-// initiator (a principal key), the workflow (a session id, or "") and the
-// total model (the SHA-256 of the session's program, or "").
+// initiator (a principal key), the workflow (a session id, or ""), the
+// total model (the SHA-256 of the session's program, or "") and the
+// compute plan the run was given (the SHA-256 its policy pins for input
+// DAGInput, or "").
 type Origin struct {
 	Initiator string
 	Workflow  string
 	Total     string
+	DAG       string
 }
 
 // Call makes one call from o and returns the checked answer.
 func (c *Caller) Call(ctx context.Context, o Origin, r *Request) (*Answer, error) {
+	a, _, err := c.call(ctx, o, r, link{})
+	return a, err
+}
+
+// call makes one call placed at l in its run's graph, and returns the
+// checked answer and its position among the run's calls (-1 outside a
+// run).
+func (c *Caller) call(ctx context.Context, o Origin, r *Request, l link) (*Answer, int, error) {
 	if err := model.CheckName(r.Model); err != nil {
-		return nil, fmt.Errorf("federation: %w", err)
+		return nil, -1, fmt.Errorf("federation: %w", err)
 	}
 	if err := model.CheckFunctionName(r.Function); err != nil {
-		return nil, fmt.Errorf("federation: %w", err)
+		return nil, -1, fmt.Errorf("federation: %w", err)
 	}
 	if len(r.Args) == 0 {
 		r.Args = json.RawMessage("{}")
@@ -335,18 +506,18 @@ func (c *Caller) Call(ctx context.Context, o Origin, r *Request) (*Answer, error
 	// and both sides hash those bytes.
 	args, err := jcs.Canonicalize(r.Args)
 	if err != nil || len(args) > MaxArgs {
-		return nil, fmt.Errorf("federation: arguments: want JSON of at most %d bytes", MaxArgs)
+		return nil, -1, fmt.Errorf("federation: arguments: want JSON of at most %d bytes", MaxArgs)
 	}
-	l, err := c.Ledger.Models(ctx)
+	ml, err := c.Ledger.Models(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("federation: reading the ledger: %w", err)
+		return nil, -1, fmt.Errorf("federation: reading the ledger: %w", err)
 	}
-	m, err := l.Model(r.Model)
+	m, err := ml.Model(r.Model)
 	if err != nil {
-		return nil, fmt.Errorf("federation: %w", err)
+		return nil, -1, fmt.Errorf("federation: %w", err)
 	}
 	if _, ok := m.Function(r.Function); !ok {
-		return nil, fmt.Errorf("federation: model %s publishes no function %q", r.Model, r.Function)
+		return nil, -1, fmt.Errorf("federation: model %s publishes no function %q", r.Model, r.Function)
 	}
 	var errs []error
 	for i, holder := range m.Nodes {
@@ -355,30 +526,30 @@ func (c *Caller) Call(ctx context.Context, o Origin, r *Request) (*Answer, error
 			errs = append(errs, fmt.Errorf("node %s names no endpoint", holder))
 			continue
 		}
-		a, err := c.callHolder(ctx, ep, holder, o, m.Version, r.Model, r.Function, args)
+		a, pos, err := c.callHolder(ctx, ep, holder, o, l, m.Version, r.Model, r.Function, args)
 		var re *RefusedError
 		if err == nil || errors.As(err, &re) || ctx.Err() != nil {
 			// A holder's refusal is the owner's answer: another node of
 			// the same owner would give the same one.
-			return a, err
+			return a, pos, err
 		}
 		errs = append(errs, fmt.Errorf("node %s at %s: %w", holder, ep, err))
 	}
-	return nil, fmt.Errorf("federation: no node serving %s answered: %w", r.Model, errors.Join(errs...))
+	return nil, -1, fmt.Errorf("federation: no node serving %s answered: %w", r.Model, errors.Join(errs...))
 }
 
-func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Origin, version uint64, name, fn string, args []byte) (*Answer, error) {
+func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Origin, l link, version uint64, name, fn string, args []byte) (*Answer, int, error) {
 	p, err := c.peer(endpoint, holder)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	cert, err := p.certificate(ctx, endpoint)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	priv, err := seal.GenerateKey()
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	var id [32]byte
 	rand.Read(id[:])
@@ -386,50 +557,50 @@ func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Orig
 		Initiator: o.Initiator, Workflow: o.Workflow, Total: o.Total, Holder: holder, HolderCert: digest(cert), ReplyKey: seal.MarshalPublicKey(priv.PublicKey())}
 	se, err := c.Signer.SignEntry(KindCall, call)
 	if err != nil {
-		return nil, fmt.Errorf("federation: signing the call: %w", err)
+		return nil, -1, fmt.Errorf("federation: signing the call: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, "POST", endpoint+PathCall, bytes.NewReader(frame(se)))
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	resp, err := p.hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSealedJSON+verify.MaxEntryBytes+1))
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
 		if json.Unmarshal(b, &eb) != nil || eb.Code == "" {
-			return nil, fmt.Errorf("holder answered %s", resp.Status)
+			return nil, -1, fmt.Errorf("holder answered %s", resp.Status)
 		}
-		return nil, &RefusedError{Code: eb.Code, Message: fmt.Sprintf("federation: node %s refused %s.%s: %s", holder, name, fn, eb.Error)}
+		return nil, -1, &RefusedError{Code: eb.Code, Message: fmt.Sprintf("federation: node %s refused %s.%s: %s", holder, name, fn, eb.Error)}
 	}
 	var rep Reply
 	if err := json.Unmarshal(b, &rep); err != nil {
-		return nil, fmt.Errorf("holder's reply: %w", err)
+		return nil, -1, fmt.Errorf("holder's reply: %w", err)
 	}
 	rcpt, err := checkReceipt(&rep, &call, holder, protocol.FormatEd25519Key(c.Signer.PlatformKey()))
 	if err != nil {
-		return nil, fmt.Errorf("federation: node %s's receipt: %w", holder, err)
+		return nil, -1, fmt.Errorf("federation: node %s's receipt: %w", holder, err)
 	}
 	plain, err := seal.Open(priv, rep.Sealed, resultInfo, []byte(call.ID))
 	if err != nil {
-		return nil, fmt.Errorf("federation: node %s's result does not open: %w", holder, err)
+		return nil, -1, fmt.Errorf("federation: node %s's result does not open: %w", holder, err)
 	}
 	var sr sealedResult
 	if err := json.Unmarshal(plain, &sr); err != nil {
-		return nil, fmt.Errorf("federation: node %s's result: %w", holder, err)
+		return nil, -1, fmt.Errorf("federation: node %s's result: %w", holder, err)
 	}
 	if sr.Rows != rcpt.Rows {
-		return nil, fmt.Errorf("federation: node %s's result says %d rows, its receipt %d", holder, sr.Rows, rcpt.Rows)
+		return nil, -1, fmt.Errorf("federation: node %s's result says %d rows, its receipt %d", holder, sr.Rows, rcpt.Rows)
 	}
-	c.remember(o.Workflow, WorkflowCall{Call: call.ID, Receipt: rep.Receipt, Model: name, Function: fn, Holder: holder, Rows: rcpt.Rows, Entry: rep.Entry,
-		endpoint: endpoint, p: p})
-	return &Answer{Result: sr.Result, Rows: sr.Rows, Call: call.ID, Receipt: rep.Receipt, Holder: holder}, nil
+	pos := c.remember(o, WorkflowCall{Call: call.ID, Receipt: rep.Receipt, Model: name, Function: fn, Holder: holder, Rows: rcpt.Rows,
+		Task: l.task, After: l.after, Entry: rep.Entry, endpoint: endpoint, p: p})
+	return &Answer{Result: sr.Result, Rows: sr.Rows, Call: call.ID, Receipt: rep.Receipt, Holder: holder}, pos, nil
 }
 
 // checkReceipt checks that the reply's receipt is a model.called entry

@@ -80,6 +80,9 @@ type Request struct {
 	Model    string          `json:"model"`
 	Function string          `json:"function"`
 	Args     json.RawMessage `json:"args"`
+	// Task, under a compute plan, names the plan's task the call is made
+	// for (optional: the first ready task of the model and function).
+	Task string `json:"task,omitempty"`
 }
 
 // Answer is the host call's response: the sub-model's Result (valid under

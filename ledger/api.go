@@ -78,6 +78,7 @@ func (ln *ledgerNode) handler() *http.ServeMux {
 	mux.HandleFunc("GET /v1/market/records", ln.handleMarketRecords)
 	mux.HandleFunc("GET /v1/market/open", ln.handleMarketOpen)
 	mux.HandleFunc("GET /v1/models", ln.handleModels)
+	mux.HandleFunc("GET /v1/workflows/{id}", ln.handleWorkflow)
 	mux.HandleFunc("GET /v1/piee/operators", ln.handlePieeOperators)
 	mux.HandleFunc("GET /v1/piee/epochs/{n}", ln.handlePieeEpoch)
 	mux.HandleFunc("GET /v1/piee/scores", ln.handlePieeScores)

@@ -97,8 +97,12 @@ const (
 	// published in manual approval mode, and its receipts name the plan
 	// a person of the owner approved (decision 0124).
 	RulesV14 = 14
+	// RulesV15 records workflows' call graphs (workflows.go):
+	// workflow.recorded by the initiator's node names each call of a run
+	// with its receipt and the calls it depended on (decision 0126).
+	RulesV15 = 15
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV14
+	LatestRules = RulesV15
 )
 
 // ruleSet is what one rule version accepts.
@@ -188,7 +192,9 @@ func makeRuleSets() map[int]*ruleSet {
 	v14 := v13.next(RulesV14)
 	v14.kinds[KindModelPublished] = ruleModelPublishedV14
 	v14.kinds[KindModelCalled] = ruleModelCalledV14
-	return map[int]*ruleSet{v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
+	v15 := v14.next(RulesV15)
+	v15.kinds[KindWorkflowRecorded] = ruleWorkflowRecorded
+	return map[int]*ruleSet{v15.version: v15, v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.

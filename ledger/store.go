@@ -66,7 +66,7 @@ var (
 		bucketMarketRequests, bucketMarketRecords, bucketValProposals, bucketValChanges,
 		bucketModels, bucketModelCalls, bucketModelBudget,
 		bucketPieeOperators, bucketPieeEpochs, bucketPieeRounds, bucketPieeVerdicts, bucketPieeScores, bucketPieeBeacons,
-		bucketReplicaSets, bucketKeyRotations, bucketKeyPrincipals, bucketReferenceValues}
+		bucketReplicaSets, bucketKeyRotations, bucketKeyPrincipals, bucketReferenceValues, bucketWorkflows}
 	// appendOnly buckets get keys in increasing order; bbolt packs their
 	// pages full instead of leaving room for inserts.
 	appendOnly = map[string]bool{"entries": true, "hashes": true, "checkpoints": true}

@@ -67,3 +67,9 @@ func RunInfoFrom(ctx context.Context) (RunInfo, bool) {
 	ri, ok := ctx.Value(runInfoKey{}).(RunInfo)
 	return ri, ok
 }
+
+// WithRunInfo returns ctx carrying ri, as the node gives a run's host
+// calls: for a host call's handler driven by hand (its tests).
+func WithRunInfo(ctx context.Context, ri RunInfo) context.Context {
+	return context.WithValue(ctx, runInfoKey{}, ri)
+}

@@ -8,7 +8,8 @@
 // rows (package internal/fedexample).
 //
 // Input /input/plan.json: {"models": ["org/model", …], "rounds": N,
-// "histogram": {"column","edges"}}. Output /output/result.json: the
+// "histogram": {"column","edges"}}; optionally /input/workflow.dag.json,
+// the compute plan of its calls, which it declares to its node first. Output /output/result.json: the
 // coefficients, the accuracy over all hospitals' rows, the row and
 // positive-case counts, the pooled histogram, and the id of every call
 // (whose receipts 'cloister workflow status' lists). Each round's
@@ -67,6 +68,12 @@ func main() {
 		guest.Fail("plan.json: want models and rounds ≥ 1")
 	}
 	ctx := context.Background()
+	// A run given a compute plan ('cloister workflow run --dag') declares
+	// it first: its node then makes only the calls the plan lists, each
+	// once its predecessors are answered.
+	if err := declarePlan(); err != nil {
+		failed("compute plan: %v", err)
+	}
 	var r result
 	call := func(model, fn string, args, into any) {
 		a, err := guest.Call(ctx, model, fn, args)
@@ -148,4 +155,30 @@ func main() {
 		guest.Fail("%v", err)
 	}
 	fmt.Printf("fedlogreg: %d hospitals, %d rows, %d rounds, accuracy %.4f, %d calls\n", len(p.Models), r.Rows, r.Rounds, r.Accuracy, len(r.Calls))
+}
+
+// planHostCall and planInput: a run given a compute plan reads it as
+// /input/workflow.dag.json and declares it with the host call
+// cloister.model.dag/v1, whose request is the plan's bytes
+// (docs/federation.md, "The host calls' ABI").
+const (
+	planHostCall = "cloister.model.dag/v1"
+	planInput    = "workflow.dag.json"
+)
+
+// declarePlan declares the run's compute plan, if it was given one.
+func declarePlan() error {
+	p, err := guest.InputPath(planInput)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(p); os.IsNotExist(err) {
+		return nil
+	}
+	b, err := guest.ReadInput(planInput)
+	if err != nil {
+		return err
+	}
+	_, err = guest.HostCall(planHostCall, b)
+	return err
 }

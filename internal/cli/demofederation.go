@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,10 +50,13 @@ printing each step with its time:
               request') and a person of hospital-c lists and grants it
               ('cloister approval list', 'cloister approval grant')
   research    runs its total model examples/fedlogreg on its own node
-              ('cloister workflow run'): 10 Newton rounds over the three
-              hospitals, every call audited and answered by the hospital's
-              node, with a receipt on the ledger; the answer comes back
-              sealed to the initiator
+              ('cloister workflow run --dag'): 10 Newton rounds over the
+              three hospitals under a compute plan (each round's
+              gradients after the previous round's), every call audited
+              and answered by the hospital's node, with a receipt on the
+              ledger; the answer comes back sealed to the initiator once
+              the run's call graph is recorded on the ledger
+              ('cloister workflow status --ledger' proves it)
   demo        checks the coefficients against a centralised fit on the
               pooled rows (each within 1e-3) and the accuracy (within 0.5
               points), that every receipt rests on at least 5 rows and
@@ -246,9 +250,27 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	if err := writePlan([]float64{18, 40, 50, 60, 96}); err != nil {
 		return err
 	}
+	// The total model's calls as a compute plan: each round's gradients
+	// after the previous round's, the evaluations after the last round.
+	dag := fedlogregDAG(demoHospitals, rounds)
+	dagJSON, _ := json.MarshalIndent(dag, "", "  ")
+	dagPath := filepath.Join(dir, "fedlogreg.dag.json")
+	if err := os.WriteFile(dagPath, dagJSON, 0o600); err != nil {
+		return err
+	}
+	edges := 0
+	for _, t := range dag.Tasks {
+		edges += len(t.After)
+	}
+	pr.step("research writes its compute plan: %d tasks, %d edges (each round's gradients after the previous round's, the evaluations after the last), sha256 %s…",
+		len(dag.Tasks), edges, federation.DAGDigest(dagJSON)[:12])
 	outDir := filepath.Join(dir, "out")
-	workflow := []string{"workflow", "run", "--node", url["research"], "--key", initiatorFile, "--input", "plan.json=" + planPath,
+	// The attacks below run without the plan: fedlogreg reports a refused
+	// call in result.json, which a run under a plan it stopped short of
+	// would not release at all.
+	unplanned := []string{"workflow", "run", "--node", url["research"], "--key", initiatorFile, "--input", "plan.json=" + planPath,
 		"--output-dir", outDir, "--json", total}
+	workflow := append(slices.Clone(unplanned[:len(unplanned)-4]), "--dag", dagPath, "--output-dir", outDir, "--json", total)
 	o, err = run(workflow...)
 	if err != nil {
 		return fmt.Errorf("%w\nthe nodes' federation log:\n%s", err, federationLog(info))
@@ -298,7 +320,7 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 
 	// The workflow's outputs were released only once every call's receipt
 	// was on the ledger: the research node lists them with their indices.
-	o, err = run("workflow", "status", "--node", url["research"], "--ledger", info.LedgerURL, "--state", filepath.Join(dir, "ledger-state.json"),
+	o, err = run("workflow", "status", "--ledger", info.LedgerURL, "--state", filepath.Join(dir, "ledger-state.json"),
 		"--json", wr.Session)
 	if err != nil {
 		return err
@@ -306,6 +328,9 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	var wf workflowStatus
 	if err := json.Unmarshal([]byte(o), &wf); err != nil || len(wf.Calls) != calls {
 		return fmt.Errorf("workflow status: %d calls, want %d: %v", len(wf.Calls), calls, err)
+	}
+	if err := checkRecordedGraph(&wf, dag, federation.DAGDigest(dagJSON)); err != nil {
+		return fmt.Errorf("workflow status: %w", err)
 	}
 	made := map[string]bool{}
 	for _, id := range res.Calls {
@@ -332,7 +357,8 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	}
 	pr.step("check: %d model.called receipts on the ledger, each signed by the hospital's node, naming workflow %s…, every one over ≥ %d rows",
 		len(wf.Calls), wr.Session[:12], fedmodel.MinRows)
-	pr.step("workflow status: the research node lists the same %d calls, each receipt proved included in the verified ledger", len(wf.Calls))
+	pr.step("workflow status: the call graph recorded on the ledger (entry %d, signed by the research node) lists the same %d calls with their tasks in dependency order; it and each receipt proved included in the verified ledger",
+		wf.Recorded, len(wf.Calls))
 	if bytes.Contains(resultJSON, []byte("CANARY")) {
 		return errors.New("the answer carries a canary row")
 	}
@@ -349,7 +375,7 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	if err := writePlan([]float64{18, edge, 96}); err != nil {
 		return err
 	}
-	if msg, err := workflowError(run, workflow, outDir); err != nil || !strings.Contains(msg, "output rule") {
+	if msg, err := workflowError(run, unplanned, outDir); err != nil || !strings.Contains(msg, "output rule") {
 		return fmt.Errorf("a histogram with a bin under %d patients: want the output rule's refusal, got %q, %v", fedmodel.MinRows, msg, err)
 	}
 	pr.step("attack: a histogram of age with a bin [18, %g) of fewer than %d patients — refused by hospital-a's output rule, the workflow failed", edge, fedmodel.MinRows)
@@ -361,7 +387,7 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	if err := writePlan([]float64{18, 40, 50, 60, 96}); err != nil {
 		return err
 	}
-	if msg, err := workflowError(run, workflow, outDir); err != nil || !strings.Contains(msg, "revoked") {
+	if msg, err := workflowError(run, unplanned, outDir); err != nil || !strings.Contains(msg, "revoked") {
 		return fmt.Errorf("after revocation: want a failure naming the revocation, got %q, %v", msg, err)
 	}
 	pr.step("attack: hospital-a revoked its model on the ledger — the next workflow failed: its model was revoked by its owner")
@@ -518,4 +544,61 @@ func fmtFloats(v []float64) string {
 		s[i] = fmt.Sprintf("%.4f", x)
 	}
 	return "[" + strings.Join(s, " ") + "]"
+}
+
+// fedlogregDAG is the compute plan of examples/fedlogreg's calls over
+// hospitals: a count and a histogram of each, rounds of gradients each
+// after the previous round's, and evaluations after the last round.
+func fedlogregDAG(hospitals []string, rounds int) federation.DAG {
+	var d federation.DAG
+	var prev []string
+	for _, h := range hospitals {
+		d.Tasks = append(d.Tasks, federation.Task{Name: "count-" + h, Model: h + "/stats", Function: "count"},
+			federation.Task{Name: "histogram-" + h, Model: h + "/stats", Function: "histogram"})
+	}
+	for r := 1; r <= rounds; r++ {
+		var this []string
+		for _, h := range hospitals {
+			name := fmt.Sprintf("gradient-%d-%s", r, h)
+			d.Tasks = append(d.Tasks, federation.Task{Name: name, Model: h + "/stats", Function: "gradient", After: prev})
+			this = append(this, name)
+		}
+		prev = this
+	}
+	for _, h := range hospitals {
+		d.Tasks = append(d.Tasks, federation.Task{Name: "evaluate-" + h, Model: h + "/stats", Function: "evaluate", After: prev})
+	}
+	return d
+}
+
+// checkRecordedGraph checks a workflow's recorded call graph against its
+// plan: recorded, under this plan, every task made once, and each call
+// after exactly the calls of its task's predecessors.
+func checkRecordedGraph(wf *workflowStatus, dag federation.DAG, sum string) error {
+	if wf.Recorded == 0 || wf.RecordIncludedIn == 0 || wf.DAG != sum {
+		return fmt.Errorf("no call graph proved on the ledger under plan %s (record %d, plan %s)", sum, wf.Recorded, wf.DAG)
+	}
+	if len(wf.Calls) != len(dag.Tasks) {
+		return fmt.Errorf("%d calls recorded for %d tasks", len(wf.Calls), len(dag.Tasks))
+	}
+	pos := map[string]int{}
+	for i, c := range wf.Calls {
+		pos[c.Task] = i
+	}
+	for _, t := range dag.Tasks {
+		i, ok := pos[t.Name]
+		if !ok {
+			return fmt.Errorf("task %s has no recorded call", t.Name)
+		}
+		c := wf.Calls[i]
+		var want []int
+		for _, a := range t.After {
+			want = append(want, pos[a])
+		}
+		slices.Sort(want)
+		if c.Model != t.Model || c.Function != t.Function || !slices.Equal(c.After, want) || c.IncludedIn == 0 {
+			return fmt.Errorf("task %s: recorded as %s.%s after %v, want %s.%s after %v", t.Name, c.Model, c.Function, c.After, t.Model, t.Function, want)
+		}
+	}
+	return nil
 }

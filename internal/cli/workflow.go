@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,6 +20,8 @@ import (
 	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/keys"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
+	"github.com/cloisterhq/cloister/ledger/model"
+	"github.com/cloisterhq/cloister/ledger/verify"
 	"github.com/cloisterhq/cloister/policy"
 )
 
@@ -50,11 +54,11 @@ type workflowOutput struct {
 }
 
 func newWorkflowRunCmd() *cobra.Command {
-	var nodeU, keyFile, outDir, timeout string
+	var nodeU, keyFile, outDir, timeout, dagFile string
 	var inputs, outputs []string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "run --node URL --key INITIATOR.key TOTAL.wasm [--input NAME=PATH] --output-dir DIR [--json]",
+		Use:   "run --node URL --key INITIATOR.key TOTAL.wasm [--input NAME=PATH] [--dag PLAN.json] --output-dir DIR [--json]",
 		Short: "Run a total model on a node with --federation; its outputs are sealed to the initiator",
 		Long: `run runs TOTAL.wasm, a program that calls published models through
 guest.Call (host call cloister.model.call/v1), in a session on the
@@ -70,6 +74,22 @@ decrypts them. They are written to DIR.
 A sub-model call that fails (a refusal by the model's owner, a revoked
 model, no serving node up) fails the program unless it handles the
 error: no partial answer is reported as complete.
+
+With --dag, the run is given a compute plan: the sub-model calls it will
+make as tasks, each naming the tasks whose results feed it:
+
+  {"tasks": [{"name": "grad-1-a", "model": "hospital-a/stats", "function": "gradient"},
+             {"name": "grad-2-a", "model": "hospital-a/stats", "function": "gradient",
+              "after": ["grad-1-a", "grad-1-b"]}, …]}
+
+(each task after tasks listed before it). The plan is the input
+workflow.dag.json, pinned by its SHA-256 in the session's policy, which
+the initiator attests; the total model declares it to the node
+(host call cloister.model.dag/v1) and the node then makes only calls that fit a ready
+task, and releases the outputs only if every task was made. Whether or
+not a plan was given, the node records the run's call graph on the
+ledger (workflow.recorded) before the outputs are released:
+'cloister workflow status --ledger' shows and proves it.
 
 Exit status: 0 the program ran and exited 0; 1 it failed or was refused;
 2 bad usage.`,
@@ -100,6 +120,20 @@ Exit status: 0 the program ran and exited 0; 1 it failed or was refused;
 				return usageError("workflow run: %v", err)
 			}
 			names = append(names, name)
+		}
+		if dagFile != "" {
+			if in[federation.DAGInput] != nil {
+				return usageError("workflow run: --dag and --input %s=… both give the compute plan", federation.DAGInput)
+			}
+			b, err := os.ReadFile(dagFile)
+			if err != nil {
+				return usageError("workflow run: --dag: %v", err)
+			}
+			if _, err := federation.ParseDAG(b); err != nil {
+				return usageError("workflow run: --dag %s: %v", dagFile, err)
+			}
+			in[federation.DAGInput] = b
+			names = append(names, federation.DAGInput)
 		}
 		d, err := time.ParseDuration(timeout)
 		if err != nil || d <= 0 {
@@ -134,6 +168,7 @@ Exit status: 0 the program ran and exited 0; 1 it failed or was refused;
 	f.StringArrayVar(&inputs, "input", nil, "NAME=PATH: an input the program reads as /input/NAME (repeatable)")
 	f.StringArrayVar(&outputs, "output", []string{"result.json"}, "an output the program writes under /output/ (repeatable)")
 	f.StringVar(&outDir, "output-dir", "", "directory the outputs are written to")
+	f.StringVar(&dagFile, "dag", "", "a compute plan (JSON): the tasks the run's calls must follow, in dependency order")
 	f.StringVar(&timeout, "timeout", "10m", "the run's time limit")
 	f.BoolVar(&asJSON, "json", false, "print the run as JSON")
 	return cmd
@@ -160,7 +195,12 @@ func runWorkflow(ctx context.Context, url string, k *keys.PrivateKey, progName s
 		Expires:   time.Now().Add(timeout + time.Hour).UTC().Truncate(time.Second),
 	}
 	for _, n := range inputNames {
-		pol.Inputs = append(pol.Inputs, policy.Input{Name: n, Provider: "initiator"})
+		in := policy.Input{Name: n, Provider: "initiator"}
+		if n == federation.DAGInput {
+			in.SHA256 = federation.DAGDigest(inputs[n]) // the node enforces the plan the initiator attests
+			pol.HostCalls = append(pol.HostCalls, policy.HostCall{Name: federation.DAGName})
+		}
+		pol.Inputs = append(pol.Inputs, in)
 	}
 	for _, o := range outputs {
 		pol.Outputs = append(pol.Outputs, policy.Output{Name: o, Readers: []string{"initiator"}})
@@ -222,12 +262,22 @@ func runWorkflow(ctx context.Context, url string, k *keys.PrivateKey, progName s
 	return r, got, nil
 }
 
-// workflowStatus is what 'workflow status' prints: the calls, each with
-// the size of the checkpoint its receipt was proved included in (with
-// --ledger).
+// workflowStatus is what 'workflow status' prints: the calls in the
+// order they were made, each with its place in the call graph and, with
+// --ledger, the size of the checkpoint its receipt was proved included in;
+// and the workflow.recorded entry that recorded the graph.
 type workflowStatus struct {
-	Workflow string               `json:"workflow"`
-	Calls    []workflowStatusCall `json:"calls"`
+	Workflow string `json:"workflow"`
+	// Recorded is the index of the workflow.recorded entry (0: none
+	// found), RecordedBy the node that signed it, RecordIncludedIn the
+	// checkpoint it was proved in.
+	Recorded         uint64               `json:"recorded,omitempty"`
+	RecordedBy       string               `json:"recorded_by,omitempty"`
+	RecordIncludedIn uint64               `json:"record_included_in,omitempty"`
+	Initiator        string               `json:"initiator,omitempty"`
+	Total            string               `json:"total_sha256,omitempty"`
+	DAG              string               `json:"dag_sha256,omitempty"`
+	Calls            []workflowStatusCall `json:"calls"`
 }
 
 type workflowStatusCall struct {
@@ -239,83 +289,190 @@ func newWorkflowStatusCmd() *cobra.Command {
 	var nodeU, ledgerU, statePath string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status --node URL [--ledger URL [--state FILE]] ID",
-		Short: "List the sub-model calls a workflow made, with their receipts on the ledger",
-		Long: `status asks the initiator's node for the calls workflow ID (the session id
-'workflow run' printed) made: for each, the call id, model, function,
-holder node, rows and the index of its model.called receipt. Each receipt
-is checked here: signed by the holder listed, for this workflow. The run's
-outputs were released only once every receipt was on the ledger.
+		Use:   "status [--node URL] [--ledger URL [--state FILE]] ID",
+		Short: "Show a workflow's call graph: its sub-model calls, in dependency order, with their receipts on the ledger",
+		Long: `status shows the calls workflow ID (the session id 'workflow run' printed)
+made: for each, its position, the compute plan's task (with --dag), the
+calls it came after, the model, function, holder node, rows and the
+index of its model.called receipt.
 
-With --ledger, each receipt is also proved: the ledger is verified as
-'cloister ledger verify' does (validators' signatures on the checkpoint,
-consistency with the checkpoint trusted before, kept in --state), and the
-receipt's entry must be included in that checkpoint and be byte for byte
-the receipt the holder gave.
+With --ledger, the call graph is read from the ledger: the
+workflow.recorded entry the initiator's node signed before it released
+the run's outputs. The ledger is verified as 'cloister ledger verify'
+does (validators' signatures on the checkpoint, consistency with the
+checkpoint trusted before, kept in --state); the record and every
+receipt it names must be included in that checkpoint, and each receipt
+must be a model.called entry for this workflow and its initiator, made
+by the node that recorded the graph. This needs no node: the record
+outlives the initiator's node's memory.
 
-The node keeps the latest workflows' lists in memory; the receipts
-themselves are on the ledger for good.
+With --node only, the initiator's node lists the calls from its memory
+(the latest workflows since it started), each receipt checked (signed by
+the holder listed, for this workflow). On a ledger that records no
+graphs (rule version 14 or older), --node and --ledger together prove
+each listed receipt included.
 
-Exit status: 0 listed (and proved); 1 the node does not know the
-workflow, a receipt does not check or is not proved; 2 bad usage.`,
-		Example: `  cloister workflow status --node https://127.0.0.1:7443 --ledger http://127.0.0.1:26680 748d790ca7bbf6c1eff600eb9cc598cd`,
-		Args:    cobra.ExactArgs(1),
+Exit status: 0 shown (and proved); 1 the workflow is unknown, a record
+or receipt does not check or is not proved; 2 bad usage.`,
+		Example: `  cloister workflow status --ledger http://127.0.0.1:26680 748d790ca7bbf6c1eff600eb9cc598cd
+  cloister workflow status --node https://127.0.0.1:7443 748d790ca7bbf6c1eff600eb9cc598cd`,
+		Args: cobra.ExactArgs(1),
 	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if nodeU == "" {
-			return usageError("workflow status: --node is required")
+		if nodeU == "" && ledgerU == "" {
+			return usageError("workflow status: --node or --ledger is required")
 		}
 		ctx, stop := signalContext(cmd)
 		defer stop()
-		a, err := federation.DialAdmin(ctx, nodeURL(nodeU), nil)
+		out, err := workflowStatusOf(ctx, nodeU, ledgerU, statePath, args[0])
 		if err != nil {
-			return failure(fmt.Errorf("workflow status: %w", err))
-		}
-		wf, err := a.Workflow(ctx, args[0])
-		if err != nil {
-			return failure(fmt.Errorf("workflow status: %w", err))
-		}
-		out := workflowStatus{Workflow: wf.Workflow, Calls: make([]workflowStatusCall, len(wf.Calls))}
-		for i, c := range wf.Calls {
-			out.Calls[i].WorkflowCall = c
-		}
-		if ledgerU != "" {
-			lc, err := lclient.New(ledgerU)
-			if err != nil {
-				return usageError("workflow status: --ledger: %v", err)
-			}
-			for i := range out.Calls {
-				c := &out.Calls[i]
-				idx := c.Receipt
-				if idx == 0 {
-					return failure(fmt.Errorf("workflow status: call %s has no receipt on the ledger yet", c.Call))
-				}
-				res, err := lc.Verify(ctx, statePath, &idx)
-				if err != nil {
-					return failure(fmt.Errorf("workflow status: receipt %d: %w", idx, err))
-				}
-				if res.Entry == nil || !bytes.Equal(res.Entry.Tx, c.Entry) {
-					return failure(fmt.Errorf("workflow status: entry %d is not the receipt of call %s", idx, c.Call))
-				}
-				c.IncludedIn = res.Checkpoint.Size
-			}
+			return err
 		}
 		if asJSON {
 			return printJSON(cmd.OutOrStdout(), out)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "workflow %s: %d calls\n", out.Workflow, len(out.Calls))
-		for _, c := range out.Calls {
-			fmt.Fprintf(cmd.OutOrStdout(), "  #%d  %s.%s  rows %d  holder %s", c.Receipt, c.Model, c.Function, c.Rows, c.Holder)
-			if c.IncludedIn != 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "  included in checkpoint %d", c.IncludedIn)
+		w := cmd.OutOrStdout()
+		fmt.Fprintf(w, "workflow %s: %d calls", out.Workflow, len(out.Calls))
+		if out.Recorded != 0 {
+			fmt.Fprintf(w, ", call graph recorded in entry %d by node %s", out.Recorded, out.RecordedBy)
+			if out.RecordIncludedIn != 0 {
+				fmt.Fprintf(w, " (included in checkpoint %d)", out.RecordIncludedIn)
 			}
-			fmt.Fprintln(cmd.OutOrStdout())
+		}
+		if out.DAG != "" {
+			fmt.Fprintf(w, ", under compute plan sha256 %s", out.DAG)
+		}
+		fmt.Fprintln(w)
+		for i, c := range out.Calls {
+			fmt.Fprintf(w, "  %3d", i)
+			if c.Task != "" {
+				fmt.Fprintf(w, "  %s", c.Task)
+			}
+			fmt.Fprintf(w, "  %s.%s  rows %d  receipt #%d  holder %s", c.Model, c.Function, c.Rows, c.Receipt, c.Holder)
+			if len(c.After) > 0 {
+				fmt.Fprintf(w, "  after %v", c.After)
+			}
+			if c.IncludedIn != 0 {
+				fmt.Fprintf(w, "  included in checkpoint %d", c.IncludedIn)
+			}
+			fmt.Fprintln(w)
 		}
 		return nil
 	}
-	cmd.Flags().StringVar(&nodeU, "node", "", "the initiator's node (https://HOST:PORT)")
-	cmd.Flags().StringVar(&ledgerU, "ledger", "", "prove each receipt included in the ledger at this URL")
+	cmd.Flags().StringVar(&nodeU, "node", "", "the initiator's node (https://HOST:PORT): list the calls it remembers")
+	cmd.Flags().StringVar(&ledgerU, "ledger", "", "read the recorded call graph from the ledger at this URL, and prove it and each receipt included")
 	cmd.Flags().StringVar(&statePath, "state", "", "the ledger trust state to verify against and update (default: the user's, as 'ledger verify')")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the calls as JSON")
 	return cmd
+}
+
+// workflowStatusOf reads workflow id's calls — from the ledger's record
+// when ledgerU is given and the ledger has one, else from the node — and
+// with ledgerU proves each entry included.
+func workflowStatusOf(ctx context.Context, nodeU, ledgerU, statePath, id string) (*workflowStatus, error) {
+	out := &workflowStatus{Workflow: id, Calls: []workflowStatusCall{}}
+	var lc *lclient.Client
+	if ledgerU != "" {
+		var err error
+		if lc, err = lclient.New(ledgerU); err != nil {
+			return nil, usageError("workflow status: --ledger: %v", err)
+		}
+		rw, err := lc.Workflow(ctx, id)
+		var ae *lclient.APIError
+		switch {
+		case errors.As(err, &ae) && ae.Status == http.StatusNotFound && nodeU != "":
+			// no record (an older ledger, or a run that failed): the node's list
+		case err != nil:
+			return nil, failure(fmt.Errorf("workflow status: %w", err))
+		default:
+			if err := fromRecord(ctx, lc, statePath, rw, out); err != nil {
+				return nil, failure(fmt.Errorf("workflow status: %w", err))
+			}
+			return out, nil
+		}
+	}
+	a, err := federation.DialAdmin(ctx, nodeURL(nodeU), nil)
+	if err != nil {
+		return nil, failure(fmt.Errorf("workflow status: %w", err))
+	}
+	wf, err := a.Workflow(ctx, id)
+	if err != nil {
+		return nil, failure(fmt.Errorf("workflow status: %w", err))
+	}
+	out.DAG, out.Recorded = wf.DAG, wf.Record
+	for _, c := range wf.Calls {
+		out.Calls = append(out.Calls, workflowStatusCall{WorkflowCall: c})
+	}
+	if lc == nil {
+		return out, nil
+	}
+	for i := range out.Calls {
+		c := &out.Calls[i]
+		if c.Receipt == 0 {
+			return nil, failure(fmt.Errorf("workflow status: call %s has no receipt on the ledger yet", c.Call))
+		}
+		size, err := proveEntry(ctx, lc, statePath, c.Receipt, c.Entry)
+		if err != nil {
+			return nil, failure(fmt.Errorf("workflow status: receipt of call %s: %w", c.Call, err))
+		}
+		c.IncludedIn = size
+	}
+	return out, nil
+}
+
+// proveEntry verifies the ledger and proves the entry at idx included in
+// its checkpoint, byte for byte tx; it returns the checkpoint's size.
+func proveEntry(ctx context.Context, lc *lclient.Client, statePath string, idx uint64, tx []byte) (uint64, error) {
+	res, err := lc.Verify(ctx, statePath, &idx)
+	if err != nil {
+		return 0, fmt.Errorf("entry %d: %w", idx, err)
+	}
+	if res.Entry == nil || !bytes.Equal(res.Entry.Tx, tx) {
+		return 0, fmt.Errorf("entry %d is not the one expected", idx)
+	}
+	return res.Checkpoint.Size, nil
+}
+
+// fromRecord fills out from the workflow's recorded call graph, proving
+// the record and each receipt included and checking each receipt names
+// this call, workflow and initiator, and the recording node as its caller.
+func fromRecord(ctx context.Context, lc *lclient.Client, statePath string, rw *lclient.RecordedWorkflow, out *workflowStatus) error {
+	size, err := proveEntry(ctx, lc, statePath, rw.Index, rw.Entry)
+	if err != nil {
+		return fmt.Errorf("the recorded call graph: %w", err)
+	}
+	r := rw.Record
+	out.Recorded, out.RecordedBy, out.RecordIncludedIn = rw.Index, rw.Node, size
+	out.Initiator, out.Total, out.DAG = r.Initiator, r.Total, r.DAG
+	for i, rc := range r.Calls {
+		idx := rc.Receipt
+		res, err := lc.Verify(ctx, statePath, &idx)
+		if err != nil {
+			return fmt.Errorf("call %d's receipt, entry %d: %w", i, idx, err)
+		}
+		if res.Entry == nil {
+			return fmt.Errorf("call %d's receipt, entry %d: not proved", i, idx)
+		}
+		se, err := verify.DecodeEntry(res.Entry.Tx)
+		if err != nil {
+			return fmt.Errorf("call %d's receipt, entry %d: %w", i, idx, err)
+		}
+		if err := se.VerifySignature(); err != nil {
+			return fmt.Errorf("call %d's receipt, entry %d: %w", i, idx, err)
+		}
+		if se.Entry.Kind != model.KindCalled {
+			return fmt.Errorf("call %d's receipt, entry %d: a %s entry", i, idx, se.Entry.Kind)
+		}
+		mc, err := model.DecodeCall(se.Entry.Body)
+		if err != nil {
+			return fmt.Errorf("call %d's receipt, entry %d: %w", i, idx, err)
+		}
+		if mc.ID != rc.Call || mc.Workflow != r.Workflow || mc.Initiator != r.Initiator || mc.Caller != rw.Node {
+			return fmt.Errorf("call %d's receipt, entry %d, names another call, workflow, initiator or caller", i, idx)
+		}
+		out.Calls = append(out.Calls, workflowStatusCall{IncludedIn: res.Checkpoint.Size, WorkflowCall: federation.WorkflowCall{
+			Call: rc.Call, Receipt: idx, Model: mc.Model, Function: mc.Function, Holder: se.Entry.Submitter, Rows: mc.Rows,
+			Task: rc.Task, After: rc.After, Entry: res.Entry.Tx}})
+	}
+	return nil
 }
