@@ -142,6 +142,15 @@ func BenchmarkLatency(b *testing.B) {
 		b.Run("load-saturated-c128/append", func(b *testing.B) {
 			latency(b, s, e.l, func() *load { return startLoad(b, e.l, s, 0, 128) })
 		})
+		// Half the peak measured just before, in the same run and on the
+		// same machine: issue 22's "commit p50 at half the peak load".
+		b.Run("load-half-peak/append", func(b *testing.B) {
+			peak := startLoad(b, e.l, s, 0, 1024)
+			time.Sleep(5 * time.Second)
+			rate := peak.finish(b)
+			latency(b, s, e.l, func() *load { return startLoad(b, e.l, s, int(rate/2), 0) })
+			b.ReportMetric(rate, "peak-entries/s") // after latency's ResetTimer, which drops metrics
+		})
 	})
 	b.Run("4-validators-inprocess", func(b *testing.B) {
 		if testing.Short() {
