@@ -10,7 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,7 +53,9 @@ import (
 //     then the grant committed (granted). ttfb is from submission to the
 //     consumer holding the result (its market.accounted entry arriving at
 //     the tap); done is Submit's return (the accounting committed).
-//     ttfb/direct is the ratio of the p50s (goal ≤ 2).
+//     ttfb/direct is the ratio of the p50s (goal ≤ 2). The decision's
+//     steps come from the dispatcher's log (dispatcher-*) and, for the
+//     session's creation, the nodes' logs (node-*).
 //   - request-N: N requests in flight at once: served/s, and dispatched/s
 //     (assignments committed per second from the first submission).
 //
@@ -204,11 +209,13 @@ func (f *netFixture) dispatcherSteps(b *testing.B, ids map[string]bool) {
 	}
 	names := []string{"decided_ms", "read_ms", "session_ms", "attest_ms"}
 	lat := make([][]time.Duration, len(names))
+	sessions := map[string]bool{}
 	for _, line := range bytes.Split(raw, []byte("\n")) {
 		var l map[string]any
 		if json.Unmarshal(line, &l) != nil || l["msg"] != "assigned" || !ids[fmt.Sprint(l["id"])] {
 			continue
 		}
+		sessions[fmt.Sprint(l["session"])] = true
 		for i, n := range names {
 			if v, ok := l[n].(float64); ok {
 				lat[i] = append(lat[i], time.Duration(v*float64(time.Millisecond)))
@@ -216,6 +223,49 @@ func (f *netFixture) dispatcherSteps(b *testing.B, ids map[string]bool) {
 		}
 	}
 	for i, n := range []string{"dispatcher-decided", "dispatcher-read", "dispatcher-session", "dispatcher-attest"} {
+		report(b, n, lat[i])
+	}
+	f.nodeSteps(b, sessions)
+}
+
+// nodeSteps reports, for the sessions the dispatcher opened, the steps of
+// their creation as the nodes logged them ("session created"): the policy
+// parsed and checked (node-checked), the session's keys, RA-TLS
+// certificate and evidence made (node-keys), its first log frame written
+// and synced (node-stored).
+func (f *netFixture) nodeSteps(b *testing.B, sessions map[string]bool) {
+	logs, err := filepath.Glob(filepath.Join(filepath.Dir(f.dispLog), "net", "logs", "*.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	names := []string{"checked_us", "keys_us", "stored_us"}
+	lat := make([][]time.Duration, len(names))
+	for _, lf := range logs {
+		raw, err := os.ReadFile(lf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if !strings.Contains(line, `msg="session created"`) {
+				continue
+			}
+			kv := map[string]string{}
+			for _, w := range strings.Fields(line) {
+				if k, v, ok := strings.Cut(w, "="); ok {
+					kv[k] = v
+				}
+			}
+			if !sessions[kv["session"]] {
+				continue
+			}
+			for i, n := range names {
+				if us, err := strconv.ParseInt(kv[n], 10, 64); err == nil {
+					lat[i] = append(lat[i], time.Duration(us)*time.Microsecond)
+				}
+			}
+		}
+	}
+	for i, n := range []string{"node-checked", "node-keys", "node-stored"} {
 		report(b, n, lat[i])
 	}
 }
