@@ -56,7 +56,10 @@ printing each step with its time:
               and answered by the hospital's node, with a receipt on the
               ledger; the answer comes back sealed to the initiator once
               the run's call graph is recorded on the ledger
-              ('cloister workflow status --ledger' proves it)
+              ('cloister workflow status --ledger' proves it); the answer
+              is also kept in the network's blob store sealed to the
+              initiator, and fetched and opened again ('cloister workflow
+              result'): hospital-a's key cannot open it
   demo        checks the coefficients against a centralised fit on the
               pooled rows (each within 1e-3) and the accuracy (within 0.5
               points), that every receipt rests on at least 5 rows and
@@ -113,7 +116,7 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		nodes = append(nodes, testnet.NodeSpec{Name: h, Organisation: h, Args: []string{"--federation"}})
 	}
 	nw, err := testnet.Start(ctx, testnet.Options{Dir: filepath.Join(dir, "net"), Bin: self, Nodes: nodes, NoBroker: true,
-		NoBlobStore: true, NoDispatcher: true, Out: events, Label: "cloister demo"})
+		NoDispatcher: true, Out: events, Label: "cloister demo"})
 	if err != nil {
 		return err
 	}
@@ -139,16 +142,15 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		}
 		return strings.TrimSpace(o.String()), nil
 	}
-	initiatorFile := filepath.Join(dir, "research-initiator.key")
-	if _, err := run("key", "new", "--out", initiatorFile); err != nil {
-		return err
-	}
+	// The initiator is the research organisation's key, which may also
+	// keep blobs in the network's store (its answer, sealed to it).
+	initiatorFile := orgKey["research"]
 	ik, err := keys.Load(initiatorFile)
 	if err != nil {
 		return err
 	}
 	initiator := ik.Public().SigningString()
-	pr.step("research: a principal key for the initiator, %s", initiator)
+	pr.step("research: its organisation's key is the initiator, %s", initiator)
 
 	hosp, err := examples.Lookup("hospital")
 	if err != nil {
@@ -270,7 +272,11 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 	// would not release at all.
 	unplanned := []string{"workflow", "run", "--node", url["research"], "--key", initiatorFile, "--input", "plan.json=" + planPath,
 		"--output-dir", outDir, "--json", total}
-	workflow := append(slices.Clone(unplanned[:len(unplanned)-4]), "--dag", dagPath, "--output-dir", outDir, "--json", total)
+	if info.BlobStore == nil {
+		return errors.New("the test network runs no blob store")
+	}
+	store := info.BlobStore.URL + "/results"
+	workflow := append(slices.Clone(unplanned[:len(unplanned)-4]), "--dag", dagPath, "--store", store, "--output-dir", outDir, "--json", total)
 	o, err = run(workflow...)
 	if err != nil {
 		return fmt.Errorf("%w\nthe nodes' federation log:\n%s", err, federationLog(info))
@@ -369,6 +375,14 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		return fmt.Errorf("the initiator's outputs hold a canary (%s): %v", f, err)
 	}
 	pr.step("check: no hospital's canary row in the answer, in any receipt, or anywhere in the research node's data directory")
+
+	// The answer kept in the blob store, sealed to the initiator: only its
+	// key opens it later; the store holds only ciphertext.
+	if err := storedResultOpens(run, dir, store, initiatorFile, orgKey["hospital-a"], &wr, resultJSON, info.BlobStore.Data); err != nil {
+		return err
+	}
+	pr.step("research fetched its answer again from the blob store (%s…), sealed to it by its node's isolate: it opens with the initiator's key alone — hospital-a's key fails, and the store's disk holds no plaintext",
+		wr.Outputs[0].Stored[:19])
 
 	// Attack: a histogram one of whose bins holds fewer than 5 patients.
 	edge := narrowEdge(pooled[:demoPatients])
@@ -599,6 +613,34 @@ func checkRecordedGraph(wf *workflowStatus, dag federation.DAG, sum string) erro
 		if c.Model != t.Model || c.Function != t.Function || !slices.Equal(c.After, want) || c.IncludedIn == 0 {
 			return fmt.Errorf("task %s: recorded as %s.%s after %v, want %s.%s after %v", t.Name, c.Model, c.Function, c.After, t.Model, t.Function, want)
 		}
+	}
+	return nil
+}
+
+// storedResultOpens checks that the answer 'workflow run --store' kept
+// opens with the initiator's key into the answer it got, fails with
+// another party's key, and is not in plaintext on the store's disk.
+func storedResultOpens(run func(...string) (string, error), dir, store, initiatorKey, otherKey string, wr *workflowRun, answer []byte, storeData string) error {
+	if len(wr.Outputs) != 1 || wr.Outputs[0].Stored == "" {
+		return fmt.Errorf("workflow run --store: outputs %+v, want result.json stored", wr.Outputs)
+	}
+	d := wr.Outputs[0].Stored
+	got := filepath.Join(dir, "fetched-result.json")
+	if _, err := run("workflow", "result", "--store", store, "--key", initiatorKey, "--session", wr.Session, "--output", got, d); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, answer) {
+		return fmt.Errorf("workflow result: the stored answer is not the one the run gave (%v)", err)
+	}
+	other := filepath.Join(dir, "stolen-result.json")
+	if _, err := run("workflow", "result", "--store", store, "--key", otherKey, "--output", other, d); err == nil || !strings.Contains(err.Error(), "opening") {
+		return fmt.Errorf("workflow result with another party's key: want a failure to open, got %v", err)
+	}
+	if _, err := os.Stat(other); err == nil {
+		return errors.New("workflow result with another party's key wrote a file")
+	}
+	if f, err := findIn(storeData, []byte(`"coefficients"`)); err != nil || f != "" {
+		return fmt.Errorf("the blob store's disk holds the answer in plaintext (%s): %v", f, err)
 	}
 	return nil
 }

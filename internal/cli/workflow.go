@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cloisterhq/cloister/blob"
 	"github.com/cloisterhq/cloister/client"
 	"github.com/cloisterhq/cloister/federation"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
@@ -32,7 +34,7 @@ func newWorkflowCmd() *cobra.Command {
 		Example: `  cloister workflow run --node https://127.0.0.1:7443 --key initiator.key --input plan.json=plan.json \
       --output-dir out examples/fedlogreg/fedlogreg.wasm`,
 	}
-	cmd.AddCommand(newWorkflowRunCmd(), newWorkflowStatusCmd())
+	cmd.AddCommand(newWorkflowRunCmd(), newWorkflowStatusCmd(), newWorkflowResultCmd())
 	return cmd
 }
 
@@ -51,10 +53,13 @@ type workflowOutput struct {
 	Name   string `json:"name"`
 	Bytes  int    `json:"bytes"`
 	SHA256 string `json:"sha256"`
+	// Stored is the blob (in --store) holding the output as the node's
+	// isolate sealed it to the initiator.
+	Stored string `json:"stored,omitempty"`
 }
 
 func newWorkflowRunCmd() *cobra.Command {
-	var nodeU, keyFile, outDir, timeout, dagFile string
+	var nodeU, keyFile, outDir, timeout, dagFile, storeU string
 	var inputs, outputs []string
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -141,7 +146,13 @@ Exit status: 0 the program ran and exited 0; 1 it failed or was refused;
 		}
 		ctx, stop := signalContext(cmd)
 		defer stop()
-		r, got, err := runWorkflow(ctx, nodeURL(nodeU), k, filepath.Base(args[0]), wasm, names, in, outputs, d)
+		var store *blob.Store
+		if storeU != "" {
+			if store, err = blob.OpenStore(storeU, blob.Options{Key: k.Signer()}); err != nil {
+				return usageError("workflow run: --store: %v", err)
+			}
+		}
+		r, got, err := runWorkflow(ctx, nodeURL(nodeU), k, filepath.Base(args[0]), wasm, names, in, outputs, d, store)
 		if err != nil {
 			return failure(fmt.Errorf("workflow run: %w", err))
 		}
@@ -159,6 +170,9 @@ Exit status: 0 the program ran and exited 0; 1 it failed or was refused;
 		fmt.Fprintf(cmd.OutOrStdout(), "session %s: %s, exit %d, %d ms\n", r.Session, r.Outcome, r.ExitCode, r.WallMS)
 		for _, o := range r.Outputs {
 			fmt.Fprintf(cmd.OutOrStdout(), "  %s  %d bytes  sha256 %s\n", filepath.Join(outDir, o.Name), o.Bytes, o.SHA256)
+			if o.Stored != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "    stored sealed to the initiator as %s in %s\n", o.Stored, storeU)
+			}
 		}
 		return nil
 	}
@@ -168,6 +182,7 @@ Exit status: 0 the program ran and exited 0; 1 it failed or was refused;
 	f.StringArrayVar(&inputs, "input", nil, "NAME=PATH: an input the program reads as /input/NAME (repeatable)")
 	f.StringArrayVar(&outputs, "output", []string{"result.json"}, "an output the program writes under /output/ (repeatable)")
 	f.StringVar(&outDir, "output-dir", "", "directory the outputs are written to")
+	f.StringVar(&storeU, "store", "", "also keep each output, as the node's isolate sealed it to the initiator, in this blob store (http://HOST:PORT/REPO, e.g. the node's --blob-listen; the initiator's key must be a push key); 'workflow result' opens it later")
 	f.StringVar(&dagFile, "dag", "", "a compute plan (JSON): the tasks the run's calls must follow, in dependency order")
 	f.StringVar(&timeout, "timeout", "10m", "the run's time limit")
 	f.BoolVar(&asJSON, "json", false, "print the run as JSON")
@@ -177,7 +192,7 @@ Exit status: 0 the program ran and exited 0; 1 it failed or was refused;
 // runWorkflow runs a total model in a session on the node at url for the
 // initiator k, and returns its outputs, opened with k.
 func runWorkflow(ctx context.Context, url string, k *keys.PrivateKey, progName string, wasm []byte, inputNames []string, inputs map[string][]byte,
-	outputs []string, timeout time.Duration) (*workflowRun, map[string][]byte, error) {
+	outputs []string, timeout time.Duration, store *blob.Store) (*workflowRun, map[string][]byte, error) {
 	info, err := nodeInfoOf(ctx, url)
 	if err != nil {
 		return nil, nil, err
@@ -250,13 +265,21 @@ func runWorkflow(ctx context.Context, url string, k *keys.PrivateKey, progName s
 	}
 	got := map[string][]byte{}
 	for _, o := range outputs {
-		b, err := as.Result(wctx, k, o)
+		sr, b, err := as.SealedResult(wctx, k, o)
 		if err != nil {
 			return r, nil, fmt.Errorf("output %s: %w", o, err)
 		}
 		s := sha256.Sum256(b)
 		got[o] = b
-		r.Outputs = append(r.Outputs, workflowOutput{Name: o, Bytes: len(b), SHA256: hex.EncodeToString(s[:])})
+		wo := workflowOutput{Name: o, Bytes: len(b), SHA256: hex.EncodeToString(s[:])}
+		if store != nil {
+			d, err := storeSealedResult(wctx, store, sr)
+			if err != nil {
+				return r, nil, fmt.Errorf("output %s: keeping it in %s: %w", o, store, err)
+			}
+			wo.Stored = d.String()
+		}
+		r.Outputs = append(r.Outputs, wo)
 	}
 	as.Close(ctx, k)
 	return r, got, nil
@@ -475,4 +498,125 @@ func fromRecord(ctx context.Context, lc *lclient.Client, statePath string, rw *l
 			Task: rc.Task, After: rc.After, Entry: res.Entry.Tx}})
 	}
 	return nil
+}
+
+// maxSealedResultBlob bounds a stored sealed result 'workflow result'
+// reads (the outputs it keeps are at most the policy's 16 MiB, sealed and
+// in base64 in JSON).
+const maxSealedResultBlob = 24 << 20
+
+// storeSealedResult keeps sr in store as one JSON blob, and returns its
+// digest.
+func storeSealedResult(ctx context.Context, store *blob.Store, sr *client.SealedResult) (blob.Digest, error) {
+	b, err := json.Marshal(sr)
+	if err != nil {
+		return "", err
+	}
+	d := blob.FromBytes(b)
+	if err := store.PushBlob(ctx, d, int64(len(b)), bytes.NewReader(b)); err != nil {
+		return "", err
+	}
+	return d, nil
+}
+
+// workflowResult is what 'workflow result' opened.
+type workflowResult struct {
+	Blob    string `json:"blob"`
+	Session string `json:"session"`
+	Output  string `json:"output"`
+	Bytes   int    `json:"bytes"`
+	SHA256  string `json:"sha256"`
+	Path    string `json:"path"`
+}
+
+func newWorkflowResultCmd() *cobra.Command {
+	var storeU, keyFile, outPath, session string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "result --store URL --key INITIATOR.key [--session ID] --output FILE BLOB",
+		Short: "Fetch a workflow's output kept with 'workflow run --store', and open it with the initiator's key",
+		Long: `result fetches BLOB (sha256:…, as 'workflow run --store' printed) from the
+blob store and opens it with the initiator's key. The blob holds the
+output exactly as the node's isolate sealed it to the initiator (HPKE:
+ML-KEM-768 + X25519, bound to the session, the output's name, the reader
+and the policy's hash): the store, its operator and anyone else who
+fetches it read only ciphertext, and only the initiator's key opens it.
+With --session, the output must be of that workflow.
+
+Exit status: 0 opened and written; 1 not found, or it does not open with
+this key; 2 bad usage.`,
+		Example: `  cloister workflow result --store http://127.0.0.1:7444/results --key initiator.key \
+      --output result.json sha256:4f0c…`,
+		Args: cobra.ExactArgs(1),
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if storeU == "" || keyFile == "" || outPath == "" {
+			return usageError("workflow result: --store, --key and --output are required")
+		}
+		d, err := blob.ParseDigest(args[0])
+		if err != nil {
+			return usageError("workflow result: %v", err)
+		}
+		k, err := loadKey(keyFile)
+		if err != nil {
+			return err
+		}
+		store, err := blob.OpenStore(storeU, blob.Options{})
+		if err != nil {
+			return usageError("workflow result: --store: %v", err)
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		pt, sr, err := fetchSealedResult(ctx, store, d, k)
+		if err != nil {
+			return failure(fmt.Errorf("workflow result: %w", err))
+		}
+		if session != "" && sr.Session != session {
+			return failure(fmt.Errorf("workflow result: %s holds an output of workflow %s, not %s", d, sr.Session, session))
+		}
+		if err := atomicfile.WriteFile(outPath, pt, 0o600); err != nil {
+			return failure(err)
+		}
+		s := sha256.Sum256(pt)
+		r := workflowResult{Blob: d.String(), Session: sr.Session, Output: sr.Output, Bytes: len(pt), SHA256: hex.EncodeToString(s[:]), Path: outPath}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), r)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s: output %s of workflow %s, %d bytes, sha256 %s, written to %s\n", r.Blob, r.Output, r.Session, r.Bytes, r.SHA256, r.Path)
+		return nil
+	}
+	cmd.Flags().StringVar(&storeU, "store", "", "the blob store the output was kept in (http://HOST:PORT/REPO)")
+	cmd.Flags().StringVar(&keyFile, "key", "", "the initiator's principal key file")
+	cmd.Flags().StringVar(&outPath, "output", "", "file the opened output is written to")
+	cmd.Flags().StringVar(&session, "session", "", "the workflow the output must be of")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print what was opened as JSON")
+	return cmd
+}
+
+// fetchSealedResult fetches blob d and opens the sealed result it holds
+// with k.
+func fetchSealedResult(ctx context.Context, store *blob.Store, d blob.Digest, k *keys.PrivateKey) ([]byte, *client.SealedResult, error) {
+	rc, _, err := store.Fetch(ctx, d, maxSealedResultBlob)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxSealedResultBlob+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if blob.FromBytes(b) != d {
+		return nil, nil, blob.ErrMismatch
+	}
+	var sr client.SealedResult
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sr); err != nil {
+		return nil, nil, fmt.Errorf("%s is not a sealed result: %v", d, err)
+	}
+	pt, err := client.OpenSealedResult(k, &sr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pt, &sr, nil
 }
