@@ -389,6 +389,11 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, loa
 	if t, ok := data.(titled); ok {
 		pd.Title = t.title()
 	}
+	for _, sec := range s.opts.Sections {
+		if pd.Title == "" && sec.Template == name {
+			pd.Title = sec.Title
+		}
+	}
 	if sc, ok := data.(interface{ script() string }); ok {
 		pd.Script = sc.script()
 	}

@@ -15,9 +15,10 @@ import (
 
 // serveConsole serves n's console on addr (plain HTTP, under the shared
 // listener guard) until the returned stop is called. lc reads the ledger
-// the node records on (nil: none). It returns the console's base URL.
-func serveConsole(ctx context.Context, addr string, n *node.Node, lc *lclient.Client, hosts []string, log *slog.Logger) (string, func(), error) {
-	cs, err := console.New(console.Options{Node: n, Ledger: lc, Hosts: hosts, Logger: log})
+// the node records on (nil: none); sections are pages capabilities add.
+// It returns the console's base URL.
+func serveConsole(ctx context.Context, addr string, n *node.Node, lc *lclient.Client, hosts []string, log *slog.Logger, sections ...console.Section) (string, func(), error) {
+	cs, err := console.New(console.Options{Node: n, Ledger: lc, Hosts: hosts, Logger: log, Sections: sections})
 	if err != nil {
 		return "", nil, err
 	}

@@ -417,6 +417,31 @@ func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, 
 		return err
 	}
 	pr.step("console of research shows the published models with their schemas, the revocation and the call receipts, and no canary: %smodels", consoleURL)
+
+	// hospital-c's console lists the plans its node received: one more,
+	// awaiting a person, beside the one granted, each with its functions,
+	// budget and expiry, and the command that decides it (the console
+	// holds no organisation key).
+	o, err = run("approval", "request", "--node", url[demoManual], "--key", initiatorFile, "--model", demoManual+"/stats", "--total", total,
+		"--function", "count", "--calls", "2", "--expires", "2h", "--json")
+	if err != nil {
+		return err
+	}
+	var second federation.PlanRecord
+	if err := json.Unmarshal([]byte(o), &second); err != nil || second.State != federation.PlanPending {
+		return fmt.Errorf("approval request: want a pending plan: %s %v", o, err)
+	}
+	cConsole := ""
+	for _, n := range info.Nodes {
+		if n.Name == demoManual {
+			cConsole = n.Console
+		}
+	}
+	if err := plansConsoleShows(ctx, cConsole, second.ID, plan.ID); err != nil {
+		return err
+	}
+	pr.step("console of %s shows plan %s… awaiting a person (count, 2 calls, 2 h) with the command that grants it, and plan %s… granted: %splans",
+		demoManual, second.ID[:12], plan.ID[:12], cConsole)
 	pr.step("all steps behaved")
 	fmt.Fprintf(out, "total %.2f s\n", time.Since(pr.start).Seconds())
 	return nil
@@ -643,4 +668,31 @@ func storedResultOpens(run func(...string) (string, error), dir, store, initiato
 		return fmt.Errorf("the blob store's disk holds the answer in plaintext (%s): %v", f, err)
 	}
 	return nil
+}
+
+// plansConsoleShows checks a holder's console lists plan pending and
+// plan granted, in its JSON and its page.
+func plansConsoleShows(ctx context.Context, base, pending, granted string) error {
+	if base == "" {
+		return errors.New("console: the node has no console")
+	}
+	return awaitConsole(ctx, base, func(ctx context.Context) error {
+		var d federation.PlansPage
+		if _, err := consoleGet(ctx, base, "api/plans", &d); err != nil {
+			return err
+		}
+		page, err := consoleGet(ctx, base, "plans", nil)
+		if err != nil {
+			return err
+		}
+		switch {
+		case len(d.Pending) != 1 || d.Pending[0].ID != pending || len(d.Pending[0].Plan.Functions) != 1 || d.Pending[0].Plan.Calls != 2 || d.Pending[0].Plan.Expires == "":
+			return fmt.Errorf("the plans page lists %+v awaiting a person, want plan %s for count, 2 calls", d.Pending, pending)
+		case len(d.Decided) != 1 || d.Decided[0].ID != granted || d.Decided[0].State != federation.PlanApproved:
+			return fmt.Errorf("the plans page lists %+v decided, want plan %s approved", d.Decided, granted)
+		case !bytes.Contains(page, []byte("cloister approval grant --node URL --key ORGANISATION.key "+pending)):
+			return errors.New("the plans page does not show the command that grants the pending plan")
+		}
+		return nil
+	})
 }

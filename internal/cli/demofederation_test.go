@@ -29,7 +29,7 @@ func TestDemoFederation(t *testing.T) {
 	}
 	for _, want := range []string{"test network up", "3 models published", "console of research shows the published models", "sub-model calls, answer sealed to the initiator",
 		"of the centralised fit", "model.called receipts on the ledger", "no hospital's canary row",
-		"research writes its compute plan", "workflow status: the call graph recorded on the ledger", "research fetched its answer again from the blob store", "refused by hospital-a's output rule", "its model was revoked by its owner", "all steps behaved"} {
+		"research writes its compute plan", "workflow status: the call graph recorded on the ledger", "research fetched its answer again from the blob store", "awaiting a person (count, 2 calls, 2 h)", "refused by hospital-a's output rule", "its model was revoked by its owner", "all steps behaved"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}

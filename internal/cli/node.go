@@ -317,7 +317,11 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 				if opts.Ledger != nil {
 					lc = nodeLedgerReader
 				}
-				_, stopConsole, err := serveConsole(ctx, consoleAddr, n, lc, consoleHosts, log)
+				var sections []console.Section
+				if fed != nil {
+					sections = append(sections, fed.holder.ConsoleSection()) // the plans it received
+				}
+				_, stopConsole, err := serveConsole(ctx, consoleAddr, n, lc, consoleHosts, log, sections...)
 				if err != nil {
 					return failure(fmt.Errorf("node: %w", err))
 				}
