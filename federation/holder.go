@@ -70,6 +70,7 @@ type Holder struct {
 	slot   chan struct{}
 	plans  *plans
 	outbox *outbox
+	progs  programCache
 }
 
 // NewHolder prepares a holder over opts.Dir.
@@ -102,7 +103,8 @@ func NewHolder(o HolderOptions) (*Holder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("federation: receipts: %w", err)
 	}
-	return &Holder{o: o, me: protocol.FormatEd25519Key(o.Host.PlatformKey()), slot: make(chan struct{}, o.MaxConcurrent), plans: ps, outbox: ob}, nil
+	return &Holder{o: o, me: protocol.FormatEd25519Key(o.Host.PlatformKey()), slot: make(chan struct{}, o.MaxConcurrent), plans: ps, outbox: ob,
+		progs: programCache{dir: filepath.Join(o.Dir, "programs")}}, nil
 }
 
 // Close stops committing receipts; those not committed yet are sent when
@@ -379,11 +381,11 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 // holds {"function","args"}; the program writes /output/result.json,
 // {"rows":N,"result":…}, which must satisfy the function's result schema.
 func (h *Holder) run(ctx context.Context, m *model.Model, fn *model.Function, c *Call) (json.RawMessage, uint64, *RefusedError) {
-	prog, err := os.ReadFile(filepath.Join(h.o.Dir, "programs", m.ProgramSHA256+".wasm"))
-	if err != nil {
+	prog, err := h.progs.get(m.ProgramSHA256)
+	if errors.Is(err, errNoProgram) {
 		return nil, 0, refused(CodeNotServed, "call: this node does not hold model %s's program", m.Name)
 	}
-	if digest(prog) != m.ProgramSHA256 {
+	if err != nil {
 		return nil, 0, refused(CodeFailed, "call: the program this node holds for %s is not the published one", m.Name)
 	}
 	callJSON, _ := json.Marshal(map[string]any{"function": c.Function, "args": c.Args})
