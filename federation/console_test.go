@@ -5,18 +5,16 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/cloisterhq/cloister/console"
 	"github.com/cloisterhq/cloister/federation"
+	"github.com/cloisterhq/cloister/internal/browsertest"
 	"github.com/cloisterhq/cloister/ledger/model"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
@@ -26,13 +24,7 @@ import (
 // command that decides it; the page loads nothing from elsewhere and has
 // no serious accessibility violation. The console decides nothing.
 func TestPlansConsoleInBrowser(t *testing.T) {
-	chrome, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CLOISTER_REQUIRE_BROWSER") != "" {
-			t.Fatalf("chromium not found (scripts/test installs Debian's chromium): %v", err)
-		}
-		t.Skip("chromium not found (scripts/test installs it)")
-	}
+	chrome := browsertest.Chromium(t)
 	w := newWorldWith(t, 20, func(m *model.Model) { m.Approval.Mode = model.ApprovalManual }, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -50,23 +42,7 @@ func TestPlansConsoleInBrowser(t *testing.T) {
 	srv := httptest.NewServer(cs.Handler())
 	defer srv.Close()
 
-	actx, acancel := chromedp.NewExecAllocator(ctx, chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.UserDataDir(t.TempDir()))
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	var mu sync.Mutex
-	var requested []string
-	if err := chromedp.Listen(bctx, func(ev any) {
-		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
-			mu.Lock()
-			requested = append(requested, e.Request.URL)
-			mu.Unlock()
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	bctx, requested := browsertest.Start(ctx, t, chrome)
 	if err := chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/ui/plans"), chromedp.WaitReady(chromedp.CSS("footer"))); err != nil {
 		t.Fatal(err)
 	}
@@ -99,9 +75,7 @@ func TestPlansConsoleInBrowser(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &found); err != nil || len(found) > 0 {
 		t.Fatalf("axe: %v %v", found, err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, u := range requested {
+	for _, u := range requested() {
 		if !strings.HasPrefix(u, srv.URL+"/") {
 			t.Fatalf("the page requested %s, outside the console", u)
 		}

@@ -15,12 +15,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/cloisterhq/cloister/internal/browsertest"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/cloisterhq/cloister/api/protocol"
@@ -263,26 +263,7 @@ func checkReceiptCommands(t *testing.T, info demoConsoleInfo) {
 }
 
 func checkConsoleBrowser(ctx context.Context, t *testing.T, chrome string, info demoConsoleInfo, hostile uint64, artifact string) {
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1000, 900),
-	}
-	actx, cancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancel()
-	bctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	var mu sync.Mutex
-	var requested []string
-	if err := chromedp.Listen(bctx, func(ev any) {
-		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
-			mu.Lock()
-			requested = append(requested, e.Request.URL)
-			mu.Unlock()
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	bctx, requested := browsertest.Start(ctx, t, chrome)
 	axe, err := os.ReadFile(filepath.Join("..", "..", "console", "testdata", "axe-core", "axe.min.js"))
 	if err != nil {
 		t.Fatal(err)
@@ -452,14 +433,13 @@ func checkConsoleBrowser(ctx context.Context, t *testing.T, chrome string, info 
 	// Live progress: a new session's page shows an upload without reload.
 	checkLiveSession(ctx, t, func(p string) { open(1000, p) }, eval, info)
 
-	mu.Lock()
-	defer mu.Unlock()
-	for _, u := range requested {
+	urls := requested()
+	for _, u := range urls {
 		if !strings.HasPrefix(u, info.URL+"/") {
 			t.Fatalf("a page loaded %q, not from the node's console", u)
 		}
 	}
-	t.Logf("browser: %d requests, all to %s", len(requested), info.URL)
+	t.Logf("browser: %d requests, all to %s", len(urls), info.URL)
 }
 
 // checkVerifierVectors runs verify.js on ledger/verify/testdata and on
