@@ -58,10 +58,12 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"name":"hospital-a/stats","version":1,"reason":"x"}`))
 	f.Add([]byte(`{"id":"abababababababababababababababababababababababababababababababab","model":"a/b","version":1,"function":"count","args_sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","result_sha256":"efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef","rows":5,"caller":"` + testKey + `","initiator":"` + testKey + `"}`))
+	f.Add([]byte(`{"workflow":"0123456789abcdef0123456789abcdef","initiator":"` + testKey + `","dag_sha256":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd","calls":[{"call":"abababababababababababababababababababababababababababababababab","receipt":3,"task":"a"},{"call":"efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef","receipt":4,"task":"b","after":[0]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		roundTrip(t, b, DecodeModel)
 		roundTrip(t, b, DecodeRevocation)
 		roundTrip(t, b, DecodeCall)
+		roundTrip(t, b, DecodeWorkflow)
 	})
 }
 
