@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
@@ -356,24 +357,36 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 	}
 	// The call counts against its plan and the initiator's budget
 	// before anything leaves.
-	if err := h.plans.reserve(c, plan, m.Output.Budget); err != nil {
+	persist, err := h.plans.reserve(c, plan, m.Output.Budget)
+	if err != nil {
 		return nil, refused(CodePlan, "call: %v", err)
 	}
 	// The receipt, signed and on this node's disk before the result
 	// leaves (its file is the replay guard); the ledger takes it in the
-	// background (decision 0125).
+	// background (decision 0125). The counts and the receipt are written
+	// at once, their fsyncs overlapping (decision 0167); the result
+	// leaves only once both are on disk.
 	receipt := model.Call{ID: c.ID, Model: c.Model, Version: c.Version, Function: c.Function, ArgsSHA256: c.ArgsSHA256,
 		ResultSHA256: digest(sealed), Rows: rows, Caller: se.Entry.Submitter, Initiator: c.Initiator, Workflow: c.Workflow, Plan: plan}
 	rse, err := h.o.Host.SignEntry(model.KindCalled, receipt)
 	if err != nil {
 		return nil, refused(CodeFailed, "call: signing the receipt: %v", err)
 	}
-	if err := h.outbox.put(c.ID, rse); err != nil {
-		if errors.Is(err, errReplayed) {
-			return nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
-		}
-		return nil, refused(CodeUnavailable, "call: keeping the receipt: %v", err)
+	var cerr error
+	var wg sync.WaitGroup
+	wg.Go(func() { cerr = persist() })
+	kerr := h.outbox.keep(c.ID, rse)
+	wg.Wait()
+	switch {
+	case errors.Is(kerr, errReplayed):
+		return nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
+	case kerr != nil:
+		return nil, refused(CodeUnavailable, "call: keeping the receipt: %v", kerr)
+	case cerr != nil:
+		h.outbox.withhold(c.ID, cerr.Error())
+		return nil, refused(CodeUnavailable, "call: keeping the call's count against its plan and budget: %v", cerr)
 	}
+	h.outbox.send(c.ID, rse)
 	return &Reply{Sealed: sealed, Entry: rse.Encode()}, nil
 }
 

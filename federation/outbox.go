@@ -121,20 +121,35 @@ func (ob *outbox) seen(id string) bool {
 	return err == nil
 }
 
-// put keeps the receipt of call id before its result is released;
-// errReplayed if the id was answered before.
-func (ob *outbox) put(id string, se *verify.SignedEntry) error {
+// keep writes the receipt of call id to disk before its result is
+// released; errReplayed if the id was answered before. The receipt goes
+// to the ledger once send is called.
+func (ob *outbox) keep(id string, se *verify.SignedEntry) error {
 	if err := atomicfile.WriteFile(ob.path(id), se.Encode(), 0o600, atomicfile.NoReplace()); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return errReplayed
 		}
 		return err
 	}
+	return nil
+}
+
+// send queues a kept receipt for the ledger.
+func (ob *outbox) send(id string, se *verify.SignedEntry) {
 	ob.mu.Lock()
 	ob.pending[id] = se
 	ob.mu.Unlock()
 	ob.kick()
-	return nil
+}
+
+// withhold marks a kept receipt whose result was not released, so that
+// it is never sent (its file stays as the replay guard). Should this
+// mark fail too, a later start sends the receipt: the ledger then counts
+// one call more than was released, never fewer.
+func (ob *outbox) withhold(id, reason string) {
+	if err := atomicfile.WriteFile(ob.path(id)+".refused", []byte("not released: "+reason), 0o600); err != nil {
+		ob.log.Warn("federation: marking a receipt not released", "call", id, "err", err)
+	}
 }
 
 var errReplayed = errors.New("this call id was answered before: a replayed call")

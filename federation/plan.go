@@ -403,35 +403,50 @@ func short(s string) string {
 }
 
 // reserve counts one call under plan (when not "") and under the
-// initiator's budget of the model version, budget (0: none), persisting
-// both before the result may leave; it refuses when either is spent.
-func (ps *plans) reserve(c *Call, plan string, budget uint64) error {
+// initiator's budget of the model version, budget (0: none), refusing it
+// when either is spent. The counts change in memory at once, so that
+// calls made at the same time cannot both take the last one; persist
+// then writes them to disk, and the result may leave only once it
+// returned nil. A count whose persist failed stays counted in memory: the
+// node then refuses sooner, never later.
+func (ps *plans) reserve(c *Call, plan string, budget uint64) (persist func() error, err error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	uk := usageKey(c.Model, c.Version, c.Initiator)
 	used := ps.usage[uk]
 	if budget != 0 && used >= budget {
-		return fmt.Errorf("initiator %s spent its budget of %d calls of %s version %d", c.Initiator, budget, c.Model, c.Version)
+		return nil, fmt.Errorf("initiator %s spent its budget of %d calls of %s version %d", c.Initiator, budget, c.Model, c.Version)
 	}
-	var n PlanRecord
 	if plan != "" {
 		r := ps.byID[plan]
 		if r.Used >= r.Plan.Calls {
-			return fmt.Errorf("plan %s: its budget of %d calls is spent", plan[:16], r.Plan.Calls)
+			return nil, fmt.Errorf("plan %s: its budget of %d calls is spent", plan[:16], r.Plan.Calls)
 		}
-		n = *r
+		n := *r
 		n.Used++
-		if err := ps.save(&n); err != nil {
-			return err
-		}
 		ps.byID[plan] = &n
 	}
-	b, _ := json.Marshal(used + 1)
-	if err := atomicfile.WriteFile(filepath.Join(ps.dir, "usage", uk), b, 0o600); err != nil {
-		return err
-	}
 	ps.usage[uk] = used + 1
-	return nil
+	return func() error { return ps.persist(uk, plan) }, nil
+}
+
+// persist writes the initiator's count uk and plan's record (when not
+// "") as they are in memory now — what calls reserved since are counted
+// too, so the files never go back — both files at once: their fsyncs
+// overlap.
+func (ps *plans) persist(uk, plan string) error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	var perr error
+	var wg sync.WaitGroup
+	if plan != "" {
+		r := ps.byID[plan]
+		wg.Go(func() { perr = ps.save(r) })
+	}
+	b, _ := json.Marshal(ps.usage[uk])
+	uerr := atomicfile.WriteFile(filepath.Join(ps.dir, "usage", uk), b, 0o600)
+	wg.Wait()
+	return errors.Join(perr, uerr)
 }
 
 // handlePlan takes a federation.plan signed by an initiator: the model
