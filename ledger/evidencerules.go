@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,9 +13,12 @@ import (
 )
 
 // Evidence judged by consensus (rule version 13). The consortium agrees on
-// reference values per isolate class in reference.values entries, signed
-// by a validator of the current set (as members are admitted); each
-// replaces the class's previous values. Once a class has reference values,
+// reference values per isolate class: in version 13, in reference.values
+// entries signed by any one validator of the current set (as members are
+// admitted); from version 16, only as a governance change, a
+// validator.proposed entry that members holding more than the genesis
+// threshold of the set's power approve, as for membership (below). Each
+// decided set of values replaces the class's previous ones. Once a class has reference values,
 // the state machine verifies every node.registered of that class — and the
 // recorded evidence behind every offer of a node of that class — with the
 // one verifier per format (package attest), at the block time, never the
@@ -28,8 +32,10 @@ var bucketReferenceValues = []byte("reference_values")
 // KindReferenceValues is the kind of the consortium's reference values.
 const KindReferenceValues verify.Kind = "reference.values"
 
-// referenceBody is a reference.values entry's body.
-type referenceBody struct {
+// ReferenceValues is a class's reference values: a reference.values
+// entry's body (rule version 13), the values of a reference-values
+// proposal (version 16).
+type ReferenceValues struct {
 	Class           string            `json:"class"`
 	Measurements    []string          `json:"measurements,omitempty"`
 	MinSVN          map[string]uint64 `json:"min_svn,omitempty"`
@@ -37,9 +43,14 @@ type referenceBody struct {
 	MaxAgeSeconds   uint64            `json:"max_age_seconds,omitempty"`
 }
 
+// referenceRecord is a class's values in force: the entry that set them
+// (version 13) or proposed them (version 16), and from version 16 the
+// height that decided them and the approvals' entries.
 type referenceRecord struct {
-	Index  uint64        `json:"index"`
-	Values referenceBody `json:"values"`
+	Index     uint64          `json:"index"`
+	Values    ReferenceValues `json:"values"`
+	Height    int64           `json:"height,omitempty"`
+	Approvals []uint64        `json:"approvals,omitempty"`
 }
 
 const maxReferenceMeasurements = 256
@@ -48,24 +59,146 @@ func ruleReferenceValues(c *ruleCtx) ([]write, *verify.RejectedError) {
 	if rej := c.requireValidator(); rej != nil {
 		return nil, rej
 	}
-	var rb referenceBody
+	var rb ReferenceValues
 	if err := strictJSON(c.se.Entry.Body, &rb); err != nil {
 		return nil, reject(verify.CodeMalformed, "reference.values body: %v", err)
 	}
+	if rej := rb.check(string(KindReferenceValues)); rej != nil {
+		return nil, rej
+	}
+	return []write{putRecord(bucketReferenceValues, []byte(rb.Class), referenceRecord{Index: c.index, Values: rb})}, nil
+}
+
+// check refuses values no verifier could hold evidence to; what names
+// the entry in the reasons.
+func (rb *ReferenceValues) check(what string) *verify.RejectedError {
 	switch {
 	case rb.Class == "" || len(rb.Class) > 32:
-		return nil, reject(verify.CodeMalformed, "reference.values: class must be an isolate class name (1 to 32 bytes)")
+		return reject(verify.CodeMalformed, "%s: class must be an isolate class name (1 to 32 bytes)", what)
 	case len(rb.Measurements) > maxReferenceMeasurements:
-		return nil, reject(verify.CodeTooLarge, "reference.values: %d measurements, at most %d", len(rb.Measurements), maxReferenceMeasurements)
+		return reject(verify.CodeTooLarge, "%s: %d measurements, at most %d", what, len(rb.Measurements), maxReferenceMeasurements)
 	case rb.MaxAgeSeconds > 366*24*3600:
-		return nil, reject(verify.CodeMalformed, "reference.values: max_age_seconds above a year")
+		return reject(verify.CodeMalformed, "%s: max_age_seconds above a year", what)
 	}
 	for _, m := range rb.Measurements {
 		if b, err := hex.DecodeString(m); err != nil || len(b) == 0 || len(b) > 64 {
-			return nil, reject(verify.CodeMalformed, "reference.values: measurement %.20q is not 1 to 64 bytes of lower-case hex", m)
+			return reject(verify.CodeMalformed, "%s: measurement %.20q is not 1 to 64 bytes of lower-case hex", what, m)
 		}
 	}
-	return []write{putRecord(bucketReferenceValues, []byte(rb.Class), referenceRecord{Index: c.index, Values: rb})}, nil
+	return nil
+}
+
+// Reference values by governance (rule version 16). One validator no
+// longer decides what evidence the whole consortium accepts: a
+// reference.values entry is refused, and the values are proposed and
+// approved with the kinds and the rule of membership changes,
+//
+//	validator.proposed {"change":"reference-values","values":{…as reference.values…},"set":V}
+//	                   by a member of the current set, V the current set version;
+//	validator.approved {"proposal":INDEX,"hash":"…"} by other members, as for any proposal.
+//
+// The block in which proposer and approvers come to hold more than the
+// genesis threshold of the set's power puts the values in force for
+// their class at once (no delay: they judge entries, not consensus). A
+// decided membership change voids the proposals still open for the set
+// before it, these included.
+
+// ChangeReferenceValues is the change of a validator.proposed entry that
+// proposes a class's reference values (rule version 16).
+const ChangeReferenceValues = "reference-values"
+
+// decidedInPlace marks a decided proposal that made no new set version.
+const decidedInPlace = ^uint64(0)
+
+// ReferenceProposal is the body of a validator.proposed entry proposing
+// reference values.
+type ReferenceProposal struct {
+	Change string          `json:"change"`
+	Values ReferenceValues `json:"values"`
+	Set    uint64          `json:"set"`
+}
+
+// ParseReferenceProposal reads a validator.proposed entry that proposes
+// reference values; ok is false for other entries and other proposals.
+func ParseReferenceProposal(se *verify.SignedEntry) (p *ReferenceProposal, ok bool, err error) {
+	var head struct {
+		Change string `json:"change"`
+	}
+	if se.Entry.Kind != verify.KindValidatorProposed || json.Unmarshal(se.Entry.Body, &head) != nil || head.Change != ChangeReferenceValues {
+		return nil, false, nil
+	}
+	p = new(ReferenceProposal)
+	if err := strictJSON(se.Entry.Body, p); err != nil {
+		return nil, true, fmt.Errorf("%s %s body: %v", verify.KindValidatorProposed, ChangeReferenceValues, err)
+	}
+	if rej := p.Values.check(string(verify.KindValidatorProposed) + " " + ChangeReferenceValues); rej != nil {
+		return nil, true, errors.New(rej.Reason)
+	}
+	return p, true, nil
+}
+
+// ruleReferenceValuesV16 refuses what version 13 let one validator do.
+func ruleReferenceValuesV16(c *ruleCtx) ([]write, *verify.RejectedError) {
+	return nil, reject(verify.CodeUnauthorized, "%s: from rule version 16 one validator cannot set the consortium's reference values: "+
+		"propose them (%s, change %q: cloister ledger propose %s) for members holding %s of the current set's power to approve (%s)",
+		KindReferenceValues, verify.KindValidatorProposed, ChangeReferenceValues, ChangeReferenceValues, readThreshold(c.v.get), verify.KindValidatorApproved)
+}
+
+// ruleValidatorProposedV16 is version 6's proposal, which may also
+// propose reference values.
+func ruleValidatorProposedV16(c *ruleCtx) ([]write, *verify.RejectedError) {
+	p, ok, err := ParseReferenceProposal(c.se)
+	if !ok {
+		return ruleValidatorProposed(c)
+	}
+	if err != nil {
+		return nil, reject(verify.CodeMalformed, "%v", err)
+	}
+	vs, rej := publicSet(c.v)
+	if rej != nil {
+		return nil, rej
+	}
+	cur := readValsetVersion(c.v)
+	if vs.Power(c.pub) == 0 {
+		return nil, reject(verify.CodeUnauthorized, "%s: the submitter is not a validator of the current set (version %d)", verify.KindValidatorProposed, cur)
+	}
+	if p.Set != cur {
+		return nil, reject(verify.CodeReplay, "%s: proposes reference values to set version %d; the set is at version %d", verify.KindValidatorProposed, p.Set, cur)
+	}
+	rec := append(append(be64(p.Set), be64(0)...), append(be64(c.index), c.pub...)...)
+	return decideReferenceValues(c, vs, p, c.index, rec), nil
+}
+
+// ruleValidatorApprovedV16 is version 6's approval, which may also
+// approve proposed reference values.
+func ruleValidatorApprovedV16(c *ruleCtx) ([]write, *verify.RejectedError) {
+	vs, a, rec, se, rej := approvedProposal(c)
+	if rej != nil {
+		return nil, rej
+	}
+	rp, ok, err := ParseReferenceProposal(se)
+	if ok && err == nil {
+		return decideReferenceValues(c, vs, rp, a.Proposal, rec), nil
+	}
+	p, err := verify.ParseValidatorProposal(se)
+	if err != nil {
+		return nil, reject(verify.CodeUnavailable, "stored proposal %d: %v", a.Proposal, err)
+	}
+	return decideIfApproved(c, vs, p, a.Proposal, rec)
+}
+
+// decideReferenceValues stores the proposal record rec and, when its
+// signers hold more than the threshold, puts the values in force.
+func decideReferenceValues(c *ruleCtx, vs *verify.ValidatorSet, p *ReferenceProposal, index uint64, rec []byte) []write {
+	approvals, met := tallyProposal(c, vs, rec)
+	if !met {
+		return []write{{bucketValProposals, be64(index), rec}}
+	}
+	copy(rec[8:16], be64(decidedInPlace))
+	return []write{
+		{bucketValProposals, be64(index), rec},
+		putRecord(bucketReferenceValues, []byte(p.Values.Class), referenceRecord{Index: index, Values: p.Values, Height: c.height, Approvals: approvals}),
+	}
 }
 
 // strictJSON decodes a body refusing unknown members.

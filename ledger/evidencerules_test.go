@@ -7,11 +7,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/attest/software"
+	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // TestEvidenceJudgedByConsensus: once a validator publishes the
@@ -71,4 +74,109 @@ func TestEvidenceJudgedByConsensus(t *testing.T) {
 		c.entry(n, KindOffer, offerBody(60)),
 		reg(wrong, evidence(wrong, good)),
 	}, "unauthorized: issued 2m", "unauthorized: issued 2m", "ok")
+}
+
+// TestReferenceValuesByGovernance: before rule version 16 turns on, one
+// validator sets a class's reference values (version 13); from it on,
+// one validator's reference.values is refused with the reason, and values
+// proposed with validator.proposed are in force only from the block where
+// members holding more than 2/3 of the power signed — until then the
+// earlier values judge registrations, from then on the new ones do. A
+// decided membership change voids the proposals still open.
+func TestReferenceValuesByGovernance(t *testing.T) {
+	t.Parallel()
+	keys := []ed25519.PrivateKey{seedKey(0x61), seedKey(0x62), seedKey(0x63), seedKey(0x64)}
+	ac, err := newABCIChain(t, "refvals-test", []byte(`{"rules_version":15}`), keys, time.Now().UTC().Truncate(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &aclChain{abciChain: ac, t: t}
+	good := sha256.Sum256([]byte("runtime"))
+	next := sha256.Sum256([]byte("next runtime"))
+	evidence := func(k ed25519.PrivateKey, m [32]byte) string {
+		att, err := software.NewAttester(k, software.WithMeasurement(m), software.WithClock(func() time.Time { return c.at(c.height) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := att.Attest(context.Background(), protocol.RegistrationReportData(k.Public().(ed25519.PublicKey)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(ev)
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	reg := func(seed byte, m [32]byte) []byte {
+		k := seedKey(seed)
+		b := nodeBody(k.Public().(ed25519.PublicKey))
+		b["evidence"] = evidence(k, m)
+		return c.entry(k, KindNodeRegistered, b)
+	}
+	values := func(m [32]byte) map[string]any {
+		return map[string]any{"class": "software", "measurements": []string{hex.EncodeToString(m[:])}}
+	}
+	propose := func(k ed25519.PrivateKey, m [32]byte, set int) []byte {
+		return c.entry(k, KindValidatorProposed, map[string]any{"change": ChangeReferenceValues, "values": values(m), "set": set})
+	}
+	approve := func(k ed25519.PrivateKey, idx uint64, tx []byte) []byte {
+		leaf := verify.LeafHash(tx)
+		return c.entry(k, KindValidatorApproved, map[string]any{"proposal": idx, "hash": hex.EncodeToString(leaf[:])})
+	}
+	size := func() uint64 { st, _ := c.a.state(); return st.Size }
+
+	// Version 15 (13's rule): one validator's values are in force at once.
+	c.want([][]byte{c.entry(keys[0], KindReferenceValues, values(good))}, "ok")
+	first := size() - 1
+	const on = 4
+	var sched [][]byte
+	for _, k := range keys[:3] {
+		sched = append(sched, c.entry(k, KindRulesScheduled, map[string]any{"version": RulesV16, "height": on}))
+	}
+	c.want(sched, "ok", "ok", "ok")
+	c.want(nil)
+	if c.height != on-1 || c.a.schedule().at(on) != RulesV16 {
+		t.Fatalf("at height %d, schedule %v", c.height, c.a.schedule())
+	}
+
+	// Version 16: one validator is refused; a proposal by one, approved
+	// by one more (2 of 4), changes nothing yet.
+	prop := propose(keys[0], next, 0)
+	c.want([][]byte{
+		c.entry(keys[1], KindReferenceValues, values(next)),
+		propose(seedKey(0x70), next, 0),
+		c.entry(keys[0], KindValidatorProposed, map[string]any{"change": ChangeReferenceValues, "values": map[string]any{"class": "software", "measurements": []string{"XY"}}, "set": 0}),
+		propose(keys[0], next, 1),
+		prop,
+	}, "unauthorized: one validator cannot set the consortium's reference values: propose them (validator.proposed, change \"reference-values\"",
+		"unauthorized: not a validator of the current set", "malformed: lower-case hex", "replay: set version 1", "ok")
+	if c.height != on {
+		t.Fatalf("proposal at height %d", c.height)
+	}
+	idx := size() - 1
+	c.want([][]byte{approve(keys[1], idx, prop), approve(keys[1], idx, prop)}, "ok", "replay: approved proposal")
+	c.want([][]byte{reg(0xe1, next), reg(0xe2, good)},
+		fmt.Sprintf("unauthorized: fails the consortium's reference values (entry %d)", first), "ok")
+
+	// The third signer decides: the proposed values judge from this block.
+	c.want([][]byte{approve(keys[2], idx, prop), reg(0xe3, good), reg(0xe4, next)},
+		"ok", fmt.Sprintf("unauthorized: fails the consortium's reference values (entry %d)", idx), "ok")
+	c.want([][]byte{approve(keys[3], idx, prop)}, "replay: decided already (its reference values are in force)")
+	var rec referenceRecord
+	c.a.store.view(func(r reader) error {
+		json.Unmarshal(r.get(bucketReferenceValues, []byte("software")), &rec)
+		return nil
+	})
+	if rec.Index != idx || rec.Height != on+3 || len(rec.Approvals) != 2 || rec.Values.Measurements[0] != hex.EncodeToString(next[:]) {
+		t.Fatalf("recorded values %+v", rec)
+	}
+
+	// A proposal still open when a membership change is decided is void.
+	open := propose(keys[0], good, 0)
+	c.want([][]byte{open}, "ok")
+	openIdx := size() - 1
+	change := c.entry(keys[0], KindValidatorProposed, map[string]any{"change": "power", "validator": pubText(keys[3]), "power": 2, "set": 0})
+	c.want([][]byte{change}, "ok")
+	changeIdx := size() - 1
+	c.want([][]byte{approve(keys[1], changeIdx, change), approve(keys[2], changeIdx, change)}, "ok", "ok")
+	c.want([][]byte{approve(keys[1], openIdx, open), approve(keys[2], openIdx, open)},
+		"replay: proposal "+strconv.FormatUint(openIdx, 10)+" changes set version 0, and the set is at version 1 since", "replay: propose again")
 }

@@ -40,7 +40,8 @@ import (
 //	meta "validator_epochs"      JSON [{from, validators}]: the set that signs each height
 //	meta "membership_threshold"  JSON verify.Threshold (absent: 2/3)
 //	meta "genesis_time"          the genesis time, verify.TimeLayout
-//	validator_proposals  be64(index) → be64(V) ‖ be64(decided version, 0 while open)
+//	validator_proposals  be64(index) → be64(V) ‖ be64(decided version, 0 while open,
+//	                     decidedInPlace for reference values, rule version 16)
 //	                     ‖ (be64(entry index) ‖ 32-byte key)* — proposer first
 //	validator_changes    be64(version) → JSON changeRecord
 
@@ -158,48 +159,64 @@ func ruleValidatorProposed(c *ruleCtx) ([]write, *verify.RejectedError) {
 }
 
 func ruleValidatorApproved(c *ruleCtx) ([]write, *verify.RejectedError) {
-	a, err := verify.ParseValidatorApproval(c.se)
-	if err != nil {
-		return nil, reject(verify.CodeMalformed, "%v", err)
-	}
-	vs, rej := publicSet(c.v)
+	vs, a, rec, se, rej := approvedProposal(c)
 	if rej != nil {
 		return nil, rej
-	}
-	if vs.Power(c.pub) == 0 {
-		return nil, reject(verify.CodeUnauthorized, "%s: the submitter is not a validator of the current set (version %d)", verify.KindValidatorApproved, readValsetVersion(c.v))
-	}
-	rec := c.v.get(bucketValProposals, be64(a.Proposal))
-	stored := c.v.get(bucketEntries, be64(a.Proposal))
-	if len(rec) < 16 || len(stored) < 8 {
-		return nil, reject(verify.CodeMissingReference, "%s: entry %d is not a validator proposal", verify.KindValidatorApproved, a.Proposal)
-	}
-	tx := stored[8:]
-	if leaf := verify.LeafHash(tx); hex.EncodeToString(leaf[:]) != a.Hash {
-		return nil, reject(verify.CodeMalformed, "%s: proposal %d has leaf hash %x, the approval names %s", verify.KindValidatorApproved, a.Proposal, leaf, a.Hash)
-	}
-	set, _ := getU64(rec[:8])
-	if decided, _ := getU64(rec[8:16]); decided != 0 {
-		return nil, reject(verify.CodeReplay, "%s: proposal %d was decided already (set version %d)", verify.KindValidatorApproved, a.Proposal, decided)
-	}
-	if cur := readValsetVersion(c.v); set != cur {
-		return nil, reject(verify.CodeReplay, "%s: proposal %d changes set version %d, and the set is at version %d since; propose again", verify.KindValidatorApproved, a.Proposal, set, cur)
-	}
-	for i := 16; i+40 <= len(rec); i += 40 {
-		if bytes.Equal(rec[i+8:i+40], c.pub) {
-			return nil, reject(verify.CodeReplay, "%s: this validator approved proposal %d already (entry %d)", verify.KindValidatorApproved, a.Proposal, binaryU64(rec[i:i+8]))
-		}
-	}
-	se, err := verify.DecodeEntry(tx)
-	if err != nil {
-		return nil, reject(verify.CodeUnavailable, "stored proposal %d: %v", a.Proposal, err)
 	}
 	p, err := verify.ParseValidatorProposal(se)
 	if err != nil {
 		return nil, reject(verify.CodeUnavailable, "stored proposal %d: %v", a.Proposal, err)
 	}
-	rec = append(bytes.Clone(rec), append(be64(c.index), c.pub...)...)
 	return decideIfApproved(c, vs, p, a.Proposal, rec)
+}
+
+// approvedProposal checks a validator.approved entry against the
+// proposal it names, and returns the current set, the approval, the
+// proposal's record with this approval added, and the proposal entry.
+func approvedProposal(c *ruleCtx) (*verify.ValidatorSet, *verify.ValidatorApproval, []byte, *verify.SignedEntry, *verify.RejectedError) {
+	a, err := verify.ParseValidatorApproval(c.se)
+	if err != nil {
+		return nil, nil, nil, nil, reject(verify.CodeMalformed, "%v", err)
+	}
+	vs, rej := publicSet(c.v)
+	if rej != nil {
+		return nil, nil, nil, nil, rej
+	}
+	fail := func(code, format string, args ...any) (*verify.ValidatorSet, *verify.ValidatorApproval, []byte, *verify.SignedEntry, *verify.RejectedError) {
+		return nil, nil, nil, nil, reject(code, format, args...)
+	}
+	if vs.Power(c.pub) == 0 {
+		return fail(verify.CodeUnauthorized, "%s: the submitter is not a validator of the current set (version %d)", verify.KindValidatorApproved, readValsetVersion(c.v))
+	}
+	rec := c.v.get(bucketValProposals, be64(a.Proposal))
+	stored := c.v.get(bucketEntries, be64(a.Proposal))
+	if len(rec) < 16 || len(stored) < 8 {
+		return fail(verify.CodeMissingReference, "%s: entry %d is not a validator proposal", verify.KindValidatorApproved, a.Proposal)
+	}
+	tx := stored[8:]
+	if leaf := verify.LeafHash(tx); hex.EncodeToString(leaf[:]) != a.Hash {
+		return fail(verify.CodeMalformed, "%s: proposal %d has leaf hash %x, the approval names %s", verify.KindValidatorApproved, a.Proposal, leaf, a.Hash)
+	}
+	set, _ := getU64(rec[:8])
+	if decided, _ := getU64(rec[8:16]); decided == decidedInPlace {
+		return fail(verify.CodeReplay, "%s: proposal %d was decided already (its reference values are in force)", verify.KindValidatorApproved, a.Proposal)
+	} else if decided != 0 {
+		return fail(verify.CodeReplay, "%s: proposal %d was decided already (set version %d)", verify.KindValidatorApproved, a.Proposal, decided)
+	}
+	if cur := readValsetVersion(c.v); set != cur {
+		return fail(verify.CodeReplay, "%s: proposal %d changes set version %d, and the set is at version %d since; propose again", verify.KindValidatorApproved, a.Proposal, set, cur)
+	}
+	for i := 16; i+40 <= len(rec); i += 40 {
+		if bytes.Equal(rec[i+8:i+40], c.pub) {
+			return fail(verify.CodeReplay, "%s: this validator approved proposal %d already (entry %d)", verify.KindValidatorApproved, a.Proposal, binaryU64(rec[i:i+8]))
+		}
+	}
+	se, err := verify.DecodeEntry(tx)
+	if err != nil {
+		return fail(verify.CodeUnavailable, "stored proposal %d: %v", a.Proposal, err)
+	}
+	rec = append(bytes.Clone(rec), append(be64(c.index), c.pub...)...)
+	return vs, a, rec, se, nil
 }
 
 func binaryU64(b []byte) uint64 { n, _ := getU64(b); return n }
@@ -207,15 +224,8 @@ func binaryU64(b []byte) uint64 { n, _ := getU64(b); return n }
 // decideIfApproved stores the proposal record rec and, when its signers
 // hold more than the threshold, decides the change.
 func decideIfApproved(c *ruleCtx, vs *verify.ValidatorSet, p *verify.ValidatorProposal, index uint64, rec []byte) ([]write, *verify.RejectedError) {
-	var signed int64
-	var approvals []uint64
-	for i := 16; i+40 <= len(rec); i += 40 {
-		signed += vs.Power(ed25519.PublicKey(rec[i+8 : i+40]))
-		if i > 16 {
-			approvals = append(approvals, binaryU64(rec[i:i+8]))
-		}
-	}
-	if !readThreshold(c.v.get).Met(signed, vs.TotalPower()) {
+	approvals, met := tallyProposal(c, vs, rec)
+	if !met {
 		return []write{{bucketValProposals, be64(index), rec}}, nil
 	}
 	next, err := p.Apply(vs)
@@ -244,6 +254,21 @@ func decideIfApproved(c *ruleCtx, vs *verify.ValidatorSet, p *verify.ValidatorPr
 		{bucketMeta, metaEpochs, epochsJSON},
 		{bucketValChanges, be64(version), change},
 	}, nil
+}
+
+// tallyProposal returns the approvals' entry indexes in a proposal record (the
+// proposer's excluded) and whether proposer and approvers hold more than
+// the threshold of the set's power.
+func tallyProposal(c *ruleCtx, vs *verify.ValidatorSet, rec []byte) ([]uint64, bool) {
+	var signed int64
+	var approvals []uint64
+	for i := 16; i+40 <= len(rec); i += 40 {
+		signed += vs.Power(ed25519.PublicKey(rec[i+8 : i+40]))
+		if i > 16 {
+			approvals = append(approvals, binaryU64(rec[i:i+8]))
+		}
+	}
+	return approvals, readThreshold(c.v.get).Met(signed, vs.TotalPower())
 }
 
 // readEpochs reads the signing schedule; a chain without changes has one

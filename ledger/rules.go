@@ -101,8 +101,14 @@ const (
 	// workflow.recorded by the initiator's node names each call of a run
 	// with its receipt and the calls it depended on (decision 0126).
 	RulesV15 = 15
+	// RulesV16 makes reference values a governance change
+	// (evidencerules.go): reference.values by one validator is refused;
+	// validator.proposed with change reference-values, approved by
+	// members holding more than the genesis threshold of the set's power,
+	// sets a class's values (decision 0159).
+	RulesV16 = 16
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV15
+	LatestRules = RulesV16
 )
 
 // ruleSet is what one rule version accepts.
@@ -194,7 +200,11 @@ func makeRuleSets() map[int]*ruleSet {
 	v14.kinds[KindModelCalled] = ruleModelCalledV14
 	v15 := v14.next(RulesV15)
 	v15.kinds[KindWorkflowRecorded] = ruleWorkflowRecorded
-	return map[int]*ruleSet{v15.version: v15, v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
+	v16 := v15.next(RulesV16)
+	v16.kinds[KindReferenceValues] = ruleReferenceValuesV16
+	v16.kinds[KindValidatorProposed] = ruleValidatorProposedV16
+	v16.kinds[KindValidatorApproved] = ruleValidatorApprovedV16
+	return map[int]*ruleSet{v16.version: v16, v15.version: v15, v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.
