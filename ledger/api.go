@@ -79,6 +79,7 @@ func (ln *ledgerNode) handler() *http.ServeMux {
 	mux.HandleFunc("GET /v1/market/open", ln.handleMarketOpen)
 	mux.HandleFunc("GET /v1/models", ln.handleModels)
 	mux.HandleFunc("GET /v1/workflows/{id}", ln.handleWorkflow)
+	mux.HandleFunc("GET /v1/reference-values/{class}", ln.handleReferenceValues)
 	mux.HandleFunc("GET /v1/piee/operators", ln.handlePieeOperators)
 	mux.HandleFunc("GET /v1/piee/epochs/{n}", ln.handlePieeEpoch)
 	mux.HandleFunc("GET /v1/piee/scores", ln.handlePieeScores)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/cloisterhq/cloister/attest"
@@ -199,6 +200,25 @@ func decideReferenceValues(c *ruleCtx, vs *verify.ValidatorSet, p *ReferenceProp
 		{bucketValProposals, be64(index), rec},
 		putRecord(bucketReferenceValues, []byte(p.Values.Class), referenceRecord{Index: index, Values: p.Values, Height: c.height, Approvals: approvals}),
 	}
+}
+
+// handleReferenceValues serves GET /v1/reference-values/{class}: the
+// class's values in force and the entries that put them there.
+func (ln *ledgerNode) handleReferenceValues(w http.ResponseWriter, req *http.Request) {
+	class := req.PathValue("class")
+	if class == "" || len(class) > 32 {
+		writeError(w, http.StatusBadRequest, verify.CodeMalformed, "class: want an isolate class name (1 to 32 bytes)")
+		return
+	}
+	ln.read(w, func(w http.ResponseWriter, r reader, _ committedState) error {
+		rec, ok := getRecord[referenceRecord](blockView{r: r}, bucketReferenceValues, []byte(class))
+		if !ok {
+			writeError(w, http.StatusNotFound, verify.CodeNotFound, "no reference values are in force for class %.32q", class)
+			return nil
+		}
+		writeJSON(w, http.StatusOK, rec)
+		return nil
+	})
 }
 
 // strictJSON decodes a body refusing unknown members.

@@ -21,8 +21,8 @@ import (
 
 func newLedgerProposeCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "propose add|remove|power|rotate",
-		Short: "Propose a change to the validator set (a current validator signs)",
+		Use:   "propose add|remove|power|rotate|reference-values",
+		Short: "Propose a change to the validator set or the reference values (a current validator signs)",
 		Long: `propose appends a validator.proposed entry signed with the consensus key of
 the validator whose home is --validator-home, and prints the proposal's
 index. The proposer's signature counts as its approval; other validators
@@ -37,6 +37,10 @@ and the new set signs from two blocks later.
   rotate  --new-key KEY                 the proposer's own key moves to KEY;
                                         restart its node with the new key
                                         file once the change is in force
+  reference-values --class C --measurement HEX...
+                                        the consortium's reference values for
+                                        isolate class C (rule version 16; in
+                                        force at once once decided)
 
 KEY is "ed25519:<base64>" or the path of a CometBFT priv_validator_key.json.
 
@@ -50,6 +54,7 @@ version) or the ledger is unreachable; 2 bad usage.`,
 	for _, change := range []string{verify.ChangeAdd, verify.ChangeRemove, verify.ChangePower, verify.ChangeRotate} {
 		cmd.AddCommand(newLedgerProposeChangeCmd(change))
 	}
+	cmd.AddCommand(newLedgerProposeReferenceCmd())
 	return cmd
 }
 
@@ -185,12 +190,13 @@ func newLedgerApproveCmd() *cobra.Command {
 	var home string
 	cmd := &cobra.Command{
 		Use:   "approve N --ledger URL --validator-home DIR",
-		Short: "Approve validator-set change proposal N (a current validator signs)",
+		Short: "Approve proposal N: a validator-set change or reference values (a current validator signs)",
 		Long: `approve fetches proposal N from the ledger, prints the change it proposes,
 and appends a validator.approved entry naming N and the leaf hash of the
 proposal's bytes as received (so the approval holds for exactly that
 proposal), signed with the consensus key of the validator whose home is
---validator-home. It prints whether the change is now decided.
+--validator-home. It prints whether the change is now decided. Proposed
+reference values ('propose reference-values') are approved the same way.
 
 Exit status: 0 approved; 1 refused by the ledger (not a validator, already
 approved or decided, the set changed since the proposal) or the ledger is
@@ -217,9 +223,13 @@ unreachable; 2 bad usage or N is not a proposal.`,
 		if err != nil {
 			return ledgerFailure("ledger approve", c, err)
 		}
-		p, err := verify.ParseValidatorProposal(e.Signed)
+		rp, isRef, err := ledger.ParseReferenceProposal(e.Signed)
+		var p *verify.ValidatorProposal
+		if !isRef {
+			p, err = verify.ParseValidatorProposal(e.Signed)
+		}
 		if err != nil {
-			return usageError("ledger approve: entry %d is not a validator proposal: %v", index, err)
+			return usageError("ledger approve: entry %d is not a proposal: %v", index, err)
 		}
 		if err := e.Signed.VerifySignature(); err != nil {
 			return failure(fmt.Errorf("ledger approve: entry %d: %v", index, err))
@@ -229,12 +239,19 @@ unreachable; 2 bad usage or N is not a proposal.`,
 		if err != nil {
 			return usageError("ledger approve: %v", err)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "proposal %d by %s: %s %s (set version %d)\n", index, e.Signed.Entry.Submitter, p.Change, describeChange(p), p.Set)
+		if isRef {
+			fmt.Fprintf(cmd.OutOrStdout(), "proposal %d by %s: reference values for %s, %s (set version %d)\n", index, e.Signed.Entry.Submitter, rp.Values.Class, describeReference(&rp.Values), rp.Set)
+		} else {
+			fmt.Fprintf(cmd.OutOrStdout(), "proposal %d by %s: %s %s (set version %d)\n", index, e.Signed.Entry.Submitter, p.Change, describeChange(p), p.Set)
+		}
 		rc, err := c.Append(ctx, se)
 		if err != nil {
 			return ledgerFailure("ledger approve", c, err)
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "approval %d recorded\n", rc.Index)
+		if isRef {
+			return reportReference(cmd, c, index, rp.Values.Class)
+		}
 		return reportDecision(cmd, c, index, p.Set)
 	}
 	cmd.Flags().StringVar(&home, "validator-home", "", "home of a current validator (its consensus key signs the approval)")

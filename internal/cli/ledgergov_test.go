@@ -68,6 +68,45 @@ func TestLedgerGovernanceCommands(t *testing.T) {
 	}
 }
 
+// TestLedgerReferenceValuesCommands: on a one-validator testnet (rule
+// version 16), reference values set by one validator's reference.values
+// entry are refused with the reason; proposed with 'ledger propose
+// reference-values' they are decided at once (the one validator holds all
+// the power), and approving them again is refused.
+func TestLedgerReferenceValuesCommands(t *testing.T) {
+	home, url := ledgerTestnetHome(t, "")
+	m := strings.Repeat("ab", 32)
+	code, out, errOut := runCLI(t, "ledger", "propose", "reference-values", "--ledger", url, "--validator-home", home,
+		"--class", "software", "--measurement", m, "--min-svn", "runtime=2", "--max-age", "24h")
+	if code != 0 || !strings.Contains(out, "reference values for software, 1 measurements, min svn map[runtime:2], max age 24h0m0s") ||
+		!strings.Contains(out, "decided: reference values for software in force from height") {
+		t.Fatalf("propose reference-values: exit %d: %s %s", code, out, errOut)
+	}
+	index := strings.TrimSuffix(strings.Fields(out)[1], ":")
+	if code, _, errOut := runCLI(t, "ledger", "approve", index, "--ledger", url, "--validator-home", home); code != 1 || !strings.Contains(errOut, "reference values are in force") {
+		t.Fatalf("approve decided reference values: exit %d: %s", code, errOut)
+	}
+	keyFile := filepath.Join(t.TempDir(), "k.key")
+	if code, _, errOut := runCLI(t, "key", "new", "--out", keyFile); code != 0 {
+		t.Fatalf("key new: %s", errOut)
+	}
+	if code, _, errOut := runCLI(t, "ledger", "append", "--ledger", url, "--key", keyFile, "--kind", "reference.values",
+		"--body", `{"class":"software","measurements":["`+m+`"]}`); code != 1 || !strings.Contains(errOut, "one validator cannot set") {
+		t.Fatalf("reference.values by one key: exit %d: %s", code, errOut)
+	}
+	for _, args := range [][]string{
+		{"--class", "software"},
+		{"--validator-home", home, "--measurement", m},
+		{"--validator-home", home, "--class", "software", "--measurement", "xyz"},
+		{"--validator-home", home, "--class", "software", "--min-svn", "runtime"},
+		{"--validator-home", home, "--class", "software", "--max-age", "soon"},
+	} {
+		if code, _, errOut := runCLI(t, append([]string{"ledger", "propose", "reference-values", "--ledger", url}, args...)...); code != 2 {
+			t.Errorf("%v: exit %d, want 2: %s", args, code, errOut)
+		}
+	}
+}
+
 // TestLedgerWitnessCommand: 'ledger witness' follows a testnet and prints
 // its key; 'ledger verify --witness' then accepts the ledger's checkpoint
 // only with the witness's cosignature, and refuses a wrong witness key.
