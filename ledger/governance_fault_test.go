@@ -3,6 +3,8 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,6 +18,7 @@ import (
 	cfg "github.com/cometbft/cometbft/config"
 
 	"github.com/cloisterhq/cloister/api/protocol"
+	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
@@ -65,18 +68,7 @@ func TestGovernanceProcesses(t *testing.T) {
 	}
 	approve := func(via int, k ed25519.PrivateKey, idx uint64) (int, []byte) {
 		t.Helper()
-		var e entryJSON
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			status, b := pn.client(via).do("GET", fmt.Sprintf("/v1/entries/%d", idx), nil)
-			if status == 200 {
-				json.Unmarshal(b, &e)
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("v%d has no entry %d after 30s: %d %s", via, idx, status, b)
-			}
-		}
-		leaf := verify.LeafHash(e.Entry)
+		leaf := verify.LeafHash(pn.entryVia(via, idx).Entry)
 		return submit(via, k, KindValidatorApproved, map[string]any{"proposal": idx, "hash": hex.EncodeToString(leaf[:])})
 	}
 	mustApprove := func(via, signer int, idx uint64) {
@@ -276,5 +268,116 @@ func TestGovernanceProcesses(t *testing.T) {
 	}
 	for _, i := range []int{0, 1, 2, 4} {
 		pn.procs[i].stop()
+	}
+}
+
+// TestReferenceValuesProcesses runs four validators as processes: one
+// validator's reference.values is refused; values proposed by v0 and
+// approved by v1 (2 of 4) are not in force, and a registration they
+// would refuse commits; once v2 approves (3 of 4) every validator serves
+// them and refuses registrations whose evidence fails them, with the
+// reason, while the validators keep agreeing on the log.
+func TestReferenceValuesProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process")
+	}
+	pn := startProcNet(t, 4)
+	defer func() {
+		for _, p := range pn.procs {
+			p.stop()
+		}
+	}()
+	vkey := func(i int) ed25519.PrivateKey {
+		t.Helper()
+		k, err := ValidatorKey(pn.homes[i].Home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	post := func(via int, se *verify.SignedEntry) (int, receiptJSON, string) {
+		status, b := pn.client(via).do("POST", "/v1/entries", se.Encode())
+		var rc receiptJSON
+		json.Unmarshal(b, &rc)
+		return status, rc, string(b)
+	}
+	good := sha256.Sum256([]byte("agreed runtime"))
+	other := sha256.Sum256([]byte("another runtime"))
+	register := func(m [32]byte) *verify.SignedEntry {
+		k := newTestKey(t)
+		att, err := software.NewAttester(k, software.WithMeasurement(m), software.WithClock(func() time.Time { return time.Now().Add(-5 * time.Second) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := att.Attest(context.Background(), protocol.RegistrationReportData(k.Public().(ed25519.PublicKey)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evb, _ := json.Marshal(ev)
+		b := nodeBody(k.Public().(ed25519.PublicKey))
+		b["evidence"] = base64.StdEncoding.EncodeToString(evb)
+		return signEntry(t, k, KindNodeRegistered, b)
+	}
+	values := map[string]any{"class": "software", "measurements": []string{hex.EncodeToString(good[:])}}
+	inForce := func(via int) uint64 {
+		var rv struct {
+			Index uint64 `json:"index"`
+		}
+		if status, b := pn.client(via).do("GET", "/v1/reference-values/software", nil); status == 200 {
+			json.Unmarshal(b, &rv)
+		}
+		return rv.Index
+	}
+
+	if status, _, b := post(0, signEntry(t, vkey(0), KindReferenceValues, values)); status == 200 || !strings.Contains(b, "one validator cannot set") {
+		t.Fatalf("one validator's reference.values: %d %s", status, b)
+	}
+	status, prop, b := post(0, signEntry(t, vkey(0), KindValidatorProposed, map[string]any{"change": ChangeReferenceValues, "values": values, "set": 0}))
+	if status != 200 {
+		t.Fatalf("proposal: %d %s", status, b)
+	}
+	approve := func(via int) {
+		t.Helper()
+		leaf := verify.LeafHash(pn.entryVia(via, prop.Index).Entry)
+		if status, _, b := post(via, signEntry(t, vkey(via), KindValidatorApproved, map[string]any{"proposal": prop.Index, "hash": hex.EncodeToString(leaf[:])})); status != 200 {
+			t.Fatalf("approval by v%d: %d %s", via, status, b)
+		}
+	}
+	approve(1)
+	if status, _, b := post(2, register(other)); status != 200 || inForce(2) != 0 {
+		t.Fatalf("with 2 of 4 approvals: registration %d %s; values in force from entry %d", status, b, inForce(2))
+	}
+	approve(2)
+	for i := range 4 {
+		for deadline := time.Now().Add(30 * time.Second); inForce(i) != prop.Index; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("v%d: the decided values are not in force after 30s", i)
+			}
+		}
+	}
+	want := fmt.Sprintf("fails the consortium's reference values (entry %d)", prop.Index)
+	if status, _, b := post(3, register(other)); status == 200 || !strings.Contains(b, want) || !strings.Contains(b, "allow-list") {
+		t.Fatalf("registration failing the decided values: %d %s", status, b)
+	}
+	status, rc, b := post(3, register(good))
+	if status != 200 {
+		t.Fatalf("registration passing the decided values: %d %s", status, b)
+	}
+	pn.waitAgree([]int{0, 1, 2, 3}, rc.Index+1, 60*time.Second)
+}
+
+// entryVia waits up to 30 s for validator via to serve entry idx.
+func (pn *procNet) entryVia(via int, idx uint64) entryJSON {
+	pn.t.Helper()
+	var e entryJSON
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		status, b := pn.client(via).do("GET", fmt.Sprintf("/v1/entries/%d", idx), nil)
+		if status == 200 {
+			json.Unmarshal(b, &e)
+			return e
+		}
+		if time.Now().After(deadline) {
+			pn.t.Fatalf("v%d has no entry %d after 30s: %d %s", via, idx, status, b)
+		}
 	}
 }
