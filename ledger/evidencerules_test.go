@@ -31,18 +31,7 @@ func TestEvidenceJudgedByConsensus(t *testing.T) {
 	val := seedKey(0x51)
 	good := sha256.Sum256([]byte("runtime"))
 	other := sha256.Sum256([]byte("another runtime"))
-	evidence := func(k ed25519.PrivateKey, m [32]byte) string {
-		att, err := software.NewAttester(k, software.WithMeasurement(m), software.WithClock(func() time.Time { return c.at(c.height) }))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, err := att.Attest(context.Background(), protocol.RegistrationReportData(k.Public().(ed25519.PublicKey)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(ev)
-		return base64.StdEncoding.EncodeToString(b)
-	}
+	evidence := func(k ed25519.PrivateKey, m [32]byte) string { return softwareEvidence(t, k, m, c.at(c.height)) }
 	reg := func(k ed25519.PrivateKey, ev string) []byte {
 		b := nodeBody(k.Public().(ed25519.PublicKey))
 		b["evidence"] = ev
@@ -93,18 +82,7 @@ func TestReferenceValuesByGovernance(t *testing.T) {
 	c := &aclChain{abciChain: ac, t: t}
 	good := sha256.Sum256([]byte("runtime"))
 	next := sha256.Sum256([]byte("next runtime"))
-	evidence := func(k ed25519.PrivateKey, m [32]byte) string {
-		att, err := software.NewAttester(k, software.WithMeasurement(m), software.WithClock(func() time.Time { return c.at(c.height) }))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, err := att.Attest(context.Background(), protocol.RegistrationReportData(k.Public().(ed25519.PublicKey)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(ev)
-		return base64.StdEncoding.EncodeToString(b)
-	}
+	evidence := func(k ed25519.PrivateKey, m [32]byte) string { return softwareEvidence(t, k, m, c.at(c.height)) }
 	reg := func(seed byte, m [32]byte) []byte {
 		k := seedKey(seed)
 		b := nodeBody(k.Public().(ed25519.PublicKey))
@@ -179,4 +157,20 @@ func TestReferenceValuesByGovernance(t *testing.T) {
 	c.want([][]byte{approve(keys[1], changeIdx, change), approve(keys[2], changeIdx, change)}, "ok", "ok")
 	c.want([][]byte{approve(keys[1], openIdx, open), approve(keys[2], openIdx, open)},
 		"replay: proposal "+strconv.FormatUint(openIdx, 10)+" changes set version 0, and the set is at version 1 since", "replay: propose again")
+}
+
+// softwareEvidence is a node's registration evidence, base64, of the
+// software class with measurement m, issued at time at.
+func softwareEvidence(t testing.TB, k ed25519.PrivateKey, m [32]byte, at time.Time) string {
+	t.Helper()
+	att, err := software.NewAttester(k, software.WithMeasurement(m), software.WithClock(func() time.Time { return at }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := att.Attest(context.Background(), protocol.RegistrationReportData(k.Public().(ed25519.PublicKey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(ev)
+	return base64.StdEncoding.EncodeToString(b)
 }

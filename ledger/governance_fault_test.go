@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	cfg "github.com/cometbft/cometbft/config"
 
 	"github.com/cloisterhq/cloister/api/protocol"
-	"github.com/cloisterhq/cloister/attest/software"
 	"github.com/cloisterhq/cloister/ledger/client"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
@@ -305,17 +303,8 @@ func TestReferenceValuesProcesses(t *testing.T) {
 	other := sha256.Sum256([]byte("another runtime"))
 	register := func(m [32]byte) *verify.SignedEntry {
 		k := newTestKey(t)
-		att, err := software.NewAttester(k, software.WithMeasurement(m), software.WithClock(func() time.Time { return time.Now().Add(-5 * time.Second) }))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, err := att.Attest(context.Background(), protocol.RegistrationReportData(k.Public().(ed25519.PublicKey)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		evb, _ := json.Marshal(ev)
 		b := nodeBody(k.Public().(ed25519.PublicKey))
-		b["evidence"] = base64.StdEncoding.EncodeToString(evb)
+		b["evidence"] = softwareEvidence(t, k, m, time.Now().Add(-5*time.Second))
 		return signEntry(t, k, KindNodeRegistered, b)
 	}
 	values := map[string]any{"class": "software", "measurements": []string{hex.EncodeToString(good[:])}}

@@ -125,27 +125,12 @@ func newLedgerProposeChangeCmd(change string) *cobra.Command {
 			}
 			p.Power = power
 		}
-		c, err := newClient()
+		c, index, err := appendProposal(cmd, newClient, what, vk, func(set uint64) any { p.Set = set; return p })
 		if err != nil {
 			return err
 		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
-		cur, _, err := c.ValidatorChanges(ctx, 1<<62)
-		if err != nil {
-			return ledgerFailure(what, c, err)
-		}
-		p.Set = cur
-		se, err := verify.NewEntry(vk, verify.KindValidatorProposed, p)
-		if err != nil {
-			return usageError("%s: %v", what, err)
-		}
-		rc, err := c.Append(ctx, se)
-		if err != nil {
-			return ledgerFailure(what, c, err)
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "proposal %d: %s %s (set version %d)\n", rc.Index, change, describeChange(&p), p.Set)
-		return reportDecision(cmd, c, rc.Index, p.Set)
+		fmt.Fprintf(cmd.OutOrStdout(), "proposal %d: %s %s (set version %d)\n", index, change, describeChange(&p), p.Set)
+		return reportDecision(cmd, c, index, p.Set)
 	}
 	f := cmd.Flags()
 	f.StringVar(&home, "validator-home", "", "home of a current validator (its consensus key signs the proposal)")
@@ -158,6 +143,31 @@ func newLedgerProposeChangeCmd(change string) *cobra.Command {
 		f.Int64Var(&power, "power", 0, "voting power (add: default 1)")
 	}
 	return cmd
+}
+
+// appendProposal appends a validator.proposed entry signed with vk, its
+// body made for the ledger's current set version, and returns the
+// proposal's index.
+func appendProposal(cmd *cobra.Command, newClient func() (*lclient.Client, error), what string, vk ed25519.PrivateKey, body func(set uint64) any) (*lclient.Client, uint64, error) {
+	c, err := newClient()
+	if err != nil {
+		return nil, 0, err
+	}
+	ctx, stop := signalContext(cmd)
+	defer stop()
+	cur, _, err := c.ValidatorChanges(ctx, 1<<62)
+	if err != nil {
+		return nil, 0, ledgerFailure(what, c, err)
+	}
+	se, err := verify.NewEntry(vk, verify.KindValidatorProposed, body(cur))
+	if err != nil {
+		return nil, 0, usageError("%s: %v", what, err)
+	}
+	rc, err := c.Append(ctx, se)
+	if err != nil {
+		return nil, 0, ledgerFailure(what, c, err)
+	}
+	return c, rc.Index, nil
 }
 
 func describeChange(p *verify.ValidatorProposal) string {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/cloisterhq/cloister/ledger"
 	lclient "github.com/cloisterhq/cloister/ledger/client"
-	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
 // Reference values by governance (rule version 16): 'ledger propose
@@ -75,27 +74,13 @@ version 16) or the ledger is unreachable; 2 bad usage.`,
 			}
 			v.MaxAgeSeconds = uint64(d / time.Second)
 		}
-		c, err := newClient()
+		p := ledger.ReferenceProposal{Change: ledger.ChangeReferenceValues, Values: v}
+		c, index, err := appendProposal(cmd, newClient, what, vk, func(set uint64) any { p.Set = set; return p })
 		if err != nil {
 			return err
 		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
-		cur, _, err := c.ValidatorChanges(ctx, 1<<62)
-		if err != nil {
-			return ledgerFailure(what, c, err)
-		}
-		p := ledger.ReferenceProposal{Change: ledger.ChangeReferenceValues, Values: v, Set: cur}
-		se, err := verify.NewEntry(vk, verify.KindValidatorProposed, p)
-		if err != nil {
-			return usageError("%s: %v", what, err)
-		}
-		rc, err := c.Append(ctx, se)
-		if err != nil {
-			return ledgerFailure(what, c, err)
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "proposal %d: reference values for %s, %s (set version %d)\n", rc.Index, class, describeReference(&v), cur)
-		return reportReference(cmd, c, rc.Index, class)
+		fmt.Fprintf(cmd.OutOrStdout(), "proposal %d: reference values for %s, %s (set version %d)\n", index, class, describeReference(&v), p.Set)
+		return reportReference(cmd, c, index, class)
 	}
 	f := cmd.Flags()
 	f.StringVar(&home, "validator-home", "", "home of a current validator (its consensus key signs the proposal)")
