@@ -27,9 +27,9 @@ const ServerGCPercent = 400
 // connections and bodies) and five times that of a node at 20 sessions/s
 // with a few dozen in flight, so at a steady load the heap reaches the
 // limit within its first minute and stays there, rather than creeping up
-// for minutes as the live heap grows (about 3 KB per session, partly
-// closed sessions' tombstones and the replay window's nonces) and
-// GOGC=400 multiplies that five-fold (decisions 0077, 0063).
+// for minutes as the live heap grows (with bounded caches filling up:
+// closed sessions remembered, decision 0064; the replay window's nonces)
+// and GOGC=400 multiplies that five-fold (decisions 0077, 0063).
 const DefaultMemoryLimit = 128 << 20
 
 // ConfigureGC sets the process's GC target to ServerGCPercent unless the

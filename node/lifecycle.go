@@ -182,6 +182,7 @@ func (n *Node) restore() error {
 			go n.replayClosed(ts)
 			ts.Entries = nil
 		}
+		ts.SealedEntries = nil // the log keeps them until they are recorded
 		n.closed[ts.ID] = ts
 	}
 	for _, id := range live {
@@ -205,6 +206,9 @@ func (n *Node) restore() error {
 			n.log.Error("stored session not restored", "session", id, "err", err)
 		}
 	}
+	// Every close the log names is now finished (files erased), so the
+	// closes past what is remembered can go from it.
+	n.compactClosed(false)
 	return nil
 }
 

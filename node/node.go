@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -489,7 +490,62 @@ func (n *Node) forget(id string, ts tombstone) {
 	defer n.mu.Unlock()
 	delete(n.sessions, id)
 	ts.Entries = nil // the recorder has them
+	ts.SealedEntries = nil
 	n.closed[id] = ts
+	if len(n.closed) > maxClosedKept+maxClosedKept/8 {
+		n.pruneClosedLocked()
+	}
+}
+
+// maxClosedKept bounds the closed sessions the node remembers (in memory
+// and in its log of closed sessions): past it, the oldest closes are
+// forgotten, and asking for one of them gets "no session" (the ledger
+// still holds its entries; decision 0064). It matches the receipts kept.
+const maxClosedKept = maxArchivedReceipts
+
+// pruneClosedLocked forgets the oldest closed sessions past
+// maxClosedKept. Callers hold n.mu.
+func (n *Node) pruneClosedLocked() {
+	if len(n.closed) <= maxClosedKept {
+		return
+	}
+	all := make([]tombstone, 0, len(n.closed))
+	for _, ts := range n.closed {
+		all = append(all, ts)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Closed.After(all[j].Closed) })
+	for _, ts := range all[maxClosedKept:] {
+		delete(n.closed, ts.ID)
+	}
+}
+
+// compactClosed forgets the closes past maxClosedKept and, when the log of
+// closed sessions has grown to twice what is kept, rewrites it with only
+// what is remembered (and what is still to be replayed to the ledger).
+// force rewrites it whatever its size.
+func (n *Node) compactClosed(force bool) {
+	n.mu.Lock()
+	n.pruneClosedLocked()
+	remembered := len(n.closed)
+	n.mu.Unlock()
+	if !force && n.store.closedLines() <= 2*max(remembered, 1024) {
+		return
+	}
+	kept, dropped, err := n.store.compactClosed(func(id string) bool {
+		n.mu.RLock()
+		defer n.mu.RUnlock()
+		// A session being closed has its line written before it leaves
+		// n.sessions for n.closed: its line stays.
+		_, closed := n.closed[id]
+		_, closing := n.sessions[id]
+		return closed || closing
+	})
+	switch {
+	case err != nil:
+		n.log.Error("compacting the log of closed sessions", "err", err)
+	case dropped > 0:
+		n.log.Info("log of closed sessions compacted", "kept", kept, "dropped_lines", dropped)
+	}
 }
 
 // recordEntry appends a staged entry to the event log. A log that refuses

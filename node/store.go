@@ -939,6 +939,59 @@ func (s *store) markRecorded(id string) error {
 	return s.closed.appendLazy(append(line, '\n'))
 }
 
+// compactClosed rewrites the log of closed sessions keeping the lines of
+// those keep names, and of those whose unconfirmed ledger entries are
+// not yet recorded (whatever keep says: they are still to be replayed).
+// A Recorded line stays only beside the tombstone it completes.
+func (s *store) compactClosed(keep func(id string) bool) (kept, dropped int, err error) {
+	err = s.closed.rewrite(func(lines [][]byte) [][]byte {
+		type seen struct{ entries, recorded bool }
+		ids := make(map[string]*seen, len(lines))
+		parsed := make([]tombstone, len(lines))
+		for i, l := range lines {
+			var ts tombstone
+			if json.Unmarshal(l, &ts) != nil || protocol.ValidSessionID(ts.ID) != nil {
+				continue
+			}
+			parsed[i] = ts
+			st := ids[ts.ID]
+			if st == nil {
+				st = &seen{}
+				ids[ts.ID] = st
+			}
+			if ts.Recorded {
+				st.recorded = true
+			} else if len(ts.SealedEntries) > 0 {
+				st.entries = true
+			}
+		}
+		out := lines[:0]
+		for i, l := range lines {
+			ts := parsed[i]
+			st := ids[ts.ID]
+			switch {
+			case st == nil: // not a tombstone line
+			case ts.Recorded && st.entries && keep(ts.ID):
+				out = append(out, l)
+			case !ts.Recorded && (keep(ts.ID) || st.entries && !st.recorded):
+				out = append(out, l)
+				kept++
+			}
+		}
+		dropped = len(lines) - len(out)
+		return out
+	})
+	return kept, dropped, err
+}
+
+// closedLines is how many lines the log of closed sessions has grown by
+// since it was opened or last compacted, plus what it held then.
+func (s *store) closedLines() int {
+	s.closed.mu.Lock()
+	defer s.closed.mu.Unlock()
+	return s.closed.lines
+}
+
 // zeros is what erased files are overwritten with.
 var zeros = make([]byte, 64<<10)
 
@@ -1082,6 +1135,7 @@ type appendLog struct {
 	written int64 // bytes written
 	synced  int64 // bytes known to be on stable storage
 	syncing bool
+	lines   int // lines in the file
 }
 
 // openAppendLog opens (creating) the log at path. A last line without its
@@ -1110,7 +1164,7 @@ func openAppendLog(path string, durable bool) (*appendLog, error) {
 			return nil, err
 		}
 	}
-	l := &appendLog{path: path, sync: durable, f: f, written: size, synced: size}
+	l := &appendLog{path: path, sync: durable, f: f, written: size, synced: size, lines: bytes.Count(data[:size], []byte("\n"))}
 	l.cond = sync.NewCond(&l.mu)
 	return l, nil
 }
@@ -1168,13 +1222,70 @@ func (l *appendLog) writeLocked(line []byte) error {
 		return fmt.Errorf("appending to %s: %w", l.path, err)
 	}
 	l.written += int64(len(line))
+	l.lines++
 	return nil
+}
+
+// rewrite replaces the log's content with the lines keep returns (each
+// without its newline), given all its complete lines, in one atomic
+// step: a crash leaves the old content or the new, whole. Appends wait
+// for it; the lines keep returns are written with the one atomic writer
+// (durably if the log is) and the log goes on at their end.
+func (l *appendLog) rewrite(keep func(lines [][]byte) [][]byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.syncing {
+		l.cond.Wait()
+	}
+	if l.f == nil {
+		return fmt.Errorf("%s: closed", l.path)
+	}
+	lines, err := l.linesLocked()
+	if err != nil {
+		return err
+	}
+	kept := keep(lines)
+	var buf bytes.Buffer
+	for _, line := range kept {
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	var opts []atomicfile.Option
+	if !l.sync {
+		opts = append(opts, atomicfile.NoSync())
+	}
+	w, err := atomicfile.Create(l.path, 0o600, opts...)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		w.Abort()
+		return err
+	}
+	// The log goes on in the new file from here, even if the directory's
+	// fsync failed (the rename happened; either content is whole).
+	f, err := w.CommitOpen()
+	if f == nil {
+		return err
+	}
+	synced := int64(buf.Len())
+	if err != nil {
+		synced = 0
+	}
+	l.f.Close()
+	l.f, l.written, l.synced, l.lines = f, int64(buf.Len()), synced, len(kept)
+	return err
 }
 
 // readAll returns the complete lines of the log, without their newlines.
 func (l *appendLog) readAll() ([][]byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.linesLocked()
+}
+
+// linesLocked is readAll with l.mu held.
+func (l *appendLog) linesLocked() ([][]byte, error) {
 	if l.f == nil {
 		return nil, fmt.Errorf("%s: closed", l.path)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterhq/cloister/internal/atomicfile"
 	"github.com/cloisterhq/cloister/isolate"
 )
 
@@ -512,5 +513,95 @@ func TestStoreOpenLogsAreBounded(t *testing.T) {
 	st.close()
 	if len(st.files) != 0 {
 		t.Fatalf("%d logs open after close", len(st.files))
+	}
+}
+
+// The closed sessions a node remembers are bounded, in memory and in its
+// log of closed sessions: past maxClosedKept the oldest are forgotten and
+// the log is rewritten at the next start or sweep, except the closes
+// whose ledger entries are still to be replayed.
+func TestClosedSessionsAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	sessions := filepath.Join(dir, "sessions")
+	st := testStore(t, sessions, false)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	total := 2*maxClosedKept + 100
+	id := func(i int) string { return fmt.Sprintf("%032x", i+1) }
+	// The oldest close of all left an entry unconfirmed.
+	pending := id(total)
+	if err := st.erase(pending, tombstone{ID: pending, Closed: base.Add(-time.Hour), By: "p",
+		Entries: []stagedEntry{{Kind: EventSessionClosed, Body: json.RawMessage(`{}`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	for i := range total {
+		line, _ := json.Marshal(tombstone{ID: id(i), Closed: base.Add(time.Duration(i) * time.Second), By: "p"})
+		buf.Write(append(line, '\n'))
+		if i%7 == 0 { // a Recorded line for a close without entries
+			line, _ = json.Marshal(tombstone{ID: id(i), Recorded: true})
+			buf.Write(append(line, '\n'))
+		}
+	}
+	for _, l := range bytes.Split(bytes.TrimSuffix(buf.Bytes(), []byte("\n")), []byte("\n")) {
+		if err := st.closed.appendLazy(append(l, '\n')); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.close()
+
+	rt, err := isolate.New(context.Background(), isolate.Options{InProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	n, err := New(context.Background(), Options{DataDir: dir, Runner: rt, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if len(n.closed) != maxClosedKept {
+		t.Fatalf("%d closed sessions remembered after start, want %d", len(n.closed), maxClosedKept)
+	}
+	newest, oldest := id(total-1), id(0)
+	if _, ok := n.closed[newest]; !ok {
+		t.Errorf("the newest close forgotten")
+	}
+	if _, ok := n.closed[oldest]; ok {
+		t.Errorf("the oldest close remembered")
+	}
+	if ts := n.closed[newest]; ts.SealedEntries != nil || ts.Entries != nil {
+		t.Errorf("a remembered close holds its entries in memory")
+	}
+	lines, err := n.store.closed.readAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := maxClosedKept + 1; len(lines) != want {
+		t.Errorf("log of closed sessions has %d lines after start, want %d (those remembered, and the one to replay)", len(lines), want)
+	}
+	if !bytes.Contains(bytes.Join(lines, nil), []byte(pending)) {
+		t.Errorf("a close whose entries are not yet on the ledger was dropped from the log")
+	}
+	// Closes while the node runs: the memory stays bounded, the newest
+	// are kept, and a sweep compacts the log again once it doubled.
+	for i := range maxClosedKept + maxClosedKept/8 + 1 {
+		n.forget(id(total+1+i), tombstone{ID: id(total + 1 + i), Closed: base.Add(time.Duration(total+i) * time.Second), By: "q"})
+	}
+	if len(n.closed) > maxClosedKept+maxClosedKept/8 {
+		t.Fatalf("%d closed sessions remembered while running, want at most %d", len(n.closed), maxClosedKept+maxClosedKept/8)
+	}
+	if _, ok := n.closed[id(total+1+maxClosedKept+maxClosedKept/8)]; !ok {
+		t.Errorf("the newest close forgotten while running")
+	}
+	for i := range 2 * maxClosedKept {
+		line, _ := json.Marshal(tombstone{ID: id(total + 1 + i), Closed: base, By: "q"})
+		n.store.closed.appendLazy(append(line, '\n'))
+	}
+	n.compactClosed(false)
+	if lines, _ := n.store.closed.readAll(); len(lines) > maxClosedKept+1 {
+		t.Errorf("log of closed sessions has %d lines after a sweep's compaction, want at most %d", len(lines), maxClosedKept+1)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(sessions, atomicfile.TempGlob)); len(tmps) > 0 {
+		t.Errorf("a rewrite's temporary files left beside the log: %v", tmps)
 	}
 }

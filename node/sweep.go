@@ -22,6 +22,7 @@ func (n *Node) sweepLoop() {
 			return
 		}
 		n.sweep(n.now())
+		n.compactClosed(false)
 	}
 }
 

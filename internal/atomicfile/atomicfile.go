@@ -69,6 +69,9 @@ type File struct {
 	o    options
 	done bool
 	d    *directState // with Direct, when the file system took O_DIRECT
+	// placed: the content is at its path (Commit renamed or linked it),
+	// whether or not the directory's fsync that followed succeeded.
+	placed bool
 }
 
 // Create starts writing path with permission bits perm (applied exactly).
@@ -209,6 +212,7 @@ func (f *File) commit(path string) error {
 		return pathError(path, err)
 	}
 	placed = true
+	f.placed = true
 	if f.o.noSync {
 		return nil
 	}
@@ -217,6 +221,30 @@ func (f *File) commit(path string) error {
 		return pathError(path, fmt.Errorf("syncing directory %s: %w", dir, err))
 	}
 	return nil
+}
+
+// CommitOpen is Commit, and returns the committed file open for reading
+// and writing: the file the path names once it returns, for a log that
+// goes on being appended to after it was rewritten (reopening the path
+// after Commit could fail and leave the writer with the old file). The
+// file is returned whenever it was put at its path, even if the error
+// that comes with it says the directory's fsync failed; the caller closes
+// it.
+func (f *File) CommitOpen() (*os.File, error) {
+	if f.done {
+		return nil, pathError(f.path, errors.New("atomicfile: already committed or aborted"))
+	}
+	rw, err := os.OpenFile(f.f.Name(), os.O_RDWR, 0)
+	if err != nil {
+		f.Abort()
+		return nil, pathError(f.path, err)
+	}
+	err = f.commit(f.path)
+	if !f.placed {
+		rw.Close()
+		return nil, err
+	}
+	return rw, err
 }
 
 // Abort drops the temporary file unless the file was committed.

@@ -267,3 +267,31 @@ func TestCommitTo(t *testing.T) {
 		t.Errorf("Create with NoReplace over an existing file: %v", err)
 	}
 }
+
+// CommitOpen hands back the committed file itself: what is written
+// through it after the commit is in the file the path names.
+func TestCommitOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	if err := os.WriteFile(path, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := atomicfile.Create(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("new\n"))
+	f, err := w.CommitOpen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("more\n"), 4); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "new\nmore\n" {
+		t.Fatalf("path holds %q", got)
+	}
+	if _, err := w.CommitOpen(); err == nil {
+		t.Fatal("a second CommitOpen succeeded")
+	}
+}
