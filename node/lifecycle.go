@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -73,11 +72,11 @@ func (n *Node) startSession(ctx context.Context, who creator, doc []byte, replic
 	if err := n.checkEngine(ctx, pol); err != nil {
 		return nil, err
 	}
-	var raw [protocol.SessionIDSize]byte
-	if _, err := rand.Read(raw[:]); err != nil {
+	id, err := n.store.drawID()
+	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
-	id := hex.EncodeToString(raw[:])
+	defer n.store.unused(id) // nothing once the first frame is saved
 	hash := view.hash
 	checked := time.Since(t0)
 	c, err := newCore(ctx, id, hash, n.attester)

@@ -312,6 +312,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	n.store.startSpares()
 	n.wg.Add(1)
 	go n.sweepLoop()
 	if opts.Offer != nil && opts.Ledger != nil {

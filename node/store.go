@@ -196,6 +196,14 @@ type store struct {
 	// shut is set by close: a recorder still running after it (Node.Close
 	// waits for them only so long) must not reopen logs.
 	shut bool
+	// spares are logs created ahead of the sessions that will use them
+	// (spare.go); taken holds those handed out by drawID whose session
+	// has not saved its first frame yet.
+	spares  []spareLog
+	taken   map[string]*os.File
+	filling bool // a goroutine is creating spares
+	spareOn bool // set once the stored sessions are restored
+	fillWG  sync.WaitGroup
 
 	closed *appendLog
 }
@@ -232,7 +240,7 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}, files: map[string]*os.File{}}
+	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}, files: map[string]*os.File{}, taken: map[string]*os.File{}}
 	// A compaction or blob write cut short leaves its temporary file (what
 	// it was to replace is intact): in sessions/, or in a session's own
 	// directory (blobs, and logs of the earlier layout).
@@ -243,6 +251,7 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 			os.Remove(t)
 		}
 	}
+	removeEmptyLogs(dir)
 	if s.closed, err = openAppendLog(filepath.Join(dir, closedLog), sync); err != nil {
 		return nil, fmt.Errorf("session store %s: %w", dir, err)
 	}
@@ -258,6 +267,7 @@ func (s *store) close() error {
 		delete(s.files, id)
 	}
 	s.mu.Unlock()
+	s.dropSpares()
 	return s.closed.close()
 }
 
@@ -452,15 +462,21 @@ func (s *store) save(rec *record, durable bool) error {
 	case fresh:
 		// A new session (or one moving from state.sealed): the log is
 		// created here, the only file creation of a session with small
-		// envelopes.
+		// envelopes — or, for a session whose id is a spare log's, was
+		// created beforehand (spare.go) and is written and synced.
 		s.dropFile(rec.ID)
-		if err := s.createLog(rec.ID, path, frame); err != nil {
+		if f := s.takeSpare(rec.ID); f != nil {
+			if err := s.writeSpare(rec.ID, path, f, frame); err != nil {
+				return err
+			}
+		} else if err := s.createLog(rec.ID, path, frame); err != nil {
 			return err
 		}
 		if st != nil && st.legacy {
 			os.Remove(filepath.Join(s.sessionDir(rec.ID), legacyFile))
 		}
 		next.size = int64(len(frame))
+		s.refill()
 	case st.size-st.envBytes+int64(len(frame)) > compactAt(len(frame)):
 		// Rewrite the log: the envelopes rec names, then rec.
 		data, seq, kept, envBytes, err := s.compacted(rec, st)

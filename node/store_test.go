@@ -605,3 +605,134 @@ func TestClosedSessionsAreBounded(t *testing.T) {
 		t.Errorf("a rewrite's temporary files left beside the log: %v", tmps)
 	}
 }
+
+// waitSpares waits until st has made its spare logs.
+func waitSpares(t *testing.T, st *store) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		st.mu.Lock()
+		ready := !st.filling && len(st.spares) == spareLogs
+		st.mu.Unlock()
+		if ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("spare logs not made within 10 s")
+		}
+	}
+}
+
+// emptyLogs counts the empty session logs in dir.
+func emptyLogs(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), logSuffix) && e.Name() != closedLog && fi.Size() == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// A syncing store makes empty logs ahead of the sessions that take them.
+// A session created in one is as durable as one whose log the create made:
+// a store opened over the directory without the first being closed (a
+// crash) loads it, and drops the spares nobody took, which never held
+// anything. Each spare is handed out once; a create that fails gives its
+// spare back; closing the store removes the spares.
+func TestStoreSpareLogs(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openStore(dir, bytes.Repeat([]byte{7}, 32), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := st.drawID(); err != nil || emptyLogs(t, dir) != 0 {
+		t.Fatalf("before startSpares: id %q %v, %d empty logs; want a fresh id and none", id, err, emptyLogs(t, dir))
+	}
+	st.startSpares()
+	waitSpares(t, st)
+	if got := emptyLogs(t, dir); got != spareLogs {
+		t.Fatalf("%d empty logs, want %d spares", got, spareLogs)
+	}
+	seen := map[string]bool{}
+	id, err := st.drawID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen[id] = true
+	if fi, err := os.Stat(filepath.Join(dir, id+logSuffix)); err != nil || fi.Size() != 0 {
+		t.Fatalf("the id drawn is not a spare's: %v", err)
+	}
+	rec := testRecord(stateProvisioning, 100)
+	rec.ID = id
+	if err := st.save(rec, true); err != nil {
+		t.Fatal(err)
+	}
+	st.unused(id) // after the save: nothing to give back
+	waitSpares(t, st)
+
+	failed, err := st.drawID()
+	if err != nil || seen[failed] {
+		t.Fatalf("second draw %q %v", failed, err)
+	}
+	seen[failed] = true
+	st.unused(failed)
+	if _, err := os.Stat(filepath.Join(dir, failed+logSuffix)); !os.IsNotExist(err) {
+		t.Fatalf("the spare of a create that failed is still there: %v", err)
+	}
+	for range 3 * spareLogs {
+		id, err := st.drawID()
+		if err != nil || seen[id] {
+			t.Fatalf("draw %q %v: handed out twice", id, err)
+		}
+		seen[id] = true
+		st.unused(id)
+	}
+	waitSpares(t, st)
+
+	// A crash: st is not closed.
+	st2 := testStore(t, dir, true)
+	if got := emptyLogs(t, dir); got != 0 {
+		t.Fatalf("%d empty logs after opening, want the spares removed", got)
+	}
+	live, _, err := st2.list()
+	if err != nil || len(live) != 1 || live[0] != rec.ID {
+		t.Fatalf("stored sessions %v %v, want only %s", live, err, rec.ID)
+	}
+	got, err := st2.load(rec.ID)
+	if err != nil || got.State != stateProvisioning || got.ID != rec.ID {
+		t.Fatalf("the session created in a spare: %+v %v", got, err)
+	}
+	st.mu.Lock()
+	st.spares = nil // the crashed store's, removed by st2's opening
+	st.mu.Unlock()
+	st.close()
+
+	st2.startSpares()
+	waitSpares(t, st2)
+	st2.close()
+	if got := emptyLogs(t, dir); got != 0 {
+		t.Fatalf("%d empty logs after close, want none", got)
+	}
+}
+
+// A store that does not sync makes no spares: a create's log is cheap.
+func TestStoreNoSparesWithoutSync(t *testing.T) {
+	dir := t.TempDir()
+	st := testStore(t, dir, false)
+	st.startSpares()
+	st.refill()
+	if _, err := st.drawID(); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	filling := st.filling
+	st.mu.Unlock()
+	if got := emptyLogs(t, dir); filling || got != 0 {
+		t.Fatalf("filling %v, %d empty logs; want no spares", filling, got)
+	}
+}
