@@ -539,6 +539,10 @@ func (t *ledgerTap) of(id string) (s steps, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var session string
+	// A grant may be taken in a try whose assignment was refused (the
+	// node's session.created not yet committed) and so come before it.
+	grants := map[string]time.Time{}
+	defer func() { s.granted = grants[session] }()
 	for _, a := range t.ps {
 		if a.status != http.StatusOK && a.kind != deal.KindAssigned {
 			continue
@@ -562,11 +566,13 @@ func (t *ledgerTap) of(id string) (s steps, ok bool) {
 			} else {
 				s.failovers++
 			}
-		case a.kind == acl.KindGranted && session != "" && a.session == session && s.granted.IsZero():
-			s.granted = a.out
+		case a.kind == acl.KindGranted && a.session != "":
+			if _, ok := grants[a.session]; !ok {
+				grants[a.session] = a.out
+			}
 		case a.kind == deal.KindAccounted && a.request == id:
 			s.resultHeld = a.in
 		}
 	}
-	return s, !s.requested.IsZero() && !s.assignIn.IsZero() && !s.granted.IsZero() && !s.resultHeld.IsZero()
+	return s, !s.requested.IsZero() && !s.assignIn.IsZero() && !grants[session].IsZero() && !s.resultHeld.IsZero()
 }
