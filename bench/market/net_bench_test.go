@@ -31,8 +31,9 @@ import (
 )
 
 // BenchmarkTestnet runs the marketplace on the loopback test network
-// (package internal/testnet: a validator, 4 software provider nodes, a
-// broker, a blob store, each its own process; the dispatcher a process
+// (package internal/testnet: a validator, 4 software provider nodes
+// without their web consoles, a broker, a blob store, each its own
+// process; the dispatcher a process
 // too, its ledger reached through a tap that times the entries it
 // appends) with 100 live offers on the ledger, 4 of them the real nodes'
 // at the lowest price, and two sealed programs listed (sum and wordcount,

@@ -170,7 +170,8 @@ func startNetwork(ctx context.Context, b *testing.B) (f *netFixture, err error) 
 	for i := range specs {
 		specs[i].Price = realPrice // equal prices: the tie-break spreads requests
 	}
-	nw, err := testnet.Start(ctx, testnet.Options{Dir: filepath.Join(dir, "net"), Bin: bin, Nodes: specs, NoDispatcher: true, OfferTTL: 60 * time.Second})
+	nw, err := testnet.Start(ctx, testnet.Options{Dir: filepath.Join(dir, "net"), Bin: bin, Nodes: specs, NoDispatcher: true, OfferTTL: 60 * time.Second,
+		NoConsole: true}) // four consoles indexing the ledger on the same cores would compete with what is measured
 	if err != nil {
 		return nil, err
 	}

@@ -91,6 +91,12 @@ type Options struct {
 	Out io.Writer
 	// Label starts the lines told to Out (default "cloister testnet").
 	Label string
+	// NoConsole starts the nodes without their web consoles, each of
+	// which indexes the whole ledger as it grows: on one machine, CPU
+	// that a benchmark of something else does not want competing with
+	// it (on a real network each node's console runs on its own
+	// machine). Node.Console is then empty.
+	NoConsole bool
 }
 
 // NodeSpec is one provider node.
@@ -551,10 +557,16 @@ func (n *Network) start(ctx context.Context) error {
 		addr, consoleAddr, data := take(), take(), filepath.Join(o.Dir, "nodes", s.Name)
 		u := "https://" + addr
 		lu := n.ledgerFor(vals, i)
-		args := []string{"node", "--listen", addr, "--console", consoleAddr, "--data", data, "--ledger", lu, "--isolate-class", s.Class,
+		binds, console := []string{addr, consoleAddr}, "http://"+consoleAddr+"/ui/"
+		args := []string{"node", "--listen", addr, "--data", data, "--ledger", lu, "--isolate-class", s.Class,
 			"--warm-workers", "1", "--endpoint", u, "--organisation", orgKey[s.Organisation],
 			"--offer-ttl", o.OfferTTL.String(), "--offer-memory", s.Memory,
 			"--offer-cores", strconv.FormatUint(s.Cores, 10), "--offer-concurrency", strconv.FormatUint(s.Concurrency, 10)}
+		if o.NoConsole {
+			binds, console = binds[:1], ""
+		} else {
+			args = append(args, "--console", consoleAddr)
+		}
 		if s.Price != "" {
 			args = append(args, "--offer-price", s.Price)
 		}
@@ -565,13 +577,13 @@ func (n *Network) start(ctx context.Context) error {
 			args = append(args, "--tpm", tpmSpec[s.Name])
 		}
 		args = append(args, s.Args...)
-		p, err := n.procs.Start(supervise.Component{Name: s.Name, Args: args, URL: u, Binds: []string{addr, consoleAddr}, Probe: NodeProbe(u)})
+		p, err := n.procs.Start(supervise.Component{Name: s.Name, Args: args, URL: u, Binds: binds, Probe: NodeProbe(u)})
 		if err != nil {
 			return fmt.Errorf("testnet: starting %s: %w", s.Name, err)
 		}
 		group = append(group, p)
 		nodeNames = append(nodeNames, s.Name)
-		nd := Node{Process: process(p), Class: s.Class, Organisation: s.Organisation, Data: data, Ledger: lu, Console: "http://" + consoleAddr + "/ui/",
+		nd := Node{Process: process(p), Class: s.Class, Organisation: s.Organisation, Data: data, Ledger: lu, Console: console,
 			KeyFile: filepath.Join(data, "platform.key"), TPM: tpmSpec[s.Name],
 			Memory: s.Memory, Cores: s.Cores, Concurrency: s.Concurrency, Price: s.Price, Regions: s.Regions}
 		if s.Class == "tpm" {
