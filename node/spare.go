@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -14,23 +15,35 @@ import (
 
 // Spare logs: a session's create is acknowledged only once its first
 // frame is on stable storage, and creating its log there took two
-// fsyncs, the file's and its directory's (the name), each waiting for
-// the file system's journal. A syncing store therefore creates a few
-// empty logs ahead of time, under session ids drawn for sessions to
-// come, with their names already synced; a create takes one, writes its
-// first frame into it and syncs that file alone. What an acknowledged
-// create means is unchanged: the frame and the name are both durable
-// before the create returns, the name merely became so earlier.
+// fsyncs, the file's and its directory's (the name), the first waiting
+// for a commit of the file system's journal (the new file's blocks and
+// size), which under load means waiting for other files' data too. A
+// syncing store therefore creates a few logs ahead of time, under
+// session ids drawn for sessions to come: each spareBytes of zeros,
+// written, synced and its name synced, so that its blocks, size and name
+// are already durable. A create takes one, writes its first frame over
+// the zeros and syncs that file's data alone (fdatasync: no metadata
+// changed, no journal commit; a frame longer than the spare grows the
+// file and gets a full fsync). What an acknowledged create means is
+// unchanged: the frame, the file and its name are all durable before
+// the create returns, the name and blocks merely became so earlier.
 //
-// A spare holds no frame, so a node that stops with spares on disk finds
-// logs without a complete frame, which were never acknowledged to anyone
-// (a create cut short reads the same): an empty one is removed when the
-// store opens, a torn one by restore. A spare's id is known to nobody
-// outside the node until a create hands it out, and each is handed out
-// once.
+// The zeros after the first frame are not a frame: loading the log reads
+// up to the last complete frame and cuts the rest off, as it does a torn
+// frame; the next append writes over them. A spare holds no frame, so a
+// node that stops with spares on disk finds logs without a complete
+// frame, which were never acknowledged to anyone (a create cut short
+// reads the same): one of zeros only is removed when the store opens, a
+// torn one by restore. A spare's id is known to nobody outside the node
+// until a create hands it out, and each is handed out once.
 
-// spareLogs is how many spare logs a syncing store keeps ready.
-const spareLogs = 4
+// spareLogs is how many spare logs a syncing store keeps ready, and
+// spareBytes the zeros each holds: room for a first frame (a market
+// session's is about 3 KiB; one with a larger policy grows the file).
+const (
+	spareLogs  = 4
+	spareBytes = 16 << 10
+)
 
 type spareLog struct {
 	id string
@@ -90,7 +103,11 @@ func (s *store) takeSpare(id string) *os.File {
 // On error the log is removed (the create was not acknowledged).
 func (s *store) writeSpare(id, path string, f *os.File, frame []byte) error {
 	_, err := f.WriteAt(frame, 0)
-	if err == nil {
+	switch {
+	case err != nil:
+	case len(frame) <= spareBytes:
+		err = datasync(f)
+	default:
 		err = f.Sync()
 	}
 	if err == nil && s.keepFile(id, f) {
@@ -160,8 +177,8 @@ func (s *store) fill() {
 	}
 }
 
-// makeSpares creates k empty logs under fresh ids and syncs them and
-// their names (one directory sync for all).
+// makeSpares creates k logs of spareBytes zeros under fresh ids and
+// syncs them and their names (one directory sync for all).
 func (s *store) makeSpares(k int) ([]spareLog, error) {
 	var made []spareLog
 	for range k {
@@ -176,6 +193,10 @@ func (s *store) makeSpares(k int) ([]spareLog, error) {
 			return nil, err
 		}
 		made = append(made, spareLog{id: id, f: f})
+		if _, err := f.Write(zeros[:spareBytes]); err != nil {
+			removeSpares(s, made)
+			return nil, err
+		}
 		if err := f.Sync(); err != nil {
 			removeSpares(s, made)
 			return nil, err
@@ -210,9 +231,10 @@ func removeSpares(s *store, sp []spareLog) {
 	}
 }
 
-// removeEmptyLogs removes the empty session logs in dir: spares left by a
-// node that stopped without closing its store, or creates cut short
-// before their first byte. Neither was ever acknowledged.
+// removeEmptyLogs removes the session logs in dir that hold nothing but
+// zeros (at most a spare's): spares left by a node that stopped without
+// closing its store, or creates cut short before their first byte.
+// Neither was ever acknowledged.
 func removeEmptyLogs(dir string) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -223,8 +245,12 @@ func removeEmptyLogs(dir string) {
 		if !ok || !e.Type().IsRegular() || protocol.ValidSessionID(id) != nil {
 			continue
 		}
-		if fi, err := e.Info(); err == nil && fi.Size() == 0 {
-			os.Remove(filepath.Join(dir, e.Name()))
+		path := filepath.Join(dir, e.Name())
+		if fi, err := e.Info(); err != nil || fi.Size() > spareBytes {
+			continue
+		}
+		if b, err := os.ReadFile(path); err == nil && len(b) <= spareBytes && bytes.Count(b, []byte{0}) == len(b) {
+			os.Remove(path)
 		}
 	}
 }

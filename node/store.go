@@ -41,7 +41,8 @@ import (
 // Appending a frame to a file that already exists costs one write and one
 // fsync; creating a file, renaming it into place and syncing its directory
 // costs several times as much CPU and latency, once per step. So a session
-// creates one file, at create, and every later step appends; and that file
+// has one file, made at create or, in a syncing store, ahead of it with
+// its name already synced (spare.go), and every later step appends; and that file
 // lies directly in sessions/, so that creating it is one directory sync
 // and erasing it one unlink (a directory per session cost a mkdir and a
 // second directory sync at create, and a directory scan and rmdir at

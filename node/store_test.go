@@ -622,7 +622,7 @@ func waitSpares(t *testing.T, st *store) {
 	}
 }
 
-// emptyLogs counts the empty session logs in dir.
+// emptyLogs counts the session logs in dir that hold only zeros.
 func emptyLogs(t *testing.T, dir string) int {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -631,7 +631,10 @@ func emptyLogs(t *testing.T, dir string) int {
 	}
 	n := 0
 	for _, e := range ents {
-		if fi, err := e.Info(); err == nil && strings.HasSuffix(e.Name(), logSuffix) && e.Name() != closedLog && fi.Size() == 0 {
+		if !strings.HasSuffix(e.Name(), logSuffix) || e.Name() == closedLog {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil && bytes.Count(b, []byte{0}) == len(b) {
 			n++
 		}
 	}
@@ -664,11 +667,16 @@ func TestStoreSpareLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen[id] = true
-	if fi, err := os.Stat(filepath.Join(dir, id+logSuffix)); err != nil || fi.Size() != 0 {
+	if fi, err := os.Stat(filepath.Join(dir, id+logSuffix)); err != nil || fi.Size() != spareBytes {
 		t.Fatalf("the id drawn is not a spare's: %v", err)
 	}
 	rec := testRecord(stateProvisioning, 100)
 	rec.ID = id
+	if err := st.save(rec, true); err != nil {
+		t.Fatal(err)
+	}
+	// Later steps append over the zeros.
+	rec.Restarted = 1
 	if err := st.save(rec, true); err != nil {
 		t.Fatal(err)
 	}
@@ -704,8 +712,11 @@ func TestStoreSpareLogs(t *testing.T) {
 		t.Fatalf("stored sessions %v %v, want only %s", live, err, rec.ID)
 	}
 	got, err := st2.load(rec.ID)
-	if err != nil || got.State != stateProvisioning || got.ID != rec.ID {
+	if err != nil || got.State != stateProvisioning || got.ID != rec.ID || got.Restarted != 1 {
 		t.Fatalf("the session created in a spare: %+v %v", got, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, rec.ID+logSuffix)); err != nil || fi.Size() >= spareBytes {
+		t.Fatalf("the zeros after the last frame are not cut off on load: %v %v", fi.Size(), err)
 	}
 	st.mu.Lock()
 	st.spares = nil // the crashed store's, removed by st2's opening
@@ -714,9 +725,26 @@ func TestStoreSpareLogs(t *testing.T) {
 
 	st2.startSpares()
 	waitSpares(t, st2)
+	// A first frame longer than a spare grows it.
+	big, err := st2.drawID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, big+logSuffix)); err != nil || fi.Size() != spareBytes {
+		t.Fatalf("the id drawn is not a spare's: %v", err)
+	}
+	brec := testRecord(stateProvisioning, 2*spareBytes)
+	brec.ID = big
+	if err := st2.save(brec, true); err != nil {
+		t.Fatal(err)
+	}
+	waitSpares(t, st2)
 	st2.close()
 	if got := emptyLogs(t, dir); got != 0 {
 		t.Fatalf("%d empty logs after close, want none", got)
+	}
+	if got, err := testStore(t, dir, false).load(big); err != nil || len(got.Programs["p"].Inline) != 2*spareBytes {
+		t.Fatalf("a first frame longer than a spare: %v", err)
 	}
 }
 
