@@ -78,11 +78,7 @@ func (s *store) drawID() (string, error) {
 // was never saved (its create failed before), and makes another;
 // otherwise it does nothing.
 func (s *store) unused(id string) {
-	s.mu.Lock()
-	f := s.taken[id]
-	delete(s.taken, id)
-	s.mu.Unlock()
-	if f != nil {
+	if f := s.takeSpare(id); f != nil {
 		f.Close()
 		os.Remove(s.logPath(id))
 		s.refill()
