@@ -84,9 +84,18 @@ const (
 const memberCacheTTL = 30 * time.Second
 
 // maxCreateNonces bounds the create-request nonces remembered against
-// replay (each is kept for protocol.ReplayMemory; the create rate bounds
-// how many arrive in that time).
+// replay (each is kept for protocol.ReplayMemory). Only requests within
+// the create rates are remembered, so the node's create rate bounds how
+// many arrive in that time: the window holds at least that many
+// (createNonces).
 const maxCreateNonces = 1 << 18
+
+// createNonces is the replay window's size for quotas q: room for every
+// create the node's rate allows in protocol.ReplayMemory, bursts
+// included, and never less than maxCreateNonces.
+func createNonces(q Quotas) int {
+	return max(maxCreateNonces, int(q.CreateRate*protocol.ReplayMemory.Seconds())+2*burstOf(q.CreateRate))
+}
 
 // creator is who creates a session, as quotas count it: "ed25519:<key>"
 // for a signed request, "addr:<ip>" for an unsigned one (open mode).
@@ -134,8 +143,8 @@ func newAdmitter(n *Node, cfg Admission) (*admitter, error) {
 	default:
 		return nil, fmt.Errorf("node: admission mode %q: want one of %v", cfg.Mode, Modes)
 	}
-	a := &admitter{n: n, cfg: cfg, q: cfg.Quotas.withDefaults(), nonces: protocol.NewReplayWindow(maxCreateNonces),
-		members: map[string]memberAnswer{}, usage: map[creator]*usage{}}
+	a := &admitter{n: n, cfg: cfg, q: cfg.Quotas.withDefaults(), members: map[string]memberAnswer{}, usage: map[creator]*usage{}}
+	a.nonces = protocol.NewReplayWindow(createNonces(a.q))
 	a.rates = newRateLimits(a.q)
 	return a, nil
 }
@@ -215,10 +224,28 @@ func (a *admitter) checkSignature(key ed25519.PublicKey, auth *cloisterv1.Signed
 		return refused(connect.CodePermissionDenied, ruleAdmission, "create request is dated %s, more than %s from the node's clock %s",
 			t.UTC().Format(time.RFC3339), protocol.MaxRequestSkew, now.UTC().Format(time.RFC3339))
 	}
+	return nil
+}
+
+// admitNonce remembers the nonce of a create request that is to create a
+// session, refusing a replay. It runs once the creator is admitted and
+// the request is within every quota and rate (reserveSession), so that
+// only the sessions the rates allow fill the window: requests refused
+// before, such as an unadmitted key's, are not remembered and cannot
+// crowd out those of admitted creators. Unsigned requests (open mode)
+// carry none.
+func (a *admitter) admitNonce(auth *cloisterv1.SignedRequest, now time.Time) error {
+	if auth == nil || auth.Principal == "" {
+		return nil
+	}
+	key, err := keys.ParseSigningKey(auth.Principal)
+	if err != nil {
+		return refused(connect.CodeInvalidArgument, ruleAdmission, "create request: creator key: %v", err)
+	}
 	var re *protocol.ReplayError
 	if err := a.nonces.Admit(key, auth.Nonce, now); errors.As(err, &re) {
 		if re.Full {
-			return refused(connect.CodeResourceExhausted, ruleCreateRate, "the node remembers %d create requests of the last %s, its limit; retry in a minute", re.Max, protocol.ReplayMemory)
+			return refused(connect.CodeResourceExhausted, ruleCreateRate, "the node remembers %d create requests of the last %s, its limit; retry in a minute (the operator lowers --create-rate)", re.Max, protocol.ReplayMemory)
 		}
 		return refused(connect.CodePermissionDenied, ruleAdmission, "create request of %s replays one already seen", auth.Principal)
 	}

@@ -40,7 +40,7 @@ func (n *Node) createSession(ctx context.Context, req *cloisterv1.CreateSessionR
 	}
 	// The document's length bounds its canonical form's: reserved now,
 	// the difference given back once it is known.
-	if err := n.admit.reserveSession(who, int64(len(doc)), now); err != nil {
+	if err := n.admit.reserveSession(who, int64(len(doc)), req.Auth, now); err != nil {
 		return nil, err
 	}
 	s, err := n.startSession(ctx, who, doc, req.Replica, now)

@@ -7,6 +7,8 @@ import (
 	"connectrpc.com/connect"
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
+
+	cloisterv1 "github.com/cloisterhq/cloister/api/cloister/v1"
 )
 
 // Quotas bound what creators hold on a node, each and all together. A
@@ -122,8 +124,10 @@ func (a *admitter) usageOf(c creator, now time.Time) (*usage, error) {
 
 // reserveSession counts a new session of c holding bytes, or refuses it
 // by the first quota it would exceed. Rates are consumed only by sessions
-// that pass every other check.
-func (a *admitter) reserveSession(c creator, bytes int64, now time.Time) error {
+// that pass every other check; then the request's nonce is remembered
+// (auth: the create request's signature, nil for an unsigned one), and a
+// replay gives the rates back.
+func (a *admitter) reserveSession(c creator, bytes int64, auth *cloisterv1.SignedRequest, now time.Time) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	u, err := a.usageOf(c, now)
@@ -150,6 +154,11 @@ func (a *admitter) reserveSession(c creator, bytes int64, now time.Time) error {
 		rt.CancelAt(now)
 		rc.CancelAt(now)
 		return refused(connect.CodeResourceExhausted, ruleCreateRate, "the node creates at most %g sessions/s; retry in %s (the operator raises --create-rate)", q.CreateRate, d.Round(time.Millisecond))
+	}
+	if err := a.admitNonce(auth, now); err != nil {
+		rt.CancelAt(now)
+		rc.CancelAt(now)
+		return err
 	}
 	a.sessions++
 	u.sessions++
