@@ -144,7 +144,7 @@ func (a nodeAPI) GetStatus(ctx context.Context, req *connect.Request[cloisterv1.
 
 func (a nodeAPI) closedStatus(id string) (*connect.Response[cloisterv1.GetStatusResponse], error) {
 	a.n.mu.RLock()
-	ts, ok := a.n.closed[id]
+	ts, ok := a.n.closed.get(id)
 	a.n.mu.RUnlock()
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no session %s on this node", id))
@@ -244,7 +244,7 @@ func (a sessionAPI) onSessionConn(ctx context.Context, id string) (*session, err
 		return s, nil
 	}
 	a.n.mu.RLock()
-	ts, ok := a.n.closed[id]
+	ts, ok := a.n.closed.get(id)
 	a.n.mu.RUnlock()
 	if ok {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("session %s was closed by %q; its data is erased", id, ts.By))

@@ -182,10 +182,10 @@ func (n *Node) restore() error {
 			ts.Entries = nil
 		}
 		ts.SealedEntries = nil // the log keeps them until they are recorded
-		n.closed[ts.ID] = ts
+		n.closed.add(ts)
 	}
 	for _, id := range live {
-		if _, ok := n.closed[id]; ok {
+		if n.closed.has(id) {
 			// Closed, but the node stopped before its files were gone.
 			if err := n.store.removeSession(id); err != nil {
 				n.log.Error("closed session not erased", "session", id, "err", err)

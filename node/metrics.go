@@ -48,7 +48,7 @@ func newMetrics(n *Node) *metrics {
 			n.mu.RLock()
 			defer n.mu.RUnlock()
 			if closed {
-				return float64(len(n.closed))
+				return float64(n.closed.len())
 			}
 			return float64(len(n.sessions))
 		}

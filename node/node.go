@@ -169,7 +169,7 @@ type Node struct {
 
 	mu       sync.RWMutex
 	sessions map[string]*session
-	closed   map[string]tombstone
+	closed   closedSet
 
 	srvMu sync.Mutex
 	srv   *http.Server
@@ -205,7 +205,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("node: data directory: %w", err)
 	}
 	n := &Node{opts: opts, log: opts.Logger, events: opts.EventLog,
-		sessions: map[string]*session{}, closed: map[string]tombstone{}, limits: opts.Limits.withDefaults()}
+		sessions: map[string]*session{}, closed: newClosedSet(), limits: opts.Limits.withDefaults()}
 	n.inflight.max = n.limits.MaxInflightBytes
 	var err error
 	if n.admit, err = newAdmitter(n, opts.Admission); err != nil {
@@ -490,10 +490,8 @@ func (n *Node) forget(id string, ts tombstone) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.sessions, id)
-	ts.Entries = nil // the recorder has them
-	ts.SealedEntries = nil
-	n.closed[id] = ts
-	if len(n.closed) > maxClosedKept+maxClosedKept/8 {
+	n.closed.add(ts) // the recorder has its entries
+	if n.closed.len() > maxClosedKept+maxClosedKept/8 {
 		n.pruneClosedLocked()
 	}
 }
@@ -507,16 +505,13 @@ const maxClosedKept = maxArchivedReceipts
 // pruneClosedLocked forgets the oldest closed sessions past
 // maxClosedKept. Callers hold n.mu.
 func (n *Node) pruneClosedLocked() {
-	if len(n.closed) <= maxClosedKept {
+	if n.closed.len() <= maxClosedKept {
 		return
 	}
-	all := make([]tombstone, 0, len(n.closed))
-	for _, ts := range n.closed {
-		all = append(all, ts)
-	}
+	all := n.closed.all()
 	sort.Slice(all, func(i, j int) bool { return all[i].Closed.After(all[j].Closed) })
 	for _, ts := range all[maxClosedKept:] {
-		delete(n.closed, ts.ID)
+		n.closed.remove(ts.ID)
 	}
 }
 
@@ -527,7 +522,7 @@ func (n *Node) pruneClosedLocked() {
 func (n *Node) compactClosed(force bool) {
 	n.mu.Lock()
 	n.pruneClosedLocked()
-	remembered := len(n.closed)
+	remembered := n.closed.len()
 	n.mu.Unlock()
 	if !force && n.store.closedLines() <= 2*max(remembered, 1024) {
 		return
@@ -537,7 +532,7 @@ func (n *Node) compactClosed(force bool) {
 		defer n.mu.RUnlock()
 		// A session being closed has its line written before it leaves
 		// n.sessions for n.closed: its line stays.
-		_, closed := n.closed[id]
+		closed := n.closed.has(id)
 		_, closing := n.sessions[id]
 		return closed || closing
 	})

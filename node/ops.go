@@ -271,7 +271,7 @@ func (n *Node) Status(ctx context.Context, withErrors bool) *Status {
 		s.mu.Unlock()
 	}
 	n.mu.RLock()
-	st.Sessions.Closed = len(n.closed)
+	st.Sessions.Closed = n.closed.len()
 	n.mu.RUnlock()
 	st.Workers.RunsActive, st.Workers.RunsMax, st.Workers.Warm = len(n.runSlots), cap(n.runSlots), n.opts.WarmWorkers
 	if n.ownsRun != nil {

@@ -285,10 +285,10 @@ func TestNodeStartFinishesInterruptedCreateAndClose(t *testing.T) {
 			t.Errorf("session %s served after start", id)
 		}
 	}
-	if got, ok := n.closed[closing]; !ok || got.By != "carol" {
+	if got, ok := n.closed.get(closing); !ok || got.By != "carol" {
 		t.Errorf("closed session's tombstone: %+v %v", got, ok)
 	}
-	if _, ok := n.closed[half]; ok {
+	if n.closed.has(half) {
 		t.Errorf("a session never created is reported closed")
 	}
 	if !strings.Contains(string(must(os.ReadFile(filepath.Join(sessions, closedLog)))), closing) {
@@ -559,18 +559,18 @@ func TestClosedSessionsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	if len(n.closed) != maxClosedKept {
-		t.Fatalf("%d closed sessions remembered after start, want %d", len(n.closed), maxClosedKept)
+	if n.closed.len() != maxClosedKept {
+		t.Fatalf("%d closed sessions remembered after start, want %d", n.closed.len(), maxClosedKept)
 	}
 	newest, oldest := id(total-1), id(0)
-	if _, ok := n.closed[newest]; !ok {
+	if !n.closed.has(newest) {
 		t.Errorf("the newest close forgotten")
 	}
-	if _, ok := n.closed[oldest]; ok {
+	if n.closed.has(oldest) {
 		t.Errorf("the oldest close remembered")
 	}
-	if ts := n.closed[newest]; ts.SealedEntries != nil || ts.Entries != nil {
-		t.Errorf("a remembered close holds its entries in memory")
+	if ts, _ := n.closed.get(newest); ts.By != "p" || !ts.Closed.Equal(base.Add(time.Duration(total-1)*time.Second)) {
+		t.Errorf("the newest close remembered as %+v", ts)
 	}
 	lines, err := n.store.closed.readAll()
 	if err != nil {
@@ -587,10 +587,10 @@ func TestClosedSessionsAreBounded(t *testing.T) {
 	for i := range maxClosedKept + maxClosedKept/8 + 1 {
 		n.forget(id(total+1+i), tombstone{ID: id(total + 1 + i), Closed: base.Add(time.Duration(total+i) * time.Second), By: "q"})
 	}
-	if len(n.closed) > maxClosedKept+maxClosedKept/8 {
-		t.Fatalf("%d closed sessions remembered while running, want at most %d", len(n.closed), maxClosedKept+maxClosedKept/8)
+	if n.closed.len() > maxClosedKept+maxClosedKept/8 {
+		t.Fatalf("%d closed sessions remembered while running, want at most %d", n.closed.len(), maxClosedKept+maxClosedKept/8)
 	}
-	if _, ok := n.closed[id(total+1+maxClosedKept+maxClosedKept/8)]; !ok {
+	if !n.closed.has(id(total + 1 + maxClosedKept + maxClosedKept/8)) {
 		t.Errorf("the newest close forgotten while running")
 	}
 	for i := range 2 * maxClosedKept {

@@ -76,7 +76,7 @@ func (n *Node) View() View {
 		v.WorkerBin, _ = n.ownsRun.WorkerBinary()
 	}
 	n.mu.RLock()
-	v.Open, v.Closed = len(n.sessions), len(n.closed)
+	v.Open, v.Closed = len(n.sessions), n.closed.len()
 	n.mu.RUnlock()
 	v.Refusals, v.Recent = n.refusals.snapshot()
 	return v
@@ -102,10 +102,7 @@ func (n *Node) Sessions(maxClosed int) []SessionSummary {
 	for _, s := range n.sessions {
 		open = append(open, s)
 	}
-	closed := make([]tombstone, 0, len(n.closed))
-	for _, ts := range n.closed {
-		closed = append(closed, ts)
-	}
+	closed := n.closed.all()
 	n.mu.RUnlock()
 	out := make([]SessionSummary, 0, len(open)+min(len(closed), maxClosed))
 	for _, s := range open {
@@ -189,7 +186,7 @@ func (n *Node) Session(id string) (*SessionView, error) {
 		return s.observe(), nil
 	}
 	n.mu.RLock()
-	ts, ok := n.closed[id]
+	ts, ok := n.closed.get(id)
 	n.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNoSession)
