@@ -22,15 +22,16 @@ const ServerGCPercent = 400
 // collector runs as often as it needs to stay below it (never using more
 // than about half the CPU for that: a live heap above the limit makes the
 // node use more memory, not stop), and the runtime returns freed memory
-// to the system sooner. 128 MiB is about twice the live heap of a node
+// to the system sooner. 96 MiB is about 1.6 times the live heap of a node
 // with 256 sessions' requests in flight (about 60 MB, most of it their
 // connections and bodies) and five times that of a node at 20 sessions/s
-// with a few dozen in flight, so at a steady load the heap reaches the
-// limit within its first minute and stays there, rather than creeping up
-// for minutes as the live heap grows (with bounded caches filling up:
-// closed sessions remembered, decision 0064; the replay window's nonces)
-// and GOGC=400 multiplies that five-fold (decisions 0077, 0063).
-const DefaultMemoryLimit = 128 << 20
+// with a few dozen in flight (about 18 MB), so at a steady load the heap
+// reaches the limit within its first minute and stays there, rather than
+// creeping up for minutes as the live heap grows while bounded windows
+// fill (the replay window's 10 minutes of nonces; closed sessions
+// remembered, decision 0064) and GOGC=400 multiplies that five-fold
+// (decisions 0077, 0063, 0065).
+const DefaultMemoryLimit = 96 << 20
 
 // ConfigureGC sets the process's GC target to ServerGCPercent unless the
 // operator chose one (GOGC in the environment), and its soft memory limit

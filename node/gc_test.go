@@ -16,7 +16,7 @@ func TestConfigureGC(t *testing.T) {
 	t.Setenv("GOGC", "")
 	t.Setenv("GOMEMLIMIT", "")
 	debug.SetMemoryLimit(1 << 62)
-	if got := node.ConfigureGC(node.DefaultMemoryLimit); !strings.Contains(got, "GOGC=400") || !strings.Contains(got, "128 MiB") {
+	if got := node.ConfigureGC(node.DefaultMemoryLimit); !strings.Contains(got, "GOGC=400") || !strings.Contains(got, "96 MiB") {
 		t.Errorf("defaults: %q", got)
 	}
 	if gc, lim := debug.SetGCPercent(100), debug.SetMemoryLimit(-1); gc != node.ServerGCPercent || lim != node.DefaultMemoryLimit {

@@ -106,7 +106,7 @@ Programs run in jailed workers: cloister-isolate when it lies next to this
 binary (CGO_ENABLED=0 go build -o DIR ./cmd/cloister-isolate), which starts
 several times faster, else this binary re-executed; the log says which.
 The garbage collector runs with GOGC=400 unless GOGC is set, under a soft
-memory limit of --memory-limit (128MiB; 0 for none) unless GOMEMLIMIT is
+memory limit of --memory-limit (96MiB; 0 for none) unless GOMEMLIMIT is
 set: above it the collector runs more often rather than the node growing.
 Raise it for a node that holds many sessions at once.
 
@@ -368,7 +368,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 	f.StringVar(&maxChunk, "max-chunk", "4MiB", "largest chunk of a streamed upload accepted in one request")
 	f.StringVar(&maxStream, "max-stream", "64GiB", "largest sealed program or input accepted as a streamed upload (the creator's stored-bytes quota applies too)")
 	f.StringVar(&streamOutput, "stream-output", "16MiB", "outputs of at least this size are kept as one sealed file that readers fetch in chunks, not as an envelope per reader")
-	f.StringVar(&memoryLimit, "memory-limit", "128MiB", "soft limit on the node's memory (the Go runtime's; GOMEMLIMIT overrides it): above it the garbage collector runs more often; 0 for none")
+	f.StringVar(&memoryLimit, "memory-limit", "96MiB", "soft limit on the node's memory (the Go runtime's; GOMEMLIMIT overrides it): above it the garbage collector runs more often; 0 for none")
 	f.StringVar(&maxInflight, "max-inflight", "512MiB", "request bodies read and handled at once, in total; more are refused until some finish")
 	f.IntVar(&maxConns, "max-conns", httpguard.DefaultLimits.MaxConns, "connections open at once; more are closed at accept")
 	f.IntVar(&maxConnsPerAddr, "max-conns-per-addr", httpguard.DefaultLimits.MaxConnsPerAddr, "connections open at once from one IP address (raise it behind a proxy or NAT)")
