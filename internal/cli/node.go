@@ -238,7 +238,7 @@ Exit status: 0 stopped by a signal; 1 the node could not start or failed;
 			}
 			memLimit, err := bytesize.Parse(memoryLimit)
 			if err != nil || memLimit < 0 {
-				return usageError("node: --memory-limit %q: want a size such as 128MiB, or 0 for none", memoryLimit)
+				return usageError("node: --memory-limit %q: want a size such as 96MiB, or 0 for none", memoryLimit)
 			}
 			log.Info("garbage collector", "setting", node.ConfigureGC(memLimit))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
