@@ -73,6 +73,31 @@ func ledgerURLFlag(cmd *cobra.Command) func() (*client.Client, error) {
 	}
 }
 
+// ledgerListing makes cmd a read of the ledger with --ledger and --json
+// flags: read fetches what it shows (its failure reported under what),
+// printed as JSON or by table.
+func ledgerListing[T any](cmd *cobra.Command, what, jsonHelp string, read func(*client.Client, context.Context) (T, error), table func(io.Writer, T) error) {
+	newClient := ledgerURLFlag(cmd)
+	var asJSON bool
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonHelp)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := newClient()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signalContext(cmd)
+		defer stop()
+		v, err := read(c, ctx)
+		if err != nil {
+			return ledgerFailure(what, c, err)
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), v)
+		}
+		return table(cmd.OutOrStdout(), v)
+	}
+}
+
 // clientAndIndex makes the ledger client and reads the INDEX argument.
 func clientAndIndex(cmd *cobra.Command, newClient func() (*client.Client, error), arg string) (*client.Client, uint64, error) {
 	c, err := newClient()

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -34,7 +35,6 @@ who may call it and the nodes that serve it (docs/federation.md).`,
 }
 
 func newModelListCmd() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list --ledger URL [--json]",
 		Short: "List the published models, their current version, functions and serving nodes",
@@ -48,22 +48,8 @@ Exit status: 0 listed; 1 the ledger could not be read; 2 bad usage.`,
 		Example: `  cloister model list --ledger http://127.0.0.1:26680 --json`,
 		Args:    cobra.NoArgs,
 	}
-	newClient := ledgerURLFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
-		l, err := c.Models(ctx)
-		if err != nil {
-			return ledgerFailure("model list", c, err)
-		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), l)
-		}
-		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	ledgerListing(cmd, "model list", "print the list as JSON", (*client.Client).Models, func(w io.Writer, l *client.ModelList) error {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "MODEL\tVERSION\tSTATE\tFUNCTIONS\tMIN ROWS\tCALLS\tNODES")
 		for _, m := range l.Models {
 			fns := make([]string, len(m.Functions))
@@ -78,8 +64,7 @@ Exit status: 0 listed; 1 the ledger could not be read; 2 bad usage.`,
 				m.Output.MinRows, m.Calls, strings.Join(nodes, " "))
 		}
 		return tw.Flush()
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
+	})
 	return cmd
 }
 

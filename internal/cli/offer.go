@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -52,7 +53,6 @@ type offerListing struct {
 }
 
 func newOfferListCmd() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list --ledger URL",
 		Short: "List the live offers with the age of each",
@@ -67,17 +67,10 @@ answer is malformed; 2 bad usage.`,
   cloister offer list --ledger http://127.0.0.1:7480 --json`,
 		Args: cobra.NoArgs,
 	}
-	newClient := ledgerURLFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
+	read := func(c *client.Client, ctx context.Context) (offerListing, error) {
 		l, err := c.Offers(ctx)
 		if err != nil {
-			return ledgerFailure("offer list", c, err)
+			return offerListing{}, err
 		}
 		out := offerListing{AsOf: l.AsOf, Height: l.Height, Offers: make([]offerRow, 0, len(l.Offers))}
 		for _, o := range l.Offers {
@@ -86,10 +79,10 @@ answer is malformed; 2 bad usage.`,
 			age := max(l.AsOf.Sub(o.Published), 0).Round(time.Second)
 			out.Offers = append(out.Offers, offerRow{LiveOffer: o, AgeSeconds: age.Seconds()})
 		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), out)
-		}
-		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		return out, nil
+	}
+	ledgerListing(cmd, "offer list", "print the offers as JSON", read, func(w io.Writer, out offerListing) error {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NODE\tAGE\tEXPIRES IN\tCLASSES\tMEMORY\tCORES\tRUNS\tPRICE\tREGIONS\tENDPOINT")
 		for _, o := range out.Offers {
 			price := o.Offer.Price
@@ -97,12 +90,11 @@ answer is malformed; 2 bad usage.`,
 				price = "-"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", printable(o.Node), time.Duration(o.AgeSeconds)*time.Second,
-				o.Expires.Sub(l.AsOf).Round(time.Second), printable(strings.Join(o.Offer.Classes, ",")), offerMemory(o.Offer.Memory),
+				o.Expires.Sub(out.AsOf).Round(time.Second), printable(strings.Join(o.Offer.Classes, ",")), offerMemory(o.Offer.Memory),
 				o.Offer.Cores, o.Offer.Concurrency, printable(price), printable(strings.Join(o.Offer.Regions, ",")), printable(o.Endpoint))
 		}
 		return tw.Flush()
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the offers as JSON")
+	})
 	return cmd
 }
 
@@ -265,8 +257,13 @@ func cpuByProvider(ctx context.Context, c *client.Client) (map[string][2]uint64,
 	}
 }
 
+// statsListing is what 'offer stats --json' prints.
+type statsListing struct {
+	Height    int64      `json:"height"`
+	Providers []statsRow `json:"providers"`
+}
+
 func newOfferStatsCmd() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "stats --ledger URL",
 		Short: "Summarise each provider's marketplace runs: runs, failures, median latency, CPU time",
@@ -284,21 +281,14 @@ malformed; 2 bad usage.`,
 		Example: `  cloister offer stats --ledger http://127.0.0.1:7480 --json`,
 		Args:    cobra.NoArgs,
 	}
-	newClient := ledgerURLFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
+	read := func(c *client.Client, ctx context.Context) (statsListing, error) {
 		recs, err := c.MarketRecords(ctx)
 		if err != nil {
-			return ledgerFailure("offer stats", c, err)
+			return statsListing{}, err
 		}
 		cpu, err := cpuByProvider(ctx, c)
 		if err != nil {
-			return ledgerFailure("offer stats", c, err)
+			return statsListing{}, err
 		}
 		rows := make([]statsRow, 0, len(recs.Records))
 		for _, r := range recs.Records {
@@ -315,15 +305,12 @@ malformed; 2 bad usage.`,
 			}
 			rows = append(rows, row)
 		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), struct {
-				Height    int64      `json:"height"`
-				Providers []statsRow `json:"providers"`
-			}{recs.Height, rows})
-		}
-		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+		return statsListing{Height: recs.Height, Providers: rows}, nil
+	}
+	ledgerListing(cmd, "offer stats", "print the records as JSON", read, func(w io.Writer, l statsListing) error {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NODE\tRUNS\tFAILURES\tRECENT FAILURES\tMEDIAN LATENCY\tCPU (REPORTED)")
-		for _, r := range rows {
+		for _, r := range l.Providers {
 			lat := "-"
 			if r.MedianLatencyMs != nil {
 				lat = (time.Duration(*r.MedianLatencyMs) * time.Millisecond).String()
@@ -335,7 +322,6 @@ malformed; 2 bad usage.`,
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d/%d\t%s\t%s\n", printable(r.Node), r.Runs, r.Failures, r.RecentFailures, min(r.Runs, market.RecordWindow), lat, cpu)
 		}
 		return tw.Flush()
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as JSON")
+	})
 	return cmd
 }

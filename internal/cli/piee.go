@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"text/tabwriter"
@@ -42,7 +43,6 @@ proves and what it does not.`,
 }
 
 func newPieeOperatorsCmd() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "operators --ledger URL",
 		Short: "List the challenge operators published on the ledger",
@@ -55,22 +55,8 @@ Exit status: 0 listed; 1 the ledger is unreachable or answers malformed; 2 bad u
 		Example: `  cloister piee operators --ledger http://127.0.0.1:7480 --json`,
 		Args:    cobra.NoArgs,
 	}
-	newClient := ledgerURLFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
-		ops, err := c.PieeOperators(ctx)
-		if err != nil {
-			return ledgerFailure("piee operators", c, err)
-		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), ops)
-		}
-		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	ledgerListing(cmd, "piee operators", "print the registry as JSON", (*client.Client).PieeOperators, func(w io.Writer, ops *client.PieeOperators) error {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tCLASS\tARGS\tMEMORY\tTIMEOUT\tCOST\tPROGRAM\tHERE\tENTRY")
 		for _, o := range ops.Operators {
 			_, here := piee.Module(o.ProgramSHA256)
@@ -78,8 +64,7 @@ Exit status: 0 listed; 1 the ledger is unreachable or answers malformed; 2 bad u
 				offerMemory(o.Memory), time.Duration(o.TimeoutMS)*time.Millisecond, o.CostMS, o.ProgramSHA256, here, o.Index)
 		}
 		return tw.Flush()
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the registry as JSON")
+	})
 	return cmd
 }
 
@@ -200,7 +185,6 @@ not agreeing; 2 bad usage.`,
 }
 
 func newPieeScoresCmd() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "scores --ledger URL",
 		Short: "Print each node's PIEE record: challenges passed, failed, missed; verifications done",
@@ -213,29 +197,14 @@ Exit status: 0 printed; 1 the ledger is unreachable or answers malformed; 2 bad 
 		Example: `  cloister piee scores --ledger http://127.0.0.1:7480 --json`,
 		Args:    cobra.NoArgs,
 	}
-	newClient := ledgerURLFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
-		s, err := c.PieeScores(ctx)
-		if err != nil {
-			return ledgerFailure("piee scores", c, err)
-		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), s)
-		}
-		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	ledgerListing(cmd, "piee scores", "print the scores as JSON", (*client.Client).PieeScores, func(w io.Writer, s *client.PieeScores) error {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(tw, "NODE\tPASSED\tFAILED\tUNAVAILABLE\tINCONCLUSIVE\tVERIFIED\tDISAGREED\tMISSED\n")
 		for _, r := range s.Scores {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", printable(r.Node), r.Passed, r.Failed, r.Unavailable, r.Inconclusive, r.Verified, r.Disagreed, r.Missed)
 		}
 		return tw.Flush()
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the scores as JSON")
+	})
 	return cmd
 }
 

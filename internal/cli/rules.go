@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -38,7 +40,6 @@ type rulesJSON struct {
 }
 
 func newLedgerRulesShowCmd() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "show --ledger URL",
 		Short: "Show the rule version in force and the schedule",
@@ -51,33 +52,24 @@ Exit status: 0 shown; 1 the ledger is unreachable; 2 bad usage.`,
 		Example: `  cloister ledger rules show --ledger http://127.0.0.1:26680 --json`,
 		Args:    cobra.NoArgs,
 	}
-	newClient := ledgerURLFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := newClient()
-		if err != nil {
-			return err
-		}
-		ctx, stop := signalContext(cmd)
-		defer stop()
+	read := func(c *client.Client, ctx context.Context) (rulesJSON, error) {
 		st, err := c.Status(ctx)
 		if err != nil {
-			return ledgerFailure("ledger rules show", c, err)
+			return rulesJSON{}, err
 		}
 		out := rulesJSON{Height: st.Height, Version: st.RulesVersion, Latest: ledger.LatestRules, Steps: st.Rules}
 		if out.Version == 0 {
 			out.Version, out.Steps = ledger.RulesV1, []client.RuleStep{{Height: 1, Version: ledger.RulesV1}}
 		}
-		if asJSON {
-			return printJSON(cmd.OutOrStdout(), out)
-		}
-		w := cmd.OutOrStdout()
+		return out, nil
+	}
+	ledgerListing(cmd, "ledger rules show", `print {"height","version","latest_known","rules":[{"height","version"}]}`, read, func(w io.Writer, out rulesJSON) error {
 		fmt.Fprintf(w, "rule version %d judges block %d (this binary knows versions up to %d)\n", out.Version, out.Height+1, out.Latest)
 		for _, s := range out.Steps {
 			fmt.Fprintf(w, "  version %d from height %d\n", s.Version, s.Height)
 		}
 		return nil
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"height","version","latest_known","rules":[{"height","version"}]}`)
+	})
 	return cmd
 }
 
