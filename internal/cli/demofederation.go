@@ -30,7 +30,6 @@ import (
 )
 
 func newDemoFederationCmd() *cobra.Command {
-	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "federation",
 		Short: "Play seed 001's federated computation: three hospitals, one initiator, a logistic regression on data that never moves",
@@ -72,21 +71,8 @@ printing each step with its time:
 Exit status: 0 every step behaved; 1 otherwise.`,
 		Example: `  cloister demo federation`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			self, err := os.Executable()
-			if err != nil {
-				return failure(err)
-			}
-			ctx, stop := signalContext(cmd)
-			defer stop()
-			if err := runFederationDemo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), self, verbose); err != nil {
-				return failure(err)
-			}
-			return nil
-		},
 	}
-	cmd.Flags().BoolVar(&verbose, "verbose", false, "tell the test network's events on standard error")
-	return cmd
+	return componentsDemo(cmd, "tell the test network's events on standard error", runFederationDemo)
 }
 
 var demoHospitals = []string{"hospital-a", "hospital-b", "hospital-c"}
@@ -99,18 +85,13 @@ const demoPatients = 200
 // runFederationDemo plays the federation demo with self as every
 // component's binary.
 func runFederationDemo(ctx context.Context, out, errOut io.Writer, self string, verbose bool) error {
-	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "cloister-demo-federation-")
+	ctx, stage, end, err := stageDemo(ctx, out, errOut, verbose, "federation", 20*time.Minute)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	events := io.Discard
-	if verbose {
-		events = errOut
-	}
+	defer end()
+	pr, dir := stage.pr, stage.dir
+	events := stage.events
 	var nodes []testnet.NodeSpec
 	for _, h := range append(append([]string{}, demoHospitals...), "research") {
 		nodes = append(nodes, testnet.NodeSpec{Name: h, Organisation: h, Args: []string{"--federation"}})

@@ -1,12 +1,8 @@
 package cli
 
 import (
-	"context"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/cloisterhq/cloister/internal/testbin"
 )
 
 // The federation demo on a test network of separate processes: three
@@ -14,24 +10,8 @@ import (
 // against a centralised fit, canaries absent, the output rule and a
 // revocation refusing what they should.
 func TestDemoFederation(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a test network of four nodes and compiles two 3 MiB modules")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	bin, err := testbin.Cloister()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out, errOut strings.Builder
-	if err := runFederationDemo(ctx, &out, &errOut, bin, false); err != nil {
-		t.Fatalf("demo: %v\n%s%s", err, out.String(), errOut.String())
-	}
-	for _, want := range []string{"test network up", "3 models published", "console of research shows the published models", "sub-model calls, answer sealed to the initiator",
+	playDemo(t, "starts a test network of four nodes and compiles two 3 MiB modules", 15*time.Minute, runFederationDemo,
+		"test network up", "3 models published", "console of research shows the published models", "sub-model calls, answer sealed to the initiator",
 		"of the centralised fit", "model.called receipts on the ledger", "no hospital's canary row",
-		"research writes its compute plan", "workflow status: the call graph recorded on the ledger", "research fetched its answer again from the blob store", "awaiting a person (count, 2 calls, 2 h)", "refused by hospital-a's output rule", "its model was revoked by its owner", "all steps behaved"} {
-		if !strings.Contains(out.String(), want) {
-			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
-		}
-	}
+		"research writes its compute plan", "workflow status: the call graph recorded on the ledger", "research fetched its answer again from the blob store", "awaiting a person (count, 2 calls, 2 h)", "refused by hospital-a's output rule", "its model was revoked by its owner", "all steps behaved")
 }

@@ -28,7 +28,6 @@ import (
 )
 
 func newDemoMarketCmd() *cobra.Command {
-	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "marketplace",
 		Short: "Play seed 002's secure execution flow on a test network, with a provider killed on purpose",
@@ -64,42 +63,24 @@ was released to the session that answered.
 Exit status: 0 every step behaved; 1 otherwise.`,
 		Example: `  cloister demo marketplace`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			self, err := os.Executable()
-			if err != nil {
-				return failure(err)
-			}
-			ctx, stop := signalContext(cmd)
-			defer stop()
-			if err := runMarketDemo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), self, verbose); err != nil {
-				return failure(err)
-			}
-			return nil
-		},
 	}
-	cmd.Flags().BoolVar(&verbose, "verbose", false, "tell the test network's events and the consumer's own log on standard error")
-	return cmd
+	return componentsDemo(cmd, "tell the test network's events and the consumer's own log on standard error", runMarketDemo)
 }
 
 // runMarketDemo plays the marketplace demo with self as every component's
 // binary.
 func runMarketDemo(ctx context.Context, out, errOut io.Writer, self string, verbose bool) error {
-	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
-	defer cancel()
+	ctx, stage, end, err := stageDemo(ctx, out, errOut, verbose, "market", 15*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer end()
+	pr, dir := stage.pr, stage.dir
 	ex, text, want, err := wordcountExample()
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "cloister-demo-market-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	events := io.Discard
-	if verbose {
-		events = errOut
-	}
+	events := stage.events
 
 	// The network: two software providers of two organisations, the
 	// first cheaper.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,7 +19,6 @@ import (
 )
 
 func newDemoPieeCmd() *cobra.Command {
-	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "piee",
 		Short: "Play seed 000's proof of isolated execution on four nodes, one rigged to lie and one stopped",
@@ -50,37 +48,19 @@ and the stopped one is unavailable, not failed.
 Exit status: 0 every node was judged as it behaved; 1 otherwise.`,
 		Example: `  cloister demo piee`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			self, err := os.Executable()
-			if err != nil {
-				return failure(err)
-			}
-			ctx, stop := signalContext(cmd)
-			defer stop()
-			if err := runPieeDemo(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), self, verbose); err != nil {
-				return failure(err)
-			}
-			return nil
-		},
 	}
-	cmd.Flags().BoolVar(&verbose, "verbose", false, "tell the test network's events on standard error")
-	return cmd
+	return componentsDemo(cmd, "tell the test network's events on standard error", runPieeDemo)
 }
 
 // runPieeDemo plays the PIEE demo with self as every component's binary.
 func runPieeDemo(ctx context.Context, out, errOut io.Writer, self string, verbose bool) error {
-	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
-	ctx, cancel := context.WithTimeout(ctx, 12*time.Minute)
-	defer cancel()
-	dir, err := os.MkdirTemp("", "cloister-demo-piee-")
+	ctx, stage, end, err := stageDemo(ctx, out, errOut, verbose, "piee", 12*time.Minute)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	events := io.Discard
-	if verbose {
-		events = errOut
-	}
+	defer end()
+	pr, dir := stage.pr, stage.dir
+	events := stage.events
 	specs := testnet.Nodes(4, []string{"software"})
 	for i := range specs {
 		specs[i].Args = []string{"--piee"}

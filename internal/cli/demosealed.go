@@ -40,7 +40,6 @@ import (
 )
 
 func newDemoSealedCmd() *cobra.Command {
-	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "sealed-program",
 		Short: "Run a sealed program whose key three brokers release, 2 of 3, only to an attested isolate under a ledger grant",
@@ -70,19 +69,8 @@ Exit status: 0 every step behaved (the answer is right, the revoked grant is
 refused); 1 otherwise.`,
 		Example: `  cloister demo sealed-program`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			self, err := os.Executable()
-			if err != nil {
-				return failure(err)
-			}
-			if err := runSealedDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), self, verbose); err != nil {
-				return failure(err)
-			}
-			return nil
-		},
 	}
-	cmd.Flags().BoolVar(&verbose, "verbose", false, "show the services' logs on standard error")
-	return cmd
+	return componentsDemo(cmd, "show the services' logs on standard error", runSealedDemo)
 }
 
 // serveLoopback serves h on a fresh loopback port under the connection
@@ -98,25 +86,20 @@ func serveLoopback(h http.Handler) (string, func(), error) {
 }
 
 func runSealedDemo(ctx context.Context, out, errOut io.Writer, self string, verbose bool) error {
-	pr := &demoPrinter{w: out, start: time.Now(), last: time.Now()}
 	// A sealed program is compiled afresh each run, never cached
 	// (decision 0072): a few seconds for this 3 MiB module, far more
 	// under a race-detector build on a loaded machine.
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
-	defer cancel()
+	ctx, stage, end, err := stageDemo(ctx, out, errOut, verbose, "sealed", 15*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer end()
+	pr, dir := stage.pr, stage.dir
 	ex, text, want, err := wordcountExample()
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "cloister-demo-sealed-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	logw := io.Discard
-	if verbose {
-		logw = errOut
-	}
+	logw := stage.events
 	logger := slog.New(slog.NewTextHandler(logw, nil))
 
 	// The services.
