@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -47,6 +48,8 @@ type Caller struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Logger, when set, gets each answered call's steps at debug level.
+	Logger *slog.Logger
 
 	mu    sync.Mutex
 	peers map[string]*peer // by endpoint and platform key
@@ -508,6 +511,7 @@ func (c *Caller) call(ctx context.Context, o Origin, r *Request, l link) (*Answe
 	if err != nil || len(args) > MaxArgs {
 		return nil, -1, fmt.Errorf("federation: arguments: want JSON of at most %d bytes", MaxArgs)
 	}
+	st := steps{t: time.Now()}
 	ml, err := c.Ledger.Models(ctx)
 	if err != nil {
 		return nil, -1, fmt.Errorf("federation: reading the ledger: %w", err)
@@ -519,6 +523,7 @@ func (c *Caller) call(ctx context.Context, o Origin, r *Request, l link) (*Answe
 	if _, ok := m.Function(r.Function); !ok {
 		return nil, -1, fmt.Errorf("federation: model %s publishes no function %q", r.Model, r.Function)
 	}
+	st.lap(&st.models)
 	var errs []error
 	for i, holder := range m.Nodes {
 		ep := m.Endpoints[i]
@@ -526,7 +531,7 @@ func (c *Caller) call(ctx context.Context, o Origin, r *Request, l link) (*Answe
 			errs = append(errs, fmt.Errorf("node %s names no endpoint", holder))
 			continue
 		}
-		a, pos, err := c.callHolder(ctx, ep, holder, o, l, m.Version, r.Model, r.Function, args)
+		a, pos, err := c.callHolder(ctx, ep, holder, o, l, m.Version, r.Model, r.Function, args, &st)
 		var re *RefusedError
 		if err == nil || errors.As(err, &re) || ctx.Err() != nil {
 			// A holder's refusal is the owner's answer: another node of
@@ -538,7 +543,7 @@ func (c *Caller) call(ctx context.Context, o Origin, r *Request, l link) (*Answe
 	return nil, -1, fmt.Errorf("federation: no node serving %s answered: %w", r.Model, errors.Join(errs...))
 }
 
-func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Origin, l link, version uint64, name, fn string, args []byte) (*Answer, int, error) {
+func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Origin, l link, version uint64, name, fn string, args []byte, st *steps) (*Answer, int, error) {
 	p, err := c.peer(endpoint, holder)
 	if err != nil {
 		return nil, -1, err
@@ -559,6 +564,7 @@ func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Orig
 	if err != nil {
 		return nil, -1, fmt.Errorf("federation: signing the call: %w", err)
 	}
+	st.lap(&st.prepare)
 	req, err := http.NewRequestWithContext(ctx, "POST", endpoint+PathCall, bytes.NewReader(frame(se)))
 	if err != nil {
 		return nil, -1, err
@@ -572,6 +578,7 @@ func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Orig
 	if err != nil {
 		return nil, -1, err
 	}
+	st.lap(&st.exchange)
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
 		if json.Unmarshal(b, &eb) != nil || eb.Code == "" {
@@ -600,6 +607,12 @@ func (c *Caller) callHolder(ctx context.Context, endpoint, holder string, o Orig
 	}
 	pos := c.remember(o, WorkflowCall{Call: call.ID, Receipt: rep.Receipt, Model: name, Function: fn, Holder: holder, Rows: rcpt.Rows,
 		Task: l.task, After: l.after, Entry: rep.Entry, endpoint: endpoint, p: p})
+	st.lap(&st.opened)
+	if c.Logger != nil && c.Logger.Enabled(ctx, slog.LevelDebug) {
+		c.Logger.Debug("federation: call made", "call", call.ID, "model", name, "function", fn, "holder", holder,
+			"models_us", st.models.Microseconds(), "prepare_us", st.prepare.Microseconds(), "exchange_us", st.exchange.Microseconds(),
+			"open_us", st.opened.Microseconds(), "total_us", st.total().Microseconds())
+	}
 	return &Answer{Result: sr.Result, Rows: sr.Rows, Call: call.ID, Receipt: rep.Receipt, Holder: holder}, pos, nil
 }
 

@@ -280,6 +280,7 @@ func (h *Holder) handleCall(w http.ResponseWriter, r *http.Request) {
 		refuse(w, CodeUnavailable, "call: this node answers %d calls at once; try again", cap(h.slot))
 		return
 	}
+	st := steps{t: time.Now()}
 	body := http.MaxBytesReader(w, r.Body, verify.MaxEntryBytes+4)
 	var c Call
 	se, err := readSigned(body, KindCall, &c, h.o.Now())
@@ -287,79 +288,114 @@ func (h *Holder) handleCall(w http.ResponseWriter, r *http.Request) {
 		refuse(w, CodeBadRequest, "call: %v", err)
 		return
 	}
-	rep, rerr := h.answer(r.Context(), se, &c)
+	st.lap(&st.read)
+	rep, receipt, rerr := h.answer(r.Context(), se, &c, &st)
 	if rerr != nil {
 		h.o.Logger.Info("federation: call refused", "model", c.Model, "function", c.Function, "caller", se.Entry.Submitter, "code", rerr.Code, "reason", rerr.Message)
 		refuse(w, rerr.Code, "%s", rerr.Message)
 		return
 	}
+	h.outbox.send(c.ID, receipt)
 	writeJSON(w, http.StatusOK, rep)
+	st.lap(&st.reply)
+	if h.o.Logger.Enabled(r.Context(), slog.LevelDebug) {
+		h.o.Logger.Debug("federation: call answered", "call", c.ID, "model", c.Model, "function", c.Function,
+			"read_us", st.read.Microseconds(), "audit_us", st.audit.Microseconds(), "run_us", st.run.Microseconds(),
+			"seal_us", st.seal.Microseconds(), "kept_us", st.kept.Microseconds(), "reply_us", st.reply.Microseconds(), "total_us", st.total().Microseconds())
+	}
 }
+
+// steps times one call's steps on either side, for the debug log (the
+// benchmark reads it: bench/federation).
+type steps struct {
+	start, t                          time.Time
+	read, audit, run, seal, kept      time.Duration // holder
+	models, prepare, exchange, opened time.Duration // caller
+	reply                             time.Duration
+}
+
+// lap adds the time since the last lap to *d.
+func (s *steps) lap(d *time.Duration) {
+	now := time.Now()
+	if s.start.IsZero() {
+		s.start = s.t
+	}
+	*d += now.Sub(s.t)
+	s.t = now
+}
+
+func (s *steps) total() time.Duration { return s.t.Sub(s.start) }
 
 func refused(code, format string, args ...any) *RefusedError {
 	return &RefusedError{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*Reply, *RefusedError) {
+// answer checks and answers call c, signed as se; the receipt it returns
+// is on disk, and the caller of answer queues it for the ledger once the
+// reply is sent.
+func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call, st *steps) (*Reply, *verify.SignedEntry, *RefusedError) {
 	// The call is meant for this node, over the connection the caller
 	// verified.
 	if c.Holder != h.me {
-		return nil, refused(CodeBadRequest, "call: meant for node %s, not this node (%s)", c.Holder, h.me)
+		return nil, nil, refused(CodeBadRequest, "call: meant for node %s, not this node (%s)", c.Holder, h.me)
 	}
 	if cert := h.o.Host.Certificate(); cert == nil || c.HolderCert != digest(cert.Raw) {
-		return nil, refused(CodeBadRequest, "call: bound to another TLS certificate than this node's")
+		return nil, nil, refused(CodeBadRequest, "call: bound to another TLS certificate than this node's")
 	}
 	if len(c.ID) != 64 || len(c.Args) > MaxArgs || c.ArgsSHA256 != digest(c.Args) {
-		return nil, refused(CodeBadRequest, "call: id, arguments (at most %d bytes) or their digest malformed", MaxArgs)
+		return nil, nil, refused(CodeBadRequest, "call: id, arguments (at most %d bytes) or their digest malformed", MaxArgs)
 	}
 	if h.outbox.seen(c.ID) {
-		return nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
+		return nil, nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
 	}
 	reply, err := seal.ParsePublicKey(c.ReplyKey)
 	if err != nil {
-		return nil, refused(CodeBadRequest, "call: reply key: %v", err)
+		return nil, nil, refused(CodeBadRequest, "call: reply key: %v", err)
 	}
 	// What the ledger says of the model, now: published, live, this
 	// version, served here, this initiator.
 	m, rerr := h.liveModel(ctx, c.Model, c.Version, c.Initiator)
 	if rerr != nil {
 		rerr.Message = "call: " + rerr.Message
-		return nil, rerr
+		return nil, nil, rerr
 	}
 	fn, ok := m.Function(c.Function)
 	if !ok {
-		return nil, refused(CodeNotServed, "call: model %s publishes no function %q", c.Model, c.Function)
+		return nil, nil, refused(CodeNotServed, "call: model %s publishes no function %q", c.Model, c.Function)
 	}
 	params, err := compiledSchema(fn.Params)
 	if err != nil {
-		return nil, refused(CodeSchema, "call: the published params schema of %s: %v", c.Function, err)
+		return nil, nil, refused(CodeSchema, "call: the published params schema of %s: %v", c.Function, err)
 	}
 	if err := validate(params, c.Args); err != nil {
-		return nil, refused(CodeSchema, "call: arguments of %s.%s %v", c.Model, c.Function, err)
+		return nil, nil, refused(CodeSchema, "call: arguments of %s.%s %v", c.Model, c.Function, err)
 	}
 	// An approved plan the exact call fits; in automatic mode the
 	// allow-list stands for one when none does.
 	plan, perr := h.plans.fit(c, h.o.Now())
 	if perr != nil && m.Approval.Mode == model.ApprovalManual {
-		return nil, refused(CodePlan, "call: %s.%s fits no plan the owner approved: %v", c.Model, c.Function, perr)
+		return nil, nil, refused(CodePlan, "call: %s.%s fits no plan the owner approved: %v", c.Model, c.Function, perr)
 	}
+	st.lap(&st.audit)
 	res, rows, rerr := h.run(ctx, &m.Model, fn, c)
 	if rerr != nil {
-		return nil, rerr
+		return nil, nil, rerr
 	}
+	st.lap(&st.run)
 	if rows < m.Output.MinRows {
-		return nil, refused(CodeOutputRule, "call: output rule of %s: the result aggregates %d rows, fewer than %d", c.Model, rows, m.Output.MinRows)
+		return nil, nil, refused(CodeOutputRule, "call: output rule of %s: the result aggregates %d rows, fewer than %d", c.Model, rows, m.Output.MinRows)
 	}
 	plain, _ := json.Marshal(sealedResult{Result: res, Rows: rows})
 	sealed, err := seal.Seal(reply, plain, resultInfo, []byte(c.ID))
 	if err != nil {
-		return nil, refused(CodeFailed, "call: sealing the result: %v", err)
+		return nil, nil, refused(CodeFailed, "call: sealing the result: %v", err)
 	}
+	st.lap(&st.seal)
 	// The call counts against its plan and the initiator's budget
 	// before anything leaves.
 	persist, err := h.plans.reserve(c, plan, m.Output.Budget)
 	if err != nil {
-		return nil, refused(CodePlan, "call: %v", err)
+		return nil, nil, refused(CodePlan, "call: %v", err)
 	}
 	// The receipt, signed and on this node's disk before the result
 	// leaves (its file is the replay guard); the ledger takes it in the
@@ -370,7 +406,7 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 		ResultSHA256: digest(sealed), Rows: rows, Caller: se.Entry.Submitter, Initiator: c.Initiator, Workflow: c.Workflow, Plan: plan}
 	rse, err := h.o.Host.SignEntry(model.KindCalled, receipt)
 	if err != nil {
-		return nil, refused(CodeFailed, "call: signing the receipt: %v", err)
+		return nil, nil, refused(CodeFailed, "call: signing the receipt: %v", err)
 	}
 	var cerr error
 	var wg sync.WaitGroup
@@ -379,15 +415,15 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call) (*
 	wg.Wait()
 	switch {
 	case errors.Is(kerr, errReplayed):
-		return nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
+		return nil, nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
 	case kerr != nil:
-		return nil, refused(CodeUnavailable, "call: keeping the receipt: %v", kerr)
+		return nil, nil, refused(CodeUnavailable, "call: keeping the receipt: %v", kerr)
 	case cerr != nil:
 		h.outbox.withhold(c.ID, cerr.Error())
-		return nil, refused(CodeUnavailable, "call: keeping the call's count against its plan and budget: %v", cerr)
+		return nil, nil, refused(CodeUnavailable, "call: keeping the call's count against its plan and budget: %v", cerr)
 	}
-	h.outbox.send(c.ID, rse)
-	return &Reply{Sealed: sealed, Entry: rse.Encode()}, nil
+	st.lap(&st.kept)
+	return &Reply{Sealed: sealed, Entry: rse.Encode()}, rse, nil
 }
 
 // run runs the model's program on the function's datasets: /input/call.json

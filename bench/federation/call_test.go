@@ -15,10 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,15 +109,16 @@ func BenchmarkCallOverhead(b *testing.B) {
 	}
 	defer hn.Close()
 	th := &timedHost{Node: hn}
+	sl := &stepLog{steps: map[string]map[string]time.Duration{}, program: func() time.Duration { return time.Duration(th.last.Load()) }}
 	h, err := federation.NewHolder(federation.HolderOptions{Dir: filepath.Join(tmp, "holder", "federation"), Host: th, Ledger: lc,
-		Organisation: org.Public().(ed25519.PublicKey), Logger: log})
+		Organisation: org.Public().(ed25519.PublicKey), Logger: slog.New(sl)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer h.Close()
 	h.Mount(hn)
 	go hn.Serve(ln)
-	caller := &federation.Caller{Ledger: lc}
+	caller := &federation.Caller{Ledger: lc, Logger: slog.New(sl)}
 	in, err := node.New(ctx, node.Options{DataDir: filepath.Join(tmp, "initiator"), Runner: runtime, Ledger: e,
 		LedgerName: ledger.Origin(e.ChainID()), Logger: log})
 	if err != nil {
@@ -169,6 +173,7 @@ func BenchmarkCallOverhead(b *testing.B) {
 	}
 	var ds, cs, ps []time.Duration
 	var dcpu, ccpu time.Duration
+	sl.reset()
 	b.ResetTimer()
 	for b.Loop() {
 		c0 := measure.TreeCPU(os.Getpid())
@@ -195,6 +200,7 @@ func BenchmarkCallOverhead(b *testing.B) {
 	b.ReportMetric(q(cs, 0.5)-q(ds, 0.5), "overhead-p50-ms")
 	b.ReportMetric(q(ps, 0.5), "path-p50-ms")
 	b.ReportMetric(q(ps, 0.99), "path-p99-ms")
+	sl.report(b, q)
 	n := float64(len(cs))
 	b.ReportMetric(float64(dcpu.Microseconds())/1000/n, "direct-cpu-ms/op")
 	b.ReportMetric(float64(ccpu.Microseconds())/1000/n, "call-cpu-ms/op")
@@ -217,4 +223,98 @@ func (t *timedHost) RunProgram(ctx context.Context, cfg *isolate.Config) (*isola
 	res, err := t.Node.RunProgram(ctx, cfg)
 	t.last.Store(int64(time.Since(t0)))
 	return res, err
+}
+
+// stepLog collects the steps of each call as the holder ("call
+// answered") and the caller ("call made") log them at debug level, by
+// call id, to report where a call's time goes:
+//
+//	caller-models   the caller's read of the model list from the ledger
+//	caller-prepare  its one-time key made and the exact call signed
+//	caller-exchange the HTTP/2 request to the holder until its reply is read
+//	caller-open     the receipt checked and the result opened
+//	holder-read     the holder reading the signed call and checking its signature
+//	holder-audit    the call checked: its id, the model list read from the
+//	                ledger, the schema, the plans
+//	holder-run      the sub-model's run less its time in RunProgram: the
+//	                program and datasets found, the result read and checked
+//	holder-seal     the result sealed to the caller's key
+//	holder-kept     counted, the receipt signed, both durable on disk
+//	holder-reply    the reply written
+//	transport       caller-exchange less the holder's handler, call by call
+//	                (TLS, HTTP/2 framing, the goroutine hand-offs between them)
+type stepLog struct {
+	program func() time.Duration // the latest sub-model's run (RunProgram)
+	mu      sync.Mutex
+	steps   map[string]map[string]time.Duration // call -> step -> time
+}
+
+func (l *stepLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *stepLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *stepLog) WithGroup(string) slog.Handler            { return l }
+
+func (l *stepLog) Handle(_ context.Context, r slog.Record) error {
+	var side string
+	switch r.Message {
+	case "federation: call answered":
+		side = "holder-"
+	case "federation: call made":
+		side = "caller-"
+	default:
+		return nil
+	}
+	var call string
+	st := map[string]time.Duration{}
+	if side == "holder-" {
+		st["holder-program"] = l.program()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "call" {
+			call = a.Value.String()
+		} else if k, ok := strings.CutSuffix(a.Key, "_us"); ok && a.Value.Kind() == slog.KindInt64 {
+			st[side+k] = time.Duration(a.Value.Int64()) * time.Microsecond
+		}
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.steps[call] == nil {
+		l.steps[call] = map[string]time.Duration{}
+	}
+	maps.Copy(l.steps[call], st)
+	return nil
+}
+
+func (l *stepLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.steps)
+}
+
+// report reports the p50 of each step over the calls both sides logged.
+func (l *stepLog) report(b *testing.B, q func([]time.Duration, float64) float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	names := []string{"caller-models", "caller-prepare", "caller-exchange", "caller-open",
+		"holder-read", "holder-audit", "holder-run", "holder-seal", "holder-kept", "holder-reply", "transport"}
+	got := map[string][]time.Duration{}
+	for _, st := range l.steps {
+		if _, ok := st["holder-total"]; !ok {
+			continue
+		}
+		st["transport"] = st["caller-exchange"] - st["holder-total"]
+		st["holder-run"] -= st["holder-program"]
+		for _, n := range names {
+			got[n] = append(got[n], st[n])
+		}
+	}
+	var line []string
+	for _, n := range names {
+		if len(got[n]) == 0 {
+			continue
+		}
+		b.ReportMetric(q(got[n], 0.5), n+"-p50-ms")
+		line = append(line, fmt.Sprintf("%s %.2f", n, q(got[n], 0.5)))
+	}
+	fmt.Fprintf(os.Stderr, "steps, p50 ms: %s\n", strings.Join(line, ", "))
 }
