@@ -295,8 +295,13 @@ func (h *Holder) handleCall(w http.ResponseWriter, r *http.Request) {
 		refuse(w, rerr.Code, "%s", rerr.Message)
 		return
 	}
-	h.outbox.send(c.ID, receipt)
 	writeJSON(w, http.StatusOK, rep)
+	// The receipt goes to the ledger once the reply is out: committing
+	// it (a block) must not compete with the reply for the processor.
+	// It is on disk already; a crash before this line leaves it pending,
+	// and the next start sends it.
+	http.NewResponseController(w).Flush()
+	h.outbox.send(c.ID, receipt)
 	st.lap(&st.reply)
 	if h.o.Logger.Enabled(r.Context(), slog.LevelDebug) {
 		h.o.Logger.Debug("federation: call answered", "call", c.ID, "model", c.Model, "function", c.Function,
