@@ -1,16 +1,14 @@
 package node
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/cloisterhq/cloister/api/protocol"
-	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/internal/prealloc"
 )
 
 // Spare logs: a session's create is acknowledged only once its first
@@ -40,15 +38,12 @@ import (
 // spareLogs is how many spare logs a syncing store keeps ready, and
 // spareBytes the zeros each holds: room for a first frame (a market
 // session's is about 3 KiB; one with a larger policy grows the file).
+// The files are made by package prealloc, shared with the federation
+// holder's call log.
 const (
 	spareLogs  = 4
 	spareBytes = 16 << 10
 )
-
-type spareLog struct {
-	id string
-	f  *os.File
-}
 
 // newSessionID draws a session id.
 func newSessionID() (string, error) {
@@ -59,17 +54,27 @@ func newSessionID() (string, error) {
 	return hex.EncodeToString(raw[:]), nil
 }
 
+// newSpares returns the pool of spare logs of a store over dir.
+func newSpares(dir string) *prealloc.Pool {
+	return prealloc.NewPool(dir, spareLogs, spareBytes, func() (string, error) {
+		id, err := newSessionID()
+		return id + logSuffix, err
+	})
+}
+
 // drawID returns the id of a new session: a spare log's when one is
 // ready (its first save then writes into that log), else a fresh one.
 // A session that is not created after all gives it back with unused.
 func (s *store) drawID() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := len(s.spares); n > 0 && !s.shut {
-		sp := s.spares[n-1]
-		s.spares = s.spares[:n-1]
-		s.taken[sp.id] = sp.f
-		return sp.id, nil
+	if s.shut {
+		return newSessionID()
+	}
+	if sp, ok := s.spares.Take(); ok {
+		id := strings.TrimSuffix(sp.Name, logSuffix)
+		s.taken[id] = sp.F
+		return id, nil
 	}
 	return newSessionID()
 }
@@ -98,14 +103,7 @@ func (s *store) takeSpare(id string) *os.File {
 // path and syncs it: the log's name was synced when the spare was made.
 // On error the log is removed (the create was not acknowledged).
 func (s *store) writeSpare(id, path string, f *os.File, frame []byte) error {
-	_, err := f.WriteAt(frame, 0)
-	switch {
-	case err != nil:
-	case len(frame) <= spareBytes:
-		err = datasync(f)
-	default:
-		err = f.Sync()
-	}
+	err := prealloc.WriteAt(f, frame, 0, spareBytes)
 	if err == nil && s.keepFile(id, f) {
 		return nil
 	}
@@ -123,107 +121,27 @@ func (s *store) writeSpare(id, path string, f *os.File, frame []byte) error {
 // sessions are restored (restore would take an empty log for a create
 // cut short), and makes the first ones in the background.
 func (s *store) startSpares() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.spareOn = s.sync
-	s.refillLocked()
+	if s.sync {
+		s.spares.Start()
+	}
 }
 
 // refill makes spare logs up to spareLogs in the background. It is
 // called after a session's first frame is synced, so that making them
 // does not share that sync's journal commit.
-func (s *store) refill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refillLocked()
-}
-
-func (s *store) refillLocked() {
-	if !s.spareOn || s.shut || s.filling || len(s.spares) >= spareLogs {
-		return
-	}
-	s.filling = true
-	s.fillWG.Add(1)
-	go s.fill()
-}
-
-func (s *store) fill() {
-	defer s.fillWG.Done()
-	for {
-		s.mu.Lock()
-		want := spareLogs - len(s.spares)
-		if s.shut || want <= 0 {
-			s.filling = false
-			s.mu.Unlock()
-			return
-		}
-		s.mu.Unlock()
-		made, err := s.makeSpares(want)
-		s.mu.Lock()
-		if err != nil || s.shut {
-			// A full disk, say: the creates that come make their logs
-			// themselves, and report the error if it persists.
-			s.filling = false
-			s.mu.Unlock()
-			removeSpares(s, made)
-			return
-		}
-		s.spares = append(s.spares, made...)
-		s.mu.Unlock()
-	}
-}
-
-// makeSpares creates k logs of spareBytes zeros under fresh ids and
-// syncs them and their names (one directory sync for all).
-func (s *store) makeSpares(k int) ([]spareLog, error) {
-	var made []spareLog
-	for range k {
-		id, err := newSessionID()
-		if err != nil {
-			removeSpares(s, made)
-			return nil, err
-		}
-		f, err := os.OpenFile(s.logPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			removeSpares(s, made)
-			return nil, err
-		}
-		made = append(made, spareLog{id: id, f: f})
-		if _, err := f.Write(zeros[:spareBytes]); err != nil {
-			removeSpares(s, made)
-			return nil, err
-		}
-		if err := f.Sync(); err != nil {
-			removeSpares(s, made)
-			return nil, err
-		}
-	}
-	if err := atomicfile.SyncDir(s.dir); err != nil {
-		removeSpares(s, made)
-		return nil, err
-	}
-	return made, nil
-}
+func (s *store) refill() { s.spares.Refill() }
 
 // dropSpares removes the spare logs not handed out, once the store is
 // shut (no more are made).
 func (s *store) dropSpares() {
-	s.fillWG.Wait()
+	s.spares.Close()
 	s.mu.Lock()
-	sp := s.spares
-	s.spares = nil
-	for id, f := range s.taken {
-		sp = append(sp, spareLog{id: id, f: f})
-		delete(s.taken, id)
-	}
+	taken := s.taken
+	s.taken = map[string]*os.File{}
 	s.mu.Unlock()
-	removeSpares(s, sp)
-}
-
-func removeSpares(s *store, sp []spareLog) {
-	for _, l := range sp {
-		l.f.Close()
-		os.Remove(s.logPath(l.id))
+	for id, f := range taken {
+		f.Close()
+		os.Remove(s.logPath(id))
 	}
 }
 
@@ -232,21 +150,8 @@ func removeSpares(s *store, sp []spareLog) {
 // closing its store, or creates cut short before their first byte.
 // Neither was ever acknowledged.
 func removeEmptyLogs(dir string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		id, ok := strings.CutSuffix(e.Name(), logSuffix)
-		if !ok || !e.Type().IsRegular() || protocol.ValidSessionID(id) != nil {
-			continue
-		}
-		path := filepath.Join(dir, e.Name())
-		if fi, err := e.Info(); err != nil || fi.Size() > spareBytes {
-			continue
-		}
-		if b, err := os.ReadFile(path); err == nil && len(b) <= spareBytes && bytes.Count(b, []byte{0}) == len(b) {
-			os.Remove(path)
-		}
-	}
+	prealloc.RemoveZeros(dir, func(name string) bool {
+		id, ok := strings.CutSuffix(name, logSuffix)
+		return ok && protocol.ValidSessionID(id) == nil
+	}, spareBytes)
 }

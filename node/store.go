@@ -23,6 +23,7 @@ import (
 
 	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/internal/atomicfile"
+	"github.com/cloisterhq/cloister/internal/prealloc"
 	"github.com/cloisterhq/cloister/isolate"
 )
 
@@ -200,11 +201,8 @@ type store struct {
 	// spares are logs created ahead of the sessions that will use them
 	// (spare.go); taken holds those handed out by drawID whose session
 	// has not saved its first frame yet.
-	spares  []spareLog
-	taken   map[string]*os.File
-	filling bool // a goroutine is creating spares
-	spareOn bool // set once the stored sessions are restored
-	fillWG  sync.WaitGroup
+	spares *prealloc.Pool
+	taken  map[string]*os.File
 
 	closed *appendLog
 }
@@ -241,7 +239,7 @@ func openStore(dir string, key []byte, sync bool) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}, files: map[string]*os.File{}, taken: map[string]*os.File{}}
+	s := &store{dir: dir, aead: aead, sync: sync, logs: map[string]*logState{}, files: map[string]*os.File{}, taken: map[string]*os.File{}, spares: newSpares(dir)}
 	// A compaction or blob write cut short leaves its temporary file (what
 	// it was to replace is intact): in sessions/, or in a session's own
 	// directory (blobs, and logs of the earlier layout).

@@ -610,10 +610,7 @@ func TestClosedSessionsAreBounded(t *testing.T) {
 func waitSpares(t *testing.T, st *store) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		st.mu.Lock()
-		ready := !st.filling && len(st.spares) == spareLogs
-		st.mu.Unlock()
-		if ready {
+		if n, filling := st.spares.Ready(); !filling && n == spareLogs {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -718,9 +715,7 @@ func TestStoreSpareLogs(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, rec.ID+logSuffix)); err != nil || fi.Size() >= spareBytes {
 		t.Fatalf("the zeros after the last frame are not cut off on load: %v %v", fi.Size(), err)
 	}
-	st.mu.Lock()
-	st.spares = nil // the crashed store's, removed by st2's opening
-	st.mu.Unlock()
+	st.spares.Abandon() // the crashed store's, removed by st2's opening
 	st.close()
 
 	st2.startSpares()
@@ -757,9 +752,7 @@ func TestStoreNoSparesWithoutSync(t *testing.T) {
 	if _, err := st.drawID(); err != nil {
 		t.Fatal(err)
 	}
-	st.mu.Lock()
-	filling := st.filling
-	st.mu.Unlock()
+	_, filling := st.spares.Ready()
 	if got := emptyLogs(t, dir); filling || got != 0 {
 		t.Fatalf("filling %v, %d empty logs; want no spares", filling, got)
 	}

@@ -1,13 +1,13 @@
-package node
+package prealloc
 
 import (
 	"os"
 	"syscall"
 )
 
-// datasync makes f's data durable without its timestamps: on a file
+// DataSync makes f's data durable without its timestamps: on a file
 // whose blocks and size are already durable, no journal commit.
-func datasync(f *os.File) error {
+func DataSync(f *os.File) error {
 	for {
 		err := syscall.Fdatasync(int(f.Fd()))
 		if err != syscall.EINTR {
