@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/cloisterhq/cloister/api/protocol"
@@ -71,6 +70,7 @@ type Holder struct {
 	slot   chan struct{}
 	plans  *plans
 	outbox *outbox
+	calls  *callLog
 	progs  programCache
 }
 
@@ -104,13 +104,22 @@ func NewHolder(o HolderOptions) (*Holder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("federation: receipts: %w", err)
 	}
+	cl, err := openCallLog(filepath.Join(o.Dir, "calls"), ob, ps, o.Logger)
+	if err != nil {
+		ob.close()
+		return nil, fmt.Errorf("federation: call log: %w", err)
+	}
 	return &Holder{o: o, me: protocol.FormatEd25519Key(o.Host.PlatformKey()), slot: make(chan struct{}, o.MaxConcurrent), plans: ps, outbox: ob,
-		progs: programCache{dir: filepath.Join(o.Dir, "programs")}}, nil
+		calls: cl, progs: programCache{dir: filepath.Join(o.Dir, "programs")}}, nil
 }
 
 // Close stops committing receipts; those not committed yet are sent when
-// a holder opens the same directory again.
-func (h *Holder) Close() { h.outbox.close() }
+// a holder opens the same directory again, as are the calls answered
+// whose records were not applied yet.
+func (h *Holder) Close() {
+	h.calls.close()
+	h.outbox.close()
+}
 
 // Mounter is where a holder's handlers are served (a *node.Node).
 type Mounter interface {
@@ -398,34 +407,27 @@ func (h *Holder) answer(ctx context.Context, se *verify.SignedEntry, c *Call, st
 	st.lap(&st.seal)
 	// The call counts against its plan and the initiator's budget
 	// before anything leaves.
-	persist, err := h.plans.reserve(c, plan, m.Output.Budget)
+	rec, err := h.plans.reserve(c, plan, m.Output.Budget)
 	if err != nil {
 		return nil, nil, refused(CodePlan, "call: %v", err)
 	}
-	// The receipt, signed and on this node's disk before the result
-	// leaves (its file is the replay guard); the ledger takes it in the
-	// background (decision 0125). The counts and the receipt are written
-	// at once, their fsyncs overlapping (decision 0167); the result
-	// leaves only once both are on disk.
+	// The receipt, signed, and the counts, on this node's disk before the
+	// result leaves, as one record of the call log made durable with one
+	// fdatasync (decision 0168); the record also claims the call id (the
+	// replay guard). The ledger takes the receipt in the background
+	// (decision 0125).
 	receipt := model.Call{ID: c.ID, Model: c.Model, Version: c.Version, Function: c.Function, ArgsSHA256: c.ArgsSHA256,
 		ResultSHA256: digest(sealed), Rows: rows, Caller: se.Entry.Submitter, Initiator: c.Initiator, Workflow: c.Workflow, Plan: plan}
 	rse, err := h.o.Host.SignEntry(model.KindCalled, receipt)
 	if err != nil {
 		return nil, nil, refused(CodeFailed, "call: signing the receipt: %v", err)
 	}
-	var cerr error
-	var wg sync.WaitGroup
-	wg.Go(func() { cerr = persist() })
-	kerr := h.outbox.keep(c.ID, rse)
-	wg.Wait()
-	switch {
-	case errors.Is(kerr, errReplayed):
+	rec.Receipt = rse.Encode()
+	switch err := h.calls.append(rec, rse); {
+	case errors.Is(err, errReplayed):
 		return nil, nil, refused(CodeNotAllowed, "call: call %s was answered before: a replayed call", c.ID)
-	case kerr != nil:
-		return nil, nil, refused(CodeUnavailable, "call: keeping the receipt: %v", kerr)
-	case cerr != nil:
-		h.outbox.withhold(c.ID, cerr.Error())
-		return nil, nil, refused(CodeUnavailable, "call: keeping the call's count against its plan and budget: %v", cerr)
+	case err != nil:
+		return nil, nil, refused(CodeUnavailable, "call: keeping the call's receipt and counts: %v", err)
 	}
 	st.lap(&st.kept)
 	return &Reply{Sealed: sealed, Entry: rse.Encode()}, rse, nil

@@ -69,16 +69,19 @@ type outbox struct {
 
 	mu      sync.Mutex
 	pending map[string]*verify.SignedEntry
-	wake    chan struct{}
-	stop    context.CancelFunc
-	done    chan struct{}
+	// logged are the calls whose receipts are in the call log and not
+	// yet in their files: answered all the same (calllog.go).
+	logged map[string]bool
+	wake   chan struct{}
+	stop   context.CancelFunc
+	done   chan struct{}
 }
 
 func openOutbox(dir string, l Ledger, log *slog.Logger) (*outbox, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	ob := &outbox{dir: dir, ledger: l, log: log, pending: map[string]*verify.SignedEntry{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	ob := &outbox{dir: dir, ledger: l, log: log, pending: map[string]*verify.SignedEntry{}, logged: map[string]bool{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -124,15 +127,44 @@ func (ob *outbox) path(id string) string { return filepath.Join(ob.dir, id) }
 
 // seen says whether call id was answered (its receipt kept) before.
 func (ob *outbox) seen(id string) bool {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return ob.seenLocked(id)
+}
+
+func (ob *outbox) seenLocked(id string) bool {
+	if ob.logged[id] {
+		return true
+	}
 	_, err := os.Lstat(ob.path(id))
 	return err == nil
 }
 
-// keep writes the receipt of call id to disk before its result is
-// released; errReplayed if the id was answered before. The receipt goes
-// to the ledger once send is called.
-func (ob *outbox) keep(id string, se *verify.SignedEntry) error {
-	if err := atomicfile.WriteFile(ob.path(id), se.Encode(), 0o600, atomicfile.NoReplace()); err != nil {
+// claim marks call id as answered, for a record of the call log; false
+// if it was answered before. Of calls with the same id made at the same
+// time, one claims it.
+func (ob *outbox) claim(id string) bool {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.seenLocked(id) {
+		return false
+	}
+	ob.logged[id] = true
+	return true
+}
+
+// unclaim forgets a claim once the receipt's file is written.
+func (ob *outbox) unclaim(id string) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	delete(ob.logged, id)
+}
+
+// keep writes the receipt of call id (its signed entry, encoded) to its
+// file; errReplayed if the file exists. The receipt goes to the ledger
+// once send is called.
+func (ob *outbox) keep(id string, entry []byte) error {
+	if err := atomicfile.WriteFile(ob.path(id), entry, 0o600, atomicfile.NoReplace()); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return errReplayed
 		}
@@ -147,16 +179,6 @@ func (ob *outbox) send(id string, se *verify.SignedEntry) {
 	ob.pending[id] = se
 	ob.mu.Unlock()
 	ob.kick()
-}
-
-// withhold marks a kept receipt whose result was not released, so that
-// it is never sent (its file stays as the replay guard). Should this
-// mark fail too, a later start sends the receipt: the ledger then counts
-// one call more than was released, never fewer.
-func (ob *outbox) withhold(id, reason string) {
-	if err := atomicfile.WriteFile(ob.path(id)+".refused", []byte("not released: "+reason), 0o600); err != nil {
-		ob.log.Warn("federation: marking a receipt not released", "call", id, "err", err)
-	}
 }
 
 var errReplayed = errors.New("this call id was answered before: a replayed call")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -192,6 +193,7 @@ func (p *Plan) functionNames() string {
 // crash can only lose budget, never grant more.
 type plans struct {
 	dir   string
+	wmu   sync.Mutex // persistAll's writes, one at a time
 	mu    sync.Mutex
 	byID  map[string]*PlanRecord
 	usage map[string]uint64 // usageKey -> calls answered (model budget)
@@ -405,11 +407,12 @@ func short(s string) string {
 // reserve counts one call under plan (when not "") and under the
 // initiator's budget of the model version, budget (0: none), refusing it
 // when either is spent. The counts change in memory at once, so that
-// calls made at the same time cannot both take the last one; persist
-// then writes them to disk, and the result may leave only once it
-// returned nil. A count whose persist failed stays counted in memory: the
-// node then refuses sooner, never later.
-func (ps *plans) reserve(c *Call, plan string, budget uint64) (persist func() error, err error) {
+// calls made at the same time cannot both take the last one; the record
+// it returns holds them as they are after this call, for the call log
+// (the result may leave only once that record is durable). A count whose
+// record failed stays counted in memory: the node then refuses sooner,
+// never later.
+func (ps *plans) reserve(c *Call, plan string, budget uint64) (*callRecord, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	uk := usageKey(c.Model, c.Version, c.Initiator)
@@ -417,6 +420,7 @@ func (ps *plans) reserve(c *Call, plan string, budget uint64) (persist func() er
 	if budget != 0 && used >= budget {
 		return nil, fmt.Errorf("initiator %s spent its budget of %d calls of %s version %d", c.Initiator, budget, c.Model, c.Version)
 	}
+	rec := &callRecord{Call: c.ID, Usage: uk, Count: used + 1}
 	if plan != "" {
 		r := ps.byID[plan]
 		if r.Used >= r.Plan.Calls {
@@ -425,28 +429,65 @@ func (ps *plans) reserve(c *Call, plan string, budget uint64) (persist func() er
 		n := *r
 		n.Used++
 		ps.byID[plan] = &n
+		rec.Plan, rec.Used = plan, n.Used
 	}
 	ps.usage[uk] = used + 1
-	return func() error { return ps.persist(uk, plan) }, nil
+	return rec, nil
 }
 
-// persist writes the initiator's count uk and plan's record (when not
-// "") as they are in memory now — what calls reserved since are counted
-// too, so the files never go back — both files at once: their fsyncs
-// overlap.
-func (ps *plans) persist(uk, plan string) error {
+// atLeast raises the initiator's count uk to n and plan's (when not "")
+// to used, in memory, if they are lower: a record of the call log read
+// again.
+func (ps *plans) atLeast(uk string, n uint64, plan string, used uint64) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	var perr error
-	var wg sync.WaitGroup
-	if plan != "" {
-		r := ps.byID[plan]
-		wg.Go(func() { perr = ps.save(r) })
+	if ps.usage[uk] < n {
+		ps.usage[uk] = n
 	}
-	b, _ := json.Marshal(ps.usage[uk])
-	uerr := atomicfile.WriteFile(filepath.Join(ps.dir, "usage", uk), b, 0o600)
+	if r := ps.byID[plan]; plan != "" && r != nil && r.Used < used {
+		c := *r
+		c.Used = used
+		ps.byID[plan] = &c
+	}
+}
+
+// persistAll writes the counts the records name — each initiator's and
+// plan's once — as they are in memory now, which is at least what the
+// records hold, their fsyncs overlapping. It takes the values under the
+// lock and writes them without it (calls reserve meanwhile); its callers
+// (the call log's replay, then its one applier) write one at a time, so
+// a file never goes back. A plan record with calls counted is approved,
+// and only its count changes after that.
+func (ps *plans) persistAll(recs []*callRecord) error {
+	ps.wmu.Lock()
+	defer ps.wmu.Unlock()
+	counts := map[string][]byte{}
+	var records []*PlanRecord
+	ps.mu.Lock()
+	for _, r := range recs {
+		if _, ok := counts[r.Usage]; !ok {
+			counts[r.Usage], _ = json.Marshal(ps.usage[r.Usage])
+		}
+		if pr := ps.byID[r.Plan]; r.Plan != "" && pr != nil && !slices.Contains(records, pr) {
+			records = append(records, pr)
+		}
+	}
+	ps.mu.Unlock()
+	errs := make(chan error, len(counts)+len(records))
+	var wg sync.WaitGroup
+	for _, r := range records {
+		wg.Go(func() { errs <- ps.save(r) })
+	}
+	for uk, b := range counts {
+		wg.Go(func() { errs <- atomicfile.WriteFile(filepath.Join(ps.dir, "usage", uk), b, 0o600) })
+	}
 	wg.Wait()
-	return errors.Join(perr, uerr)
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
 }
 
 // handlePlan takes a federation.plan signed by an initiator: the model

@@ -10,9 +10,9 @@ import (
 )
 
 // Calls made at the same time each take one count in memory at once, so
-// exactly the budget's worth of them is answered; their writes, made
-// beside the receipts', leave on disk what was counted, plan and budget
-// alike, also when a later call's write finished first.
+// exactly the budget's worth of them is answered; the writes of their
+// counts leave on disk what was counted, plan and budget alike, also when
+// a later call's write was made first.
 func TestReserveConcurrent(t *testing.T) {
 	dir := t.TempDir()
 	ps, err := openPlans(dir)
@@ -36,9 +36,9 @@ func TestReserveConcurrent(t *testing.T) {
 	)
 	for range 12 {
 		wg.Go(func() {
-			persist, err := ps.reserve(c, rec.ID, budget)
+			r, err := ps.reserve(c, rec.ID, budget)
 			if err == nil {
-				err = persist()
+				err = ps.persistAll([]*callRecord{r})
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -71,8 +71,8 @@ func TestReserveConcurrent(t *testing.T) {
 	// The plan's own budget: 7 calls, 5 used; with no model budget two
 	// more are answered, then the plan refuses.
 	for i := range 3 {
-		persist, err := again.reserve(c, rec.ID, 0)
-		if i < 2 && (err != nil || persist() != nil) {
+		r, err := again.reserve(c, rec.ID, 0)
+		if i < 2 && (err != nil || again.persistAll([]*callRecord{r}) != nil) {
 			t.Fatalf("call %d under the plan: %v", i, err)
 		}
 		if i == 2 && (err == nil || !strings.Contains(err.Error(), "its budget of 7 calls is spent")) {
