@@ -20,10 +20,11 @@ import (
 
 // The outbox (decision 0125): a holder releases a result as soon as the
 // call's receipt is signed and on its disk, and commits receipts to the
-// ledger in the background, in batches. The receipt's file is written
-// with NoReplace before the release, so it is also the replay guard: a
-// call id answered before is refused without the ledger. After a crash,
-// every receipt not yet marked committed is sent again.
+// ledger in the background, in batches. The receipt is on disk first as
+// a record of the call log (calllog.go, decision 0168), which claims the
+// call id; then in its file, written with NoReplace, which guards it from
+// then on: a call id answered before is refused without the ledger.
+// After a crash, every receipt not yet marked committed is sent again.
 //
 //	receipts/ID          the signed model.called entry
 //	receipts/ID.index    its index on the ledger, once committed

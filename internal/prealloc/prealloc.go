@@ -164,31 +164,27 @@ func (p *Pool) Make(k int) ([]File, error) {
 
 // Close stops making files, waits for a batch in the making, and removes
 // the files not handed out.
-func (p *Pool) Close() {
-	p.mu.Lock()
-	p.shut = true
-	p.mu.Unlock()
-	p.wg.Wait()
-	p.mu.Lock()
-	left := p.ready
-	p.ready = nil
-	p.mu.Unlock()
-	p.remove(left)
-}
+func (p *Pool) Close() { p.remove(p.stop()) }
 
 // Abandon forgets the ready files without removing them, as a crash
 // would (tests: the next opening of the directory must remove them).
 func (p *Pool) Abandon() {
+	for _, f := range p.stop() {
+		f.F.Close()
+	}
+}
+
+// stop stops making files and returns those not handed out.
+func (p *Pool) stop() []File {
 	p.mu.Lock()
 	p.shut = true
 	p.mu.Unlock()
 	p.wg.Wait()
 	p.mu.Lock()
-	for _, f := range p.ready {
-		f.F.Close()
-	}
+	defer p.mu.Unlock()
+	left := p.ready
 	p.ready = nil
-	p.mu.Unlock()
+	return left
 }
 
 func (p *Pool) remove(fs []File) {
