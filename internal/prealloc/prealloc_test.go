@@ -22,14 +22,7 @@ func TestPool(t *testing.T) {
 		t.Fatal("a file handed out before Start")
 	}
 	p.Start()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		if ready, filling := p.Ready(); ready == 3 && !filling {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("files not made within 10 s")
-		}
-	}
+	waitReady(t, p, 3)
 	seen := map[string]bool{}
 	for range 2 {
 		f, ok := p.Take()
@@ -80,16 +73,22 @@ func TestPool(t *testing.T) {
 		f.F.Close()
 	}
 	q.Start()
+	waitReady(t, q, 2)
+	q.Close()
+	if ents, _ := os.ReadDir(dir); len(ents) != 4 {
+		t.Fatalf("%d files after Close, want the two written and the two made by Make", len(ents))
+	}
+}
+
+// waitReady waits until p has n files ready and makes no more.
+func waitReady(t *testing.T, p *Pool, n int) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		if ready, filling := q.Ready(); ready == 2 && !filling {
-			break
+		if ready, filling := p.Ready(); ready == n && !filling {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("files not made within 10 s")
 		}
-	}
-	q.Close()
-	if ents, _ := os.ReadDir(dir); len(ents) != 4 {
-		t.Fatalf("%d files after Close, want the two written and the two made by Make", len(ents))
 	}
 }
