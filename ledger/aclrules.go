@@ -122,11 +122,11 @@ func registeredBody(v blockView, node ed25519.PublicKey) (json.RawMessage, bool)
 		return nil, false
 	}
 	i, _ := getU64(ref)
-	raw := v.get(bucketEntries, be64(i))
-	if len(raw) <= 8 {
+	tx, ok := v.entryTx(i)
+	if !ok || len(tx) == 0 {
 		return nil, true
 	}
-	se, err := verify.DecodeEntry(raw[8:])
+	se, err := verify.DecodeEntry(tx)
 	if err != nil {
 		return nil, true
 	}

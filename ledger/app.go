@@ -397,10 +397,7 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 					for _, w := range ws {
 						b.batch.put(w.bucket, w.key, w.value)
 					}
-					val := make([]byte, 8+len(tx))
-					copy(val, be64(uint64(req.Height)))
-					copy(val[8:], tx)
-					b.batch.put(bucketEntries, be64(size), val)
+					b.batch.put(bucketEntries, be64(size), storedEntryValue(req.Height, tx, entries[i]))
 					if err := appendLeaf(v, size, tx); err != nil {
 						return err
 					}

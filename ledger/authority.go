@@ -134,8 +134,8 @@ func nonceHeld(v blockView, se *verify.SignedEntry, holder []byte) *verify.Rejec
 	i, _ := getU64(holder)
 	rej := reject(verify.CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", se.Entry.Nonce, i)
 	rej.HeldBy = &i
-	if held := v.get(bucketEntries, be64(i)); len(held) > 8 {
-		if prev, err := verify.DecodeEntry(held[8:]); err == nil {
+	if held, ok := v.entryTx(i); ok && len(held) > 0 {
+		if prev, err := verify.DecodeEntry(held); err == nil {
 			rej.SameEntry = prev.Entry.Kind == se.Entry.Kind && bytes.Equal(prev.Entry.Body, se.Entry.Body)
 		}
 	}

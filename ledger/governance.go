@@ -189,11 +189,10 @@ func approvedProposal(c *ruleCtx) (*verify.ValidatorSet, *verify.ValidatorApprov
 		return fail(verify.CodeUnauthorized, "%s: the submitter is not a validator of the current set (version %d)", verify.KindValidatorApproved, readValsetVersion(c.v))
 	}
 	rec := c.v.get(bucketValProposals, be64(a.Proposal))
-	stored := c.v.get(bucketEntries, be64(a.Proposal))
-	if len(rec) < 16 || len(stored) < 8 {
+	tx, stored := c.v.entryTx(a.Proposal)
+	if len(rec) < 16 || !stored {
 		return fail(verify.CodeMissingReference, "%s: entry %d is not a validator proposal", verify.KindValidatorApproved, a.Proposal)
 	}
-	tx := stored[8:]
 	if leaf := verify.LeafHash(tx); hex.EncodeToString(leaf[:]) != a.Hash {
 		return fail(verify.CodeMalformed, "%s: proposal %d has leaf hash %x, the approval names %s", verify.KindValidatorApproved, a.Proposal, leaf, a.Hash)
 	}

@@ -325,11 +325,11 @@ func offerPrice(v blockView, i uint64) string {
 // readEntryBody decodes the body of the stored entry at index i into b,
 // leaving b as it is if there is none.
 func readEntryBody(v blockView, i uint64, b any) {
-	raw := v.get(bucketEntries, be64(i))
-	if len(raw) <= 8 {
+	tx, ok := v.entryTx(i)
+	if !ok || len(tx) == 0 {
 		return
 	}
-	if se, err := verify.DecodeEntry(raw[8:]); err == nil {
+	if se, err := verify.DecodeEntry(tx); err == nil {
 		json.Unmarshal(se.Entry.Body, b)
 	}
 }

@@ -66,11 +66,11 @@ func rulePieeEpochV10(c *ruleCtx) ([]write, *verify.RejectedError) {
 
 // epochAlpha is the VRF input of epoch ep.
 func epochAlpha(v blockView, ep *EpochRecord) ([]byte, bool) {
-	raw := v.get(bucketEntries, be64(ep.Index))
-	if len(raw) <= 8 {
+	tx, ok := v.entryTx(ep.Index)
+	if !ok || len(tx) == 0 {
 		return nil, false
 	}
-	return challenge.Alpha(string(v.get(bucketMeta, metaChainID)), ep.Number, verify.LeafHash(raw[8:])), true
+	return challenge.Alpha(string(v.get(bucketMeta, metaChainID)), ep.Number, verify.LeafHash(tx)), true
 }
 
 // voters is the chain's current validators as the VRF shares count them.

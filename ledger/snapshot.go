@@ -41,6 +41,9 @@ import (
 //	stream  = "cloister-ledger-snapshot/1\n" { bucket } "E"
 //	bucket  = "B" uvarint(len) name { "K" uvarint(len) key uvarint(len) value }
 //
+// with every entry in its plain stored form, be64(height) ‖ tx, whatever
+// form the store keeps it in (entrystore.go).
+//
 // cut into chunks of snapshotChunkSize bytes. The metadata lists the
 // SHA-256 of every chunk; the snapshot's hash is the SHA-256 of that list.
 // A restoring node checks each chunk against its hash as it arrives, and
@@ -259,6 +262,16 @@ func writeSnapshotStream(tx *bolt.Tx, w io.Writer) error {
 		}
 		c := tx.Bucket([]byte(name)).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if name == string(bucketEntries) {
+				// The stream carries every entry plain, however this
+				// store keeps it (entrystore.go), so that its bytes
+				// depend on the state alone.
+				h, etx, ok := decodeStoredEntry(v)
+				if !ok {
+					return fmt.Errorf("entry %x: unreadable stored form", k)
+				}
+				v = plainEntry(h, etx)
+			}
 			buf = append(buf[:0], 'K')
 			buf = appendBytes(appendBytes(buf, k), v)
 			if _, err := w.Write(buf); err != nil {
@@ -485,6 +498,7 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 	}
 	var bk *bolt.Bucket
 	var last []byte
+	entries := tx.Bucket(bucketEntries)
 	seen := map[string]bool{}
 	for {
 		tag, err := br.ReadByte()
@@ -524,6 +538,13 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 			}
 			if len(k) == 0 || last != nil && bytes.Compare(k, last) <= 0 {
 				return errors.New("snapshot stream: keys out of order")
+			}
+			if bk == entries {
+				if len(v) < 8 {
+					return fmt.Errorf("snapshot stream: entry %x of %d bytes", k, len(v))
+				}
+				h, _ := getU64(v)
+				v = storedEntryValue(int64(h), v[8:], nil)
 			}
 			if err := bk.Put(k, v); err != nil {
 				return err

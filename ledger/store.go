@@ -26,7 +26,7 @@ import (
 //	meta         "height", "size", "root", "prev_size", "prev_root",
 //	             "checkpoint_size", "chain_id", "validators",
 //	             "rules" (the rule schedule, JSON; absent: version 1 from height 1)
-//	entries      index -> height || tx
+//	entries      index -> height || tx, or its packed form (entrystore.go)
 //	hashes       tlog stored-hash index -> 32-byte hash
 //	nonces       submitter key (32) || nonce -> index
 //	nodes        platform key (32) -> index of the latest registration
@@ -185,13 +185,9 @@ func (r reader) state() (committedState, error) {
 
 // entry returns the stored transaction at index i and its block height.
 // The returned slice is only valid inside the read transaction.
+// (entrystore.go: the stored form is shorter than tx.)
 func (r reader) entry(i uint64) (height int64, tx []byte, ok bool) {
-	v := r.tx.Bucket(bucketEntries).Get(be64(i))
-	if len(v) < 8 {
-		return 0, nil, false
-	}
-	h, _ := getU64(v)
-	return int64(h), v[8:], true
+	return decodeStoredEntry(r.tx.Bucket(bucketEntries).Get(be64(i)))
 }
 
 func (r reader) checkpoint(size uint64) []byte {
@@ -385,6 +381,12 @@ func (v blockView) get(bucket, key []byte) []byte {
 		}
 	}
 	return v.r.get(bucket, key)
+}
+
+// entryTx is the transaction of entry i, committed or in the block.
+func (v blockView) entryTx(i uint64) ([]byte, bool) {
+	_, tx, ok := decodeStoredEntry(v.get(bucketEntries, be64(i)))
+	return tx, ok
 }
 
 func (v blockView) hashes() tlog.HashReader {

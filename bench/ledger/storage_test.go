@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/cloisterhq/cloister/ledger"
 )
 
@@ -176,6 +178,43 @@ func storage(b *testing.B, retain int64) {
 		b.ReportMetric((float64(end.alloc)+marginal*(1e6-n))/1e6, "MB/1e6-entries")
 	}
 	b.Logf("%d entries: after %d: %v; after %d: %v; closed: %v", b.N, firstN, first, lastN, last, end)
+	logBuckets(b, filepath.Join(dir, "data", "ledger.db"), b.N)
+}
+
+// logBuckets logs where the application's bbolt file goes, bucket by
+// bucket (bytes allocated to its leaf and branch pages, and how much of
+// them is in use), per entry, and the pages no bucket holds (meta,
+// freelist, free pages).
+func logBuckets(tb testing.TB, path string, n int) {
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		var lines []string
+		var held int64
+		tx.ForEach(func(name []byte, bk *bolt.Bucket) error {
+			st := bk.Stats()
+			alloc := int64(st.LeafAlloc + st.BranchAlloc)
+			held += alloc
+			if alloc == 0 {
+				return nil
+			}
+			lines = append(lines, fmt.Sprintf("%s: %d keys, leaf %s in use of %s, branch %s of %s: %.1f B/entry",
+				name, st.KeyN, humanBytes(int64(st.LeafInuse)), humanBytes(int64(st.LeafAlloc)),
+				humanBytes(int64(st.BranchInuse)), humanBytes(int64(st.BranchAlloc)), float64(alloc)/float64(n)))
+			return nil
+		})
+		rest := tx.Size() - held
+		lines = append(lines, fmt.Sprintf("file %s, in no bucket (meta, freelist, free pages) %s: %.1f B/entry",
+			humanBytes(tx.Size()), humanBytes(rest), float64(rest)/float64(n)))
+		tb.Logf("application store by bucket:\n\t%s", strings.Join(lines, "\n\t"))
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // BenchmarkStorageIdle measures what an idle ledger writes. An idle chain

@@ -1,0 +1,223 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cloisterhq/cloister/ledger/verify"
+)
+
+// TestStoredEntryForms: every entry is stored packed, shorter, and comes
+// back byte for byte with its height; what does not rebuild exactly is
+// stored plain; plain values (every store before decision 0173) read as
+// before.
+func TestStoredEntryForms(t *testing.T) {
+	key := newTestKey(t)
+	times := []time.Time{
+		time.Date(2026, 12, 6, 19, 30, 0, 123e6, time.UTC),
+		time.Date(1969, 12, 31, 23, 59, 59, 999e6, time.UTC),
+		time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+	bodies := []any{
+		map[string]any{},
+		map[string]any{"text": strings.Repeat("é\u2028\"\\", 40), "n": -1.5e300},
+		map[string]any{"nested": []any{map[string]any{"a": nil}, true, "x"}},
+	}
+	kinds := []verify.Kind{KindNote, KindNodeRegistered, verify.Kind(strings.Repeat("k", 200))}
+	nonces := []uint64{0, 1, 1 << 40, verify.MaxNonce}
+	n := 0
+	for _, at := range times {
+		for _, body := range bodies {
+			for _, kind := range kinds {
+				for _, nonce := range nonces {
+					se, err := verify.NewEntryWithNonce(key, kind, body, nonce, at)
+					if err != nil {
+						t.Fatal(err)
+					}
+					tx := se.Encode()
+					height := int64(n*977 + 1)
+					n++
+					for _, v := range [][]byte{storedEntryValue(height, tx, se), storedEntryValue(height, tx, nil)} {
+						if v[0] != packedEntry || len(v) >= len(tx) {
+							t.Fatalf("%s: stored in %d bytes, form %#x, for a %d-byte entry", tx, len(v), v[0], len(tx))
+						}
+						h, got, ok := decodeStoredEntry(v)
+						if !ok || h != height || !bytes.Equal(got, tx) {
+							t.Fatalf("stored %s at %d, read back %q at %d (%v)", tx, height, got, h, ok)
+						}
+					}
+				}
+			}
+		}
+	}
+	// Not an entry, or not exactly what its fields rebuild: stored plain.
+	se := signEntry(t, key, KindNote, map[string]any{"a": 1})
+	odd := *se
+	odd.Entry.Submitter = "ed25519:" + strings.Repeat("A", 42) + "B=" // base64 that re-encodes otherwise
+	for _, tx := range [][]byte{[]byte("not an entry"), {}, odd.Encode()} {
+		v := storedEntryValue(7, tx, nil)
+		if h, got, ok := decodeStoredEntry(v); v[0] != 0 || !ok || h != 7 || !bytes.Equal(got, tx) {
+			t.Fatalf("%q stored as %x, read back %q at %d", tx, v, got, h)
+		}
+	}
+	// Corrupt packed values are unreadable, never another entry.
+	v := storedEntryValue(3, se.Encode(), se)
+	for _, cut := range []int{1, 2, 10, 40, len(v) - len(se.Entry.Body) - 1} {
+		if _, got, ok := decodeStoredEntry(v[:cut]); ok {
+			t.Fatalf("a packed value cut to %d bytes read as %q", cut, got)
+		}
+	}
+}
+
+// TestStoreFormsAcrossRestart: a store written before decision 0173 (every
+// entry plain) is opened by this version, which appends packed entries
+// after them; across a crash-like stop (the process's last block is only
+// what bbolt committed) and a restart every entry is served byte for byte,
+// each leaf hash is the stored one, the root is the one the chain agreed
+// on, and a snapshot of the mixed store is the same stream as of the
+// store with every entry in either form.
+func TestStoreFormsAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	key := newTestKey(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var txs [][]byte
+	appendSome := func(e *Embedded, n int) {
+		for i := range n {
+			se := signEntry(t, key, KindNote, map[string]any{"i": len(txs), "pad": strings.Repeat("x", i)})
+			rc, err := e.Append(ctx, se)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rc.Index != uint64(len(txs)) {
+				t.Fatalf("index %d, want %d", rc.Index, len(txs))
+			}
+			txs = append(txs, se.Encode())
+		}
+	}
+	path := filepath.Join(dir, "data", storeFile)
+	rewrite := func(form func(i uint64, h int64, tx []byte) []byte) {
+		t.Helper()
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		err = db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketEntries)
+			type kv struct{ k, v []byte }
+			var all []kv
+			b.ForEach(func(k, v []byte) error {
+				h, etx, ok := decodeStoredEntry(v)
+				if !ok {
+					return fmt.Errorf("entry %x unreadable", k)
+				}
+				i, _ := getU64(k)
+				all = append(all, kv{bytes.Clone(k), form(i, h, etx)})
+				return nil
+			})
+			for _, x := range all {
+				if err := b.Put(x.k, x.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	e := openTestEmbedded(t, dir)
+	appendSome(e, 12)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	plain := func(_ uint64, h int64, tx []byte) []byte { return plainEntry(h, tx) }
+	rewrite(plain) // as a store before decision 0173 holds them
+
+	e = openTestEmbedded(t, dir)
+	appendSome(e, 12)
+	check := func(when string) {
+		t.Helper()
+		err := e.ln.store.view(func(r reader) error {
+			st, err := r.state()
+			if err != nil {
+				return err
+			}
+			if st.Size < uint64(len(txs)) {
+				return fmt.Errorf("log of %d entries, %d appended", st.Size, len(txs))
+			}
+			plain, packed := 0, 0
+			for i, want := range txs {
+				v := r.get(bucketEntries, be64(uint64(i)))
+				if v[0] == packedEntry {
+					packed++
+				} else {
+					plain++
+				}
+				_, got, ok := r.entry(uint64(i))
+				if !ok || !bytes.Equal(got, want) {
+					return fmt.Errorf("entry %d: %q, want %q", i, got, want)
+				}
+			}
+			if plain < 12 || packed < 12 {
+				return fmt.Errorf("%d plain and %d packed entries, want 12 of each at least", plain, packed)
+			}
+			return checkRestored(r, st.Height, st.Root[:])
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+	}
+	check("mixed store, running")
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snapshotStream := func() []byte {
+		t.Helper()
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var b bytes.Buffer
+		if err := db.View(func(tx *bolt.Tx) error { return writeSnapshotStream(tx, &b) }); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	mixed := snapshotStream()
+	if !bytes.Contains(mixed, txs[len(txs)-1]) {
+		t.Fatal("the snapshot stream does not carry the last entry's transaction as it is")
+	}
+	rewrite(func(_ uint64, h int64, tx []byte) []byte { return storedEntryValue(h, tx, nil) })
+	if !bytes.Equal(snapshotStream(), mixed) {
+		t.Fatal("the same state, stored in another form, gave another snapshot stream")
+	}
+	rewrite(plain)
+	if !bytes.Equal(snapshotStream(), mixed) {
+		t.Fatal("the same state, stored plain, gave another snapshot stream")
+	}
+	rewrite(func(i uint64, h int64, tx []byte) []byte { // back to mixed: the first 12 plain
+		if i < 12 {
+			return plainEntry(h, tx)
+		}
+		return storedEntryValue(h, tx, nil)
+	})
+
+	e = openTestEmbedded(t, dir)
+	check("mixed store, restarted")
+	appendSome(e, 3)
+	check("mixed store, appended after the restart")
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
