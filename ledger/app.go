@@ -398,10 +398,11 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 						b.batch.put(w.bucket, w.key, w.value)
 					}
 					b.batch.put(bucketEntries, be64(size), storedEntryValue(req.Height, tx, entries[i]))
-					if err := appendLeaf(v, size, tx); err != nil {
+					leaf := verify.LeafHash(tx)
+					if err := appendLeaf(v, size, leaf); err != nil {
 						return err
 					}
-					out.receipt = verify.Receipt{Index: size, Height: req.Height, LeafHash: verify.LeafHash(tx)}
+					out.receipt = verify.Receipt{Index: size, Height: req.Height, LeafHash: leaf}
 					size++
 				}
 			}

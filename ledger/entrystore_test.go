@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
@@ -77,8 +78,8 @@ func TestStoredEntryForms(t *testing.T) {
 }
 
 // TestStoreFormsAcrossRestart: a store written before decision 0173 (every
-// entry plain) is opened by this version, which appends packed entries
-// after them; across a crash-like stop (the process's last block is only
+// entry plain, every leaf hash stored) is opened by this version, which
+// appends packed entries without stored leaf hashes after them; across a crash-like stop (the process's last block is only
 // what bbolt committed) and a restart every entry is served byte for byte,
 // each leaf hash is the stored one, the root is the one the chain agreed
 // on, and a snapshot of the mixed store is the same stream as of the
@@ -123,8 +124,23 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 				all = append(all, kv{bytes.Clone(k), form(i, h, etx)})
 				return nil
 			})
+			hs := tx.Bucket(bucketHashes)
 			for _, x := range all {
 				if err := b.Put(x.k, x.v); err != nil {
+					return err
+				}
+				// A store before decision 0173 holds each leaf hash too.
+				i, _ := getU64(x.k)
+				leafKey := be64(uint64(tlog.StoredHashIndex(0, int64(i))))
+				_, etx, _ := decodeStoredEntry(x.v)
+				leaf := verify.LeafHash(etx)
+				var err error
+				if x.v[0] == packedEntry {
+					err = hs.Delete(leafKey)
+				} else {
+					err = hs.Put(leafKey, leaf[:])
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -158,10 +174,14 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 			plain, packed := 0, 0
 			for i, want := range txs {
 				v := r.get(bucketEntries, be64(uint64(i)))
+				leafStored := r.get(bucketHashes, be64(uint64(tlog.StoredHashIndex(0, int64(i))))) != nil
 				if v[0] == packedEntry {
 					packed++
 				} else {
 					plain++
+				}
+				if leafStored != (v[0] != packedEntry) {
+					return fmt.Errorf("entry %d stored in form %#x with its leaf hash stored: %v", i, v[0], leafStored)
 				}
 				_, got, ok := r.entry(uint64(i))
 				if !ok || !bytes.Equal(got, want) {

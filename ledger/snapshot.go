@@ -260,6 +260,12 @@ func writeSnapshotStream(tx *bolt.Tx, w io.Writer) error {
 		if _, err := w.Write(buf); err != nil {
 			return err
 		}
+		if name == string(bucketHashes) {
+			if err := writeSnapshotHashes(tx, w); err != nil {
+				return err
+			}
+			continue
+		}
 		c := tx.Bucket([]byte(name)).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if name == string(bucketEntries) {
@@ -281,6 +287,39 @@ func writeSnapshotStream(tx *bolt.Tx, w io.Writer) error {
 	}
 	_, err = w.Write([]byte{'E'})
 	return err
+}
+
+// writeSnapshotHashes writes every stored hash of the log, leaf hashes
+// included, whether this store keeps them (before decision 0173) or reads
+// them from the entries.
+func writeSnapshotHashes(tx *bolt.Tx, w io.Writer) error {
+	size, _ := getU64(tx.Bucket(bucketMeta).Get(metaSize))
+	r := reader{tx}
+	c := tx.Bucket(bucketHashes).Cursor()
+	k, v := c.First()
+	var buf []byte
+	for x := range tlog.StoredHashCount(int64(size)) {
+		key := be64(uint64(x))
+		val := v
+		if bytes.Equal(k, key) {
+			k, v = c.Next()
+		} else {
+			hs, err := r.hashes().ReadHashes([]int64{x})
+			if err != nil {
+				return err
+			}
+			val = hs[0][:]
+		}
+		buf = append(buf[:0], 'K')
+		buf = appendBytes(appendBytes(buf, key), val)
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	if k != nil {
+		return fmt.Errorf("stored hash %x beyond the log of %d entries", k, size)
+	}
+	return nil
 }
 
 func appendBytes(buf, b []byte) []byte {
@@ -498,7 +537,7 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 	}
 	var bk *bolt.Bucket
 	var last []byte
-	entries := tx.Bucket(bucketEntries)
+	entries, hashes := tx.Bucket(bucketEntries), tx.Bucket(bucketHashes)
 	seen := map[string]bool{}
 	for {
 		tag, err := br.ReadByte()
@@ -538,6 +577,23 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 			}
 			if len(k) == 0 || last != nil && bytes.Compare(k, last) <= 0 {
 				return errors.New("snapshot stream: keys out of order")
+			}
+			if bk == hashes {
+				if len(k) != 8 || len(v) != tlog.HashSize {
+					return fmt.Errorf("snapshot stream: a stored hash %x of %d bytes", k, len(v))
+				}
+				x, _ := getU64(k)
+				if level, n := tlog.SplitStoredHashIndex(int64(x)); level == 0 {
+					// A leaf hash: checked against its entry (which the
+					// stream carries before, buckets being in name order),
+					// not kept (decision 0173).
+					_, etx, ok := decodeStoredEntry(entries.Get(be64(uint64(n))))
+					if leaf := verify.LeafHash(etx); !ok || !bytes.Equal(leaf[:], v) {
+						return fmt.Errorf("snapshot stream: entry %d's leaf hash is not the streamed one", n)
+					}
+					last = k
+					continue
+				}
 			}
 			if bk == entries {
 				if len(v) < 8 {
@@ -594,7 +650,9 @@ func checkRestored(r reader, h int64, appHash []byte) error {
 			return fmt.Errorf("the snapshot lacks entry %d", i)
 		}
 		leaf := verify.LeafHash(tx)
-		if got := r.get(bucketHashes, be64(uint64(tlog.StoredHashIndex(0, int64(i))))); !bytes.Equal(got, leaf[:]) {
+		// Leaf hashes were checked as the stream was read and are not
+		// kept; one that is (a store from before decision 0173) must match.
+		if got := r.get(bucketHashes, be64(uint64(tlog.StoredHashIndex(0, int64(i))))); got != nil && !bytes.Equal(got, leaf[:]) {
 			return fmt.Errorf("entry %d's leaf hash is not the stored one", i)
 		}
 	}

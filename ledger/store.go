@@ -27,7 +27,8 @@ import (
 //	             "checkpoint_size", "chain_id", "validators",
 //	             "rules" (the rule schedule, JSON; absent: version 1 from height 1)
 //	entries      index -> height || tx, or its packed form (entrystore.go)
-//	hashes       tlog stored-hash index -> 32-byte hash
+//	hashes       tlog stored-hash index -> 32-byte hash, leaf hashes (level 0)
+//	             left out since decision 0173: they are the entries' hashes
 //	nonces       submitter key (32) || nonce -> index
 //	nodes        platform key (32) -> index of the latest registration
 //	sessions     node key (32) || session id -> index || policy hash (32)
@@ -197,18 +198,39 @@ func (r reader) checkpoint(size uint64) []byte {
 // hashes is the tlog.HashReader over committed stored hashes.
 func (r reader) hashes() tlog.HashReader {
 	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		return readHashes(idx, func(k []byte) []byte { return r.tx.Bucket(bucketHashes).Get(k) })
+		return readHashes(idx, func(k []byte) []byte { return r.tx.Bucket(bucketHashes).Get(k) },
+			func(n uint64) ([]byte, bool) {
+				_, tx, ok := r.entry(n)
+				return tx, ok
+			}, nil)
 	})
 }
 
-func readHashes(idx []int64, get func([]byte) []byte) ([]tlog.Hash, error) {
+// readHashes reads the stored hashes idx. A leaf hash (level 0) is not
+// stored since decision 0173 (stores from before hold them, and they are
+// used): it is the hash of the entry, from leaves (the block's own) or
+// from entry.
+func readHashes(idx []int64, get func([]byte) []byte, entry func(uint64) ([]byte, bool), leaves map[uint64]tlog.Hash) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(idx))
 	for i, x := range idx {
 		v := get(be64(uint64(x)))
-		if len(v) != tlog.HashSize {
+		if len(v) == tlog.HashSize {
+			copy(out[i][:], v)
+			continue
+		}
+		level, n := tlog.SplitStoredHashIndex(x)
+		if level != 0 {
 			return nil, fmt.Errorf("ledger store: stored hash %d missing", x)
 		}
-		copy(out[i][:], v)
+		if h, ok := leaves[uint64(n)]; ok {
+			out[i] = h
+			continue
+		}
+		tx, ok := entry(uint64(n))
+		if !ok {
+			return nil, fmt.Errorf("ledger store: entry %d missing for its leaf hash", n)
+		}
+		out[i] = verify.LeafHash(tx)
 	}
 	return out, nil
 }
@@ -309,9 +331,14 @@ func (ci chainInfo) keys() []validatorKey {
 // validation reads through it (blockView), and Commit writes it at once.
 type blockBatch struct {
 	puts map[string]map[string][]byte
+	// leaves are the leaf hashes of the block's entries, which the tree
+	// reads while the block appends and the store does not keep.
+	leaves map[uint64]tlog.Hash
 }
 
-func newBlockBatch() *blockBatch { return &blockBatch{puts: map[string]map[string][]byte{}} }
+func newBlockBatch() *blockBatch {
+	return &blockBatch{puts: map[string]map[string][]byte{}, leaves: map[uint64]tlog.Hash{}}
+}
 
 func (b *blockBatch) put(bucket, key, value []byte) {
 	m := b.puts[string(bucket)]
@@ -391,6 +418,10 @@ func (v blockView) entryTx(i uint64) ([]byte, bool) {
 
 func (v blockView) hashes() tlog.HashReader {
 	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		return readHashes(idx, func(k []byte) []byte { return v.get(bucketHashes, k) })
+		var leaves map[uint64]tlog.Hash
+		if v.batch != nil {
+			leaves = v.batch.leaves
+		}
+		return readHashes(idx, func(k []byte) []byte { return v.get(bucketHashes, k) }, v.entryTx, leaves)
 	})
 }

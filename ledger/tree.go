@@ -15,15 +15,19 @@ import (
 // emptyRoot is the root of the empty log, SHA-256 of the empty string.
 var emptyRoot = tlog.Hash(sha256.Sum256(nil))
 
-// appendLeaf adds tx as record n: its stored hashes go into the batch.
-func appendLeaf(v blockView, n uint64, tx []byte) error {
-	hs, err := tlog.StoredHashes(int64(n), tx, v.hashes())
+// appendLeaf adds the entry whose leaf hash is leaf as record n: the
+// hashes of the subtrees it closes go into the batch. The leaf hash itself
+// is only remembered for the block (batch.leaves): the store reads it from
+// the entry (decision 0173).
+func appendLeaf(v blockView, n uint64, leaf tlog.Hash) error {
+	hs, err := tlog.StoredHashesForRecordHash(int64(n), leaf, v.hashes())
 	if err != nil {
 		return fmt.Errorf("ledger tree: append %d: %w", n, err)
 	}
+	v.batch.leaves[n] = leaf
 	base := uint64(tlog.StoredHashIndex(0, int64(n)))
-	for i, h := range hs {
-		v.batch.put(bucketHashes, be64(base+uint64(i)), h[:])
+	for i, h := range hs[1:] {
+		v.batch.put(bucketHashes, be64(base+1+uint64(i)), h[:])
 	}
 	return nil
 }
