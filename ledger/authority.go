@@ -103,9 +103,10 @@ func validateEntry(v blockView, rs *ruleSet, se *verify.SignedEntry, index uint6
 		return nil, reject(verify.CodeStaleTime, "entry time %s is %s away from the ledger's time %s; at most %s is allowed",
 			e.Time, d.Abs().Round(time.Second), now.UTC().Format(verify.TimeLayout), maxClockSkew)
 	}
-	nonceKey := append(bytes.Clone(pub), be64(e.Nonce)...)
+	hashed := v.r.hashedNonces()
+	nonceKey := nonceIndexKey(hashed, pub, e.Nonce)
 	if prev := v.get(bucketNonces, nonceKey); prev != nil {
-		return nil, nonceHeld(v, se, prev)
+		return nil, nonceHeld(v, se, nonceHolder(hashed, prev))
 	}
 	b := body{kind: e.Kind}
 	if e.Kind != KindNote { // a note's body is any object; don't parse it
@@ -124,14 +125,17 @@ func validateEntry(v blockView, rs *ruleSet, se *verify.SignedEntry, index uint6
 	if rej != nil {
 		return nil, rej
 	}
-	return append(ws, write{bucketNonces, nonceKey, be64(index)}), nil
+	ws = append(ws, write{bucketNonces, nonceKey, nonceIndexValue(hashed, index)})
+	if hashed && v.get(bucketSubmitters, pub) == nil {
+		ws = append(ws, write{bucketSubmitters, bytes.Clone(pub), be64(index)})
+	}
+	return ws, nil
 }
 
 // nonceHeld is the refusal of an entry whose (submitter, nonce) entry
-// holder (8-byte index) already holds: it names the holder and says
+// i already holds: it names the holder and says
 // whether it is the same entry (kind and body) signed again.
-func nonceHeld(v blockView, se *verify.SignedEntry, holder []byte) *verify.RejectedError {
-	i, _ := getU64(holder)
+func nonceHeld(v blockView, se *verify.SignedEntry, i uint64) *verify.RejectedError {
 	rej := reject(verify.CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", se.Entry.Nonce, i)
 	rej.HeldBy = &i
 	if held, ok := v.entryTx(i); ok && len(held) > 0 {

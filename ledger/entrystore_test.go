@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
@@ -77,8 +79,44 @@ func TestStoredEntryForms(t *testing.T) {
 	}
 }
 
+// unhashNonces turns a stopped store's replay index into the form of
+// stores from before decision 0173: keyed by (submitter, nonce), no
+// submitters bucket.
+func unhashNonces(t *testing.T, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketNonces); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(bucketSubmitters); err != nil {
+			return err
+		}
+		nb, err := tx.CreateBucket(bucketNonces)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+			_, etx, _ := decodeStoredEntry(v)
+			se, err := verify.DecodeEntry(etx)
+			if err != nil {
+				return err
+			}
+			pub, _ := protocol.ParseEd25519Key(se.Entry.Submitter)
+			return nb.Put(nonceIndexKey(false, pub, se.Entry.Nonce), bytes.Clone(k))
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestStoreFormsAcrossRestart: a store written before decision 0173 (every
-// entry plain, every leaf hash stored) is opened by this version, which
+// entry plain, every leaf hash stored, nonces by pair) is opened by this version, which
 // appends packed entries without stored leaf hashes after them; across a crash-like stop (the process's last block is only
 // what bbolt committed) and a restart every entry is served byte for byte,
 // each leaf hash is the stored one, the root is the one the chain agreed
@@ -158,6 +196,7 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 	}
 	plain := func(_ uint64, h int64, tx []byte) []byte { return plainEntry(h, tx) }
 	rewrite(plain) // as a store before decision 0173 holds them
+	unhashNonces(t, path)
 
 	e = openTestEmbedded(t, dir)
 	appendSome(e, 12)
@@ -237,6 +276,28 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 	check("mixed store, restarted")
 	appendSome(e, 3)
 	check("mixed store, appended after the restart")
+	// The replay index keeps its form (by pair, from before) and refuses
+	// replays of entries from before and after the restart.
+	err := e.ln.store.view(func(r reader) error {
+		if r.hashedNonces() {
+			return fmt.Errorf("a store from before decision 0173 now hashes its nonces")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 13, len(txs) - 1} {
+		se, err := verify.DecodeEntry(txs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.Append(ctx, se)
+		var rej *verify.RejectedError
+		if !errors.As(err, &rej) || rej.Code != verify.CodeReplay || rej.HeldBy == nil || *rej.HeldBy != uint64(i) {
+			t.Fatalf("entry %d appended again: %v", i, err)
+		}
+	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}

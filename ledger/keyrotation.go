@@ -92,7 +92,7 @@ func keyInUse(v blockView, key ed25519.PublicKey) string {
 		return "is a registered node's key"
 	case isCurrentMember(v, key):
 		return "is a member's key"
-	case v.hasPrefix(bucketNonces, key):
+	case v.signedBefore(key):
 		return "has signed entries already"
 	}
 	return ""

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -41,8 +42,11 @@ import (
 //	stream  = "cloister-ledger-snapshot/1\n" { bucket } "E"
 //	bucket  = "B" uvarint(len) name { "K" uvarint(len) key uvarint(len) value }
 //
-// with every entry in its plain stored form, be64(height) ‖ tx, whatever
-// form the store keeps it in (entrystore.go).
+// with every entry in its plain stored form, be64(height) ‖ tx, and every
+// stored hash, leaf hashes included, whatever form the store keeps them
+// in (entrystore.go, tree.go). Format 2 is the stream of a store whose
+// replay index is keyed by hash, with its submitters bucket (nonces.go);
+// format 1 of one keyed by (submitter, nonce).
 //
 // cut into chunks of snapshotChunkSize bytes. The metadata lists the
 // SHA-256 of every chunk; the snapshot's hash is the SHA-256 of that list.
@@ -52,7 +56,12 @@ import (
 // light client verified at that height.
 
 const (
-	snapshotFormat    = 1
+	// snapshotFormat is the format of a store whose replay index is keyed
+	// by hash (nonces.go): format 1 with the submitters bucket. A node
+	// that knows only format 1 refuses it rather than read its nonces
+	// wrong. Stores from before keep writing format 1.
+	snapshotFormat    = 2
+	snapshotFormatOld = 1
 	snapshotMagic     = "cloister-ledger-snapshot/1\n"
 	snapshotChunkSize = 4 << 20
 	// snapshotMaxChunks bounds what a peer's snapshot metadata may ask a
@@ -228,7 +237,11 @@ func (s *snapshots) write(r reader, h int64) (*abci.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	snap := &abci.Snapshot{Height: uint64(h), Format: snapshotFormat, Chunks: uint32(len(meta.Chunks)), Hash: meta.hash(), Metadata: mb}
+	format := uint32(snapshotFormatOld)
+	if r.hashedNonces() {
+		format = snapshotFormat
+	}
+	snap := &abci.Snapshot{Height: uint64(h), Format: format, Chunks: uint32(len(meta.Chunks)), Hash: meta.hash(), Metadata: mb}
 	sb, err := json.Marshal(snap)
 	if err != nil {
 		return nil, err
@@ -373,7 +386,7 @@ func (a *app) ListSnapshots(context.Context, *abci.ListSnapshotsRequest) (*abci.
 // LoadSnapshotChunk reads one chunk of a kept snapshot; nothing if the
 // snapshot is gone (CometBFT then asks another peer).
 func (a *app) LoadSnapshotChunk(_ context.Context, req *abci.LoadSnapshotChunkRequest) (*abci.LoadSnapshotChunkResponse, error) {
-	if a.snaps == nil || req.Format != snapshotFormat {
+	if a.snaps == nil || req.Format != snapshotFormat && req.Format != snapshotFormatOld {
 		return &abci.LoadSnapshotChunkResponse{}, nil
 	}
 	a.snaps.mu.Lock()
@@ -415,7 +428,7 @@ func (a *app) OfferSnapshot(_ context.Context, req *abci.OfferSnapshotRequest) (
 		return reject(abci.OFFER_SNAPSHOT_RESULT_ABORT, fmt.Sprintf("the store already holds height %d", st.Height))
 	}
 	snap := req.Snapshot
-	if snap == nil || snap.Format != snapshotFormat {
+	if snap == nil || snap.Format != snapshotFormat && snap.Format != snapshotFormatOld {
 		return reject(abci.OFFER_SNAPSHOT_RESULT_REJECT_FORMAT, "unknown snapshot format")
 	}
 	var meta snapshotMeta
@@ -511,6 +524,20 @@ func (a *app) restoreFrom(r *restoring) error {
 		if err := readSnapshotStream(tx, bufio.NewReaderSize(r.file, 1<<20)); err != nil {
 			return err
 		}
+		hashed := reader{tx}.hashedNonces()
+		if hashed != (r.snap.Format == snapshotFormat) {
+			return fmt.Errorf("a snapshot of format %d with a hashed replay index: %v", r.snap.Format, hashed)
+		}
+		keyLen := ed25519.PublicKeySize + 8
+		if hashed {
+			keyLen = nonceHashSize
+		}
+		c := tx.Bucket(bucketNonces).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if len(k) != keyLen {
+				return fmt.Errorf("a replay index key of %d bytes in a snapshot of format %d", len(k), r.snap.Format)
+			}
+		}
 		return checkRestored(reader{tx}, int64(r.snap.Height), r.appHash)
 	})
 	if err != nil {
@@ -525,7 +552,10 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapshotMagic {
 		return errors.New("not a ledger snapshot stream")
 	}
-	known := map[string]bool{}
+	known := map[string]bool{string(bucketSubmitters): true}
+	if err := tx.DeleteBucket(bucketSubmitters); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+		return err
+	}
 	for _, b := range allBuckets {
 		known[string(b)] = true
 		if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
@@ -559,6 +589,11 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 				return fmt.Errorf("snapshot stream: unknown or repeated bucket %q", name)
 			}
 			seen[string(name)] = true
+			if bytes.Equal(name, bucketSubmitters) {
+				if _, err := tx.CreateBucket(name); err != nil {
+					return err
+				}
+			}
 			bk, last = tx.Bucket(name), nil
 			if appendOnly[string(name)] {
 				bk.FillPercent = 1.0

@@ -29,7 +29,10 @@ import (
 //	entries      index -> height || tx, or its packed form (entrystore.go)
 //	hashes       tlog stored-hash index -> 32-byte hash, leaf hashes (level 0)
 //	             left out since decision 0173: they are the entries' hashes
-//	nonces       submitter key (32) || nonce -> index
+//	nonces       submitter key (32) || nonce -> index, or, in stores made
+//	             since decision 0173, its 16-byte hash -> uvarint(index) (nonces.go)
+//	submitters   submitter key (32) -> index of its first entry; only in
+//	             stores whose nonces are hashed
 //	nodes        platform key (32) -> index of the latest registration
 //	sessions     node key (32) || session id -> index || policy hash (32)
 //	grants       index -> owner key (32) || revoked-by index (0: live) || resource
@@ -116,6 +119,12 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("ledger store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			// A new store keys its replay index by hash (nonces.go).
+			if _, err := tx.CreateBucket(bucketSubmitters); err != nil {
+				return err
+			}
+		}
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err

@@ -151,8 +151,9 @@ func (ln *ledgerNode) committedCopy(tx []byte) *verify.RejectedError {
 	}
 	var rej *verify.RejectedError
 	ln.store.view(func(r reader) error {
-		if v := r.get(bucketNonces, append(bytes.Clone(pub), be64(se.Entry.Nonce)...)); v != nil {
-			i, _ := getU64(v)
+		hashed := r.hashedNonces()
+		if v := r.get(bucketNonces, nonceIndexKey(hashed, pub, se.Entry.Nonce)); v != nil {
+			i := nonceHolder(hashed, v)
 			rej = reject(verify.CodeReplay, "submitter already used nonce %d (entry %d); sign a new entry with a fresh nonce", se.Entry.Nonce, i)
 			rej.HeldBy = &i
 			if _, held, ok := r.entry(i); ok {
