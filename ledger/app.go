@@ -211,7 +211,7 @@ func (a *app) CheckTx(_ context.Context, req *abci.CheckTxRequest) (*abci.CheckT
 	if err != nil {
 		return &abci.CheckTxResponse{Code: abciCode(verify.CodeUnavailable), Codespace: abciCodespace, Log: err.Error()}, nil
 	}
-	h := sha256.Sum256(req.Tx)
+	h := txKey(req.Tx)
 	se, rej := a.decodeVerified(req.Tx, h, rs)
 	if rej == nil {
 		err := a.store.view(func(r reader) error {
@@ -398,7 +398,7 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 						b.batch.put(w.bucket, w.key, w.value)
 					}
 					b.batch.put(bucketEntries, be64(size), storedEntryValue(req.Height, tx, entries[i]))
-					leaf := verify.LeafHash(tx)
+					leaf := out.hash // txKey: the leaf hash
 					if err := appendLeaf(v, size, leaf); err != nil {
 						return err
 					}
@@ -521,6 +521,11 @@ func (a *app) preverify(txs [][]byte) {
 	}
 }
 
+// txKey is what the block, the CheckTx cache and Append's waiters know a
+// transaction by: its leaf hash, so that a block hashes each transaction
+// once (for the cache, the tree and the receipt).
+func txKey(tx []byte) [32]byte { return verify.LeafHash(tx) }
+
 // decodeBlock decodes and verifies a block's entry transactions, using the
 // CheckTx cache and spreading cache misses over the CPUs.
 func (a *app) decodeBlock(txs [][]byte, rs *ruleSet) ([][32]byte, []*verify.SignedEntry, []*verify.RejectedError) {
@@ -529,7 +534,7 @@ func (a *app) decodeBlock(txs [][]byte, rs *ruleSet) ([][32]byte, []*verify.Sign
 	rejs := make([]*verify.RejectedError, len(txs))
 	var miss []int
 	for i, tx := range txs {
-		hashes[i] = sha256.Sum256(tx)
+		hashes[i] = txKey(tx)
 		if isCheckpointTx(tx) || isTickTx(tx) {
 			continue
 		}

@@ -3,7 +3,6 @@ package ledger
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -46,7 +45,7 @@ type pendingTx struct {
 // *verify.RejectedError; with track, the returned pendingTx can wait for the
 // commit (call release when done).
 func (ln *ledgerNode) enqueue(tx []byte, track bool) (*pendingTx, error) {
-	p := &pendingTx{ln: ln, tx: tx, hash: sha256.Sum256(tx)}
+	p := &pendingTx{ln: ln, tx: tx, hash: txKey(tx)}
 	if track {
 		// Register before submitting: the commit may come before CheckTx returns.
 		p.ch = ln.app.waiters.add(p.hash)
