@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloisterhq/cloister/api/protocol"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
@@ -54,7 +55,7 @@ func plainEntry(height int64, tx []byte) []byte {
 	return v
 }
 
-const submitterPrefix = "ed25519:"
+const submitterPrefix = protocol.Ed25519KeyPrefix
 
 func packEntry(height int64, se *verify.SignedEntry) ([]byte, bool) {
 	e := &se.Entry
