@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	abci "github.com/cometbft/cometbft/abci/types"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -299,6 +301,84 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 		}
 	}
 	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Its snapshot is format 1; a node of this version restores it in
+	// the same form, entries packed and leaf hashes left out.
+	st, err := openStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := openSnapshots(t.TempDir(), 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap *abci.Snapshot
+	var want committedState
+	err = st.view(func(r reader) error {
+		if want, err = r.state(); err != nil {
+			return err
+		}
+		snap, err = snaps.write(r, want.Height)
+		return err
+	})
+	st.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Format != snapshotFormatOld {
+		t.Fatalf("a store keyed by pair wrote snapshot format %d", snap.Format)
+	}
+	stream, err := os.ReadFile(snaps.path(snap.Height, ".snap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := t.TempDir()
+	st2, err := openStore(filepath.Join(restored, storeFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.close()
+	a, err := newApp(st2, nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.snaps, err = openSnapshots(restored, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	bg := context.Background()
+	if res, err := a.OfferSnapshot(bg, &abci.OfferSnapshotRequest{Snapshot: snap, AppHash: want.Root[:]}); err != nil || res.Result != abci.OFFER_SNAPSHOT_RESULT_ACCEPT {
+		t.Fatalf("offer of a format 1 snapshot: %v %v", res, err)
+	}
+	var res *abci.ApplySnapshotChunkResponse
+	for i := range snap.Chunks {
+		chunk := stream[int(i)*snapshotChunkSize : min(len(stream), int(i+1)*snapshotChunkSize)]
+		if res, err = a.ApplySnapshotChunk(bg, &abci.ApplySnapshotChunkRequest{Index: i, Chunk: chunk, Sender: "peer"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res.Result != abci.APPLY_SNAPSHOT_CHUNK_RESULT_ACCEPT {
+		t.Fatalf("restore of a format 1 snapshot: %v", res.Result)
+	}
+	err = st2.view(func(r reader) error {
+		if r.hashedNonces() {
+			return errors.New("restored from format 1 with hashed nonces")
+		}
+		for i, want := range txs {
+			if v := r.get(bucketEntries, be64(uint64(i))); v[0] != packedEntry {
+				return fmt.Errorf("restored entry %d stored plain", i)
+			}
+			if r.get(bucketHashes, be64(uint64(tlog.StoredHashIndex(0, int64(i))))) != nil {
+				return fmt.Errorf("restored entry %d with its leaf hash stored", i)
+			}
+			if _, got, ok := r.entry(uint64(i)); !ok || !bytes.Equal(got, want) {
+				return fmt.Errorf("restored entry %d: %q", i, got)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
