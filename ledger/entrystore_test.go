@@ -86,12 +86,7 @@ func TestStoredEntryForms(t *testing.T) {
 // submitters bucket.
 func unhashNonces(t *testing.T, path string) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
+	updateStopped(t, path, func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketNonces); err != nil {
 			return err
 		}
@@ -112,9 +107,6 @@ func unhashNonces(t *testing.T, path string) {
 			return nb.Put(nonceIndexKey(false, pub, se.Entry.Nonce), bytes.Clone(k))
 		})
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestStoreFormsAcrossRestart: a store written before decision 0173 (every
@@ -146,12 +138,7 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 	path := filepath.Join(dir, "data", storeFile)
 	rewrite := func(form func(i uint64, h int64, tx []byte) []byte) {
 		t.Helper()
-		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		err = db.Update(func(tx *bolt.Tx) error {
+		updateStopped(t, path, func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketEntries)
 			type kv struct{ k, v []byte }
 			var all []kv
@@ -186,9 +173,6 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
 	}
 
 	e := openTestEmbedded(t, dir)

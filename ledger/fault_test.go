@@ -255,12 +255,7 @@ func TestFaults(t *testing.T) {
 // tamperEntry rewrites an entry's bytes in a stopped validator's store.
 func tamperEntry(t *testing.T, path string, index uint64, old, new string) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
+	updateStopped(t, path, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEntries)
 		v := b.Get(be64(index))
 		if !bytes.Contains(v, []byte(old)) {
@@ -268,7 +263,18 @@ func tamperEntry(t *testing.T, path string, index uint64, old, new string) {
 		}
 		return b.Put(be64(index), bytes.Replace(bytes.Clone(v), []byte(old), []byte(new), 1))
 	})
+}
+
+// updateStopped runs fn in one write transaction of the store at path,
+// whose ledger is stopped.
+func updateStopped(t *testing.T, path string, fn func(*bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(fn); err != nil {
 		t.Fatal(err)
 	}
 }
