@@ -14,6 +14,7 @@ typedef struct wasm_config_t wasm_config_t;
 void wasmtime_config_memory_reservation_set(wasm_config_t *, uint64_t);
 void wasmtime_config_memory_guard_size_set(wasm_config_t *, uint64_t);
 void wasmtime_config_memory_reservation_for_growth_set(wasm_config_t *, uint64_t);
+void wasmtime_config_profiler_set(wasm_config_t *, uint8_t);
 */
 import "C"
 
@@ -71,6 +72,16 @@ func init() {
 	engineAddressSpace[EngineWasmtime] = wasmtimeReservation + 2*wasmtimeGuard
 }
 
+// profilerEnv, set to "perfmap" in the environment of a process running
+// the wasmtime engine in process (benchmarks, tests), makes the engine
+// write /tmp/perf-PID.map, so that `perf report` names the guest's
+// functions (bench/kernels, docs/performance-kernels.md "Profiles"). A
+// jailed worker cannot write it (its root is empty) and is never asked to.
+const profilerEnv = "CLOISTER_WASMTIME_PROFILER"
+
+// wasmtimePerfmap is WASMTIME_PROFILING_STRATEGY_PERFMAP (wasmtime/config.h).
+const wasmtimePerfmap = 3
+
 // wasmtimeEngines are made once per process: one ordinary, one with NaN
 // canonicalisation for deterministic runs (floats then give the same bits
 // on every machine). Their epoch advances every epochTick.
@@ -91,6 +102,9 @@ var wasmtimeEngines = sync.OnceValue(func() [2]*wasmtime.Engine {
 		C.wasmtime_config_memory_reservation_set(p, wasmtimeReservation)
 		C.wasmtime_config_memory_guard_size_set(p, wasmtimeGuard)
 		C.wasmtime_config_memory_reservation_for_growth_set(p, 0)
+		if os.Getenv(profilerEnv) == "perfmap" {
+			C.wasmtime_config_profiler_set(p, wasmtimePerfmap)
+		}
 		out[i] = wasmtime.NewEngineWithConfig(cfg)
 	}
 	go func() {
