@@ -7,7 +7,9 @@ import (
 	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding"
 	"encoding/binary"
+	"hash"
 	"slices"
 	"sync/atomic"
 )
@@ -41,9 +43,13 @@ const (
 //	                                                          in_len-16 bytes at out_ptr
 //	ed25519_verify(pub_ptr, msg_ptr, msg_len, sig_ptr)        0 valid, 2 not (32-byte key, 64-byte signature)
 //	sort_u64(ptr, n) / sort_i64(ptr, n)                       n little-endian 8-byte integers sorted in place
+//	sha256_init(state_ptr)                                    a fresh SHA256StateSize-byte state at state_ptr
+//	sha256_update(state_ptr, data_ptr, data_len)              the state advanced over the data
+//	sha256_final(state_ptr, out_ptr)                          32 bytes at out_ptr; the state is left as it was
 //
 // AES-GCM takes 16-, 24- or 32-byte keys and 12-byte nonces; in and out
-// may be the same range.
+// may be the same range. The SHA-256 state is opaque to the guest: a
+// state the host did not write is refused (status 1).
 var accelFunctions = map[string]struct {
 	params int
 	fn     func(mem []byte, a []uint64) uint32
@@ -56,6 +62,77 @@ var accelFunctions = map[string]struct {
 	"ed25519_verify": {4, accelEd25519},
 	"sort_u64":       {2, func(mem []byte, a []uint64) uint32 { return accelSort(mem, a, false) }},
 	"sort_i64":       {2, func(mem []byte, a []uint64) uint32 { return accelSort(mem, a, true) }},
+	// Streaming SHA-256, added to v1 likewise (decision 0146): a guest
+	// hashes data as it comes instead of gathering it in one buffer.
+	"sha256_init":   {1, accelSHA256Init},
+	"sha256_update": {3, accelSHA256Update},
+	"sha256_final":  {2, accelSHA256Final},
+}
+
+// SHA256StateSize is the size of the state sha256_init writes into the
+// guest's memory: Go's encoding of a SHA-256 digest (108 bytes), zero
+// padded.
+const SHA256StateSize = 128
+
+// sha256State decodes the state at a[0]; ok is false for a range
+// outside memory or bytes that are not a state.
+func sha256State(mem []byte, a []uint64) (state []byte, h hash.Hash, ok bool) {
+	state, ok = memRange(mem, a[0], SHA256StateSize)
+	if !ok {
+		return nil, nil, false
+	}
+	h = sha256.New()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state[:sha256Marshaled]); err != nil {
+		return nil, nil, false
+	}
+	return state, h, true
+}
+
+// sha256Marshaled is the length of Go's encoding of a SHA-256 digest.
+const sha256Marshaled = 108
+
+func putSHA256State(state []byte, h hash.Hash) {
+	b, _ := h.(encoding.BinaryAppender).AppendBinary(state[:0:sha256Marshaled])
+	clear(state[len(b):])
+}
+
+func accelSHA256Init(mem []byte, a []uint64) uint32 {
+	state, ok := memRange(mem, a[0], SHA256StateSize)
+	if !ok {
+		return AccelBadArg
+	}
+	putSHA256State(state, sha256.New())
+	return AccelOK
+}
+
+func accelSHA256Update(mem []byte, a []uint64) uint32 {
+	data, ok := memRange(mem, a[1], a[2])
+	if !ok {
+		return AccelBadArg
+	}
+	state, h, ok := sha256State(mem, a)
+	if !ok {
+		return AccelBadArg
+	}
+	// The data may overlap the state: it is read before the state is
+	// written.
+	h.Write(data)
+	putSHA256State(state, h)
+	return AccelOK
+}
+
+func accelSHA256Final(mem []byte, a []uint64) uint32 {
+	out, ok := memRange(mem, a[1], sha256.Size)
+	if !ok {
+		return AccelBadArg
+	}
+	_, h, ok := sha256State(mem, a)
+	if !ok {
+		return AccelBadArg
+	}
+	var sum [sha256.Size]byte
+	copy(out, h.Sum(sum[:0]))
+	return AccelOK
 }
 
 // accelCounter counts one run's primitive calls.
@@ -108,17 +185,23 @@ func accelGCM(mem []byte, a []uint64, seal bool) uint32 {
 	if err != nil {
 		return AccelBadArg
 	}
-	// The ranges are the guest's and may overlap in any way (the AEAD
-	// panics on some overlaps): work on copies, then write out.
-	nonce, in, ad = bytes.Clone(nonce), bytes.Clone(in), bytes.Clone(ad)
-	var res []byte
+	// The ranges are the guest's and may overlap in any way; the AEAD
+	// works in place (in and out starting at the same byte) or on
+	// disjoint ranges and panics on other overlaps. The nonce and the
+	// associated data are copied (they are small, and out may cover
+	// them); in is copied only when it overlaps out otherwise, so that
+	// sealing in place or into a buffer of its own costs no copy of the
+	// message (decision 0146).
+	nonce, ad = bytes.Clone(nonce), bytes.Clone(ad)
+	if a[3] != a[7] && a[3] < a[7]+outLen && a[7] < a[3]+a[4] {
+		in = bytes.Clone(in)
+	}
 	if seal {
-		res = gcm.Seal(make([]byte, 0, len(out)), nonce, in, ad)
-	} else if res, err = gcm.Open(make([]byte, 0, len(out)), nonce, in, ad); err != nil {
+		gcm.Seal(out[:0], nonce, in, ad)
+	} else if _, err = gcm.Open(out[:0], nonce, in, ad); err != nil {
 		clear(out)
 		return AccelAuthFailed
 	}
-	copy(out, res)
 	return AccelOK
 }
 

@@ -174,10 +174,46 @@ func FuzzAccel(f *testing.F) {
 				t.Fatalf("seal differs")
 			}
 		}
-		if c.calls.Load() != 2 {
-			t.Fatalf("%d calls counted", c.calls.Load())
+		// Streaming SHA-256 with its state at outPtr: the data (in two
+		// pieces, split at adLen) gives the one-shot digest, unless the
+		// ranges overlap the state (then only no panic is asked for).
+		mem3 := append([]byte(nil), mem...)
+		st := c.call("sha256_init", mem3, []uint64{uint64(outPtr)})
+		split := min(adLen, inLen)
+		st1 := c.call("sha256_update", mem3, []uint64{uint64(outPtr), uint64(keyPtr), uint64(split)})
+		st2 := c.call("sha256_update", mem3, []uint64{uint64(outPtr), uint64(keyPtr) + uint64(split), uint64(inLen - split)})
+		st3 := c.call("sha256_final", mem3, []uint64{uint64(outPtr), uint64(noncePtr)})
+		stateIn := uint64(outPtr)+SHA256StateSize <= uint64(len(mem))
+		dataIn := uint64(keyPtr)+uint64(inLen) <= uint64(len(mem))
+		if (st == AccelOK) != stateIn || (st1 == AccelOK) != (stateIn && uint64(keyPtr)+uint64(split) <= uint64(len(mem))) {
+			t.Fatalf("init %d, update %d with the state inside memory %v", st, st1, stateIn)
+		}
+		if st3 == AccelOK && dataIn && st2 == AccelOK && !overlaps(keyPtr, inLen, outPtr, SHA256StateSize) &&
+			!overlaps(noncePtr, 32, outPtr, SHA256StateSize) && !overlaps(keyPtr, inLen, noncePtr, 32) {
+			want := sha256.Sum256(mem[keyPtr : keyPtr+inLen])
+			if !bytes.Equal(mem3[noncePtr:noncePtr+32], want[:]) {
+				t.Fatalf("streaming sha256 differs")
+			}
+		}
+		// A state the host did not write is refused.
+		if stateIn {
+			c.call("sha256_init", mem3, []uint64{uint64(outPtr)})
+			mem3[outPtr] ^= 0x55
+			if st := c.call("sha256_update", mem3, []uint64{uint64(outPtr), 0, 0}); st != AccelBadArg {
+				t.Fatalf("a changed state header: status %d", st)
+			}
+		}
+		if want := 6 + 2*b2i(stateIn); c.calls.Load() != want {
+			t.Fatalf("%d calls counted, want %d", c.calls.Load(), want)
 		}
 	})
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func overlaps(a, an, b, bn uint32) bool { return a < b+bn && b < a+an }

@@ -36,10 +36,28 @@ __attribute__((import_module("cloister_accel_v1"), import_name("sha256")))
 uint32_t cloister_sha256(const void *data, size_t len, uint8_t out[32]);
 
 /*
+ * Streaming SHA-256: init writes a fresh state, each update advances it over
+ * data[0..len), final writes the digest of everything so far to out and
+ * leaves the state as it was. The state is opaque: only what init and
+ * update wrote is accepted (CLOISTER_ACCEL_BAD_ARGUMENT otherwise).
+ */
+typedef struct { uint8_t opaque[128]; } cloister_sha256_state;
+
+__attribute__((import_module("cloister_accel_v1"), import_name("sha256_init")))
+uint32_t cloister_sha256_init(cloister_sha256_state *state);
+
+__attribute__((import_module("cloister_accel_v1"), import_name("sha256_update")))
+uint32_t cloister_sha256_update(cloister_sha256_state *state, const void *data, size_t len);
+
+__attribute__((import_module("cloister_accel_v1"), import_name("sha256_final")))
+uint32_t cloister_sha256_final(const cloister_sha256_state *state, uint8_t out[32]);
+
+/*
  * AES-GCM with a 16-, 24- or 32-byte key and a 12-byte nonce. seal writes
  * in_len+16 bytes (ciphertext, then the tag) to out; open checks and
  * decrypts in_len bytes (ciphertext and tag) into in_len-16 bytes at out.
- * in and out may overlap.
+ * in and out may overlap; in place (in == out) or into a range of its own
+ * the message is not copied.
  */
 __attribute__((import_module("cloister_accel_v1"), import_name("aes_gcm_seal")))
 uint32_t cloister_aes_gcm_seal(const uint8_t *key, size_t key_len, const uint8_t nonce[12],

@@ -7,6 +7,7 @@ import (
 	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"hash"
 )
 
 // VerifyEd25519 reports whether sig is a valid Ed25519 signature of msg by
@@ -52,3 +53,11 @@ func OpenAESGCM(key, nonce, sealed, ad []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// NewSHA256 returns a streaming SHA-256 (outside an isolate: the standard
+// library's).
+func NewSHA256() hash.Hash { return sha256.New() }
+
+// NewAESGCM returns AES-GCM with a 16-, 24- or 32-byte key and 12-byte
+// nonces (outside an isolate: the standard library's).
+func NewAESGCM(key []byte) (cipher.AEAD, error) { return gcm(key, make([]byte, 12)) }

@@ -16,8 +16,8 @@ import (
 
 func main() {
 	kernel.Main(map[string]func(int) (uint64, error){
-		"sha256": kernel.Plain(func(n int) uint64 { return kernel.SHA256With(n, crypto.Sum256) }),
-		"aesgcm": kernel.Plain(func(n int) uint64 { return kernel.AESGCMWith(n, crypto.SealAESGCM) }),
+		"sha256": kernel.Plain(func(n int) uint64 { return kernel.SHA256With(n, crypto.NewSHA256) }),
+		"aesgcm": kernel.Plain(func(n int) uint64 { return kernel.AESGCMWith(n, crypto.NewAESGCM) }),
 		"sort":   kernel.Plain(func(n int) uint64 { return kernel.SortWith(n, hostsort.Uint64s) }),
 	})
 }

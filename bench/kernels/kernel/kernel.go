@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"os"
@@ -92,9 +93,14 @@ func MatMul(n int) uint64 {
 
 // SHA256 hashes a 1 MiB pseudo-random buffer rounds times over (one
 // stream of rounds MiB) and returns the first 8 bytes of the digest.
-func SHA256(rounds int) uint64 {
+func SHA256(rounds int) uint64 { return SHA256With(rounds, sha256.New) }
+
+// SHA256With is SHA256 with the hashing done by newHash's hash (the host
+// primitive's, guest/crypto.NewSHA256): the stream is written as it
+// comes, never gathered.
+func SHA256With(rounds int, newHash func() hash.Hash) uint64 {
 	buf := randomBytes(1 << 20)
-	h := sha256.New()
+	h := newHash()
 	for r := 0; r < rounds; r++ {
 		h.Write(buf)
 	}
@@ -271,13 +277,22 @@ func NN(n int) uint64 {
 // (a fresh 96-bit nonce per MiB: the MiB's index) and returns the first 8
 // bytes of the last tag XORed with the count of ciphertext bytes.
 func AESGCM(mib int) uint64 {
+	return AESGCMWith(mib, func(key []byte) (cipher.AEAD, error) {
+		block, err := aes.NewCipher(key)
+		if err != nil {
+			return nil, err
+		}
+		return cipher.NewGCM(block)
+	})
+}
+
+// AESGCMWith is AESGCM with the sealing done by newAEAD's AEAD (the host
+// primitive's, guest/crypto.NewAESGCM), into one output buffer reused
+// for every MiB.
+func AESGCMWith(mib int, newAEAD func(key []byte) (cipher.AEAD, error)) uint64 {
 	buf := randomBytes(1 << 20)
 	key := randomBytes(32)
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		panic(err)
-	}
-	gcm, err := cipher.NewGCM(block)
+	gcm, err := newAEAD(key)
 	if err != nil {
 		panic(err)
 	}
@@ -362,38 +377,6 @@ func GroupBy(r io.Reader) (uint64, error) {
 		sum += uint64(i+1) * (groups[k].sum + groups[k].count)
 	}
 	return sum, nil
-}
-
-// SHA256With is SHA256 computed in one call of sum over the whole stream
-// (rounds copies of the same MiB): the shape a one-shot host primitive
-// takes. It returns what SHA256 returns.
-func SHA256With(rounds int, sum func([]byte) [32]byte) uint64 {
-	buf := randomBytes(1 << 20)
-	stream := make([]byte, 0, rounds<<20)
-	for r := 0; r < rounds; r++ {
-		stream = append(stream, buf...)
-	}
-	d := sum(stream)
-	return binary.BigEndian.Uint64(d[:])
-}
-
-// AESGCMWith is AESGCM with the sealing done by seal (key, nonce,
-// plaintext, associated data → ciphertext‖tag). It returns what AESGCM
-// returns.
-func AESGCMWith(mib int, seal func(key, nonce, plaintext, ad []byte) ([]byte, error)) uint64 {
-	buf := randomBytes(1 << 20)
-	key := randomBytes(32)
-	nonce := make([]byte, 12)
-	var sum uint64
-	for i := 0; i < mib; i++ {
-		binary.BigEndian.PutUint64(nonce[4:], uint64(i))
-		out, err := seal(key, nonce, buf, nil)
-		if err != nil {
-			panic(err)
-		}
-		sum = binary.BigEndian.Uint64(out[len(out)-16:]) ^ uint64(len(out))
-	}
-	return sum
 }
 
 // Main is a guest's main: it reads its command line, PROGRAM KERNEL

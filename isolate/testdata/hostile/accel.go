@@ -58,6 +58,38 @@ func accel() {
 		if _, err := crypto.OpenAESGCM(key, nonce, want, ad); err != crypto.ErrOpen {
 			fail("tampered message opened: %v", err)
 		}
+		// Streaming: the data in random pieces, a digest midway.
+		h := crypto.NewSHA256()
+		for rest := data; ; {
+			k := rng.IntN(len(rest) + 1)
+			h.Write(rest[:k])
+			if rest = rest[k:]; len(rest) == 0 {
+				break
+			}
+			if rng.IntN(4) == 0 {
+				h.Sum(nil)
+			}
+		}
+		if sum := sha256.Sum256(data); !bytes.Equal(h.Sum([]byte{7}), append([]byte{7}, sum[:]...)) {
+			fail("streaming sha256 of %d bytes", n)
+		}
+		// The AEAD in place, and appending to a buffer of its own.
+		g, err := crypto.NewAESGCM(key)
+		if err != nil {
+			fail("NewAESGCM: %v", err)
+		}
+		inPlace := append(slices.Clone(data), make([]byte, 16)...)[:n]
+		inPlace = g.Seal(inPlace[:0], nonce, inPlace, ad)
+		if !bytes.Equal(inPlace, gcm.Seal(nil, nonce, data, ad)) {
+			fail("seal in place of %d bytes", n)
+		}
+		if opened, err := g.Open(inPlace[:0], nonce, inPlace, ad); err != nil || !bytes.Equal(opened, data) {
+			fail("open in place of %d bytes: %v", n, err)
+		}
+		prefix := []byte("prefix")
+		if sealed := g.Seal(prefix, nonce, data, ad); !bytes.Equal(sealed, append([]byte("prefix"), gcm.Seal(nil, nonce, data, ad)...)) {
+			fail("seal appending %d bytes", n)
+		}
 		priv := ed25519.NewKeyFromSeed(fill(32))
 		pub := priv.Public().(ed25519.PublicKey)
 		sig := ed25519.Sign(priv, data)
@@ -84,6 +116,9 @@ func accel() {
 		if !slices.Equal(u, wu) || !slices.Equal(s, ws) {
 			fail("sort of %d integers", len(u))
 		}
+	}
+	if _, err := crypto.NewAESGCM(fill(7)); err == nil {
+		fail("a 7-byte key was accepted by NewAESGCM")
 	}
 	if _, err := crypto.SealAESGCM(fill(7), fill(12), nil, nil); err == nil {
 		fail("a 7-byte key was accepted")
