@@ -27,7 +27,10 @@ func childrenCPU(b *testing.B) time.Duration {
 // cpu-worker-ms/op over cpu-true-ms/op is the ratio (reported as
 // x-floor); cpu-parent-ms/op is what the runtime's side of the jailed
 // runs cost this process (starting, serving and reaping the worker,
-// and the kernel's namespace set-up, which clone charges to the parent).
+// and the kernel's namespace set-up, which clone charges to the parent);
+// cpu-bare-ms/op is the lean worker binary started only to print its
+// protocol and exit (the Go runtime and package initialisation, no jail,
+// no job).
 func BenchmarkWorkerStart(b *testing.B) {
 	opts := isolate.Options{WorkerBinary: leanWorker, DataDir: b.TempDir()}
 	cfg := &isolate.Config{Module: emptyStart, Timeout: 10 * time.Second}
@@ -68,11 +71,20 @@ func BenchmarkWorkerStart(b *testing.B) {
 		}
 	}
 	kids2 := childrenCPU(b)
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(leanWorker)
+		cmd.Env = []string{"CLOISTER_ISOLATE_WORKER=protocol"}
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	kids3 := childrenCPU(b)
 	b.StopTimer()
 	worker := float64((kids1 - kids0).Microseconds()) / 1000 / float64(b.N)
 	floor := float64((kids2 - kids1).Microseconds()) / 1000 / float64(b.N)
 	b.ReportMetric(worker, "cpu-worker-ms/op")
 	b.ReportMetric(floor, "cpu-true-ms/op")
+	b.ReportMetric(float64((kids3-kids2).Microseconds())/1000/float64(b.N), "cpu-bare-ms/op")
 	b.ReportMetric(float64((self1-self0).Microseconds())/1000/float64(b.N), "cpu-parent-ms/op")
 	if floor > 0 {
 		b.ReportMetric(worker/floor, "x-floor")
