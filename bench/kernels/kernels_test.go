@@ -55,7 +55,7 @@ func inputFile(kernelName string) string {
 // hasHost says whether the kernel has a version with host primitives
 // (bench/kernels/guestaccel).
 func hasHost(kernelName string) bool {
-	return kernelName == "sha256" || kernelName == "aesgcm" || kernelName == "sort"
+	return kernelName == "none" || kernelName == "sha256" || kernelName == "aesgcm" || kernelName == "sort"
 }
 
 // hasC says whether the C program implements the kernel.
@@ -528,7 +528,7 @@ func BenchmarkKernel(b *testing.B) {
 		}{{"wasm-c-host", func() *isolate.Runtime { return e.inproc }}, {"wasm-c-wasmtime-host", func() *isolate.Runtime { return e.wasmtime }}} {
 			b.Run(s.name+"/"+row.name, func(b *testing.B) {
 				rt := row.rt()
-				if (s.name != "sha256" && s.name != "sort") || e.cAccelWasm == nil || rt == nil {
+				if !hasHost(s.name) || !hasC(s.name) || e.cAccelWasm == nil || rt == nil {
 					b.Skip("no host-primitive version, no clang, or wasmtime not linked (-tags cloister_wasmtime)")
 				}
 				inIsolate(b, e, rt, e.cAccelWasm, s, 0)
