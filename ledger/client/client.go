@@ -21,9 +21,10 @@ import (
 type Client struct {
 	base    *url.URL
 	hc      *http.Client
-	genesis string    // the genesis hash Verify pins, if given
-	witness *witness  // a witness Verify requires, if given
-	sigs    *sigCache // entries whose signatures verified, if kept (WithSignatureCache)
+	genesis string      // the genesis hash Verify pins, if given
+	witness *witness    // a witness Verify requires, if given
+	sigs    *sigCache   // entries whose signatures verified, if kept (WithSignatureCache)
+	models  *modelCache // decoded model entries (models.go)
 	optErr  error
 }
 
@@ -54,7 +55,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
-	c := &Client{base: u, hc: &http.Client{Timeout: 2 * time.Minute}}
+	c := &Client{base: u, hc: &http.Client{Timeout: 2 * time.Minute}, models: &modelCache{}}
 	for _, o := range opts {
 		o(c)
 	}
