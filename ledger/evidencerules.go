@@ -103,6 +103,19 @@ func (rb *ReferenceValues) check(what string) *verify.RejectedError {
 // their class at once (no delay: they judge entries, not consensus). A
 // decided membership change voids the proposals still open for the set
 // before it, these included.
+//
+// From rule version 17 a proposal also names the class's values it
+// replaces, as a membership proposal names the set version it changes:
+//
+//	validator.proposed {"change":"reference-values","values":{…},"set":V,"replaces":INDEX}
+//
+// INDEX is the entry that put the class's values in force (the "index" of
+// GET /v1/reference-values/{class}); "replaces" is left out when the class
+// has none. A proposal naming other values than those in force is
+// refused, and once another proposal for the class is decided, approvals
+// of one still open are refused (propose again), so nobody's approval
+// counts towards replacing values other than those it was given to judge
+// (decision 0174). Version 16 refuses "replaces", as it always did.
 
 // ChangeReferenceValues is the change of a validator.proposed entry that
 // proposes a class's reference values (rule version 16).
@@ -117,6 +130,10 @@ type ReferenceProposal struct {
 	Change string          `json:"change"`
 	Values ReferenceValues `json:"values"`
 	Set    uint64          `json:"set"`
+	// Replaces is the entry that put the class's values in force when
+	// the proposal was made, nil when the class had none (rule version
+	// 17; version 16 refuses it).
+	Replaces *uint64 `json:"replaces,omitempty"`
 }
 
 // ParseReferenceProposal reads a validator.proposed entry that proposes
@@ -131,6 +148,9 @@ func ParseReferenceProposal(se *verify.SignedEntry) (p *ReferenceProposal, ok bo
 	p = new(ReferenceProposal)
 	if err := strictJSON(se.Entry.Body, p); err != nil {
 		return nil, true, fmt.Errorf("%s %s body: %v", verify.KindValidatorProposed, ChangeReferenceValues, err)
+	}
+	if p.Replaces == nil && hasMember(se.Entry.Body, "replaces") {
+		return nil, true, fmt.Errorf("%s %s body: replaces: want the index of the entry that put the class's values in force, or no member when it has none", verify.KindValidatorProposed, ChangeReferenceValues)
 	}
 	if rej := p.Values.check(string(verify.KindValidatorProposed) + " " + ChangeReferenceValues); rej != nil {
 		return nil, true, errors.New(rej.Reason)
@@ -148,9 +168,26 @@ func ruleReferenceValuesV16(c *ruleCtx) ([]write, *verify.RejectedError) {
 // ruleValidatorProposedV16 is version 6's proposal, which may also
 // propose reference values.
 func ruleValidatorProposedV16(c *ruleCtx) ([]write, *verify.RejectedError) {
+	return proposeReferenceValues(c, false)
+}
+
+// ruleValidatorProposedV17 is version 16's proposal, reference values
+// proposed naming the values they replace.
+func ruleValidatorProposedV17(c *ruleCtx) ([]write, *verify.RejectedError) {
+	return proposeReferenceValues(c, true)
+}
+
+// proposeReferenceValues judges a validator.proposed entry: a membership
+// change by version 6's rule, reference values by version 16's, and with
+// named (version 17) only if they replace the class's values in force.
+func proposeReferenceValues(c *ruleCtx, named bool) ([]write, *verify.RejectedError) {
 	p, ok, err := ParseReferenceProposal(c.se)
 	if !ok {
 		return ruleValidatorProposed(c)
+	}
+	if !named && hasMember(c.se.Entry.Body, "replaces") {
+		// Version 16's body had no such member.
+		err = fmt.Errorf("%s %s body: json: unknown field %q", verify.KindValidatorProposed, ChangeReferenceValues, "replaces")
 	}
 	if err != nil {
 		return nil, reject(verify.CodeMalformed, "%v", err)
@@ -166,6 +203,12 @@ func ruleValidatorProposedV16(c *ruleCtx) ([]write, *verify.RejectedError) {
 	if p.Set != cur {
 		return nil, reject(verify.CodeReplay, "%s: proposes reference values to set version %d; the set is at version %d", verify.KindValidatorProposed, p.Set, cur)
 	}
+	if named {
+		if inForce, stale := staleReference(c.v, p); stale {
+			return nil, reject(verify.CodeReplay, "%s: proposes %s values replacing %s; %s: propose them again naming those (%s)",
+				verify.KindValidatorProposed, p.Values.Class, describeReplaced(p.Replaces), inForce, replacesMember(c.v, p.Values.Class))
+		}
+	}
 	rec := append(append(be64(p.Set), be64(0)...), append(be64(c.index), c.pub...)...)
 	return decideReferenceValues(c, vs, p, c.index, rec), nil
 }
@@ -173,12 +216,29 @@ func ruleValidatorProposedV16(c *ruleCtx) ([]write, *verify.RejectedError) {
 // ruleValidatorApprovedV16 is version 6's approval, which may also
 // approve proposed reference values.
 func ruleValidatorApprovedV16(c *ruleCtx) ([]write, *verify.RejectedError) {
+	return approveReferenceValues(c, false)
+}
+
+// ruleValidatorApprovedV17 is version 16's approval, refused for
+// proposed reference values that no longer replace the class's values in
+// force.
+func ruleValidatorApprovedV17(c *ruleCtx) ([]write, *verify.RejectedError) {
+	return approveReferenceValues(c, true)
+}
+
+func approveReferenceValues(c *ruleCtx, named bool) ([]write, *verify.RejectedError) {
 	vs, a, rec, se, rej := approvedProposal(c)
 	if rej != nil {
 		return nil, rej
 	}
 	rp, ok, err := ParseReferenceProposal(se)
 	if ok && err == nil {
+		if named {
+			if inForce, stale := staleReference(c.v, rp); stale {
+				return nil, reject(verify.CodeReplay, "%s: proposal %d replaces %s of class %s, and %s since; propose again (cloister ledger propose %s)",
+					verify.KindValidatorApproved, a.Proposal, describeReplaced(rp.Replaces), rp.Values.Class, inForce, ChangeReferenceValues)
+			}
+		}
 		return decideReferenceValues(c, vs, rp, a.Proposal, rec), nil
 	}
 	p, err := verify.ParseValidatorProposal(se)
@@ -186,6 +246,39 @@ func ruleValidatorApprovedV16(c *ruleCtx) ([]write, *verify.RejectedError) {
 		return nil, reject(verify.CodeUnavailable, "stored proposal %d: %v", a.Proposal, err)
 	}
 	return decideIfApproved(c, vs, p, a.Proposal, rec)
+}
+
+// staleReference reports whether p's named values (p.Replaces) are not
+// its class's values in force, and if so which are.
+func staleReference(v blockView, p *ReferenceProposal) (inForce string, stale bool) {
+	rec, ok := getRecord[referenceRecord](v, bucketReferenceValues, []byte(p.Values.Class))
+	switch {
+	case !ok && p.Replaces == nil:
+		return "", false
+	case !ok:
+		return fmt.Sprintf("no %s values are in force", p.Values.Class), true
+	case p.Replaces != nil && *p.Replaces == rec.Index:
+		return "", false
+	case rec.Height > 0:
+		return fmt.Sprintf("the values of entry %d are in force (decided at height %d)", rec.Index, rec.Height), true
+	}
+	return fmt.Sprintf("the values of entry %d are in force", rec.Index), true
+}
+
+// describeReplaced names the values a proposal replaces.
+func describeReplaced(replaces *uint64) string {
+	if replaces == nil {
+		return "no values"
+	}
+	return fmt.Sprintf("the values of entry %d", *replaces)
+}
+
+// replacesMember is the "replaces" member a proposal for class makes now.
+func replacesMember(v blockView, class string) string {
+	if rec, ok := getRecord[referenceRecord](v, bucketReferenceValues, []byte(class)); ok {
+		return fmt.Sprintf(`"replaces":%d`, rec.Index)
+	}
+	return `no "replaces"`
 }
 
 // decideReferenceValues stores the proposal record rec and, when its
@@ -219,6 +312,16 @@ func (ln *ledgerNode) handleReferenceValues(w http.ResponseWriter, req *http.Req
 		writeJSON(w, http.StatusOK, rec)
 		return nil
 	})
+}
+
+// hasMember reports whether the JSON object body has member name.
+func hasMember(body []byte, name string) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return false
+	}
+	_, ok := m[name]
+	return ok
 }
 
 // strictJSON decodes a body refusing unknown members.

@@ -71,7 +71,10 @@ func TestEvidenceJudgedByConsensus(t *testing.T) {
 // proposed with validator.proposed are in force only from the block where
 // members holding more than 2/3 of the power signed — until then the
 // earlier values judge registrations, from then on the new ones do. A
-// decided membership change voids the proposals still open.
+// decided membership change voids the proposals still open. From rule
+// version 17 a proposal names the values it replaces: refused when they
+// are not those in force, and of two proposals open for one class, the
+// one not decided first is refused approvals (propose again).
 func TestReferenceValuesByGovernance(t *testing.T) {
 	t.Parallel()
 	keys := []ed25519.PrivateKey{seedKey(0x61), seedKey(0x62), seedKey(0x63), seedKey(0x64)}
@@ -157,6 +160,45 @@ func TestReferenceValuesByGovernance(t *testing.T) {
 	c.want([][]byte{approve(keys[1], changeIdx, change), approve(keys[2], changeIdx, change)}, "ok", "ok")
 	c.want([][]byte{approve(keys[1], openIdx, open), approve(keys[2], openIdx, open)},
 		"replay: proposal "+strconv.FormatUint(openIdx, 10)+" changes set version 0, and the set is at version 1 since", "replay: propose again")
+
+	// Version 16 takes the old form only: no "replaces"; two proposals for
+	// one class may both be open (the race version 17 closes).
+	replacing := func(k ed25519.PrivateKey, m [32]byte, replaces any) []byte {
+		return c.entry(k, KindValidatorProposed, map[string]any{"change": ChangeReferenceValues, "values": values(m), "set": 1, "replaces": replaces})
+	}
+	stale := propose(keys[0], good, 1)
+	c.want([][]byte{replacing(keys[0], good, idx), stale}, `malformed: unknown field "replaces"`, "ok")
+	staleIdx := size() - 1
+
+	// Version 17: a proposal names the values it replaces (the entry in
+	// force), and is refused when they are not the ones in force.
+	on17 := c.height + 3
+	sched = nil
+	for _, k := range keys {
+		sched = append(sched, c.entry(k, KindRulesScheduled, map[string]any{"version": RulesV17, "height": on17}))
+	}
+	c.want(sched, "ok", "ok", "ok", "ok")
+	c.want(nil)
+	if c.height != on17-1 || c.a.schedule().at(on17) != RulesV17 {
+		t.Fatalf("at height %d, schedule %v", c.height, c.a.schedule())
+	}
+	other := sha256.Sum256([]byte("other runtime"))
+	p1, p2 := replacing(keys[0], good, idx), replacing(keys[1], other, idx)
+	inForce := fmt.Sprintf("the values of entry %d are in force (decided at height %d)", idx, on+3)
+	c.want([][]byte{propose(keys[0], good, 1), replacing(keys[0], good, first), replacing(keys[0], good, nil), p1, p2},
+		"replay: replacing no values; "+inForce+fmt.Sprintf(`: propose them again naming those ("replaces":%d)`, idx),
+		fmt.Sprintf("replay: replacing the values of entry %d; %s", first, inForce),
+		"malformed: replaces: want the index", "ok", "ok")
+	p1Idx, p2Idx := size()-2, size()-1
+
+	// Both open; a version 16 proposal left open names no values and is
+	// refused as stale. The power is now 1+1+1+2: p1 decides with keys[3].
+	c.want([][]byte{approve(keys[1], p1Idx, p1), approve(keys[0], p2Idx, p2), approve(keys[2], staleIdx, stale)},
+		"ok", "ok", fmt.Sprintf("replay: proposal %d replaces no values of class software, and %s since; propose again", staleIdx, inForce))
+	c.want([][]byte{approve(keys[3], p1Idx, p1), approve(keys[3], p2Idx, p2), approve(keys[2], p2Idx, p2), reg(0xe5, good)},
+		"ok", fmt.Sprintf("replay: proposal %d replaces the values of entry %d of class software, and the values of entry %d are in force (decided at height %d) since; propose again (cloister ledger propose reference-values)", p2Idx, idx, p1Idx, c.height+1),
+		"replay: propose again", "ok")
+	c.want([][]byte{replacing(keys[1], other, p1Idx)}, "ok")
 }
 
 // softwareEvidence is a node's registration evidence, base64, of the

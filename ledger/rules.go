@@ -107,8 +107,13 @@ const (
 	// members holding more than the genesis threshold of the set's power,
 	// sets a class's values (decision 0159).
 	RulesV16 = 16
+	// RulesV17 makes a reference-values proposal name the class's values
+	// it replaces (evidencerules.go): refused when they are not the ones
+	// in force, and its approvals refused once other values were decided
+	// for the class since (decision 0174).
+	RulesV17 = 17
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV16
+	LatestRules = RulesV17
 )
 
 // ruleSet is what one rule version accepts.
@@ -204,7 +209,10 @@ func makeRuleSets() map[int]*ruleSet {
 	v16.kinds[KindReferenceValues] = ruleReferenceValuesV16
 	v16.kinds[KindValidatorProposed] = ruleValidatorProposedV16
 	v16.kinds[KindValidatorApproved] = ruleValidatorApprovedV16
-	return map[int]*ruleSet{v16.version: v16, v15.version: v15, v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
+	v17 := v16.next(RulesV17)
+	v17.kinds[KindValidatorProposed] = ruleValidatorProposedV17
+	v17.kinds[KindValidatorApproved] = ruleValidatorApprovedV17
+	return map[int]*ruleSet{v17.version: v17, v16.version: v16, v15.version: v15, v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.
