@@ -40,7 +40,9 @@ and the new set signs from two blocks later.
   reference-values --class C --measurement HEX...
                                         the consortium's reference values for
                                         isolate class C (rule version 16; in
-                                        force at once once decided)
+                                        force at once once decided; from
+                                        version 17 naming the values in
+                                        force it replaces)
 
 KEY is "ed25519:<base64>" or the path of a CometBFT priv_validator_key.json.
 
@@ -209,7 +211,8 @@ proposal), signed with the consensus key of the validator whose home is
 reference values ('propose reference-values') are approved the same way.
 
 Exit status: 0 approved; 1 refused by the ledger (not a validator, already
-approved or decided, the set changed since the proposal) or the ledger is
+approved or decided, the set changed since the proposal, from rule version
+17 other reference values decided for the class since) or the ledger is
 unreachable; 2 bad usage or N is not a proposal.`,
 		Example: `  cloister ledger approve 42 --ledger http://127.0.0.1:26681 --validator-home ./testnet/v1`,
 		Args:    cobra.ExactArgs(1),
@@ -250,7 +253,7 @@ unreachable; 2 bad usage or N is not a proposal.`,
 			return usageError("ledger approve: %v", err)
 		}
 		if isRef {
-			fmt.Fprintf(cmd.OutOrStdout(), "proposal %d by %s: reference values for %s, %s (set version %d)\n", index, e.Signed.Entry.Submitter, rp.Values.Class, describeReference(&rp.Values), rp.Set)
+			fmt.Fprintf(cmd.OutOrStdout(), "proposal %d by %s: reference values for %s, %s (set version %d%s)\n", index, e.Signed.Entry.Submitter, rp.Values.Class, describeReference(&rp.Values), rp.Set, describeReplaces(rp.Replaces))
 		} else {
 			fmt.Fprintf(cmd.OutOrStdout(), "proposal %d by %s: %s %s (set version %d)\n", index, e.Signed.Entry.Submitter, p.Change, describeChange(p), p.Set)
 		}

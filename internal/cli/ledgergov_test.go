@@ -68,11 +68,12 @@ func TestLedgerGovernanceCommands(t *testing.T) {
 	}
 }
 
-// TestLedgerReferenceValuesCommands: on a one-validator testnet (rule
-// version 16), reference values set by one validator's reference.values
+// TestLedgerReferenceValuesCommands: on a one-validator testnet (the
+// latest rule version), reference values set by one validator's reference.values
 // entry are refused with the reason; proposed with 'ledger propose
 // reference-values' they are decided at once (the one validator holds all
-// the power), and approving them again is refused.
+// the power), and approving them again is refused; the next proposal
+// names the values it replaces (rule version 17), read from the ledger.
 func TestLedgerReferenceValuesCommands(t *testing.T) {
 	home, url := ledgerTestnetHome(t, "")
 	m := strings.Repeat("ab", 32)
@@ -83,8 +84,24 @@ func TestLedgerReferenceValuesCommands(t *testing.T) {
 		t.Fatalf("propose reference-values: exit %d: %s %s", code, out, errOut)
 	}
 	index := strings.TrimSuffix(strings.Fields(out)[1], ":")
+	if strings.Contains(out, "replacing") {
+		t.Fatalf("the first proposal for a class names values it replaces: %s", out)
+	}
 	if code, _, errOut := runCLI(t, "ledger", "approve", index, "--ledger", url, "--validator-home", home); code != 1 || !strings.Contains(errOut, "reference values are in force") {
 		t.Fatalf("approve decided reference values: exit %d: %s", code, errOut)
+	}
+	// Rule version 17: the next proposal names the values in force, read
+	// from the ledger, and replaces them.
+	code, out, errOut = runCLI(t, "ledger", "propose", "reference-values", "--ledger", url, "--validator-home", home,
+		"--class", "software", "--measurement", strings.Repeat("cd", 32))
+	if code != 0 || !strings.Contains(out, "(set version 0, replacing the values of entry "+index+")") ||
+		!strings.Contains(out, "decided: reference values for software in force from height") {
+		t.Fatalf("propose reference-values again: exit %d: %s %s", code, out, errOut)
+	}
+	next := strings.TrimSuffix(strings.Fields(out)[1], ":")
+	if code, out, errOut := runCLI(t, "ledger", "approve", next, "--ledger", url, "--validator-home", home); code != 1 ||
+		!strings.Contains(out, "replacing the values of entry "+index) || !strings.Contains(errOut, "reference values are in force") {
+		t.Fatalf("approve the second proposal: exit %d: %s %s", code, out, errOut)
 	}
 	keyFile := filepath.Join(t.TempDir(), "k.key")
 	if code, _, errOut := runCLI(t, "key", "new", "--out", keyFile); code != 0 {

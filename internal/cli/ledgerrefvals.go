@@ -14,7 +14,8 @@ import (
 	lclient "github.com/cloisterhq/cloister/ledger/client"
 )
 
-// Reference values by governance (rule version 16): 'ledger propose
+// Reference values by governance (rule version 16; from version 17 a
+// proposal names the values it replaces): 'ledger propose
 // reference-values'; 'ledger approve' takes these proposals as any other
 // (docs/ledger.md, "Evidence judged by consensus").
 
@@ -31,10 +32,14 @@ than the genesis threshold of the current set's power signed (the proposer
 and 'cloister ledger approve N'), the values replace the class's previous
 ones, and from that block on the ledger refuses node.registered and offer
 entries whose node's evidence of that class fails them at block time.
+From rule version 17 the proposal names the class's values it replaces,
+read from the ledger (GET /v1/reference-values/{class}); once other values
+are decided for the class, its approvals are refused: propose again.
 
 Exit status: 0 recorded (decided or waiting for approvals); 1 refused by
-the ledger (not a validator, a stale set version, a chain before rule
-version 16) or the ledger is unreachable; 2 bad usage.`,
+the ledger (not a validator, a stale set version, the class's values
+changed meanwhile, a chain before rule version 16) or the ledger is
+unreachable; 2 bad usage.`,
 		Example: `  cloister ledger propose reference-values --ledger http://127.0.0.1:26680 --validator-home ./testnet/v0 \
     --class software --measurement 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 --max-age 24h`,
 		Args: cobra.NoArgs,
@@ -75,11 +80,18 @@ version 16) or the ledger is unreachable; 2 bad usage.`,
 			v.MaxAgeSeconds = uint64(d / time.Second)
 		}
 		p := ledger.ReferenceProposal{Change: ledger.ChangeReferenceValues, Values: v}
-		c, index, err := appendProposal(cmd, newClient, what, vk, func(set uint64) any { p.Set = set; return p })
+		c, err := newClient()
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "proposal %d: reference values for %s, %s (set version %d)\n", index, class, describeReference(&v), p.Set)
+		if p.Replaces, err = replacedValues(cmd, c, class); err != nil {
+			return ledgerFailure(what, c, err)
+		}
+		c, index, err := appendProposal(cmd, func() (*lclient.Client, error) { return c, nil }, what, vk, func(set uint64) any { p.Set = set; return p })
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "proposal %d: reference values for %s, %s (set version %d%s)\n", index, class, describeReference(&v), p.Set, describeReplaces(p.Replaces))
 		return reportReference(cmd, c, index, class)
 	}
 	f := cmd.Flags()
@@ -90,6 +102,35 @@ version 16) or the ledger is unreachable; 2 bad usage.`,
 	f.StringArrayVar(&tcb, "accept-tcb-status", nil, "a TCB status to accept besides up to date (repeat for several)")
 	f.StringVar(&maxAge, "max-age", "", "the oldest evidence accepted, judged at block time (e.g. 24h)")
 	return cmd
+}
+
+// replacedValues is what a proposal for class names as the values it
+// replaces (rule version 17): the entry that put the class's values in
+// force, nil when it has none or the ledger judges by an earlier version
+// (which refuses the member).
+func replacedValues(cmd *cobra.Command, c *lclient.Client, class string) (*uint64, error) {
+	ctx, stop := signalContext(cmd)
+	defer stop()
+	st, err := c.Status(ctx)
+	if err != nil || st.RulesVersion < ledger.RulesV17 {
+		return nil, err
+	}
+	rv, err := c.ReferenceValues(ctx, class)
+	if errors.Is(err, lclient.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &rv.Index, nil
+}
+
+// describeReplaces says which values a proposal replaces, when it names them.
+func describeReplaces(replaces *uint64) string {
+	if replaces == nil {
+		return ""
+	}
+	return fmt.Sprintf(", replacing the values of entry %d", *replaces)
 }
 
 func describeReference(v *ledger.ReferenceValues) string {
