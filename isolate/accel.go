@@ -3,6 +3,7 @@ package isolate
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ed25519"
@@ -10,8 +11,11 @@ import (
 	"encoding"
 	"encoding/binary"
 	"hash"
+	"math"
+	"math/bits"
 	"slices"
 	"sync/atomic"
+	"time"
 )
 
 // AccelModule is the import module of the host-accelerated primitives,
@@ -20,10 +24,11 @@ import (
 // guest/c/cloister_accel.h). A primitive runs in the worker itself, on the
 // guest's own memory: no round trip to the node, no handler, nothing the
 // guest could not compute itself — only faster, with the CPU's AES and SHA
-// instructions that Wasm lacks. Every primitive is deterministic (there
-// are no floating-point ones), works only within the guest's memory, whose
-// size the memory ceiling bounds, and runs inside the job's deadline; the
-// report counts the calls (Report.HostPrimitives).
+// instructions that Wasm lacks. Every primitive but the floating-point one
+// (matmul_f64, refused in deterministic runs) is deterministic, works only
+// within the guest's memory, whose size the memory ceiling bounds, and
+// runs inside the job's deadline; the report counts the calls
+// (Report.HostPrimitives).
 const AccelModule = "cloister_accel_v1"
 
 // Status values of the primitives.
@@ -31,6 +36,14 @@ const (
 	AccelOK         = 0 // done
 	AccelBadArg     = 1 // a range outside the guest's memory, a wrong key or nonce size, an output too small
 	AccelAuthFailed = 2 // aes_gcm_open: the tag does not match; ed25519_verify: the signature is not valid
+	// AccelNotDeterministic: matmul_f64 in a deterministic run. A float
+	// kernel's bits may differ between CPUs (or a later, vectorised
+	// host), so a run that promises the same bytes everywhere does not
+	// get one (decision 0149).
+	AccelNotDeterministic = 3
+	// AccelBeyondLimits: matmul_f64's work is beyond what the run's
+	// deadline allows, or the deadline passed while it worked.
+	AccelBeyondLimits = 4
 )
 
 // accelFunctions are the primitives, each taking i32 parameters and
@@ -46,6 +59,7 @@ const (
 //	sha256_init(state_ptr)                                    a fresh SHA256StateSize-byte state at state_ptr
 //	sha256_update(state_ptr, data_ptr, data_len)              the state advanced over the data
 //	sha256_final(state_ptr, out_ptr)                          32 bytes at out_ptr; the state is left as it was
+//	matmul_f64(a_ptr, b_ptr, c_ptr, m, k, n)                  c (m×n) = a (m×k) · b (k×n), row-major float64
 //
 // AES-GCM takes 16-, 24- or 32-byte keys and 12-byte nonces; in and out
 // may be the same range. The SHA-256 state is opaque to the guest: a
@@ -53,20 +67,26 @@ const (
 var accelFunctions = map[string]struct {
 	params int
 	fn     func(mem []byte, a []uint64) uint32
+	// run, if set, is called instead of fn: a primitive that needs the
+	// run's limits.
+	run func(c *accelCounter, mem []byte, a []uint64) uint32
 }{
-	"sha256":       {3, accelSHA256},
-	"aes_gcm_seal": {8, func(mem []byte, a []uint64) uint32 { return accelGCM(mem, a, true) }},
-	"aes_gcm_open": {8, func(mem []byte, a []uint64) uint32 { return accelGCM(mem, a, false) }},
+	"sha256":       {3, accelSHA256, nil},
+	"aes_gcm_seal": {8, func(mem []byte, a []uint64) uint32 { return accelGCM(mem, a, true) }, nil},
+	"aes_gcm_open": {8, func(mem []byte, a []uint64) uint32 { return accelGCM(mem, a, false) }, nil},
 	// Added to v1 without changing its meaning: a program importing
 	// only the first three runs as before (decision 0144).
-	"ed25519_verify": {4, accelEd25519},
-	"sort_u64":       {2, func(mem []byte, a []uint64) uint32 { return accelSort(mem, a, false) }},
-	"sort_i64":       {2, func(mem []byte, a []uint64) uint32 { return accelSort(mem, a, true) }},
+	"ed25519_verify": {4, accelEd25519, nil},
+	"sort_u64":       {2, func(mem []byte, a []uint64) uint32 { return accelSort(mem, a, false) }, nil},
+	"sort_i64":       {2, func(mem []byte, a []uint64) uint32 { return accelSort(mem, a, true) }, nil},
 	// Streaming SHA-256, added to v1 likewise (decision 0146): a guest
 	// hashes data as it comes instead of gathering it in one buffer.
-	"sha256_init":   {1, accelSHA256Init},
-	"sha256_update": {3, accelSHA256Update},
-	"sha256_final":  {2, accelSHA256Final},
+	"sha256_init":   {1, accelSHA256Init, nil},
+	"sha256_update": {3, accelSHA256Update, nil},
+	"sha256_final":  {2, accelSHA256Final, nil},
+	// Dense matrix multiply, added to v1 likewise (decision 0149); fn
+	// only marks it as offered, run does the work.
+	"matmul_f64": {6, func([]byte, []uint64) uint32 { return AccelBadArg }, accelMatMul},
 }
 
 // SHA256StateSize is the size of the state sha256_init writes into the
@@ -135,14 +155,38 @@ func accelSHA256Final(mem []byte, a []uint64) uint32 {
 	return AccelOK
 }
 
-// accelCounter counts one run's primitive calls.
-type accelCounter struct{ calls atomic.Int64 }
+// accelCounter counts one run's primitive calls and holds the limits the
+// primitives that need them (matmul_f64) work within.
+type accelCounter struct {
+	calls atomic.Int64
+
+	ctx           context.Context // the run's: cancelled when it ends (nil: never)
+	deadline      time.Time       // the run's wall-clock limit (zero: none)
+	deterministic bool            // a deterministic run: no floating-point primitive
+}
+
+// newAccelCounter is the counter of a run of j starting now.
+func newAccelCounter(ctx context.Context, j *job) *accelCounter {
+	c := &accelCounter{ctx: ctx, deterministic: j.Deterministic}
+	if j.Timeout > 0 {
+		c.deadline = time.Now().Add(j.Timeout)
+	}
+	return c
+}
+
+// expired says whether the run's deadline has passed or its context ended.
+func (c *accelCounter) expired() bool {
+	return c.ctx != nil && c.ctx.Err() != nil || !c.deadline.IsZero() && time.Now().After(c.deadline)
+}
 
 // call runs the primitive name on mem (a view of the guest's memory).
 func (c *accelCounter) call(name string, mem []byte, a []uint64) uint32 {
 	c.calls.Add(1)
 	for i := range a {
 		a[i] = uint64(uint32(a[i]))
+	}
+	if f := accelFunctions[name]; f.run != nil {
+		return f.run(c, mem, a)
 	}
 	return accelFunctions[name].fn(mem, a)
 }
@@ -242,4 +286,80 @@ func accelSort(mem []byte, a []uint64, signed bool) uint32 {
 		binary.LittleEndian.PutUint64(b[8*i:], x)
 	}
 	return AccelOK
+}
+
+// matmulRate is the multiply-adds per second of wall clock that bound a
+// matmul_f64 call before it starts: several times what one core does with
+// the loop below, so a product refused at this rate could not have been
+// finished inside the run's deadline anyway.
+const matmulRate = 1 << 32
+
+// matmulBlock is about how many multiply-adds matmul_f64 does between two
+// looks at the run's deadline (a few milliseconds of work).
+const matmulBlock = 1 << 22
+
+// accelMatMul writes c = a·b for row-major float64 matrices a (m×k), b
+// (k×n), c (m×n) in the guest's memory, little-endian, at any alignment.
+// Every range is checked before any work: each inside memory, c
+// overlapping neither a nor b (status 1). It is refused in deterministic
+// runs (status 3) and when m·k·n is beyond the run's deadline at
+// matmulRate (status 4); it stops between blocks of rows when the
+// deadline passes (status 4, c partly written). The loop is the plain
+// i-k-j one with every product rounded before it is added (no fused
+// multiply-add), so the bits are those of the same loop compiled to Wasm;
+// it uses 8·k·n bytes of worker memory beside the guest's (a copy of b).
+func accelMatMul(c *accelCounter, mem []byte, a []uint64) uint32 {
+	m, k, n := a[3], a[4], a[5]
+	elems := uint64(len(mem)) / 8
+	mkHi, mk := bits.Mul64(m, k)
+	knHi, kn := bits.Mul64(k, n)
+	mnHi, mn := bits.Mul64(m, n)
+	if mkHi|knHi|mnHi != 0 || mk > elems || kn > elems || mn > elems {
+		return AccelBadArg
+	}
+	am, ok1 := memRange(mem, a[0], 8*mk)
+	bm, ok2 := memRange(mem, a[1], 8*kn)
+	cm, ok3 := memRange(mem, a[2], 8*mn)
+	if !ok1 || !ok2 || !ok3 || rangesOverlap(a[2], 8*mn, a[0], 8*mk) || rangesOverlap(a[2], 8*mn, a[1], 8*kn) {
+		return AccelBadArg
+	}
+	if c.deterministic {
+		return AccelNotDeterministic
+	}
+	// mk ≤ len(mem)/8 < 2^61 and n < 2^32: the product may overflow.
+	hi, work := bits.Mul64(mk, n)
+	if hi != 0 || !c.deadline.IsZero() && work > uint64(max(0, time.Until(c.deadline).Seconds())*matmulRate) {
+		return AccelBeyondLimits
+	}
+	b := make([]float64, kn)
+	for i := range b {
+		b[i] = math.Float64frombits(binary.LittleEndian.Uint64(bm[8*i:]))
+	}
+	row := make([]float64, n)
+	rowsPerBlock := max(1, matmulBlock/max(1, kn))
+	for i := range m {
+		if i%rowsPerBlock == 0 && i > 0 && c.expired() {
+			return AccelBeyondLimits
+		}
+		clear(row)
+		ai := am[8*i*k : 8*(i+1)*k]
+		for p := range k {
+			aip := math.Float64frombits(binary.LittleEndian.Uint64(ai[8*p:]))
+			bp := b[p*n : (p+1)*n]
+			for j := range row {
+				row[j] += float64(aip * bp[j])
+			}
+		}
+		ci := cm[8*i*n : 8*(i+1)*n]
+		for j, v := range row {
+			binary.LittleEndian.PutUint64(ci[8*j:], math.Float64bits(v))
+		}
+	}
+	return AccelOK
+}
+
+// rangesOverlap says whether the non-empty ranges [p, p+pn) and [q, q+qn)
+// share a byte.
+func rangesOverlap(p, pn, q, qn uint64) bool {
+	return pn != 0 && qn != 0 && p < q+qn && q < p+pn
 }

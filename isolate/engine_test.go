@@ -3,12 +3,14 @@ package isolate
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -125,8 +127,9 @@ func enginesAgree(t *testing.T, mod []byte, prog string) {
 }
 
 // TestHostPrimitives runs a guest that compares every host primitive
-// (guest/crypto) with the standard library compiled to Wasm, on 300
-// random inputs, under each engine; the report counts the calls.
+// (guest/crypto, guest/hostsort, guest/hostmat) with the standard library
+// or the same loop compiled to Wasm, on 300 random inputs, under each
+// engine; the report counts the calls.
 func TestHostPrimitives(t *testing.T) {
 	mod := hostileGuest(t)
 	for _, engine := range []string{EngineWazero, EngineWasmtime} {
@@ -143,6 +146,16 @@ func TestHostPrimitives(t *testing.T) {
 			}
 		})
 	}
+	// In a deterministic run the host refuses matmul_f64 (status 3) and
+	// guest/hostmat computes the same bits in the guest: the guest's
+	// comparisons still agree.
+	t.Run("deterministic", func(t *testing.T) {
+		res := mustRun(t, newRuntime(t, Options{Engine: EngineWazero}), &Config{Module: mod, Name: "accel", Deterministic: true, Timeout: 2 * time.Minute})
+		wantOutcome(t, res, OutcomeExited, 0)
+		if !bytes.HasPrefix(res.Stdout, []byte("agree: 300 rounds")) {
+			t.Errorf("stdout %q", res.Stdout)
+		}
+	})
 }
 
 // FuzzAccel calls the primitives on fuzzed memory and ranges: they never
@@ -150,6 +163,8 @@ func TestHostPrimitives(t *testing.T) {
 // library on the ranges they accept.
 func FuzzAccel(f *testing.F) {
 	f.Add([]byte("some memory of the guest, long enough for a key and a nonce"), uint32(0), uint32(16), uint32(16), uint32(12), uint32(30), uint32(8))
+	// matmul_f64 of a 3×2 (at 0) and a 2×4 matrix (at 100) into 200.
+	f.Add([]byte("\x00\x00\x00\x00\x00\x00\xf0\x3f 200 bytes of matrices, read as float64 whatever they are: some are NaN, some tiny, some huge; the product's bits must equal the guest's loop's bits anyway, NaN or not, on every CPU......"), uint32(0), uint32(3), uint32(100), uint32(2), uint32(200), uint32(4))
 	f.Fuzz(func(t *testing.T, mem []byte, keyPtr, keyLen, noncePtr, inLen, outPtr, adLen uint32) {
 		mem = append(mem, make([]byte, 256)...)
 		c := &accelCounter{}
@@ -203,10 +218,83 @@ func FuzzAccel(f *testing.F) {
 				t.Fatalf("a changed state header: status %d", st)
 			}
 		}
-		if want := 6 + 2*b2i(stateIn); c.calls.Load() != want {
+		// matmul_f64 with a at keyPtr, b at noncePtr, c at outPtr and
+		// sizes of at most 7: the bits of the same loop run here, or a
+		// refusal of exactly the ranges outside memory or overlapping c;
+		// in a deterministic run a refusal naming that (status 3).
+		m, k, n := uint64(keyLen%8), uint64(inLen%8), uint64(adLen%8)
+		mm := []uint64{uint64(keyPtr), uint64(noncePtr), uint64(outPtr), m, k, n}
+		mem4 := append([]byte(nil), mem...)
+		st = c.call("matmul_f64", mem4, slices.Clone(mm))
+		valid := uint64(keyPtr)+8*m*k <= uint64(len(mem)) && uint64(noncePtr)+8*k*n <= uint64(len(mem)) &&
+			uint64(outPtr)+8*m*n <= uint64(len(mem)) && !rangesOverlap(uint64(outPtr), 8*m*n, uint64(keyPtr), 8*m*k) &&
+			!rangesOverlap(uint64(outPtr), 8*m*n, uint64(noncePtr), 8*k*n)
+		if (st == AccelOK) != valid || st != AccelOK && (st != AccelBadArg || !bytes.Equal(mem4, mem)) {
+			t.Fatalf("matmul_f64 %d×%d·%d×%d: status %d, ranges valid %v", m, k, k, n, st, valid)
+		}
+		if valid {
+			want := matMulF64(mem, mm)
+			for i, w := range want {
+				if got := binary.LittleEndian.Uint64(mem4[uint64(outPtr)+8*uint64(i):]); got != math.Float64bits(w) {
+					t.Fatalf("matmul_f64 %d×%d·%d×%d: c[%d] = %x, want %x", m, k, k, n, i, got, math.Float64bits(w))
+				}
+			}
+		}
+		det := &accelCounter{deterministic: true}
+		mem5 := append([]byte(nil), mem...)
+		if st := det.call("matmul_f64", mem5, slices.Clone(mm)); st != map[bool]uint32{true: AccelNotDeterministic, false: AccelBadArg}[valid] || !bytes.Equal(mem5, mem) {
+			t.Fatalf("matmul_f64 in a deterministic run: status %d, memory changed %v", st, !bytes.Equal(mem5, mem))
+		}
+		if want := 7 + 2*b2i(stateIn); c.calls.Load() != want {
 			t.Fatalf("%d calls counted, want %d", c.calls.Load(), want)
 		}
 	})
+}
+
+// matMulF64 is matmul_f64 of the arguments a on mem, as a guest computes
+// it (guest/hostmat's portable loop).
+func matMulF64(mem []byte, a []uint64) []float64 {
+	m, k, n := int(a[3]), int(a[4]), int(a[5])
+	at := func(ptr uint64, i int) float64 {
+		return math.Float64frombits(binary.LittleEndian.Uint64(mem[ptr+8*uint64(i):]))
+	}
+	c := make([]float64, m*n)
+	for i := 0; i < m; i++ {
+		for p := 0; p < k; p++ {
+			aip := at(a[0], i*k+p)
+			for j := 0; j < n; j++ {
+				c[i*n+j] += float64(aip * at(a[1], p*n+j))
+			}
+		}
+	}
+	return c
+}
+
+// TestAccelMatMulLimits: matmul_f64 refuses a product beyond what the
+// run's deadline allows before touching memory, and stops between blocks
+// of rows once the run has ended.
+func TestAccelMatMulLimits(t *testing.T) {
+	const m, k, n = 256, 128, 256
+	mem := make([]byte, 8*(m*k+k*n+m*n))
+	args := func() []uint64 { return []uint64{0, 8 * m * k, 8 * (m*k + k*n), m, k, n} }
+	near := &accelCounter{deadline: time.Now().Add(time.Microsecond)}
+	if st := near.call("matmul_f64", mem, args()); st != AccelBeyondLimits {
+		t.Errorf("a product beyond the deadline: status %d", st)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	ended := &accelCounter{ctx: ctx}
+	for i := range mem[:8*m*k] {
+		mem[i] = 0x3f
+	}
+	if st := ended.call("matmul_f64", mem, args()); st != AccelBeyondLimits {
+		t.Errorf("a run that ended: status %d", st)
+	}
+	// Two blocks of matmulBlock multiply-adds (128 rows of 128·256):
+	// the run that ended stopped after the first.
+	if st := (&accelCounter{}).call("matmul_f64", mem, args()); st != AccelOK {
+		t.Errorf("no limits: status %d", st)
+	}
 }
 
 func b2i(b bool) int64 {

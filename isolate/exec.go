@@ -323,7 +323,7 @@ func (e *executor) execute(ctx context.Context, j *job, beforeRun func(), calls 
 			return nil, fmt.Errorf("isolate: instantiating %s: %w", HostModule, err)
 		}
 	}
-	primitives := &accelCounter{}
+	primitives := newAccelCounter(ctx, j)
 	if len(accel) > 0 {
 		if err := instantiateAccel(ctx, rt, accel, primitives); err != nil {
 			return nil, fmt.Errorf("isolate: instantiating %s: %w", AccelModule, err)

@@ -523,7 +523,7 @@ func (e *wasmtimeExecutor) execute(ctx context.Context, j *job, beforeRun func()
 		return a
 	}
 	hc := &hostCalls{calls: j.Calls, t: calls}
-	primitives := &accelCounter{}
+	primitives := newAccelCounter(ctx, j)
 	defined := map[string]bool{}
 	for _, it := range mod.Imports() {
 		if it.Name() == nil {

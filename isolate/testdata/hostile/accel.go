@@ -7,11 +7,13 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
 
 	"github.com/cloisterhq/cloister/guest/crypto"
+	"github.com/cloisterhq/cloister/guest/hostmat"
 	"github.com/cloisterhq/cloister/guest/hostsort"
 )
 
@@ -19,8 +21,9 @@ import (
 // standard library compiled into this module, on random inputs of random
 // sizes: every digest, ciphertext and opened plaintext must be the same
 // bytes, and tampered messages must fail to open; signatures are judged
-// as the standard library judges them, and integers sorted (package
-// guest/hostsort) as slices.Sort sorts them.
+// as the standard library judges them, integers sorted (package
+// guest/hostsort) as slices.Sort sorts them, and matrices multiplied
+// (package guest/hostmat) to the bits of the same loop run here.
 func accel() {
 	rng := rand.New(rand.NewChaCha8([32]byte{'a', 'c', 'c', 'e', 'l'}))
 	fill := func(n int) []byte {
@@ -115,6 +118,27 @@ func accel() {
 		hostsort.Int64s(s)
 		if !slices.Equal(u, wu) || !slices.Equal(s, ws) {
 			fail("sort of %d integers", len(u))
+		}
+		m, k, n := rng.IntN(24), rng.IntN(24), rng.IntN(24)
+		a, b := make([]float64, m*k), make([]float64, k*n)
+		for i := range a {
+			a[i] = rng.NormFloat64()
+		}
+		for i := range b {
+			b[i] = rng.NormFloat64() * float64(rng.IntN(1e6))
+		}
+		c := make([]float64, m*n)
+		hostmat.MulF64(c, a, b, m, k, n)
+		for i := 0; i < m; i++ {
+			for j := 0; j < n; j++ {
+				var sum float64
+				for p := 0; p < k; p++ {
+					sum += float64(a[i*k+p] * b[p*n+j])
+				}
+				if math.Float64bits(c[i*n+j]) != math.Float64bits(sum) {
+					fail("matmul %d×%d·%d×%d: c[%d][%d] = %v, want %v", m, k, k, n, i, j, c[i*n+j], sum)
+				}
+			}
 		}
 	}
 	if _, err := crypto.NewAESGCM(fill(7)); err == nil {
