@@ -55,7 +55,7 @@ func inputFile(kernelName string) string {
 // hasHost says whether the kernel has a version with host primitives
 // (bench/kernels/guestaccel).
 func hasHost(kernelName string) bool {
-	return kernelName == "none" || kernelName == "sha256" || kernelName == "aesgcm" || kernelName == "sort"
+	return kernelName == "none" || kernelName == "sha256" || kernelName == "aesgcm" || kernelName == "sort" || kernelName == "matmul"
 }
 
 // hasC says whether the C program implements the kernel.
@@ -65,10 +65,10 @@ func hasC(kernelName string) bool { return kernelName != "aesgcm" }
 type env struct {
 	dir            string
 	goWasm         []byte
-	goAccelWasm    []byte // bench/kernels/guestaccel: sha256 and aesgcm with host primitives
+	goAccelWasm    []byte // bench/kernels/guestaccel: sha256, aesgcm, sort and matmul with host primitives
 	cWasm, cNative string // paths; "" when the compiler is missing
 	cWasmBytes     []byte
-	cAccelWasm     []byte // the C program with -DCLOISTER_ACCEL (sha256 and sort by the host); nil without clang
+	cAccelWasm     []byte // the C program with -DCLOISTER_ACCEL (sha256, sort and matmul by the host); nil without clang
 	node           string // path of node; "" when missing
 	inproc, jailed *isolate.Runtime
 	// wasmtime runs in process when this test binary is built with
@@ -393,7 +393,7 @@ func TestKernelsAgree(t *testing.T) {
 		if !hasC(s.name) {
 			continue
 		}
-		if e.cWasm != "" && (s.name == "sha256" || s.name == "sort") {
+		if e.cWasm != "" && hasHost(s.name) {
 			check("C wasm, host primitives (wazero)", inIsolate(t, e, e.inproc, e.cAccelWasm, s, s.testSize))
 			if e.wasmtime != nil {
 				check("C wasm, host primitives (wasmtime)", inIsolate(t, e, e.wasmtime, e.cAccelWasm, s, s.testSize))

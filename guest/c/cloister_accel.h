@@ -30,6 +30,9 @@
 #define CLOISTER_ACCEL_BAD_ARGUMENT 1 /* a range outside memory, or a wrong key size */
 #define CLOISTER_ACCEL_AUTH_FAILED 2  /* aes_gcm_open: the message is not authentic (out is zeroed);
                                         ed25519_verify: the signature is not valid */
+#define CLOISTER_ACCEL_NOT_DETERMINISTIC 3 /* matmul_f64 in a deterministic run: float results may
+                                              differ between CPUs, so compute it yourself */
+#define CLOISTER_ACCEL_BEYOND_LIMITS 4 /* matmul_f64: the product is beyond the run's deadline */
 
 /* Writes the 32-byte SHA-256 digest of data[0..len) to out. */
 __attribute__((import_module("cloister_accel_v1"), import_name("sha256")))
@@ -80,5 +83,17 @@ uint32_t cloister_sort_u64(uint64_t *p, size_t n);
 
 __attribute__((import_module("cloister_accel_v1"), import_name("sort_i64")))
 uint32_t cloister_sort_i64(int64_t *p, size_t n);
+
+/*
+ * c (m×n) = a (m×k) · b (k×n), row-major doubles, by the i-k-j loop with
+ * every product rounded before it is added (the bits of that loop compiled
+ * without fused multiply-add). c must not overlap a or b
+ * (CLOISTER_ACCEL_BAD_ARGUMENT). Refused in deterministic runs
+ * (CLOISTER_ACCEL_NOT_DETERMINISTIC, c untouched) and for products beyond
+ * the run's deadline (CLOISTER_ACCEL_BEYOND_LIMITS, c possibly partly
+ * written).
+ */
+__attribute__((import_module("cloister_accel_v1"), import_name("matmul_f64")))
+uint32_t cloister_matmul_f64(const double *a, const double *b, double *c, size_t m, size_t k, size_t n);
 
 #endif

@@ -8,7 +8,7 @@
  * file DOC, default /input/doc.json, into a tree and folds it) or groupby
  * (which aggregates the CSV file DOC, default /input/data.csv). aesgcm has
  * no C version (C has no AES in its standard library). With
- * -DCLOISTER_ACCEL (and -I guest/c) sha256 and sort use the host primitives
+ * -DCLOISTER_ACCEL (and -I guest/c) sha256, sort and matmul use the host primitives
  * of cloister_accel.h. Built by the
  * benchmark with clang --target=wasm32-wasi -O2 and natively with gcc -O2.
  */
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef CLOISTER_ACCEL
-#include "cloister_accel.h" /* guest/c: SHA-256 and sort by the host */
+#include "cloister_accel.h" /* guest/c: SHA-256, sort and matmul by the host */
 #endif
 
 static uint64_t rng_state;
@@ -48,12 +48,16 @@ static uint64_t matmul(long n) {
 	rng_state = 42;
 	for (long i = 0; i < n * n; i++) a[i] = (double)(next() >> 11) / 9007199254740992.0;
 	for (long i = 0; i < n * n; i++) b[i] = (double)(next() >> 11) / 9007199254740992.0;
+#ifdef CLOISTER_ACCEL
+	if (cloister_matmul_f64(a, b, c, n, n, n) != CLOISTER_ACCEL_OK) { fputs("matmul refused\n", stderr); exit(1); }
+#else
 	for (long i = 0; i < n; i++)
 		for (long k = 0; k < n; k++) {
 			double aik = a[i * n + k];
 			double *ci = c + i * n, *bk = b + k * n;
 			for (long j = 0; j < n; j++) ci[j] += aik * bk[j];
 		}
+#endif
 	double sum = 0;
 	for (long i = 0; i < n * n; i++) sum += c[i];
 	uint64_t bits;

@@ -64,6 +64,23 @@ func IntLoop(n int) uint64 {
 // order, no blocking) and returns the bits of the sum of the product's
 // entries, summed in row-major order.
 func MatMul(n int) uint64 {
+	return MatMulWith(n, func(c, a, b []float64, n int) {
+		for i := 0; i < n; i++ {
+			ci := c[i*n : i*n+n]
+			for k := 0; k < n; k++ {
+				aik := a[i*n+k]
+				bk := b[k*n : k*n+n]
+				for j := range ci {
+					ci[j] += aik * bk[j]
+				}
+			}
+		}
+	})
+}
+
+// MatMulWith is MatMul with the product c = a·b (c zeroed, every matrix
+// n×n) done by mul (a host primitive).
+func MatMulWith(n int, mul func(c, a, b []float64, n int)) uint64 {
 	rng := splitmix64(seed)
 	a := make([]float64, n*n)
 	b := make([]float64, n*n)
@@ -74,16 +91,7 @@ func MatMul(n int) uint64 {
 		b[i] = float64(rng.next()>>11) / (1 << 53)
 	}
 	c := make([]float64, n*n)
-	for i := 0; i < n; i++ {
-		ci := c[i*n : i*n+n]
-		for k := 0; k < n; k++ {
-			aik := a[i*n+k]
-			bk := b[k*n : k*n+n]
-			for j := range ci {
-				ci[j] += aik * bk[j]
-			}
-		}
-	}
+	mul(c, a, b, n)
 	sum := 0.0
 	for _, v := range c {
 		sum += v
