@@ -16,14 +16,10 @@ package hostmat
 // the host's.
 func mulF64(c, a, b []float64, m, k, n int) {
 	clear(c[:m*n])
-	for i := 0; i < m; i++ {
-		ci := c[i*n : i*n+n]
-		for p := 0; p < k; p++ {
-			aip := a[i*k+p]
-			bp := b[p*n : p*n+n]
-			for j := range ci {
-				ci[j] += float64(aip * bp[j])
-			}
+	for ip := range m * k {
+		i, aip := ip/k, a[ip]
+		for j, bpj := range b[ip%k*n : ip%k*n+n] {
+			c[i*n+j] += float64(aip * bpj)
 		}
 	}
 }
