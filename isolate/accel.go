@@ -289,7 +289,7 @@ func accelSort(mem []byte, a []uint64, signed bool) uint32 {
 }
 
 // matmulRate is the multiply-adds per second of wall clock that bound a
-// matmul_f64 call before it starts: several times what one core does with
+// matmul_f64 call before it starts: a few times what one core does with
 // the loop below, so a product refused at this rate could not have been
 // finished inside the run's deadline anyway.
 const matmulRate = 1 << 32
