@@ -280,6 +280,7 @@ func (n *Node) restoreOne(id string) error {
 		s.startRun()
 		s.mu.Unlock()
 	}
+	s.resumeReplicaWatch()
 	return nil
 }
 

@@ -208,14 +208,18 @@ func (s *session) recordDiscrepancy(ctx context.Context, set string, results map
 // the other members' results after committing its own.
 const replicaWatchBound = 10 * time.Minute
 
-// watchReplicas follows the set after this replica committed, until every
-// member has, and records a discrepancy if they disagree: the ledger
-// says so whether or not any reader asks.
-func (s *session) watchReplicas(set string) {
+// watchReplicas follows the set after this replica committed, for at most
+// bound (what is left of replicaWatchBound), until every member has, and
+// records a discrepancy if they disagree: the ledger says so whether or
+// not any reader asks.
+func (s *session) watchReplicas(set string, bound time.Duration) {
+	if bound <= 0 {
+		return
+	}
 	s.n.wg.Add(1)
 	go func() {
 		defer s.n.wg.Done()
-		ctx, cancel := context.WithTimeout(s.n.baseCtx, replicaWatchBound)
+		ctx, cancel := context.WithTimeout(s.n.baseCtx, bound)
 		defer cancel()
 		for {
 			select {
@@ -248,4 +252,23 @@ func (s *session) watchReplicas(set string) {
 			}
 		}
 	}()
+}
+
+// resumeReplicaWatch follows, after a restart, the set of a replica that
+// committed its result before the node stopped, for what is left of
+// replicaWatchBound since its run ended. Callers hold no lock.
+func (s *session) resumeReplicaWatch() {
+	s.mu.Lock()
+	rep, state := s.rec.Replica, s.rec.State
+	var ended time.Time
+	for _, e := range s.rec.Events {
+		if e.Kind == EventRunFinished {
+			ended = e.Time
+		}
+	}
+	s.mu.Unlock()
+	if rep == nil || rep.Digest == "" || state != stateFinished || ended.IsZero() || s.n.opts.Replicas == nil {
+		return
+	}
+	s.watchReplicas(rep.Set, replicaWatchBound-s.n.now().Sub(ended))
 }

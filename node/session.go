@@ -725,7 +725,7 @@ func (s *session) execute(ctx context.Context) {
 	s.queue(endEvent, entry, false)
 	if replicaEntry != nil {
 		s.queue(len(s.rec.Events)-1, replicaEntry, false)
-		s.watchReplicas(s.rec.Replica.Set)
+		s.watchReplicas(s.rec.Replica.Set, replicaWatchBound)
 	}
 	s.n.metrics.runEnded(s.rec.State, runOutcomeOf(out))
 	s.n.log.Info("run ended", "session", s.id, "state", s.rec.State, "reason", s.rec.Reason, "ms", time.Since(start).Milliseconds())
