@@ -9,6 +9,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
 	"slices"
@@ -306,22 +307,97 @@ func b2i(b bool) int64 {
 
 func overlaps(a, an, b, bn uint32) bool { return a < b+bn && b < a+an }
 
+// ed25519Tampers are the changes FuzzAccelVerifySort makes to a valid
+// signature (pub, msg, sig) before asking the host again; i picks the
+// bit or point.
+var ed25519Tampers = []struct {
+	name   string
+	change func(pub, msg, sig []byte, i int)
+}{
+	{"a bit of the signature flipped", func(_, _, sig []byte, i int) { sig[i%64] ^= 1 << (i % 8) }},
+	{"a bit of the message flipped", func(_, msg, _ []byte, i int) {
+		if len(msg) > 0 {
+			msg[i%len(msg)] ^= 1 << (i % 8)
+		}
+	}},
+	{"a bit of the key flipped", func(pub, _, _ []byte, i int) { pub[i%32] ^= 1 << (i % 8) }},
+	// S + L encodes the same scalar; RFC 8032 and the standard library
+	// refuse it.
+	{"S made non-canonical", func(_, _, sig []byte, _ int) { addOrder(sig[32:]) }},
+	{"a key of small order", func(pub, _, _ []byte, i int) { copy(pub, smallOrderPoint(i)) }},
+	// With a key and R of small order and S = 0, cofactorless
+	// verification accepts some messages ([k]A = -R) and not others.
+	{"a key and R of small order, S zero", func(pub, _, sig []byte, i int) {
+		copy(pub, smallOrderPoint(i))
+		copy(sig, smallOrderPoint(i/8))
+		clear(sig[32:])
+	}},
+}
+
+// smallOrderPoint is the encoding of one of the eight points of order
+// dividing 8 (and of two non-canonical encodings of them), picked by i.
+func smallOrderPoint(i int) []byte {
+	p := make([]byte, 32)
+	switch i % 10 {
+	case 0: // the identity, y = 1
+		p[0] = 1
+	case 1: // order 2, y = -1
+		copy(p, bytes.Repeat([]byte{0xff}, 32))
+		p[0], p[31] = 0xec, 0x7f
+	case 2, 3: // order 4, y = 0, either sign of x
+		p[31] = byte(i%10-2) << 7
+	case 4, 5, 6, 7: // order 8
+		b, _ := hex.DecodeString([]string{
+			"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+			"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+		}[i%2])
+		copy(p, b)
+		p[31] |= byte(i%10/6) << 7
+	case 8: // y = p + 1, a non-canonical identity
+		copy(p, bytes.Repeat([]byte{0xff}, 32))
+		p[0], p[31] = 0xee, 0x7f
+	case 9: // y = p - 1 with the sign bit of x = 0 set: -1 signed
+		copy(p, bytes.Repeat([]byte{0xff}, 32))
+		p[0] = 0xec
+	}
+	return p
+}
+
+// addOrder adds the group order L = 2^252 + 27742317777372353535851937790883648493
+// to the little-endian 32-byte scalar s (mod 2^256).
+func addOrder(s []byte) {
+	l, _ := hex.DecodeString("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010")
+	carry := 0
+	for i := range 32 {
+		v := int(s[i]) + int(l[i]) + carry
+		s[i], carry = byte(v), v>>8
+	}
+}
+
 // FuzzAccelVerifySort drives ed25519_verify and the sorts with fuzzed
 // memory and ranges: they never panic, refuse ranges outside the memory,
 // and agree with the standard library on the ranges they accept — a
-// signature made over the fuzzed message verifies, one byte changed does
-// not; a sorted range is the standard library's sort of it.
+// signature made over the fuzzed message verifies; tampered with (a bit
+// of the message, signature or key flipped, S made non-canonical, a key
+// or R of small order), the host judges it exactly as ed25519.Verify
+// does; a sorted range is the standard library's sort of it.
 func FuzzAccelVerifySort(f *testing.F) {
-	f.Add([]byte("memory of the guest"), uint32(0), uint32(19), uint32(3), uint32(5), true)
+	for tamper := range uint8(len(ed25519Tampers)) {
+		f.Add([]byte("memory of the guest"), uint32(0), uint32(19), uint32(3), uint32(5), true, tamper)
+	}
+	f.Add([]byte("memory of the guest"), uint32(0), uint32(0), uint32(3), uint32(5), false, uint8(1))
 	priv := ed25519.NewKeyFromSeed(make([]byte, 32))
-	f.Fuzz(func(t *testing.T, mem []byte, msgPtr, msgLen, sortPtr, sortN uint32, signed bool) {
+	f.Fuzz(func(t *testing.T, mem []byte, msgPtr, msgLen, sortPtr, sortN uint32, signed bool, tamper uint8) {
 		c := &accelCounter{}
 		// The key and a signature of the message (if it is in memory)
 		// at the end of memory.
 		n := uint32(len(mem))
 		mem = append(mem, make([]byte, 96)...)
 		copy(mem[n:], priv.Public().(ed25519.PublicKey))
-		st := c.call("ed25519_verify", mem, []uint64{uint64(n), uint64(msgPtr), uint64(msgLen), uint64(n + 32)})
+		verify := func(pubPtr, sigPtr uint32) uint32 {
+			return c.call("ed25519_verify", mem, []uint64{uint64(pubPtr), uint64(msgPtr), uint64(msgLen), uint64(sigPtr)})
+		}
+		st := verify(n, n+32)
 		inside := uint64(msgPtr)+uint64(msgLen) <= uint64(len(mem))
 		if !inside {
 			if st != AccelBadArg {
@@ -330,15 +406,30 @@ func FuzzAccelVerifySort(f *testing.F) {
 		} else if st != AccelAuthFailed && !ed25519.Verify(priv.Public().(ed25519.PublicKey), mem[msgPtr:msgPtr+msgLen], mem[n+32:]) {
 			t.Fatalf("a zero signature verified: status %d", st)
 		}
+		// A key or signature running past the end of memory, by one byte.
+		if st := verify(n+65, n+32); st != AccelBadArg {
+			t.Fatalf("a key past the end of memory: status %d", st)
+		}
+		if st := verify(n, n+33); st != AccelBadArg {
+			t.Fatalf("a signature past the end of memory: status %d", st)
+		}
+		calls := int64(3)
 		if inside && !overlaps(msgPtr, msgLen, n, 96) {
 			copy(mem[n+32:], ed25519.Sign(priv, mem[msgPtr:msgPtr+msgLen]))
-			if st := c.call("ed25519_verify", mem, []uint64{uint64(n), uint64(msgPtr), uint64(msgLen), uint64(n + 32)}); st != AccelOK {
+			if st := verify(n, n+32); st != AccelOK {
 				t.Fatalf("a valid signature: status %d", st)
 			}
-			mem[n+32+msgLen%64] ^= 1
-			if st := c.call("ed25519_verify", mem, []uint64{uint64(n), uint64(msgPtr), uint64(msgLen), uint64(n + 32)}); st != AccelAuthFailed {
-				t.Fatalf("a changed signature: status %d", st)
+			kind := ed25519Tampers[int(tamper)%len(ed25519Tampers)]
+			pub, msg, sig := mem[n:n+32], mem[msgPtr:msgPtr+msgLen], mem[n+32:n+96]
+			kind.change(pub, msg, sig, int(tamper))
+			want := map[bool]uint32{true: AccelOK, false: AccelAuthFailed}[ed25519.Verify(ed25519.PublicKey(pub), msg, sig)]
+			if st := verify(n, n+32); st != want {
+				t.Fatalf("%s: status %d, want %d (ed25519.Verify's judgement)", kind.name, st, want)
 			}
+			calls += 2
+		}
+		if c.calls.Load() != calls {
+			t.Fatalf("%d calls counted, want %d", c.calls.Load(), calls)
 		}
 		name := "sort_u64"
 		if signed {

@@ -99,9 +99,44 @@ func accel() {
 		if !crypto.VerifyEd25519(pub, data, sig) {
 			fail("a valid signature of %d bytes refused", n)
 		}
-		sig[rng.IntN(64)] ^= 1 << rng.IntN(8)
-		if crypto.VerifyEd25519(pub, data, sig) != ed25519.Verify(pub, data, sig) {
-			fail("a changed signature judged otherwise than by the standard library")
+		// Tampered with, one way each round: a bit of the signature, the
+		// message or the key flipped; S + L (the same scalar, not
+		// canonical); a key of small order (the identity, or of order 2,
+		// 4 or 8, either sign bit), half the time with R the identity
+		// and S zero.
+		tampered := append(slices.Clone(pub), append(slices.Clone(data), sig...)...)
+		tp, tm, ts := tampered[:32], tampered[32:32+len(data)], tampered[32+len(data):]
+		switch i % 5 {
+		case 0:
+			ts[rng.IntN(64)] ^= 1 << rng.IntN(8)
+		case 1:
+			if len(tm) > 0 {
+				tm[rng.IntN(len(tm))] ^= 1 << rng.IntN(8)
+			}
+		case 2:
+			tp[rng.IntN(32)] ^= 1 << rng.IntN(8)
+		case 3:
+			carry := 0
+			for i, l := range [32]byte{0: 0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 31: 0x10} {
+				v := int(ts[32+i]) + int(l) + carry
+				ts[32+i], carry = byte(v), v>>8
+			}
+		case 4:
+			torsion := [][]byte{{1}, append([]byte{0xec}, bytes.Repeat([]byte{0xff}, 31)...), {0},
+				{0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05}}
+			clear(tp)
+			copy(tp, torsion[rng.IntN(len(torsion))])
+			tp[31] = tp[31]&0x7f | byte(rng.IntN(2))<<7
+			if tp[0] == 0xec {
+				tp[31] &= 0x7f // y = -1: x = 0, whose sign bit must be clear
+			}
+			if rng.IntN(2) == 0 {
+				clear(ts)
+				ts[0] = 1 // R the identity, S zero: valid when [k]A is the identity
+			}
+		}
+		if crypto.VerifyEd25519(tp, tm, ts) != ed25519.Verify(tp, tm, ts) {
+			fail("a signature tampered with (way %d) judged otherwise than by the standard library", i%5)
 		}
 		u := make([]uint64, rng.IntN(1<<12))
 		for i := range u {
