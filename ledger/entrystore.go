@@ -20,6 +20,9 @@ import (
 //	plain   be64(height) ‖ tx                       (every store before 0173; height < 2^56, so the first byte is 0)
 //	packed  0x01 ‖ uvarint(height) ‖ uvarint(len(kind)) ‖ kind ‖ uvarint(nonce)
 //	        ‖ submitter key (32) ‖ varint(time, Unix ms) ‖ signature (64) ‖ body
+//	batch   0x02 ‖ uvarint(height) ‖ uvarint(count) ‖ uvarint(index) ‖ uvarint(len(path))
+//	        ‖ path (32 each) ‖ the packed form's fields after the height
+//	        (a batch-signed entry, rule version 18, decision 0175)
 //
 // The packed form drops what the canonical form spells the same way for
 // every entry (member names, quotes, the "ed25519:" prefix) and the base64
@@ -29,7 +32,10 @@ import (
 // canonical form stays one: the packed form is a function of the
 // transaction's bytes, so every validator stores the same, and unpacking
 // is the encoder every client and verifier uses (verify.SignedEntry.Encode).
-const packedEntry = 0x01
+const (
+	packedEntry      = 0x01
+	packedBatchEntry = 0x02
+)
 
 // storedEntryValue is the entries bucket's value for tx, committed at
 // height; se is tx decoded, or nil to decode it here.
@@ -72,8 +78,19 @@ func packEntry(height int64, se *verify.SignedEntry) ([]byte, bool) {
 		return nil, false
 	}
 	v := make([]byte, 0, 24+len(e.Kind)+32+10+64+len(e.Body))
-	v = append(v, packedEntry)
-	v = binary.AppendUvarint(v, uint64(height))
+	if b := se.Batch; b != nil {
+		v = append(v, packedBatchEntry)
+		v = binary.AppendUvarint(v, uint64(height))
+		v = binary.AppendUvarint(v, uint64(b.Count))
+		v = binary.AppendUvarint(v, uint64(b.Index))
+		v = binary.AppendUvarint(v, uint64(len(b.Path)))
+		for _, h := range b.Path {
+			v = append(v, h[:]...)
+		}
+	} else {
+		v = append(v, packedEntry)
+		v = binary.AppendUvarint(v, uint64(height))
+	}
 	v = binary.AppendUvarint(v, uint64(len(e.Kind)))
 	v = append(v, e.Kind...)
 	v = binary.AppendUvarint(v, e.Nonce)
@@ -85,7 +102,7 @@ func packEntry(height int64, se *verify.SignedEntry) ([]byte, bool) {
 
 // unpackEntry returns the height and the transaction of a packed value.
 func unpackEntry(v []byte) (tx []byte, height int64) {
-	if len(v) == 0 || v[0] != packedEntry {
+	if len(v) == 0 || v[0] != packedEntry && v[0] != packedBatchEntry {
 		return nil, 0
 	}
 	p := v[1:]
@@ -98,6 +115,20 @@ func unpackEntry(v []byte) (tx []byte, height int64) {
 		return n, true
 	}
 	h, ok1 := next()
+	var batch *verify.Batch
+	if v[0] == packedBatchEntry {
+		count, ok3 := next()
+		index, ok4 := next()
+		n, ok5 := next()
+		if !ok3 || !ok4 || !ok5 || count > verify.MaxBatch || index >= count || n > 16 || uint64(len(p)) < 32*n {
+			return nil, 0
+		}
+		batch = &verify.Batch{Count: int(count), Index: int(index), Path: make([][32]byte, n)}
+		for i := range batch.Path {
+			batch.Path[i] = [32]byte(p[32*i:])
+		}
+		p = p[32*n:]
+	}
 	kl, ok2 := next()
 	if !ok1 || !ok2 || uint64(len(p)) < kl {
 		return nil, 0
@@ -124,6 +155,7 @@ func unpackEntry(v []byte) (tx []byte, height int64) {
 			Time:      time.UnixMilli(ms).UTC().Format(verify.TimeLayout),
 		},
 		Signature: p[:ed25519.SignatureSize],
+		Batch:     batch,
 	}
 	return se.Encode(), int64(h)
 }
@@ -131,7 +163,7 @@ func unpackEntry(v []byte) (tx []byte, height int64) {
 // decodeStoredEntry returns the height and transaction of an entries
 // bucket value, in either form.
 func decodeStoredEntry(v []byte) (height int64, tx []byte, ok bool) {
-	if len(v) > 0 && v[0] == packedEntry {
+	if len(v) > 0 && (v[0] == packedEntry || v[0] == packedBatchEntry) {
 		tx, height = unpackEntry(v)
 		return height, tx, tx != nil
 	}

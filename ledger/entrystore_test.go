@@ -79,6 +79,34 @@ func TestStoredEntryForms(t *testing.T) {
 			t.Fatalf("a packed value cut to %d bytes read as %q", cut, got)
 		}
 	}
+	// Batch-signed entries (decision 0175): packed with their place and
+	// path, back byte for byte; cut, unreadable.
+	for _, n := range []int{2, 3, 17, verify.MaxBatch} {
+		items := make([]verify.BatchItem, n)
+		for i := range items {
+			items[i] = verify.BatchItem{Kind: KindNote, Body: map[string]any{"i": i}, Nonce: uint64(i), Time: times[0]}
+		}
+		ses, err := verify.SignBatch(key, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, se := range ses {
+			tx := se.Encode()
+			for _, v := range [][]byte{storedEntryValue(int64(i+1), tx, se), storedEntryValue(int64(i+1), tx, nil)} {
+				if v[0] != packedBatchEntry || len(v) >= len(tx) {
+					t.Fatalf("%s: stored in %d bytes, form %#x", tx, len(v), v[0])
+				}
+				if h, got, ok := decodeStoredEntry(v); !ok || h != int64(i+1) || !bytes.Equal(got, tx) {
+					t.Fatalf("stored %s, read back %q at %d (%v)", tx, got, h, ok)
+				}
+				for _, cut := range []int{1, 3, 5, 20, len(v) - len(se.Entry.Body) - 1} {
+					if _, got, ok := decodeStoredEntry(v[:cut]); ok {
+						t.Fatalf("a packed batch value cut to %d bytes read as %q", cut, got)
+					}
+				}
+			}
+		}
+	}
 }
 
 // unhashNonces turns a stopped store's replay index into the form of

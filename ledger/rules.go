@@ -112,8 +112,13 @@ const (
 	// in force, and its approvals refused once other values were decided
 	// for the class since (decision 0174).
 	RulesV17 = 17
+	// RulesV18 takes batch-signed entries (package verify, batch.go): a
+	// submitter signs up to 256 entries with one signature over the root
+	// of their Merkle tree, each entry carrying its audit path, so a
+	// validator checks one signature per batch (decision 0175).
+	RulesV18 = 18
 	// LatestRules is the version new chains start with.
-	LatestRules = RulesV17
+	LatestRules = RulesV18
 )
 
 // ruleSet is what one rule version accepts.
@@ -125,6 +130,8 @@ type ruleSet struct {
 	// keyRotation: entries are judged as their principal's, and keys
 	// rotated away from are refused (keyrotation.go).
 	keyRotation bool
+	// batchSigned: entries may be batch-signed (verify.Batch).
+	batchSigned bool
 	kinds       map[verify.Kind]kindRule
 }
 
@@ -212,7 +219,9 @@ func makeRuleSets() map[int]*ruleSet {
 	v17 := v16.next(RulesV17)
 	v17.kinds[KindValidatorProposed] = ruleValidatorProposedV17
 	v17.kinds[KindValidatorApproved] = ruleValidatorApprovedV17
-	return map[int]*ruleSet{v17.version: v17, v16.version: v16, v15.version: v15, v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
+	v18 := v17.next(RulesV18)
+	v18.batchSigned = true
+	return map[int]*ruleSet{v18.version: v18, v17.version: v17, v16.version: v16, v15.version: v15, v14.version: v14, v1.version: v1, v2.version: v2, v3.version: v3, v4.version: v4, v5.version: v5, v6.version: v6, v7.version: v7, v8.version: v8, v9.version: v9, v10.version: v10, v11.version: v11, v12.version: v12, v13.version: v13}
 }
 
 // next returns a copy of rs as version v, for the version that changes it.
@@ -251,6 +260,9 @@ func (rs *ruleSet) decode(tx []byte) (*verify.SignedEntry, *verify.RejectedError
 	se, err := verify.DecodeEntry(tx)
 	if err != nil {
 		return nil, reject(verify.CodeMalformed, "%v", err)
+	}
+	if se.Batch != nil && !rs.batchSigned {
+		return nil, reject(verify.CodeMalformed, "entry is batch-signed; rule version %d takes only entries signed alone (batch signatures from version %d)", rs.version, RulesV18)
 	}
 	if rs.maxBodyDepth > 0 {
 		if d, _ := verify.Depth(se.Entry.Body); d > rs.maxBodyDepth {

@@ -75,18 +75,35 @@
   const leafHash = (tx) => sha256(concat(new Uint8Array([0]), tx));
   const nodeHash = (l, r) => sha256(concat(new Uint8Array([1]), l, r));
   const half = (n) => Math.floor(n / 2);
-  async function checkInclusion(index, size, leaf, proof, root) {
-    if (!(index < size)) return false;
+  // The root a leaf's audit path leads to, or null if the path does not
+  // fit the index and size.
+  async function rootOf(index, size, leaf, proof) {
+    if (!(index < size)) return null;
     let fn = index, sn = size - 1, r = leaf;
     for (const p of proof) {
-      if (sn === 0) return false;
+      if (sn === 0) return null;
       if (fn % 2 === 1 || fn === sn) {
         r = await nodeHash(p, r);
         while (fn % 2 === 0 && fn !== 0) { fn = half(fn); sn = half(sn); }
       } else r = await nodeHash(r, p);
       fn = half(fn); sn = half(sn);
     }
-    return sn === 0 && equal(r, root);
+    return sn === 0 ? r : null;
+  }
+  async function checkInclusion(index, size, leaf, proof, root) {
+    const r = await rootOf(index, size, leaf, proof);
+    return r !== null && equal(r, root);
+  }
+  // The length of leaf index's audit path in a tree of size leaves.
+  function pathLen(index, size) {
+    let n = 0;
+    while (size > 1) {
+      let k = 1;
+      while (k * 2 < size) k *= 2;
+      if (index < k) size = k; else { index -= k; size -= k; }
+      n++;
+    }
+    return n;
   }
   async function checkConsistency(first, second, firstRoot, secondRoot, proof) {
     if (first === second) return proof.length === 0 && equal(firstRoot, secondRoot);
@@ -112,7 +129,12 @@
 
   // A ledger entry's transaction: {"entry":{body,kind,nonce,submitter,time},"sig":…}
   // in its one canonical form; the submitter signs a domain label and the
-  // canonical entry, which is the transaction's own "entry" text.
+  // canonical entry, which is the transaction's own "entry" text. A
+  // batch-signed entry (rule version 18) also carries
+  // "batch":{count,index,path}: the submitter signed a domain label, the
+  // count (8 bytes big-endian) and the root of the RFC 6962 tree whose
+  // leaves are the batch's entries' signed texts; path is this entry's
+  // audit path in it.
   function only(o, keys) {
     return o !== null && typeof o === "object" && !Array.isArray(o) && jcs(Object.keys(o).sort()) === jcs([...keys].sort());
   }
@@ -122,7 +144,21 @@
     let o;
     try { o = JSON.parse(tx); } catch (e) { throw new Error("entry is not JSON"); }
     if (jcs(o) !== tx) throw new Error("entry is not in its canonical form");
-    if (!only(o, ["entry", "sig"]) || !only(o.entry, ["body", "kind", "nonce", "submitter", "time"])) throw new Error("entry has other members than its format's");
+    const batched = o !== null && typeof o === "object" && Object.hasOwn(o, "batch");
+    if (!only(o, batched ? ["batch", "entry", "sig"] : ["entry", "sig"]) || !only(o.entry, ["body", "kind", "nonce", "submitter", "time"])) throw new Error("entry has other members than its format's");
+    let path = null;
+    if (batched) {
+      const b = o.batch;
+      if (!only(b, ["count", "index", "path"])) throw new Error("entry batch has other members than its format's");
+      if (!Number.isInteger(b.count) || b.count < 2 || b.count > 256) throw new Error("entry batch count is not an integer from 2 to 256");
+      if (!Number.isInteger(b.index) || b.index < 0 || b.index >= b.count) throw new Error("entry batch index is not below its count");
+      if (!Array.isArray(b.path) || b.path.length !== pathLen(b.index, b.count)) throw new Error("entry batch audit path is not as long as its index and count make it");
+      path = b.path.map((h) => {
+        const x = typeof h === "string" ? b64d(h) : new Uint8Array(0);
+        if (x.length !== 32 || b64e(x) !== h) throw new Error("entry batch path hash is not standard base64 of 32 bytes");
+        return x;
+      });
+    }
     const e = o.entry;
     if (typeof e.kind !== "string" || e.kind === "") throw new Error("entry kind is empty");
     if (!Number.isSafeInteger(e.nonce) || e.nonce < 0) throw new Error("entry nonce is not an integer from 0 to 2^53-1");
@@ -132,8 +168,17 @@
     const sig = b64d(o.sig);
     if (sig.length !== 64) throw new Error("entry signature is not 64 bytes");
     const k = tx.lastIndexOf(',"sig":"');
-    const signed = concat(te.encode("cloister/ledger/entry/v1\n"), te.encode(tx.slice('{"entry":'.length, k)));
-    return { entry: e, leaf: await leafHash(bytes), sigValid: await ed25519Verify(pub, signed, sig) };
+    // The batch member holds only numbers and base64: the first "entry" member name follows it.
+    const start = batched ? tx.indexOf(',"entry":') + ',"entry":'.length : '{"entry":'.length;
+    const signed = concat(te.encode("cloister/ledger/entry/v1\n"), te.encode(tx.slice(start, k)));
+    let sigValid;
+    if (batched) {
+      const root = await rootOf(o.batch.index, o.batch.count, await leafHash(signed), path);
+      const count = new Uint8Array(8);
+      new DataView(count.buffer).setUint32(4, o.batch.count);
+      sigValid = await ed25519Verify(pub, concat(te.encode("cloister/ledger/batch/v1\n"), count, root), sig);
+    } else sigValid = await ed25519Verify(pub, signed, sig);
+    return { entry: e, leaf: await leafHash(bytes), sigValid };
   }
 
   // A checkpoint: a C2SP signed note, trusted when validators of the

@@ -53,6 +53,9 @@ type Entry struct {
 type SignedEntry struct {
 	Entry     Entry  `json:"entry"`
 	Signature []byte `json:"sig"`
+	// Batch is set for an entry signed together with others (rule
+	// version 18): Signature is then over its batch's root (batch.go).
+	Batch *Batch `json:"batch,omitempty"`
 }
 
 // canonical renders e in canonical JSON: members in sorted order, written
@@ -90,7 +93,24 @@ func (e *Entry) ParsedTime() time.Time {
 func (s *SignedEntry) Encode() []byte {
 	c := s.Entry.canonical()
 	b := make([]byte, 0, len(c)+base64.StdEncoding.EncodedLen(len(s.Signature))+20)
-	b = append(b, `{"entry":`...)
+	b = append(b, '{')
+	if s.Batch != nil {
+		b = append(b, `"batch":{"count":`...)
+		b = strconv.AppendInt(b, int64(s.Batch.Count), 10)
+		b = append(b, `,"index":`...)
+		b = strconv.AppendInt(b, int64(s.Batch.Index), 10)
+		b = append(b, `,"path":[`...)
+		for i, h := range s.Batch.Path {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = base64.StdEncoding.AppendEncode(b, h[:])
+			b = append(b, '"')
+		}
+		b = append(b, `]},`...)
+	}
+	b = append(b, `"entry":`...)
 	b = append(b, c...)
 	b = append(b, `,"sig":"`...)
 	b = base64.StdEncoding.AppendEncode(b, s.Signature)
@@ -108,9 +128,13 @@ func LeafHash(tx []byte) [32]byte {
 }
 
 // VerifySignature checks the submitter's signature over the entry by the
-// signature rule (Signature). It returns ErrBadSignature, or an error
-// about the submitter key's form.
+// signature rule (Signature) — for a batch-signed entry, over its batch's
+// root (batch.go). It returns ErrBadSignature, or an error about the
+// submitter key's form or the batch's path.
 func (s *SignedEntry) VerifySignature() error {
+	if s.Batch != nil {
+		return s.verifyBatch()
+	}
 	pub, err := protocol.ParseEd25519Key(s.Entry.Submitter)
 	if err != nil {
 		return err
@@ -137,40 +161,9 @@ func NewEntry(key ed25519.PrivateKey, kind Kind, body any) (*SignedEntry, error)
 // node that numbers its own entries, tests, replays that must fail). The
 // entry it returns is one DecodeEntry accepts, or it returns an error.
 func NewEntryWithNonce(key ed25519.PrivateKey, kind Kind, body any, nonce uint64, at time.Time) (*SignedEntry, error) {
-	if len(key) != ed25519.PrivateKeySize {
-		return nil, errors.New("ledger entry: signing key is not an Ed25519 private key")
-	}
-	if kind == "" {
-		return nil, errors.New("ledger entry: empty kind")
-	}
-	if nonce > MaxNonce {
-		return nil, fmt.Errorf("ledger entry nonce %d exceeds 2^53-1", nonce)
-	}
-	var raw []byte
-	switch b := body.(type) {
-	case json.RawMessage:
-		raw = b
-	case []byte:
-		raw = b
-	default:
-		var err error
-		if raw, err = json.Marshal(body); err != nil {
-			return nil, fmt.Errorf("ledger entry body: %w", err)
-		}
-	}
-	v, err := jcs.Parse(raw)
+	e, err := buildEntry(key, kind, body, nonce, at)
 	if err != nil {
-		return nil, fmt.Errorf("ledger entry body: %w", err)
-	}
-	if v.Kind != jcs.Object {
-		return nil, fmt.Errorf("ledger entry body: a JSON %s, want an object", v.Kind)
-	}
-	e := Entry{
-		Kind:      kind,
-		Body:      v.Canonical(),
-		Submitter: protocol.FormatEd25519Key(key.Public().(ed25519.PublicKey)),
-		Nonce:     nonce,
-		Time:      FormatTime(at),
+		return nil, err
 	}
 	se := &SignedEntry{Entry: e, Signature: ed25519.Sign(key, e.SigningMessage())}
 	tx := se.Encode()
@@ -183,6 +176,46 @@ func NewEntryWithNonce(key ed25519.PrivateKey, kind Kind, body any, nonce uint64
 		return nil, err
 	}
 	return se, nil
+}
+
+// buildEntry is the entry NewEntryWithNonce and SignBatch sign: its
+// fields checked, its body in canonical form.
+func buildEntry(key ed25519.PrivateKey, kind Kind, body any, nonce uint64, at time.Time) (Entry, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return Entry{}, errors.New("ledger entry: signing key is not an Ed25519 private key")
+	}
+	if kind == "" {
+		return Entry{}, errors.New("ledger entry: empty kind")
+	}
+	if nonce > MaxNonce {
+		return Entry{}, fmt.Errorf("ledger entry nonce %d exceeds 2^53-1", nonce)
+	}
+	var raw []byte
+	switch b := body.(type) {
+	case json.RawMessage:
+		raw = b
+	case []byte:
+		raw = b
+	default:
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			return Entry{}, fmt.Errorf("ledger entry body: %w", err)
+		}
+	}
+	v, err := jcs.Parse(raw)
+	if err != nil {
+		return Entry{}, fmt.Errorf("ledger entry body: %w", err)
+	}
+	if v.Kind != jcs.Object {
+		return Entry{}, fmt.Errorf("ledger entry body: a JSON %s, want an object", v.Kind)
+	}
+	return Entry{
+		Kind:      kind,
+		Body:      v.Canonical(),
+		Submitter: protocol.FormatEd25519Key(key.Public().(ed25519.PublicKey)),
+		Nonce:     nonce,
+		Time:      FormatTime(at),
+	}, nil
 }
 
 // FormatTime writes t in TimeLayout (UTC, truncated to milliseconds).
@@ -216,18 +249,31 @@ func DecodeEntry(tx []byte) (*SignedEntry, error) {
 // explains. It is decodeEntry without the generic parse of the whole
 // transaction: about half the time.
 func decodeLayout(tx []byte) *SignedEntry {
-	const head = `{"entry":{"body":`
-	if len(tx) > MaxEntryBytes || len(tx) < len(head)+2 || string(tx[:len(head)]) != head || tx[len(head)] != '{' {
-		return nil
-	}
-	end := objectEnd(tx, len(head))
-	if end < 0 {
+	const head = `"entry":{"body":`
+	if len(tx) > MaxEntryBytes || len(tx) < len(head)+3 || tx[0] != '{' {
 		return nil
 	}
 	// One copy of the transaction holds the entry's strings, and its tail
 	// the body: one allocation instead of one per member.
 	text := string(tx)
-	body := tx[len(head):end]
+	var batch *Batch
+	start := 1
+	if tx[1] == '"' && tx[2] == 'b' {
+		var rest string
+		if batch, rest = layoutBatch(text[1:]); batch == nil {
+			return nil
+		}
+		start = len(tx) - len(rest)
+	}
+	if len(tx) < start+len(head)+2 || string(tx[start:start+len(head)]) != head || tx[start+len(head)] != '{' {
+		return nil
+	}
+	start += len(head)
+	end := objectEnd(tx, start)
+	if end < 0 {
+		return nil
+	}
+	body := tx[start:end]
 	rest := text[end:]
 	kind, rest, ok := layoutString(rest, `,"kind":"`)
 	if !ok || kind == "" || !utf8.ValidString(kind) {
@@ -292,9 +338,78 @@ func decodeLayout(tx []byte) *SignedEntry {
 	// values; so tx is exactly what Encode writes for this entry, and
 	// FuzzDecodeEntry holds this reader to the generic decoder.
 	return &SignedEntry{
-		Entry:     Entry{Kind: Kind(kind), Body: []byte(text[len(head):end]), Submitter: sub, Nonce: nonce, Time: at},
+		Entry:     Entry{Kind: Kind(kind), Body: []byte(text[start:end]), Submitter: sub, Nonce: nonce, Time: at},
 		Signature: bytes.Clone(sig[:ed25519.SignatureSize]),
+		Batch:     batch,
 	}
+}
+
+// layoutBatch reads a batch member from its fixed place at the start of
+// b, as Encode writes it: count and index without leading zeros, the
+// path's hashes in strict base64, the path as long as count and index make
+// it. It returns the batch and what follows its comma, or nil.
+func layoutBatch(b string) (*Batch, string) {
+	const countLabel, indexLabel, pathLabel = `"batch":{"count":`, `,"index":`, `,"path":[`
+	count, b, ok := layoutInt(b, countLabel)
+	if !ok || count < 2 || count > MaxBatch {
+		return nil, ""
+	}
+	index, b, ok := layoutInt(b, indexLabel)
+	if !ok || index >= count {
+		return nil, ""
+	}
+	if len(b) < len(pathLabel) || b[:len(pathLabel)] != pathLabel {
+		return nil, ""
+	}
+	b = b[len(pathLabel):]
+	n := batchPathLen(index, count)
+	path := make([][32]byte, n)
+	for i := range path {
+		label := `"`
+		if i > 0 {
+			label = `,"`
+		}
+		var h string
+		if h, b, ok = layoutString(b, label); !ok || !decodeHash(h, &path[i]) {
+			return nil, ""
+		}
+	}
+	if len(b) < 4 || b[:4] != `]},"` {
+		return nil, ""
+	}
+	return &Batch{Count: count, Index: index, Path: path}, b[3:]
+}
+
+// layoutInt reads label, then a non-negative integer below 1000 without a
+// leading zero.
+func layoutInt(b, label string) (int, string, bool) {
+	if len(b) < len(label) || b[:len(label)] != label {
+		return 0, "", false
+	}
+	b = b[len(label):]
+	n := 0
+	for n < len(b) && n < 4 && b[n] >= '0' && b[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 3 || (n > 1 && b[0] == '0') {
+		return 0, "", false
+	}
+	v, _ := strconv.Atoi(b[:n])
+	return v, b[n:], true
+}
+
+// decodeHash decodes the strict base64 of a 32-byte hash into h.
+func decodeHash(s string, h *[32]byte) bool {
+	var buf [33]byte
+	if len(s) != base64.StdEncoding.EncodedLen(32) {
+		return false
+	}
+	k, err := base64.StdEncoding.Strict().Decode(buf[:], []byte(s))
+	if err != nil || k != 32 {
+		return false
+	}
+	*h = [32]byte(buf[:32])
+	return true
 }
 
 // objectEnd returns the index just past the JSON object starting at
@@ -350,7 +465,15 @@ func decodeEntry(tx []byte) (*SignedEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("entry is not strict JSON: %v", err)
 	}
-	if err := only(v, "", "entry", "sig"); err != nil {
+	var batch *Batch
+	if bv := v.Get("batch"); bv != nil {
+		if err := only(v, "", "batch", "entry", "sig"); err != nil {
+			return nil, err
+		}
+		if batch, err = decodeBatch(bv); err != nil {
+			return nil, err
+		}
+	} else if err := only(v, "", "entry", "sig"); err != nil {
 		return nil, err
 	}
 	ev := v.Get("entry")
@@ -401,11 +524,50 @@ func decodeEntry(tx []byte) (*SignedEntry, error) {
 	se := &SignedEntry{
 		Entry:     Entry{Kind: Kind(kind), Body: body.Canonical(), Submitter: sub, Nonce: nonce, Time: at},
 		Signature: sig,
+		Batch:     batch,
 	}
 	if string(se.Encode()) != string(tx) {
 		return nil, errors.New("entry is not in canonical JSON form (RFC 8785: sorted keys, no whitespace, minimal escapes, shortest numbers)")
 	}
 	return se, nil
+}
+
+// decodeBatch reads a batch member's "batch" object: its count, index and
+// an audit path of the length they make.
+func decodeBatch(v *jcs.Value) (*Batch, error) {
+	if err := only(v, "entry batch", "count", "index", "path"); err != nil {
+		return nil, err
+	}
+	num := func(name string, lo, hi int) (int, error) {
+		m := v.Get(name)
+		n, err := strconv.Atoi(m.Num)
+		if m.Kind != jcs.Number || err != nil || n < lo || n > hi {
+			return 0, fmt.Errorf("entry batch: %q is not an integer from %d to %d", name, lo, hi)
+		}
+		return n, nil
+	}
+	count, err := num("count", 2, MaxBatch)
+	if err != nil {
+		return nil, err
+	}
+	index, err := num("index", 0, count-1)
+	if err != nil {
+		return nil, err
+	}
+	pv := v.Get("path")
+	if pv.Kind != jcs.Array {
+		return nil, fmt.Errorf(`entry batch: "path" is a JSON %s, want an array`, pv.Kind)
+	}
+	if n := batchPathLen(index, count); len(pv.Elems) != n {
+		return nil, fmt.Errorf("entry batch: an audit path of %d hashes, want %d for entry %d of %d", len(pv.Elems), n, index, count)
+	}
+	b := &Batch{Count: count, Index: index, Path: make([][32]byte, len(pv.Elems))}
+	for i, e := range pv.Elems {
+		if e.Kind != jcs.String || !decodeHash(e.Str, &b.Path[i]) {
+			return nil, fmt.Errorf("entry batch: path hash %d is not standard base64 of 32 bytes", i)
+		}
+	}
+	return b, nil
 }
 
 // only checks that v is an object with exactly the members names.

@@ -128,6 +128,51 @@ func makeEntryVectors(t *testing.T) *entryVectors {
 	}
 	invalid("a signature in URL-safe base64", []byte(s[:sigAt]+strings.NewReplacer("+", "-", "/", "_").Replace(s[sigAt:])))
 
+	// Batch-signed entries (rule version 18): one signature over the root
+	// of the batch's tree, each member carrying its audit path.
+	batch := func(n int) []string {
+		items := make([]BatchItem, n)
+		for i := range items {
+			items[i] = BatchItem{Kind: "note", Body: map[string]any{"seq": i}, Nonce: uint64(100 + i), Time: vectorTime}
+		}
+		ses, err := SignBatch(key, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]string, n)
+		for i, se := range ses {
+			out[i] = string(se.Encode())
+		}
+		return out
+	}
+	three := batch(3)
+	valid("the first of a batch of three", []byte(three[0]))
+	valid("the last of a batch of three: an audit path of one hash", []byte(three[2]))
+	valid("the last of a batch of 256: an audit path of eight hashes", []byte(batch(MaxBatch)[MaxBatch-1]))
+	valid("a bad signature: a batch member's body was changed after signing", []byte(strings.Replace(three[1], `"seq":1`, `"seq":7`, 1)))
+	valid("a bad signature: a batch member's index was changed", []byte(strings.Replace(three[0], `"index":0`, `"index":1`, 1)))
+	b0, b2 := three[0], three[2]
+	hashOf := func(tx string) string {
+		at := strings.Index(tx, `"path":["`) + len(`"path":["`)
+		return tx[at : at+44]
+	}
+	firstHash, lastHash := hashOf(b0), hashOf(b2)
+	flipped := "B" + lastHash[1:]
+	if lastHash[0] == 'B' {
+		flipped = "C" + lastHash[1:]
+	}
+	valid("a bad signature: a batch member's path hash was changed", []byte(strings.Replace(b2, lastHash, flipped, 1)))
+	invalid("a batch of one", []byte(strings.Replace(strings.Replace(b2, `"count":3,"index":2`, `"count":1,"index":0`, 1), `["`+lastHash+`"]`, `[]`, 1)))
+	invalid("a batch member's audit path one hash short", []byte(strings.Replace(b0, `"path":["`+firstHash+`",`, `"path":[`, 1)))
+	invalid("a batch member's audit path one hash long", []byte(strings.Replace(b0, `"path":["`, `"path":["`+firstHash+`","`, 1)))
+	invalid("a batch index beyond its count", []byte(strings.Replace(b0, `"index":0`, `"index":3`, 1)))
+	invalid("a batch count of 257", []byte(strings.Replace(b0, `"count":3`, `"count":257`, 1)))
+	invalid("a batch count with a leading zero", []byte(strings.Replace(b0, `"count":3`, `"count":03`, 1)))
+	invalid("a batch count given as a string", []byte(strings.Replace(b0, `"count":3`, `"count":"3"`, 1)))
+	invalid("a batch path hash of 31 bytes", []byte(strings.Replace(b0, firstHash, b64(bytes.Repeat([]byte{7}, 31)), 1)))
+	invalid("an unknown member in the batch", []byte(strings.Replace(b0, `"count":3,`, `"count":3,"extra":1,`, 1)))
+	invalid("the batch after the entry", []byte(`{"entry":`+b0[strings.Index(b0, `"entry":`)+8:strings.Index(b0, `,"sig":`)]+`,`+b0[1:strings.Index(b0, `,"entry":`)]+b0[strings.Index(b0, `,"sig":`):]))
+
 	for i := range v.Entries {
 		e := &v.Entries[i]
 		se, err := DecodeEntry([]byte(e.Tx))
