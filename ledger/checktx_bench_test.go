@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -12,12 +13,16 @@ import (
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
-// benchChain is a one-validator chain at the latest rules, driven through
+// benchChain is a one-validator chain at the latest rules (LatestRules), driven through
 // ABCI with no consensus engine, and n entries signed for it before the
 // clock starts: what a validator's application does per entry, alone.
-func benchChain(b *testing.B, n int) (*abciChain, [][]byte) {
+//
+// batch > 1 signs the entries in batches of that many per submitter
+// (decision 0175), each batch a fresh signature: the body names the run,
+// so no batch signature is remembered from an earlier run.
+func benchChain(b *testing.B, n, batch int) (*abciChain, [][]byte) {
 	t0 := time.Now().UTC().Truncate(time.Second)
-	c, err := newABCIChain(b, "checktx-bench", nil, []ed25519.PrivateKey{seedKey(0x42)}, t0)
+	c, err := newABCIChain(b, "checktx-bench", []byte(`{"rules_version":`+strconv.Itoa(LatestRules)+`}`), []ed25519.PrivateKey{seedKey(0x42)}, t0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -25,17 +30,49 @@ func benchChain(b *testing.B, n int) (*abciChain, [][]byte) {
 	for i := range keys {
 		keys[i] = seedKey(byte(i + 1))
 	}
-	txs := make([][]byte, n)
-	for i := range txs {
-		se, err := verify.NewEntryWithNonce(keys[i%len(keys)], KindNote,
-			map[string]any{"seq": i, "text": "session=8f2c1a7e4b9d; event=session.created; policy=3b1f9a0c52e7d4a8b6c0e1f2a3b4c5d6e7f8091a2b3c4d5e6f70819"},
-			uint64(i), t0)
+	run := time.Now().UnixNano()
+	body := func(i int) map[string]any {
+		return map[string]any{"seq": i, "run": run, "text": "session=8f2c1a7e4b9d; event=session.created; policy=3b1f9a0c52e7d4a8b6c0e1f2a3b4c5d6e7f8091a2b3c4d5e6f70819"}
+	}
+	txs := make([][]byte, 0, n)
+	if batch <= 1 {
+		for i := range n {
+			se, err := verify.NewEntryWithNonce(keys[i%len(keys)], KindNote, body(i), uint64(i), t0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			txs = append(txs, se.Encode())
+		}
+		return c, txs
+	}
+	for lo := 0; lo < n; lo += batch {
+		items := make([]verify.BatchItem, min(batch, n-lo))
+		for j := range items {
+			items[j] = verify.BatchItem{Kind: KindNote, Body: body(lo + j), Nonce: uint64(lo + j), Time: t0}
+		}
+		ses, err := verify.SignBatch(keys[(lo/batch)%len(keys)], items)
 		if err != nil {
 			b.Fatal(err)
 		}
-		txs[i] = se.Encode()
+		for _, se := range ses {
+			txs = append(txs, se.Encode())
+		}
 	}
 	return c, txs
+}
+
+// benchForms are the entries' forms the benchmarks compare: signed alone,
+// and batch-signed in batches of 16 and 64.
+var benchForms = []struct {
+	name  string
+	batch int
+}{{"", 1}, {"batch16", 16}, {"batch64", 64}}
+
+func formName(base, form string) string {
+	if form == "" {
+		return base
+	}
+	return base + "-" + form
 }
 
 // BenchmarkCheckTx is one validator's CheckTx per new entry: decoding,
@@ -43,26 +80,30 @@ func benchChain(b *testing.B, n int) (*abciChain, [][]byte) {
 // signature already checked (a batch's entries, verified on every CPU
 // before they reach the mempool).
 func BenchmarkCheckTx(b *testing.B) {
-	for _, pre := range []bool{false, true} {
-		name := "new"
-		if pre {
-			name = "verified"
-		}
-		b.Run(name, func(b *testing.B) {
-			c, txs := benchChain(b, b.N)
+	for _, f := range benchForms {
+		for _, pre := range []bool{false, true} {
+			name := "new"
 			if pre {
-				c.a.preverify(txs)
+				name = "verified"
 			}
-			ctx := context.Background()
-			b.ResetTimer()
-			defer reportCPU(b, b.N)()
-			for i := range b.N {
-				r, err := c.a.CheckTx(ctx, &abci.CheckTxRequest{Tx: txs[i], Type: abci.CHECK_TX_TYPE_CHECK})
-				if err != nil || r.Code != abci.CodeTypeOK {
-					b.Fatalf("CheckTx: %v %+v", err, r)
-				}
-			}
-		})
+			b.Run(formName(name, f.name), func(b *testing.B) { checkTxBench(b, f.batch, pre) })
+		}
+	}
+}
+
+func checkTxBench(b *testing.B, batch int, pre bool) {
+	c, txs := benchChain(b, b.N, batch)
+	if pre {
+		c.a.preverify(txs)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	defer reportCPU(b, b.N)()
+	for i := range b.N {
+		r, err := c.a.CheckTx(ctx, &abci.CheckTxRequest{Tx: txs[i], Type: abci.CHECK_TX_TYPE_CHECK})
+		if err != nil || r.Code != abci.CodeTypeOK {
+			b.Fatalf("CheckTx: %v %+v", err, r)
+		}
 	}
 }
 
@@ -70,42 +111,46 @@ func BenchmarkCheckTx(b *testing.B) {
 // 500, for entries that passed this validator's CheckTx ("checked") and
 // for entries it never saw (a proposer's own, or a byzantine one's).
 func BenchmarkFinalizeBlock(b *testing.B) {
-	for _, checked := range []bool{true, false} {
-		name := "unseen"
-		if checked {
-			name = "checked"
-		}
-		b.Run(name, func(b *testing.B) {
-			const per = 500
-			n := (b.N + per - 1) / per * per
-			c, txs := benchChain(b, n)
-			ctx := context.Background()
+	for _, f := range benchForms {
+		for _, checked := range []bool{true, false} {
+			name := "unseen"
 			if checked {
-				for _, tx := range txs {
-					if r, err := c.a.CheckTx(ctx, &abci.CheckTxRequest{Tx: tx, Type: abci.CHECK_TX_TYPE_CHECK}); err != nil || r.Code != abci.CodeTypeOK {
-						b.Fatalf("CheckTx: %v %+v", err, r)
-					}
-				}
+				name = "checked"
 			}
-			b.ResetTimer()
-			defer reportCPU(b, n)()
-			for i := 0; i < n; i += per {
-				h := c.height + 1
-				res, err := c.a.FinalizeBlock(ctx, &abci.FinalizeBlockRequest{Height: h, Time: c.at(h), Txs: txs[i : i+per]})
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, r := range res.TxResults {
-					if r.Code != abci.CodeTypeOK {
-						b.Fatalf("height %d: %s", h, r.Log)
-					}
-				}
-				if _, err := c.a.Commit(ctx, &abci.CommitRequest{}); err != nil {
-					b.Fatal(err)
-				}
-				c.height = h
+			b.Run(formName(name, f.name), func(b *testing.B) { finalizeBench(b, f.batch, checked) })
+		}
+	}
+}
+
+func finalizeBench(b *testing.B, batch int, checked bool) {
+	const per = 500
+	n := (b.N + per - 1) / per * per
+	c, txs := benchChain(b, n, batch)
+	ctx := context.Background()
+	if checked {
+		for _, tx := range txs {
+			if r, err := c.a.CheckTx(ctx, &abci.CheckTxRequest{Tx: tx, Type: abci.CHECK_TX_TYPE_CHECK}); err != nil || r.Code != abci.CodeTypeOK {
+				b.Fatalf("CheckTx: %v %+v", err, r)
 			}
-		})
+		}
+	}
+	b.ResetTimer()
+	defer reportCPU(b, n)()
+	for i := 0; i < n; i += per {
+		h := c.height + 1
+		res, err := c.a.FinalizeBlock(ctx, &abci.FinalizeBlockRequest{Height: h, Time: c.at(h), Txs: txs[i : i+per]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range res.TxResults {
+			if r.Code != abci.CodeTypeOK {
+				b.Fatalf("height %d: %s", h, r.Log)
+			}
+		}
+		if _, err := c.a.Commit(ctx, &abci.CommitRequest{}); err != nil {
+			b.Fatal(err)
+		}
+		c.height = h
 	}
 }
 

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -114,31 +113,26 @@ func (b *Batch) Root(leaf [32]byte) ([32]byte, error) {
 	return r, nil
 }
 
-// treeRoot is the RFC 6962 Merkle tree hash of leaves (at least one).
-func treeRoot(leaves [][32]byte) [32]byte {
+// treePaths returns the root of the tree of leaves (at least one) and
+// every leaf's audit path, leaf to root: each subtree's root computed
+// once.
+func treePaths(leaves [][32]byte) ([32]byte, [][][32]byte) {
 	if len(leaves) == 1 {
-		return leaves[0]
+		return leaves[0], [][][32]byte{nil}
 	}
 	k := 1
 	for k*2 < len(leaves) {
 		k *= 2
 	}
-	return tlog.NodeHash(treeRoot(leaves[:k]), treeRoot(leaves[k:]))
-}
-
-// treePath is leaf m's audit path in the tree of leaves, leaf to root.
-func treePath(m int, leaves [][32]byte) [][32]byte {
-	if len(leaves) == 1 {
-		return nil
+	lr, lp := treePaths(leaves[:k])
+	rr, rp := treePaths(leaves[k:])
+	for i := range lp {
+		lp[i] = append(lp[i], rr)
 	}
-	k := 1
-	for k*2 < len(leaves) {
-		k *= 2
+	for i := range rp {
+		rp[i] = append(rp[i], lr)
 	}
-	if m < k {
-		return append(treePath(m, leaves[:k]), treeRoot(leaves[k:]))
-	}
-	return append(treePath(m-k, leaves[k:]), treeRoot(leaves[:k]))
+	return tlog.NodeHash(lr, rr), append(lp, rp...)
 }
 
 // BatchItem is one entry of a batch to sign: what NewEntryWithNonce takes.
@@ -176,10 +170,11 @@ func SignBatch(key ed25519.PrivateKey, items []BatchItem) ([]*SignedEntry, error
 		out[i] = &SignedEntry{Entry: e}
 		leaves[i] = BatchLeaf(&out[i].Entry)
 	}
-	sig := ed25519.Sign(key, BatchMessage(len(items), treeRoot(leaves)))
+	root, paths := treePaths(leaves)
+	sig := ed25519.Sign(key, BatchMessage(len(items), root))
 	for i, se := range out {
 		se.Signature = sig
-		se.Batch = &Batch{Count: len(items), Index: i, Path: treePath(i, leaves)}
+		se.Batch = &Batch{Count: len(items), Index: i, Path: paths[i]}
 		tx := se.Encode()
 		if len(tx) > MaxEntryBytes {
 			return nil, fmt.Errorf("ledger batch entry %d is %d bytes, limit %d", i, len(tx), MaxEntryBytes)
@@ -204,50 +199,49 @@ func (s *SignedEntry) verifyBatch() error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformedEntry, err)
 	}
-	msg := BatchMessage(s.Batch.Count, root)
-	k := batchSigKey(pub, msg, s.Signature)
+	if len(s.Signature) != ed25519.SignatureSize {
+		return ErrBadSignature
+	}
+	k := batchSigKey{count: s.Batch.Count, root: root, pub: [32]byte(pub), sig: [64]byte(s.Signature)}
 	if batchSigs.has(k) {
 		return nil
 	}
-	if !Signature(pub, msg, s.Signature) {
+	if !Signature(pub, BatchMessage(s.Batch.Count, root), s.Signature) {
 		return ErrBadSignature
 	}
 	batchSigs.add(k)
 	return nil
 }
 
-// batchSigCache remembers batch signatures that verified, by the hash of
-// key, message and signature: only successes, so a hit is exactly what a
-// new check would say (consensus stays deterministic), and a forged
-// member cannot hit unless it hashes like a verified one. Bounded: when
-// full it starts over.
+// batchSigCache remembers batch signatures that verified, by key, count,
+// root and signature: only successes, so a hit is exactly what a new
+// check would say (consensus stays deterministic), and a forged member
+// (another entry, place or count) has another root and misses. Bounded:
+// when full it starts over.
 type batchSigCache struct {
 	mu sync.Mutex
-	m  map[[32]byte]struct{}
+	m  map[batchSigKey]struct{}
+}
+
+type batchSigKey struct {
+	count int
+	root  [32]byte
+	pub   [32]byte
+	sig   [64]byte
 }
 
 const batchSigCacheMax = 1 << 14
 
-var batchSigs = &batchSigCache{m: map[[32]byte]struct{}{}}
+var batchSigs = &batchSigCache{m: map[batchSigKey]struct{}{}}
 
-func batchSigKey(pub ed25519.PublicKey, msg, sig []byte) [32]byte {
-	h := sha256.New()
-	h.Write(pub)
-	h.Write(msg)
-	h.Write(sig)
-	var k [32]byte
-	h.Sum(k[:0])
-	return k
-}
-
-func (c *batchSigCache) has(k [32]byte) bool {
+func (c *batchSigCache) has(k batchSigKey) bool {
 	c.mu.Lock()
 	_, ok := c.m[k]
 	c.mu.Unlock()
 	return ok
 }
 
-func (c *batchSigCache) add(k [32]byte) {
+func (c *batchSigCache) add(k batchSigKey) {
 	c.mu.Lock()
 	if len(c.m) >= batchSigCacheMax {
 		clear(c.m)

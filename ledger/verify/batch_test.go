@@ -130,10 +130,24 @@ func TestBatchPathLen(t *testing.T) {
 		for i := range leaves {
 			leaves[i][0] = byte(i)
 		}
+		_, paths := treePaths(leaves)
 		for i := range n {
-			if got, want := batchPathLen(i, n), len(treePath(i, leaves)); got != want {
+			if got, want := batchPathLen(i, n), len(paths[i]); got != want {
 				t.Fatalf("leaf %d of %d: batchPathLen %d, path %d", i, n, got, want)
 			}
 		}
 	}
+}
+
+// treeRoot is the RFC 6962 Merkle tree hash of leaves (at least one),
+// written apart from treePaths to check it.
+func treeRoot(leaves [][32]byte) [32]byte {
+	if len(leaves) == 1 {
+		return leaves[0]
+	}
+	k := 1
+	for k*2 < len(leaves) {
+		k *= 2
+	}
+	return tlog.NodeHash(treeRoot(leaves[:k]), treeRoot(leaves[k:]))
 }

@@ -401,10 +401,12 @@ func layoutInt(b, label string) (int, string, bool) {
 // decodeHash decodes the strict base64 of a 32-byte hash into h.
 func decodeHash(s string, h *[32]byte) bool {
 	var buf [33]byte
-	if len(s) != base64.StdEncoding.EncodedLen(32) {
+	var src [44]byte // base64 of 32 bytes, copied on the stack
+	if len(s) != len(src) {
 		return false
 	}
-	k, err := base64.StdEncoding.Strict().Decode(buf[:], []byte(s))
+	copy(src[:], s)
+	k, err := base64.StdEncoding.Strict().Decode(buf[:], src[:])
 	if err != nil || k != 32 {
 		return false
 	}
