@@ -32,8 +32,10 @@ import (
 // helping, i.e. where the ledger is the bottleneck); http-c1024 posts one
 // entry per request (POST /v1/entries) from 1024 goroutines;
 // http-batch500-c8 posts batches of 500 (POST /v1/entries/batch, waiting
-// for the commit) from 8 goroutines. With several validators, submitters
+// for the commit) from 8 goroutines, -c16 from 16. With several validators, submitters
 // are spread over all of them. Entries are signed before the clock starts.
+// A -batchN suffix: the same with entries batch-signed, N under one
+// signature (rule version 18, decision 0175).
 func BenchmarkCommit(b *testing.B) {
 	b.Run("embedded", func(b *testing.B) {
 		e := openEmbedded(b, b.TempDir())
@@ -50,6 +52,21 @@ func BenchmarkCommit(b *testing.B) {
 		b.Run("http-batch500-c8", func(b *testing.B) {
 			throughput(b, s, e.c, cpuTime, appendBatch{[]*client.Client{e.c}, 500}, 8)
 		})
+		b.Run("http-batch500-c16", func(b *testing.B) {
+			throughput(b, s, e.c, cpuTime, appendBatch{[]*client.Client{e.c}, 500}, 16)
+		})
+		for _, n := range []int{16, 64} {
+			bs := s.batched(n)
+			b.Run(fmt.Sprintf("append-c1024-batch%d", n), func(b *testing.B) {
+				throughput(b, bs, e.c, cpuTime, appendOne{[]ledger.Appender{e.l}}, 1024)
+			})
+			b.Run(fmt.Sprintf("http-batch500-c8-batch%d", n), func(b *testing.B) {
+				throughput(b, bs, e.c, cpuTime, appendBatch{[]*client.Client{e.c}, 500}, 8)
+			})
+			b.Run(fmt.Sprintf("http-batch500-c16-batch%d", n), func(b *testing.B) {
+				throughput(b, bs, e.c, cpuTime, appendBatch{[]*client.Client{e.c}, 500}, 16)
+			})
+		}
 	})
 	b.Run("4-validators-inprocess", func(b *testing.B) {
 		if testing.Short() {
@@ -79,6 +96,9 @@ func BenchmarkCommit(b *testing.B) {
 		})
 		b.Run("http-batch500-c8", func(b *testing.B) {
 			throughput(b, s, t.clients[0], t.cpu, appendBatch{t.clients, 500}, 8)
+		})
+		b.Run("http-batch500-c8-batch16", func(b *testing.B) {
+			throughput(b, s.batched(16), t.clients[0], t.cpu, appendBatch{t.clients, 500}, 8)
 		})
 	})
 }
@@ -150,6 +170,16 @@ func BenchmarkLatency(b *testing.B) {
 			rate := peak.finish(b)
 			latency(b, s, e.l, func() *load { return startLoad(b, e.l, s, int(rate/2), 0) })
 			b.ReportMetric(rate, "peak-entries/s") // after latency's ResetTimer, which drops metrics
+		})
+		// The same with the load batch-signed, 16 entries a signature
+		// (decision 0175): its higher peak, and half of it.
+		b.Run("load-half-peak-batch16/append", func(b *testing.B) {
+			bs := s.batched(16)
+			peak := startLoad(b, e.l, bs, 0, 1024)
+			time.Sleep(5 * time.Second)
+			rate := peak.finish(b)
+			latency(b, s, e.l, func() *load { return startLoad(b, e.l, bs, int(rate/2), 0) })
+			b.ReportMetric(rate, "peak-entries/s")
 		})
 	})
 	b.Run("4-validators-inprocess", func(b *testing.B) {

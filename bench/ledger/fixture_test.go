@@ -44,11 +44,20 @@ const payload = "session=8f2c1a7e4b9d; event=session.created; policy=3b1f9a0c52e
 // clock starts.
 type signers struct {
 	keys  []ed25519.PrivateKey
-	nonce atomic.Uint64
+	nonce *atomic.Uint64 // shared with batched's signers
+	// batch > 1: entries are batch-signed, that many under one signature
+	// per key (rule version 18, decision 0175).
+	batch int
+}
+
+// batched returns signers over the same keys and nonces that sign in
+// batches of n.
+func (s *signers) batched(n int) *signers {
+	return &signers{keys: s.keys, nonce: s.nonce, batch: n}
 }
 
 func newSigners(tb testing.TB, n int) *signers {
-	s := &signers{}
+	s := &signers{nonce: new(atomic.Uint64)}
 	for range n {
 		_, k, err := ed25519.GenerateKey(nil)
 		if err != nil {
@@ -75,19 +84,24 @@ func (s *signers) signErr(n int) ([]*verify.SignedEntry, error) {
 	var wg sync.WaitGroup
 	var failed atomic.Value
 	workers := runtime.GOMAXPROCS(0)
+	per := max(s.batch, 1)
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < n; i += workers {
-				seq := base + uint64(i)
-				body := `{"seq":` + strconv.FormatUint(seq, 10) + `,"text":"` + payload + `"}`
-				se, err := verify.NewEntryWithNonce(s.keys[int(seq)%len(s.keys)], ledger.KindNote, []byte(body), seq+1, now)
+			for lo := w * per; lo < n; lo += workers * per {
+				items := make([]verify.BatchItem, min(per, n-lo))
+				for j := range items {
+					seq := base + uint64(lo+j)
+					body := `{"seq":` + strconv.FormatUint(seq, 10) + `,"text":"` + payload + `"}`
+					items[j] = verify.BatchItem{Kind: ledger.KindNote, Body: []byte(body), Nonce: seq + 1, Time: now}
+				}
+				ses, err := verify.SignBatch(s.keys[(int(base)+lo)/per%len(s.keys)], items)
 				if err != nil {
 					failed.Store(err)
 					return
 				}
-				out[i] = se
+				copy(out[lo:], ses)
 			}
 		}()
 	}

@@ -116,23 +116,28 @@ func humanBytes(n int64) string {
 // million entries at the marginal rate. app-B/entry and comet-B/entry split
 // the final size; tx-bytes is the entry size; blocks is how many blocks
 // the entries took.
-func BenchmarkStorage(b *testing.B) { storage(b, 0) }
+func BenchmarkStorage(b *testing.B) { storage(b, 0, 1) }
 
 // BenchmarkStoragePruned is BenchmarkStorage with the ledger retaining
 // only its last 50 blocks of CometBFT's block store once a checkpoint
 // covers their entries (ledger.EmbeddedOptions.RetainBlocks); before
 // closing it waits 12 s, so that CometBFT's pruner (every 10 s) has run
 // after the last block.
-func BenchmarkStoragePruned(b *testing.B) { storage(b, 50) }
+func BenchmarkStoragePruned(b *testing.B) { storage(b, 50, 1) }
 
-func storage(b *testing.B, retain int64) {
+// BenchmarkStoragePrunedBatch16 is BenchmarkStoragePruned with the entries
+// batch-signed, 16 under one signature (decision 0175): each carries its
+// audit path of 4 hashes.
+func BenchmarkStoragePrunedBatch16(b *testing.B) { storage(b, 50, 16) }
+
+func storage(b *testing.B, retain int64, batch int) {
 	if testing.Short() {
 		b.Skip("commits many entries; skipped under -short")
 	}
 	const step = 10_000
 	dir := b.TempDir()
 	e := openEmbeddedWith(b, dir, ledger.EmbeddedOptions{ChainID: "bench-embedded", RetainBlocks: retain})
-	s := newSigners(b, 64)
+	s := newSigners(b, 64).batched(batch)
 	st0 := waitCheckpoint(b, e.c, 0)
 	var tx float64
 	var first, last diskUsage
