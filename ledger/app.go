@@ -384,6 +384,9 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 	err = a.store.view(func(r reader) error {
 		v := blockView{r: r, batch: b.batch}
 		size := st.Size
+		// The entry before the next one, read when a batch-signed entry
+		// first needs it (its stored form may refer to it, entrystore.go).
+		var prev *storedEntry
 		for i, tx := range req.Txs {
 			out := &b.outcomes[i]
 			out.hash = hashes[i]
@@ -397,7 +400,14 @@ func (a *app) FinalizeBlock(_ context.Context, req *abci.FinalizeBlockRequest) (
 					for _, w := range ws {
 						b.batch.put(w.bucket, w.key, w.value)
 					}
-					b.batch.put(bucketEntries, be64(size), storedEntryValue(req.Height, tx, entries[i]))
+					if prev == nil && size > 0 && entries[i].Batch != nil {
+						if p, ok := v.storedEntry(size - 1); ok {
+							prev = &p
+						}
+					}
+					val, cur := storedEntryValue(req.Height, tx, entries[i], prev)
+					b.batch.put(bucketEntries, be64(size), val)
+					prev = &cur
 					leaf := out.hash // txKey: the leaf hash
 					if err := appendLeaf(v, size, leaf); err != nil {
 						return err

@@ -1,12 +1,16 @@
 package ledger
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	abci "github.com/cometbft/cometbft/abci/types"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
@@ -50,13 +54,46 @@ func TestBatchSignedEntries(t *testing.T) {
 	forged := bytes.Replace(txs[4], []byte(`{"i":4}`), []byte(`{"i":9}`), 1)
 	c.want([][]byte{txs[0], txs[1], forged}, "ok", "ok", "bad_signature: signature does not verify")
 	c.want([][]byte{txs[3], txs[2], txs[0], txs[4]}, "ok", "ok", "replay", "ok")
+	// Members one after another are stored as "next" values (entrystore.go).
+	more := c.batch(40)
+	c.want(more, slices.Repeat([]string{"ok"}, len(more))...)
+	logged := append([][]byte{txs[0], txs[1], txs[3], txs[2], txs[4]}, more...)
+	forms := map[byte]int{}
+	var stream bytes.Buffer
 	c.a.store.view(func(r reader) error {
-		for i, want := range [][]byte{txs[0], txs[1], txs[3], txs[2], txs[4]} {
+		for i, want := range logged {
 			_, got, ok := r.entry(st0.Size + uint64(i))
 			if !ok || !bytes.Equal(got, want) {
 				t.Errorf("entry %d: %q, want %q", st0.Size+uint64(i), got, want)
 			}
+			forms[r.get(bucketEntries, be64(st0.Size+uint64(i)))[0]]++
 		}
-		return nil
+		return writeSnapshotStream(r.tx, &stream)
+	})
+	if forms[packedNextEntry] < 40 || forms[packedBatchEntry] < 3 {
+		t.Errorf("stored forms %v: want most members as next values, a full one every %d", forms, maxNextChain)
+	}
+	// A snapshot carries them plain; restored, they are stored as here.
+	st, err := openStore(filepath.Join(t.TempDir(), storeFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	if err := st.db.Update(func(tx *bolt.Tx) error { return readSnapshotStream(tx, bufio.NewReader(&stream)) }); err != nil {
+		t.Fatal(err)
+	}
+	c.a.store.view(func(r reader) error {
+		return st.view(func(rr reader) error {
+			for i := range uint64(len(logged)) {
+				k := be64(st0.Size + i)
+				if !bytes.Equal(r.get(bucketEntries, k), rr.get(bucketEntries, k)) {
+					t.Errorf("entry %d stored otherwise after a snapshot", st0.Size+i)
+				}
+				if _, got, ok := rr.entry(st0.Size + i); !ok || !bytes.Equal(got, logged[i]) {
+					t.Errorf("restored entry %d: %q", st0.Size+i, got)
+				}
+			}
+			return nil
+		})
 	})
 }

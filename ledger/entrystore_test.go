@@ -49,11 +49,11 @@ func TestStoredEntryForms(t *testing.T) {
 					tx := se.Encode()
 					height := int64(n*977 + 1)
 					n++
-					for _, v := range [][]byte{storedEntryValue(height, tx, se), storedEntryValue(height, tx, nil)} {
+					for _, v := range [][]byte{storeValue(height, tx, se), storeValue(height, tx, nil)} {
 						if v[0] != packedEntry || len(v) >= len(tx) {
 							t.Fatalf("%s: stored in %d bytes, form %#x, for a %d-byte entry", tx, len(v), v[0], len(tx))
 						}
-						h, got, ok := decodeStoredEntry(v)
+						h, got, ok := readValue(v)
 						if !ok || h != height || !bytes.Equal(got, tx) {
 							t.Fatalf("stored %s at %d, read back %q at %d (%v)", tx, height, got, h, ok)
 						}
@@ -67,15 +67,15 @@ func TestStoredEntryForms(t *testing.T) {
 	odd := *se
 	odd.Entry.Submitter = "ed25519:" + strings.Repeat("A", 42) + "B=" // base64 that re-encodes otherwise
 	for _, tx := range [][]byte{[]byte("not an entry"), {}, odd.Encode()} {
-		v := storedEntryValue(7, tx, nil)
-		if h, got, ok := decodeStoredEntry(v); v[0] != 0 || !ok || h != 7 || !bytes.Equal(got, tx) {
+		v := storeValue(7, tx, nil)
+		if h, got, ok := readValue(v); v[0] != 0 || !ok || h != 7 || !bytes.Equal(got, tx) {
 			t.Fatalf("%q stored as %x, read back %q at %d", tx, v, got, h)
 		}
 	}
 	// Corrupt packed values are unreadable, never another entry.
-	v := storedEntryValue(3, se.Encode(), se)
+	v := storeValue(3, se.Encode(), se)
 	for _, cut := range []int{1, 2, 10, 40, len(v) - len(se.Entry.Body) - 1} {
-		if _, got, ok := decodeStoredEntry(v[:cut]); ok {
+		if _, got, ok := readValue(v[:cut]); ok {
 			t.Fatalf("a packed value cut to %d bytes read as %q", cut, got)
 		}
 	}
@@ -92,15 +92,15 @@ func TestStoredEntryForms(t *testing.T) {
 		}
 		for i, se := range ses {
 			tx := se.Encode()
-			for _, v := range [][]byte{storedEntryValue(int64(i+1), tx, se), storedEntryValue(int64(i+1), tx, nil)} {
+			for _, v := range [][]byte{storeValue(int64(i+1), tx, se), storeValue(int64(i+1), tx, nil)} {
 				if v[0] != packedBatchEntry || len(v) >= len(tx) {
 					t.Fatalf("%s: stored in %d bytes, form %#x", tx, len(v), v[0])
 				}
-				if h, got, ok := decodeStoredEntry(v); !ok || h != int64(i+1) || !bytes.Equal(got, tx) {
+				if h, got, ok := readValue(v); !ok || h != int64(i+1) || !bytes.Equal(got, tx) {
 					t.Fatalf("stored %s, read back %q at %d (%v)", tx, got, h, ok)
 				}
 				for _, cut := range []int{1, 3, 5, 20, len(v) - len(se.Entry.Body) - 1} {
-					if _, got, ok := decodeStoredEntry(v[:cut]); ok {
+					if _, got, ok := readValue(v[:cut]); ok {
 						t.Fatalf("a packed batch value cut to %d bytes read as %q", cut, got)
 					}
 				}
@@ -126,7 +126,7 @@ func unhashNonces(t *testing.T, path string) {
 			return err
 		}
 		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
-			_, etx, _ := decodeStoredEntry(v)
+			_, etx, _ := readValue(v)
 			se, err := verify.DecodeEntry(etx)
 			if err != nil {
 				return err
@@ -171,7 +171,7 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 			type kv struct{ k, v []byte }
 			var all []kv
 			b.ForEach(func(k, v []byte) error {
-				h, etx, ok := decodeStoredEntry(v)
+				h, etx, ok := readValue(v)
 				if !ok {
 					return fmt.Errorf("entry %x unreadable", k)
 				}
@@ -187,7 +187,7 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 				// A store before decision 0173 holds each leaf hash too.
 				i, _ := getU64(x.k)
 				leafKey := be64(uint64(tlog.StoredHashIndex(0, int64(i))))
-				_, etx, _ := decodeStoredEntry(x.v)
+				_, etx, _ := readValue(x.v)
 				leaf := verify.LeafHash(etx)
 				var err error
 				if x.v[0] == packedEntry {
@@ -271,7 +271,7 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 	if !bytes.Contains(mixed, txs[len(txs)-1]) {
 		t.Fatal("the snapshot stream does not carry the last entry's transaction as it is")
 	}
-	rewrite(func(_ uint64, h int64, tx []byte) []byte { return storedEntryValue(h, tx, nil) })
+	rewrite(func(_ uint64, h int64, tx []byte) []byte { return storeValue(h, tx, nil) })
 	if !bytes.Equal(snapshotStream(), mixed) {
 		t.Fatal("the same state, stored in another form, gave another snapshot stream")
 	}
@@ -283,7 +283,7 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 		if i < 12 {
 			return plainEntry(h, tx)
 		}
-		return storedEntryValue(h, tx, nil)
+		return storeValue(h, tx, nil)
 	})
 
 	e = openTestEmbedded(t, dir)
@@ -392,5 +392,124 @@ func TestStoreFormsAcrossRestart(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// storeValue is storedEntryValue for an entry stored with no
+// predecessor given.
+func storeValue(height int64, tx []byte, se *verify.SignedEntry) []byte {
+	v, _ := storedEntryValue(height, tx, se, nil)
+	return v
+}
+
+// readValue reads a value that needs no predecessor.
+func readValue(v []byte) (int64, []byte, bool) {
+	e, ok := decodeStoredEntry(v, nil)
+	return e.height, e.tx, ok
+}
+
+// TestStoredBatchMembers: members of a batch stored one after another take
+// their count, signature, submitter and most of their path from the one
+// before ("next" values), at most maxNextChain in a row; read back through
+// their predecessors they are their transactions byte for byte, in any
+// order of the members, interleaved with another batch or not; cut, or
+// read without their predecessor, they are unreadable.
+func TestStoredBatchMembers(t *testing.T) {
+	key := newTestKey(t)
+	at := time.Date(2026, 12, 6, 19, 30, 0, 123e6, time.UTC)
+	sign := func(n, from int) [][]byte {
+		items := make([]verify.BatchItem, n)
+		for i := range items {
+			items[i] = verify.BatchItem{Kind: KindNote, Body: map[string]any{"text": strings.Repeat("x", 300), "i": from + i}, Nonce: uint64(from + i), Time: at}
+		}
+		ses, err := verify.SignBatch(key, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([][]byte, n)
+		for i, se := range ses {
+			out[i] = se.Encode()
+		}
+		return out
+	}
+	// store puts txs in a log in order, as FinalizeBlock does, and reads
+	// every one back.
+	store := func(name string, txs [][]byte) (map[byte]int, int) {
+		t.Helper()
+		log := map[uint64][]byte{}
+		get := func(i uint64) []byte { return log[i] }
+		var prev *storedEntry
+		forms, size := map[byte]int{}, 0
+		for i, tx := range txs {
+			v, cur := storedEntryValue(int64(i+1), tx, nil, prev)
+			log[uint64(i)] = v
+			prev = &cur
+			forms[v[0]]++
+			size += len(v)
+		}
+		for i, tx := range txs {
+			e, ok := loadStoredEntry(get, uint64(i))
+			if !ok || e.height != int64(i+1) || !bytes.Equal(e.tx, tx) {
+				t.Fatalf("%s: entry %d read back as %q (%v)", name, i, e.tx, ok)
+			}
+			if e.chain >= maxNextChain {
+				t.Fatalf("%s: entry %d followed %d predecessors", name, i, e.chain)
+			}
+		}
+		return forms, size
+	}
+	for _, n := range []int{2, 3, 16, 17, 100, verify.MaxBatch} {
+		txs := sign(n, 0)
+		forms, size := store(fmt.Sprintf("batch of %d", n), txs)
+		full := (n + maxNextChain - 1) / maxNextChain
+		if forms[packedBatchEntry] != full || forms[packedNextEntry] != n-full {
+			t.Errorf("batch of %d: forms %v, want %d full and the rest next", n, forms, full)
+		}
+		// Against the same entries signed alone, stored packed.
+		alone := 0
+		for i := range n {
+			se, err := verify.NewEntryWithNonce(key, KindNote, map[string]any{"text": strings.Repeat("x", 300), "i": i}, uint64(i), at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			alone += len(storeValue(int64(i+1), se.Encode(), se))
+		}
+		if n >= 16 && size >= alone {
+			t.Errorf("batch of %d stored in %d bytes, the same entries signed alone in %d", n, size, alone)
+		}
+		t.Logf("batch of %d: %.1f bytes a member stored, %.1f signed alone (forms %v)", n, float64(size)/float64(n), float64(alone)/float64(n), forms)
+	}
+	a, b := sign(8, 0), sign(8, 100)
+	var mixed, shuffled [][]byte
+	for i := range a {
+		mixed = append(mixed, a[i], b[i])
+	}
+	for _, i := range []int{3, 1, 0, 2, 7, 5, 6, 4} {
+		shuffled = append(shuffled, a[i])
+	}
+	if forms, _ := store("two batches interleaved", mixed); forms[packedNextEntry] != 0 {
+		t.Errorf("interleaved batches: forms %v, want none next", forms)
+	}
+	if forms, _ := store("members out of order", shuffled); forms[packedNextEntry] != 7 {
+		t.Errorf("members out of order: forms %v, want 7 next", forms)
+	}
+	// Cut, or without their predecessor: unreadable.
+	txs := sign(4, 0)
+	first, fe := storedEntryValue(1, txs[0], nil, nil)
+	second, _ := storedEntryValue(2, txs[1], nil, &fe)
+	if second[0] != packedNextEntry {
+		t.Fatalf("second member stored in form %#x", second[0])
+	}
+	prev := func() (*storedEntry, bool) { return &fe, true }
+	for cut := 1; cut < len(second)-300; cut++ {
+		if e, ok := decodeStoredEntry(second[:cut], prev); ok {
+			t.Fatalf("a next value cut to %d bytes read as %q", cut, e.tx)
+		}
+	}
+	if _, ok := decodeStoredEntry(second, nil); ok {
+		t.Error("a next value read without its predecessor")
+	}
+	if e, ok := decodeStoredEntry(first, nil); !ok || !bytes.Equal(e.tx, txs[0]) {
+		t.Error("a full batch value needs no predecessor")
 	}
 }

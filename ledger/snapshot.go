@@ -280,16 +280,19 @@ func writeSnapshotStream(tx *bolt.Tx, w io.Writer) error {
 			continue
 		}
 		c := tx.Bucket([]byte(name)).Cursor()
+		var prev *storedEntry
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if name == string(bucketEntries) {
 				// The stream carries every entry plain, however this
 				// store keeps it (entrystore.go), so that its bytes
-				// depend on the state alone.
-				h, etx, ok := decodeStoredEntry(v)
+				// depend on the state alone. Entries are in log order:
+				// each one's predecessor is the one before.
+				e, ok := decodeStoredEntry(v, func() (*storedEntry, bool) { return prev, prev != nil })
 				if !ok {
 					return fmt.Errorf("entry %x: unreadable stored form", k)
 				}
-				v = plainEntry(h, etx)
+				prev = &e
+				v = plainEntry(e.height, e.tx)
 			}
 			buf = append(buf[:0], 'K')
 			buf = appendBytes(appendBytes(buf, k), v)
@@ -567,6 +570,7 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 	}
 	var bk *bolt.Bucket
 	var last []byte
+	var prevEntry *storedEntry
 	entries, hashes := tx.Bucket(bucketEntries), tx.Bucket(bucketHashes)
 	seen := map[string]bool{}
 	for {
@@ -622,8 +626,8 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 					// A leaf hash: checked against its entry (which the
 					// stream carries before, buckets being in name order),
 					// not kept (decision 0173).
-					_, etx, ok := decodeStoredEntry(entries.Get(be64(uint64(n))))
-					if leaf := verify.LeafHash(etx); !ok || !bytes.Equal(leaf[:], v) {
+					e, ok := loadStoredEntry(func(i uint64) []byte { return entries.Get(be64(i)) }, uint64(n))
+					if leaf := verify.LeafHash(e.tx); !ok || !bytes.Equal(leaf[:], v) {
 						return fmt.Errorf("snapshot stream: entry %d's leaf hash is not the streamed one", n)
 					}
 					last = k
@@ -635,7 +639,14 @@ func readSnapshotStream(tx *bolt.Tx, br *bufio.Reader) error {
 					return fmt.Errorf("snapshot stream: entry %x of %d bytes", k, len(v))
 				}
 				h, _ := getU64(v)
-				v = storedEntryValue(int64(h), v[8:], nil)
+				// Keys in order: the entry before is the last one put,
+				// when it is this one's predecessor.
+				if i, _ := getU64(k); prevEntry != nil && (len(k) != 8 || i == 0 || !bytes.Equal(last, be64(i-1))) {
+					prevEntry = nil
+				}
+				var cur storedEntry
+				v, cur = storedEntryValue(int64(h), v[8:], nil, prevEntry)
+				prevEntry = &cur
 			}
 			if err := bk.Put(k, v); err != nil {
 				return err

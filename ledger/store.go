@@ -197,7 +197,14 @@ func (r reader) state() (committedState, error) {
 // The returned slice is only valid inside the read transaction.
 // (entrystore.go: the stored form is shorter than tx.)
 func (r reader) entry(i uint64) (height int64, tx []byte, ok bool) {
-	return decodeStoredEntry(r.tx.Bucket(bucketEntries).Get(be64(i)))
+	e, ok := r.storedEntry(i)
+	return e.height, e.tx, ok
+}
+
+// storedEntry is entry i as stored (entrystore.go).
+func (r reader) storedEntry(i uint64) (storedEntry, bool) {
+	b := r.tx.Bucket(bucketEntries)
+	return loadStoredEntry(func(i uint64) []byte { return b.Get(be64(i)) }, i)
 }
 
 func (r reader) checkpoint(size uint64) []byte {
@@ -421,8 +428,13 @@ func (v blockView) get(bucket, key []byte) []byte {
 
 // entryTx is the transaction of entry i, committed or in the block.
 func (v blockView) entryTx(i uint64) ([]byte, bool) {
-	_, tx, ok := decodeStoredEntry(v.get(bucketEntries, be64(i)))
-	return tx, ok
+	e, ok := v.storedEntry(i)
+	return e.tx, ok
+}
+
+// storedEntry is entry i as stored, committed or in the block.
+func (v blockView) storedEntry(i uint64) (storedEntry, bool) {
+	return loadStoredEntry(func(i uint64) []byte { return v.get(bucketEntries, be64(i)) }, i)
 }
 
 func (v blockView) hashes() tlog.HashReader {
