@@ -376,27 +376,44 @@ const maxBodyFile = 64 << 10
 
 func newLedgerAppendCmd() *cobra.Command {
 	var (
-		keyFile, kind, body string
-		asJSON              bool
-		wait                time.Duration
+		keyFile, kind, body, bodies string
+		asJSON                      bool
+		wait                        time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "append --ledger URL --key FILE --kind KIND --body JSON",
-		Short: "Sign an entry with a principal key and append it to the ledger",
+		Use:   "append --ledger URL --key FILE --kind KIND (--body JSON | --bodies FILE)",
+		Short: "Sign entries with a principal key and append them to the ledger",
 		Long: `append builds an entry of kind KIND with the JSON object BODY, signs it with
 the Ed25519 signing key of the principal key file FILE (see "cloister key"),
-submits it and waits until it is committed (up to 30 s). It prints the
-entry's index in the log; with --json {"index":N,"height":H,"leaf_hash":"…"}.
+submits it and waits until it is committed (up to --wait, 30 s). It prints
+the entry's index in the log; with --json {"index":N,"height":H,"leaf_hash":"…"}.
 
 --body is a JSON object, or @FILE to read it from a file (@- for standard
 input). Kinds: ` + kindList() + `.
 Who may write each kind is in docs/ledger.md: anyone may write a note; most
 other kinds need a registered node or the owner of what they refer to.
 
-Exit status: 0 appended; 1 refused by the ledger (its reason is printed),
-or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
+--bodies FILE appends many entries of kind KIND at once: FILE (- for
+standard input) holds JSON Lines, one entry body, a JSON object, per
+non-empty line; at most 64 KiB a line and 10000 lines. The whole file is
+read and checked before anything is sent. The entries are signed together,
+up to 256 under one signature (batch-signed entries, ledger rule version
+18), sent in requests of up to 1000, and each is still an entry of its own
+in the log. --wait bounds the whole run. append prints the index of each
+entry appended, one a line in the order of FILE; with --json one JSON array
+of receipts as above. An entry the ledger refuses gets no line on standard
+output: its line in FILE and the reason are printed on standard error. A
+ledger whose rules are older than version 18 refuses batch-signed entries
+(its reason says so); a FILE of one body is signed alone.
+
+Exit status: 0 appended (every entry, with --bodies); 1 refused by the
+ledger (its reason is printed; with --bodies, any entry refused), or the
+ledger could not be reached or did not commit within --wait; 2 bad usage
+or unreadable key or body (with --bodies, nothing was appended).`,
 		Example: `  cloister ledger append --ledger http://127.0.0.1:26680 --key alice.key --kind note --body '{"text":"hello"}'
-  cloister ledger append --ledger "$L" --key alice.key --kind note --body @note.json --json`,
+  cloister ledger append --ledger "$L" --key alice.key --kind note --body @note.json --json
+  cloister ledger append --ledger "$L" --key alice.key --kind note --bodies notes.jsonl
+  jq -c '{text: .}' lines.json | cloister ledger append --ledger "$L" --key alice.key --bodies - --json`,
 		Args: cobra.NoArgs,
 	}
 	newClient := ledgerURLFlag(cmd)
@@ -411,7 +428,21 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 		if !slices.Contains(ledger.Kinds, verify.Kind(kind)) {
 			return usageError("ledger append: --kind %q: want one of %s", kind, kindList())
 		}
-		raw, err := readBody(body, cmd.InOrStdin())
+		if wait <= 0 {
+			return usageError("ledger append: --wait must be positive")
+		}
+		var (
+			raw   []byte
+			lines []bodyLine
+		)
+		switch {
+		case !cmd.Flags().Changed("bodies"):
+			raw, err = readBody(body, cmd.InOrStdin())
+		case cmd.Flags().Changed("body"):
+			return usageError("ledger append: --body and --bodies do not go together: --body appends one entry, --bodies FILE one per line")
+		default:
+			lines, err = readBodies(bodies, cmd.InOrStdin())
+		}
 		if err != nil {
 			return err
 		}
@@ -419,12 +450,12 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 		if err != nil {
 			return err
 		}
+		if lines != nil {
+			return appendBodies(cmd, c, k, verify.Kind(kind), lines, wait, asJSON)
+		}
 		se, err := verify.NewEntry(k, verify.Kind(kind), json.RawMessage(raw))
 		if err != nil {
 			return usageError("ledger append: --body: %v", err)
-		}
-		if wait <= 0 {
-			return usageError("ledger append: --wait must be positive")
 		}
 		return appendAndPrint(cmd, "ledger append", c, se, wait, asJSON)
 	}
@@ -432,7 +463,8 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 	f.StringVar(&keyFile, "key", "", "principal key file whose Ed25519 key signs the entry")
 	f.StringVar(&kind, "kind", "note", "entry kind")
 	f.StringVar(&body, "body", "", "entry body: a JSON object, or @FILE (@- for standard input)")
-	f.BoolVar(&asJSON, "json", false, `print {"index":N,"height":H,"leaf_hash":"…"}`)
+	f.StringVar(&bodies, "bodies", "", "append one entry per line of FILE (JSON Lines, - for standard input), signed together")
+	f.BoolVar(&asJSON, "json", false, `print {"index":N,"height":H,"leaf_hash":"…"} (with --bodies, an array of them)`)
 	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the commit (the ledger itself gives up after 30s)")
 	return cmd
 }
@@ -443,10 +475,6 @@ or the ledger could not be reached; 2 bad usage or unreadable key or body.`,
 // chains with proposer-based time).
 const stallAfter = 6 * time.Second
 
-// appendWatched appends se and waits up to wait for its commit. While it
-// waits it reports the wait and watches the ledger's height, so that an
-// entry left uncommitted because the ledger makes no block says that too
-// few validators are up.
 // appendAndPrint appends se, waiting up to wait for its commit, and
 // prints its index (with asJSON, its receipt).
 func appendAndPrint(cmd *cobra.Command, what string, c *client.Client, se *verify.SignedEntry, wait time.Duration, asJSON bool) error {
@@ -463,31 +491,52 @@ func appendAndPrint(cmd *cobra.Command, what string, c *client.Client, se *verif
 	return nil
 }
 
+// appendWatched appends se and waits up to wait for its commit (see
+// watchCommit).
 func appendWatched(ctx context.Context, cmd *cobra.Command, c *client.Client, se *verify.SignedEntry, wait time.Duration) (verify.Receipt, error) {
+	var rc verify.Receipt
+	err := watchCommit(ctx, cmd, c, wait, false, func(ctx context.Context) error {
+		var err error
+		rc, err = c.Append(ctx, se)
+		return err
+	})
+	return rc, err
+}
+
+// watchCommit runs submit, which appends one entry (or, plural, several)
+// and waits for the commit, under a deadline of wait. While it waits it
+// reports the wait and watches the ledger's height, so that entries left
+// uncommitted because the ledger makes no block say that too few
+// validators are up.
+func watchCommit(ctx context.Context, cmd *cobra.Command, c *client.Client, wait time.Duration, plural bool, submit func(context.Context) error) error {
+	what, was, them := "the entry", "was", "it"
+	if plural {
+		what, was, them = "the entries", "were", "them"
+	}
 	actx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	p := startProgress(cmd, "the ledger to commit the entry", wait)
+	p := startProgress(cmd, "the ledger to commit "+what, wait)
 	defer p.done()
 	hw := &heightWatch{since: time.Now()}
 	wctx, wcancel := context.WithCancel(actx)
 	watched := make(chan struct{})
 	go func() { defer close(watched); hw.run(wctx, c, p) }()
-	rc, err := c.Append(actx, se)
+	err := submit(actx)
 	wcancel()
 	<-watched
 	if err == nil || !errIsUnavailable(err) {
-		return rc, err
+		return err
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		err = fmt.Errorf("%w: the entry was not committed within %s (--wait)", verify.ErrUnavailable, roundSeconds(wait))
+		err = fmt.Errorf("%w: %s %s not committed within %s (--wait)", verify.ErrUnavailable, what, was, roundSeconds(wait))
 	}
 	if stalled := hw.stalled(); stalled >= stallAfter {
 		vctx, vcancel := context.WithTimeout(ctx, 5*time.Second)
 		vs, _ := c.Validators(vctx)
 		vcancel()
-		return rc, noQuorum(err, stalled, vs)
+		return noQuorum(err, stalled, vs)
 	}
-	return rc, fmt.Errorf("%w — look with 'cloister ledger tail' before appending it again", err)
+	return fmt.Errorf("%w — look with 'cloister ledger tail' before appending %s again", err, them)
 }
 
 // heightWatch follows the ledger's block height while an append waits.
@@ -566,12 +615,22 @@ func readBody(body string, stdin io.Reader) ([]byte, error) {
 		}
 		raw = b
 	}
+	canon, err := jsonObject(raw)
+	if err != nil {
+		return nil, usageError("ledger append: --body %v", err)
+	}
+	return canon, nil
+}
+
+// jsonObject returns the canonical form of raw, an entry body: a JSON
+// object. Its error reads after the name of what raw is.
+func jsonObject(raw []byte) ([]byte, error) {
 	canon, err := jcs.Canonicalize(raw)
 	if err != nil {
-		return nil, usageError("ledger append: --body is not valid JSON: %v", err)
+		return nil, fmt.Errorf("is not valid JSON: %v", err)
 	}
 	if len(canon) == 0 || canon[0] != '{' {
-		return nil, usageError(`ledger append: --body must be a JSON object ({...}), not %.20s`, canon)
+		return nil, fmt.Errorf("must be a JSON object ({...}), not %.20s", canon)
 	}
 	return canon, nil
 }

@@ -56,6 +56,13 @@ func ledgerTestnet(t *testing.T, chainID string) string {
 // home.
 func ledgerTestnetHome(t *testing.T, chainID string) (string, string) {
 	t.Helper()
+	return ledgerTestnetPrepared(t, chainID, nil)
+}
+
+// ledgerTestnetPrepared is ledgerTestnetHome with prepare (unless nil)
+// called on the validator's home before it starts.
+func ledgerTestnetPrepared(t *testing.T, chainID string, prepare func(home string)) (string, string) {
+	t.Helper()
 	dir := t.TempDir()
 	args := []string{"ledger", "testnet", "--validators", "1", "--out", dir}
 	if chainID != "" {
@@ -68,6 +75,9 @@ func ledgerTestnetHome(t *testing.T, chainID string) (string, string) {
 	home, url, ok := strings.Cut(strings.TrimSpace(out), " ")
 	if !ok || home != filepath.Join(dir, "v0") || !strings.HasPrefix(url, "http://127.0.0.1:") || strings.Count(out, "\n") != 1 {
 		t.Fatalf("testnet printed %q, want one line \"%s/v0 http://127.0.0.1:PORT\"", out, dir)
+	}
+	if prepare != nil {
+		prepare(home)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -24,16 +24,17 @@ func (c *Client) Append(ctx context.Context, e *verify.SignedEntry) (verify.Rece
 	return parseReceipt(b, tx)
 }
 
-// maxBatch bounds a batch so that the request and its answer stay bounded.
-const maxBatch = 1000
+// MaxAppendBatch is the most entries AppendBatch sends in one request, so
+// that the request and its answer stay bounded.
+const MaxAppendBatch = 1000
 
 // AppendBatch submits several entries in one request. The results are in
 // the order of entries. With wait, each admitted entry's result carries
 // its receipt once committed; without, the server answers after mempool
 // admission and results carry only Admitted or a refusal.
 func (c *Client) AppendBatch(ctx context.Context, entries []*verify.SignedEntry, wait bool) ([]BatchResult, error) {
-	if len(entries) == 0 || len(entries) > maxBatch {
-		return nil, fmt.Errorf("ledger batch: %d entries, want 1 to %d", len(entries), maxBatch)
+	if len(entries) == 0 || len(entries) > MaxAppendBatch {
+		return nil, fmt.Errorf("ledger batch: %d entries, want 1 to %d", len(entries), MaxAppendBatch)
 	}
 	txs := make([][]byte, len(entries))
 	var body bytes.Buffer
