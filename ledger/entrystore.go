@@ -71,6 +71,18 @@ type storedEntry struct {
 	// chain is how many "next" values were followed back to reach a value
 	// that stands alone (0 for one that does).
 	chain int
+	// leaf is the entry's leaf in its batch's tree, once computed.
+	leaf *[32]byte
+}
+
+// batchLeaf returns the entry's leaf in its batch's tree (its successor's
+// candidate at level 0), computed once.
+func (e *storedEntry) batchLeaf() [32]byte {
+	if e.leaf == nil {
+		l := verify.BatchLeaf(&e.decoded().Entry)
+		e.leaf = &l
+	}
+	return *e.leaf
 }
 
 // decoded returns e.se, decoding a plain value's transaction on first
@@ -184,11 +196,12 @@ func packEntry(height int64, se *verify.SignedEntry) ([]byte, bool) {
 }
 
 // nextCandidates are the hashes a "next" value may take from its
-// predecessor p, by level.
-func nextCandidates(p *verify.SignedEntry, n int) [][32]byte {
+// predecessor pe (decoded, a batch member), by level.
+func nextCandidates(pe *storedEntry, n int) [][32]byte {
+	p := pe.decoded()
 	c := make([][32]byte, n)
 	if n > 0 {
-		c[0] = verify.BatchLeaf(&p.Entry)
+		c[0] = pe.batchLeaf()
 	}
 	for l := 1; l < n && l < len(p.Batch.Path); l++ {
 		c[l] = p.Batch.Path[l]
@@ -206,7 +219,7 @@ func packNext(height int64, se *verify.SignedEntry, prev *storedEntry) ([]byte, 
 	if !ok {
 		return nil, false
 	}
-	cand := nextCandidates(p, len(b.Path))
+	cand := nextCandidates(prev, len(b.Path))
 	var mask uint64
 	for l, h := range b.Path {
 		if (l == 0 || l < len(p.Batch.Path)) && h == cand[l] {
@@ -296,7 +309,7 @@ func decodeStoredEntry(v []byte, prev func() (*storedEntry, bool)) (storedEntry,
 		for l := range se.Batch.Path {
 			if mask&(1<<l) != 0 {
 				if cand == nil {
-					cand = nextCandidates(ps, int(n))
+					cand = nextCandidates(pe, int(n))
 				}
 				if l >= 1 && l >= len(ps.Batch.Path) {
 					return storedEntry{}, false
