@@ -379,15 +379,23 @@ func (ln *ledgerNode) handleEntries(w http.ResponseWriter, req *http.Request) {
 			Entries []entryJSON `json:"entries"`
 		}{Size: st.Size, Entries: []entryJSON{}}
 		size := 0
-		for i := from; i < st.Size && i-from < limit; i++ {
-			h, tx, ok := r.entry(i)
-			if !ok {
-				return fmt.Errorf("entry %d missing from the store", i)
+		next := from
+		bad, ok := r.entriesFrom(from, func(i uint64, e *storedEntry) bool {
+			if i != next || i >= st.Size || i-from >= limit {
+				return false
 			}
-			if size += len(tx); size > maxListBytes && len(out.Entries) > 0 {
-				break
+			if size += len(e.tx); size > maxListBytes && len(out.Entries) > 0 {
+				return false
 			}
-			out.Entries = append(out.Entries, entryJSON{Index: i, Height: h, LeafHash: leafHashSlice(tx), Entry: bytes.Clone(tx)})
+			out.Entries = append(out.Entries, entryJSON{Index: i, Height: e.height, LeafHash: leafHashSlice(e.tx), Entry: bytes.Clone(e.tx)})
+			next++
+			return true
+		})
+		if !ok {
+			return fmt.Errorf("entry %d unreadable in the store", bad)
+		}
+		if next < st.Size && next-from < limit && size <= maxListBytes {
+			return fmt.Errorf("entry %d missing from the store", next)
 		}
 		writeJSON(w, http.StatusOK, out)
 		return nil

@@ -68,6 +68,17 @@ func TestBatchSignedEntries(t *testing.T) {
 			}
 			forms[r.get(bucketEntries, be64(st0.Size+uint64(i)))[0]]++
 		}
+		// Read in order, each with the one before (the API's listing).
+		n := 0
+		if bad, ok := r.entriesFrom(st0.Size+1, func(i uint64, e *storedEntry) bool {
+			if want := logged[i-st0.Size]; !bytes.Equal(e.tx, want) {
+				t.Errorf("entry %d read in order: %q, want %q", i, e.tx, want)
+			}
+			n++
+			return true
+		}); !ok || n != len(logged)-1 {
+			t.Errorf("read %d entries in order, then entry %d unreadable (%v)", n, bad, ok)
+		}
 		return writeSnapshotStream(r.tx, &stream)
 	})
 	if forms[packedNextEntry] < 40 || forms[packedBatchEntry] < 3 {

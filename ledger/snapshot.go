@@ -690,17 +690,29 @@ func checkRestored(r reader, h int64, appHash []byte) error {
 	if k, _ := r.tx.Bucket(bucketEntries).Cursor().Last(); st.Size == 0 && k != nil || st.Size > 0 && !bytes.Equal(k, be64(st.Size-1)) {
 		return fmt.Errorf("the snapshot holds entries beyond its log of %d", st.Size)
 	}
-	for i := range st.Size {
-		_, tx, ok := r.entry(i)
-		if !ok {
-			return fmt.Errorf("the snapshot lacks entry %d", i)
+	next := uint64(0)
+	var leafErr error
+	bad, ok := r.entriesFrom(0, func(i uint64, e *storedEntry) bool {
+		if i != next {
+			return false
 		}
-		leaf := verify.LeafHash(tx)
+		leaf := verify.LeafHash(e.tx)
 		// Leaf hashes were checked as the stream was read and are not
 		// kept; one that is (a store from before decision 0173) must match.
 		if got := r.get(bucketHashes, be64(uint64(tlog.StoredHashIndex(0, int64(i))))); got != nil && !bytes.Equal(got, leaf[:]) {
-			return fmt.Errorf("entry %d's leaf hash is not the stored one", i)
+			leafErr = fmt.Errorf("entry %d's leaf hash is not the stored one", i)
+			return false
 		}
+		next++
+		return true
+	})
+	switch {
+	case leafErr != nil:
+		return leafErr
+	case !ok:
+		return fmt.Errorf("the snapshot's entry %d is unreadable", bad)
+	case next != st.Size:
+		return fmt.Errorf("the snapshot lacks entry %d", next)
 	}
 	root, err := treeRoot(st.Size, r.hashes())
 	if err != nil {

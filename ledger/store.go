@@ -201,6 +201,36 @@ func (r reader) entry(i uint64) (height int64, tx []byte, ok bool) {
 	return e.height, e.tx, ok
 }
 
+// entriesFrom reads the stored entries from index from on, in log order,
+// calling f with each until f returns false or the log ends; each after
+// the first is read with the one before as its predecessor, so a run of
+// batch members is decoded once, not once per member (entrystore.go). It
+// returns the index of an entry it could not read, and false; or true.
+func (r reader) entriesFrom(from uint64, f func(i uint64, e *storedEntry) bool) (uint64, bool) {
+	b := r.tx.Bucket(bucketEntries)
+	get := func(i uint64) []byte { return b.Get(be64(i)) }
+	var prev *storedEntry
+	c := b.Cursor()
+	for k, v := c.Seek(be64(from)); k != nil; k, v = c.Next() {
+		i, _ := getU64(k)
+		var e storedEntry
+		var ok bool
+		if prev != nil && i > 0 {
+			e, ok = decodeStoredEntry(v, func() (*storedEntry, bool) { return prev, true })
+		} else {
+			e, ok = loadStoredEntry(get, i)
+		}
+		if !ok {
+			return i, false
+		}
+		if !f(i, &e) {
+			break
+		}
+		prev = &e
+	}
+	return 0, true
+}
+
 // storedEntry is entry i as stored (entrystore.go).
 func (r reader) storedEntry(i uint64) (storedEntry, bool) {
 	b := r.tx.Bucket(bucketEntries)
