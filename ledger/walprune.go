@@ -15,12 +15,15 @@ import (
 // 400 bytes per committed entry, a copy of what the block store already
 // holds. The log is read only after a crash, to replay the height in
 // progress, from the last "end of height" marker: the head and the newest
-// chunks. walKeep chunks (each at least 10 MB, more than the largest block
-// the ledger makes) are kept; older ones are removed. CometBFT's group
+// chunks. walKeep chunks (each at least 10 MB, more than twice the
+// largest block the ledger makes: the last marker is always in the head
+// or the newest chunk) are kept; older ones are removed. CometBFT's group
 // reads its directory at each check, so removing its oldest files is what
-// it does itself when it reaches its size limit.
+// it does itself when it reaches its size limit. (Two since decision
+// 0175: under a high write rate a chunk grows well past 10 MB before
+// CometBFT rotates it, and a third was only a copy of pruned blocks.)
 const (
-	walKeep      = 3
+	walKeep      = 2
 	walPruneTick = 10 * time.Second
 )
 
