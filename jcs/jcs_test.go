@@ -150,3 +150,20 @@ func FuzzCanonical(f *testing.F) {
 		}
 	})
 }
+
+func TestObjectEnd(t *testing.T) {
+	for in, want := range map[string]int{
+		`{}`:               2,
+		`{"a":"}"},`:       9,
+		`{"a":"\"}"}x`:     11,
+		`[{"a":[1,{}]}],`:  14,
+		`{"a":{"b":1}`:     -1,
+		`{"a":"\\"}`:       10,
+		`{"unclosed":"}`:   -1,
+		`{"a":[]}{"b":[]}`: 8,
+	} {
+		if got := ObjectEnd([]byte(in), 0); got != want {
+			t.Errorf("ObjectEnd(%s) = %d, want %d", in, got, want)
+		}
+	}
+}

@@ -438,3 +438,32 @@ func (p *parser) number() (*Value, error) {
 	}
 	return &Value{Kind: Number, Num: lit, Offset: start}, nil
 }
+
+// ObjectEnd returns the index just past the JSON object or array that
+// starts at b[start], matching braces and brackets outside strings; -1 if
+// it does not close within b. It does not validate: it is for finding
+// where a value a fixed layout embeds ends, before Parse (or json.Valid)
+// judges it.
+func ObjectEnd(b []byte, start int) int {
+	depth, inString := 0, false
+	for i := start; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
+}

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/cloisterhq/cloister/jcs"
 	"github.com/cloisterhq/cloister/ledger/verify"
 )
 
@@ -174,6 +175,52 @@ func (ln *ledgerNode) handleAppend(w http.ResponseWriter, r *http.Request) {
 // parseBatch reads {"entries":[<tx>,...]}: each element kept as the exact
 // bytes of the request (they must be canonical entries themselves).
 func parseBatch(body []byte) ([]json.RawMessage, error) {
+	if items, ok := parseCompactBatch(body); ok {
+		return items, nil
+	}
+	return parseBatchJSON(body)
+}
+
+// parseCompactBatch reads a batch written as clients write it:
+// {"entries":[` + "`" + `{…}` + "`" + `,…]} without spaces, every element a JSON
+// object. It returns ok only when parseBatchJSON would return the same
+// elements and no error (FuzzBatchBody compares the two); anything else —
+// spaces, other members, another spelling of "entries", a non-object
+// element, invalid JSON — is left to parseBatchJSON. It is that parse in
+// one pass over the body and one validity check per element, instead of
+// encoding/json's two passes and copies: about half its cost.
+func parseCompactBatch(body []byte) ([]json.RawMessage, bool) {
+	const head, tail = `{"entries":[`, `]}`
+	if len(body) < len(head)+len(tail)+2 || string(body[:len(head)]) != head || string(body[len(body)-len(tail):]) != tail {
+		return nil, false
+	}
+	var items []json.RawMessage
+	i, end := len(head), len(body)-len(tail)
+	for {
+		if i >= end || body[i] != '{' {
+			return nil, false
+		}
+		j := jcs.ObjectEnd(body[:end], i)
+		if j < 0 || !json.Valid(body[i:j]) {
+			return nil, false
+		}
+		if len(items) == maxBatchItems {
+			return nil, false // parseBatchJSON says how many
+		}
+		items = append(items, body[i:j:j])
+		switch {
+		case j == end:
+			return items, true
+		case body[j] == ',':
+			i = j + 1
+		default:
+			return nil, false
+		}
+	}
+}
+
+// parseBatchJSON is parseBatch for any spelling encoding/json takes.
+func parseBatchJSON(body []byte) ([]json.RawMessage, error) {
 	var req struct {
 		Entries []json.RawMessage `json:"entries"`
 	}

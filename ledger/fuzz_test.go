@@ -23,8 +23,30 @@ func FuzzBatchBody(f *testing.F) {
 	f.Add([]byte(`{"entries":[]}`))
 	f.Add([]byte(`{"entries":null,"extra":1}`))
 	f.Add([]byte(`{"entries":[1,"s",null]}`))
+	f.Add([]byte(`{"entries":[{"a":"}\"{"},{"b":[{}]}]}`))
+	f.Add([]byte(`{"entries":[{},{}` + "\n" + `]}`))
+	f.Add([]byte(`{"Entries":[{}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
+		// The compact form's parser takes only what encoding/json takes,
+		// as the same elements.
+		slow, slowErr := parseBatchJSON(body)
+		if fast, ok := parseCompactBatch(body); ok {
+			if slowErr != nil {
+				t.Fatalf("the compact parser took what encoding/json refuses (%v): %q", slowErr, body)
+			}
+			if len(fast) != len(slow) {
+				t.Fatalf("the compact parser found %d elements, encoding/json %d: %q", len(fast), len(slow), body)
+			}
+			for i := range fast {
+				if !bytes.Equal(fast[i], slow[i]) {
+					t.Fatalf("element %d: %q by the compact parser, %q by encoding/json", i, fast[i], slow[i])
+				}
+			}
+		}
 		items, err := parseBatch(body)
+		if (err == nil) != (slowErr == nil) {
+			t.Fatalf("parseBatch says %v, encoding/json %v", err, slowErr)
+		}
 		if err != nil {
 			return
 		}
@@ -80,4 +102,41 @@ func FuzzCheckpointTx(f *testing.F) {
 			t.Fatalf("block check accepted a note the client check refuses: %+v %v", c, err)
 		}
 	})
+}
+
+// TestCompactBatchParse: a batch as ledger/client writes it takes the
+// compact parser (so FuzzBatchBody's comparison is not vacuous), with
+// every element as sent; spaces or another spelling go to encoding/json.
+func TestCompactBatchParse(t *testing.T) {
+	k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+	items := make([]verify.BatchItem, 3)
+	for i := range items {
+		items[i] = verify.BatchItem{Kind: KindNote, Body: map[string]any{"text": "a \"quoted\" }{ brace", "i": i}, Nonce: uint64(i), Time: time.Unix(1700000000, 0)}
+	}
+	ses, err := verify.SignBatch(k, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"entries":[`)
+	for i, se := range ses {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, se.Encode()...)
+	}
+	body = append(body, `]}`...)
+	got, ok := parseCompactBatch(body)
+	if !ok || len(got) != len(ses) {
+		t.Fatalf("compact parse of a client's batch: %d elements, %v", len(got), ok)
+	}
+	for i, se := range ses {
+		if !bytes.Equal(got[i], se.Encode()) {
+			t.Fatalf("element %d: %q", i, got[i])
+		}
+	}
+	for _, other := range []string{`{"entries": [{}]}`, `{"entries":[{}]}` + "\n", `{"ENTRIES":[{}]}`, `{"entries":[{},1]}`, `{"entries":[{"a":}]}`} {
+		if _, ok := parseCompactBatch([]byte(other)); ok {
+			t.Errorf("compact parse took %q", other)
+		}
+	}
 }

@@ -269,7 +269,7 @@ func decodeLayout(tx []byte) *SignedEntry {
 		return nil
 	}
 	start += len(head)
-	end := objectEnd(tx, start)
+	end := jcs.ObjectEnd(tx, start)
 	if end < 0 {
 		return nil
 	}
@@ -412,33 +412,6 @@ func decodeHash(s string, h *[32]byte) bool {
 	}
 	*h = [32]byte(buf[:32])
 	return true
-}
-
-// objectEnd returns the index just past the JSON object starting at
-// tx[start], matching braces and brackets outside strings; -1 if it does
-// not close. It does not validate (jcs.Parse does).
-func objectEnd(tx []byte, start int) int {
-	depth, inString := 0, false
-	for i := start; i < len(tx); i++ {
-		c := tx[i]
-		switch {
-		case inString:
-			if c == '\\' {
-				i++
-			} else if c == '"' {
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			if depth--; depth == 0 {
-				return i + 1
-			}
-		}
-	}
-	return -1
 }
 
 // layoutString reads label, then a string without escapes up to its
