@@ -24,6 +24,11 @@
 //     Ed25519, verified cofactorless by the standard library (as browsers'
 //     WebCrypto does); never batch or cofactored verification, which can
 //     accept what another verifier refuses.
+//   - Or (ledger rule version 18) the entry is batch-signed: it also
+//     carries "batch":{"count","index","path"}, its place in an RFC 6962
+//     tree whose leaves are its batch's signed texts, and the one
+//     signature, by the same rule, is over batchSigningDomain ‖
+//     be64(count) ‖ root (batch.go, SignBatch).
 //   - A checkpoint is a C2SP tlog-checkpoint in a signed note; it is
 //     trusted when validators holding more than two thirds of the voting
 //     power signed it (Quorum). Signatures by keys outside the set are
