@@ -26,14 +26,7 @@ func TestEmbeddedCrash(t *testing.T) {
 	dir := t.TempDir()
 	w := startChild(t, envChildWriter, dir, "writer")
 	receipts := map[uint64]string{}
-	parse := func(l string) {
-		idx, h, ok := strings.Cut(l, " ")
-		i, err := strconv.ParseUint(idx, 10, 64)
-		if !ok || err != nil {
-			t.Fatalf("writer printed %q", l)
-		}
-		receipts[i] = h
-	}
+	parse := func(l string) { parseReceiptLine(t, receipts, l) }
 	deadline := time.After(90 * time.Second)
 	for len(receipts) < 300 {
 		select {
@@ -46,11 +39,87 @@ func TestEmbeddedCrash(t *testing.T) {
 			t.Fatalf("only %d receipts in 90s", len(receipts))
 		}
 	}
+	killAndCheck(t, w, dir, receipts)
+}
+
+// TestEmbeddedCrashWALPruned is TestEmbeddedCrash once CometBFT's
+// consensus WAL has rotated several chunks and the validator has removed
+// all but the newest (walprune.go): the writer's notes are padded to 48
+// KiB so that chunks of 10 MB fill in seconds; it is killed after a
+// removal, and the replay on reopening reads only what was kept.
+func TestEmbeddedCrashWALPruned(t *testing.T) {
+	dir := t.TempDir()
+	w := startChild(t, envChildWriter, dir, "writer", envChildWriterPad+"=49152")
+	receipts := map[uint64]string{}
+	parse := func(l string) { parseReceiptLine(t, receipts, l) }
+	deadline := time.After(150 * time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var afterPrune int
+	for afterPrune < 20 {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatal("writer exited")
+			}
+			parse(l)
+			if afterPrune > 0 {
+				afterPrune++
+			}
+		case <-tick.C:
+			if afterPrune == 0 && walPruned(t, dir) {
+				afterPrune = 1
+			}
+		case <-deadline:
+			t.Fatalf("no WAL chunk removed in 150 s (%d receipts)", len(receipts))
+		}
+	}
+	killAndCheck(t, w, dir, receipts)
+}
+
+// parseReceiptLine records a writer's "<index> <leaf hash hex>" line.
+func parseReceiptLine(t *testing.T, receipts map[uint64]string, l string) {
+	t.Helper()
+	idx, h, ok := strings.Cut(l, " ")
+	i, err := strconv.ParseUint(idx, 10, 64)
+	if !ok || err != nil {
+		t.Fatalf("writer printed %q", l)
+	}
+	receipts[i] = h
+}
+
+// walPruned says whether the consensus WAL under dir has numbered chunks
+// and its first, wal.000, is gone: the validator removed it.
+func walPruned(t *testing.T, dir string) bool {
+	t.Helper()
+	heads, err := filepath.Glob(filepath.Join(dir, "*", "cs.wal", "wal.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if more, _ := filepath.Glob(filepath.Join(dir, "*", "*", "cs.wal", "wal.*")); len(more) > 0 {
+		heads = append(heads, more...)
+	}
+	first := false
+	for _, h := range heads {
+		first = first || strings.HasSuffix(h, "wal.000")
+	}
+	if len(heads) > 0 && !first {
+		t.Logf("WAL chunks left: %v", heads)
+		return true
+	}
+	return false
+}
+
+// killAndCheck kills the writer w (SIGKILL, no chance to flush anything),
+// takes the receipts it printed before dying, and reopens the embedded
+// ledger in dir: every entry the writer had a receipt for is there with
+// the same leaf hash and provable, and appending continues.
+func killAndCheck(t *testing.T, w *child, dir string, receipts map[uint64]string) {
+	t.Helper()
 	w.kill()
 	for l := range w.lines {
-		parse(l)
+		parseReceiptLine(t, receipts, l)
 	}
-
 	e := openTestEmbedded(t, dir)
 	defer e.Close()
 	c := serveAPI(t, e.Handler())

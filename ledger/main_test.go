@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,9 +26,10 @@ import (
 // processes: this test binary, re-executed with one of these variables
 // set, plays the part instead of running tests.
 const (
-	envChildValidator = "CLOISTER_LEDGER_TEST_VALIDATOR" // home to run
-	envChildWriter    = "CLOISTER_LEDGER_TEST_WRITER"    // embedded dir to append to until killed
-	envChildOptions   = "CLOISTER_LEDGER_TEST_OPTIONS"   // the validator's childOptions, JSON
+	envChildValidator = "CLOISTER_LEDGER_TEST_VALIDATOR"  // home to run
+	envChildWriter    = "CLOISTER_LEDGER_TEST_WRITER"     // embedded dir to append to until killed
+	envChildWriterPad = "CLOISTER_LEDGER_TEST_WRITER_PAD" // bytes of padding in each of the writer's notes
+	envChildOptions   = "CLOISTER_LEDGER_TEST_OPTIONS"    // the validator's childOptions, JSON
 )
 
 // childOptions are the StartOptions a validator child runs with.
@@ -92,6 +94,7 @@ func runChildWriter(dir string) int {
 	if err != nil {
 		panic(err)
 	}
+	pad, _ := strconv.Atoi(os.Getenv(envChildWriterPad))
 	var mu sync.Mutex
 	out := bufio.NewWriter(os.Stdout)
 	var wg sync.WaitGroup
@@ -100,7 +103,11 @@ func runChildWriter(dir string) int {
 		go func() {
 			defer wg.Done()
 			for i := 0; ; i++ {
-				se, err := verify.NewEntryWithNonce(key, KindNote, map[string]any{"g": g, "i": i}, uint64(g)<<32|uint64(i), time.Now())
+				body := map[string]any{"g": g, "i": i}
+				if pad > 0 {
+					body["pad"] = strings.Repeat("x", pad)
+				}
+				se, err := verify.NewEntryWithNonce(key, KindNote, body, uint64(g)<<32|uint64(i), time.Now())
 				if err != nil {
 					panic(err)
 				}
